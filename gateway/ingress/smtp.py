@@ -1,0 +1,279 @@
+"""SMTP submission ingress (aiosmtpd) on the gateway's event loop.
+
+Recipients are screened at RCPT (550 per refused recipient, the rest still go), the whole
+message at DATA; 250 is said only after the upstream accepted. The unsubscribe mailbox is
+the one address that takes mail without AUTH, and only for itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import re
+import ssl
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from gateway.addresses import InvalidAddress, email_key
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.email_message import parse_email
+from gateway.logs import log_event
+from gateway.metrics import Metrics
+from gateway.model import Account, Channel, EmailContent, OutboundMessage, Reason
+from gateway.pipeline import Outcome, Pipeline, TemporaryFailure, delivery_key
+from gateway.unsubscribe import Unsubscribe
+
+log = logging.getLogger("gateway.smtp")
+
+AUTH_REQUIRED = "530 5.7.0 Authentication required"
+PARSE_OFF_LOOP_BYTES = 256 * 1024
+TOKEN_IN_SUBJECT = re.compile(r"unsubscribe\s+(\S+)", re.IGNORECASE)
+
+
+def reply_for_reasons(reasons: tuple[Reason, ...]) -> str:
+    codes = ",".join(dict.fromkeys(r.code for r in reasons))
+    detail = "; ".join(dict.fromkeys(r.message for r in reasons))
+    return _one_line(f"550 5.7.1 {codes}: {detail}")
+
+
+def _one_line(reply: str, limit: int = 500) -> str:
+    """SMTP replies are single CRLF-free lines; agents' text must never break the protocol."""
+    return re.sub(r"[\r\n]+", " ", reply)[:limit]
+
+
+class AccountAuthenticator:
+    """Checks AUTH PLAIN/LOGIN against [[accounts]] in constant time per account."""
+
+    def __init__(self, accounts: Callable[[], tuple[Account, ...]]) -> None:
+        self.accounts = accounts
+
+    def __call__(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login = auth_data.login.decode("utf-8", "replace")
+        password = hashlib.sha256(auth_data.password).digest()
+        match = None
+        for account in self.accounts():
+            same_secret = hmac.compare_digest(
+                password, hashlib.sha256(account.secret.encode()).digest()
+            )
+            if same_secret and account.name == login:
+                match = account
+        if match is None:
+            log_event(log, "auth-failed", logging.WARNING, login=login, peer=str(session.peer))
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=match)
+
+
+class SubmissionHandler:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        unsubscribe: Unsubscribe,
+        clock: Clock,
+        max_recipients: int,
+    ) -> None:
+        self.pipeline = pipeline
+        self.unsubscribe = unsubscribe
+        self.clock = clock
+        self.max_recipients = max_recipients
+        self.mailbox_key = email_key(unsubscribe.mailbox) if unsubscribe.mailbox else ""
+
+    def _message(
+        self, account: Account, envelope: Envelope, recipients: tuple[str, ...],
+        email: EmailContent | None = None, raw: bytes = b"",
+    ) -> OutboundMessage:
+        sender = envelope.mail_from or ""
+        return OutboundMessage(
+            id=uuid.uuid4().hex,
+            channel=Channel.EMAIL,
+            ingress="smtp",
+            account=account,
+            envelope_sender=sender,
+            recipients=recipients,
+            received_at=self.clock.now(),
+            idempotency_key=delivery_key(account.name, sender, raw) if raw else "",
+            email=email,
+        )
+
+    def _is_mailbox(self, address: str) -> bool:
+        try:
+            return bool(self.mailbox_key) and email_key(address) == self.mailbox_key
+        except InvalidAddress:
+            return False
+
+    async def handle_RCPT(  # noqa: N802 (aiosmtpd hook name)
+        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if self._is_mailbox(address):
+            envelope.rcpt_tos.append(address)
+            return "250 2.1.5 OK"
+        if not session.authenticated:
+            return AUTH_REQUIRED
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return f"452 4.5.3 Too many recipients (at most {self.max_recipients} per message)"
+        message = self._message(session.auth_data, envelope, (address,))
+        try:
+            decision, _ = await self.pipeline.screen(message)
+        except TemporaryFailure as exc:
+            return _one_line(f"451 4.3.0 {exc.reason}: {exc.text}")
+        if not decision.allowed:
+            return reply_for_reasons(decision.blocked_recipients[0].reasons)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(  # noqa: N802 (aiosmtpd hook name)
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        raw = envelope.original_content or b""
+        mailbox_rcpts = [r for r in envelope.rcpt_tos if self._is_mailbox(r)]
+        recipients = tuple(r for r in envelope.rcpt_tos if not self._is_mailbox(r))
+        if len(raw) > PARSE_OFF_LOOP_BYTES:
+            email = await asyncio.to_thread(parse_email, raw, smtputf8=envelope.smtp_utf8)
+        else:
+            email = parse_email(raw, smtputf8=envelope.smtp_utf8)
+        unsubscribe_reply = await self._take_unsubscribe(email) if mailbox_rcpts else None
+        if not recipients:
+            return unsubscribe_reply or "250 2.0.0 OK"
+        message = self._message(session.auth_data, envelope, recipients, email, raw)
+        try:
+            outcome = await self.pipeline.process(message)
+        except TemporaryFailure as exc:
+            return _one_line(f"451 4.3.0 {exc.reason}: {exc.text}")
+        return self._data_reply(outcome)
+
+    def _data_reply(self, outcome: Outcome) -> str:
+        decision = outcome.decision
+        if outcome.refused and not outcome.delivered:
+            first = outcome.refused[0].error
+            code = first.code if 500 <= first.code < 600 else 554
+            return _one_line(f"{code} 5.0.0 upstream refused: {first.text}")
+        if not outcome.delivered:
+            return reply_for_reasons(decision.all_reasons())
+        notes = [f"delivered to {len(outcome.delivered)}"]
+        if decision.blocked_recipients:
+            blocked = decision.blocked_recipients
+            codes = ",".join(dict.fromkeys(r.code for b in blocked for r in b.reasons))
+            notes.append(f"blocked {len(blocked)} ({codes})")
+        if outcome.refused:
+            notes.append(
+                "upstream refused " + ", ".join(f"{r.recipient} ({r.error.code})"
+                                                for r in outcome.refused)
+            )
+        return _one_line("250 2.0.0 OK " + "; ".join(notes))
+
+    async def _take_unsubscribe(self, email: EmailContent) -> str:
+        """Mail to the mailto: link from List-Unsubscribe; the token rides in the subject."""
+        match = TOKEN_IN_SUBJECT.search(email.subject)
+        claims = await self.unsubscribe.honor(match.group(1), source="mailto") if match else None
+        if claims is None:
+            return "550 5.7.1 UNSUBSCRIBE_TOKEN_INVALID: no valid unsubscribe token in the subject"
+        log_event(log, "unsubscribed", source="mailto", recipient=claims.recipient)
+        return "250 2.0.0 OK unsubscribed"
+
+
+class GatewaySMTP(SMTP):
+    """aiosmtpd's server, counting open sessions so shutdown can drain them."""
+
+    def __init__(self, handler: SubmissionHandler, sessions: SessionTracker, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._sessions = sessions
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._sessions.opened(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._sessions.closed(self)
+        super().connection_lost(error)
+
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 (aiosmtpd command name)
+        self._sessions.transaction_started(self)
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._sessions.transaction_finished(self)
+
+
+class SessionTracker:
+    """Which SMTP sessions are open and which are inside DATA, for a graceful SIGTERM."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.open: set[GatewaySMTP] = set()
+        self.busy: set[GatewaySMTP] = set()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def opened(self, session: GatewaySMTP) -> None:
+        self.open.add(session)
+        self.metrics.smtp_sessions.set(len(self.open))
+
+    def closed(self, session: GatewaySMTP) -> None:
+        self.open.discard(session)
+        self.transaction_finished(session)
+        self.metrics.smtp_sessions.set(len(self.open))
+
+    def transaction_started(self, session: GatewaySMTP) -> None:
+        self.busy.add(session)
+        self.idle.clear()
+
+    def transaction_finished(self, session: GatewaySMTP) -> None:
+        self.busy.discard(session)
+        if not self.busy:
+            self.idle.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Let transactions in DATA finish, then close every session."""
+        try:
+            await asyncio.wait_for(self.idle.wait(), timeout)
+        except TimeoutError:
+            log_event(log, "drain-timeout", logging.WARNING, busy=len(self.busy))
+        for session in list(self.open):
+            if session.transport is not None:
+                session.transport.close()
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    if config.smtp.tls_cert is None or config.smtp.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.smtp.tls_cert, config.smtp.tls_key)
+    return context
+
+
+async def start_smtp_server(
+    config: Config, handler: SubmissionHandler, authenticator: AccountAuthenticator,
+    sessions: SessionTracker,
+) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+    context = tls_context(config)
+    auth_needs_tls = not (config.smtp.listen.is_loopback or config.smtp.allow_insecure_auth)
+
+    def protocol() -> GatewaySMTP:
+        return GatewaySMTP(
+            handler,
+            sessions,
+            data_size_limit=config.smtp.max_message_bytes,
+            enable_SMTPUTF8=True,
+            hostname=config.smtp.hostname,
+            ident="compliance-gateway",
+            tls_context=context,
+            require_starttls=False,
+            auth_required=False,
+            auth_require_tls=auth_needs_tls,
+            authenticator=authenticator,
+            loop=loop,
+        )
+
+    return await loop.create_server(protocol, config.smtp.listen.host, config.smtp.listen.port)

@@ -1,0 +1,134 @@
+"""Email rules (CAN-SPAM, CASL), as pure functions of message, facts and rules.
+
+Evaluated at two stages with the same code: at SMTP RCPT time only the envelope is known
+(`message.email is None`), at DATA time the whole message is.
+"""
+
+from __future__ import annotations
+
+from gateway.addresses import InvalidAddress, domain_of, email_key
+from gateway.model import (
+    Decision,
+    EmailContent,
+    Facts,
+    OutboundMessage,
+    Reason,
+    RecipientDecision,
+    SenderIdentity,
+)
+from gateway.rules import RuleSet
+
+
+def decide_email(message: OutboundMessage, facts: Facts, rules: RuleSet) -> Decision:
+    purpose = message.account.purpose
+    applied: list[str] = []
+
+    def active(rule_id: str) -> bool:
+        if rules.applies(rule_id, purpose):
+            applied.append(rule_id)
+            return True
+        return False
+
+    def reason(rule_id: str, message_text: str) -> Reason:
+        return Reason(rules.rule(rule_id).code, message_text, rule_id)
+
+    message_reasons: list[Reason] = []
+    if message.email is not None and active("email.malformed"):
+        message_reasons += [reason("email.malformed", p) for p in message.email.problems]
+    if active("email.sender.domain"):
+        message_reasons += [
+            reason("email.sender.domain", text)
+            for text in _sender_problems(message, message.email)
+        ]
+    if message.email is not None and not message.email.problems:
+        if active("email.subject.deceptive"):
+            message_reasons += [
+                reason("email.subject.deceptive", text)
+                for text in _deceptive_subject(message.email, rules)
+            ]
+        if active("email.identity.canspam"):
+            message_reasons += [
+                reason("email.identity.canspam", text)
+                for text in _canspam_identity_gaps(message.account.identity, rules)
+            ]
+        if active("email.identity.casl"):
+            message_reasons += [
+                reason("email.identity.casl", text)
+                for text in _casl_identity_gaps(message.account.identity)
+            ]
+
+    check_syntax = active("email.recipient.syntax")
+    check_suppression = active("email.suppression")
+    recipients = tuple(
+        RecipientDecision(
+            recipient,
+            tuple(
+                reason(rule_id, text)
+                for rule_id, text in _recipient_problems(
+                    recipient, facts, check_syntax, check_suppression
+                )
+            ),
+        )
+        for recipient in message.recipients
+    )
+    return Decision(
+        message_reasons=tuple(message_reasons),
+        recipients=recipients,
+        rules_applied=tuple(applied),
+        rules_version=rules.version,
+    )
+
+
+def _recipient_problems(
+    recipient: str, facts: Facts, check_syntax: bool, check_suppression: bool
+) -> list[tuple[str, str]]:
+    try:
+        key = email_key(recipient)
+    except InvalidAddress as exc:
+        return [("email.recipient.syntax", f"{recipient!r} is not a valid address: {exc}")]
+    if check_suppression and key in facts.suppressed:
+        return [("email.suppression", f"{recipient} opted out or is on the suppression list")]
+    return []
+
+
+def _sender_problems(message: OutboundMessage, email: EmailContent | None) -> list[str]:
+    account = message.account
+    problems = []
+    if not message.envelope_sender:
+        problems.append("the envelope sender is empty; commercial mail needs a return path")
+    elif not account.may_send_from(domain_of(message.envelope_sender)):
+        problems.append(
+            f"envelope sender domain {domain_of(message.envelope_sender)!r} is not among "
+            f"account {account.name!r}'s sender_domains"
+        )
+    for address in email.from_addresses if email else ():
+        if not account.may_send_from(domain_of(address)):
+            problems.append(
+                f"From domain {domain_of(address)!r} is not among account "
+                f"{account.name!r}'s sender_domains"
+            )
+    return problems
+
+
+def _deceptive_subject(email: EmailContent, rules: RuleSet) -> list[str]:
+    if email.is_reply or not rules.deceptive_subject.match(email.subject):
+        return []
+    return [
+        f"subject {email.subject[:80]!r} looks like a reply or forward but the message has no "
+        "In-Reply-To or References header"
+    ]
+
+
+def _canspam_identity_gaps(identity: SenderIdentity, rules: RuleSet) -> list[str]:
+    gaps = []
+    if not identity.name:
+        gaps.append("[sender] name is empty: the footer must identify the sender")
+    if not rules.postal_address.search(identity.postal_address):
+        gaps.append("[sender] postal_address is missing or not a valid physical postal address")
+    return gaps
+
+
+def _casl_identity_gaps(identity: SenderIdentity) -> list[str]:
+    if identity.email or identity.phone or identity.website:
+        return []
+    return ["[sender] needs one of email, phone or website as a contact"]

@@ -1,0 +1,206 @@
+"""Assemble the gateway and run SMTP and HTTP on one event loop.
+
+`Gateway` is what `serve` runs and what the tests start in-process on ephemeral ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.ingress.smtp import (
+    AccountAuthenticator,
+    SessionTracker,
+    SubmissionHandler,
+    start_smtp_server,
+)
+from gateway.logs import log_event
+from gateway.metrics import Metrics
+from gateway.model import AuditEvent
+from gateway.pipeline import Pipeline
+from gateway.rules import RuleSet, load_rules
+from gateway.store import open_store
+from gateway.store.base import Store
+from gateway.tokens import UnsubscribeTokens, generated_key_file
+from gateway.unsubscribe import Suppressions, Unsubscribe
+from gateway.upstream.base import EmailUpstream
+from gateway.upstream.email import EmailEgress
+from gateway.upstream.outbox import OutboxEmailUpstream
+from gateway.upstream.smtp import SmtpEmailUpstream
+from gateway.web.health import HealthRoutes
+from gateway.web.unsubscribe import UnsubscribeRoutes
+
+log = logging.getLogger("gateway.server")
+
+
+def build_email_upstream(config: Config) -> EmailUpstream:
+    if config.email_upstream.kind == "smtp":
+        return SmtpEmailUpstream(config.email_upstream)
+    return OutboxEmailUpstream(config.data_dir / "outbox" / "email")
+
+
+def build_tokens(config: Config) -> UnsubscribeTokens:
+    if config.tokens.keys:
+        return UnsubscribeTokens(config.tokens.keys, config.tokens.active)
+    keys, active = generated_key_file(config.data_dir)
+    return UnsubscribeTokens(keys, active)
+
+
+def config_digest(config: Config) -> str:
+    """Identifies the configuration file in the audit log without recording its secrets."""
+    if config.source is None:
+        return "built-in defaults"
+    return hashlib.sha256(Path(config.source).read_bytes()).hexdigest()[:16]
+
+
+class Services:
+    """The parts every entry point needs: store, rules, pipeline pieces. No listeners."""
+
+    def __init__(self, config: Config, clock: Clock, store: Store | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.metrics = Metrics()
+        self.store = store or open_store(config.store_url)
+        self.ruleset: RuleSet = load_rules(config.rules_dir)
+        self.suppressions = Suppressions(self.store, clock, self.metrics)
+        self.unsubscribe = Unsubscribe(
+            build_tokens(config),
+            self.suppressions,
+            clock,
+            config.public_url,
+            config.unsubscribe_mailto,
+        )
+        self.email_upstream = build_email_upstream(config)
+        self.pipeline = Pipeline(
+            self.store,
+            self.rules,
+            {"email": EmailEgress(self.email_upstream, self.unsubscribe)},
+            clock,
+            self.metrics,
+        )
+
+    def rules(self) -> RuleSet:
+        return self.ruleset
+
+    async def open(self) -> None:
+        await self.store.open()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+class Gateway:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or Clock()
+        self.services = Services(config, self.clock)
+        self.sessions = SessionTracker(self.services.metrics)
+        self._smtp_server: asyncio.Server | None = None
+        self._http_runner: web.AppRunner | None = None
+        self.smtp_port = 0
+        self.http_port = 0
+
+    def http_app(self) -> web.Application:
+        services = self.services
+        app = web.Application(client_max_size=1024 * 1024)
+        UnsubscribeRoutes(services.unsubscribe).register(app)
+        HealthRoutes(services.store, services.rules, services.metrics).register(app)
+        return app
+
+    async def start(self) -> None:
+        services = self.services
+        await services.open()
+        await services.email_upstream.start()
+        handler = SubmissionHandler(
+            services.pipeline, services.unsubscribe, self.clock, self.config.smtp.max_recipients
+        )
+        authenticator = AccountAuthenticator(lambda: self.config.accounts)
+        self._smtp_server = await start_smtp_server(
+            self.config, handler, authenticator, self.sessions
+        )
+        self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
+        self._http_runner = web.AppRunner(
+            self.http_app(), access_log=None, shutdown_timeout=self.config.drain_timeout_s
+        )
+        await self._http_runner.setup()
+        http = self.config.http.listen
+        site = web.TCPSite(self._http_runner, http.host, http.port)
+        await site.start()
+        self.http_port = self._http_runner.addresses[0][1]
+        await services.store.append_audit(
+            AuditEvent(
+                time=self.clock.now(),
+                actor="gateway",
+                action="gateway.start",
+                details={
+                    "config": config_digest(self.config),
+                    "rules_version": services.ruleset.version,
+                    "clock_shifted": self.clock.shifted,
+                },
+            )
+        )
+        log_event(
+            log,
+            "listening",
+            smtp=f"{self.config.smtp.listen.host}:{self.smtp_port}",
+            http=f"{http.host}:{self.http_port}",
+            rules_version=services.ruleset.version,
+            store=self.config.store_url.split("://")[0],
+            email_upstream=services.email_upstream.name,
+        )
+
+    async def reload_rules(self) -> None:
+        """SIGHUP: swap in new rule data atomically; a broken file keeps the old rules."""
+        try:
+            ruleset = load_rules(self.config.rules_dir)
+        except Exception as exc:
+            log_event(log, "rules-reload-failed", logging.ERROR, error=str(exc))
+            return
+        old = self.services.ruleset.version
+        self.services.ruleset = ruleset
+        await self.services.store.append_audit(
+            AuditEvent(
+                time=self.clock.now(),
+                actor="operator",
+                action="rules.reload",
+                details={"from": old, "to": ruleset.version},
+            )
+        )
+        log_event(log, "rules-reloaded", rules_version=ruleset.version, previous=old)
+
+    async def stop(self) -> None:
+        """Stop accepting, let transactions in flight finish, then close everything."""
+        if self._smtp_server is not None:
+            self._smtp_server.close()
+            await self.sessions.drain(self.config.drain_timeout_s)
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+        await self.services.email_upstream.close()
+        await self.services.close()
+        log_event(log, "stopped")
+
+
+async def serve_forever(gateway: Gateway) -> None:
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: loop.create_task(gateway.reload_rules())
+    )
+    await gateway.start()
+    print(
+        f"compliance-gateway listening: SMTP {gateway.config.smtp.listen.host}:"
+        f"{gateway.smtp_port}, HTTP {gateway.config.http.listen.host}:{gateway.http_port}",
+        flush=True,
+    )
+    await stopping.wait()
+    log_event(log, "stopping", reason="signal")
+    await gateway.stop()

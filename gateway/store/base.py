@@ -1,0 +1,95 @@
+"""The store interface the pipeline depends on; SQLite and PostgreSQL implement it.
+
+Every method may raise `StoreUnavailable`; callers treat that as "fact unknown" and fail
+closed (the agent gets a temporary failure).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from gateway.model import AuditEvent, BlockRecord, Channel, Suppression
+
+
+class DeliveryClaim(enum.Enum):
+    CLAIMED = "claimed"
+    ALREADY_DELIVERED = "already_delivered"
+    IN_FLIGHT = "in_flight"
+
+
+class StoreUnavailable(Exception):
+    """The store could not answer; nothing may be sent on the strength of a missing fact."""
+
+
+@dataclass(frozen=True)
+class BlockQuery:
+    since: datetime | None = None
+    until: datetime | None = None
+    reason: str | None = None
+    channel: Channel | None = None
+    account: str | None = None
+    recipient: str | None = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True)
+class AuditProblem:
+    """The first audit entry whose chain does not verify."""
+
+    entry_id: int
+    problem: str
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Connect and apply pending schema migrations."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless a trivial query succeeds."""
+
+    async def suppressed(self, addresses: Iterable[str]) -> frozenset[str]:
+        """The subset of `addresses` (normalized keys) that is on the suppression list."""
+
+    async def add_suppressions(self, entries: Sequence[Suppression]) -> int:
+        """Insert or refresh entries; returns how many were new."""
+
+    async def remove_suppressions(self, addresses: Iterable[str]) -> int:
+        """Returns how many existed."""
+
+    async def list_suppressions(self) -> list[Suppression]: ...
+
+    async def record_block(self, record: BlockRecord) -> int:
+        """Durably record a block before the agent is told; returns the record id."""
+
+    async def query_blocks(self, query: BlockQuery) -> list[BlockRecord]:
+        """Newest first."""
+
+    async def claim_delivery(
+        self, delivery_key: str, recipient: str, now: datetime, stale_after_s: float
+    ) -> DeliveryClaim:
+        """Mark this (message, recipient) in flight unless it was delivered or is in flight.
+
+        Lets an agent retry after a partial upstream failure without a second copy going to
+        the recipients that already got one. A claim older than `stale_after_s` (a process
+        died mid-send) may be taken again.
+        """
+
+    async def complete_delivery(self, delivery_key: str, recipient: str, upstream_id: str) -> None:
+        ...
+
+    async def release_delivery(self, delivery_key: str, recipient: str) -> None:
+        """Undo a claim after the upstream refused, so a retry sends again."""
+
+    async def append_audit(self, event: AuditEvent) -> AuditEvent:
+        """Append to the hash chain; returns the event with id, prev_hash and hash set."""
+
+    async def audit_events(self) -> list[AuditEvent]: ...
+
+    async def verify_audit(self) -> AuditProblem | None:
+        """None when every entry's hash and link to its predecessor verify."""

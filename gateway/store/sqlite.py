@@ -1,0 +1,564 @@
+"""The SQLite store: one database file, one connection, one worker thread.
+
+sqlite3 calls block, so the connection lives on a dedicated single-thread executor and every
+method runs its SQL there; that also serializes this process's writers without extra locks.
+Write transactions begin IMMEDIATE, so writers in other processes queue on the busy timeout
+instead of failing on a stale snapshot. Every commit is fsynced (synchronous=FULL): blocks,
+suppressions, audit entries and delivery claims must survive a power cut once reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from gateway.audit import GENESIS_HASH, entry_hash
+from gateway.model import AuditEvent, BlockRecord, Channel, Reason, Suppression
+from gateway.store.base import AuditProblem, BlockQuery, DeliveryClaim, StoreUnavailable
+from gateway.store.migrations import (
+    VERSION_TABLE_DDL,
+    Migration,
+    discover_migrations,
+    migration_directory,
+    run_migrations,
+)
+
+_T = TypeVar("_T")
+
+# Stays under SQLITE_MAX_VARIABLE_NUMBER even on SQLite builds older than 3.32 (999).
+_PARAMETERS_PER_QUERY = 900
+
+_BLOCK_COLUMNS = (
+    "id, time, channel, account, sender, recipient, reasons_json, rules_version,"
+    " message_id, subject, size, gateway_id"
+)
+_AUDIT_COLUMNS = "id, time, actor, action, subject, details_json, prev_hash, hash"
+
+_UPSERT_SUPPRESSION = """
+INSERT INTO suppressions (address, source, reason, actor, created_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (address) DO UPDATE SET
+    source = excluded.source,
+    reason = excluded.reason,
+    actor = excluded.actor,
+    created_at = excluded.created_at
+"""
+
+
+class SqliteStore:
+    """`Store` on one SQLite file; several instances (or processes) may share the file."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 5.0) -> None:
+        self._path = Path(path).absolute()
+        self._busy_timeout_s = busy_timeout_s
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        # Touched only on the executor thread.
+        self._connection: sqlite3.Connection | None = None
+        self._file_identity: tuple[int, int] | None = None
+        self._opened = False
+        # Touched only on the event loop.
+        self._closed = False
+
+    async def open(self) -> None:
+        await self._submit(self._open_on_worker)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._discard_connection)
+        self._executor.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def suppressed(self, addresses: Iterable[str]) -> frozenset[str]:
+        unique = list(dict.fromkeys(addresses))
+        return await self._run(lambda conn: _select_suppressed(conn, unique))
+
+    async def add_suppressions(self, entries: Sequence[Suppression]) -> int:
+        return await self._run(lambda conn: _upsert_suppressions(conn, entries))
+
+    async def remove_suppressions(self, addresses: Iterable[str]) -> int:
+        keys = [(address,) for address in addresses]
+        return await self._run(lambda conn: _delete_suppressions(conn, keys))
+
+    async def list_suppressions(self) -> list[Suppression]:
+        return await self._run(_select_all_suppressions)
+
+    async def record_block(self, record: BlockRecord) -> int:
+        return await self._run(lambda conn: _insert_block(conn, record))
+
+    async def query_blocks(self, query: BlockQuery) -> list[BlockRecord]:
+        return await self._run(lambda conn: _select_blocks(conn, query))
+
+    async def claim_delivery(
+        self, delivery_key: str, recipient: str, now: datetime, stale_after_s: float
+    ) -> DeliveryClaim:
+        stale_before = now - timedelta(seconds=stale_after_s)
+        return await self._run(
+            lambda conn: _claim_delivery(conn, delivery_key, recipient, now, stale_before)
+        )
+
+    async def complete_delivery(self, delivery_key: str, recipient: str, upstream_id: str) -> None:
+        await self._run(lambda conn: _complete_delivery(conn, delivery_key, recipient, upstream_id))
+
+    async def release_delivery(self, delivery_key: str, recipient: str) -> None:
+        await self._run(lambda conn: _release_delivery(conn, delivery_key, recipient))
+
+    async def append_audit(self, event: AuditEvent) -> AuditEvent:
+        return await self._run(lambda conn: _append_audit(conn, event))
+
+    async def audit_events(self) -> list[AuditEvent]:
+        return await self._run(_select_audit_events)
+
+    async def verify_audit(self) -> AuditProblem | None:
+        return await self._run(_verify_audit_chain)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await self._submit(lambda: self._with_connection(work))
+
+    async def _submit(self, call: Callable[[], _T]) -> _T:
+        if self._closed:
+            raise StoreUnavailable("store is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._guarded, call)
+
+    def _guarded(self, call: Callable[[], _T]) -> _T:
+        """Run on the worker; any database or file-system failure becomes StoreUnavailable.
+
+        The connection is dropped on failure and reopened by the next call, so the store
+        recovers once the condition (lock, full disk, restored file) clears.
+        """
+        try:
+            result = call()
+            self._check_file_identity()
+        except (sqlite3.Error, OSError) as exc:
+            self._discard_connection()
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+        return result
+
+    def _with_connection(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        if not self._opened:
+            raise StoreUnavailable("store is not open")
+        if self._connection is None:
+            self._connection = self._connect(create=False)
+        return work(self._connection)
+
+    def _open_on_worker(self) -> None:
+        if self._connection is None:
+            self._connection = self._connect(create=True)
+        migrations = discover_migrations(migration_directory("sqlite"))
+        run_migrations(_SqliteMigrationTarget(self._connection), migrations)
+        self._opened = True
+
+    def _connect(self, *, create: bool) -> sqlite3.Connection:
+        """Only `open` may create the file: a reconnect that silently started an empty
+        database would forget every suppression, so a vanished file stays an error."""
+        mode = "rwc" if create else "rw"
+        connection = sqlite3.connect(
+            f"{self._path.as_uri()}?mode={mode}",
+            uri=True,
+            timeout=self._busy_timeout_s,
+            isolation_level=None,
+        )
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = FULL")
+            self._file_identity = _file_identity(self._path)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _check_file_identity(self) -> None:
+        """SQLite keeps reading and writing a deleted or replaced file through its open
+        descriptor, so without this check writes would vanish with the unlinked file."""
+        if self._connection is not None and _file_identity(self._path) != self._file_identity:
+            raise FileNotFoundError(f"database file {self._path} was removed or replaced")
+
+    def _discard_connection(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+            self._connection = None
+
+
+class _SqliteMigrationTarget:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def ensure_version_table(self) -> None:
+        self._connection.execute(VERSION_TABLE_DDL)
+
+    def applied_versions(self) -> set[int]:
+        rows = self._connection.execute("SELECT version FROM schema_migrations")
+        return {version for (version,) in rows}
+
+    def apply(self, migration: Migration) -> bool:
+        with _write_transaction(self._connection) as conn:
+            recorded = conn.execute(
+                "SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)
+            ).fetchone()
+            if recorded:
+                return False
+            for statement in _split_statements(migration.sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, _to_text(datetime.now(UTC))),
+            )
+        return True
+
+
+def _split_statements(script: str) -> list[str]:
+    """`executescript` would commit the migration's transaction, so statements run one by
+    one; a statement ends with the line on which it is complete."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending)
+            pending = ""
+    if pending.strip():
+        statements.append(pending)
+    return statements
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[sqlite3.Connection]:
+    conn.execute(begin)
+    try:
+        yield conn
+    except BaseException:
+        # A failed rollback leaves the connection suspect; the caller discards it anyway.
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _write_transaction(conn: sqlite3.Connection) -> contextlib.AbstractContextManager[
+    sqlite3.Connection
+]:
+    return _transaction(conn, "BEGIN IMMEDIATE")
+
+
+def _read_transaction(conn: sqlite3.Connection) -> contextlib.AbstractContextManager[
+    sqlite3.Connection
+]:
+    """Several SELECTs that must see one snapshot."""
+    return _transaction(conn, "BEGIN")
+
+
+def _file_identity(path: Path) -> tuple[int, int]:
+    status = path.stat()
+    return status.st_dev, status.st_ino
+
+
+def _to_text(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment!r}: the store keeps UTC times only")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _from_text(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _select_suppressed(conn: sqlite3.Connection, addresses: Sequence[str]) -> frozenset[str]:
+    found: set[str] = set()
+    with _read_transaction(conn):
+        for chunk in _chunks(addresses, _PARAMETERS_PER_QUERY):
+            placeholders = ", ".join("?" * len(chunk))
+            rows = conn.execute(
+                f"SELECT address FROM suppressions WHERE address IN ({placeholders})", chunk
+            )
+            found.update(address for (address,) in rows)
+    return frozenset(found)
+
+
+def _upsert_suppressions(conn: sqlite3.Connection, entries: Sequence[Suppression]) -> int:
+    """New addresses are counted as the growth of the table inside the same transaction;
+    an upsert cannot tell SQLite's insert from its update any other way."""
+    rows = [(e.address, e.source, e.reason, e.actor, _to_text(e.time)) for e in entries]
+    with _write_transaction(conn):
+        before = _count_suppressions(conn)
+        conn.executemany(_UPSERT_SUPPRESSION, rows)
+        return _count_suppressions(conn) - before
+
+
+def _count_suppressions(conn: sqlite3.Connection) -> int:
+    (count,) = conn.execute("SELECT COUNT(*) FROM suppressions").fetchone()
+    return int(count)
+
+
+def _delete_suppressions(conn: sqlite3.Connection, keys: Sequence[tuple[str]]) -> int:
+    with _write_transaction(conn):
+        cursor = conn.executemany("DELETE FROM suppressions WHERE address = ?", keys)
+        return max(cursor.rowcount, 0)
+
+
+def _select_all_suppressions(conn: sqlite3.Connection) -> list[Suppression]:
+    rows = conn.execute(
+        "SELECT address, source, reason, actor, created_at FROM suppressions ORDER BY address"
+    )
+    return [
+        Suppression(address, source, reason, _from_text(created_at), actor)
+        for address, source, reason, actor, created_at in rows
+    ]
+
+
+def _insert_block(conn: sqlite3.Connection, record: BlockRecord) -> int:
+    reasons_json = json.dumps([reason.as_dict() for reason in record.reasons])
+    reason_codes = "," + "".join(f"{reason.code}," for reason in record.reasons)
+    with _write_transaction(conn):
+        cursor = conn.execute(
+            "INSERT INTO blocks (time, channel, account, sender, recipient, reasons_json,"
+            " reason_codes, rules_version, message_id, subject, size, gateway_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                _to_text(record.time),
+                record.channel.value,
+                record.account,
+                record.sender,
+                record.recipient,
+                reasons_json,
+                reason_codes,
+                record.rules_version,
+                record.message_id,
+                record.subject,
+                record.size,
+                record.gateway_id,
+            ),
+        )
+    return _row_id(cursor)
+
+
+def _select_blocks(conn: sqlite3.Connection, query: BlockQuery) -> list[BlockRecord]:
+    where, parameters = _block_filters(query)
+    rows = conn.execute(
+        f"SELECT {_BLOCK_COLUMNS} FROM blocks {where} ORDER BY time DESC, id DESC LIMIT ?",
+        [*parameters, query.limit],
+    )
+    return [_block_from_row(row) for row in rows]
+
+
+def _block_filters(query: BlockQuery) -> tuple[str, list[object]]:
+    clauses: list[str] = []
+    parameters: list[object] = []
+    if query.since is not None:
+        clauses.append("time >= ?")
+        parameters.append(_to_text(query.since))
+    if query.until is not None:
+        clauses.append("time < ?")
+        parameters.append(_to_text(query.until))
+    if query.reason is not None:
+        clauses.append("reason_codes LIKE ? ESCAPE '\\'")
+        parameters.append(f"%,{_escape_like(query.reason)},%")
+    for column, value in (
+        ("channel", query.channel),
+        ("account", query.account),
+        ("recipient", query.recipient),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            parameters.append(str(value))
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return where, parameters
+
+
+def _escape_like(text: str) -> str:
+    """Codes such as QUIET_HOURS contain `_`, which LIKE would treat as a wildcard."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _block_from_row(row: tuple[object, ...]) -> BlockRecord:
+    (
+        block_id,
+        time,
+        channel,
+        account,
+        sender,
+        recipient,
+        reasons_json,
+        rules_version,
+        message_id,
+        subject,
+        size,
+        gateway_id,
+    ) = row
+    return BlockRecord(
+        time=_from_text(str(time)),
+        channel=Channel(channel),
+        account=str(account),
+        sender=str(sender),
+        recipient=str(recipient),
+        reasons=tuple(Reason(**reason) for reason in json.loads(str(reasons_json))),
+        rules_version=str(rules_version),
+        message_id=str(message_id),
+        subject=str(subject),
+        size=int(str(size)),
+        gateway_id=str(gateway_id),
+        id=int(str(block_id)),
+    )
+
+
+def _claim_delivery(
+    conn: sqlite3.Connection,
+    delivery_key: str,
+    recipient: str,
+    now: datetime,
+    stale_before: datetime,
+) -> DeliveryClaim:
+    """Read and decide inside one IMMEDIATE transaction, so two claimants (in this process
+    or another) cannot both see "no claim"."""
+    key = (delivery_key, recipient)
+    with _write_transaction(conn):
+        row = conn.execute(
+            "SELECT state, claimed_at FROM deliveries WHERE delivery_key = ? AND recipient = ?",
+            key,
+        ).fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO deliveries (delivery_key, recipient, state, claimed_at)"
+                " VALUES (?, ?, 'pending', ?)",
+                (*key, _to_text(now)),
+            )
+            return DeliveryClaim.CLAIMED
+        state, claimed_at = row
+        if state == "done":
+            return DeliveryClaim.ALREADY_DELIVERED
+        if _from_text(claimed_at) > stale_before:
+            return DeliveryClaim.IN_FLIGHT
+        conn.execute(
+            "UPDATE deliveries SET claimed_at = ? WHERE delivery_key = ? AND recipient = ?",
+            (_to_text(now), *key),
+        )
+        return DeliveryClaim.CLAIMED
+
+
+def _complete_delivery(
+    conn: sqlite3.Connection, delivery_key: str, recipient: str, upstream_id: str
+) -> None:
+    """Upsert rather than update: the message did go out, so "done" must be recorded even if
+    the claim row is gone, or a retry would send a second copy."""
+    with _write_transaction(conn):
+        conn.execute(
+            "INSERT INTO deliveries (delivery_key, recipient, state, claimed_at, upstream_id)"
+            " VALUES (?, ?, 'done', ?, ?)"
+            " ON CONFLICT (delivery_key, recipient) DO UPDATE SET"
+            " state = 'done', upstream_id = excluded.upstream_id",
+            (delivery_key, recipient, _to_text(datetime.now(UTC)), upstream_id),
+        )
+
+
+def _release_delivery(conn: sqlite3.Connection, delivery_key: str, recipient: str) -> None:
+    with _write_transaction(conn):
+        conn.execute(
+            "DELETE FROM deliveries"
+            " WHERE delivery_key = ? AND recipient = ? AND state = 'pending'",
+            (delivery_key, recipient),
+        )
+
+
+def _append_audit(conn: sqlite3.Connection, event: AuditEvent) -> AuditEvent:
+    """The event is hashed as it will read back (UTC time, details through canonical JSON),
+    so `verify_audit` recomputes the same hash from the stored row."""
+    details_json = _canonical_json(event.details)
+    stored = AuditEvent(
+        time=event.time.astimezone(UTC) if event.time.tzinfo else event.time,
+        actor=event.actor,
+        action=event.action,
+        subject=event.subject,
+        details=json.loads(details_json),
+    )
+    time_text = _to_text(stored.time)
+    with _write_transaction(conn):
+        last = conn.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+        prev_hash = last[0] if last else GENESIS_HASH
+        digest = entry_hash(prev_hash, stored)
+        cursor = conn.execute(
+            f"INSERT INTO audit ({_AUDIT_COLUMNS.removeprefix('id, ')})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                time_text,
+                stored.actor,
+                stored.action,
+                stored.subject,
+                details_json,
+                prev_hash,
+                digest,
+            ),
+        )
+    return replace(stored, id=_row_id(cursor), prev_hash=prev_hash, hash=digest)
+
+
+def _canonical_json(details: dict[str, object]) -> str:
+    """Matches `entry_hash`'s encoding (sorted keys, `str` for anything else)."""
+    return json.dumps(details, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _select_audit_events(conn: sqlite3.Connection) -> list[AuditEvent]:
+    rows = conn.execute(f"SELECT {_AUDIT_COLUMNS} FROM audit ORDER BY id")
+    return [_audit_from_row(row) for row in rows]
+
+
+def _audit_from_row(row: tuple[object, ...]) -> AuditEvent:
+    entry_id, time, actor, action, subject, details_json, prev_hash, digest = row
+    return AuditEvent(
+        time=_from_text(str(time)),
+        actor=str(actor),
+        action=str(action),
+        subject=str(subject),
+        details=json.loads(str(details_json)),
+        id=int(str(entry_id)),
+        prev_hash=str(prev_hash),
+        hash=str(digest),
+    )
+
+
+def _verify_audit_chain(conn: sqlite3.Connection) -> AuditProblem | None:
+    expected_prev = GENESIS_HASH
+    previous_id: int | None = None
+    for row in conn.execute(f"SELECT {_AUDIT_COLUMNS} FROM audit ORDER BY id"):
+        entry_id = int(row[0])
+        if not _audit_row_hash_matches(row):
+            return AuditProblem(entry_id, "content does not match its hash")
+        prev_hash = row[6]
+        if prev_hash != expected_prev:
+            if previous_id is None:
+                return AuditProblem(entry_id, "first entry does not start the chain")
+            return AuditProblem(entry_id, f"does not follow entry {previous_id}")
+        expected_prev, previous_id = row[7], entry_id
+    return None
+
+
+def _audit_row_hash_matches(row: tuple[object, ...]) -> bool:
+    """A row edited into something unreadable (bad JSON, bad time) is tampered too."""
+    try:
+        event = _audit_from_row(row)
+    except (ValueError, TypeError):
+        return False
+    return entry_hash(event.prev_hash, event) == event.hash
+
+
+def _row_id(cursor: sqlite3.Cursor) -> int:
+    if cursor.lastrowid is None:
+        raise sqlite3.OperationalError("insert did not report a row id")
+    return cursor.lastrowid

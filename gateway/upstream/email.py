@@ -1,0 +1,48 @@
+"""The email channel's egress: personalize one recipient's copy, hand it to the upstream."""
+
+from __future__ import annotations
+
+import copy
+
+from gateway.email_message import to_bytes
+from gateway.model import Channel, OutboundMessage, Purpose
+from gateway.rewrite.footer import footer_detector, render_footer, set_list_unsubscribe
+from gateway.rewrite.mime import add_footer
+from gateway.rules import RuleSet
+from gateway.unsubscribe import Unsubscribe
+from gateway.upstream.base import EmailUpstream
+
+HEAVY_MESSAGE_BYTES = 128 * 1024
+
+
+class EmailEgress:
+    def __init__(self, upstream: EmailUpstream, unsubscribe: Unsubscribe) -> None:
+        self.upstream = upstream
+        self.unsubscribe = unsubscribe
+        self.name = upstream.name
+
+    def render_is_heavy(self, message: OutboundMessage) -> bool:
+        """Big messages are rewritten in a worker thread so the event loop keeps serving."""
+        return message.email is not None and message.email.size > HEAVY_MESSAGE_BYTES
+
+    def render(self, message: OutboundMessage, recipient: str, rules: RuleSet) -> bytes:
+        """Each recipient gets their own unsubscribe link, so each gets their own copy."""
+        assert message.email is not None and message.email.mime is not None
+        mime = copy.deepcopy(message.email.mime)
+        if message.account.purpose is Purpose.MARKETING:
+            links = self.unsubscribe.links(recipient, message.envelope_sender, Channel.EMAIL)
+            footer = render_footer(
+                rules,
+                message.account.identity,
+                links.url,
+                footer_detector(
+                    self.unsubscribe.url_prefix, self.unsubscribe.token_names(recipient)
+                ),
+            )
+            mime = add_footer(mime, footer)
+            set_list_unsubscribe(mime, links.url, links.mailto)
+        del mime["Bcc"]
+        return to_bytes(mime)
+
+    async def send(self, message: OutboundMessage, recipient: str, payload: bytes) -> str:
+        return await self.upstream.send_email(message.envelope_sender, recipient, payload)

@@ -1,0 +1,175 @@
+"""An email upstream that relays to a provider's SMTP submission server.
+
+Connections are pooled because TCP + STARTTLS + AUTH costs several round trips per message
+otherwise. A pooled connection may have been closed by the server while idle; that is only
+discovered at the next MAIL FROM, which is the one point where retrying on a fresh connection
+cannot send a message twice, so it is the only point where a retry happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import ssl
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from aiosmtplib import SMTP, SMTPException, SMTPResponseException, SMTPTimeoutError
+
+from gateway.config import EmailUpstreamConfig
+from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
+
+T = TypeVar("T")
+
+QUEUE_ID = re.compile(r"queued as\s+<?([^\s>]+)", re.IGNORECASE)
+SETUP_STAGE = "connection setup"
+CLIENT_ERRORS = (SMTPException, OSError, ValueError)
+
+
+class UpstreamConnectionLost(UpstreamTemporaryError):
+    """The connection died mid-conversation; only before DATA is it safe to try another."""
+
+
+class SmtpEmailUpstream:
+    name = "smtp"
+
+    def __init__(
+        self, config: EmailUpstreamConfig, *, tls_context: ssl.SSLContext | None = None
+    ) -> None:
+        """`tls_context` replaces the system trust store, e.g. for a provider on a private CA."""
+        self.config = config
+        self._tls_context = tls_context
+        self._idle: list[SMTP] = []
+        self._slots = asyncio.Semaphore(config.pool_size)
+        self._closed = False
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.config.port}"
+
+    async def start(self) -> None:
+        """Connect lazily: an unreachable provider must not stop the gateway from starting."""
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(quit_quietly(client) for client in idle))
+
+    async def send_email(self, envelope_from: str, recipient: str, message: bytes) -> str:
+        async with self._slots:
+            client = await self._client_after_mail_from(envelope_from, message)
+            await self._step(client, client.rcpt(recipient), "RCPT TO")
+            response = await self._step(client, client.data(message), "DATA")
+            self._release(client)
+        return queue_id(response.message)
+
+    async def _client_after_mail_from(self, envelope_from: str, message: bytes) -> SMTP:
+        """A connection past MAIL FROM; a dead pooled one is swapped once for a fresh one."""
+        pooled = self._take_idle()
+        if pooled is not None:
+            try:
+                await self._mail_from(pooled, envelope_from, message)
+                return pooled
+            except UpstreamConnectionLost:
+                pass  # lost while idle: nothing of this message went out, so retrying is safe
+        client = await self._connect()
+        await self._mail_from(client, envelope_from, message)
+        return client
+
+    async def _mail_from(self, client: SMTP, envelope_from: str, message: bytes) -> None:
+        options = ["BODY=8BITMIME"] if needs_8bitmime(client, message) else []
+        await self._step(client, client.mail(envelope_from, options=options), "MAIL FROM")
+
+    def _take_idle(self) -> SMTP | None:
+        """Skip connections already known to be closed; only a silent loss needs the retry."""
+        while self._idle:
+            client = self._idle.pop()
+            if client.is_connected:
+                return client
+        return None
+
+    def _release(self, client: SMTP) -> None:
+        if self._closed:
+            client.close()
+        else:
+            self._idle.append(client)
+
+    async def _connect(self) -> SMTP:
+        client = SMTP(
+            hostname=self.config.host,
+            port=self.config.port,
+            timeout=self.config.timeout_s,
+            start_tls=False,
+            tls_context=self._tls_context,
+        )
+        await self._step(client, self._open_session(client), SETUP_STAGE)
+        return client
+
+    async def _open_session(self, client: SMTP) -> None:
+        await client.connect()
+        await client.ehlo()
+        if self.config.starttls:
+            if not client.supports_extension("starttls"):
+                raise UpstreamTemporaryError(
+                    f"upstream {self.address} does not offer STARTTLS; refusing to continue "
+                    "in clear text"
+                )
+            await client.starttls()
+        if self.config.username:
+            await client.login(self.config.username, self.config.password)
+
+    async def _step(self, client: SMTP, operation: Awaitable[T], stage: str) -> T:
+        """Run one exchange; a connection that failed one is in an unknown state, so it closes."""
+        try:
+            return await operation
+        except BaseException as exc:
+            client.close()
+            if isinstance(exc, CLIENT_ERRORS):
+                raise self._translated(exc, stage) from exc
+            raise
+
+    def _translated(
+        self, exc: SMTPException | OSError | ValueError, stage: str
+    ) -> UpstreamTemporaryError | UpstreamPermanentError:
+        """Map a client error to the pipeline's two outcomes.
+
+        A 5xx during connection setup (EHLO, STARTTLS, AUTH) says nothing about the message,
+        only about this gateway's settings, so it stays temporary instead of bouncing the mail.
+        """
+        if isinstance(exc, SMTPResponseException):
+            if exc.code >= 500 and stage != SETUP_STAGE:
+                return UpstreamPermanentError(exc.code, exc.message)
+            return UpstreamTemporaryError(
+                f"upstream {self.address} answered {stage} with {exc.code} {exc.message}"
+            )
+        if isinstance(exc, TimeoutError | SMTPTimeoutError):
+            return UpstreamTemporaryError(
+                f"upstream {self.address} timed out after {self.config.timeout_s:g}s "
+                f"during {stage}"
+            )
+        if isinstance(exc, ConnectionError):
+            return UpstreamConnectionLost(f"upstream {self.address} lost during {stage}: {exc}")
+        if isinstance(exc, ValueError):
+            return UpstreamPermanentError(553, f"address cannot be sent over SMTP: {exc}")
+        return UpstreamTemporaryError(f"upstream {self.address} failed during {stage}: {exc}")
+
+
+def needs_8bitmime(client: SMTP, message: bytes) -> bool:
+    """Declare 8-bit content where the server supports it; a strict server may mangle it else."""
+    return client.supports_extension("8bitmime") and not message.isascii()
+
+
+def queue_id(reply_text: str) -> str:
+    """The provider's queue id when its reply names one, else its whole reply text."""
+    match = QUEUE_ID.search(reply_text)
+    return match.group(1) if match else reply_text
+
+
+async def quit_quietly(client: SMTP) -> None:
+    """Say goodbye politely, but a pool shutting down must not fail on a dead connection."""
+    try:
+        with contextlib.suppress(*CLIENT_ERRORS):
+            await client.quit()
+    finally:
+        client.close()

@@ -1,0 +1,276 @@
+"""A fake upstream SMTP server that records what it receives and misbehaves on request.
+
+It runs on the test's own event loop (not aiosmtpd's threaded Controller), so a test can
+step client and server deterministically and nothing outlives the test.
+
+    async with SmtpSink() as sink:
+        upstream = SmtpEmailUpstream(EmailUpstreamConfig(host=sink.host, port=sink.port, ...))
+        sink.fail_next("rcpt", 550, "5.1.1 no such user")
+        ...
+        assert sink.accepted[0].data == message
+
+Faults queue up per stage ("mail", "rcpt", "data") and each applies to the next command of
+that stage on any connection, in the order they were queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import ssl
+import subprocess
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, get_args
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+Stage = Literal["mail", "rcpt", "data"]
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A self-signed certificate for 127.0.0.1 / localhost and its private key."""
+
+    cert: Path
+    key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        """A verifying client context that trusts exactly this certificate."""
+        return ssl.create_default_context(cafile=str(self.cert))
+
+
+def make_self_signed_cert(directory: Path) -> TlsFiles:
+    """Generate a one-day EC certificate with the openssl tool (no extra Python packages)."""
+    files = TlsFiles(cert=directory / "sink-cert.pem", key=directory / "sink-key.pem")
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-days", "1", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout", str(files.key), "-out", str(files.cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return files
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One message whose content reached the sink, whatever the sink then answered."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+    mail_options: tuple[str, ...]
+    connection_id: int
+    login: str | None
+    tls: bool
+    accepted: bool
+    queue_id: str | None
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Reply `code text` instead of the usual answer, or drop the connection, or stall first."""
+
+    kind: Literal["reply", "drop", "stall"]
+    code: int = 0
+    text: str = ""
+    seconds: float = 0.0
+
+
+class SmtpSink:
+    """The fake server. Enter it with `async with`; it listens on `sink.host`:`sink.port`.
+
+    `tls` makes it offer STARTTLS with that certificate; `auth=(username, password)` makes it
+    require AUTH (over TLS when `tls` is set) before MAIL. With `queue_ids` false it accepts
+    DATA with a bare "250 OK" instead of "250 2.0.0 Ok: queued as <id>".
+    """
+
+    host = HOST
+
+    def __init__(
+        self,
+        *,
+        tls: TlsFiles | None = None,
+        auth: tuple[str, str] | None = None,
+        queue_ids: bool = True,
+    ) -> None:
+        self.port = 0
+        self.messages: list[ReceivedMessage] = []
+        self.logins: list[str] = []
+        self.mail_commands = 0
+        self.quit_count = 0
+        self._tls = tls
+        self._auth = auth
+        self._queue_ids = queue_ids
+        self._faults: dict[Stage, deque[Fault]] = {stage: deque() for stage in get_args(Stage)}
+        self._connections: list[SMTP] = []
+        self._queue_numbers = itertools.count(1)
+        self._server: asyncio.Server | None = None
+
+    @property
+    def accepted(self) -> list[ReceivedMessage]:
+        """The messages the sink answered with 250: what a real provider would deliver."""
+        return [message for message in self.messages if message.accepted]
+
+    @property
+    def connection_count(self) -> int:
+        """Connections accepted since start, open or closed."""
+        return len(self._connections)
+
+    def fail_next(self, stage: Stage, code: int, text: str) -> None:
+        """Answer the next command at `stage` with `code text` (e.g. 451 or 550)."""
+        self._faults[stage].append(Fault("reply", code, text))
+
+    def drop_next(self, stage: Stage) -> None:
+        """Close the connection instead of answering the next command at `stage`.
+
+        At "data" the content has fully arrived first, and is recorded as not accepted.
+        """
+        self._faults[stage].append(Fault("drop"))
+
+    def stall_next(self, stage: Stage, seconds: float) -> None:
+        """Wait `seconds` before answering the next command at `stage` normally."""
+        self._faults[stage].append(Fault("stall", seconds=seconds))
+
+    def drop_connections(self) -> None:
+        """Close every open connection at once, as a server's idle timeout would."""
+        for connection in self._connections:
+            if connection.transport is not None:
+                connection.transport.abort()
+
+    async def __aenter__(self) -> SmtpSink:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._new_connection, HOST, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.drop_connections()
+        await self._server.wait_closed()
+
+    def _new_connection(self) -> SMTP:
+        handler = _ConnectionHandler(self, connection_id=len(self._connections) + 1)
+        connection = SMTP(
+            handler,
+            hostname="sink.test",
+            tls_context=self._tls.server_context() if self._tls else None,
+            auth_required=self._auth is not None,
+            auth_require_tls=self._tls is not None,
+            authenticator=self._authenticate,
+            loop=asyncio.get_running_loop(),
+        )
+        self._connections.append(connection)
+        return connection
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object
+    ) -> AuthResult:
+        if not isinstance(data, LoginPassword) or self._auth is None:
+            return AuthResult(success=False, handled=False)
+        login, password = data.login.decode(), data.password.decode()
+        if (login, password) != self._auth:
+            return AuthResult(success=False, handled=False)
+        self.logins.append(login)
+        return AuthResult(success=True, auth_data=login)
+
+    def _next_fault(self, stage: Stage) -> Fault | None:
+        faults = self._faults[stage]
+        return faults.popleft() if faults else None
+
+    def _next_queue_id(self) -> str | None:
+        return f"SINK{next(self._queue_numbers):04d}" if self._queue_ids else None
+
+
+class _ConnectionHandler:
+    """aiosmtpd hooks for one connection, so every record knows which connection it came on."""
+
+    def __init__(self, sink: SmtpSink, connection_id: int) -> None:
+        self.sink = sink
+        self.connection_id = connection_id
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        self.sink.mail_commands += 1
+        refusal = await self._apply_fault(server, "mail")
+        if refusal:
+            return refusal
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        refusal = await self._apply_fault(server, "rcpt")
+        if refusal:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        fault = self.sink._next_fault("data")
+        if fault is not None and fault.kind == "stall":
+            await asyncio.sleep(fault.seconds)
+            fault = None
+        queue_id = None if fault else self.sink._next_queue_id()
+        self.sink.messages.append(self._record(session, envelope, fault is None, queue_id))
+        if fault is None:
+            return f"250 2.0.0 Ok: queued as {queue_id}" if queue_id else "250 OK"
+        return await self._reply_or_drop(server, fault)
+
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.sink.quit_count += 1
+        return "221 Bye"
+
+    async def _apply_fault(self, server: SMTP, stage: Stage) -> str | None:
+        """The refusal to send instead of the normal reply, if a fault is queued for `stage`."""
+        fault = self.sink._next_fault(stage)
+        if fault is None:
+            return None
+        if fault.kind == "stall":
+            await asyncio.sleep(fault.seconds)
+            return None
+        return await self._reply_or_drop(server, fault)
+
+    async def _reply_or_drop(self, server: SMTP, fault: Fault) -> str:
+        if fault.kind == "drop":
+            assert server.transport is not None
+            server.transport.abort()
+            await asyncio.get_running_loop().create_future()  # cancelled as the connection ends
+        return f"{fault.code} {fault.text}"
+
+    def _record(
+        self, session: Session, envelope: Envelope, accepted: bool, queue_id: str | None
+    ) -> ReceivedMessage:
+        assert envelope.mail_from is not None and envelope.original_content is not None
+        return ReceivedMessage(
+            mail_from=envelope.mail_from,
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            data=envelope.original_content,
+            mail_options=tuple(envelope.mail_options),
+            connection_id=self.connection_id,
+            login=session.auth_data if isinstance(session.auth_data, str) else None,
+            tls=session.ssl is not None,
+            accepted=accepted,
+            queue_id=queue_id,
+        )
