@@ -9,19 +9,32 @@ class InvalidAddress(ValueError):
     pass
 
 
+def normalized_email(address: str) -> str:
+    """Syntax-checked without DNS (no lookups at send time); domain lower-cased.
+
+    The RFC 2606 `.test` domain is accepted so staging set-ups can use it; other special-use
+    names (.local, .invalid, localhost) are refused as undeliverable.
+    """
+    try:
+        validated = validate_email(
+            address,
+            check_deliverability=False,
+            allow_smtputf8=True,
+            allow_quoted_local=True,
+            test_environment=True,
+        )
+    except EmailNotValidError as exc:
+        raise InvalidAddress(str(exc)) from exc
+    return validated.normalized
+
+
 def email_key(address: str) -> str:
-    """The suppression key for an email address: syntax-checked (no DNS), lower-cased.
+    """The suppression key for an email address.
 
     Local parts are case-sensitive in theory but not in practice; folding case can only
     suppress more, never less, which is the safe direction.
     """
-    try:
-        validated = validate_email(
-            address, check_deliverability=False, allow_smtputf8=True, allow_quoted_local=True
-        )
-    except EmailNotValidError as exc:
-        raise InvalidAddress(str(exc)) from exc
-    return validated.normalized.lower()
+    return normalized_email(address).lower()
 
 
 def domain_of(address: str) -> str:

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from email_validator import EmailNotValidError, validate_email
-
+from gateway.addresses import InvalidAddress, normalized_email
 from gateway.model import Account, Purpose, Role, SenderIdentity
 
 PACKAGE_RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
@@ -291,8 +290,8 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
 
 def _email(value: str, key: str) -> str:
     try:
-        return validate_email(value, check_deliverability=False).normalized
-    except EmailNotValidError as exc:
+        return normalized_email(value)
+    except InvalidAddress as exc:
         raise ConfigError(key, f"not a valid email address: {exc}") from exc
 
 

@@ -15,7 +15,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.messages = Counter(
             "gateway_messages",
-            "Outbound messages per recipient by outcome; reason is the first block or failure reason",
+            "Outbound messages per recipient by outcome; reason: first block or failure reason",
             ["channel", "outcome", "reason"],
             registry=self.registry,
         )

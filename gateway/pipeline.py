@@ -222,7 +222,9 @@ class Pipeline:
         )
         return Delivery(recipient, upstream_id)
 
-    async def _render_and_send(self, egress: Egress, message: OutboundMessage, recipient: str) -> str:
+    async def _render_and_send(
+        self, egress: Egress, message: OutboundMessage, recipient: str
+    ) -> str:
         rules = self.rules()
         if egress.render_is_heavy(message):
             payload = await asyncio.to_thread(egress.render, message, recipient, rules)

@@ -97,10 +97,12 @@ class Services:
 
 
 class Gateway:
-    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+    def __init__(
+        self, config: Config, clock: Clock | None = None, store: Store | None = None
+    ) -> None:
         self.config = config
         self.clock = clock or Clock()
-        self.services = Services(config, self.clock)
+        self.services = Services(config, self.clock, store)
         self.sessions = SessionTracker(self.services.metrics)
         self._smtp_server: asyncio.Server | None = None
         self._http_runner: web.AppRunner | None = None

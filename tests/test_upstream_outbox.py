@@ -2,12 +2,15 @@ import asyncio
 import os
 import re
 import threading
+from datetime import UTC, datetime
 
 import pytest
 
-from gateway.upstream.base import UpstreamTemporaryError
+from gateway.upstream import outbox
+from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 from gateway.upstream.outbox import OutboxEmailUpstream
 
+ENVELOPE = b"Return-Path: <rep@corp.example>\r\nDelivered-To: ada@example.com\r\n"
 MESSAGE = b"To: ada@example.com\r\nSubject: hi\r\n\r\nBody \xc3\xa9\r\n.leading dot\r\n"
 
 
@@ -30,10 +33,18 @@ async def test_message_is_written_with_its_exact_bytes(tmp_path):
 
     assert re.fullmatch(r"\d{8}T\d{12}-[0-9a-f]{8}", message_id)
     assert [p.name for p in tmp_path.iterdir()] == [f"{message_id}.eml"]
-    assert (tmp_path / f"{message_id}.eml").read_bytes() == MESSAGE
+    assert (tmp_path / f"{message_id}.eml").read_bytes() == ENVELOPE + MESSAGE
 
 
-async def test_concurrent_sends_get_unique_files(tmp_path):
+async def test_concurrent_sends_in_one_microsecond_get_unique_files(tmp_path, monkeypatch):
+    """The clock is frozen so only the random part can keep the names apart."""
+
+    class FrozenClock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+    monkeypatch.setattr(outbox, "datetime", FrozenClock)
     upstream = await started(tmp_path)
     messages = [MESSAGE + b"#%d\r\n" % n for n in range(100)]
 
@@ -42,9 +53,10 @@ async def test_concurrent_sends_get_unique_files(tmp_path):
     )
 
     assert len(set(ids)) == len(messages)
+    assert all(message_id.startswith("20250102T030405678901-") for message_id in ids)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{i}.eml" for i in ids)
     for message_id, message in zip(ids, messages, strict=True):
-        assert (tmp_path / f"{message_id}.eml").read_bytes() == message
+        assert (tmp_path / f"{message_id}.eml").read_bytes() == ENVELOPE + message
 
 
 async def test_a_file_being_written_is_hidden_until_complete(tmp_path, monkeypatch):
@@ -103,3 +115,10 @@ async def test_unwritable_outbox_is_a_temporary_error(tmp_path):
 
     with pytest.raises(UpstreamTemporaryError, match="outbox"):
         await upstream.send_email("rep@corp.example", "ada@example.com", MESSAGE)
+
+
+async def test_envelope_address_with_line_break_is_refused(tmp_path):
+    upstream = await started(tmp_path)
+    with pytest.raises(UpstreamPermanentError):
+        await upstream.send_email("rep@corp.example\r\nBcc: x@y", "ada@example.com", MESSAGE)
+    assert list(tmp_path.iterdir()) == []

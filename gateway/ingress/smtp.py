@@ -110,7 +110,7 @@ class SubmissionHandler:
         except InvalidAddress:
             return False
 
-    async def handle_RCPT(  # noqa: N802 (aiosmtpd hook name)
+    async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str,
         rcpt_options: list[str],
     ) -> str:
@@ -131,7 +131,7 @@ class SubmissionHandler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(  # noqa: N802 (aiosmtpd hook name)
+    async def handle_DATA(
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
         raw = envelope.original_content or b""
@@ -196,7 +196,7 @@ class GatewaySMTP(SMTP):
         self._sessions.closed(self)
         super().connection_lost(error)
 
-    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 (aiosmtpd command name)
+    async def smtp_DATA(self, arg: str) -> None:
         self._sessions.transaction_started(self)
         try:
             await super().smtp_DATA(arg)

@@ -47,7 +47,7 @@ class MigrationTarget(Protocol):
 
 
 def migration_directory(backend: str) -> Traversable:
-    return resources.files(__package__).joinpath("migrations", backend)
+    return resources.files("gateway.store").joinpath("migrations", backend)
 
 
 def discover_migrations(directory: Traversable) -> list[Migration]:
@@ -70,9 +70,7 @@ def discover_migrations(directory: Traversable) -> list[Migration]:
     return [by_version[version] for version in sorted(by_version)]
 
 
-def pending_migrations(
-    available: Sequence[Migration], applied: Collection[int]
-) -> list[Migration]:
+def pending_migrations(available: Sequence[Migration], applied: Collection[int]) -> list[Migration]:
     return [migration for migration in available if migration.version not in applied]
 
 

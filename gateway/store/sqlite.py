@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gateway.audit import GENESIS_HASH, entry_hash
 from gateway.model import AuditEvent, BlockRecord, Channel, Reason, Suppression
@@ -158,7 +158,7 @@ class SqliteStore:
         if self._connection is None:
             self._connection = self._connect(create=True)
         migrations = discover_migrations(migration_directory("sqlite"))
-        run_migrations(_SqliteMigrationTarget(self._connection), migrations)
+        run_migrations(SqliteMigrationTarget(self._connection), migrations)
         self._opened = True
 
     def _connect(self, *, create: bool) -> sqlite3.Connection:
@@ -193,7 +193,9 @@ class SqliteStore:
             self._connection = None
 
 
-class _SqliteMigrationTarget:
+class SqliteMigrationTarget:
+    """Runs migrations on one connection that is in autocommit mode (isolation_level=None)."""
+
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
 
@@ -205,7 +207,7 @@ class _SqliteMigrationTarget:
         return {version for (version,) in rows}
 
     def apply(self, migration: Migration) -> bool:
-        with _write_transaction(self._connection) as conn:
+        with _transaction(self._connection, write=True) as conn:
             recorded = conn.execute(
                 "SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)
             ).fetchone()
@@ -236,8 +238,9 @@ def _split_statements(script: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[sqlite3.Connection]:
-    conn.execute(begin)
+def _transaction(conn: sqlite3.Connection, *, write: bool) -> Iterator[sqlite3.Connection]:
+    """Writers take the write lock up front (IMMEDIATE); readers get one snapshot."""
+    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
     try:
         yield conn
     except BaseException:
@@ -246,19 +249,6 @@ def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[sqlite3.Conne
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-
-
-def _write_transaction(conn: sqlite3.Connection) -> contextlib.AbstractContextManager[
-    sqlite3.Connection
-]:
-    return _transaction(conn, "BEGIN IMMEDIATE")
-
-
-def _read_transaction(conn: sqlite3.Connection) -> contextlib.AbstractContextManager[
-    sqlite3.Connection
-]:
-    """Several SELECTs that must see one snapshot."""
-    return _transaction(conn, "BEGIN")
 
 
 def _file_identity(path: Path) -> tuple[int, int]:
@@ -283,7 +273,7 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
 
 def _select_suppressed(conn: sqlite3.Connection, addresses: Sequence[str]) -> frozenset[str]:
     found: set[str] = set()
-    with _read_transaction(conn):
+    with _transaction(conn, write=False):
         for chunk in _chunks(addresses, _PARAMETERS_PER_QUERY):
             placeholders = ", ".join("?" * len(chunk))
             rows = conn.execute(
@@ -294,10 +284,10 @@ def _select_suppressed(conn: sqlite3.Connection, addresses: Sequence[str]) -> fr
 
 
 def _upsert_suppressions(conn: sqlite3.Connection, entries: Sequence[Suppression]) -> int:
-    """New addresses are counted as the growth of the table inside the same transaction;
-    an upsert cannot tell SQLite's insert from its update any other way."""
+    """New addresses are counted as the table's growth inside the same transaction, which is
+    exact (even with repeats in the batch) and cheaper than looking each address up first."""
     rows = [(e.address, e.source, e.reason, e.actor, _to_text(e.time)) for e in entries]
-    with _write_transaction(conn):
+    with _transaction(conn, write=True):
         before = _count_suppressions(conn)
         conn.executemany(_UPSERT_SUPPRESSION, rows)
         return _count_suppressions(conn) - before
@@ -309,9 +299,9 @@ def _count_suppressions(conn: sqlite3.Connection) -> int:
 
 
 def _delete_suppressions(conn: sqlite3.Connection, keys: Sequence[tuple[str]]) -> int:
-    with _write_transaction(conn):
+    with _transaction(conn, write=True):
         cursor = conn.executemany("DELETE FROM suppressions WHERE address = ?", keys)
-        return max(cursor.rowcount, 0)
+        return cursor.rowcount
 
 
 def _select_all_suppressions(conn: sqlite3.Connection) -> list[Suppression]:
@@ -327,7 +317,7 @@ def _select_all_suppressions(conn: sqlite3.Connection) -> list[Suppression]:
 def _insert_block(conn: sqlite3.Connection, record: BlockRecord) -> int:
     reasons_json = json.dumps([reason.as_dict() for reason in record.reasons])
     reason_codes = "," + "".join(f"{reason.code}," for reason in record.reasons)
-    with _write_transaction(conn):
+    with _transaction(conn, write=True):
         cursor = conn.execute(
             "INSERT INTO blocks (time, channel, account, sender, recipient, reasons_json,"
             " reason_codes, rules_version, message_id, subject, size, gateway_id)"
@@ -388,7 +378,7 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _block_from_row(row: tuple[object, ...]) -> BlockRecord:
+def _block_from_row(row: tuple[Any, ...]) -> BlockRecord:
     (
         block_id,
         time,
@@ -404,18 +394,18 @@ def _block_from_row(row: tuple[object, ...]) -> BlockRecord:
         gateway_id,
     ) = row
     return BlockRecord(
-        time=_from_text(str(time)),
+        time=_from_text(time),
         channel=Channel(channel),
-        account=str(account),
-        sender=str(sender),
-        recipient=str(recipient),
-        reasons=tuple(Reason(**reason) for reason in json.loads(str(reasons_json))),
-        rules_version=str(rules_version),
-        message_id=str(message_id),
-        subject=str(subject),
-        size=int(str(size)),
-        gateway_id=str(gateway_id),
-        id=int(str(block_id)),
+        account=account,
+        sender=sender,
+        recipient=recipient,
+        reasons=tuple(Reason(**reason) for reason in json.loads(reasons_json)),
+        rules_version=rules_version,
+        message_id=message_id,
+        subject=subject,
+        size=size,
+        gateway_id=gateway_id,
+        id=block_id,
     )
 
 
@@ -429,7 +419,7 @@ def _claim_delivery(
     """Read and decide inside one IMMEDIATE transaction, so two claimants (in this process
     or another) cannot both see "no claim"."""
     key = (delivery_key, recipient)
-    with _write_transaction(conn):
+    with _transaction(conn, write=True):
         row = conn.execute(
             "SELECT state, claimed_at FROM deliveries WHERE delivery_key = ? AND recipient = ?",
             key,
@@ -458,7 +448,7 @@ def _complete_delivery(
 ) -> None:
     """Upsert rather than update: the message did go out, so "done" must be recorded even if
     the claim row is gone, or a retry would send a second copy."""
-    with _write_transaction(conn):
+    with _transaction(conn, write=True):
         conn.execute(
             "INSERT INTO deliveries (delivery_key, recipient, state, claimed_at, upstream_id)"
             " VALUES (?, ?, 'done', ?, ?)"
@@ -469,10 +459,9 @@ def _complete_delivery(
 
 
 def _release_delivery(conn: sqlite3.Connection, delivery_key: str, recipient: str) -> None:
-    with _write_transaction(conn):
+    with _transaction(conn, write=True):
         conn.execute(
-            "DELETE FROM deliveries"
-            " WHERE delivery_key = ? AND recipient = ? AND state = 'pending'",
+            "DELETE FROM deliveries WHERE delivery_key = ? AND recipient = ? AND state = 'pending'",
             (delivery_key, recipient),
         )
 
@@ -480,21 +469,21 @@ def _release_delivery(conn: sqlite3.Connection, delivery_key: str, recipient: st
 def _append_audit(conn: sqlite3.Connection, event: AuditEvent) -> AuditEvent:
     """The event is hashed as it will read back (UTC time, details through canonical JSON),
     so `verify_audit` recomputes the same hash from the stored row."""
+    time_text = _to_text(event.time)
     details_json = _canonical_json(event.details)
     stored = AuditEvent(
-        time=event.time.astimezone(UTC) if event.time.tzinfo else event.time,
+        time=_from_text(time_text),
         actor=event.actor,
         action=event.action,
         subject=event.subject,
         details=json.loads(details_json),
     )
-    time_text = _to_text(stored.time)
-    with _write_transaction(conn):
+    with _transaction(conn, write=True):
         last = conn.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
         prev_hash = last[0] if last else GENESIS_HASH
         digest = entry_hash(prev_hash, stored)
         cursor = conn.execute(
-            f"INSERT INTO audit ({_AUDIT_COLUMNS.removeprefix('id, ')})"
+            "INSERT INTO audit (time, actor, action, subject, details_json, prev_hash, hash)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 time_text,
@@ -519,17 +508,17 @@ def _select_audit_events(conn: sqlite3.Connection) -> list[AuditEvent]:
     return [_audit_from_row(row) for row in rows]
 
 
-def _audit_from_row(row: tuple[object, ...]) -> AuditEvent:
+def _audit_from_row(row: tuple[Any, ...]) -> AuditEvent:
     entry_id, time, actor, action, subject, details_json, prev_hash, digest = row
     return AuditEvent(
-        time=_from_text(str(time)),
-        actor=str(actor),
-        action=str(action),
-        subject=str(subject),
-        details=json.loads(str(details_json)),
-        id=int(str(entry_id)),
-        prev_hash=str(prev_hash),
-        hash=str(digest),
+        time=_from_text(time),
+        actor=actor,
+        action=action,
+        subject=subject,
+        details=json.loads(details_json),
+        id=entry_id,
+        prev_hash=prev_hash,
+        hash=digest,
     )
 
 
@@ -537,19 +526,18 @@ def _verify_audit_chain(conn: sqlite3.Connection) -> AuditProblem | None:
     expected_prev = GENESIS_HASH
     previous_id: int | None = None
     for row in conn.execute(f"SELECT {_AUDIT_COLUMNS} FROM audit ORDER BY id"):
-        entry_id = int(row[0])
+        entry_id, *_, prev_hash, digest = row
         if not _audit_row_hash_matches(row):
             return AuditProblem(entry_id, "content does not match its hash")
-        prev_hash = row[6]
         if prev_hash != expected_prev:
             if previous_id is None:
                 return AuditProblem(entry_id, "first entry does not start the chain")
             return AuditProblem(entry_id, f"does not follow entry {previous_id}")
-        expected_prev, previous_id = row[7], entry_id
+        expected_prev, previous_id = digest, entry_id
     return None
 
 
-def _audit_row_hash_matches(row: tuple[object, ...]) -> bool:
+def _audit_row_hash_matches(row: tuple[Any, ...]) -> bool:
     """A row edited into something unreadable (bad JSON, bad time) is tampered too."""
     try:
         event = _audit_from_row(row)

@@ -14,7 +14,7 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.upstream.base import UpstreamTemporaryError
+from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 
 
 class OutboxEmailUpstream:
@@ -31,15 +31,24 @@ class OutboxEmailUpstream:
         """Nothing is held open between sends."""
 
     async def send_email(self, envelope_from: str, recipient: str, message: bytes) -> str:
-        """Store the message bytes as they are; the caller already put the recipient in them.
+        """Store the message as a mailbox would: envelope headers first, then its exact bytes.
 
-        The write runs in a worker thread because a 25 MB message plus fsync would otherwise
-        stall every other connection the gateway is serving.
+        `Return-Path` and `Delivered-To` say which copy went to whom, since every recipient's
+        copy differs (its own unsubscribe link). The write runs in a worker thread because a
+        25 MB message plus fsync would otherwise stall every other connection.
         """
         try:
-            return await asyncio.to_thread(write_message_file, self.directory, message)
+            content = envelope_headers(envelope_from, recipient) + message
+            return await asyncio.to_thread(write_message_file, self.directory, content)
         except OSError as exc:
             raise UpstreamTemporaryError(f"outbox {self.directory}: {exc}") from exc
+
+
+def envelope_headers(envelope_from: str, recipient: str) -> bytes:
+    for value in (envelope_from, recipient):
+        if "\r" in value or "\n" in value:
+            raise UpstreamPermanentError(553, f"envelope address with a line break: {value!r}")
+    return f"Return-Path: <{envelope_from}>\r\nDelivered-To: {recipient}\r\n".encode()
 
 
 def write_message_file(directory: Path, message: bytes) -> str:

@@ -24,6 +24,7 @@ T = TypeVar("T")
 
 QUEUE_ID = re.compile(r"queued as\s+<?([^\s>]+)", re.IGNORECASE)
 SETUP_STAGE = "connection setup"
+CLOSING_CHANNEL = 421  # e.g. an idle timeout notice: the server hangs up right after it
 CLIENT_ERRORS = (SMTPException, OSError, ValueError)
 
 
@@ -66,8 +67,8 @@ class SmtpEmailUpstream:
 
     async def _client_after_mail_from(self, envelope_from: str, message: bytes) -> SMTP:
         """A connection past MAIL FROM; a dead pooled one is swapped once for a fresh one."""
-        pooled = self._take_idle()
-        if pooled is not None:
+        if self._idle:
+            pooled = self._idle.pop()
             try:
                 await self._mail_from(pooled, envelope_from, message)
                 return pooled
@@ -80,14 +81,6 @@ class SmtpEmailUpstream:
     async def _mail_from(self, client: SMTP, envelope_from: str, message: bytes) -> None:
         options = ["BODY=8BITMIME"] if needs_8bitmime(client, message) else []
         await self._step(client, client.mail(envelope_from, options=options), "MAIL FROM")
-
-    def _take_idle(self) -> SMTP | None:
-        """Skip connections already known to be closed; only a silent loss needs the retry."""
-        while self._idle:
-            client = self._idle.pop()
-            if client.is_connected:
-                return client
-        return None
 
     def _release(self, client: SMTP) -> None:
         if self._closed:
@@ -134,25 +127,28 @@ class SmtpEmailUpstream:
     ) -> UpstreamTemporaryError | UpstreamPermanentError:
         """Map a client error to the pipeline's two outcomes.
 
+        A 421 means the server is hanging up, which is as good as a lost connection.
         A 5xx during connection setup (EHLO, STARTTLS, AUTH) says nothing about the message,
         only about this gateway's settings, so it stays temporary instead of bouncing the mail.
+        A bare ValueError is an address the client cannot encode: no retry will fix that.
+        (TLS verification errors are ValueErrors too, but also OSErrors, hence the order.)
         """
         if isinstance(exc, SMTPResponseException):
             if exc.code >= 500 and stage != SETUP_STAGE:
                 return UpstreamPermanentError(exc.code, exc.message)
-            return UpstreamTemporaryError(
-                f"upstream {self.address} answered {stage} with {exc.code} {exc.message}"
-            )
+            text = f"upstream {self.address} answered {stage} with {exc.code} {exc.message}"
+            if exc.code == CLOSING_CHANNEL:
+                return UpstreamConnectionLost(text)
+            return UpstreamTemporaryError(text)
         if isinstance(exc, TimeoutError | SMTPTimeoutError):
             return UpstreamTemporaryError(
-                f"upstream {self.address} timed out after {self.config.timeout_s:g}s "
-                f"during {stage}"
+                f"upstream {self.address} timed out after {self.config.timeout_s:g}s during {stage}"
             )
         if isinstance(exc, ConnectionError):
             return UpstreamConnectionLost(f"upstream {self.address} lost during {stage}: {exc}")
-        if isinstance(exc, ValueError):
-            return UpstreamPermanentError(553, f"address cannot be sent over SMTP: {exc}")
-        return UpstreamTemporaryError(f"upstream {self.address} failed during {stage}: {exc}")
+        if isinstance(exc, SMTPException | OSError) or stage == SETUP_STAGE:
+            return UpstreamTemporaryError(f"upstream {self.address} failed during {stage}: {exc}")
+        return UpstreamPermanentError(553, f"address cannot be sent over SMTP: {exc}")
 
 
 def needs_8bitmime(client: SMTP, message: bytes) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shlex
 import ssl
 import subprocess
 from collections import deque
@@ -29,6 +30,10 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 Stage = Literal["mail", "rcpt", "data"]
 HOST = "127.0.0.1"
+SELF_SIGNED_REQUEST = shlex.split(
+    "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost"
+    " -addext subjectAltName=DNS:localhost,IP:127.0.0.1"
+)
 
 
 @dataclass(frozen=True)
@@ -52,21 +57,20 @@ def make_self_signed_cert(directory: Path) -> TlsFiles:
     """Generate a one-day EC certificate with the openssl tool (no extra Python packages)."""
     files = TlsFiles(cert=directory / "sink-cert.pem", key=directory / "sink-key.pem")
     subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-            "-nodes", "-days", "1", "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout", str(files.key), "-out", str(files.cert),
-        ],
+        ["openssl", *SELF_SIGNED_REQUEST, "-keyout", str(files.key), "-out", str(files.cert)],
         check=True,
         capture_output=True,
     )
     return files
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReceivedMessage:
-    """One message whose content reached the sink, whatever the sink then answered."""
+    """One message whose content reached the sink, recorded as soon as it arrived.
+
+    `accepted` turns true (and `queue_id` is set, for the default reply) once the sink has
+    answered the DATA with a 2xx; a refused, dropped or still stalled message stays false.
+    """
 
     mail_from: str
     rcpt_tos: tuple[str, ...]
@@ -75,12 +79,12 @@ class ReceivedMessage:
     connection_id: int
     login: str | None
     tls: bool
-    accepted: bool
-    queue_id: str | None
+    accepted: bool = False
+    queue_id: str | None = None
 
 
 @dataclass(frozen=True)
-class Fault:
+class _Fault:
     """Reply `code text` instead of the usual answer, or drop the connection, or stall first."""
 
     kind: Literal["reply", "drop", "stall"]
@@ -93,8 +97,12 @@ class SmtpSink:
     """The fake server. Enter it with `async with`; it listens on `sink.host`:`sink.port`.
 
     `tls` makes it offer STARTTLS with that certificate; `auth=(username, password)` makes it
-    require AUTH (over TLS when `tls` is set) before MAIL. With `queue_ids` false it accepts
-    DATA with a bare "250 OK" instead of "250 2.0.0 Ok: queued as <id>".
+    require AUTH (over TLS when `tls` is set) before MAIL. It accepts DATA with
+    "250 2.0.0 Ok: queued as SINK0001" (numbered per sink) unless told otherwise.
+
+    What it saw: `messages` (every DATA that arrived), `accepted` (those answered 2xx),
+    `logins` (successful AUTH logins), `mail_commands` (MAIL FROM commands, refused or not:
+    the delivery attempts), `quit_count`, `connection_count` and `open_connection_count`.
     """
 
     host = HOST
@@ -104,7 +112,6 @@ class SmtpSink:
         *,
         tls: TlsFiles | None = None,
         auth: tuple[str, str] | None = None,
-        queue_ids: bool = True,
     ) -> None:
         self.port = 0
         self.messages: list[ReceivedMessage] = []
@@ -113,15 +120,14 @@ class SmtpSink:
         self.quit_count = 0
         self._tls = tls
         self._auth = auth
-        self._queue_ids = queue_ids
-        self._faults: dict[Stage, deque[Fault]] = {stage: deque() for stage in get_args(Stage)}
+        self._faults: dict[Stage, deque[_Fault]] = {stage: deque() for stage in get_args(Stage)}
         self._connections: list[SMTP] = []
         self._queue_numbers = itertools.count(1)
         self._server: asyncio.Server | None = None
 
     @property
     def accepted(self) -> list[ReceivedMessage]:
-        """The messages the sink answered with 250: what a real provider would deliver."""
+        """The messages the sink answered with 2xx: what a real provider would deliver."""
         return [message for message in self.messages if message.accepted]
 
     @property
@@ -129,20 +135,31 @@ class SmtpSink:
         """Connections accepted since start, open or closed."""
         return len(self._connections)
 
+    @property
+    def open_connection_count(self) -> int:
+        """Connections the client has not closed yet (nor the sink dropped)."""
+        return sum(1 for connection in self._connections if connection.transport is not None)
+
     def fail_next(self, stage: Stage, code: int, text: str) -> None:
-        """Answer the next command at `stage` with `code text` (e.g. 451 or 550)."""
-        self._faults[stage].append(Fault("reply", code, text))
+        """Answer the next command at `stage` with `code text` (e.g. 451 or 550).
+
+        A 2xx code still accepts the command, only with this reply text.
+        """
+        self._faults[stage].append(_Fault("reply", code, text))
 
     def drop_next(self, stage: Stage) -> None:
         """Close the connection instead of answering the next command at `stage`.
 
         At "data" the content has fully arrived first, and is recorded as not accepted.
         """
-        self._faults[stage].append(Fault("drop"))
+        self._faults[stage].append(_Fault("drop"))
 
     def stall_next(self, stage: Stage, seconds: float) -> None:
-        """Wait `seconds` before answering the next command at `stage` normally."""
-        self._faults[stage].append(Fault("stall", seconds=seconds))
+        """Wait `seconds` before answering the next command at `stage` normally.
+
+        A stalled DATA is already in `messages` (not yet accepted) while the sink waits.
+        """
+        self._faults[stage].append(_Fault("stall", seconds=seconds))
 
     def drop_connections(self) -> None:
         """Close every open connection at once, as a server's idle timeout would."""
@@ -192,12 +209,12 @@ class SmtpSink:
         self.logins.append(login)
         return AuthResult(success=True, auth_data=login)
 
-    def _next_fault(self, stage: Stage) -> Fault | None:
+    def _next_fault(self, stage: Stage) -> _Fault | None:
         faults = self._faults[stage]
         return faults.popleft() if faults else None
 
-    def _next_queue_id(self) -> str | None:
-        return f"SINK{next(self._queue_numbers):04d}" if self._queue_ids else None
+    def _next_queue_id(self) -> str:
+        return f"SINK{next(self._queue_numbers):04d}"
 
 
 class _ConnectionHandler:
@@ -211,39 +228,39 @@ class _ConnectionHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         self.sink.mail_commands += 1
-        refusal = await self._apply_fault(server, "mail")
-        if refusal:
-            return refusal
-        envelope.mail_from = address
-        envelope.mail_options.extend(options)
-        return "250 OK"
+        reply = await self._fault_reply(server, "mail")
+        if is_accepting(reply):
+            envelope.mail_from = address
+            envelope.mail_options.extend(options)
+        return reply or "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        refusal = await self._apply_fault(server, "rcpt")
-        if refusal:
-            return refusal
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
+        reply = await self._fault_reply(server, "rcpt")
+        if is_accepting(reply):
+            envelope.rcpt_tos.append(address)
+        return reply or "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        fault = self.sink._next_fault("data")
-        if fault is not None and fault.kind == "stall":
-            await asyncio.sleep(fault.seconds)
-            fault = None
-        queue_id = None if fault else self.sink._next_queue_id()
-        self.sink.messages.append(self._record(session, envelope, fault is None, queue_id))
-        if fault is None:
-            return f"250 2.0.0 Ok: queued as {queue_id}" if queue_id else "250 OK"
-        return await self._reply_or_drop(server, fault)
+        received = self._record(session, envelope)
+        self.sink.messages.append(received)
+        reply = await self._fault_reply(server, "data")
+        if not is_accepting(reply):
+            assert reply is not None
+            return reply
+        received.accepted = True
+        if reply:
+            return reply
+        received.queue_id = self.sink._next_queue_id()
+        return f"250 2.0.0 Ok: queued as {received.queue_id}"
 
     async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.sink.quit_count += 1
         return "221 Bye"
 
-    async def _apply_fault(self, server: SMTP, stage: Stage) -> str | None:
-        """The refusal to send instead of the normal reply, if a fault is queued for `stage`."""
+    async def _fault_reply(self, server: SMTP, stage: Stage) -> str | None:
+        """The reply a queued fault dictates for `stage`, or None for the normal one."""
         fault = self.sink._next_fault(stage)
         if fault is None:
             return None
@@ -252,16 +269,14 @@ class _ConnectionHandler:
             return None
         return await self._reply_or_drop(server, fault)
 
-    async def _reply_or_drop(self, server: SMTP, fault: Fault) -> str:
+    async def _reply_or_drop(self, server: SMTP, fault: _Fault) -> str:
         if fault.kind == "drop":
             assert server.transport is not None
             server.transport.abort()
             await asyncio.get_running_loop().create_future()  # cancelled as the connection ends
         return f"{fault.code} {fault.text}"
 
-    def _record(
-        self, session: Session, envelope: Envelope, accepted: bool, queue_id: str | None
-    ) -> ReceivedMessage:
+    def _record(self, session: Session, envelope: Envelope) -> ReceivedMessage:
         assert envelope.mail_from is not None and envelope.original_content is not None
         return ReceivedMessage(
             mail_from=envelope.mail_from,
@@ -271,6 +286,9 @@ class _ConnectionHandler:
             connection_id=self.connection_id,
             login=session.auth_data if isinstance(session.auth_data, str) else None,
             tls=session.ssl is not None,
-            accepted=accepted,
-            queue_id=queue_id,
         )
+
+
+def is_accepting(reply: str | None) -> bool:
+    """The normal reply (None) or a scripted 2xx both let the command take effect."""
+    return reply is None or reply.startswith("2")

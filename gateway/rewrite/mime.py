@@ -1,0 +1,327 @@
+"""Adding the compliance footer to a parsed email without disturbing anything else.
+
+The rules are COMPLIANCE.md's "Rewriting email safely": every text/plain and text/html part
+that is not an attachment gets the footer; signed or encrypted entities and attached messages
+are never opened; a message with no such part gets a footer part. A touched part changes only
+its body, its charset parameter and, where 7bit can no longer hold it, its transfer encoding,
+so that signatures, Content-IDs and attachments come out byte for byte as they went in.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email import errors, quoprimime
+from email.message import EmailMessage, MIMEPart
+from email.policy import Policy
+
+SEALED_TYPES = frozenset(
+    {
+        "multipart/signed",
+        "multipart/encrypted",
+        "application/pkcs7-mime",
+        "application/x-pkcs7-mime",
+    }
+)
+FOOTER_TYPES = frozenset({"text/plain", "text/html"})
+
+_TRANSFER_ENCODINGS = frozenset({"", "7bit", "8bit", "binary", "quoted-printable", "base64"})
+_MAX_7BIT_LINE = 998
+_HTML_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+_HTML_END = re.compile(r"</html\s*>", re.IGNORECASE)
+_ESCAPED_8BIT = re.compile("[\udc80-\udcff]")
+_HEADER_BLOCK_DEFECTS: dict[type[errors.MessageDefect], str] = {
+    errors.MissingHeaderBodySeparatorDefect: "has a line that is not a header field",
+    errors.FirstHeaderLineIsContinuationDefect: "starts with a continuation line",
+    errors.MisplacedEnvelopeHeaderDefect: "contains a 'From ' envelope line",
+    errors.InvalidHeaderDefect: "has a line with no header name",
+}
+
+
+@dataclass(frozen=True)
+class Footer:
+    text: str
+    html: str
+    already_present: Callable[[str], bool]
+
+
+class RewriteError(Exception):
+    """The message cannot be given a footer safely; `rewrite_problems` names the same cause."""
+
+
+@dataclass(frozen=True)
+class _DecodedBody:
+    text: str
+    charset: str
+    transfer_encoding: str
+
+
+def add_footer(message: EmailMessage, footer: Footer) -> EmailMessage:
+    """Return `message` with the footer in every eligible part, or with a footer part added.
+
+    Mutates `message`. Raises `RewriteError` only for messages `rewrite_problems` rejects.
+    """
+    targets = _footer_targets(message)
+    for part, section in targets:
+        _add_footer_to_part(part, section, footer)
+    if not targets:
+        _attach_footer_part(message, footer)
+    _declare_mime(message)
+    return message
+
+
+def rewrite_problems(message: EmailMessage) -> list[str]:
+    """Every reason `add_footer` would refuse this message, without changing it.
+
+    Assumes every header in the message can be parsed; `parse_email` checks that first.
+    """
+    problems = []
+    for part, section in _visited_parts(message):
+        problems += _structure_problems(part, section)
+        if _is_footer_target(part):
+            try:
+                _decoded_body(part, section)
+            except RewriteError as error:
+                problems.append(str(error))
+    return problems
+
+
+def child_section(section: str, index: int) -> str:
+    """IMAP-style part number ("2.1") of the `index`-th child (from 1) of part `section`."""
+    return f"{section}.{index}" if section else str(index)
+
+
+def describe_part(part: MIMEPart, section: str) -> str:
+    """How problems name a part: "text/plain part 2.1", or "top-level text/html"."""
+    if section:
+        return f"{part.get_content_type()} part {section}"
+    return f"top-level {part.get_content_type()}"
+
+
+def _visited_parts(part: MIMEPart, section: str = "") -> Iterator[tuple[MIMEPart, str]]:
+    """The parts add_footer looks at: it never opens sealed entities or attached messages."""
+    yield part, section
+    if part.get_content_maintype() == "multipart" and part.get_content_type() not in SEALED_TYPES:
+        for index, child in enumerate(part.iter_parts(), 1):
+            yield from _visited_parts(child, child_section(section, index))
+
+
+def _is_footer_target(part: MIMEPart) -> bool:
+    return part.get_content_type() in FOOTER_TYPES and not part.is_attachment()
+
+
+def _footer_targets(message: EmailMessage) -> list[tuple[MIMEPart, str]]:
+    targets = []
+    for part, section in _visited_parts(message):
+        problems = _structure_problems(part, section)
+        if problems:
+            raise RewriteError(problems[0])
+        if _is_footer_target(part):
+            targets.append((part, section))
+    return targets
+
+
+def _structure_problems(part: MIMEPart, section: str) -> list[str]:
+    """Damage that would hide text parts from the walk or misplace a part's headers."""
+    where = f"MIME part {section}" if section else "the message"
+    problems = [
+        f"header block of {where} {_HEADER_BLOCK_DEFECTS[type(defect)]}"
+        for defect in part.defects
+        if type(defect) in _HEADER_BLOCK_DEFECTS
+    ]
+    if part.get_content_maintype() == "multipart" and not part.is_multipart():
+        problems.append(_unsplit_multipart_problem(part, section))
+    return problems
+
+
+def _unsplit_multipart_problem(part: MIMEPart, section: str) -> str:
+    """The parser keeps a multipart whose boundary it cannot find as one opaque string."""
+    label = describe_part(part, section)
+    boundary = part.get_boundary()
+    if boundary is None:
+        return f"{label} has no boundary parameter"
+    return f"boundary {boundary!r} of {label} never appears in its body"
+
+
+def _decoded_body(part: MIMEPart, section: str) -> _DecodedBody:
+    """The part's text, after checking everything that rewriting it depends on."""
+    label = describe_part(part, section)
+    transfer_encoding = str(part.get("Content-Transfer-Encoding", "")).lower()
+    if transfer_encoding not in _TRANSFER_ENCODINGS:
+        raise RewriteError(
+            f"unsupported Content-Transfer-Encoding {transfer_encoding!r} in {label}"
+        )
+    if _ESCAPED_8BIT.search(_raw_content_type(part)):
+        # a charset switch makes set_param rebuild the header, and it cannot re-encode them
+        raise RewriteError(f"Content-Type header of {label} contains raw 8-bit bytes")
+    charset = part.get_content_charset("us-ascii")
+    try:
+        codecs.lookup(charset)
+    except (LookupError, ValueError):
+        raise RewriteError(f"unknown charset {charset!r} in {label}") from None
+    data = part.get_payload(decode=True)
+    try:
+        text = data.decode(charset, "surrogateescape")
+        text.encode("utf-8", "surrogateescape")  # the fallback when the footer does not fit
+    except (LookupError, UnicodeError):
+        raise RewriteError(f"{label} cannot be decoded as {charset!r}") from None
+    return _DecodedBody(text, charset, transfer_encoding)
+
+
+def _raw_content_type(part: MIMEPart) -> str:
+    return next((v for n, v in part.raw_items() if n.lower() == "content-type"), "")
+
+
+def _add_footer_to_part(part: MIMEPart, section: str, footer: Footer) -> None:
+    body = _decoded_body(part, section)
+    if footer.already_present(body.text):
+        return
+    newline = "\r\n" if "\r\n" in body.text else "\n"
+    if part.get_content_subtype() == "html":
+        text = _insert_html(body.text, footer.html.replace("\n", newline))
+    else:
+        lines = footer.text.split("\n")
+        if str(part.get_param("format", "")).lower() == "flowed":
+            lines = _fixed_flowed_lines(lines)
+        text = _append_text(body.text, newline.join(lines), newline)
+    data, charset = _encode(text, body.charset)
+    if charset != body.charset:
+        _set_charset(part, charset)
+    _write_body(part, data, body.transfer_encoding)
+
+
+def _insert_html(html: str, fragment: str) -> str:
+    """Before the last </body>, else before the last </html>, else at the end."""
+    for pattern in (_HTML_BODY_END, _HTML_END):
+        position = _last_match_start(pattern, html)
+        if position is not None:
+            return html[:position] + fragment + html[position:]
+    return html + fragment
+
+
+def _last_match_start(pattern: re.Pattern[str], text: str) -> int | None:
+    position = None
+    for match in pattern.finditer(text):
+        position = match.start()
+    return position
+
+
+def _append_text(text: str, footer: str, newline: str) -> str:
+    """The footer as its own paragraph after the body, ending with a line break."""
+    if not text.endswith("\n"):
+        text += newline
+    return text + newline + footer + newline
+
+
+def _fixed_flowed_lines(lines: list[str]) -> list[str]:
+    """Footer lines as RFC 3676 fixed lines: no trailing space (it would mean "joins the next
+    line"), and space-stuffed where a leading space, ">" or "From " would be misread."""
+    stuffed = []
+    for line in lines:
+        line = line.rstrip(" ")
+        if line.startswith((" ", ">", "From ")):
+            line = " " + line
+        stuffed.append(line)
+    return stuffed
+
+
+def _encode(text: str, charset: str) -> tuple[bytes, str]:
+    """Keep the part's charset if it can carry the footer; otherwise the part becomes UTF-8.
+
+    surrogateescape writes bytes that were invalid in the original charset back unchanged.
+    """
+    try:
+        return text.encode(charset, "surrogateescape"), charset
+    except UnicodeError:
+        return text.encode("utf-8", "surrogateescape"), "utf-8"
+
+
+def _set_charset(part: MIMEPart, charset: str) -> None:
+    """Change only the charset parameter, in place, keeping format=flowed and the rest."""
+    if "Content-Type" in part:
+        part.set_param("charset", charset, replace=True)
+    else:
+        part["Content-Type"] = f'text/plain; charset="{charset}"'
+
+
+def _write_body(part: MIMEPart, data: bytes, transfer_encoding: str) -> None:
+    """Write back in the part's own transfer encoding; 7bit that no longer fits becomes QP.
+
+    set_payload with a str stores it as is, unlike set_content, which replaces every
+    Content-* header of the part.
+    """
+    if transfer_encoding == "base64":
+        part.set_payload(base64.encodebytes(data).decode("ascii"))
+    elif transfer_encoding == "quoted-printable":
+        part.set_payload(_quoted_printable(data))
+    elif transfer_encoding in ("8bit", "binary"):
+        part.set_payload(data.decode("ascii", "surrogateescape"))
+    elif _fits_7bit(data):
+        part.set_payload(data.decode("ascii"))
+    else:
+        _set_transfer_encoding(part, "quoted-printable")
+        part.set_payload(_quoted_printable(data))
+
+
+def _fits_7bit(data: bytes) -> bool:
+    return data.isascii() and all(len(line) <= _MAX_7BIT_LINE for line in data.splitlines())
+
+
+def _quoted_printable(data: bytes) -> str:
+    """QP lines of at most 76 characters; latin-1 maps each byte to one code point for the
+    stdlib encoder, which works on str."""
+    return quoprimime.body_encode(data.decode("latin-1"))
+
+
+def _set_transfer_encoding(part: MIMEPart, transfer_encoding: str) -> None:
+    if "Content-Transfer-Encoding" in part:
+        part.replace_header("Content-Transfer-Encoding", transfer_encoding)
+    else:
+        part["Content-Transfer-Encoding"] = transfer_encoding
+
+
+def _attach_footer_part(message: EmailMessage, footer: Footer) -> None:
+    """Append a footer part to a multipart/mixed root; wrap any other root in one first."""
+    if message.get_content_type() != "multipart/mixed":
+        _wrap_in_mixed(message)
+    message.attach(_footer_part(footer, message.policy))
+
+
+def _wrap_in_mixed(message: EmailMessage) -> None:
+    """Move the root's Content-* headers and body, untouched, into the first part of a new
+    multipart/mixed; every other header (From, Subject, Message-ID, MIME-Version…) stays.
+
+    make_mixed moves the raw headers, so the entity keeps its exact bytes; the preamble and
+    epilogue belong to the entity too, but make_mixed leaves them on the root.
+    """
+    preamble, epilogue = message.preamble, message.epilogue
+    message.make_mixed()
+    entity = message.get_payload(0)
+    entity.preamble, entity.epilogue = preamble, epilogue
+    message.preamble = message.epilogue = None
+
+
+def _footer_part(footer: Footer, policy: Policy) -> MIMEPart:
+    alternative = MIMEPart(policy=policy)
+    alternative["Content-Type"] = "multipart/alternative"
+    alternative.attach(_utf8_text_part("plain", footer.text + "\n", policy))
+    alternative.attach(_utf8_text_part("html", footer.html, policy))
+    return alternative
+
+
+def _utf8_text_part(subtype: str, text: str, policy: Policy) -> MIMEPart:
+    part = MIMEPart(policy=policy)
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["Content-Transfer-Encoding"] = "quoted-printable"
+    part.set_payload(_quoted_printable(text.encode("utf-8")))
+    return part
+
+
+def _declare_mime(message: EmailMessage) -> None:
+    """A message that (now) has MIME headers must say so, or readers may ignore them."""
+    has_mime_headers = "Content-Type" in message or "Content-Transfer-Encoding" in message
+    if has_mime_headers and "MIME-Version" not in message:
+        message["MIME-Version"] = "1.0"

@@ -1,0 +1,101 @@
+"""Fixtures that start a real gateway on loopback ephemeral ports, in this test's loop."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Config, load_config
+from gateway.server import Gateway
+
+DEMO_SECRET = "demo-secret-0123456789"
+MANAGER_SECRET = "manager-secret-0123456789"
+TOKEN_KEY = "k" * 40
+
+BASE_CONFIG = """
+[gateway]
+data_dir = "var"
+public_url = "https://gw.example.com"
+unsubscribe_mailto = "unsubscribe@gw.example.com"
+drain_timeout_s = 5
+
+[smtp]
+listen = "127.0.0.1:0"
+max_message_bytes = 200000
+
+[http]
+listen = "127.0.0.1:0"
+
+[store]
+url = "sqlite:///var/gateway.db"
+
+[sender]
+name = "Example Corp"
+postal_address = "548 Market St #12345, San Francisco, CA 94104, USA"
+email = "privacy@example.com"
+website = "https://example.com"
+
+[[accounts]]
+name = "demo"
+secret = "{demo_secret}"
+role = "rep"
+sender_domains = ["example.com"]
+
+[[accounts]]
+name = "boss"
+secret = "{manager_secret}"
+role = "manager"
+sender_domains = []
+
+[tokens]
+keys = {{ k1 = "{token_key}" }}
+active = "k1"
+"""
+
+
+def write_config(directory: Path, extra: str = "", **overrides: str) -> Path:
+    values = {"demo_secret": DEMO_SECRET, "manager_secret": MANAGER_SECRET,
+              "token_key": TOKEN_KEY, **overrides}
+    path = directory / "gateway.toml"
+    path.write_text(BASE_CONFIG.format(**values) + textwrap.dedent(extra))
+    return path
+
+
+@pytest.fixture
+def config_factory(tmp_path: Path) -> Callable[..., Config]:
+    def make(extra: str = "") -> Config:
+        return load_config(write_config(tmp_path, extra))
+
+    return make
+
+
+@pytest.fixture
+async def gateway_factory(
+    config_factory: Callable[..., Config],
+) -> AsyncIterator[Callable[..., object]]:
+    started: list[Gateway] = []
+
+    async def start(extra: str = "", **kwargs: object) -> Gateway:
+        gateway = Gateway(config_factory(extra), **kwargs)  # type: ignore[arg-type]
+        await gateway.start()
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        await gateway.stop()
+
+
+@pytest.fixture
+async def gateway(gateway_factory: Callable[..., object]) -> Gateway:
+    return await gateway_factory()  # type: ignore[misc]
+
+
+def outbox_messages(gateway: Gateway) -> list[bytes]:
+    directory = gateway.config.data_dir / "outbox" / "email"
+    if not directory.exists():
+        return []
+    return [p.read_bytes() for p in sorted(directory.glob("*.eml"))]

@@ -1,0 +1,212 @@
+"""The command line as an operator runs it: real processes against a real store."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+from conftest import DEMO_SECRET, write_config
+from fakes.smtp_sink import SmtpSink
+from test_smtp_submission import first_touch
+
+
+def cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args, "--config", str(config)],
+        capture_output=True, text=True, timeout=60, input=stdin,
+    )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return write_config(tmp_path)
+
+
+def test_check_email_allow_block_and_invalid(config: Path) -> None:
+    allowed = cli(config, "check", "email", "--to", "bob@client.example.net",
+                  "--from", "katie@example.com", "--subject", "Hello")
+    assert allowed.returncode == 0, allowed.stderr
+    assert json.loads(allowed.stdout)["decision"] == "allow"
+
+    blocked = cli(config, "check", "email", "--to", "bob@client.example.net",
+                  "--from", "katie@example.com", "--subject", "Re: hello")
+    assert blocked.returncode == 1
+    decision = json.loads(blocked.stdout)
+    assert decision["decision"] == "block"
+    assert decision["reasons"][0]["code"] == "DECEPTIVE_SUBJECT"
+    assert decision["reasons"][0]["rule"] == "email.subject.deceptive"
+    assert decision["reasons"][0]["message"]
+
+    foreign = cli(config, "check", "email", "--to", "bob@client.example.net",
+                  "--from", "ceo@elsewhere.example.org")
+    assert foreign.returncode == 1
+    assert "SENDER_NOT_ALLOWED" in foreign.stdout
+
+    unknown_account = cli(config, "check", "email", "--to", "a@b.example.net",
+                          "--from", "katie@example.com", "--account", "nobody")
+    assert unknown_account.returncode == 2
+    assert unknown_account.stderr.count("\n") == 1
+
+
+def test_suppress_add_list_remove_and_check_sees_it(config: Path) -> None:
+    assert cli(config, "suppress", "add", "Bob@Client.Example.NET", "+14155550123").returncode == 0
+    listed = cli(config, "suppress", "list").stdout
+    assert "bob@client.example.net" in listed
+    assert "+14155550123" in listed
+    check = cli(config, "check", "email", "--to", "bob@client.example.net",
+                "--from", "katie@example.com")
+    assert check.returncode == 1
+    assert json.loads(check.stdout)["reasons"][0]["code"] == "SUPPRESSED"
+    assert cli(config, "suppress", "remove", "bob@client.example.net").returncode == 0
+    assert "bob@client.example.net" not in cli(config, "suppress", "list").stdout
+    bad = cli(config, "suppress", "add", "not-an-address")
+    assert bad.returncode == 2
+
+
+def test_import_is_all_or_nothing_and_export_round_trips(config: Path, tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text("address,reason\na@x.example.net,x\nB@X.example.net,y\n+14155550100,z\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("address\nc@x.example.net\nnot valid\nd@x.example.net\n")
+    result = cli(config, "suppress", "import", str(bad))
+    assert result.returncode == 2
+    assert "line 3" in result.stderr
+    assert "c@x.example.net" not in cli(config, "suppress", "list").stdout
+    assert cli(config, "suppress", "import", str(good)).returncode == 0
+    assert "imported 3 rows (0 new)" in cli(config, "suppress", "import", str(good)).stdout
+    rows = list(csv.DictReader(io.StringIO(cli(config, "suppress", "export").stdout)))
+    assert sorted(r["address"] for r in rows) == [
+        "+14155550100", "a@x.example.net", "b@x.example.net",
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServeProcess:
+    """`compliance-gateway serve` in its own process, on free loopback ports."""
+
+    def __init__(self, tmp_path: Path, extra: str = "", now: str | None = None) -> None:
+        self.smtp_port, self.http_port = free_port(), free_port()
+        self.config = write_config(tmp_path, extra)
+        text = self.config.read_text()
+        smtp_listen = f'listen = "127.0.0.1:{self.smtp_port}"\nmax'
+        http_listen = f'[http]\nlisten = "127.0.0.1:{self.http_port}"'
+        text = text.replace('listen = "127.0.0.1:0"\nmax', smtp_listen)
+        text = text.replace('[http]\nlisten = "127.0.0.1:0"', http_listen)
+        self.config.write_text(text)
+        args = [sys.executable, "-m", "gateway", "serve", "--config", str(self.config)]
+        if now:
+            args += ["--now", now]
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True)
+        self.banner = self.process.stdout.readline()
+
+    def stop(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGTERM)
+        _, stderr = self.process.communicate(timeout=30)
+        return self.process.returncode, stderr
+
+
+def test_serve_prints_where_it_listens_and_blocks_cli_reads_the_log(tmp_path: Path) -> None:
+    server = ServeProcess(tmp_path, now="2026-06-01T15:00:00Z")
+    try:
+        assert f"SMTP 127.0.0.1:{server.smtp_port}" in server.banner
+        assert f"HTTP 127.0.0.1:{server.http_port}" in server.banner
+
+        async def send_blocked() -> None:
+            smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.smtp_port)
+            await smtp.connect()
+            await smtp.login("demo", DEMO_SECRET)
+            with pytest.raises(aiosmtplib.SMTPDataError):
+                await smtp.send_message(first_touch(subject="Fwd: pricing"))
+            await smtp.quit()
+
+        asyncio.run(send_blocked())
+    finally:
+        code, stderr = server.stop()
+    assert code == 0
+    assert "clock shifted" in stderr
+    records = json.loads(cli(server.config, "blocks").stdout)
+    assert len(records) == 1
+    record = records[0]
+    assert record["reasons"] == ["DECEPTIVE_SUBJECT"]
+    assert record["channel"] == "email"
+    assert record["account"] == "demo"
+    assert record["recipient"] == "bob@client.example.net"
+    assert record["time"].startswith("2026-06-01T15:00")
+    assert record["rules_version"]
+    assert json.loads(cli(server.config, "blocks", "--reason", "SUPPRESSED").stdout) == []
+    table = cli(server.config, "blocks", "--format", "csv").stdout
+    assert next(iter(csv.DictReader(io.StringIO(table))))["reasons"] == "DECEPTIVE_SUBJECT"
+    for line in stderr.splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            assert DEMO_SECRET not in line
+            assert "event" in entry
+
+
+def test_sigterm_lets_a_transaction_in_flight_finish(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, str, int]:
+        async with SmtpSink() as sink:
+            extra = f"""
+            [upstream.email]
+            kind = "smtp"
+            host = "127.0.0.1"
+            port = {sink.port}
+            starttls = false
+            """
+            server = await asyncio.to_thread(ServeProcess, tmp_path, extra)
+            sink.stall_next("data", 1.5)
+            smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.smtp_port, timeout=20)
+            await smtp.connect()
+            await smtp.login("demo", DEMO_SECRET)
+            sending = asyncio.create_task(smtp.send_message(first_touch()))
+            while not sink.messages:
+                await asyncio.sleep(0.02)
+            server.process.send_signal(signal.SIGTERM)
+            _, reply = await sending
+            code = await asyncio.to_thread(server.process.wait, 30)
+            return code, reply, len(sink.accepted)
+
+    code, reply, accepted = asyncio.run(scenario())
+    assert reply.startswith("2.0.0 OK")
+    assert accepted == 1
+    assert code == 0
+
+
+def test_audit_verify_detects_tampering(tmp_path: Path, config: Path) -> None:
+    assert cli(config, "suppress", "add", "a@x.example.net").returncode == 0
+    assert cli(config, "suppress", "add", "b@x.example.net").returncode == 0
+    ok = cli(config, "audit", "verify")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    database = tmp_path / "var" / "gateway.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE audit SET actor = 'someone else' WHERE id = 1")
+    tampered = cli(config, "audit", "verify")
+    assert tampered.returncode == 1
+    assert "entry 1" in tampered.stdout
+
+
+def test_env_config_is_used_when_no_flag(tmp_path: Path, config: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "suppress", "list"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "GATEWAY_CONFIG": str(config)},
+    )
+    assert result.returncode == 0
+    assert (tmp_path / "var" / "gateway.db").exists()

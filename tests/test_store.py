@@ -1,0 +1,686 @@
+"""The store contract, run against every backend through the `Store` protocol only.
+
+Tests at the end of the file are SQLite-specific: they tamper with the file directly, break
+it underneath a running store, or share it between two store instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from gateway.audit import GENESIS_HASH, entry_hash
+from gateway.model import AuditEvent, BlockRecord, Channel, Reason, Suppression
+from gateway.store import open_store
+from gateway.store.base import (
+    AuditProblem,
+    BlockQuery,
+    DeliveryClaim,
+    Store,
+    StoreUnavailable,
+)
+from gateway.store.migrations import (
+    Migration,
+    discover_migrations,
+    migration_directory,
+    pending_migrations,
+    run_migrations,
+)
+from gateway.store.sqlite import SqliteMigrationTarget, SqliteStore
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+PLUS_TWO = timezone(timedelta(hours=2))
+
+
+def store_url(backend: str, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path}/data/gateway.db"
+    raise ValueError(backend)
+
+
+@pytest.fixture(params=["sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    opened = open_store(store_url(request.param, tmp_path))
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+def suppression(address: str, *, source: str = "import", at: datetime = T0) -> Suppression:
+    return Suppression(address, source, f"reason for {address}", at, actor="ops@example.com")
+
+
+def block(
+    recipient: str,
+    *,
+    at: datetime = T0,
+    codes: tuple[str, ...] = ("SUPPRESSED",),
+    channel: Channel = Channel.EMAIL,
+    account: str = "acme",
+) -> BlockRecord:
+    return BlockRecord(
+        time=at,
+        channel=channel,
+        account=account,
+        sender="agent@acme.example",
+        recipient=recipient,
+        reasons=tuple(Reason(code, f"{code} message", f"rule.{code.lower()}") for code in codes),
+        rules_version="2024-05-01",
+    )
+
+
+def audit_event(n: int, **details: object) -> AuditEvent:
+    return AuditEvent(
+        time=T0 + timedelta(seconds=n),
+        actor=f"actor-{n}",
+        action="suppression.add",
+        subject=f"user{n}@example.com",
+        details={"n": n, **details},
+    )
+
+
+# --- suppressions -------------------------------------------------------------------------
+
+
+async def test_add_suppressions_counts_only_new_addresses(store: Store) -> None:
+    assert await store.add_suppressions([suppression("a@x.com"), suppression("b@x.com")]) == 2
+
+    later = T0 + timedelta(days=1)
+    refreshed = Suppression("b@x.com", "unsubscribe", "clicked link", later, actor="web")
+    assert await store.add_suppressions([refreshed, suppression("c@x.com")]) == 1
+
+    assert await store.list_suppressions() == [
+        suppression("a@x.com"),
+        refreshed,
+        suppression("c@x.com"),
+    ]
+
+
+async def test_a_batch_repeating_an_address_counts_it_once(store: Store) -> None:
+    batch = [suppression("a@x.com"), suppression("a@x.com", source="second")]
+    assert await store.add_suppressions(batch) == 1
+    assert [s.source for s in await store.list_suppressions()] == ["second"]
+
+
+async def test_suppressed_returns_only_the_present_subset(store: Store) -> None:
+    await store.add_suppressions([suppression("a@x.com"), suppression("+14155550100")])
+    found = await store.suppressed(["a@x.com", "A@x.com", "b@x.com", "+14155550100", "a@x.com"])
+    assert found == frozenset({"a@x.com", "+14155550100"})
+
+
+async def test_suppressed_looks_up_more_addresses_than_one_query_takes(store: Store) -> None:
+    """More addresses than common SQLite builds take as parameters (999, 32766, 250000)."""
+    present = [f"user{i}@x.com" for i in range(2500)]
+    await store.add_suppressions([suppression(a) for a in present])
+    absent = [f"other{i}@x.com" for i in range(250_000)]
+    assert await store.suppressed(absent + present) == frozenset(present)
+
+
+async def test_addresses_are_stored_exactly_as_given(store: Store) -> None:
+    """Normalizing is the caller's job; the store must not second-guess a key."""
+    await store.add_suppressions([suppression("Mixed@X.com")])
+    assert [s.address for s in await store.list_suppressions()] == ["Mixed@X.com"]
+    assert await store.suppressed(["mixed@x.com", "Mixed@X.com"]) == frozenset({"Mixed@X.com"})
+
+
+async def test_remove_suppressions_returns_how_many_existed(store: Store) -> None:
+    await store.add_suppressions([suppression("a@x.com"), suppression("b@x.com")])
+    assert await store.remove_suppressions(["a@x.com", "missing@x.com", "a@x.com"]) == 1
+    assert await store.suppressed(["a@x.com", "b@x.com"]) == frozenset({"b@x.com"})
+    assert [s.address for s in await store.list_suppressions()] == ["b@x.com"]
+
+
+async def test_empty_batches_change_nothing(store: Store) -> None:
+    await store.add_suppressions([suppression("a@x.com")])
+    assert await store.add_suppressions([]) == 0
+    assert await store.remove_suppressions([]) == 0
+    assert await store.suppressed([]) == frozenset()
+    assert len(await store.list_suppressions()) == 1
+
+
+async def test_suppression_times_come_back_as_the_same_instant_in_utc(store: Store) -> None:
+    local = datetime(2024, 5, 1, 14, 30, 0, 1, tzinfo=PLUS_TWO)
+    await store.add_suppressions([suppression("a@x.com", at=local)])
+    (stored,) = await store.list_suppressions()
+    assert stored.time == local
+    assert stored.time.utcoffset() == timedelta(0)
+
+
+async def test_a_large_import_counts_only_new_addresses(store: Store) -> None:
+    """Speed is measured under bench/, not asserted here (shared machines are noisy)."""
+    entries = [suppression(f"user{i}@x.com") for i in range(100_000)]
+    assert await store.add_suppressions(entries) == 100_000
+    assert await store.add_suppressions(entries[:10]) == 0
+    assert await store.suppressed(["user99999@x.com", "nobody@x.com"]) == {"user99999@x.com"}
+
+
+# --- blocks -------------------------------------------------------------------------------
+
+
+async def test_record_block_round_trips_every_field(store: Store) -> None:
+    record = BlockRecord(
+        time=datetime(2024, 5, 1, 14, 0, 0, 654321, tzinfo=PLUS_TWO),
+        channel=Channel.SMS,
+        account="acme",
+        sender="+14155550100",
+        recipient="+14155550199",
+        reasons=(
+            Reason("SUPPRESSED", "recipient unsubscribed on 1 May", "suppression"),
+            Reason("QUIET_HOURS", "21:30 local, outside 08:00 to 21:00 ✗", "tcpa.quiet_hours"),
+        ),
+        rules_version="v42",
+        message_id="<m1@acme.example>",
+        subject="Hello, “world”",
+        size=1234,
+        gateway_id="gw-7",
+    )
+    record_id = await store.record_block(record)
+
+    (stored,) = await store.query_blocks(BlockQuery())
+    assert stored == replace(record, id=record_id)
+    assert stored.time.utcoffset() == timedelta(0)
+
+
+async def test_record_block_returns_distinct_increasing_ids(store: Store) -> None:
+    first = await store.record_block(block("a@x.com"))
+    second = await store.record_block(block("a@x.com"))
+    assert second > first
+
+
+def hour(n: int) -> datetime:
+    return T0 + timedelta(hours=n)
+
+
+@pytest.fixture
+async def blocks(store: Store) -> Store:
+    """Six blocks an hour apart (b0 oldest), recorded out of time order so that newest
+    first cannot pass as "last recorded first"; each filter below selects a known subset."""
+    records = [
+        block("b0@x.com", codes=("SUPPRESSED",)),
+        block("b1@x.com", codes=("QUIET_HOURS", "SUPPRESSED"), channel=Channel.SMS),
+        block("b2@x.com", codes=("QUIETXHOURS",), account="other"),
+        block("b3@x.com", codes=("NOT_SUPPRESSED",), channel=Channel.CALL),
+        block("b0@x.com", codes=("QUIET_HOURS",), account="other"),
+        block("b5@x.com", codes=("SUPPRESSED", "FOOTER_MISSING")),
+    ]
+    timed = [replace(record, time=hour(n)) for n, record in enumerate(records)]
+    for record in timed[3:] + timed[:3]:
+        await store.record_block(record)
+    return store
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (BlockQuery(), ["b5", "b0", "b3", "b2", "b1", "b0"]),
+        (BlockQuery(limit=2), ["b5", "b0"]),
+        (BlockQuery(since=hour(2)), ["b5", "b0", "b3", "b2"]),
+        (BlockQuery(until=hour(2)), ["b1", "b0"]),
+        (BlockQuery(since=hour(1), until=hour(3)), ["b2", "b1"]),
+        (BlockQuery(since=hour(1).astimezone(PLUS_TWO), until=hour(2)), ["b1"]),
+        (BlockQuery(reason="SUPPRESSED"), ["b5", "b1", "b0"]),
+        (BlockQuery(reason="QUIET_HOURS"), ["b0", "b1"]),
+        (BlockQuery(reason="FOOTER_MISSING"), ["b5"]),
+        (BlockQuery(reason="QUIET"), []),
+        (BlockQuery(reason="%"), []),
+        (BlockQuery(channel=Channel.SMS), ["b1"]),
+        (BlockQuery(channel=Channel.EMAIL), ["b5", "b0", "b2", "b0"]),
+        (BlockQuery(account="other"), ["b0", "b2"]),
+        (BlockQuery(recipient="b0@x.com"), ["b0", "b0"]),
+        (BlockQuery(recipient="b0"), []),
+        (BlockQuery(reason="SUPPRESSED", channel=Channel.EMAIL, since=hour(1)), ["b5"]),
+        (BlockQuery(account="other", recipient="b0@x.com", until=hour(4)), []),
+    ],
+)
+async def test_query_blocks_filters_newest_first(
+    blocks: Store, query: BlockQuery, expected: list[str]
+) -> None:
+    found = await blocks.query_blocks(query)
+    assert [r.recipient.removesuffix("@x.com") for r in found] == expected
+    assert [r.time for r in found] == sorted((r.time for r in found), reverse=True)
+
+
+# --- deliveries ---------------------------------------------------------------------------
+
+
+async def test_first_claim_wins_and_a_fresh_claim_is_in_flight(store: Store) -> None:
+    assert await store.claim_delivery("m1", "a@x.com", T0, 300) is DeliveryClaim.CLAIMED
+    later = T0 + timedelta(seconds=299)
+    assert await store.claim_delivery("m1", "a@x.com", later, 300) is DeliveryClaim.IN_FLIGHT
+    assert await store.claim_delivery("m1", "b@x.com", later, 300) is DeliveryClaim.CLAIMED
+    assert await store.claim_delivery("m2", "a@x.com", later, 300) is DeliveryClaim.CLAIMED
+
+
+async def test_completed_delivery_is_never_claimed_again(store: Store) -> None:
+    await store.claim_delivery("m1", "a@x.com", T0, 300)
+    await store.complete_delivery("m1", "a@x.com", "upstream-1")
+    await store.release_delivery("m1", "a@x.com")
+    much_later = T0 + timedelta(days=30)
+    claim = await store.claim_delivery("m1", "a@x.com", much_later, 300)
+    assert claim is DeliveryClaim.ALREADY_DELIVERED
+
+
+async def test_completing_without_a_claim_still_records_the_delivery(store: Store) -> None:
+    await store.complete_delivery("m1", "a@x.com", "upstream-1")
+    claim = await store.claim_delivery("m1", "a@x.com", T0, 300)
+    assert claim is DeliveryClaim.ALREADY_DELIVERED
+
+
+async def test_released_claim_can_be_claimed_again_at_once(store: Store) -> None:
+    await store.claim_delivery("m1", "a@x.com", T0, 300)
+    await store.release_delivery("m1", "a@x.com")
+    assert await store.claim_delivery("m1", "a@x.com", T0, 300) is DeliveryClaim.CLAIMED
+
+
+async def test_stale_claim_is_taken_again_and_restarts_the_clock(store: Store) -> None:
+    await store.claim_delivery("m1", "a@x.com", T0, 60)
+    just_fresh = T0 + timedelta(seconds=60) - timedelta(microseconds=1)
+    assert await store.claim_delivery("m1", "a@x.com", just_fresh, 60) is DeliveryClaim.IN_FLIGHT
+    stale = T0 + timedelta(seconds=60)
+    assert await store.claim_delivery("m1", "a@x.com", stale, 60) is DeliveryClaim.CLAIMED
+    after_reclaim = stale + timedelta(seconds=30)
+    claim = await store.claim_delivery("m1", "a@x.com", after_reclaim, 60)
+    assert claim is DeliveryClaim.IN_FLIGHT
+
+
+async def test_concurrent_claims_for_one_recipient_have_one_winner(store: Store) -> None:
+    claims = await asyncio.gather(
+        *(store.claim_delivery("m1", "a@x.com", T0, 300) for _ in range(50))
+    )
+    assert claims.count(DeliveryClaim.CLAIMED) == 1
+    assert claims.count(DeliveryClaim.IN_FLIGHT) == 49
+
+
+# --- audit --------------------------------------------------------------------------------
+
+
+async def test_audit_entries_chain_from_genesis(store: Store) -> None:
+    appended = [await store.append_audit(audit_event(n)) for n in range(3)]
+
+    assert [e.id for e in appended] == sorted({e.id for e in appended})
+    assert appended[0].prev_hash == GENESIS_HASH
+    for previous, current in itertools.pairwise(appended):
+        assert current.prev_hash == previous.hash
+    for entry in appended:
+        assert entry.hash == entry_hash(entry.prev_hash, entry)
+    assert await store.audit_events() == appended
+    assert await store.verify_audit() is None
+
+
+async def test_audit_content_round_trips_so_the_hash_recomputes(store: Store) -> None:
+    event = AuditEvent(
+        time=datetime(2024, 5, 1, 14, 0, 0, 5, tzinfo=PLUS_TWO),
+        actor="admin",
+        action="rules.reload",
+        subject="rules/email.toml",
+        details={"z": [1, 2.5, None, True], "a": {"nested": "é ✓"}, "when": T0},
+    )
+    appended = await store.append_audit(event)
+
+    assert appended.time == event.time
+    assert appended.details == {"z": [1, 2.5, None, True], "a": {"nested": "é ✓"}, "when": str(T0)}
+    assert await store.audit_events() == [appended]
+    assert await store.verify_audit() is None
+
+
+async def test_empty_audit_log_verifies(store: Store) -> None:
+    assert await store.audit_events() == []
+    assert await store.verify_audit() is None
+
+
+# --- lifecycle ----------------------------------------------------------------------------
+
+
+async def test_ping_answers_on_an_open_store(store: Store) -> None:
+    await store.ping()
+
+
+async def test_a_closed_store_is_unavailable(store: Store) -> None:
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+    with pytest.raises(StoreUnavailable):
+        await store.suppressed(["a@x.com"])
+
+
+# --- open_store ---------------------------------------------------------------------------
+
+
+def test_postgresql_urls_are_not_available_yet() -> None:
+    with pytest.raises(StoreUnavailable, match="PostgreSQL"):
+        open_store("postgresql://gateway@localhost/gateway")
+
+
+@pytest.mark.parametrize("prefix", ["sqlite://", "sqlite:///"])
+async def test_sqlite_url_names_an_absolute_path_and_creates_its_directory(
+    tmp_path: Path, prefix: str
+) -> None:
+    """`sqlite:///var/gw.db` and the config's `sqlite:////var/gw.db` are the same file."""
+    store = open_store(f"{prefix}{tmp_path}/a/b/gateway.db")
+    assert (tmp_path / "a" / "b").is_dir()
+    await store.open()
+    await store.close()
+    assert (tmp_path / "a" / "b" / "gateway.db").is_file()
+
+
+def test_unknown_store_url_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unsupported"):
+        open_store("mysql://localhost/gateway")
+
+
+# --- SQLite: reopening and audit tampering ------------------------------------------------
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "gateway.db"
+
+
+@pytest.fixture
+async def sqlite_store(db_path: Path) -> AsyncIterator[SqliteStore]:
+    opened = SqliteStore(db_path, busy_timeout_s=0.2)
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def test_reopening_keeps_the_data(tmp_path: Path) -> None:
+    url = store_url("sqlite", tmp_path)
+    first = open_store(url)
+    await first.open()
+    await first.add_suppressions([suppression("a@x.com")])
+    await first.close()
+
+    second = open_store(url)
+    await second.open()
+    assert await second.suppressed(["a@x.com"]) == frozenset({"a@x.com"})
+    await second.close()
+
+
+def edit_database(path: Path, *statements: str) -> None:
+    with sqlite3.connect(path) as conn:
+        for statement in statements:
+            conn.execute(statement)
+    conn.close()
+
+
+_SWAP_2_AND_3 = (
+    "UPDATE audit SET id = -2 WHERE id = 2",
+    "UPDATE audit SET id = 2 WHERE id = 3",
+    "UPDATE audit SET id = 3 WHERE id = -2",
+)
+
+
+@pytest.mark.parametrize(
+    ("statements", "expected"),
+    [
+        (
+            ("UPDATE audit SET actor = 'mallory' WHERE id = 3",),
+            AuditProblem(3, "content does not match its hash"),
+        ),
+        (
+            ("UPDATE audit SET details_json = '{\"n\":99}' WHERE id = 2",),
+            AuditProblem(2, "content does not match its hash"),
+        ),
+        (
+            ("UPDATE audit SET details_json = 'not json' WHERE id = 4",),
+            AuditProblem(4, "content does not match its hash"),
+        ),
+        (("DELETE FROM audit WHERE id = 3",), AuditProblem(4, "does not follow entry 2")),
+        (_SWAP_2_AND_3, AuditProblem(2, "does not follow entry 1")),
+        (
+            ("DELETE FROM audit WHERE id = 1",),
+            AuditProblem(2, "first entry does not start the chain"),
+        ),
+    ],
+    ids=["field", "details", "unreadable", "delete-middle", "swap", "delete-first"],
+)
+async def test_verify_audit_finds_the_first_tampered_entry(
+    sqlite_store: SqliteStore,
+    db_path: Path,
+    statements: tuple[str, ...],
+    expected: AuditProblem,
+) -> None:
+    for n in range(5):
+        await sqlite_store.append_audit(audit_event(n))
+    assert await sqlite_store.verify_audit() is None
+
+    edit_database(db_path, *statements)
+
+    assert await sqlite_store.verify_audit() == expected
+
+
+# --- SQLite: several stores on one file ---------------------------------------------------
+
+
+async def two_stores(db_path: Path) -> tuple[SqliteStore, SqliteStore]:
+    first, second = SqliteStore(db_path), SqliteStore(db_path)
+    await first.open()
+    await second.open()
+    return first, second
+
+
+async def test_two_stores_appending_concurrently_keep_one_chain(db_path: Path) -> None:
+    first, second = await two_stores(db_path)
+    try:
+        await asyncio.gather(
+            *(store.append_audit(audit_event(n)) for n in range(40) for store in (first, second))
+        )
+        events = await first.audit_events()
+        assert [e.id for e in events] == list(range(1, 81))
+        assert await second.verify_audit() is None
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_two_stores_claiming_concurrently_have_one_winner(db_path: Path) -> None:
+    first, second = await two_stores(db_path)
+    try:
+        claims = await asyncio.gather(
+            *(
+                store.claim_delivery("m1", "a@x.com", T0, 300)
+                for _ in range(25)
+                for store in (first, second)
+            )
+        )
+        assert claims.count(DeliveryClaim.CLAIMED) == 1
+    finally:
+        await first.close()
+        await second.close()
+
+
+# --- SQLite: failures ---------------------------------------------------------------------
+
+
+def assert_unavailable(raised: pytest.ExceptionInfo[StoreUnavailable], message: str) -> None:
+    assert message in str(raised.value)
+    assert isinstance(raised.value.__cause__, sqlite3.Error | OSError)
+    assert not isinstance(raised.value, sqlite3.Error)
+
+
+async def test_locked_database_is_unavailable_until_the_lock_goes(
+    sqlite_store: SqliteStore, db_path: Path
+) -> None:
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(StoreUnavailable) as raised:
+        await sqlite_store.record_block(block("a@x.com"))
+    assert_unavailable(raised, "locked")
+
+    other.execute("ROLLBACK")
+    other.close()
+    await sqlite_store.record_block(block("b@x.com"))
+    assert [r.recipient for r in await sqlite_store.query_blocks(BlockQuery())] == ["b@x.com"]
+
+
+async def test_waiting_for_a_lock_does_not_block_the_event_loop(db_path: Path) -> None:
+    patient = SqliteStore(db_path, busy_timeout_s=5)
+    await patient.open()
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        pending = asyncio.create_task(patient.record_block(block("a@x.com")))
+        await asyncio.sleep(0.2)
+        assert not pending.done()
+        other.execute("ROLLBACK")
+        assert await pending > 0
+    finally:
+        other.close()
+        await patient.close()
+
+
+async def test_removed_directory_makes_the_store_unavailable(tmp_path: Path) -> None:
+    directory = tmp_path / "data"
+    directory.mkdir()
+    doomed = SqliteStore(directory / "gateway.db")
+    await doomed.open()
+    try:
+        shutil.rmtree(directory)
+        for call in (
+            doomed.ping,
+            lambda: doomed.record_block(block("a@x.com")),
+            lambda: doomed.suppressed(["a@x.com"]),
+        ):
+            with pytest.raises(StoreUnavailable):
+                await call()
+    finally:
+        await doomed.close()
+
+
+async def test_file_replaced_by_a_directory_is_unavailable_until_restored(
+    sqlite_store: SqliteStore, db_path: Path
+) -> None:
+    await sqlite_store.add_suppressions([suppression("a@x.com")])
+    backup = db_path.with_name("moved.db")
+    db_path.rename(backup)
+    db_path.mkdir()
+
+    with pytest.raises(StoreUnavailable) as raised:
+        await sqlite_store.suppressed(["a@x.com"])
+    assert_unavailable(raised, "removed or replaced")
+    with pytest.raises(StoreUnavailable) as raised:
+        await sqlite_store.add_suppressions([suppression("b@x.com")])
+    assert_unavailable(raised, "unable to open database file")
+
+    db_path.rmdir()
+    backup.rename(db_path)
+    await sqlite_store.ping()
+    assert await sqlite_store.suppressed(["a@x.com", "b@x.com"]) == frozenset({"a@x.com"})
+
+
+async def test_deleted_file_is_not_silently_recreated_empty(
+    sqlite_store: SqliteStore, db_path: Path
+) -> None:
+    """An empty new database would forget every suppression and let mail through."""
+    await sqlite_store.add_suppressions([suppression("a@x.com")])
+    db_path.unlink()
+
+    for _ in range(2):
+        with pytest.raises(StoreUnavailable):
+            await sqlite_store.suppressed(["a@x.com"])
+    assert not db_path.exists()
+
+
+async def test_corrupt_file_is_unavailable(db_path: Path) -> None:
+    db_path.write_bytes(b"this is not a database" * 1000)
+    corrupt = SqliteStore(db_path)
+    with pytest.raises(StoreUnavailable) as raised:
+        await corrupt.open()
+    assert_unavailable(raised, "not a database")
+    await corrupt.close()
+
+
+async def test_calls_before_open_are_unavailable(db_path: Path) -> None:
+    unopened = SqliteStore(db_path)
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await unopened.ping()
+    await unopened.close()
+    assert not db_path.exists()
+
+
+# --- migrations ---------------------------------------------------------------------------
+
+
+def applied_migrations(path: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
+        applied = [(version, name) for version, name in rows]
+    conn.close()
+    return applied
+
+
+async def test_opening_twice_applies_each_migration_once(
+    sqlite_store: SqliteStore, db_path: Path
+) -> None:
+    await sqlite_store.open()
+    again = SqliteStore(db_path)
+    await again.open()
+    await again.close()
+    assert applied_migrations(db_path) == [(1, "initial")]
+
+
+def test_packaged_sqlite_migrations_start_at_version_one() -> None:
+    migrations = discover_migrations(migration_directory("sqlite"))
+    assert [(m.version, m.name) for m in migrations][:1] == [(1, "initial")]
+
+
+def write_files(directory: Path, names: list[str]) -> None:
+    for name in names:
+        (directory / name).write_text(f"-- {name}\n")
+
+
+def test_migrations_are_discovered_in_version_order(tmp_path: Path) -> None:
+    write_files(tmp_path, ["0010_later.sql", "0002_second.sql", "0001_first.sql", "README.md"])
+    found = discover_migrations(tmp_path)
+    assert [(m.version, m.name) for m in found] == [(1, "first"), (2, "second"), (10, "later")]
+    assert found[0].sql == "-- 0001_first.sql\n"
+    assert pending_migrations(found, {1, 10}) == [found[1]]
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["0001_first.sql", "first.sql"], "not named"),
+        (["0001_first.sql", "0001_again.sql"], "more than one"),
+    ],
+)
+def test_bad_migration_directories_are_refused(
+    tmp_path: Path, names: list[str], message: str
+) -> None:
+    write_files(tmp_path, names)
+    with pytest.raises(ValueError, match=message):
+        discover_migrations(tmp_path)
+
+
+def test_each_migration_applies_whole_or_not_at_all(db_path: Path) -> None:
+    good = Migration(
+        1,
+        "good",
+        "CREATE TABLE a (x INTEGER);\n"
+        "CREATE TRIGGER a_double AFTER INSERT ON a BEGIN\n"
+        "    UPDATE a SET x = x * 2 WHERE rowid = new.rowid;\n"
+        "END;\n",
+    )
+    bad = Migration(2, "bad", "CREATE TABLE b (x INTEGER);\nTHIS IS NOT SQL;\n")
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    target = SqliteMigrationTarget(conn)
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            run_migrations(target, [good, bad])
+        assert target.applied_versions() == {1}
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        assert "a" in tables
+        assert "b" not in tables
+        assert run_migrations(target, [good]) == []
+        assert target.apply(good) is False
+    finally:
+        conn.close()
