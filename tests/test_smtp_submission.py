@@ -10,9 +10,10 @@ from email.message import EmailMessage
 import aiohttp
 import aiosmtplib
 import pytest
-from conftest import DEMO_SECRET, outbox_messages
-from fakes.smtp_sink import SmtpSink
+from conftest import DEMO_SECRET, outbox_messages, write_config
+from fakes.smtp_sink import SmtpSink, make_self_signed_cert
 
+from gateway.config import load_config
 from gateway.model import Suppression
 from gateway.server import Gateway
 from gateway.store.base import BlockQuery, StoreUnavailable
@@ -42,7 +43,8 @@ async def client(gateway: Gateway, login: bool = True) -> aiosmtplib.SMTP:
 
 
 def parsed(raw: bytes) -> EmailMessage:
-    return message_from_bytes(raw, policy=policy.default)  # type: ignore[return-value]
+    """As a mail reader sees it: Python's parser keeps CRLF inside bodies, readers do not."""
+    return message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=policy.default)  # type: ignore[return-value]
 
 
 async def test_authenticated_message_is_rewritten_and_delivered(gateway: Gateway) -> None:
@@ -385,3 +387,104 @@ async def test_health_and_readiness(gateway: Gateway) -> None:
             assert response.status == 200
             assert body["checks"]["store"] == "ok"
             assert body["checks"]["rules"] == gateway.services.ruleset.version
+
+
+async def test_oversized_reply_names_the_problem(gateway: Gateway) -> None:
+    smtp = await client(gateway)
+    raw = first_touch().as_bytes() + b"z" * 76 * 3000
+    with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
+        await smtp.sendmail("katie@example.com", ["bob@client.example.net"], raw)
+    await smtp.quit()
+    assert refused.value.code == 552
+    assert "MESSAGE_TOO_LARGE" in refused.value.message
+
+
+async def test_header_line_over_998_octets_is_refused_and_session_continues(
+    gateway: Gateway,
+) -> None:
+    raw = (
+        b"From: katie@example.com\r\nTo: bob@client.example.net\r\n"
+        b"Subject: " + b"long " * 400 + b"\r\n\r\nbody\r\n"
+    )
+    smtp = await client(gateway)
+    with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
+        await smtp.sendmail("katie@example.com", ["bob@client.example.net"], raw)
+    assert refused.value.code == 500
+    assert "MESSAGE_MALFORMED" in refused.value.message
+    errors, _ = await smtp.send_message(first_touch())
+    await smtp.quit()
+    assert errors == {}
+    assert len(outbox_messages(gateway)) == 1
+
+
+async def test_raw_8bit_header_without_smtputf8_is_malformed(gateway: Gateway) -> None:
+    raw = (
+        b"From: katie@example.com\r\nTo: bob@client.example.net\r\n"
+        b"Subject: Gr\xfc\xdfe aus K\xf6ln\r\n\r\nbody\r\n"
+    )
+    smtp = await client(gateway)
+    with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+        await smtp.sendmail("katie@example.com", ["bob@client.example.net"], raw)
+    await smtp.quit()
+    assert refused.value.code == 550
+    assert "MESSAGE_MALFORMED" in refused.value.message
+    assert outbox_messages(gateway) == []
+
+
+async def test_bare_lf_message_is_accepted_and_rewritten(gateway: Gateway) -> None:
+    raw = (
+        b"From: katie@example.com\nTo: bob@client.example.net\nSubject: hello\n"
+        b"Message-ID: <lf@example.com>\n\nHi Bob,\nline two\n"
+    )
+    smtp = await client(gateway)
+    errors, _ = await smtp.sendmail("katie@example.com", ["bob@client.example.net"], raw)
+    await smtp.quit()
+    assert errors == {}
+    delivered = parsed(outbox_messages(gateway)[0])
+    body = delivered.get_content()
+    assert body.startswith("Hi Bob,\nline two\n")
+    assert "548 Market St" in body
+
+
+async def test_bcc_header_is_not_forwarded(gateway: Gateway) -> None:
+    message = first_touch()
+    message["Bcc"] = "secret-watcher@client.example.net"
+    smtp = await client(gateway)
+    await smtp.sendmail(
+        "katie@example.com", ["bob@client.example.net", "secret-watcher@client.example.net"],
+        message.as_bytes(),
+    )
+    await smtp.quit()
+    copies = outbox_messages(gateway)
+    assert len(copies) == 2
+    assert all(b"\r\nBcc:" not in c for c in copies)
+    assert all(parsed(c)["Bcc"] is None for c in copies)
+
+
+async def test_starttls_with_tls_1_2_or_later_then_auth(tmp_path) -> None:
+    tls = make_self_signed_cert(tmp_path)
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace(
+        "max_message_bytes = 200000",
+        f'max_message_bytes = 200000\ntls_cert = "{tls.cert}"\ntls_key = "{tls.key}"',
+    ))
+    gateway = Gateway(load_config(path))
+    await gateway.start()
+    try:
+        smtp = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=gateway.smtp_port, start_tls=False,
+            tls_context=tls.client_context(),
+        )
+        await smtp.connect()
+        await smtp.ehlo()
+        assert smtp.supports_extension("starttls")
+        await smtp.starttls()
+        version = smtp.transport.get_extra_info("ssl_object").version()
+        assert version in ("TLSv1.2", "TLSv1.3")
+        await smtp.login("demo", DEMO_SECRET)
+        errors, _ = await smtp.send_message(first_touch())
+        await smtp.quit()
+        assert errors == {}
+        assert len(outbox_messages(gateway)) == 1
+    finally:
+        await gateway.stop()

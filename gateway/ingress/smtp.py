@@ -33,6 +33,18 @@ log = logging.getLogger("gateway.smtp")
 
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
 PARSE_OFF_LOOP_BYTES = 256 * 1024
+PROTOCOL_REFUSALS = {
+    "552 Error: message size exceeds fixed maximum message size": (
+        "552 5.3.4 MESSAGE_TOO_LARGE: the declared SIZE exceeds smtp.max_message_bytes"
+    ),
+    "552 Error: Too much mail data": (
+        "552 5.3.4 MESSAGE_TOO_LARGE: the message exceeds smtp.max_message_bytes"
+    ),
+    "500 Line too long (see RFC5321 4.5.3.1.6)": (
+        "500 5.6.0 MESSAGE_MALFORMED: a line is longer than 998 octets (RFC 5322 2.1.1); "
+        "encode long lines (quoted-printable or base64)"
+    ),
+}
 TOKEN_IN_SUBJECT = re.compile(r"unsubscribe\s+(\S+)", re.IGNORECASE)
 
 
@@ -195,6 +207,11 @@ class GatewaySMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         self._sessions.closed(self)
         super().connection_lost(error)
+
+    async def push(self, status: str | bytes) -> None:
+        """Give aiosmtpd's own size and line-length refusals an enhanced code and a reason."""
+        text = status.decode() if isinstance(status, bytes) else status
+        await super().push(PROTOCOL_REFUSALS.get(text, text))
 
     async def smtp_DATA(self, arg: str) -> None:
         self._sessions.transaction_started(self)
