@@ -21,12 +21,12 @@ run: $(VENV)/.installed
 	$(BIN)/compliance-gateway serve --config $(CONFIG)
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check gateway tests bench
-	$(BIN)/ruff format --check gateway tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) var
