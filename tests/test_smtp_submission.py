@@ -64,6 +64,9 @@ async def test_authenticated_message_is_rewritten_and_delivered(gateway: Gateway
     assert "<mailto:unsubscribe@gw.example.com?subject=unsubscribe%20" in unsubscribe
     assert delivered["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert len(delivered.get_all("List-Unsubscribe")) == 1
+    assert b"\r\nList-Unsubscribe: <https://gw.example.com/u/" in raw
+    assert b"=?" not in raw.split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in raw
 
 
 async def test_standard_library_client_with_auth_login(gateway: Gateway) -> None:

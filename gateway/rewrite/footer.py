@@ -74,9 +74,11 @@ def set_list_unsubscribe(message: EmailMessage, https_url: str, mailto: str | No
     """Exactly one List-Unsubscribe and one List-Unsubscribe-Post (RFC 2369, RFC 8058).
 
     Whatever the agent set is replaced: its links would bypass the gateway's suppression.
+    The value is stored pre-folded at the comma: the stdlib's folding would turn a long URI
+    into RFC 2047 encoded words, which no mailbox provider recognises as a link.
     """
     del message["List-Unsubscribe"]
     del message["List-Unsubscribe-Post"]
     links = [f"<{https_url}>"] + ([f"<{mailto}>"] if mailto else [])
-    message["List-Unsubscribe"] = ", ".join(links)
-    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message.set_raw("List-Unsubscribe", " " + ",\r\n ".join(links))
+    message.set_raw("List-Unsubscribe-Post", " List-Unsubscribe=One-Click")
