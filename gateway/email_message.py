@@ -132,7 +132,7 @@ def _tree_problems(message: Message) -> tuple[list[str], set[str]]:
             where = f" of MIME part {section}" if section else ""
             problems.append(f"header {name!r}{where} cannot be parsed")
             if not section:
-                broken_top_level.add(name.strip().lower())
+                broken_top_level.add(name.lower())
     if too_deep:
         problems.append(f"MIME nesting deeper than {MAX_NESTING_DEPTH} levels")
     return problems, broken_top_level
@@ -160,7 +160,8 @@ def _unreadable_headers(part: Message) -> Iterator[str]:
 
 
 def _eight_bit_header_problems(message: Message, smtputf8: bool) -> list[str]:
-    """Raw 8-bit header bytes can only be relayed with SMTPUTF8, and then only as UTF-8."""
+    """Raw 8-bit bytes in the top-level header can only be relayed with SMTPUTF8, and then
+    only as UTF-8. (Inside the body, MIME part headers travel as 8BITMIME content.)"""
     problems = []
     for name, value in message.raw_items():
         if not _ESCAPED_8BIT.search(value):
@@ -246,8 +247,9 @@ def _is_reply(message: Message) -> bool:
 
 
 def _raw_value(message: Message, name: str) -> str:
-    """The first `name` header unfolded as written, without going through the header parser."""
+    """The first `name` header unfolded as written, without going through the header parser
+    (a Message-ID the parser chokes on is still worth recording)."""
     for raw_name, value in message.raw_items():
-        if raw_name.strip().lower() == name.lower():
-            return _LINE_BREAK.sub("", value).strip()
+        if raw_name.lower() == name.lower():
+            return _unescape(_LINE_BREAK.sub("", value).strip())
     return ""

@@ -224,6 +224,15 @@ PROBLEMS = {
         crlf("From: a@b.test\nContent-Type: text/plain; charset=base64\n\nHi\n"),
         "top-level text/plain cannot be decoded as 'base64'",
     ),
+    "Content-Type with a control character": (
+        b"From: a@b.test\r\nContent-Type: text/plain\x0b;format=flowed\r\n\r\nHi\r\n",
+        "Content-Type header of top-level text/plain cannot take a new charset",
+    ),
+    "part Content-Type with invalid 8-bit bytes": (
+        b'From: a@b.test\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/html; \x80charset=iso-8859-1\r\n\r\nHi\r\n--b--\r\n",
+        "Content-Type header of text/html part 1 cannot take a new charset",
+    ),
     "multipart without boundary": (
         crlf("From: a@b.test\nContent-Type: multipart/mixed\n\n--b\n\nHi\n--b--\n"),
         "top-level multipart/mixed has no boundary parameter",

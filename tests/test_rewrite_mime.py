@@ -62,7 +62,7 @@ def attachment(content_type: str, filename: str, data: bytes) -> str:
 def signed(body: str) -> str:
     """A PGP/MIME signed entity (its Content-* headers and body), boundary "sig"."""
     return (
-        'Content-Type: multipart/signed; micalg=pgp-sha256;\n'
+        "Content-Type: multipart/signed; micalg=pgp-sha256;\n"
         ' protocol="application/pgp-signature"; boundary="sig"\n\n'
         "This is an OpenPGP/MIME signed message.\n"
         "--sig\n"
@@ -153,8 +153,11 @@ SHAPES: dict[str, Shape] = {
             "--mix\n"
             "Content-Type: text/plain; charset=us-ascii\n\n"
             "The quote is attached.\n\n"
-            "--mix\n" + attachment("application/pdf", "quote.pdf", PDF) + "--mix\n"
-            + attachment("image/png", "chart.png", PNG) + "--mix--\n"
+            "--mix\n"
+            + attachment("application/pdf", "quote.pdf", PDF)
+            + "--mix\n"
+            + attachment("image/png", "chart.png", PNG)
+            + "--mix--\n"
         ),
         {"1": Footered(after("The quote is attached.\n"), "us-ascii", "")},
     ),
@@ -182,8 +185,7 @@ SHAPES: dict[str, Shape] = {
     "base64 text": Shape(
         crlf(
             TOP + "Content-Type: text/plain; charset=utf-8\n"
-            "Content-Transfer-Encoding: base64\n\n"
-            + b64("Schöne Grüße\r\nKatie\r\n".encode() * 20)
+            "Content-Transfer-Encoding: base64\n\n" + b64("Schöne Grüße\r\nKatie\r\n".encode() * 20)
         ),
         {"": Footered(after("Schöne Grüße\nKatie\n" * 20), "utf-8", "base64")},
     ),
@@ -238,10 +240,7 @@ SHAPES: dict[str, Shape] = {
         footer=UMLAUT_FOOTER,
     ),
     "mime-less us-ascii switches to utf-8 and quoted-printable": Shape(
-        crlf(
-            "From: katie@example.com\nTo: bob@customer.test\nSubject: hi\n\n"
-            "RFC 822 text.\n"
-        ),
+        crlf("From: katie@example.com\nTo: bob@customer.test\nSubject: hi\n\nRFC 822 text.\n"),
         {"": Footered(after("RFC 822 text.\n", UMLAUT_TEXT), "utf-8", "quoted-printable")},
         footer=UMLAUT_FOOTER,
     ),
@@ -399,8 +398,10 @@ def rewrite(raw: bytes, footer: Footer = FOOTER, smtputf8: bool = False) -> byte
 
 def closed_parts(message: EmailMessage, section: str = "") -> dict[str, EmailMessage]:
     """Leaves, attached messages and sealed entities by IMAP-style section."""
-    if not message.is_multipart() or message.get_content_maintype() == "message" or (
-        message.get_content_type() in SEALED_TYPES
+    if (
+        not message.is_multipart()
+        or message.get_content_maintype() == "message"
+        or message.get_content_type() in SEALED_TYPES
     ):
         return {section: message}
     found = {}
@@ -468,15 +469,15 @@ def test_rewrite_shape(shape: Shape) -> None:
             assert raw_field in header_block(output)
 
 
-def assert_footered(before: EmailMessage, after_: EmailMessage, expected: Footered) -> None:
-    assert lf(text_of(after_)) == expected.text
-    assert after_.get_content_charset("us-ascii") == expected.charset
-    assert str(after_.get("Content-Transfer-Encoding", "")) == expected.transfer_encoding
-    assert params_without_charset(after_) == params_without_charset(before)
+def assert_footered(original: EmailMessage, rewritten: EmailMessage, expected: Footered) -> None:
+    assert lf(text_of(rewritten)) == expected.text
+    assert rewritten.get_content_charset("us-ascii") == expected.charset
+    assert str(rewritten.get("Content-Transfer-Encoding", "")) == expected.transfer_encoding
+    assert params_without_charset(rewritten) == params_without_charset(original)
     changed = ("content-type", "content-transfer-encoding", "mime-version")
-    assert header_items(after_, changed) == header_items(before, changed)
+    assert header_items(rewritten, changed) == header_items(original, changed)
     limit = 76 if expected.transfer_encoding in ("base64", "quoted-printable") else 998
-    assert max(len(line) for line in after_.get_payload().splitlines()) <= limit
+    assert max(len(line) for line in rewritten.get_payload().splitlines()) <= limit
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
@@ -521,12 +522,31 @@ def test_text_without_final_newline_gets_one_before_the_footer() -> None:
 
 
 def test_invalid_bytes_in_the_original_charset_survive() -> None:
-    raw = crlf(
-        TOP + "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\n"
-    ) + b64(b"caf\xe9 \xff\n").encode()
+    raw = (
+        crlf(TOP + "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\n")
+        + b64(b"caf\xe9 \xff\n").encode()
+    )
     result = parse_clean(rewrite(raw, UMLAUT_FOOTER))
     expected = b"caf\xe9 \xff\n\n" + UMLAUT_TEXT.encode() + b"\n"
     assert result.get_payload(decode=True) == expected
+
+
+def test_invalid_bytes_survive_a_switch_to_utf8() -> None:
+    raw = crlf(
+        TOP + "Content-Type: text/plain; charset=us-ascii\nContent-Transfer-Encoding: 8bit\n\n"
+    )
+    result = parse_clean(rewrite(raw + b"caf\xff\r\n", UMLAUT_FOOTER))
+    assert result.get_content_charset() == "utf-8"
+    expected = b"caf\xff\r\n\r\n" + UMLAUT_TEXT.replace("\n", "\r\n").encode() + b"\r\n"
+    assert result.get_payload(decode=True) == expected
+
+
+@pytest.mark.parametrize(("footer", "mime_version"), [(FOOTER, None), (UMLAUT_FOOTER, "1.0")])
+def test_message_that_gains_mime_headers_declares_mime(
+    footer: Footer, mime_version: str | None
+) -> None:
+    raw = crlf("From: katie@example.com\nSubject: hi\n\nPlain text.\n")
+    assert parse_clean(rewrite(raw, footer))["MIME-Version"] == mime_version
 
 
 def test_seven_bit_body_with_an_overlong_line_becomes_quoted_printable() -> None:
@@ -556,11 +576,10 @@ WRAPPED_ROOTS = {
     "application/pkcs7-mime": (
         'Content-Type: application/pkcs7-mime; smime-type=signed-data; name="smime.p7m"\n'
         "Content-Transfer-Encoding: base64\n"
-        'Content-Disposition: attachment; filename="smime.p7m"\n\n'
-        + b64(bytes(range(200)))
+        'Content-Disposition: attachment; filename="smime.p7m"\n\n' + b64(bytes(range(200)))
     ),
     "application/x-pkcs7-mime": (
-        'Content-Type: application/x-pkcs7-mime; smime-type=enveloped-data\n'
+        "Content-Type: application/x-pkcs7-mime; smime-type=enveloped-data\n"
         "Content-Transfer-Encoding: base64\n\n" + b64(bytes(range(90)))
     ),
     "multipart/encrypted": (
@@ -590,7 +609,13 @@ def test_root_without_room_for_a_footer_is_wrapped(entity: str) -> None:
 
     assert result.get_content_type() == "multipart/mixed"
     assert [n for n, _ in result.raw_items()] == [
-        "From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type",
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "MIME-Version",
+        "Content-Type",
     ]
     assert header_block(output).startswith(header_block(crlf(TOP)))
     first, footer_part = result.get_payload()

@@ -157,8 +157,7 @@ def render(tree: Tree, names: Iterator[int]) -> str:
     boundary = f"----=_Part_{next(names)}"
     parts = "".join(f"--{boundary}\n{render(child, names)}\n" for child in tree.children)
     return (
-        f'Content-Type: multipart/{tree.subtype}; boundary="{boundary}"\n\n'
-        f"{parts}--{boundary}--\n"
+        f'Content-Type: multipart/{tree.subtype}; boundary="{boundary}"\n\n{parts}--{boundary}--\n'
     )
 
 
@@ -233,9 +232,29 @@ SEEDS = [
     b"--y\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n--y--\r\n--x--\r\n",
 ]
 FRAGMENTS = [
-    b"\r\n", b"\n", b"--", b"--b", b":", b";", b'"', b"=?", b"?=", b"\xff", b"\xc3\xa9", b" ",
-    b"boundary=", b"charset=", b"Content-Type: multipart/mixed", b"Content-Transfer-Encoding: ",
-    b"=?x-foo?q?a?=", b"text/plain", b"message/rfc822", b"multipart/signed", b"<", b">", b"@",
+    b"\r\n",
+    b"\n",
+    b"--",
+    b"--b",
+    b":",
+    b";",
+    b'"',
+    b"=?",
+    b"?=",
+    b"\xff",
+    b"\xc3\xa9",
+    b" ",
+    b"boundary=",
+    b"charset=",
+    b"Content-Type: multipart/mixed",
+    b"Content-Transfer-Encoding: ",
+    b"=?x-foo?q?a?=",
+    b"text/plain",
+    b"message/rfc822",
+    b"multipart/signed",
+    b"<",
+    b">",
+    b"@",
 ]
 
 

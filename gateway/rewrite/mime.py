@@ -32,7 +32,6 @@ _TRANSFER_ENCODINGS = frozenset({"", "7bit", "8bit", "binary", "quoted-printable
 _MAX_7BIT_LINE = 998
 _HTML_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _HTML_END = re.compile(r"</html\s*>", re.IGNORECASE)
-_ESCAPED_8BIT = re.compile("[\udc80-\udcff]")
 _HEADER_BLOCK_DEFECTS: dict[type[errors.MessageDefect], str] = {
     errors.MissingHeaderBodySeparatorDefect: "has a line that is not a header field",
     errors.FirstHeaderLineIsContinuationDefect: "starts with a continuation line",
@@ -94,7 +93,7 @@ def child_section(section: str, index: int) -> str:
     return f"{section}.{index}" if section else str(index)
 
 
-def describe_part(part: MIMEPart, section: str) -> str:
+def _describe_part(part: MIMEPart, section: str) -> str:
     """How problems name a part: "text/plain part 2.1", or "top-level text/html"."""
     if section:
         return f"{part.get_content_type()} part {section}"
@@ -139,7 +138,7 @@ def _structure_problems(part: MIMEPart, section: str) -> list[str]:
 
 def _unsplit_multipart_problem(part: MIMEPart, section: str) -> str:
     """The parser keeps a multipart whose boundary it cannot find as one opaque string."""
-    label = describe_part(part, section)
+    label = _describe_part(part, section)
     boundary = part.get_boundary()
     if boundary is None:
         return f"{label} has no boundary parameter"
@@ -148,15 +147,12 @@ def _unsplit_multipart_problem(part: MIMEPart, section: str) -> str:
 
 def _decoded_body(part: MIMEPart, section: str) -> _DecodedBody:
     """The part's text, after checking everything that rewriting it depends on."""
-    label = describe_part(part, section)
+    label = _describe_part(part, section)
     transfer_encoding = str(part.get("Content-Transfer-Encoding", "")).lower()
     if transfer_encoding not in _TRANSFER_ENCODINGS:
         raise RewriteError(
             f"unsupported Content-Transfer-Encoding {transfer_encoding!r} in {label}"
         )
-    if _ESCAPED_8BIT.search(_raw_content_type(part)):
-        # a charset switch makes set_param rebuild the header, and it cannot re-encode them
-        raise RewriteError(f"Content-Type header of {label} contains raw 8-bit bytes")
     charset = part.get_content_charset("us-ascii")
     try:
         codecs.lookup(charset)
@@ -168,11 +164,28 @@ def _decoded_body(part: MIMEPart, section: str) -> _DecodedBody:
         text.encode("utf-8", "surrogateescape")  # the fallback when the footer does not fit
     except (LookupError, UnicodeError):
         raise RewriteError(f"{label} cannot be decoded as {charset!r}") from None
+    if not _charset_can_switch(part):
+        raise RewriteError(f"Content-Type header of {label} cannot take a new charset")
     return _DecodedBody(text, charset, transfer_encoding)
 
 
-def _raw_content_type(part: MIMEPart) -> str:
-    return next((v for n, v in part.raw_items() if n.lower() == "content-type"), "")
+def _charset_can_switch(part: MIMEPart) -> bool:
+    """Try the switch to UTF-8 on a copy of the Content-Type header.
+
+    set_param rebuilds the whole header from its parsed parameters; raw 8-bit bytes or stray
+    control characters in it make that, or writing the result, fail.
+    """
+    scratch = MIMEPart(policy=part.policy)
+    for name, value in part.raw_items():
+        if name.lower() == "content-type":
+            scratch.set_raw(name, value)
+    try:
+        _set_charset(scratch, "utf-8")
+        for name, value in scratch.raw_items():
+            scratch.policy.fold_binary(name, value)
+    except Exception:  # the stdlib header code fails in many ways on malformed input
+        return False
+    return True
 
 
 def _add_footer_to_part(part: MIMEPart, section: str, footer: Footer) -> None:
