@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from collections.abc import Callable
@@ -12,6 +13,9 @@ from urllib.parse import quote
 from gateway.model import SenderIdentity
 from gateway.rewrite.mime import Footer
 from gateway.rules import RuleSet
+from gateway.tokens import TOKEN_IN_TEXT
+
+HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 
 
 def contact_parts(identity: SenderIdentity) -> list[str]:
@@ -22,23 +26,86 @@ def render_footer(
     rules: RuleSet,
     identity: SenderIdentity,
     unsubscribe_url: str,
-    already_present: Callable[[str], bool],
+    unsubscribe_prefix: str,
+    belongs_to_recipient: Callable[[str], bool],
 ) -> Footer:
+    """The footer for one recipient, and the test for whether a part already carries it."""
+    text_template, html_template = _templates(rules.footer_text, rules.footer_html, identity)
+    return Footer(
+        text=text_template.replace(URL_SLOT, unsubscribe_url),
+        html=html_template.replace(URL_SLOT, html.escape(unsubscribe_url, quote=True)),
+        already_present=_detector(
+            _footer_patterns(text_template, html_template, unsubscribe_prefix),
+            belongs_to_recipient,
+        ),
+    )
+
+
+URL_SLOT = "\x00unsubscribe-url\x00"
+
+
+@functools.lru_cache(maxsize=64)
+def _templates(
+    text_template: str, html_template: str, identity: SenderIdentity
+) -> tuple[str, str]:
+    """Both footers rendered with a placeholder where the recipient's link goes."""
     contacts = contact_parts(identity)
-    text = Template(rules.footer_text).substitute(
+    text = Template(text_template).substitute(
         sender_name=identity.name,
         postal_address=identity.postal_address,
         contact_line=f"Contact: {' | '.join(contacts)}",
-        unsubscribe_url=unsubscribe_url,
+        unsubscribe_url=URL_SLOT,
     )
     html_contacts = " | ".join(_html_contact(c) for c in contacts)
-    markup = Template(rules.footer_html).substitute(
+    markup = Template(html_template).substitute(
         sender_name=html.escape(identity.name),
         postal_address=html.escape(identity.postal_address),
         contact_line=f"Contact: {html_contacts}",
-        unsubscribe_url=html.escape(unsubscribe_url, quote=True),
+        unsubscribe_url=URL_SLOT,
     )
-    return Footer(text=text, html=markup, already_present=already_present)
+    return text, markup
+
+
+@functools.lru_cache(maxsize=64)
+def _footer_patterns(
+    text_template: str, html_template: str, unsubscribe_prefix: str
+) -> tuple[re.Pattern[str], ...]:
+    """The complete rendered footer, any line endings, with the token captured."""
+    link = re.escape(unsubscribe_prefix) + f"({TOKEN_IN_TEXT})"
+    patterns = []
+    for template in (text_template, html_template):
+        before, _, after = template.partition(URL_SLOT)
+        patterns.append(re.compile(
+            _flexible_newlines(re.escape(before)) + link + _flexible_newlines(re.escape(after))
+        ))
+    return tuple(patterns)
+
+
+def _flexible_newlines(escaped: str) -> str:
+    """re.escape writes a newline as backslash-newline; let it match CRLF too."""
+    return escaped.replace("\\\n", r"\r?\n")
+
+
+def _detector(
+    patterns: tuple[re.Pattern[str], ...], belongs_to_recipient: Callable[[str], bool]
+) -> Callable[[str], bool]:
+    """True only for a part that already shows this gateway's whole footer, outside HTML
+    comments, with a link for this recipient.
+
+    A bare link is not enough (an agent could plant one to suppress the footer), and a footer
+    quoted from a message to someone else does not count: its link unsubscribes another
+    address.
+    """
+
+    def already_present(body: str) -> bool:
+        visible = HTML_COMMENT.sub("", body)
+        return any(
+            belongs_to_recipient(match.group(1))
+            for pattern in patterns
+            for match in pattern.finditer(visible)
+        )
+
+    return already_present
 
 
 def _html_contact(contact: str) -> str:
@@ -48,22 +115,6 @@ def _html_contact(contact: str) -> str:
     if contact.startswith(("http://", "https://")):
         return f'<a href="{escaped}">{escaped}</a>'
     return escaped
-
-
-def footer_detector(
-    unsubscribe_prefix: str, belongs_to_recipient: Callable[[str], bool]
-) -> Callable[[str], bool]:
-    """True for body text that already carries an unsubscribe link of ours for this recipient.
-
-    A footer quoted from a message to someone else does not count: that person's link would
-    unsubscribe the wrong address.
-    """
-    pattern = re.compile(re.escape(unsubscribe_prefix) + r"([A-Za-z0-9_.-]+)")
-
-    def already_present(text: str) -> bool:
-        return any(belongs_to_recipient(m.group(1)) for m in pattern.finditer(text))
-
-    return already_present
 
 
 def mailto_link(mailbox: str, token: str) -> str:

@@ -32,6 +32,7 @@ _TRANSFER_ENCODINGS = frozenset({"", "7bit", "8bit", "binary", "quoted-printable
 _MAX_7BIT_LINE = 998
 _HTML_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _HTML_END = re.compile(r"</html\s*>", re.IGNORECASE)
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _HEADER_BLOCK_DEFECTS: dict[type[errors.MessageDefect], str] = {
     errors.MissingHeaderBodySeparatorDefect: "has a line that is not a header field",
     errors.FirstHeaderLineIsContinuationDefect: "starts with a continuation line",
@@ -133,7 +134,22 @@ def _structure_problems(part: MIMEPart, section: str) -> list[str]:
     ]
     if part.get_content_maintype() == "multipart" and not part.is_multipart():
         problems.append(_unsplit_multipart_problem(part, section))
+    if part.get_content_type() == "multipart/alternative" and part.is_multipart():
+        problems += _footerless_alternatives(part, section)
     return problems
+
+
+def _footerless_alternatives(part: MIMEPart, section: str) -> list[str]:
+    """A reader may be shown any alternative (Gmail shows text/x-amp-html), so each one must
+    carry the footer; text alternatives this rewriter cannot edit block the message."""
+    return [
+        f"{_describe_part(child, child_section(section, index))} is an alternative "
+        "that cannot carry the footer"
+        for index, child in enumerate(part.iter_parts(), 1)
+        if child.get_content_maintype() == "text"
+        and child.get_content_type() not in FOOTER_TYPES
+        and not child.is_attachment()
+    ]
 
 
 def _unsplit_multipart_problem(part: MIMEPart, section: str) -> str:
@@ -207,12 +223,19 @@ def _add_footer_to_part(part: MIMEPart, section: str, footer: Footer) -> None:
 
 
 def _insert_html(html: str, fragment: str) -> str:
-    """Before the last </body>, else before the last </html>, else at the end."""
+    """Before the last </body>, else before the last </html>, else at the end.
+
+    Tags inside comments do not count, and the footer never lands inside a comment left
+    open at the end: otherwise the agent's markup could hide the footer from the reader.
+    """
+    visible = _HTML_COMMENT.sub(lambda m: " " * len(m.group(0)), html)
+    open_comment = visible.find("<!--")
+    end = open_comment if open_comment >= 0 else len(html)
     for pattern in (_HTML_BODY_END, _HTML_END):
-        position = _last_match_start(pattern, html)
+        position = _last_match_start(pattern, visible[:end])
         if position is not None:
             return html[:position] + fragment + html[position:]
-    return html + fragment
+    return html[:end] + fragment + html[end:]
 
 
 def _last_match_start(pattern: re.Pattern[str], text: str) -> int | None:

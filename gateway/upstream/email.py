@@ -6,7 +6,7 @@ import copy
 
 from gateway.email_message import to_bytes
 from gateway.model import Channel, OutboundMessage, Purpose
-from gateway.rewrite.footer import footer_detector, render_footer, set_list_unsubscribe
+from gateway.rewrite.footer import render_footer, set_list_unsubscribe
 from gateway.rewrite.mime import add_footer
 from gateway.rules import RuleSet
 from gateway.unsubscribe import Unsubscribe
@@ -35,9 +35,8 @@ class EmailEgress:
                 rules,
                 message.account.identity,
                 links.url,
-                footer_detector(
-                    self.unsubscribe.url_prefix, self.unsubscribe.token_names(recipient)
-                ),
+                self.unsubscribe.url_prefix,
+                self.unsubscribe.token_names(recipient),
             )
             mime = add_footer(mime, footer)
             set_list_unsubscribe(mime, links.url, links.mailto)
