@@ -7,6 +7,7 @@ store only ever see these types, which is what keeps one pipeline for every chan
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
@@ -75,6 +76,69 @@ class EmailContent:
 
 
 @dataclass(frozen=True)
+class TelephonyContent:
+    """A text or a call as the agent asked for it.
+
+    `form` keeps every field in the order received (repeated ones such as MediaUrl too), so
+    the egress can forward exactly what the agent sent, with only the gateway's changes.
+    """
+
+    from_number: str
+    body: str = ""
+    form: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class KnownLocation:
+    """What the contact registry knows about where a callee lives (any field may be empty)."""
+
+    timezone: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+    region: str = ""
+    postal_code: str = ""
+
+
+@dataclass(frozen=True)
+class CalleeLocation:
+    """Where the called party may be, as far as can be told.
+
+    `zones` are every candidate IANA zone (number-derived plus known address); `regions` are
+    the ISO 3166-2 codes (e.g. "US-FL", "CA-ON") whose state or provincial rules apply.
+    A non-empty `problem` means the number itself is invalid.
+    """
+
+    e164: str
+    country: str = ""
+    zones: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    problem: str = ""
+
+
+class ConsentKind(enum.StrEnum):
+    EXPRESS = "express"
+    IMPLIED_PURCHASE = "implied-purchase"
+    IMPLIED_INQUIRY = "implied-inquiry"
+
+
+@dataclass(frozen=True)
+class Consent:
+    """Permission to contact `subject` (E.164 number or email key) on `channel`.
+
+    `expires_at` is computed when recorded (CASL: implied-purchase 2 years, implied-inquiry
+    6 months, express never) so the policy only compares times.
+    """
+
+    subject: str
+    channel: Channel
+    kind: ConsentKind
+    obtained_at: datetime
+    expires_at: datetime | None
+    source: str
+    evidence: str = ""
+
+
+@dataclass(frozen=True)
 class OutboundMessage:
     id: str
     channel: Channel
@@ -85,6 +149,7 @@ class OutboundMessage:
     received_at: datetime
     idempotency_key: str = ""
     email: EmailContent | None = None
+    telephony: TelephonyContent | None = None
 
 
 @dataclass(frozen=True)
@@ -108,13 +173,35 @@ class RecipientDecision:
 
 
 @dataclass(frozen=True)
+class CapClaim:
+    """A contact limit the store must enforce atomically before the copy is sent.
+
+    The policy sees a count that may be stale by the time of sending; the store's
+    check-and-count is what makes "at most `limit` per `window_s`" hold under concurrency.
+    """
+
+    recipient: str
+    rule: str
+    limit: int
+    window_s: int
+
+
+@dataclass(frozen=True)
 class Decision:
-    """Message-wide reasons block every recipient; recipient reasons block only that one."""
+    """Message-wide reasons block every recipient; recipient reasons block only that one.
+
+    `obligations` are rule ids the egress must apply to an allowed copy (e.g. the SMS
+    opt-out notice); `evidence` is what the decision saw (callee zones, local times), kept
+    with blocks and shown by `check`.
+    """
 
     message_reasons: tuple[Reason, ...]
     recipients: tuple[RecipientDecision, ...]
     rules_applied: tuple[str, ...]
     rules_version: str
+    caps: tuple[CapClaim, ...] = ()
+    obligations: tuple[str, ...] = ()
+    evidence: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def allowed_recipients(self) -> tuple[str, ...]:
@@ -157,14 +244,22 @@ class Decision:
             ],
             "rules_applied": list(self.rules_applied),
             "rules_version": self.rules_version,
+            "evidence": dict(self.evidence),
         }
 
 
 @dataclass(frozen=True)
 class Facts:
-    """What the store knew when the decision was made; fetched before `decide`."""
+    """What the store knew when the decision was made; fetched before `decide`.
+
+    Mappings are keyed by recipient as the message names it.
+    """
 
     suppressed: frozenset[str] = frozenset()
+    callees: Mapping[str, CalleeLocation] = field(default_factory=dict)
+    consents: Mapping[str, tuple[Consent, ...]] = field(default_factory=dict)
+    recent_contacts: Mapping[str, int] = field(default_factory=dict)
+    notice_sent_at: Mapping[str, datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -71,8 +71,6 @@ class Egress(Protocol):
 
     def render(self, message: OutboundMessage, recipient: str, rules: RuleSet) -> bytes: ...
 
-    def render_is_heavy(self, message: OutboundMessage) -> bool: ...
-
     async def send(self, message: OutboundMessage, recipient: str, payload: bytes) -> str: ...
 
 
@@ -200,16 +198,9 @@ class Pipeline:
             return Delivery(recipient, "already-delivered")
         if claim is DeliveryClaim.IN_FLIGHT:
             raise TemporaryFailure("IN_FLIGHT", "the same message is being delivered right now")
-        try:
-            upstream_id = await self._render_and_send(egress, message, recipient)
-        except (UpstreamPermanentError, TemporaryFailure):
-            await self._release(message, recipient)
-            raise
-        try:
-            await self.store.complete_delivery(message.idempotency_key, recipient, upstream_id)
-        except StoreUnavailable as exc:
-            self.metrics.store_errors.labels("complete_delivery").inc()
-            log_event(log, "ledger-write-failed", logging.WARNING, error=str(exc))
+        # Once claimed, an agent hanging up must not cut the send off between the provider
+        # accepting and the ledger recording it: that is how duplicates happen.
+        upstream_id = await asyncio.shield(self._send_claimed(egress, message, recipient))
         log_event(
             log,
             "delivered",
@@ -222,28 +213,47 @@ class Pipeline:
         )
         return Delivery(recipient, upstream_id)
 
-    async def _render_and_send(
-        self, egress: Egress, message: OutboundMessage, recipient: str
-    ) -> str:
-        rules = self.rules()
-        if egress.render_is_heavy(message):
-            payload = await asyncio.to_thread(egress.render, message, recipient, rules)
-        else:
-            payload = egress.render(message, recipient, rules)
+    async def _send_claimed(self, egress: Egress, message: OutboundMessage, recipient: str) -> str:
+        """Render and send one claimed copy; the claim is released only when nothing went out."""
+        try:
+            payload = await asyncio.to_thread(egress.render, message, recipient, self.rules())
+        except BaseException:
+            await self._release(message, recipient)
+            raise
         started = self.clock.monotonic()
         result = "accepted"
         try:
-            return await egress.send(message, recipient, payload)
+            upstream_id = await egress.send(message, recipient, payload)
         except UpstreamPermanentError:
             result = "refused"
+            await self._release(message, recipient)
             raise
         except UpstreamTemporaryError as exc:
             result = "unavailable"
+            if not exc.maybe_delivered:
+                await self._release(message, recipient)
             raise TemporaryFailure("UPSTREAM_UNAVAILABLE", str(exc)) from exc
         finally:
             self.metrics.upstream_seconds.labels(egress.name, result).observe(
                 self.clock.monotonic() - started
             )
+        await self._complete(message, recipient, upstream_id)
+        return upstream_id
+
+    async def _complete(self, message: OutboundMessage, recipient: str, upstream_id: str) -> None:
+        """The provider has the message: record it, retrying briefly, since a claim left
+        pending would let a retry resend once it goes stale."""
+        for attempt in range(3):
+            try:
+                await self.store.complete_delivery(message.idempotency_key, recipient, upstream_id)
+                return
+            except StoreUnavailable as exc:
+                self.metrics.store_errors.labels("complete_delivery").inc()
+                log_event(
+                    log, "ledger-write-failed", logging.WARNING, gateway_id=message.id,
+                    attempt=attempt + 1, error=str(exc),
+                )
+                await asyncio.sleep(0.2 * (attempt + 1))
 
     async def _claim(self, message: OutboundMessage, recipient: str) -> DeliveryClaim:
         try:

@@ -18,7 +18,16 @@ from pathlib import Path
 import pytest
 
 from gateway.audit import GENESIS_HASH, entry_hash
-from gateway.model import AuditEvent, BlockRecord, Channel, Reason, Suppression
+from gateway.model import (
+    AuditEvent,
+    BlockRecord,
+    Channel,
+    Consent,
+    ConsentKind,
+    KnownLocation,
+    Reason,
+    Suppression,
+)
 from gateway.store import open_store
 from gateway.store.base import (
     AuditProblem,
@@ -152,6 +161,29 @@ async def test_suppression_times_come_back_as_the_same_instant_in_utc(store: Sto
     (stored,) = await store.list_suppressions()
     assert stored.time == local
     assert stored.time.utcoffset() == timedelta(0)
+
+
+async def test_removing_from_a_source_leaves_other_sources(store: Store) -> None:
+    """A START lifts the STOP it answers, never an operator's or a provider's entry."""
+    await store.add_suppressions(
+        [
+            suppression("+14155550101", source="sms-stop"),
+            suppression("+14155550102", source="operator"),
+            suppression("+14155550103", source="sms-stop"),
+        ]
+    )
+    everyone = ["+14155550101", "+14155550102", "+14155550103"]
+
+    removed = await store.remove_suppressions_from_source(
+        ["+14155550101", "+14155550102", "+14155550199", "+14155550101"], "sms-stop"
+    )
+
+    assert removed == 1
+    assert await store.suppressed(everyone) == frozenset({"+14155550102", "+14155550103"})
+    for near_miss in ("sms", "SMS-STOP", "sms-stop "):
+        assert await store.remove_suppressions_from_source(["+14155550103"], near_miss) == 0
+    assert await store.remove_suppressions_from_source([], "sms-stop") == 0
+    assert await store.suppressed(everyone) == frozenset({"+14155550102", "+14155550103"})
 
 
 async def test_a_large_import_counts_only_new_addresses(store: Store) -> None:
@@ -299,6 +331,267 @@ async def test_concurrent_claims_for_one_recipient_have_one_winner(store: Store)
     assert claims.count(DeliveryClaim.IN_FLIGHT) == 49
 
 
+# --- consents -----------------------------------------------------------------------------
+
+
+def consent(
+    subject: str,
+    *,
+    kind: ConsentKind = ConsentKind.EXPRESS,
+    channel: Channel = Channel.SMS,
+    at: datetime = T0,
+    expires_at: datetime | None = None,
+    source: str = "web-form",
+) -> Consent:
+    return Consent(subject, channel, kind, at, expires_at, source, evidence=f"form for {subject}")
+
+
+async def test_consents_round_trip_every_field(store: Store) -> None:
+    purchase = Consent(
+        subject="+14155550101",
+        channel=Channel.CALL,
+        kind=ConsentKind.IMPLIED_PURCHASE,
+        obtained_at=datetime(2024, 5, 1, 14, 0, 0, 654321, tzinfo=PLUS_TWO),
+        expires_at=datetime(2026, 5, 1, 14, 0, 0, 654321, tzinfo=PLUS_TWO),
+        source="crm-import",
+        evidence="order #42, “signed” ✓",
+    )
+    express = consent("+14155550101", at=T0 + timedelta(days=1))
+    assert express.expires_at is None
+    assert await store.add_consents([purchase, express]) == 2
+
+    found = await store.consents_for(["+14155550101"])
+
+    assert found == {"+14155550101": (purchase, express)}
+    (stored_purchase, stored_express) = found["+14155550101"]
+    assert stored_purchase.obtained_at.utcoffset() == timedelta(0)
+    assert stored_purchase.expires_at is not None
+    assert stored_purchase.expires_at.utcoffset() == timedelta(0)
+    assert stored_express.expires_at is None
+
+
+async def test_add_consents_counts_only_new_consents(store: Store) -> None:
+    first = consent("a@x.com", channel=Channel.EMAIL)
+    assert await store.add_consents([first, first]) == 1
+
+    same_instant_elsewhere = replace(
+        first, obtained_at=T0.astimezone(PLUS_TWO), source="other", evidence="other"
+    )
+    different = [
+        replace(first, kind=ConsentKind.IMPLIED_INQUIRY),
+        replace(first, channel=Channel.SMS),
+        replace(first, obtained_at=T0 + timedelta(microseconds=1)),
+        replace(first, subject="b@x.com"),
+    ]
+    assert await store.add_consents([same_instant_elsewhere, *different]) == 4
+    assert await store.add_consents([]) == 0
+
+    found = await store.consents_for(["a@x.com"])
+    assert len(found["a@x.com"]) == 4
+    assert first in found["a@x.com"]
+    assert same_instant_elsewhere not in found["a@x.com"]
+
+
+async def test_consents_for_orders_by_time_and_omits_subjects_without_any(store: Store) -> None:
+    """Expired consents come back too: whether one still counts is the policy's call."""
+    newest = consent("+14155550101", kind=ConsentKind.EXPRESS, at=hour(5))
+    expired = consent(
+        "+14155550101", kind=ConsentKind.IMPLIED_INQUIRY, at=hour(-5000), expires_at=hour(-1)
+    )
+    middle = consent("+14155550101", kind=ConsentKind.IMPLIED_PURCHASE, at=hour(1))
+    other = consent("+14155550102", at=hour(3))
+    await store.add_consents([newest, other, expired, middle])
+
+    found = await store.consents_for(
+        ["+14155550101", "+14155550199", "+14155550102", "+14155550101"]
+    )
+
+    assert found == {"+14155550101": (expired, middle, newest), "+14155550102": (other,)}
+    assert await store.consents_for([]) == {}
+
+
+async def test_consents_for_looks_up_more_subjects_than_one_query_takes(store: Store) -> None:
+    present = [f"+1415555{i:04d}" for i in range(2000)]
+    await store.add_consents([consent(subject) for subject in present])
+    absent = [f"+1212555{i:04d}" for i in range(2000)]
+
+    found = await store.consents_for(absent + present)
+
+    assert sorted(found) == present
+    assert all(found[subject] == (consent(subject),) for subject in present)
+
+
+# --- known locations ----------------------------------------------------------------------
+
+
+async def test_known_locations_round_trip_and_omit_unknown_numbers(store: Store) -> None:
+    miami = KnownLocation("America/New_York", 25.7617, -80.1918, "US-FL", "33101")
+    await store.set_known_location("+13055550100", miami)
+    await store.set_known_location("+14165550100", KnownLocation(region="CA-ON"))
+
+    found = await store.known_locations(["+13055550100", "+12125550100", "+14165550100"])
+
+    assert found == {"+13055550100": miami, "+14165550100": KnownLocation(region="CA-ON")}
+    assert found["+14165550100"].latitude is None
+    assert await store.known_locations([]) == {}
+
+
+async def test_setting_a_known_location_replaces_every_field(store: Store) -> None:
+    await store.set_known_location(
+        "+13055550100", KnownLocation("America/New_York", 25.7617, -80.1918, "US-FL", "33101")
+    )
+    moved = KnownLocation(timezone="America/Chicago", region="US-TX")
+    await store.set_known_location("+13055550100", moved)
+
+    assert await store.known_locations(["+13055550100"]) == {"+13055550100": moved}
+
+
+# --- contacts -----------------------------------------------------------------------------
+
+DAY_S = 86_400
+
+
+async def record_contact(
+    store: Store, recipient: str, at: datetime, *, channel: Channel = Channel.SMS
+) -> None:
+    """A contact that is recorded whatever the counts (no limits)."""
+    assert await store.reserve_contact(recipient, channel, at, f"m-{at.isoformat()}", [])
+
+
+async def count_of(store: Store, recipient: str) -> int:
+    return (await store.contact_counts([recipient], T0 - timedelta(days=365)))[recipient]
+
+
+async def test_reserving_without_limits_always_records(store: Store) -> None:
+    for n in range(5):
+        assert await store.reserve_contact("+14155550101", Channel.SMS, T0, f"m{n}", [])
+    assert await count_of(store, "+14155550101") == 5
+
+
+async def test_contact_counts_every_channel_at_or_after_since(store: Store) -> None:
+    """Every requested recipient is in the answer; one never contacted has 0."""
+    a = "+14155550101"
+    await record_contact(store, a, hour(-2), channel=Channel.SMS)
+    await record_contact(store, a, hour(-1), channel=Channel.CALL)
+    await record_contact(store, a, hour(0), channel=Channel.EMAIL)
+    await record_contact(store, "+14155550102", hour(-3))
+    requested = [a, "+14155550102", "+14155550103", a]
+
+    assert await store.contact_counts(requested, hour(-1)) == {
+        a: 2,
+        "+14155550102": 0,
+        "+14155550103": 0,
+    }
+    just_after = hour(-1) + timedelta(microseconds=1)
+    assert (await store.contact_counts([a], just_after))[a] == 1
+    assert (await store.contact_counts([a], hour(-3).astimezone(PLUS_TWO)))[a] == 3
+    assert await store.contact_counts([], hour(-3)) == {}
+
+
+async def test_contact_counts_looks_up_more_recipients_than_one_query_takes(
+    store: Store,
+) -> None:
+    recipients = [f"+1415555{i:04d}" for i in range(2000)]
+    for recipient in recipients[::500]:
+        await record_contact(store, recipient, T0)
+
+    counts = await store.contact_counts(recipients, T0)
+
+    assert len(counts) == 2000
+    assert {r for r, n in counts.items() if n} == set(recipients[::500])
+    assert set(counts.values()) == {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("earlier", "allowed"),
+    [
+        (T0 - timedelta(seconds=3600), True),
+        (T0 - timedelta(seconds=3600) + timedelta(microseconds=1), False),
+        (T0, False),
+        (T0 + timedelta(microseconds=1), False),
+    ],
+    ids=["exactly-window-old", "microsecond-newer", "same-instant", "after-now"],
+)
+async def test_reserve_counts_contacts_in_the_half_open_window(
+    store: Store, earlier: datetime, allowed: bool
+) -> None:
+    """The window is everything after now - window_s, including contacts stamped after now
+    by a replica whose clock runs ahead (counting them errs on the safe side)."""
+    await record_contact(store, "+14155550101", earlier)
+
+    reserved = await store.reserve_contact("+14155550101", Channel.SMS, T0, "m-new", [(1, 3600)])
+
+    assert reserved is allowed
+    assert await count_of(store, "+14155550101") == (2 if allowed else 1)
+
+
+async def test_reserve_requires_every_limit_to_hold(store: Store) -> None:
+    limits = [(2, 3600), (3, DAY_S)]
+    daily = "+14155550101"
+    await record_contact(store, daily, hour(-3))
+    await record_contact(store, daily, hour(-2))
+    assert await store.reserve_contact(daily, Channel.SMS, T0, "m1", limits)
+    # One contact in the last hour, three in the last day: the daily limit refuses.
+    assert not await store.reserve_contact(
+        daily, Channel.CALL, T0 + timedelta(seconds=1), "m2", limits
+    )
+    assert await count_of(store, daily) == 3
+
+    hourly = "+14155550102"
+    await record_contact(store, hourly, T0 - timedelta(minutes=10))
+    await record_contact(store, hourly, T0 - timedelta(minutes=5))
+    # Two in the last hour, two in the last day: the hourly limit refuses.
+    assert not await store.reserve_contact(hourly, Channel.SMS, T0, "m3", limits)
+    assert await count_of(store, hourly) == 2
+
+
+async def test_reserve_counts_only_the_same_recipient(store: Store) -> None:
+    await record_contact(store, "+14155550102", T0)
+    assert await store.reserve_contact("+14155550101", Channel.SMS, T0, "m1", [(1, DAY_S)])
+
+
+async def test_releasing_a_contact_makes_room_again(store: Store) -> None:
+    limits = [(2, DAY_S)]
+    a, b = "+14155550101", "+14155550102"
+    assert await store.reserve_contact(a, Channel.SMS, T0, "m1", limits)
+    assert await store.reserve_contact(a, Channel.SMS, T0, "m2", limits)
+    assert await store.reserve_contact(b, Channel.SMS, T0, "m1", limits)
+    assert not await store.reserve_contact(a, Channel.SMS, T0, "m3", limits)
+
+    await store.release_contact(a, "m1")
+    await store.release_contact(a, "never-reserved")
+
+    assert await store.contact_counts([a, b], T0) == {a: 1, b: 1}
+    assert await store.reserve_contact(a, Channel.SMS, T0, "m3", limits)
+    assert not await store.reserve_contact(a, Channel.SMS, T0, "m4", limits)
+
+
+async def test_concurrent_reservations_never_exceed_the_limit(store: Store) -> None:
+    results = await asyncio.gather(
+        *(
+            store.reserve_contact("+14155550101", Channel.SMS, T0, f"m{n}", [(3, DAY_S)])
+            for n in range(20)
+        )
+    )
+    assert results.count(True) == 3
+    assert await count_of(store, "+14155550101") == 3
+
+
+# --- opt-out notices ----------------------------------------------------------------------
+
+
+async def test_notice_times_are_upserted_and_unknown_recipients_omitted(store: Store) -> None:
+    await store.mark_notice_sent("+14155550101", hour(0).astimezone(PLUS_TWO))
+    await store.mark_notice_sent("+14155550102", hour(1))
+    await store.mark_notice_sent("+14155550102", hour(30))
+
+    found = await store.notice_sent_at(["+14155550101", "+14155550102", "+14155550103"])
+
+    assert found == {"+14155550101": hour(0), "+14155550102": hour(30)}
+    assert found["+14155550101"].utcoffset() == timedelta(0)
+    assert await store.notice_sent_at([]) == {}
+
+
 # --- audit --------------------------------------------------------------------------------
 
 
@@ -349,6 +642,8 @@ async def test_a_closed_store_is_unavailable(store: Store) -> None:
         await store.ping()
     with pytest.raises(StoreUnavailable):
         await store.suppressed(["a@x.com"])
+    with pytest.raises(StoreUnavailable):
+        await store.reserve_contact("+14155550101", Channel.SMS, T0, "m1", [])
 
 
 # --- open_store ---------------------------------------------------------------------------
@@ -498,6 +793,25 @@ async def test_two_stores_claiming_concurrently_have_one_winner(db_path: Path) -
         await second.close()
 
 
+async def test_two_stores_reserving_concurrently_never_exceed_the_limit(db_path: Path) -> None:
+    """Two replicas sharing the database still hold the cap between them."""
+    first, second = await two_stores(db_path)
+    try:
+        results = await asyncio.gather(
+            *(
+                store.reserve_contact("+14155550101", Channel.SMS, T0, f"m{n}", [(3, DAY_S)])
+                for n in range(10)
+                for store in (first, second)
+            )
+        )
+        assert results.count(True) == 3
+        for store in (first, second):
+            assert await count_of(store, "+14155550101") == 3
+    finally:
+        await first.close()
+        await second.close()
+
+
 # --- SQLite: failures ---------------------------------------------------------------------
 
 
@@ -625,7 +939,37 @@ async def test_opening_twice_applies_each_migration_once(
     again = SqliteStore(db_path)
     await again.open()
     await again.close()
+    assert applied_migrations(db_path) == [(1, "initial"), (2, "telephony")]
+
+
+async def test_a_version_one_database_is_upgraded_once_and_keeps_its_data(db_path: Path) -> None:
+    """Deployed databases were created by 0001 alone; opening one applies only what is new."""
+    initial, *_ = discover_migrations(migration_directory("sqlite"))
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        run_migrations(SqliteMigrationTarget(conn), [initial])
+        conn.execute(
+            "INSERT INTO suppressions (address, source, reason, created_at)"
+            " VALUES ('a@x.com', 'import', 'old', '2024-05-01T12:00:00.123456+00:00')"
+        )
+    finally:
+        conn.close()
     assert applied_migrations(db_path) == [(1, "initial")]
+
+    for expected_contacts in (1, 2):
+        upgraded = SqliteStore(db_path)
+        await upgraded.open()
+        try:
+            assert await upgraded.list_suppressions() == [
+                Suppression("a@x.com", "import", "old", T0)
+            ]
+            assert await upgraded.reserve_contact(
+                "+14155550101", Channel.SMS, T0, f"m{expected_contacts}", []
+            )
+            assert await count_of(upgraded, "+14155550101") == expected_contacts
+        finally:
+            await upgraded.close()
+    assert applied_migrations(db_path) == [(1, "initial"), (2, "telephony")]
 
 
 def test_packaged_sqlite_migrations_start_at_version_one() -> None:

@@ -27,12 +27,12 @@ from gateway.logs import log_event
 from gateway.metrics import Metrics
 from gateway.model import Account, Channel, EmailContent, OutboundMessage, Reason
 from gateway.pipeline import Outcome, Pipeline, TemporaryFailure, delivery_key
+from gateway.store.base import StoreUnavailable
 from gateway.unsubscribe import Unsubscribe
 
 log = logging.getLogger("gateway.smtp")
 
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
-PARSE_OFF_LOOP_BYTES = 256 * 1024
 PROTOCOL_REFUSALS = {
     "552 Error: message size exceeds fixed maximum message size": (
         "552 5.3.4 MESSAGE_TOO_LARGE: the declared SIZE exceeds smtp.max_message_bytes"
@@ -80,7 +80,11 @@ class AccountAuthenticator:
             if same_secret and account.name == login:
                 match = account
         if match is None:
-            log_event(log, "auth-failed", logging.WARNING, login=login, peer=str(session.peer))
+            known = any(account.name == login for account in self.accounts())
+            log_event(
+                log, "auth-failed", logging.WARNING,
+                login=login if known else "(not an account name)", peer=str(session.peer),
+            )
             return AuthResult(success=False, handled=False)
         return AuthResult(success=True, auth_data=match)
 
@@ -122,6 +126,14 @@ class SubmissionHandler:
         except InvalidAddress:
             return False
 
+    @staticmethod
+    def _already_listed(envelope: Envelope, address: str) -> bool:
+        try:
+            key = email_key(address)
+            return any(email_key(r) == key for r in envelope.rcpt_tos)
+        except InvalidAddress:
+            return address in envelope.rcpt_tos
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str,
         rcpt_options: list[str],
@@ -131,6 +143,8 @@ class SubmissionHandler:
             return "250 2.1.5 OK"
         if not session.authenticated:
             return AUTH_REQUIRED
+        if self._already_listed(envelope, address):
+            return "250 2.1.5 OK (duplicate recipient, one copy will be sent)"
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return f"452 4.5.3 Too many recipients (at most {self.max_recipients} per message)"
         message = self._message(session.auth_data, envelope, (address,))
@@ -149,10 +163,8 @@ class SubmissionHandler:
         raw = envelope.original_content or b""
         mailbox_rcpts = [r for r in envelope.rcpt_tos if self._is_mailbox(r)]
         recipients = tuple(r for r in envelope.rcpt_tos if not self._is_mailbox(r))
-        if len(raw) > PARSE_OFF_LOOP_BYTES:
-            email = await asyncio.to_thread(parse_email, raw, smtputf8=envelope.smtp_utf8)
-        else:
-            email = parse_email(raw, smtputf8=envelope.smtp_utf8)
+        # In a worker thread whatever the size: parsing cost grows with the number of parts.
+        email = await asyncio.to_thread(parse_email, raw, smtputf8=envelope.smtp_utf8)
         unsubscribe_reply = await self._take_unsubscribe(email) if mailbox_rcpts else None
         if not recipients:
             return unsubscribe_reply or "250 2.0.0 OK"
@@ -164,11 +176,23 @@ class SubmissionHandler:
         return self._data_reply(outcome)
 
     def _data_reply(self, outcome: Outcome) -> str:
+        """One reply for the whole transaction, so any refusal by the provider is a 5xx.
+
+        The agent learns that something failed (a 250 would hide it, and no bounce follows);
+        recipients already accepted are named and, thanks to the delivery ledger, are not
+        sent a second copy if the agent resubmits.
+        """
         decision = outcome.decision
-        if outcome.refused and not outcome.delivered:
+        if outcome.refused:
             first = outcome.refused[0].error
             code = first.code if 500 <= first.code < 600 else 554
-            return _one_line(f"{code} 5.0.0 upstream refused: {first.text}")
+            refused = ", ".join(f"{r.recipient} ({r.error.code} {r.error.text})"
+                                for r in outcome.refused)
+            delivered = ", ".join(d.recipient for d in outcome.delivered) or "none"
+            return _one_line(
+                f"{code} 5.0.0 UPSTREAM_REJECTED: upstream refused {refused}; "
+                f"delivered to: {delivered}"
+            )
         if not outcome.delivered:
             return reply_for_reasons(decision.all_reasons())
         notes = [f"delivered to {len(outcome.delivered)}"]
@@ -176,17 +200,23 @@ class SubmissionHandler:
             blocked = decision.blocked_recipients
             codes = ",".join(dict.fromkeys(r.code for b in blocked for r in b.reasons))
             notes.append(f"blocked {len(blocked)} ({codes})")
-        if outcome.refused:
-            notes.append(
-                "upstream refused " + ", ".join(f"{r.recipient} ({r.error.code})"
-                                                for r in outcome.refused)
-            )
         return _one_line("250 2.0.0 OK " + "; ".join(notes))
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Anything unexpected is a temporary failure: nothing unchecked was sent, the agent
+        retries, and the reply never carries the exception's text."""
+        log.error("unexpected error in SMTP transaction", exc_info=error)
+        return "451 4.3.0 INTERNAL_ERROR: temporary failure, try again later"
 
     async def _take_unsubscribe(self, email: EmailContent) -> str:
         """Mail to the mailto: link from List-Unsubscribe; the token rides in the subject."""
         match = TOKEN_IN_SUBJECT.search(email.subject)
-        claims = await self.unsubscribe.honor(match.group(1), source="mailto") if match else None
+        try:
+            claims = (
+                await self.unsubscribe.honor(match.group(1), source="mailto") if match else None
+            )
+        except StoreUnavailable:
+            return "451 4.3.0 STORE_UNAVAILABLE: opt-out not recorded yet, try again later"
         if claims is None:
             return "550 5.7.1 UNSUBSCRIBE_TOKEN_INVALID: no valid unsubscribe token in the subject"
         log_event(log, "unsubscribed", source="mailto", recipient=claims.recipient)
@@ -217,6 +247,9 @@ class GatewaySMTP(SMTP):
         self._sessions.transaction_started(self)
         try:
             await super().smtp_DATA(arg)
+        except Exception:
+            self._set_post_data_state()  # a failed transaction must not poison the next MAIL
+            raise
         finally:
             self._sessions.transaction_finished(self)
 

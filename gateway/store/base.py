@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from gateway.model import AuditEvent, BlockRecord, Channel, Suppression
+from gateway.model import (
+    AuditEvent,
+    BlockRecord,
+    Channel,
+    Consent,
+    KnownLocation,
+    Suppression,
+)
 
 
 class DeliveryClaim(enum.Enum):
@@ -63,6 +70,49 @@ class Store(Protocol):
         """Returns how many existed."""
 
     async def list_suppressions(self) -> list[Suppression]: ...
+
+    async def remove_suppressions_from_source(self, addresses: Iterable[str], source: str) -> int:
+        """Remove only entries whose source is `source` (a START lifts a STOP, never an
+        operator's or a provider's suppression); returns how many were removed."""
+
+    async def add_consents(self, consents: Sequence[Consent]) -> int:
+        """Insert consents (an identical subject/channel/kind/obtained_at is not duplicated);
+        returns how many were new."""
+
+    async def consents_for(self, subjects: Iterable[str]) -> dict[str, tuple[Consent, ...]]:
+        """Every recorded consent per subject (expired ones too; the policy decides)."""
+
+    async def known_locations(self, numbers: Iterable[str]) -> dict[str, KnownLocation]: ...
+
+    async def set_known_location(self, number: str, location: KnownLocation) -> None: ...
+
+    async def contact_counts(self, recipients: Iterable[str], since: datetime) -> dict[str, int]:
+        """Contacts (calls and texts, all channels) per recipient at or after `since`."""
+
+    async def reserve_contact(
+        self,
+        recipient: str,
+        channel: Channel,
+        now: datetime,
+        gateway_id: str,
+        limits: Sequence[tuple[int, int]],
+    ) -> bool:
+        """Atomically: if for every (limit, window_s) fewer than `limit` contacts to
+        `recipient` are later than now - window_s (clock skew between replicas counts
+        against the sender), record this contact and return True;
+        otherwise record nothing and return False. With no limits, always records.
+
+        This check-and-count is what holds a frequency cap under concurrent sends and
+        across replicas sharing the database.
+        """
+
+    async def release_contact(self, recipient: str, gateway_id: str) -> None:
+        """Forget a reserved contact whose send failed, so it does not count."""
+
+    async def notice_sent_at(self, recipients: Iterable[str]) -> dict[str, datetime]:
+        """When each recipient last got the SMS opt-out notice (absent: never)."""
+
+    async def mark_notice_sent(self, recipient: str, at: datetime) -> None: ...
 
     async def record_block(self, record: BlockRecord) -> int:
         """Durably record a block before the agent is told; returns the record id."""

@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.audit import GENESIS_HASH, entry_hash
-from gateway.model import AuditEvent, BlockRecord, Channel, Reason, Suppression
+from gateway.model import (
+    AuditEvent,
+    BlockRecord,
+    Channel,
+    Consent,
+    ConsentKind,
+    KnownLocation,
+    Reason,
+    Suppression,
+)
 from gateway.store.base import AuditProblem, BlockQuery, DeliveryClaim, StoreUnavailable
 from gateway.store.migrations import (
     VERSION_TABLE_DDL,
@@ -50,6 +59,19 @@ ON CONFLICT (address) DO UPDATE SET
     reason = excluded.reason,
     actor = excluded.actor,
     created_at = excluded.created_at
+"""
+
+_CONSENT_COLUMNS = "subject, channel, kind, obtained_at, expires_at, source, evidence"
+
+_UPSERT_KNOWN_LOCATION = """
+INSERT INTO known_locations (number, timezone, latitude, longitude, region, postal_code)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (number) DO UPDATE SET
+    timezone = excluded.timezone,
+    latitude = excluded.latitude,
+    longitude = excluded.longitude,
+    region = excluded.region,
+    postal_code = excluded.postal_code
 """
 
 
@@ -94,6 +116,52 @@ class SqliteStore:
 
     async def list_suppressions(self) -> list[Suppression]:
         return await self._run(_select_all_suppressions)
+
+    async def remove_suppressions_from_source(self, addresses: Iterable[str], source: str) -> int:
+        keys = [(address, source) for address in addresses]
+        return await self._run(lambda conn: _delete_suppressions_from_source(conn, keys))
+
+    async def add_consents(self, consents: Sequence[Consent]) -> int:
+        return await self._run(lambda conn: _insert_consents(conn, consents))
+
+    async def consents_for(self, subjects: Iterable[str]) -> dict[str, tuple[Consent, ...]]:
+        unique = list(dict.fromkeys(subjects))
+        return await self._run(lambda conn: _select_consents(conn, unique))
+
+    async def known_locations(self, numbers: Iterable[str]) -> dict[str, KnownLocation]:
+        unique = list(dict.fromkeys(numbers))
+        return await self._run(lambda conn: _select_known_locations(conn, unique))
+
+    async def set_known_location(self, number: str, location: KnownLocation) -> None:
+        await self._run(lambda conn: _upsert_known_location(conn, number, location))
+
+    async def contact_counts(self, recipients: Iterable[str], since: datetime) -> dict[str, int]:
+        """Every requested recipient is in the answer, with 0 when it has no contacts."""
+        unique = list(dict.fromkeys(recipients))
+        return await self._run(lambda conn: _count_contacts(conn, unique, since))
+
+    async def reserve_contact(
+        self,
+        recipient: str,
+        channel: Channel,
+        now: datetime,
+        gateway_id: str,
+        limits: Sequence[tuple[int, int]],
+    ) -> bool:
+        windows = [(limit, now - timedelta(seconds=window_s)) for limit, window_s in limits]
+        return await self._run(
+            lambda conn: _reserve_contact(conn, recipient, channel, now, gateway_id, windows)
+        )
+
+    async def release_contact(self, recipient: str, gateway_id: str) -> None:
+        await self._run(lambda conn: _delete_contact(conn, recipient, gateway_id))
+
+    async def notice_sent_at(self, recipients: Iterable[str]) -> dict[str, datetime]:
+        unique = list(dict.fromkeys(recipients))
+        return await self._run(lambda conn: _select_notices(conn, unique))
+
+    async def mark_notice_sent(self, recipient: str, at: datetime) -> None:
+        await self._run(lambda conn: _upsert_notice(conn, recipient, at))
 
     async def record_block(self, record: BlockRecord) -> int:
         return await self._run(lambda conn: _insert_block(conn, record))
@@ -271,16 +339,26 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
+def _rows_for_keys(
+    conn: sqlite3.Connection,
+    query: str,
+    keys: Sequence[str],
+    parameters: Sequence[object] = (),
+) -> Iterator[tuple[Any, ...]]:
+    """Rows of `query` for every key, `{keys}` in it standing for the IN list, in as many
+    queries as the parameter limit needs; `parameters` bind before the keys. Callers read
+    inside one transaction so that every chunk sees the same snapshot."""
+    for chunk in _chunks(keys, _PARAMETERS_PER_QUERY):
+        placeholders = ", ".join("?" * len(chunk))
+        yield from conn.execute(query.format(keys=placeholders), [*parameters, *chunk])
+
+
 def _select_suppressed(conn: sqlite3.Connection, addresses: Sequence[str]) -> frozenset[str]:
-    found: set[str] = set()
     with _transaction(conn, write=False):
-        for chunk in _chunks(addresses, _PARAMETERS_PER_QUERY):
-            placeholders = ", ".join("?" * len(chunk))
-            rows = conn.execute(
-                f"SELECT address FROM suppressions WHERE address IN ({placeholders})", chunk
-            )
-            found.update(address for (address,) in rows)
-    return frozenset(found)
+        rows = _rows_for_keys(
+            conn, "SELECT address FROM suppressions WHERE address IN ({keys})", addresses
+        )
+        return frozenset(address for (address,) in rows)
 
 
 def _upsert_suppressions(conn: sqlite3.Connection, entries: Sequence[Suppression]) -> int:
@@ -304,6 +382,14 @@ def _delete_suppressions(conn: sqlite3.Connection, keys: Sequence[tuple[str]]) -
         return cursor.rowcount
 
 
+def _delete_suppressions_from_source(
+    conn: sqlite3.Connection, keys: Sequence[tuple[str, str]]
+) -> int:
+    with _transaction(conn, write=True):
+        cursor = conn.executemany("DELETE FROM suppressions WHERE address = ? AND source = ?", keys)
+        return cursor.rowcount
+
+
 def _select_all_suppressions(conn: sqlite3.Connection) -> list[Suppression]:
     rows = conn.execute(
         "SELECT address, source, reason, actor, created_at FROM suppressions ORDER BY address"
@@ -312,6 +398,161 @@ def _select_all_suppressions(conn: sqlite3.Connection) -> list[Suppression]:
         Suppression(address, source, reason, _from_text(created_at), actor)
         for address, source, reason, actor, created_at in rows
     ]
+
+
+def _insert_consents(conn: sqlite3.Connection, consents: Sequence[Consent]) -> int:
+    """An ignored duplicate changes no row, so the summed row count is exactly the new ones
+    (repeats inside the batch included)."""
+    rows = [
+        (
+            c.subject,
+            c.channel.value,
+            c.kind.value,
+            _to_text(c.obtained_at),
+            None if c.expires_at is None else _to_text(c.expires_at),
+            c.source,
+            c.evidence,
+        )
+        for c in consents
+    ]
+    with _transaction(conn, write=True):
+        cursor = conn.executemany(
+            f"INSERT INTO consents ({_CONSENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (subject, channel, kind, obtained_at) DO NOTHING",
+            rows,
+        )
+        return cursor.rowcount
+
+
+def _select_consents(
+    conn: sqlite3.Connection, subjects: Sequence[str]
+) -> dict[str, tuple[Consent, ...]]:
+    found: dict[str, list[Consent]] = {}
+    with _transaction(conn, write=False):
+        rows = _rows_for_keys(
+            conn,
+            f"SELECT {_CONSENT_COLUMNS} FROM consents WHERE subject IN ({{keys}})"
+            " ORDER BY subject, obtained_at, channel, kind",
+            subjects,
+        )
+        for row in rows:
+            consent = _consent_from_row(row)
+            found.setdefault(consent.subject, []).append(consent)
+    return {subject: tuple(consents) for subject, consents in found.items()}
+
+
+def _consent_from_row(row: tuple[Any, ...]) -> Consent:
+    subject, channel, kind, obtained_at, expires_at, source, evidence = row
+    return Consent(
+        subject=subject,
+        channel=Channel(channel),
+        kind=ConsentKind(kind),
+        obtained_at=_from_text(obtained_at),
+        expires_at=None if expires_at is None else _from_text(expires_at),
+        source=source,
+        evidence=evidence,
+    )
+
+
+def _select_known_locations(
+    conn: sqlite3.Connection, numbers: Sequence[str]
+) -> dict[str, KnownLocation]:
+    with _transaction(conn, write=False):
+        rows = _rows_for_keys(
+            conn,
+            "SELECT number, timezone, latitude, longitude, region, postal_code"
+            " FROM known_locations WHERE number IN ({keys})",
+            numbers,
+        )
+        return {
+            number: KnownLocation(timezone, latitude, longitude, region, postal_code)
+            for number, timezone, latitude, longitude, region, postal_code in rows
+        }
+
+
+def _upsert_known_location(conn: sqlite3.Connection, number: str, location: KnownLocation) -> None:
+    with _transaction(conn, write=True):
+        conn.execute(
+            _UPSERT_KNOWN_LOCATION,
+            (
+                number,
+                location.timezone,
+                location.latitude,
+                location.longitude,
+                location.region,
+                location.postal_code,
+            ),
+        )
+
+
+def _count_contacts(
+    conn: sqlite3.Connection, recipients: Sequence[str], since: datetime
+) -> dict[str, int]:
+    counts = dict.fromkeys(recipients, 0)
+    with _transaction(conn, write=False):
+        rows = _rows_for_keys(
+            conn,
+            "SELECT recipient, COUNT(*) FROM contacts"
+            " WHERE time >= ? AND recipient IN ({keys}) GROUP BY recipient",
+            recipients,
+            [_to_text(since)],
+        )
+        counts.update(rows)
+    return counts
+
+
+def _reserve_contact(
+    conn: sqlite3.Connection,
+    recipient: str,
+    channel: Channel,
+    now: datetime,
+    gateway_id: str,
+    windows: Sequence[tuple[int, datetime]],
+) -> bool:
+    """Count and insert inside one IMMEDIATE transaction: taking the write lock before
+    counting is what stops two reservers (here or in another replica) from both seeing
+    room for the last contact. `windows` pairs each limit with its window's open start.
+    Contacts stamped after `now` count too: a replica whose clock runs ahead must not
+    let a slower one exceed the cap."""
+    now_text = _to_text(now)
+    starts = [(limit, _to_text(start)) for limit, start in windows]
+    with _transaction(conn, write=True):
+        for limit, start in starts:
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM contacts WHERE recipient = ? AND time > ?",
+                (recipient, start),
+            ).fetchone()
+            if count >= limit:
+                return False
+        conn.execute(
+            "INSERT INTO contacts (recipient, channel, time, gateway_id) VALUES (?, ?, ?, ?)",
+            (recipient, channel.value, now_text, gateway_id),
+        )
+    return True
+
+
+def _delete_contact(conn: sqlite3.Connection, recipient: str, gateway_id: str) -> None:
+    with _transaction(conn, write=True):
+        conn.execute(
+            "DELETE FROM contacts WHERE recipient = ? AND gateway_id = ?", (recipient, gateway_id)
+        )
+
+
+def _select_notices(conn: sqlite3.Connection, recipients: Sequence[str]) -> dict[str, datetime]:
+    with _transaction(conn, write=False):
+        rows = _rows_for_keys(
+            conn, "SELECT recipient, sent_at FROM notices WHERE recipient IN ({keys})", recipients
+        )
+        return {recipient: _from_text(sent_at) for recipient, sent_at in rows}
+
+
+def _upsert_notice(conn: sqlite3.Connection, recipient: str, at: datetime) -> None:
+    with _transaction(conn, write=True):
+        conn.execute(
+            "INSERT INTO notices (recipient, sent_at) VALUES (?, ?)"
+            " ON CONFLICT (recipient) DO UPDATE SET sent_at = excluded.sent_at",
+            (recipient, _to_text(at)),
+        )
 
 
 def _insert_block(conn: sqlite3.Connection, record: BlockRecord) -> int:

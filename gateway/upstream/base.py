@@ -10,7 +10,16 @@ from typing import Protocol
 
 
 class UpstreamTemporaryError(Exception):
-    """Try again later: outage, timeout, 4xx from the provider. The agent gets a 4xx/503."""
+    """Try again later: outage, timeout, 4xx from the provider. The agent gets a 4xx/503.
+
+    `maybe_delivered` marks a failure after the message was handed over (a timeout waiting
+    for the final reply): the provider may have accepted it, so a retry must not resend it
+    right away.
+    """
+
+    def __init__(self, text: str, *, maybe_delivered: bool = False) -> None:
+        super().__init__(text)
+        self.maybe_delivered = maybe_delivered
 
 
 class UpstreamPermanentError(Exception):

@@ -12,21 +12,17 @@ from gateway.rules import RuleSet
 from gateway.unsubscribe import Unsubscribe
 from gateway.upstream.base import EmailUpstream
 
-HEAVY_MESSAGE_BYTES = 128 * 1024
-
-
 class EmailEgress:
     def __init__(self, upstream: EmailUpstream, unsubscribe: Unsubscribe) -> None:
         self.upstream = upstream
         self.unsubscribe = unsubscribe
         self.name = upstream.name
 
-    def render_is_heavy(self, message: OutboundMessage) -> bool:
-        """Big messages are rewritten in a worker thread so the event loop keeps serving."""
-        return message.email is not None and message.email.size > HEAVY_MESSAGE_BYTES
-
     def render(self, message: OutboundMessage, recipient: str, rules: RuleSet) -> bytes:
-        """Each recipient gets their own unsubscribe link, so each gets their own copy."""
+        """Each recipient gets their own unsubscribe link, so each gets their own copy.
+
+        Runs in a worker thread: MIME work grows with the number of parts, not bytes.
+        """
         assert message.email is not None and message.email.mime is not None
         mime = copy.deepcopy(message.email.mime)
         if message.account.purpose is Purpose.MARKETING:

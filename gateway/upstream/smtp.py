@@ -24,6 +24,7 @@ T = TypeVar("T")
 
 QUEUE_ID = re.compile(r"queued as\s+<?([^\s>]+)", re.IGNORECASE)
 SETUP_STAGE = "connection setup"
+DATA_STAGE = "DATA"
 CLOSING_CHANNEL = 421  # e.g. an idle timeout notice: the server hangs up right after it
 CLIENT_ERRORS = (SMTPException, OSError, ValueError)
 
@@ -61,7 +62,7 @@ class SmtpEmailUpstream:
         async with self._slots:
             client = await self._client_after_mail_from(envelope_from, message)
             await self._step(client, client.rcpt(recipient), "RCPT TO")
-            response = await self._step(client, client.data(message), "DATA")
+            response = await self._step(client, client.data(message), DATA_STAGE)
             self._release(client)
         return queue_id(response.message)
 
@@ -140,12 +141,16 @@ class SmtpEmailUpstream:
             if exc.code == CLOSING_CHANNEL:
                 return UpstreamConnectionLost(text)
             return UpstreamTemporaryError(text)
+        handed_over = stage == DATA_STAGE
         if isinstance(exc, TimeoutError | SMTPTimeoutError):
             return UpstreamTemporaryError(
-                f"upstream {self.address} timed out after {self.config.timeout_s:g}s during {stage}"
+                f"upstream {self.address} timed out after {self.config.timeout_s:g}s during {stage}",
+                maybe_delivered=handed_over,
             )
         if isinstance(exc, ConnectionError):
-            return UpstreamConnectionLost(f"upstream {self.address} lost during {stage}: {exc}")
+            return UpstreamConnectionLost(
+                f"upstream {self.address} lost during {stage}: {exc}", maybe_delivered=handed_over
+            )
         if isinstance(exc, SMTPException | OSError) or stage == SETUP_STAGE:
             return UpstreamTemporaryError(f"upstream {self.address} failed during {stage}: {exc}")
         return UpstreamPermanentError(553, f"address cannot be sent over SMTP: {exc}")
