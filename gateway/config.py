@@ -266,6 +266,7 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
     if unsubscribe_mailto:
         unsubscribe_mailto = _email(unsubscribe_mailto, "gateway.unsubscribe_mailto")
 
+    upstream = _Section(raw.get("upstream"), "upstream", {"email", "twilio"})
     return Config(
         source=source,
         data_dir=data_dir,
@@ -281,8 +282,8 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
         store_url=_store_url(_Section(raw.get("store"), "store", {"url"}), base_dir),
         sender=sender,
         accounts=_accounts(raw.get("accounts"), sender),
-        email_upstream=_email_upstream(raw.get("upstream", {}).get("email")),
-        twilio_upstream=_twilio_upstream(raw.get("upstream", {}).get("twilio")),
+        email_upstream=_email_upstream(upstream.raw.get("email")),
+        twilio_upstream=_twilio_upstream(upstream.raw.get("twilio")),
         tokens=_tokens(raw.get("tokens")),
         drain_timeout_s=gateway.number("drain_timeout_s", 30.0),
     )
@@ -426,6 +427,12 @@ def _email_upstream(raw: Any) -> EmailUpstreamConfig:
     )
     if bool(config.username) != bool(config.password):
         raise ConfigError("upstream.email.password", "set username and password together")
+    if config.username and not config.starttls and not ListenAddress(config.host, 0).is_loopback:
+        raise ConfigError(
+            "upstream.email.starttls",
+            f"is false while a password is set for {config.host}: it would cross the network "
+            "in clear text",
+        )
     return config
 
 

@@ -78,6 +78,7 @@ def parse_email(raw: bytes, *, smtputf8: bool = False) -> EmailContent:
     from_addresses, from_problems = (), []
     if "from" not in broken_headers:
         from_addresses, from_problems = _from_addresses(message)
+    other_identities = () if broken_headers else _other_identities(message)
     subject, subject_problems = "", []
     if "subject" not in broken_headers:
         subject, subject_problems = _subject(message)
@@ -88,6 +89,7 @@ def parse_email(raw: bytes, *, smtputf8: bool = False) -> EmailContent:
         message_id=_raw_value(message, "Message-ID"),
         size=len(raw),
         problems=tuple(problems + from_problems + subject_problems),
+        other_identities=other_identities,
         mime=message,
     )
 
@@ -195,6 +197,22 @@ def _from_addresses(message: Message) -> tuple[tuple[str, ...], list[str]]:
     if incomplete:
         return (), [f"From address {incomplete[0]!r} has an empty local part or domain"]
     return tuple(_normalized_addr_spec(a) for a in header.addresses), []
+
+
+ADDRESS_IN_TEXT = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def _other_identities(message: Message) -> tuple[str, ...]:
+    """Addresses a reader may take for the sender besides From's own: the Sender header,
+    and addresses written into From/Sender display names ("ceo@bank.example" <a@b.example>)."""
+    found: list[str] = []
+    for name in ("From", "Sender"):
+        for header in message.get_all(name, []):
+            for address in getattr(header, "addresses", ()):
+                if name == "Sender" and address.domain:
+                    found.append(_normalized_addr_spec(address))
+                found += ADDRESS_IN_TEXT.findall(address.display_name or "")
+    return tuple(dict.fromkeys(found))
 
 
 def _has_invalid_syntax(header: Any) -> bool:

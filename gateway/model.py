@@ -63,7 +63,9 @@ class EmailContent:
     """What the policy needs to know about an email, extracted once by the ingress adapter.
 
     `problems` lists why the message cannot be checked or rewritten safely; any entry makes
-    the message MESSAGE_MALFORMED. `mime` is the parsed message the rewriter works on.
+    the message MESSAGE_MALFORMED. `other_identities` are the other addresses a reader takes
+    for the sender (the Sender header, addresses written into display names). `mime` is
+    the parsed message the rewriter works on.
     """
 
     from_addresses: tuple[str, ...]
@@ -72,6 +74,7 @@ class EmailContent:
     message_id: str
     size: int
     problems: tuple[str, ...] = ()
+    other_identities: tuple[str, ...] = ()
     mime: EmailMessage | None = field(default=None, repr=False, compare=False)
 
 

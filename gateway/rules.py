@@ -136,7 +136,7 @@ def _prefix_pattern(data: dict[str, Any], path: Path) -> re.Pattern[str]:
         raise RulesError(f"{path}: deceptive_subject.prefixes must be a list of strings")
     alternatives = "|".join(re.escape(p) for p in sorted(prefixes, key=len, reverse=True))
     return re.compile(
-        rf"^\s*(?:\[[^\]]*\]\s*)?(?:{alternatives})\s*(?:\[\d+\]|\(\d+\))?\s*[:\uff1a]",
+        rf"^\s*(?:\[[^\]]*\]\s*)*(?:{alternatives})\s*(?:\[\d+\]|\(\d+\))?\s*[:\uff1a]",
         re.IGNORECASE,
     )
 

@@ -87,3 +87,18 @@ def test_serve_with_broken_config_exits_with_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "config error: smtp.listen: must be HOST:PORT (IPv6 as [::1]:PORT)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[upstream.emial]\nkind = 'smtp'\n", "upstream.emial"),
+        ("upstream = 5\n", "upstream"),
+        ("[upstream.email]\nkind = 'smtp'\nhost = 'smtp.example.net'\nusername = 'u'\n"
+         "password = 'p'\nstarttls = false\n", "upstream.email.starttls"),
+    ],
+)
+def test_upstream_mistakes_are_errors_not_silent_fallbacks(tmp_path: Path, text: str, key: str):
+    with pytest.raises(ConfigError) as error:
+        load_config(config_with(tmp_path, text))
+    assert error.value.key == key

@@ -291,3 +291,13 @@ def test_parsed_header_values_are_unfolded_and_stripped() -> None:
     message = parse_email(raw).mime
     assert message["X-Note"] == "spaced"
     assert message.get_payload(decode=True) == b"hi"
+
+
+def test_sender_header_and_addresses_in_display_names_are_reported() -> None:
+    raw = (
+        b'From: "ceo@bank.example.org" <katie@example.com>\r\n'
+        b"Sender: relay@other.example.net\r\nTo: b@c.example.net\r\nSubject: x\r\n\r\nhi\r\n"
+    )
+    content = parse_email(raw)
+    assert content.from_addresses == ("katie@example.com",)
+    assert content.other_identities == ("ceo@bank.example.org", "relay@other.example.net")

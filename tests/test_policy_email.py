@@ -41,8 +41,11 @@ def message(
     problems: tuple[str, ...] = (),
     account: Account = ACCOUNT,
     with_content: bool = True,
+    other_identities: tuple[str, ...] = (),
 ) -> OutboundMessage:
-    content = EmailContent(from_, subject, is_reply, "<m@example.com>", 1000, problems)
+    content = EmailContent(
+        from_, subject, is_reply, "<m@example.com>", 1000, problems, other_identities
+    )
     return OutboundMessage(
         id="t", channel=Channel.EMAIL, ingress="test", account=account, envelope_sender=sender,
         recipients=to, received_at=NOW, email=content if with_content else None,
@@ -62,6 +65,10 @@ CASES = [
     ("From domain foreign", message(from_=("ceo@other.test",)), Facts(), ["SENDER_NOT_ALLOWED"]),
     ("subdomain is not the domain", message(from_=("a@mail.example.com",)), Facts(),
      ["SENDER_NOT_ALLOWED"]),
+    ("Sender header or display name elsewhere",
+     message(other_identities=("ceo@bank.example.org",)), Facts(), ["SENDER_NOT_ALLOWED"]),
+    ("display name naming an allowed domain", message(other_identities=("ann@example.com",)),
+     Facts(), []),
     ("empty envelope sender", message(sender=""), Facts(), ["SENDER_NOT_ALLOWED"]),
     ("wildcard account", message(sender="a@any.test", from_=("a@any.test",),
                                  account=replace(ACCOUNT, sender_domains=("*",))), Facts(), []),
@@ -74,6 +81,12 @@ CASES = [
     ("Re[2]: counter", message(subject="Re[2]: follow up"), Facts(), ["DECEPTIVE_SUBJECT"]),
     ("full-width colon", message(subject="回复\uff1a合作"), Facts(), ["DECEPTIVE_SUBJECT"]),
     ("leading tag then Re:", message(subject="[EXT] Re: hello"), Facts(), ["DECEPTIVE_SUBJECT"]),
+    ("zero-width space before Re:", message(subject="\u200bRe: x"), Facts(), ["DECEPTIVE_SUBJECT"]),
+    ("zero-width space inside Re:", message(subject="Re\u200b: x"), Facts(), ["DECEPTIVE_SUBJECT"]),
+    ("Cyrillic e in Re:", message(subject="R\u0435: x"), Facts(), ["DECEPTIVE_SUBJECT"]),
+    ("full-width RE:", message(subject="\uff32\uff25: x"), Facts(), ["DECEPTIVE_SUBJECT"]),
+    ("two bracket tags", message(subject="[EXT] [Q3] Re: x"), Facts(), ["DECEPTIVE_SUBJECT"]),
+    ("Russian reply prefix", message(subject="Ответ: x"), Facts(), ["DECEPTIVE_SUBJECT"]),
     ("Re: on a real reply", message(subject="Re: our call", is_reply=True), Facts(), []),
     ("word starting with re", message(subject="Regarding your fleet"), Facts(), []),
     ("Re without colon", message(subject="Re our call"), Facts(), []),

@@ -491,3 +491,55 @@ async def test_starttls_with_tls_1_2_or_later_then_auth(tmp_path) -> None:
         assert len(outbox_messages(gateway)) == 1
     finally:
         await gateway.stop()
+
+
+async def test_unexpected_error_is_451_without_details_and_session_recovers(
+    gateway: Gateway, monkeypatch
+) -> None:
+    egress = gateway.services.pipeline.egress["email"]
+    original = egress.render
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals\r\n250 fake")
+
+    monkeypatch.setattr(egress, "render", broken)
+    smtp = await client(gateway)
+    with pytest.raises(aiosmtplib.SMTPDataError) as failed:
+        await smtp.send_message(first_touch())
+    assert failed.value.code == 451
+    assert "INTERNAL_ERROR" in failed.value.message
+    assert "secret" not in failed.value.message
+    monkeypatch.setattr(egress, "render", original)
+    errors, _ = await smtp.send_message(first_touch())
+    await smtp.quit()
+    assert errors == {}
+    assert len(outbox_messages(gateway)) == 1
+
+
+async def test_partial_upstream_refusal_is_a_5xx_naming_both_sides(gateway_factory) -> None:
+    async with SmtpSink() as sink:
+        gateway = await gateway_factory(SMTP_UPSTREAM.format(port=sink.port))
+        sink.fail_next("rcpt", 250, "ok")
+        sink.fail_next("rcpt", 550, "5.1.1 no such user")
+        smtp = await client(gateway)
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await smtp.send_message(
+                first_touch(to=["bob@client.example.net", "ann@client.example.net"])
+            )
+        await smtp.quit()
+        assert refused.value.code == 550
+        assert "UPSTREAM_REJECTED" in refused.value.message
+        assert "no such user" in refused.value.message
+        assert len(sink.accepted) == 1
+        assert sink.accepted[0].rcpt_tos[0] in refused.value.message
+
+
+async def test_duplicate_rcpt_in_other_case_gets_one_copy(gateway: Gateway) -> None:
+    smtp = await client(gateway)
+    errors, _ = await smtp.sendmail(
+        "katie@example.com", ["bob@client.example.net", "Bob@Client.Example.NET"],
+        first_touch().as_bytes(),
+    )
+    await smtp.quit()
+    assert errors == {}
+    assert len(outbox_messages(gateway)) == 1

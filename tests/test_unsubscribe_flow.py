@@ -140,3 +140,37 @@ async def test_footer_link_in_body_matches_header(gateway: Gateway) -> None:
     https, _ = await send_and_get_links(gateway)
     body = parsed(outbox_messages(gateway)[-1]).get_content()
     assert https in body
+
+
+async def test_store_outage_during_unsubscribe_is_a_retry_not_a_loss(config_factory) -> None:
+    from test_smtp_submission import FlakyStore
+
+    from gateway.store import open_store
+
+    config = config_factory()
+    store = FlakyStore(open_store(config.store_url))
+    gateway = Gateway(config, store=store)  # type: ignore[arg-type]
+    await gateway.start()
+    try:
+        https, mailto = await send_and_get_links(gateway)
+        store.down = True
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                local(gateway, https), data={"List-Unsubscribe": "One-Click"}
+            ) as response:
+                assert response.status == 503
+                assert response.headers["Retry-After"] == "60"
+        address, _, query = mailto.removeprefix("mailto:").partition("?subject=")
+        smtp = await client(gateway, login=False)
+        raw = f"From: bob@client.example.net\r\nSubject: {unquote(query)}\r\n\r\nstop\r\n"
+        with pytest.raises(aiosmtplib.SMTPDataError) as deferred:
+            await smtp.sendmail("bob@client.example.net", [address], raw.encode())
+        assert deferred.value.code == 451
+        store.down = False
+        errors, reply = await smtp.sendmail("bob@client.example.net", [address], raw.encode())
+        await smtp.quit()
+        assert errors == {}
+        assert "unsubscribed" in reply
+        assert await suppressed(gateway, "bob@client.example.net")
+    finally:
+        await gateway.stop()

@@ -6,6 +6,8 @@ Evaluated at two stages with the same code: at SMTP RCPT time only the envelope 
 
 from __future__ import annotations
 
+import unicodedata
+
 from gateway.addresses import InvalidAddress, domain_of, email_key
 from gateway.model import (
     Decision,
@@ -107,16 +109,43 @@ def _sender_problems(message: OutboundMessage, email: EmailContent | None) -> li
                 f"From domain {domain_of(address)!r} is not among account "
                 f"{account.name!r}'s sender_domains"
             )
+    for address in email.other_identities if email else ():
+        if not account.may_send_from(domain_of(address)):
+            problems.append(
+                f"the message presents {address!r} as its sender (Sender header or display "
+                f"name), outside account {account.name!r}'s sender_domains"
+            )
     return problems
 
 
 def _deceptive_subject(email: EmailContent, rules: RuleSet) -> list[str]:
-    if email.is_reply or not rules.deceptive_subject.match(email.subject):
+    if email.is_reply or not any(
+        rules.deceptive_subject.match(variant) for variant in subject_variants(email.subject)
+    ):
         return []
     return [
         f"subject {email.subject[:80]!r} looks like a reply or forward but the message has no "
         "In-Reply-To or References header"
     ]
+
+
+LATIN_LOOKALIKES = str.maketrans(
+    "АВЕКМНОРСТХаеорсхуіјѕԁԛԝΑΒΕΖΗΙΚΜΝΟΡΤΥΧοκνρτυ",
+    "ABEKMHOPCTXaeopcxyijsdqwABEZHIKMNOPTYXokvptu",
+)
+
+
+def subject_variants(subject: str) -> tuple[str, str]:
+    """The subject as a reader sees it, and with look-alike letters folded to Latin.
+
+    Invisible format characters and compatibility forms (full-width letters) are removed
+    first, so "\u200bRe:" or "Re:" spelled with a Cyrillic e cannot slip past the prefix
+    list; the unfolded variant keeps the Cyrillic prefixes of the list matching.
+    """
+    visible = "".join(
+        c for c in unicodedata.normalize("NFKC", subject) if unicodedata.category(c) != "Cf"
+    )
+    return visible, visible.translate(LATIN_LOOKALIKES)
 
 
 def _canspam_identity_gaps(identity: SenderIdentity, rules: RuleSet) -> list[str]:

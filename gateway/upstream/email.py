@@ -12,6 +12,7 @@ from gateway.rules import RuleSet
 from gateway.unsubscribe import Unsubscribe
 from gateway.upstream.base import EmailUpstream
 
+
 class EmailEgress:
     def __init__(self, upstream: EmailUpstream, unsubscribe: Unsubscribe) -> None:
         self.upstream = upstream

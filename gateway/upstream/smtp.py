@@ -144,7 +144,8 @@ class SmtpEmailUpstream:
         handed_over = stage == DATA_STAGE
         if isinstance(exc, TimeoutError | SMTPTimeoutError):
             return UpstreamTemporaryError(
-                f"upstream {self.address} timed out after {self.config.timeout_s:g}s during {stage}",
+                f"upstream {self.address} timed out after {self.config.timeout_s:g}s "
+                f"during {stage}",
                 maybe_delivered=handed_over,
             )
         if isinstance(exc, ConnectionError):

@@ -12,6 +12,7 @@ import logging
 from aiohttp import web
 
 from gateway.logs import log_event
+from gateway.store.base import StoreUnavailable
 from gateway.unsubscribe import Unsubscribe
 
 log = logging.getLogger("gateway.unsubscribe")
@@ -98,7 +99,17 @@ class UnsubscribeRoutes:
                 "<p>An unsubscribe request must carry List-Unsubscribe=One-Click.</p>",
                 status=400,
             )
-        claims = await self.unsubscribe.honor(request.match_info["token"], source="one-click")
+        try:
+            claims = await self.unsubscribe.honor(request.match_info["token"], source="one-click")
+        except StoreUnavailable:
+            response = _page(
+                "Please try again",
+                "<p>We could not record your request just now, so nothing was changed. "
+                "Please try again in a few minutes.</p>",
+                status=503,
+            )
+            response.headers["Retry-After"] = "60"
+            return response
         if claims is None:
             return _invalid_link()
         log_event(log, "unsubscribed", source="one-click", recipient=claims.recipient)
