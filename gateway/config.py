@@ -18,13 +18,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.addresses import InvalidAddress, normalized_email
-from gateway.model import Account, Purpose, Role, SenderIdentity
+from gateway.model import Account, Channel, Purpose, Role, SenderIdentity
 
 PACKAGE_RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 TOKEN_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
-KNOWN_SECTIONS = {"gateway", "smtp", "http", "store", "sender", "accounts", "upstream", "tokens"}
+KNOWN_SECTIONS = {
+    "gateway", "smtp", "http", "store", "sender", "accounts", "upstream", "tokens", "policy",
+}
 
 
 class ConfigError(Exception):
@@ -114,6 +116,7 @@ class Config:
     twilio_upstream: TwilioUpstreamConfig
     tokens: TokenKeys
     drain_timeout_s: float = 30.0
+    require_consent: frozenset[Channel] = frozenset()
 
     def account(self, name: str) -> Account | None:
         return next((a for a in self.accounts if a.name == name), None)
@@ -286,6 +289,9 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
         twilio_upstream=_twilio_upstream(upstream.raw.get("twilio")),
         tokens=_tokens(raw.get("tokens")),
         drain_timeout_s=gateway.number("drain_timeout_s", 30.0),
+        require_consent=_require_consent(
+            _Section(raw.get("policy"), "policy", {"require_consent"})
+        ),
     )
 
 
@@ -449,6 +455,20 @@ def _twilio_upstream(raw: Any) -> TwilioUpstreamConfig:
     if urlsplit(config.base_url).scheme not in ("http", "https"):
         raise ConfigError("upstream.twilio.base_url", "must be an http(s) URL")
     return config
+
+
+def _require_consent(section: _Section) -> frozenset[Channel]:
+    """Off by default: consent records are the customer's to keep; turning this on blocks
+    every marketing contact on those channels without a recorded, unexpired consent."""
+    value = section._value("require_consent")
+    if value is None:
+        return frozenset()
+    channels = {c.value for c in Channel}
+    if not isinstance(value, list) or not all(v in channels for v in value):
+        raise ConfigError(
+            "policy.require_consent", f"must be a list of channels from {sorted(channels)}"
+        )
+    return frozenset(Channel(v) for v in value)
 
 
 def _tokens(raw: Any) -> TokenKeys:

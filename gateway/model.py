@@ -18,6 +18,10 @@ class Channel(enum.StrEnum):
     SMS = "sms"
     CALL = "call"
 
+    @property
+    def is_telephony(self) -> bool:
+        return self is not Channel.EMAIL
+
 
 class Purpose(enum.StrEnum):
     MARKETING = "marketing"

@@ -10,24 +10,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import NoReturn, Protocol
 
-from gateway.addresses import InvalidAddress, email_key
 from gateway.clock import Clock
+from gateway.facts import gather_facts
 from gateway.logs import log_event
 from gateway.metrics import Metrics
 from gateway.model import (
     BlockRecord,
     Decision,
-    Facts,
     OutboundMessage,
+    Reason,
     RecipientDecision,
 )
-from gateway.policy import decide
+from gateway.policy import SMS_OPT_OUT_NOTICE, decide
 from gateway.rules import RuleSet
 from gateway.store.base import DeliveryClaim, Store, StoreUnavailable
+from gateway.unsubscribe import Suppressions
 from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 
 log = logging.getLogger("gateway.pipeline")
@@ -45,9 +46,17 @@ class TemporaryFailure(Exception):
 
 
 @dataclass(frozen=True)
+class Receipt:
+    """What the provider answered for one accepted copy (its resource, when it has one)."""
+
+    upstream_id: str
+    document: Mapping[str, object] | None = None
+
+
+@dataclass(frozen=True)
 class Delivery:
     recipient: str
-    upstream_id: str
+    receipt: Receipt
 
 
 @dataclass(frozen=True)
@@ -69,9 +78,12 @@ class Egress(Protocol):
 
     name: str
 
-    def render(self, message: OutboundMessage, recipient: str, rules: RuleSet) -> bytes: ...
+    def render(
+        self, message: OutboundMessage, recipient: str, decision: Decision, rules: RuleSet
+    ) -> bytes:
+        """Runs in a worker thread: it may be CPU-heavy (MIME rewriting)."""
 
-    async def send(self, message: OutboundMessage, recipient: str, payload: bytes) -> str: ...
+    async def send(self, message: OutboundMessage, recipient: str, payload: bytes) -> Receipt: ...
 
 
 def delivery_key(account: str, sender: str, content: bytes) -> str:
@@ -82,6 +94,25 @@ def delivery_key(account: str, sender: str, content: bytes) -> str:
     return digest.hexdigest()
 
 
+def blocked_by_cap(decision: Decision, recipient: str) -> Decision:
+    """The decision with `recipient` blocked by the cap the store just enforced."""
+    claims = [c for c in decision.caps if c.recipient == recipient]
+    reason = Reason(
+        "FREQUENCY_CAP",
+        "; ".join(
+            f"{c.limit} contacts per {c.window_s // 3600} h reached ({c.rule})" for c in claims
+        ),
+        claims[0].rule,
+    )
+    return replace(
+        decision,
+        recipients=tuple(
+            replace(r, reasons=(*r.reasons, reason)) if r.recipient == recipient else r
+            for r in decision.recipients
+        ),
+    )
+
+
 class Pipeline:
     def __init__(
         self,
@@ -90,18 +121,24 @@ class Pipeline:
         egress: dict[str, Egress],
         clock: Clock,
         metrics: Metrics,
+        suppressions: Suppressions,
     ) -> None:
         self.store = store
         self.rules = rules
         self.egress = egress
         self.clock = clock
         self.metrics = metrics
+        self.suppressions = suppressions
 
     async def evaluate(self, message: OutboundMessage) -> Decision:
         """Facts then decision, with no side effects: used by `check` and before sending."""
         started = self.clock.monotonic()
-        facts = await self._facts(message)
-        decision = decide(message, facts, self.rules(), self.clock.now())
+        rules, now = self.rules(), self.clock.now()
+        try:
+            facts = await gather_facts(self.store, message, rules, now)
+        except StoreUnavailable as exc:
+            self._store_failed(message, "facts", exc)
+        decision = decide(message, facts, rules, now)
         self.metrics.decision_seconds.labels(message.channel.value).observe(
             self.clock.monotonic() - started
         )
@@ -112,44 +149,110 @@ class Pipeline:
         decision = await self.evaluate(message)
         return decision, await self._record_blocks(message, decision)
 
+    async def reject(self, message: OutboundMessage, reason: Reason) -> tuple[int, ...]:
+        """Record a request refused before any decision (a malformed API call) as a block,
+        so the block log shows every refusal."""
+        decision = Decision(
+            message_reasons=(reason,),
+            recipients=tuple(RecipientDecision(r) for r in message.recipients or ("",)),
+            rules_applied=(reason.rule,),
+            rules_version=self.rules().version,
+        )
+        return await self._record_blocks(message, decision)
+
     async def process(self, message: OutboundMessage) -> Outcome:
         decision, block_ids = await self.screen(message)
         delivered: list[Delivery] = []
         refused: list[Refusal] = []
         temporary: list[str] = []
         for recipient in decision.allowed_recipients:
+            if not await self._within_caps(message, decision, recipient):
+                decision = blocked_by_cap(decision, recipient)
+                block_ids += await self._record_blocks(message, decision, only=recipient)
+                continue
             try:
-                delivery = await self._deliver(message, recipient)
+                delivery = await self._deliver(message, decision, recipient)
             except UpstreamPermanentError as exc:
                 refused.append(Refusal(recipient, exc))
                 self._count(message, "failed", "UPSTREAM_REJECTED")
+                await self._release_contact(message, recipient)
+                await self._suppress_if_inactive(message, recipient, exc)
             except TemporaryFailure as exc:
                 temporary.append(f"{recipient}: {exc.text}")
                 self._count(message, "failed", exc.reason)
+                await self._release_contact(message, recipient)
             else:
                 delivered.append(delivery)
                 self._count(message, "allowed", "")
+                await self._note_obligations_met(message, decision, recipient)
         if temporary:
             raise TemporaryFailure("UPSTREAM_UNAVAILABLE", "; ".join(temporary))
         return Outcome(decision, tuple(delivered), tuple(refused), block_ids)
 
-    async def _facts(self, message: OutboundMessage) -> Facts:
-        keys = []
-        for recipient in message.recipients:
-            try:
-                keys.append(email_key(recipient) if "@" in recipient else recipient)
-            except InvalidAddress:
-                continue
-        try:
-            suppressed = await self.store.suppressed(keys)
-        except StoreUnavailable as exc:
-            self._store_failed(message, "suppressed", exc)
-        return Facts(suppressed=suppressed)
+    async def _within_caps(
+        self, message: OutboundMessage, decision: Decision, recipient: str
+    ) -> bool:
+        """Count this contact, atomically checking every cap the decision named for it.
 
-    async def _record_blocks(self, message: OutboundMessage, decision: Decision) -> tuple[int, ...]:
+        Calls and texts are always counted (a cap applies to contacts made before it was
+        reached too); email is not counted.
+        """
+        if not message.channel.is_telephony:
+            return True
+        limits = [(c.limit, c.window_s) for c in decision.caps if c.recipient == recipient]
+        try:
+            return await self.store.reserve_contact(
+                recipient, message.channel, self.clock.now(), message.id, limits
+            )
+        except StoreUnavailable as exc:
+            self._store_failed(message, "reserve_contact", exc)
+
+    async def _release_contact(self, message: OutboundMessage, recipient: str) -> None:
+        if not message.channel.is_telephony:
+            return
+        try:
+            await self.store.release_contact(recipient, message.id)
+        except StoreUnavailable as exc:
+            self.metrics.store_errors.labels("release_contact").inc()
+            log_event(log, "contact-release-failed", logging.WARNING, error=str(exc))
+
+    async def _note_obligations_met(
+        self, message: OutboundMessage, decision: Decision, recipient: str
+    ) -> None:
+        if SMS_OPT_OUT_NOTICE not in decision.obligations:
+            return
+        try:
+            await self.store.mark_notice_sent(recipient, self.clock.now())
+        except StoreUnavailable as exc:
+            # Not recording it only means the next text carries the notice again.
+            self.metrics.store_errors.labels("mark_notice_sent").inc()
+            log_event(log, "notice-mark-failed", logging.WARNING, error=str(exc))
+
+    async def _suppress_if_inactive(
+        self, message: OutboundMessage, recipient: str, error: UpstreamPermanentError
+    ) -> None:
+        """A provider saying the recipient opted out (Twilio 21610) is an opt-out here too."""
+        if not error.recipient_inactive:
+            return
+        try:
+            await self.suppressions.add(
+                [recipient],
+                source=f"{self.egress[message.channel.value].name}-refusal",
+                reason=f"provider refused: {error.code} {error.text}"[:200],
+                actor="provider",
+            )
+        except StoreUnavailable as exc:
+            self.metrics.store_errors.labels("add_suppressions").inc()
+            log_event(log, "provider-opt-out-not-recorded", logging.ERROR, error=str(exc))
+
+    async def _record_blocks(
+        self, message: OutboundMessage, decision: Decision, only: str | None = None
+    ) -> tuple[int, ...]:
         """A block is durable before anyone is told about it."""
         ids = []
         for blocked in decision.blocked_recipients:
+            if only is not None and blocked.recipient != only:
+                continue
             record = self._block_record(message, decision, blocked)
             try:
                 ids.append(await self.store.record_block(record))
@@ -190,17 +293,19 @@ class Pipeline:
             gateway_id=message.id,
         )
 
-    async def _deliver(self, message: OutboundMessage, recipient: str) -> Delivery:
+    async def _deliver(
+        self, message: OutboundMessage, decision: Decision, recipient: str
+    ) -> Delivery:
         egress = self.egress[message.channel.value]
         claim = await self._claim(message, recipient)
         if claim is DeliveryClaim.ALREADY_DELIVERED:
             log_event(log, "duplicate-skipped", gateway_id=message.id, recipient=recipient)
-            return Delivery(recipient, "already-delivered")
+            return Delivery(recipient, Receipt("already-delivered"))
         if claim is DeliveryClaim.IN_FLIGHT:
             raise TemporaryFailure("IN_FLIGHT", "the same message is being delivered right now")
         # Once claimed, an agent hanging up must not cut the send off between the provider
         # accepting and the ledger recording it: that is how duplicates happen.
-        upstream_id = await asyncio.shield(self._send_claimed(egress, message, recipient))
+        receipt = await asyncio.shield(self._send_claimed(egress, message, decision, recipient))
         log_event(
             log,
             "delivered",
@@ -209,21 +314,25 @@ class Pipeline:
             account=message.account.name,
             recipient=recipient,
             upstream=egress.name,
-            upstream_id=upstream_id,
+            upstream_id=receipt.upstream_id,
         )
-        return Delivery(recipient, upstream_id)
+        return Delivery(recipient, receipt)
 
-    async def _send_claimed(self, egress: Egress, message: OutboundMessage, recipient: str) -> str:
+    async def _send_claimed(
+        self, egress: Egress, message: OutboundMessage, decision: Decision, recipient: str
+    ) -> Receipt:
         """Render and send one claimed copy; the claim is released only when nothing went out."""
         try:
-            payload = await asyncio.to_thread(egress.render, message, recipient, self.rules())
+            payload = await asyncio.to_thread(
+                egress.render, message, recipient, decision, self.rules()
+            )
         except BaseException:
             await self._release(message, recipient)
             raise
         started = self.clock.monotonic()
         result = "accepted"
         try:
-            upstream_id = await egress.send(message, recipient, payload)
+            receipt = await egress.send(message, recipient, payload)
         except UpstreamPermanentError:
             result = "refused"
             await self._release(message, recipient)
@@ -237,12 +346,14 @@ class Pipeline:
             self.metrics.upstream_seconds.labels(egress.name, result).observe(
                 self.clock.monotonic() - started
             )
-        await self._complete(message, recipient, upstream_id)
-        return upstream_id
+        await self._complete(message, recipient, receipt.upstream_id)
+        return receipt
 
     async def _complete(self, message: OutboundMessage, recipient: str, upstream_id: str) -> None:
         """The provider has the message: record it, retrying briefly, since a claim left
         pending would let a retry resend once it goes stale."""
+        if not message.idempotency_key:
+            return
         for attempt in range(3):
             try:
                 await self.store.complete_delivery(message.idempotency_key, recipient, upstream_id)
@@ -256,6 +367,10 @@ class Pipeline:
                 await asyncio.sleep(0.2 * (attempt + 1))
 
     async def _claim(self, message: OutboundMessage, recipient: str) -> DeliveryClaim:
+        """Messages without an idempotency key (texts and calls: two identical reminders are
+        two messages) are not deduplicated."""
+        if not message.idempotency_key:
+            return DeliveryClaim.CLAIMED
         try:
             return await self.store.claim_delivery(
                 message.idempotency_key, recipient, self.clock.now(), STALE_DELIVERY_CLAIM_S
@@ -264,6 +379,8 @@ class Pipeline:
             self._store_failed(message, "claim_delivery", exc)
 
     async def _release(self, message: OutboundMessage, recipient: str) -> None:
+        if not message.idempotency_key:
+            return
         try:
             await self.store.release_delivery(message.idempotency_key, recipient)
         except StoreUnavailable as exc:

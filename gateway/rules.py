@@ -12,9 +12,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.model import Purpose
+
+if TYPE_CHECKING:
+    from gateway.calling_rules import CallingRules
 
 CONFIDENCE_LEVELS = ("high", "med")
 
@@ -40,6 +43,7 @@ class RuleSet:
     postal_address: re.Pattern[str]
     footer_text: str
     footer_html: str
+    calling: CallingRules
 
     def rule(self, rule_id: str) -> Rule:
         return self.rules[rule_id]
@@ -69,6 +73,8 @@ def rules_version(directory: Path) -> str:
 
 
 def load_rules(directory: Path) -> RuleSet:
+    from gateway.calling_rules import load_calling_rules  # it raises this module's RulesError
+
     email_file = directory / "email.toml"
     data = _read_toml(email_file)
     rules = _parse_rules(data.get("rule"), email_file)
@@ -82,6 +88,7 @@ def load_rules(directory: Path) -> RuleSet:
         postal_address=_regex(data, email_file, "identity", "postal_address_pattern"),
         footer_text=_read_text(directory / "footers" / "commercial.txt"),
         footer_html=_read_text(directory / "footers" / "commercial.html"),
+        calling=load_calling_rules(directory),
     )
 
 

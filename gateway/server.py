@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import logging
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
@@ -21,9 +22,10 @@ from gateway.ingress.smtp import (
     SubmissionHandler,
     start_smtp_server,
 )
+from gateway.ingress.twilio import TwilioRoutes
 from gateway.logs import log_event
 from gateway.metrics import Metrics
-from gateway.model import AuditEvent
+from gateway.model import AuditEvent, Channel
 from gateway.pipeline import Pipeline
 from gateway.rules import RuleSet, load_rules
 from gateway.store import open_store
@@ -34,7 +36,14 @@ from gateway.upstream.base import EmailUpstream
 from gateway.upstream.email import EmailEgress
 from gateway.upstream.outbox import OutboxEmailUpstream
 from gateway.upstream.smtp import SmtpEmailUpstream
+from gateway.upstream.twilio import (
+    OutboxTwilioUpstream,
+    RestTwilioUpstream,
+    TwilioEgress,
+    TwilioUpstream,
+)
 from gateway.web.health import HealthRoutes
+from gateway.web.twilio_webhook import TwilioWebhookRoutes
 from gateway.web.unsubscribe import UnsubscribeRoutes
 
 log = logging.getLogger("gateway.server")
@@ -44,6 +53,22 @@ def build_email_upstream(config: Config) -> EmailUpstream:
     if config.email_upstream.kind == "smtp":
         return SmtpEmailUpstream(config.email_upstream)
     return OutboxEmailUpstream(config.data_dir / "outbox" / "email")
+
+
+def build_twilio_upstream(config: Config, clock: Clock) -> TwilioUpstream:
+    if config.twilio_upstream.kind == "twilio":
+        return RestTwilioUpstream(config.twilio_upstream)
+    return OutboxTwilioUpstream(
+        config.data_dir / "outbox" / "twilio", config.twilio_upstream, clock
+    )
+
+
+def configured_rules(config: Config) -> RuleSet:
+    """The rule data with the operator's policy switches (which channels need consent)."""
+    ruleset = load_rules(config.rules_dir)
+    return replace(
+        ruleset, calling=replace(ruleset.calling, require_consent=config.require_consent)
+    )
 
 
 def build_tokens(config: Config) -> UnsubscribeTokens:
@@ -68,7 +93,7 @@ class Services:
         self.clock = clock
         self.metrics = Metrics()
         self.store = store or open_store(config.store_url)
-        self.ruleset: RuleSet = load_rules(config.rules_dir)
+        self.ruleset: RuleSet = configured_rules(config)
         self.suppressions = Suppressions(self.store, clock, self.metrics)
         self.unsubscribe = Unsubscribe(
             build_tokens(config),
@@ -78,12 +103,19 @@ class Services:
             config.unsubscribe_mailto,
         )
         self.email_upstream = build_email_upstream(config)
+        self.twilio_upstream = build_twilio_upstream(config, clock)
+        telephony = TwilioEgress(self.twilio_upstream)
         self.pipeline = Pipeline(
             self.store,
             self.rules,
-            {"email": EmailEgress(self.email_upstream, self.unsubscribe)},
+            {
+                Channel.EMAIL.value: EmailEgress(self.email_upstream, self.unsubscribe),
+                Channel.SMS.value: telephony,
+                Channel.CALL.value: telephony,
+            },
             clock,
             self.metrics,
+            self.suppressions,
         )
 
     def rules(self) -> RuleSet:
@@ -92,7 +124,13 @@ class Services:
     async def open(self) -> None:
         await self.store.open()
 
+    async def start_upstreams(self) -> None:
+        await self.email_upstream.start()
+        await self.twilio_upstream.start()
+
     async def close(self) -> None:
+        await self.email_upstream.close()
+        await self.twilio_upstream.close()
         await self.store.close()
 
 
@@ -114,12 +152,27 @@ class Gateway:
         app = web.Application(client_max_size=1024 * 1024)
         UnsubscribeRoutes(services.unsubscribe).register(app)
         HealthRoutes(services.store, services.rules, services.metrics).register(app)
+        TwilioRoutes(
+            services.pipeline,
+            lambda: self.config.accounts,
+            self.config.twilio_upstream.account_sid,
+            services.rules,
+            self.clock,
+        ).register(app)
+        TwilioWebhookRoutes(
+            self.config.twilio_upstream.auth_token,
+            self.config.public_url,
+            services.suppressions,
+            services.store,
+            services.rules,
+            self.config.sender,
+        ).register(app)
         return app
 
     async def start(self) -> None:
         services = self.services
         await services.open()
-        await services.email_upstream.start()
+        await services.start_upstreams()
         handler = SubmissionHandler(
             services.pipeline, services.unsubscribe, self.clock, self.config.smtp.max_recipients
         )
@@ -161,7 +214,7 @@ class Gateway:
     async def reload_rules(self) -> None:
         """SIGHUP: swap in new rule data atomically; a broken file keeps the old rules."""
         try:
-            ruleset = load_rules(self.config.rules_dir)
+            ruleset = configured_rules(self.config)
         except Exception as exc:
             log_event(log, "rules-reload-failed", logging.ERROR, error=str(exc))
             return
@@ -184,7 +237,6 @@ class Gateway:
             await self.sessions.drain(self.config.drain_timeout_s)
         if self._http_runner is not None:
             await self._http_runner.cleanup()
-        await self.services.email_upstream.close()
         await self.services.close()
         log_event(log, "stopped")
 

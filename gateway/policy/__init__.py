@@ -9,12 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from gateway.model import Channel, Decision, Facts, OutboundMessage
-from gateway.policy.email import decide_email
+from gateway.policy.calling import SMS_OPT_OUT_NOTICE, decide_telephony
+from gateway.policy.email import EMAIL_FOOTER, decide_email
 from gateway.rules import RuleSet
+
+__all__ = ["EMAIL_FOOTER", "SMS_OPT_OUT_NOTICE", "decide"]
 
 
 def decide(message: OutboundMessage, facts: Facts, rules: RuleSet, now: datetime) -> Decision:
-    """`now` is part of the signature for the time-dependent channels (calls, texts)."""
     if message.channel is Channel.EMAIL:
         return decide_email(message, facts, rules)
-    raise ValueError(f"no rules for channel {message.channel}")
+    return decide_telephony(message, facts, rules.calling, now, rules.version)

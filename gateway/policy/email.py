@@ -20,6 +20,8 @@ from gateway.model import (
 )
 from gateway.rules import RuleSet
 
+EMAIL_FOOTER = "email.footer.unsubscribe"
+
 
 def decide_email(message: OutboundMessage, facts: Facts, rules: RuleSet) -> Decision:
     purpose = message.account.purpose
@@ -59,6 +61,7 @@ def decide_email(message: OutboundMessage, facts: Facts, rules: RuleSet) -> Deci
                 for text in _casl_identity_gaps(message.account.identity)
             ]
 
+    obligations = (EMAIL_FOOTER,) if active(EMAIL_FOOTER) else ()
     check_syntax = active("email.recipient.syntax")
     check_suppression = active("email.suppression")
     recipients = tuple(
@@ -78,6 +81,7 @@ def decide_email(message: OutboundMessage, facts: Facts, rules: RuleSet) -> Deci
         recipients=recipients,
         rules_applied=tuple(applied),
         rules_version=rules.version,
+        obligations=obligations,
     )
 
 

@@ -23,12 +23,17 @@ class UpstreamTemporaryError(Exception):
 
 
 class UpstreamPermanentError(Exception):
-    """The provider refused for good; its code and text go back to the agent."""
+    """The provider refused for good; its code and text go back to the agent.
 
-    def __init__(self, code: int, text: str) -> None:
+    `recipient_inactive` says the provider refused because the recipient opted out or is
+    suppressed on its side (Twilio 21610, Postmark 406): the gateway suppresses too.
+    """
+
+    def __init__(self, code: int, text: str, *, recipient_inactive: bool = False) -> None:
         super().__init__(f"{code} {text}")
         self.code = code
         self.text = text
+        self.recipient_inactive = recipient_inactive
 
 
 class EmailUpstream(Protocol):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 
 from gateway.email_message import to_bytes
-from gateway.model import Channel, OutboundMessage, Purpose
+from gateway.model import Channel, Decision, OutboundMessage
+from gateway.pipeline import Receipt
+from gateway.policy import EMAIL_FOOTER
 from gateway.rewrite.footer import render_footer, set_list_unsubscribe
 from gateway.rewrite.mime import add_footer
 from gateway.rules import RuleSet
@@ -19,14 +21,16 @@ class EmailEgress:
         self.unsubscribe = unsubscribe
         self.name = upstream.name
 
-    def render(self, message: OutboundMessage, recipient: str, rules: RuleSet) -> bytes:
+    def render(
+        self, message: OutboundMessage, recipient: str, decision: Decision, rules: RuleSet
+    ) -> bytes:
         """Each recipient gets their own unsubscribe link, so each gets their own copy.
 
         Runs in a worker thread: MIME work grows with the number of parts, not bytes.
         """
         assert message.email is not None and message.email.mime is not None
         mime = copy.deepcopy(message.email.mime)
-        if message.account.purpose is Purpose.MARKETING:
+        if EMAIL_FOOTER in decision.obligations:
             links = self.unsubscribe.links(recipient, message.envelope_sender, Channel.EMAIL)
             footer = render_footer(
                 rules,
@@ -40,5 +44,7 @@ class EmailEgress:
         del mime["Bcc"]
         return to_bytes(mime)
 
-    async def send(self, message: OutboundMessage, recipient: str, payload: bytes) -> str:
-        return await self.upstream.send_email(message.envelope_sender, recipient, payload)
+    async def send(self, message: OutboundMessage, recipient: str, payload: bytes) -> Receipt:
+        return Receipt(
+            await self.upstream.send_email(message.envelope_sender, recipient, payload)
+        )

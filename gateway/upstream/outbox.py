@@ -51,16 +51,18 @@ def envelope_headers(envelope_from: str, recipient: str) -> bytes:
     return f"Return-Path: <{envelope_from}>\r\nDelivered-To: {recipient}\r\n".encode()
 
 
-def write_message_file(directory: Path, message: bytes) -> str:
-    """Write `message` atomically as `<stem>.eml` in `directory` and return the stem."""
-    stem = new_message_stem()
+def write_message_file(
+    directory: Path, message: bytes, stem: str | None = None, suffix: str = ".eml"
+) -> str:
+    """Write `message` atomically as `<stem><suffix>` in `directory` and return the stem."""
+    stem = stem or new_message_stem()
     temporary = directory / f".{stem}.tmp"
     try:
         with temporary.open("xb") as file:
             file.write(message)
             file.flush()
             os.fsync(file.fileno())
-        temporary.rename(directory / f"{stem}.eml")
+        temporary.rename(directory / f"{stem}{suffix}")
     except BaseException:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)

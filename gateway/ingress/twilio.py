@@ -1,0 +1,225 @@
+"""Twilio-shaped ingress: the agent's official Twilio SDK, pointed at the gateway.
+
+`POST /2010-04-01/Accounts/{AccountSid}/Messages.json` and `/Calls.json`, form-encoded,
+HTTP Basic auth with a gateway account. Answers use Twilio's JSON shapes and error codes so
+the SDK raises the exceptions agents already handle.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import phonenumbers
+from aiohttp import web
+
+from gateway.clock import Clock
+from gateway.model import Account, Channel, OutboundMessage, Purpose, Reason, TelephonyContent
+from gateway.pipeline import Outcome, Pipeline, TemporaryFailure
+from gateway.rules import RuleSet
+from gateway.upstream.twilio import API_VERSION, TwilioRefusal, sms_notice
+
+MAX_BODY_CHARS = 1600
+MAX_FORM_BYTES = 64 * 1024
+WINDOW_CODES = frozenset({"QUIET_HOURS", "RESTRICTED_DAY", "TIMEZONE_UNKNOWN"})
+# Twilio error codes the gateway answers with, by what went wrong.
+BAD_CREDENTIALS = 20003
+NOT_FOUND = 20404
+SERVICE_UNAVAILABLE = 20503
+OPTED_OUT = 21610
+INVALID_TO = 21211
+CALLING_WINDOW = 30610
+MESSAGE_FILTERED = 30007
+BODY_TOO_LONG = 21617
+
+
+def twilio_error(status: int, code: int, message: str) -> web.Response:
+    """Twilio's legacy error shape, which the SDK turns into TwilioRestException."""
+    return web.json_response(
+        {
+            "code": code,
+            "message": message,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": status,
+        },
+        status=status,
+    )
+
+
+def block_error_code(codes: list[str]) -> int:
+    if "SUPPRESSED" in codes:
+        return OPTED_OUT
+    if "INVALID_RECIPIENT" in codes:
+        return INVALID_TO
+    if WINDOW_CODES.intersection(codes):
+        return CALLING_WINDOW
+    return MESSAGE_FILTERED
+
+
+@dataclass(frozen=True)
+class FormProblem(Exception):
+    """A request Twilio itself would refuse: its error code and message."""
+
+    code: int
+    message: str
+
+
+REQUIRED = {
+    Channel.SMS: [
+        (("To",), 21604, "A 'To' phone number is required."),
+        (("From", "MessagingServiceSid"), 21603, "A 'From' phone number is required."),
+        (("Body", "MediaUrl", "ContentSid"), 21602, "Message body is required."),
+    ],
+    Channel.CALL: [
+        (("To",), 21201, "No 'To' number is specified"),
+        (("From",), 21213, "No 'From' number is specified"),
+        (("Url", "Twiml", "ApplicationSid"), 21205, "Url parameter is required."),
+    ],
+}
+
+
+def e164(value: str) -> str:
+    """The canonical E.164 form, so '+1 (415) 555-0100' and '+14155550100' are one number;
+    anything that does not parse is kept as written for the policy to refuse."""
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return value.strip()
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def check_form(channel: Channel, form: list[tuple[str, str]], notice: str | None) -> None:
+    present = {name for name, value in form if value.strip()}
+    for names, code, message in REQUIRED[channel]:
+        if not present.intersection(names):
+            raise FormProblem(code, message)
+    if channel is Channel.SMS:
+        body = next((v for k, v in form if k == "Body"), "")
+        room = MAX_BODY_CHARS - (len(notice) + 1 if notice else 0)
+        if len(body) > room:
+            extra = " with the required opt-out notice" if notice else ""
+            raise FormProblem(
+                BODY_TOO_LONG,
+                f"The concatenated message body{extra} exceeds the {MAX_BODY_CHARS} character "
+                f"limit (body is {len(body)} characters; at most {room} allowed).",
+            )
+
+
+class TwilioRoutes:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        accounts: Callable[[], tuple[Account, ...]],
+        account_sid: str,
+        rules: Callable[[], RuleSet],
+        clock: Clock,
+    ) -> None:
+        self.pipeline = pipeline
+        self.accounts = accounts
+        self.account_sid = account_sid
+        self.rules = rules
+        self.clock = clock
+
+    def register(self, app: web.Application) -> None:
+        base = f"/{API_VERSION}/Accounts/{{account_sid}}"
+        app.router.add_post(f"{base}/Messages.json", self.messages)
+        app.router.add_post(f"{base}/Calls.json", self.calls)
+
+    async def messages(self, request: web.Request) -> web.Response:
+        return await self._submit(request, Channel.SMS)
+
+    async def calls(self, request: web.Request) -> web.Response:
+        return await self._submit(request, Channel.CALL)
+
+    def _account(self, request: web.Request) -> Account | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        match = None
+        for account in self.accounts():
+            if hmac.compare_digest(account.secret.encode(), password.encode()) and (
+                account.name == user or user == self.account_sid
+            ):
+                match = account
+        return match
+
+    async def _submit(self, request: web.Request, channel: Channel) -> web.Response:
+        account = self._account(request)
+        if account is None:
+            return twilio_error(401, BAD_CREDENTIALS, "Authentication Error - invalid username")
+        if request.match_info["account_sid"] != self.account_sid:
+            return twilio_error(
+                404, NOT_FOUND,
+                f"The requested resource {request.path} was not found",
+            )
+        if (request.content_length or 0) > MAX_FORM_BYTES:
+            return twilio_error(413, 20001, f"Request body over {MAX_FORM_BYTES} bytes")
+        try:
+            posted = await request.post()
+        except ValueError as exc:
+            return twilio_error(400, 20001, f"Malformed form body: {exc}")
+        form = [(k, v) for k, v in posted.items() if isinstance(v, str)]
+        message = self._message(account, channel, form)
+        notice = None
+        if channel is Channel.SMS and account.purpose is Purpose.MARKETING:
+            notice = sms_notice(self.rules(), account.identity)
+        try:
+            check_form(channel, form, notice)
+        except FormProblem as problem:
+            try:
+                await self.pipeline.reject(
+                    message, Reason("MESSAGE_MALFORMED", problem.message, "twilio.request")
+                )
+            except TemporaryFailure as exc:
+                return twilio_error(503, SERVICE_UNAVAILABLE, f"{exc.reason}: {exc.text}")
+            return twilio_error(400, problem.code, problem.message)
+        try:
+            outcome = await self.pipeline.process(message)
+        except TemporaryFailure as exc:
+            return twilio_error(503, SERVICE_UNAVAILABLE, f"{exc.reason}: {exc.text}")
+        return self._answer(outcome)
+
+    def _message(
+        self, account: Account, channel: Channel, form: list[tuple[str, str]]
+    ) -> OutboundMessage:
+        fields = dict(form)
+        to = e164(fields.get("To", ""))
+        return OutboundMessage(
+            id=uuid.uuid4().hex,
+            channel=channel,
+            ingress="twilio",
+            account=account,
+            envelope_sender=fields.get("From", fields.get("MessagingServiceSid", "")),
+            recipients=(to,) if to else (),
+            received_at=self.clock.now(),
+            telephony=TelephonyContent(
+                from_number=fields.get("From", ""),
+                body=fields.get("Body", ""),
+                form=tuple(form),
+            ),
+        )
+
+    def _answer(self, outcome: Outcome) -> web.Response:
+        if outcome.delivered:
+            receipt = outcome.delivered[0].receipt
+            return web.json_response(dict(receipt.document or {"sid": receipt.upstream_id}),
+                                     status=201)
+        if outcome.refused:
+            error = outcome.refused[0].error
+            if isinstance(error, TwilioRefusal):
+                return web.json_response(error.document, status=error.status)
+            return twilio_error(400, error.code, error.text)
+        reasons = outcome.decision.all_reasons()
+        codes = list(dict.fromkeys(r.code for r in reasons))
+        text = "; ".join(f"{r.code}: {r.message}" for r in reasons)
+        return twilio_error(400, block_error_code(codes), f"{','.join(codes)} - {text}")
+

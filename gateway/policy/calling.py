@@ -1,0 +1,238 @@
+"""Call and text rules (TCPA, CRTC, state laws), as a pure function of message, facts, rules
+and the time.
+
+The callee's location arrives in the facts (`gateway.callee.locate` ran before), with every
+candidate zone and region; a marketing contact is allowed only if every applicable window,
+day and cap allows it in every candidate zone. Transactional messages are bound only by the
+rules whose `purposes` name them (validity, suppression). Nothing here does I/O or reads the
+clock: zones are preloaded in the rules, holiday calendars are memoised per rule and year.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from gateway.calling_rules import (
+    NOTICE_RULE,
+    WEEKDAY_NAMES,
+    CallingRules,
+    CapRule,
+    ConsentRule,
+    JurisdictionRules,
+    NoticeRule,
+)
+from gateway.model import (
+    CalleeLocation,
+    CapClaim,
+    Channel,
+    Decision,
+    Facts,
+    OutboundMessage,
+    Purpose,
+    Reason,
+    RecipientDecision,
+)
+
+# The obligation id the egress looks for: append the SMS opt-out notice to the body.
+SMS_OPT_OUT_NOTICE = NOTICE_RULE
+
+
+def decide_telephony(
+    message: OutboundMessage, facts: Facts, rules: CallingRules, now: datetime, rules_version: str
+) -> Decision:
+    """Decide a call or text. Consent is enforced on the channels in `rules.require_consent`.
+
+    A decision names every rule it evaluated in `rules_applied`; `caps` are the frequency
+    limits the store must enforce atomically for the allowed recipients; `obligations` holds
+    SMS_OPT_OUT_NOTICE when an allowed recipient of a marketing text is due the notice;
+    `evidence` has, per recipient, the country, regions, zones and local time in each zone.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    if message.channel not in (Channel.CALL, Channel.SMS):
+        raise ValueError(f"not a call or text: {message.channel}")
+    check = _Check(message.channel, message.account.purpose, facts, rules, now)
+    recipients = tuple(check.recipient(r) for r in message.recipients)
+    return Decision(
+        message_reasons=(),
+        recipients=recipients,
+        rules_applied=tuple(check.applied),
+        rules_version=rules_version,
+        caps=tuple(check.caps),
+        obligations=(SMS_OPT_OUT_NOTICE,) if check.notice_due else (),
+        evidence=check.evidence,
+    )
+
+
+@dataclass
+class _Check:
+    """One decision's working state; `recipient` is called once per recipient."""
+
+    channel: Channel
+    purpose: Purpose
+    facts: Facts
+    rules: CallingRules
+    now: datetime
+    applied: dict[str, None] = field(default_factory=dict)
+    caps: list[CapClaim] = field(default_factory=list)
+    evidence: dict[str, object] = field(default_factory=dict)
+    notice_due: bool = False
+
+    def active(self, rule_id: str) -> bool:
+        """Whether the rule binds this channel and purpose; records it as applied if so."""
+        if self.rules.rule(rule_id).binds(self.channel, self.purpose):
+            self.applied[rule_id] = None
+            return True
+        return False
+
+    def reason(self, rule_id: str, text: str) -> Reason:
+        return Reason(self.rules.rule(rule_id).code, text, rule_id)
+
+    def only(self, recipient: str, rule_id: str, text: str) -> RecipientDecision:
+        """The recipient blocked by this one rule, if it binds (nothing else matters then)."""
+        if not self.active(rule_id):
+            return RecipientDecision(recipient)
+        return RecipientDecision(recipient, (self.reason(rule_id, text),))
+
+    def recipient(self, recipient: str) -> RecipientDecision:
+        location = self.facts.callees.get(recipient)
+        if location is None:
+            self.evidence[recipient] = {"problem": "no location facts"}
+            text = f"{recipient} was not looked up (no location facts); it cannot be checked"
+            return self.only(recipient, "telephony.callee.located", text)
+        if location.problem:
+            self.evidence[recipient] = {"problem": location.problem}
+            text = f"{recipient} is {location.problem}"
+            return self.only(recipient, "telephony.number.valid", text)
+        self.active("telephony.number.valid")
+        zones = self.rules.zones
+        local = [(z, self.now.astimezone(zones[z])) for z in location.zones if z in zones]
+        self.evidence[recipient] = {
+            "country": location.country,
+            "regions": list(location.regions),
+            "zones": list(location.zones),
+            "local_times": {zone: time.isoformat() for zone, time in local},
+        }
+        if recipient in self.facts.suppressed:
+            text = f"{recipient} opted out or is on the suppression list"
+            return self.only(recipient, "telephony.suppression", text)
+        self.active("telephony.suppression")
+        national = self.rules.national.get(location.country)
+        if national is None:
+            country = location.country or "an unknown country"
+            text = f"{recipient} is in {country}, whose calling rules the gateway does not carry"
+            return self.only(recipient, "telephony.destination.covered", text)
+        self.active("telephony.destination.covered")
+        # The country's rules, every region's, and the national rules of every region's
+        # country (a known address abroad brings them).
+        jurisdictions = (national, *(r[:2] for r in location.regions), *location.regions)
+        sets = [self.rules.for_jurisdiction(j, self.channel) for j in dict.fromkeys(jurisdictions)]
+        reasons = self.consent(recipient, [rule for s in sets for rule in s.consents])
+        if any(s.windows or s.restricted_days for s in sets):
+            reasons += self.zone_problems(recipient, location, local)
+        for rules in sets:
+            reasons += self.windows(rules, local)
+            reasons += self.restricted_days(rules, local)
+        # recent_contacts counts over the longest cap window, so a shorter cap is checked
+        # against at least its own count (conservative); the store enforces exact windows.
+        caps = [cap for s in sets for cap in s.caps if self.active(cap.id)]
+        count = self.facts.recent_contacts.get(recipient, 0)
+        reasons += [self.cap_reason(recipient, cap, count) for cap in caps if count >= cap.limit]
+        if not reasons:
+            self.caps += [CapClaim(recipient, cap.id, cap.limit, cap.window_s) for cap in caps]
+            self.notice_due = self.notice_due or self.notice_needed(recipient, national)
+        return RecipientDecision(recipient, tuple(reasons))
+
+    def consent(self, recipient: str, consent_rules: list[ConsentRule]) -> list[Reason]:
+        if self.channel not in self.rules.require_consent:
+            return []
+        binding = [rule for rule in consent_rules if self.active(rule.id)]
+        if not binding or any(
+            c.channel is self.channel
+            and c.obtained_at <= self.now
+            and (c.expires_at is None or c.expires_at > self.now)
+            for c in self.facts.consents.get(recipient, ())
+        ):
+            return []
+        return [
+            self.reason(
+                rule.id,
+                f"no current {self.channel} consent recorded for {recipient}: "
+                f"{rule.name} ({rule.citation})",
+            )
+            for rule in binding
+        ]
+
+    def zone_problems(
+        self, recipient: str, location: CalleeLocation, local: list[tuple[str, datetime]]
+    ) -> list[Reason]:
+        """Windows and days need every candidate zone; without them, block."""
+        rule_id = "telephony.callee.timezone"
+        if not self.active(rule_id):
+            return []
+        if not location.zones:
+            text = (
+                f"no time zone could be determined for {recipient} (neither the number nor a "
+                "known address gives one); calling hours cannot be checked"
+            )
+            return [self.reason(rule_id, text)]
+        unknown = sorted(set(location.zones) - {zone for zone, _ in local})
+        if unknown:
+            text = f"{', '.join(unknown)}: not a known IANA time zone; hours cannot be checked"
+            return [self.reason(rule_id, text)]
+        return []
+
+    def windows(self, rules: JurisdictionRules, local: list[tuple[str, datetime]]) -> list[Reason]:
+        reasons = []
+        for rule in rules.windows:
+            if not self.active(rule.id):
+                continue
+            for zone, time in local:
+                weekday = time.weekday()
+                window = rule.windows[weekday]
+                # A day without a window is closed by a restricted-day rule (checked at load).
+                if window is None or time.hour * 3600 + time.minute * 60 + time.second in window:
+                    continue
+                text = (
+                    f"{time:%H:%M} in {zone} is outside the {rule.name} window "
+                    f"{rule.label(weekday)} ({rule.citation})"
+                )
+                reasons.append(self.reason(rule.id, text))
+        return reasons
+
+    def restricted_days(
+        self, rules: JurisdictionRules, local: list[tuple[str, datetime]]
+    ) -> list[Reason]:
+        reasons = []
+        for rule in rules.restricted_days:
+            if not self.active(rule.id):
+                continue
+            for zone, time in local:
+                day = time.date()
+                weekday = time.weekday()
+                if weekday in rule.weekdays:
+                    what = f"{rule.name} allows no {rule.activity} on {WEEKDAY_NAMES[weekday]}s"
+                elif holiday := rule.holidays_in(day.year).get(day):
+                    what = f"{holiday}: {rule.name} allows no {rule.activity} on this holiday"
+                else:
+                    continue
+                text = f"{time:%A %Y-%m-%d} in {zone}: {what} ({rule.citation})"
+                reasons.append(self.reason(rule.id, text))
+        return reasons
+
+    def cap_reason(self, recipient: str, cap: CapRule, count: int) -> Reason:
+        text = (
+            f"{count} contacts to {recipient} already counted; {cap.name} allows at most "
+            f"{cap.limit} per {cap.window_s // 3600} h ({cap.citation})"
+        )
+        return self.reason(cap.id, text)
+
+    def notice_needed(self, recipient: str, national: str) -> bool:
+        notice: NoticeRule = self.rules.notice
+        if not self.active(notice.id):
+            return False
+        if national in notice.every_message_in:
+            return True
+        last = self.facts.notice_sent_at.get(recipient)
+        return last is None or self.now - last >= notice.repeat_after

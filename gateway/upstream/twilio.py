@@ -1,0 +1,224 @@
+"""The calls-and-texts egress: Twilio's REST API, or an outbox of JSON files standing in for it.
+
+Agents never hold the real Twilio credentials: the REST upstream sends with the gateway's
+own AccountSid and auth token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from email.utils import format_datetime
+from pathlib import Path
+from string import Template
+from typing import Protocol
+from urllib.parse import parse_qsl, urlencode
+
+import aiohttp
+
+from gateway.clock import Clock
+from gateway.config import TwilioUpstreamConfig
+from gateway.model import Channel, Decision, OutboundMessage, SenderIdentity
+from gateway.pipeline import Receipt
+from gateway.policy import SMS_OPT_OUT_NOTICE
+from gateway.rules import RuleSet
+from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
+from gateway.upstream.outbox import write_message_file
+
+API_VERSION = "2010-04-01"
+RESOURCES = {Channel.SMS: "Messages", Channel.CALL: "Calls"}
+SID_PREFIXES = {"Messages": "SM", "Calls": "CA"}
+OPTED_OUT = 21610
+Form = Sequence[tuple[str, str]]
+
+
+class TwilioUpstream(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def create(self, resource: str, form: Form) -> Receipt:
+        """POST one Messages or Calls resource; the receipt carries Twilio's JSON for it."""
+
+
+def new_sid(resource: str) -> str:
+    return SID_PREFIXES[resource] + secrets.token_hex(16)
+
+
+def resource_path(account_sid: str, resource: str, sid: str = "") -> str:
+    suffix = f"/{sid}" if sid else ""
+    return f"/{API_VERSION}/Accounts/{account_sid}/{resource}{suffix}.json"
+
+
+def form_as_json(form: Form) -> dict[str, str | list[str]]:
+    """Form fields as a JSON object; a repeated field (MediaUrl) becomes a list."""
+    result: dict[str, str | list[str]] = {}
+    for name, value in form:
+        if name in result:
+            existing = result[name]
+            result[name] = [*existing, value] if isinstance(existing, list) else [existing, value]
+        else:
+            result[name] = value
+    return result
+
+
+class OutboxTwilioUpstream:
+    """Writes each accepted text or call as `{sid}.json` (the form as forwarded)."""
+
+    name = "outbox"
+
+    def __init__(self, directory: Path, config: TwilioUpstreamConfig, clock: Clock) -> None:
+        self.directory = directory
+        self.account_sid = config.account_sid
+        self.clock = clock
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
+
+    async def close(self) -> None:
+        """Nothing is held open between sends."""
+
+    async def create(self, resource: str, form: Form) -> Receipt:
+        sid = new_sid(resource)
+        content = json.dumps(form_as_json(form), indent=2).encode()
+        try:
+            await asyncio.to_thread(write_message_file, self.directory, content, sid, ".json")
+        except OSError as exc:
+            raise UpstreamTemporaryError(f"outbox {self.directory}: {exc}") from exc
+        return Receipt(sid, queued_resource(resource, sid, self.account_sid, form, self.clock))
+
+
+def queued_resource(
+    resource: str, sid: str, account_sid: str, form: Form, clock: Clock
+) -> dict[str, object]:
+    """The JSON Twilio answers for a freshly queued message or call."""
+    fields = dict(form)
+    now = format_datetime(clock.now(), usegmt=True)
+    common: dict[str, object] = {
+        "sid": sid,
+        "account_sid": account_sid,
+        "api_version": API_VERSION,
+        "date_created": now,
+        "date_updated": now,
+        "direction": "outbound-api",
+        "from": fields.get("From"),
+        "to": fields.get("To"),
+        "price": None,
+        "price_unit": "USD",
+        "status": "queued",
+        "uri": resource_path(account_sid, resource, sid),
+    }
+    if resource == "Calls":
+        return common | {
+            "annotation": None, "answered_by": None, "caller_name": None, "duration": None,
+            "end_time": None, "forwarded_from": None, "parent_call_sid": None,
+            "phone_number_sid": None, "start_time": None, "queue_time": "0",
+            "subresource_uris": {},
+        }
+    media = [value for name, value in form if name == "MediaUrl"]
+    return common | {
+        "body": fields.get("Body", ""),
+        "date_sent": None,
+        "error_code": None,
+        "error_message": None,
+        "messaging_service_sid": fields.get("MessagingServiceSid"),
+        "num_media": str(len(media)),
+        "num_segments": "1",
+        "subresource_uris": {"media": resource_path(account_sid, f"Messages/{sid}/Media")},
+    }
+
+
+class RestTwilioUpstream:
+    """Twilio's REST API at `base_url`, with the gateway's credentials."""
+
+    name = "twilio"
+
+    def __init__(self, config: TwilioUpstreamConfig, timeout_s: float = 30.0) -> None:
+        self.config = config
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            auth=aiohttp.BasicAuth(self.config.account_sid, self.config.auth_token),
+            timeout=self.timeout,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def create(self, resource: str, form: Form) -> Receipt:
+        assert self._session is not None, "start() first"
+        url = self.config.base_url + resource_path(self.config.account_sid, resource)
+        try:
+            async with self._session.post(url, data=list(form)) as response:
+                body = await response.read()
+                status = response.status
+        except TimeoutError as exc:
+            raise UpstreamTemporaryError(
+                f"Twilio did not answer within {self.timeout.total:g}s", maybe_delivered=True
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamTemporaryError(f"Twilio unreachable: {exc}") from exc
+        return _receipt_or_error(status, body)
+
+
+def _receipt_or_error(status: int, body: bytes) -> Receipt:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if 200 <= status < 300 and isinstance(document, dict) and "sid" in document:
+        return Receipt(str(document["sid"]), document)
+    if status >= 500 or status == 429 or not isinstance(document, Mapping):
+        raise UpstreamTemporaryError(f"Twilio answered {status}: {body[:200]!r}")
+    code = int(document.get("code") or status)
+    raise TwilioRefusal(status, code, str(document.get("message", "")), document)
+
+
+class TwilioRefusal(UpstreamPermanentError):
+    """Twilio's own 4xx, kept whole so the agent sees exactly what Twilio said."""
+
+    def __init__(
+        self, status: int, code: int, text: str, document: Mapping[str, object]
+    ) -> None:
+        super().__init__(code, text, recipient_inactive=code == OPTED_OUT)
+        self.status = status
+        self.document = dict(document)
+
+
+class TwilioEgress:
+    """Forwards the agent's form with the gateway's changes: the recipient's own To, and the
+    opt-out notice appended to a marketing text's body when the decision requires it."""
+
+    def __init__(self, upstream: TwilioUpstream) -> None:
+        self.upstream = upstream
+        self.name = upstream.name
+
+    def render(
+        self, message: OutboundMessage, recipient: str, decision: Decision, rules: RuleSet
+    ) -> bytes:
+        assert message.telephony is not None
+        form = [(k, v) for k, v in message.telephony.form if k != "To"]
+        form.insert(0, ("To", recipient))
+        if SMS_OPT_OUT_NOTICE in decision.obligations:
+            notice = sms_notice(rules, message.account.identity)
+            form = [(k, with_notice(v, notice) if k == "Body" else v) for k, v in form]
+        return urlencode(form).encode()
+
+    async def send(self, message: OutboundMessage, recipient: str, payload: bytes) -> Receipt:
+        form = parse_qsl(payload.decode(), keep_blank_values=True)
+        return await self.upstream.create(RESOURCES[message.channel], form)
+
+
+def sms_notice(rules: RuleSet, identity: SenderIdentity) -> str:
+    return Template(rules.calling.sms_opt_out_notice).substitute(sender_name=identity.name)
+
+
+def with_notice(body: str, notice: str) -> str:
+    return f"{body}\n{notice}" if body else notice
