@@ -7,6 +7,7 @@ own AccountSid and auth token.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import secrets
 from collections.abc import Mapping, Sequence
@@ -143,8 +144,9 @@ class RestTwilioUpstream:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
+        credentials = f"{self.config.account_sid}:{self.config.auth_token}".encode()
         self._session = aiohttp.ClientSession(
-            auth=aiohttp.BasicAuth(self.config.account_sid, self.config.auth_token),
+            headers={"Authorization": "Basic " + base64.b64encode(credentials).decode()},
             timeout=self.timeout,
         )
 
