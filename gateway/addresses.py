@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 
@@ -37,5 +38,22 @@ def email_key(address: str) -> str:
     return normalized_email(address).lower()
 
 
+def suppression_key(address: str) -> str:
+    """One key per person whatever the spelling: normalized email, or E.164 number."""
+    if "@" in address:
+        return email_key(address)
+    return e164(address)
+
+
 def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".")
+
+
+def e164(value: str) -> str:
+    """The canonical E.164 form, so '+1 (415) 555-0100' and '+14155550100' are one number;
+    anything that does not parse is kept as written for the policy to refuse."""
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return value.strip()
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)

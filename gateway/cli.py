@@ -5,40 +5,45 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import io
 import json
-import re
 import sys
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from gateway.addresses import InvalidAddress
+from gateway.addresses import InvalidAddress, suppression_key
+from gateway.checks import CheckError, CheckRequest, parse_time, parse_timezone, run_check
 from gateway.clock import Clock
 from gateway.config import Config, ConfigError, find_config_file, load_config
+from gateway.consents import ConsentError, make_consent, read_consents_csv
 from gateway.logs import configure_logging
 from gateway.model import (
     Account,
+    AuditEvent,
     BlockRecord,
     Channel,
-    EmailContent,
-    OutboundMessage,
+    Consent,
+    ConsentKind,
+    KnownLocation,
     Purpose,
     Role,
 )
 from gateway.rules import RulesError
 from gateway.server import Gateway, Services, serve_forever
 from gateway.store.base import BlockQuery, StoreUnavailable
-from gateway.unsubscribe import suppression_key
+from gateway.suppression_files import (
+    IMPORT_FORMATS,
+    IMPORT_SOURCES,
+    SuppressionFileError,
+    read_suppression_file,
+    validated_key,
+)
 
 EXIT_ALLOW = 0
 EXIT_BLOCK = 1
 EXIT_INVALID = 2
 EXIT_UNAVAILABLE = 3
-RELATIVE_TIME = re.compile(r"^(\d+)([smhd])$")
-UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 class UsageError(Exception):
@@ -46,15 +51,17 @@ class UsageError(Exception):
 
 
 def parse_instant(value: str, *, now: datetime | None = None) -> datetime:
-    """ISO 8601 (naive means UTC), or a span back from now such as 24h or 7d."""
-    match = RELATIVE_TIME.match(value)
-    if match and now is not None:
-        return now - timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
     try:
-        instant = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise UsageError(f"not an ISO 8601 time: {value!r}") from exc
-    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+        return parse_time(value, now=now)
+    except CheckError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Invalid input is one line on stderr and exit status 2, as scripts expect."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INVALID, f"error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,23 +72,65 @@ def build_parser() -> argparse.ArgumentParser:
         help="TOML file (default: $GATEWAY_CONFIG, then ./gateway.toml, then built-in defaults)",
     )
 
-    parser = argparse.ArgumentParser(prog="compliance-gateway", parents=[common])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineErrorParser(prog="compliance-gateway", parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
 
     serve = commands.add_parser("serve", parents=[common], help="run the gateway")
     serve.add_argument("--now", help="start the clock at this ISO 8601 instant (staging/tests)")
 
     check = commands.add_parser("check", help="print the decision for a hypothetical message")
-    check_kinds = check.add_subparsers(dest="kind", required=True)
+    check_kinds = check.add_subparsers(
+        dest="kind", required=True, parser_class=OneLineErrorParser
+    )
     email = check_kinds.add_parser("email", parents=[common])
     email.add_argument("--to", required=True)
     email.add_argument("--from", dest="sender", required=True)
     email.add_argument("--subject", default="")
     email.add_argument("--reply", action="store_true", help="the message answers another")
     email.add_argument("--account", help="check as this account (default: any account)")
+    for kind in ("call", "sms"):
+        telephony = check_kinds.add_parser(kind, parents=[common])
+        telephony.add_argument("--to", required=True, help="E.164 number")
+        telephony.add_argument("--from", dest="sender", default="")
+        telephony.add_argument("--at", help="ISO 8601 instant (default: now)")
+        telephony.add_argument(
+            "--purpose", choices=[p.value for p in Purpose], default=Purpose.MARKETING.value
+        )
+        telephony.add_argument("--timezone", default="", help="callee's known IANA zone")
+        telephony.add_argument("--account", help="check as this account")
+
+    consent = commands.add_parser("consent", help="the consent registry")
+    consent_actions = consent.add_subparsers(
+        dest="action", required=True, parser_class=OneLineErrorParser
+    )
+    consent_add = consent_actions.add_parser("add", parents=[common])
+    consent_add.add_argument("subject", help="E.164 number or email address")
+    consent_add.add_argument("--channel", required=True, choices=[c.value for c in Channel])
+    consent_add.add_argument("--kind", required=True, choices=[k.value for k in ConsentKind])
+    consent_add.add_argument("--obtained-at", required=True, help="ISO 8601 with offset")
+    consent_add.add_argument("--source", required=True, help="where it was obtained")
+    consent_add.add_argument("--evidence", default="", help="reference to the proof")
+    consent_import = consent_actions.add_parser("import", parents=[common])
+    consent_import.add_argument("file", type=Path)
+    consent_list = consent_actions.add_parser("list", parents=[common])
+    consent_list.add_argument("subjects", nargs="+")
+
+    location = commands.add_parser("location", help="where callees live (the contact registry)")
+    location_actions = location.add_subparsers(
+        dest="action", required=True, parser_class=OneLineErrorParser
+    )
+    location_set = location_actions.add_parser("set", parents=[common])
+    location_set.add_argument("number")
+    location_set.add_argument("--timezone", default="")
+    location_set.add_argument("--region", default="", help="ISO 3166-2, e.g. US-FL or CA-ON")
+    location_set.add_argument("--postal-code", default="")
+    location_set.add_argument("--lat", type=float)
+    location_set.add_argument("--lon", type=float)
+    location_show = location_actions.add_parser("show", parents=[common])
+    location_show.add_argument("numbers", nargs="+")
 
     suppress = commands.add_parser("suppress", help="manage the suppression list")
-    actions = suppress.add_subparsers(dest="action", required=True)
+    actions = suppress.add_subparsers(dest="action", required=True, parser_class=OneLineErrorParser)
     add = actions.add_parser("add", parents=[common])
     add.add_argument("addresses", nargs="+")
     add.add_argument("--reason", default="added by operator")
@@ -91,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     importer = actions.add_parser("import", parents=[common])
     importer.add_argument("file", type=Path)
     importer.add_argument("--reason", default="imported")
+    importer.add_argument(
+        "--format",
+        choices=sorted(IMPORT_FORMATS),
+        default="csv",
+        help="csv (first column), dnc (US National DNC Registry download: one 10-digit "
+        "number per line) or dncl (Canada's National DNCL download)",
+    )
     actions.add_parser("export", parents=[common])
 
     blocks = commands.add_parser("blocks", parents=[common], help="read the block log")
@@ -104,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     blocks.add_argument("--format", choices=["json", "csv", "table"], default="json")
 
     audit = commands.add_parser("audit", help="the hash-chained audit log")
-    audit_actions = audit.add_subparsers(dest="action", required=True)
+    audit_actions = audit.add_subparsers(
+        dest="action", required=True, parser_class=OneLineErrorParser
+    )
     audit_actions.add_parser("verify", parents=[common])
     audit_actions.add_parser("list", parents=[common])
     return parser
@@ -161,28 +219,24 @@ async def _with_services(
 
 
 async def _check(services: Services, args: argparse.Namespace) -> int:
-    account = _check_account(services.config, args.account)
-    message = OutboundMessage(
-        id=uuid.uuid4().hex,
-        channel=Channel.EMAIL,
-        ingress="cli",
-        account=account,
-        envelope_sender=args.sender,
-        recipients=(args.to,),
-        received_at=services.clock.now(),
-        email=EmailContent(
-            from_addresses=(args.sender,),
-            subject=args.subject,
-            is_reply=args.reply,
-            message_id="",
-            size=0,
-        ),
-    )
-    decision = await services.pipeline.evaluate(message)
-    result = decision.as_dict()
-    result["channel"] = "email"
-    result["account"] = account.name
-    print(json.dumps(result, indent=2))
+    channel = Channel(args.kind)
+    try:
+        request = CheckRequest(
+            channel=channel,
+            to=args.to,
+            sender=args.sender,
+            subject=getattr(args, "subject", ""),
+            is_reply=getattr(args, "reply", False),
+            at=parse_instant(args.at) if getattr(args, "at", None) else None,
+            purpose=Purpose(args.purpose) if hasattr(args, "purpose") else None,
+            timezone=parse_timezone(getattr(args, "timezone", "")),
+        )
+        result = await run_check(
+            services.pipeline, request, _check_account(services.config, args.account)
+        )
+    except CheckError as exc:
+        raise UsageError(str(exc)) from exc
+    print(json.dumps(result, indent=2, default=str))
     return EXIT_ALLOW if result["decision"] == "allow" else EXIT_BLOCK
 
 
@@ -217,9 +271,13 @@ async def _suppress(services: Services, args: argparse.Namespace) -> int:
         removed = await suppressions.remove(args.addresses, actor="operator")
         print(f"removed {removed} of {len(args.addresses)}")
     elif args.action == "import":
-        addresses = _read_suppression_csv(args.file)
+        try:
+            addresses = read_suppression_file(_read_text(args.file), args.format)
+        except SuppressionFileError as exc:
+            raise UsageError(f"{args.file}: {exc}") from exc
+        source = f"{IMPORT_SOURCES[args.format]}:{args.file.name}"
         added = await suppressions.add(
-            addresses, source=f"import:{args.file.name}", reason=args.reason, actor="operator"
+            addresses, source=source, reason=args.reason, actor="operator"
         )
         print(f"imported {len(addresses)} rows ({added} new)")
     else:
@@ -234,38 +292,9 @@ async def _suppress(services: Services, args: argparse.Namespace) -> int:
 def _validate_addresses(addresses: Sequence[str]) -> None:
     for address in addresses:
         try:
-            suppression_key(address)
+            validated_key(address)
         except InvalidAddress as exc:
-            raise UsageError(f"{address!r} is not a valid address: {exc}") from exc
-        if "@" not in address and not re.fullmatch(r"\+[1-9]\d{6,14}", address):
-            raise UsageError(f"{address!r} is neither an email address nor an E.164 number")
-
-
-def _read_suppression_csv(path: Path) -> list[str]:
-    """All rows are validated before any is applied: an import is whole or not at all."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from exc
-    addresses: list[str] = []
-    errors: list[str] = []
-    for line_number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if not row or not row[0].strip():
-            continue
-        cell = row[0].strip()
-        if line_number == 1 and cell.lower() in {"address", "email", "phone", "number"}:
-            continue
-        try:
-            _validate_addresses([cell])
-        except UsageError as exc:
-            errors.append(f"line {line_number}: {exc}")
-            continue
-        addresses.append(cell)
-    if errors:
-        shown = "; ".join(errors[:10])
-        more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
-        raise UsageError(f"{path}: {len(errors)} bad rows, nothing imported: {shown}{more}")
-    return addresses
+            raise UsageError(f"{address!r} is not a valid address or number: {exc}") from exc
 
 
 def block_as_dict(record: BlockRecord) -> dict[str, Any]:
@@ -335,8 +364,92 @@ async def _audit(services: Services, args: argparse.Namespace) -> int:
     return 1
 
 
+async def _consent(services: Services, args: argparse.Namespace) -> int:
+    store = services.store
+    if args.action == "list":
+        keys = [_key(s) for s in args.subjects]
+        found = await store.consents_for(keys)
+        rows = [_consent_dict(c, services.clock.now()) for k in keys for c in found.get(k, ())]
+        print(json.dumps(rows, indent=2))
+        return 0
+    try:
+        if args.action == "add":
+            consents = [make_consent(
+                args.subject, args.channel, args.kind, parse_instant(args.obtained_at),
+                args.source, args.evidence,
+            )]
+        else:
+            consents = read_consents_csv(_read_text(args.file))
+    except ConsentError as exc:
+        raise UsageError(str(exc)) from exc
+    added = await store.add_consents(consents)
+    await store.append_audit(AuditEvent(
+        time=services.clock.now(), actor="operator", action="consent.add",
+        subject=",".join(sorted({c.subject for c in consents}))[:2000],
+        details={"count": len(consents), "new": added},
+    ))
+    print(f"recorded {len(consents)} consents ({added} new)")
+    return 0
+
+
+def _consent_dict(consent: Consent, now: datetime) -> dict[str, Any]:
+    valid = consent.obtained_at <= now and (consent.expires_at is None or consent.expires_at > now)
+    return {
+        "subject": consent.subject, "channel": consent.channel.value, "kind": consent.kind.value,
+        "obtained_at": consent.obtained_at.isoformat(),
+        "expires_at": consent.expires_at.isoformat() if consent.expires_at else None,
+        "valid_now": valid, "source": consent.source, "evidence": consent.evidence,
+    }
+
+
+async def _location(services: Services, args: argparse.Namespace) -> int:
+    store = services.store
+    if args.action == "show":
+        found = await store.known_locations([_key(n) for n in args.numbers])
+        print(json.dumps({n: vars(loc) for n, loc in found.items()}, indent=2))
+        return 0
+    number = _key(args.number)
+    if "@" in number:
+        raise UsageError("a location belongs to a phone number (E.164)")
+    if (args.lat is None) != (args.lon is None):
+        raise UsageError("give --lat and --lon together")
+    try:
+        timezone = parse_timezone(args.timezone)
+    except CheckError as exc:
+        raise UsageError(str(exc)) from exc
+    location = KnownLocation(
+        timezone=timezone, latitude=args.lat, longitude=args.lon,
+        region=args.region.upper(), postal_code=args.postal_code,
+    )
+    if location == KnownLocation():
+        raise UsageError("give at least one of --timezone, --region, --postal-code, --lat/--lon")
+    await store.set_known_location(number, location)
+    await store.append_audit(AuditEvent(
+        time=services.clock.now(), actor="operator", action="location.set", subject=number,
+        details={k: v for k, v in vars(location).items() if v not in ("", None)},
+    ))
+    print(f"location of {number} recorded")
+    return 0
+
+
+def _key(subject: str) -> str:
+    try:
+        return suppression_key(subject)
+    except InvalidAddress as exc:
+        raise UsageError(f"{subject!r} is not a valid address or number: {exc}") from exc
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from exc
+
+
 COMMANDS: dict[str, Callable[[Services, argparse.Namespace], Awaitable[int]]] = {
     "check": _check,
+    "consent": _consent,
+    "location": _location,
     "suppress": _suppress,
     "blocks": _blocks,
     "audit": _audit,

@@ -12,6 +12,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import NoReturn, Protocol
 
 from gateway.clock import Clock
@@ -21,6 +22,7 @@ from gateway.metrics import Metrics
 from gateway.model import (
     BlockRecord,
     Decision,
+    KnownLocation,
     OutboundMessage,
     Reason,
     RecipientDecision,
@@ -130,12 +132,22 @@ class Pipeline:
         self.metrics = metrics
         self.suppressions = suppressions
 
-    async def evaluate(self, message: OutboundMessage) -> Decision:
-        """Facts then decision, with no side effects: used by `check` and before sending."""
+    async def evaluate(
+        self,
+        message: OutboundMessage,
+        *,
+        at: datetime | None = None,
+        known_locations: Mapping[str, KnownLocation] | None = None,
+    ) -> Decision:
+        """Facts then decision, with no side effects: used by `check` and before sending.
+
+        `at` and `known_locations` let a dry run ask about another time or a callee whose
+        location the registry does not know yet.
+        """
         started = self.clock.monotonic()
-        rules, now = self.rules(), self.clock.now()
+        rules, now = self.rules(), at or self.clock.now()
         try:
-            facts = await gather_facts(self.store, message, rules, now)
+            facts = await gather_facts(self.store, message, rules, now, known_locations)
         except StoreUnavailable as exc:
             self._store_failed(message, "facts", exc)
         decision = decide(message, facts, rules, now)

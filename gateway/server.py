@@ -42,6 +42,7 @@ from gateway.upstream.twilio import (
     TwilioEgress,
     TwilioUpstream,
 )
+from gateway.web.admin import AdminRoutes
 from gateway.web.health import HealthRoutes
 from gateway.web.twilio_webhook import TwilioWebhookRoutes
 from gateway.web.unsubscribe import UnsubscribeRoutes
@@ -167,6 +168,7 @@ class Gateway:
             services.rules,
             self.config.sender,
         ).register(app)
+        AdminRoutes(lambda: self.config.accounts, services.pipeline).register(app)
         return app
 
     async def start(self) -> None:

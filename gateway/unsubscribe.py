@@ -8,20 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.addresses import InvalidAddress, email_key
+from gateway.addresses import InvalidAddress, suppression_key
 from gateway.clock import Clock
 from gateway.metrics import Metrics
 from gateway.model import AuditEvent, Channel, Suppression
 from gateway.rewrite.footer import mailto_link
 from gateway.store.base import Store
 from gateway.tokens import TokenClaims, UnsubscribeTokens
-
-
-def suppression_key(address: str) -> str:
-    """Email addresses are normalized; anything else (E.164 numbers) is kept as given."""
-    if "@" not in address:
-        return address.strip()
-    return email_key(address)
 
 
 class Suppressions:

@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import phonenumbers
 from aiohttp import web
 
+from gateway.addresses import e164
 from gateway.clock import Clock
 from gateway.model import Account, Channel, OutboundMessage, Purpose, Reason, TelephonyContent
 from gateway.pipeline import Outcome, Pipeline, TemporaryFailure
@@ -80,16 +80,6 @@ REQUIRED = {
         (("Url", "Twiml", "ApplicationSid"), 21205, "Url parameter is required."),
     ],
 }
-
-
-def e164(value: str) -> str:
-    """The canonical E.164 form, so '+1 (415) 555-0100' and '+14155550100' are one number;
-    anything that does not parse is kept as written for the policy to refuse."""
-    try:
-        parsed = phonenumbers.parse(value, None)
-    except phonenumbers.NumberParseException:
-        return value.strip()
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 def check_form(channel: Channel, form: list[tuple[str, str]], notice: str | None) -> None:

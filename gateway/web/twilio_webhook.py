@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from gateway.addresses import e164
 from gateway.calling_rules import classify_inbound_text
-from gateway.ingress.twilio import e164
 from gateway.logs import log_event
 from gateway.model import SenderIdentity
 from gateway.rewrite.footer import contact_parts

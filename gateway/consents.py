@@ -1,0 +1,79 @@
+"""Consent records: when each kind expires, and reading them from a CSV file.
+
+CASL: express consent does not expire; implied consent from a purchase or contract lasts
+two years, from an inquiry or application six months (S.C. 2010 c.23 s10(10), (9)(b)).
+"""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import io
+from datetime import datetime
+
+from gateway.addresses import InvalidAddress, suppression_key
+from gateway.model import Channel, Consent, ConsentKind
+
+IMPLIED_MONTHS = {ConsentKind.IMPLIED_PURCHASE: 24, ConsentKind.IMPLIED_INQUIRY: 6}
+CSV_COLUMNS = ("subject", "channel", "kind", "obtained_at", "source", "evidence")
+
+
+class ConsentError(ValueError):
+    pass
+
+
+def add_months(instant: datetime, months: int) -> datetime:
+    """Same day of the month `months` later; the 31st (or Feb 29) becomes the month's last."""
+    index = instant.month - 1 + months
+    year, month = instant.year + index // 12, index % 12 + 1
+    day = min(instant.day, calendar.monthrange(year, month)[1])
+    return instant.replace(year=year, month=month, day=day)
+
+
+def consent_expiry(kind: ConsentKind, obtained_at: datetime) -> datetime | None:
+    months = IMPLIED_MONTHS.get(kind)
+    return None if months is None else add_months(obtained_at, months)
+
+
+def make_consent(
+    subject: str, channel: str, kind: str, obtained_at: datetime, source: str, evidence: str = ""
+) -> Consent:
+    try:
+        key = suppression_key(subject)
+        consent_channel, consent_kind = Channel(channel), ConsentKind(kind)
+    except (InvalidAddress, ValueError) as exc:
+        raise ConsentError(str(exc)) from exc
+    if obtained_at.tzinfo is None:
+        raise ConsentError("obtained_at needs a time zone offset")
+    if not source.strip():
+        raise ConsentError("a consent needs a source (where it was obtained)")
+    return Consent(
+        subject=key,
+        channel=consent_channel,
+        kind=consent_kind,
+        obtained_at=obtained_at,
+        expires_at=consent_expiry(consent_kind, obtained_at),
+        source=source,
+        evidence=evidence,
+    )
+
+
+def read_consents_csv(text: str) -> list[Consent]:
+    """Every row is checked before any is used; errors name their line numbers."""
+    rows = csv.DictReader(io.StringIO(text))
+    missing = [c for c in CSV_COLUMNS[:5] if c not in (rows.fieldnames or [])]
+    if missing:
+        raise ConsentError(f"CSV header lacks columns: {', '.join(missing)}")
+    consents, errors = [], []
+    for line, row in enumerate(rows, start=2):
+        try:
+            obtained = datetime.fromisoformat(row["obtained_at"])
+            consents.append(make_consent(
+                row["subject"], row["channel"], row["kind"], obtained, row["source"],
+                row.get("evidence") or "",
+            ))
+        except (ConsentError, ValueError, TypeError) as exc:
+            errors.append(f"line {line}: {exc}")
+    if errors:
+        raise ConsentError(f"{len(errors)} bad rows, nothing imported: " + "; ".join(errors[:10]))
+    return consents
