@@ -70,6 +70,8 @@ class AdminRoutes:
             return json_error(400, str(exc))
         try:
             result = await run_check(self.pipeline, check, account)
+        except CheckError as exc:
+            return json_error(400, str(exc))
         except TemporaryFailure as exc:
             return json_error(503, f"{exc.reason}: {exc.text}")
         return web.json_response(result)
