@@ -1,0 +1,90 @@
+"""Decisions per second of the pure policy, in process, for email, calls and texts.
+
+Facts are built beforehand (as the pipeline does), so this measures `decide` alone. The
+baseline in the same run is the cost of building an allow `Decision` with no rules at all:
+what a gateway that checks nothing would pay.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import timeit
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway.callee import locate
+from gateway.config import PACKAGE_RULES_DIR
+from gateway.model import (
+    Account,
+    Channel,
+    Decision,
+    EmailContent,
+    Facts,
+    OutboundMessage,
+    Purpose,
+    RecipientDecision,
+    Role,
+    SenderIdentity,
+    TelephonyContent,
+)
+from gateway.policy import decide
+from gateway.rules import load_rules
+
+RESULTS = Path(__file__).with_name("results.json")
+NOW = datetime(2026, 6, 2, 16, 0, tzinfo=UTC)
+IDENTITY = SenderIdentity("Example Corp", "548 Market St #12345, San Francisco, CA", "p@ex.com")
+ACCOUNT = Account("bench", "x" * 16, Role.REP, ("example.com",), Purpose.MARKETING, IDENTITY)
+
+
+def email_case() -> tuple[OutboundMessage, Facts]:
+    content = EmailContent(("katie@example.com",), "Fleet costs", False, "<m@x>", 2000)
+    message = OutboundMessage("b", Channel.EMAIL, "bench", ACCOUNT, "katie@example.com",
+                              ("bob@client.example.net",), NOW, email=content)
+    return message, Facts()
+
+
+def telephony_case(channel: Channel, number: str) -> tuple[OutboundMessage, Facts]:
+    rules = load_rules(PACKAGE_RULES_DIR)
+    message = OutboundMessage("b", channel, "bench", ACCOUNT, "+14155550100", (number,), NOW,
+                              telephony=TelephonyContent("+14155550100", "hi"))
+    return message, Facts(callees={number: locate(number, None, rules.calling.area_codes)})
+
+
+def per_call_us(function: Callable[[], object], number: int = 20000, repeat: int = 7) -> dict:
+    runs = [t / number * 1e6 for t in timeit.repeat(function, number=number, repeat=repeat)]
+    return {"best_us": round(min(runs), 2), "median_us": round(statistics.median(runs), 2)}
+
+
+def main() -> dict:
+    rules = load_rules(PACKAGE_RULES_DIR)
+    cases = {
+        "email": email_case(),
+        "call, New York (one zone)": telephony_case(Channel.CALL, "+12125550123"),
+        "sms, Florida panhandle 850 (two zones, cap, notice)": telephony_case(
+            Channel.SMS, "+18505550123"
+        ),
+        "call, Utah (holiday calendar)": telephony_case(Channel.CALL, "+18015550123"),
+    }
+    baseline_message, _ = cases["email"]
+
+    def no_policy() -> Decision:
+        return Decision((), (RecipientDecision(baseline_message.recipients[0]),), (), "")
+
+    results = {"baseline: allow without rules": per_call_us(no_policy)}
+    for name, (message, facts) in cases.items():
+        decide(message, facts, rules, NOW)
+        results[name] = per_call_us(lambda m=message, f=facts: decide(m, f, rules, NOW))
+    return {
+        "benchmark": "policy decisions in process",
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "results": results,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))
