@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import re
 import string
-import tomllib
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any, Literal
 import holidays
 
 from gateway.model import Channel, Purpose
-from gateway.rules import CONFIDENCE_LEVELS, RulesError
+from gateway.rules import CONFIDENCE_LEVELS, RulesError, read_toml
 
 WEEKDAY_KEYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -326,7 +325,7 @@ class CallingRules:
 def load_calling_rules(directory: Path) -> CallingRules:
     zones = _all_zones()
     calling_file = directory / "calling.toml"
-    calling = _Table(_read_toml(calling_file), calling_file)
+    calling = _Table(read_toml(calling_file), calling_file)
     national = _countries(calling.table("countries"))
     consent = calling.table("consent")
     require_consent = frozenset(_channels(consent, "require", allow_empty=True))
@@ -350,7 +349,7 @@ def load_calling_rules(directory: Path) -> CallingRules:
             "[countries]"
         )
     keywords_file = directory / "keywords.toml"
-    keywords = _keywords(_Table(_read_toml(keywords_file), keywords_file))
+    keywords = _keywords(_Table(read_toml(keywords_file), keywords_file))
     return CallingRules(
         rules=rules,
         by_jurisdiction=_group(rules),
@@ -411,15 +410,6 @@ def _all_zones() -> dict[str, zoneinfo.ZoneInfo]:
 
 def _hhmm(seconds: int) -> str:
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}"
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RulesError(f"{path}: cannot read: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"{path}: not valid TOML: {exc}") from exc
 
 
 class _Table:
@@ -738,7 +728,7 @@ def _group(rules: Mapping[str, CallingRule]) -> dict[tuple[str, Channel], Jurisd
 
 
 def _area_codes(path: Path, zones: Mapping[str, zoneinfo.ZoneInfo]) -> AreaCodeTable:
-    data = _Table(_read_toml(path), path)
+    data = _Table(read_toml(path), path)
 
     def zone_list(table: _Table, key: str) -> tuple[str, ...]:
         names = table.strings(key)

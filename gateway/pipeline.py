@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import NoReturn, Protocol
@@ -219,26 +219,32 @@ class Pipeline:
         except StoreUnavailable as exc:
             self._store_failed(message, "reserve_contact", exc)
 
-    async def _release_contact(self, message: OutboundMessage, recipient: str) -> None:
-        if not message.channel.is_telephony:
-            return
+    async def _best_effort(self, operation: str, write: Awaitable[object]) -> None:
+        """A store write whose loss is safe (it can only cause a stricter outcome later):
+        counted and logged, never failing the message."""
         try:
-            await self.store.release_contact(recipient, message.id)
+            await write
         except StoreUnavailable as exc:
-            self.metrics.store_errors.labels("release_contact").inc()
-            log_event(log, "contact-release-failed", logging.WARNING, error=str(exc))
+            self.metrics.store_errors.labels(operation).inc()
+            log_event(log, "store-write-lost", logging.WARNING, operation=operation,
+                      error=str(exc))
+
+    async def _release_contact(self, message: OutboundMessage, recipient: str) -> None:
+        """A contact that was not made must not count towards a cap (losing this only
+        makes the cap stricter)."""
+        if message.channel.is_telephony:
+            await self._best_effort(
+                "release_contact", self.store.release_contact(recipient, message.id)
+            )
 
     async def _note_obligations_met(
         self, message: OutboundMessage, decision: Decision, recipient: str
     ) -> None:
-        if SMS_OPT_OUT_NOTICE not in decision.obligations:
-            return
-        try:
-            await self.store.mark_notice_sent(recipient, self.clock.now())
-        except StoreUnavailable as exc:
-            # Not recording it only means the next text carries the notice again.
-            self.metrics.store_errors.labels("mark_notice_sent").inc()
-            log_event(log, "notice-mark-failed", logging.WARNING, error=str(exc))
+        """Losing this only means the next text carries the notice again."""
+        if SMS_OPT_OUT_NOTICE in decision.obligations:
+            await self._best_effort(
+                "mark_notice_sent", self.store.mark_notice_sent(recipient, self.clock.now())
+            )
 
     async def _suppress_if_inactive(
         self, message: OutboundMessage, recipient: str, error: UpstreamPermanentError
@@ -391,13 +397,12 @@ class Pipeline:
             self._store_failed(message, "claim_delivery", exc)
 
     async def _release(self, message: OutboundMessage, recipient: str) -> None:
-        if not message.idempotency_key:
-            return
-        try:
-            await self.store.release_delivery(message.idempotency_key, recipient)
-        except StoreUnavailable as exc:
-            self.metrics.store_errors.labels("release_delivery").inc()
-            log_event(log, "ledger-release-failed", logging.WARNING, error=str(exc))
+        """Losing this only makes a retry wait until the claim goes stale."""
+        if message.idempotency_key:
+            await self._best_effort(
+                "release_delivery",
+                self.store.release_delivery(message.idempotency_key, recipient),
+            )
 
     def _store_failed(
         self, message: OutboundMessage, operation: str, exc: Exception

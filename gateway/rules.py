@@ -76,7 +76,7 @@ def load_rules(directory: Path) -> RuleSet:
     from gateway.calling_rules import load_calling_rules  # it raises this module's RulesError
 
     email_file = directory / "email.toml"
-    data = _read_toml(email_file)
+    data = read_toml(email_file)
     rules = _parse_rules(data.get("rule"), email_file)
     for rule_id in REQUIRED_EMAIL_RULES:
         if rule_id not in rules:
@@ -92,7 +92,7 @@ def load_rules(directory: Path) -> RuleSet:
     )
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
