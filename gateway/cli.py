@@ -39,6 +39,8 @@ from gateway.suppression_files import (
     read_suppression_file,
     validated_key,
 )
+from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
+from gateway.upstream.postmark import PostmarkEmailUpstream
 
 EXIT_ALLOW = 0
 EXIT_BLOCK = 1
@@ -138,7 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("addresses", nargs="+")
     actions.add_parser("list", parents=[common])
     importer = actions.add_parser("import", parents=[common])
-    importer.add_argument("file", type=Path)
+    importer.add_argument("file", type=Path, nargs="?")
+    importer.add_argument(
+        "--from-postmark", metavar="STREAM",
+        help="pull the suppression dump of this Postmark message stream instead of a file",
+    )
     importer.add_argument("--reason", default="imported")
     importer.add_argument(
         "--format",
@@ -270,7 +276,11 @@ async def _suppress(services: Services, args: argparse.Namespace) -> int:
         _validate_addresses(args.addresses)
         removed = await suppressions.remove(args.addresses, actor="operator")
         print(f"removed {removed} of {len(args.addresses)}")
+    elif args.action == "import" and args.from_postmark:
+        return await _import_from_postmark(services, args.from_postmark)
     elif args.action == "import":
+        if args.file is None:
+            raise UsageError("give a FILE to import, or --from-postmark STREAM")
         try:
             addresses = read_suppression_file(_read_text(args.file), args.format)
         except SuppressionFileError as exc:
@@ -286,6 +296,37 @@ async def _suppress(services: Services, args: argparse.Namespace) -> int:
             writer.writerow(["address", "source", "reason", "time"])
         for entry in await services.store.list_suppressions():
             writer.writerow([entry.address, entry.source, entry.reason, entry.time.isoformat()])
+    return 0
+
+
+async def _import_from_postmark(services: Services, stream: str) -> int:
+    """A customer moving onto the gateway starts with what Postmark already suppresses."""
+    upstream_config = services.config.email_upstream
+    if not upstream_config.server_token:
+        raise UsageError("--from-postmark needs upstream.email.server_token in the configuration")
+    postmark = PostmarkEmailUpstream(upstream_config)
+    await postmark.start()
+    try:
+        dump = await postmark.suppression_dump(stream)
+    except (UpstreamTemporaryError, UpstreamPermanentError) as exc:
+        raise UsageError(f"Postmark did not give the suppression dump: {exc}") from exc
+    finally:
+        await postmark.close()
+    by_reason: dict[str, list[str]] = {}
+    for entry in dump:
+        try:
+            address = validated_key(str(entry.get("EmailAddress", "")))
+        except InvalidAddress:
+            continue
+        by_reason.setdefault(str(entry.get("SuppressionReason") or "Unknown"), []).append(address)
+    added = 0
+    for reason, addresses in by_reason.items():
+        added += await services.suppressions.add(
+            addresses, source=f"postmark:{reason}", reason=f"Postmark {stream}: {reason}",
+            actor="operator",
+        )
+    total = sum(len(a) for a in by_reason.values())
+    print(f"imported {total} suppressions from Postmark stream {stream!r} ({added} new)")
     return 0
 
 
@@ -417,6 +458,11 @@ async def _location(services: Services, args: argparse.Namespace) -> int:
         timezone = parse_timezone(args.timezone)
     except CheckError as exc:
         raise UsageError(str(exc)) from exc
+    if not args.region:
+        raise UsageError(
+            "give --region (e.g. US-FL): the state's rules apply to a callee living there, "
+            "and a time zone or coordinates alone do not say which state"
+        )
     location = KnownLocation(
         timezone=timezone, latitude=args.lat, longitude=args.lon,
         region=args.region.upper(), postal_code=args.postal_code,

@@ -26,6 +26,7 @@ ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 TOKEN_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 KNOWN_SECTIONS = {
     "gateway", "smtp", "http", "store", "sender", "accounts", "upstream", "tokens", "policy",
+    "webhooks",
 }
 
 
@@ -82,6 +83,17 @@ class EmailUpstreamConfig:
     starttls: bool = True
     timeout_s: float = 30.0
     pool_size: int = 4
+    server_token: str = field(default="", repr=False)
+    base_url: str = "https://api.postmarkapp.com"
+    message_stream: str = ""
+
+
+@dataclass(frozen=True)
+class PostmarkWebhookConfig:
+    """Basic-auth credentials Postmark's webhooks must present (set in Postmark's URL)."""
+
+    username: str = ""
+    password: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,7 @@ class Config:
     tokens: TokenKeys
     drain_timeout_s: float = 30.0
     require_consent: frozenset[Channel] = frozenset()
+    postmark_webhook: PostmarkWebhookConfig = PostmarkWebhookConfig()
 
     def account(self, name: str) -> Account | None:
         return next((a for a in self.accounts if a.name == name), None)
@@ -292,6 +305,9 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
         require_consent=_require_consent(
             _Section(raw.get("policy"), "policy", {"require_consent"})
         ),
+        postmark_webhook=_postmark_webhook(
+            _Section(raw.get("webhooks"), "webhooks", {"postmark"}).raw.get("postmark")
+        ),
     )
 
 
@@ -418,19 +434,29 @@ def _email_upstream(raw: Any) -> EmailUpstreamConfig:
     section = _Section(
         raw,
         "upstream.email",
-        {"kind", "host", "port", "username", "password", "starttls", "timeout_s", "pool_size"},
+        {
+            "kind", "host", "port", "username", "password", "starttls", "timeout_s",
+            "pool_size", "server_token", "base_url", "message_stream",
+        },
     )
-    kind = section.choice("kind", "outbox", ("outbox", "smtp"))
+    kind = section.choice("kind", "outbox", ("outbox", "smtp", "postmark"))
+    server_token = section.string("server_token", required=kind == "postmark")
+    username = section.string("username") or server_token
     config = EmailUpstreamConfig(
         kind=kind,
         host=section.string("host", required=kind == "smtp"),
         port=section.integer("port", 587, minimum=1, maximum=65535),
-        username=section.string("username"),
-        password=section.string("password"),
+        username=username,
+        password=section.string("password") or server_token,
         starttls=section.boolean("starttls", True),
         timeout_s=section.number("timeout_s", 30.0, minimum=0.1),
         pool_size=section.integer("pool_size", 4, minimum=1, maximum=64),
+        server_token=server_token,
+        base_url=section.string("base_url", EmailUpstreamConfig.base_url).rstrip("/"),
+        message_stream=section.string("message_stream"),
     )
+    if urlsplit(config.base_url).scheme not in ("http", "https"):
+        raise ConfigError("upstream.email.base_url", "must be an http(s) URL")
     if bool(config.username) != bool(config.password):
         raise ConfigError("upstream.email.password", "set username and password together")
     if config.username and not config.starttls and not ListenAddress(config.host, 0).is_loopback:
@@ -444,10 +470,11 @@ def _email_upstream(raw: Any) -> EmailUpstreamConfig:
 
 def _twilio_upstream(raw: Any) -> TwilioUpstreamConfig:
     section = _Section(raw, "upstream.twilio", {"kind", "account_sid", "auth_token", "base_url"})
+    kind = section.choice("kind", "outbox", ("outbox", "twilio"))
     config = TwilioUpstreamConfig(
-        kind=section.choice("kind", "outbox", ("outbox", "twilio")),
+        kind=kind,
         account_sid=section.string("account_sid", TwilioUpstreamConfig.account_sid),
-        auth_token=section.string("auth_token"),
+        auth_token=section.string("auth_token", required=kind == "twilio"),
         base_url=section.string("base_url", TwilioUpstreamConfig.base_url).rstrip("/"),
     )
     if not ACCOUNT_SID.match(config.account_sid):
@@ -469,6 +496,18 @@ def _require_consent(section: _Section) -> frozenset[Channel]:
             "policy.require_consent", f"must be a list of channels from {sorted(channels)}"
         )
     return frozenset(Channel(v) for v in value)
+
+
+def _postmark_webhook(raw: Any) -> PostmarkWebhookConfig:
+    section = _Section(raw, "webhooks.postmark", {"username", "password"})
+    config = PostmarkWebhookConfig(
+        username=section.string("username"), password=section.string("password")
+    )
+    if bool(config.username) != bool(config.password):
+        raise ConfigError("webhooks.postmark.password", "set username and password together")
+    if config.password and len(config.password) < 12:
+        raise ConfigError("webhooks.postmark.password", "must be at least 12 characters")
+    return config
 
 
 def _tokens(raw: Any) -> TokenKeys:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
+from typing import Any
 
 
 class Channel(enum.StrEnum):
@@ -69,7 +70,8 @@ class EmailContent:
     `problems` lists why the message cannot be checked or rewritten safely; any entry makes
     the message MESSAGE_MALFORMED. `other_identities` are the other addresses a reader takes
     for the sender (the Sender header, addresses written into display names). `mime` is
-    the parsed message the rewriter works on.
+    the parsed message the rewriter works on; a Postmark template send has none and carries
+    its `template` request instead (Postmark renders the body).
     """
 
     from_addresses: tuple[str, ...]
@@ -80,6 +82,7 @@ class EmailContent:
     problems: tuple[str, ...] = ()
     other_identities: tuple[str, ...] = ()
     mime: EmailMessage | None = field(default=None, repr=False, compare=False)
+    template: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,7 @@ class Facts:
     consents: Mapping[str, tuple[Consent, ...]] = field(default_factory=dict)
     recent_contacts: Mapping[str, int] = field(default_factory=dict)
     notice_sent_at: Mapping[str, datetime] = field(default_factory=dict)
+    template_has_footer: bool | None = None
 
 
 @dataclass(frozen=True)

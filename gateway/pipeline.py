@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import NoReturn, Protocol
 
 from gateway.clock import Clock
-from gateway.facts import gather_facts
+from gateway.facts import TemplateCheck, gather_facts
 from gateway.logs import log_event
 from gateway.metrics import Metrics
 from gateway.model import (
@@ -39,12 +39,17 @@ STALE_DELIVERY_CLAIM_S = 600.0
 
 
 class TemporaryFailure(Exception):
-    """Nothing unchecked was sent; the agent should retry (SMTP 451, HTTP 503)."""
+    """Nothing unchecked was sent; the agent should retry (SMTP 451, HTTP 503).
 
-    def __init__(self, reason: str, text: str) -> None:
+    `maybe_delivered`: the provider may have accepted the copy after all (a timeout after
+    handing it over), so it still counts towards caps.
+    """
+
+    def __init__(self, reason: str, text: str, *, maybe_delivered: bool = False) -> None:
         super().__init__(f"{reason}: {text}")
         self.reason = reason
         self.text = text
+        self.maybe_delivered = maybe_delivered
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,7 @@ class Pipeline:
         clock: Clock,
         metrics: Metrics,
         suppressions: Suppressions,
+        template_check: TemplateCheck | None = None,
     ) -> None:
         self.store = store
         self.rules = rules
@@ -131,6 +137,7 @@ class Pipeline:
         self.clock = clock
         self.metrics = metrics
         self.suppressions = suppressions
+        self.template_check = template_check
 
     async def evaluate(
         self,
@@ -147,9 +154,14 @@ class Pipeline:
         started = self.clock.monotonic()
         rules, now = self.rules(), at or self.clock.now()
         try:
-            facts = await gather_facts(self.store, message, rules, now, known_locations)
+            facts = await gather_facts(
+                self.store, message, rules, now, known_locations, self.template_check
+            )
         except StoreUnavailable as exc:
             self._store_failed(message, "facts", exc)
+        except UpstreamTemporaryError as exc:
+            self._count(message, "failed", "UPSTREAM_UNAVAILABLE")
+            raise TemporaryFailure("UPSTREAM_UNAVAILABLE", f"template check: {exc}") from exc
         decision = decide(message, facts, rules, now)
         self.metrics.decision_seconds.labels(message.channel.value).observe(
             self.clock.monotonic() - started
@@ -192,7 +204,8 @@ class Pipeline:
             except TemporaryFailure as exc:
                 temporary.append(f"{recipient}: {exc.text}")
                 self._count(message, "failed", exc.reason)
-                await self._release_contact(message, recipient)
+                if not exc.maybe_delivered:
+                    await self._release_contact(message, recipient)
             else:
                 delivered.append(delivery)
                 self._count(message, "allowed", "")
@@ -359,7 +372,9 @@ class Pipeline:
             result = "unavailable"
             if not exc.maybe_delivered:
                 await self._release(message, recipient)
-            raise TemporaryFailure("UPSTREAM_UNAVAILABLE", str(exc)) from exc
+            raise TemporaryFailure(
+                "UPSTREAM_UNAVAILABLE", str(exc), maybe_delivered=exc.maybe_delivered
+            ) from exc
         finally:
             self.metrics.upstream_seconds.labels(egress.name, result).observe(
                 self.clock.monotonic() - started

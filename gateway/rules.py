@@ -61,6 +61,7 @@ REQUIRED_EMAIL_RULES = (
     "email.identity.canspam",
     "email.identity.casl",
     "email.footer.unsubscribe",
+    "email.footer.template",
 )
 
 

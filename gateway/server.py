@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.ingress.postmark import PostmarkRoutes
 from gateway.ingress.smtp import (
     AccountAuthenticator,
     SessionTracker,
@@ -35,6 +36,7 @@ from gateway.unsubscribe import Suppressions, Unsubscribe
 from gateway.upstream.base import EmailUpstream
 from gateway.upstream.email import EmailEgress
 from gateway.upstream.outbox import OutboxEmailUpstream
+from gateway.upstream.postmark import PostmarkEmailUpstream
 from gateway.upstream.smtp import SmtpEmailUpstream
 from gateway.upstream.twilio import (
     OutboxTwilioUpstream,
@@ -44,15 +46,21 @@ from gateway.upstream.twilio import (
 )
 from gateway.web.admin import AdminRoutes
 from gateway.web.health import HealthRoutes
+from gateway.web.postmark_webhook import PostmarkWebhookRoutes
 from gateway.web.twilio_webhook import TwilioWebhookRoutes
 from gateway.web.unsubscribe import UnsubscribeRoutes
 
 log = logging.getLogger("gateway.server")
+# Postmark's batch limit (50 MB of JSON) plus room for base64; every route checks
+# credentials before reading a body.
+MAX_HTTP_BODY_BYTES = 64 * 1024 * 1024
 
 
 def build_email_upstream(config: Config) -> EmailUpstream:
     if config.email_upstream.kind == "smtp":
         return SmtpEmailUpstream(config.email_upstream)
+    if config.email_upstream.kind == "postmark":
+        return PostmarkEmailUpstream(config.email_upstream)
     return OutboxEmailUpstream(config.data_dir / "outbox" / "email")
 
 
@@ -117,6 +125,11 @@ class Services:
             clock,
             self.metrics,
             self.suppressions,
+            template_check=(
+                self.email_upstream.template_uses
+                if isinstance(self.email_upstream, PostmarkEmailUpstream)
+                else None
+            ),
         )
 
     def rules(self) -> RuleSet:
@@ -150,7 +163,7 @@ class Gateway:
 
     def http_app(self) -> web.Application:
         services = self.services
-        app = web.Application(client_max_size=1024 * 1024)
+        app = web.Application(client_max_size=MAX_HTTP_BODY_BYTES)
         UnsubscribeRoutes(services.unsubscribe).register(app)
         HealthRoutes(services.store, services.rules, services.metrics).register(app)
         TwilioRoutes(
@@ -169,6 +182,15 @@ class Gateway:
             self.config.sender,
         ).register(app)
         AdminRoutes(lambda: self.config.accounts, services.pipeline).register(app)
+        PostmarkRoutes(
+            services.pipeline,
+            lambda: self.config.accounts,
+            self.clock,
+            templates_supported=self.config.email_upstream.kind in ("postmark", "outbox"),
+        ).register(app)
+        PostmarkWebhookRoutes(
+            self.config.postmark_webhook, services.suppressions, services.store
+        ).register(app)
         return app
 
     async def start(self) -> None:

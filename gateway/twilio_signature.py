@@ -29,10 +29,13 @@ def compute_signature(auth_token: str, url: str, params: Iterable[tuple[str, str
 def url_variants(url: str) -> list[str]:
     """The URL with and without its default port: Twilio signs either form."""
     parts = urlsplit(url)
+    try:
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return [url]
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    port = parts.port or DEFAULT_PORTS.get(parts.scheme)
     with_port = urlunsplit(parts._replace(netloc=f"{host}:{port}"))
     without = (
         urlunsplit(parts._replace(netloc=host))
@@ -47,8 +50,9 @@ def signature_matches(
 ) -> bool:
     if not auth_token or not signature:
         return False
+    expected = signature.encode("utf-8", "replace")
     return any(
-        hmac.compare_digest(compute_signature(auth_token, variant, params), signature)
+        hmac.compare_digest(compute_signature(auth_token, variant, params).encode(), expected)
         for url in urls
         for variant in url_variants(url)
     )

@@ -91,7 +91,7 @@ def test_known_location_in_another_zone_narrows_the_window(config: Path) -> None
     # 20:30 in New York, already 02:30 in Berlin where the callee is known to live.
     at = "2026-06-03T00:30:00Z"
     assert check(config, "sms", "--to", NY, "--at", at)[0] == 0
-    result = cli(config, "location", "set", NY, "--timezone", "Europe/Berlin")
+    result = cli(config, "location", "set", NY, "--timezone", "Europe/Berlin", "--region", "US-NY")
     assert result.returncode == 0, result.stderr
     code, decision, _ = check(config, "sms", "--to", NY, "--at", at)
     assert code == 1

@@ -100,23 +100,53 @@ def audit_event(n: int, **details: object) -> AuditEvent:
 
 
 async def test_add_suppressions_counts_only_new_addresses(store: Store) -> None:
+    """An address already suppressed from another source is not new; it gains a row for the
+    new source and keeps the old one untouched."""
     assert await store.add_suppressions([suppression("a@x.com"), suppression("b@x.com")]) == 2
 
     later = T0 + timedelta(days=1)
-    refreshed = Suppression("b@x.com", "unsubscribe", "clicked link", later, actor="web")
-    assert await store.add_suppressions([refreshed, suppression("c@x.com")]) == 1
+    second_source = Suppression("b@x.com", "unsubscribe", "clicked link", later, actor="web")
+    assert await store.add_suppressions([second_source, suppression("c@x.com")]) == 1
 
     assert await store.list_suppressions() == [
         suppression("a@x.com"),
-        refreshed,
+        suppression("b@x.com"),
+        second_source,
         suppression("c@x.com"),
     ]
 
 
+async def test_re_adding_the_same_source_refreshes_its_row_only(store: Store) -> None:
+    await store.add_suppressions(
+        [suppression("a@x.com", source="import"), suppression("a@x.com", source="operator")]
+    )
+    later = T0 + timedelta(days=1)
+    refreshed = Suppression("a@x.com", "import", "re-imported", later, actor="cron")
+
+    assert await store.add_suppressions([refreshed]) == 0
+
+    assert await store.list_suppressions() == [
+        refreshed,
+        suppression("a@x.com", source="operator"),
+    ]
+
+
 async def test_a_batch_repeating_an_address_counts_it_once(store: Store) -> None:
-    batch = [suppression("a@x.com"), suppression("a@x.com", source="second")]
-    assert await store.add_suppressions(batch) == 1
-    assert [s.source for s in await store.list_suppressions()] == ["second"]
+    later = T0 + timedelta(days=1)
+    batch = [
+        suppression("a@x.com", source="second"),
+        suppression("a@x.com"),
+        suppression("a@x.com", source="second", at=later),
+        suppression("b@x.com"),
+        suppression("b@x.com"),
+    ]
+    assert await store.add_suppressions(batch) == 2
+    assert await store.list_suppressions() == [
+        suppression("a@x.com"),
+        suppression("a@x.com", source="second", at=later),
+        suppression("b@x.com"),
+    ]
+    assert await store.add_suppressions(batch) == 0
 
 
 async def test_suppressed_returns_only_the_present_subset(store: Store) -> None:
@@ -141,10 +171,38 @@ async def test_addresses_are_stored_exactly_as_given(store: Store) -> None:
 
 
 async def test_remove_suppressions_returns_how_many_existed(store: Store) -> None:
-    await store.add_suppressions([suppression("a@x.com"), suppression("b@x.com")])
+    """Counts addresses, not rows: a@x.com has two sources and is one address."""
+    await store.add_suppressions(
+        [
+            suppression("a@x.com"),
+            suppression("a@x.com", source="operator"),
+            suppression("b@x.com"),
+        ]
+    )
     assert await store.remove_suppressions(["a@x.com", "missing@x.com", "a@x.com"]) == 1
     assert await store.suppressed(["a@x.com", "b@x.com"]) == frozenset({"b@x.com"})
     assert [s.address for s in await store.list_suppressions()] == ["b@x.com"]
+
+
+async def test_operator_removal_lifts_every_source(store: Store) -> None:
+    number = "+14155550101"
+    await store.add_suppressions(
+        [
+            suppression(number, source="national-dnc:dnc.txt"),
+            suppression(number, source="sms-keyword"),
+            suppression(number, source="operator"),
+            suppression("+14155550102", source="sms-keyword"),
+        ]
+    )
+
+    assert await store.remove_suppressions([number]) == 1
+
+    assert await store.suppressed([number, "+14155550102"]) == frozenset({"+14155550102"})
+    assert [(s.address, s.source) for s in await store.list_suppressions()] == [
+        ("+14155550102", "sms-keyword")
+    ]
+    assert await store.remove_suppressions_from_source([number], "national-dnc:dnc.txt") == 0
+    assert await store.remove_suppressions([number]) == 0
 
 
 async def test_empty_batches_change_nothing(store: Store) -> None:
@@ -186,12 +244,82 @@ async def test_removing_from_a_source_leaves_other_sources(store: Store) -> None
     assert await store.suppressed(everyone) == frozenset({"+14155550102", "+14155550103"})
 
 
+async def test_a_start_does_not_lift_a_do_not_call_listing(store: Store) -> None:
+    """A number on the national DNC list texts STOP, then START: the START lifts the STOP
+    only, and the number stays suppressed by the DNC import."""
+    number = "+14155550101"
+    dnc = suppression(number, source="national-dnc:x")
+    stop = Suppression(number, "sms-keyword", "replied 'STOP'", T0 + timedelta(days=1))
+    assert await store.add_suppressions([dnc]) == 1
+    assert await store.add_suppressions([stop]) == 0
+
+    assert await store.remove_suppressions_from_source([number], "sms-keyword") == 1
+
+    assert await store.suppressed([number]) == frozenset({number})
+    assert await store.list_suppressions() == [dnc]
+    assert await store.remove_suppressions_from_source([number], "sms-keyword") == 0
+    assert await store.suppressed([number]) == frozenset({number})
+
+
+async def test_a_postmark_reactivation_does_not_lift_a_one_click_opt_out(store: Store) -> None:
+    """A one-click opt-out later followed by a spam complaint and a bounce: Postmark's
+    reactivation lifts both of its own entries and leaves the opt-out."""
+    address = "a@x.com"
+    one_click = suppression(address, source="one-click")
+    await store.add_suppressions(
+        [
+            one_click,
+            suppression(address, source="postmark:SpamComplaint", at=T0 + timedelta(days=1)),
+            suppression(address, source="postmark:HardBounce", at=T0 + timedelta(days=2)),
+            suppression("b@x.com", source="postmark:HardBounce"),
+        ]
+    )
+
+    removed = await store.remove_suppressions_with_source_prefix(
+        [address, "b@x.com", "missing@x.com", address], "postmark:"
+    )
+
+    assert removed == 3
+    assert await store.suppressed([address, "b@x.com"]) == frozenset({address})
+    assert await store.list_suppressions() == [one_click]
+    assert await store.remove_suppressions_with_source_prefix([address], "postmark:") == 0
+    assert await store.remove_suppressions_with_source_prefix([address], "one_click") == 0
+    assert await store.list_suppressions() == [one_click]
+
+
+async def test_remove_with_source_prefix_leaves_other_sources(store: Store) -> None:
+    await store.add_suppressions(
+        [
+            Suppression("a@x.example.net", "postmark:HardBounce", "b", T0),
+            Suppression("b@x.example.net", "one-click", "u", T0),
+            Suppression("c@x.example.net", "postmark_x", "odd", T0),
+        ]
+    )
+    removed = await store.remove_suppressions_with_source_prefix(
+        ["a@x.example.net", "b@x.example.net", "c@x.example.net"], "postmark:"
+    )
+    assert removed == 1
+    assert await store.suppressed(["a@x.example.net", "b@x.example.net", "c@x.example.net"]) == {
+        "b@x.example.net",
+        "c@x.example.net",
+    }
+
+
 async def test_a_large_import_counts_only_new_addresses(store: Store) -> None:
     """Speed is measured under bench/, not asserted here (shared machines are noisy)."""
     entries = [suppression(f"user{i}@x.com") for i in range(100_000)]
     assert await store.add_suppressions(entries) == 100_000
     assert await store.add_suppressions(entries[:10]) == 0
     assert await store.suppressed(["user99999@x.com", "nobody@x.com"]) == {"user99999@x.com"}
+
+    second_list = [replace(e, source="national-dnc:second.txt") for e in entries]
+    fresh = [suppression(f"new{i}@x.com") for i in range(5)]
+    assert await store.add_suppressions(second_list + fresh + fresh) == 5
+    listed = await store.list_suppressions()
+    assert len(listed) == 200_005
+    assert {(s.address, s.source) for s in listed} == {
+        (s.address, s.source) for s in entries + second_list + fresh
+    }
 
 
 # --- blocks -------------------------------------------------------------------------------
@@ -939,7 +1067,11 @@ async def test_opening_twice_applies_each_migration_once(
     again = SqliteStore(db_path)
     await again.open()
     await again.close()
-    assert applied_migrations(db_path) == [(1, "initial"), (2, "telephony")]
+    assert applied_migrations(db_path) == [
+        (1, "initial"),
+        (2, "telephony"),
+        (3, "suppression_sources"),
+    ]
 
 
 async def test_a_version_one_database_is_upgraded_once_and_keeps_its_data(db_path: Path) -> None:
@@ -969,7 +1101,74 @@ async def test_a_version_one_database_is_upgraded_once_and_keeps_its_data(db_pat
             assert await count_of(upgraded, "+14155550101") == expected_contacts
         finally:
             await upgraded.close()
+    assert applied_migrations(db_path) == [
+        (1, "initial"),
+        (2, "telephony"),
+        (3, "suppression_sources"),
+    ]
+
+
+async def test_a_version_two_database_keeps_its_suppressions_one_row_per_source(
+    db_path: Path,
+) -> None:
+    """Deployed databases have 0001 and 0002, with suppressions keyed on address alone."""
+    deployed = discover_migrations(migration_directory("sqlite"))[:2]
+    assert [m.version for m in deployed] == [1, 2]
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        run_migrations(SqliteMigrationTarget(conn), deployed)
+        conn.executemany(
+            "INSERT INTO suppressions (address, source, reason, actor, created_at)"
+            " VALUES (?, ?, ?, ?, '2024-05-01T12:00:00.123456+00:00')",
+            [
+                ("+14155550101", "sms-keyword", "replied 'STOP'", "recipient"),
+                ("a@x.com", "one-click", "clicked", ""),
+                # 0001 let a NULL slip into its TEXT primary key; it matched no lookup.
+                (None, "import", "broken", ""),
+            ],
+        )
+    finally:
+        conn.close()
     assert applied_migrations(db_path) == [(1, "initial"), (2, "telephony")]
+
+    upgraded = SqliteStore(db_path)
+    await upgraded.open()
+    try:
+        stop = Suppression("+14155550101", "sms-keyword", "replied 'STOP'", T0, "recipient")
+        one_click = Suppression("a@x.com", "one-click", "clicked", T0)
+        assert await upgraded.list_suppressions() == [stop, one_click]
+
+        dnc = suppression("+14155550101", source="national-dnc:x")
+        assert await upgraded.add_suppressions([dnc]) == 0
+        assert await upgraded.remove_suppressions_from_source(["+14155550101"], "sms-keyword") == 1
+        assert await upgraded.suppressed(["+14155550101", "a@x.com"]) == {"+14155550101", "a@x.com"}
+        assert await upgraded.list_suppressions() == [dnc, one_click]
+    finally:
+        await upgraded.close()
+    assert applied_migrations(db_path) == [
+        (1, "initial"),
+        (2, "telephony"),
+        (3, "suppression_sources"),
+    ]
+
+
+async def test_suppression_lookups_by_address_search_an_index(
+    sqlite_store: SqliteStore, db_path: Path
+) -> None:
+    """The (address, source) primary key leads with address, so `address IN (...)` and the
+    per-address deletes search it instead of scanning the table."""
+    with sqlite3.connect(db_path) as conn:
+        for statement in (
+            "SELECT DISTINCT address FROM suppressions WHERE address IN (?, ?)",
+            "DELETE FROM suppressions WHERE address = ?",
+            "DELETE FROM suppressions WHERE address = ? AND source LIKE ? ESCAPE '\\'",
+        ):
+            parameters = ("a", "b")[: statement.count("?")]
+            plan = conn.execute(f"EXPLAIN QUERY PLAN {statement}", parameters).fetchall()
+            details = [detail for *_, detail in plan]
+            assert details, statement
+            assert all(d.startswith("SEARCH suppressions USING ") for d in details), details
+    conn.close()
 
 
 def test_packaged_sqlite_migrations_start_at_version_one() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,7 +83,51 @@ REQUIRED = {
 }
 
 
+# Parameters forwarded to Twilio; anything else is refused rather than passed through, so an
+# agent cannot schedule a send past the window (SendAt), add a recipient (a lowercase "to"),
+# or change what was checked. Names are case-sensitive, as in Twilio's API.
+ACCEPTED = {
+    Channel.SMS: frozenset({
+        "To", "From", "MessagingServiceSid", "Body", "MediaUrl", "StatusCallback",
+        "ContentSid", "ContentVariables", "SmartEncoded", "ShortenUrls", "MaxPrice",
+        "ProvideFeedback", "Attempt",
+    }),
+    Channel.CALL: frozenset({
+        "To", "From", "Url", "Method", "Twiml", "ApplicationSid", "StatusCallback",
+        "StatusCallbackMethod", "StatusCallbackEvent", "FallbackUrl", "FallbackMethod",
+        "Timeout", "Record", "RecordingChannels", "RecordingStatusCallback",
+        "RecordingStatusCallbackMethod", "RecordingStatusCallbackEvent", "MachineDetection",
+        "MachineDetectionTimeout", "AsyncAmd", "AsyncAmdStatusCallback",
+        "AsyncAmdStatusCallbackMethod", "TimeLimit", "Trim", "SendDigits", "CallerId",
+    }),
+}
+SCHEDULING = frozenset({"SendAt", "ScheduleType"})
+# TwiML verbs that reach another party than the checked callee.
+CONNECTING_TWIML = re.compile(r"<\s*(Dial|Number|Sip|Client|Conference|Sms|Message|Enqueue)\b",
+                              re.IGNORECASE)
+
+
 def check_form(channel: Channel, form: list[tuple[str, str]], notice: str | None) -> None:
+    names = {name for name, _ in form}
+    if names & SCHEDULING:
+        raise FormProblem(
+            20001, "Scheduled sends (SendAt, ScheduleType) are not accepted: the calling rules "
+            "are decided when the gateway forwards the message; send it at that time instead.",
+        )
+    unknown = sorted(names - ACCEPTED[channel])
+    if unknown:
+        raise FormProblem(20001, f"Parameters not accepted by the gateway: {', '.join(unknown)}")
+    twiml = next((v for k, v in form if k == "Twiml"), "")
+    if CONNECTING_TWIML.search(twiml):
+        raise FormProblem(
+            20001, "Twiml that connects other parties (Dial, Sms, Message, ...) is not "
+            "accepted: they would be called or texted without a check.",
+        )
+    if notice and any(k == "ContentSid" for k, _ in form):
+        raise FormProblem(
+            20001, "A marketing text must carry the opt-out notice, which cannot be added to "
+            "a ContentSid template: send the text as Body.",
+        )
     present = {name for name, value in form if value.strip()}
     for names, code, message in REQUIRED[channel]:
         if not present.intersection(names):
@@ -157,6 +202,8 @@ class TwilioRoutes:
             posted = await request.post()
         except ValueError as exc:
             return twilio_error(400, 20001, f"Malformed form body: {exc}")
+        except web.HTTPRequestEntityTooLarge:
+            return twilio_error(413, 20001, f"Request body over {MAX_FORM_BYTES} bytes")
         form = [(k, v) for k, v in posted.items() if isinstance(v, str)]
         message = self._message(account, channel, form)
         notice = None

@@ -141,7 +141,8 @@ class _Check:
         reasons += [self.cap_reason(recipient, cap, count) for cap in caps if count >= cap.limit]
         if not reasons:
             self.caps += [CapClaim(recipient, cap.id, cap.limit, cap.window_s) for cap in caps]
-            self.notice_due = self.notice_due or self.notice_needed(recipient, national)
+            countries = {national, *(r[:2] for r in location.regions)}
+            self.notice_due = self.notice_due or self.notice_needed(recipient, countries)
         return RecipientDecision(recipient, tuple(reasons))
 
     def consent(self, recipient: str, consent_rules: list[ConsentRule]) -> list[Reason]:
@@ -180,6 +181,13 @@ class _Check:
         unknown = sorted(set(location.zones) - {zone for zone, _ in local})
         if unknown:
             text = f"{', '.join(unknown)}: not a known IANA time zone; hours cannot be checked"
+            return [self.reason(rule_id, text)]
+        if not location.regions:
+            text = (
+                f"no state or province could be determined for {recipient} (a non-geographic "
+                "number such as toll-free, and no known address), so state and provincial "
+                "rules cannot be checked"
+            )
             return [self.reason(rule_id, text)]
         return []
 
@@ -228,11 +236,13 @@ class _Check:
         )
         return self.reason(cap.id, text)
 
-    def notice_needed(self, recipient: str, national: str) -> bool:
+    def notice_needed(self, recipient: str, countries: set[str]) -> bool:
+        """Every text where any country the callee may be in asks for it (a US number known
+        to live in Canada gets Canada's every-message notice)."""
         notice: NoticeRule = self.rules.notice
         if not self.active(notice.id):
             return False
-        if national in notice.every_message_in:
+        if countries & set(notice.every_message_in):
             return True
         last = self.facts.notice_sent_at.get(recipient)
         return last is None or self.now - last >= notice.repeat_after

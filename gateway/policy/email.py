@@ -60,6 +60,11 @@ def decide_email(message: OutboundMessage, facts: Facts, rules: RuleSet) -> Deci
                 reason("email.identity.casl", text)
                 for text in _casl_identity_gaps(message.account.identity)
             ]
+        if message.email.template is not None and active("email.footer.template"):
+            message_reasons += [
+                reason("email.footer.template", text)
+                for text in _template_footer_gaps(facts.template_has_footer)
+            ]
 
     obligations = (EMAIL_FOOTER,) if active(EMAIL_FOOTER) else ()
     check_syntax = active("email.recipient.syntax")
@@ -150,6 +155,16 @@ def subject_variants(subject: str) -> tuple[str, str]:
         c for c in unicodedata.normalize("NFKC", subject) if unicodedata.category(c) != "Cf"
     )
     return visible, visible.translate(LATIN_LOOKALIKES)
+
+
+def _template_footer_gaps(template_has_footer: bool | None) -> list[str]:
+    """None means the upstream cannot render templates (outbox): nothing reaches anyone."""
+    if template_has_footer is False:
+        return [
+            "the Postmark template does not show the footer: it must use "
+            "{{{compliance_footer_html}}} and {{compliance_footer_text}} from TemplateModel"
+        ]
+    return []
 
 
 def _canspam_identity_gaps(identity: SenderIdentity, rules: RuleSet) -> list[str]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from email.message import EmailMessage
 from string import Template
+from typing import Any
 from urllib.parse import quote
 
 from gateway.model import SenderIdentity
@@ -16,6 +17,13 @@ from gateway.rules import RuleSet
 from gateway.tokens import TOKEN_IN_TEXT
 
 HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+# The keys a template send's TemplateModel gains; a Postmark template must show the first two.
+TEMPLATE_FOOTER_KEYS = ("compliance_footer_html", "compliance_footer_text")
+TEMPLATE_URL_KEY = "unsubscribe_url"
+
+
+def template_reference(request: Mapping[str, Any]) -> int | str:
+    return request.get("TemplateId") or request["TemplateAlias"]
 
 
 def contact_parts(identity: SenderIdentity) -> list[str]:
@@ -38,6 +46,7 @@ def render_footer(
             _footer_patterns(text_template, html_template, unsubscribe_prefix),
             belongs_to_recipient,
         ),
+        unsubscribe_url=unsubscribe_url,
     )
 
 
@@ -130,6 +139,9 @@ def set_list_unsubscribe(message: EmailMessage, https_url: str, mailto: str | No
     """
     del message["List-Unsubscribe"]
     del message["List-Unsubscribe-Post"]
-    links = [f"<{https_url}>"] + ([f"<{mailto}>"] if mailto else [])
-    message.set_raw("List-Unsubscribe", " " + ",\r\n ".join(links))
+    message.set_raw("List-Unsubscribe", " " + list_unsubscribe_value(https_url, mailto, ",\r\n "))
     message.set_raw("List-Unsubscribe-Post", " List-Unsubscribe=One-Click")
+
+
+def list_unsubscribe_value(https_url: str, mailto: str | None, separator: str = ", ") -> str:
+    return separator.join([f"<{https_url}>"] + ([f"<{mailto}>"] if mailto else []))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import html
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ _MAX_7BIT_LINE = 998
 _HTML_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _HTML_END = re.compile(r"</html\s*>", re.IGNORECASE)
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+PROVIDER_UNSUBSCRIBE_PLACEHOLDER = re.compile(r"\{\{\{?\s*pm:unsubscribe\s*\}?\}\}")
 _HEADER_BLOCK_DEFECTS: dict[type[errors.MessageDefect], str] = {
     errors.MissingHeaderBodySeparatorDefect: "has a line that is not a header field",
     errors.FirstHeaderLineIsContinuationDefect: "starts with a continuation line",
@@ -43,9 +45,13 @@ _HEADER_BLOCK_DEFECTS: dict[type[errors.MessageDefect], str] = {
 
 @dataclass(frozen=True)
 class Footer:
+    """`unsubscribe_url` replaces a provider's own unsubscribe placeholder in the body
+    (Postmark's `{{{ pm:unsubscribe }}}`), whose link would bypass the gateway's list."""
+
     text: str
     html: str
     already_present: Callable[[str], bool]
+    unsubscribe_url: str = ""
 
 
 class RewriteError(Exception):
@@ -206,36 +212,47 @@ def _charset_can_switch(part: MIMEPart) -> bool:
 
 def _add_footer_to_part(part: MIMEPart, section: str, footer: Footer) -> None:
     body = _decoded_body(part, section)
-    if footer.already_present(body.text):
+    is_html = part.get_content_subtype() == "html"
+    text = _replace_placeholders(body.text, footer.unsubscribe_url, is_html)
+    if not footer.already_present(text):
+        newline = "\r\n" if "\r\n" in text else "\n"
+        if is_html:
+            text = _insert_html(text, footer.html.replace("\n", newline))
+        else:
+            lines = footer.text.split("\n")
+            if str(part.get_param("format", "")).lower() == "flowed":
+                lines = _fixed_flowed_lines(lines)
+            text = _append_text(text, newline.join(lines), newline)
+    if text == body.text:
         return
-    newline = "\r\n" if "\r\n" in body.text else "\n"
-    if part.get_content_subtype() == "html":
-        text = _insert_html(body.text, footer.html.replace("\n", newline))
-    else:
-        lines = footer.text.split("\n")
-        if str(part.get_param("format", "")).lower() == "flowed":
-            lines = _fixed_flowed_lines(lines)
-        text = _append_text(body.text, newline.join(lines), newline)
     data, charset = _encode(text, body.charset)
     if charset != body.charset:
         _set_charset(part, charset)
     _write_body(part, data, body.transfer_encoding)
 
 
-def _insert_html(html: str, fragment: str) -> str:
+def _replace_placeholders(text: str, url: str, is_html: bool) -> str:
+    if not url:
+        return text
+    return PROVIDER_UNSUBSCRIBE_PLACEHOLDER.sub(
+        html.escape(url, quote=True) if is_html else url, text
+    )
+
+
+def _insert_html(markup: str, fragment: str) -> str:
     """Before the last </body>, else before the last </html>, else at the end.
 
     Tags inside comments do not count, and the footer never lands inside a comment left
     open at the end: otherwise the agent's markup could hide the footer from the reader.
     """
-    visible = _HTML_COMMENT.sub(lambda m: " " * len(m.group(0)), html)
+    visible = _HTML_COMMENT.sub(lambda m: " " * len(m.group(0)), markup)
     open_comment = visible.find("<!--")
-    end = open_comment if open_comment >= 0 else len(html)
+    end = open_comment if open_comment >= 0 else len(markup)
     for pattern in (_HTML_BODY_END, _HTML_END):
         position = _last_match_start(pattern, visible[:end])
         if position is not None:
-            return html[:position] + fragment + html[position:]
-    return html[:end] + fragment + html[end:]
+            return markup[:position] + fragment + markup[position:]
+    return markup[:end] + fragment + markup[end:]
 
 
 def _last_match_start(pattern: re.Pattern[str], text: str) -> int | None:

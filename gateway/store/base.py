@@ -61,19 +61,35 @@ class Store(Protocol):
         """Raise StoreUnavailable unless a trivial query succeeds."""
 
     async def suppressed(self, addresses: Iterable[str]) -> frozenset[str]:
-        """The subset of `addresses` (normalized keys) that is on the suppression list."""
+        """The subset of `addresses` (normalized keys) that is on the suppression list:
+        those with an entry from at least one source."""
 
     async def add_suppressions(self, entries: Sequence[Suppression]) -> int:
-        """Insert or refresh entries; returns how many were new."""
+        """Record each entry under its (address, source): an address may be suppressed for
+        several reasons at once (a do-not-call import and an SMS STOP), one entry per
+        source. Re-adding a source's entry refreshes its reason, actor and time and leaves
+        the address's other sources alone. Returns how many addresses had no entry from any
+        source before (each counted once, however often the batch repeats it)."""
 
     async def remove_suppressions(self, addresses: Iterable[str]) -> int:
-        """Returns how many existed."""
+        """Lift the suppression entirely (an operator's removal): every source's entry goes.
+        Returns how many of the addresses (each counted once) had any entry."""
 
-    async def list_suppressions(self) -> list[Suppression]: ...
+    async def list_suppressions(self) -> list[Suppression]:
+        """Every entry, one per (address, source), ordered by address, then source."""
 
     async def remove_suppressions_from_source(self, addresses: Iterable[str], source: str) -> int:
         """Remove only entries whose source is `source` (a START lifts a STOP, never an
-        operator's or a provider's suppression); returns how many were removed."""
+        operator's, a do-not-call list's or a provider's suppression): an address with an
+        entry from another source stays suppressed. Returns how many entries were removed."""
+
+    async def remove_suppressions_with_source_prefix(
+        self, addresses: Iterable[str], prefix: str
+    ) -> int:
+        """Remove only entries whose source starts with `prefix` (a provider lifting its own
+        suppressions, never the gateway's): an address with an entry from another source
+        stays suppressed. Returns how many entries were removed (an address may have had
+        several sources with the prefix)."""
 
     async def add_consents(self, consents: Sequence[Consent]) -> int:
         """Insert consents (an identical subject/channel/kind/obtained_at is not duplicated);

@@ -54,8 +54,7 @@ _AUDIT_COLUMNS = "id, time, actor, action, subject, details_json, prev_hash, has
 
 _UPSERT_SUPPRESSION = """
 INSERT INTO suppressions (address, source, reason, actor, created_at) VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (address) DO UPDATE SET
-    source = excluded.source,
+ON CONFLICT (address, source) DO UPDATE SET
     reason = excluded.reason,
     actor = excluded.actor,
     created_at = excluded.created_at
@@ -111,8 +110,8 @@ class SqliteStore:
         return await self._run(lambda conn: _upsert_suppressions(conn, entries))
 
     async def remove_suppressions(self, addresses: Iterable[str]) -> int:
-        keys = [(address,) for address in addresses]
-        return await self._run(lambda conn: _delete_suppressions(conn, keys))
+        unique = list(dict.fromkeys(addresses))
+        return await self._run(lambda conn: _delete_suppressions(conn, unique))
 
     async def list_suppressions(self) -> list[Suppression]:
         return await self._run(_select_all_suppressions)
@@ -120,6 +119,13 @@ class SqliteStore:
     async def remove_suppressions_from_source(self, addresses: Iterable[str], source: str) -> int:
         keys = [(address, source) for address in addresses]
         return await self._run(lambda conn: _delete_suppressions_from_source(conn, keys))
+
+    async def remove_suppressions_with_source_prefix(
+        self, addresses: Iterable[str], prefix: str
+    ) -> int:
+        pattern = _escape_like(prefix) + "%"
+        keys = [(address, pattern) for address in addresses]
+        return await self._run(lambda conn: _delete_suppressions_by_source_pattern(conn, keys))
 
     async def add_consents(self, consents: Sequence[Consent]) -> int:
         return await self._run(lambda conn: _insert_consents(conn, consents))
@@ -355,44 +361,67 @@ def _rows_for_keys(
 
 def _select_suppressed(conn: sqlite3.Connection, addresses: Sequence[str]) -> frozenset[str]:
     with _transaction(conn, write=False):
-        rows = _rows_for_keys(
-            conn, "SELECT address FROM suppressions WHERE address IN ({keys})", addresses
-        )
-        return frozenset(address for (address,) in rows)
+        return frozenset(_suppressed_among(conn, addresses))
+
+
+def _suppressed_among(conn: sqlite3.Connection, addresses: Sequence[str]) -> Iterator[str]:
+    """The addresses (unique) with at least one row, whatever its source; callers hold a
+    transaction. The primary key leads with address, so each chunk is an index search."""
+    rows = _rows_for_keys(
+        conn, "SELECT DISTINCT address FROM suppressions WHERE address IN ({keys})", addresses
+    )
+    return (address for (address,) in rows)
 
 
 def _upsert_suppressions(conn: sqlite3.Connection, entries: Sequence[Suppression]) -> int:
-    """New addresses are counted as the table's growth inside the same transaction, which is
-    exact (even with repeats in the batch) and cheaper than looking each address up first."""
+    """One row per (address, source): a second source adds a row, the same source refreshes
+    its own. New addresses are the batch's distinct addresses that had no row of any source,
+    looked up inside the same write transaction, so the count is exact (repeats included)
+    and costs index searches for the batch only, never a scan of the whole table."""
     rows = [(e.address, e.source, e.reason, e.actor, _to_text(e.time)) for e in entries]
+    addresses = list(dict.fromkeys(e.address for e in entries))
     with _transaction(conn, write=True):
-        before = _count_suppressions(conn)
+        existing = sum(1 for _ in _suppressed_among(conn, addresses))
         conn.executemany(_UPSERT_SUPPRESSION, rows)
-        return _count_suppressions(conn) - before
+    return len(addresses) - existing
 
 
-def _count_suppressions(conn: sqlite3.Connection) -> int:
-    (count,) = conn.execute("SELECT COUNT(*) FROM suppressions").fetchone()
-    return int(count)
-
-
-def _delete_suppressions(conn: sqlite3.Connection, keys: Sequence[tuple[str]]) -> int:
+def _delete_suppressions(conn: sqlite3.Connection, addresses: Sequence[str]) -> int:
+    """Every source's row goes; the count is of addresses (unique), not rows, read in the
+    same write transaction as the delete."""
     with _transaction(conn, write=True):
-        cursor = conn.executemany("DELETE FROM suppressions WHERE address = ?", keys)
-        return cursor.rowcount
+        existed = sum(1 for _ in _suppressed_among(conn, addresses))
+        conn.executemany(
+            "DELETE FROM suppressions WHERE address = ?", [(address,) for address in addresses]
+        )
+    return existed
 
 
 def _delete_suppressions_from_source(
     conn: sqlite3.Connection, keys: Sequence[tuple[str, str]]
 ) -> int:
+    """Rows removed; an address keeps its rows from other sources, so it may stay
+    suppressed. A repeated address finds nothing the second time, so it counts once."""
     with _transaction(conn, write=True):
         cursor = conn.executemany("DELETE FROM suppressions WHERE address = ? AND source = ?", keys)
         return cursor.rowcount
 
 
+def _delete_suppressions_by_source_pattern(
+    conn: sqlite3.Connection, keys: Sequence[tuple[str, str]]
+) -> int:
+    """As `_delete_suppressions_from_source`, for every source matching a LIKE pattern."""
+    with _transaction(conn, write=True):
+        cursor = conn.executemany(
+            "DELETE FROM suppressions WHERE address = ? AND source LIKE ? ESCAPE '\\'", keys
+        )
+        return cursor.rowcount
+
+
 def _select_all_suppressions(conn: sqlite3.Connection) -> list[Suppression]:
     rows = conn.execute(
-        "SELECT address, source, reason, actor, created_at FROM suppressions ORDER BY address"
+        "SELECT address, source, reason, actor, created_at FROM suppressions"
+        " ORDER BY address, source"
     )
     return [
         Suppression(address, source, reason, _from_text(created_at), actor)

@@ -6,7 +6,8 @@ the two errors below; the pipeline never reports success without an accepted sen
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 
 class UpstreamTemporaryError(Exception):
@@ -45,3 +46,10 @@ class EmailUpstream(Protocol):
 
     async def send_email(self, envelope_from: str, recipient: str, message: bytes) -> str:
         """Deliver one rewritten message to one recipient; returns the provider's id."""
+
+    async def send_template(self, recipient: str, request: Mapping[str, Any]) -> str:
+        """Deliver a provider-rendered template send (Postmark's /email/withTemplate body).
+
+        Upstreams that cannot render templates raise UpstreamPermanentError; the Postmark
+        ingress refuses template sends up front for them.
+        """

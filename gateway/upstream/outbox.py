@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 
@@ -40,6 +43,17 @@ class OutboxEmailUpstream:
         try:
             content = envelope_headers(envelope_from, recipient) + message
             return await asyncio.to_thread(write_message_file, self.directory, content)
+        except OSError as exc:
+            raise UpstreamTemporaryError(f"outbox {self.directory}: {exc}") from exc
+
+
+    async def send_template(self, recipient: str, request: Mapping[str, Any]) -> str:
+        """A template send as the JSON Postmark would receive (only Postmark can render it)."""
+        content = json.dumps(dict(request) | {"To": recipient}, indent=2).encode()
+        try:
+            return await asyncio.to_thread(
+                write_message_file, self.directory, content, None, ".json"
+            )
         except OSError as exc:
             raise UpstreamTemporaryError(f"outbox {self.directory}: {exc}") from exc
 

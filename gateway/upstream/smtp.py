@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import re
 import ssl
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 
 from aiosmtplib import SMTP, SMTPException, SMTPResponseException, SMTPTimeoutError
 
@@ -59,12 +59,16 @@ class SmtpEmailUpstream:
         await asyncio.gather(*(quit_quietly(client) for client in idle))
 
     async def send_email(self, envelope_from: str, recipient: str, message: bytes) -> str:
+        message = with_message_stream(message, self.config.message_stream)
         async with self._slots:
             client = await self._client_after_mail_from(envelope_from, message)
             await self._step(client, client.rcpt(recipient), "RCPT TO")
             response = await self._step(client, client.data(message), DATA_STAGE)
             self._release(client)
         return queue_id(response.message)
+
+    async def send_template(self, recipient: str, request: Mapping[str, Any]) -> str:
+        raise UpstreamPermanentError(554, "templates are rendered by Postmark's API, not SMTP")
 
     async def _client_after_mail_from(self, envelope_from: str, message: bytes) -> SMTP:
         """A connection past MAIL FROM; a dead pooled one is swapped once for a fresh one."""
@@ -155,6 +159,17 @@ class SmtpEmailUpstream:
         if isinstance(exc, SMTPException | OSError) or stage == SETUP_STAGE:
             return UpstreamTemporaryError(f"upstream {self.address} failed during {stage}: {exc}")
         return UpstreamPermanentError(553, f"address cannot be sent over SMTP: {exc}")
+
+
+def with_message_stream(message: bytes, stream: str) -> bytes:
+    """Postmark's SMTP convention: the stream travels as X-PM-Message-Stream unless the
+    message names one itself."""
+    if not stream:
+        return message
+    header_block = b"\r\n" + message.split(b"\r\n\r\n", 1)[0].lower()
+    if b"\r\nx-pm-message-stream:" in header_block:
+        return message
+    return f"X-PM-Message-Stream: {stream}\r\n".encode() + message
 
 
 def needs_8bitmime(client: SMTP, message: bytes) -> bool:

@@ -175,11 +175,23 @@ def _receipt_or_error(status: int, body: bytes) -> Receipt:
         document = json.loads(body)
     except ValueError:
         document = None
-    if 200 <= status < 300 and isinstance(document, dict) and "sid" in document:
-        return Receipt(str(document["sid"]), document)
+    if 200 <= status < 300:
+        if isinstance(document, dict) and "sid" in document:
+            return Receipt(str(document["sid"]), document)
+        raise UpstreamTemporaryError(
+            f"Twilio answered {status} without a resource", maybe_delivered=True
+        )
+    if status in (401, 403):
+        raise UpstreamTemporaryError(
+            f"Twilio refused the gateway's own credentials ({status}): check "
+            "upstream.twilio.account_sid and auth_token"
+        )
     if status >= 500 or status == 429 or not isinstance(document, Mapping):
         raise UpstreamTemporaryError(f"Twilio answered {status}: {body[:200]!r}")
-    code = int(document.get("code") or status)
+    try:
+        code = int(document.get("code") or status)
+    except (TypeError, ValueError):
+        raise UpstreamTemporaryError(f"Twilio answered {status}: {body[:200]!r}") from None
     raise TwilioRefusal(status, code, str(document.get("message", "")), document)
 
 
@@ -210,6 +222,8 @@ class TwilioEgress:
         form.insert(0, ("To", recipient))
         if SMS_OPT_OUT_NOTICE in decision.obligations:
             notice = sms_notice(rules, message.account.identity)
+            if not any(k == "Body" for k, _ in form):
+                form.append(("Body", ""))
             form = [(k, with_notice(v, notice) if k == "Body" else v) for k, v in form]
         return urlencode(form).encode()
 

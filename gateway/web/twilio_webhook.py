@@ -6,6 +6,7 @@ else is refused before it can touch the suppression list.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 from collections.abc import Callable
@@ -66,7 +67,9 @@ class TwilioWebhookRoutes:
         except ValueError:
             return web.Response(status=400, text="malformed form body")
         params = [(k, v) for k, v in posted.items() if isinstance(v, str)]
-        urls = [self.public_url + request.path_qs, str(request.url)]
+        urls = [self.public_url + request.path_qs]
+        with contextlib.suppress(ValueError):  # a Host header with a bad port
+            urls.append(str(request.url))
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature_matches(self.auth_token, urls, params, signature):
             log_event(log, "webhook-signature-invalid", logging.WARNING, peer=request.remote)
@@ -90,19 +93,23 @@ class TwilioWebhookRoutes:
             return twiml(None)
         name = self.identity.name or "us"
         if intent == "opt_out":
-            await self.suppressions.add(
+            newly = await self.suppressions.add(
                 [sender], source=KEYWORD_SOURCE,
                 reason=f"replied {fields.get('Body', '')[:60]!r}", actor="recipient",
             )
-            log_event(log, "opted-out", source="sms", recipient=sender)
+            log_event(log, "opted-out", source="sms", recipient=sender, new=bool(newly))
+            # One confirmation per opt-out: a repeated STOP gets none (FCC 24-24 allows one).
             return twiml(
                 f"You are unsubscribed from {name} and will receive no more messages. "
-                "Reply START to resubscribe."
+                "Reply START to resubscribe." if newly else None
             )
         if intent == "opt_in":
             lifted = await self.store.remove_suppressions_from_source([sender], KEYWORD_SOURCE)
-            log_event(log, "opted-in", source="sms", recipient=sender, lifted=lifted)
-            return twiml(f"You are resubscribed to {name}. Reply STOP to opt out." if lifted
-                         else None)
+            still = await self.store.suppressed([sender])
+            log_event(log, "opted-in", source="sms", recipient=sender, lifted=lifted,
+                      still_suppressed=bool(still))
+            resubscribed = lifted and not still
+            return twiml(f"You are resubscribed to {name}. Reply STOP to opt out."
+                         if resubscribed else None)
         contacts = " or ".join(contact_parts(self.identity)) or "the sender"
         return twiml(f"{name}: for help contact {contacts}. Reply STOP to opt out.")
