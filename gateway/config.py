@@ -102,6 +102,7 @@ class TwilioUpstreamConfig:
     account_sid: str = "AC00000000000000000000000000000000"
     auth_token: str = field(default="", repr=False)
     base_url: str = "https://api.twilio.com"
+    timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -469,13 +470,16 @@ def _email_upstream(raw: Any) -> EmailUpstreamConfig:
 
 
 def _twilio_upstream(raw: Any) -> TwilioUpstreamConfig:
-    section = _Section(raw, "upstream.twilio", {"kind", "account_sid", "auth_token", "base_url"})
+    section = _Section(
+        raw, "upstream.twilio", {"kind", "account_sid", "auth_token", "base_url", "timeout_s"}
+    )
     kind = section.choice("kind", "outbox", ("outbox", "twilio"))
     config = TwilioUpstreamConfig(
         kind=kind,
         account_sid=section.string("account_sid", TwilioUpstreamConfig.account_sid),
         auth_token=section.string("auth_token", required=kind == "twilio"),
         base_url=section.string("base_url", TwilioUpstreamConfig.base_url).rstrip("/"),
+        timeout_s=section.number("timeout_s", 30.0, minimum=0.1),
     )
     if not ACCOUNT_SID.match(config.account_sid):
         raise ConfigError("upstream.twilio.account_sid", "must be AC followed by 32 hex digits")

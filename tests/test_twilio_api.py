@@ -289,6 +289,7 @@ class FakeTwilio:
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, list[tuple[str, str]]]] = []
         self.answers: list[tuple[int, dict]] = []
+        self.delays: list[float] = []
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -309,6 +310,8 @@ class FakeTwilio:
     async def create(self, request: web.Request) -> web.Response:
         form = [(k, str(v)) for k, v in (await request.post()).items()]
         self.requests.append((request.path, request.headers.get("Authorization", ""), form))
+        if self.delays:
+            await asyncio.sleep(self.delays.pop(0))
         if self.answers:
             status, body = self.answers.pop(0)
             return web.json_response(body, status=status)
@@ -342,3 +345,102 @@ async def test_twilio_upstream_gets_gateway_credentials_and_errors_come_back(
         fake.answers.append((500, {"message": "boom"}))
         error = await refused(send_sms(client, to="+12025550123"))
         assert error.status == 503
+
+
+async def post_form(gateway: Gateway, resource: str, form) -> tuple[int, dict]:
+    url = f"http://127.0.0.1:{gateway.http_port}/2010-04-01/Accounts/{SID}/{resource}.json"
+    async with aiohttp.ClientSession(headers=DEMO_AUTH) as http:
+        async with http.post(url, data=form) as response:
+            return response.status, await response.json()
+
+
+@pytest.mark.parametrize(
+    ("resource", "form", "says"),
+    [
+        ("Messages", {"To": NY, "From": FROM, "Body": "x", "SendAt": "2026-06-03T07:00:00Z",
+                      "ScheduleType": "fixed"}, "Scheduled"),
+        ("Messages", [("To", NY), ("to", FL), ("From", FROM), ("Body", "x")], "to"),
+        ("Messages", {"To": NY, "From": FROM, "ContentSid": "HX" + "0" * 32}, "ContentSid"),
+        ("Calls", {"To": NY, "From": FROM, "Twiml": "<Response><Dial>+13055550199</Dial>"
+                   "</Response>"}, "Dial"),
+    ],
+    ids=["scheduled", "lowercase-to", "content-template", "twiml-dial"],
+)
+async def test_parameters_that_would_escape_the_check_are_refused(
+    gateway_factory, resource, form, says
+) -> None:
+    gateway = await start(gateway_factory)
+    status, body = await post_form(gateway, resource, form)
+    assert status == 400
+    assert body["code"] == 20001
+    assert says in body["message"]
+    assert outbox(gateway) == []
+
+
+async def test_media_only_marketing_text_gets_the_notice_as_body(gateway_factory) -> None:
+    gateway = await start(gateway_factory)
+    status, _ = await post_form(
+        gateway, "Messages", {"To": NY, "From": FROM, "MediaUrl": "https://e.example.com/a.png"}
+    )
+    assert status == 201
+    [forwarded] = outbox(gateway)
+    assert forwarded["Body"] == "Example Corp: Reply STOP to opt out."
+
+
+async def test_notice_on_every_text_to_a_number_known_to_live_in_canada(gateway_factory) -> None:
+    from gateway.model import KnownLocation
+
+    gateway = await start(gateway_factory)
+    await gateway.services.store.set_known_location(NY, KnownLocation(region="CA-ON"))
+    client = sdk(gateway)
+    await send_sms(client, body="first")
+    await send_sms(client, body="second")
+    bodies = sorted(f["Body"] for f in outbox(gateway))
+    assert all(b.endswith("Reply STOP to opt out.") for b in bodies)
+
+
+@pytest.mark.parametrize(
+    ("number", "at"),
+    [
+        ("+16892000000", datetime(2026, 6, 3, 0, 30, tzinfo=UTC)),  # 20:30 in Orlando
+        ("+18005550123", NOON_NY),  # toll-free: no state to check
+    ],
+    ids=["orlando-689-overlay", "toll-free"],
+)
+async def test_numbers_whose_state_or_zone_is_not_obvious_are_blocked(
+    gateway_factory, number, at
+) -> None:
+    gateway = await start(gateway_factory, now=at)
+    error = await refused(send_sms(sdk(gateway), to=number))
+    assert error.code == 30610
+
+
+async def test_start_never_lifts_a_dnc_listing_and_stop_confirms_once(gateway_factory) -> None:
+    gateway = await start(gateway_factory)
+    await gateway.services.suppressions.add(
+        [NY], source="national-dnc:dnc.txt", reason="DNC", actor="operator"
+    )
+    status, first = await post_webhook(gateway, {"From": NY, "To": FROM, "Body": "STOP"})
+    assert status == 200
+    assert "<Message>" not in first  # already suppressed: no new confirmation
+    _, confirmed = await post_webhook(gateway, {"From": FL, "To": FROM, "Body": "STOP"})
+    assert confirmed.count("<Message>") == 1
+    _, again = await post_webhook(gateway, {"From": FL, "To": FROM, "Body": "stop texting me"})
+    assert "<Message>" not in again
+    _, start_reply = await post_webhook(gateway, {"From": NY, "To": FROM, "Body": "START"})
+    assert "<Message>" not in start_reply
+    assert await gateway.services.store.suppressed([NY]) == {NY}
+
+
+async def test_cap_still_counts_a_send_that_timed_out_at_twilio(gateway_factory) -> None:
+    async with FakeTwilio() as fake:
+        extra = TWILIO_CONFIG.replace(
+            'kind = "outbox"',
+            f'kind = "twilio"\nbase_url = "http://127.0.0.1:{fake.port}"\ntimeout_s = 0.3',
+        )
+        gateway = await gateway_factory(extra, clock=Clock(NOON_NY))
+        fake.delays.append(1.0)
+        error = await refused(send_sms(sdk(gateway), to=FL))
+        assert error.status == 503
+        counts = await gateway.services.store.contact_counts([FL], NOON_NY.replace(hour=0))
+        assert counts[FL] == 1, "Twilio may have sent it: the contact must still count"

@@ -138,9 +138,9 @@ class RestTwilioUpstream:
 
     name = "twilio"
 
-    def __init__(self, config: TwilioUpstreamConfig, timeout_s: float = 30.0) -> None:
+    def __init__(self, config: TwilioUpstreamConfig) -> None:
         self.config = config
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
