@@ -7,6 +7,7 @@ written back exactly as received (only line endings become CRLF) and 8-bit bodie
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 from collections.abc import Iterator
@@ -28,6 +29,13 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _ESCAPED_8BIT = re.compile("[\udc80-\udcff]")
 
 
+@functools.lru_cache(maxsize=16384)
+def _parsed_header(factory: Any, name: str, value: str) -> Any:
+    """Parsing a header with the modern parser is slow and the rewriter reads the same ones
+    (Content-Type above all) many times; header objects are immutable, so they are shared."""
+    return factory(name, value)
+
+
 class VerbatimHeaderPolicy(EmailPolicy):
     """`EmailPolicy` that writes headers read from the source back byte for byte.
 
@@ -41,10 +49,15 @@ class VerbatimHeaderPolicy(EmailPolicy):
         name, value = sourcelines[0].split(":", 1)
         return name, (value + "".join(sourcelines[1:])).rstrip("\r\n")
 
+    def header_store_parse(self, name: str, value: Any) -> tuple[str, Any]:
+        if hasattr(value, "name") or not isinstance(value, str) or len(value.splitlines()) > 1:
+            return super().header_store_parse(name, value)
+        return name, _parsed_header(self.header_factory, name, value)
+
     def header_fetch_parse(self, name: str, value: Any) -> Any:
-        if isinstance(value, str):
-            value = _LINE_BREAK.sub("", value).strip(" \t")
-        return super().header_fetch_parse(name, value)
+        if not isinstance(value, str):
+            return super().header_fetch_parse(name, value)
+        return _parsed_header(self.header_factory, name, _LINE_BREAK.sub("", value).strip(" \t"))
 
     def fold(self, name: str, value: Any) -> str:
         if hasattr(value, "name"):

@@ -8,6 +8,7 @@ use Postmark's shapes so the agent's SDK behaves as against Postmark itself.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -16,7 +17,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses, make_msgid
 from typing import Any
@@ -25,7 +25,7 @@ from aiohttp import web
 
 from gateway.addresses import domain_of
 from gateway.clock import Clock
-from gateway.email_message import parse_email
+from gateway.email_message import MIME_POLICY, parse_email, to_bytes
 from gateway.model import Account, Channel, EmailContent, OutboundMessage, Reason
 from gateway.pipeline import Outcome, Pipeline, TemporaryFailure
 
@@ -186,7 +186,7 @@ def _mime(item: Mapping[str, Any], headers: list[tuple[str, str]], now: datetime
         raise RequestProblem(
             INVALID_REQUEST, "Provide either email TextBody or HtmlBody or both."
         )
-    message = EmailMessage(policy=policy.SMTP)
+    message = EmailMessage(policy=MIME_POLICY)
     sender = _single_line("From", _string(item, "From"))
     message["From"] = sender
     for field, header in (("To", "To"), ("Cc", "Cc"), ("ReplyTo", "Reply-To")):
@@ -361,10 +361,10 @@ class PostmarkRoutes:
                     "Template sends need upstream.email.kind = postmark (or outbox): only "
                     "Postmark can render a template.",
                 )
-            built = build_request(item, template=template, now=now)
+            # MIME work is CPU-heavy; keep it off the event loop.
+            built, message = await asyncio.to_thread(self._prepare, account, item, template, now)
         except RequestProblem as problem:
             return await self._refuse(account, item, problem, now)
-        message = self._message(account, built, now)
         try:
             outcome = await self.pipeline.process(message)
         except TemporaryFailure as exc:
@@ -397,9 +397,15 @@ class PostmarkRoutes:
             return 503, {"ErrorCode": UNAVAILABLE, "Message": f"{exc.reason}: {exc.text}"}
         return 422, {"ErrorCode": problem.code, "Message": str(problem)}
 
+    def _prepare(
+        self, account: Account, item: Any, template: bool, now: datetime
+    ) -> tuple[PostmarkRequest, OutboundMessage]:
+        built = build_request(item, template=template, now=now)
+        return built, self._message(account, built, now)
+
     def _message(self, account: Account, built: PostmarkRequest, now: datetime) -> OutboundMessage:
         if built.mime is not None:
-            email = parse_email(built.mime.as_bytes(policy=policy.SMTP))
+            email = parse_email(to_bytes(built.mime))
         else:
             email = EmailContent(
                 from_addresses=(built.sender,),
