@@ -29,10 +29,23 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _ESCAPED_8BIT = re.compile("[\udc80-\udcff]")
 
 
-@functools.lru_cache(maxsize=16384)
+REREAD_HEADERS = frozenset({
+    "content-type", "content-transfer-encoding", "content-disposition", "mime-version",
+})
+
+
 def _parsed_header(factory: Any, name: str, value: str) -> Any:
-    """Parsing a header with the modern parser is slow and the rewriter reads the same ones
-    (Content-Type above all) many times; header objects are immutable, so they are shared."""
+    """Parsing a header with the modern parser is slow, and the rewriter reads the MIME
+    structure headers (Content-Type above all) many times: those are cached and shared
+    (header objects are immutable). Per-message headers are not, so the cache stays small
+    and the garbage collector does not have to walk a large heap of parse trees."""
+    if name.lower() in REREAD_HEADERS:
+        return _cached_header(factory, name, value)
+    return factory(name, value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_header(factory: Any, name: str, value: str) -> Any:
     return factory(name, value)
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import signal
@@ -274,6 +275,10 @@ async def serve_forever(gateway: Gateway) -> None:
         signal.SIGHUP, lambda: loop.create_task(gateway.reload_rules())
     )
     await gateway.start()
+    # Start-up objects (rules, zone tables, libraries) never die: keep them out of every
+    # collection, and collect young objects less often, which cuts GC pauses under load.
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
     print(
         f"compliance-gateway listening: SMTP {gateway.config.smtp.listen.host}:"
         f"{gateway.smtp_port}, HTTP {gateway.config.http.listen.host}:{gateway.http_port}",
