@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hmac
 import json
 import uuid
 from collections.abc import Callable, Mapping
@@ -25,6 +24,7 @@ from aiohttp import web
 
 from gateway.addresses import domain_of
 from gateway.clock import Clock
+from gateway.credentials import account_with_secret
 from gateway.email_message import MIME_POLICY, parse_email, to_bytes
 from gateway.model import Account, Channel, EmailContent, OutboundMessage, Reason
 from gateway.pipeline import Outcome, Pipeline, TemporaryFailure
@@ -287,12 +287,9 @@ class PostmarkRoutes:
             app.router.add_post(path + "/", handler)
 
     def _account(self, request: web.Request) -> Account | None:
-        token = request.headers.get("X-Postmark-Server-Token", "").encode()
-        match = None
-        for account in self.accounts():
-            if token and hmac.compare_digest(account.secret.encode(), token):
-                match = account
-        return match
+        return account_with_secret(
+            self.accounts(), request.headers.get("X-Postmark-Server-Token", "")
+        )
 
     async def _body(self, request: web.Request, limit: int) -> tuple[Account, Any] | web.Response:
         account = self._account(request)

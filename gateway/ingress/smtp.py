@@ -8,8 +8,6 @@ the one address that takes mail without AUTH, and only for itself.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import re
 import ssl
@@ -22,6 +20,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from gateway.addresses import InvalidAddress, email_key
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.credentials import account_with_secret
 from gateway.email_message import parse_email
 from gateway.logs import log_event
 from gateway.metrics import Metrics
@@ -71,14 +70,9 @@ class AccountAuthenticator:
         if not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
         login = auth_data.login.decode("utf-8", "replace")
-        password = hashlib.sha256(auth_data.password).digest()
-        match = None
-        for account in self.accounts():
-            same_secret = hmac.compare_digest(
-                password, hashlib.sha256(account.secret.encode()).digest()
-            )
-            if same_secret and account.name == login:
-                match = account
+        match = account_with_secret(
+            self.accounts(), auth_data.password, lambda account: account.name == login
+        )
         if match is None:
             known = any(account.name == login for account in self.accounts())
             log_event(

@@ -7,9 +7,6 @@ the SDK raises the exceptions agents already handle.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import re
 import uuid
 from collections.abc import Callable
@@ -19,6 +16,7 @@ from aiohttp import web
 
 from gateway.addresses import e164
 from gateway.clock import Clock
+from gateway.credentials import account_with_secret, basic_credentials
 from gateway.model import Account, Channel, OutboundMessage, Purpose, Reason, TelephonyContent
 from gateway.pipeline import Outcome, Pipeline, TemporaryFailure
 from gateway.rules import RuleSet
@@ -171,21 +169,14 @@ class TwilioRoutes:
         return await self._submit(request, Channel.CALL)
 
     def _account(self, request: web.Request) -> Account | None:
-        header = request.headers.get("Authorization", "")
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "basic":
+        """User is the account name, or the AccountSid as Twilio's SDK sends it."""
+        credentials = basic_credentials(request.headers.get("Authorization", ""))
+        if credentials is None:
             return None
-        try:
-            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        match = None
-        for account in self.accounts():
-            if hmac.compare_digest(account.secret.encode(), password.encode()) and (
-                account.name == user or user == self.account_sid
-            ):
-                match = account
-        return match
+        user, password = credentials
+        return account_with_secret(
+            self.accounts(), password, lambda a: user in (a.name, self.account_sid)
+        )
 
     async def _submit(self, request: web.Request, channel: Channel) -> web.Response:
         account = self._account(request)

@@ -6,7 +6,6 @@ low for the endpoint.
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.checks import CheckError, CheckRequest, parse_time, parse_timezone, run_check
+from gateway.credentials import account_with_secret, bearer_token
 from gateway.model import Account, Channel, Purpose, Role
 from gateway.pipeline import Pipeline, TemporaryFailure
 
@@ -34,14 +34,8 @@ class AdminRoutes:
         app.router.add_post("/v1/check", self.guarded(Role.REP, self.check))
 
     def bearer_account(self, request: web.Request) -> Account | None:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return None
-        match = None
-        for account in self.accounts():
-            if hmac.compare_digest(account.secret.encode(), token.strip().encode()):
-                match = account
-        return match
+        token = bearer_token(request.headers.get("Authorization", ""))
+        return account_with_secret(self.accounts(), token)
 
     def guarded(self, minimum: Role, handler: Handler) -> Callable[[web.Request], Awaitable[Any]]:
         async def guarded_handler(request: web.Request) -> web.StreamResponse:

@@ -6,9 +6,6 @@ configured ones are refused, so nobody else can suppress (or unsuppress) address
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import json
 import logging
 from typing import Any
@@ -17,6 +14,7 @@ from aiohttp import web
 
 from gateway.addresses import InvalidAddress, suppression_key
 from gateway.config import PostmarkWebhookConfig
+from gateway.credentials import basic_credentials, same_secret
 from gateway.logs import log_event
 from gateway.store.base import Store, StoreUnavailable
 from gateway.unsubscribe import Suppressions
@@ -40,17 +38,13 @@ class PostmarkWebhookRoutes:
         app.router.add_post("/webhooks/postmark", self.receive)
 
     def _authorized(self, request: web.Request) -> bool:
-        if not self.credentials.password:
+        credentials = basic_credentials(request.headers.get("Authorization", ""))
+        if not self.credentials.password or credentials is None:
             return False
-        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        return hmac.compare_digest(user.encode(), self.credentials.username.encode()) & \
-            hmac.compare_digest(password.encode(), self.credentials.password.encode())
+        user, password = credentials
+        return same_secret(user, self.credentials.username) & same_secret(
+            password, self.credentials.password
+        )
 
     async def receive(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
