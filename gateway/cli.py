@@ -21,7 +21,6 @@ from gateway.logs import configure_logging
 from gateway.model import (
     Account,
     AuditEvent,
-    BlockRecord,
     Channel,
     Consent,
     ConsentKind,
@@ -29,6 +28,9 @@ from gateway.model import (
     Purpose,
     Role,
 )
+from gateway.privacy import Privacy, export_json, purge
+from gateway.records import BLOCK_CSV_COLUMNS, block_as_dict, block_csv_row, write_blocks_csv
+from gateway.retention import apply_retention
 from gateway.rules import RulesError
 from gateway.server import Gateway, Services, serve_forever
 from gateway.store.base import BlockQuery, StoreUnavailable
@@ -171,7 +173,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit_actions.add_parser("verify", parents=[common])
     audit_actions.add_parser("list", parents=[common])
+    _add_privacy_commands(commands, common)
     return parser
+
+
+def _add_privacy_commands(
+    commands: argparse._SubParsersAction[OneLineErrorParser], common: argparse.ArgumentParser
+) -> None:
+    privacy = commands.add_parser("privacy", help="data-subject requests: export, erase")
+    privacy_actions = privacy.add_subparsers(
+        dest="action", required=True, parser_class=OneLineErrorParser
+    )
+    for action, help_text in (
+        ("export", "print everything held about an address or number as JSON"),
+        ("erase", "delete their personal data; an opt-out is kept as a keyed hash"),
+    ):
+        request = privacy_actions.add_parser(action, parents=[common], help=help_text)
+        request.add_argument("subject", metavar="ADDRESS_OR_E164")
+        request.add_argument("--actor", default="operator", help="who asked (for the audit log)")
+
+    retention = commands.add_parser("retention", help="the retention job")
+    retention_actions = retention.add_subparsers(
+        dest="action", required=True, parser_class=OneLineErrorParser
+    )
+    retention_actions.add_parser("run", parents=[common], help="apply [retention] once now")
+
+    purge = commands.add_parser(
+        "purge", parents=[common], help="owner: erase ALL data, leaving only the purge's audit"
+    )
+    purge.add_argument("--yes", action="store_true", help="confirm: nothing can be recovered")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -338,24 +368,6 @@ def _validate_addresses(addresses: Sequence[str]) -> None:
             raise UsageError(f"{address!r} is not a valid address or number: {exc}") from exc
 
 
-def block_as_dict(record: BlockRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "time": record.time.isoformat(),
-        "channel": record.channel.value,
-        "account": record.account,
-        "sender": record.sender,
-        "recipient": record.recipient,
-        "reasons": list(dict.fromkeys(r.code for r in record.reasons)),
-        "reason_details": [r.as_dict() for r in record.reasons],
-        "rules_version": record.rules_version,
-        "message_id": record.message_id,
-        "subject": record.subject,
-        "size": record.size,
-        "gateway_id": record.gateway_id,
-    }
-
-
 async def _blocks(services: Services, args: argparse.Namespace) -> int:
     now = services.clock.now()
     query = BlockQuery(
@@ -367,25 +379,18 @@ async def _blocks(services: Services, args: argparse.Namespace) -> int:
         recipient=args.recipient,
         limit=args.limit,
     )
-    records = [block_as_dict(r) for r in await services.store.query_blocks(query)]
+    records = await services.store.query_blocks(query)
     if args.format == "json":
-        print(json.dumps(records, indent=2))
+        print(json.dumps([block_as_dict(r) for r in records], indent=2))
         return 0
-    columns = ["time", "channel", "account", "recipient", "reasons", "rules_version", "subject"]
-    rows = [[_cell(r[c]) for c in columns] for r in records]
     if args.format == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows(rows)
+        write_blocks_csv(sys.stdout, records)
         return 0
-    widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(columns)]
-    for row in [columns, *rows]:
+    rows = [list(BLOCK_CSV_COLUMNS), *(block_csv_row(r) for r in records)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(BLOCK_CSV_COLUMNS))]
+    for row in rows:
         print("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)))
     return 0
-
-
-def _cell(value: object) -> str:
-    return ",".join(value) if isinstance(value, list) else str(value)
 
 
 async def _audit(services: Services, args: argparse.Namespace) -> int:
@@ -492,6 +497,31 @@ def _read_text(path: Path) -> str:
         raise UsageError(f"cannot read {path}: {exc}") from exc
 
 
+async def _privacy(services: Services, args: argparse.Namespace) -> int:
+    _validate_addresses([args.subject])
+    privacy = Privacy(services.store, services.clock, services.erasure_key)
+    if args.action == "export":
+        print(export_json(await privacy.export(args.subject, actor=args.actor)))
+    else:
+        counts = await privacy.erase(args.subject, actor=args.actor)
+        print(json.dumps({"erased": counts, "opt_out_kept": counts["suppressions"] > 0}))
+    return 0
+
+
+async def _retention(services: Services, args: argparse.Namespace) -> int:
+    counts = await apply_retention(services.store, services.config, services.clock.now())
+    print(json.dumps(counts))
+    return 0
+
+
+async def _purge(services: Services, args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise UsageError("purge deletes every record and outbox file for good; add --yes")
+    event = await purge(services.store, services.config, services.clock, actor="owner")
+    print(f"workspace purged; audit log restarted at entry {event.id}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Services, argparse.Namespace], Awaitable[int]]] = {
     "check": _check,
     "consent": _consent,
@@ -499,4 +529,7 @@ COMMANDS: dict[str, Callable[[Services, argparse.Namespace], Awaitable[int]]] = 
     "suppress": _suppress,
     "blocks": _blocks,
     "audit": _audit,
+    "privacy": _privacy,
+    "retention": _retention,
+    "purge": _purge,
 }

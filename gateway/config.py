@@ -26,7 +26,7 @@ ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 TOKEN_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 KNOWN_SECTIONS = {
     "gateway", "smtp", "http", "store", "sender", "accounts", "upstream", "tokens", "policy",
-    "webhooks",
+    "webhooks", "retention", "privacy",
 }
 
 
@@ -114,6 +114,26 @@ class TokenKeys:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """How long each kind of record is kept; the retention job runs every `interval_s`."""
+
+    block_metadata_days: int = 30
+    blocks_days: int = 365
+    outbox_hours: int = 24
+    audit_days: int = 365
+    interval_s: int = 3600
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """`erasure_key` keys the hash that keeps an erased person's opt-out; empty means a
+    key generated into data_dir. Replicas must share one, and it must never change, or
+    erased opt-outs stop matching."""
+
+    erasure_key: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path | None
     data_dir: Path
@@ -131,6 +151,8 @@ class Config:
     drain_timeout_s: float = 30.0
     require_consent: frozenset[Channel] = frozenset()
     postmark_webhook: PostmarkWebhookConfig = PostmarkWebhookConfig()
+    retention: RetentionConfig = RetentionConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
     def account(self, name: str) -> Account | None:
         return next((a for a in self.accounts if a.name == name), None)
@@ -309,6 +331,8 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
         postmark_webhook=_postmark_webhook(
             _Section(raw.get("webhooks"), "webhooks", {"postmark"}).raw.get("postmark")
         ),
+        retention=_retention(raw.get("retention")),
+        privacy=_privacy(raw.get("privacy")),
     )
 
 
@@ -534,3 +558,38 @@ def _tokens(raw: Any) -> TokenKeys:
     if active not in keys:
         raise ConfigError("tokens.active", f"names no key in tokens.keys: {active!r}")
     return TokenKeys(keys=keys, active=active)
+
+
+def _retention(raw: Any) -> RetentionConfig:
+    """Every period is at least 1: a zero would delete records the moment they are made."""
+    section = _Section(
+        raw,
+        "retention",
+        {"block_metadata_days", "blocks_days", "outbox_hours", "audit_days", "interval_s"},
+    )
+    defaults = RetentionConfig()
+    config = RetentionConfig(
+        block_metadata_days=section.integer(
+            "block_metadata_days", defaults.block_metadata_days, minimum=1, maximum=36_500
+        ),
+        blocks_days=section.integer("blocks_days", defaults.blocks_days, minimum=1, maximum=36_500),
+        outbox_hours=section.integer(
+            "outbox_hours", defaults.outbox_hours, minimum=1, maximum=876_000
+        ),
+        audit_days=section.integer("audit_days", defaults.audit_days, minimum=1, maximum=36_500),
+        interval_s=section.integer("interval_s", defaults.interval_s, minimum=1, maximum=86_400),
+    )
+    if config.block_metadata_days > config.blocks_days:
+        raise ConfigError(
+            "retention.block_metadata_days",
+            f"is longer than retention.blocks_days ({config.blocks_days}): the blocks go first",
+        )
+    return config
+
+
+def _privacy(raw: Any) -> PrivacyConfig:
+    section = _Section(raw, "privacy", {"erasure_key"})
+    key = section.string("erasure_key")
+    if key and len(key) < 32:
+        raise ConfigError("privacy.erasure_key", "must be at least 32 characters")
+    return PrivacyConfig(erasure_key=key)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hashlib
 import logging
@@ -29,6 +30,8 @@ from gateway.logs import log_event
 from gateway.metrics import Metrics
 from gateway.model import AuditEvent, Channel
 from gateway.pipeline import Pipeline
+from gateway.privacy import erasure_key
+from gateway.retention import run_retention_periodically
 from gateway.rules import RuleSet, load_rules
 from gateway.store import open_store
 from gateway.store.base import Store
@@ -48,6 +51,7 @@ from gateway.upstream.twilio import (
 from gateway.web.admin import AdminRoutes
 from gateway.web.health import HealthRoutes
 from gateway.web.postmark_webhook import PostmarkWebhookRoutes
+from gateway.web.review import ReviewRoutes
 from gateway.web.twilio_webhook import TwilioWebhookRoutes
 from gateway.web.unsubscribe import UnsubscribeRoutes
 
@@ -103,6 +107,7 @@ class Services:
         self.clock = clock
         self.metrics = Metrics()
         self.store = store or open_store(config.store_url)
+        self.erasure_key = erasure_key(config)
         self.ruleset: RuleSet = configured_rules(config)
         self.suppressions = Suppressions(self.store, clock, self.metrics)
         self.unsubscribe = Unsubscribe(
@@ -138,6 +143,7 @@ class Services:
 
     async def open(self) -> None:
         await self.store.open()
+        await self.store.use_erasure_key(self.erasure_key)
 
     async def start_upstreams(self) -> None:
         await self.email_upstream.start()
@@ -159,6 +165,7 @@ class Gateway:
         self.sessions = SessionTracker(self.services.metrics)
         self._smtp_server: asyncio.Server | None = None
         self._http_runner: web.AppRunner | None = None
+        self._retention_task: asyncio.Task[None] | None = None
         self.smtp_port = 0
         self.http_port = 0
 
@@ -183,6 +190,13 @@ class Gateway:
             self.config.sender,
         ).register(app)
         AdminRoutes(lambda: self.config.accounts, services.pipeline).register(app)
+        ReviewRoutes(
+            services.store,
+            lambda: self.config.accounts,
+            self.clock,
+            services.unsubscribe.tokens.derived_key("review-session"),
+            secure_cookies=self.config.public_url.startswith("https://"),
+        ).register(app)
         PostmarkRoutes(
             services.pipeline,
             lambda: self.config.accounts,
@@ -214,6 +228,9 @@ class Gateway:
         site = web.TCPSite(self._http_runner, http.host, http.port)
         await site.start()
         self.http_port = self._http_runner.addresses[0][1]
+        self._retention_task = asyncio.create_task(
+            run_retention_periodically(services.store, self.config, self.clock)
+        )
         await services.store.append_audit(
             AuditEvent(
                 time=self.clock.now(),
@@ -257,6 +274,10 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop accepting, let transactions in flight finish, then close everything."""
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention_task
         if self._smtp_server is not None:
             self._smtp_server.close()
             await self.sessions.drain(self.config.drain_timeout_s)

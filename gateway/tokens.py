@@ -50,6 +50,11 @@ class UnsubscribeTokens:
         self._keys = dict(keys)
         self._active = active
 
+    def derived_key(self, purpose: str) -> bytes:
+        """A separate key for another use (review-page sessions), shared by replicas like the
+        token keys themselves, without reusing a signing key for two things."""
+        return hmac.new(self._keys[self._active], purpose.encode(), hashlib.sha256).digest()
+
     def _sign(self, key_id: str, payload: str) -> str:
         mac = hmac.new(self._keys[key_id], f"{key_id}.{payload}".encode(), hashlib.sha256)
         return _b64encode(mac.digest()[:SIGNATURE_BYTES])

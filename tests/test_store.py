@@ -408,6 +408,85 @@ async def test_query_blocks_filters_newest_first(
     assert [r.time for r in found] == sorted((r.time for r in found), reverse=True)
 
 
+async def walk_pages(store: Store, query: BlockQuery) -> list[list[BlockRecord]]:
+    """Every page of `query` (its limit is the page size) from its cursor on."""
+    pages: list[list[BlockRecord]] = []
+    before_id = query.before_id
+    while page := await store.query_blocks(replace(query, before_id=before_id)):
+        pages.append(page)
+        before_id = page[-1].id
+    return pages
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 4, 6, 7])
+@pytest.mark.parametrize("query", [BlockQuery(), BlockQuery(reason="SUPPRESSED")])
+async def test_before_id_pages_through_the_newest_first_order(
+    blocks: Store, query: BlockQuery, page_size: int
+) -> None:
+    """The fixture records out of time order, so paging by `id <` alone would skip some."""
+    pages = await walk_pages(blocks, replace(query, limit=page_size))
+    walked = [record for page in pages for record in page]
+    assert walked == await blocks.query_blocks(query)
+    assert all(len(page) <= page_size for page in pages)
+
+
+async def test_blocks_recorded_during_a_walk_neither_repeat_nor_hide_others(
+    blocks: Store,
+) -> None:
+    everything = await blocks.query_blocks(BlockQuery())
+    first = await blocks.query_blocks(BlockQuery(limit=2))
+    await blocks.record_block(block("new@x.com", at=hour(10)))
+    late_id = await blocks.record_block(block("late@x.com", at=hour(-1)))
+    rest = await walk_pages(blocks, BlockQuery(limit=2, before_id=first[-1].id))
+    walked = first + [record for page in rest for record in page]
+    assert [r.id for r in walked] == [r.id for r in everything] + [late_id]
+
+
+async def test_get_block_returns_the_record_or_none(store: Store) -> None:
+    record = block("a@x.com", codes=("SUPPRESSED", "QUIET_HOURS"))
+    record_id = await store.record_block(record)
+    assert await store.get_block(record_id) == replace(record, id=record_id)
+    assert await store.get_block(record_id + 1) is None
+
+
+async def test_block_counts_count_each_code_of_each_block_once(blocks: Store) -> None:
+    assert await blocks.block_counts(None, None) == [
+        ("call", "NOT_SUPPRESSED", 1),
+        ("email", "FOOTER_MISSING", 1),
+        ("email", "QUIETXHOURS", 1),
+        ("email", "QUIET_HOURS", 1),
+        ("email", "SUPPRESSED", 2),
+        ("sms", "QUIET_HOURS", 1),
+        ("sms", "SUPPRESSED", 1),
+    ]
+    assert await blocks.block_counts(hour(1), hour(3)) == [
+        ("email", "QUIETXHOURS", 1),
+        ("sms", "QUIET_HOURS", 1),
+        ("sms", "SUPPRESSED", 1),
+    ]
+    assert await blocks.block_counts(hour(6), None) == []
+
+
+async def test_block_counts_a_code_repeated_in_one_block_once(store: Store) -> None:
+    """Two rules can give the same code (say, two suppression sources)."""
+    await store.record_block(block("a@x.com", codes=("SUPPRESSED", "SUPPRESSED")))
+    assert await store.block_counts(None, None) == [("email", "SUPPRESSED", 1)]
+
+
+async def test_block_series_buckets_align_to_the_epoch_and_skip_empty_ones(
+    blocks: Store,
+) -> None:
+    two_hours = [(datetime(2024, 5, 1, h, tzinfo=UTC), 2) for h in (12, 14, 16)]
+    assert await blocks.block_series(None, None, 7200) == two_hours
+    assert await blocks.block_series(hour(1), hour(4), 7200) == [
+        (datetime(2024, 5, 1, 12, tzinfo=UTC), 1),
+        (datetime(2024, 5, 1, 14, tzinfo=UTC), 2),
+    ]
+    assert await blocks.block_series(hour(7), None, 60) == []
+    with pytest.raises(ValueError, match="bucket_s"):
+        await blocks.block_series(None, None, 0)
+
+
 # --- deliveries ---------------------------------------------------------------------------
 
 
@@ -835,6 +914,15 @@ def edit_database(path: Path, *statements: str) -> None:
     conn.close()
 
 
+async def test_a_cursor_whose_block_was_deleted_still_moves_the_walk_on(
+    sqlite_store: SqliteStore, db_path: Path
+) -> None:
+    ids = [await sqlite_store.record_block(block(f"b{n}@x.com", at=hour(n))) for n in range(3)]
+    edit_database(db_path, f"DELETE FROM blocks WHERE id = {ids[2]}")
+    rest = await sqlite_store.query_blocks(BlockQuery(before_id=ids[2]))
+    assert [r.id for r in rest] == [ids[1], ids[0]]
+
+
 _SWAP_2_AND_3 = (
     "UPDATE audit SET id = -2 WHERE id = 2",
     "UPDATE audit SET id = 2 WHERE id = 3",
@@ -1071,6 +1159,7 @@ async def test_opening_twice_applies_each_migration_once(
         (1, "initial"),
         (2, "telephony"),
         (3, "suppression_sources"),
+        (4, "privacy"),
     ]
 
 
@@ -1105,6 +1194,7 @@ async def test_a_version_one_database_is_upgraded_once_and_keeps_its_data(db_pat
         (1, "initial"),
         (2, "telephony"),
         (3, "suppression_sources"),
+        (4, "privacy"),
     ]
 
 
@@ -1149,6 +1239,7 @@ async def test_a_version_two_database_keeps_its_suppressions_one_row_per_source(
         (1, "initial"),
         (2, "telephony"),
         (3, "suppression_sources"),
+        (4, "privacy"),
     ]
 
 

@@ -7,6 +7,8 @@ closed (the agent gets a temporary failure).
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +23,18 @@ from gateway.model import (
     Suppression,
 )
 
+# An erased person's suppression survives as one row under a keyed hash of their key, so
+# the opt-out keeps holding while the address itself is gone. The prefix cannot begin a
+# real key (an email local part has no unquoted ':' and E.164 starts with '+').
+ERASED_SOURCE = "erased"
+ERASED_PREFIX = "erased:"
+
+
+def erased_address(erasure_key: bytes, key: str) -> str:
+    """The stand-in for suppression key `key` once its owner is erased (HMAC-SHA256, so
+    nobody without the erasure key can test an address list against the table)."""
+    return ERASED_PREFIX + hmac.new(erasure_key, key.encode(), hashlib.sha256).hexdigest()
+
 
 class DeliveryClaim(enum.Enum):
     CLAIMED = "claimed"
@@ -34,6 +48,13 @@ class StoreUnavailable(Exception):
 
 @dataclass(frozen=True)
 class BlockQuery:
+    """`before_id` is a page cursor: only the records listed after block `before_id` in the
+    newest-first order (time, then id, descending). Keying on the id rather than an offset
+    keeps a walk through the pages from repeating or skipping records while new blocks are
+    recorded; keying on its place in the order rather than `id <` keeps a block recorded
+    after a newer one (a slow decision) from falling between two pages. Should the cursor's
+    block be gone (erased), the records with a lower id follow instead."""
+
     since: datetime | None = None
     until: datetime | None = None
     reason: str | None = None
@@ -41,6 +62,7 @@ class BlockQuery:
     account: str | None = None
     recipient: str | None = None
     limit: int = 1000
+    before_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +71,42 @@ class AuditProblem:
 
     entry_id: int
     problem: str
+
+
+@dataclass(frozen=True)
+class ContactRow:
+    channel: Channel
+    time: datetime
+    gateway_id: str
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    delivery_key: str
+    recipient: str
+    state: str
+    claimed_at: datetime
+    upstream_id: str | None
+
+
+@dataclass(frozen=True)
+class PersonalData:
+    """Everything the store holds about one suppression key (a data-subject export).
+
+    `erased_suppressions` are the keyed-hash rows left by an earlier erasure: the only
+    trace of an erased person, and proof that their opt-out still holds.
+    """
+
+    key: str
+    suppressions: tuple[Suppression, ...] = ()
+    erased_suppressions: tuple[Suppression, ...] = ()
+    consents: tuple[Consent, ...] = ()
+    known_location: KnownLocation | None = None
+    blocks: tuple[BlockRecord, ...] = ()
+    contacts: tuple[ContactRow, ...] = ()
+    notice_sent_at: datetime | None = None
+    deliveries: tuple[DeliveryRow, ...] = ()
+    audit: tuple[AuditEvent, ...] = ()
 
 
 class Store(Protocol):
@@ -136,6 +194,22 @@ class Store(Protocol):
     async def query_blocks(self, query: BlockQuery) -> list[BlockRecord]:
         """Newest first."""
 
+    async def get_block(self, block_id: int) -> BlockRecord | None: ...
+
+    async def block_counts(
+        self, since: datetime | None, until: datetime | None
+    ) -> list[tuple[str, str, int]]:
+        """(channel, reason code, blocks) for the blocks with since <= time < until, either
+        bound optional: a block counts once under each distinct code it carries, so a block
+        for two reasons is in two counts. Ordered by channel, then code."""
+
+    async def block_series(
+        self, since: datetime | None, until: datetime | None, bucket_s: int
+    ) -> list[tuple[datetime, int]]:
+        """Blocks per `bucket_s`-second bucket (buckets aligned to the Unix epoch, each
+        named by its UTC start) over since <= time < until, oldest first. Empty buckets
+        are left out; a chart fills them with zero."""
+
     async def claim_delivery(
         self, delivery_key: str, recipient: str, now: datetime, stale_after_s: float
     ) -> DeliveryClaim:
@@ -159,3 +233,33 @@ class Store(Protocol):
 
     async def verify_audit(self) -> AuditProblem | None:
         """None when every entry's hash and link to its predecessor verify."""
+
+    async def use_erasure_key(self, key: bytes) -> None:
+        """Set the key for `erased_address`. From then on `suppressed`,
+        `add_suppressions` and `remove_suppressions` treat an address's erased row as
+        that address's own, so every caller honors an erased person's opt-out unchanged."""
+
+    async def personal_data(self, key: str) -> PersonalData:
+        """Every row about `key` (email rows match case-insensitively, as senders and
+        recipients are recorded as written), plus audit entries whose subject names it."""
+
+    async def erase_personal_data(self, key: str, now: datetime, actor: str) -> dict[str, int]:
+        """In one transaction: delete `key`'s blocks, consents, location, contacts, notice
+        and delivery rows, and replace its suppression rows by one `erased_address` row
+        (source ERASED_SOURCE) when it had any. Audit entries are never rewritten.
+        Returns rows removed per table. Needs `use_erasure_key` first (ValueError)."""
+
+    async def clear_block_metadata(self, before: datetime) -> int:
+        """Blank subject and message id of blocks older than `before`; returns rows changed."""
+
+    async def delete_blocks(self, before: datetime) -> int:
+        """Delete blocks older than `before`; returns how many."""
+
+    async def prune_audit(self, before: datetime) -> int:
+        """Delete the oldest audit entries, up to (not including) the first at or after
+        `before`, and anchor the chain at the last deleted hash so it still verifies.
+        Only a prefix is removed: the chain never gets a hole. Returns how many."""
+
+    async def purge(self, event: AuditEvent) -> AuditEvent:
+        """Delete every row of every table and the audit anchor, then append `event` as
+        the first entry of a new chain; returns it as stored."""

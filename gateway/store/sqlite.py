@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -32,7 +32,17 @@ from gateway.model import (
     Reason,
     Suppression,
 )
-from gateway.store.base import AuditProblem, BlockQuery, DeliveryClaim, StoreUnavailable
+from gateway.store.base import (
+    ERASED_SOURCE,
+    AuditProblem,
+    BlockQuery,
+    ContactRow,
+    DeliveryClaim,
+    DeliveryRow,
+    PersonalData,
+    StoreUnavailable,
+    erased_address,
+)
 from gateway.store.migrations import (
     VERSION_TABLE_DDL,
     Migration,
@@ -87,6 +97,7 @@ class SqliteStore:
         self._opened = False
         # Touched only on the event loop.
         self._closed = False
+        self._erasure_key: bytes | None = None
 
     async def open(self) -> None:
         await self._submit(self._open_on_worker)
@@ -104,14 +115,17 @@ class SqliteStore:
 
     async def suppressed(self, addresses: Iterable[str]) -> frozenset[str]:
         unique = list(dict.fromkeys(addresses))
-        return await self._run(lambda conn: _select_suppressed(conn, unique))
+        aliases = self._erased_aliases(unique)
+        return await self._run(lambda conn: _select_suppressed(conn, unique, aliases))
 
     async def add_suppressions(self, entries: Sequence[Suppression]) -> int:
-        return await self._run(lambda conn: _upsert_suppressions(conn, entries))
+        aliases = self._erased_aliases(dict.fromkeys(e.address for e in entries))
+        return await self._run(lambda conn: _upsert_suppressions(conn, entries, aliases))
 
     async def remove_suppressions(self, addresses: Iterable[str]) -> int:
         unique = list(dict.fromkeys(addresses))
-        return await self._run(lambda conn: _delete_suppressions(conn, unique))
+        aliases = self._erased_aliases(unique)
+        return await self._run(lambda conn: _delete_suppressions(conn, unique, aliases))
 
     async def list_suppressions(self) -> list[Suppression]:
         return await self._run(_select_all_suppressions)
@@ -175,6 +189,23 @@ class SqliteStore:
     async def query_blocks(self, query: BlockQuery) -> list[BlockRecord]:
         return await self._run(lambda conn: _select_blocks(conn, query))
 
+    async def get_block(self, block_id: int) -> BlockRecord | None:
+        return await self._run(lambda conn: _select_block(conn, block_id))
+
+    async def block_counts(
+        self, since: datetime | None, until: datetime | None
+    ) -> list[tuple[str, str, int]]:
+        window = BlockQuery(since=since, until=until)
+        return await self._run(lambda conn: _count_blocks_by_reason(conn, window))
+
+    async def block_series(
+        self, since: datetime | None, until: datetime | None, bucket_s: int
+    ) -> list[tuple[datetime, int]]:
+        if bucket_s <= 0:
+            raise ValueError(f"bucket_s must be positive, not {bucket_s}")
+        window = BlockQuery(since=since, until=until)
+        return await self._run(lambda conn: _count_blocks_by_bucket(conn, window, bucket_s))
+
     async def claim_delivery(
         self, delivery_key: str, recipient: str, now: datetime, stale_after_s: float
     ) -> DeliveryClaim:
@@ -197,6 +228,43 @@ class SqliteStore:
 
     async def verify_audit(self) -> AuditProblem | None:
         return await self._run(_verify_audit_chain)
+
+    async def use_erasure_key(self, key: bytes) -> None:
+        """Set on the event loop, where every lookup computes its aliases."""
+        if not key:
+            raise ValueError("the erasure key must not be empty")
+        self._erasure_key = key
+
+    async def personal_data(self, key: str) -> PersonalData:
+        erased = erased_address(self._erasure_key, key) if self._erasure_key else None
+        return await self._run(lambda conn: _select_personal_data(conn, key, erased))
+
+    async def erase_personal_data(self, key: str, now: datetime, actor: str) -> dict[str, int]:
+        if self._erasure_key is None:
+            raise ValueError("no erasure key: call use_erasure_key first")
+        erased = Suppression(
+            erased_address(self._erasure_key, key), ERASED_SOURCE, "erased on request", now, actor
+        )
+        return await self._run(lambda conn: _erase_personal_data(conn, key, erased))
+
+    async def clear_block_metadata(self, before: datetime) -> int:
+        return await self._run(lambda conn: _clear_block_metadata(conn, before))
+
+    async def delete_blocks(self, before: datetime) -> int:
+        return await self._run(lambda conn: _delete_blocks_before(conn, before))
+
+    async def prune_audit(self, before: datetime) -> int:
+        return await self._run(lambda conn: _prune_audit(conn, before))
+
+    async def purge(self, event: AuditEvent) -> AuditEvent:
+        return await self._run(lambda conn: _purge(conn, event))
+
+    def _erased_aliases(self, addresses: Iterable[str]) -> dict[str, str]:
+        """Keyed hash -> address, so an erased row answers for its address (empty without
+        a key: then no erased row can exist that this store wrote)."""
+        if self._erasure_key is None:
+            return {}
+        return {erased_address(self._erasure_key, address): address for address in addresses}
 
     async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         return await self._submit(lambda: self._with_connection(work))
@@ -359,9 +427,20 @@ def _rows_for_keys(
         yield from conn.execute(query.format(keys=placeholders), [*parameters, *chunk])
 
 
-def _select_suppressed(conn: sqlite3.Connection, addresses: Sequence[str]) -> frozenset[str]:
+def _select_suppressed(
+    conn: sqlite3.Connection, addresses: Sequence[str], aliases: Mapping[str, str]
+) -> frozenset[str]:
     with _transaction(conn, write=False):
-        return frozenset(_suppressed_among(conn, addresses))
+        return frozenset(_suppressed_keys(conn, addresses, aliases))
+
+
+def _suppressed_keys(
+    conn: sqlite3.Connection, addresses: Sequence[str], aliases: Mapping[str, str]
+) -> set[str]:
+    """The addresses with a row of their own or an erased row (`aliases` maps each
+    address's keyed hash back to it); callers hold a transaction."""
+    found = _suppressed_among(conn, [*addresses, *aliases])
+    return {aliases.get(address, address) for address in found}
 
 
 def _suppressed_among(conn: sqlite3.Connection, addresses: Sequence[str]) -> Iterator[str]:
@@ -373,7 +452,9 @@ def _suppressed_among(conn: sqlite3.Connection, addresses: Sequence[str]) -> Ite
     return (address for (address,) in rows)
 
 
-def _upsert_suppressions(conn: sqlite3.Connection, entries: Sequence[Suppression]) -> int:
+def _upsert_suppressions(
+    conn: sqlite3.Connection, entries: Sequence[Suppression], aliases: Mapping[str, str]
+) -> int:
     """One row per (address, source): a second source adds a row, the same source refreshes
     its own. New addresses are the batch's distinct addresses that had no row of any source,
     looked up inside the same write transaction, so the count is exact (repeats included)
@@ -381,18 +462,22 @@ def _upsert_suppressions(conn: sqlite3.Connection, entries: Sequence[Suppression
     rows = [(e.address, e.source, e.reason, e.actor, _to_text(e.time)) for e in entries]
     addresses = list(dict.fromkeys(e.address for e in entries))
     with _transaction(conn, write=True):
-        existing = sum(1 for _ in _suppressed_among(conn, addresses))
+        existing = len(_suppressed_keys(conn, addresses, aliases))
         conn.executemany(_UPSERT_SUPPRESSION, rows)
     return len(addresses) - existing
 
 
-def _delete_suppressions(conn: sqlite3.Connection, addresses: Sequence[str]) -> int:
-    """Every source's row goes; the count is of addresses (unique), not rows, read in the
-    same write transaction as the delete."""
+def _delete_suppressions(
+    conn: sqlite3.Connection, addresses: Sequence[str], aliases: Mapping[str, str]
+) -> int:
+    """Every source's row goes, an erased row too (an operator may re-admit an erased
+    person); the count is of addresses (unique), not rows, read in the same write
+    transaction as the delete."""
     with _transaction(conn, write=True):
-        existed = sum(1 for _ in _suppressed_among(conn, addresses))
+        existed = len(_suppressed_keys(conn, addresses, aliases))
         conn.executemany(
-            "DELETE FROM suppressions WHERE address = ?", [(address,) for address in addresses]
+            "DELETE FROM suppressions WHERE address = ?",
+            [(address,) for address in [*addresses, *aliases]],
         )
     return existed
 
@@ -619,6 +704,39 @@ def _select_blocks(conn: sqlite3.Connection, query: BlockQuery) -> list[BlockRec
     return [_block_from_row(row) for row in rows]
 
 
+def _select_block(conn: sqlite3.Connection, block_id: int) -> BlockRecord | None:
+    row = conn.execute(f"SELECT {_BLOCK_COLUMNS} FROM blocks WHERE id = ?", (block_id,)).fetchone()
+    return None if row is None else _block_from_row(row)
+
+
+def _count_blocks_by_reason(
+    conn: sqlite3.Connection, window: BlockQuery
+) -> list[tuple[str, str, int]]:
+    """Counted here rather than in SQL: splitting the stored code list needs a recursive
+    query, and a set per row is what makes a code repeated within one block count once."""
+    where, parameters = _block_filters(window)
+    counts: dict[tuple[str, str], int] = {}
+    with _transaction(conn, write=False):
+        for channel, reason_codes in conn.execute(
+            f"SELECT channel, reason_codes FROM blocks {where}", parameters
+        ):
+            for code in set(reason_codes.strip(",").split(",")) - {""}:
+                counts[channel, code] = counts.get((channel, code), 0) + 1
+    return [(channel, code, n) for (channel, code), n in sorted(counts.items())]
+
+
+def _count_blocks_by_bucket(
+    conn: sqlite3.Connection, window: BlockQuery, bucket_s: int
+) -> list[tuple[datetime, int]]:
+    where, parameters = _block_filters(window)
+    counts: dict[int, int] = {}
+    with _transaction(conn, write=False):
+        for (time,) in conn.execute(f"SELECT time FROM blocks {where}", parameters):
+            bucket = int(_from_text(time).timestamp()) // bucket_s * bucket_s
+            counts[bucket] = counts.get(bucket, 0) + 1
+    return [(datetime.fromtimestamp(b, UTC), n) for b, n in sorted(counts.items())]
+
+
 def _block_filters(query: BlockQuery) -> tuple[str, list[object]]:
     clauses: list[str] = []
     parameters: list[object] = []
@@ -639,6 +757,13 @@ def _block_filters(query: BlockQuery) -> tuple[str, list[object]]:
         if value is not None:
             clauses.append(f"{column} = ?")
             parameters.append(str(value))
+    if query.before_id is not None:
+        # If the cursor's block was erased meanwhile, the id alone still moves the walk on.
+        clauses.append(
+            "((time, id) < (SELECT time, id FROM blocks WHERE id = ?)"
+            " OR (NOT EXISTS (SELECT 1 FROM blocks WHERE id = ?) AND id < ?))"
+        )
+        parameters.extend([query.before_id] * 3)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     return where, parameters
 
@@ -737,8 +862,14 @@ def _release_delivery(conn: sqlite3.Connection, delivery_key: str, recipient: st
 
 
 def _append_audit(conn: sqlite3.Connection, event: AuditEvent) -> AuditEvent:
+    with _transaction(conn, write=True):
+        return _insert_audit(conn, event)
+
+
+def _insert_audit(conn: sqlite3.Connection, event: AuditEvent) -> AuditEvent:
     """The event is hashed as it will read back (UTC time, details through canonical JSON),
-    so `verify_audit` recomputes the same hash from the stored row."""
+    so `verify_audit` recomputes the same hash from the stored row. Callers hold a write
+    transaction, so the link to the last entry cannot go stale."""
     time_text = _to_text(event.time)
     details_json = _canonical_json(event.details)
     stored = AuditEvent(
@@ -748,23 +879,22 @@ def _append_audit(conn: sqlite3.Connection, event: AuditEvent) -> AuditEvent:
         subject=event.subject,
         details=json.loads(details_json),
     )
-    with _transaction(conn, write=True):
-        last = conn.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-        prev_hash = last[0] if last else GENESIS_HASH
-        digest = entry_hash(prev_hash, stored)
-        cursor = conn.execute(
-            "INSERT INTO audit (time, actor, action, subject, details_json, prev_hash, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                time_text,
-                stored.actor,
-                stored.action,
-                stored.subject,
-                details_json,
-                prev_hash,
-                digest,
-            ),
-        )
+    last = conn.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+    prev_hash = last[0] if last else _audit_anchor(conn)
+    digest = entry_hash(prev_hash, stored)
+    cursor = conn.execute(
+        "INSERT INTO audit (time, actor, action, subject, details_json, prev_hash, hash)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            time_text,
+            stored.actor,
+            stored.action,
+            stored.subject,
+            details_json,
+            prev_hash,
+            digest,
+        ),
+    )
     return replace(stored, id=_row_id(cursor), prev_hash=prev_hash, hash=digest)
 
 
@@ -793,18 +923,21 @@ def _audit_from_row(row: tuple[Any, ...]) -> AuditEvent:
 
 
 def _verify_audit_chain(conn: sqlite3.Connection) -> AuditProblem | None:
-    expected_prev = GENESIS_HASH
-    previous_id: int | None = None
-    for row in conn.execute(f"SELECT {_AUDIT_COLUMNS} FROM audit ORDER BY id"):
-        entry_id, *_, prev_hash, digest = row
-        if not _audit_row_hash_matches(row):
-            return AuditProblem(entry_id, "content does not match its hash")
-        if prev_hash != expected_prev:
-            if previous_id is None:
-                return AuditProblem(entry_id, "first entry does not start the chain")
-            return AuditProblem(entry_id, f"does not follow entry {previous_id}")
-        expected_prev, previous_id = digest, entry_id
-    return None
+    """The chain starts at the anchor a retention prune left (else GENESIS); one read
+    snapshot, so a prune running meanwhile cannot make intact entries look broken."""
+    with _transaction(conn, write=False):
+        expected_prev = _audit_anchor(conn)
+        previous_id: int | None = None
+        for row in conn.execute(f"SELECT {_AUDIT_COLUMNS} FROM audit ORDER BY id"):
+            entry_id, *_, prev_hash, digest = row
+            if not _audit_row_hash_matches(row):
+                return AuditProblem(entry_id, "content does not match its hash")
+            if prev_hash != expected_prev:
+                if previous_id is None:
+                    return AuditProblem(entry_id, "first entry does not start the chain")
+                return AuditProblem(entry_id, f"does not follow entry {previous_id}")
+            expected_prev, previous_id = digest, entry_id
+        return None
 
 
 def _audit_row_hash_matches(row: tuple[Any, ...]) -> bool:
@@ -820,3 +953,177 @@ def _row_id(cursor: sqlite3.Cursor) -> int:
     if cursor.lastrowid is None:
         raise sqlite3.OperationalError("insert did not report a row id")
     return cursor.lastrowid
+
+
+def _audit_anchor(conn: sqlite3.Connection) -> str:
+    """The hash the first remaining audit entry links to: the last pruned entry's, or
+    GENESIS when nothing was ever pruned (or since the last purge)."""
+    row = conn.execute("SELECT hash FROM audit_anchor WHERE id = 1").fetchone()
+    return row[0] if row else GENESIS_HASH
+
+
+# Emails are recorded as the agent wrote them ('Bob@Example.com'); their keys are lower
+# case, so email rows match without case. Numbers are recorded in E.164 and match exactly.
+def _subject_match(column: str, key: str) -> str:
+    return f"lower({column}) = ?" if "@" in key else f"{column} = ?"
+
+
+def _block_match(key: str) -> tuple[str, list[object]]:
+    """A person's blocks: as recipient, and for emails also as sender."""
+    if "@" in key:
+        return f"({_subject_match('recipient', key)} OR lower(sender) = ?)", [key, key]
+    return _subject_match("recipient", key), [key]
+
+
+def _select_personal_data(
+    conn: sqlite3.Connection, key: str, erased: str | None
+) -> PersonalData:
+    block_where, block_parameters = _block_match(key)
+    with _transaction(conn, write=False):
+        suppressions = [
+            Suppression(address, source, reason, _from_text(created_at), actor)
+            for address, source, reason, actor, created_at in conn.execute(
+                "SELECT address, source, reason, actor, created_at FROM suppressions"
+                " WHERE address IN (?, ?) ORDER BY address, source",
+                (key, erased or key),
+            )
+        ]
+        location = conn.execute(
+            "SELECT timezone, latitude, longitude, region, postal_code"
+            " FROM known_locations WHERE number = ?",
+            (key,),
+        ).fetchone()
+        notice = conn.execute(
+            f"SELECT sent_at FROM notices WHERE {_subject_match('recipient', key)}", (key,)
+        ).fetchone()
+        return PersonalData(
+            key=key,
+            suppressions=tuple(s for s in suppressions if s.address == key),
+            erased_suppressions=tuple(s for s in suppressions if s.address != key),
+            consents=tuple(
+                _consent_from_row(row)
+                for row in conn.execute(
+                    f"SELECT {_CONSENT_COLUMNS} FROM consents"
+                    f" WHERE {_subject_match('subject', key)} ORDER BY obtained_at",
+                    (key,),
+                )
+            ),
+            known_location=KnownLocation(*location) if location else None,
+            blocks=tuple(
+                _block_from_row(row)
+                for row in conn.execute(
+                    f"SELECT {_BLOCK_COLUMNS} FROM blocks WHERE {block_where}"
+                    " ORDER BY time DESC, id DESC",
+                    block_parameters,
+                )
+            ),
+            contacts=tuple(
+                ContactRow(Channel(channel), _from_text(time), gateway_id)
+                for channel, time, gateway_id in conn.execute(
+                    "SELECT channel, time, gateway_id FROM contacts"
+                    f" WHERE {_subject_match('recipient', key)} ORDER BY time",
+                    (key,),
+                )
+            ),
+            notice_sent_at=_from_text(notice[0]) if notice else None,
+            deliveries=tuple(
+                DeliveryRow(delivery_key, recipient, state, _from_text(claimed_at), upstream_id)
+                for delivery_key, recipient, state, claimed_at, upstream_id in conn.execute(
+                    "SELECT delivery_key, recipient, state, claimed_at, upstream_id"
+                    f" FROM deliveries WHERE {_subject_match('recipient', key)}"
+                    " ORDER BY claimed_at",
+                    (key,),
+                )
+            ),
+            audit=tuple(
+                _audit_from_row(row)
+                for row in conn.execute(
+                    f"SELECT {_AUDIT_COLUMNS} FROM audit"
+                    " WHERE subject LIKE ? ESCAPE '\\' ORDER BY id",
+                    (f"%{_escape_like(key)}%",),
+                )
+            ),
+        )
+
+
+def _erase_personal_data(
+    conn: sqlite3.Connection, key: str, erased: Suppression
+) -> dict[str, int]:
+    """One write transaction: a crash leaves either the person's data with their opt-out,
+    or the erased row alone, never neither."""
+    block_where, block_parameters = _block_match(key)
+    deletes = {
+        "blocks": (f"DELETE FROM blocks WHERE {block_where}", block_parameters),
+        "consents": (f"DELETE FROM consents WHERE {_subject_match('subject', key)}", [key]),
+        "known_locations": ("DELETE FROM known_locations WHERE number = ?", [key]),
+        "contacts": (f"DELETE FROM contacts WHERE {_subject_match('recipient', key)}", [key]),
+        "notices": (f"DELETE FROM notices WHERE {_subject_match('recipient', key)}", [key]),
+        "deliveries": (
+            f"DELETE FROM deliveries WHERE {_subject_match('recipient', key)}", [key]
+        ),
+        "suppressions": ("DELETE FROM suppressions WHERE address = ?", [key]),
+    }
+    with _transaction(conn, write=True):
+        counts = {table: conn.execute(sql, parameters).rowcount
+                  for table, (sql, parameters) in deletes.items()}
+        if counts["suppressions"]:
+            conn.execute(
+                _UPSERT_SUPPRESSION,
+                (erased.address, erased.source, erased.reason, erased.actor,
+                 _to_text(erased.time)),
+            )
+    return counts
+
+
+def _clear_block_metadata(conn: sqlite3.Connection, before: datetime) -> int:
+    with _transaction(conn, write=True):
+        return conn.execute(
+            "UPDATE blocks SET subject = '', message_id = ''"
+            " WHERE time < ? AND (subject != '' OR message_id != '')",
+            (_to_text(before),),
+        ).rowcount
+
+
+def _delete_blocks_before(conn: sqlite3.Connection, before: datetime) -> int:
+    with _transaction(conn, write=True):
+        return conn.execute("DELETE FROM blocks WHERE time < ?", (_to_text(before),)).rowcount
+
+
+def _prune_audit(conn: sqlite3.Connection, before: datetime) -> int:
+    """Entries are removed by id, as a prefix: an entry older than `before` that follows a
+    newer one (a clock stepped back) stays until the newer one ages out."""
+    with _transaction(conn, write=True):
+        first_kept = conn.execute(
+            "SELECT min(id) FROM audit WHERE time >= ?", (_to_text(before),)
+        ).fetchone()[0]
+        last = conn.execute(
+            "SELECT id, hash FROM audit WHERE id < coalesce(?, (SELECT max(id) + 1 FROM audit))"
+            " ORDER BY id DESC LIMIT 1",
+            (first_kept,),
+        ).fetchone()
+        if last is None:
+            return 0
+        last_id, last_hash = last
+        conn.execute(
+            "INSERT INTO audit_anchor (id, entry_id, hash, pruned_at) VALUES (1, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET entry_id = excluded.entry_id,"
+            " hash = excluded.hash, pruned_at = excluded.pruned_at",
+            (last_id, last_hash, _to_text(datetime.now(UTC))),
+        )
+        return conn.execute("DELETE FROM audit WHERE id <= ?", (last_id,)).rowcount
+
+
+_PURGED_TABLES = (
+    "suppressions", "blocks", "consents", "known_locations", "contacts", "notices",
+    "deliveries", "audit", "audit_anchor",
+)
+
+
+def _purge(conn: sqlite3.Connection, event: AuditEvent) -> AuditEvent:
+    """Everything goes in one transaction with the purge entry, so the log never shows a
+    purge that did not happen or misses one that did."""
+    with _transaction(conn, write=True):
+        for table in _PURGED_TABLES:
+            conn.execute(f"DELETE FROM {table}")
+        return _insert_audit(conn, event)
+

@@ -1,24 +1,79 @@
 """The admin API under /v1/: bearer-token access with the account's role deciding what.
 
-`Authorization: Bearer <account secret>`; 401 without valid credentials, 403 for a role too
-low for the endpoint.
+`Authorization: Bearer <account secret>`. Without valid credentials the answer is 401 (with
+`WWW-Authenticate`), for a role too low 403; every error is JSON `{"error", "status"}`, and
+a bad parameter's error names it. Each role may do everything the roles below it may:
+
+| Endpoint                             | rep | manager | admin | owner |
+|--------------------------------------|-----|---------|-------|-------|
+| `POST /v1/check`                     | yes | yes     | yes   | yes   |
+| `GET /v1/blocks`                     |     | yes     | yes   | yes   |
+| `GET /v1/blocks/{id}`                |     | yes     | yes   | yes   |
+| `GET /v1/blocks/counts`              |     | yes     | yes   | yes   |
+| `GET /v1/suppressions`               |     | yes     | yes   | yes   |
+| `POST /v1/suppressions`              |     |         | yes   | yes   |
+| `DELETE /v1/suppressions/{address}`  |     |         | yes   | yes   |
+| `GET /v1/audit`                      |     |         | yes   | yes   |
+| `POST /v1/consents`                  |     |         | yes   | yes   |
+
+Changes made here are audited with the account's name as the actor.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
+from multidict import MultiMapping
 
+from gateway.addresses import InvalidAddress
 from gateway.checks import CheckError, CheckRequest, parse_time, parse_timezone, run_check
+from gateway.consents import ConsentError, make_consent
 from gateway.credentials import account_with_secret, bearer_token
-from gateway.model import Account, Channel, Purpose, Role
+from gateway.model import (
+    Account,
+    AuditEvent,
+    BlockRecord,
+    Channel,
+    Consent,
+    Purpose,
+    Role,
+    Suppression,
+)
 from gateway.pipeline import Pipeline, TemporaryFailure
+from gateway.records import block_as_dict, write_blocks_csv
+from gateway.rules import RuleSet
+from gateway.store.base import BlockQuery, Store, StoreUnavailable
+from gateway.suppression_files import validated_key
 
 Handler = Callable[[web.Request, Account], Awaitable[web.StreamResponse]]
 MAX_JSON_BYTES = 64 * 1024
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+API_SUPPRESSION_SOURCE = "api"
+_CURSOR_PREFIX = "b1:"
+BLOCK_PARAMETERS = frozenset(
+    ("since", "until", "reason", "channel", "account", "recipient", "limit", "cursor", "format")
+)
+
+
+class BodyTooLarge(Exception):
+    """A body over MAX_JSON_BYTES: refused (413) before it is read."""
+
+
+class ParameterError(ValueError):
+    """A query parameter or body field the request got wrong; the message names it."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -30,8 +85,24 @@ class AdminRoutes:
         self.accounts = accounts
         self.pipeline = pipeline
 
+    @property
+    def store(self) -> Store:
+        return self.pipeline.store
+
     def register(self, app: web.Application) -> None:
-        app.router.add_post("/v1/check", self.guarded(Role.REP, self.check))
+        """`/v1/blocks/counts` before `/v1/blocks/{id}`; the id is digits only anyway."""
+        router = app.router
+        router.add_post("/v1/check", self.guarded(Role.REP, self.check))
+        router.add_get("/v1/blocks", self.guarded(Role.MANAGER, self.blocks))
+        router.add_get("/v1/blocks/counts", self.guarded(Role.MANAGER, self.block_counts))
+        router.add_get(r"/v1/blocks/{block_id:\d{1,18}}", self.guarded(Role.MANAGER, self.block))
+        router.add_get("/v1/suppressions", self.guarded(Role.MANAGER, self.suppressions))
+        router.add_post("/v1/suppressions", self.guarded(Role.ADMIN, self.add_suppressions))
+        router.add_delete(
+            "/v1/suppressions/{address}", self.guarded(Role.ADMIN, self.remove_suppression)
+        )
+        router.add_get("/v1/audit", self.guarded(Role.ADMIN, self.audit))
+        router.add_post("/v1/consents", self.guarded(Role.ADMIN, self.add_consent))
 
     def bearer_account(self, request: web.Request) -> Account | None:
         token = bearer_token(request.headers.get("Authorization", ""))
@@ -46,10 +117,16 @@ class AdminRoutes:
                 return response
             if account.role < minimum:
                 return json_error(
-                    403, f"role {account.role.name.lower()} may not do this "
-                    f"(needs {minimum.name.lower()} or higher)"
+                    403,
+                    f"role {account.role.name.lower()} may not do this "
+                    f"(needs {minimum.name.lower()} or higher)",
                 )
-            return await handler(request, account)
+            try:
+                return await handler(request, account)
+            except BodyTooLarge:
+                return json_error(413, f"request body over {MAX_JSON_BYTES} bytes")
+            except StoreUnavailable as exc:
+                return json_error(503, f"store unavailable: {exc}")
 
         return guarded_handler
 
@@ -70,12 +147,333 @@ class AdminRoutes:
             return json_error(503, f"{exc.reason}: {exc.text}")
         return web.json_response(result)
 
+    async def blocks(self, request: web.Request, account: Account) -> web.StreamResponse:
+        """One page of the block log, newest first, with the cursor of the next page.
+
+        One record past the page is fetched to tell whether a next page exists, so the last
+        page says so instead of sending the client for an empty one.
+        """
+        try:
+            query = block_query(request.query, self.pipeline.clock.now())
+            as_csv = wants_csv(request)
+        except ParameterError as exc:
+            return json_error(400, str(exc))
+        found = await self.store.query_blocks(replace(query, limit=query.limit + 1))
+        page = found[: query.limit]
+        next_cursor = encode_cursor(page[-1]) if len(found) > query.limit else None
+        if as_csv:
+            text = io.StringIO()
+            write_blocks_csv(text, page)
+            headers = {} if next_cursor is None else {"X-Next-Cursor": next_cursor}
+            return web.Response(
+                text=text.getvalue(), content_type="text/csv", charset="utf-8", headers=headers
+            )
+        return web.json_response(
+            {"blocks": [block_as_dict(r) for r in page], "next_cursor": next_cursor}
+        )
+
+    async def block(self, request: web.Request, account: Account) -> web.Response:
+        """The full record, with where each reason's rule comes from and how sure that is."""
+        block_id = int(request.match_info["block_id"])
+        record = await self.store.get_block(block_id)
+        if record is None:
+            return json_error(404, f"no block {block_id}")
+        body = block_as_dict(record)
+        rules = self.pipeline.rules()
+        for detail in body["reason_details"]:
+            detail.update(rule_source(rules, detail["rule"]))
+        return web.json_response(body)
+
+    async def block_counts(self, request: web.Request, account: Account) -> web.Response:
+        """Counts of reasons: a block blocked for two reasons counts under each, so every
+        view (by reason, by channel, by both) adds up to the same total."""
+        try:
+            only_parameters(request.query, {"since", "until"})
+            now = self.pipeline.clock.now()
+            since = optional_time(request.query, "since", now)
+            until = optional_time(request.query, "until", now)
+        except ParameterError as exc:
+            return json_error(400, str(exc))
+        rows = await self.store.block_counts(since, until)
+        by_reason: dict[str, int] = {}
+        by_channel: dict[str, int] = {}
+        for channel, code, count in rows:
+            by_reason[code] = by_reason.get(code, 0) + count
+            by_channel[channel] = by_channel.get(channel, 0) + count
+        return web.json_response(
+            {
+                "since": since.isoformat() if since else None,
+                "until": until.isoformat() if until else None,
+                "by_reason": by_reason,
+                "by_channel": by_channel,
+                "by_channel_and_reason": [
+                    {"channel": channel, "reason": code, "count": count}
+                    for channel, code, count in rows
+                ],
+            }
+        )
+
+    async def suppressions(self, request: web.Request, account: Account) -> web.Response:
+        """Every entry (one per address and source), or only those of `?address=`."""
+        try:
+            only_parameters(request.query, {"address"})
+            address = single(request.query, "address")
+            key = None if address is None else address_key("address", address)
+        except ParameterError as exc:
+            return json_error(400, str(exc))
+        entries = await self.store.list_suppressions()
+        return web.json_response(
+            {
+                "suppressions": [
+                    suppression_as_dict(e) for e in entries if key is None or e.address == key
+                ]
+            }
+        )
+
+    async def add_suppressions(self, request: web.Request, account: Account) -> web.Response:
+        try:
+            body = await json_object(request, required={"addresses", "reason"})
+            addresses, reason = body["addresses"], body["reason"]
+            if not isinstance(addresses, list) or not addresses:
+                raise ParameterError("addresses", "must be a non-empty list")
+            if not isinstance(reason, str) or not reason.strip():
+                raise ParameterError("reason", "must be a non-empty string")
+            keys = [address_key("addresses", a) for a in addresses]
+        except ParameterError as exc:
+            return json_error(400, str(exc))
+        added = await self.pipeline.suppressions.add(
+            keys, source=API_SUPPRESSION_SOURCE, reason=reason, actor=account.name
+        )
+        return web.json_response({"suppressed": sorted(set(keys)), "new": added})
+
+    async def remove_suppression(self, request: web.Request, account: Account) -> web.Response:
+        """Lifts every source's entry for the address; 404 (and nothing audited) if it had
+        none."""
+        try:
+            key = address_key("address", request.match_info["address"])
+        except ParameterError as exc:
+            return json_error(400, str(exc))
+        if not await self.store.suppressed([key]):
+            return json_error(404, f"{key} is not suppressed")
+        await self.pipeline.suppressions.remove([key], actor=account.name)
+        return web.json_response({"removed": key})
+
+    async def audit(self, request: web.Request, account: Account) -> web.Response:
+        """The newest `limit` audit entries, newest first, with their chain hashes."""
+        try:
+            only_parameters(request.query, {"limit"})
+            limit = page_limit(request.query)
+        except ParameterError as exc:
+            return json_error(400, str(exc))
+        events = await self.store.audit_events()
+        return web.json_response({"events": [audit_as_dict(e) for e in reversed(events[-limit:])]})
+
+    async def add_consent(self, request: web.Request, account: Account) -> web.Response:
+        """One consent, as `consent add` records it: stored, then audited."""
+        try:
+            body = await json_object(
+                request,
+                required={"subject", "channel", "kind", "obtained_at", "source"},
+                optional={"evidence"},
+            )
+            for name, value in body.items():
+                if not isinstance(value, str):
+                    raise ParameterError(name, "must be a string")
+            obtained_at = parse_field_time("obtained_at", body["obtained_at"], None)
+            consent = make_consent(
+                body["subject"],
+                body["channel"],
+                body["kind"],
+                obtained_at,
+                body["source"],
+                body.get("evidence", ""),
+            )
+        except (ParameterError, ConsentError) as exc:
+            return json_error(400, str(exc))
+        added = await self.store.add_consents([consent])
+        await self.store.append_audit(
+            AuditEvent(
+                time=self.pipeline.clock.now(),
+                actor=account.name,
+                action="consent.add",
+                subject=consent.subject,
+                details={"count": 1, "new": added},
+            )
+        )
+        return web.json_response({"consent": consent_as_dict(consent), "new": added})
+
+
+def only_parameters(query: Mapping[str, str], allowed: AbstractSet[str]) -> None:
+    """A misspelt filter must not silently widen the answer."""
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        raise ParameterError(unknown[0], "unknown parameter")
+
+
+def single(query: MultiMapping[str], name: str) -> str | None:
+    """`query` is aiohttp's MultiDict; a repeated filter is ambiguous, so it is refused."""
+    values = query.getall(name, [])
+    if len(values) > 1:
+        raise ParameterError(name, "given more than once")
+    return values[0] if values else None
+
+
+def parse_field_time(name: str, value: str, now: datetime | None) -> datetime:
+    try:
+        return parse_time(value, now=now)
+    except CheckError as exc:
+        raise ParameterError(name, str(exc)) from None
+
+
+def optional_time(query: MultiMapping[str], name: str, now: datetime) -> datetime | None:
+    """ISO 8601 (naive means UTC) or a span back from now such as 24h or 7d."""
+    value = single(query, name)
+    return None if value is None else parse_field_time(name, value, now)
+
+
+def page_limit(query: MultiMapping[str]) -> int:
+    value = single(query, "limit")
+    if value is None:
+        return DEFAULT_LIMIT
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
+        raise ParameterError("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
+    return int(value)
+
+
+def block_query(query: MultiMapping[str], now: datetime) -> BlockQuery:
+    only_parameters(query, BLOCK_PARAMETERS)
+    text: dict[str, str | None] = {}
+    for name in ("reason", "account", "recipient"):
+        value = single(query, name)
+        if value == "":
+            raise ParameterError(name, "must not be empty")
+        text[name] = value
+    channel = single(query, "channel")
+    try:
+        block_channel = None if channel is None else Channel(channel)
+    except ValueError:
+        raise ParameterError("channel", "must be one of email, sms, call") from None
+    cursor = single(query, "cursor")
+    return BlockQuery(
+        since=optional_time(query, "since", now),
+        until=optional_time(query, "until", now),
+        reason=text["reason"],
+        channel=block_channel,
+        account=text["account"],
+        recipient=text["recipient"],
+        limit=page_limit(query),
+        before_id=None if cursor is None else decode_cursor(cursor),
+    )
+
+
+def wants_csv(request: web.Request) -> bool:
+    """`format` wins over the Accept header; without either the answer is JSON."""
+    chosen = single(request.query, "format")
+    if chosen is None:
+        return "text/csv" in request.headers.get("Accept", "")
+    if chosen not in ("json", "csv"):
+        raise ParameterError("format", "must be json or csv")
+    return chosen == "csv"
+
+
+def encode_cursor(record: BlockRecord) -> str:
+    """Opaque to clients so the paging key can change without breaking them."""
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{record.id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
+    except (UnicodeError, binascii.Error, ValueError):
+        text = ""
+    block_id = text.removeprefix(_CURSOR_PREFIX)
+    if not text.startswith(_CURSOR_PREFIX) or not block_id.isdigit() or len(block_id) > 18:
+        raise ParameterError("cursor", "not a cursor this API gave out")
+    return int(block_id)
+
+
+async def json_object(
+    request: web.Request, *, required: set[str], optional: frozenset[str] | set[str] = frozenset()
+) -> dict[str, Any]:
+    """The body as a JSON object holding every required field and no unknown one."""
+    if (request.content_length or 0) > MAX_JSON_BYTES:
+        raise BodyTooLarge
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        raise ParameterError("body", "not JSON") from None
+    if not isinstance(body, dict):
+        raise ParameterError("body", "must be a JSON object")
+    unknown = sorted(set(body) - required - set(optional))
+    if unknown:
+        raise ParameterError(unknown[0], "unknown field")
+    missing = sorted(required - set(body))
+    if missing:
+        raise ParameterError(missing[0], "required")
+    return body
+
+
+def address_key(name: str, address: object) -> str:
+    if not isinstance(address, str):
+        raise ParameterError(name, "addresses are strings")
+    try:
+        return validated_key(address)
+    except InvalidAddress as exc:
+        raise ParameterError(name, f"{address!r} is not a valid address or number: {exc}") from None
+
+
+def rule_source(rules: RuleSet, rule_id: str) -> dict[str, str | None]:
+    """Cited from the rules loaded now; the record's rules_version says which it was
+    decided under. A rule the current rules no longer have gets nulls."""
+    lookups: tuple[Callable[[str], Any], ...] = (rules.rule, rules.calling.rule)
+    for lookup in lookups:
+        try:
+            rule = lookup(rule_id)
+        except KeyError:
+            continue
+        return {"citation": rule.citation, "confidence": rule.confidence}
+    return {"citation": None, "confidence": None}
+
+
+def suppression_as_dict(entry: Suppression) -> dict[str, str]:
+    return {
+        "address": entry.address,
+        "source": entry.source,
+        "reason": entry.reason,
+        "actor": entry.actor,
+        "time": entry.time.isoformat(),
+    }
+
+
+def audit_as_dict(event: AuditEvent) -> dict[str, object]:
+    return {
+        "id": event.id,
+        "time": event.time.isoformat(),
+        "actor": event.actor,
+        "action": event.action,
+        "subject": event.subject,
+        "details": event.details,
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }
+
+
+def consent_as_dict(consent: Consent) -> dict[str, str | None]:
+    return {
+        "subject": consent.subject,
+        "channel": consent.channel.value,
+        "kind": consent.kind.value,
+        "obtained_at": consent.obtained_at.isoformat(),
+        "expires_at": consent.expires_at.isoformat() if consent.expires_at else None,
+        "source": consent.source,
+        "evidence": consent.evidence,
+    }
+
 
 def check_request(body: object) -> CheckRequest:
     if not isinstance(body, dict):
         raise CheckError("the body must be a JSON object")
-    unknown = set(body) - {"channel", "to", "from", "subject", "reply", "at", "purpose",
-                           "timezone"}
+    unknown = set(body) - {"channel", "to", "from", "subject", "reply", "at", "purpose", "timezone"}
     if unknown:
         raise CheckError(f"unknown fields: {', '.join(sorted(unknown))}")
     try:
