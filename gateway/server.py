@@ -30,7 +30,7 @@ from gateway.logs import log_event
 from gateway.metrics import Metrics
 from gateway.model import AuditEvent, Channel
 from gateway.pipeline import Pipeline
-from gateway.privacy import erasure_key
+from gateway.privacy import Privacy, erasure_key, purge
 from gateway.retention import run_retention_periodically
 from gateway.rules import RuleSet, load_rules
 from gateway.store import open_store
@@ -189,7 +189,12 @@ class Gateway:
             services.rules,
             self.config.sender,
         ).register(app)
-        AdminRoutes(lambda: self.config.accounts, services.pipeline).register(app)
+        AdminRoutes(
+            lambda: self.config.accounts,
+            services.pipeline,
+            Privacy(services.store, self.clock, services.erasure_key),
+            lambda actor: purge(services.store, self.config, self.clock, actor=actor),
+        ).register(app)
         ReviewRoutes(
             services.store,
             lambda: self.config.accounts,

@@ -112,6 +112,11 @@ async def suppress_victim(gateway: Gateway) -> None:
     )
 
 
+async def suppress_victim_and_block(gateway: Gateway) -> None:
+    await suppress_victim(gateway)
+    await seed_one_block(gateway)
+
+
 ENDPOINTS = [
     Endpoint("POST", "/v1/check", "rep", {"channel": "call", "to": NY}),
     Endpoint("GET", "/v1/blocks", "manager"),
@@ -138,6 +143,10 @@ ENDPOINTS = [
             "source": "web form",
         },
     ),
+    Endpoint("GET", "/v1/privacy/victim@example.org", "admin", prepare=suppress_victim),
+    Endpoint("DELETE", "/v1/privacy/victim@example.org", "owner", prepare=suppress_victim),
+    Endpoint("POST", "/v1/purge", "owner", {"confirm": "purge workspace"},
+             prepare=suppress_victim_and_block),
 ]
 
 

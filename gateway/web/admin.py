@@ -15,6 +15,9 @@ a bad parameter's error names it. Each role may do everything the roles below it
 | `DELETE /v1/suppressions/{address}`  |     |         | yes   | yes   |
 | `GET /v1/audit`                      |     |         | yes   | yes   |
 | `POST /v1/consents`                  |     |         | yes   | yes   |
+| `GET /v1/privacy/{subject}` (export) |     |         | yes   | yes   |
+| `DELETE /v1/privacy/{subject}` (erase) |   |         |       | yes   |
+| `POST /v1/purge` (`{"confirm": "purge workspace"}`) | | |     | yes   |
 
 Changes made here are audited with the account's name as the actor.
 """
@@ -49,6 +52,7 @@ from gateway.model import (
     Suppression,
 )
 from gateway.pipeline import Pipeline, TemporaryFailure
+from gateway.privacy import Privacy
 from gateway.records import block_as_dict, write_blocks_csv
 from gateway.rules import RuleSet
 from gateway.store.base import BlockQuery, Store, StoreUnavailable
@@ -80,10 +84,21 @@ def json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message, "status": status}, status=status)
 
 
+PURGE_CONFIRMATION = "purge workspace"
+
+
 class AdminRoutes:
-    def __init__(self, accounts: Callable[[], tuple[Account, ...]], pipeline: Pipeline) -> None:
+    def __init__(
+        self,
+        accounts: Callable[[], tuple[Account, ...]],
+        pipeline: Pipeline,
+        privacy: Privacy,
+        purge_workspace: Callable[[str], Awaitable[AuditEvent]],
+    ) -> None:
         self.accounts = accounts
         self.pipeline = pipeline
+        self.privacy = privacy
+        self.purge_workspace = purge_workspace
 
     @property
     def store(self) -> Store:
@@ -103,6 +118,9 @@ class AdminRoutes:
         )
         router.add_get("/v1/audit", self.guarded(Role.ADMIN, self.audit))
         router.add_post("/v1/consents", self.guarded(Role.ADMIN, self.add_consent))
+        router.add_get("/v1/privacy/{subject}", self.guarded(Role.ADMIN, self.export_person))
+        router.add_delete("/v1/privacy/{subject}", self.guarded(Role.OWNER, self.erase_person))
+        router.add_post("/v1/purge", self.guarded(Role.OWNER, self.purge))
 
     def bearer_account(self, request: web.Request) -> Account | None:
         token = bearer_token(request.headers.get("Authorization", ""))
@@ -257,6 +275,35 @@ class AdminRoutes:
             return json_error(404, f"{key} is not suppressed")
         await self.pipeline.suppressions.remove([key], actor=account.name)
         return web.json_response({"removed": key})
+
+    async def export_person(self, request: web.Request, account: Account) -> web.Response:
+        """Everything held about one address or number (audited, by keyed hash)."""
+        try:
+            document = await self.privacy.export(request.match_info["subject"], actor=account.name)
+        except InvalidAddress as exc:
+            return json_error(400, f"subject: {exc}")
+        return web.json_response(document, dumps=lambda d: json.dumps(d, default=str))
+
+    async def erase_person(self, request: web.Request, account: Account) -> web.Response:
+        """Erase one person's data; their opt-out stays, as a keyed hash."""
+        try:
+            counts = await self.privacy.erase(request.match_info["subject"], actor=account.name)
+        except InvalidAddress as exc:
+            return json_error(400, f"subject: {exc}")
+        return web.json_response({"erased": counts, "opt_out_kept": counts["suppressions"] > 0})
+
+    async def purge(self, request: web.Request, account: Account) -> web.Response:
+        """Erase the whole workspace; the explicit confirmation guards against a stray call."""
+        try:
+            body = await json_object(request, required={"confirm"})
+        except BodyTooLarge:
+            return json_error(413, f"request body over {MAX_JSON_BYTES} bytes")
+        except ParameterError as exc:
+            return json_error(400, str(exc))
+        if body["confirm"] != PURGE_CONFIRMATION:
+            return json_error(400, f'confirm: must be "{PURGE_CONFIRMATION}"')
+        event = await self.purge_workspace(account.name)
+        return web.json_response({"purged": True, "audit_entry": event.id})
 
     async def audit(self, request: web.Request, account: Account) -> web.Response:
         """The newest `limit` audit entries, newest first, with their chain hashes."""

@@ -1,0 +1,50 @@
+"""Data-subject rights and purge through the admin API, checked against the real pipeline."""
+
+from __future__ import annotations
+
+import aiosmtplib
+import pytest
+from test_admin_api import ADMIN_SECRET, OWNER_SECRET, call, start
+from test_smtp_submission import client, first_touch
+
+BOB = "bob@client.example.net"
+
+
+async def test_export_then_erase_keeps_the_opt_out(gateway_factory) -> None:
+    gateway = await start(gateway_factory)
+    await gateway.services.suppressions.add([BOB], source="one-click", reason="u", actor="r")
+    smtp = await client(gateway)
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
+        await smtp.send_message(first_touch(to=BOB))
+    exported = await call(gateway, "GET", f"/v1/privacy/{BOB}", ADMIN_SECRET)
+    assert exported.status == 200
+    document = exported.json()
+    assert [s["source"] for s in document["suppressions"]] == ["one-click"]
+    assert len(document["blocks"]) == 1
+    erased = await call(gateway, "DELETE", f"/v1/privacy/{BOB}", OWNER_SECRET)
+    assert erased.status == 200
+    assert erased.json()["opt_out_kept"] is True
+    after = (await call(gateway, "GET", f"/v1/privacy/{BOB}", ADMIN_SECRET)).json()
+    assert after["suppressions"] == [] and after["blocks"] == []
+    assert after["erased_suppression"] is True
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as refused:
+        await smtp.send_message(first_touch(to=BOB))
+    await smtp.quit()
+    assert "SUPPRESSED" in refused.value.recipients[0].message
+    audit = [e for e in await gateway.services.store.audit_events() if e.action == "privacy.erase"]
+    assert audit and BOB not in audit[0].subject
+
+
+async def test_purge_needs_the_confirmation_and_leaves_a_verifiable_log(gateway_factory) -> None:
+    gateway = await start(gateway_factory)
+    await gateway.services.suppressions.add([BOB], source="cli", reason="x", actor="op")
+    refused = await call(gateway, "POST", "/v1/purge", OWNER_SECRET, body={"confirm": "yes"})
+    assert refused.status == 400
+    assert await gateway.services.store.suppressed([BOB])
+    done = await call(gateway, "POST", "/v1/purge", OWNER_SECRET,
+                      body={"confirm": "purge workspace"})
+    assert done.status == 200
+    assert await gateway.services.store.suppressed([BOB]) == frozenset()
+    events = await gateway.services.store.audit_events()
+    assert [e.action for e in events] == ["workspace.purge"]
+    assert await gateway.services.store.verify_audit() is None
