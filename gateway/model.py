@@ -286,6 +286,7 @@ class BlockRecord:
     subject: str = ""
     size: int = 0
     gateway_id: str = ""
+    evidence: Mapping[str, object] = field(default_factory=dict)
     id: int | None = None
 
 

@@ -101,6 +101,11 @@ def delivery_key(account: str, sender: str, content: bytes) -> str:
     return digest.hexdigest()
 
 
+def _recipient_evidence(decision: Decision, recipient: str) -> Mapping[str, object]:
+    evidence = decision.evidence.get(recipient)
+    return evidence if isinstance(evidence, Mapping) else {}
+
+
 def blocked_by_cap(decision: Decision, recipient: str) -> Decision:
     """The decision with `recipient` blocked by the cap the store just enforced."""
     claims = [c for c in decision.caps if c.recipient == recipient]
@@ -322,6 +327,7 @@ class Pipeline:
             subject=email.subject if email else "",
             size=email.size if email else 0,
             gateway_id=message.id,
+            evidence=_recipient_evidence(decision, blocked.recipient),
         )
 
     async def _deliver(

@@ -45,6 +45,7 @@ def block_as_dict(record: BlockRecord) -> dict[str, Any]:
         "subject": record.subject,
         "size": record.size,
         "gateway_id": record.gateway_id,
+        "evidence": dict(record.evidence),
     }
 
 

@@ -1160,6 +1160,7 @@ async def test_opening_twice_applies_each_migration_once(
         (2, "telephony"),
         (3, "suppression_sources"),
         (4, "privacy"),
+        (5, "block_evidence"),
     ]
 
 
@@ -1195,6 +1196,7 @@ async def test_a_version_one_database_is_upgraded_once_and_keeps_its_data(db_pat
         (2, "telephony"),
         (3, "suppression_sources"),
         (4, "privacy"),
+        (5, "block_evidence"),
     ]
 
 
@@ -1240,6 +1242,7 @@ async def test_a_version_two_database_keeps_its_suppressions_one_row_per_source(
         (2, "telephony"),
         (3, "suppression_sources"),
         (4, "privacy"),
+        (5, "block_evidence"),
     ]
 
 

@@ -444,3 +444,23 @@ async def test_cap_still_counts_a_send_that_timed_out_at_twilio(gateway_factory)
         assert error.status == 503
         counts = await gateway.services.store.contact_counts([FL], NOON_NY.replace(hour=0))
         assert counts[FL] == 1, "Twilio may have sent it: the contact must still count"
+
+
+async def test_block_detail_shows_the_callee_zones_and_local_times(gateway_factory) -> None:
+    gateway = await start(gateway_factory, now=LATE_NY, extra="""
+[[accounts]]
+name = "lead"
+secret = "lead-secret-0123456"
+role = "manager"
+sender_domains = []
+""")
+    await refused(send_sms(sdk(gateway)))
+    [block] = await gateway.services.store.query_blocks(BlockQuery())
+    url = f"http://127.0.0.1:{gateway.http_port}/v1/blocks/{block.id}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url, headers={"Authorization": "Bearer lead-secret-0123456"}) as r:
+            detail = await r.json()
+    assert detail["evidence"]["zones"] == ["America/New_York"]
+    assert detail["evidence"]["local_times"]["America/New_York"].startswith("2026-06-02T22:30")
+    assert detail["evidence"]["regions"] == ["US-NY"]
+    assert detail["reason_details"][0]["citation"]

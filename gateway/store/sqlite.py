@@ -58,7 +58,7 @@ _PARAMETERS_PER_QUERY = 900
 
 _BLOCK_COLUMNS = (
     "id, time, channel, account, sender, recipient, reasons_json, rules_version,"
-    " message_id, subject, size, gateway_id"
+    " message_id, subject, size, gateway_id, evidence_json"
 )
 _AUDIT_COLUMNS = "id, time, actor, action, subject, details_json, prev_hash, hash"
 
@@ -675,8 +675,8 @@ def _insert_block(conn: sqlite3.Connection, record: BlockRecord) -> int:
     with _transaction(conn, write=True):
         cursor = conn.execute(
             "INSERT INTO blocks (time, channel, account, sender, recipient, reasons_json,"
-            " reason_codes, rules_version, message_id, subject, size, gateway_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " reason_codes, rules_version, message_id, subject, size, gateway_id, evidence_json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 _to_text(record.time),
                 record.channel.value,
@@ -690,6 +690,7 @@ def _insert_block(conn: sqlite3.Connection, record: BlockRecord) -> int:
                 record.subject,
                 record.size,
                 record.gateway_id,
+                json.dumps(dict(record.evidence), sort_keys=True, default=str),
             ),
         )
     return _row_id(cursor)
@@ -787,6 +788,7 @@ def _block_from_row(row: tuple[Any, ...]) -> BlockRecord:
         subject,
         size,
         gateway_id,
+        evidence_json,
     ) = row
     return BlockRecord(
         time=_from_text(time),
@@ -800,6 +802,7 @@ def _block_from_row(row: tuple[Any, ...]) -> BlockRecord:
         subject=subject,
         size=size,
         gateway_id=gateway_id,
+        evidence=json.loads(evidence_json),
         id=block_id,
     )
 
