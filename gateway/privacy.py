@@ -22,11 +22,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.addresses import suppression_key
+from gateway.addresses import InvalidAddress
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.model import AuditEvent, BlockRecord
-from gateway.store.base import PersonalData, Store, erased_address
+from gateway.store.base import ERASED_PREFIX, PersonalData, Store, erased_address
+from gateway.suppression_files import validated_key
 
 ERASURE_KEY_FILE = "erasure-key"
 
@@ -72,6 +73,14 @@ def delete_files(directories: tuple[Path, ...], older_than: float | None = None)
     return deleted
 
 
+def person_key(subject: str) -> str:
+    """A real address or E.164 number, never a stored hash: "erasing" the hashed row of an
+    erased person would delete their opt-out."""
+    if subject.startswith(ERASED_PREFIX):
+        raise InvalidAddress("this is an erased person's keyed hash, not an address or number")
+    return validated_key(subject)
+
+
 class Privacy:
     def __init__(self, store: Store, clock: Clock, key: bytes) -> None:
         self.store = store
@@ -83,7 +92,7 @@ class Privacy:
 
         Raises `InvalidAddress` for a subject that is no address or number.
         """
-        key = suppression_key(subject)
+        key = person_key(subject)
         data = await self.store.personal_data(key)
         now = self.clock.now()
         await self.store.append_audit(
@@ -102,7 +111,7 @@ class Privacy:
 
         Returns rows removed per table. Raises `InvalidAddress` as `export` does.
         """
-        key = suppression_key(subject)
+        key = person_key(subject)
         now = self.clock.now()
         counts = await self.store.erase_personal_data(key, now, actor)
         await self.store.append_audit(

@@ -42,18 +42,38 @@ class Suppressions:
         return added
 
     async def remove(self, addresses: list[str], *, actor: str) -> int:
+        """Every source's entry goes. The audit entry is written first: a lifted opt-out must
+        never be without its record, even if the store fails in between."""
         keys = [suppression_key(a) for a in addresses]
-        removed = await self.store.remove_suppressions(keys)
+        await self._audit_removal(keys, actor, {"count": len(keys)})
+        return await self.store.remove_suppressions(keys)
+
+    async def remove_from_source(self, addresses: list[str], source: str, *, actor: str) -> int:
+        """Only `source`'s entries (START lifts a STOP); others stay in force."""
+        keys = [suppression_key(a) for a in addresses]
+        await self._audit_removal(keys, actor, {"source": source})
+        return await self.store.remove_suppressions_from_source(keys, source)
+
+    async def remove_with_source_prefix(
+        self, addresses: list[str], prefix: str, *, actor: str
+    ) -> int:
+        """Only entries a provider caused (source `prefix…`)."""
+        keys = [suppression_key(a) for a in addresses]
+        await self._audit_removal(keys, actor, {"source_prefix": prefix})
+        return await self.store.remove_suppressions_with_source_prefix(keys, prefix)
+
+    async def _audit_removal(
+        self, keys: list[str], actor: str, details: dict[str, object]
+    ) -> None:
         await self.store.append_audit(
             AuditEvent(
                 time=self.clock.now(),
                 actor=actor,
                 action="suppression.remove",
                 subject=",".join(keys),
-                details={"count": len(keys), "existed": removed},
+                details=details,
             )
         )
-        return removed
 
 
 @dataclass(frozen=True)

@@ -289,10 +289,14 @@ def test_purge_needs_yes_then_leaves_only_its_own_audit_entry(
     capsys.readouterr()
     assert not list(outbox.rglob("*.*"))
     assert main(["suppress", "list", "--config", config]) == 0
-    assert capsys.readouterr().out == ""
+    # Opt-outs survive a purge, but only as keyed hashes: no address is left.
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 2
+    assert all(line.startswith("erased:") and ",erased," in line for line in listed)
     assert main(["privacy", "export", NUMBER, "--config", config]) == 0
     exported = json.loads(capsys.readouterr().out)
     assert exported["consents"] == [] and exported["suppressions"] == []
+    assert exported["erased_suppression"] is True
     assert main(["audit", "list", "--config", config]) == 0
     actions = [json.loads(line)["action"] for line in capsys.readouterr().out.splitlines()]
     # The purge entry, then the export just run.

@@ -7,6 +7,8 @@ import pytest
 from test_admin_api import ADMIN_SECRET, OWNER_SECRET, call, start
 from test_smtp_submission import client, first_touch
 
+from gateway.store.base import StoreUnavailable
+
 BOB = "bob@client.example.net"
 
 
@@ -44,7 +46,41 @@ async def test_purge_needs_the_confirmation_and_leaves_a_verifiable_log(gateway_
     done = await call(gateway, "POST", "/v1/purge", OWNER_SECRET,
                       body={"confirm": "purge workspace"})
     assert done.status == 200
-    assert await gateway.services.store.suppressed([BOB]) == frozenset()
+    # The opt-out survives, as a keyed hash: a purge must not make anyone reachable again.
+    assert await gateway.services.store.suppressed([BOB]) == {BOB}
+    assert [s.source for s in await gateway.services.store.list_suppressions()] == ["erased"]
     events = await gateway.services.store.audit_events()
     assert [e.action for e in events] == ["workspace.purge"]
     assert await gateway.services.store.verify_audit() is None
+
+
+async def test_erasing_a_stored_hash_is_refused_and_the_opt_out_stays(gateway_factory) -> None:
+    gateway = await start(gateway_factory)
+    await gateway.services.suppressions.add([BOB], source="one-click", reason="u", actor="r")
+    assert (await call(gateway, "DELETE", f"/v1/privacy/{BOB}", OWNER_SECRET)).status == 200
+    [hashed] = [s.address for s in await gateway.services.store.list_suppressions()]
+    assert hashed.startswith("erased:")
+    again = await call(gateway, "DELETE", f"/v1/privacy/{hashed}", OWNER_SECRET)
+    assert again.status == 400
+    assert await gateway.services.store.suppressed([BOB]) == {BOB}
+    unparseable = await call(gateway, "DELETE", "/v1/privacy/4155550100", OWNER_SECRET)
+    assert unparseable.status == 400
+
+
+async def test_lifting_an_opt_out_is_audited_even_if_the_store_then_fails(gateway_factory):
+    gateway = await start(gateway_factory)
+    store = gateway.services.store
+    await gateway.services.suppressions.add([BOB], source="cli", reason="x", actor="op")
+    original = store.remove_suppressions
+
+    async def failing(keys):
+        raise StoreUnavailable("injected")
+
+    store.remove_suppressions = failing
+    try:
+        reply = await call(gateway, "DELETE", f"/v1/suppressions/{BOB}", ADMIN_SECRET)
+    finally:
+        store.remove_suppressions = original
+    assert reply.status == 503
+    assert await store.suppressed([BOB]) == {BOB}
+    assert "suppression.remove" in [e.action for e in await store.audit_events()]

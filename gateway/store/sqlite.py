@@ -33,6 +33,7 @@ from gateway.model import (
     Suppression,
 )
 from gateway.store.base import (
+    ERASED_PREFIX,
     ERASED_SOURCE,
     AuditProblem,
     BlockQuery,
@@ -257,7 +258,10 @@ class SqliteStore:
         return await self._run(lambda conn: _prune_audit(conn, before))
 
     async def purge(self, event: AuditEvent) -> AuditEvent:
-        return await self._run(lambda conn: _purge(conn, event))
+        if self._erasure_key is None:
+            raise StoreUnavailable("purge needs the erasure key, to keep opt-outs as hashes")
+        key = self._erasure_key
+        return await self._run(lambda conn: _purge(conn, event, key))
 
     def _erased_aliases(self, addresses: Iterable[str]) -> dict[str, str]:
         """Keyed hash -> address, so an erased row answers for its address (empty without
@@ -1122,11 +1126,22 @@ _PURGED_TABLES = (
 )
 
 
-def _purge(conn: sqlite3.Connection, event: AuditEvent) -> AuditEvent:
+def _purge(conn: sqlite3.Connection, event: AuditEvent, erasure_key: bytes) -> AuditEvent:
     """Everything goes in one transaction with the purge entry, so the log never shows a
-    purge that did not happen or misses one that did."""
+    purge that did not happen or misses one that did. Opt-outs survive as keyed hashes, as
+    after an erasure: a purge must never make an opted-out person reachable again."""
     with _transaction(conn, write=True):
+        kept = {
+            address if address.startswith(ERASED_PREFIX) else erased_address(erasure_key, address)
+            for (address,) in conn.execute("SELECT DISTINCT address FROM suppressions")
+        }
         for table in _PURGED_TABLES:
             conn.execute(f"DELETE FROM {table}")
+        conn.executemany(
+            "INSERT INTO suppressions (address, source, reason, actor, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(a, ERASED_SOURCE, "kept through a workspace purge", event.actor,
+              _to_text(event.time)) for a in sorted(kept)],
+        )
         return _insert_audit(conn, event)
 

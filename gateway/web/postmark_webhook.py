@@ -99,6 +99,8 @@ class PostmarkWebhookRoutes:
         if not isinstance(address, str):
             raise InvalidAddress("the event names no address")
         key = suppression_key(address)
-        lifted = await self.store.remove_suppressions_with_source_prefix([key], SOURCE_PREFIX)
+        lifted = await self.suppressions.remove_with_source_prefix(
+            [key], SOURCE_PREFIX, actor="postmark"
+        )
         log_event(log, "reactivated", recipient=key, lifted=lifted)
         return f"reactivated ({lifted} Postmark suppression lifted)"

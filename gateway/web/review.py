@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import html
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode, urlsplit
@@ -142,16 +142,26 @@ def session_value(key: bytes, account_name: str, expires: datetime) -> str:
     return f"{payload}|{_sign(key, payload)}"
 
 
-def session_account_name(key: bytes, value: str, now: datetime) -> str | None:
-    """The account a cookie names, if its signature verifies and it has not expired."""
+def account_session_key(key: bytes, account: Account) -> bytes:
+    """Sessions are signed with a key bound to the account's secret: rotating a leaked
+    secret ends every session opened with it."""
+    return hmac.new(key, account.secret.encode(), hashlib.sha256).digest()
+
+
+def session_account(
+    key: bytes, value: str, now: datetime, accounts: Iterable[Account]
+) -> Account | None:
+    """The manager-or-higher account a cookie names, if its signature verifies with that
+    account's current secret and it has not expired."""
     payload, _, signature = value.rpartition("|")
     name, _, expiry = payload.rpartition("|")
-    if not name or not _is_id(expiry):
+    if not name or not _is_id(expiry) or int(expiry) <= now.timestamp():
         return None
-    expected = _sign(key, payload)
-    if not hmac.compare_digest(signature.encode(), expected.encode()):
+    account = next((a for a in accounts if a.name == name and a.role >= Role.MANAGER), None)
+    if account is None:
         return None
-    return name if int(expiry) > now.timestamp() else None
+    expected = _sign(account_session_key(key, account), payload)
+    return account if hmac.compare_digest(signature.encode(), expected.encode()) else None
 
 
 def _is_id(text: str) -> bool:
@@ -333,10 +343,7 @@ class ReviewRoutes:
         value = request.cookies.get(SESSION_COOKIE)
         if not value:
             return None
-        name = session_account_name(self.session_key, value, self.clock.now())
-        return next(
-            (a for a in self.accounts() if a.name == name and a.role >= Role.MANAGER), None
-        )
+        return session_account(self.session_key, value, self.clock.now(), self.accounts())
 
     async def login(self, request: web.Request) -> web.Response:
         if not same_origin(request):
@@ -372,7 +379,11 @@ class ReviewRoutes:
         response = _see_other("/review")
         response.set_cookie(
             SESSION_COOKIE,
-            session_value(self.session_key, account.name, now + timedelta(seconds=SESSION_S)),
+            session_value(
+                account_session_key(self.session_key, account),
+                account.name,
+                now + timedelta(seconds=SESSION_S),
+            ),
             max_age=SESSION_S,
             path="/review",
             httponly=True,

@@ -104,7 +104,9 @@ class TwilioWebhookRoutes:
                 "Reply START to resubscribe." if newly else None
             )
         if intent == "opt_in":
-            lifted = await self.store.remove_suppressions_from_source([sender], KEYWORD_SOURCE)
+            lifted = await self.suppressions.remove_from_source(
+                [sender], KEYWORD_SOURCE, actor="recipient"
+            )
             still = await self.store.suppressed([sender])
             log_event(log, "opted-in", source="sms", recipient=sender, lifted=lifted,
                       still_suppressed=bool(still))
