@@ -28,6 +28,7 @@ import base64
 import binascii
 import io
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
@@ -41,6 +42,7 @@ from gateway.addresses import InvalidAddress
 from gateway.checks import CheckError, CheckRequest, parse_time, parse_timezone, run_check
 from gateway.consents import ConsentError, make_consent
 from gateway.credentials import account_with_secret, bearer_token
+from gateway.logs import log_event
 from gateway.model import (
     Account,
     AuditEvent,
@@ -58,6 +60,7 @@ from gateway.rules import RuleSet
 from gateway.store.base import BlockQuery, Store, StoreUnavailable
 from gateway.suppression_files import validated_key
 
+log = logging.getLogger("gateway.admin")
 Handler = Callable[[web.Request, Account], Awaitable[web.StreamResponse]]
 MAX_JSON_BYTES = 64 * 1024
 DEFAULT_LIMIT = 100
@@ -144,7 +147,10 @@ class AdminRoutes:
             except BodyTooLarge:
                 return json_error(413, f"request body over {MAX_JSON_BYTES} bytes")
             except StoreUnavailable as exc:
-                return json_error(503, f"store unavailable: {exc}")
+                # The detail (paths, driver messages) goes to the log, not to the caller.
+                log_event(log, "admin-store-unavailable", logging.ERROR, path=request.path,
+                          error=str(exc))
+                return json_error(503, "store unavailable: nothing was changed; retry")
 
         return guarded_handler
 
