@@ -302,3 +302,20 @@ def test_purge_needs_yes_then_leaves_only_its_own_audit_entry(
     # The purge entry, then the export just run.
     assert actions == ["workspace.purge", "privacy.export"]
     assert main(["audit", "verify", "--config", config]) == 0
+
+
+async def test_a_different_erasure_key_is_refused(tmp_path: Path) -> None:
+    from gateway.store.base import StoreUnavailable
+    from gateway.store.sqlite import SqliteStore
+
+    path = tmp_path / "gateway.db"
+    first = SqliteStore(path)
+    await first.open()
+    await first.use_erasure_key(b"a" * 32)
+    await first.use_erasure_key(b"a" * 32)
+    await first.close()
+    second = SqliteStore(path)
+    await second.open()
+    with pytest.raises(StoreUnavailable, match="erasure key differs"):
+        await second.use_erasure_key(b"b" * 32)
+    await second.close()

@@ -1161,6 +1161,7 @@ async def test_opening_twice_applies_each_migration_once(
         (3, "suppression_sources"),
         (4, "privacy"),
         (5, "block_evidence"),
+        (6, "settings"),
     ]
 
 
@@ -1197,6 +1198,7 @@ async def test_a_version_one_database_is_upgraded_once_and_keeps_its_data(db_pat
         (3, "suppression_sources"),
         (4, "privacy"),
         (5, "block_evidence"),
+        (6, "settings"),
     ]
 
 
@@ -1243,6 +1245,7 @@ async def test_a_version_two_database_keeps_its_suppressions_one_row_per_source(
         (3, "suppression_sources"),
         (4, "privacy"),
         (5, "block_evidence"),
+        (6, "settings"),
     ]
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import sqlite3
@@ -231,9 +233,17 @@ class SqliteStore:
         return await self._run(_verify_audit_chain)
 
     async def use_erasure_key(self, key: bytes) -> None:
-        """Set on the event loop, where every lookup computes its aliases."""
+        """Set on the event loop, where every lookup computes its aliases. The first key used
+        is fingerprinted in the database; another key later is refused, because erased
+        people's opt-outs would silently stop matching."""
         if not key:
             raise ValueError("the erasure key must not be empty")
+        fingerprint = hmac.new(key, b"erasure-key-fingerprint", hashlib.sha256).hexdigest()
+        if not await self._run(lambda conn: _claim_erasure_key(conn, fingerprint)):
+            raise StoreUnavailable(
+                "the erasure key differs from the one this database's erased opt-outs were "
+                "written with; restore privacy.erasure_key (or data_dir/erasure-key)"
+            )
         self._erasure_key = key
 
     async def personal_data(self, key: str) -> PersonalData:
@@ -1124,6 +1134,20 @@ _PURGED_TABLES = (
     "suppressions", "blocks", "consents", "known_locations", "contacts", "notices",
     "deliveries", "audit", "audit_anchor",
 )
+
+
+def _claim_erasure_key(conn: sqlite3.Connection, fingerprint: str) -> bool:
+    """True when this key is the database's erasure key (recording it on first use)."""
+    with _transaction(conn, write=True):
+        conn.execute(
+            "INSERT INTO settings (name, value) VALUES ('erasure_key_fingerprint', ?)"
+            " ON CONFLICT (name) DO NOTHING",
+            (fingerprint,),
+        )
+        (stored,) = conn.execute(
+            "SELECT value FROM settings WHERE name = 'erasure_key_fingerprint'"
+        ).fetchone()
+    return hmac.compare_digest(stored, fingerprint)
 
 
 def _purge(conn: sqlite3.Connection, event: AuditEvent, erasure_key: bytes) -> AuditEvent:
