@@ -664,6 +664,8 @@ def _calendar(entry: _Table, index: int, data: Any) -> HolidayCalendar:
             calendar.country, subdiv=calendar.subdiv or None, categories=calendar.categories
         )
     except (NotImplementedError, ValueError, KeyError) as exc:
+        # The holidays package signals an unknown country with NotImplementedError and an
+        # unknown subdivision or category with the others: all are a rule-data error.
         raise table.error("", f"is not a calendar of the holidays package: {exc}") from exc
     return calendar
 

@@ -212,9 +212,6 @@ class _Section:
                 return os.environ[env_name]
         return value
 
-    def has(self, name: str) -> bool:
-        return name in self.raw
-
     def string(self, name: str, default: str = "", *, required: bool = False) -> str:
         value = self._value(name)
         if value is None:
@@ -546,8 +543,8 @@ def _tokens(raw: Any) -> TokenKeys:
     if not isinstance(keys_raw, dict) or not keys_raw:
         raise ConfigError("tokens.keys", "must be a table of key id = secret")
     keys: dict[str, bytes] = {}
-    for key_id, secret in keys_raw.items():
-        key_section = _Section(keys_raw, "tokens.keys", set(keys_raw))
+    key_section = _Section(keys_raw, "tokens.keys", set(keys_raw))
+    for key_id in keys_raw:
         secret = key_section.string(key_id)
         if not TOKEN_KEY_ID.match(key_id):
             raise ConfigError(f"tokens.keys.{key_id}", "key ids use 1-16 letters, digits, _ or -")

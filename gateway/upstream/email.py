@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.email_message import to_bytes
@@ -61,7 +62,7 @@ class EmailEgress:
 
     @staticmethod
     def _template_request(
-        template: dict[str, Any] | Any,
+        template: Mapping[str, Any],
         recipient: str,
         footer: Footer | None,
         links: UnsubscribeLinks | None,
