@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= gateway.example.toml
 
-.PHONY: run test lint bench clean browser prometheus
+.PHONY: run test lint bench clean browser prometheus k8s-rules
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ prometheus:
 	      --no-install-recommends prometheus >/dev/null) \
 	      || echo "prometheus could not be installed: the promtool and scrape tests will skip"; \
 	  else echo "not root or no apt-get: prometheus not installed, its tests will skip"; fi; }
+
+# The Kubernetes rules ConfigMap is generated from rules/ (tests fail when it is stale).
+k8s-rules: $(VENV)/.installed-test
+	$(BIN)/python deploy/k8s/rules_configmap.py > deploy/k8s/configmap-rules.yaml
 
 bench: $(VENV)/.installed-test
 	cd bench && ../$(BIN)/python run.py
