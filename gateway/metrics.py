@@ -100,7 +100,6 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-
 class StoreGauges:
     """Keeps the store-backed gauges fresh; logs only when reachability changes."""
 

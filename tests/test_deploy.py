@@ -56,7 +56,10 @@ def configmap_toml(objects: dict) -> str:
 
 
 def load_deployed_config(
-    toml: str, env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    toml: str,
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     paths: dict[str, Path],
 ) -> Config:
     """Load a deployed gateway.toml here: its env values set, its in-image paths mapped."""
@@ -96,15 +99,17 @@ needs_promtool = pytest.mark.skipif(
 def test_promtool(args: tuple[str, str, str]) -> None:
     result = subprocess.run(
         [PROMTOOL, *args[:2], str(PROMETHEUS / args[2])],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def exported_metric_names() -> set[str]:
     """Every series name the gateway's registry can expose, with the type suffixes."""
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
-                "gauge": ("",)}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
     return {
         metric.name + suffix
         for metric in Metrics().registry.collect()
@@ -146,7 +151,9 @@ def known_reason_codes() -> set[str]:
 def test_alerts_name_real_reason_codes_and_cover_the_brief() -> None:
     alerts = {r["alert"]: r for r in alert_rules() if "alert" in r}
     assert {
-        "GatewayBlockRateSpike", "GatewayUpstreamErrorRate", "GatewayStoreUnreachable",
+        "GatewayBlockRateSpike",
+        "GatewayUpstreamErrorRate",
+        "GatewayStoreUnreachable",
         "GatewayCallingWindowBlocksSurge",
     } <= alerts.keys()
     expressions = " ".join(r["expr"] for r in alert_rules())
@@ -158,8 +165,9 @@ def test_alerts_name_real_reason_codes_and_cover_the_brief() -> None:
     assert {"QUIET_HOURS", "RESTRICTED_DAY", "UPSTREAM_UNAVAILABLE"} <= named
     assert named <= known_reason_codes(), f"unknown codes: {named - known_reason_codes()}"
     calling_codes = set(
-        re.findall(r'^code = "([A-Z_]+)"', (ROOT / "rules" / "calling.toml").read_text(),
-                   re.MULTILINE)
+        re.findall(
+            r'^code = "([A-Z_]+)"', (ROOT / "rules" / "calling.toml").read_text(), re.MULTILINE
+        )
     )
     assert {"QUIET_HOURS", "RESTRICTED_DAY"} <= calling_codes
     for alert in alerts.values():
@@ -173,7 +181,11 @@ def test_kubernetes_manifests_have_the_essentials(
     objects = k8s_objects()
     kinds = {kind for kind, _ in objects}
     assert {
-        "Deployment", "Service", "PodDisruptionBudget", "ConfigMap", "Secret",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "ConfigMap",
+        "Secret",
         "HorizontalPodAutoscaler",
     } <= kinds
     deployment = objects["Deployment", "compliance-gateway"]
@@ -196,9 +208,15 @@ def test_kubernetes_manifests_have_the_essentials(
     certificate = tmp_path / "tls.crt"
     certificate.write_text("placeholder")
     config = load_deployed_config(
-        toml, secret["stringData"], tmp_path, monkeypatch,
-        {"/etc/gateway/tls/tls.crt": certificate, "/etc/gateway/tls/tls.key": certificate,
-         "/etc/gateway/rules": ROOT / "rules"},
+        toml,
+        secret["stringData"],
+        tmp_path,
+        monkeypatch,
+        {
+            "/etc/gateway/tls/tls.crt": certificate,
+            "/etc/gateway/tls/tls.key": certificate,
+            "/etc/gateway/rules": ROOT / "rules",
+        },
     )
     assert (ports["http"], ports["smtp"]) == (config.http.listen.port, config.smtp.listen.port)
     assert config.store_url.startswith("postgresql://"), "replicas share PostgreSQL"
@@ -217,8 +235,12 @@ def test_kubernetes_manifests_have_the_essentials(
             assert service["selector"].items() <= labels.items()
             for port in service["ports"]:
                 assert port["targetPort"] in ports, f"{name}: no container port {port}"
-    assert {p["targetPort"] for kind, name in objects if kind == "Service"
-            for p in objects[kind, name]["spec"]["ports"]} == {"smtp", "http"}
+    assert {
+        p["targetPort"]
+        for kind, name in objects
+        if kind == "Service"
+        for p in objects[kind, name]["spec"]["ports"]
+    } == {"smtp", "http"}
     pdb = objects["PodDisruptionBudget", "compliance-gateway"]["spec"]
     assert pdb["selector"]["matchLabels"].items() <= labels.items()
     assert pdb["minAvailable"] == 1
@@ -245,8 +267,10 @@ def test_rules_configmap_matches_rules_and_init_container_rebuilds_the_same_vers
     assert any(KEY_SEPARATOR in key for key in data)
     spec = objects["Deployment", "compliance-gateway"]["spec"]["template"]["spec"]
     [init] = spec["initContainers"]
-    script = init["command"][-1].replace("/etc/gateway/rules-src", str(source)).replace(
-        "/etc/gateway/rules/", f"{target}/"
+    script = (
+        init["command"][-1]
+        .replace("/etc/gateway/rules-src", str(source))
+        .replace("/etc/gateway/rules/", f"{target}/")
     )
     subprocess.run(["sh", "-c", script], check=True, timeout=60)
     assert rules_version(target) == rules_version(ROOT / "rules")
@@ -282,7 +306,8 @@ def test_compose_stack_wires_gateway_postgres_prometheus_grafana(
     assert {"./prometheus/prometheus.yml", "./prometheus/alerts.yml"} <= prometheus_mounts
 
     grafana_mounts = {
-        v.split(":")[0]: v.split(":")[1] for v in services["grafana"]["volumes"]
+        v.split(":")[0]: v.split(":")[1]
+        for v in services["grafana"]["volumes"]
         if v.startswith(".")
     }
     [provider] = documents(
@@ -300,7 +325,8 @@ def test_compose_stack_wires_gateway_postgres_prometheus_grafana(
 
 def test_dockerfile_is_slim_non_root_and_checks_healthz() -> None:
     lines = [
-        line.strip() for line in (DEPLOY / "Dockerfile").read_text().splitlines()
+        line.strip()
+        for line in (DEPLOY / "Dockerfile").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     instructions = {line.split()[0] for line in lines}
@@ -309,7 +335,7 @@ def test_dockerfile_is_slim_non_root_and_checks_healthz() -> None:
     user = next(line for line in lines if line.startswith("USER")).split()[1]
     assert user.split(":")[0] not in ("0", "root")
     text = (DEPLOY / "Dockerfile").read_text()
-    healthcheck = text[text.index("\nHEALTHCHECK"):].split("\nENTRYPOINT")[0]
+    healthcheck = text[text.index("\nHEALTHCHECK") :].split("\nENTRYPOINT")[0]
     assert "http://127.0.0.1:8080/healthz" in healthcheck
     exposed = next(line for line in lines if line.startswith("EXPOSE")).split()[1:]
     ports = {p["containerPort"] for p in gateway_container(k8s_objects())["ports"]}

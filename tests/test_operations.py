@@ -172,8 +172,7 @@ def test_sighup_reloads_accounts_without_dropping_connections(tmp_path: Path) ->
             await held.login("demo", DEMO_SECRET)
 
             server.config.write_text(
-                server.config.read_text().replace('name = "boss"', 'name = "chief"')
-                + NEW_ACCOUNT
+                server.config.read_text().replace('name = "boss"', 'name = "chief"') + NEW_ACCOUNT
             )
             server.process.send_signal(signal.SIGHUP)
             await eventually(
@@ -203,8 +202,10 @@ def test_sighup_reloads_accounts_without_dropping_connections(tmp_path: Path) ->
         assert NEW_SECRET not in stderr
 
     asyncio.run(scenario())
-    audit = [json.loads(line) for line in cli(tmp_path / "gateway.toml", "audit", "list")
-             .stdout.splitlines()]
+    audit = [
+        json.loads(line)
+        for line in cli(tmp_path / "gateway.toml", "audit", "list").stdout.splitlines()
+    ]
     [reloaded] = [e for e in audit if e["action"] == "accounts.reload"]
     assert reloaded["details"]["added"] == ["chief", "newbie"]
     assert reloaded["details"]["removed"] == ["boss"]
@@ -265,11 +266,13 @@ async def test_store_gauges_are_refreshed_in_the_background(
     gateway_settings(monkeypatch, "metrics_refresh_s = 1")
     gateway = await gateway_factory()
     now = gateway.clock.now()
-    await gateway.services.store.add_suppressions([
-        Suppression("bob@client.example.net", "operator", "asked", now),
-        Suppression("bob@client.example.net", "twilio-stop", "STOP", now),
-        Suppression("+14155550123", "operator", "asked", now),
-    ])
+    await gateway.services.store.add_suppressions(
+        [
+            Suppression("bob@client.example.net", "operator", "asked", now),
+            Suppression("bob@client.example.net", "twilio-stop", "STOP", now),
+            Suppression("+14155550123", "operator", "asked", now),
+        ]
+    )
     await eventually(
         lambda: _contains(gateway.http_port, "gateway_suppressions 2.0"), "count", tries=100
     )

@@ -38,23 +38,32 @@ def free_port() -> int:
 async def prometheus(gateway: Gateway, tmp_path: Path) -> AsyncIterator[str]:
     """Prometheus scraping `gateway` every second, with the alert rules; its API base URL."""
     config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(ALERTS)],
-        "scrape_configs": [{
-            "job_name": JOB,
-            "static_configs": [{"targets": [f"127.0.0.1:{gateway.http_port}"]}],
-        }],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(ALERTS)],
+                "scrape_configs": [
+                    {
+                        "job_name": JOB,
+                        "static_configs": [{"targets": [f"127.0.0.1:{gateway.http_port}"]}],
+                    }
+                ],
+            }
+        )
+    )
     port = free_port()
     log = (tmp_path / "prometheus.log").open("wb")
     assert PROMETHEUS is not None
     process = subprocess.Popen(
         [
-            PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}",
         ],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         yield f"http://127.0.0.1:{port}"
@@ -90,8 +99,12 @@ async def wait_for_series(
 async def post_email(http: aiohttp.ClientSession, gateway: Gateway, subject: str) -> int:
     async with http.post(
         f"http://127.0.0.1:{gateway.http_port}/email",
-        json={"From": "katie@example.com", "To": "bob@client.example.net",
-              "Subject": subject, "TextBody": "Hi Bob, would a call work?"},
+        json={
+            "From": "katie@example.com",
+            "To": "bob@client.example.net",
+            "Subject": subject,
+            "TextBody": "Hi Bob, would a call work?",
+        },
         headers={"X-Postmark-Server-Token": DEMO_SECRET},
     ) as response:
         return response.status
@@ -112,8 +125,11 @@ async def test_prometheus_scrapes_message_counts_and_loads_the_alert_rules(
     allowed, blocked = by_outcome["allowed"], by_outcome["blocked"]
     instance = f"127.0.0.1:{gateway.http_port}"
     assert allowed["metric"] == {
-        "__name__": "gateway_messages_total", "job": JOB, "instance": instance,
-        "channel": "email", "outcome": "allowed",  # reason="" is no label in Prometheus
+        "__name__": "gateway_messages_total",
+        "job": JOB,
+        "instance": instance,
+        "channel": "email",
+        "outcome": "allowed",  # reason="" is no label in Prometheus
     }
     assert blocked["metric"]["reason"] == "DECEPTIVE_SUBJECT"
     assert blocked["metric"]["channel"] == "email"

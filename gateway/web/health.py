@@ -53,8 +53,13 @@ class HealthRoutes:
         try:
             await asyncio.wait_for(self.store.ping(), STORE_PING_TIMEOUT_S)
         except (StoreUnavailable, TimeoutError) as exc:
-            log_event(log, "not-ready", logging.WARNING, check="store",
-                      error=str(exc) or type(exc).__name__)
+            log_event(
+                log,
+                "not-ready",
+                logging.WARNING,
+                check="store",
+                error=str(exc) or type(exc).__name__,
+            )
             return "unavailable"
         return "ok"
 
