@@ -388,6 +388,7 @@ def account_changes(
         "changed": sorted(n for n in before.keys() & after.keys() if before[n] != after[n]),
     }
 
+
 async def serve_forever(gateway: Gateway) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
