@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= gateway.example.toml
 
-.PHONY: run test lint bench clean browser
+.PHONY: run test lint bench clean browser prometheus k8s-rules
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/compliance-gateway serve --config $(CONFIG)
 
-test: $(VENV)/.installed-test browser
+test: $(VENV)/.installed-test browser prometheus
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -32,6 +32,21 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	      || echo "chromium could not be installed: the browser test will skip"; \
 	  else echo "not root or no apt-get: chromium not installed, the browser test will skip"; fi; }
+
+# Debian's Prometheus (prometheus and promtool) for the alert-rule checks and the scrape test.
+# The package's post-install may try to start a service: harmless without systemd, and any
+# failure only makes those tests skip with a reason.
+prometheus:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends prometheus >/dev/null) \
+	      || echo "prometheus could not be installed: the promtool and scrape tests will skip"; \
+	  else echo "not root or no apt-get: prometheus not installed, its tests will skip"; fi; }
+
+# The Kubernetes rules ConfigMap is generated from rules/ (tests fail when it is stale).
+k8s-rules: $(VENV)/.installed-test
+	$(BIN)/python deploy/k8s/rules_configmap.py > deploy/k8s/configmap-rules.yaml
 
 bench: $(VENV)/.installed-test
 	cd bench && ../$(BIN)/python run.py
