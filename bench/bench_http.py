@@ -1,170 +1,102 @@
 """HTTP throughput and added latency of the gateway's Postmark-shaped `/email`.
 
-The gateway runs as its own process (`compliance-gateway serve`, outbox upstream, SQLite);
-the baseline is a minimal fake Postmark in another process; the load comes from this one.
-Two measurements: closed-loop maximum requests/s, and latency at a fixed offered load
-(open loop, requests sent on a schedule whatever the answers do).
+The gateway (`python -m gateway serve`, outbox upstream with fsync, SQLite) runs as its own
+process; the baseline is the same request sent to a minimal fake Postmark (fake_postmark.py)
+in another, as an agent without the gateway would. The load comes from this process. Each
+request goes to a new recipient at one of a few hundred domains, as a campaign would (no
+cache sees the same address twice). Only 200 answers count, and the outbox must hold one
+`.eml` per 200.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import aiohttp
+from harness import (
+    GATEWAY_SECRET,
+    HOST,
+    Request,
+    closed_loop_http,
+    fake,
+    free_port,
+    gateway,
+    open_loop_http,
+)
 
-HERE = Path(__file__).resolve().parent
-TOKEN = "bench-secret-0123456789"
-CONFIG = """
-[gateway]
-data_dir = "var"
-public_url = "https://gw.example.com"
-[smtp]
-listen = "127.0.0.1:{smtp}"
-[http]
-listen = "127.0.0.1:{http}"
-[sender]
-name = "Example Corp"
-postal_address = "548 Market St #12345, San Francisco, CA 94104"
-email = "privacy@example.com"
-[[accounts]]
-name = "bench"
-secret = "{token}"
-sender_domains = ["example.com"]
-[tokens]
-keys = {{ k1 = "{key}" }}
-"""
-MESSAGE = {
-    "From": "katie@example.com", "To": "bob@client.example.net", "Subject": "Fleet costs",
-    "TextBody": "Hi Bob,\n\nWould a 15 minute call next week work?\n\nKatie\n" * 8,
-    "HtmlBody": "<html><body><p>Hi Bob,</p><p>Would a call next week work?</p></body></html>",
-}
+SECONDS = float(os.environ.get("BENCH_HTTP_SECONDS", "10"))
+CONCURRENCY = 32
+OFFERED_RATES = (100, 300, 1000)
+TEXT = "Hi {name},\n\nWould a 15 minute call next week work to talk about fleet costs?\n\nKatie\n"
+HTML = ("<html><body><p>Hi {name},</p><p>Would a 15 minute call next week work to talk about "
+        "fleet costs?</p><p>Katie</p></body></html>")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def email_request(base_url: str, token: str) -> Request:
+    url = f"{base_url}/email"
+    headers = {"X-Postmark-Server-Token": token, "Accept": "application/json"}
+
+    async def send(http: aiohttp.ClientSession, index: int) -> bool:
+        name = f"prospect{index}"
+        message = {
+            "From": "Katie <katie@example.com>", "To": f"{name}@client{index % 300}.example.net",
+            "Subject": "Fleet costs", "TextBody": TEXT.format(name=name),
+            "HtmlBody": HTML.format(name=name), "MessageStream": "outbound",
+        }
+        async with http.post(url, json=message, headers=headers) as response:
+            await response.read()
+            return response.status == 200
+
+    return send
 
 
-async def wait_ready(url: str) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            try:
-                async with http.get(url) as response:
-                    if response.status < 500:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"{url} never came up")
-
-
-async def closed_loop(url: str, concurrency: int, seconds: float) -> dict:
-    done = 0
-    errors = 0
-    stop = time.perf_counter() + seconds
-    headers = {"X-Postmark-Server-Token": TOKEN}
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
-
-        async def worker() -> None:
-            nonlocal done, errors
-            while time.perf_counter() < stop:
-                async with http.post(url, json=MESSAGE) as response:
-                    await response.read()
-                    if response.status == 200:
-                        done += 1
-                    else:
-                        errors += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return {"requests_per_s": round(done / elapsed, 1), "errors": errors, "seconds": seconds,
-            "concurrency": concurrency}
-
-
-async def open_loop(url: str, rate: float, seconds: float) -> dict:
-    latencies: list[float] = []
-    errors = 0
-    headers = {"X-Postmark-Server-Token": TOKEN}
-    connector = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
-
-        async def one() -> None:
-            nonlocal errors
-            started = time.perf_counter()
-            async with http.post(url, json=MESSAGE) as response:
-                await response.read()
-                if response.status != 200:
-                    errors += 1
-            latencies.append(time.perf_counter() - started)
-
-        tasks = []
-        begin = time.perf_counter()
-        for index in range(int(rate * seconds)):
-            delay = begin + index / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
-    latencies.sort()
-
-    def pct(p: float) -> float:
-        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 2)
-
-    return {"offered_per_s": rate, "requests": len(latencies), "errors": errors,
-            "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0)}
-
-
-OFFERED_RATES = (50, 100)
-
-
-async def measure(gateway_url: str, baseline_url: str) -> dict:
-    await closed_loop(gateway_url, 16, 2)  # warm-up
+async def measure(through_gateway: Request, direct: Request) -> dict:
     results = {
-        "gateway_max": await closed_loop(gateway_url, 32, 10),
-        "baseline_max": await closed_loop(baseline_url, 32, 5),
+        "warmup": await closed_loop_http(through_gateway, 8, 2),
+        "gateway_max": await closed_loop_http(through_gateway, CONCURRENCY, SECONDS),
+        "baseline_max": await closed_loop_http(direct, CONCURRENCY, SECONDS / 2),
     }
     for rate in OFFERED_RATES:
-        results[f"gateway_at_{rate}"] = await open_loop(gateway_url, rate, 10)
-        results[f"baseline_at_{rate}"] = await open_loop(baseline_url, rate, 10)
+        gateway_run = await open_loop_http(through_gateway, rate, SECONDS)
+        baseline_run = await open_loop_http(direct, rate, SECONDS)
+        results[f"gateway_at_{rate}"] = gateway_run
+        results[f"baseline_at_{rate}"] = baseline_run
         results[f"added_p99_ms_at_{rate}"] = round(
-            results[f"gateway_at_{rate}"]["p99_ms"] - results[f"baseline_at_{rate}"]["p99_ms"], 2
+            gateway_run["p99_ms"] - baseline_run["p99_ms"], 2
         )
+        print(f"/email at {rate}/s: gateway p99 {gateway_run['p99_ms']} ms, "
+              f"baseline p99 {baseline_run['p99_ms']} ms", flush=True)
     return results
 
 
 def main() -> dict:
-    with tempfile.TemporaryDirectory() as directory:
-        smtp, http, base = free_port(), free_port(), free_port()
-        config = Path(directory) / "gateway.toml"
-        config.write_text(CONFIG.format(smtp=smtp, http=http, token=TOKEN, key="k" * 40))
-        env = dict(os.environ)
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-        )
-        baseline = subprocess.Popen([sys.executable, str(HERE / "fake_postmark.py"), str(base)])
-        try:
-            asyncio.run(wait_ready(f"http://127.0.0.1:{http}/healthz"))
-            asyncio.run(wait_ready(f"http://127.0.0.1:{base}/email"))
-            results = asyncio.run(measure(f"http://127.0.0.1:{http}/email",
-                                          f"http://127.0.0.1:{base}/email"))
-        finally:
-            for process in (gateway, baseline):
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=30)
-    return {"benchmark": "HTTP /email (Postmark-shaped), outbox upstream", "results": results}
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as name, \
+            contextlib.ExitStack() as stack:
+        directory = Path(name)
+        fake_port = free_port()
+        stack.enter_context(fake("fake_postmark.py", directory, fake_port))
+        served = stack.enter_context(gateway(directory))
+        through_gateway = email_request(f"http://{HOST}:{served['http']}", GATEWAY_SECRET)
+        direct = email_request(f"http://{HOST}:{fake_port}", "baseline")
+        results = asyncio.run(measure(through_gateway, direct))
+        written = len(list((directory / "var" / "outbox" / "email").glob("*.eml")))
+    answered = sum(
+        run["ok"] for key, run in results.items()
+        if key.startswith(("warmup", "gateway_")) and isinstance(run, dict)
+    )
+    print(f"/email: max {results['gateway_max']['requests_per_s']} requests/s through the "
+          f"gateway, {results['baseline_max']['requests_per_s']} direct", flush=True)
+    return {
+        "benchmark": "HTTP /email (Postmark-shaped), outbox upstream",
+        "concurrency": CONCURRENCY, "seconds": SECONDS, "offered_rates": list(OFFERED_RATES),
+        "answered_200": answered, "outbox_files": written,
+        "results": results,
+    }
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """The SQLite store: one database file, one connection, one worker thread.
 
-sqlite3 calls block, so the connection lives on a dedicated single-thread executor and every
+sqlite3 calls block, so the connection lives on a dedicated thread (`StoreWorker`) and every
 method runs its SQL there; that also serializes this process's writers without extra locks.
 Write transactions begin IMMEDIATE, so writers in other processes queue on the busy timeout
 instead of failing on a stale snapshot. Every commit is fsynced (synchronous=FULL): blocks,
 suppressions, audit entries and delivery claims must survive a power cut once reported.
+The small reads and writes every message makes are group-committed: those waiting together
+run in one transaction, each in a savepoint of its own, and nobody hears of a write before
+the commit that holds it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,6 +55,7 @@ from gateway.store.migrations import (
     migration_directory,
     run_migrations,
 )
+from gateway.store.worker import Job, StoreWorker
 
 _T = TypeVar("_T")
 
@@ -93,8 +96,8 @@ class SqliteStore:
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 5.0) -> None:
         self._path = Path(path).absolute()
         self._busy_timeout_s = busy_timeout_s
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
-        # Touched only on the executor thread.
+        self._worker = StoreWorker("sqlite-store", self._run_batch)
+        # Touched only on the worker thread.
         self._connection: sqlite3.Connection | None = None
         self._file_identity: tuple[int, int] | None = None
         self._opened = False
@@ -109,9 +112,8 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._discard_connection)
-        self._executor.shutdown(wait=True)
+        await self._worker.submit(self._discard_connection)
+        await asyncio.to_thread(self._worker.stop)
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
@@ -119,7 +121,9 @@ class SqliteStore:
     async def suppressed(self, addresses: Iterable[str]) -> frozenset[str]:
         unique = list(dict.fromkeys(addresses))
         aliases = self._erased_aliases(unique)
-        return await self._run(lambda conn: _select_suppressed(conn, unique, aliases))
+        return await self._run(
+            lambda conn: _select_suppressed(conn, unique, aliases), batchable=True
+        )
 
     async def add_suppressions(self, entries: Sequence[Suppression]) -> int:
         aliases = self._erased_aliases(dict.fromkeys(e.address for e in entries))
@@ -135,8 +139,9 @@ class SqliteStore:
 
     async def count_suppressed(self) -> int:
         return await self._run(
-            lambda conn: conn.execute("SELECT COUNT(DISTINCT address) FROM suppressions")
-            .fetchone()[0]
+            lambda conn: conn.execute(
+                "SELECT COUNT(DISTINCT address) FROM suppressions"
+            ).fetchone()[0]
         )
 
     async def remove_suppressions_from_source(self, addresses: Iterable[str], source: str) -> int:
@@ -155,11 +160,11 @@ class SqliteStore:
 
     async def consents_for(self, subjects: Iterable[str]) -> dict[str, tuple[Consent, ...]]:
         unique = list(dict.fromkeys(subjects))
-        return await self._run(lambda conn: _select_consents(conn, unique))
+        return await self._run(lambda conn: _select_consents(conn, unique), batchable=True)
 
     async def known_locations(self, numbers: Iterable[str]) -> dict[str, KnownLocation]:
         unique = list(dict.fromkeys(numbers))
-        return await self._run(lambda conn: _select_known_locations(conn, unique))
+        return await self._run(lambda conn: _select_known_locations(conn, unique), batchable=True)
 
     async def set_known_location(self, number: str, location: KnownLocation) -> None:
         await self._run(lambda conn: _upsert_known_location(conn, number, location))
@@ -167,7 +172,7 @@ class SqliteStore:
     async def contact_counts(self, recipients: Iterable[str], since: datetime) -> dict[str, int]:
         """Every requested recipient is in the answer, with 0 when it has no contacts."""
         unique = list(dict.fromkeys(recipients))
-        return await self._run(lambda conn: _count_contacts(conn, unique, since))
+        return await self._run(lambda conn: _count_contacts(conn, unique, since), batchable=True)
 
     async def reserve_contact(
         self,
@@ -179,21 +184,22 @@ class SqliteStore:
     ) -> bool:
         windows = [(limit, now - timedelta(seconds=window_s)) for limit, window_s in limits]
         return await self._run(
-            lambda conn: _reserve_contact(conn, recipient, channel, now, gateway_id, windows)
+            lambda conn: _reserve_contact(conn, recipient, channel, now, gateway_id, windows),
+            batchable=True,
         )
 
     async def release_contact(self, recipient: str, gateway_id: str) -> None:
-        await self._run(lambda conn: _delete_contact(conn, recipient, gateway_id))
+        await self._run(lambda conn: _delete_contact(conn, recipient, gateway_id), batchable=True)
 
     async def notice_sent_at(self, recipients: Iterable[str]) -> dict[str, datetime]:
         unique = list(dict.fromkeys(recipients))
-        return await self._run(lambda conn: _select_notices(conn, unique))
+        return await self._run(lambda conn: _select_notices(conn, unique), batchable=True)
 
     async def mark_notice_sent(self, recipient: str, at: datetime) -> None:
-        await self._run(lambda conn: _upsert_notice(conn, recipient, at))
+        await self._run(lambda conn: _upsert_notice(conn, recipient, at), batchable=True)
 
     async def record_block(self, record: BlockRecord) -> int:
-        return await self._run(lambda conn: _insert_block(conn, record))
+        return await self._run(lambda conn: _insert_block(conn, record), batchable=True)
 
     async def query_blocks(self, query: BlockQuery) -> list[BlockRecord]:
         return await self._run(lambda conn: _select_blocks(conn, query))
@@ -220,17 +226,23 @@ class SqliteStore:
     ) -> DeliveryClaim:
         stale_before = now - timedelta(seconds=stale_after_s)
         return await self._run(
-            lambda conn: _claim_delivery(conn, delivery_key, recipient, now, stale_before)
+            lambda conn: _claim_delivery(conn, delivery_key, recipient, now, stale_before),
+            batchable=True,
         )
 
     async def complete_delivery(self, delivery_key: str, recipient: str, upstream_id: str) -> None:
-        await self._run(lambda conn: _complete_delivery(conn, delivery_key, recipient, upstream_id))
+        await self._run(
+            lambda conn: _complete_delivery(conn, delivery_key, recipient, upstream_id),
+            batchable=True,
+        )
 
     async def release_delivery(self, delivery_key: str, recipient: str) -> None:
-        await self._run(lambda conn: _release_delivery(conn, delivery_key, recipient))
+        await self._run(
+            lambda conn: _release_delivery(conn, delivery_key, recipient), batchable=True
+        )
 
     async def append_audit(self, event: AuditEvent) -> AuditEvent:
-        return await self._run(lambda conn: _append_audit(conn, event))
+        return await self._run(lambda conn: _append_audit(conn, event), batchable=True)
 
     async def audit_events(self) -> list[AuditEvent]:
         return await self._run(_select_audit_events)
@@ -286,14 +298,47 @@ class SqliteStore:
             return {}
         return {erased_address(self._erasure_key, address): address for address in addresses}
 
-    async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await self._submit(lambda: self._with_connection(work))
+    async def _run(
+        self, work: Callable[[sqlite3.Connection], _T], *, batchable: bool = False
+    ) -> _T:
+        """`batchable`: small work that may share a transaction with others (group commit)."""
+        return await self._submit(lambda: self._with_connection(work), batchable=batchable)
 
-    async def _submit(self, call: Callable[[], _T]) -> _T:
+    async def _submit(self, call: Callable[[], _T], *, batchable: bool = False) -> _T:
         if self._closed:
             raise StoreUnavailable("store is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._guarded, call)
+        result: _T = await self._worker.submit(lambda: call(), batchable=batchable)
+        return result
+
+    def _run_batch(self, jobs: list[Job]) -> None:
+        """On the worker: one job as it is, several in one transaction, each in a savepoint
+        (`_transaction` nests), so one that fails undoes only itself. If the commit fails,
+        every job fails: none of their writes happened."""
+        if len(jobs) == 1:
+            _settle_job(jobs[0], lambda: self._guarded(jobs[0].call))
+            return
+        try:
+            connection = self._with_connection(lambda conn: conn)
+            connection.execute("BEGIN IMMEDIATE")
+        except (sqlite3.Error, OSError, StoreUnavailable) as exc:
+            self._fail_batch(jobs, exc)
+            return
+        for job in jobs:
+            _settle_job(job, job.call)
+        try:
+            connection.execute("COMMIT")
+            self._check_file_identity()
+        except (sqlite3.Error, OSError) as exc:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            self._fail_batch(jobs, exc)
+
+    def _fail_batch(self, jobs: list[Job], exc: Exception) -> None:
+        if not isinstance(exc, StoreUnavailable):
+            self._discard_connection()
+            exc = StoreUnavailable(str(exc) or type(exc).__name__)
+        for job in jobs:
+            job.result, job.error = None, job.error or exc
 
     def _guarded(self, call: Callable[[], _T]) -> _T:
         """Run on the worker; any database or file-system failure becomes StoreUnavailable.
@@ -399,9 +444,30 @@ def _split_statements(script: str) -> list[str]:
     return statements
 
 
+def _settle_job(job: Job, call: Callable[[], Any]) -> None:
+    try:
+        job.result = call()
+    except (sqlite3.Error, OSError) as exc:
+        job.error = StoreUnavailable(str(exc) or type(exc).__name__)
+    except Exception as exc:  # the caller's own error (StoreUnavailable, ValueError, ...)
+        job.error = exc
+
+
 @contextlib.contextmanager
 def _transaction(conn: sqlite3.Connection, *, write: bool) -> Iterator[sqlite3.Connection]:
-    """Writers take the write lock up front (IMMEDIATE); readers get one snapshot."""
+    """Writers take the write lock up front (IMMEDIATE); readers get one snapshot. Inside a
+    group commit's transaction, a savepoint stands for the transaction."""
+    if conn.in_transaction:
+        conn.execute("SAVEPOINT work")
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK TO work")
+                conn.execute("RELEASE work")
+            raise
+        conn.execute("RELEASE work")
+        return
     conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
     try:
         yield conn
@@ -998,9 +1064,7 @@ def _block_match(key: str) -> tuple[str, list[object]]:
     return _subject_match("recipient", key), [key]
 
 
-def _select_personal_data(
-    conn: sqlite3.Connection, key: str, erased: str | None
-) -> PersonalData:
+def _select_personal_data(conn: sqlite3.Connection, key: str, erased: str | None) -> PersonalData:
     block_where, block_parameters = _block_match(key)
     with _transaction(conn, write=False):
         suppressions = [
@@ -1069,9 +1133,7 @@ def _select_personal_data(
         )
 
 
-def _erase_personal_data(
-    conn: sqlite3.Connection, key: str, erased: Suppression
-) -> dict[str, int]:
+def _erase_personal_data(conn: sqlite3.Connection, key: str, erased: Suppression) -> dict[str, int]:
     """One write transaction: a crash leaves either the person's data with their opt-out,
     or the erased row alone, never neither."""
     block_where, block_parameters = _block_match(key)
@@ -1081,19 +1143,18 @@ def _erase_personal_data(
         "known_locations": ("DELETE FROM known_locations WHERE number = ?", [key]),
         "contacts": (f"DELETE FROM contacts WHERE {_subject_match('recipient', key)}", [key]),
         "notices": (f"DELETE FROM notices WHERE {_subject_match('recipient', key)}", [key]),
-        "deliveries": (
-            f"DELETE FROM deliveries WHERE {_subject_match('recipient', key)}", [key]
-        ),
+        "deliveries": (f"DELETE FROM deliveries WHERE {_subject_match('recipient', key)}", [key]),
         "suppressions": ("DELETE FROM suppressions WHERE address = ?", [key]),
     }
     with _transaction(conn, write=True):
-        counts = {table: conn.execute(sql, parameters).rowcount
-                  for table, (sql, parameters) in deletes.items()}
+        counts = {
+            table: conn.execute(sql, parameters).rowcount
+            for table, (sql, parameters) in deletes.items()
+        }
         if counts["suppressions"]:
             conn.execute(
                 _UPSERT_SUPPRESSION,
-                (erased.address, erased.source, erased.reason, erased.actor,
-                 _to_text(erased.time)),
+                (erased.address, erased.source, erased.reason, erased.actor, _to_text(erased.time)),
             )
     return counts
 
@@ -1137,8 +1198,15 @@ def _prune_audit(conn: sqlite3.Connection, before: datetime) -> int:
 
 
 _PURGED_TABLES = (
-    "suppressions", "blocks", "consents", "known_locations", "contacts", "notices",
-    "deliveries", "audit", "audit_anchor",
+    "suppressions",
+    "blocks",
+    "consents",
+    "known_locations",
+    "contacts",
+    "notices",
+    "deliveries",
+    "audit",
+    "audit_anchor",
 )
 
 
@@ -1170,8 +1238,15 @@ def _purge(conn: sqlite3.Connection, event: AuditEvent, erasure_key: bytes) -> A
         conn.executemany(
             "INSERT INTO suppressions (address, source, reason, actor, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
-            [(a, ERASED_SOURCE, "kept through a workspace purge", event.actor,
-              _to_text(event.time)) for a in sorted(kept)],
+            [
+                (
+                    a,
+                    ERASED_SOURCE,
+                    "kept through a workspace purge",
+                    event.actor,
+                    _to_text(event.time),
+                )
+                for a in sorted(kept)
+            ],
         )
         return _insert_audit(conn, event)
-

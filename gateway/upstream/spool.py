@@ -17,10 +17,11 @@ import contextlib
 import os
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gateway.handoff import Handoff, settle
 from gateway.ids import unique_hex
 
 MAX_BATCH_FILES = 64
@@ -28,12 +29,9 @@ WRITERS = 16
 
 
 @dataclass
-class _Pending:
-    content: bytes
-    name: str
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[None]
-    error: Exception | None = field(default=None)
+class _Pending(Handoff):
+    content: bytes = b""
+    name: str = ""
 
 
 class Spool:
@@ -61,8 +59,7 @@ class Spool:
 
     async def write(self, content: bytes, name: str) -> None:
         """Return once `name` is in the directory and on disk; raise (OSError) otherwise."""
-        loop = asyncio.get_running_loop()
-        pending = _Pending(content, name, loop, loop.create_future())
+        pending = _Pending(*Handoff.on_running_loop(), content=content, name=name)
         self._ensure_threads()
         self._queue.put(pending)
         await pending.future
@@ -97,7 +94,7 @@ class Spool:
                     break
                 batch.append(item)
             self._write_batch(batch)
-            _settle(batch)
+            settle(batch)
             if stop_seen:
                 return
 
@@ -131,26 +128,6 @@ def _write_file(directory: Path, name: str, content: bytes) -> None:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
         raise
-
-
-def _settle(batch: list[_Pending]) -> None:
-    """One wake-up per event loop for the whole batch."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
-    for pending in batch:
-        by_loop.setdefault(pending.loop, []).append(pending)
-    for loop, settled in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # the loop closed while the file was written
-            loop.call_soon_threadsafe(_resolve, settled)
-
-
-def _resolve(settled: list[_Pending]) -> None:
-    for pending in settled:
-        if pending.future.done():  # the sender was cancelled; the file stays written
-            continue
-        if pending.error is None:
-            pending.future.set_result(None)
-        else:
-            pending.future.set_exception(pending.error)
 
 
 def new_message_stem() -> str:
