@@ -536,7 +536,7 @@ def _import_suppressions(
 def _suppression_rows(entries: Sequence[Suppression]) -> list[tuple[str, str, str, str, str]]:
     """Ordered by address (stably: a later entry for the same address and source still
     wins), so a large batch walks the primary-key index in order, about twice as fast as in
-    arrival order. An import's entries share one time, formatted once."""
+    arrival order. Each distinct time (a batch usually has one) is formatted once."""
     texts = {moment: _to_text(moment) for moment in {e.time for e in entries}}
     rows = [(e.address, e.source, e.reason, e.actor, texts[e.time]) for e in entries]
     rows.sort(key=itemgetter(0))
