@@ -25,7 +25,7 @@ class Progress:
         self._width = 0
 
     def start(self, label: str, total: int, unit: str) -> None:
-        """A new phase (reading, writing): `total` units of `unit` (bytes, rows)."""
+        """A new phase (reading, writing): `total` units of `unit` ("MB" counts bytes)."""
         self._label, self._total, self._unit = label, total, unit
         self._drawn_at = 0.0
         self.update(0)
@@ -42,7 +42,7 @@ class Progress:
         filled = round(fraction * BAR_WIDTH)
         line = (
             f"{self._label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fraction:4.0%}"
-            f"  {_amount(done, self._unit)} of {_amount(self._total, self._unit)}"
+            f"  {_amount(done, self._unit)} of {_amount(self._total, self._unit)} {self._unit}"
         )
         self._stream.write("\r" + line.ljust(self._width))
         self._width = len(line)
@@ -58,6 +58,4 @@ class Progress:
 
 
 def _amount(count: int, unit: str) -> str:
-    if unit == "bytes":
-        return f"{count / 1e6:,.1f} MB"
-    return f"{count:,} {unit}"
+    return f"{count / 1e6:,.1f}" if unit == "MB" else f"{count:,}"

@@ -172,7 +172,7 @@ def read_suppression_file(path: Path, file_format: str, progress: Progress) -> F
     try:
         with path.open("rb") as raw:
             metered = _MeteredReader(raw)
-            progress.start(f"reading {path.name}", path.stat().st_size, "bytes")
+            progress.start(f"reading {path.name}", path.stat().st_size, "MB")
             stream = io.TextIOWrapper(
                 io.BufferedReader(metered, READ_BUFFER_BYTES), encoding="utf-8-sig", newline=""
             )

@@ -220,7 +220,8 @@ def test_a_terminal_gets_a_progress_bar_on_stderr(config: Path, tmp_path: Path) 
     screen = terminal.decode()
     assert "\rreading dnc.txt [" in screen
     assert "\rwriting [" in screen
-    assert "100%  20,000 entries of 20,000 entries" in screen
+    assert "100%  0.2 of 0.2 MB" in screen
+    assert "100%  20,000 of 20,000 entries" in screen
     assert screen.endswith("\n")
 
 
