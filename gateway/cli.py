@@ -29,6 +29,7 @@ from gateway.model import (
     Role,
 )
 from gateway.privacy import Privacy, export_json, purge
+from gateway.progress import Progress
 from gateway.records import BLOCK_CSV_COLUMNS, block_as_dict, block_csv_row, write_blocks_csv
 from gateway.retention import apply_retention
 from gateway.rules import RulesError
@@ -36,9 +37,8 @@ from gateway.server import Gateway, Services, serve_forever
 from gateway.store.base import BlockQuery, StoreUnavailable
 from gateway.suppression_files import (
     IMPORT_FORMATS,
-    IMPORT_SOURCES,
     SuppressionFileError,
-    read_suppression_file,
+    import_suppression_file,
     validated_key,
 )
 from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
@@ -152,8 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=sorted(IMPORT_FORMATS),
         default="csv",
-        help="csv (first column), dnc (US National DNC Registry download: one 10-digit "
-        "number per line) or dncl (Canada's National DNCL download)",
+        help="csv (the first column, or the one a header names: address, email, phone, "
+        "number), dnc (US National DNC Registry download: one 10-digit number per line) "
+        "or dncl (Canada's National DNCL download)",
+    )
+    importer.add_argument(
+        "--skip-bad", action="store_true",
+        help="import the valid rows even if some are bad (default: a bad row imports nothing)",
     )
     actions.add_parser("export", parents=[common])
 
@@ -311,21 +316,36 @@ async def _suppress(services: Services, args: argparse.Namespace) -> int:
     elif args.action == "import":
         if args.file is None:
             raise UsageError("give a FILE to import, or --from-postmark STREAM")
-        try:
-            addresses = read_suppression_file(_read_text(args.file), args.format)
-        except SuppressionFileError as exc:
-            raise UsageError(f"{args.file}: {exc}") from exc
-        source = f"{IMPORT_SOURCES[args.format]}:{args.file.name}"
-        added = await suppressions.add(
-            addresses, source=source, reason=args.reason, actor="operator"
-        )
-        print(f"imported {len(addresses)} rows ({added} new)")
+        return await _import_file(services, args)
     else:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         if args.action == "export":
             writer.writerow(["address", "source", "reason", "time"])
         for entry in await services.store.list_suppressions():
             writer.writerow([entry.address, entry.source, entry.reason, entry.time.isoformat()])
+    return 0
+
+
+async def _import_file(services: Services, args: argparse.Namespace) -> int:
+    """Bad rows go to stderr (the first few, then a count); the summary to stdout."""
+    try:
+        summary = await import_suppression_file(
+            services.store, args.file, args.format, reason=args.reason, actor="operator",
+            now=services.clock.now(), skip_bad=args.skip_bad, progress=Progress(),
+        )
+    except SuppressionFileError as exc:
+        raise UsageError(str(exc)) from exc
+    for problem in summary.problems:
+        print(f"{args.file}: {problem}", file=sys.stderr)
+    if summary.bad > len(summary.problems):
+        print(f"{args.file}: and {summary.bad - len(summary.problems)} more bad rows",
+              file=sys.stderr)
+    if not summary.applied:
+        raise UsageError(
+            f"{args.file}: {summary.bad} of {summary.rows} rows are bad, nothing imported "
+            f"(fix them, or add --skip-bad to import the {summary.valid} valid rows)"
+        )
+    print(summary.line(args.file.name))
     return 0
 
 

@@ -322,6 +322,55 @@ async def test_a_large_import_counts_only_new_addresses(store: Store) -> None:
     }
 
 
+def import_audit(new: int) -> AuditEvent:
+    return AuditEvent(time=T0, actor="operator", action="suppression.import",
+                      subject="national-dnc:dnc.txt", details={"new": new})
+
+
+async def import_numbers(store: Store, addresses: list[str], **options: object) -> int:
+    arguments: dict = {"source": "national-dnc:dnc.txt", "reason": "do-not-call list",
+                       "actor": "operator", "time": T0, "audit": import_audit, **options}
+    return await store.import_suppressions(addresses, **arguments)
+
+
+async def test_an_import_counts_new_addresses_and_leaves_one_audit_entry(store: Store) -> None:
+    await store.add_suppressions([suppression("+12125550100", source="sms-stop")])
+    await store.use_erasure_key(b"e" * 32)
+    await store.add_suppressions([suppression("+12125550101")])
+    await store.erase_personal_data("+12125550101", T0, "operator")
+    addresses = [f"+1212555{n:04d}" for n in range(100, 120_100)]
+    written: list[int] = []
+    new = await import_numbers(store, [*addresses, addresses[5]], progress=written.append)
+    assert new == len(addresses) - 2  # one present from another source, one only erased
+    assert written[-1] == len(addresses) + 1
+    assert written == sorted(written)
+    assert await store.suppressed(["+12125550100", "+12125550101", addresses[-1]]) == {
+        "+12125550100", "+12125550101", addresses[-1],
+    }
+    imported = [e for e in await store.audit_events() if e.action == "suppression.import"]
+    assert [e.details for e in imported] == [{"new": new}]
+    assert await store.verify_audit() is None
+    assert await import_numbers(store, addresses) == 0
+    listed = [s for s in await store.list_suppressions() if s.source == "national-dnc:dnc.txt"]
+    assert len(listed) == len(addresses)
+    assert {(s.reason, s.actor, s.time) for s in listed} == {("do-not-call list", "operator", T0)}
+
+
+async def test_an_import_that_fails_at_its_end_applies_nothing(store: Store) -> None:
+    """The audit entry is the last write of the import's transaction: when it cannot be
+    built, every chunk written before it is rolled back."""
+
+    def broken_audit(new: int) -> AuditEvent:
+        raise StoreUnavailable("audit log unavailable")
+
+    addresses = [f"+1212555{n:04d}" for n in range(100, 120_100)]
+    with pytest.raises(StoreUnavailable):
+        await import_numbers(store, addresses, audit=broken_audit)
+    assert await store.suppressed([addresses[0], addresses[-1]]) == frozenset()
+    assert await store.list_suppressions() == []
+    assert await store.audit_events() == []
+
+
 # --- blocks -------------------------------------------------------------------------------
 
 

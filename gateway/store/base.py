@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -128,6 +128,25 @@ class Store(Protocol):
         source. Re-adding a source's entry refreshes its reason, actor and time and leaves
         the address's other sources alone. Returns how many addresses had no entry from any
         source before (each counted once, however often the batch repeats it)."""
+
+    async def import_suppressions(
+        self,
+        addresses: Sequence[str],
+        *,
+        source: str,
+        reason: str,
+        actor: str,
+        time: datetime,
+        audit: Callable[[int], AuditEvent],
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """A bulk import (a do-not-call list, a million-row CSV) in ONE transaction: each
+        address is added as `add_suppressions` adds `Suppression(address, source, reason,
+        time, actor)`, then the event `audit(new)` is appended to the audit log; if anything
+        fails (the store, `audit` itself), none of it is applied. The store may write in
+        chunks and calls `progress(addresses_written)` after each (from any thread).
+        Returns the new addresses, counted over the whole import as `add_suppressions`
+        counts them (erased rows as of the start of the import)."""
 
     async def remove_suppressions(self, addresses: Iterable[str]) -> int:
         """Lift the suppression entirely (an operator's removal): every source's entry goes.
