@@ -30,11 +30,13 @@ from gateway.model import (
 )
 from gateway.store import open_store
 from gateway.store.base import (
+    ERASED_SOURCE,
     AuditProblem,
     BlockQuery,
     DeliveryClaim,
     Store,
     StoreUnavailable,
+    erased_address,
 )
 from gateway.store.migrations import (
     Migration,
@@ -43,6 +45,7 @@ from gateway.store.migrations import (
     pending_migrations,
     run_migrations,
 )
+from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteMigrationTarget, SqliteStore
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -55,9 +58,14 @@ def store_url(backend: str, tmp_path: Path) -> str:
     raise ValueError(backend)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    opened = open_store(store_url(request.param, tmp_path))
+    """Every contract test runs on both backends; PostgreSQL gets a fresh database."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = store_url(request.param, tmp_path)
+    opened = open_store(url)
     await opened.open()
     yield opened
     await opened.close()
@@ -836,6 +844,102 @@ async def test_empty_audit_log_verifies(store: Store) -> None:
     assert await store.verify_audit() is None
 
 
+# --- privacy and retention ----------------------------------------------------------------
+
+ERASURE_KEY = b"erasure-key-for-tests-0123456789"
+
+
+async def test_erasure_keeps_only_a_keyed_hash_of_the_opt_out(store: Store) -> None:
+    """Rows recorded as written ('Bob@X.com') are the person's too; others' rows stay."""
+    await store.use_erasure_key(ERASURE_KEY)
+    bob = "bob@x.com"
+    await store.add_suppressions(
+        [suppression(bob), suppression(bob, source="operator"), suppression("ann@x.com")]
+    )
+    await store.add_consents([consent(bob, channel=Channel.EMAIL)])
+    await store.record_block(block("Bob@X.com"))
+    await store.record_block(replace(block("ann@x.com"), sender="BOB@x.com"))
+    kept_block = await store.record_block(block("ann@x.com"))
+    await store.claim_delivery("m1", "Bob@x.com", T0, 60)
+    await store.append_audit(replace(audit_event(1), subject=f"suppression of {bob}"))
+
+    before = await store.personal_data(bob)
+    assert [s.source for s in before.suppressions] == ["import", "operator"]
+    assert (len(before.blocks), len(before.consents), len(before.deliveries)) == (2, 1, 1)
+    assert [e.subject for e in before.audit] == [f"suppression of {bob}"]
+
+    counts = await store.erase_personal_data(bob, T0, "ops@example.com")
+
+    assert {k: counts[k] for k in ("blocks", "consents", "deliveries", "suppressions")} == {
+        "blocks": 2, "consents": 1, "deliveries": 1, "suppressions": 2
+    }
+    assert await store.suppressed([bob, "ann@x.com"]) == {bob, "ann@x.com"}
+    hashed = erased_address(ERASURE_KEY, bob)
+    assert [(s.address, s.source) for s in await store.list_suppressions()] == [
+        ("ann@x.com", "import"), (hashed, ERASED_SOURCE)
+    ]
+    after = await store.personal_data(bob)
+    assert (after.suppressions, after.blocks, after.consents, after.deliveries) == ((),) * 4
+    assert [s.address for s in after.erased_suppressions] == [hashed]
+    assert [r.id for r in await store.query_blocks(BlockQuery())] == [kept_block]
+    # The hashed row is the address's own: re-adding is not new, removing lifts it.
+    assert await store.add_suppressions([suppression(bob)]) == 0
+    assert await store.remove_suppressions([bob]) == 1
+    assert await store.suppressed([bob]) == frozenset()
+
+
+async def test_a_second_erasure_key_is_refused(store: Store) -> None:
+    await store.use_erasure_key(ERASURE_KEY)
+    with pytest.raises(StoreUnavailable, match="erasure key differs"):
+        await store.use_erasure_key(b"another-key-another-key-another-key")
+
+
+async def test_purge_leaves_hashed_opt_outs_and_its_own_entry(store: Store) -> None:
+    await store.use_erasure_key(ERASURE_KEY)
+    await store.add_suppressions(
+        [suppression("a@x.com"), suppression("b@x.com"), suppression("b@x.com", source="op")]
+    )
+    await store.record_block(block("a@x.com"))
+    await store.set_known_location("+14155550101", KnownLocation(region="US-CA"))
+    for n in range(3):
+        await store.append_audit(audit_event(n))
+    await store.prune_audit(T0 + timedelta(seconds=1))
+
+    purged = await store.purge(audit_event(9))
+
+    assert purged.prev_hash == GENESIS_HASH
+    assert await store.audit_events() == [purged]
+    assert await store.verify_audit() is None
+    assert await store.suppressed(["a@x.com", "b@x.com"]) == {"a@x.com", "b@x.com"}
+    assert {(s.address, s.source) for s in await store.list_suppressions()} == {
+        (erased_address(ERASURE_KEY, a), ERASED_SOURCE) for a in ("a@x.com", "b@x.com")
+    }
+    assert await store.query_blocks(BlockQuery()) == []
+    assert await store.known_locations(["+14155550101"]) == {}
+
+
+async def test_retention_clears_and_deletes_old_blocks_and_prunes_a_chain_prefix(
+    store: Store,
+) -> None:
+    ids = [await store.record_block(replace(block(f"b{n}@x.com", at=hour(n)),
+                                            subject="s", message_id="<m>")) for n in range(4)]
+    assert await store.clear_block_metadata(hour(2)) == 2
+    assert await store.clear_block_metadata(hour(2)) == 0
+    assert [(r.subject, r.message_id) for r in await store.query_blocks(BlockQuery())] == [
+        ("s", "<m>"), ("s", "<m>"), ("", ""), ("", "")
+    ]
+    assert await store.delete_blocks(hour(1)) == 1
+    assert [r.id for r in await store.query_blocks(BlockQuery())] == ids[:0:-1]
+
+    for n in range(5):
+        await store.append_audit(audit_event(n))
+    assert await store.prune_audit(T0 + timedelta(seconds=2)) == 2
+    assert await store.prune_audit(T0 + timedelta(seconds=2)) == 0
+    assert [e.details["n"] for e in await store.audit_events()] == [2, 3, 4]
+    await store.append_audit(audit_event(5))
+    assert await store.verify_audit() is None
+
+
 # --- lifecycle ----------------------------------------------------------------------------
 
 
@@ -856,9 +960,9 @@ async def test_a_closed_store_is_unavailable(store: Store) -> None:
 # --- open_store ---------------------------------------------------------------------------
 
 
-def test_postgresql_urls_are_not_available_yet() -> None:
-    with pytest.raises(StoreUnavailable, match="PostgreSQL"):
-        open_store("postgresql://gateway@localhost/gateway")
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_postgresql_urls_open_the_postgresql_store(scheme: str) -> None:
+    assert isinstance(open_store(f"{scheme}://gateway@localhost/gateway"), PostgresStore)
 
 
 @pytest.mark.parametrize("prefix", ["sqlite://", "sqlite:///"])
