@@ -148,8 +148,8 @@ class PostgresStore:
         self.applied_migrations: list[Migration] = []
 
     async def open(self) -> None:
-        """Connect (one connection up front, so a wrong address, password or database
-        name fails here, at start-up) and apply pending migrations."""
+        """Connect and apply pending migrations: the migration run is the first query, so a
+        wrong address, password or database name fails here, at start-up."""
         if self._closed:
             raise StoreUnavailable("store is closed")
         if self._pool is None:
@@ -681,9 +681,11 @@ class PostgresStore:
         return {erased_address(self._erasure_key, address): address for address in addresses}
 
     async def _create_pool(self) -> asyncpg.Pool:
+        """No floor of idle connections: asyncpg would keep reconnecting in the background
+        (and logging each failure) while the database is down; callers reconnect anyway."""
         return await asyncpg.create_pool(
             self._dsn,
-            min_size=1,
+            min_size=0,
             max_size=self._max_connections,
             timeout=self._connect_timeout_s,
             command_timeout=self._command_timeout_s,
@@ -792,7 +794,9 @@ async def _suppressed_keys(
 
 
 async def _upsert_staged(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
-    """COPY the batch into a temp table (dropped at commit), then one upsert from it."""
+    """COPY the batch into a temp table (dropped at commit), then one upsert from it, with
+    memory enough to sort a million rows without spilling to disk."""
+    await conn.execute("SET LOCAL work_mem = '256MB'")
     await conn.execute(
         f"CREATE TEMP TABLE {_BATCH_TABLE} (n bigint, address text COLLATE \"C\","
         " source text COLLATE \"C\", reason text, actor text, created_at timestamptz,"
