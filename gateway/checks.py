@@ -7,12 +7,12 @@ no side effects: nothing is recorded, counted or sent.
 from __future__ import annotations
 
 import re
-import uuid
 import zoneinfo
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from gateway.addresses import e164
+from gateway.ids import unique_hex
 from gateway.model import (
     Account,
     Channel,
@@ -74,7 +74,7 @@ def check_message(request: CheckRequest, account: Account, now: datetime) -> Out
         if not request.sender:
             raise CheckError("an email check needs a From address")
         return OutboundMessage(
-            id=uuid.uuid4().hex, channel=Channel.EMAIL, ingress="check", account=account,
+            id=unique_hex(), channel=Channel.EMAIL, ingress="check", account=account,
             envelope_sender=request.sender, recipients=(request.to,), received_at=now,
             email=EmailContent(
                 from_addresses=(request.sender,), subject=request.subject,
@@ -82,7 +82,7 @@ def check_message(request: CheckRequest, account: Account, now: datetime) -> Out
             ),
         )
     return OutboundMessage(
-        id=uuid.uuid4().hex, channel=request.channel, ingress="check", account=account,
+        id=unique_hex(), channel=request.channel, ingress="check", account=account,
         envelope_sender=request.sender, recipients=(e164(request.to),), received_at=now,
         telephony=TelephonyContent(from_number=request.sender),
     )

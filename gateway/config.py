@@ -149,6 +149,7 @@ class Config:
     twilio_upstream: TwilioUpstreamConfig
     tokens: TokenKeys
     drain_timeout_s: float = 30.0
+    metrics_refresh_s: int = 30
     require_consent: frozenset[Channel] = frozenset()
     postmark_webhook: PostmarkWebhookConfig = PostmarkWebhookConfig()
     retention: RetentionConfig = RetentionConfig()
@@ -282,7 +283,10 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
     gateway = _Section(
         raw.get("gateway"),
         "gateway",
-        {"data_dir", "public_url", "rules_dir", "unsubscribe_mailto", "drain_timeout_s"},
+        {
+            "data_dir", "public_url", "rules_dir", "unsubscribe_mailto", "drain_timeout_s",
+            "metrics_refresh_s",
+        },
     )
     data_dir = gateway.path("data_dir", base_dir, "var")
     assert data_dir is not None
@@ -322,6 +326,7 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
         twilio_upstream=_twilio_upstream(upstream.raw.get("twilio")),
         tokens=_tokens(raw.get("tokens")),
         drain_timeout_s=gateway.number("drain_timeout_s", 30.0),
+        metrics_refresh_s=gateway.integer("metrics_refresh_s", 30, minimum=1, maximum=3600),
         require_consent=_require_consent(
             _Section(raw.get("policy"), "policy", {"require_consent"})
         ),

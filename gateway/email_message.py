@@ -20,7 +20,7 @@ from email.parser import BytesParser
 from email.policy import EmailPolicy, compat32
 from typing import Any
 
-from gateway.model import EmailContent
+from gateway.model import EmailContent, EmailFields
 from gateway.rewrite.mime import child_section, rewrite_problems
 
 MAX_NESTING_DEPTH = 50
@@ -31,14 +31,16 @@ _ESCAPED_8BIT = re.compile("[\udc80-\udcff]")
 
 REREAD_HEADERS = frozenset({
     "content-type", "content-transfer-encoding", "content-disposition", "mime-version",
+    "from", "sender",
 })
 
 
 def _parsed_header(factory: Any, name: str, value: str) -> Any:
     """Parsing a header with the modern parser is slow, and the rewriter reads the MIME
-    structure headers (Content-Type above all) many times: those are cached and shared
-    (header objects are immutable). Per-message headers are not, so the cache stays small
-    and the garbage collector does not have to walk a large heap of parse trees."""
+    structure headers (Content-Type above all) many times, as the policy reads From and
+    Sender (one value per sending identity): those are cached and shared (header objects are
+    immutable). Per-message headers are not, so the cache stays small and the garbage
+    collector does not have to walk a large heap of parse trees."""
     if name.lower() in REREAD_HEADERS:
         return _cached_header(factory, name, value)
     return factory(name, value)
@@ -118,6 +120,40 @@ def parse_email(raw: bytes, *, smtputf8: bool = False) -> EmailContent:
         other_identities=other_identities,
         mime=message,
     )
+
+
+def fields_content(fields: EmailFields, size: int) -> EmailContent:
+    """What the policy needs from an email given as fields, read by the same code as a parsed
+    message's headers (the bodies need no checking: they are text already)."""
+    from_addresses, problems, other_identities = _sender(fields.sender)
+    subject, subject_problems = fields.subject, []
+    if "=?" in subject:  # encoded words: the reader's client would decode them, so does policy
+        headers = EmailMessage(policy=MIME_POLICY)
+        headers.set_raw("Subject", subject)
+        subject, subject_problems = _subject(headers)
+    return EmailContent(
+        from_addresses=from_addresses,
+        subject=subject,
+        is_reply=any(
+            name.lower() in REPLY_HEADERS and value.strip() for name, value in fields.headers
+        ),
+        message_id=fields.message_id,
+        size=size,
+        problems=(*problems, *subject_problems),
+        other_identities=other_identities,
+        fields=fields,
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _sender(from_value: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """From's addresses, problems and other identities: one value per sending identity, so
+    cached."""
+    headers = EmailMessage(policy=MIME_POLICY)
+    if from_value:
+        headers.set_raw("From", from_value)
+    addresses, problems = _from_addresses(headers)
+    return addresses, tuple(problems), _other_identities(headers)
 
 
 def to_bytes(message: EmailMessage) -> bytes:
@@ -286,8 +322,11 @@ def _encoded_word_problems(name: str, value: str) -> list[str]:
     return problems
 
 
+REPLY_HEADERS = frozenset({"in-reply-to", "references"})
+
+
 def _is_reply(message: Message) -> bool:
-    return bool(_raw_value(message, "In-Reply-To") or _raw_value(message, "References"))
+    return any(_raw_value(message, name) for name in REPLY_HEADERS)
 
 
 def _raw_value(message: Message, name: str) -> str:

@@ -1,9 +1,22 @@
-"""Prometheus metrics, on a registry per gateway instance so tests can run several."""
+"""Prometheus metrics, on a registry per gateway instance so tests can run several.
+
+Gauges that need the store (suppression list size, store reachability) are refreshed by
+`StoreGauges` every `gateway.metrics_refresh_s`, never on a scrape: a scrape must stay
+cheap with ten million suppressions and must not fail when the store does.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from gateway.logs import log_event
+from gateway.store.base import Store, StoreUnavailable
+
+log = logging.getLogger("gateway.metrics")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -56,6 +69,63 @@ class Metrics:
             ["source"],
             registry=self.registry,
         )
+        self.http_requests = Gauge(
+            "gateway_http_requests_in_progress",
+            "HTTP requests being handled (agents, webhooks, admin API, probes)",
+            registry=self.registry,
+        )
+        self.suppressions = Gauge(
+            "gateway_suppressions",
+            "Distinct addresses and numbers on the suppression list, counted periodically",
+            registry=self.registry,
+        )
+        self.store_up = Gauge(
+            "gateway_store_up",
+            "1 if the store answered the last periodic ping, 0 if it did not",
+            registry=self.registry,
+        )
+        self.store_checked = Gauge(
+            "gateway_store_last_check_timestamp_seconds",
+            "When the store gauges were last refreshed (Unix time)",
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "gateway_config_reloads",
+            "SIGHUP reloads by what was reloaded (rules, accounts) and result (ok, failed)",
+            ["kind", "result"],
+            registry=self.registry,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class StoreGauges:
+    """Keeps the store-backed gauges fresh; logs only when reachability changes."""
+
+    def __init__(self, metrics: Metrics, store: Store) -> None:
+        self.metrics = metrics
+        self.store = store
+        self.reachable: bool | None = None
+
+    async def refresh(self) -> None:
+        """Ping and count once; a failure marks the store down and keeps the last count."""
+        try:
+            await self.store.ping()
+            self.metrics.suppressions.set(await self.store.count_suppressed())
+        except StoreUnavailable as exc:
+            if self.reachable is not False:
+                log_event(log, "store-unreachable", logging.ERROR, error=str(exc))
+            self.reachable = False
+        else:
+            if self.reachable is False:
+                log_event(log, "store-reachable-again")
+            self.reachable = True
+        self.metrics.store_up.set(1 if self.reachable else 0)
+        self.metrics.store_checked.set_to_current_time()
+
+    async def run(self, interval_s: float) -> None:
+        """Now, then every `interval_s` until cancelled."""
+        while True:
+            await self.refresh()
+            await asyncio.sleep(interval_s)

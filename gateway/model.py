@@ -64,14 +64,47 @@ class Account:
 
 
 @dataclass(frozen=True)
+class EmailAttachment:
+    name: str
+    content: bytes
+    content_type: str
+    content_id: str = ""
+
+
+@dataclass(frozen=True)
+class EmailFields:
+    """An email given as fields (Postmark's API) rather than as MIME.
+
+    The footer goes into `text_body`/`html_body` as strings, and MIME is written only for an
+    upstream that needs it: building and re-parsing MIME cost ten times the rest of a send.
+    `headers` are the agent's own; `provider_fields` are Postmark's delivery options (Tag,
+    Metadata, TrackOpens, TrackLinks, MessageStream) as given.
+    """
+
+    sender: str
+    to: str
+    cc: str
+    reply_to: str
+    subject: str
+    text_body: str
+    html_body: str
+    message_id: str
+    date: str
+    headers: tuple[tuple[str, str], ...] = ()
+    attachments: tuple[EmailAttachment, ...] = ()
+    provider_fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class EmailContent:
     """What the policy needs to know about an email, extracted once by the ingress adapter.
 
     `problems` lists why the message cannot be checked or rewritten safely; any entry makes
     the message MESSAGE_MALFORMED. `other_identities` are the other addresses a reader takes
     for the sender (the Sender header, addresses written into display names). `mime` is
-    the parsed message the rewriter works on; a Postmark template send has none and carries
-    its `template` request instead (Postmark renders the body).
+    the parsed message the rewriter works on; a message sent through Postmark's API carries
+    its `fields` instead, and a template send its `template` request (Postmark renders the
+    body).
     """
 
     from_addresses: tuple[str, ...]
@@ -82,6 +115,7 @@ class EmailContent:
     problems: tuple[str, ...] = ()
     other_identities: tuple[str, ...] = ()
     mime: EmailMessage | None = field(default=None, repr=False, compare=False)
+    fields: EmailFields | None = field(default=None, repr=False, compare=False)
     template: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
 

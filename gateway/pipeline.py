@@ -36,6 +36,7 @@ from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 log = logging.getLogger("gateway.pipeline")
 
 STALE_DELIVERY_CLAIM_S = 600.0
+INLINE_RENDER_BYTES = 256 * 1024
 
 
 class TemporaryFailure(Exception):
@@ -88,7 +89,7 @@ class Egress(Protocol):
     def render(
         self, message: OutboundMessage, recipient: str, decision: Decision, rules: RuleSet
     ) -> bytes:
-        """Runs in a worker thread: it may be CPU-heavy (MIME rewriting)."""
+        """Runs in a worker thread unless `renders_inline`: it may be CPU-heavy (MIME)."""
 
     async def send(self, message: OutboundMessage, recipient: str, payload: bytes) -> Receipt: ...
 
@@ -99,6 +100,13 @@ def delivery_key(account: str, sender: str, content: bytes) -> str:
     for part in (account.encode(), sender.encode(), content):
         digest.update(len(part).to_bytes(8, "big") + part)
     return digest.hexdigest()
+
+
+def renders_inline(message: OutboundMessage) -> bool:
+    """Rewriting MIME is CPU-heavy and runs in a worker thread; filling in fields, a template
+    model or a form costs less than the hop to a thread and back."""
+    email = message.email
+    return email is None or (email.mime is None and email.size <= INLINE_RENDER_BYTES)
 
 
 def _recipient_evidence(decision: Decision, recipient: str) -> Mapping[str, object]:
@@ -360,9 +368,12 @@ class Pipeline:
     ) -> Receipt:
         """Render and send one claimed copy; the claim is released only when nothing went out."""
         try:
-            payload = await asyncio.to_thread(
-                egress.render, message, recipient, decision, self.rules()
-            )
+            if renders_inline(message):
+                payload = egress.render(message, recipient, decision, self.rules())
+            else:
+                payload = await asyncio.to_thread(
+                    egress.render, message, recipient, decision, self.rules()
+                )
         except BaseException:
             await self._release(message, recipient)
             raise

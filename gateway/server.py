@@ -11,13 +11,13 @@ import gc
 import hashlib
 import logging
 import signal
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from aiohttp import web
 
 from gateway.clock import Clock
-from gateway.config import Config
+from gateway.config import Config, ConfigError, load_config
 from gateway.ingress.postmark import PostmarkRoutes
 from gateway.ingress.smtp import (
     AccountAuthenticator,
@@ -27,14 +27,14 @@ from gateway.ingress.smtp import (
 )
 from gateway.ingress.twilio import TwilioRoutes
 from gateway.logs import log_event
-from gateway.metrics import Metrics
-from gateway.model import AuditEvent, Channel
+from gateway.metrics import Metrics, StoreGauges
+from gateway.model import Account, AuditEvent, Channel
 from gateway.pipeline import Pipeline
 from gateway.privacy import Privacy, erasure_key, purge
 from gateway.retention import run_retention_periodically
 from gateway.rules import RuleSet, load_rules
 from gateway.store import open_store
-from gateway.store.base import Store
+from gateway.store.base import Store, StoreUnavailable
 from gateway.tokens import UnsubscribeTokens, generated_key_file
 from gateway.unsubscribe import Suppressions, Unsubscribe
 from gateway.upstream.base import EmailUpstream
@@ -50,6 +50,7 @@ from gateway.upstream.twilio import (
 )
 from gateway.web.admin import AdminRoutes
 from gateway.web.health import HealthRoutes
+from gateway.web.inflight import InFlightRequests
 from gateway.web.postmark_webhook import PostmarkWebhookRoutes
 from gateway.web.review import ReviewRoutes
 from gateway.web.twilio_webhook import TwilioWebhookRoutes
@@ -59,6 +60,8 @@ log = logging.getLogger("gateway.server")
 # Postmark's batch limit (50 MB of JSON) plus room for base64; every route checks
 # credentials before reading a body.
 MAX_HTTP_BODY_BYTES = 64 * 1024 * 1024
+# After the drain deadline, how long closing waits for work it has just cut off to unwind.
+CUT_OFF_GRACE_S = 0.25
 
 
 def build_email_upstream(config: Config) -> EmailUpstream:
@@ -163,15 +166,19 @@ class Gateway:
         self.clock = clock or Clock()
         self.services = Services(config, self.clock, store)
         self.sessions = SessionTracker(self.services.metrics)
+        self.http_requests = InFlightRequests(self.services.metrics)
         self._smtp_server: asyncio.Server | None = None
         self._http_runner: web.AppRunner | None = None
         self._retention_task: asyncio.Task[None] | None = None
+        self._store_gauges_task: asyncio.Task[None] | None = None
         self.smtp_port = 0
         self.http_port = 0
 
     def http_app(self) -> web.Application:
         services = self.services
-        app = web.Application(client_max_size=MAX_HTTP_BODY_BYTES)
+        app = web.Application(
+            client_max_size=MAX_HTTP_BODY_BYTES, middlewares=[self.http_requests.middleware]
+        )
         UnsubscribeRoutes(services.unsubscribe).register(app)
         HealthRoutes(services.store, services.rules, services.metrics).register(app)
         TwilioRoutes(
@@ -226,7 +233,7 @@ class Gateway:
         )
         self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
         self._http_runner = web.AppRunner(
-            self.http_app(), access_log=None, shutdown_timeout=self.config.drain_timeout_s
+            self.http_app(), access_log=None, shutdown_timeout=CUT_OFF_GRACE_S
         )
         await self._http_runner.setup()
         http = self.config.http.listen
@@ -235,6 +242,9 @@ class Gateway:
         self.http_port = self._http_runner.addresses[0][1]
         self._retention_task = asyncio.create_task(
             run_retention_periodically(services.store, self.config, self.clock)
+        )
+        self._store_gauges_task = asyncio.create_task(
+            StoreGauges(services.metrics, services.store).run(self.config.metrics_refresh_s)
         )
         await services.store.append_audit(
             AuditEvent(
@@ -258,38 +268,125 @@ class Gateway:
             email_upstream=services.email_upstream.name,
         )
 
+    async def reload(self) -> None:
+        """SIGHUP: the accounts from the configuration file, then the rules. Connections
+        stay open; each part is swapped atomically and audited, and a broken file keeps
+        what is running (logged and audited with the reason)."""
+        await self.reload_accounts()
+        await self.reload_rules()
+
+    async def reload_accounts(self) -> None:
+        if self.config.source is None:
+            log_event(log, "accounts-reload-skipped", reason="no configuration file")
+            return
+        try:
+            fresh = load_config(self.config.source)
+        except ConfigError as exc:
+            await self._reload_failed("accounts", str(exc))
+            return
+        restart_needed = sections_needing_restart(self.config, fresh)
+        if restart_needed:
+            log_event(log, "config-changes-need-restart", logging.WARNING, keys=restart_needed)
+        # Accounts keep the running [sender] identity: only accounts change on reload.
+        accounts = tuple(replace(a, identity=self.config.sender) for a in fresh.accounts)
+        changes = account_changes(self.config.accounts, accounts)
+        self.config = replace(self.config, accounts=accounts)
+        await self._reloaded("accounts", {"config": config_digest(self.config), **changes})
+
     async def reload_rules(self) -> None:
-        """SIGHUP: swap in new rule data atomically; a broken file keeps the old rules."""
+        """Swap in new rule data atomically; a broken file keeps the old rules."""
         try:
             ruleset = configured_rules(self.config)
         except Exception as exc:
-            log_event(log, "rules-reload-failed", logging.ERROR, error=str(exc))
+            await self._reload_failed("rules", str(exc))
             return
         old = self.services.ruleset.version
         self.services.ruleset = ruleset
-        await self.services.store.append_audit(
-            AuditEvent(
-                time=self.clock.now(),
-                actor="operator",
-                action="rules.reload",
-                details={"from": old, "to": ruleset.version},
+        await self._reloaded("rules", {"from": old, "to": ruleset.version})
+
+    async def _reloaded(self, kind: str, details: dict[str, object]) -> None:
+        self.services.metrics.reloads.labels(kind, "ok").inc()
+        log_event(log, f"{kind}-reloaded", **details)
+        await self._audit(f"{kind}.reload", details)
+
+    async def _reload_failed(self, kind: str, error: str) -> None:
+        self.services.metrics.reloads.labels(kind, "failed").inc()
+        log_event(log, f"{kind}-reload-failed", logging.ERROR, error=error)
+        await self._audit(f"{kind}.reload_failed", {"error": error, "kept": "running " + kind})
+
+    async def _audit(self, action: str, details: dict[str, object]) -> None:
+        """A reload is not undone because its audit entry could not be written: logged."""
+        try:
+            await self.services.store.append_audit(
+                AuditEvent(time=self.clock.now(), actor="operator", action=action,
+                           details=details)
             )
-        )
-        log_event(log, "rules-reloaded", rules_version=ruleset.version, previous=old)
+        except StoreUnavailable as exc:
+            log_event(log, "audit-write-failed", logging.ERROR, action=action, error=str(exc))
 
     async def stop(self) -> None:
-        """Stop accepting, let transactions in flight finish, then close everything."""
-        if self._retention_task is not None:
-            self._retention_task.cancel()
+        """Stop accepting, give SMTP transactions and HTTP requests in flight until
+        `drain_timeout_s` to finish, cut off the rest (logged), then close everything."""
+        for task in (self._retention_task, self._store_gauges_task):
+            if task is None:
+                continue
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._retention_task
-        if self._smtp_server is not None:
-            self._smtp_server.close()
-            await self.sessions.drain(self.config.drain_timeout_s)
+                await task
+        await self._stop_accepting()
+        timeout = self.config.drain_timeout_s
+        smtp_cut_off, http_cut_off = await asyncio.gather(
+            self._drain_smtp(timeout), self.http_requests.wait_idle(timeout)
+        )
+        log_event(
+            log, "drained", logging.WARNING if smtp_cut_off or http_cut_off else logging.INFO,
+            smtp_cut_off=smtp_cut_off, http_cut_off=http_cut_off, drain_timeout_s=timeout,
+        )
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         await self.services.close()
         log_event(log, "stopped")
+
+    async def _stop_accepting(self) -> None:
+        """Close the listeners and idle HTTP keep-alive connections; a busy HTTP connection
+        closes after its response, so no new request starts on it."""
+        if self._smtp_server is not None:
+            self._smtp_server.close()
+        if self._http_runner is not None:
+            for site in self._http_runner.sites:
+                await site.stop()
+            if self._http_runner.server is not None:
+                self._http_runner.server.pre_shutdown()
+
+    async def _drain_smtp(self, timeout: float) -> int:
+        """Wait for transactions in DATA, then close every session; how many were cut off."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.sessions.idle.wait(), timeout)
+        cut_off = len(self.sessions.busy)
+        await self.sessions.drain(CUT_OFF_GRACE_S)
+        return cut_off
+
+
+def sections_needing_restart(running: Config, fresh: Config) -> list[str]:
+    """Settings that differ in the file but only take effect at start-up."""
+    return [
+        f.name
+        for f in fields(Config)
+        if f.name not in ("source", "accounts")
+        and getattr(running, f.name) != getattr(fresh, f.name)
+    ]
+
+
+def account_changes(
+    old: tuple[Account, ...], new: tuple[Account, ...]
+) -> dict[str, list[str]]:
+    """Names only: what an auditor needs, never a secret."""
+    before, after = {a.name: a for a in old}, {a.name: a for a in new}
+    return {
+        "added": sorted(after.keys() - before.keys()),
+        "removed": sorted(before.keys() - after.keys()),
+        "changed": sorted(n for n in before.keys() & after.keys() if before[n] != after[n]),
+    }
 
 
 async def serve_forever(gateway: Gateway) -> None:
@@ -298,7 +395,7 @@ async def serve_forever(gateway: Gateway) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     loop.add_signal_handler(
-        signal.SIGHUP, lambda: loop.create_task(gateway.reload_rules())
+        signal.SIGHUP, lambda: loop.create_task(gateway.reload())
     )
     await gateway.start()
     # Start-up objects (rules, zone tables, libraries) never die: keep them out of every

@@ -236,6 +236,14 @@ async def test_operator_removal_lifts_every_source(store: Store) -> None:
     assert await store.remove_suppressions([number]) == 0
 
 
+async def test_count_suppressed_counts_addresses_not_rows(store: Store) -> None:
+    assert await store.count_suppressed() == 0
+    await store.add_suppressions(
+        [suppression("a@x.com"), suppression("a@x.com", source="operator"), suppression("b@x.com")]
+    )
+    assert await store.count_suppressed() == 2
+
+
 async def test_empty_batches_change_nothing(store: Store) -> None:
     await store.add_suppressions([suppression("a@x.com")])
     assert await store.add_suppressions([]) == 0

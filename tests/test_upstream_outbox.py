@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.upstream import outbox
+from gateway.upstream import spool
 from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 from gateway.upstream.outbox import OutboxEmailUpstream
+from gateway.upstream.spool import Spool
 
 ENVELOPE = b"Return-Path: <rep@corp.example>\r\nDelivered-To: ada@example.com\r\n"
 MESSAGE = b"To: ada@example.com\r\nSubject: hi\r\n\r\nBody \xc3\xa9\r\n.leading dot\r\n"
@@ -44,7 +45,7 @@ async def test_concurrent_sends_in_one_microsecond_get_unique_files(tmp_path, mo
         def now(cls, tz=None):
             return datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
-    monkeypatch.setattr(outbox, "datetime", FrozenClock)
+    monkeypatch.setattr(spool, "datetime", FrozenClock)
     upstream = await started(tmp_path)
     messages = [MESSAGE + b"#%d\r\n" % n for n in range(100)]
 
@@ -122,3 +123,62 @@ async def test_envelope_address_with_line_break_is_refused(tmp_path):
     with pytest.raises(UpstreamPermanentError):
         await upstream.send_email("rep@corp.example\r\nBcc: x@y", "ada@example.com", MESSAGE)
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_concurrent_writes_share_one_directory_sync(tmp_path, monkeypatch):
+    """Group commit: while one batch is on its way to disk, the next fills up, and the whole
+    of it costs one directory fsync (one writer thread, so the batches are predictable)."""
+    writer = Spool(tmp_path, writers=1)
+    first_fsync, release = threading.Event(), threading.Event()
+    directory_syncs = []
+    real_fsync, real_sync_directory = os.fsync, spool.fsync_directory
+
+    def held_fsync(fd):
+        first_fsync.set()
+        release.wait(5)
+        real_fsync(fd)
+
+    def counted_sync_directory(directory):
+        directory_syncs.append(directory)
+        real_sync_directory(directory)
+
+    monkeypatch.setattr(os, "fsync", held_fsync)
+    monkeypatch.setattr(spool, "fsync_directory", counted_sync_directory)
+    first = asyncio.create_task(writer.write(b"first", "first.eml"))
+    assert await asyncio.to_thread(first_fsync.wait, 5)
+    rest = [asyncio.create_task(writer.write(b"%d" % n, f"m{n}.eml")) for n in range(20)]
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.gather(first, *rest)
+    await writer.close()
+
+    assert len(directory_syncs) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["first.eml", *(f"m{n}.eml" for n in range(20))]
+    )
+    assert (tmp_path / "m7.eml").read_bytes() == b"7"
+
+
+async def test_a_failed_file_fails_only_its_own_sender(tmp_path):
+    writer = Spool(tmp_path)
+    (tmp_path / ".taken.eml.tmp").write_bytes(b"someone else's")
+
+    results = await asyncio.gather(
+        writer.write(b"a", "a.eml"), writer.write(b"x", "taken.eml"), writer.write(b"b", "b.eml"),
+        return_exceptions=True,
+    )
+    await writer.close()
+
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], FileExistsError)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".taken.eml.tmp", "a.eml", "b.eml"]
+
+
+async def test_close_writes_what_was_queued(tmp_path):
+    writer = Spool(tmp_path)
+    sends = [asyncio.create_task(writer.write(b"%d" % n, f"{n}.eml")) for n in range(5)]
+    await asyncio.sleep(0)
+    await writer.close()
+    await asyncio.gather(*sends)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{n}.eml" for n in range(5)]

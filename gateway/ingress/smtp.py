@@ -11,7 +11,6 @@ import asyncio
 import logging
 import re
 import ssl
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.credentials import account_with_secret
 from gateway.email_message import parse_email
+from gateway.ids import unique_hex
 from gateway.logs import log_event
 from gateway.metrics import Metrics
 from gateway.model import Account, Channel, EmailContent, OutboundMessage, Reason
@@ -103,7 +103,7 @@ class SubmissionHandler:
     ) -> OutboundMessage:
         sender = envelope.mail_from or ""
         return OutboundMessage(
-            id=uuid.uuid4().hex,
+            id=unique_hex(),
             channel=Channel.EMAIL,
             ingress="smtp",
             account=account,

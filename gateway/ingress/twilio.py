@@ -8,7 +8,6 @@ the SDK raises the exceptions agents already handle.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from aiohttp import web
 from gateway.addresses import e164
 from gateway.clock import Clock
 from gateway.credentials import account_with_secret, basic_credentials
+from gateway.ids import unique_hex
 from gateway.model import Account, Channel, OutboundMessage, Purpose, Reason, TelephonyContent
 from gateway.pipeline import Outcome, Pipeline, TemporaryFailure
 from gateway.rules import RuleSet
@@ -222,7 +222,7 @@ class TwilioRoutes:
         fields = dict(form)
         to = e164(fields.get("To", ""))
         return OutboundMessage(
-            id=uuid.uuid4().hex,
+            id=unique_hex(),
             channel=channel,
             ingress="twilio",
             account=account,

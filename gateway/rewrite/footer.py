@@ -127,7 +127,8 @@ def _html_contact(contact: str) -> str:
 
 
 def mailto_link(mailbox: str, token: str) -> str:
-    return f"mailto:{mailbox}?subject={quote('unsubscribe ' + token)}"
+    """The space is written out: `quote` has a fast path only for text needing no escapes."""
+    return f"mailto:{mailbox}?subject=unsubscribe%20{quote(token)}"
 
 
 def set_list_unsubscribe(message: EmailMessage, https_url: str, mailto: str | None) -> None:
@@ -139,9 +140,17 @@ def set_list_unsubscribe(message: EmailMessage, https_url: str, mailto: str | No
     """
     del message["List-Unsubscribe"]
     del message["List-Unsubscribe-Post"]
-    message.set_raw("List-Unsubscribe", " " + list_unsubscribe_value(https_url, mailto, ",\r\n "))
-    message.set_raw("List-Unsubscribe-Post", " List-Unsubscribe=One-Click")
+    for name, value in one_click_headers(https_url, mailto, FOLDED_SEPARATOR):
+        message.set_raw(name, " " + value)
 
 
-def list_unsubscribe_value(https_url: str, mailto: str | None, separator: str = ", ") -> str:
-    return separator.join([f"<{https_url}>"] + ([f"<{mailto}>"] if mailto else []))
+FOLDED_SEPARATOR = ",\r\n "
+
+
+def one_click_headers(
+    https_url: str, mailto: str | None, separator: str = ", "
+) -> tuple[tuple[str, str], ...]:
+    """List-Unsubscribe and List-Unsubscribe-Post; with FOLDED_SEPARATOR the value is ready
+    to be written into MIME as it is, one link per line."""
+    links = separator.join([f"<{https_url}>"] + ([f"<{mailto}>"] if mailto else []))
+    return (("List-Unsubscribe", links), ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))

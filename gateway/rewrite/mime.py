@@ -210,19 +210,33 @@ def _charset_can_switch(part: MIMEPart) -> bool:
     return True
 
 
+def footed_body(text: str, footer: Footer, *, is_html: bool, flowed: bool = False) -> str:
+    """One body with the footer in it: the rule every ingress shares, whether the body came
+    from a MIME part or from an API field (HtmlBody, TextBody).
+
+    The provider's own unsubscribe placeholder becomes the gateway's link; a body that already
+    shows this recipient's whole footer is left as it is.
+    """
+    text = _replace_placeholders(text, footer.unsubscribe_url, is_html)
+    if footer.already_present(text):
+        return text
+    newline = "\r\n" if "\r\n" in text else "\n"
+    if is_html:
+        return _insert_html(text, footer.html.replace("\n", newline))
+    lines = footer.text.split("\n")
+    if flowed:
+        lines = _fixed_flowed_lines(lines)
+    return _append_text(text, newline.join(lines), newline)
+
+
 def _add_footer_to_part(part: MIMEPart, section: str, footer: Footer) -> None:
     body = _decoded_body(part, section)
-    is_html = part.get_content_subtype() == "html"
-    text = _replace_placeholders(body.text, footer.unsubscribe_url, is_html)
-    if not footer.already_present(text):
-        newline = "\r\n" if "\r\n" in text else "\n"
-        if is_html:
-            text = _insert_html(text, footer.html.replace("\n", newline))
-        else:
-            lines = footer.text.split("\n")
-            if str(part.get_param("format", "")).lower() == "flowed":
-                lines = _fixed_flowed_lines(lines)
-            text = _append_text(text, newline.join(lines), newline)
+    text = footed_body(
+        body.text,
+        footer,
+        is_html=part.get_content_subtype() == "html",
+        flowed=str(part.get_param("format", "")).lower() == "flowed",
+    )
     if text == body.text:
         return
     data, charset = _encode(text, body.charset)

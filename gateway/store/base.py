@@ -136,6 +136,10 @@ class Store(Protocol):
     async def list_suppressions(self) -> list[Suppression]:
         """Every entry, one per (address, source), ordered by address, then source."""
 
+    async def count_suppressed(self) -> int:
+        """How many distinct addresses and numbers are suppressed (for the metrics gauge,
+        read periodically, never per request)."""
+
     async def remove_suppressions_from_source(self, addresses: Iterable[str], source: str) -> int:
         """Remove only entries whose source is `source` (a START lifts a STOP, never an
         operator's, a do-not-call list's or a provider's suppression): an address with an

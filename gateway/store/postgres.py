@@ -212,6 +212,10 @@ class PostgresStore:
             )
         return [_suppression_from_row(row) for row in rows]
 
+    async def count_suppressed(self) -> int:
+        async with self._connection() as conn:
+            return await conn.fetchval("SELECT count(DISTINCT address) FROM suppressions")
+
     async def remove_suppressions_from_source(self, addresses: Iterable[str], source: str) -> int:
         async with self._connection() as conn:
             status = await conn.execute(

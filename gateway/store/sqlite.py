@@ -135,6 +135,12 @@ class SqliteStore:
     async def list_suppressions(self) -> list[Suppression]:
         return await self._run(_select_all_suppressions)
 
+    async def count_suppressed(self) -> int:
+        return await self._run(
+            lambda conn: conn.execute("SELECT COUNT(DISTINCT address) FROM suppressions")
+            .fetchone()[0]
+        )
+
     async def remove_suppressions_from_source(self, addresses: Iterable[str], source: str) -> int:
         keys = [(address, source) for address in addresses]
         return await self._run(lambda conn: _delete_suppressions_from_source(conn, keys))

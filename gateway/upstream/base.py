@@ -7,7 +7,7 @@ the two errors below; the pipeline never reports success without an accepted sen
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class UpstreamTemporaryError(Exception):
@@ -53,3 +53,11 @@ class EmailUpstream(Protocol):
         Upstreams that cannot render templates raise UpstreamPermanentError; the Postmark
         ingress refuses template sends up front for them.
         """
+
+
+@runtime_checkable
+class PostmarkApi(Protocol):
+    """An upstream that takes Postmark's `/email` request itself: an email given as fields
+    goes to it as fields, never through MIME."""
+
+    async def send_api_email(self, request: dict[str, Any]) -> str: ...

@@ -1,8 +1,9 @@
 """An email upstream that sends through Postmark's REST API with the gateway's server token.
 
-The gateway rewrites MIME, so each recipient's copy is turned back into Postmark's `/email`
-JSON here. Agents that already speak Postmark's template API are forwarded to
-`/email/withTemplate` as they wrote it, with only the recipient changed. Nothing is retried
+An email that arrived through Postmark's API is forwarded as fields (`fields_to_postmark`);
+one that arrived as MIME (SMTP) is turned into Postmark's `/email` JSON here. Template sends
+are forwarded to `/email/withTemplate` as the agent wrote them, with only the recipient
+changed. Nothing is retried
 silently: Postmark may have accepted a request whose answer never arrived, and a second POST
 would send the message twice.
 """
@@ -28,6 +29,7 @@ import aiohttp
 from gateway.clock import Clock
 from gateway.config import EmailUpstreamConfig
 from gateway.email_message import MIME_POLICY
+from gateway.model import EmailFields
 from gateway.rewrite.mime import FOOTER_TYPES, SEALED_TYPES
 from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 
@@ -52,6 +54,39 @@ PM_FIELDS = {
 _EXTENSIONS = MimeTypes()
 # A name is required; ".bin" (octet-stream's guess) is a blocked extension at many providers.
 _FALLBACK_EXTENSION = ".dat"
+
+
+def fields_to_postmark(
+    fields: EmailFields, recipient: str, gateway_headers: Sequence[tuple[str, str]] = ()
+) -> dict[str, Any]:
+    """One recipient's copy of an email given as fields, as Postmark's `/email` request.
+
+    `To` is the recipient alone and Cc/Bcc are not forwarded, as in `mime_to_postmark`;
+    `gateway_headers` (List-Unsubscribe) replace any header of the same name the agent set.
+    """
+    request: dict[str, Any] = {"From": fields.sender, "To": recipient, "Subject": fields.subject}
+    if fields.reply_to:
+        request["ReplyTo"] = fields.reply_to
+    if fields.text_body:
+        request["TextBody"] = fields.text_body
+    if fields.html_body:
+        request["HtmlBody"] = fields.html_body
+    replaced = {name.lower() for name, _ in gateway_headers}
+    headers = [
+        {"Name": name, "Value": value}
+        for name, value in (*(h for h in fields.headers if h[0].lower() not in replaced),
+                            *gateway_headers)
+    ]
+    if headers:
+        request["Headers"] = headers
+    if fields.attachments:
+        request["Attachments"] = [
+            {"Name": a.name, "Content": base64.b64encode(a.content).decode("ascii"),
+             "ContentType": a.content_type} | ({"ContentID": a.content_id} if a.content_id else {})
+            for a in fields.attachments
+        ]
+    request.update(fields.provider_fields)
+    return request
 
 
 def mime_to_postmark(message: EmailMessage, recipient: str) -> dict[str, Any]:
@@ -254,6 +289,10 @@ class PostmarkEmailUpstream:
         """`envelope_from` has no place in the API: Postmark sets its own Return-Path."""
         parsed = BytesParser(policy=MIME_POLICY).parsebytes(message)
         return await self._send("/email", mime_to_postmark(parsed, recipient))
+
+    async def send_api_email(self, request: dict[str, Any]) -> str:
+        """A request `fields_to_postmark` wrote: it goes out as it is."""
+        return await self._send("/email", request)
 
     async def send_template(self, recipient: str, request: Mapping[str, Any]) -> str:
         """The agent's template request for one recipient; Cc and Bcc are dropped for the

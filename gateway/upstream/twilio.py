@@ -6,10 +6,8 @@ own AccountSid and auth token.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import secrets
 from collections.abc import Mapping, Sequence
 from email.utils import format_datetime
 from pathlib import Path
@@ -21,12 +19,13 @@ import aiohttp
 
 from gateway.clock import Clock
 from gateway.config import TwilioUpstreamConfig
+from gateway.ids import unique_hex
 from gateway.model import Channel, Decision, OutboundMessage, SenderIdentity
 from gateway.pipeline import Receipt
 from gateway.policy import SMS_OPT_OUT_NOTICE
 from gateway.rules import RuleSet
 from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
-from gateway.upstream.outbox import write_message_file
+from gateway.upstream.spool import Spool
 
 API_VERSION = "2010-04-01"
 RESOURCES = {Channel.SMS: "Messages", Channel.CALL: "Calls"}
@@ -47,7 +46,7 @@ class TwilioUpstream(Protocol):
 
 
 def new_sid(resource: str) -> str:
-    return SID_PREFIXES[resource] + secrets.token_hex(16)
+    return SID_PREFIXES[resource] + unique_hex()
 
 
 def resource_path(account_sid: str, resource: str, sid: str = "") -> str:
@@ -74,20 +73,21 @@ class OutboxTwilioUpstream:
 
     def __init__(self, directory: Path, config: TwilioUpstreamConfig, clock: Clock) -> None:
         self.directory = directory
+        self.spool = Spool(directory)
         self.account_sid = config.account_sid
         self.clock = clock
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
+        await self.spool.start()
 
     async def close(self) -> None:
-        """Nothing is held open between sends."""
+        await self.spool.close()
 
     async def create(self, resource: str, form: Form) -> Receipt:
         sid = new_sid(resource)
         content = json.dumps(form_as_json(form), indent=2).encode()
         try:
-            await asyncio.to_thread(write_message_file, self.directory, content, sid, ".json")
+            await self.spool.write(content, f"{sid}.json")
         except OSError as exc:
             raise UpstreamTemporaryError(f"outbox {self.directory}: {exc}") from exc
         return Receipt(sid, queued_resource(resource, sid, self.account_sid, form, self.clock))

@@ -1,0 +1,122 @@
+"""HTTP throughput and added latency of the gateway's Twilio-shaped `Messages.json`.
+
+The gateway (`python -m gateway serve`, `[upstream.twilio] kind = "twilio"`, SQLite) forwards
+to a minimal fake Twilio (fake_twilio.py) in another process; the baseline is the same
+request sent to that fake directly, as an agent without the gateway would. The load comes
+from this process. The gateway's clock starts on a Tuesday at noon in New York (`--now`) so
+that every text to a 212 number is inside the calling window; each request goes to a new
+number, as a campaign would, so no frequency cap applies. Only 201 answers count, and the
+fake's own count must match.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+from harness import (
+    GATEWAY_SECRET,
+    HOST,
+    Request,
+    closed_loop_http,
+    fake,
+    free_port,
+    gateway,
+    open_loop_http,
+)
+
+SID = "AC" + "b" * 32
+AUTH_TOKEN = "bench-twilio-auth-token-0123"
+NOON_IN_NEW_YORK = "2026-06-02T16:00:00+00:00"
+SECONDS = float(os.environ.get("BENCH_HTTP_SECONDS", "10"))
+CONCURRENCY = 32
+OFFERED_RATES = (100, 300)
+GATEWAY_UPSTREAM = f"""
+[upstream.twilio]
+kind = "twilio"
+base_url = "http://127.0.0.1:{{fake}}"
+account_sid = "{SID}"
+auth_token = "{AUTH_TOKEN}"
+"""
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def number(index: int) -> str:
+    """A different Manhattan number for every request (exchanges 420-499)."""
+    return f"+1212{420 + index // 10_000 % 80}{index % 10_000:04d}"
+
+
+def messages_request(base_url: str, authorization: str) -> Request:
+    url = f"{base_url}/2010-04-01/Accounts/{SID}/Messages.json"
+    headers = {"Authorization": authorization}
+
+    async def send(http: aiohttp.ClientSession, index: int) -> bool:
+        form = {"To": number(index), "From": "+14155550100",
+                "Body": "Hi, this is Katie from Example Corp: is fleet maintenance on your list?"}
+        async with http.post(url, data=form, headers=headers) as response:
+            await response.read()
+            return response.status == 201
+
+    return send
+
+
+def forwarded(fake_port: int) -> int:
+    with urllib.request.urlopen(f"http://{HOST}:{fake_port}/stats", timeout=10) as answer:
+        return json.load(answer)["created"]
+
+
+async def measure(through_gateway: Request, direct: Request) -> dict:
+    results = {
+        "warmup": await closed_loop_http(through_gateway, 8, 2),
+        "gateway_max": await closed_loop_http(through_gateway, CONCURRENCY, SECONDS),
+        "baseline_max": await closed_loop_http(direct, CONCURRENCY, SECONDS / 2),
+    }
+    for rate in OFFERED_RATES:
+        gateway_run = await open_loop_http(through_gateway, rate, SECONDS)
+        baseline_run = await open_loop_http(direct, rate, SECONDS)
+        results[f"gateway_at_{rate}"] = gateway_run
+        results[f"baseline_at_{rate}"] = baseline_run
+        results[f"added_p99_ms_at_{rate}"] = round(gateway_run["p99_ms"] - baseline_run["p99_ms"],
+                                                   2)
+        print(f"twilio at {rate}/s: gateway p99 {gateway_run['p99_ms']} ms, "
+              f"baseline p99 {baseline_run['p99_ms']} ms", flush=True)
+    return results
+
+
+def main() -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-twilio-") as name, \
+            contextlib.ExitStack() as stack:
+        directory = Path(name)
+        fake_port = free_port()
+        stack.enter_context(fake("fake_twilio.py", directory, fake_port))
+        served = stack.enter_context(
+            gateway(directory, GATEWAY_UPSTREAM.format(fake=fake_port), now=NOON_IN_NEW_YORK)
+        )
+        through_gateway = messages_request(f"http://{HOST}:{served['http']}",
+                                           basic("bench", GATEWAY_SECRET))
+        direct = messages_request(f"http://{HOST}:{fake_port}", basic(SID, AUTH_TOKEN))
+        results = asyncio.run(measure(through_gateway, direct))
+        created = forwarded(fake_port)
+    answered = sum(run["ok"] for run in results.values() if isinstance(run, dict))
+    print(f"twilio: max {results['gateway_max']['requests_per_s']} requests/s through the "
+          f"gateway, {results['baseline_max']['requests_per_s']} direct", flush=True)
+    return {
+        "benchmark": "HTTP Messages.json (Twilio-shaped), fake Twilio upstream",
+        "concurrency": CONCURRENCY, "seconds": SECONDS, "offered_rates": list(OFFERED_RATES),
+        "answered_201": answered, "fake_twilio_created": created,
+        "results": results,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))
