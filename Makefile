@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= gateway.example.toml
 
-.PHONY: run test lint bench clean browser prometheus k8s-rules postfix
+.PHONY: run test lint bench clean browser prometheus k8s-rules postfix postgresql
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/compliance-gateway serve --config $(CONFIG)
 
-test: $(VENV)/.installed-test browser prometheus
+test: $(VENV)/.installed-test browser prometheus postgresql
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -32,6 +32,15 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	      || echo "chromium could not be installed: the browser test will skip"; \
 	  else echo "not root or no apt-get: chromium not installed, the browser test will skip"; fi; }
+
+# Debian's PostgreSQL server binaries for the PostgreSQL store tests (the tests start their
+# own throwaway server); where they cannot be installed, those tests skip and say why.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	      || echo "*** postgresql could not be installed: the PostgreSQL tests will SKIP ***"; \
+	  else echo "*** not root or no apt-get: PostgreSQL not installed, its tests will SKIP ***"; fi; }
 
 # Debian's Prometheus (prometheus and promtool) for the alert-rule checks and the scrape test.
 # The package's post-install may try to start a service: harmless without systemd, and any

@@ -1,4 +1,5 @@
-"""`compliance-gateway` (also `python -m gateway`): serve, check, suppress, blocks, audit."""
+"""`compliance-gateway` (also `python -m gateway`): serve, migrate, check, suppress, blocks,
+audit."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from gateway.records import BLOCK_CSV_COLUMNS, block_as_dict, block_csv_row, wri
 from gateway.retention import apply_retention
 from gateway.rules import RulesError
 from gateway.server import Gateway, Services, serve_forever
+from gateway.store import migrate
 from gateway.store.base import BlockQuery, StoreUnavailable
 from gateway.suppression_files import (
     IMPORT_FORMATS,
@@ -81,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", parents=[common], help="run the gateway")
     serve.add_argument("--now", help="start the clock at this ISO 8601 instant (staging/tests)")
+    commands.add_parser(
+        "migrate", parents=[common], help="apply pending store schema migrations and list them"
+    )
 
     check = commands.add_parser("check", help="print the decision for a hypothetical message")
     check_kinds = check.add_subparsers(
@@ -215,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(find_config_file(getattr(args, "config", None)))
         if args.command == "serve":
             return _serve(config, args)
+        if args.command == "migrate":
+            return asyncio.run(_migrate(config))
         configure_logging("WARNING")
         return asyncio.run(_with_services(config, COMMANDS[args.command], args))
     except ConfigError as exc:
@@ -243,6 +250,15 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
             flush=True,
         )
     asyncio.run(serve_forever(Gateway(config, clock)))
+    return 0
+
+
+async def _migrate(config: Config) -> int:
+    """Only the store is opened (no rules, no upstreams): a deploy can migrate first."""
+    applied = await migrate(config.store_url)
+    for migration in applied:
+        print(f"applied {migration.version:04d}_{migration.name}")
+    print(f"schema is current ({len(applied)} migration(s) applied now)")
     return 0
 
 

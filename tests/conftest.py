@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from postgres_server import PostgresMissing, PostgresServer, find_binaries
 
 from gateway.config import Config, load_config
 from gateway.server import Gateway
@@ -99,3 +101,48 @@ def outbox_messages(gateway: Gateway) -> list[bytes]:
     if not directory.exists():
         return []
     return [p.read_bytes() for p in sorted(directory.glob("*.eml"))]
+
+
+# --- PostgreSQL -------------------------------------------------------------------------
+
+_postgres_skipped: list[str] = []
+_schema_numbers = itertools.count(1)
+
+
+def start_postgres_server() -> PostgresServer:
+    """A started throwaway server, or a skip that says what is missing."""
+    try:
+        server = PostgresServer(find_binaries())
+    except PostgresMissing as exc:
+        _postgres_skipped.append(str(exc))
+        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One server for the whole session, with a database `tests` for the contract tests."""
+    server = start_postgres_server()
+    server.sql("CREATE DATABASE tests")
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty schema for this test alone (first on the search path), dropped
+    afterwards: creating a whole database per test would take most of the suite's time."""
+    schema = f"test_{next(_schema_numbers)}"
+    postgres_server.sql(f"CREATE SCHEMA {schema}", "tests")
+    yield f"{postgres_server.url('tests')}?search_path={schema}"
+    postgres_server.sql(f"DROP SCHEMA {schema} CASCADE", "tests")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say it loudly when the PostgreSQL backend went untested."""
+    if _postgres_skipped:
+        terminalreporter.section("PostgreSQL", sep="!", yellow=True, bold=True)
+        terminalreporter.write_line(
+            f"PostgreSQL tests were SKIPPED: {_postgres_skipped[0]}", yellow=True, bold=True
+        )

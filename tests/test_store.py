@@ -10,14 +10,20 @@ import asyncio
 import itertools
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import asyncpg
 import pytest
+from conftest import start_postgres_server, write_config
+from postgres_server import PostgresServer, free_port
 
 from gateway.audit import GENESIS_HASH, entry_hash
+from gateway.cli import main
 from gateway.model import (
     AuditEvent,
     BlockRecord,
@@ -30,11 +36,13 @@ from gateway.model import (
 )
 from gateway.store import open_store
 from gateway.store.base import (
+    ERASED_SOURCE,
     AuditProblem,
     BlockQuery,
     DeliveryClaim,
     Store,
     StoreUnavailable,
+    erased_address,
 )
 from gateway.store.migrations import (
     Migration,
@@ -43,6 +51,7 @@ from gateway.store.migrations import (
     pending_migrations,
     run_migrations,
 )
+from gateway.store.postgres import SUPPRESSED_QUERY, PostgresStore
 from gateway.store.sqlite import SqliteMigrationTarget, SqliteStore
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -55,12 +64,34 @@ def store_url(backend: str, tmp_path: Path) -> str:
     raise ValueError(backend)
 
 
-@pytest.fixture(params=["sqlite"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database of the backend `request.param` names."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return store_url(request.param, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    opened = open_store(store_url(request.param, tmp_path))
+    """Every contract test runs on both backends, each on a database of its own."""
+    opened = open_store(backend_url(request, tmp_path))
     await opened.open()
     yield opened
     await opened.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def two_stores(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Store, Store]]:
+    """Two stores on one database with connections of their own, as two replicas have."""
+    url = backend_url(request, tmp_path)
+    first, second = open_store(url), open_store(url)
+    await first.open()
+    await second.open()
+    yield first, second
+    await first.close()
+    await second.close()
 
 
 def suppression(address: str, *, source: str = "import", at: datetime = T0) -> Suppression:
@@ -203,6 +234,14 @@ async def test_operator_removal_lifts_every_source(store: Store) -> None:
     ]
     assert await store.remove_suppressions_from_source([number], "national-dnc:dnc.txt") == 0
     assert await store.remove_suppressions([number]) == 0
+
+
+async def test_count_suppressed_counts_addresses_not_rows(store: Store) -> None:
+    assert await store.count_suppressed() == 0
+    await store.add_suppressions(
+        [suppression("a@x.com"), suppression("a@x.com", source="operator"), suppression("b@x.com")]
+    )
+    assert await store.count_suppressed() == 2
 
 
 async def test_empty_batches_change_nothing(store: Store) -> None:
@@ -885,6 +924,161 @@ async def test_empty_audit_log_verifies(store: Store) -> None:
     assert await store.verify_audit() is None
 
 
+# --- privacy and retention ----------------------------------------------------------------
+
+ERASURE_KEY = b"erasure-key-for-tests-0123456789"
+
+
+async def test_erasure_keeps_only_a_keyed_hash_of_the_opt_out(store: Store) -> None:
+    """Rows recorded as written ('Bob@X.com') are the person's too; others' rows stay."""
+    await store.use_erasure_key(ERASURE_KEY)
+    bob = "bob@x.com"
+    await store.add_suppressions(
+        [suppression(bob), suppression(bob, source="operator"), suppression("ann@x.com")]
+    )
+    await store.add_consents([consent(bob, channel=Channel.EMAIL)])
+    await store.record_block(block("Bob@X.com"))
+    await store.record_block(replace(block("ann@x.com"), sender="BOB@x.com"))
+    kept_block = await store.record_block(block("ann@x.com"))
+    await store.claim_delivery("m1", "Bob@x.com", T0, 60)
+    await store.append_audit(replace(audit_event(1), subject=f"suppression of {bob}"))
+
+    before = await store.personal_data(bob)
+    assert [s.source for s in before.suppressions] == ["import", "operator"]
+    assert (len(before.blocks), len(before.consents), len(before.deliveries)) == (2, 1, 1)
+    assert [e.subject for e in before.audit] == [f"suppression of {bob}"]
+
+    counts = await store.erase_personal_data(bob, T0, "ops@example.com")
+
+    assert {k: counts[k] for k in ("blocks", "consents", "deliveries", "suppressions")} == {
+        "blocks": 2, "consents": 1, "deliveries": 1, "suppressions": 2
+    }
+    assert await store.suppressed([bob, "ann@x.com"]) == {bob, "ann@x.com"}
+    hashed = erased_address(ERASURE_KEY, bob)
+    assert [(s.address, s.source) for s in await store.list_suppressions()] == [
+        ("ann@x.com", "import"), (hashed, ERASED_SOURCE)
+    ]
+    after = await store.personal_data(bob)
+    assert (after.suppressions, after.blocks, after.consents, after.deliveries) == ((),) * 4
+    assert [s.address for s in after.erased_suppressions] == [hashed]
+    assert [r.id for r in await store.query_blocks(BlockQuery())] == [kept_block]
+    # The hashed row is the address's own: re-adding is not new, removing lifts it.
+    assert await store.add_suppressions([suppression(bob)]) == 0
+    assert await store.remove_suppressions([bob]) == 1
+    assert await store.suppressed([bob]) == frozenset()
+
+
+async def test_a_second_erasure_key_is_refused(store: Store) -> None:
+    await store.use_erasure_key(ERASURE_KEY)
+    with pytest.raises(StoreUnavailable, match="erasure key differs"):
+        await store.use_erasure_key(b"another-key-another-key-another-key")
+
+
+async def test_purge_leaves_hashed_opt_outs_and_its_own_entry(store: Store) -> None:
+    await store.use_erasure_key(ERASURE_KEY)
+    await store.add_suppressions(
+        [suppression("a@x.com"), suppression("b@x.com"), suppression("b@x.com", source="op")]
+    )
+    await store.record_block(block("a@x.com"))
+    await store.set_known_location("+14155550101", KnownLocation(region="US-CA"))
+    for n in range(3):
+        await store.append_audit(audit_event(n))
+    await store.prune_audit(T0 + timedelta(seconds=1))
+
+    purged = await store.purge(audit_event(9))
+
+    assert purged.prev_hash == GENESIS_HASH
+    assert await store.audit_events() == [purged]
+    assert await store.verify_audit() is None
+    assert await store.suppressed(["a@x.com", "b@x.com"]) == {"a@x.com", "b@x.com"}
+    assert {(s.address, s.source) for s in await store.list_suppressions()} == {
+        (erased_address(ERASURE_KEY, a), ERASED_SOURCE) for a in ("a@x.com", "b@x.com")
+    }
+    assert await store.query_blocks(BlockQuery()) == []
+    assert await store.known_locations(["+14155550101"]) == {}
+
+
+async def test_retention_clears_and_deletes_old_blocks_and_prunes_a_chain_prefix(
+    store: Store,
+) -> None:
+    ids = [await store.record_block(replace(block(f"b{n}@x.com", at=hour(n)),
+                                            subject="s", message_id="<m>")) for n in range(4)]
+    assert await store.clear_block_metadata(hour(2)) == 2
+    assert await store.clear_block_metadata(hour(2)) == 0
+    assert [(r.subject, r.message_id) for r in await store.query_blocks(BlockQuery())] == [
+        ("s", "<m>"), ("s", "<m>"), ("", ""), ("", "")
+    ]
+    assert await store.delete_blocks(hour(1)) == 1
+    assert [r.id for r in await store.query_blocks(BlockQuery())] == ids[:0:-1]
+
+    for n in range(5):
+        await store.append_audit(audit_event(n))
+    assert await store.prune_audit(T0 + timedelta(seconds=2)) == 2
+    assert await store.prune_audit(T0 + timedelta(seconds=2)) == 0
+    assert [e.details["n"] for e in await store.audit_events()] == [2, 3, 4]
+    await store.append_audit(audit_event(5))
+    assert await store.verify_audit() is None
+
+
+# --- several stores on one database (replicas) --------------------------------------------
+
+
+async def test_two_stores_appending_concurrently_keep_one_chain(
+    two_stores: tuple[Store, Store],
+) -> None:
+    first, second = two_stores
+    await asyncio.gather(
+        *(store.append_audit(audit_event(n)) for n in range(40) for store in (first, second))
+    )
+    events = await first.audit_events()
+    assert [e.id for e in events] == list(range(1, 81))
+    for previous, current in itertools.pairwise(events):
+        assert current.prev_hash == previous.hash
+    assert await second.verify_audit() is None
+
+
+async def test_two_stores_claiming_concurrently_have_one_winner(
+    two_stores: tuple[Store, Store],
+) -> None:
+    claims = await asyncio.gather(
+        *(
+            store.claim_delivery("m1", "a@x.com", T0, 300)
+            for _ in range(25)
+            for store in two_stores
+        )
+    )
+    assert claims.count(DeliveryClaim.CLAIMED) == 1
+    assert claims.count(DeliveryClaim.IN_FLIGHT) == 49
+
+
+async def test_two_stores_reserving_concurrently_never_exceed_the_limit(
+    two_stores: tuple[Store, Store],
+) -> None:
+    """Two replicas sharing the database still hold the cap between them."""
+    results = await asyncio.gather(
+        *(
+            store.reserve_contact("+14155550101", Channel.SMS, T0, f"m{n}", [(3, DAY_S)])
+            for n in range(10)
+            for store in two_stores
+        )
+    )
+    assert results.count(True) == 3
+    for store in two_stores:
+        assert await count_of(store, "+14155550101") == 3
+
+
+async def test_an_opt_out_through_one_store_is_seen_by_the_other_at_once(
+    two_stores: tuple[Store, Store],
+) -> None:
+    """No cache: the other replica's very next lookup reads it."""
+    first, second = two_stores
+    assert await second.suppressed(["a@x.com"]) == frozenset()
+    await first.add_suppressions([suppression("a@x.com", source="one-click")])
+    assert await second.suppressed(["a@x.com"]) == {"a@x.com"}
+    await first.remove_suppressions_from_source(["a@x.com"], "one-click")
+    assert await second.suppressed(["a@x.com"]) == frozenset()
+
+
 # --- lifecycle ----------------------------------------------------------------------------
 
 
@@ -905,9 +1099,9 @@ async def test_a_closed_store_is_unavailable(store: Store) -> None:
 # --- open_store ---------------------------------------------------------------------------
 
 
-def test_postgresql_urls_are_not_available_yet() -> None:
-    with pytest.raises(StoreUnavailable, match="PostgreSQL"):
-        open_store("postgresql://gateway@localhost/gateway")
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_postgresql_urls_open_the_postgresql_store(scheme: str) -> None:
+    assert isinstance(open_store(f"{scheme}://gateway@localhost/gateway"), PostgresStore)
 
 
 @pytest.mark.parametrize("prefix", ["sqlite://", "sqlite:///"])
@@ -1016,65 +1210,6 @@ async def test_verify_audit_finds_the_first_tampered_entry(
     edit_database(db_path, *statements)
 
     assert await sqlite_store.verify_audit() == expected
-
-
-# --- SQLite: several stores on one file ---------------------------------------------------
-
-
-async def two_stores(db_path: Path) -> tuple[SqliteStore, SqliteStore]:
-    first, second = SqliteStore(db_path), SqliteStore(db_path)
-    await first.open()
-    await second.open()
-    return first, second
-
-
-async def test_two_stores_appending_concurrently_keep_one_chain(db_path: Path) -> None:
-    first, second = await two_stores(db_path)
-    try:
-        await asyncio.gather(
-            *(store.append_audit(audit_event(n)) for n in range(40) for store in (first, second))
-        )
-        events = await first.audit_events()
-        assert [e.id for e in events] == list(range(1, 81))
-        assert await second.verify_audit() is None
-    finally:
-        await first.close()
-        await second.close()
-
-
-async def test_two_stores_claiming_concurrently_have_one_winner(db_path: Path) -> None:
-    first, second = await two_stores(db_path)
-    try:
-        claims = await asyncio.gather(
-            *(
-                store.claim_delivery("m1", "a@x.com", T0, 300)
-                for _ in range(25)
-                for store in (first, second)
-            )
-        )
-        assert claims.count(DeliveryClaim.CLAIMED) == 1
-    finally:
-        await first.close()
-        await second.close()
-
-
-async def test_two_stores_reserving_concurrently_never_exceed_the_limit(db_path: Path) -> None:
-    """Two replicas sharing the database still hold the cap between them."""
-    first, second = await two_stores(db_path)
-    try:
-        results = await asyncio.gather(
-            *(
-                store.reserve_contact("+14155550101", Channel.SMS, T0, f"m{n}", [(3, DAY_S)])
-                for n in range(10)
-                for store in (first, second)
-            )
-        )
-        assert results.count(True) == 3
-        for store in (first, second):
-            assert await count_of(store, "+14155550101") == 3
-    finally:
-        await first.close()
-        await second.close()
 
 
 # --- SQLite: failures ---------------------------------------------------------------------
@@ -1373,3 +1508,163 @@ def test_each_migration_applies_whole_or_not_at_all(db_path: Path) -> None:
         assert target.apply(good) is False
     finally:
         conn.close()
+
+
+# --- PostgreSQL: failures, start-up, migrations, indexes --------------------------------
+
+
+async def test_a_stopped_postgresql_is_unavailable_until_it_returns() -> None:
+    """A server of its own, so stopping it disturbs no other test."""
+    server = start_postgres_server()
+    store = PostgresStore(server.url())
+    try:
+        await store.open()
+        await store.add_suppressions([suppression("a@x.com")])
+        server.stop()
+        where = f"gateway@127.0.0.1:{server.port}/postgres"
+        for call in (
+            store.ping,
+            lambda: store.suppressed(["a@x.com"]),
+            lambda: store.reserve_contact("+14155550101", Channel.SMS, T0, "m1", [(1, DAY_S)]),
+            lambda: store.append_audit(audit_event(1)),
+            lambda: store.add_suppressions([suppression("b@x.com")]),
+        ):
+            with pytest.raises(StoreUnavailable, match=f"PostgreSQL at {where}"):
+                await call()
+
+        server.start()
+        await store.ping()
+        assert await store.suppressed(["a@x.com", "b@x.com"]) == {"a@x.com"}
+        assert await store.reserve_contact("+14155550101", Channel.SMS, T0, "m1", [(1, DAY_S)])
+    finally:
+        await store.close()
+        server.destroy()
+
+
+async def test_an_unreachable_server_at_start_up_is_named_without_its_password() -> None:
+    store = PostgresStore(f"postgresql://gw:s3cret-pw@127.0.0.1:{free_port()}/gateway")
+    with pytest.raises(StoreUnavailable) as raised:
+        await store.open()
+    await store.close()
+    message = str(raised.value)
+    assert "PostgreSQL at gw@127.0.0.1:" in message
+    assert "server unreachable" in message
+    assert "s3cret" not in message
+
+
+async def test_a_missing_database_at_start_up_is_named(postgres_server: PostgresServer) -> None:
+    store = PostgresStore(postgres_server.url("no_such_database"))
+    with pytest.raises(StoreUnavailable, match='database "no_such_database" does not exist'):
+        await store.open()
+    await store.close()
+
+
+async def test_replicas_starting_together_apply_each_migration_once(postgres_url: str) -> None:
+    stores = [PostgresStore(postgres_url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(store.open() for store in stores))
+        applied = [[m.version for m in store.applied_migrations] for store in stores]
+        assert sorted(applied) == [[], [], [1, 2, 3, 4, 5, 6]]
+        connection = await asyncpg.connect(postgres_url)
+        try:
+            rows = await connection.fetch("SELECT version, name FROM schema_migrations")
+        finally:
+            await connection.close()
+        assert sorted(tuple(row) for row in rows) == [
+            (m.version, m.name) for m in discover_migrations(migration_directory("postgres"))
+        ]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+def test_postgresql_migrations_mirror_the_sqlite_ones() -> None:
+    """One version number means one schema step on either backend."""
+    def names(backend: str) -> list[tuple[int, str]]:
+        return [(m.version, m.name) for m in discover_migrations(migration_directory(backend))]
+
+    assert names("postgres") == names("sqlite")
+
+
+async def test_a_failing_import_leaves_nothing_behind(postgres_url: str) -> None:
+    """A large batch goes through COPY; a row PostgreSQL refuses (NUL in text) fails it all."""
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        batch = [suppression(f"user{i}@x.com") for i in range(20_000)]
+        batch[15_000] = suppression("bad\x00@x.com")
+        with pytest.raises(StoreUnavailable):
+            await store.add_suppressions(batch)
+        assert await store.list_suppressions() == []
+        del batch[15_000]
+        assert await store.add_suppressions(batch) == 19_999
+        assert await store.add_suppressions(batch) == 0
+    finally:
+        await store.close()
+
+
+async def test_postgresql_suppression_lookups_search_the_primary_key(postgres_url: str) -> None:
+    """With statistics saying the table is large, a lookup probes the (address, source)
+    key rather than scanning: lookups stay fast with ten million rows."""
+    store = PostgresStore(postgres_url)
+    await store.open()
+    await store.add_suppressions([suppression(f"user{i}@x.com") for i in range(50_000)])
+    await store.close()
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        await connection.execute("ANALYZE suppressions")
+        plan = await connection.fetchval(
+            f"EXPLAIN (FORMAT JSON) {SUPPRESSED_QUERY}", ["user7@x.com", "nobody@x.com"]
+        )
+    finally:
+        await connection.close()
+    assert "suppressions_pkey" in plan
+    assert '"Seq Scan"' not in plan.replace('"Relation Name": "suppressions"', "")
+
+
+# --- `compliance-gateway migrate` and start-up failures ---------------------------------
+
+
+def config_with_store(directory: Path, url: str) -> Path:
+    path = write_config(directory)
+    path.write_text(path.read_text().replace('url = "sqlite:///var/gateway.db"', f'url = "{url}"'))
+    return path
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_migrate_applies_what_is_pending_and_says_so(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    if backend == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = store_url(backend, tmp_path)
+    config = str(config_with_store(tmp_path, url))
+    every = discover_migrations(migration_directory(backend))
+
+    assert main(["migrate", "--config", config]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        *(f"applied {m.version:04d}_{m.name}" for m in every),
+        f"schema is current ({len(every)} migration(s) applied now)",
+    ]
+    assert main(["migrate", "--config", config]) == 0
+    again = capsys.readouterr().out.splitlines()
+    assert again == ["schema is current (0 migration(s) applied now)"]
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_unreachable_postgresql_stops_the_command_with_one_line(
+    command: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = config_with_store(tmp_path, f"postgresql://gw:s3cret@127.0.0.1:{port}/gateway")
+    finished = subprocess.run(
+        [sys.executable, "-m", "gateway", command, "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )
+    assert finished.returncode == 3
+    assert finished.stderr.splitlines() == [
+        f"store unavailable: PostgreSQL at gw@127.0.0.1:{port}/gateway: server unreachable"
+        f" ([Errno 111] Connect call failed ('127.0.0.1', {port}))"
+    ]
+    assert finished.stdout == ""

@@ -2,7 +2,8 @@
 
 Migrations are SQL files named `NNNN_name.sql` under `migrations/<backend>/`, shipped as
 package data. Finding and ordering them lives here and knows nothing about any database
-driver; a backend supplies a `MigrationTarget` that runs one migration on its connection.
+driver; a backend supplies a `MigrationTarget` (or, for an asyncio driver, an
+`AsyncMigrationTarget`) that runs one migration on its connection.
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ class MigrationTarget(Protocol):
         """
 
 
+class AsyncMigrationTarget(Protocol):
+    """`MigrationTarget` for a backend whose driver is asynchronous."""
+
+    async def ensure_version_table(self) -> None: ...
+
+    async def applied_versions(self) -> set[int]: ...
+
+    async def apply(self, migration: Migration) -> bool: ...
+
+
 def migration_directory(backend: str) -> Traversable:
     return resources.files("gateway.store").joinpath("migrations", backend)
 
@@ -80,5 +91,17 @@ def run_migrations(target: MigrationTarget, available: Sequence[Migration]) -> l
     applied: list[Migration] = []
     for migration in pending_migrations(available, target.applied_versions()):
         if target.apply(migration):
+            applied.append(migration)
+    return applied
+
+
+async def run_migrations_async(
+    target: AsyncMigrationTarget, available: Sequence[Migration]
+) -> list[Migration]:
+    """`run_migrations` for an `AsyncMigrationTarget`."""
+    await target.ensure_version_table()
+    applied: list[Migration] = []
+    for migration in pending_migrations(available, await target.applied_versions()):
+        if await target.apply(migration):
             applied.append(migration)
     return applied

@@ -108,6 +108,8 @@ class SqliteStore:
         # Touched only on the event loop.
         self._closed = False
         self._erasure_key: bytes | None = None
+        # What the last `open` applied (for `compliance-gateway migrate`).
+        self.applied_migrations: list[Migration] = []
 
     async def open(self) -> None:
         await self._submit(self._open_on_worker)
@@ -389,7 +391,9 @@ class SqliteStore:
         if self._connection is None:
             self._connection = self._connect(create=True)
         migrations = discover_migrations(migration_directory("sqlite"))
-        run_migrations(SqliteMigrationTarget(self._connection), migrations)
+        self.applied_migrations = run_migrations(
+            SqliteMigrationTarget(self._connection), migrations
+        )
         self._opened = True
 
     def _connect(self, *, create: bool) -> sqlite3.Connection:
