@@ -93,8 +93,10 @@ def free_port() -> int:
 class PostgresServer:
     """One server in its own temporary directory; `stop` and `start` again keep the data."""
 
-    def __init__(self, binaries: Binaries) -> None:
+    def __init__(self, binaries: Binaries, *, durable: bool = False) -> None:
+        """`durable`: fsync on, as in production (benchmarks); tests run without it."""
         self.binaries = binaries
+        self.durable = durable
         self.user = _server_user()
         self.root = Path(tempfile.mkdtemp(prefix="gateway-pg-"))
         self.data = self.root / "data"
@@ -130,8 +132,9 @@ class PostgresServer:
             self._process = subprocess.Popen(
                 [self.binaries.postgres, "-D", str(self.data), "-h", "127.0.0.1",
                  "-p", str(self.port), "-k", str(self.sockets),
-                 "-c", "fsync=off", "-c", "synchronous_commit=off",
-                 "-c", "full_page_writes=off", "-c", "max_connections=200"],
+                 *(() if self.durable else ("-c", "fsync=off", "-c", "synchronous_commit=off",
+                                            "-c", "full_page_writes=off")),
+                 "-c", "max_connections=200"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 **self._as_server_user(),
