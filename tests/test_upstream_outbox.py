@@ -61,20 +61,21 @@ async def test_concurrent_sends_in_one_microsecond_get_unique_files(tmp_path, mo
 
 
 async def test_a_file_being_written_is_hidden_until_complete(tmp_path, monkeypatch):
-    """Pause the writer at fsync: only a dot-named, non-.eml file may exist at that moment."""
+    """Pause the writer while it makes the data durable: only a dot-named, non-.eml file
+    may exist at that moment."""
     upstream = await started(tmp_path)
-    reached_fsync, release = threading.Event(), threading.Event()
-    real_fsync = os.fsync
+    reached_flush, release = threading.Event(), threading.Event()
+    real_flush = spool.flush_to_disk
 
-    def paused_fsync(fd):
-        reached_fsync.set()
+    def paused_flush(directory, descriptors):
+        reached_flush.set()
         release.wait(5)
-        real_fsync(fd)
+        real_flush(directory, descriptors)
 
-    monkeypatch.setattr(os, "fsync", paused_fsync)
+    monkeypatch.setattr(spool, "flush_to_disk", paused_flush)
     send = asyncio.create_task(upstream.send_email("rep@corp.example", "ada@example.com", MESSAGE))
     try:
-        assert await asyncio.to_thread(reached_fsync.wait, 5)
+        assert await asyncio.to_thread(reached_flush.wait, 5)
         in_progress = list(tmp_path.iterdir())
     finally:
         release.set()
@@ -89,14 +90,37 @@ async def test_a_file_being_written_is_hidden_until_complete(tmp_path, monkeypat
 async def test_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     upstream = await started(tmp_path)
 
-    def failing_fsync(fd):
+    def failing_flush(directory, descriptors):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(os, "fsync", failing_fsync)
+    monkeypatch.setattr(spool, "flush_to_disk", failing_flush)
     with pytest.raises(UpstreamTemporaryError, match="Input/output error"):
         await upstream.send_email("rep@corp.example", "ada@example.com", MESSAGE)
 
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_without_syncfs_each_file_is_fsynced(tmp_path, monkeypatch):
+    """Where the C library has no syncfs, every file of the batch gets its own fsync."""
+    monkeypatch.setattr(spool, "_SYNCFS", None)
+    synced = []
+    real_fsync = os.fsync
+
+    def counted_fsync(fd):
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counted_fsync)
+    writer = Spool(tmp_path, writers=1)
+    await asyncio.gather(*(writer.write(b"%d" % n, f"{n}.eml") for n in range(3)))
+    await writer.close()
+
+    assert len(synced) == 3 + 1  # three files, then the directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.eml", "1.eml", "2.eml"]
+
+
+def test_syncfs_is_found_on_linux():
+    assert spool._SYNCFS is not None
 
 
 async def test_outbox_path_that_is_a_file_fails_start(tmp_path):
@@ -127,31 +151,34 @@ async def test_envelope_address_with_line_break_is_refused(tmp_path):
 
 async def test_concurrent_writes_share_one_directory_sync(tmp_path, monkeypatch):
     """Group commit: while one batch is on its way to disk, the next fills up, and the whole
-    of it costs one directory fsync (one writer thread, so the batches are predictable)."""
+    of it costs one data flush and one directory fsync (one writer thread, so the batches are
+    predictable)."""
     writer = Spool(tmp_path, writers=1)
-    first_fsync, release = threading.Event(), threading.Event()
-    directory_syncs = []
-    real_fsync, real_sync_directory = os.fsync, spool.fsync_directory
+    first_flush, release = threading.Event(), threading.Event()
+    flushes, directory_syncs = [], []
+    real_flush, real_sync_directory = spool.flush_to_disk, spool.fsync_directory
 
-    def held_fsync(fd):
-        first_fsync.set()
+    def held_flush(directory, descriptors):
+        flushes.append(len(descriptors))
+        first_flush.set()
         release.wait(5)
-        real_fsync(fd)
+        real_flush(directory, descriptors)
 
     def counted_sync_directory(directory):
         directory_syncs.append(directory)
         real_sync_directory(directory)
 
-    monkeypatch.setattr(os, "fsync", held_fsync)
+    monkeypatch.setattr(spool, "flush_to_disk", held_flush)
     monkeypatch.setattr(spool, "fsync_directory", counted_sync_directory)
     first = asyncio.create_task(writer.write(b"first", "first.eml"))
-    assert await asyncio.to_thread(first_fsync.wait, 5)
+    assert await asyncio.to_thread(first_flush.wait, 5)
     rest = [asyncio.create_task(writer.write(b"%d" % n, f"m{n}.eml")) for n in range(20)]
     await asyncio.sleep(0.05)
     release.set()
     await asyncio.gather(first, *rest)
     await writer.close()
 
+    assert flushes == [1, 20]
     assert len(directory_syncs) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["first.eml", *(f"m{n}.eml" for n in range(20))]
