@@ -8,15 +8,14 @@ routes to 127.0.0.1's listener) or the review page over HTTP, and reads the audi
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import aiosmtplib
 import pytest
 from conftest import DEMO_SECRET, MANAGER_SECRET, write_config
+from fakes.clock import SteppingClock
 
-from gateway.clock import Clock
 from gateway.config import Config, ConfigError, load_config
 from gateway.server import Gateway
 
@@ -28,16 +27,6 @@ def config_with(tmp_path: Path, smtp_keys: str) -> Config:
     path = write_config(tmp_path)
     path.write_text(path.read_text().replace("[smtp]\n", "[smtp]\n" + smtp_keys, 1))
     return load_config(path)
-
-
-class SteppingClock(Clock):
-    """Real time plus whatever the test has skipped ahead."""
-
-    def __init__(self) -> None:
-        super().__init__(datetime(2026, 6, 2, 16, 0, tzinfo=UTC))
-
-    def advance(self, seconds: float) -> None:
-        self._offset += timedelta(seconds=seconds)
 
 
 async def attempt(gateway: Gateway, user: str, secret: str, source: str = "127.0.0.1") -> int:

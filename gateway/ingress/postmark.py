@@ -420,8 +420,9 @@ class PostmarkRoutes:
         try:
             outcome = await self.pipeline.process(message)
         except TemporaryFailure as exc:
-            return 503, {"ErrorCode": UNAVAILABLE,
-                         "Message": f"{exc.reason}: {exc.text} (nothing was sent; retry)"}
+            sent = ("it may have been sent: check before sending it again"
+                    if exc.maybe_delivered else "nothing was sent; retry")
+            return 503, {"ErrorCode": UNAVAILABLE, "Message": f"{exc.reason}: {exc.text} ({sent})"}
         return self._answer(built, outcome, now)
 
     async def _refuse(

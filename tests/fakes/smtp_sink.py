@@ -112,8 +112,11 @@ class SmtpSink:
         *,
         tls: TlsFiles | None = None,
         auth: tuple[str, str] | None = None,
+        port: int = 0,
     ) -> None:
-        self.port = 0
+        """`port` 0 picks a free one; a given port lets a test bring a server back where
+        the gateway expects it."""
+        self.port = port
         self.messages: list[ReceivedMessage] = []
         self.logins: list[str] = []
         self.mail_commands = 0
@@ -169,7 +172,7 @@ class SmtpSink:
 
     async def __aenter__(self) -> SmtpSink:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._new_connection, HOST, 0)
+        self._server = await loop.create_server(self._new_connection, HOST, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
