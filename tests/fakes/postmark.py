@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -88,14 +89,21 @@ class FakePostmark:
     MessageID (what Postmark would deliver), a stalled one once released.
     """
 
-    def __init__(self, server_token: str = SERVER_TOKEN, port: int = 0) -> None:
-        """`port` 0 picks a free one; a given port brings a fake back where it was."""
+    def __init__(
+        self, server_token: str = SERVER_TOKEN, port: int = 0, failure_rate: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        """`port` 0 picks a free one; a given port brings a fake back where it was.
+        `failure_rate` answers that share of requests, at random (seeded), with a 500 when
+        no answer is queued."""
         self.server_token = server_token
         self.requests: list[RecordedRequest] = []
         self.accepted: list[dict[str, Any]] = []
         self.templates: dict[str, dict[str, Any]] = {}
         self.suppressions: dict[str, list[dict[str, Any]]] = {"outbound": [], "broadcast": []}
         self.port = port
+        self.failure_rate = failure_rate
+        self._random = random.Random(seed)
         self._answers: deque[_Answer] = deque()
         self._released = asyncio.Event()
         self._message_numbers = itertools.count(1)
@@ -193,6 +201,8 @@ class FakePostmark:
                 ),
                 status=401,
             )
+        if not self._answers and self._random.random() < self.failure_rate:
+            return web.json_response(error_document(0, "injected failure"), status=500)
         if self._answers:
             answer = self._answers.popleft()
             if not answer.stall:
