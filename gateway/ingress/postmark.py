@@ -225,7 +225,7 @@ def _provider_fields(item: Mapping[str, Any]) -> dict[str, Any]:
         provider["TrackOpens"] = item["TrackOpens"]
     links = item.get("TrackLinks")
     if links is not None:
-        if links not in TRACK_LINKS:
+        if not isinstance(links, str) or links not in TRACK_LINKS:
             raise RequestProblem(INVALID_REQUEST, f"Invalid email request: TrackLinks {links!r}.")
         provider["TrackLinks"] = links
     return provider
