@@ -14,6 +14,7 @@ import contextlib
 import json
 import re
 import sys
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -324,8 +325,6 @@ ALLOWED_HEADERS = {"from", "to", "cc", "reply-to", "subject", "date", "message-i
 def test_postmark_request_parser_refuses_or_builds_a_message_without_injected_headers(
     item,
 ) -> None:
-    from datetime import UTC, datetime
-
     try:
         built = build_request(item, template=False, now=datetime(2026, 6, 2, tzinfo=UTC))
     except RequestProblem as problem:
