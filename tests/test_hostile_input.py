@@ -391,7 +391,7 @@ sender_domains = []
         "--max-examples", "40", "--seed", "1", "--workers", "1",
         "--phases", "examples,coverage,fuzzing",
         "--report-dir", str(tmp_path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "SCHEMATHESIS_TELEMETRY": "false", "NO_COLOR": "1"},
     )
     output, _ = await asyncio.wait_for(process.communicate(), 300)
