@@ -66,6 +66,9 @@ class SmtpConfig:
     max_recipients: int = 50
     allow_insecure_auth: bool = False
     hostname: str = "compliance-gateway"
+    max_failed_logins: int = 5
+    failed_login_window_s: float = 600.0
+    login_lockout_s: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -370,7 +373,8 @@ def _smtp(raw: Any, base_dir: Path) -> SmtpConfig:
         "smtp",
         {
             "listen", "tls_cert", "tls_key", "max_message_bytes", "max_recipients",
-            "allow_insecure_auth", "hostname",
+            "allow_insecure_auth", "hostname", "max_failed_logins", "failed_login_window_s",
+            "login_lockout_s",
         },
     )
     tls_cert = section.path("tls_cert", base_dir)
@@ -388,6 +392,9 @@ def _smtp(raw: Any, base_dir: Path) -> SmtpConfig:
         max_recipients=section.integer("max_recipients", 50, minimum=1, maximum=1000),
         allow_insecure_auth=section.boolean("allow_insecure_auth", False),
         hostname=section.string("hostname", "compliance-gateway"),
+        max_failed_logins=section.integer("max_failed_logins", 5, minimum=1, maximum=1000),
+        failed_login_window_s=section.number("failed_login_window_s", 600.0, minimum=1.0),
+        login_lockout_s=section.number("login_lockout_s", 900.0, minimum=1.0),
     )
     if not config.listen.is_loopback and not config.tls_cert and not config.allow_insecure_auth:
         raise ConfigError(

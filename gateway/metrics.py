@@ -89,6 +89,18 @@ class Metrics:
             "When the store gauges were last refreshed (Unix time)",
             registry=self.registry,
         )
+        self.login_failures = Counter(
+            "gateway_login_failures",
+            "Sign-ins refused for a wrong password or secret, by ingress (smtp, review)",
+            ["ingress"],
+            registry=self.registry,
+        )
+        self.login_lockouts = Counter(
+            "gateway_login_lockouts",
+            "Lockouts after too many failed sign-ins, by ingress and scope (address, account)",
+            ["ingress", "scope"],
+            registry=self.registry,
+        )
         self.reloads = Counter(
             "gateway_config_reloads",
             "SIGHUP reloads by what was reloaded (rules, accounts) and result (ok, failed)",

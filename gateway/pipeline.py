@@ -43,7 +43,8 @@ class TemporaryFailure(Exception):
     """Nothing unchecked was sent; the agent should retry (SMTP 451, HTTP 503).
 
     `maybe_delivered`: the provider may have accepted the copy after all (a timeout after
-    handing it over), so it still counts towards caps.
+    handing it over), so it still counts towards caps; from `process`, some copy of the
+    message may be out (or is: other recipients'), so the agent must check before resending.
     """
 
     def __init__(self, reason: str, text: str, *, maybe_delivered: bool = False) -> None:
@@ -202,6 +203,7 @@ class Pipeline:
         delivered: list[Delivery] = []
         refused: list[Refusal] = []
         temporary: list[str] = []
+        maybe_delivered = False
         for recipient in decision.allowed_recipients:
             if not await self._within_caps(message, decision, recipient):
                 decision = blocked_by_cap(decision, recipient)
@@ -216,6 +218,7 @@ class Pipeline:
                 await self._suppress_if_inactive(message, recipient, exc)
             except TemporaryFailure as exc:
                 temporary.append(f"{recipient}: {exc.text}")
+                maybe_delivered = maybe_delivered or exc.maybe_delivered
                 self._count(message, "failed", exc.reason)
                 if not exc.maybe_delivered:
                     await self._release_contact(message, recipient)
@@ -224,7 +227,13 @@ class Pipeline:
                 self._count(message, "allowed", "")
                 await self._note_obligations_met(message, decision, recipient)
         if temporary:
-            raise TemporaryFailure("UPSTREAM_UNAVAILABLE", "; ".join(temporary))
+            # Some copies may be out: the agent must not be told that nothing was sent.
+            if delivered:
+                temporary.append("delivered to " + ", ".join(d.recipient for d in delivered))
+            raise TemporaryFailure(
+                "UPSTREAM_UNAVAILABLE", "; ".join(temporary),
+                maybe_delivered=maybe_delivered or bool(delivered),
+            )
         return Outcome(decision, tuple(delivered), tuple(refused), block_ids)
 
     async def _within_caps(

@@ -26,6 +26,7 @@ from gateway.ingress.smtp import (
     start_smtp_server,
 )
 from gateway.ingress.twilio import TwilioRoutes
+from gateway.login_limits import LoginLimiter
 from gateway.logs import log_event
 from gateway.metrics import Metrics, StoreGauges
 from gateway.model import Account, AuditEvent, Channel
@@ -113,6 +114,7 @@ class Services:
         self.erasure_key = erasure_key(config)
         self.ruleset: RuleSet = configured_rules(config)
         self.suppressions = Suppressions(self.store, clock, self.metrics)
+        self.login_limits = LoginLimiter(config.smtp, clock, self.metrics, self.store.append_audit)
         self.unsubscribe = Unsubscribe(
             build_tokens(config),
             self.suppressions,
@@ -153,6 +155,7 @@ class Services:
         await self.twilio_upstream.start()
 
     async def close(self) -> None:
+        await self.login_limits.flush()
         await self.email_upstream.close()
         await self.twilio_upstream.close()
         await self.store.close()
@@ -208,6 +211,7 @@ class Gateway:
             self.clock,
             services.unsubscribe.tokens.derived_key("review-session"),
             secure_cookies=self.config.public_url.startswith("https://"),
+            login_limits=services.login_limits,
         ).register(app)
         PostmarkRoutes(
             services.pipeline,
@@ -227,7 +231,9 @@ class Gateway:
         handler = SubmissionHandler(
             services.pipeline, services.unsubscribe, self.clock, self.config.smtp.max_recipients
         )
-        authenticator = AccountAuthenticator(lambda: self.config.accounts)
+        authenticator = AccountAuthenticator(
+            lambda: self.config.accounts, services.login_limits
+        )
         self._smtp_server = await start_smtp_server(
             self.config, handler, authenticator, self.sessions
         )

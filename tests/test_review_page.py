@@ -16,6 +16,8 @@ from conftest import DEMO_SECRET, MANAGER_SECRET
 
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.login_limits import LoginLimiter
+from gateway.metrics import Metrics
 from gateway.model import BlockRecord, Channel, Reason
 from gateway.store import open_store
 from gateway.store.base import Store
@@ -65,8 +67,10 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 def review_app(store: Store, config: Config, secure_cookies: bool = False) -> web.Application:
     app = web.Application()
+    clock = Clock(NOW)
+    limits = LoginLimiter(config.smtp, clock, Metrics(), store.append_audit)
     ReviewRoutes(
-        store, lambda: config.accounts, Clock(NOW), SESSION_KEY, secure_cookies
+        store, lambda: config.accounts, clock, SESSION_KEY, secure_cookies, limits
     ).register(app)
     return app
 

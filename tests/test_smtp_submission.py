@@ -12,11 +12,12 @@ import aiosmtplib
 import pytest
 from conftest import DEMO_SECRET, outbox_messages, write_config
 from fakes.smtp_sink import SmtpSink, make_self_signed_cert
+from fakes.store import FlakyStore
 
 from gateway.config import load_config
 from gateway.model import Suppression
 from gateway.server import Gateway
-from gateway.store.base import BlockQuery, StoreUnavailable
+from gateway.store.base import BlockQuery
 
 
 def first_touch(
@@ -233,26 +234,6 @@ async def test_no_open_relay_without_auth_even_for_allowed_domains(gateway: Gate
         response = await smtp.execute_command(b"RCPT", b"TO:<" + rcpt + b">")
         assert response.code == 530
     await smtp.quit()
-
-
-class FlakyStore:
-    """The real store, with a switch that makes every call fail as an outage would."""
-
-    def __init__(self, inner: object) -> None:
-        self.inner = inner
-        self.down = False
-
-    def __getattr__(self, name: str) -> object:
-        attribute = getattr(self.inner, name)
-        if not callable(attribute) or name in ("open", "close"):
-            return attribute
-
-        async def call(*args: object, **kwargs: object) -> object:
-            if self.down:
-                raise StoreUnavailable("injected outage")
-            return await attribute(*args, **kwargs)
-
-        return call
 
 
 async def test_store_outage_is_a_temporary_failure_and_nothing_is_sent(

@@ -225,7 +225,7 @@ def _provider_fields(item: Mapping[str, Any]) -> dict[str, Any]:
         provider["TrackOpens"] = item["TrackOpens"]
     links = item.get("TrackLinks")
     if links is not None:
-        if links not in TRACK_LINKS:
+        if not isinstance(links, str) or links not in TRACK_LINKS:
             raise RequestProblem(INVALID_REQUEST, f"Invalid email request: TrackLinks {links!r}.")
         provider["TrackLinks"] = links
     return provider
@@ -420,8 +420,9 @@ class PostmarkRoutes:
         try:
             outcome = await self.pipeline.process(message)
         except TemporaryFailure as exc:
-            return 503, {"ErrorCode": UNAVAILABLE,
-                         "Message": f"{exc.reason}: {exc.text} (nothing was sent; retry)"}
+            sent = ("it may have been sent: check before sending it again"
+                    if exc.maybe_delivered else "nothing was sent; retry")
+            return 503, {"ErrorCode": UNAVAILABLE, "Message": f"{exc.reason}: {exc.text} ({sent})"}
         return self._answer(built, outcome, now)
 
     async def _refuse(

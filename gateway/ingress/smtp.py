@@ -22,6 +22,7 @@ from gateway.config import Config
 from gateway.credentials import account_with_secret
 from gateway.email_message import parse_email
 from gateway.ids import unique_hex
+from gateway.login_limits import LOCKED_OUT_TEXT, LoginLimiter
 from gateway.logs import log_event
 from gateway.metrics import Metrics
 from gateway.model import Account, Channel, EmailContent, OutboundMessage, Reason
@@ -32,6 +33,7 @@ from gateway.unsubscribe import Unsubscribe
 log = logging.getLogger("gateway.smtp")
 
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
+LOCKED_OUT = f"454 4.7.0 {LOCKED_OUT_TEXT}"
 PROTOCOL_REFUSALS = {
     "552 Error: message size exceeds fixed maximum message size": (
         "552 5.3.4 MESSAGE_TOO_LARGE: the declared SIZE exceeds smtp.max_message_bytes"
@@ -43,6 +45,12 @@ PROTOCOL_REFUSALS = {
         "500 5.6.0 MESSAGE_MALFORMED: a line is longer than 998 octets (RFC 5322 2.1.1); "
         "encode long lines (quoted-printable or base64)"
     ),
+}
+# Commands that move no mail, per connection: a client repeating them past these is flooding
+# and is told 421 and disconnected. Mail commands stay unlimited ("*") for pooled clients.
+COMMAND_LIMITS = {
+    "*": 2**31, "NOOP": 1000, "HELO": 10, "EHLO": 10, "AUTH": 10, "STARTTLS": 2,
+    "VRFY": 10, "EXPN": 10, "HELP": 10,
 }
 TOKEN_IN_SUBJECT = re.compile(r"unsubscribe\s+(\S+)", re.IGNORECASE)
 
@@ -59,10 +67,14 @@ def _one_line(reply: str, limit: int = 500) -> str:
 
 
 class AccountAuthenticator:
-    """Checks AUTH PLAIN/LOGIN against [[accounts]] in constant time per account."""
+    """Checks AUTH PLAIN/LOGIN against [[accounts]] in constant time per account; a client
+    address or account name with too many recent failures waits (454) unheard."""
 
-    def __init__(self, accounts: Callable[[], tuple[Account, ...]]) -> None:
+    def __init__(
+        self, accounts: Callable[[], tuple[Account, ...]], limiter: LoginLimiter
+    ) -> None:
         self.accounts = accounts
+        self.limiter = limiter
 
     def __call__(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
@@ -70,15 +82,19 @@ class AccountAuthenticator:
         if not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
         login = auth_data.login.decode("utf-8", "replace")
+        known = login if any(account.name == login for account in self.accounts()) else None
+        peer = str(session.peer[0]) if isinstance(session.peer, tuple) else str(session.peer)
+        if self.limiter.locked(peer, known):
+            return AuthResult(success=False, handled=False, message=LOCKED_OUT)
         match = account_with_secret(
             self.accounts(), auth_data.password, lambda account: account.name == login
         )
         if match is None:
-            known = any(account.name == login for account in self.accounts())
             log_event(
                 log, "auth-failed", logging.WARNING,
-                login=login if known else "(not an account name)", peer=str(session.peer),
+                login=known or "(not an account name)", peer=str(session.peer),
             )
+            self.limiter.failed(peer, known, "smtp")
             return AuthResult(success=False, handled=False)
         return AuthResult(success=True, auth_data=match)
 
@@ -317,6 +333,7 @@ async def start_smtp_server(
             auth_required=False,
             auth_require_tls=auth_needs_tls,
             authenticator=authenticator,
+            command_call_limit=COMMAND_LIMITS,
             loop=loop,
         )
 

@@ -100,6 +100,10 @@ ACCEPTED = {
     }),
 }
 SCHEDULING = frozenset({"SendAt", "ScheduleType"})
+# The only parameters whose values may span lines; a line break anywhere else is a number,
+# URL or id that Twilio would refuse, or an attempt to smuggle something past the check.
+MULTILINE = frozenset({"Body", "Twiml", "ContentVariables"})
+INVALID_NUMBER = {"To": 21211, "From": 21212}
 # TwiML verbs that reach another party than the checked callee.
 CONNECTING_TWIML = re.compile(r"<\s*(Dial|Number|Sip|Client|Conference|Sms|Message|Enqueue)\b",
                               re.IGNORECASE)
@@ -115,6 +119,12 @@ def check_form(channel: Channel, form: list[tuple[str, str]], notice: str | None
     unknown = sorted(names - ACCEPTED[channel])
     if unknown:
         raise FormProblem(20001, f"Parameters not accepted by the gateway: {', '.join(unknown)}")
+    broken = sorted({k for k, v in form if k not in MULTILINE and ("\r" in v or "\n" in v)})
+    if broken:
+        raise FormProblem(
+            next((INVALID_NUMBER[k] for k in broken if k in INVALID_NUMBER), 20001),
+            f"Parameters with a line break are not accepted: {', '.join(broken)}",
+        )
     twiml = next((v for k, v in form if k == "Twiml"), "")
     if CONNECTING_TWIML.search(twiml):
         raise FormProblem(

@@ -25,6 +25,7 @@ from aiohttp import web
 from gateway.checks import CheckError, parse_time
 from gateway.clock import Clock
 from gateway.credentials import account_with_secret
+from gateway.login_limits import LOCKED_OUT_TEXT, LoginLimiter
 from gateway.model import Account, AuditEvent, BlockRecord, Channel, Role
 from gateway.store.base import BlockQuery, Store, StoreUnavailable
 
@@ -310,8 +311,10 @@ class ReviewRoutes:
         clock: Clock,
         session_key: bytes,
         secure_cookies: bool,
+        login_limits: LoginLimiter,
     ) -> None:
         self.store = store
+        self.login_limits = login_limits
         self.accounts = accounts
         self.clock = clock
         self.session_key = session_key
@@ -355,9 +358,16 @@ class ReviewRoutes:
             form = await request.post()
         except ValueError:
             return _page("Sign in", _sign_in_body("The form could not be read."), status=400)
+        peer = request.remote or ""
+        if self.login_limits.locked(peer, None):
+            response = _page("Sign in", _sign_in_body(
+                f"Too many failed sign-ins from this address: {LOCKED_OUT_TEXT}."), status=429)
+            response.headers["Retry-After"] = str(int(self.login_limits.lockout_s))
+            return response
         secret = form.get("secret")
         account = account_with_secret(self.accounts(), secret if isinstance(secret, str) else "")
         if account is None:
+            self.login_limits.failed(peer, None, "review")
             await self._audit(request, "review.signin_failed", "", "no account has this secret")
             return _page(
                 "Sign in", _sign_in_body("That secret does not match any account."), status=401

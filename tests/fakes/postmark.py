@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -84,15 +85,25 @@ class FakePostmark:
 
     Configure `templates` with `add_template`, and `suppressions` (stream → dump entries,
     "outbound" and "broadcast" exist from the start). What it saw: `requests`, every request
-    in arrival order, including refused ones.
+    in arrival order, including refused ones; `accepted`, the bodies it answered with a
+    MessageID (what Postmark would deliver), a stalled one once released.
     """
 
-    def __init__(self, server_token: str = SERVER_TOKEN) -> None:
+    def __init__(
+        self, server_token: str = SERVER_TOKEN, port: int = 0, failure_rate: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        """`port` 0 picks a free one; a given port brings a fake back where it was.
+        `failure_rate` answers that share of requests, at random (seeded), with a 500 when
+        no answer is queued."""
         self.server_token = server_token
         self.requests: list[RecordedRequest] = []
+        self.accepted: list[dict[str, Any]] = []
         self.templates: dict[str, dict[str, Any]] = {}
         self.suppressions: dict[str, list[dict[str, Any]]] = {"outbound": [], "broadcast": []}
-        self.port = 0
+        self.port = port
+        self.failure_rate = failure_rate
+        self._random = random.Random(seed)
         self._answers: deque[_Answer] = deque()
         self._released = asyncio.Event()
         self._message_numbers = itertools.count(1)
@@ -154,7 +165,7 @@ class FakePostmark:
         app.router.add_get("/message-streams/{stream}/suppressions/dump", self._dump)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, HOST, 0)
+        site = web.TCPSite(self._runner, HOST, self.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self
@@ -190,6 +201,8 @@ class FakePostmark:
                 ),
                 status=401,
             )
+        if not self._answers and self._random.random() < self.failure_rate:
+            return web.json_response(error_document(0, "injected failure"), status=500)
         if self._answers:
             answer = self._answers.popleft()
             if not answer.stall:
@@ -262,6 +275,7 @@ class FakePostmark:
 
     def _accepted(self, message: dict[str, Any]) -> web.Response:
         number = next(self._message_numbers)
+        self.accepted.append(message)
         return web.json_response(
             {
                 "To": message["To"],

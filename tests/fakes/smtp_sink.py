@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import shlex
 import ssl
 import subprocess
@@ -112,8 +113,16 @@ class SmtpSink:
         *,
         tls: TlsFiles | None = None,
         auth: tuple[str, str] | None = None,
+        port: int = 0,
+        failure_rate: float = 0.0,
+        seed: int = 0,
     ) -> None:
-        self.port = 0
+        """`port` 0 picks a free one; a given port lets a test bring a server back where
+        the gateway expects it. `failure_rate` answers that share of DATA commands, at
+        random (seeded), with 451 when no fault is queued."""
+        self.port = port
+        self.failure_rate = failure_rate
+        self._random = random.Random(seed)
         self.messages: list[ReceivedMessage] = []
         self.logins: list[str] = []
         self.mail_commands = 0
@@ -169,7 +178,7 @@ class SmtpSink:
 
     async def __aenter__(self) -> SmtpSink:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._new_connection, HOST, 0)
+        self._server = await loop.create_server(self._new_connection, HOST, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -211,7 +220,11 @@ class SmtpSink:
 
     def _next_fault(self, stage: Stage) -> _Fault | None:
         faults = self._faults[stage]
-        return faults.popleft() if faults else None
+        if faults:
+            return faults.popleft()
+        if stage == "data" and self._random.random() < self.failure_rate:
+            return _Fault("reply", 451, "4.3.0 injected failure")
+        return None
 
     def _next_queue_id(self) -> str:
         return f"SINK{next(self._queue_numbers):04d}"

@@ -1,0 +1,117 @@
+"""Slowing password guessing down on every sign-in with a password (SMTP AUTH, /review).
+
+After `max_failed_logins` failures within `failed_login_window_s`, from one client address
+or against one account name, further attempts from that address or for that account are
+refused with a temporary error for `login_lockout_s`, without looking at the password, so
+a guess made during a lockout teaches nothing. Every lockout is audited and counted.
+
+Only names of existing accounts are tracked by name, and the table of addresses is bounded,
+so a flood of made-up names or addresses cannot grow memory without limit. Locking by name
+lets someone lock a rep out for a while: a temporary refusal is the price of nobody being
+able to guess that rep's secret from many addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from gateway.clock import Clock
+from gateway.config import SmtpConfig
+from gateway.logs import log_event
+from gateway.metrics import Metrics
+from gateway.model import AuditEvent
+from gateway.store.base import StoreUnavailable
+
+log = logging.getLogger("gateway.login_limits")
+
+MAX_TRACKED_KEYS = 100_000
+LOCKED_OUT_TEXT = "too many failed logins, try later"
+
+
+class LoginLimiter:
+    def __init__(
+        self,
+        settings: SmtpConfig,
+        clock: Clock,
+        metrics: Metrics,
+        audit: Callable[[AuditEvent], Awaitable[object]],
+        max_tracked: int = MAX_TRACKED_KEYS,
+    ) -> None:
+        self.max_failures = settings.max_failed_logins
+        self.window_s = settings.failed_login_window_s
+        self.lockout_s = settings.login_lockout_s
+        self.clock = clock
+        self.metrics = metrics
+        self.audit = audit
+        self.max_tracked = max_tracked
+        self._failures: dict[str, deque[float]] = {}
+        self._locked_until: dict[str, float] = {}
+        self._audits: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def _keys(peer: str, account: str | None) -> list[str]:
+        return [f"address {peer}"] + ([f"account {account}"] if account else [])
+
+    def _now(self) -> float:
+        return self.clock.now().timestamp()
+
+    def locked(self, peer: str, account: str | None) -> bool:
+        """Whether attempts from `peer`, or for the existing account `account`, wait."""
+        now = self._now()
+        return any(self._locked_until.get(key, 0.0) > now for key in self._keys(peer, account))
+
+    def failed(self, peer: str, account: str | None, ingress: str) -> None:
+        """Count one wrong password; lock whatever just reached the limit."""
+        now = self._now()
+        self.metrics.login_failures.labels(ingress).inc()
+        self._forget_old(now)
+        for key in self._keys(peer, account):
+            recent = self._failures.setdefault(key, deque())
+            recent.append(now)
+            while recent and recent[0] <= now - self.window_s:
+                recent.popleft()
+            if len(recent) >= self.max_failures:
+                del self._failures[key]
+                self._lock(key, now, ingress, peer)
+
+    def _lock(self, key: str, now: float, ingress: str, peer: str) -> None:
+        self._locked_until[key] = now + self.lockout_s
+        scope, _, subject = key.partition(" ")
+        self.metrics.login_lockouts.labels(ingress, scope).inc()
+        log_event(log, "login-locked-out", logging.WARNING, ingress=ingress, scope=scope,
+                  subject=subject, peer=peer, seconds=self.lockout_s)
+        event = AuditEvent(
+            time=self.clock.now(), actor="gateway", action="login.locked_out", subject=key,
+            details={"ingress": ingress, "peer": peer, "failures": self.max_failures,
+                     "window_s": self.window_s, "lockout_s": self.lockout_s},
+        )
+        task = asyncio.get_running_loop().create_task(self._write_audit(event))
+        self._audits.add(task)
+        task.add_done_callback(self._audits.discard)
+
+    async def _write_audit(self, event: AuditEvent) -> None:
+        """The lockout holds whether or not its audit entry could be written."""
+        try:
+            await self.audit(event)
+        except StoreUnavailable as exc:
+            log_event(log, "audit-write-failed", logging.ERROR, action=event.action,
+                      error=str(exc))
+
+    async def flush(self) -> None:
+        """Wait for audit entries still being written (before the store closes)."""
+        while self._audits:
+            await asyncio.gather(*self._audits)
+
+    def _forget_old(self, now: float) -> None:
+        """Drop what no longer matters once the tables are full; then the oldest."""
+        if len(self._failures) + len(self._locked_until) < self.max_tracked:
+            return
+        self._locked_until = {k: t for k, t in self._locked_until.items() if t > now}
+        self._failures = {
+            k: times for k, times in self._failures.items() if times[-1] > now - self.window_s
+        }
+        for key in list(self._failures)[: max(0, len(self._failures) - self.max_tracked // 2)]:
+            del self._failures[key]
