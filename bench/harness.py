@@ -81,13 +81,18 @@ def child(arguments: list[str], log: Path, port: int, cwd: Path | None = None) -
 
 
 @contextlib.contextmanager
-def gateway(directory: Path, extra_config: str = "", now: str = "") -> Iterator[dict]:
-    """`python -m gateway serve` with a bench account and `extra_config` appended; yields its
-    pid and ports."""
+def gateway(
+    directory: Path, extra_config: str = "", now: str = "", workers: int = 1
+) -> Iterator[dict]:
+    """`python -m gateway serve` with a bench account, `workers` processes and `extra_config`
+    appended; yields its pid and ports."""
     ports = {"smtp": free_port(), "http": free_port()}
     config = directory / "gateway.toml"
     config.write_text(
-        GATEWAY_CONFIG.format(secret=GATEWAY_SECRET, key="k" * 40, **ports) + extra_config
+        GATEWAY_CONFIG.format(secret=GATEWAY_SECRET, key="k" * 40, **ports).replace(
+            "[gateway]\n", f"[gateway]\nworkers = {workers}\n"
+        )
+        + extra_config
     )
     arguments = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
     if now:

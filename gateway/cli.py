@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import csv
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -45,6 +46,7 @@ from gateway.suppression_files import (
 )
 from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 from gateway.upstream.postmark import PostmarkEmailUpstream
+from gateway.workers import LISTENERS_ENV, supervise
 
 EXIT_ALLOW = 0
 EXIT_BLOCK = 1
@@ -249,6 +251,9 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+    if config.workers > 1 and LISTENERS_ENV not in os.environ:
+        arguments = ["--config", str(config.source)] if config.source else []
+        return supervise(config, arguments + (["--now", args.now] if args.now else []))
     asyncio.run(serve_forever(Gateway(config, clock)))
     return 0
 

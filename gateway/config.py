@@ -153,6 +153,7 @@ class Config:
     tokens: TokenKeys
     drain_timeout_s: float = 30.0
     metrics_refresh_s: int = 30
+    workers: int = 1
     require_consent: frozenset[Channel] = frozenset()
     postmark_webhook: PostmarkWebhookConfig = PostmarkWebhookConfig()
     retention: RetentionConfig = RetentionConfig()
@@ -288,7 +289,7 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
         "gateway",
         {
             "data_dir", "public_url", "rules_dir", "unsubscribe_mailto", "drain_timeout_s",
-            "metrics_refresh_s",
+            "metrics_refresh_s", "workers",
         },
     )
     data_dir = gateway.path("data_dir", base_dir, "var")
@@ -330,6 +331,7 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
         tokens=_tokens(raw.get("tokens")),
         drain_timeout_s=gateway.number("drain_timeout_s", 30.0),
         metrics_refresh_s=gateway.integer("metrics_refresh_s", 30, minimum=1, maximum=3600),
+        workers=gateway.integer("workers", 1, minimum=1, maximum=64),
         require_consent=_require_consent(
             _Section(raw.get("policy"), "policy", {"require_consent"})
         ),

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.logs import log_event
 from gateway.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("gateway.metrics")
 
+MULTIPROCESS_DIRECTORY_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -55,6 +58,7 @@ class Metrics:
         self.smtp_sessions = Gauge(
             "gateway_smtp_sessions_in_progress",
             "Open SMTP connections from agents",
+            multiprocess_mode="livesum",
             registry=self.registry,
         )
         self.store_errors = Counter(
@@ -72,21 +76,25 @@ class Metrics:
         self.http_requests = Gauge(
             "gateway_http_requests_in_progress",
             "HTTP requests being handled (agents, webhooks, admin API, probes)",
+            multiprocess_mode="livesum",
             registry=self.registry,
         )
         self.suppressions = Gauge(
             "gateway_suppressions",
             "Distinct addresses and numbers on the suppression list, counted periodically",
+            multiprocess_mode="max",
             registry=self.registry,
         )
         self.store_up = Gauge(
             "gateway_store_up",
             "1 if the store answered the last periodic ping, 0 if it did not",
+            multiprocess_mode="min",
             registry=self.registry,
         )
         self.store_checked = Gauge(
             "gateway_store_last_check_timestamp_seconds",
             "When the store gauges were last refreshed (Unix time)",
+            multiprocess_mode="max",
             registry=self.registry,
         )
         self.login_failures = Counter(
@@ -109,6 +117,12 @@ class Metrics:
         )
 
     def exposition(self) -> bytes:
+        """With several worker processes (`gateway.workers`), every worker's values merged
+        from prometheus_client's multiprocess files, so a scrape of any worker sees all."""
+        if MULTIPROCESS_DIRECTORY_ENV in os.environ:
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)
+            return generate_latest(merged)
         return generate_latest(self.registry)
 
 

@@ -56,6 +56,7 @@ from gateway.web.postmark_webhook import PostmarkWebhookRoutes
 from gateway.web.review import ReviewRoutes
 from gateway.web.twilio_webhook import TwilioWebhookRoutes
 from gateway.web.unsubscribe import UnsubscribeRoutes
+from gateway.workers import inherited_listeners, is_first_worker
 
 log = logging.getLogger("gateway.server")
 # Postmark's batch limit (50 MB of JSON) plus room for base64; every route checks
@@ -234,8 +235,10 @@ class Gateway:
         authenticator = AccountAuthenticator(
             lambda: self.config.accounts, services.login_limits
         )
+        inherited = inherited_listeners()
         self._smtp_server = await start_smtp_server(
-            self.config, handler, authenticator, self.sessions
+            self.config, handler, authenticator, self.sessions,
+            inherited[0] if inherited else None,
         )
         self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
         self._http_runner = web.AppRunner(
@@ -243,15 +246,19 @@ class Gateway:
         )
         await self._http_runner.setup()
         http = self.config.http.listen
-        site = web.TCPSite(self._http_runner, http.host, http.port)
+        site: web.BaseSite = (
+            web.SockSite(self._http_runner, inherited[1]) if inherited
+            else web.TCPSite(self._http_runner, http.host, http.port)
+        )
         await site.start()
         self.http_port = self._http_runner.addresses[0][1]
-        self._retention_task = asyncio.create_task(
-            run_retention_periodically(services.store, self.config, self.clock)
-        )
-        self._store_gauges_task = asyncio.create_task(
-            StoreGauges(services.metrics, services.store).run(self.config.metrics_refresh_s)
-        )
+        if is_first_worker():
+            self._retention_task = asyncio.create_task(
+                run_retention_periodically(services.store, self.config, self.clock)
+            )
+            self._store_gauges_task = asyncio.create_task(
+                StoreGauges(services.metrics, services.store).run(self.config.metrics_refresh_s)
+            )
         await services.store.append_audit(
             AuditEvent(
                 time=self.clock.now(),

@@ -102,8 +102,11 @@ ADDRESS_LIST_ALPHABET = "ab.-_+%@, <>\"'()é;:\\[]"
     text=st.one_of(
         st.text(alphabet=ADDRESS_LIST_ALPHABET, min_size=1, max_size=40),
         st.lists(
-            st.from_regex(r"[a-z0-9_%+-]{1,8}(\.[a-z0-9]{1,5})?@[a-z0-9-]{1,8}(\.[a-z]{2,4}){1,2}",
-                          fullmatch=True),
+            st.from_regex(
+                r"([A-Za-z0-9' -]{1,12} ?<)?[a-z0-9_%+-]{1,8}(\.[a-z0-9]{1,5})?"
+                r"@[a-z0-9-]{1,8}(\.[a-z]{2,4}){1,2}>?",
+                fullmatch=True,
+            ),
             min_size=1, max_size=4,
         ).map(", ".join),
     )

@@ -59,8 +59,10 @@ HEADER_NAME = re.compile(r"[!-9;-~]{1,76}")
 CONTENT_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+(?:\s*;[ -~]*)?", re.ASCII)
 CONTENT_ID = re.compile(r"[ -~]{0,250}")
 MAX_ATTACHMENT_NAME = 255
-BARE_ADDRESS = re.compile(
-    r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+_ADDR_SPEC = r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+_PLAIN_NAME = r"[A-Za-z0-9'-]+(?: [A-Za-z0-9'-]+)*"
+SIMPLE_ADDRESS = re.compile(
+    rf"(?P<bare>{_ADDR_SPEC})|(?P<name>{_PLAIN_NAME}) <(?P<address>{_ADDR_SPEC})>"
 )
 SMALL_REQUEST_CHARS = 256 * 1024
 RESERVED_HEADERS = {
@@ -128,11 +130,15 @@ def _addresses(item: Mapping[str, Any], key: str) -> list[tuple[str, str]]:
 
 def address_list(text: str) -> list[tuple[str, str]]:
     """`getaddresses`, which costs 25 µs an address, with a shortcut for what agents mostly
-    send: bare addresses, comma-separated, that it would return exactly as written."""
-    items = [item.strip() for item in text.split(",")]
-    if all(BARE_ADDRESS.fullmatch(item) for item in items):
-        return [("", item) for item in items]
-    return getaddresses([text])
+    send: comma-separated bare addresses or `Plain Name <address>`, which it would return
+    exactly as written."""
+    pairs = []
+    for item in text.split(","):
+        match = SIMPLE_ADDRESS.fullmatch(item.strip())
+        if match is None:
+            return getaddresses([text])
+        pairs.append((match["name"] or "", match["bare"] or match["address"]))
+    return pairs
 
 
 @dataclass(frozen=True)

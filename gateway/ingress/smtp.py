@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -314,8 +315,9 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 
 async def start_smtp_server(
     config: Config, handler: SubmissionHandler, authenticator: AccountAuthenticator,
-    sessions: SessionTracker,
+    sessions: SessionTracker, listener: socket.socket | None = None,
 ) -> asyncio.Server:
+    """On `config.smtp.listen`, or on `listener` (a worker's inherited socket)."""
     loop = asyncio.get_running_loop()
     context = tls_context(config)
     auth_needs_tls = not (config.smtp.listen.is_loopback or config.smtp.allow_insecure_auth)
@@ -337,4 +339,6 @@ async def start_smtp_server(
             loop=loop,
         )
 
+    if listener is not None:
+        return await loop.create_server(protocol, sock=listener)
     return await loop.create_server(protocol, config.smtp.listen.host, config.smtp.listen.port)
