@@ -4,7 +4,10 @@ sqlite3 calls block, so the connection lives on a dedicated thread (`StoreWorker
 method runs its SQL there; that also serializes this process's writers without extra locks.
 Write transactions begin IMMEDIATE, so writers in other processes queue on the busy timeout
 instead of failing on a stale snapshot. Every commit is fsynced (synchronous=FULL): blocks,
-suppressions, audit entries and delivery claims must survive a power cut once reported.
+suppressions, audit entries and contact counts must survive a power cut once reported. The
+delivery ledger's writes are the exception: they commit without waiting for the disk, since
+losing one to a power cut cannot send anything unchecked and durability would not prevent
+the one duplicate it can cause (a claim lost or kept pending both end in a resend).
 The small reads and writes every message makes are group-committed: those waiting together
 run in one transaction, each in a savepoint of its own, and nobody hears of a write before
 the commit that holds it.
@@ -104,6 +107,7 @@ class SqliteStore:
         # Touched only on the worker thread.
         self._connection: sqlite3.Connection | None = None
         self._file_identity: tuple[int, int] | None = None
+        self._synchronous = "FULL"
         self._opened = False
         # Touched only on the event loop.
         self._closed = False
@@ -128,7 +132,7 @@ class SqliteStore:
         unique = list(dict.fromkeys(addresses))
         aliases = self._erased_aliases(unique)
         return await self._run(
-            lambda conn: _select_suppressed(conn, unique, aliases), batchable=True
+            lambda conn: _select_suppressed(conn, unique, aliases), batchable=True, writes=False
         )
 
     async def add_suppressions(self, entries: Sequence[Suppression]) -> int:
@@ -186,11 +190,15 @@ class SqliteStore:
 
     async def consents_for(self, subjects: Iterable[str]) -> dict[str, tuple[Consent, ...]]:
         unique = list(dict.fromkeys(subjects))
-        return await self._run(lambda conn: _select_consents(conn, unique), batchable=True)
+        return await self._run(
+            lambda conn: _select_consents(conn, unique), batchable=True, writes=False
+        )
 
     async def known_locations(self, numbers: Iterable[str]) -> dict[str, KnownLocation]:
         unique = list(dict.fromkeys(numbers))
-        return await self._run(lambda conn: _select_known_locations(conn, unique), batchable=True)
+        return await self._run(
+            lambda conn: _select_known_locations(conn, unique), batchable=True, writes=False
+        )
 
     async def set_known_location(self, number: str, location: KnownLocation) -> None:
         await self._run(lambda conn: _upsert_known_location(conn, number, location))
@@ -198,7 +206,9 @@ class SqliteStore:
     async def contact_counts(self, recipients: Iterable[str], since: datetime) -> dict[str, int]:
         """Every requested recipient is in the answer, with 0 when it has no contacts."""
         unique = list(dict.fromkeys(recipients))
-        return await self._run(lambda conn: _count_contacts(conn, unique, since), batchable=True)
+        return await self._run(
+            lambda conn: _count_contacts(conn, unique, since), batchable=True, writes=False
+        )
 
     async def reserve_contact(
         self,
@@ -219,7 +229,9 @@ class SqliteStore:
 
     async def notice_sent_at(self, recipients: Iterable[str]) -> dict[str, datetime]:
         unique = list(dict.fromkeys(recipients))
-        return await self._run(lambda conn: _select_notices(conn, unique), batchable=True)
+        return await self._run(
+            lambda conn: _select_notices(conn, unique), batchable=True, writes=False
+        )
 
     async def mark_notice_sent(self, recipient: str, at: datetime) -> None:
         await self._run(lambda conn: _upsert_notice(conn, recipient, at), batchable=True)
@@ -254,17 +266,21 @@ class SqliteStore:
         return await self._run(
             lambda conn: _claim_delivery(conn, delivery_key, recipient, now, stale_before),
             batchable=True,
+            durable=False,
         )
 
     async def complete_delivery(self, delivery_key: str, recipient: str, upstream_id: str) -> None:
         await self._run(
             lambda conn: _complete_delivery(conn, delivery_key, recipient, upstream_id),
             batchable=True,
+            durable=False,
         )
 
     async def release_delivery(self, delivery_key: str, recipient: str) -> None:
         await self._run(
-            lambda conn: _release_delivery(conn, delivery_key, recipient), batchable=True
+            lambda conn: _release_delivery(conn, delivery_key, recipient),
+            batchable=True,
+            durable=False,
         )
 
     async def append_audit(self, event: AuditEvent) -> AuditEvent:
@@ -325,27 +341,51 @@ class SqliteStore:
         return {erased_address(self._erasure_key, address): address for address in addresses}
 
     async def _run(
-        self, work: Callable[[sqlite3.Connection], _T], *, batchable: bool = False
+        self,
+        work: Callable[[sqlite3.Connection], _T],
+        *,
+        batchable: bool = False,
+        durable: bool = True,
+        writes: bool = True,
     ) -> _T:
-        """`batchable`: small work that may share a transaction with others (group commit)."""
-        return await self._submit(lambda: self._with_connection(work), batchable=batchable)
+        """`batchable`: small work that may share a transaction with others (group commit).
+        `durable=False`: the commit need not reach the disk before the answer (a power cut
+        may lose it; a crash of the process may not), for writes whose loss is harmless.
+        `writes=False`: a read, which needs no write lock when it is batched."""
+        return await self._submit(
+            lambda: self._with_connection(work), batchable=batchable, durable=durable,
+            writes=writes,
+        )
 
-    async def _submit(self, call: Callable[[], _T], *, batchable: bool = False) -> _T:
+    async def _submit(
+        self,
+        call: Callable[[], _T],
+        *,
+        batchable: bool = False,
+        durable: bool = True,
+        writes: bool = True,
+    ) -> _T:
         if self._closed:
             raise StoreUnavailable("store is closed")
-        result: _T = await self._worker.submit(lambda: call(), batchable=batchable)
+        result: _T = await self._worker.submit(
+            lambda: call(), batchable=batchable, durable=durable, writes=writes
+        )
         return result
 
     def _run_batch(self, jobs: list[Job]) -> None:
         """On the worker: one job as it is, several in one transaction, each in a savepoint
         (`_transaction` nests), so one that fails undoes only itself. If the commit fails,
         every job fails: none of their writes happened."""
+        durable = any(job.durable for job in jobs)
         if len(jobs) == 1:
-            _settle_job(jobs[0], lambda: self._guarded(jobs[0].call))
+            _settle_job(jobs[0], lambda: self._guarded(lambda: self._durably(durable, jobs[0])))
             return
         try:
             connection = self._with_connection(lambda conn: conn)
-            connection.execute("BEGIN IMMEDIATE")
+            self._use_synchronous(connection, durable)
+            connection.execute(
+                "BEGIN IMMEDIATE" if any(job.writes for job in jobs) else "BEGIN"
+            )
         except (sqlite3.Error, OSError, StoreUnavailable) as exc:
             self._fail_batch(jobs, exc)
             return
@@ -358,6 +398,20 @@ class SqliteStore:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
             self._fail_batch(jobs, exc)
+
+    def _durably(self, durable: bool, job: Job) -> Any:
+        if self._connection is not None:  # a new connection starts FULL: stricter is fine
+            self._use_synchronous(self._connection, durable)
+        assert job.call is not None
+        return job.call()
+
+    def _use_synchronous(self, connection: sqlite3.Connection, durable: bool) -> None:
+        """FULL fsyncs the WAL at every commit; NORMAL leaves it to the next FULL commit or
+        checkpoint (WAL order keeps the database consistent either way)."""
+        mode = "FULL" if durable else "NORMAL"
+        if self._synchronous != mode:
+            connection.execute(f"PRAGMA synchronous = {mode}")
+            self._synchronous = mode
 
     def _fail_batch(self, jobs: list[Job], exc: Exception) -> None:
         if not isinstance(exc, StoreUnavailable):
@@ -409,6 +463,7 @@ class SqliteStore:
         try:
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = FULL")
+            self._synchronous = "FULL"
             self._file_identity = _file_identity(self._path)
         except BaseException:
             connection.close()

@@ -23,6 +23,8 @@ MAX_BATCH_JOBS = 64
 class Job(Handoff):
     call: Callable[[], Any] | None = None
     batchable: bool = False
+    durable: bool = True
+    writes: bool = True
 
 
 class StoreWorker:
@@ -34,8 +36,20 @@ class StoreWorker:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    async def submit(self, call: Callable[[], Any], *, batchable: bool = False) -> Any:
-        job = Job(*Handoff.on_running_loop(), call=call, batchable=batchable)
+    async def submit(
+        self,
+        call: Callable[[], Any],
+        *,
+        batchable: bool = False,
+        durable: bool = True,
+        writes: bool = True,
+    ) -> Any:
+        """`durable`: on disk before the answer; `writes`: a batch of reads only needs no
+        write lock (other processes keep writing meanwhile)."""
+        job = Job(
+            *Handoff.on_running_loop(), call=call, batchable=batchable, durable=durable,
+            writes=writes,
+        )
         self._queue.put(job)
         return await job.future
 
