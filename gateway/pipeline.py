@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from email.message import EmailMessage
 from typing import NoReturn, Protocol
 
 from gateway.clock import Clock
@@ -37,6 +38,8 @@ log = logging.getLogger("gateway.pipeline")
 
 STALE_DELIVERY_CLAIM_S = 600.0
 INLINE_RENDER_BYTES = 256 * 1024
+INLINE_MIME_BYTES = 64 * 1024
+INLINE_MIME_PARTS = 16
 
 
 class TemporaryFailure(Exception):
@@ -104,10 +107,26 @@ def delivery_key(account: str, sender: str, content: bytes) -> str:
 
 
 def renders_inline(message: OutboundMessage) -> bool:
-    """Rewriting MIME is CPU-heavy and runs in a worker thread; filling in fields, a template
-    model or a form costs less than the hop to a thread and back."""
+    """Filling in fields, a template model or a form, or rewriting a small, simple MIME
+    message, costs less than the hop to a thread and back; other MIME work runs in a worker
+    thread, so that it cannot stall the event loop."""
     email = message.email
-    return email is None or (email.mime is None and email.size <= INLINE_RENDER_BYTES)
+    if email is None:
+        return True
+    if email.mime is None:
+        return email.size <= INLINE_RENDER_BYTES
+    return is_small_mime(email.size, len(email.mime.defects) + _part_count(email.mime))
+
+
+def _part_count(message: EmailMessage) -> int:
+    return sum(1 for _ in message.walk())
+
+
+def is_small_mime(size: int, parts: int) -> bool:
+    """MIME work grows with size and with the number of parts: a CPU-bound worker thread
+    also makes every other thread (the store's, the spool's) wait for the GIL, so the work
+    of an ordinary message is cheaper done in place."""
+    return size <= INLINE_MIME_BYTES and parts <= INLINE_MIME_PARTS
 
 
 def _recipient_evidence(decision: Decision, recipient: str) -> Mapping[str, object]:

@@ -1283,6 +1283,9 @@ async def test_file_replaced_by_a_directory_is_unavailable_until_restored(
     assert_unavailable(raised, "removed or replaced")
     with pytest.raises(StoreUnavailable) as raised:
         await sqlite_store.add_suppressions([suppression("b@x.com")])
+    assert_unavailable(raised, "removed or replaced")
+    with pytest.raises(StoreUnavailable) as raised:
+        await sqlite_store.add_suppressions([suppression("b@x.com")])
     assert_unavailable(raised, "unable to open database file")
 
     db_path.rmdir()

@@ -27,7 +27,7 @@ from gateway.login_limits import LOCKED_OUT_TEXT, LoginLimiter
 from gateway.logs import log_event
 from gateway.metrics import Metrics
 from gateway.model import Account, Channel, EmailContent, OutboundMessage, Reason
-from gateway.pipeline import Outcome, Pipeline, TemporaryFailure, delivery_key
+from gateway.pipeline import Outcome, Pipeline, TemporaryFailure, delivery_key, is_small_mime
 from gateway.store.base import StoreUnavailable
 from gateway.unsubscribe import Unsubscribe
 
@@ -174,8 +174,10 @@ class SubmissionHandler:
         raw = envelope.original_content or b""
         mailbox_rcpts = [r for r in envelope.rcpt_tos if self._is_mailbox(r)]
         recipients = tuple(r for r in envelope.rcpt_tos if not self._is_mailbox(r))
-        # In a worker thread whatever the size: parsing cost grows with the number of parts.
-        email = await asyncio.to_thread(parse_email, raw, smtputf8=envelope.smtp_utf8)
+        if is_small_mime(len(raw), raw.count(b"\n--")):
+            email = parse_email(raw, smtputf8=envelope.smtp_utf8)
+        else:  # parsing cost grows with size and with the number of parts
+            email = await asyncio.to_thread(parse_email, raw, smtputf8=envelope.smtp_utf8)
         unsubscribe_reply = await self._take_unsubscribe(email) if mailbox_rcpts else None
         if not recipients:
             return unsubscribe_reply or "250 2.0.0 OK"

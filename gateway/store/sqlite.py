@@ -63,6 +63,9 @@ from gateway.store.worker import Job, StoreWorker
 
 _T = TypeVar("_T")
 
+# A reader on the event loop waits this long at most (WAL readers wait only for recovery).
+READER_BUSY_TIMEOUT_S = 0.1
+
 # A bulk import reports progress after each chunk of this many entries.
 _IMPORT_CHUNK = 50_000
 
@@ -111,6 +114,8 @@ class SqliteStore:
         self._opened = False
         # Touched only on the event loop.
         self._closed = False
+        self._reader: sqlite3.Connection | None = None
+        self._reader_identity: tuple[int, int] | None = None
         self._erasure_key: bytes | None = None
         # What the last `open` applied (for `compliance-gateway migrate`).
         self.applied_migrations: list[Migration] = []
@@ -122,6 +127,7 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
+        self._close_reader()
         await self._worker.submit(self._discard_connection)
         await asyncio.to_thread(self._worker.stop)
 
@@ -131,9 +137,47 @@ class SqliteStore:
     async def suppressed(self, addresses: Iterable[str]) -> frozenset[str]:
         unique = list(dict.fromkeys(addresses))
         aliases = self._erased_aliases(unique)
-        return await self._run(
-            lambda conn: _select_suppressed(conn, unique, aliases), batchable=True, writes=False
+        return self._read_on_loop(lambda conn: _select_suppressed(conn, unique, aliases))
+
+    def _read_on_loop(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """The lookup every message makes runs on the event loop's own read-only connection:
+        it costs tens of microseconds, where the hop to the worker thread and back waits
+        milliseconds under load (for the thread, then for the GIL). In WAL mode a reader
+        never waits for a writer, so this cannot stall the loop behind a commit."""
+        if self._closed or not self._opened:
+            raise StoreUnavailable("store is closed" if self._closed else "store is not open")
+        try:
+            if self._reader is None:
+                self._reader = self._connect_reader()
+            result = work(self._reader)
+            if _file_identity(self._path) != self._reader_identity:
+                raise FileNotFoundError(f"database file {self._path} was removed or replaced")
+        except (sqlite3.Error, OSError) as exc:
+            self._close_reader()
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+        return result
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        """On the file the store opened, never on one put in its place."""
+        if _file_identity(self._path) != self._file_identity:
+            raise FileNotFoundError(f"database file {self._path} was removed or replaced")
+        reader = sqlite3.connect(
+            f"{self._path.as_uri()}?mode=rw", uri=True, timeout=READER_BUSY_TIMEOUT_S,
+            isolation_level=None,
         )
+        try:
+            reader.execute("PRAGMA query_only = ON")
+            self._reader_identity = _file_identity(self._path)
+        except BaseException:
+            reader.close()
+            raise
+        return reader
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._reader.close()
+            self._reader = None
 
     async def add_suppressions(self, entries: Sequence[Suppression]) -> int:
         aliases = self._erased_aliases(dict.fromkeys(e.address for e in entries))
@@ -437,6 +481,8 @@ class SqliteStore:
     def _with_connection(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         if not self._opened:
             raise StoreUnavailable("store is not open")
+        if self._connection is not None:
+            self._check_file_identity()  # before writing too: never into a moved-away file
         if self._connection is None:
             self._connection = self._connect(create=False)
         return work(self._connection)
