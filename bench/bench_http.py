@@ -24,10 +24,10 @@ from harness import (
     HOST,
     Request,
     closed_loop_http,
+    compare_http,
     fake,
     free_port,
     gateway,
-    open_loop_http,
 )
 
 SECONDS = float(os.environ.get("BENCH_HTTP_SECONDS", "10"))
@@ -57,25 +57,6 @@ def email_request(base_url: str, token: str) -> Request:
     return send
 
 
-async def measure(through_gateway: Request, direct: Request) -> dict:
-    results = {
-        "warmup": await closed_loop_http(through_gateway, 8, 2),
-        "gateway_max": await closed_loop_http(through_gateway, CONCURRENCY, SECONDS),
-        "baseline_max": await closed_loop_http(direct, CONCURRENCY, SECONDS / 2),
-    }
-    for rate in OFFERED_RATES:
-        gateway_run = await open_loop_http(through_gateway, rate, SECONDS)
-        baseline_run = await open_loop_http(direct, rate, SECONDS)
-        results[f"gateway_at_{rate}"] = gateway_run
-        results[f"baseline_at_{rate}"] = baseline_run
-        results[f"added_p99_ms_at_{rate}"] = round(
-            gateway_run["p99_ms"] - baseline_run["p99_ms"], 2
-        )
-        print(f"/email at {rate}/s: gateway p99 {gateway_run['p99_ms']} ms, "
-              f"baseline p99 {baseline_run['p99_ms']} ms", flush=True)
-    return results
-
-
 def outbox_files(directory: Path) -> int:
     return len(list((directory / "var" / "outbox" / "email").glob("*.eml")))
 
@@ -94,7 +75,10 @@ def main() -> dict:
             one_worker_max = asyncio.run(closed_loop_http(single, CONCURRENCY, SECONDS))
         served = stack.enter_context(gateway(directory, workers=WORKERS))
         through_gateway = email_request(f"http://{HOST}:{served['http']}", GATEWAY_SECRET)
-        results = asyncio.run(measure(through_gateway, direct))
+        results = asyncio.run(compare_http(
+            through_gateway, direct, concurrency=CONCURRENCY, seconds=SECONDS,
+            rates=OFFERED_RATES, label="/email",
+        ))
         results["gateway_one_worker_max"] = one_worker_max
         written = outbox_files(directory) + outbox_files(one_worker)
     answered = sum(

@@ -1,6 +1,7 @@
 """HTTP throughput and added latency of the gateway's Twilio-shaped `Messages.json`.
 
-The gateway (`python -m gateway serve`, `[upstream.twilio] kind = "twilio"`, SQLite) forwards
+The gateway (`python -m gateway serve`, `[upstream.twilio] kind = "twilio"`, SQLite,
+`workers = 2` as on this 2-core machine) forwards
 to a minimal fake Twilio (fake_twilio.py) in another process; the baseline is the same
 request sent to that fake directly, as an agent without the gateway would. The load comes
 from this process. The gateway's clock starts on a Tuesday at noon in New York (`--now`) so
@@ -25,11 +26,10 @@ from harness import (
     GATEWAY_SECRET,
     HOST,
     Request,
-    closed_loop_http,
+    compare_http,
     fake,
     free_port,
     gateway,
-    open_loop_http,
 )
 
 SID = "AC" + "b" * 32
@@ -38,6 +38,7 @@ NOON_IN_NEW_YORK = "2026-06-02T16:00:00+00:00"
 SECONDS = float(os.environ.get("BENCH_HTTP_SECONDS", "10"))
 CONCURRENCY = 32
 OFFERED_RATES = (100, 300)
+WORKERS = 2  # as an operator runs it on this 2-core machine (`gateway.workers`)
 GATEWAY_UPSTREAM = f"""
 [upstream.twilio]
 kind = "twilio"
@@ -75,24 +76,6 @@ def forwarded(fake_port: int) -> int:
         return json.load(answer)["created"]
 
 
-async def measure(through_gateway: Request, direct: Request) -> dict:
-    results = {
-        "warmup": await closed_loop_http(through_gateway, 8, 2),
-        "gateway_max": await closed_loop_http(through_gateway, CONCURRENCY, SECONDS),
-        "baseline_max": await closed_loop_http(direct, CONCURRENCY, SECONDS / 2),
-    }
-    for rate in OFFERED_RATES:
-        gateway_run = await open_loop_http(through_gateway, rate, SECONDS)
-        baseline_run = await open_loop_http(direct, rate, SECONDS)
-        results[f"gateway_at_{rate}"] = gateway_run
-        results[f"baseline_at_{rate}"] = baseline_run
-        results[f"added_p99_ms_at_{rate}"] = round(gateway_run["p99_ms"] - baseline_run["p99_ms"],
-                                                   2)
-        print(f"twilio at {rate}/s: gateway p99 {gateway_run['p99_ms']} ms, "
-              f"baseline p99 {baseline_run['p99_ms']} ms", flush=True)
-    return results
-
-
 def main() -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-twilio-") as name, \
             contextlib.ExitStack() as stack:
@@ -100,12 +83,16 @@ def main() -> dict:
         fake_port = free_port()
         stack.enter_context(fake("fake_twilio.py", directory, fake_port))
         served = stack.enter_context(
-            gateway(directory, GATEWAY_UPSTREAM.format(fake=fake_port), now=NOON_IN_NEW_YORK)
+            gateway(directory, GATEWAY_UPSTREAM.format(fake=fake_port), now=NOON_IN_NEW_YORK,
+                    workers=WORKERS)
         )
         through_gateway = messages_request(f"http://{HOST}:{served['http']}",
                                            basic("bench", GATEWAY_SECRET))
         direct = messages_request(f"http://{HOST}:{fake_port}", basic(SID, AUTH_TOKEN))
-        results = asyncio.run(measure(through_gateway, direct))
+        results = asyncio.run(compare_http(
+            through_gateway, direct, concurrency=CONCURRENCY, seconds=SECONDS,
+            rates=OFFERED_RATES, label="twilio",
+        ))
         created = forwarded(fake_port)
     answered = sum(run["ok"] for run in results.values() if isinstance(run, dict))
     print(f"twilio: max {results['gateway_max']['requests_per_s']} requests/s through the "
@@ -113,6 +100,7 @@ def main() -> dict:
     return {
         "benchmark": "HTTP Messages.json (Twilio-shaped), fake Twilio upstream",
         "concurrency": CONCURRENCY, "seconds": SECONDS, "offered_rates": list(OFFERED_RATES),
+        "workers": WORKERS,
         "answered_201": answered, "fake_twilio_created": created,
         "results": results,
     }

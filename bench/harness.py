@@ -193,3 +193,27 @@ async def open_loop_http(request: Request, rate: float, seconds: float) -> dict:
         await asyncio.gather(*tasks)
     return {"offered_per_s": rate, "ok": len(latencies), "errors": errors,
             **percentiles(latencies)}
+
+
+async def compare_http(
+    through_gateway: Request, direct: Request, *, concurrency: int, seconds: float,
+    rates: tuple[int, ...], label: str,
+) -> dict:
+    """Closed-loop maximum of both, then each offered rate through the gateway and direct,
+    with the p99 the gateway adds at each."""
+    results = {
+        "warmup": await closed_loop_http(through_gateway, 8, 2),
+        "gateway_max": await closed_loop_http(through_gateway, concurrency, seconds),
+        "baseline_max": await closed_loop_http(direct, concurrency, seconds / 2),
+    }
+    for rate in rates:
+        gateway_run = await open_loop_http(through_gateway, rate, seconds)
+        baseline_run = await open_loop_http(direct, rate, seconds)
+        results[f"gateway_at_{rate}"] = gateway_run
+        results[f"baseline_at_{rate}"] = baseline_run
+        results[f"added_p99_ms_at_{rate}"] = round(
+            gateway_run["p99_ms"] - baseline_run["p99_ms"], 2
+        )
+        print(f"{label} at {rate}/s: gateway p99 {gateway_run['p99_ms']} ms, "
+              f"baseline p99 {baseline_run['p99_ms']} ms", flush=True)
+    return results

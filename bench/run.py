@@ -191,14 +191,17 @@ def policy_section(report: dict) -> list[str]:
 
 HTTP_INTROS = {
     "http": [
-        "Gateway (`compliance-gateway serve`, SQLite) and baseline (a minimal fake Postmark",
-        "answering `/email`) each run in their own process; the load generator (aiohttp) in a",
-        "third. Closed loop: concurrent connections sending back to back; open loop: requests",
-        "sent on a fixed schedule.",
+        "Gateway (`compliance-gateway serve`, SQLite, outbox upstream with durable writes,",
+        "`workers = 2` as an operator runs it on this 2-core machine; one worker's maximum is",
+        "shown too) and baseline (a minimal fake Postmark answering `/email`) each run in",
+        "their own processes; the load generator (aiohttp) in another. Every request goes to",
+        "a new recipient. Closed loop: 64 connections sending back to back; open loop:",
+        "requests sent on a fixed schedule and timed from when they were due.",
     ],
     "twilio_http": [
-        "The gateway forwards to a minimal fake Twilio (`[upstream.twilio] kind = \"twilio\"`)",
-        "in another process; the baseline sends the same form to that fake directly. Each text",
+        "The gateway (`workers = 2`) forwards to a minimal fake Twilio (`[upstream.twilio]",
+        "kind = \"twilio\"`) in another process; the baseline sends the same form to that",
+        "fake directly. Each text",
         "goes to a new 212 number at noon New York time (`serve --now`). Closed loop: 32",
         "connections; open loop: requests sent on a fixed schedule and timed from when they",
         "were due.",
