@@ -1,7 +1,8 @@
 """SMTP messages/s and the latency the gateway adds, against two relays an operator could run.
 
 Every server runs in its own process and delivers to one shared sink (fake_smtp_sink.py):
-- the gateway (`python -m gateway serve`, `[upstream.email] kind = "smtp"`, SQLite);
+- the gateway (`python -m gateway serve`, `[upstream.email] kind = "smtp"`, SQLite,
+  `workers = 2` as an operator runs it on this 2-core machine, 4 upstream connections each);
 - a raw aiosmtpd relay with no policy (fake_smtp_relay.py): what SMTP in Python costs;
 - Postfix from Debian as a plain relay (`relayhost` = the sink): what an operator would
   otherwise run. It queues to disk and delivers later, so its figures are acceptance by
@@ -52,7 +53,8 @@ ACCOUNT = "bench"
 ID_SLOT = b"message-id-slot"
 CONCURRENCY = (1, 10, 50)
 SECONDS = float(os.environ.get("BENCH_SMTP_SECONDS", "4"))
-POOL_SIZE = 8  # upstream connections, the same for the gateway and the raw relay
+POOL_SIZE = 8  # upstream connections in all, the same for the gateway and the raw relay
+WORKERS = 2  # the gateway as an operator runs it on this 2-core machine (`gateway.workers`)
 POSTFIX_DRAIN_S = 60.0
 GATEWAY_UPSTREAM = """
 [upstream.email]
@@ -323,7 +325,8 @@ def main() -> dict:
         stack.enter_context(fake("fake_smtp_relay.py", directory, relay_port, sink_port,
                                  POOL_SIZE))
         served = stack.enter_context(
-            gateway(directory, GATEWAY_UPSTREAM.format(sink=sink_port, pool=POOL_SIZE))
+            gateway(directory, GATEWAY_UPSTREAM.format(sink=sink_port, pool=POOL_SIZE // WORKERS),
+                    workers=WORKERS)
         )
         targets = [Target("gateway", served["smtp"], login=True),
                    Target("relay", relay_port, login=True)]
@@ -341,6 +344,7 @@ def main() -> dict:
         "benchmark": "SMTP relay throughput and added latency",
         "seconds_per_run": SECONDS,
         "upstream_pool_size": POOL_SIZE,
+        "workers": WORKERS,
         "message_bytes": {size: len(template) for size, template in MESSAGES.items()},
         "postfix_skipped": skipped,
         "gateway_outcomes": outcomes,

@@ -237,10 +237,11 @@ def smtp_section(report: dict) -> list[str]:
     cells = smtp_cells(report)
     targets_run = list(dict.fromkeys(c["target"] for c in cells))
     lines = [
-        "Each server runs in its own process and delivers to one shared sink (an aiosmtpd",
+        "Each server runs in its own processes and delivers to one shared sink (an aiosmtpd",
         "server that counts and discards): the gateway (`[upstream.email] kind = \"smtp\"`,",
-        f"SQLite, upstream pool of {smtp.get('upstream_pool_size')} connections), the raw relay",
-        "(aiosmtpd with no policy, the same pool, 250 only after the sink accepted) and",
+        f"SQLite, `workers = {smtp.get('workers', 1)}` as on this 2-core machine, upstream",
+        f"pool of {smtp.get('upstream_pool_size')} connections in all), the raw relay (one",
+        "aiosmtpd process with no policy, the same pool, 250 only after the sink accepted) and",
         "Postfix from Debian as a plain relay (`relayhost` = the sink). The load generator",
         "(aiosmtplib, another process) authenticates with AUTH PLAIN where the server takes",
         "it (Postfix relays for 127.0.0.0/8 without SASL) and keeps every connection busy for",

@@ -1,11 +1,11 @@
 """`[gateway] workers = N`: N processes serving the same SMTP and HTTP listeners.
 
 One process runs one event loop on one core, and past about 1,300 requests/s that loop is
-the limit (docs/benchmarks.md). The supervisor binds both listeners once and starts N
-`serve` processes that inherit them, so the kernel spreads connections across the workers.
-The workers share the store as replicas do (SQLite's locks, or PostgreSQL), and their
-metrics are merged through prometheus_client's multiprocess files, so any worker's `/metrics`
-shows them all. SIGTERM and SIGHUP are passed on. If a worker dies, the others are stopped
+the limit (docs/benchmarks.md). The supervisor binds a pair of listeners per worker on the
+same two ports (SO_REUSEPORT) and starts N `serve` processes that inherit them, so the
+kernel spreads connections evenly across the workers. The workers share the store as
+replicas do (SQLite's locks, or PostgreSQL), and their metrics are merged through
+prometheus_client's multiprocess files, so any worker's `/metrics` shows them all. SIGTERM and SIGHUP are passed on. If a worker dies, the others are stopped
 and the supervisor exits with its status, for the service manager to restart the whole.
 """
 
@@ -24,7 +24,7 @@ from types import FrameType
 
 from prometheus_client.multiprocess import mark_process_dead
 
-from gateway.config import Config, ListenAddress
+from gateway.config import Config
 from gateway.logs import log_event
 from gateway.metrics import MULTIPROCESS_DIRECTORY_ENV
 
@@ -50,29 +50,26 @@ def is_first_worker() -> bool:
 
 
 def supervise(config: Config, serve_arguments: Sequence[str]) -> int:
-    listeners = [_bind(config.smtp.listen), _bind(config.http.listen)]
+    listeners = _listeners_per_worker(config)
     metrics_directory = config.data_dir / "metrics"
     shutil.rmtree(metrics_directory, ignore_errors=True)  # the last run's workers' values
     metrics_directory.mkdir(parents=True)
-    descriptors = tuple(listener.fileno() for listener in listeners)
-    environment = dict(
-        os.environ,
-        **{MULTIPROCESS_DIRECTORY_ENV: str(metrics_directory),
-           LISTENERS_ENV: ",".join(map(str, descriptors))},
-    )
+    environment = dict(os.environ, **{MULTIPROCESS_DIRECTORY_ENV: str(metrics_directory)})
     # A worker inherits an ignored SIGHUP until its own handler is in place: a reload asked
     # for while it starts must not kill it.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    workers = [
-        subprocess.Popen(
+    workers = []
+    for index, pair in enumerate(listeners):
+        descriptors = tuple(listener.fileno() for listener in pair)
+        workers.append(subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", *serve_arguments],
-            env=environment | {WORKER_INDEX_ENV: str(index)},
+            env=environment | {WORKER_INDEX_ENV: str(index),
+                               LISTENERS_ENV: ",".join(map(str, descriptors))},
             pass_fds=descriptors,
-        )
-        for index in range(config.workers)
-    ]
-    for listener in listeners:
-        listener.close()
+        ))
+    for pair in listeners:
+        for listener in pair:
+            listener.close()
     stopping = False
 
     def pass_on(signum: int, _frame: FrameType | None) -> None:
@@ -117,10 +114,23 @@ def _wait(
     return status
 
 
-def _bind(address: ListenAddress) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+def _listeners_per_worker(config: Config) -> list[tuple[socket.socket, socket.socket]]:
+    """An SMTP and an HTTP socket for each worker, all bound with SO_REUSEPORT to the same
+    two ports (the first socket picks a port given as 0): the kernel then spreads new
+    connections evenly over the workers, where sharing one socket lets whichever worker
+    wakes first take most of them."""
+    smtp = [_bind(config.smtp.listen.host, config.smtp.listen.port)]
+    http = [_bind(config.http.listen.host, config.http.listen.port)]
+    for _ in range(config.workers - 1):
+        smtp.append(_bind(config.smtp.listen.host, smtp[0].getsockname()[1]))
+        http.append(_bind(config.http.listen.host, http[0].getsockname()[1]))
+    return list(zip(smtp, http, strict=True))
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.create_server(
-        (address.host, address.port), family=family, backlog=LISTEN_BACKLOG
+        (host, port), family=family, backlog=LISTEN_BACKLOG, reuse_port=True
     )
     listener.set_inheritable(True)
     return listener
