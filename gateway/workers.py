@@ -5,8 +5,9 @@ the limit (docs/benchmarks.md). The supervisor binds a pair of listeners per wor
 same two ports (SO_REUSEPORT) and starts N `serve` processes that inherit them, so the
 kernel spreads connections evenly across the workers. The workers share the store as
 replicas do (SQLite's locks, or PostgreSQL), and their metrics are merged through
-prometheus_client's multiprocess files, so any worker's `/metrics` shows them all. SIGTERM and SIGHUP are passed on. If a worker dies, the others are stopped
-and the supervisor exits with its status, for the service manager to restart the whole.
+prometheus_client's multiprocess files, so any worker's `/metrics` shows them all.
+SIGTERM and SIGHUP are passed on. If a worker dies, the others are stopped and the
+supervisor exits with its status, for the service manager to restart the whole.
 """
 
 from __future__ import annotations
