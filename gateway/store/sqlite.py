@@ -140,8 +140,9 @@ class SqliteStore:
         return self._read_on_loop(lambda conn: _select_suppressed(conn, unique, aliases))
 
     def _read_on_loop(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """The lookup every message makes runs on the event loop's own read-only connection:
-        it costs tens of microseconds, where the hop to the worker thread and back waits
+        """The reads every message makes (suppressions; for calls and texts also locations,
+        consents, contact counts, notices) run on the event loop's own read-only connection:
+        they cost tens of microseconds, where the hop to the worker thread and back waits
         milliseconds under load (for the thread, then for the GIL). In WAL mode a reader
         never waits for a writer, so this cannot stall the loop behind a commit."""
         if self._closed or not self._opened:
@@ -234,15 +235,11 @@ class SqliteStore:
 
     async def consents_for(self, subjects: Iterable[str]) -> dict[str, tuple[Consent, ...]]:
         unique = list(dict.fromkeys(subjects))
-        return await self._run(
-            lambda conn: _select_consents(conn, unique), batchable=True, writes=False
-        )
+        return self._read_on_loop(lambda conn: _select_consents(conn, unique))
 
     async def known_locations(self, numbers: Iterable[str]) -> dict[str, KnownLocation]:
         unique = list(dict.fromkeys(numbers))
-        return await self._run(
-            lambda conn: _select_known_locations(conn, unique), batchable=True, writes=False
-        )
+        return self._read_on_loop(lambda conn: _select_known_locations(conn, unique))
 
     async def set_known_location(self, number: str, location: KnownLocation) -> None:
         await self._run(lambda conn: _upsert_known_location(conn, number, location))
@@ -250,9 +247,7 @@ class SqliteStore:
     async def contact_counts(self, recipients: Iterable[str], since: datetime) -> dict[str, int]:
         """Every requested recipient is in the answer, with 0 when it has no contacts."""
         unique = list(dict.fromkeys(recipients))
-        return await self._run(
-            lambda conn: _count_contacts(conn, unique, since), batchable=True, writes=False
-        )
+        return self._read_on_loop(lambda conn: _count_contacts(conn, unique, since))
 
     async def reserve_contact(
         self,
@@ -273,9 +268,7 @@ class SqliteStore:
 
     async def notice_sent_at(self, recipients: Iterable[str]) -> dict[str, datetime]:
         unique = list(dict.fromkeys(recipients))
-        return await self._run(
-            lambda conn: _select_notices(conn, unique), batchable=True, writes=False
-        )
+        return self._read_on_loop(lambda conn: _select_notices(conn, unique))
 
     async def mark_notice_sent(self, recipient: str, at: datetime) -> None:
         await self._run(lambda conn: _upsert_notice(conn, recipient, at), batchable=True)
@@ -390,15 +383,13 @@ class SqliteStore:
         *,
         batchable: bool = False,
         durable: bool = True,
-        writes: bool = True,
     ) -> _T:
-        """`batchable`: small work that may share a transaction with others (group commit).
-        `durable=False`: the commit need not reach the disk before the answer (a power cut
-        may lose it; a crash of the process may not), for writes whose loss is harmless.
-        `writes=False`: a read, which needs no write lock when it is batched."""
+        """`batchable`: small writes that may share a transaction with others (group
+        commit). `durable=False`: the commit need not reach the disk before the answer (a
+        power cut may lose it; a crash of the process may not), for writes whose loss is
+        harmless."""
         return await self._submit(
-            lambda: self._with_connection(work), batchable=batchable, durable=durable,
-            writes=writes,
+            lambda: self._with_connection(work), batchable=batchable, durable=durable
         )
 
     async def _submit(
@@ -407,12 +398,11 @@ class SqliteStore:
         *,
         batchable: bool = False,
         durable: bool = True,
-        writes: bool = True,
     ) -> _T:
         if self._closed:
             raise StoreUnavailable("store is closed")
         result: _T = await self._worker.submit(
-            lambda: call(), batchable=batchable, durable=durable, writes=writes
+            lambda: call(), batchable=batchable, durable=durable
         )
         return result
 
@@ -427,9 +417,7 @@ class SqliteStore:
         try:
             connection = self._with_connection(lambda conn: conn)
             self._use_synchronous(connection, durable)
-            connection.execute(
-                "BEGIN IMMEDIATE" if any(job.writes for job in jobs) else "BEGIN"
-            )
+            connection.execute("BEGIN IMMEDIATE")
         except (sqlite3.Error, OSError, StoreUnavailable) as exc:
             self._fail_batch(jobs, exc)
             return

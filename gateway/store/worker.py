@@ -24,7 +24,6 @@ class Job(Handoff):
     call: Callable[[], Any] | None = None
     batchable: bool = False
     durable: bool = True
-    writes: bool = True
 
 
 class StoreWorker:
@@ -42,14 +41,9 @@ class StoreWorker:
         *,
         batchable: bool = False,
         durable: bool = True,
-        writes: bool = True,
     ) -> Any:
-        """`durable`: on disk before the answer; `writes`: a batch of reads only needs no
-        write lock (other processes keep writing meanwhile)."""
-        job = Job(
-            *Handoff.on_running_loop(), call=call, batchable=batchable, durable=durable,
-            writes=writes,
-        )
+        """`durable`: the store must have it on disk before answering."""
+        job = Job(*Handoff.on_running_loop(), call=call, batchable=batchable, durable=durable)
         self._queue.put(job)
         return await job.future
 
