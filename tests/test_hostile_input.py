@@ -399,3 +399,28 @@ sender_domains = []
     assert process.returncode == 0, text[-6000:]
     assert re.search(r"\b1[0-9] passed|\b1[0-9] operations", text) or "passed" in text
     await still_serving(gateway)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        [("To", "+12125550100"), ("To", "+12125550199"), ("From", "+14155550100"),
+         ("Body", "hi")],
+        [("To", "+12125550100"), ("From", "+14155550100"), ("Twiml", "<Response/>"),
+         ("Twiml", "<Response><Dial>+15555550100</Dial></Response>")],
+    ],
+    ids=["two To", "a second Twiml that dials"],
+)
+def test_a_repeated_parameter_is_refused_rather_than_checked_once(form) -> None:
+    """The gateway would check one value while the provider might use the other."""
+    channel = Channel.CALL if any(k == "Twiml" for k, _ in form) else Channel.SMS
+    with pytest.raises(FormProblem) as refused:
+        check_form(channel, form, None)
+    assert refused.value.code == 20001
+    assert "more than once" in refused.value.message
+
+
+def test_repeatable_parameters_may_repeat() -> None:
+    check_form(Channel.SMS, [("To", "+12125550100"), ("From", "+14155550100"),
+                             ("MediaUrl", "https://a.example/1.png"),
+                             ("MediaUrl", "https://a.example/2.png")], None)

@@ -8,6 +8,7 @@ the SDK raises the exceptions agents already handle.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -103,6 +104,8 @@ SCHEDULING = frozenset({"SendAt", "ScheduleType"})
 # The only parameters whose values may span lines; a line break anywhere else is a number,
 # URL or id that Twilio would refuse, or an attempt to smuggle something past the check.
 MULTILINE = frozenset({"Body", "Twiml", "ContentVariables"})
+# The only parameters Twilio takes more than once.
+REPEATABLE = frozenset({"MediaUrl", "StatusCallbackEvent", "RecordingStatusCallbackEvent"})
 INVALID_NUMBER = {"To": 21211, "From": 21212}
 # TwiML verbs that reach another party than the checked callee.
 CONNECTING_TWIML = re.compile(r"<\s*(Dial|Number|Sip|Client|Conference|Sms|Message|Enqueue)\b",
@@ -125,8 +128,16 @@ def check_form(channel: Channel, form: list[tuple[str, str]], notice: str | None
             next((INVALID_NUMBER[k] for k in broken if k in INVALID_NUMBER), 20001),
             f"Parameters with a line break are not accepted: {', '.join(broken)}",
         )
-    twiml = next((v for k, v in form if k == "Twiml"), "")
-    if CONNECTING_TWIML.search(twiml):
+    repeated = sorted(
+        k for k, count in Counter(k for k, _ in form).items()
+        if count > 1 and k not in REPEATABLE
+    )
+    if repeated:
+        raise FormProblem(
+            20001, f"Parameters given more than once: {', '.join(repeated)} (the gateway "
+            "would check one value and the provider might use another).",
+        )
+    if any(CONNECTING_TWIML.search(v) for k, v in form if k == "Twiml"):
         raise FormProblem(
             20001, "Twiml that connects other parties (Dial, Sms, Message, ...) is not "
             "accepted: they would be called or texted without a check.",
