@@ -13,7 +13,6 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from email.message import EmailMessage
 from typing import NoReturn, Protocol
 
 from gateway.clock import Clock
@@ -115,11 +114,7 @@ def renders_inline(message: OutboundMessage) -> bool:
         return True
     if email.mime is None:
         return email.size <= INLINE_RENDER_BYTES
-    return is_small_mime(email.size, len(email.mime.defects) + _part_count(email.mime))
-
-
-def _part_count(message: EmailMessage) -> int:
-    return sum(1 for _ in message.walk())
+    return is_small_mime(email.size, sum(1 for _ in email.mime.walk()))
 
 
 def is_small_mime(size: int, parts: int) -> bool:
