@@ -59,7 +59,10 @@ async def gather_facts(
     now: datetime,
     known_override: Mapping[str, KnownLocation] | None = None,
     template_check: TemplateCheck | None = None,
+    notices_being_recorded: Mapping[str, datetime] | None = None,
 ) -> Facts:
+    """`notices_being_recorded`: texts that carried the opt-out notice and went out, whose
+    record is still on its way to the store."""
     keys = [key for key in map(recipient_key, message.recipients) if key is not None]
     suppressed = await store.suppressed(keys)
     if not message.channel.is_telephony:
@@ -71,12 +74,16 @@ async def gather_facts(
     known = await store.known_locations(numbers)
     for number, extra in (known_override or {}).items():
         known[number] = merged_location(known.get(number), extra)
+    callees = {n: locate(n, known.get(n), rules.calling.area_codes) for n in numbers}
     return Facts(
         suppressed=suppressed,
-        callees={n: locate(n, known.get(n), rules.calling.area_codes) for n in numbers},
+        callees=callees,
         consents=await store.consents_for(numbers),
         recent_contacts=await store.contact_counts(
             numbers, now - timedelta(seconds=rules.calling.longest_cap_window_s)
         ),
-        notice_sent_at=await store.notice_sent_at(numbers),
+        notice_sent_at={
+            **await store.notice_sent_at(numbers),
+            **{n: at for n, at in (notices_being_recorded or {}).items() if n in callees},
+        },
     )

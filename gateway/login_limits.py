@@ -13,11 +13,11 @@ able to guess that rep's secret from many addresses.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from gateway.background import BackgroundWrites
 from gateway.clock import Clock
 from gateway.config import SmtpConfig
 from gateway.logs import log_event
@@ -49,7 +49,7 @@ class LoginLimiter:
         self.max_tracked = max_tracked
         self._failures: dict[str, deque[float]] = {}
         self._locked_until: dict[str, float] = {}
-        self._audits: set[asyncio.Task[None]] = set()
+        self._audits = BackgroundWrites()
 
     @staticmethod
     def _keys(peer: str, account: str | None) -> list[str]:
@@ -88,9 +88,7 @@ class LoginLimiter:
             details={"ingress": ingress, "peer": peer, "failures": self.max_failures,
                      "window_s": self.window_s, "lockout_s": self.lockout_s},
         )
-        task = asyncio.get_running_loop().create_task(self._write_audit(event))
-        self._audits.add(task)
-        task.add_done_callback(self._audits.discard)
+        self._audits.start(self._write_audit(event))
 
     async def _write_audit(self, event: AuditEvent) -> None:
         """The lockout holds whether or not its audit entry could be written."""
@@ -102,8 +100,7 @@ class LoginLimiter:
 
     async def flush(self) -> None:
         """Wait for audit entries still being written (before the store closes)."""
-        while self._audits:
-            await asyncio.gather(*self._audits)
+        await self._audits.flush()
 
     def _forget_old(self, now: float) -> None:
         """Drop what no longer matters once the tables are full; then the oldest."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import NoReturn, Protocol
 
+from gateway.background import BackgroundWrites
 from gateway.clock import Clock
 from gateway.facts import TemplateCheck, gather_facts
 from gateway.logs import log_event
@@ -166,6 +167,10 @@ class Pipeline:
         self.metrics = metrics
         self.suppressions = suppressions
         self.template_check = template_check
+        self.background = BackgroundWrites()
+        # Recipient -> when a text carrying the opt-out notice went out, until the store
+        # has it: the answer does not wait for that write.
+        self._notices_being_recorded: dict[str, datetime] = {}
 
     async def evaluate(
         self,
@@ -183,7 +188,8 @@ class Pipeline:
         rules, now = self.rules(), at or self.clock.now()
         try:
             facts = await gather_facts(
-                self.store, message, rules, now, known_locations, self.template_check
+                self.store, message, rules, now, known_locations, self.template_check,
+                self._notices_being_recorded,
             )
         except StoreUnavailable as exc:
             self._store_failed(message, "facts", exc)
@@ -239,7 +245,7 @@ class Pipeline:
             else:
                 delivered.append(delivery)
                 self._count(message, "allowed", "")
-                await self._note_obligations_met(message, decision, recipient)
+                self._note_obligations_met(decision, recipient)
         if temporary:
             # Some copies may be out: the agent must not be told that nothing was sent.
             if delivered:
@@ -286,14 +292,23 @@ class Pipeline:
                 "release_contact", self.store.release_contact(recipient, message.id)
             )
 
-    async def _note_obligations_met(
-        self, message: OutboundMessage, decision: Decision, recipient: str
-    ) -> None:
-        """Losing this only means the next text carries the notice again."""
+    def _note_obligations_met(self, decision: Decision, recipient: str) -> None:
+        """Recorded after the answer: until the store has it, this process's decisions see
+        it in memory. Losing it, or another process not seeing it yet, only means the next
+        text carries the notice again."""
         if SMS_OPT_OUT_NOTICE in decision.obligations:
+            at = self.clock.now()
+            self._notices_being_recorded[recipient] = at
+            self.background.start(self._record_notice(recipient, at))
+
+    async def _record_notice(self, recipient: str, at: datetime) -> None:
+        try:
             await self._best_effort(
-                "mark_notice_sent", self.store.mark_notice_sent(recipient, self.clock.now())
+                "mark_notice_sent", self.store.mark_notice_sent(recipient, at)
             )
+        finally:
+            if self._notices_being_recorded.get(recipient) == at:
+                del self._notices_being_recorded[recipient]
 
     async def _suppress_if_inactive(
         self, message: OutboundMessage, recipient: str, error: UpstreamPermanentError

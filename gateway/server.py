@@ -157,6 +157,7 @@ class Services:
 
     async def close(self) -> None:
         await self.login_limits.flush()
+        await self.pipeline.background.flush()
         await self.email_upstream.close()
         await self.twilio_upstream.close()
         await self.store.close()

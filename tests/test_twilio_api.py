@@ -19,6 +19,7 @@ from gateway.clock import Clock
 from gateway.model import Suppression
 from gateway.server import Gateway
 from gateway.store.base import BlockQuery
+from gateway.store.sqlite import SqliteStore
 
 SID = "AC00000000000000000000000000000000"
 AUTH_TOKEN = "gateway-twilio-auth-token-0123"
@@ -92,6 +93,46 @@ async def test_text_is_forwarded_with_opt_out_notice_once(gateway_factory) -> No
     assert forwarded_first["To"] == NY
     assert forwarded_second["Body"] == "Following up"
     assert second.sid != first.sid
+
+
+class NoticeRecordHeld(SqliteStore):
+    """A store whose opt-out notice records wait until the test lets them through."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = asyncio.Event()
+
+    async def mark_notice_sent(self, recipient: str, at: datetime) -> None:
+        await self.release.wait()
+        await super().mark_notice_sent(recipient, at)
+
+
+async def test_notice_record_in_flight_counts_and_is_written_before_shutdown(
+    gateway_factory, tmp_path
+) -> None:
+    """The answer does not wait for the notice record; a second text meanwhile must still
+    not repeat the notice, and stopping the gateway must not lose the record."""
+    store = NoticeRecordHeld(tmp_path / "held.db")
+    gateway = await gateway_factory(TWILIO_CONFIG, clock=Clock(NOON_NY), store=store)
+    client = sdk(gateway)
+    try:
+        await send_sms(client, body="First")
+        await send_sms(client, body="Second")
+        assert await store.notice_sent_at([NY]) == {}  # still held
+        bodies = sorted(f["Body"] for f in outbox(gateway))
+        assert bodies == ["First\nExample Corp: Reply STOP to opt out.", "Second"]
+        stopping = asyncio.create_task(gateway.stop())
+        await asyncio.sleep(0.05)
+        assert not stopping.done()  # waiting for the held record
+    finally:
+        store.release.set()
+    await stopping
+    reopened = SqliteStore(tmp_path / "held.db")
+    await reopened.open()
+    try:
+        assert list(await reopened.notice_sent_at([NY])) == [NY]
+    finally:
+        await reopened.close()
 
 
 async def test_call_is_forwarded(gateway_factory) -> None:

@@ -2,8 +2,9 @@
 
 sqlite3 calls block, so the connection lives on a dedicated thread (`StoreWorker`) and every
 method runs its SQL there; that also serializes this process's writers without extra locks.
-Write transactions begin IMMEDIATE, so writers in other processes queue on the busy timeout
-instead of failing on a stale snapshot. Every commit is fsynced (synchronous=FULL): blocks,
+Write transactions begin IMMEDIATE, so writers in other processes queue instead of failing on
+a stale snapshot; they queue on a file lock first (`writer_lock.py`), which hands over faster
+than SQLite's busy timeout. Every commit is fsynced (synchronous=FULL): blocks,
 suppressions, audit entries and contact counts must survive a power cut once reported. The
 delivery ledger's writes are the exception: they commit without waiting for the disk, since
 losing one to a power cut cannot send anything unchecked and durability would not prevent
@@ -60,6 +61,7 @@ from gateway.store.migrations import (
     run_migrations,
 )
 from gateway.store.worker import Job, StoreWorker
+from gateway.store.writer_lock import LockingConnection, WriterLock, write_queue
 
 _T = TypeVar("_T")
 
@@ -417,19 +419,22 @@ class SqliteStore:
         try:
             connection = self._with_connection(lambda conn: conn)
             self._use_synchronous(connection, durable)
-            connection.execute("BEGIN IMMEDIATE")
+            with write_queue(connection):
+                self._run_in_one_transaction(connection, jobs)
         except (sqlite3.Error, OSError, StoreUnavailable) as exc:
             self._fail_batch(jobs, exc)
-            return
+
+    def _run_in_one_transaction(self, connection: sqlite3.Connection, jobs: list[Job]) -> None:
+        connection.execute("BEGIN IMMEDIATE")
         for job in jobs:
             _settle_job(job, job.call)
         try:
             connection.execute("COMMIT")
             self._check_file_identity()
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError):
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
-            self._fail_batch(jobs, exc)
+            raise
 
     def _durably(self, durable: bool, job: Job) -> Any:
         if self._connection is not None:  # a new connection starts FULL: stricter is fine
@@ -493,7 +498,9 @@ class SqliteStore:
             uri=True,
             timeout=self._busy_timeout_s,
             isolation_level=None,
+            factory=LockingConnection,
         )
+        connection.writer_lock = WriterLock(self._path, self._busy_timeout_s)
         try:
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = FULL")
@@ -585,15 +592,16 @@ def _transaction(conn: sqlite3.Connection, *, write: bool) -> Iterator[sqlite3.C
             raise
         conn.execute("RELEASE work")
         return
-    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-    try:
-        yield conn
-    except BaseException:
-        # A failed rollback leaves the connection suspect; the caller discards it anyway.
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    with write_queue(conn) if write else contextlib.nullcontext():
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield conn
+        except BaseException:
+            # A failed rollback leaves the connection suspect; the caller discards it anyway.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
 
 def _file_identity(path: Path) -> tuple[int, int]:
