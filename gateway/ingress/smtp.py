@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from gateway.addresses import InvalidAddress, email_key
 from gateway.clock import Clock
@@ -23,6 +23,7 @@ from gateway.config import Config
 from gateway.credentials import account_with_secret
 from gateway.email_message import parse_email
 from gateway.ids import unique_hex
+from gateway.ingress.smtp_data import READ_LIMIT_BYTES, DataProblem, read_data_section
 from gateway.login_limits import LOCKED_OUT_TEXT, LoginLimiter
 from gateway.logs import log_event
 from gateway.metrics import Metrics
@@ -39,10 +40,12 @@ PROTOCOL_REFUSALS = {
     "552 Error: message size exceeds fixed maximum message size": (
         "552 5.3.4 MESSAGE_TOO_LARGE: the declared SIZE exceeds smtp.max_message_bytes"
     ),
-    "552 Error: Too much mail data": (
+}
+DATA_REFUSALS = {
+    DataProblem.TOO_MUCH: (
         "552 5.3.4 MESSAGE_TOO_LARGE: the message exceeds smtp.max_message_bytes"
     ),
-    "500 Line too long (see RFC5321 4.5.3.1.6)": (
+    DataProblem.LINE_TOO_LONG: (
         "500 5.6.0 MESSAGE_MALFORMED: a line is longer than 998 octets (RFC 5322 2.1.1); "
         "encode long lines (quoted-printable or base64)"
     ),
@@ -237,7 +240,12 @@ class SubmissionHandler:
 
 
 class GatewaySMTP(SMTP):
-    """aiosmtpd's server, counting open sessions so shutdown can drain them."""
+    """aiosmtpd's server, counting open sessions so shutdown can drain them, and reading DATA
+    in large pieces (`smtp_data.py`)."""
+
+    # aiosmtpd sizes its read buffer by this; the 998-octet rule is checked on DATA by
+    # `read_data_section`, command lines by aiosmtpd's own command size limits.
+    line_length_limit = READ_LIMIT_BYTES
 
     def __init__(self, handler: SubmissionHandler, sessions: SessionTracker, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
@@ -256,15 +264,43 @@ class GatewaySMTP(SMTP):
         text = status.decode() if isinstance(status, bytes) else status
         await super().push(PROTOCOL_REFUSALS.get(text, text))
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         self._sessions.transaction_started(self)
         try:
-            await super().smtp_DATA(arg)
+            await self._data(arg)
         except Exception:
             self._set_post_data_state()  # a failed transaction must not poison the next MAIL
             raise
         finally:
             self._sessions.transaction_finished(self)
+
+    async def _data(self, arg: str) -> None:
+        """aiosmtpd's DATA command with the section read by `read_data_section`."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            section = await read_data_section(self._reader, self.data_size_limit)
+        except (asyncio.CancelledError, asyncio.IncompleteReadError):
+            log.info("connection lost during DATA")
+            self._writer.close()
+            raise
+        if section.problem is not DataProblem.NONE:
+            await self.push(DATA_REFUSALS[section.problem])
+            self._set_post_data_state()
+            return
+        self.envelope.content = self.envelope.original_content = section.content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
 
 
 class SessionTracker:

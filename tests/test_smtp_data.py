@@ -1,0 +1,122 @@
+"""The gateway's DATA reader (gateway/ingress/smtp_data.py) against aiosmtpd's own
+line-by-line loop, over real sockets: for streams full of CR, LF, dots and long lines, both
+servers must give the same replies, take the same content, and treat whatever follows the
+end of DATA as the same commands (hypothesis)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from aiosmtpd.smtp import SMTP
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.ingress.smtp import GatewaySMTP, SessionTracker
+from gateway.ingress.smtp_data import LINE_LIMIT_BYTES
+from gateway.metrics import Metrics
+
+SIZE_LIMIT = 3000
+PIECES = [b"\r\n", b"\r", b"\n", b".", b"..", b"a", b"Subject: x", b"\r\n.", b".\r\n",
+          b"\r\n.\r", b"=", b"x" * 400, b"y" * (LINE_LIMIT_BYTES - 2), b"\x00", b"\xff"]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.contents: list[bytes] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.contents.append(envelope.original_content)
+        return "250 OK"
+
+
+class Servers:
+    """aiosmtpd's SMTP and the gateway's, each on its own port, on a loop in a thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.recorders = {"aiosmtpd": Recorder(), "gateway": Recorder()}
+        self.ports: dict[str, int] = {}
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+
+    async def _start(self) -> None:
+        sessions = SessionTracker(Metrics())
+        factories = {
+            "aiosmtpd": lambda: SMTP(self.recorders["aiosmtpd"], data_size_limit=SIZE_LIMIT,
+                                     enable_SMTPUTF8=True, loop=self.loop),
+            "gateway": lambda: GatewaySMTP(self.recorders["gateway"], sessions,
+                                           data_size_limit=SIZE_LIMIT, enable_SMTPUTF8=True,
+                                           loop=self.loop),
+        }
+        self._servers = []
+        for name, factory in factories.items():
+            server = await self.loop.create_server(factory, "127.0.0.1", 0)
+            self._servers.append(server)
+            self.ports[name] = server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        async def close() -> None:
+            for server in self._servers:
+                server.close()
+                await server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[Servers]:
+    running = Servers()
+    yield running
+    running.stop()
+
+
+def transcript(port: int, stream: bytes) -> list[bytes]:
+    """Reply codes for a transaction whose DATA section is `stream`, then QUIT: everything
+    after the first end marker is read as commands."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(b"HELO bench\r\nMAIL FROM:<a@example.com>\r\n"
+                           b"RCPT TO:<b@example.com>\r\nDATA\r\n")
+        received = b""
+        while not received.endswith(b"\r\n") or not received.split(b"\r\n")[-2].startswith(b"354"):
+            received += connection.recv(65536)
+        connection.sendall(stream + b"\r\nQUIT\r\n")
+        while chunk := connection.recv(65536):
+            received += chunk
+    return [line[:3] for line in received.split(b"\r\n") if line]
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(section=st.lists(st.sampled_from(PIECES), max_size=30).map(b"".join),
+       after=st.sampled_from([b"", b"NOOP\r\n", b"\r\n.\r\nNOOP", b"RSET\r\nMAIL FROM:<c@d>"]))
+def test_same_outcome_as_aiosmtpd(servers: Servers, section: bytes, after: bytes) -> None:
+    stream = section + b"\r\n.\r\n" + after
+    before = {name: len(r.contents) for name, r in servers.recorders.items()}
+    expected = transcript(servers.ports["aiosmtpd"], stream)
+    got = transcript(servers.ports["gateway"], stream)
+    assert got == expected
+    taken = {name: r.contents[before[name]:] for name, r in servers.recorders.items()}
+    assert taken["gateway"] == taken["aiosmtpd"]
+
+
+def test_a_section_split_across_many_small_writes(servers: Servers) -> None:
+    """The end marker arriving a byte at a time, across the reader's pieces."""
+    body = b"Subject: x\r\n\r\n" + b".dotted\r\n" * 50
+    with socket.create_connection(("127.0.0.1", servers.ports["gateway"]), timeout=10) as c:
+        c.sendall(b"HELO x\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+        received = b""
+        while b"354" not in received:
+            received += c.recv(4096)
+        for byte in body + b".\r\n":
+            c.sendall(bytes([byte]))
+        while b"250 OK" not in received.split(b"354", 1)[1]:
+            received += c.recv(4096)
+    assert servers.recorders["gateway"].contents[-1] == body.replace(b"\r\n.", b"\r\n")
