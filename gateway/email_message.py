@@ -159,8 +159,20 @@ def _sender(from_value: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[st
 def to_bytes(message: EmailMessage) -> bytes:
     """The message as sent on the wire: CRLF line endings, 8-bit content kept as it is."""
     buffer = io.BytesIO()
-    BytesGenerator(buffer, policy=MIME_POLICY).flatten(message)
+    CrlfBytesGenerator(buffer, policy=MIME_POLICY).flatten(message)
     return buffer.getvalue()
+
+
+class CrlfBytesGenerator(BytesGenerator):
+    """The stdlib generator writes every body line on its own to rewrite its line ending;
+    a body whose line endings already are all CRLF (as SMTP delivers them) is written in one
+    piece, which is the same bytes at a fraction of the cost for a large attachment."""
+
+    def _write_lines(self, lines: str) -> None:
+        if self._NL == "\r\n" and lines.count("\n") == lines.count("\r") == lines.count("\r\n"):
+            self.write(lines)
+            return
+        super()._write_lines(lines)
 
 
 def _unparsed(raw: bytes, problems: list[str]) -> EmailContent:
