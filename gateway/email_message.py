@@ -51,6 +51,17 @@ def _cached_header(factory: Any, name: str, value: str) -> Any:
     return factory(name, value)
 
 
+@functools.lru_cache(maxsize=1024)
+def _fetched_header(factory: Any, name: str, source: str) -> Any:
+    """Keyed by the header as it was read, so that a repeated read (Content-Type is read
+    dozens of times per message) skips the unfolding as well as the parse."""
+    return _cached_header(factory, name, _unfolded(source))
+
+
+def _unfolded(source: str) -> str:
+    return _LINE_BREAK.sub("", source).strip(" \t")
+
+
 class VerbatimHeaderPolicy(EmailPolicy):
     """`EmailPolicy` that writes headers read from the source back byte for byte.
 
@@ -72,7 +83,9 @@ class VerbatimHeaderPolicy(EmailPolicy):
     def header_fetch_parse(self, name: str, value: Any) -> Any:
         if not isinstance(value, str):
             return super().header_fetch_parse(name, value)
-        return _parsed_header(self.header_factory, name, _LINE_BREAK.sub("", value).strip(" \t"))
+        if name.lower() in REREAD_HEADERS:
+            return _fetched_header(self.header_factory, name, value)
+        return self.header_factory(name, _unfolded(value))
 
     def fold(self, name: str, value: Any) -> str:
         if hasattr(value, "name"):
