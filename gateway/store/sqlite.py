@@ -5,10 +5,12 @@ method runs its SQL there; that also serializes this process's writers without e
 Write transactions begin IMMEDIATE, so writers in other processes queue instead of failing on
 a stale snapshot; they queue on a file lock first (`writer_lock.py`), which hands over faster
 than SQLite's busy timeout. Every commit is fsynced (synchronous=FULL): blocks,
-suppressions, audit entries and contact counts must survive a power cut once reported. The
-delivery ledger's writes are the exception: they commit without waiting for the disk, since
-losing one to a power cut cannot send anything unchecked and durability would not prevent
-the one duplicate it can cause (a claim lost or kept pending both end in a resend).
+suppressions, audit entries and contact counts must survive a power cut once reported. Three
+kinds of write commit without waiting for the disk, since losing one to a power cut cannot
+send anything unchecked: the delivery ledger's (durability would not prevent the one
+duplicate a lost one can cause: a claim lost or kept pending both end in a resend), the
+record of an SMS opt-out notice (lost, the next text carries the notice again) and the
+release of a contact that was not made (lost, the cap counts one contact too many).
 The small reads and writes every message makes are group-committed: those waiting together
 run in one transaction, each in a savepoint of its own, and nobody hears of a write before
 the commit that holds it.
@@ -266,14 +268,19 @@ class SqliteStore:
         )
 
     async def release_contact(self, recipient: str, gateway_id: str) -> None:
-        await self._run(lambda conn: _delete_contact(conn, recipient, gateway_id), batchable=True)
+        await self._run(
+            lambda conn: _delete_contact(conn, recipient, gateway_id),
+            batchable=True, durable=False,
+        )
 
     async def notice_sent_at(self, recipients: Iterable[str]) -> dict[str, datetime]:
         unique = list(dict.fromkeys(recipients))
         return self._read_on_loop(lambda conn: _select_notices(conn, unique))
 
     async def mark_notice_sent(self, recipient: str, at: datetime) -> None:
-        await self._run(lambda conn: _upsert_notice(conn, recipient, at), batchable=True)
+        await self._run(
+            lambda conn: _upsert_notice(conn, recipient, at), batchable=True, durable=False
+        )
 
     async def record_block(self, record: BlockRecord) -> int:
         return await self._run(lambda conn: _insert_block(conn, record), batchable=True)
