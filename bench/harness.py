@@ -207,16 +207,27 @@ async def compare_http(
     with the p99 the gateway adds at each: `RATE_REPEATS` pairs of runs, taking turns so
     that drift in the machine's speed falls on both, and the median pair reported (this
     machine's speed changes by a quarter or more from one run to the next)."""
-    results = {
-        "warmup": await closed_loop_http(through_gateway, 8, 2),
-        "gateway_max": await closed_loop_http(through_gateway, concurrency, seconds),
-        "baseline_max": await closed_loop_http(direct, concurrency, seconds / 2),
+    totals = {"gateway": [0, 0], "baseline": [0, 0]}  # answered, errors: every run made
+
+    def counted(run: dict, side: str) -> dict:
+        totals[side][0] += run["ok"]
+        totals[side][1] += run["errors"]
+        return run
+
+    results: dict = {
+        "warmup": counted(await closed_loop_http(through_gateway, 8, 2), "gateway"),
+        "gateway_max": counted(
+            await closed_loop_http(through_gateway, concurrency, seconds), "gateway"
+        ),
+        "baseline_max": counted(
+            await closed_loop_http(direct, concurrency, seconds / 2), "baseline"
+        ),
     }
     for rate in rates:
         pairs = []
         for _ in range(RATE_REPEATS):
-            gateway_run = await open_loop_http(through_gateway, rate, seconds)
-            baseline_run = await open_loop_http(direct, rate, seconds)
+            gateway_run = counted(await open_loop_http(through_gateway, rate, seconds), "gateway")
+            baseline_run = counted(await open_loop_http(direct, rate, seconds), "baseline")
             pairs.append((round(gateway_run["p99_ms"] - baseline_run["p99_ms"], 2),
                           gateway_run, baseline_run))
             print(f"{label} at {rate}/s: gateway p99 {gateway_run['p99_ms']} ms, "
@@ -226,4 +237,6 @@ async def compare_http(
         results[f"baseline_at_{rate}"] = baseline_run
         results[f"added_p99_ms_at_{rate}"] = added
         results[f"added_p99_ms_runs_at_{rate}"] = [pair[0] for pair in pairs]
+    for side, (answered, errors) in totals.items():
+        results[f"{side}_ok_total"], results[f"{side}_errors_total"] = answered, errors
     return results

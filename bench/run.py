@@ -225,11 +225,15 @@ def http_section(report: dict, name: str) -> list[str]:
                      f"{added_p99(results, rate):+,.1f} ms"
                      + (f" (runs: {', '.join(f'{r:+,.1f}' for r in runs)})" if runs else ""),
                      ""])
-    errors = sum(run.get("errors", 0) for run in results.values() if isinstance(run, dict))
+    errors = (results.get("gateway_errors_total", 0) + results.get("baseline_errors_total", 0)
+              + (results.get("gateway_one_worker_max") or {}).get("errors", 0))
     lines = [*HTTP_INTROS[name], f"({report[name].get('benchmark', name)}.)", "",
              *table(["measurement", "gateway", "baseline (fake upstream direct)"], rows)]
     lines.append(f"Non-2xx answers in these runs: {errors}.")
     section = report.get(name) or {}
+    if "outbox_files" in section:
+        lines.append(f"200 answers from the gateway: {section['answered_200']}; messages in "
+                     f"its outbox: {section['outbox_files']}.")
     if "fake_twilio_created" in section:
         lines.append(f"201 answers: {section['answered_201']}; messages the fake Twilio "
                      f"created: {section['fake_twilio_created']}.")
