@@ -55,7 +55,7 @@ def _cached_header(factory: Any, name: str, value: str) -> Any:
 def _fetched_header(factory: Any, name: str, source: str) -> Any:
     """Keyed by the header as it was read, so that a repeated read (Content-Type is read
     dozens of times per message) skips the unfolding as well as the parse."""
-    return _cached_header(factory, name, _unfolded(source))
+    return factory(name, _unfolded(source))
 
 
 def _unfolded(source: str) -> str:

@@ -74,16 +74,16 @@ async def gather_facts(
     known = await store.known_locations(numbers)
     for number, extra in (known_override or {}).items():
         known[number] = merged_location(known.get(number), extra)
-    callees = {n: locate(n, known.get(n), rules.calling.area_codes) for n in numbers}
+    in_flight = notices_being_recorded or {}
     return Facts(
         suppressed=suppressed,
-        callees=callees,
+        callees={n: locate(n, known.get(n), rules.calling.area_codes) for n in numbers},
         consents=await store.consents_for(numbers),
         recent_contacts=await store.contact_counts(
             numbers, now - timedelta(seconds=rules.calling.longest_cap_window_s)
         ),
         notice_sent_at={
             **await store.notice_sent_at(numbers),
-            **{n: at for n, at in (notices_being_recorded or {}).items() if n in callees},
+            **{n: in_flight[n] for n in numbers if n in in_flight},
         },
     )

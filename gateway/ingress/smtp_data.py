@@ -58,8 +58,7 @@ async def read_data_section(reader: asyncio.StreamReader, size_limit: int | None
         if problem is DataProblem.NONE and size_limit and len(received) - 3 > size_limit:
             problem = _first_problem(received, size_limit)
         if problem is not DataProblem.NONE:
-            tail = received[-len(END):]
-            received = bytearray(tail)  # drop what was read, keep enough to see the end
+            del received[: -len(END)]  # drop what was read, keep enough to see the end
     if problem is not DataProblem.NONE:
         return DataSection(b"", problem)
     section = bytes(received[: -len(EMPTY_SECTION)])
@@ -82,11 +81,7 @@ def _longest_line(section: bytes) -> int:
 
 def _first_problem(received: bytearray, size_limit: int) -> DataProblem:
     """A line over the limit that starts within the allowed size came first in the stream."""
-    allowed = bytes(received[:size_limit])
-    lines = allowed.split(b"\r\n")
-    if any(len(line) + 2 > LINE_LIMIT_BYTES for line in lines[:-1]):
-        return DataProblem.LINE_TOO_LONG
-    if len(lines[-1]) + 2 > LINE_LIMIT_BYTES:
+    if _longest_line(bytes(received[:size_limit])) > LINE_LIMIT_BYTES:
         return DataProblem.LINE_TOO_LONG
     return DataProblem.TOO_MUCH
 

@@ -410,9 +410,7 @@ class SqliteStore:
     ) -> _T:
         if self._closed:
             raise StoreUnavailable("store is closed")
-        result: _T = await self._worker.submit(
-            lambda: call(), batchable=batchable, durable=durable
-        )
+        result: _T = await self._worker.submit(call, batchable=batchable, durable=durable)
         return result
 
     def _run_batch(self, jobs: list[Job]) -> None:
