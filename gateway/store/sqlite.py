@@ -11,9 +11,11 @@ send anything unchecked: the delivery ledger's (durability would not prevent the
 duplicate a lost one can cause: a claim lost or kept pending both end in a resend), the
 record of an SMS opt-out notice (lost, the next text carries the notice again) and the
 release of a contact that was not made (lost, the cap counts one contact too many).
-The small reads and writes every message makes are group-committed: those waiting together
-run in one transaction, each in a savepoint of its own, and nobody hears of a write before
-the commit that holds it.
+The small reads every message makes run on the event loop's own read-only connection, and
+so do its small writes while the worker has nothing queued and no other writer holds the
+lock; otherwise those writes are group-committed on the worker: those waiting together run in
+one transaction, each in a savepoint of its own, and nobody hears of a write before the
+commit that holds it.
 """
 
 from __future__ import annotations
@@ -63,12 +65,16 @@ from gateway.store.migrations import (
     run_migrations,
 )
 from gateway.store.worker import Job, StoreWorker
-from gateway.store.writer_lock import LockingConnection, WriterLock, write_queue
+from gateway.store.writer_lock import LockingConnection, WriterBusy, WriterLock, write_queue
 
 _T = TypeVar("_T")
 
 # A reader on the event loop waits this long at most (WAL readers wait only for recovery).
 READER_BUSY_TIMEOUT_S = 0.1
+
+# The event loop's writer leaves checkpoints (milliseconds each) to the worker, asking for
+# one after this many commits: about SQLite's own default of 1,000 WAL pages.
+LOOP_COMMITS_PER_CHECKPOINT = 300
 
 # A bulk import reports progress after each chunk of this many entries.
 _IMPORT_CHUNK = 50_000
@@ -112,14 +118,15 @@ class SqliteStore:
         self._busy_timeout_s = busy_timeout_s
         self._worker = StoreWorker("sqlite-store", self._run_batch)
         # Touched only on the worker thread.
-        self._connection: sqlite3.Connection | None = None
+        self._connection: StoreConnection | None = None
         self._file_identity: tuple[int, int] | None = None
-        self._synchronous = "FULL"
         self._opened = False
         # Touched only on the event loop.
         self._closed = False
-        self._reader: sqlite3.Connection | None = None
-        self._reader_identity: tuple[int, int] | None = None
+        self._reader = _LoopConnection(self._connect_reader, writes=False)
+        self._loop_writer = _LoopConnection(self._connect_loop_writer, writes=True)
+        self._loop_commits = 0
+        self._checkpoint: asyncio.Future[Any] | None = None
         self._erasure_key: bytes | None = None
         # What the last `open` applied (for `compliance-gateway migrate`).
         self.applied_migrations: list[Migration] = []
@@ -131,7 +138,8 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
-        self._close_reader()
+        self._reader.close()
+        self._loop_writer.close()
         await self._worker.submit(self._discard_connection)
         await asyncio.to_thread(self._worker.stop)
 
@@ -149,18 +157,47 @@ class SqliteStore:
         they cost tens of microseconds, where the hop to the worker thread and back waits
         milliseconds under load (for the thread, then for the GIL). In WAL mode a reader
         never waits for a writer, so this cannot stall the loop behind a commit."""
+        self._check_usable()
+        try:
+            return self._reader.run(self._path, work)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+
+    def _write_on_loop(self, work: Callable[[sqlite3.Connection], _T], durable: bool) -> _T:
+        """A small write costs less than the hop to the worker and back (a commit's fsync is
+        about 0.2 ms here), so while the worker is idle the loop writes itself. It never
+        waits: a lock held by anyone else raises WriterBusy with nothing written, and the
+        write goes to the worker, which waits in line."""
+        self._check_usable()
+        try:
+            result = self._loop_writer.run(
+                self._path, lambda connection: _at_durability(connection, durable, work)
+            )
+        except WriterBusy:
+            raise
+        except sqlite3.OperationalError as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY:
+                raise WriterBusy(str(exc)) from exc  # the connection was closed: rolled back
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+        self._loop_commits += 1
+        if self._loop_commits % LOOP_COMMITS_PER_CHECKPOINT == 0 and self._checkpoint is None:
+            self._checkpoint = self._worker.enqueue(
+                lambda: self._with_connection(_checkpoint_passively)
+            )
+            self._checkpoint.add_done_callback(self._checkpoint_done)
+        return result
+
+    def _checkpoint_done(self, checkpoint: asyncio.Future[Any]) -> None:
+        """A checkpoint that failed is harmless: the WAL keeps growing until the next."""
+        self._checkpoint = None
+        if not checkpoint.cancelled():
+            checkpoint.exception()
+
+    def _check_usable(self) -> None:
         if self._closed or not self._opened:
             raise StoreUnavailable("store is closed" if self._closed else "store is not open")
-        try:
-            if self._reader is None:
-                self._reader = self._connect_reader()
-            result = work(self._reader)
-            if _file_identity(self._path) != self._reader_identity:
-                raise FileNotFoundError(f"database file {self._path} was removed or replaced")
-        except (sqlite3.Error, OSError) as exc:
-            self._close_reader()
-            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
-        return result
 
     def _connect_reader(self) -> sqlite3.Connection:
         """On the file the store opened, never on one put in its place."""
@@ -172,17 +209,22 @@ class SqliteStore:
         )
         try:
             reader.execute("PRAGMA query_only = ON")
-            self._reader_identity = _file_identity(self._path)
         except BaseException:
             reader.close()
             raise
         return reader
 
-    def _close_reader(self) -> None:
-        if self._reader is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._reader.close()
-            self._reader = None
+    def _connect_loop_writer(self) -> StoreConnection:
+        """Waits for no lock (SQLite's or the writers' queue) and runs no checkpoint."""
+        if _file_identity(self._path) != self._file_identity:
+            raise FileNotFoundError(f"database file {self._path} was removed or replaced")
+        writer = self._connect(create=False, busy_timeout_s=0.0)
+        try:
+            writer.execute("PRAGMA wal_autocheckpoint = 0")
+        except BaseException:
+            writer.close()
+            raise
+        return writer
 
     async def add_suppressions(self, entries: Sequence[Suppression]) -> int:
         aliases = self._erased_aliases(dict.fromkeys(e.address for e in entries))
@@ -394,9 +436,13 @@ class SqliteStore:
         durable: bool = True,
     ) -> _T:
         """`batchable`: small writes that may share a transaction with others (group
-        commit). `durable=False`: the commit need not reach the disk before the answer (a
-        power cut may lose it; a crash of the process may not), for writes whose loss is
-        harmless."""
+        commit), or run on the loop while the worker is idle (never ahead of a job
+        submitted earlier). `durable=False`: the commit need not reach the disk before the
+        answer (a power cut may lose it; a crash of the process may not), for writes whose
+        loss is harmless."""
+        if batchable and self._worker.idle:
+            with contextlib.suppress(WriterBusy):
+                return self._write_on_loop(work, durable)
         return await self._submit(
             lambda: self._with_connection(work), batchable=batchable, durable=durable
         )
@@ -423,7 +469,7 @@ class SqliteStore:
             return
         try:
             connection = self._with_connection(lambda conn: conn)
-            self._use_synchronous(connection, durable)
+            _use_synchronous(connection, durable)
             with write_queue(connection):
                 self._run_in_one_transaction(connection, jobs)
         except (sqlite3.Error, OSError, StoreUnavailable) as exc:
@@ -443,17 +489,9 @@ class SqliteStore:
 
     def _durably(self, durable: bool, job: Job) -> Any:
         if self._connection is not None:  # a new connection starts FULL: stricter is fine
-            self._use_synchronous(self._connection, durable)
+            _use_synchronous(self._connection, durable)
         assert job.call is not None
         return job.call()
-
-    def _use_synchronous(self, connection: sqlite3.Connection, durable: bool) -> None:
-        """FULL fsyncs the WAL at every commit; NORMAL leaves it to the next FULL commit or
-        checkpoint (WAL order keeps the database consistent either way)."""
-        mode = "FULL" if durable else "NORMAL"
-        if self._synchronous != mode:
-            connection.execute(f"PRAGMA synchronous = {mode}")
-            self._synchronous = mode
 
     def _fail_batch(self, jobs: list[Job], exc: Exception) -> None:
         if not isinstance(exc, StoreUnavailable):
@@ -483,34 +521,35 @@ class SqliteStore:
             self._check_file_identity()  # before writing too: never into a moved-away file
         if self._connection is None:
             self._connection = self._connect(create=False)
+            self._file_identity = _file_identity(self._path)
         return work(self._connection)
 
     def _open_on_worker(self) -> None:
         if self._connection is None:
             self._connection = self._connect(create=True)
+            self._file_identity = _file_identity(self._path)
         migrations = discover_migrations(migration_directory("sqlite"))
         self.applied_migrations = run_migrations(
             SqliteMigrationTarget(self._connection), migrations
         )
         self._opened = True
 
-    def _connect(self, *, create: bool) -> sqlite3.Connection:
+    def _connect(self, *, create: bool, busy_timeout_s: float | None = None) -> StoreConnection:
         """Only `open` may create the file: a reconnect that silently started an empty
         database would forget every suppression, so a vanished file stays an error."""
         mode = "rwc" if create else "rw"
+        timeout_s = self._busy_timeout_s if busy_timeout_s is None else busy_timeout_s
         connection = sqlite3.connect(
             f"{self._path.as_uri()}?mode={mode}",
             uri=True,
-            timeout=self._busy_timeout_s,
+            timeout=timeout_s,
             isolation_level=None,
-            factory=LockingConnection,
+            factory=StoreConnection,
         )
-        connection.writer_lock = WriterLock(self._path, self._busy_timeout_s)
+        connection.writer_lock = WriterLock(self._path, timeout_s)
         try:
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = FULL")
-            self._synchronous = "FULL"
-            self._file_identity = _file_identity(self._path)
         except BaseException:
             connection.close()
             raise
@@ -527,6 +566,69 @@ class SqliteStore:
             with contextlib.suppress(sqlite3.Error):
                 self._connection.close()
             self._connection = None
+
+
+class StoreConnection(LockingConnection):
+    synchronous = "FULL"  # as `_connect` sets it; `_use_synchronous` changes it
+
+
+class _LoopConnection:
+    """A connection the event loop uses itself: opened on first use, dropped on any
+    failure (the next use reopens it), and only ever used on the file it was opened on
+    (a writer checks before writing too: never into a moved-away file)."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], *, writes: bool) -> None:
+        self._connect = connect
+        self._writes = writes
+        self._connection: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+
+    def run(self, path: Path, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """WriterBusy leaves the connection open: the writers' queue refused before any SQL."""
+        try:
+            if self._connection is None:
+                self._connection = self._connect()
+                self._identity = _file_identity(path)
+            elif self._writes:
+                self._check_identity(path)
+            result = work(self._connection)
+            self._check_identity(path)
+        except WriterBusy:
+            raise
+        except (sqlite3.Error, OSError):
+            self.close()
+            raise
+        return result
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+            self._connection = None
+
+    def _check_identity(self, path: Path) -> None:
+        if _file_identity(path) != self._identity:
+            raise FileNotFoundError(f"database file {path} was removed or replaced")
+
+
+def _use_synchronous(connection: sqlite3.Connection, durable: bool) -> None:
+    """FULL fsyncs the WAL at every commit; NORMAL leaves it to the next FULL commit or
+    checkpoint (WAL order keeps the database consistent either way)."""
+    mode = "FULL" if durable else "NORMAL"
+    if isinstance(connection, StoreConnection) and connection.synchronous != mode:
+        connection.execute(f"PRAGMA synchronous = {mode}")
+        connection.synchronous = mode
+
+
+def _at_durability(
+    connection: sqlite3.Connection, durable: bool, work: Callable[[sqlite3.Connection], _T]
+) -> _T:
+    _use_synchronous(connection, durable)
+    return work(connection)
+
+
+def _checkpoint_passively(connection: sqlite3.Connection) -> None:
+    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 class SqliteMigrationTarget:

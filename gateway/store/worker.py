@@ -3,11 +3,13 @@
 Jobs run one after another on the thread, in submission order. Jobs marked `batchable` that
 are waiting together are handed to the store as one batch, which it runs in one transaction:
 one commit (one fsync) and one wake-up of the event loop for all of them, instead of one of
-each per job (group commit).
+each per job (group commit). `idle` tells the store when nothing is waiting or running here,
+so work done elsewhere cannot overtake an earlier job.
 """
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from collections.abc import Callable
@@ -32,6 +34,8 @@ class StoreWorker:
         batchable ones."""
         self._run_batch = run_batch
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._unfinished = 0
+        self._unfinished_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -43,9 +47,30 @@ class StoreWorker:
         durable: bool = True,
     ) -> Any:
         """`durable`: the store must have it on disk before answering."""
+        return await self.enqueue(call, batchable=batchable, durable=durable)
+
+    def enqueue(
+        self,
+        call: Callable[[], Any],
+        *,
+        batchable: bool = False,
+        durable: bool = True,
+    ) -> asyncio.Future[Any]:
+        """Queues the job at once (`submit` does when first awaited); the future settles
+        once it has run."""
         job = Job(*Handoff.on_running_loop(), call=call, batchable=batchable, durable=durable)
+        self._count_unfinished(1)
         self._queue.put(job)
-        return await job.future
+        return job.future
+
+    @property
+    def idle(self) -> bool:
+        """No submitted job is waiting or running (those that ran have committed)."""
+        return self._unfinished == 0
+
+    def _count_unfinished(self, change: int) -> None:
+        with self._unfinished_lock:
+            self._unfinished += change
 
     def stop(self) -> None:
         """Blocks until the jobs already submitted are done."""
@@ -74,3 +99,4 @@ class StoreWorker:
                 for unfinished in batch:
                     unfinished.error = unfinished.error or exc
             settle(batch)
+            self._count_unfinished(-len(batch))

@@ -27,6 +27,10 @@ def writer_lock_path(database: Path) -> Path:
     return database.with_name(database.name + "-writer.lock")
 
 
+class WriterBusy(sqlite3.OperationalError):
+    """Another writer held the lock for the whole timeout (at once, with a timeout of 0)."""
+
+
 class WriterLock:
     """One per connection; several in one process exclude each other too (each holds its
     own open file description)."""
@@ -49,7 +53,7 @@ class WriterLock:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise sqlite3.OperationalError(
+                    raise WriterBusy(
                         f"database is locked: another writer held {self._path.name} for"
                         f" {self._timeout_s:g} s"
                     ) from None
