@@ -1,4 +1,7 @@
-"""Slowing password guessing down on every sign-in with a password (SMTP AUTH, /review).
+"""Slowing password guessing down on every use of an account secret: SMTP AUTH, /review
+sign-in, and the secret-bearing HTTP APIs (Postmark's server token, Twilio's Basic auth, the
+admin API's bearer token). One secret opens all of them, so they share one count: a lockout
+earned on one holds on all, and none is an unlimited oracle for the others.
 
 After `max_failed_logins` failures within `failed_login_window_s`, from one client address
 or against one account name, further attempts from that address or for that account are
@@ -14,8 +17,10 @@ able to guess that rep's secret from many addresses.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from gateway.background import BackgroundWrites
 from gateway.clock import Clock
@@ -29,6 +34,16 @@ log = logging.getLogger("gateway.login_limits")
 
 MAX_TRACKED_KEYS = 100_000
 LOCKED_OUT_TEXT = "too many failed logins, try later"
+
+_Found = TypeVar("_Found")
+
+
+class LockedOut(Exception):
+    """Attempts from this client address wait `retry_after_s` more seconds."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"{LOCKED_OUT_TEXT} (in {retry_after_s} s)")
+        self.retry_after_s = retry_after_s
 
 
 class LoginLimiter:
@@ -62,6 +77,20 @@ class LoginLimiter:
         """Whether attempts from `peer`, or for the existing account `account`, wait."""
         now = self._now()
         return any(self._locked_until.get(key, 0.0) > now for key in self._keys(peer, account))
+
+    def account_for_secret(
+        self, peer: str, ingress: str, find: Callable[[], _Found | None]
+    ) -> _Found | None:
+        """`find()` (the account the presented secret opens) unless `peer` is locked out,
+        which raises LockedOut without looking at the secret; a miss counts as a failure."""
+        now = self._now()
+        locked_until = self._locked_until.get(f"address {peer}", 0.0)
+        if locked_until > now:
+            raise LockedOut(math.ceil(locked_until - now))
+        found = find()
+        if found is None:
+            self.failed(peer, None, ingress)
+        return found
 
     def failed(self, peer: str, account: str | None, ingress: str) -> None:
         """Count one wrong password; lock whatever just reached the limit."""

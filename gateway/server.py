@@ -192,6 +192,7 @@ class Gateway:
             self.config.twilio_upstream.account_sid,
             services.rules,
             self.clock,
+            services.login_limits,
         ).register(app)
         TwilioWebhookRoutes(
             self.config.twilio_upstream.auth_token,
@@ -206,6 +207,7 @@ class Gateway:
             services.pipeline,
             Privacy(services.store, self.clock, services.erasure_key),
             lambda actor: purge(services.store, self.config, self.clock, actor=actor),
+            services.login_limits,
         ).register(app)
         ReviewRoutes(
             services.store,
@@ -220,6 +222,7 @@ class Gateway:
             lambda: self.config.accounts,
             self.clock,
             templates_supported=self.config.email_upstream.kind in ("postmark", "outbox"),
+            login_limits=services.login_limits,
         ).register(app)
         PostmarkWebhookRoutes(
             self.config.postmark_webhook, services.suppressions, services.store

@@ -7,6 +7,7 @@ routes to 127.0.0.1's listener) or the review page over HTTP, and reads the audi
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -150,3 +151,71 @@ def test_limits_are_checked_when_the_configuration_loads(tmp_path: Path) -> None
     assert load_config(write_config(tmp_path)).smtp.max_failed_logins == 5
     with pytest.raises(ConfigError, match=r"smtp\.max_failed_logins"):
         config_with(tmp_path, "max_failed_logins = 0\n")
+
+
+def _secret_headers(ingress: str, secret: str) -> dict[str, str]:
+    if ingress == "postmark":
+        return {"X-Postmark-Server-Token": secret, "Accept": "application/json"}
+    if ingress == "twilio":
+        return {"Authorization": "Basic " + base64.b64encode(f"demo:{secret}".encode()).decode()}
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def send_with_secret(
+    gateway: Gateway, ingress: str, secret: str, source: str
+) -> tuple[int, str | None, str]:
+    """One request to `ingress`'s secret-bearing API from `source`: status, Retry-After, body."""
+    sid = gateway.config.twilio_upstream.account_sid
+    method, path, body = {
+        "postmark": ("POST", "/email", {"json": {}}),
+        "twilio": ("POST", f"/2010-04-01/Accounts/{sid}/Messages.json", {"data": {}}),
+        "admin": ("GET", "/v1/suppressions", {}),
+    }[ingress]
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        async with http.request(
+            method, f"http://127.0.0.1:{gateway.http_port}{path}",
+            headers=_secret_headers(ingress, secret), **body,
+        ) as response:
+            return response.status, response.headers.get("Retry-After"), await response.text()
+
+
+@pytest.mark.parametrize(
+    ("ingress", "right_secret", "shape"),
+    [
+        ("postmark", DEMO_SECRET, '"ErrorCode": 429'),
+        ("twilio", DEMO_SECRET, '"code": 20429'),
+        ("admin", MANAGER_SECRET, '"error"'),
+    ],
+)
+async def test_http_secrets_are_locked_out_like_smtp_auth(
+    limited, ingress: str, right_secret: str, shape: str
+) -> None:
+    """Without this, the APIs would be an unlimited oracle for the secrets SMTP AUTH guards."""
+    gateway, clock = limited
+    for guess in ("a-guess-0001", "a-guess-0002", "a-guess-0003"):
+        status, _, _ = await send_with_secret(gateway, ingress, guess, "127.0.0.9")
+        assert status == 401
+    status, retry_after, body = await send_with_secret(
+        gateway, ingress, right_secret, "127.0.0.9"
+    )
+    assert (status, retry_after) == (429, "300")
+    assert shape in body and "too many failed logins" in body
+    other_status, _, _ = await send_with_secret(gateway, ingress, right_secret, "127.0.0.10")
+    assert other_status not in (401, 429)
+    [(subject, details)] = await lockouts(gateway)
+    assert subject == "address 127.0.0.9" and details["ingress"] == ingress
+    clock.advance(301)
+    status, _, _ = await send_with_secret(gateway, ingress, right_secret, "127.0.0.9")
+    assert status not in (401, 429)
+
+
+async def test_failures_on_smtp_and_http_count_together(limited) -> None:
+    gateway, _ = limited
+    assert await attempt(gateway, "nobody", "a-guess-0001", "127.0.0.11") == 535
+    assert await attempt(gateway, "nobody", "a-guess-0002", "127.0.0.11") == 535
+    status, _, _ = await send_with_secret(gateway, "admin", "a-guess-0003", "127.0.0.11")
+    assert status == 401
+    assert await attempt(gateway, "demo", DEMO_SECRET, "127.0.0.11") == 454
+    status, _, _ = await send_with_secret(gateway, "postmark", DEMO_SECRET, "127.0.0.11")
+    assert status == 429

@@ -28,6 +28,7 @@ from gateway.clock import Clock
 from gateway.credentials import account_with_secret
 from gateway.email_message import fields_content
 from gateway.ids import unique_hex
+from gateway.login_limits import LockedOut, LoginLimiter
 from gateway.model import (
     Account,
     Channel,
@@ -44,6 +45,8 @@ MAX_BATCH_MESSAGES = 500
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 MAX_BATCH_BYTES = 50 * 1024 * 1024
 BAD_TOKEN = 10
+# Postmark answers HTTP 429 when it rate-limits; its ErrorCode table has no entry for that.
+RATE_LIMITED = 429
 UNAVAILABLE = 100
 INVALID_REQUEST = 300
 INVALID_JSON = 402
@@ -327,10 +330,12 @@ class PostmarkRoutes:
         accounts: Callable[[], tuple[Account, ...]],
         clock: Clock,
         templates_supported: bool,
+        login_limits: LoginLimiter,
     ) -> None:
         self.pipeline = pipeline
         self.accounts = accounts
         self.clock = clock
+        self.login_limits = login_limits
         self.templates_supported = templates_supported
 
     def register(self, app: web.Application) -> None:
@@ -349,7 +354,14 @@ class PostmarkRoutes:
         )
 
     async def _body(self, request: web.Request, limit: int) -> tuple[Account, Any] | web.Response:
-        account = self._account(request)
+        try:
+            account = self.login_limits.account_for_secret(
+                request.remote or "", "postmark", lambda: self._account(request)
+            )
+        except LockedOut as locked:
+            response = postmark_error(429, RATE_LIMITED, f"Rate limit exceeded: {locked}.")
+            response.headers["Retry-After"] = str(locked.retry_after_s)
+            return response
         if account is None:
             return postmark_error(
                 401, BAD_TOKEN,

@@ -18,6 +18,7 @@ from gateway.addresses import e164
 from gateway.clock import Clock
 from gateway.credentials import account_with_secret, basic_credentials
 from gateway.ids import unique_hex
+from gateway.login_limits import LockedOut, LoginLimiter
 from gateway.model import Account, Channel, OutboundMessage, Purpose, Reason, TelephonyContent
 from gateway.pipeline import Outcome, Pipeline, TemporaryFailure
 from gateway.rules import RuleSet
@@ -28,6 +29,7 @@ MAX_FORM_BYTES = 64 * 1024
 WINDOW_CODES = frozenset({"QUIET_HOURS", "RESTRICTED_DAY", "TIMEZONE_UNKNOWN"})
 # Twilio error codes the gateway answers with, by what went wrong.
 BAD_CREDENTIALS = 20003
+TOO_MANY_REQUESTS = 20429
 NOT_FOUND = 20404
 SERVICE_UNAVAILABLE = 20503
 OPTED_OUT = 21610
@@ -171,12 +173,14 @@ class TwilioRoutes:
         account_sid: str,
         rules: Callable[[], RuleSet],
         clock: Clock,
+        login_limits: LoginLimiter,
     ) -> None:
         self.pipeline = pipeline
         self.accounts = accounts
         self.account_sid = account_sid
         self.rules = rules
         self.clock = clock
+        self.login_limits = login_limits
 
     def register(self, app: web.Application) -> None:
         base = f"/{API_VERSION}/Accounts/{{account_sid}}"
@@ -200,7 +204,14 @@ class TwilioRoutes:
         )
 
     async def _submit(self, request: web.Request, channel: Channel) -> web.Response:
-        account = self._account(request)
+        try:
+            account = self.login_limits.account_for_secret(
+                request.remote or "", "twilio", lambda: self._account(request)
+            )
+        except LockedOut as locked:
+            response = twilio_error(429, TOO_MANY_REQUESTS, f"Too Many Requests: {locked}")
+            response.headers["Retry-After"] = str(locked.retry_after_s)
+            return response
         if account is None:
             return twilio_error(401, BAD_CREDENTIALS, "Authentication Error - invalid username")
         if request.match_info["account_sid"] != self.account_sid:

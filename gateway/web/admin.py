@@ -42,6 +42,7 @@ from gateway.addresses import InvalidAddress
 from gateway.checks import CheckError, CheckRequest, parse_time, parse_timezone, run_check
 from gateway.consents import ConsentError, make_consent
 from gateway.credentials import account_with_secret, bearer_token
+from gateway.login_limits import LockedOut, LoginLimiter
 from gateway.logs import log_event
 from gateway.model import (
     Account,
@@ -97,8 +98,10 @@ class AdminRoutes:
         pipeline: Pipeline,
         privacy: Privacy,
         purge_workspace: Callable[[str], Awaitable[AuditEvent]],
+        login_limits: LoginLimiter,
     ) -> None:
         self.accounts = accounts
+        self.login_limits = login_limits
         self.pipeline = pipeline
         self.privacy = privacy
         self.purge_workspace = purge_workspace
@@ -131,7 +134,14 @@ class AdminRoutes:
 
     def guarded(self, minimum: Role, handler: Handler) -> Callable[[web.Request], Awaitable[Any]]:
         async def guarded_handler(request: web.Request) -> web.StreamResponse:
-            account = self.bearer_account(request)
+            try:
+                account = self.login_limits.account_for_secret(
+                    request.remote or "", "admin", lambda: self.bearer_account(request)
+                )
+            except LockedOut as locked:
+                response = json_error(429, f"invalid bearer tokens from this address: {locked}")
+                response.headers["Retry-After"] = str(locked.retry_after_s)
+                return response
             if account is None:
                 response = json_error(401, "missing or invalid bearer token")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="compliance-gateway"'

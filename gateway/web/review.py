@@ -25,7 +25,7 @@ from aiohttp import web
 from gateway.checks import CheckError, parse_time
 from gateway.clock import Clock
 from gateway.credentials import account_with_secret
-from gateway.login_limits import LOCKED_OUT_TEXT, LoginLimiter
+from gateway.login_limits import LockedOut, LoginLimiter
 from gateway.model import Account, AuditEvent, BlockRecord, Channel, Role
 from gateway.store.base import BlockQuery, Store, StoreUnavailable
 
@@ -358,16 +358,20 @@ class ReviewRoutes:
             form = await request.post()
         except ValueError:
             return _page("Sign in", _sign_in_body("The form could not be read."), status=400)
-        peer = request.remote or ""
-        if self.login_limits.locked(peer, None):
-            response = _page("Sign in", _sign_in_body(
-                f"Too many failed sign-ins from this address: {LOCKED_OUT_TEXT}."), status=429)
-            response.headers["Retry-After"] = str(int(self.login_limits.lockout_s))
-            return response
         secret = form.get("secret")
-        account = account_with_secret(self.accounts(), secret if isinstance(secret, str) else "")
+        try:
+            account = self.login_limits.account_for_secret(
+                request.remote or "", "review",
+                lambda: account_with_secret(
+                    self.accounts(), secret if isinstance(secret, str) else ""
+                ),
+            )
+        except LockedOut as locked:
+            response = _page("Sign in", _sign_in_body(
+                f"Too many failed sign-ins from this address: {locked}."), status=429)
+            response.headers["Retry-After"] = str(locked.retry_after_s)
+            return response
         if account is None:
-            self.login_limits.failed(peer, None, "review")
             await self._audit(request, "review.signin_failed", "", "no account has this secret")
             return _page(
                 "Sign in", _sign_in_body("That secret does not match any account."), status=401
