@@ -28,7 +28,7 @@ from gateway.clock import Clock
 from gateway.credentials import account_with_secret
 from gateway.email_message import fields_content
 from gateway.ids import unique_hex
-from gateway.login_limits import LockedOut, LoginLimiter
+from gateway.login_limits import LoginLimiter
 from gateway.model import (
     Account,
     Channel,
@@ -39,6 +39,7 @@ from gateway.model import (
     Reason,
 )
 from gateway.pipeline import Outcome, Pipeline, TemporaryFailure
+from gateway.web.secret_check import account_or_lockout
 
 MAX_RECIPIENTS = 50
 MAX_BATCH_MESSAGES = 500
@@ -354,14 +355,12 @@ class PostmarkRoutes:
         )
 
     async def _body(self, request: web.Request, limit: int) -> tuple[Account, Any] | web.Response:
-        try:
-            account = self.login_limits.account_for_secret(
-                request.remote or "", "postmark", lambda: self._account(request)
-            )
-        except LockedOut as locked:
-            response = postmark_error(429, RATE_LIMITED, f"Rate limit exceeded: {locked}.")
-            response.headers["Retry-After"] = str(locked.retry_after_s)
-            return response
+        account = account_or_lockout(
+            self.login_limits, request, "postmark", lambda: self._account(request),
+            lambda why: postmark_error(429, RATE_LIMITED, f"Rate limit exceeded: {why}."),
+        )
+        if isinstance(account, web.Response):
+            return account
         if account is None:
             return postmark_error(
                 401, BAD_TOKEN,

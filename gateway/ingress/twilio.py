@@ -18,11 +18,12 @@ from gateway.addresses import e164
 from gateway.clock import Clock
 from gateway.credentials import account_with_secret, basic_credentials
 from gateway.ids import unique_hex
-from gateway.login_limits import LockedOut, LoginLimiter
+from gateway.login_limits import LoginLimiter
 from gateway.model import Account, Channel, OutboundMessage, Purpose, Reason, TelephonyContent
 from gateway.pipeline import Outcome, Pipeline, TemporaryFailure
 from gateway.rules import RuleSet
 from gateway.upstream.twilio import API_VERSION, TwilioRefusal, sms_notice
+from gateway.web.secret_check import account_or_lockout
 
 MAX_BODY_CHARS = 1600
 MAX_FORM_BYTES = 64 * 1024
@@ -204,14 +205,12 @@ class TwilioRoutes:
         )
 
     async def _submit(self, request: web.Request, channel: Channel) -> web.Response:
-        try:
-            account = self.login_limits.account_for_secret(
-                request.remote or "", "twilio", lambda: self._account(request)
-            )
-        except LockedOut as locked:
-            response = twilio_error(429, TOO_MANY_REQUESTS, f"Too Many Requests: {locked}")
-            response.headers["Retry-After"] = str(locked.retry_after_s)
-            return response
+        account = account_or_lockout(
+            self.login_limits, request, "twilio", lambda: self._account(request),
+            lambda why: twilio_error(429, TOO_MANY_REQUESTS, f"Too Many Requests: {why}"),
+        )
+        if isinstance(account, web.Response):
+            return account
         if account is None:
             return twilio_error(401, BAD_CREDENTIALS, "Authentication Error - invalid username")
         if request.match_info["account_sid"] != self.account_sid:

@@ -42,7 +42,7 @@ from gateway.addresses import InvalidAddress
 from gateway.checks import CheckError, CheckRequest, parse_time, parse_timezone, run_check
 from gateway.consents import ConsentError, make_consent
 from gateway.credentials import account_with_secret, bearer_token
-from gateway.login_limits import LockedOut, LoginLimiter
+from gateway.login_limits import LoginLimiter
 from gateway.logs import log_event
 from gateway.model import (
     Account,
@@ -60,6 +60,7 @@ from gateway.records import block_as_dict, write_blocks_csv
 from gateway.rules import RuleSet
 from gateway.store.base import BlockQuery, Store, StoreUnavailable
 from gateway.suppression_files import validated_key
+from gateway.web.secret_check import account_or_lockout
 
 log = logging.getLogger("gateway.admin")
 Handler = Callable[[web.Request, Account], Awaitable[web.StreamResponse]]
@@ -134,14 +135,12 @@ class AdminRoutes:
 
     def guarded(self, minimum: Role, handler: Handler) -> Callable[[web.Request], Awaitable[Any]]:
         async def guarded_handler(request: web.Request) -> web.StreamResponse:
-            try:
-                account = self.login_limits.account_for_secret(
-                    request.remote or "", "admin", lambda: self.bearer_account(request)
-                )
-            except LockedOut as locked:
-                response = json_error(429, f"invalid bearer tokens from this address: {locked}")
-                response.headers["Retry-After"] = str(locked.retry_after_s)
-                return response
+            account = account_or_lockout(
+                self.login_limits, request, "admin", lambda: self.bearer_account(request),
+                lambda why: json_error(429, f"invalid bearer tokens from this address: {why}"),
+            )
+            if isinstance(account, web.Response):
+                return account
             if account is None:
                 response = json_error(401, "missing or invalid bearer token")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="compliance-gateway"'

@@ -25,9 +25,10 @@ from aiohttp import web
 from gateway.checks import CheckError, parse_time
 from gateway.clock import Clock
 from gateway.credentials import account_with_secret
-from gateway.login_limits import LockedOut, LoginLimiter
+from gateway.login_limits import LoginLimiter
 from gateway.model import Account, AuditEvent, BlockRecord, Channel, Role
 from gateway.store.base import BlockQuery, Store, StoreUnavailable
+from gateway.web.secret_check import account_or_lockout
 
 SESSION_COOKIE = "review_session"
 SESSION_S = 8 * 3600
@@ -359,18 +360,14 @@ class ReviewRoutes:
         except ValueError:
             return _page("Sign in", _sign_in_body("The form could not be read."), status=400)
         secret = form.get("secret")
-        try:
-            account = self.login_limits.account_for_secret(
-                request.remote or "", "review",
-                lambda: account_with_secret(
-                    self.accounts(), secret if isinstance(secret, str) else ""
-                ),
-            )
-        except LockedOut as locked:
-            response = _page("Sign in", _sign_in_body(
-                f"Too many failed sign-ins from this address: {locked}."), status=429)
-            response.headers["Retry-After"] = str(locked.retry_after_s)
-            return response
+        account = account_or_lockout(
+            self.login_limits, request, "review",
+            lambda: account_with_secret(self.accounts(), secret if isinstance(secret, str) else ""),
+            lambda why: _page("Sign in", _sign_in_body(
+                f"Too many failed sign-ins from this address: {why}."), status=429),
+        )
+        if isinstance(account, web.Response):
+            return account
         if account is None:
             await self._audit(request, "review.signin_failed", "", "no account has this secret")
             return _page(
