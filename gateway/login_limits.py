@@ -75,18 +75,20 @@ class LoginLimiter:
 
     def locked(self, peer: str, account: str | None) -> bool:
         """Whether attempts from `peer`, or for the existing account `account`, wait."""
+        return self._seconds_locked(peer, account) > 0
+
+    def _seconds_locked(self, peer: str, account: str | None) -> float:
         now = self._now()
-        return any(self._locked_until.get(key, 0.0) > now for key in self._keys(peer, account))
+        return max(self._locked_until.get(key, now) - now for key in self._keys(peer, account))
 
     def account_for_secret(
         self, peer: str, ingress: str, find: Callable[[], _Found | None]
     ) -> _Found | None:
         """`find()` (the account the presented secret opens) unless `peer` is locked out,
         which raises LockedOut without looking at the secret; a miss counts as a failure."""
-        now = self._now()
-        locked_until = self._locked_until.get(f"address {peer}", 0.0)
-        if locked_until > now:
-            raise LockedOut(math.ceil(locked_until - now))
+        seconds_locked = self._seconds_locked(peer, None)
+        if seconds_locked > 0:
+            raise LockedOut(math.ceil(seconds_locked))
         found = find()
         if found is None:
             self.failed(peer, None, ingress)

@@ -157,30 +157,16 @@ class SqliteStore:
         they cost tens of microseconds, where the hop to the worker thread and back waits
         milliseconds under load (for the thread, then for the GIL). In WAL mode a reader
         never waits for a writer, so this cannot stall the loop behind a commit."""
-        self._check_usable()
-        try:
-            return self._reader.run(self._path, work)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+        return self._on_loop(self._reader, work)
 
     def _write_on_loop(self, work: Callable[[sqlite3.Connection], _T], durable: bool) -> _T:
         """A small write costs less than the hop to the worker and back (a commit's fsync is
         about 0.2 ms here), so while the worker is idle the loop writes itself. It never
         waits: a lock held by anyone else raises WriterBusy with nothing written, and the
         write goes to the worker, which waits in line."""
-        self._check_usable()
-        try:
-            result = self._loop_writer.run(
-                self._path, lambda connection: _at_durability(connection, durable, work)
-            )
-        except WriterBusy:
-            raise
-        except sqlite3.OperationalError as exc:
-            if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY:
-                raise WriterBusy(str(exc)) from exc  # the connection was closed: rolled back
-            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+        result = self._on_loop(
+            self._loop_writer, lambda connection: _at_durability(connection, durable, work)
+        )
         self._loop_commits += 1
         if self._loop_commits % LOOP_COMMITS_PER_CHECKPOINT == 0 and self._checkpoint is None:
             self._checkpoint = self._worker.enqueue(
@@ -195,14 +181,27 @@ class SqliteStore:
         if not checkpoint.cancelled():
             checkpoint.exception()
 
-    def _check_usable(self) -> None:
+    def _on_loop(
+        self, connection: _LoopConnection, work: Callable[[sqlite3.Connection], _T]
+    ) -> _T:
+        """Any database or file-system failure becomes StoreUnavailable; WriterBusy (nothing
+        written) passes, for the caller to hand the write to the worker."""
         if self._closed or not self._opened:
             raise StoreUnavailable("store is closed" if self._closed else "store is not open")
+        try:
+            return connection.run(self._path, work)
+        except WriterBusy:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
 
-    def _connect_reader(self) -> sqlite3.Connection:
-        """On the file the store opened, never on one put in its place."""
+    def _require_opened_file(self) -> None:
+        """Loop connections open the file the store opened, never one put in its place."""
         if _file_identity(self._path) != self._file_identity:
             raise FileNotFoundError(f"database file {self._path} was removed or replaced")
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        self._require_opened_file()
         reader = sqlite3.connect(
             f"{self._path.as_uri()}?mode=rw", uri=True, timeout=READER_BUSY_TIMEOUT_S,
             isolation_level=None,
@@ -216,8 +215,7 @@ class SqliteStore:
 
     def _connect_loop_writer(self) -> StoreConnection:
         """Waits for no lock (SQLite's or the writers' queue) and runs no checkpoint."""
-        if _file_identity(self._path) != self._file_identity:
-            raise FileNotFoundError(f"database file {self._path} was removed or replaced")
+        self._require_opened_file()
         writer = self._connect(create=False, busy_timeout_s=0.0)
         try:
             writer.execute("PRAGMA wal_autocheckpoint = 0")
@@ -584,7 +582,9 @@ class _LoopConnection:
         self._identity: tuple[int, int] | None = None
 
     def run(self, path: Path, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """WriterBusy leaves the connection open: the writers' queue refused before any SQL."""
+        """A writer finding a lock taken raises WriterBusy with nothing written: the writers'
+        queue refuses before any SQL (the connection stays open), SQLite's BUSY closes the
+        connection, which rolls back what it began."""
         try:
             if self._connection is None:
                 self._connection = self._connect()
@@ -595,8 +595,10 @@ class _LoopConnection:
             self._check_identity(path)
         except WriterBusy:
             raise
-        except (sqlite3.Error, OSError):
+        except (sqlite3.Error, OSError) as exc:
             self.close()
+            if self._writes and _is_busy(exc):
+                raise WriterBusy(str(exc)) from exc
             raise
         return result
 
@@ -609,6 +611,10 @@ class _LoopConnection:
     def _check_identity(self, path: Path) -> None:
         if _file_identity(path) != self._identity:
             raise FileNotFoundError(f"database file {path} was removed or replaced")
+
+
+def _is_busy(exc: Exception) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def _use_synchronous(connection: sqlite3.Connection, durable: bool) -> None:
