@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from email.errors import HeaderParseError, InvalidHeaderDefect
 from email.generator import BytesGenerator
 from email.header import decode_header
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.policy import EmailPolicy, compat32
@@ -62,6 +62,26 @@ def _unfolded(source: str) -> str:
     return _LINE_BREAK.sub("", source).strip(" \t")
 
 
+class ClassReusingHeaderRegistry(HeaderRegistry):
+    """The stdlib registry creates a new header class for every header it parses, which
+    costs more than parsing a short Subject. The class depends only on which parser the name
+    maps to, so one is created per parser (a bounded set, whatever names a message uses)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[type, type[BaseHeader]] = {}
+
+    def map_to_type(self, name: str, cls: type) -> None:
+        super().map_to_type(name, cls)
+        self._classes.clear()
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        parser = self.registry.get(name.lower(), self.default_class)
+        if parser not in self._classes:
+            self._classes[parser] = type("_" + parser.__name__, (parser, self.base_class), {})
+        return self._classes[parser]
+
+
 class VerbatimHeaderPolicy(EmailPolicy):
     """`EmailPolicy` that writes headers read from the source back byte for byte.
 
@@ -70,6 +90,11 @@ class VerbatimHeaderPolicy(EmailPolicy):
     and of headers a DKIM signature may cover. Parsed values (`msg["Subject"]`) are unfolded and
     stripped of surrounding blanks, so that a trailing space does not hide a transfer encoding.
     """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> VerbatimHeaderPolicy:
+        """A policy is immutable, so a copied message shares it: a copy with a policy of its
+        own would have a header factory of its own too, and miss every cached header."""
+        return self
 
     def header_source_parse(self, sourcelines: list[str]) -> tuple[str, str]:
         name, value = sourcelines[0].split(":", 1)
@@ -98,7 +123,9 @@ class VerbatimHeaderPolicy(EmailPolicy):
         return self.fold(name, value).encode("utf-8", "surrogateescape")
 
 
-MIME_POLICY = VerbatimHeaderPolicy(linesep="\r\n", refold_source="none")
+MIME_POLICY = VerbatimHeaderPolicy(
+    linesep="\r\n", refold_source="none", header_factory=ClassReusingHeaderRegistry()
+)
 
 
 def parse_email(raw: bytes, *, smtputf8: bool = False) -> EmailContent:
