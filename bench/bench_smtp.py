@@ -131,7 +131,9 @@ def plain_message(size: int) -> bytes:
 
 
 def multipart_message(size: int) -> bytes:
-    """Text and HTML alternatives plus a PDF attachment, about `size` bytes in all."""
+    """Text and HTML alternatives plus a PDF attachment, about `size` bytes in all. Its MIME
+    boundaries carry the per-send slot too: every real message has boundaries of its own, and
+    the parser compiles a pattern for each new one."""
     message = headed_message()
     message.set_content("Hi Bob,\n\nThe brochure is attached.\n\nKatie\n" * 10)
     message.add_alternative("<html><body><p>Hi Bob,</p><p>The brochure is attached.</p>"
@@ -140,6 +142,9 @@ def multipart_message(size: int) -> bytes:
     attachment = bytes(range(256)) * ((size - base) * 3 // 4 // 256 + 1)
     message.add_attachment(attachment, maintype="application", subtype="pdf",
                            filename="brochure.pdf")
+    multiparts = [part for part in message.walk() if part.is_multipart()]
+    for depth, part in enumerate(multiparts):
+        part.set_boundary(f"=_{depth}_{ID_SLOT.decode()}")
     return message.as_bytes(policy=SMTP_POLICY)
 
 

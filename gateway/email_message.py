@@ -20,8 +20,11 @@ from email.parser import BytesParser
 from email.policy import EmailPolicy, compat32
 from typing import Any
 
+from gateway import mime_boundaries
 from gateway.model import EmailContent, EmailFields
 from gateway.rewrite.mime import child_section, rewrite_problems
+
+mime_boundaries.install()
 
 MAX_NESTING_DEPTH = 50
 

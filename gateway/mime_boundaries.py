@@ -1,0 +1,66 @@
+"""Multipart boundary lines found without compiling a pattern per boundary.
+
+The stdlib feed parser compiles a regular expression for each multipart boundary it meets.
+Every real message has boundaries of its own, so the pattern cache never helps, and Python's
+pattern compiler costs about 150 µs per boundary: more than the rest of parsing a short
+multipart message. `BoundaryLine` matches exactly what that pattern matches (the separator
+is a literal, so the pattern is the separator followed by a fixed tail), and is installed
+only for the feed parser. A pattern of any other shape goes to `re.compile` unchanged, so a
+future parser that builds its pattern differently still parses correctly, only slower.
+"""
+
+from __future__ import annotations
+
+import email.feedparser
+import re
+import types
+from typing import Any
+
+_PATTERN_HEAD = "(?P<sep>"
+_PATTERN_TAIL = r")(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)?$"
+_AFTER_SEPARATOR = re.compile(_PATTERN_TAIL[1:])
+_ESCAPED_CHARACTER = re.compile(r"\\(.)", re.DOTALL)
+
+
+class BoundaryLine:
+    """The compiled feed-parser pattern for one separator, as far as the parser uses it."""
+
+    __slots__ = ("separator",)
+
+    def __init__(self, separator: str) -> None:
+        self.separator = separator
+
+    def match(self, line: str) -> re.Match[str] | None:
+        if not line.startswith(self.separator):
+            return None
+        return _AFTER_SEPARATOR.match(line, len(self.separator))
+
+
+def feedparser_separator(pattern: Any) -> str | None:
+    """The separator a feed-parser boundary pattern was built from, or None for any pattern
+    not of exactly that shape (including one whose escaping does not round-trip)."""
+    if not isinstance(pattern, str):
+        return None
+    if not (pattern.startswith(_PATTERN_HEAD) and pattern.endswith(_PATTERN_TAIL)):
+        return None
+    escaped = pattern[len(_PATTERN_HEAD) : -len(_PATTERN_TAIL)]
+    separator = _ESCAPED_CHARACTER.sub(r"\1", escaped)
+    return separator if re.escape(separator) == escaped else None
+
+
+class _FeedParserPatterns(types.ModuleType):
+    """`re` as the feed parser sees it: boundary patterns become `BoundaryLine`s."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(re, name)
+
+    @staticmethod
+    def compile(pattern: Any, flags: int = 0) -> Any:
+        separator = None if flags else feedparser_separator(pattern)
+        return re.compile(pattern, flags) if separator is None else BoundaryLine(separator)
+
+
+def install() -> None:
+    """Idempotent; the gateway's message parsing module calls it on import."""
+    if not isinstance(email.feedparser.re, _FeedParserPatterns):
+        email.feedparser.re = _FeedParserPatterns("re")
