@@ -21,10 +21,13 @@ from conftest import DEMO_SECRET, write_config
 from fakes.smtp_sink import SmtpSink
 from test_cli import ServeProcess, cli
 from test_smtp_submission import first_touch
+from test_store import T0
 
 from gateway.config import ConfigError, load_config
+from gateway.metrics import Metrics, StoreGauges
 from gateway.model import Suppression
 from gateway.server import Gateway
+from gateway.store.sqlite import SqliteStore
 
 NEW_SECRET = "newbie-secret-0123456789"
 SMTP_UPSTREAM = """
@@ -287,6 +290,41 @@ async def test_store_gauges_are_refreshed_in_the_background(
     finally:
         database.with_suffix(".moved").rename(database)
     assert "gateway_suppressions 2.0" in await metrics_text(gateway.http_port), "last count kept"
+
+
+async def test_the_suppression_count_is_repeated_only_as_often_as_its_cost_allows(
+    tmp_path: Path,
+) -> None:
+    """A count that took one second (ten million entries) is not repeated for fifty, so it
+    takes at most 2% of the store's time; the ping still runs on every refresh."""
+    clock = [0.0]
+    counted_at: list[float] = []
+
+    class OneSecondCount(SqliteStore):
+        async def count_suppressed(self) -> int:
+            counted_at.append(clock[0])
+            clock[0] += 1.0
+            return await super().count_suppressed()
+
+    store = OneSecondCount(tmp_path / "gateway.db")
+    await store.open()
+    metrics = Metrics()
+    gauges = StoreGauges(metrics, store, monotonic=lambda: clock[0])
+    try:
+        await gauges.refresh()
+        await store.add_suppressions([Suppression("a@x.com", "operator", "asked", T0)])
+        for _ in range(4):
+            clock[0] += 10
+            await gauges.refresh()
+        assert counted_at == [0.0]
+        assert metrics.registry.get_sample_value("gateway_suppressions") == 0
+        assert metrics.registry.get_sample_value("gateway_store_up") == 1
+        clock[0] += 10
+        await gauges.refresh()
+        assert counted_at == [0.0, 51.0]
+        assert metrics.registry.get_sample_value("gateway_suppressions") == 1
+    finally:
+        await store.close()
 
 
 async def _contains(http_port: int, line: str) -> bool:

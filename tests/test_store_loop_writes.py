@@ -1,7 +1,8 @@
 """Small writes the event loop makes itself while the SQLite store's worker is idle
 (gateway/store/sqlite.py `_write_on_loop`): they never overtake a write submitted earlier,
 never hold the loop while someone else holds a lock, are never applied twice when they fall
-back to the worker, and leave the WAL checkpointed."""
+back to the worker, and leave the WAL checkpointed. The suppression count, a full scan, runs
+beside the worker rather than on it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import gateway.store.sqlite as sqlite_module
 from gateway.model import Channel
 from gateway.store.base import BlockQuery
 from gateway.store.sqlite import SqliteStore
-from tests.test_store import T0, block
+from tests.test_store import T0, block, suppression
 from tests.test_writer_lock import HeldLock
 
 
@@ -46,6 +47,21 @@ async def test_a_write_never_overtakes_one_submitted_before_it(store: SqliteStor
     assert first_id < second_id
     recorded = await store.query_blocks(BlockQuery())
     assert sorted(r.recipient for r in recorded) == ["first@example.com", "second@example.com"]
+
+
+async def test_counting_suppressions_does_not_wait_for_the_worker(store: SqliteStore) -> None:
+    """At ten million entries the count takes a second; queued on the worker it would hold
+    every write behind it."""
+    await store.add_suppressions([
+        suppression("a@x.com"), suppression("a@x.com", source="unsubscribe"), suppression("b@x.com"),
+    ])
+    release = threading.Event()
+    stuck = asyncio.create_task(store._worker.submit(release.wait))
+    try:
+        assert await asyncio.wait_for(store.count_suppressed(), timeout=10) == 2
+    finally:
+        release.set()
+    await stuck
 
 
 async def test_a_write_finding_the_writers_queue_taken_waits_off_the_loop(
