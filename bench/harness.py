@@ -69,20 +69,25 @@ def wait_for_port(port: int, process: subprocess.Popen | None = None, seconds: f
 @contextlib.contextmanager
 def child(arguments: list[str], log: Path, port: int, cwd: Path | None = None) -> Iterator[int]:
     """Run `arguments` (stdout/stderr to `log`) until it listens on `port`; yield its pid and
-    stop it with SIGTERM on the way out, whatever happened."""
+    stop it with SIGTERM on the way out, whatever happened. A server that exited by itself
+    before that is an error naming its log's last lines: its figures measured nothing."""
     with log.open("ab") as output:
         process = subprocess.Popen(arguments, stdout=output, stderr=output, cwd=cwd)
     try:
         wait_for_port(port, process)
         yield process.pid
     finally:
-        if process.poll() is None:
+        exited = process.poll()
+        if exited is None:
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if exited is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{arguments[:3]} exited with {exited} during the run:\n{tail}")
 
 
 @contextlib.contextmanager
