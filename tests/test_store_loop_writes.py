@@ -53,7 +53,9 @@ async def test_counting_suppressions_does_not_wait_for_the_worker(store: SqliteS
     """At ten million entries the count takes a second; queued on the worker it would hold
     every write behind it."""
     await store.add_suppressions([
-        suppression("a@x.com"), suppression("a@x.com", source="unsubscribe"), suppression("b@x.com"),
+        suppression("a@x.com"),
+        suppression("a@x.com", source="unsubscribe"),
+        suppression("b@x.com"),
     ])
     release = threading.Event()
     stuck = asyncio.create_task(store._worker.submit(release.wait))
