@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.ingress.smtp import GatewaySMTP, SessionTracker
-from gateway.ingress.smtp_data import LINE_LIMIT_BYTES
+from gateway.ingress.smtp_data import LINE_LIMIT_BYTES, DataProblem, _first_problem
 from gateway.metrics import Metrics
 
 SIZE_LIMIT = 3000
@@ -78,16 +79,22 @@ def servers() -> Iterator[Servers]:
     running.stop()
 
 
-def transcript(port: int, stream: bytes) -> list[bytes]:
+def transcript(port: int, stream: bytes, piece: int = 0) -> list[bytes]:
     """Reply codes for a transaction whose DATA section is `stream`, then QUIT: everything
-    after the first end marker is read as commands."""
+    after the first end marker is read as commands. With `piece`, the stream is sent that
+    many bytes at a time, so the server reads lines half-arrived."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection.sendall(b"HELO bench\r\nMAIL FROM:<a@example.com>\r\n"
                            b"RCPT TO:<b@example.com>\r\nDATA\r\n")
         received = b""
         while not received.endswith(b"\r\n") or not received.split(b"\r\n")[-2].startswith(b"354"):
             received += connection.recv(65536)
-        connection.sendall(stream + b"\r\nQUIT\r\n")
+        sent = stream + b"\r\nQUIT\r\n"
+        for start in range(0, len(sent), piece or len(sent)):
+            connection.sendall(sent[start : start + (piece or len(sent))])
+            if piece:
+                time.sleep(0.0005)
         while chunk := connection.recv(65536):
             received += chunk
     return [line[:3] for line in received.split(b"\r\n") if line]
@@ -105,6 +112,49 @@ def test_same_outcome_as_aiosmtpd(servers: Servers, section: bytes, after: bytes
     assert got == expected
     taken = {name: r.contents[before[name]:] for name, r in servers.recorders.items()}
     assert taken["gateway"] == taken["aiosmtpd"]
+
+
+def lines_of(total: int) -> bytes:
+    """`total` octets of short lines (80 with their CRLF, the last one shorter)."""
+    whole, rest = divmod(total, 80)
+    return (b"a" * 78 + b"\r\n") * whole + (b"b" * (rest - 2) + b"\r\n" if rest else b"")
+
+
+# aiosmtpd counts each line against the size limit, then checks its length; a line with more
+# than 1,001 octets before its CRLF overruns its reader and is refused before it is counted.
+LIMIT_ORDER = {
+    "long line starting before the limit": (lines_of(2960) + b"y" * 1400, b"500"),
+    "long line starting at the limit": (lines_of(3000) + b"y" * 1400, b"500"),
+    "long line starting after the limit": (lines_of(3040) + b"y" * 1400, b"552"),
+    "1,000-octet line crossing the limit": (lines_of(2960) + b"z" * 1000, b"552"),
+    "1,001-octet line crossing the limit": (lines_of(2960) + b"z" * 1001, b"552"),
+    "1,002-octet line crossing the limit": (lines_of(2960) + b"z" * 1002, b"500"),
+    "1,000-octet line within the limit": (lines_of(1000) + b"z" * 1000, b"500"),
+}
+
+
+@pytest.mark.parametrize("piece", [0, 7], ids=["at once", "7 octets at a time"])
+@pytest.mark.parametrize(("section", "code"), LIMIT_ORDER.values(), ids=LIMIT_ORDER.keys())
+def test_the_problem_named_is_the_one_aiosmtpd_reaches_first(
+    servers: Servers, section: bytes, code: bytes, piece: int
+) -> None:
+    stream = section + b"\r\n.\r\n"
+    expected = transcript(servers.ports["aiosmtpd"], stream)
+    assert expected[5] == code, "the case is built wrong"
+    assert transcript(servers.ports["gateway"], stream, piece) == expected
+
+
+@pytest.mark.parametrize(("received", "problem"), [
+    (lines_of(2960) + b"z" * 1001 + b"\r", DataProblem.NONE),  # the CR may begin the CRLF
+    (lines_of(2960) + b"z" * 1001 + b"\rx", DataProblem.LINE_TOO_LONG),
+    (lines_of(2960) + b"z" * 1002, DataProblem.LINE_TOO_LONG),
+    (lines_of(2960) + b"z" * 900, DataProblem.NONE),  # 1,000 octets more would say 552
+    (lines_of(2960) + b"z" * 900 + b"\r\n", DataProblem.TOO_MUCH),
+], ids=["CR", "CR then more", "over the reader's limit", "short so far", "complete"])
+def test_a_line_still_arriving_decides_only_once_it_can(
+    received: bytes, problem: DataProblem
+) -> None:
+    assert _first_problem(bytearray(received), SIZE_LIMIT) is problem
 
 
 def test_a_section_split_across_many_small_writes(servers: Servers) -> None:

@@ -7,8 +7,8 @@ run over the whole at C speed, with the same outcome as aiosmtpd's loop:
 
 - only CRLF "." CRLF ends the section (a bare LF or CR never does: no SMTP smuggling);
 - a line of more than `LINE_LIMIT_BYTES` octets with its CRLF is refused (500), as is a
-  section of more than the size limit (552); whichever comes first in the stream is named,
-  and the rest is read and dropped, so the session continues;
+  section of more than the size limit (552); whichever aiosmtpd's loop would reach first is
+  named, and the rest is read and dropped, so the session continues;
 - a leading dot is removed from every line (RFC 5321 4.5.2).
 """
 
@@ -22,6 +22,9 @@ END = b"\r\n.\r\n"
 EMPTY_SECTION = b".\r\n"
 # aiosmtpd's limit: 998 octets of text (RFC 5322 2.1.1), the CRLF, and one octet of slack.
 LINE_LIMIT_BYTES = 1001
+# aiosmtpd's reader has the same limit, but on the text before the CRLF: a longer line
+# overruns the reader and is refused before its octets are counted against the size limit.
+READER_LIMIT_BYTES = LINE_LIMIT_BYTES
 # How much the reader buffers before it stops reading the socket (twice this) and the
 # longest piece taken at once; also bounds a command line before its own limit applies.
 READ_LIMIT_BYTES = 64 * 1024
@@ -56,7 +59,7 @@ async def read_data_section(reader: asyncio.StreamReader, size_limit: int | None
             # No marker in the buffer; what is consumed cannot hold the start of one.
             received += await reader.readexactly(error.consumed)
         if problem is DataProblem.NONE and size_limit and len(received) - 3 > size_limit:
-            problem = _first_problem(received, size_limit)
+            problem = _first_problem(received, size_limit)  # NONE: read on, and look again
         if problem is not DataProblem.NONE:
             del received[: -len(END)]  # drop what was read, keep enough to see the end
     if problem is not DataProblem.NONE:
@@ -80,10 +83,25 @@ def _longest_line(section: bytes) -> int:
 
 
 def _first_problem(received: bytearray, size_limit: int) -> DataProblem:
-    """A line over the limit that starts within the allowed size came first in the stream."""
-    if _longest_line(bytes(received[:size_limit])) > LINE_LIMIT_BYTES:
+    """The refusal aiosmtpd's line loop reaches first in a section longer than the limit.
+
+    The loop counts each line against the size limit and then checks its length, except
+    that a line too long for its reader is refused before it is counted. NONE while the
+    line still arriving decides it (it is at most `READER_LIMIT_BYTES` long).
+    """
+    *lines, arriving = bytes(received).split(b"\r\n")
+    counted = 0
+    for line in lines:
+        if len(line) > READER_LIMIT_BYTES:
+            return DataProblem.LINE_TOO_LONG
+        counted += len(line) + 2
+        if counted > size_limit:
+            return DataProblem.TOO_MUCH
+        if len(line) + 2 > LINE_LIMIT_BYTES:
+            return DataProblem.LINE_TOO_LONG
+    if len(arriving.removesuffix(b"\r")) > READER_LIMIT_BYTES:  # a CR may begin its CRLF
         return DataProblem.LINE_TOO_LONG
-    return DataProblem.TOO_MUCH
+    return DataProblem.NONE
 
 
 def _unstuffed(section: bytes) -> bytes:
