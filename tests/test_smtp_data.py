@@ -17,7 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.ingress.smtp import GatewaySMTP, SessionTracker
-from gateway.ingress.smtp_data import LINE_LIMIT_BYTES, DataProblem, _first_problem
+from gateway.ingress.smtp_data import (
+    LINE_LIMIT_BYTES,
+    DataProblem,
+    _first_problem,
+    read_data_section,
+)
 from gateway.metrics import Metrics
 
 SIZE_LIMIT = 3000
@@ -155,6 +160,45 @@ def test_a_line_still_arriving_decides_only_once_it_can(
     received: bytes, problem: DataProblem
 ) -> None:
     assert _first_problem(bytearray(received), SIZE_LIMIT) is problem
+
+
+class CountingReader(asyncio.StreamReader):
+    """Counts the reads the DATA reader asks for: each is a turn of its loop."""
+
+    reads = 0
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        self.reads += 1
+        return await super().readuntil(separator)
+
+    async def readexactly(self, n: int) -> bytes:
+        self.reads += 1
+        return await super().readexactly(n)
+
+
+@pytest.mark.parametrize("run", [b"\r\n", b"\r", b"\n", b"\r\n.\r", b"\r\n\r"])
+@pytest.mark.parametrize("size_limit", [None, 3000])
+async def test_a_run_of_line_breaks_is_read_in_a_few_pieces(
+    run: bytes, size_limit: int | None
+) -> None:
+    """A section that keeps looking as if the end marker might begin (blank lines, bare
+    CRs) was once read a byte at a time, holding the event loop for every session and past
+    the size limit. Its outcome must still be aiosmtpd's: the same check as the hypothesis
+    test, on the in-memory loop."""
+    section = run * 300_000 + b"x\r\n"
+    reader = CountingReader(limit=64 * 1024)
+    reader.feed_data(section + b".\r\nQUIT\r\n")
+    reader.feed_eof()
+    result = await read_data_section(reader, size_limit)
+    assert reader.reads < 50
+    assert await reader.read() == b"QUIT\r\n"
+    longest = max(map(len, section.split(b"\r\n"))) + 2
+    if longest > LINE_LIMIT_BYTES:
+        assert result.problem is DataProblem.LINE_TOO_LONG
+    elif size_limit and len(section) > size_limit:
+        assert result.problem is DataProblem.TOO_MUCH
+    else:
+        assert result.content == section.replace(b"\r\n.", b"\r\n")
 
 
 def test_a_section_split_across_many_small_writes(servers: Servers) -> None:

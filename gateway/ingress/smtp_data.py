@@ -49,14 +49,15 @@ async def read_data_section(reader: asyncio.StreamReader, size_limit: int | None
     if received == EMPTY_SECTION:
         return DataSection(b"")
     problem = DataProblem.NONE
-    # The end marker may begin inside what was just read: settle that a byte at a time.
-    while not received.endswith(END) and _partial_end(received):
-        received += await reader.readexactly(1)
     while not received.endswith(END):
+        # Search the buffer for the rest of a marker begun in what was read (all of it if
+        # none was): a marker completing at the start of the buffer, or lying wholly in it,
+        # contains that rest, and its first match never lies past the first marker.
+        rest = END[_marker_begun(received) :]
         try:
-            received += await reader.readuntil(END)
+            received += await reader.readuntil(rest)
         except asyncio.LimitOverrunError as error:
-            # No marker in the buffer; what is consumed cannot hold the start of one.
+            # No match (or a long way off): what is consumed stops short of any.
             received += await reader.readexactly(error.consumed)
         if problem is DataProblem.NONE and size_limit and len(received) - 3 > size_limit:
             problem = _first_problem(received, size_limit)  # NONE: read on, and look again
@@ -72,9 +73,9 @@ async def read_data_section(reader: asyncio.StreamReader, size_limit: int | None
     return DataSection(_unstuffed(section))
 
 
-def _partial_end(received: bytearray) -> bool:
-    """Whether `received` ends with the start of the end marker (but not all of it)."""
-    return any(received.endswith(END[:n]) for n in range(len(END) - 1, 0, -1))
+def _marker_begun(received: bytearray) -> int:
+    """How much of the end marker `received` ends with (the longest start of it, not all)."""
+    return next((n for n in range(len(END) - 1, 0, -1) if received.endswith(END[:n])), 0)
 
 
 def _longest_line(section: bytes) -> int:
@@ -89,7 +90,10 @@ def _first_problem(received: bytearray, size_limit: int) -> DataProblem:
     that a line too long for its reader is refused before it is counted. NONE while the
     line still arriving decides it (it is at most `READER_LIMIT_BYTES` long).
     """
-    *lines, arriving = bytes(received).split(b"\r\n")
+    # Only lines starting within the limit matter, and of the last of them only whether it
+    # overruns the reader: the rest need not be copied and split.
+    relevant = received[: size_limit + READER_LIMIT_BYTES + len(b"\r\n") + 1]
+    *lines, arriving = bytes(relevant).split(b"\r\n")
     counted = 0
     for line in lines:
         if len(line) > READER_LIMIT_BYTES:
