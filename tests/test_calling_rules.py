@@ -119,6 +119,17 @@ def test_louisiana_holidays() -> None:
     assert rule.holidays_in(2026) is days, "memoised"
 
 
+def test_pennsylvania_keeps_flag_day() -> None:
+    """June 14 is a Pennsylvania legal holiday the holidays package does not list."""
+    rule = RULES.rule("state.PA.restricted_days")
+    assert isinstance(rule, RestrictedDayRule)
+    for year in (2026, 2027, 2030):
+        days = rule.holidays_in(year)
+        assert days[date(year, 6, 14)] == "Flag Day (Pennsylvania legal holiday)"
+        assert date(year, 6, 13) not in days and date(year, 6, 15) not in days
+    assert "Pennsylvania legal holiday" in rule.holidays_in(2026)[date(2026, 11, 27)]
+
+
 def test_every_rule_is_cited_and_med_rows_are_flagged() -> None:
     for rule in RULES.rules.values():
         assert rule.citation.strip(), rule.id

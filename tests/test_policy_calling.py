@@ -202,6 +202,8 @@ CASES = [
         RD,
         rule="state.PA.restricted_days",
     ),
+    c("PA Flag Day", PA, f"2026-06-14T12:00{EDT}", RD, rule="state.PA.restricted_days"),
+    c("PA the day after Flag Day", PA, f"2026-06-15T12:00{EDT}"),
     # Rhode Island 09-18 Mon-Fri, 10-17 Sat, no Sunday, state and federal holidays
     c("RI weekday 18:00", RI, f"{TUE}T18:00{EDT}", QH, rule="state.RI.window"),
     c("RI Saturday 16:30", RI, f"{SAT}T16:30{EDT}"),
