@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,33 @@ async def test_counting_suppressions_does_not_wait_for_the_worker(store: SqliteS
     finally:
         release.set()
     await stuck
+
+
+async def test_close_waits_for_a_count_whose_caller_gave_up(tmp_path: Path) -> None:
+    """Once close returns nothing reads the file, not even a count still running in its
+    thread after the gauge task that asked for it was cancelled (as at shutdown)."""
+    started, release = threading.Event(), threading.Event()
+
+    class HeldCount(SqliteStore):
+        def _read_once(self, work: Callable[[sqlite3.Connection], int]) -> int:
+            started.set()
+            release.wait(10)
+            return super()._read_once(work)
+
+    store = HeldCount(tmp_path / "gateway.db")
+    await store.open()
+    caller = asyncio.create_task(store.count_suppressed())
+    await asyncio.to_thread(started.wait, 10)
+    caller.cancel()
+    closing = asyncio.create_task(store.close())
+    await asyncio.sleep(0.1)
+    try:
+        assert not closing.done()
+    finally:
+        release.set()
+    await asyncio.wait_for(closing, 10)
+    with pytest.raises(asyncio.CancelledError):
+        await caller
 
 
 async def test_a_write_finding_the_writers_queue_taken_waits_off_the_loop(

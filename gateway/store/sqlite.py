@@ -127,6 +127,7 @@ class SqliteStore:
         self._loop_writer = _LoopConnection(self._connect_loop_writer, writes=True)
         self._loop_commits = 0
         self._checkpoint: asyncio.Future[Any] | None = None
+        self._reads_in_threads: set[asyncio.Future[Any]] = set()
         self._erasure_key: bytes | None = None
         # What the last `open` applied (for `compliance-gateway migrate`).
         self.applied_migrations: list[Migration] = []
@@ -140,6 +141,8 @@ class SqliteStore:
         self._closed = True
         self._reader.close()
         self._loop_writer.close()
+        # Nothing reads the file once close returns, not even a count whose caller gave up.
+        await asyncio.gather(*self._reads_in_threads, return_exceptions=True)
         await self._worker.submit(self._discard_connection)
         await asyncio.to_thread(self._worker.stop)
 
@@ -259,12 +262,22 @@ class SqliteStore:
     async def count_suppressed(self) -> int:
         """A full count takes about a second at ten million entries: on the worker thread it
         would hold every write queued behind it, so it reads in a thread of its own."""
-        return await asyncio.to_thread(
+        read = asyncio.ensure_future(asyncio.to_thread(
             self._read_once,
             lambda conn: conn.execute(
                 "SELECT COUNT(DISTINCT address) FROM suppressions"
             ).fetchone()[0],
-        )
+        ))
+        self._reads_in_threads.add(read)
+        read.add_done_callback(self._read_in_thread_done)
+        return await asyncio.shield(read)  # a cancelled caller leaves `read` for close to await
+
+    def _read_in_thread_done(self, read: asyncio.Future[Any]) -> None:
+        """Its caller may be gone: the outcome is taken here so that it is never reported
+        as unretrieved."""
+        self._reads_in_threads.discard(read)
+        if not read.cancelled():
+            read.exception()
 
     def _read_once(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """`work` on a read-only connection opened and closed by the calling thread (WAL
