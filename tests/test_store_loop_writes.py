@@ -19,15 +19,13 @@ from gateway.model import Channel
 from gateway.store.base import BlockQuery
 from gateway.store.sqlite import SqliteStore
 from tests.test_store import T0, block, suppression
-from tests.test_writer_lock import HeldLock
+from tests.test_writer_lock import HeldLock, opened_store
 
 
 @pytest.fixture
 async def store(tmp_path: Path):
-    opened = SqliteStore(tmp_path / "gateway.db", busy_timeout_s=5)
-    await opened.open()
-    yield opened
-    await opened.close()
+    async with opened_store(tmp_path / "gateway.db", busy_timeout_s=5) as ready:
+        yield ready
 
 
 async def test_a_write_never_overtakes_one_submitted_before_it(store: SqliteStore) -> None:

@@ -5,8 +5,10 @@ temporary failure, not a hang."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -34,12 +36,20 @@ class HeldLock:
         os.close(self._descriptor)
 
 
+@contextlib.asynccontextmanager
+async def opened_store(path: Path, busy_timeout_s: float) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(path, busy_timeout_s=busy_timeout_s)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 @pytest.fixture
 async def store(tmp_path: Path):
-    opened = SqliteStore(tmp_path / "gateway.db", busy_timeout_s=0.3)
-    await opened.open()
-    yield opened
-    await opened.close()
+    async with opened_store(tmp_path / "gateway.db", busy_timeout_s=0.3) as ready:
+        yield ready
 
 
 async def test_a_write_waits_for_the_lock_and_fails_temporarily_when_it_stays_held(

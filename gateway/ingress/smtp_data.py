@@ -93,7 +93,7 @@ def _first_problem(received: bytearray, size_limit: int) -> DataProblem:
     # Only lines starting within the limit matter, and of the last of them only whether it
     # overruns the reader: the rest need not be copied and split.
     relevant = received[: size_limit + READER_LIMIT_BYTES + len(b"\r\n") + 1]
-    *lines, arriving = bytes(relevant).split(b"\r\n")
+    *lines, arriving = relevant.split(b"\r\n")
     counted = 0
     for line in lines:
         if len(line) > READER_LIMIT_BYTES:

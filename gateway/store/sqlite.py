@@ -123,8 +123,8 @@ class SqliteStore:
         self._opened = False
         # Touched only on the event loop.
         self._closed = False
-        self._reader = _LoopConnection(self._connect_reader, writes=False)
-        self._loop_writer = _LoopConnection(self._connect_loop_writer, writes=True)
+        self._reader = _OwnConnection(self._connect_reader, writes=False)
+        self._loop_writer = _OwnConnection(self._connect_loop_writer, writes=True)
         self._loop_commits = 0
         self._checkpoint: asyncio.Future[Any] | None = None
         self._reads_in_threads: set[asyncio.Future[Any]] = set()
@@ -160,14 +160,14 @@ class SqliteStore:
         they cost tens of microseconds, where the hop to the worker thread and back waits
         milliseconds under load (for the thread, then for the GIL). In WAL mode a reader
         never waits for a writer, so this cannot stall the loop behind a commit."""
-        return self._on_loop(self._reader, work)
+        return self._run_on(self._reader, work)
 
     def _write_on_loop(self, work: Callable[[sqlite3.Connection], _T], durable: bool) -> _T:
         """A small write costs less than the hop to the worker and back (a commit's fsync is
         about 0.2 ms here), so while the worker is idle the loop writes itself. It never
         waits: a lock held by anyone else raises WriterBusy with nothing written, and the
         write goes to the worker, which waits in line."""
-        result = self._on_loop(
+        result = self._run_on(
             self._loop_writer, lambda connection: _at_durability(connection, durable, work)
         )
         self._loop_commits += 1
@@ -181,11 +181,10 @@ class SqliteStore:
     def _checkpoint_done(self, checkpoint: asyncio.Future[Any]) -> None:
         """A checkpoint that failed is harmless: the WAL keeps growing until the next."""
         self._checkpoint = None
-        if not checkpoint.cancelled():
-            checkpoint.exception()
+        _take_outcome(checkpoint)
 
-    def _on_loop(
-        self, connection: _LoopConnection, work: Callable[[sqlite3.Connection], _T]
+    def _run_on(
+        self, connection: _OwnConnection, work: Callable[[sqlite3.Connection], _T]
     ) -> _T:
         """Any database or file-system failure becomes StoreUnavailable; WriterBusy (nothing
         written) passes, for the caller to hand the write to the worker."""
@@ -199,7 +198,7 @@ class SqliteStore:
             raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
 
     def _require_opened_file(self) -> None:
-        """Loop connections open the file the store opened, never one put in its place."""
+        """Own connections open the file the store opened, never one put in its place."""
         if _file_identity(self._path) != self._file_identity:
             raise FileNotFoundError(f"database file {self._path} was removed or replaced")
 
@@ -273,18 +272,16 @@ class SqliteStore:
         return await asyncio.shield(read)  # a cancelled caller leaves `read` for close to await
 
     def _read_in_thread_done(self, read: asyncio.Future[Any]) -> None:
-        """Its caller may be gone: the outcome is taken here so that it is never reported
-        as unretrieved."""
+        """Its caller may be gone."""
         self._reads_in_threads.discard(read)
-        if not read.cancelled():
-            read.exception()
+        _take_outcome(read)
 
     def _read_once(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """`work` on a read-only connection opened and closed by the calling thread (WAL
         lets it read beside the writers)."""
-        connection = _LoopConnection(self._connect_reader, writes=False)
+        connection = _OwnConnection(self._connect_reader, writes=False)
         try:
-            return self._on_loop(connection, work)
+            return self._run_on(connection, work)
         finally:
             connection.close()
 
@@ -595,10 +592,11 @@ class StoreConnection(LockingConnection):
     synchronous = "FULL"  # as `_connect` sets it; `_use_synchronous` changes it
 
 
-class _LoopConnection:
-    """A connection the event loop uses itself: opened on first use, dropped on any
-    failure (the next use reopens it), and only ever used on the file it was opened on
-    (a writer checks before writing too: never into a moved-away file)."""
+class _OwnConnection:
+    """A connection its user's thread runs SQL on directly, not through the worker (the
+    event loop's reader and writer, a one-off read in a thread): opened on first use,
+    dropped on any failure (the next use reopens it), and only ever used on the file it was
+    opened on (a writer checks before writing too: never into a moved-away file)."""
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], *, writes: bool) -> None:
         self._connect = connect
@@ -636,6 +634,13 @@ class _LoopConnection:
     def _check_identity(self, path: Path) -> None:
         if _file_identity(path) != self._identity:
             raise FileNotFoundError(f"database file {path} was removed or replaced")
+
+
+def _take_outcome(future: asyncio.Future[Any]) -> None:
+    """For a future nobody may await: its failure is taken here, never reported as
+    unretrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _is_busy(exc: Exception) -> bool:
