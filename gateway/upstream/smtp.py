@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from aiosmtplib import SMTP, SMTPException, SMTPResponseException, SMTPTimeoutError
 
 from gateway.config import EmailUpstreamConfig
+from gateway.upstream import dot_stuffing
 from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 
 T = TypeVar("T")
@@ -27,6 +28,8 @@ SETUP_STAGE = "connection setup"
 DATA_STAGE = "DATA"
 CLOSING_CHANNEL = 421  # e.g. an idle timeout notice: the server hangs up right after it
 CLIENT_ERRORS = (SMTPException, OSError, ValueError)
+
+dot_stuffing.install()
 
 
 class UpstreamConnectionLost(UpstreamTemporaryError):
