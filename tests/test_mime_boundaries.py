@@ -12,7 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.email_message import parse_email, to_bytes
-from gateway.mime_boundaries import BoundaryLine, feedparser_separator
+from gateway.mime_boundaries import (
+    FEEDPARSER_END_OF_BODY,
+    BoundaryLine,
+    EndOfBodyLineEnding,
+    feedparser_separator,
+)
 
 STDLIB_TAIL = r")(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)?$"
 
@@ -65,6 +70,25 @@ def test_the_separator_is_read_back_from_any_feedparser_pattern(boundary: str) -
 def test_other_patterns_are_compiled_as_written(pattern: str | bytes) -> None:
     assert feedparser_separator(pattern) is None
     assert isinstance(email.feedparser.re.compile(pattern), re.Pattern)
+
+
+STDLIB_END_OF_BODY = re.compile(FEEDPARSER_END_OF_BODY)
+
+
+@settings(max_examples=2000)
+@given(st.lists(st.sampled_from(["\r\n", "\r", "\n", "\n\r", "x", "\u00e9", " "]), max_size=8))
+def test_the_end_of_body_line_ending_is_the_one_the_stdlib_pattern_finds(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    ours = EndOfBodyLineEnding(STDLIB_END_OF_BODY).search(text)
+    theirs = STDLIB_END_OF_BODY.search(text)
+    assert (ours and (ours.span(), ours.group(0))) == (theirs and (theirs.span(), theirs.group(0)))
+
+
+def test_the_feed_parser_searches_only_the_end_of_a_body() -> None:
+    assert isinstance(email.feedparser.NLCRE_eol, EndOfBodyLineEnding)
+    body = "x" * 10_000 + "\r\n"
+    assert email.feedparser.NLCRE_eol.search(body).span() == (10_000, 10_002)
+    assert email.feedparser.NLCRE_eol.search("\n").span() == (0, 1)
 
 
 def test_the_feed_parser_gets_boundary_lines_and_nothing_else_changes() -> None:
@@ -125,9 +149,10 @@ def parsed_tree(raw: bytes) -> list[object]:
 @given(multipart_messages())
 def test_messages_parse_to_the_same_tree_as_with_the_stdlib_pattern(raw: bytes) -> None:
     ours = parsed_tree(raw)
-    installed, email.feedparser.re = email.feedparser.re, re
+    installed = email.feedparser.re, email.feedparser.NLCRE_eol
+    email.feedparser.re, email.feedparser.NLCRE_eol = re, STDLIB_END_OF_BODY
     try:
         theirs = parsed_tree(raw)
     finally:
-        email.feedparser.re = installed
+        email.feedparser.re, email.feedparser.NLCRE_eol = installed
     assert ours == theirs
