@@ -66,7 +66,7 @@ def main() -> dict:
             contextlib.ExitStack() as stack:
         directory = Path(name)
         fake_port = free_port()
-        stack.enter_context(fake("fake_postmark.py", directory, fake_port))
+        fake_pid = stack.enter_context(fake("fake_postmark.py", directory, fake_port))
         direct = email_request(f"http://{HOST}:{fake_port}", "baseline")
         one_worker = directory / "one-worker"
         one_worker.mkdir()
@@ -78,6 +78,7 @@ def main() -> dict:
         results = asyncio.run(compare_http(
             through_gateway, direct, concurrency=CONCURRENCY, seconds=SECONDS,
             rates=OFFERED_RATES, label="/email",
+            servers={"gateway": served["pid"], "fake upstream": fake_pid},
         ))
         results["gateway_one_worker_max"] = one_worker_max
         written = outbox_files(directory) + outbox_files(one_worker)

@@ -45,6 +45,7 @@ from harness import (
     gateway,
     percentiles,
     wait_for_port,
+    with_cpu_per_message,
 )
 
 SENDER = "katie@example.com"
@@ -160,6 +161,7 @@ class Target:
     port: int
     login: bool
     queues: bool = False  # answers 250 before delivering (Postfix): wait for the sink
+    pid: int = 0  # whose CPU is counted (with its children); Postfix's come and go: not
 
 
 async def connect(target: Target) -> SMTP:
@@ -247,9 +249,10 @@ async def measured(target: Target, sink_port: int, template: bytes, concurrency:
     return {**result, "delivered_to_sink": delivered}
 
 
-async def measure(targets: list[Target], sink_port: int) -> list[dict]:
+async def measure(targets: list[Target], sink_port: int, sink_pid: int) -> list[dict]:
     """Every combination of size, concurrency and reuse, the targets taking turns within each so
-    that drift in the machine's load falls on all of them alike."""
+    that drift in the machine's load falls on all of them alike; each run records the CPU
+    the target, the sink and the load generator spent per message."""
     ids = itertools.count()
     for target in targets:  # warm-up: imports, pools, SQLite pages
         await measured(target, sink_port, MESSAGES["2 KB plain"], 4, True, ids, seconds=1.0)
@@ -258,7 +261,9 @@ async def measure(targets: list[Target], sink_port: int) -> list[dict]:
         for concurrency in CONCURRENCY:
             for reuse in (True, False):
                 for target in targets:
-                    result = await measured(target, sink_port, template, concurrency, reuse, ids)
+                    own = {target.name: target.pid} if target.pid else {}
+                    result = await with_cpu_per_message({"sink": sink_pid, **own}, measured(
+                        target, sink_port, template, concurrency, reuse, ids))
                     cells.append({"target": target.name, "size": size,
                                   "concurrency": concurrency, "reuse": reuse, **result})
                     print(f"smtp {target.name:8} {size:30} c={concurrency:<3} reuse={reuse!s:5} "
@@ -326,15 +331,15 @@ def main() -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-smtp-") as name, contextlib.ExitStack() as stack:
         directory = Path(name)
         sink_port, relay_port = free_port(), free_port()
-        stack.enter_context(fake("fake_smtp_sink.py", directory, sink_port))
-        stack.enter_context(fake("fake_smtp_relay.py", directory, relay_port, sink_port,
-                                 POOL_SIZE))
+        sink_pid = stack.enter_context(fake("fake_smtp_sink.py", directory, sink_port))
+        relay_pid = stack.enter_context(fake("fake_smtp_relay.py", directory, relay_port,
+                                             sink_port, POOL_SIZE))
         served = stack.enter_context(
             gateway(directory, GATEWAY_UPSTREAM.format(sink=sink_port, pool=POOL_SIZE // WORKERS),
                     workers=WORKERS)
         )
-        targets = [Target("gateway", served["smtp"], login=True),
-                   Target("relay", relay_port, login=True)]
+        targets = [Target("gateway", served["smtp"], login=True, pid=served["pid"]),
+                   Target("relay", relay_port, login=True, pid=relay_pid)]
         if not skipped:
             try:
                 port = stack.enter_context(postfix(directory, sink_port))
@@ -343,7 +348,7 @@ def main() -> dict:
                 skipped = str(error)
         if skipped:
             print(f"smtp: Postfix baseline skipped: {skipped}", flush=True)
-        cells = asyncio.run(measure(targets, sink_port))
+        cells = asyncio.run(measure(targets, sink_port, sink_pid))
         outcomes = gateway_outcomes(served["http"])
     return {
         "benchmark": "SMTP relay throughput and added latency",

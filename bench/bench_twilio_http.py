@@ -81,7 +81,7 @@ def main() -> dict:
             contextlib.ExitStack() as stack:
         directory = Path(name)
         fake_port = free_port()
-        stack.enter_context(fake("fake_twilio.py", directory, fake_port))
+        fake_pid = stack.enter_context(fake("fake_twilio.py", directory, fake_port))
         served = stack.enter_context(
             gateway(directory, GATEWAY_UPSTREAM.format(fake=fake_port), now=NOON_IN_NEW_YORK,
                     workers=WORKERS)
@@ -92,6 +92,7 @@ def main() -> dict:
         results = asyncio.run(compare_http(
             through_gateway, direct, concurrency=CONCURRENCY, seconds=SECONDS,
             rates=OFFERED_RATES, label="twilio",
+            servers={"gateway": served["pid"], "fake upstream": fake_pid},
         ))
         created = forwarded(fake_port)
     answered = results["gateway_ok_total"] + results["baseline_ok_total"]

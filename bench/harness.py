@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -149,6 +149,40 @@ def cpu_seconds() -> float:
     return times.user + times.system
 
 
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+LOAD_GENERATOR = "load generator"
+
+
+def process_family(pid: int) -> list[int]:
+    """`pid` and its children: a gateway with workers is a supervisor and its workers."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *map(int, children)]
+
+
+def cpu_used_s(servers: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) each named server's processes have used so far, and this
+    load-generating process's own."""
+    used = {LOAD_GENERATOR: cpu_seconds()}
+    for name, pid in servers.items():
+        ticks = 0
+        for member in process_family(pid):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        used[name] = ticks / CLOCK_TICKS_PER_S
+    return used
+
+
+async def with_cpu_per_message(servers: Mapping[str, int], run: Awaitable[dict]) -> dict:
+    """`run`'s result with the CPU milliseconds each process spent per answered message
+    (`ok`): where the machine's cores went, which decides what a shared machine carries."""
+    before = cpu_used_s(servers)
+    result = await run
+    after = cpu_used_s(servers)
+    answered = result["ok"]
+    spent = {name: round((after[name] - before[name]) / answered * 1000, 3) for name in after}
+    return {**result, "cpu_ms_per_message": spent if answered else {}}
+
+
 async def closed_loop_http(request: Request, concurrency: int, seconds: float) -> dict:
     """`concurrency` clients each sending the next request as soon as the last is answered."""
     latencies: list[float] = []
@@ -206,12 +240,13 @@ async def open_loop_http(request: Request, rate: float, seconds: float) -> dict:
 
 async def compare_http(
     through_gateway: Request, direct: Request, *, concurrency: int, seconds: float,
-    rates: tuple[int, ...], label: str,
+    rates: tuple[int, ...], label: str, servers: Mapping[str, int],
 ) -> dict:
     """Closed-loop maximum of both, then each offered rate through the gateway and direct,
     with the p99 the gateway adds at each: `RATE_REPEATS` pairs of runs, taking turns so
     that drift in the machine's speed falls on both, and the median pair reported (this
-    machine's speed changes by a quarter or more from one run to the next)."""
+    machine's speed changes by a quarter or more from one run to the next). Every
+    offered-rate run records the CPU each of `servers` spent per request."""
     totals = {"gateway": [0, 0], "baseline": [0, 0]}  # answered, errors: every run made
 
     def counted(run: dict, side: str) -> dict:
@@ -231,8 +266,10 @@ async def compare_http(
     for rate in rates:
         pairs = []
         for _ in range(RATE_REPEATS):
-            gateway_run = counted(await open_loop_http(through_gateway, rate, seconds), "gateway")
-            baseline_run = counted(await open_loop_http(direct, rate, seconds), "baseline")
+            gateway_run = counted(await with_cpu_per_message(
+                servers, open_loop_http(through_gateway, rate, seconds)), "gateway")
+            baseline_run = counted(await with_cpu_per_message(
+                servers, open_loop_http(direct, rate, seconds)), "baseline")
             pairs.append((round(gateway_run["p99_ms"] - baseline_run["p99_ms"], 2),
                           gateway_run, baseline_run))
             print(f"{label} at {rate}/s: gateway p99 {gateway_run['p99_ms']} ms, "
