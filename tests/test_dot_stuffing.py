@@ -44,30 +44,27 @@ def test_period_stuffing_matches_aiosmtplib(message):
     assert stand_in.sub(b"..", message) == dot_stuffing.AIOSMTPLIB_PERIODS.sub(b"..", message)
 
 
-@pytest.mark.parametrize(
-    ("message", "expected"),
-    [
-        (b"", b"\r\n"),
-        (b"a\nb\rc\r\n", b"a\r\nb\r\nc\r\n"),
-        (b"a\r\r\nb", b"a\r\n\r\nb\r\n"),
-        (b"done\r\n", b"done\r\n"),
-    ],
-)
-def test_line_endings_table(message, expected):
-    assert dot_stuffing.line_endings_as_crlf(message) == expected
+TRANSFORMS = {
+    "line endings": dot_stuffing.line_endings_as_crlf,
+    "periods": lambda message: dot_stuffing.LineStartPeriods().sub(b"..", message),
+}
 
 
 @pytest.mark.parametrize(
-    ("message", "expected"),
+    ("transform", "message", "expected"),
     [
-        (b".", b".."),
-        (b".\r\n.\r\n", b"..\r\n..\r\n"),
-        (b"a.b\r\n..c", b"a.b\r\n...c"),
-        (b"\r.x", b"\r.x"),
+        ("line endings", b"", b"\r\n"),
+        ("line endings", b"a\nb\rc\r\n", b"a\r\nb\r\nc\r\n"),
+        ("line endings", b"a\r\r\nb", b"a\r\n\r\nb\r\n"),
+        ("line endings", b"done\r\n", b"done\r\n"),
+        ("periods", b".", b".."),
+        ("periods", b".\r\n.\r\n", b"..\r\n..\r\n"),
+        ("periods", b"a.b\r\n..c", b"a.b\r\n...c"),
+        ("periods", b"\r.x", b"\r.x"),
     ],
 )
-def test_period_table(message, expected):
-    assert dot_stuffing.LineStartPeriods().sub(b"..", message) == expected
+def test_transform_table(transform, message, expected):
+    assert TRANSFORMS[transform](message) == expected
 
 
 def test_other_substitutions_go_to_the_pattern():
