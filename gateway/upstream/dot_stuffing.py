@@ -1,4 +1,4 @@
-"""aiosmtplib's DATA transforms, byte for byte, without a regular-expression pass per line.
+"""aiosmtplib's DATA transforms, byte for byte, without its two regular-expression passes.
 
 Before sending a message aiosmtplib rewrites every line ending to CRLF and doubles every
 period that starts a line, with two regular-expression substitutions over the whole message.
