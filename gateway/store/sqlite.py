@@ -199,8 +199,7 @@ class SqliteStore:
 
     def _require_opened_file(self) -> None:
         """Own connections open the file the store opened, never one put in its place."""
-        if _file_identity(self._path) != self._file_identity:
-            raise FileNotFoundError(f"database file {self._path} was removed or replaced")
+        _require_same_file(self._path, self._file_identity)
 
     def _connect_reader(self) -> sqlite3.Connection:
         self._require_opened_file()
@@ -576,10 +575,8 @@ class SqliteStore:
         return connection
 
     def _check_file_identity(self) -> None:
-        """SQLite keeps reading and writing a deleted or replaced file through its open
-        descriptor, so without this check writes would vanish with the unlinked file."""
-        if self._connection is not None and _file_identity(self._path) != self._file_identity:
-            raise FileNotFoundError(f"database file {self._path} was removed or replaced")
+        if self._connection is not None:
+            _require_same_file(self._path, self._file_identity)
 
     def _discard_connection(self) -> None:
         if self._connection is not None:
@@ -613,9 +610,9 @@ class _OwnConnection:
                 self._connection = self._connect()
                 self._identity = _file_identity(path)
             elif self._writes:
-                self._check_identity(path)
+                _require_same_file(path, self._identity)
             result = work(self._connection)
-            self._check_identity(path)
+            _require_same_file(path, self._identity)
         except WriterBusy:
             raise
         except (sqlite3.Error, OSError) as exc:
@@ -630,10 +627,6 @@ class _OwnConnection:
             with contextlib.suppress(sqlite3.Error):
                 self._connection.close()
             self._connection = None
-
-    def _check_identity(self, path: Path) -> None:
-        if _file_identity(path) != self._identity:
-            raise FileNotFoundError(f"database file {path} was removed or replaced")
 
 
 def _take_outcome(future: asyncio.Future[Any]) -> None:
@@ -750,6 +743,13 @@ def _transaction(conn: sqlite3.Connection, *, write: bool) -> Iterator[sqlite3.C
 def _file_identity(path: Path) -> tuple[int, int]:
     status = path.stat()
     return status.st_dev, status.st_ino
+
+
+def _require_same_file(path: Path, identity: tuple[int, int] | None) -> None:
+    """SQLite keeps reading and writing a deleted or replaced file through its open
+    descriptor, so without this check writes would vanish with the unlinked file."""
+    if _file_identity(path) != identity:
+        raise FileNotFoundError(f"database file {path} was removed or replaced")
 
 
 def _to_text(moment: datetime) -> str:
