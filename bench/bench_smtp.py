@@ -161,7 +161,7 @@ class Target:
     port: int
     login: bool
     queues: bool = False  # answers 250 before delivering (Postfix): wait for the sink
-    pid: int = 0  # whose CPU is counted (with its children); Postfix's come and go: not
+    pid: int = 0  # whose CPU (with its children's) is counted; 0: none (Postfix's come and go)
 
 
 async def connect(target: Target) -> SMTP:

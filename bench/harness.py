@@ -78,16 +78,15 @@ def child(arguments: list[str], log: Path, port: int, cwd: Path | None = None) -
         yield process.pid
     finally:
         exited = process.poll()
-        if exited is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
         if exited is not None:
             tail = log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{arguments[:3]} exited with {exited} during the run:\n{tail}")
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextlib.contextmanager
