@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= gateway.example.toml
 
-.PHONY: run test lint bench clean browser prometheus k8s-rules postfix postgresql
+.PHONY: run test lint bench clean browser prometheus k8s-rules postfix postgresql screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-test browser prometheus postgresql
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The review page's picture in docs/ comes from the browser test, only when asked for.
+screenshots: $(VENV)/.installed-test browser
+	GATEWAY_SCREENSHOT_DIR=$(CURDIR)/docs $(BIN)/python -m pytest -q tests/web/test_review.py -k browser
 
 # Debian's Chromium for the review page's browser test; where it cannot be installed (not
 # root, no apt), the test skips and says why.

@@ -16,8 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.callee import locate
-from gateway.config import PACKAGE_RULES_DIR
+from gateway.config.settings import PACKAGE_RULES_DIR
 from gateway.model import (
     Account,
     Channel,
@@ -32,7 +31,8 @@ from gateway.model import (
     TelephonyContent,
 )
 from gateway.policy import decide
-from gateway.rules import load_rules
+from gateway.policy.callee import locate
+from gateway.rules.ruleset import load_rules
 
 RESULTS = Path(__file__).with_name("results.json")
 NOW = datetime(2026, 6, 2, 16, 0, tzinfo=UTC)

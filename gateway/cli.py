@@ -15,11 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from gateway.addresses import InvalidAddress, suppression_key
-from gateway.checks import CheckError, CheckRequest, parse_time, parse_timezone, run_check
-from gateway.clock import Clock
-from gateway.config import Config, ConfigError, find_config_file, load_config
-from gateway.consents import ConsentError, make_consent, read_consents_csv
-from gateway.logs import configure_logging
+from gateway.config.settings import Config, ConfigError, find_config_file, load_config
 from gateway.model import (
     Account,
     AuditEvent,
@@ -30,23 +26,32 @@ from gateway.model import (
     Purpose,
     Role,
 )
-from gateway.privacy import Privacy, export_json, purge
-from gateway.progress import Progress
-from gateway.records import BLOCK_CSV_COLUMNS, block_as_dict, block_csv_row, write_blocks_csv
-from gateway.retention import apply_retention
-from gateway.rules import RulesError
+from gateway.pipeline.dry_run import CheckError, CheckRequest, parse_time, parse_timezone, run_check
+from gateway.rules.ruleset import RulesError
+from gateway.runtime.clock import Clock
+from gateway.runtime.logs import configure_logging
+from gateway.runtime.processes import LISTENERS_ENV, supervise
+from gateway.runtime.progress import Progress
 from gateway.server import Gateway, Services, serve_forever
-from gateway.store import migrate
-from gateway.store.base import BlockQuery, StoreUnavailable
-from gateway.suppression_files import (
+from gateway.services.block_reports import (
+    BLOCK_CSV_COLUMNS,
+    block_as_dict,
+    block_csv_row,
+    write_blocks_csv,
+)
+from gateway.services.consents import ConsentError, make_consent, read_consents_csv
+from gateway.services.imports import (
     IMPORT_FORMATS,
     SuppressionFileError,
     import_suppression_file,
     validated_key,
 )
+from gateway.services.privacy import Privacy, export_json, purge
+from gateway.services.retention import apply_retention
+from gateway.store import migrate
+from gateway.store.base import BlockQuery, StoreUnavailable
 from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 from gateway.upstream.postmark import PostmarkEmailUpstream
-from gateway.workers import LISTENERS_ENV, supervise
 
 EXIT_ALLOW = 0
 EXIT_BLOCK = 1

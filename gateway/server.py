@@ -16,30 +16,31 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.clock import Clock
-from gateway.config import Config, ConfigError, load_config
+from gateway.auth.login_limits import LoginLimiter
+from gateway.auth.unsubscribe_tokens import UnsubscribeTokens, generated_key_file
+from gateway.config.settings import Config, ConfigError, load_config
 from gateway.ingress.postmark import PostmarkRoutes
-from gateway.ingress.smtp import (
+from gateway.ingress.smtp.handler import (
     AccountAuthenticator,
     SessionTracker,
     SubmissionHandler,
     start_smtp_server,
 )
 from gateway.ingress.twilio import TwilioRoutes
-from gateway.login_limits import LoginLimiter
-from gateway.logs import log_event
-from gateway.metrics import Metrics, StoreGauges
 from gateway.model import Account, AuditEvent, Channel
-from gateway.pipeline import Pipeline
-from gateway.privacy import Privacy, erasure_key, purge
-from gateway.retention import run_retention_periodically
-from gateway.rules import RuleSet, load_rules
+from gateway.pipeline.email_egress import EmailEgress
+from gateway.pipeline.process import Pipeline
+from gateway.rules.ruleset import RuleSet, load_rules
+from gateway.runtime.clock import Clock
+from gateway.runtime.logs import log_event
+from gateway.runtime.metrics import Metrics, StoreGauges
+from gateway.runtime.processes import inherited_listeners, is_first_worker
+from gateway.services.privacy import Privacy, erasure_key, purge
+from gateway.services.retention import run_retention_periodically
+from gateway.services.unsubscribe import Suppressions, Unsubscribe
 from gateway.store import open_store
 from gateway.store.base import Store, StoreUnavailable
-from gateway.tokens import UnsubscribeTokens, generated_key_file
-from gateway.unsubscribe import Suppressions, Unsubscribe
 from gateway.upstream.base import EmailUpstream
-from gateway.upstream.email import EmailEgress
 from gateway.upstream.outbox import OutboxEmailUpstream
 from gateway.upstream.postmark import PostmarkEmailUpstream
 from gateway.upstream.smtp import SmtpEmailUpstream
@@ -52,11 +53,10 @@ from gateway.upstream.twilio import (
 from gateway.web.admin import AdminRoutes
 from gateway.web.health import HealthRoutes
 from gateway.web.inflight import InFlightRequests
-from gateway.web.postmark_webhook import PostmarkWebhookRoutes
 from gateway.web.review import ReviewRoutes
-from gateway.web.twilio_webhook import TwilioWebhookRoutes
 from gateway.web.unsubscribe import UnsubscribeRoutes
-from gateway.workers import inherited_listeners, is_first_worker
+from gateway.web.webhooks.postmark import PostmarkWebhookRoutes
+from gateway.web.webhooks.twilio import TwilioWebhookRoutes
 
 log = logging.getLogger("gateway.server")
 # Postmark's batch limit (50 MB of JSON) plus room for base64; every route checks

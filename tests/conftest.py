@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from postgres_server import PostgresMissing, PostgresServer, find_binaries
 
-from gateway.config import Config, load_config
+from gateway.config.settings import Config, load_config
 from gateway.server import Gateway
+from tests.postgres_server import PostgresMissing, PostgresServer, find_binaries
 
 DEMO_SECRET = "demo-secret-0123456789"
 MANAGER_SECRET = "manager-secret-0123456789"

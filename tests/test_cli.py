@@ -16,9 +16,10 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
-from conftest import DEMO_SECRET, write_config
-from fakes.smtp_sink import SmtpSink
-from test_smtp_submission import first_touch
+
+from tests.conftest import DEMO_SECRET, write_config
+from tests.fakes.smtp_sink import SmtpSink
+from tests.ingress.smtp.test_submission import first_touch
 
 
 def cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

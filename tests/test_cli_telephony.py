@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_config
-from test_cli import cli
+
+from tests.conftest import write_config
+from tests.test_cli import cli
 
 NY = "+12125550123"
 NOON_NY = "2026-06-02T16:00:00Z"

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import Config, load_config
-from gateway.metrics import Metrics
-from gateway.rules import rules_version
+from gateway.config.settings import Config, load_config
+from gateway.rules.ruleset import rules_version
+from gateway.runtime.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

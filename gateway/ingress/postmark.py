@@ -24,11 +24,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway.addresses import domain_of
-from gateway.clock import Clock
-from gateway.credentials import account_with_secret
-from gateway.email_message import fields_content
-from gateway.ids import unique_hex
-from gateway.login_limits import LoginLimiter
+from gateway.auth.credentials import account_with_secret
+from gateway.auth.login_limits import LoginLimiter
+from gateway.auth.secret_check import account_or_lockout
+from gateway.mail.parse import fields_content
 from gateway.model import (
     Account,
     Channel,
@@ -38,8 +37,9 @@ from gateway.model import (
     OutboundMessage,
     Reason,
 )
-from gateway.pipeline import Outcome, Pipeline, TemporaryFailure
-from gateway.web.secret_check import account_or_lockout
+from gateway.pipeline.process import Outcome, Pipeline, TemporaryFailure
+from gateway.runtime.clock import Clock
+from gateway.runtime.ids import unique_hex
 
 MAX_RECIPIENTS = 50
 MAX_BATCH_MESSAGES = 500

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.addresses import e164
-from gateway.clock import Clock
-from gateway.credentials import account_with_secret, basic_credentials
-from gateway.ids import unique_hex
-from gateway.login_limits import LoginLimiter
+from gateway.auth.credentials import account_with_secret, basic_credentials
+from gateway.auth.login_limits import LoginLimiter
+from gateway.auth.secret_check import account_or_lockout
 from gateway.model import Account, Channel, OutboundMessage, Purpose, Reason, TelephonyContent
-from gateway.pipeline import Outcome, Pipeline, TemporaryFailure
-from gateway.rules import RuleSet
+from gateway.pipeline.process import Outcome, Pipeline, TemporaryFailure
+from gateway.rules.ruleset import RuleSet
+from gateway.runtime.clock import Clock
+from gateway.runtime.ids import unique_hex
 from gateway.upstream.twilio import API_VERSION, TwilioRefusal, sms_notice
-from gateway.web.secret_check import account_or_lockout
 
 MAX_BODY_CHARS = 1600
 MAX_FORM_BYTES = 64 * 1024

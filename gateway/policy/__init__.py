@@ -11,7 +11,7 @@ from datetime import datetime
 from gateway.model import Channel, Decision, Facts, OutboundMessage
 from gateway.policy.calling import SMS_OPT_OUT_NOTICE, decide_telephony
 from gateway.policy.email import EMAIL_FOOTER, decide_email
-from gateway.rules import RuleSet
+from gateway.rules.ruleset import RuleSet
 
 __all__ = ["EMAIL_FOOTER", "SMS_OPT_OUT_NOTICE", "decide"]
 

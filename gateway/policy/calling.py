@@ -1,7 +1,7 @@
 """Call and text rules (TCPA, CRTC, state laws), as a pure function of message, facts, rules
 and the time.
 
-The callee's location arrives in the facts (`gateway.callee.locate` ran before), with every
+The callee's location arrives in the facts (`gateway.policy.callee.locate` ran before), with every
 candidate zone and region; a marketing contact is allowed only if every applicable window,
 day and cap allows it in every candidate zone. Transactional messages are bound only by the
 rules whose `purposes` name them (validity, suppression). Nothing here does I/O or reads the
@@ -13,15 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway.calling_rules import (
-    NOTICE_RULE,
-    WEEKDAY_NAMES,
-    CallingRules,
-    CapRule,
-    ConsentRule,
-    JurisdictionRules,
-    NoticeRule,
-)
 from gateway.model import (
     CalleeLocation,
     CapClaim,
@@ -32,6 +23,15 @@ from gateway.model import (
     Purpose,
     Reason,
     RecipientDecision,
+)
+from gateway.rules.calling import (
+    NOTICE_RULE,
+    WEEKDAY_NAMES,
+    CallingRules,
+    CapRule,
+    ConsentRule,
+    JurisdictionRules,
+    NoticeRule,
 )
 
 # The obligation id the egress looks for: append the SMS opt-out notice to the body.

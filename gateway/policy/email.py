@@ -18,7 +18,7 @@ from gateway.model import (
     RecipientDecision,
     SenderIdentity,
 )
-from gateway.rules import RuleSet
+from gateway.rules.ruleset import RuleSet
 
 EMAIL_FOOTER = "email.footer.unsubscribe"
 

@@ -11,10 +11,10 @@ from string import Template
 from typing import Any
 from urllib.parse import quote
 
+from gateway.auth.unsubscribe_tokens import TOKEN_IN_TEXT
 from gateway.model import SenderIdentity
 from gateway.rewrite.mime import Footer
-from gateway.rules import RuleSet
-from gateway.tokens import TOKEN_IN_TEXT
+from gateway.rules.ruleset import RuleSet
 
 HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 # The keys a template send's TemplateModel gains; a Postmark template must show the first two.

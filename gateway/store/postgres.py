@@ -34,7 +34,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
-from gateway.audit import GENESIS_HASH, entry_hash
 from gateway.model import (
     AuditEvent,
     BlockRecord,
@@ -45,6 +44,7 @@ from gateway.model import (
     Reason,
     Suppression,
 )
+from gateway.store.audit_chain import GENESIS_HASH, entry_hash
 from gateway.store.base import (
     ERASED_PREFIX,
     ERASED_SOURCE,

@@ -34,7 +34,6 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.audit import GENESIS_HASH, entry_hash
 from gateway.model import (
     AuditEvent,
     BlockRecord,
@@ -45,6 +44,7 @@ from gateway.model import (
     Reason,
     Suppression,
 )
+from gateway.store.audit_chain import GENESIS_HASH, entry_hash
 from gateway.store.base import (
     ERASED_PREFIX,
     ERASED_SOURCE,

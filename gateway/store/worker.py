@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.handoff import Handoff, settle
+from gateway.runtime.handoff import Handoff, settle
 
 MAX_BATCH_JOBS = 64
 

@@ -26,11 +26,11 @@ from urllib.parse import quote
 
 import aiohttp
 
-from gateway.clock import Clock
-from gateway.config import EmailUpstreamConfig
-from gateway.email_message import MIME_POLICY
+from gateway.config.settings import EmailUpstreamConfig
+from gateway.mail.parse import MIME_POLICY
 from gateway.model import EmailFields
 from gateway.rewrite.mime import FOOTER_TYPES, SEALED_TYPES
+from gateway.runtime.clock import Clock
 from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 
 INACTIVE_RECIPIENT = 406

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 from aiosmtplib import SMTP, SMTPException, SMTPResponseException, SMTPTimeoutError
 
-from gateway.config import EmailUpstreamConfig
-from gateway.upstream import dot_stuffing
+from gateway.config.settings import EmailUpstreamConfig
+from gateway.speedups import dot_stuffing
 from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 
 T = TypeVar("T")

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.handoff import Handoff, settle
-from gateway.ids import unique_hex
+from gateway.runtime.handoff import Handoff, settle
+from gateway.runtime.ids import unique_hex
 
 MAX_BATCH_FILES = 256
 WRITERS = 2

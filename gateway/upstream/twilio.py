@@ -17,13 +17,13 @@ from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 
-from gateway.clock import Clock
-from gateway.config import TwilioUpstreamConfig
-from gateway.ids import unique_hex
+from gateway.config.settings import TwilioUpstreamConfig
 from gateway.model import Channel, Decision, OutboundMessage, SenderIdentity
-from gateway.pipeline import Receipt
+from gateway.pipeline.process import Receipt
 from gateway.policy import SMS_OPT_OUT_NOTICE
-from gateway.rules import RuleSet
+from gateway.rules.ruleset import RuleSet
+from gateway.runtime.clock import Clock
+from gateway.runtime.ids import unique_hex
 from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 from gateway.upstream.spool import Spool
 

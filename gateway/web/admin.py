@@ -39,11 +39,9 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from gateway.addresses import InvalidAddress
-from gateway.checks import CheckError, CheckRequest, parse_time, parse_timezone, run_check
-from gateway.consents import ConsentError, make_consent
-from gateway.credentials import account_with_secret, bearer_token
-from gateway.login_limits import LoginLimiter
-from gateway.logs import log_event
+from gateway.auth.credentials import account_with_secret, bearer_token
+from gateway.auth.login_limits import LoginLimiter
+from gateway.auth.secret_check import account_or_lockout
 from gateway.model import (
     Account,
     AuditEvent,
@@ -54,13 +52,15 @@ from gateway.model import (
     Role,
     Suppression,
 )
-from gateway.pipeline import Pipeline, TemporaryFailure
-from gateway.privacy import Privacy
-from gateway.records import block_as_dict, write_blocks_csv
-from gateway.rules import RuleSet
+from gateway.pipeline.dry_run import CheckError, CheckRequest, parse_time, parse_timezone, run_check
+from gateway.pipeline.process import Pipeline, TemporaryFailure
+from gateway.rules.ruleset import RuleSet
+from gateway.runtime.logs import log_event
+from gateway.services.block_reports import block_as_dict, write_blocks_csv
+from gateway.services.consents import ConsentError, make_consent
+from gateway.services.imports import validated_key
+from gateway.services.privacy import Privacy
 from gateway.store.base import BlockQuery, Store, StoreUnavailable
-from gateway.suppression_files import validated_key
-from gateway.web.secret_check import account_or_lockout
 
 log = logging.getLogger("gateway.admin")
 Handler = Callable[[web.Request, Account], Awaitable[web.StreamResponse]]

@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from gateway.logs import log_event
-from gateway.metrics import Metrics
-from gateway.rules import RuleSet
+from gateway.rules.ruleset import RuleSet
+from gateway.runtime.logs import log_event
+from gateway.runtime.metrics import Metrics
 from gateway.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("gateway.health")

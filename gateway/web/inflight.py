@@ -9,7 +9,7 @@ import contextlib
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.metrics import Metrics
+from gateway.runtime.metrics import Metrics
 
 
 class InFlightRequests:

@@ -22,13 +22,13 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
-from gateway.checks import CheckError, parse_time
-from gateway.clock import Clock
-from gateway.credentials import account_with_secret
-from gateway.login_limits import LoginLimiter
+from gateway.auth.credentials import account_with_secret
+from gateway.auth.login_limits import LoginLimiter
+from gateway.auth.secret_check import account_or_lockout
 from gateway.model import Account, AuditEvent, BlockRecord, Channel, Role
+from gateway.pipeline.dry_run import CheckError, parse_time
+from gateway.runtime.clock import Clock
 from gateway.store.base import BlockQuery, Store, StoreUnavailable
-from gateway.web.secret_check import account_or_lockout
 
 SESSION_COOKIE = "review_session"
 SESSION_S = 8 * 3600

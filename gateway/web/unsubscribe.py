@@ -11,11 +11,11 @@ import logging
 
 from aiohttp import web
 
-from gateway.logs import log_event
+from gateway.runtime.logs import log_event
+from gateway.services.unsubscribe import Unsubscribe
 from gateway.store.base import StoreUnavailable
-from gateway.unsubscribe import Unsubscribe
 
-log = logging.getLogger("gateway.unsubscribe")
+log = logging.getLogger("gateway.services.unsubscribe")
 
 ONE_CLICK_FIELD = "List-Unsubscribe"
 ONE_CLICK_VALUE = "One-Click"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from gateway.clock import Clock
+from gateway.runtime.clock import Clock
 
 # A Tuesday, 12:00 in New York: inside every calling window.
 WORKING_HOURS = datetime(2026, 6, 2, 16, 0, tzinfo=UTC)

@@ -1,0 +1,606 @@
+"""Load and validate the TOML configuration.
+
+Every problem stops start-up with one `ConfigError` naming the key, so an operator never
+runs a gateway that silently ignored part of its configuration. Any string value written as
+`"${NAME}"` is read from the environment variable NAME, which keeps secrets out of files.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway.addresses import InvalidAddress, normalized_email
+from gateway.model import Account, Channel, Purpose, Role, SenderIdentity
+
+PACKAGE_RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
+ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
+TOKEN_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+KNOWN_SECTIONS = {
+    "gateway", "smtp", "http", "store", "sender", "accounts", "upstream", "tokens", "policy",
+    "webhooks", "retention", "privacy",
+}
+
+
+class ConfigError(Exception):
+    """One invalid or missing value, named by its dotted key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"config error: {key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    listen: ListenAddress = ListenAddress("127.0.0.1", 2525)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_message_bytes: int = 26_214_400
+    max_recipients: int = 50
+    allow_insecure_auth: bool = False
+    hostname: str = "compliance-gateway"
+    max_failed_logins: int = 5
+    failed_login_window_s: float = 600.0
+    login_lockout_s: float = 900.0
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: ListenAddress = ListenAddress("127.0.0.1", 8080)
+
+
+@dataclass(frozen=True)
+class EmailUpstreamConfig:
+    kind: str = "outbox"
+    host: str = ""
+    port: int = 587
+    username: str = ""
+    password: str = field(default="", repr=False)
+    starttls: bool = True
+    timeout_s: float = 30.0
+    pool_size: int = 4
+    server_token: str = field(default="", repr=False)
+    base_url: str = "https://api.postmarkapp.com"
+    message_stream: str = ""
+
+
+@dataclass(frozen=True)
+class PostmarkWebhookConfig:
+    """Basic-auth credentials Postmark's webhooks must present (set in Postmark's URL)."""
+
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class TwilioUpstreamConfig:
+    kind: str = "outbox"
+    account_sid: str = "AC00000000000000000000000000000000"
+    auth_token: str = field(default="", repr=False)
+    base_url: str = "https://api.twilio.com"
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class TokenKeys:
+    """Unsubscribe-token signing keys by id; `active` signs, every key verifies."""
+
+    keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    active: str = ""
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How long each kind of record is kept; the retention job runs every `interval_s`."""
+
+    block_metadata_days: int = 30
+    blocks_days: int = 365
+    outbox_hours: int = 24
+    audit_days: int = 365
+    interval_s: int = 3600
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """`erasure_key` keys the hash that keeps an erased person's opt-out; empty means a
+    key generated into data_dir. Replicas must share one, and it must never change, or
+    erased opt-outs stop matching."""
+
+    erasure_key: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path | None
+    data_dir: Path
+    rules_dir: Path
+    public_url: str
+    unsubscribe_mailto: str
+    smtp: SmtpConfig
+    http: HttpConfig
+    store_url: str
+    sender: SenderIdentity
+    accounts: tuple[Account, ...]
+    email_upstream: EmailUpstreamConfig
+    twilio_upstream: TwilioUpstreamConfig
+    tokens: TokenKeys
+    drain_timeout_s: float = 30.0
+    metrics_refresh_s: int = 30
+    workers: int = 1
+    require_consent: frozenset[Channel] = frozenset()
+    postmark_webhook: PostmarkWebhookConfig = PostmarkWebhookConfig()
+    retention: RetentionConfig = RetentionConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+
+    def account(self, name: str) -> Account | None:
+        return next((a for a in self.accounts if a.name == name), None)
+
+
+def find_config_file(explicit: str | None) -> Path | None:
+    """`--config`, then `$GATEWAY_CONFIG`, then `./gateway.toml`, else built-in defaults."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("GATEWAY_CONFIG"):
+        return Path(os.environ["GATEWAY_CONFIG"])
+    local = Path("gateway.toml")
+    return local if local.exists() else None
+
+
+def load_config(path: Path | None) -> Config:
+    if path is None:
+        return build_config({}, source=None, base_dir=Path.cwd())
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError("--config", f"file not found: {path}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
+    return build_config(raw, source=path.resolve(), base_dir=path.resolve().parent)
+
+
+class _Section:
+    """Typed access to one TOML table that names the full key in every error."""
+
+    def __init__(self, raw: Any, prefix: str, known: set[str]) -> None:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(prefix, "must be a table")
+        for key in raw:
+            if key not in known:
+                raise ConfigError(f"{prefix}.{key}", "unknown key")
+        self.raw = raw
+        self.prefix = prefix
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    def _value(self, name: str) -> Any:
+        value = self.raw.get(name)
+        if isinstance(value, str):
+            match = ENV_REFERENCE.match(value)
+            if match:
+                env_name = match.group(1)
+                if env_name not in os.environ:
+                    raise ConfigError(
+                        self.key(name), f"environment variable {env_name} is not set"
+                    )
+                return os.environ[env_name]
+        return value
+
+    def string(self, name: str, default: str = "", *, required: bool = False) -> str:
+        value = self._value(name)
+        if value is None:
+            if required:
+                raise ConfigError(self.key(name), "is required")
+            return default
+        if not isinstance(value, str):
+            raise ConfigError(self.key(name), "must be a string")
+        if required and not value.strip():
+            raise ConfigError(self.key(name), "must not be empty")
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int = 2**62) -> int:
+        value = self._value(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(self.key(name), "must be an integer")
+        if not minimum <= value <= maximum:
+            raise ConfigError(self.key(name), f"must be between {minimum} and {maximum}")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        value = self._value(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(self.key(name), "must be a number")
+        if value < minimum:
+            raise ConfigError(self.key(name), f"must be at least {minimum}")
+        return float(value)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._value(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(self.key(name), "must be true or false")
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.string(name, default)
+        if value not in choices:
+            raise ConfigError(self.key(name), f"must be one of {', '.join(choices)}")
+        return value
+
+    def path(self, name: str, base_dir: Path, default: str | None = None) -> Path | None:
+        value = self.string(name, default or "")
+        if not value:
+            return None
+        path = Path(value)
+        return path if path.is_absolute() else base_dir / path
+
+    def listen(self, name: str, default: ListenAddress) -> ListenAddress:
+        value = self.string(name, "")
+        if not value:
+            return default
+        match = re.match(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:]+)):(?P<port>\d{1,5})$", value)
+        if not match or not 0 <= int(match.group("port")) <= 65535:
+            raise ConfigError(self.key(name), "must be HOST:PORT (IPv6 as [::1]:PORT)")
+        return ListenAddress(match.group("v6") or match.group("host"), int(match.group("port")))
+
+
+def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) -> Config:
+    for section in raw:
+        if section not in KNOWN_SECTIONS:
+            raise ConfigError(section, "unknown section")
+    gateway = _Section(
+        raw.get("gateway"),
+        "gateway",
+        {
+            "data_dir", "public_url", "rules_dir", "unsubscribe_mailto", "drain_timeout_s",
+            "metrics_refresh_s", "workers",
+        },
+    )
+    data_dir = gateway.path("data_dir", base_dir, "var")
+    assert data_dir is not None
+    rules_dir = gateway.path("rules_dir", base_dir) or PACKAGE_RULES_DIR
+    if not rules_dir.is_dir():
+        raise ConfigError("gateway.rules_dir", f"not a directory: {rules_dir}")
+    public_url = gateway.string("public_url", "http://127.0.0.1:8080").rstrip("/")
+    parts = urlsplit(public_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError("gateway.public_url", "must be an http(s) origin such as https://host")
+
+    sender = _sender(_Section(
+        raw.get("sender"), "sender", {"name", "postal_address", "email", "phone", "website"}
+    ))
+    mailto_default = f"unsubscribe@{sender.email.rpartition('@')[2]}" if sender.email else ""
+    unsubscribe_mailto = gateway.string("unsubscribe_mailto", mailto_default)
+    if unsubscribe_mailto:
+        unsubscribe_mailto = _email(unsubscribe_mailto, "gateway.unsubscribe_mailto")
+
+    upstream = _Section(raw.get("upstream"), "upstream", {"email", "twilio"})
+    return Config(
+        source=source,
+        data_dir=data_dir,
+        rules_dir=rules_dir,
+        public_url=public_url,
+        unsubscribe_mailto=unsubscribe_mailto,
+        smtp=_smtp(raw.get("smtp"), base_dir),
+        http=HttpConfig(
+            listen=_Section(raw.get("http"), "http", {"listen"}).listen(
+                "listen", HttpConfig().listen
+            )
+        ),
+        store_url=_store_url(_Section(raw.get("store"), "store", {"url"}), base_dir),
+        sender=sender,
+        accounts=_accounts(raw.get("accounts"), sender),
+        email_upstream=_email_upstream(upstream.raw.get("email")),
+        twilio_upstream=_twilio_upstream(upstream.raw.get("twilio")),
+        tokens=_tokens(raw.get("tokens")),
+        drain_timeout_s=gateway.number("drain_timeout_s", 30.0),
+        metrics_refresh_s=gateway.integer("metrics_refresh_s", 30, minimum=1, maximum=3600),
+        workers=gateway.integer("workers", 1, minimum=1, maximum=64),
+        require_consent=_require_consent(
+            _Section(raw.get("policy"), "policy", {"require_consent"})
+        ),
+        postmark_webhook=_postmark_webhook(
+            _Section(raw.get("webhooks"), "webhooks", {"postmark"}).raw.get("postmark")
+        ),
+        retention=_retention(raw.get("retention")),
+        privacy=_privacy(raw.get("privacy")),
+    )
+
+
+def _email(value: str, key: str) -> str:
+    try:
+        return normalized_email(value)
+    except InvalidAddress as exc:
+        raise ConfigError(key, f"not a valid email address: {exc}") from exc
+
+
+def _sender(section: _Section) -> SenderIdentity:
+    email = section.string("email")
+    if email:
+        email = _email(email, section.key("email"))
+    website = section.string("website")
+    if website and urlsplit(website).scheme not in ("http", "https"):
+        raise ConfigError(section.key("website"), "must be an http(s) URL")
+    phone = section.string("phone")
+    if phone and not re.fullmatch(r"\+[1-9]\d{6,14}", phone):
+        raise ConfigError(section.key("phone"), "must be an E.164 number such as +14155550100")
+    return SenderIdentity(
+        name=section.string("name").strip(),
+        postal_address=section.string("postal_address").strip(),
+        email=email,
+        phone=phone,
+        website=website,
+    )
+
+
+def _smtp(raw: Any, base_dir: Path) -> SmtpConfig:
+    section = _Section(
+        raw,
+        "smtp",
+        {
+            "listen", "tls_cert", "tls_key", "max_message_bytes", "max_recipients",
+            "allow_insecure_auth", "hostname", "max_failed_logins", "failed_login_window_s",
+            "login_lockout_s",
+        },
+    )
+    tls_cert = section.path("tls_cert", base_dir)
+    tls_key = section.path("tls_key", base_dir)
+    if bool(tls_cert) != bool(tls_key):
+        raise ConfigError("smtp.tls_key" if tls_cert else "smtp.tls_cert", "set both or neither")
+    for key, path in (("smtp.tls_cert", tls_cert), ("smtp.tls_key", tls_key)):
+        if path is not None and not path.is_file():
+            raise ConfigError(key, f"file not found: {path}")
+    config = SmtpConfig(
+        listen=section.listen("listen", SmtpConfig().listen),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        max_message_bytes=section.integer("max_message_bytes", 26_214_400, minimum=1024),
+        max_recipients=section.integer("max_recipients", 50, minimum=1, maximum=1000),
+        allow_insecure_auth=section.boolean("allow_insecure_auth", False),
+        hostname=section.string("hostname", "compliance-gateway"),
+        max_failed_logins=section.integer("max_failed_logins", 5, minimum=1, maximum=1000),
+        failed_login_window_s=section.number("failed_login_window_s", 600.0, minimum=1.0),
+        login_lockout_s=section.number("login_lockout_s", 900.0, minimum=1.0),
+    )
+    if not config.listen.is_loopback and not config.tls_cert and not config.allow_insecure_auth:
+        raise ConfigError(
+            "smtp.listen",
+            f"{config.listen} is not loopback and no tls_cert is set: passwords would cross "
+            "the network in clear (set smtp.tls_cert/tls_key, or allow_insecure_auth = true)",
+        )
+    return config
+
+
+def _store_url(section: _Section, base_dir: Path) -> str:
+    url = section.string("url", "sqlite:///var/gateway.db")
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not str(path) or str(path) == ".":
+            raise ConfigError("store.url", "sqlite URL names no file")
+        if not path.is_absolute():
+            path = base_dir / path
+        return f"sqlite:///{path}"
+    if url.startswith(("postgresql://", "postgres://")):
+        return url
+    raise ConfigError("store.url", "must start with sqlite:/// or postgresql://")
+
+
+def _accounts(raw: Any, sender: SenderIdentity) -> tuple[Account, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError("accounts", "must be an array of tables ([[accounts]])")
+    accounts: list[Account] = []
+    for index, entry in enumerate(raw):
+        section = _Section(
+            entry,
+            f"accounts[{index}]",
+            {"name", "secret", "role", "sender_domains", "purpose"},
+        )
+        name = section.string("name", required=True)
+        if not re.fullmatch(r"[A-Za-z0-9._@+-]{1,64}", name):
+            raise ConfigError(section.key("name"), "use 1-64 letters, digits or ._@+-")
+        if any(a.name == name for a in accounts):
+            raise ConfigError(section.key("name"), f"duplicate account name {name!r}")
+        secret = section.string("secret", required=True)
+        if len(secret) < 12:
+            raise ConfigError(section.key("secret"), "must be at least 12 characters")
+        if any(a.secret == secret for a in accounts):
+            raise ConfigError(section.key("secret"), "is shared with another account")
+        role = section.choice("role", "rep", tuple(r.name.lower() for r in Role))
+        domains = section._value("sender_domains")
+        if domains is None:
+            domains = []
+        if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
+            raise ConfigError(section.key("sender_domains"), "must be a list of domains")
+        for domain in domains:
+            if domain != "*" and not re.fullmatch(r"(?i)[a-z0-9-]+(\.[a-z0-9-]+)+", domain):
+                raise ConfigError(section.key("sender_domains"), f"not a domain: {domain!r}")
+        purpose = section.choice("purpose", "marketing", tuple(p.value for p in Purpose))
+        accounts.append(
+            Account(
+                name=name,
+                secret=secret,
+                role=Role[role.upper()],
+                sender_domains=tuple(d.lower() for d in domains),
+                purpose=Purpose(purpose),
+                identity=sender,
+            )
+        )
+    return tuple(accounts)
+
+
+def _email_upstream(raw: Any) -> EmailUpstreamConfig:
+    section = _Section(
+        raw,
+        "upstream.email",
+        {
+            "kind", "host", "port", "username", "password", "starttls", "timeout_s",
+            "pool_size", "server_token", "base_url", "message_stream",
+        },
+    )
+    kind = section.choice("kind", "outbox", ("outbox", "smtp", "postmark"))
+    server_token = section.string("server_token", required=kind == "postmark")
+    username = section.string("username") or server_token
+    config = EmailUpstreamConfig(
+        kind=kind,
+        host=section.string("host", required=kind == "smtp"),
+        port=section.integer("port", 587, minimum=1, maximum=65535),
+        username=username,
+        password=section.string("password") or server_token,
+        starttls=section.boolean("starttls", True),
+        timeout_s=section.number("timeout_s", 30.0, minimum=0.1),
+        pool_size=section.integer("pool_size", 4, minimum=1, maximum=64),
+        server_token=server_token,
+        base_url=section.string("base_url", EmailUpstreamConfig.base_url).rstrip("/"),
+        message_stream=section.string("message_stream"),
+    )
+    if urlsplit(config.base_url).scheme not in ("http", "https"):
+        raise ConfigError("upstream.email.base_url", "must be an http(s) URL")
+    if bool(config.username) != bool(config.password):
+        raise ConfigError("upstream.email.password", "set username and password together")
+    if config.username and not config.starttls and not ListenAddress(config.host, 0).is_loopback:
+        raise ConfigError(
+            "upstream.email.starttls",
+            f"is false while a password is set for {config.host}: it would cross the network "
+            "in clear text",
+        )
+    return config
+
+
+def _twilio_upstream(raw: Any) -> TwilioUpstreamConfig:
+    section = _Section(
+        raw, "upstream.twilio", {"kind", "account_sid", "auth_token", "base_url", "timeout_s"}
+    )
+    kind = section.choice("kind", "outbox", ("outbox", "twilio"))
+    config = TwilioUpstreamConfig(
+        kind=kind,
+        account_sid=section.string("account_sid", TwilioUpstreamConfig.account_sid),
+        auth_token=section.string("auth_token", required=kind == "twilio"),
+        base_url=section.string("base_url", TwilioUpstreamConfig.base_url).rstrip("/"),
+        timeout_s=section.number("timeout_s", 30.0, minimum=0.1),
+    )
+    if not ACCOUNT_SID.match(config.account_sid):
+        raise ConfigError("upstream.twilio.account_sid", "must be AC followed by 32 hex digits")
+    if urlsplit(config.base_url).scheme not in ("http", "https"):
+        raise ConfigError("upstream.twilio.base_url", "must be an http(s) URL")
+    return config
+
+
+def _require_consent(section: _Section) -> frozenset[Channel]:
+    """Off by default: consent records are the customer's to keep; turning this on blocks
+    every marketing contact on those channels without a recorded, unexpired consent."""
+    value = section._value("require_consent")
+    if value is None:
+        return frozenset()
+    channels = {c.value for c in Channel}
+    if not isinstance(value, list) or not all(v in channels for v in value):
+        raise ConfigError(
+            "policy.require_consent", f"must be a list of channels from {sorted(channels)}"
+        )
+    return frozenset(Channel(v) for v in value)
+
+
+def _postmark_webhook(raw: Any) -> PostmarkWebhookConfig:
+    section = _Section(raw, "webhooks.postmark", {"username", "password"})
+    config = PostmarkWebhookConfig(
+        username=section.string("username"), password=section.string("password")
+    )
+    if bool(config.username) != bool(config.password):
+        raise ConfigError("webhooks.postmark.password", "set username and password together")
+    if config.password and len(config.password) < 12:
+        raise ConfigError("webhooks.postmark.password", "must be at least 12 characters")
+    return config
+
+
+def _tokens(raw: Any) -> TokenKeys:
+    section = _Section(raw, "tokens", {"keys", "active"})
+    keys_raw = section._value("keys")
+    if keys_raw is None:
+        return TokenKeys()
+    if not isinstance(keys_raw, dict) or not keys_raw:
+        raise ConfigError("tokens.keys", "must be a table of key id = secret")
+    keys: dict[str, bytes] = {}
+    key_section = _Section(keys_raw, "tokens.keys", set(keys_raw))
+    for key_id in keys_raw:
+        secret = key_section.string(key_id)
+        if not TOKEN_KEY_ID.match(key_id):
+            raise ConfigError(f"tokens.keys.{key_id}", "key ids use 1-16 letters, digits, _ or -")
+        if len(secret) < 32:
+            raise ConfigError(f"tokens.keys.{key_id}", "must be at least 32 characters")
+        keys[key_id] = secret.encode()
+    active = section.string("active", next(iter(keys)))
+    if active not in keys:
+        raise ConfigError("tokens.active", f"names no key in tokens.keys: {active!r}")
+    return TokenKeys(keys=keys, active=active)
+
+
+def _retention(raw: Any) -> RetentionConfig:
+    """Every period is at least 1: a zero would delete records the moment they are made."""
+    section = _Section(
+        raw,
+        "retention",
+        {"block_metadata_days", "blocks_days", "outbox_hours", "audit_days", "interval_s"},
+    )
+    defaults = RetentionConfig()
+    config = RetentionConfig(
+        block_metadata_days=section.integer(
+            "block_metadata_days", defaults.block_metadata_days, minimum=1, maximum=36_500
+        ),
+        blocks_days=section.integer("blocks_days", defaults.blocks_days, minimum=1, maximum=36_500),
+        outbox_hours=section.integer(
+            "outbox_hours", defaults.outbox_hours, minimum=1, maximum=876_000
+        ),
+        audit_days=section.integer("audit_days", defaults.audit_days, minimum=1, maximum=36_500),
+        interval_s=section.integer("interval_s", defaults.interval_s, minimum=1, maximum=86_400),
+    )
+    if config.block_metadata_days > config.blocks_days:
+        raise ConfigError(
+            "retention.block_metadata_days",
+            f"is longer than retention.blocks_days ({config.blocks_days}): the blocks go first",
+        )
+    return config
+
+
+def _privacy(raw: Any) -> PrivacyConfig:
+    section = _Section(raw, "privacy", {"erasure_key"})
+    key = section.string("erasure_key")
+    if key and len(key) < 32:
+        raise ConfigError("privacy.erasure_key", "must be at least 32 characters")
+    return PrivacyConfig(erasure_key=key)

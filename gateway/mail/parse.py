@@ -1,0 +1,393 @@
+"""Parsing an agent's email into `EmailContent`, and writing a message back out as bytes.
+
+The gateway forwards what the agent wrote, changed only where compliance requires it, so
+serialization must not reformat anything it did not touch: headers read from the input are
+written back exactly as received (only line endings become CRLF) and 8-bit bodies stay 8-bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+from collections.abc import Iterator
+from email.errors import HeaderParseError, InvalidHeaderDefect
+from email.generator import BytesGenerator
+from email.header import decode_header
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from email.policy import EmailPolicy, compat32
+from typing import Any
+
+from gateway.model import EmailContent, EmailFields
+from gateway.rewrite.mime import child_section, rewrite_problems
+from gateway.speedups import mime_boundaries
+
+mime_boundaries.install()
+
+MAX_NESTING_DEPTH = 50
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_ESCAPED_8BIT = re.compile("[\udc80-\udcff]")
+
+
+REREAD_HEADERS = frozenset({
+    "content-type", "content-transfer-encoding", "content-disposition", "mime-version",
+    "from", "sender",
+})
+
+
+def _parsed_header(factory: Any, name: str, value: str) -> Any:
+    """Parsing a header with the modern parser is slow, and the rewriter reads the MIME
+    structure headers (Content-Type above all) many times, as the policy reads From and
+    Sender (one value per sending identity): those are cached and shared (header objects are
+    immutable). Per-message headers are not, so the cache stays small and the garbage
+    collector does not have to walk a large heap of parse trees."""
+    if name.lower() in REREAD_HEADERS:
+        return _cached_header(factory, name, value)
+    return factory(name, value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_header(factory: Any, name: str, value: str) -> Any:
+    return factory(name, value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _fetched_header(factory: Any, name: str, source: str) -> Any:
+    """Keyed by the header as it was read, so that a repeated read (Content-Type is read
+    dozens of times per message) skips the unfolding as well as the parse."""
+    return factory(name, _unfolded(source))
+
+
+def _unfolded(source: str) -> str:
+    return _LINE_BREAK.sub("", source).strip(" \t")
+
+
+class ClassReusingHeaderRegistry(HeaderRegistry):
+    """The stdlib registry creates a new header class for every header it parses, which
+    costs more than parsing a short Subject. The class depends only on which parser the name
+    maps to, so one is created per parser (a bounded set, whatever names a message uses)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[type, type[BaseHeader]] = {}
+
+    def map_to_type(self, name: str, cls: type) -> None:
+        super().map_to_type(name, cls)
+        self._classes.clear()
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        parser = self.registry.get(name.lower(), self.default_class)
+        if parser not in self._classes:
+            self._classes[parser] = type("_" + parser.__name__, (parser, self.base_class), {})
+        return self._classes[parser]
+
+
+class VerbatimHeaderPolicy(EmailPolicy):
+    """`EmailPolicy` that writes headers read from the source back byte for byte.
+
+    The stdlib policy drops the whitespace after the colon and writes exactly one space back,
+    and splits on more line breaks than CR and LF; either changes the bytes of a signed entity
+    and of headers a DKIM signature may cover. Parsed values (`msg["Subject"]`) are unfolded and
+    stripped of surrounding blanks, so that a trailing space does not hide a transfer encoding.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> VerbatimHeaderPolicy:
+        """A policy is immutable, so a copied message shares it: a copy with a policy of its
+        own would have a header factory of its own too, and miss every cached header."""
+        return self
+
+    def header_source_parse(self, sourcelines: list[str]) -> tuple[str, str]:
+        name, value = sourcelines[0].split(":", 1)
+        return name, (value + "".join(sourcelines[1:])).rstrip("\r\n")
+
+    def header_store_parse(self, name: str, value: Any) -> tuple[str, Any]:
+        if hasattr(value, "name") or not isinstance(value, str) or len(value.splitlines()) > 1:
+            return super().header_store_parse(name, value)
+        return name, _parsed_header(self.header_factory, name, value)
+
+    def header_fetch_parse(self, name: str, value: Any) -> Any:
+        if not isinstance(value, str):
+            return super().header_fetch_parse(name, value)
+        if name.lower() in REREAD_HEADERS:
+            return _fetched_header(self.header_factory, name, value)
+        return self.header_factory(name, _unfolded(value))
+
+    def fold(self, name: str, value: Any) -> str:
+        if hasattr(value, "name"):
+            return super().fold(name, value)
+        return name + ":" + self.linesep.join(_LINE_BREAK.split(value)) + self.linesep
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        if hasattr(value, "name"):
+            return super().fold_binary(name, value)
+        return self.fold(name, value).encode("utf-8", "surrogateescape")
+
+
+MIME_POLICY = VerbatimHeaderPolicy(
+    linesep="\r\n", refold_source="none", header_factory=ClassReusingHeaderRegistry()
+)
+
+
+def parse_email(raw: bytes, *, smtputf8: bool = False) -> EmailContent:
+    """Extract what the policy needs, and every reason the message cannot be checked or rewritten.
+
+    Never raises: a message the gateway cannot understand is blocked with its problems named.
+    """
+    try:
+        message = BytesParser(policy=MIME_POLICY).parsebytes(raw)
+    except RecursionError:
+        return _unparsed(raw, [f"MIME nesting deeper than {MAX_NESTING_DEPTH} levels"])
+    except Exception as error:  # the modern parser raises on some malformed Content-Type headers
+        return _unparsed(raw, _parser_failure(raw, error))
+    problems, broken_headers = _tree_problems(message)
+    if not problems:
+        problems += rewrite_problems(message)
+    problems += _eight_bit_header_problems(message, smtputf8)
+    from_addresses, from_problems = (), []
+    if "from" not in broken_headers:
+        from_addresses, from_problems = _from_addresses(message)
+    other_identities = () if broken_headers else _other_identities(message)
+    subject, subject_problems = "", []
+    if "subject" not in broken_headers:
+        subject, subject_problems = _subject(message)
+    return EmailContent(
+        from_addresses=from_addresses,
+        subject=subject,
+        is_reply=_is_reply(message),
+        message_id=_raw_value(message, "Message-ID"),
+        size=len(raw),
+        problems=tuple(problems + from_problems + subject_problems),
+        other_identities=other_identities,
+        mime=message,
+    )
+
+
+def fields_content(fields: EmailFields, size: int) -> EmailContent:
+    """What the policy needs from an email given as fields, read by the same code as a parsed
+    message's headers (the bodies need no checking: they are text already)."""
+    from_addresses, problems, other_identities = _sender(fields.sender)
+    subject, subject_problems = fields.subject, []
+    if "=?" in subject:  # encoded words: the reader's client would decode them, so does policy
+        headers = EmailMessage(policy=MIME_POLICY)
+        headers.set_raw("Subject", subject)
+        subject, subject_problems = _subject(headers)
+    return EmailContent(
+        from_addresses=from_addresses,
+        subject=subject,
+        is_reply=any(
+            name.lower() in REPLY_HEADERS and value.strip() for name, value in fields.headers
+        ),
+        message_id=fields.message_id,
+        size=size,
+        problems=(*problems, *subject_problems),
+        other_identities=other_identities,
+        fields=fields,
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _sender(from_value: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """From's addresses, problems and other identities: one value per sending identity, so
+    cached."""
+    headers = EmailMessage(policy=MIME_POLICY)
+    if from_value:
+        headers.set_raw("From", from_value)
+    addresses, problems = _from_addresses(headers)
+    return addresses, tuple(problems), _other_identities(headers)
+
+
+def to_bytes(message: EmailMessage) -> bytes:
+    """The message as sent on the wire: CRLF line endings, 8-bit content kept as it is."""
+    buffer = io.BytesIO()
+    CrlfBytesGenerator(buffer, policy=MIME_POLICY).flatten(message)
+    return buffer.getvalue()
+
+
+class CrlfBytesGenerator(BytesGenerator):
+    """The stdlib generator writes every body line on its own to rewrite its line ending;
+    a body whose line endings already are all CRLF (as SMTP delivers them) is written in one
+    piece, which is the same bytes at a fraction of the cost for a large attachment."""
+
+    def _write_lines(self, lines: str) -> None:
+        if self._NL == "\r\n" and lines.count("\n") == lines.count("\r") == lines.count("\r\n"):
+            self.write(lines)
+            return
+        super()._write_lines(lines)
+
+
+def _unparsed(raw: bytes, problems: list[str]) -> EmailContent:
+    return EmailContent((), "", False, "", len(raw), tuple(problems))
+
+
+def _parser_failure(raw: bytes, error: Exception) -> list[str]:
+    """Name the header that broke the modern parser, found with the legacy one.
+
+    The legacy parser reads Content-Type as plain text, so it gets through the same input.
+    """
+    try:
+        legacy = BytesParser(policy=compat32).parsebytes(raw)
+    except Exception:  # nothing left to learn from; report the original failure
+        legacy = None
+    problems = _tree_problems(legacy)[0] if legacy is not None else []
+    return problems or [f"message cannot be parsed ({error!r})"]
+
+
+def _tree_problems(message: Message) -> tuple[list[str], set[str]]:
+    """Headers that raise when read, anywhere in the tree, and nesting beyond the limit.
+
+    Also returns the lower-cased names of the top-level headers that raise, so that extracting
+    From and Subject does not trip over them again. Walks iteratively: the depth is not known
+    to be safe for recursion until this walk has measured it.
+    """
+    problems: list[str] = []
+    broken_top_level: set[str] = set()
+    too_deep = False
+    for part, section, depth in _parts_with_depth(message):
+        too_deep = too_deep or depth > MAX_NESTING_DEPTH
+        for name in _unreadable_headers(part):
+            where = f" of MIME part {section}" if section else ""
+            problems.append(f"header {name!r}{where} cannot be parsed")
+            if not section:
+                broken_top_level.add(name.lower())
+    if too_deep:
+        problems.append(f"MIME nesting deeper than {MAX_NESTING_DEPTH} levels")
+    return problems, broken_top_level
+
+
+def _parts_with_depth(message: Message) -> Iterator[tuple[Message, str, int]]:
+    stack: list[tuple[Message, str, int]] = [(message, "", 0)]
+    while stack:
+        part, section, depth = stack.pop()
+        yield part, section, depth
+        if part.is_multipart():
+            children = list(enumerate(part.get_payload(), 1))
+            stack.extend(
+                (child, child_section(section, index), depth + 1)
+                for index, child in reversed(children)
+            )
+
+
+def _unreadable_headers(part: Message) -> Iterator[str]:
+    for name, value in part.raw_items():
+        try:
+            MIME_POLICY.header_fetch_parse(name, value)
+        except Exception:  # bugs in the stdlib header parser surface as arbitrary errors
+            yield name
+
+
+def _eight_bit_header_problems(message: Message, smtputf8: bool) -> list[str]:
+    """Raw 8-bit bytes in the top-level header can only be relayed with SMTPUTF8, and then
+    only as UTF-8. (Inside the body, MIME part headers travel as 8BITMIME content.)"""
+    problems = []
+    for name, value in message.raw_items():
+        if not _ESCAPED_8BIT.search(value):
+            continue
+        if not smtputf8:
+            problems.append(f"header {name!r} contains raw 8-bit bytes (needs SMTPUTF8)")
+        elif not _is_utf8(value):
+            problems.append(f"header {name!r} contains 8-bit bytes that are not valid UTF-8")
+    return problems
+
+
+def _is_utf8(escaped: str) -> bool:
+    try:
+        escaped.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _from_addresses(message: Message) -> tuple[tuple[str, ...], list[str]]:
+    headers = message.get_all("From", [])
+    if not headers:
+        return (), ["missing From header"]
+    if len(headers) > 1:
+        return (), ["more than one From header"]
+    header = headers[0]
+    if not header.addresses or _has_invalid_syntax(header):
+        written = _raw_value(message, "From")
+        return (), [f"From header is not a valid address list: {written!r}"]
+    incomplete = [a.addr_spec for a in header.addresses if not (a.username and a.domain)]
+    if incomplete:
+        return (), [f"From address {incomplete[0]!r} has an empty local part or domain"]
+    return tuple(_normalized_addr_spec(a) for a in header.addresses), []
+
+
+ADDRESS_IN_TEXT = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def _other_identities(message: Message) -> tuple[str, ...]:
+    """Addresses a reader may take for the sender besides From's own: the Sender header,
+    and addresses written into From/Sender display names ("ceo@bank.example" <a@b.example>)."""
+    found: list[str] = []
+    for name in ("From", "Sender"):
+        for header in message.get_all(name, []):
+            for address in getattr(header, "addresses", ()):
+                if name == "Sender" and address.domain:
+                    found.append(_normalized_addr_spec(address))
+                found += ADDRESS_IN_TEXT.findall(address.display_name or "")
+    return tuple(dict.fromkeys(found))
+
+
+def _has_invalid_syntax(header: Any) -> bool:
+    """Obsolete-but-readable syntax is fine; invalid syntax means the parser had to guess."""
+    return any(isinstance(defect, InvalidHeaderDefect) for defect in header.defects)
+
+
+def _normalized_addr_spec(address: Address) -> str:
+    """Domains are case-insensitive; local parts may not be, so they are kept as written.
+
+    Raw UTF-8 (SMTPUTF8) reaches the address parser as escaped bytes, decoded here.
+    """
+    username, domain = _unescape(address.username), _unescape(address.domain).lower()
+    return Address(username=username, domain=domain).addr_spec
+
+
+def _unescape(text: str) -> str:
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _subject(message: Message) -> tuple[str, list[str]]:
+    header = message["Subject"]
+    if header is None:
+        return "", []
+    return str(header), _encoded_word_problems("Subject", _raw_value(message, "Subject"))
+
+
+def _encoded_word_problems(name: str, value: str) -> list[str]:
+    """RFC 2047 words the modern parser would silently turn into replacement characters."""
+    try:
+        chunks = decode_header(value)
+    except HeaderParseError:
+        return [f"{name} has an encoded word with invalid base64"]
+    problems = []
+    for data, charset in chunks:
+        if charset is None:
+            continue
+        codec = charset.partition("*")[0]  # RFC 2231 language suffix
+        try:
+            data.decode(codec)
+        except UnicodeDecodeError:
+            problems.append(f"{name} has an encoded word that is not valid {codec!r}")
+        except (LookupError, ValueError):  # ValueError: a name with NUL or escaped 8-bit bytes
+            problems.append(f"{name} has an encoded word in unknown charset {codec!r}")
+    return problems
+
+
+REPLY_HEADERS = frozenset({"in-reply-to", "references"})
+
+
+def _is_reply(message: Message) -> bool:
+    return any(_raw_value(message, name) for name in REPLY_HEADERS)
+
+
+def _raw_value(message: Message, name: str) -> str:
+    """The first `name` header unfolded as written, without going through the header parser
+    (a Message-ID the parser chokes on is still worth recording)."""
+    for raw_name, value in message.raw_items():
+        if raw_name.lower() == name.lower():
+            return _unescape(_LINE_BREAK.sub("", value).strip())
+    return ""

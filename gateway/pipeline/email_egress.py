@@ -1,0 +1,128 @@
+"""The email channel's egress: personalize one recipient's copy, hand it to the upstream."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from gateway.mail.compose import compose_mime
+from gateway.mail.parse import to_bytes
+from gateway.model import Channel, Decision, EmailFields, OutboundMessage
+from gateway.pipeline.process import Receipt
+from gateway.policy import EMAIL_FOOTER
+from gateway.rewrite.footer import (
+    FOLDED_SEPARATOR,
+    TEMPLATE_FOOTER_KEYS,
+    TEMPLATE_URL_KEY,
+    one_click_headers,
+    render_footer,
+    set_list_unsubscribe,
+)
+from gateway.rewrite.mime import Footer, add_footer, footed_body
+from gateway.rules.ruleset import RuleSet
+from gateway.services.unsubscribe import Unsubscribe, UnsubscribeLinks
+from gateway.upstream.base import EmailUpstream, PostmarkApi
+from gateway.upstream.postmark import fields_to_postmark
+
+ONE_CLICK_HEADERS = {"list-unsubscribe", "list-unsubscribe-post"}
+
+
+class EmailEgress:
+    def __init__(self, upstream: EmailUpstream, unsubscribe: Unsubscribe) -> None:
+        self.upstream = upstream
+        self.unsubscribe = unsubscribe
+        self.name = upstream.name
+        self.postmark_api = upstream if isinstance(upstream, PostmarkApi) else None
+
+    def render(
+        self, message: OutboundMessage, recipient: str, decision: Decision, rules: RuleSet
+    ) -> bytes:
+        """Each recipient gets their own unsubscribe link, so each gets their own copy.
+
+        The pipeline runs MIME work in a worker thread: it grows with the number of parts.
+        """
+        email = message.email
+        assert email is not None
+        footer = links = None
+        if EMAIL_FOOTER in decision.obligations:
+            links = self.unsubscribe.links(recipient, message.envelope_sender, Channel.EMAIL)
+            footer = render_footer(
+                rules,
+                message.account.identity,
+                links.url,
+                self.unsubscribe.url_prefix,
+                self.unsubscribe.token_names(recipient),
+            )
+        if email.template is not None:
+            return self._template_request(email.template, recipient, footer, links)
+        if email.fields is not None:
+            return self._from_fields(email.fields, recipient, footer, links)
+        assert email.mime is not None
+        mime = copy.deepcopy(email.mime)
+        if footer is not None and links is not None:
+            mime = add_footer(mime, footer)
+            set_list_unsubscribe(mime, links.url, links.mailto)
+        del mime["Bcc"]
+        return to_bytes(mime)
+
+    def _from_fields(
+        self,
+        fields: EmailFields,
+        recipient: str,
+        footer: Footer | None,
+        links: UnsubscribeLinks | None,
+    ) -> bytes:
+        """The footer goes into the bodies as text; MIME is written only for an upstream
+        that takes MIME, Postmark's API gets its own request."""
+        folded: tuple[tuple[str, str], ...] = ()
+        headers: tuple[tuple[str, str], ...] = ()
+        if footer is not None and links is not None:
+            fields = replace(
+                fields,
+                text_body=fields.text_body and footed_body(fields.text_body, footer,
+                                                           is_html=False),
+                html_body=fields.html_body and footed_body(fields.html_body, footer,
+                                                           is_html=True),
+            )
+            folded = one_click_headers(links.url, links.mailto, FOLDED_SEPARATOR)
+            headers = one_click_headers(links.url, links.mailto)
+        if self.postmark_api is not None:
+            return json.dumps(fields_to_postmark(fields, recipient, headers)).encode()
+        return compose_mime(fields, folded)
+
+    @staticmethod
+    def _template_request(
+        template: Mapping[str, Any],
+        recipient: str,
+        footer: Footer | None,
+        links: UnsubscribeLinks | None,
+    ) -> bytes:
+        """Postmark renders template sends, so the footer travels in TemplateModel under the
+        documented keys (the template must show them) and the one-click headers in Headers."""
+        request = dict(template)
+        request["To"] = recipient
+        if footer is not None and links is not None:
+            model = dict(request.get("TemplateModel") or {})
+            model.update(zip(TEMPLATE_FOOTER_KEYS, (footer.html, footer.text), strict=True))
+            model[TEMPLATE_URL_KEY] = links.url
+            request["TemplateModel"] = model
+            request["Headers"] = [
+                h for h in request.get("Headers", []) if h["Name"].lower() not in ONE_CLICK_HEADERS
+            ] + [
+                {"Name": name, "Value": value}
+                for name, value in one_click_headers(links.url, links.mailto)
+            ]
+        return json.dumps(request).encode()
+
+    async def send(self, message: OutboundMessage, recipient: str, payload: bytes) -> Receipt:
+        email = message.email
+        if email is not None and email.template is not None:
+            return Receipt(await self.upstream.send_template(recipient, json.loads(payload)))
+        if email is not None and email.fields is not None and self.postmark_api is not None:
+            return Receipt(await self.postmark_api.send_api_email(json.loads(payload)))
+        return Receipt(
+            await self.upstream.send_email(message.envelope_sender, recipient, payload)
+        )

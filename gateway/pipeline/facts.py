@@ -1,0 +1,89 @@
+"""Gather what the decision needs from the store, before the pure `decide` runs.
+
+Any fact that cannot be read raises (`StoreUnavailable`, or `UpstreamTemporaryError` when the
+provider cannot say whether a template shows the footer): a message is never decided on a
+missing fact, the pipeline turns it into a temporary failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from gateway.addresses import InvalidAddress, suppression_key
+from gateway.model import Facts, KnownLocation, OutboundMessage
+from gateway.policy.callee import locate
+from gateway.rewrite.footer import TEMPLATE_FOOTER_KEYS, template_reference
+from gateway.rules.ruleset import RuleSet
+from gateway.store.base import Store
+from gateway.upstream.base import UpstreamPermanentError
+
+
+def recipient_key(recipient: str) -> str | None:
+    """The suppression key of a recipient, or None when it cannot be one (invalid address)."""
+    try:
+        return suppression_key(recipient)
+    except InvalidAddress:
+        return None
+
+
+TemplateCheck = Callable[[int | str, Sequence[str]], Awaitable[bool]]
+
+
+async def _template_has_footer(
+    message: OutboundMessage, template_check: TemplateCheck | None
+) -> bool | None:
+    """Whether the provider's template shows the footer; None when nobody can render it."""
+    template = message.email.template if message.email else None
+    if template is None or template_check is None:
+        return None
+    try:
+        return await template_check(template_reference(template), TEMPLATE_FOOTER_KEYS)
+    except UpstreamPermanentError:
+        return False  # no such template: nothing with a footer can be rendered
+
+
+def merged_location(stored: KnownLocation | None, extra: KnownLocation) -> KnownLocation:
+    """A dry run's extra knowledge adds to the registry's; it never hides a known state."""
+    if stored is None:
+        return extra
+    given = {k: v for k, v in vars(extra).items() if v not in ("", None)}
+    return replace(stored, **given)
+
+
+async def gather_facts(
+    store: Store,
+    message: OutboundMessage,
+    rules: RuleSet,
+    now: datetime,
+    known_override: Mapping[str, KnownLocation] | None = None,
+    template_check: TemplateCheck | None = None,
+    notices_being_recorded: Mapping[str, datetime] | None = None,
+) -> Facts:
+    """`notices_being_recorded`: texts that carried the opt-out notice and went out, whose
+    record is still on its way to the store."""
+    keys = [key for key in map(recipient_key, message.recipients) if key is not None]
+    suppressed = await store.suppressed(keys)
+    if not message.channel.is_telephony:
+        return Facts(
+            suppressed=suppressed,
+            template_has_footer=await _template_has_footer(message, template_check),
+        )
+    numbers = list(message.recipients)
+    known = await store.known_locations(numbers)
+    for number, extra in (known_override or {}).items():
+        known[number] = merged_location(known.get(number), extra)
+    in_flight = notices_being_recorded or {}
+    return Facts(
+        suppressed=suppressed,
+        callees={n: locate(n, known.get(n), rules.calling.area_codes) for n in numbers},
+        consents=await store.consents_for(numbers),
+        recent_contacts=await store.contact_counts(
+            numbers, now - timedelta(seconds=rules.calling.longest_cap_window_s)
+        ),
+        notice_sent_at={
+            **await store.notice_sent_at(numbers),
+            **{n: in_flight[n] for n in numbers if n in in_flight},
+        },
+    )

@@ -1,0 +1,489 @@
+"""The one pipeline every outbound message goes through, whatever its channel or ingress.
+
+gather facts -> decide (pure) -> record blocks -> render per recipient -> forward -> count.
+Ingress adapters build an `OutboundMessage` and translate the result or the exception into
+their protocol's reply; egress adapters render and send one recipient's copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import NoReturn, Protocol
+
+from gateway.model import (
+    BlockRecord,
+    Decision,
+    KnownLocation,
+    OutboundMessage,
+    Reason,
+    RecipientDecision,
+)
+from gateway.pipeline.facts import TemplateCheck, gather_facts
+from gateway.policy import SMS_OPT_OUT_NOTICE, decide
+from gateway.rules.ruleset import RuleSet
+from gateway.runtime.background import BackgroundWrites
+from gateway.runtime.clock import Clock
+from gateway.runtime.logs import log_event
+from gateway.runtime.metrics import Metrics
+from gateway.services.unsubscribe import Suppressions
+from gateway.store.base import DeliveryClaim, Store, StoreUnavailable
+from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
+
+log = logging.getLogger("gateway.pipeline.process")
+
+STALE_DELIVERY_CLAIM_S = 600.0
+INLINE_RENDER_BYTES = 256 * 1024
+INLINE_MIME_BYTES = 64 * 1024
+INLINE_MIME_PARTS = 16
+
+
+class TemporaryFailure(Exception):
+    """Nothing unchecked was sent; the agent should retry (SMTP 451, HTTP 503).
+
+    `maybe_delivered`: the provider may have accepted the copy after all (a timeout after
+    handing it over), so it still counts towards caps; from `process`, some copy of the
+    message may be out (or is: other recipients'), so the agent must check before resending.
+    """
+
+    def __init__(self, reason: str, text: str, *, maybe_delivered: bool = False) -> None:
+        super().__init__(f"{reason}: {text}")
+        self.reason = reason
+        self.text = text
+        self.maybe_delivered = maybe_delivered
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the provider answered for one accepted copy (its resource, when it has one)."""
+
+    upstream_id: str
+    document: Mapping[str, object] | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    recipient: str
+    receipt: Receipt
+
+
+@dataclass(frozen=True)
+class Refusal:
+    recipient: str
+    error: UpstreamPermanentError
+
+
+@dataclass(frozen=True)
+class Outcome:
+    decision: Decision
+    delivered: tuple[Delivery, ...]
+    refused: tuple[Refusal, ...]
+    block_ids: tuple[int, ...]
+
+
+class Egress(Protocol):
+    """One channel's last mile: render one recipient's copy, hand it to the provider."""
+
+    name: str
+
+    def render(
+        self, message: OutboundMessage, recipient: str, decision: Decision, rules: RuleSet
+    ) -> bytes:
+        """Runs in a worker thread unless `renders_inline`: it may be CPU-heavy (MIME)."""
+
+    async def send(self, message: OutboundMessage, recipient: str, payload: bytes) -> Receipt: ...
+
+
+def delivery_key(account: str, sender: str, content: bytes) -> str:
+    """Identifies 'the same message' across agent retries, for the delivery ledger."""
+    digest = hashlib.sha256()
+    for part in (account.encode(), sender.encode(), content):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
+
+
+def renders_inline(message: OutboundMessage) -> bool:
+    """Filling in fields, a template model or a form, or rewriting a small, simple MIME
+    message, costs less than the hop to a thread and back; other MIME work runs in a worker
+    thread, so that it cannot stall the event loop."""
+    email = message.email
+    if email is None:
+        return True
+    if email.mime is None:
+        return email.size <= INLINE_RENDER_BYTES
+    return is_small_mime(email.size, sum(1 for _ in email.mime.walk()))
+
+
+def is_small_mime(size: int, parts: int) -> bool:
+    """MIME work grows with size and with the number of parts: a CPU-bound worker thread
+    also makes every other thread (the store's, the spool's) wait for the GIL, so the work
+    of an ordinary message is cheaper done in place."""
+    return size <= INLINE_MIME_BYTES and parts <= INLINE_MIME_PARTS
+
+
+def _recipient_evidence(decision: Decision, recipient: str) -> Mapping[str, object]:
+    evidence = decision.evidence.get(recipient)
+    return evidence if isinstance(evidence, Mapping) else {}
+
+
+def blocked_by_cap(decision: Decision, recipient: str) -> Decision:
+    """The decision with `recipient` blocked by the cap the store just enforced."""
+    claims = [c for c in decision.caps if c.recipient == recipient]
+    reason = Reason(
+        "FREQUENCY_CAP",
+        "; ".join(
+            f"{c.limit} contacts per {c.window_s // 3600} h reached ({c.rule})" for c in claims
+        ),
+        claims[0].rule,
+    )
+    return replace(
+        decision,
+        recipients=tuple(
+            replace(r, reasons=(*r.reasons, reason)) if r.recipient == recipient else r
+            for r in decision.recipients
+        ),
+    )
+
+
+class Pipeline:
+    def __init__(
+        self,
+        store: Store,
+        rules: Callable[[], RuleSet],
+        egress: dict[str, Egress],
+        clock: Clock,
+        metrics: Metrics,
+        suppressions: Suppressions,
+        template_check: TemplateCheck | None = None,
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.egress = egress
+        self.clock = clock
+        self.metrics = metrics
+        self.suppressions = suppressions
+        self.template_check = template_check
+        self.background = BackgroundWrites()
+        # Recipient -> when a text carrying the opt-out notice went out, until the store
+        # has it: the answer does not wait for that write.
+        self._notices_being_recorded: dict[str, datetime] = {}
+
+    async def evaluate(
+        self,
+        message: OutboundMessage,
+        *,
+        at: datetime | None = None,
+        known_locations: Mapping[str, KnownLocation] | None = None,
+    ) -> Decision:
+        """Facts then decision, with no side effects: used by `check` and before sending.
+
+        `at` and `known_locations` let a dry run ask about another time or a callee whose
+        location the registry does not know yet.
+        """
+        started = self.clock.monotonic()
+        rules, now = self.rules(), at or self.clock.now()
+        try:
+            facts = await gather_facts(
+                self.store, message, rules, now, known_locations, self.template_check,
+                self._notices_being_recorded,
+            )
+        except StoreUnavailable as exc:
+            self._store_failed(message, "facts", exc)
+        except UpstreamTemporaryError as exc:
+            self._count(message, "failed", "UPSTREAM_UNAVAILABLE")
+            raise TemporaryFailure("UPSTREAM_UNAVAILABLE", f"template check: {exc}") from exc
+        decision = decide(message, facts, rules, now)
+        self.metrics.decision_seconds.labels(message.channel.value).observe(
+            self.clock.monotonic() - started
+        )
+        return decision
+
+    async def screen(self, message: OutboundMessage) -> tuple[Decision, tuple[int, ...]]:
+        """Decide and record the blocks, without sending (e.g. SMTP's RCPT stage)."""
+        decision = await self.evaluate(message)
+        return decision, await self._record_blocks(message, decision)
+
+    async def reject(self, message: OutboundMessage, reason: Reason) -> tuple[int, ...]:
+        """Record a request refused before any decision (a malformed API call) as a block,
+        so the block log shows every refusal."""
+        decision = Decision(
+            message_reasons=(reason,),
+            recipients=tuple(RecipientDecision(r) for r in message.recipients or ("",)),
+            rules_applied=(reason.rule,),
+            rules_version=self.rules().version,
+        )
+        return await self._record_blocks(message, decision)
+
+    async def process(self, message: OutboundMessage) -> Outcome:
+        decision, block_ids = await self.screen(message)
+        delivered: list[Delivery] = []
+        refused: list[Refusal] = []
+        temporary: list[str] = []
+        maybe_delivered = False
+        for recipient in decision.allowed_recipients:
+            if not await self._within_caps(message, decision, recipient):
+                decision = blocked_by_cap(decision, recipient)
+                block_ids += await self._record_blocks(message, decision, only=recipient)
+                continue
+            try:
+                delivery = await self._deliver(message, decision, recipient)
+            except UpstreamPermanentError as exc:
+                refused.append(Refusal(recipient, exc))
+                self._count(message, "failed", "UPSTREAM_REJECTED")
+                await self._release_contact(message, recipient)
+                await self._suppress_if_inactive(message, recipient, exc)
+            except TemporaryFailure as exc:
+                temporary.append(f"{recipient}: {exc.text}")
+                maybe_delivered = maybe_delivered or exc.maybe_delivered
+                self._count(message, "failed", exc.reason)
+                if not exc.maybe_delivered:
+                    await self._release_contact(message, recipient)
+            else:
+                delivered.append(delivery)
+                self._count(message, "allowed", "")
+                self._note_obligations_met(decision, recipient)
+        if temporary:
+            # Some copies may be out: the agent must not be told that nothing was sent.
+            if delivered:
+                temporary.append("delivered to " + ", ".join(d.recipient for d in delivered))
+            raise TemporaryFailure(
+                "UPSTREAM_UNAVAILABLE", "; ".join(temporary),
+                maybe_delivered=maybe_delivered or bool(delivered),
+            )
+        return Outcome(decision, tuple(delivered), tuple(refused), block_ids)
+
+    async def _within_caps(
+        self, message: OutboundMessage, decision: Decision, recipient: str
+    ) -> bool:
+        """Count this contact, atomically checking every cap the decision named for it.
+
+        Calls and texts are always counted (a cap applies to contacts made before it was
+        reached too); email is not counted.
+        """
+        if not message.channel.is_telephony:
+            return True
+        limits = [(c.limit, c.window_s) for c in decision.caps if c.recipient == recipient]
+        try:
+            return await self.store.reserve_contact(
+                recipient, message.channel, self.clock.now(), message.id, limits
+            )
+        except StoreUnavailable as exc:
+            self._store_failed(message, "reserve_contact", exc)
+
+    async def _best_effort(self, operation: str, write: Awaitable[object]) -> None:
+        """A store write whose loss is safe (it can only cause a stricter outcome later):
+        counted and logged, never failing the message."""
+        try:
+            await write
+        except StoreUnavailable as exc:
+            self.metrics.store_errors.labels(operation).inc()
+            log_event(log, "store-write-lost", logging.WARNING, operation=operation,
+                      error=str(exc))
+
+    async def _release_contact(self, message: OutboundMessage, recipient: str) -> None:
+        """A contact that was not made must not count towards a cap (losing this only
+        makes the cap stricter)."""
+        if message.channel.is_telephony:
+            await self._best_effort(
+                "release_contact", self.store.release_contact(recipient, message.id)
+            )
+
+    def _note_obligations_met(self, decision: Decision, recipient: str) -> None:
+        """Recorded after the answer: until the store has it, this process's decisions see
+        it in memory. Losing it, or another process not seeing it yet, only means the next
+        text carries the notice again."""
+        if SMS_OPT_OUT_NOTICE in decision.obligations:
+            at = self.clock.now()
+            self._notices_being_recorded[recipient] = at
+            self.background.start(self._record_notice(recipient, at))
+
+    async def _record_notice(self, recipient: str, at: datetime) -> None:
+        try:
+            await self._best_effort(
+                "mark_notice_sent", self.store.mark_notice_sent(recipient, at)
+            )
+        finally:
+            if self._notices_being_recorded.get(recipient) == at:
+                del self._notices_being_recorded[recipient]
+
+    async def _suppress_if_inactive(
+        self, message: OutboundMessage, recipient: str, error: UpstreamPermanentError
+    ) -> None:
+        """A provider saying the recipient opted out (Twilio 21610) is an opt-out here too."""
+        if not error.recipient_inactive:
+            return
+        try:
+            await self.suppressions.add(
+                [recipient],
+                source=f"{self.egress[message.channel.value].name}-refusal",
+                reason=f"provider refused: {error.code} {error.text}"[:200],
+                actor="provider",
+            )
+        except StoreUnavailable as exc:
+            self.metrics.store_errors.labels("add_suppressions").inc()
+            log_event(log, "provider-opt-out-not-recorded", logging.ERROR, error=str(exc))
+
+    async def _record_blocks(
+        self, message: OutboundMessage, decision: Decision, only: str | None = None
+    ) -> tuple[int, ...]:
+        """A block is durable before anyone is told about it."""
+        ids = []
+        for blocked in decision.blocked_recipients:
+            if only is not None and blocked.recipient != only:
+                continue
+            record = self._block_record(message, decision, blocked)
+            try:
+                ids.append(await self.store.record_block(record))
+            except StoreUnavailable as exc:
+                self._store_failed(message, "record_block", exc)
+            codes = [r.code for r in blocked.reasons]
+            self._count(message, "blocked", codes[0])
+            for code in dict.fromkeys(codes):
+                self.metrics.block_reasons.labels(message.channel.value, code).inc()
+            log_event(
+                log,
+                "blocked",
+                gateway_id=message.id,
+                channel=message.channel.value,
+                account=message.account.name,
+                recipient=blocked.recipient,
+                reasons=codes,
+                rules=[r.rule for r in blocked.reasons],
+                rules_version=decision.rules_version,
+            )
+        return tuple(ids)
+
+    def _block_record(
+        self, message: OutboundMessage, decision: Decision, blocked: RecipientDecision
+    ) -> BlockRecord:
+        email = message.email
+        return BlockRecord(
+            time=self.clock.now(),
+            channel=message.channel,
+            account=message.account.name,
+            sender=message.envelope_sender,
+            recipient=blocked.recipient,
+            reasons=blocked.reasons,
+            rules_version=decision.rules_version,
+            message_id=email.message_id if email else "",
+            subject=email.subject if email else "",
+            size=email.size if email else 0,
+            gateway_id=message.id,
+            evidence=_recipient_evidence(decision, blocked.recipient),
+        )
+
+    async def _deliver(
+        self, message: OutboundMessage, decision: Decision, recipient: str
+    ) -> Delivery:
+        egress = self.egress[message.channel.value]
+        claim = await self._claim(message, recipient)
+        if claim is DeliveryClaim.ALREADY_DELIVERED:
+            log_event(log, "duplicate-skipped", gateway_id=message.id, recipient=recipient)
+            return Delivery(recipient, Receipt("already-delivered"))
+        if claim is DeliveryClaim.IN_FLIGHT:
+            raise TemporaryFailure("IN_FLIGHT", "the same message is being delivered right now")
+        # Once claimed, an agent hanging up must not cut the send off between the provider
+        # accepting and the ledger recording it: that is how duplicates happen.
+        receipt = await asyncio.shield(self._send_claimed(egress, message, decision, recipient))
+        log_event(
+            log,
+            "delivered",
+            gateway_id=message.id,
+            channel=message.channel.value,
+            account=message.account.name,
+            recipient=recipient,
+            upstream=egress.name,
+            upstream_id=receipt.upstream_id,
+        )
+        return Delivery(recipient, receipt)
+
+    async def _send_claimed(
+        self, egress: Egress, message: OutboundMessage, decision: Decision, recipient: str
+    ) -> Receipt:
+        """Render and send one claimed copy; the claim is released only when nothing went out."""
+        try:
+            if renders_inline(message):
+                payload = egress.render(message, recipient, decision, self.rules())
+            else:
+                payload = await asyncio.to_thread(
+                    egress.render, message, recipient, decision, self.rules()
+                )
+        except BaseException:
+            await self._release(message, recipient)
+            raise
+        started = self.clock.monotonic()
+        result = "accepted"
+        try:
+            receipt = await egress.send(message, recipient, payload)
+        except UpstreamPermanentError:
+            result = "refused"
+            await self._release(message, recipient)
+            raise
+        except UpstreamTemporaryError as exc:
+            result = "unavailable"
+            if not exc.maybe_delivered:
+                await self._release(message, recipient)
+            raise TemporaryFailure(
+                "UPSTREAM_UNAVAILABLE", str(exc), maybe_delivered=exc.maybe_delivered
+            ) from exc
+        finally:
+            self.metrics.upstream_seconds.labels(egress.name, result).observe(
+                self.clock.monotonic() - started
+            )
+        await self._complete(message, recipient, receipt.upstream_id)
+        return receipt
+
+    async def _complete(self, message: OutboundMessage, recipient: str, upstream_id: str) -> None:
+        """The provider has the message: record it, retrying briefly, since a claim left
+        pending would let a retry resend once it goes stale."""
+        if not message.idempotency_key:
+            return
+        for attempt in range(3):
+            try:
+                await self.store.complete_delivery(message.idempotency_key, recipient, upstream_id)
+                return
+            except StoreUnavailable as exc:
+                self.metrics.store_errors.labels("complete_delivery").inc()
+                log_event(
+                    log, "ledger-write-failed", logging.WARNING, gateway_id=message.id,
+                    attempt=attempt + 1, error=str(exc),
+                )
+                await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def _claim(self, message: OutboundMessage, recipient: str) -> DeliveryClaim:
+        """Messages without an idempotency key (texts and calls: two identical reminders are
+        two messages) are not deduplicated."""
+        if not message.idempotency_key:
+            return DeliveryClaim.CLAIMED
+        try:
+            return await self.store.claim_delivery(
+                message.idempotency_key, recipient, self.clock.now(), STALE_DELIVERY_CLAIM_S
+            )
+        except StoreUnavailable as exc:
+            self._store_failed(message, "claim_delivery", exc)
+
+    async def _release(self, message: OutboundMessage, recipient: str) -> None:
+        """Losing this only makes a retry wait until the claim goes stale."""
+        if message.idempotency_key:
+            await self._best_effort(
+                "release_delivery",
+                self.store.release_delivery(message.idempotency_key, recipient),
+            )
+
+    def _store_failed(
+        self, message: OutboundMessage, operation: str, exc: Exception
+    ) -> NoReturn:
+        self.metrics.store_errors.labels(operation).inc()
+        self._count(message, "failed", "STORE_UNAVAILABLE")
+        log_event(
+            log, "store-unavailable", logging.ERROR, gateway_id=message.id,
+            operation=operation, error=str(exc),
+        )
+        raise TemporaryFailure("STORE_UNAVAILABLE", f"store unavailable ({operation})") from exc
+
+    def _count(self, message: OutboundMessage, outcome: str, reason: str) -> None:
+        self.metrics.messages.labels(message.channel.value, outcome, reason).inc()

@@ -1,0 +1,173 @@
+"""Prometheus metrics, on a registry per gateway instance so tests can run several.
+
+Gauges that need the store (suppression list size, store reachability) are refreshed by
+`StoreGauges` every `gateway.metrics_refresh_s`, never on a scrape: a scrape must stay
+cheap with ten million suppressions and must not fail when the store does. Counting ten
+million suppressions is a full scan of one to three seconds, so the count is repeated only as
+often as keeps it under `COUNT_SHARE_OF_TIME` of the store's time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from gateway.runtime.logs import log_event
+from gateway.store.base import Store, StoreUnavailable
+
+log = logging.getLogger("gateway.runtime.metrics")
+
+MULTIPROCESS_DIRECTORY_ENV = "PROMETHEUS_MULTIPROC_DIR"
+COUNT_SHARE_OF_TIME = 0.02
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.messages = Counter(
+            "gateway_messages",
+            "Outbound messages per recipient by outcome; reason: first block or failure reason",
+            ["channel", "outcome", "reason"],
+            registry=self.registry,
+        )
+        self.block_reasons = Counter(
+            "gateway_block_reasons",
+            "Every reason code of every blocked message (a block may carry several)",
+            ["channel", "reason"],
+            registry=self.registry,
+        )
+        self.decision_seconds = Histogram(
+            "gateway_decision_duration_seconds",
+            "Time to gather facts and decide",
+            ["channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.upstream_seconds = Histogram(
+            "gateway_upstream_duration_seconds",
+            "Time the upstream took to accept or refuse one message",
+            ["upstream", "result"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.smtp_sessions = Gauge(
+            "gateway_smtp_sessions_in_progress",
+            "Open SMTP connections from agents",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.store_errors = Counter(
+            "gateway_store_errors",
+            "Store operations that failed (each one failed a message closed)",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.unsubscribes = Counter(
+            "gateway_unsubscribes",
+            "Opt-outs taken, by how they arrived",
+            ["source"],
+            registry=self.registry,
+        )
+        self.http_requests = Gauge(
+            "gateway_http_requests_in_progress",
+            "HTTP requests being handled (agents, webhooks, admin API, probes)",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.suppressions = Gauge(
+            "gateway_suppressions",
+            "Distinct addresses and numbers on the suppression list, counted periodically",
+            multiprocess_mode="max",
+            registry=self.registry,
+        )
+        self.store_up = Gauge(
+            "gateway_store_up",
+            "1 if the store answered the last periodic ping, 0 if it did not",
+            multiprocess_mode="min",
+            registry=self.registry,
+        )
+        self.store_checked = Gauge(
+            "gateway_store_last_check_timestamp_seconds",
+            "When the store gauges were last refreshed (Unix time)",
+            multiprocess_mode="max",
+            registry=self.registry,
+        )
+        self.login_failures = Counter(
+            "gateway_login_failures",
+            "Sign-ins refused for a wrong password or secret, by ingress (smtp, review)",
+            ["ingress"],
+            registry=self.registry,
+        )
+        self.login_lockouts = Counter(
+            "gateway_login_lockouts",
+            "Lockouts after too many failed sign-ins, by ingress and scope (address, account)",
+            ["ingress", "scope"],
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "gateway_config_reloads",
+            "SIGHUP reloads by what was reloaded (rules, accounts) and result (ok, failed)",
+            ["kind", "result"],
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        """With several worker processes (`gateway.workers`), every worker's values merged
+        from prometheus_client's multiprocess files, so a scrape of any worker sees all."""
+        if MULTIPROCESS_DIRECTORY_ENV in os.environ:
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)
+            return generate_latest(merged)
+        return generate_latest(self.registry)
+
+
+class StoreGauges:
+    """Keeps the store-backed gauges fresh; logs only when reachability changes."""
+
+    def __init__(
+        self, metrics: Metrics, store: Store, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.metrics = metrics
+        self.store = store
+        self.monotonic = monotonic
+        self.reachable: bool | None = None
+        self.next_count_at = 0.0
+
+    async def refresh(self) -> None:
+        """Ping, and count when the last count's cost allows; a failure marks the store down
+        and keeps the last count."""
+        try:
+            await self.store.ping()
+            if self.monotonic() >= self.next_count_at:
+                await self._count()
+        except StoreUnavailable as exc:
+            if self.reachable is not False:
+                log_event(log, "store-unreachable", logging.ERROR, error=str(exc))
+            self.reachable = False
+        else:
+            if self.reachable is False:
+                log_event(log, "store-reachable-again")
+            self.reachable = True
+        self.metrics.store_up.set(1 if self.reachable else 0)
+        self.metrics.store_checked.set_to_current_time()
+
+    async def _count(self) -> None:
+        started = self.monotonic()
+        self.metrics.suppressions.set(await self.store.count_suppressed())
+        self.next_count_at = started + (self.monotonic() - started) / COUNT_SHARE_OF_TIME
+
+    async def run(self, interval_s: float) -> None:
+        """Now, then every `interval_s` until cancelled."""
+        while True:
+            await self.refresh()
+            await asyncio.sleep(interval_s)

@@ -1,0 +1,229 @@
+"""Data-subject requests (export, erasure) and the owner's purge of the whole workspace.
+
+Erasure must not undo an opt-out: a person who is erased and then re-imported from a
+customer's list would otherwise be contacted again. Their suppression rows therefore
+become one row under a keyed hash of their suppression key (`erased_address`), which the
+store matches on every lookup once `Store.use_erasure_key` has been called (see
+`Services.open`). The hash is computed in the store rather than by each caller so that
+every path that asks `suppressed` (pipeline facts, SMS STOP/START handling, the CLI)
+honors erased opt-outs without knowing erasure exists.
+
+Audit entries are append-only and hash-chained, so they are never rewritten: entries that
+name the person stay until retention prunes them, and the privacy entries themselves name
+the keyed hash, never the address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.addresses import InvalidAddress
+from gateway.config.settings import Config
+from gateway.model import AuditEvent, BlockRecord
+from gateway.runtime.clock import Clock
+from gateway.services.imports import validated_key
+from gateway.store.base import ERASED_PREFIX, PersonalData, Store, erased_address
+
+ERASURE_KEY_FILE = "erasure-key"
+
+
+def erasure_key(config: Config) -> bytes:
+    """`[privacy] erasure_key`, else a key generated once into data_dir (single node).
+
+    Losing or changing it makes erased opt-outs stop matching, so it is kept with the
+    data it protects and never rotated.
+    """
+    if config.privacy.erasure_key:
+        return config.privacy.erasure_key.encode()
+    path = config.data_dir / ERASURE_KEY_FILE
+    if not path.exists():
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(48))
+    return path.read_text().strip().encode()
+
+
+def outbox_directories(config: Config) -> tuple[Path, ...]:
+    """Where the outbox upstreams write (see `build_email_upstream`, `build_twilio_upstream`)."""
+    return (config.data_dir / "outbox" / "email", config.data_dir / "outbox" / "twilio")
+
+
+def delete_files(directories: tuple[Path, ...], older_than: float | None = None) -> int:
+    """Delete the regular files under `directories` (modified before the POSIX time
+    `older_than`, when given); returns how many. Blocking: run it in a thread."""
+    deleted = 0
+    for directory in directories:
+        if not directory.is_dir():
+            continue
+        for path in directory.rglob("*"):
+            try:
+                if not path.is_file() or (
+                    older_than is not None and path.stat().st_mtime >= older_than
+                ):
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                continue  # written and renamed, or deleted, meanwhile
+            deleted += 1
+    return deleted
+
+
+def person_key(subject: str) -> str:
+    """A real address or E.164 number, never a stored hash: "erasing" the hashed row of an
+    erased person would delete their opt-out."""
+    if subject.startswith(ERASED_PREFIX):
+        raise InvalidAddress("this is an erased person's keyed hash, not an address or number")
+    return validated_key(subject)
+
+
+class Privacy:
+    def __init__(self, store: Store, clock: Clock, key: bytes) -> None:
+        self.store = store
+        self.clock = clock
+        self.key = key
+
+    async def export(self, subject: str, *, actor: str) -> dict[str, Any]:
+        """Everything held about `subject` (address or number) as JSON-ready data.
+
+        Raises `InvalidAddress` for a subject that is no address or number.
+        """
+        key = person_key(subject)
+        data = await self.store.personal_data(key)
+        now = self.clock.now()
+        await self.store.append_audit(
+            AuditEvent(
+                time=now,
+                actor=actor,
+                action="privacy.export",
+                subject=erased_address(self.key, key),
+                details={"records": _record_count(data)},
+            )
+        )
+        return export_document(data, now)
+
+    async def erase(self, subject: str, *, actor: str) -> dict[str, int]:
+        """Delete `subject`'s personal data, keeping their opt-out as a keyed hash.
+
+        Returns rows removed per table. Raises `InvalidAddress` as `export` does.
+        """
+        key = person_key(subject)
+        now = self.clock.now()
+        counts = await self.store.erase_personal_data(key, now, actor)
+        await self.store.append_audit(
+            AuditEvent(
+                time=now,
+                actor=actor,
+                action="privacy.erase",
+                subject=erased_address(self.key, key),
+                details={"removed": counts, "opt_out_kept": counts["suppressions"] > 0},
+            )
+        )
+        return counts
+
+
+async def purge(store: Store, config: Config, clock: Clock, *, actor: str) -> AuditEvent:
+    """Erase every record and outbox file; the purge's own audit entry starts a new chain.
+
+    Files go first: a failure there leaves the store (and its audit log) untouched.
+    """
+    files = await asyncio.to_thread(delete_files, outbox_directories(config))
+    return await store.purge(
+        AuditEvent(
+            time=clock.now(),
+            actor=actor,
+            action="workspace.purge",
+            details={"outbox_files": files},
+        )
+    )
+
+
+def _record_count(data: PersonalData) -> int:
+    return (
+        len(data.suppressions)
+        + len(data.erased_suppressions)
+        + len(data.consents)
+        + (data.known_location is not None)
+        + len(data.blocks)
+        + len(data.contacts)
+        + (data.notice_sent_at is not None)
+        + len(data.deliveries)
+        + len(data.audit)
+    )
+
+
+def export_document(data: PersonalData, now: datetime) -> dict[str, Any]:
+    location = data.known_location
+    return {
+        "subject": data.key,
+        "exported_at": now.isoformat(),
+        "suppressions": [
+            {"source": s.source, "reason": s.reason, "actor": s.actor, "time": s.time.isoformat()}
+            for s in data.suppressions
+        ],
+        "erased_suppression": bool(data.erased_suppressions),
+        "consents": [
+            {
+                "channel": c.channel.value,
+                "kind": c.kind.value,
+                "obtained_at": c.obtained_at.isoformat(),
+                "expires_at": c.expires_at.isoformat() if c.expires_at else None,
+                "source": c.source,
+                "evidence": c.evidence,
+            }
+            for c in data.consents
+        ],
+        "known_location": vars(location) if location is not None else None,
+        "blocks": [_block_dict(b) for b in data.blocks],
+        "contacts": {
+            "count": len(data.contacts),
+            "rows": [
+                {"channel": c.channel.value, "time": c.time.isoformat(), "gateway_id": c.gateway_id}
+                for c in data.contacts
+            ],
+        },
+        "sms_notice_sent_at": (
+            data.notice_sent_at.isoformat() if data.notice_sent_at is not None else None
+        ),
+        "deliveries": [
+            {
+                "recipient": d.recipient,
+                "state": d.state,
+                "claimed_at": d.claimed_at.isoformat(),
+                "upstream_id": d.upstream_id,
+            }
+            for d in data.deliveries
+        ],
+        "audit": [
+            {
+                "id": e.id,
+                "time": e.time.isoformat(),
+                "actor": e.actor,
+                "action": e.action,
+                "subject": e.subject,
+                "details": e.details,
+            }
+            for e in data.audit
+        ],
+    }
+
+
+def export_json(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, default=str)
+
+
+def _block_dict(record: BlockRecord) -> dict[str, Any]:
+    return {
+        "time": record.time.isoformat(),
+        "channel": record.channel.value,
+        "account": record.account,
+        "sender": record.sender,
+        "recipient": record.recipient,
+        "reasons": [r.as_dict() for r in record.reasons],
+        "message_id": record.message_id,
+        "subject": record.subject,
+    }

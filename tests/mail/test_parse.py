@@ -1,0 +1,351 @@
+"""parse_email: what it extracts, and a specific problem for each way a message can be unusable;
+to_bytes: what it writes back."""
+
+import copy
+from email.headerregistry import AddressHeader, HeaderRegistry
+
+import pytest
+
+from gateway.mail.parse import (
+    MIME_POLICY,
+    ClassReusingHeaderRegistry,
+    parse_email,
+    to_bytes,
+)
+
+
+def crlf(text: str) -> bytes:
+    return text.replace("\n", "\r\n").encode("utf-8")
+
+
+HEADERS = (
+    "From: Katie Agent <katie@Example.COM>\n"
+    "To: bob@customer.test\n"
+    "Subject: Quick question\n"
+    "Message-ID: <1@example.com>\n"
+    "MIME-Version: 1.0\n"
+)
+
+GOOD_MESSAGES = {
+    "plain": crlf(HEADERS + "Content-Type: text/plain\n\nHi\n"),
+    "bare LF": (HEADERS + "Content-Type: text/plain\n\nHi\n").encode(),
+    "no MIME headers": crlf("From: katie@example.com\nSubject: hi\n\nHi\n"),
+    "alternative": crlf(
+        HEADERS + 'Content-Type: multipart/alternative; boundary="b"\n\n'
+        "--b\nContent-Type: text/plain; charset=utf-8\n\nHi\n"
+        "--b\nContent-Type: text/html; charset=utf-8\n\n<p>Hi</p>\n--b--\n"
+    ),
+    "missing close boundary": crlf(
+        HEADERS + 'Content-Type: multipart/mixed; boundary="b"\n\n--b\n\nHi\n'
+    ),
+    "problems inside closed parts are not ours": crlf(
+        HEADERS + 'Content-Type: multipart/mixed; boundary="b"\n\n'
+        "--b\nContent-Type: text/plain\n\nHi\n"
+        "--b\nContent-Type: text/plain; charset=x-foo\nContent-Disposition: attachment\n\nx\n"
+        "--b\nContent-Type: message/rfc822\n\n"
+        "From: a@b.test\nContent-Type: text/plain; charset=x-bar\n"
+        "Content-Transfer-Encoding: x-weird\n\nx\n"
+        '--b\nContent-Type: multipart/signed; boundary="s"\n\n'
+        "--s\nContent-Type: text/plain; charset=x-baz\n\nx\n"
+        "--s\nContent-Type: application/pgp-signature\n\nsig\n--s--\n"
+        "--b--\n"
+    ),
+    "8-bit body": crlf(
+        HEADERS + "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n"
+        "Grüße\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("raw", GOOD_MESSAGES.values(), ids=GOOD_MESSAGES.keys())
+def test_good_message_has_no_problems(raw: bytes) -> None:
+    content = parse_email(raw)
+    assert content.problems == ()
+    assert content.mime is not None
+    assert content.size == len(raw)
+
+
+def test_extracts_sender_subject_and_ids() -> None:
+    raw = crlf(
+        'From: "Katie, Agent" <Katie.Agent@Sales.Example.COM>\n'
+        "Subject: =?utf-8?q?Stra=C3=9Fe?= und =?iso-8859-1?b?S/Zsbg==?=\n"
+        "Message-ID:   <abc.123@example.com>  \n"
+        "In-Reply-To: <prev@customer.test>\n\nHi\n"
+    )
+    content = parse_email(raw)
+    assert content.problems == ()
+    assert content.from_addresses == ("Katie.Agent@sales.example.com",)
+    assert content.subject == "Straße und Köln"
+    assert content.message_id == "<abc.123@example.com>"
+    assert content.is_reply
+
+
+def test_several_from_addresses_and_quoted_local_part() -> None:
+    content = parse_email(crlf('From: a@X.test, "b c"@Y.TEST\n\nHi\n'))
+    assert content.from_addresses == ("a@x.test", '"b c"@y.test')
+
+
+@pytest.mark.parametrize(
+    ("headers", "is_reply"),
+    [
+        ("References: <a@b> <c@d>\n", True),
+        ("In-Reply-To: <a@b>\n", True),
+        ("In-Reply-To:   \n", False),
+        ("", False),
+    ],
+)
+def test_is_reply(headers: str, is_reply: bool) -> None:
+    assert parse_email(crlf(f"From: a@b.test\n{headers}\nHi\n")).is_reply is is_reply
+
+
+def test_absent_subject_and_message_id_are_empty() -> None:
+    content = parse_email(crlf("From: a@b.test\n\nHi\n"))
+    assert (content.subject, content.message_id, content.problems) == ("", "", ())
+
+
+def test_utf8_headers_are_accepted_with_smtputf8() -> None:
+    raw = crlf("From: Jürgen <jürgen@BÜCHER.example>\nSubject: Grüße\n\nHi\n")
+    content = parse_email(raw, smtputf8=True)
+    assert content.problems == ()
+    assert content.from_addresses == ("jürgen@bücher.example",)
+    assert content.subject == "Grüße"
+
+
+def nested_multiparts(levels: int) -> bytes:
+    opening = "".join(
+        f'--b{i}\nContent-Type: multipart/mixed; boundary="b{i + 1}"\n\n' for i in range(levels)
+    )
+    closing = "".join(f"\n--b{i}--\n" for i in reversed(range(levels)))
+    return crlf(
+        'From: a@b.test\nContent-Type: multipart/mixed; boundary="b0"\n\n'
+        f"{opening}--b{levels}\n\nHi\n--b{levels}--\n{closing}"
+    )
+
+
+def test_fifty_levels_of_nesting_are_allowed() -> None:
+    assert parse_email(nested_multiparts(49)).problems == ()
+
+
+@pytest.mark.parametrize("levels", [50, 2000])
+def test_deeper_nesting_is_a_problem(levels: int) -> None:
+    assert parse_email(nested_multiparts(levels)).problems == (
+        "MIME nesting deeper than 50 levels",
+    )
+
+
+PROBLEMS = {
+    "no From": (b"Subject: hi\r\n\r\nHi\r\n", "missing From header"),
+    "two From": (
+        crlf("From: a@b.test\nFrom: c@d.test\n\nHi\n"),
+        "more than one From header",
+    ),
+    "From without address": (
+        crlf("From: undisclosed-recipients:;\n\nHi\n"),
+        "From header is not a valid address list: 'undisclosed-recipients:;'",
+    ),
+    "From with a guessed address": (
+        crlf("From: Katie Agent katie@example.com\n\nHi\n"),
+        "From header is not a valid address list: 'Katie Agent katie@example.com'",
+    ),
+    "From with empty local part": (
+        crlf('From: ""@example.com\n\nHi\n'),
+        "From address '@example.com' has an empty local part or domain",
+    ),
+    "From that raises": (crlf("From: a@\n\nHi\n"), "header 'From' cannot be parsed"),
+    "Message-ID that raises": (
+        crlf("From: a@b.test\nMessage-ID: <\n\nHi\n"),
+        "header 'Message-ID' cannot be parsed",
+    ),
+    "part header that raises": (
+        crlf(
+            'From: a@b.test\nContent-Type: multipart/mixed; boundary="b"\n\n'
+            "--b\n\nHi\n--b\nContent-Disposition: \t?=-]'?=x;.-*\n\nx\n--b--\n"
+        ),
+        "header 'Content-Disposition' of MIME part 2 cannot be parsed",
+    ),
+    "Content-Type that breaks the parser": (
+        crlf("From: a@b.test\nContent-Type: )b[b?=%*b;.a*\n\nHi\n"),
+        "header 'Content-Type' cannot be parsed",
+    ),
+    "part Content-Type that breaks the parser": (
+        crlf(
+            'From: a@b.test\nContent-Type: multipart/mixed; boundary="b"\n\n'
+            "--b\nContent-Type: )b[b?=%*b;.a*\n\nHi\n--b--\n"
+        ),
+        "header 'Content-Type' of MIME part 1 cannot be parsed",
+    ),
+    "line that is not a header": (
+        crlf("From: a@b.test\nthis line has no colon\nSubject: hi\n\nHi\n"),
+        "header block of the message has a line that is not a header field",
+    ),
+    "continuation first": (
+        crlf(" folded\nFrom: a@b.test\n\nHi\n"),
+        "header block of the message starts with a continuation line",
+    ),
+    "envelope line among headers": (
+        crlf("From: a@b.test\nFrom katie Tue Mar  5 10:00:00 2024\nSubject: x\n\nHi\n"),
+        "header block of the message contains a 'From ' envelope line",
+    ),
+    "header without name": (
+        crlf("From: a@b.test\n: nameless\n\nHi\n"),
+        "header block of the message has a line with no header name",
+    ),
+    "part header block broken": (
+        crlf(
+            'From: a@b.test\nContent-Type: multipart/mixed; boundary="b"\n\n'
+            "--b\n\nHi\n--b\nContent-Type: application/pdf\nnot a header\n\nx\n--b--\n"
+        ),
+        "header block of MIME part 2 has a line that is not a header field",
+    ),
+    "8-bit header without SMTPUTF8": (
+        "From: a@b.test\r\nSubject: Grüße\r\n\r\nHi\r\n".encode(),
+        "header 'Subject' contains raw 8-bit bytes (needs SMTPUTF8)",
+    ),
+    "bad base64 encoded word": (
+        crlf("From: a@b.test\nSubject: =?utf-8?b?a?=\n\nHi\n"),
+        "Subject has an encoded word with invalid base64",
+    ),
+    "unknown encoded-word charset": (
+        crlf("From: a@b.test\nSubject: =?x-unknown?q?hi?=\n\nHi\n"),
+        "Subject has an encoded word in unknown charset 'x-unknown'",
+    ),
+    "undecodable encoded word": (
+        crlf("From: a@b.test\nSubject: =?utf-8?q?bad=FF?=\n\nHi\n"),
+        "Subject has an encoded word that is not valid 'utf-8'",
+    ),
+    "unknown charset": (
+        crlf(
+            'From: a@b.test\nContent-Type: multipart/alternative; boundary="b"\n\n'
+            "--b\n\nHi\n--b\nContent-Type: text/html; charset=x-foo\n\nHi\n--b--\n"
+        ),
+        "unknown charset 'x-foo' in text/html part 2",
+    ),
+    "unknown transfer encoding": (
+        crlf("From: a@b.test\nContent-Transfer-Encoding: x-uuencode\n\nHi\n"),
+        "unsupported Content-Transfer-Encoding 'x-uuencode' in top-level text/plain",
+    ),
+    "charset that cannot decode": (
+        crlf("From: a@b.test\nContent-Type: text/plain; charset=undefined\n\nHi\n"),
+        "top-level text/plain cannot be decoded as 'undefined'",
+    ),
+    "charset that is not a text encoding": (
+        crlf("From: a@b.test\nContent-Type: text/plain; charset=base64\n\nHi\n"),
+        "top-level text/plain cannot be decoded as 'base64'",
+    ),
+    "Content-Type with a control character": (
+        b"From: a@b.test\r\nContent-Type: text/plain\x0b;format=flowed\r\n\r\nHi\r\n",
+        "Content-Type header of top-level text/plain cannot take a new charset",
+    ),
+    "part Content-Type with invalid 8-bit bytes": (
+        b'From: a@b.test\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/html; \x80charset=iso-8859-1\r\n\r\nHi\r\n--b--\r\n",
+        "Content-Type header of text/html part 1 cannot take a new charset",
+    ),
+    "multipart without boundary": (
+        crlf("From: a@b.test\nContent-Type: multipart/mixed\n\n--b\n\nHi\n--b--\n"),
+        "top-level multipart/mixed has no boundary parameter",
+    ),
+    "boundary never used": (
+        crlf('From: a@b.test\nContent-Type: multipart/mixed; boundary="b1"\n\n--b2\n\nHi\n'),
+        "boundary 'b1' of top-level multipart/mixed never appears in its body",
+    ),
+    "nested multipart without boundary": (
+        crlf(
+            'From: a@b.test\nContent-Type: multipart/mixed; boundary="b"\n\n'
+            "--b\nContent-Type: multipart/alternative\n\nHi\n--b--\n"
+        ),
+        "multipart/alternative part 1 has no boundary parameter",
+    ),
+}
+
+
+@pytest.mark.parametrize(("raw", "problem"), PROBLEMS.values(), ids=PROBLEMS.keys())
+def test_each_problem_is_named(raw: bytes, problem: str) -> None:
+    assert parse_email(raw).problems == (problem,)
+
+
+def test_invalid_utf8_header_is_a_problem_even_with_smtputf8() -> None:
+    raw = b"From: a@b.test\r\nSubject: Gr\xfc\xdfe\r\n\r\nHi\r\n"
+    assert parse_email(raw, smtputf8=True).problems == (
+        "header 'Subject' contains 8-bit bytes that are not valid UTF-8",
+    )
+
+
+def test_round_trip_is_byte_identical() -> None:
+    raw = crlf(
+        "From:katie@example.com\n"
+        "To:   bob@customer.test,\n\tcarol@customer.test\n"
+        "Subject: folded\n   oddly  \n"
+        "X-Note:\n next line\n"
+        'Content-Type: multipart/mixed; boundary="b"\n\n'
+        "preamble\n"
+        "--b\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n"
+        "Grüße \n"
+        "--b\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n"
+        "AAECAwQF\n"
+        "--b--\n"
+        "epilogue\n"
+    )
+    assert to_bytes(parse_email(raw).mime) == raw
+
+
+def test_to_bytes_writes_crlf() -> None:
+    raw = b"From: a@b.test\nSubject: x\n  folded\n\nline 1\nline 2\n"
+    assert to_bytes(parse_email(raw).mime) == raw.replace(b"\n", b"\r\n")
+
+
+def test_parsed_header_values_are_unfolded_and_stripped() -> None:
+    raw = crlf("From: a@b.test\nContent-Transfer-Encoding: base64 \nX-Note:\n  spaced  \n\naGk=\n")
+    message = parse_email(raw).mime
+    assert message["X-Note"] == "spaced"
+    assert message.get_payload(decode=True) == b"hi"
+
+
+def test_sender_header_and_addresses_in_display_names_are_reported() -> None:
+    raw = (
+        b'From: "ceo@bank.example.org" <katie@example.com>\r\n'
+        b"Sender: relay@other.example.net\r\nTo: b@c.example.net\r\nSubject: x\r\n\r\nhi\r\n"
+    )
+    content = parse_email(raw)
+    assert content.from_addresses == ("katie@example.com",)
+    assert content.other_identities == ("ceo@bank.example.org", "relay@other.example.net")
+
+
+HEADER_SAMPLES = [
+    ("Subject", "=?utf-8?q?Gr=C3=BC=C3=9Fe?= from Katie"),
+    ("To", 'Bob <bob@customer.test>, "Smith, Ann" <ann@customer.test>, team: c@d.test;'),
+    ("From", "not an address <<"),
+    ("Date", "Fri, 27 Nov 2026 10:00:00 +0000"),
+    ("Message-ID", "<1@example.com>"),
+    ("Content-Type", 'multipart/mixed; boundary="b"; charset*=utf-8\'\'%C3%BC'),
+    ("Content-Disposition", 'attachment; filename="brochure.pdf"'),
+    ("X-Campaign", "spring"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), HEADER_SAMPLES, ids=[n for n, _ in HEADER_SAMPLES])
+def test_reused_header_classes_parse_as_the_stdlib_registry_does(name: str, value: str) -> None:
+    ours = MIME_POLICY.header_factory(name, value)
+    stdlib = HeaderRegistry()(name, value)
+    assert str(ours) == str(stdlib)
+    assert type(ours).__bases__[0] is type(stdlib).__bases__[0]
+    assert [type(d) for d in ours.defects] == [type(d) for d in stdlib.defects]
+    assert getattr(ours, "addresses", None) == getattr(stdlib, "addresses", None)
+    assert getattr(ours, "params", None) == getattr(stdlib, "params", None)
+
+
+def test_header_classes_are_created_once_per_parser_and_follow_remapping() -> None:
+    registry = ClassReusingHeaderRegistry()
+    assert type(registry("X-One", "a")) is type(registry("X-Two", "b"))
+    assert type(registry("To", "a@b.test")) is not type(registry("X-One", "a"))
+    registry.map_to_type("X-One", AddressHeader)
+    assert registry("X-One", "Bob <bob@customer.test>").addresses[0].username == "bob"
+
+
+def test_a_copied_message_shares_the_policy_but_not_its_parts() -> None:
+    """A copy with a policy of its own would miss every cached header parse."""
+    original = parse_email(GOOD_MESSAGES["alternative"]).mime
+    duplicate = copy.deepcopy(original)
+    assert duplicate.policy is MIME_POLICY
+    duplicate.get_payload()[0].set_payload("changed")
+    assert original.get_payload()[0].get_payload() == "Hi"

@@ -1,0 +1,95 @@
+"""A footer counts as present only when the whole footer for this recipient is visible."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from gateway.auth.unsubscribe_tokens import UnsubscribeTokens
+from gateway.config.settings import PACKAGE_RULES_DIR
+from gateway.mail.parse import parse_email, to_bytes
+from gateway.model import Channel, SenderIdentity
+from gateway.rewrite.footer import render_footer
+from gateway.rewrite.mime import add_footer
+from gateway.rules.ruleset import load_rules
+from gateway.services.unsubscribe import TokenMatcher
+
+RULES = load_rules(PACKAGE_RULES_DIR)
+IDENTITY = SenderIdentity("Example Corp", "548 Market St #12345, San Francisco", "p@example.com")
+TOKENS = UnsubscribeTokens({"k1": b"k" * 40}, "k1")
+PREFIX = "https://gw.example.com/u/"
+BOB = "bob@client.example.net"
+NOW = datetime(2026, 11, 27, tzinfo=UTC)
+
+
+def footer_for(recipient: str = BOB):
+    url = PREFIX + TOKENS.issue(recipient, "katie@example.com", Channel.EMAIL, NOW)
+    return render_footer(RULES, IDENTITY, url, PREFIX, TokenMatcher(TOKENS, recipient))
+
+
+def rewrite(raw: bytes, recipient: str = BOB) -> str:
+    content = parse_email(raw)
+    assert content.problems == ()
+    return to_bytes(add_footer(content.mime, footer_for(recipient))).decode()
+
+
+def plain(body: str) -> bytes:
+    return (
+        "From: katie@example.com\r\nTo: bob@client.example.net\r\nSubject: x\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n" + body
+    ).encode()
+
+
+def html_message(body: str) -> bytes:
+    return (
+        "From: katie@example.com\r\nTo: bob@client.example.net\r\nSubject: x\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + body
+    ).encode()
+
+
+def test_rewriting_twice_adds_one_footer() -> None:
+    once = rewrite(plain("Hello Bob\r\n"))
+    twice = rewrite(once.encode())
+    assert once.count("548 Market St") == 1
+    assert twice.count("548 Market St") == 1
+
+
+def test_a_planted_link_for_the_recipient_does_not_replace_the_footer() -> None:
+    link = footer_for().text.splitlines()[-1].split(": ", 1)[1]
+    out = rewrite(plain(f"Hello Bob\r\n{link}\r\n"))
+    assert "548 Market St" in out
+
+
+def test_a_footer_for_someone_else_does_not_count() -> None:
+    forwarded = rewrite(plain("Hello Ann\r\n"), recipient="ann@client.example.net")
+    out = rewrite(forwarded.encode(), recipient=BOB)
+    assert out.count("548 Market St") == 2
+
+
+def test_a_footer_inside_an_html_comment_does_not_count() -> None:
+    hidden = footer_for().html
+    out = rewrite(html_message(f"<html><body><p>Hi</p><!-- {hidden} --></body></html>"))
+    assert out.count("548 Market St") == 2
+    assert out.rindex("548 Market St") < out.rindex("</body>")
+
+
+def test_body_end_tag_inside_a_comment_is_not_the_insertion_point() -> None:
+    out = rewrite(html_message("<html><body><p>Hi</p></body></html><!-- </body> -->"))
+    footer_at = out.index("548 Market St")
+    assert footer_at < out.index("</body></html>")
+
+
+def test_footer_never_lands_in_an_unterminated_comment() -> None:
+    out = rewrite(html_message("<p>Hi</p><!-- never closed"))
+    assert out.index("548 Market St") < out.index("<!-- never closed")
+
+
+def test_amp_alternative_is_a_problem_not_a_silent_skip() -> None:
+    raw = (
+        b"From: katie@example.com\r\nTo: bob@client.example.net\r\nSubject: x\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+        b"--b\r\nContent-Type: text/x-amp-html\r\n\r\n<html amp4email></html>\r\n"
+        b"--b\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n--b--\r\n"
+    )
+    problems = parse_email(raw).problems
+    assert any("text/x-amp-html" in p for p in problems)

@@ -1,0 +1,455 @@
+"""The /review pages over HTTP, and once in a real browser (Chromium through Playwright)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.auth.login_limits import LoginLimiter
+from gateway.config.settings import Config
+from gateway.model import BlockRecord, Channel, Reason
+from gateway.runtime.clock import Clock
+from gateway.runtime.metrics import Metrics
+from gateway.store import open_store
+from gateway.store.base import Store
+from gateway.web.review import (
+    PAGE_SIZE,
+    SESSION_COOKIE,
+    ReviewRoutes,
+    session_value,
+)
+from tests.conftest import DEMO_SECRET, MANAGER_SECRET
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+SESSION_KEY = b"s" * 32
+CHROMIUM = Path("/usr/bin/chromium")
+# `make screenshots` sets this to docs/; otherwise the picture stays out of the tree.
+SCREENSHOT_DIR_ENV = "GATEWAY_SCREENSHOT_DIR"
+
+
+def block(
+    hours_ago: float,
+    recipient: str,
+    *codes: str,
+    channel: Channel = Channel.EMAIL,
+    account: str = "demo",
+    subject: str = "Spring offer",
+) -> BlockRecord:
+    return BlockRecord(
+        time=NOW - timedelta(hours=hours_ago),
+        channel=channel,
+        account=account,
+        sender="sales@example.com" if channel is Channel.EMAIL else "+14155550100",
+        recipient=recipient,
+        reasons=tuple(Reason(c, f"{c.lower()} applies", f"rule.{c.lower()}") for c in codes),
+        rules_version="rules-2026-03",
+        message_id="<m1@example.com>",
+        subject=subject,
+        size=1234,
+        gateway_id="gw-1",
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = open_store(f"sqlite:///{tmp_path}/review.db")
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+def review_app(store: Store, config: Config, secure_cookies: bool = False) -> web.Application:
+    app = web.Application()
+    clock = Clock(NOW)
+    limits = LoginLimiter(config.smtp, clock, Metrics(), store.append_audit)
+    ReviewRoutes(
+        store, lambda: config.accounts, clock, SESSION_KEY, secure_cookies, limits
+    ).register(app)
+    return app
+
+
+@pytest.fixture
+async def client(
+    store: Store, config_factory: Callable[..., Config]
+) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(review_app(store, config_factory()))) as test_client:
+        yield test_client
+
+
+async def sign_in(client: TestClient, secret: str = MANAGER_SECRET) -> None:
+    response = await client.post("/review/login", data={"secret": secret}, allow_redirects=False)
+    assert response.status == 303, await response.text()
+
+
+def block_links(page: str) -> list[str]:
+    return re.findall(r'href="/review/blocks/(\d+)"', page)
+
+
+def assert_protected(response: object) -> None:
+    headers = response.headers  # type: ignore[attr-defined]
+    assert headers["Cache-Control"] == "no-store"
+    assert "script-src 'none'" in headers["Content-Security-Policy"]
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+
+
+async def test_signed_out_visitor_gets_the_sign_in_form(client: TestClient) -> None:
+    response = await client.get("/review")
+    page = await response.text()
+    assert response.status == 200
+    assert '<label for="secret">Account secret</label>' in page
+    assert 'action="/review/login"' in page
+    assert "<script" not in page
+    assert_protected(response)
+
+
+async def test_rep_is_refused_and_audited(client: TestClient, store: Store) -> None:
+    response = await client.post("/review/login", data={"secret": DEMO_SECRET})
+    assert response.status == 403
+    assert "manager role" in await response.text()
+    assert SESSION_COOKIE not in response.cookies
+    assert_protected(response)
+    events = [e for e in await store.audit_events() if e.action == "review.signin_failed"]
+    assert [e.actor for e in events] == ["demo"]
+    assert DEMO_SECRET not in json.dumps([e.details for e in events])
+
+
+async def test_wrong_secret_is_refused_without_recording_it(
+    client: TestClient, store: Store
+) -> None:
+    response = await client.post("/review/login", data={"secret": "guess-0123456789"})
+    assert response.status == 401
+    assert "does not match" in await response.text()
+    events = [e for e in await store.audit_events() if e.action.startswith("review.")]
+    assert [(e.action, e.actor) for e in events] == [("review.signin_failed", "unknown")]
+    assert "guess-0123456789" not in json.dumps(events[0].details)
+
+
+async def test_manager_signs_in_with_a_strict_http_only_cookie(
+    client: TestClient, store: Store
+) -> None:
+    response = await client.post(
+        "/review/login", data={"secret": MANAGER_SECRET}, allow_redirects=False
+    )
+    assert response.status == 303
+    assert response.headers["Location"] == "/review"
+    assert_protected(response)
+    cookie = response.cookies[SESSION_COOKIE]
+    assert cookie["httponly"] is True
+    assert cookie["samesite"] == "Strict"
+    assert cookie["path"] == "/review"
+    assert cookie["max-age"] == str(8 * 3600)
+    assert not cookie["secure"]
+    assert MANAGER_SECRET not in cookie.value
+    assert cookie.value.startswith("boss|")
+
+    page = await (await client.get("/review")).text()
+    assert "<h1>Block log</h1>" in page
+    assert "Signed in as <strong>boss</strong>" in page
+    events = [e for e in await store.audit_events() if e.action == "review.signin"]
+    assert [e.actor for e in events] == ["boss"]
+    assert MANAGER_SECRET not in json.dumps(events[0].details)
+
+
+async def test_secure_flag_follows_the_setting(
+    store: Store, config_factory: Callable[..., Config]
+) -> None:
+    app = review_app(store, config_factory(), secure_cookies=True)
+    async with TestClient(TestServer(app)) as secure_client:
+        response = await secure_client.post(
+            "/review/login", data={"secret": MANAGER_SECRET}, allow_redirects=False
+        )
+        set_cookie = response.headers["Set-Cookie"]
+    assert "Secure" in set_cookie
+    assert "HttpOnly" in set_cookie
+    assert "SameSite=Strict" in set_cookie
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(lambda v: "demo" + v[v.index("|"):], id="other-account-name"),
+        pytest.param(lambda v: v[:-1] + ("0" if v[-1] != "0" else "1"), id="signature"),
+        pytest.param(
+            lambda v: "boss|" + str(int(v.split("|")[1]) + 3600) + "|" + v.split("|")[2],
+            id="stretched-expiry",
+        ),
+        pytest.param(
+            lambda v: session_value(SESSION_KEY, "boss", NOW - timedelta(seconds=1)),
+            id="expired",
+        ),
+        pytest.param(
+            lambda v: session_value(b"k" * 32, "boss", NOW + timedelta(hours=1)), id="other-key"
+        ),
+        pytest.param(
+            lambda v: session_value(SESSION_KEY, "demo", NOW + timedelta(hours=1)),
+            id="rep-account",
+        ),
+        pytest.param(lambda v: "garbage", id="garbage"),
+    ],
+)
+async def test_tampered_or_expired_cookie_is_refused(
+    client: TestClient, store: Store, value: Callable[[str], str]
+) -> None:
+    await store.record_block(block(1, "a@example.org", "SUPPRESSED"))
+    await sign_in(client)
+    good = client.session.cookie_jar.filter_cookies(client.make_url("/review"))[SESSION_COOKIE]
+    client.session.cookie_jar.clear()
+    headers = {"Cookie": f"{SESSION_COOKIE}={value(good.value)}"}
+    page = await (await client.get("/review", headers=headers)).text()
+    assert '<label for="secret">Account secret</label>' in page
+    assert "a@example.org" not in page
+    detail = await client.get("/review/blocks/1", headers=headers)
+    assert detail.status == 401
+    assert "a@example.org" not in await detail.text()
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "null"])
+async def test_cross_origin_sign_in_is_refused(client: TestClient, origin: str) -> None:
+    response = await client.post(
+        "/review/login",
+        data={"secret": MANAGER_SECRET},
+        headers={"Origin": origin},
+        allow_redirects=False,
+    )
+    assert response.status == 403
+    assert SESSION_COOKIE not in response.cookies
+
+
+async def test_same_origin_sign_in_is_accepted(client: TestClient) -> None:
+    origin = f"http://{client.host}:{client.port}"
+    response = await client.post(
+        "/review/login",
+        data={"secret": MANAGER_SECRET},
+        headers={"Origin": origin},
+        allow_redirects=False,
+    )
+    assert response.status == 303
+
+
+async def test_sign_out_clears_the_session(client: TestClient) -> None:
+    await sign_in(client)
+    response = await client.post("/review/logout", allow_redirects=False)
+    assert response.status == 303
+    assert_protected(response)
+    set_cookie = response.headers["Set-Cookie"]
+    assert f"{SESSION_COOKIE}=" in set_cookie
+    assert "Max-Age=0" in set_cookie
+    page = await (await client.get("/review")).text()
+    assert "Account secret" in page
+
+
+async def test_filters_narrow_the_table(client: TestClient, store: Store) -> None:
+    await store.record_block(block(1, "a@example.org", "SUPPRESSED"))
+    await store.record_block(
+        block(2, "+14155550123", "QUIET_HOURS", channel=Channel.SMS, account="bot")
+    )
+    await store.record_block(block(3, "b@example.org", "SUPPRESSED", "NO_CONSENT"))
+    await store.record_block(block(24 * 30, "old@example.org", "SUPPRESSED"))
+    await sign_in(client)
+
+    everything = await (await client.get("/review")).text()
+    assert len(block_links(everything)) == 3
+    assert "old@example.org" not in everything  # outside the default 7-day window
+
+    by_reason = await (await client.get("/review", params={"reason": "SUPPRESSED"})).text()
+    assert "a@example.org" in by_reason and "b@example.org" in by_reason
+    assert "+14155550123" not in by_reason
+    assert 'value="SUPPRESSED"' in by_reason
+
+    by_channel = await (await client.get("/review", params={"channel": "sms"})).text()
+    assert len(block_links(by_channel)) == 1 and "+14155550123" in by_channel
+    assert '<option value="sms" selected>' in by_channel
+
+    by_account = await (await client.get("/review", params={"account": "bot"})).text()
+    assert len(block_links(by_account)) == 1
+
+    by_recipient = await (
+        await client.get("/review", params={"recipient": "b@example.org"})
+    ).text()
+    assert len(block_links(by_recipient)) == 1 and "NO_CONSENT" in by_recipient
+
+    long_window = await (await client.get("/review", params={"since": "60d"})).text()
+    assert "old@example.org" in long_window
+
+    explicit = await (
+        await client.get(
+            "/review", params={"since": "2026-03-10T09:30", "until": "2026-03-10T10:30"}
+        )
+    ).text()
+    assert block_links(explicit) and "+14155550123" in explicit
+    assert "a@example.org" not in explicit
+
+
+async def test_counts_and_chart_cover_the_window(client: TestClient, store: Store) -> None:
+    await store.record_block(block(1, "a@example.org", "SUPPRESSED"))
+    await store.record_block(block(2, "+14155550123", "QUIET_HOURS", channel=Channel.SMS))
+    await store.record_block(block(3, "b@example.org", "SUPPRESSED", "NO_CONSENT"))
+    await sign_in(client)
+    page = await (await client.get("/review")).text()
+    counts = page[page.index("<caption>Blocks per reason") : ]
+    counts = counts[: counts.index("</table>")]
+    rows = dict(
+        (reason, cells)
+        for reason, cells in re.findall(
+            r'reason=(\w+)[^>]*>\w+</a></th>((?:<td class="num">\d+</td>)+)', counts
+        )
+    )
+    assert re.findall(r"\d+", rows["SUPPRESSED"]) == ["2", "0", "0"]
+    assert re.findall(r"\d+", rows["QUIET_HOURS"]) == ["0", "1", "0"]
+    assert re.findall(r"\d+", rows["NO_CONSENT"]) == ["1", "0", "0"]
+    svg = page[page.index("<svg") : page.index("</svg>")]
+    assert 'role="img"' in svg and "<title" in svg
+    assert svg.count("<rect") >= 1
+    assert "3 blocks (every reason" in page
+
+
+async def test_invalid_filter_is_explained(client: TestClient) -> None:
+    await sign_in(client)
+    response = await client.get("/review", params={"since": "last tuesday"})
+    assert response.status == 400
+    assert "not an ISO 8601 time" in await response.text()
+    response = await client.get("/review", params={"channel": "fax"})
+    assert response.status == 400
+    for params in ({"before_id": "x"}, {"before_id": "9" * 30}, {"since": "99999999d"},
+                   {"since": "1h", "until": "2h"}):
+        response = await client.get("/review", params=params)
+        assert response.status == 400, params
+    assert (await client.get("/review/blocks/" + "9" * 30)).status == 404
+
+
+async def test_pagination_walks_newest_first_without_overlap(
+    client: TestClient, store: Store
+) -> None:
+    total = PAGE_SIZE + 7
+    for i in range(total):
+        await store.record_block(block(total - i, f"r{i}@example.org", "SUPPRESSED"))
+    await sign_in(client)
+
+    first = await (await client.get("/review", params={"reason": "SUPPRESSED"})).text()
+    first_ids = block_links(first)
+    assert len(first_ids) == PAGE_SIZE
+    assert [int(i) for i in first_ids] == sorted((int(i) for i in first_ids), reverse=True)
+    next_link = re.search(r'<a href="(/review\?[^"]+)" rel="next">Next page</a>', first)
+    assert next_link is not None
+    url = next_link.group(1).replace("&amp;", "&")
+    assert "reason=SUPPRESSED" in url
+
+    second = await (await client.get(url)).text()
+    second_ids = block_links(second)
+    assert len(second_ids) == total - PAGE_SIZE
+    assert not set(first_ids) & set(second_ids)
+    assert 'rel="next"' not in second
+    assert "First page" in second
+
+
+async def test_detail_view_shows_every_reason(client: TestClient, store: Store) -> None:
+    block_id = await store.record_block(
+        block(1, "a@example.org", "SUPPRESSED", "NO_CONSENT", subject="<b>Deal</b> & more")
+    )
+    await sign_in(client)
+    response = await client.get(f"/review/blocks/{block_id}")
+    page = await response.text()
+    assert response.status == 200
+    assert_protected(response)
+    assert f"<h1>Block {block_id}</h1>" in page
+    for text in ("rule.suppressed", "suppressed applies", "rule.no_consent",
+                 "no_consent applies", "rules-2026-03", "&lt;m1@example.com&gt;",
+                 "sales@example.com", "a@example.org", "1234 bytes", "gw-1"):
+        assert text in page, text
+    assert "&lt;b&gt;Deal&lt;/b&gt; &amp; more" in page
+    assert "<b>Deal</b>" not in page
+
+    missing = await client.get("/review/blocks/999999")
+    assert missing.status == 404
+    assert_protected(missing)
+
+
+async def test_values_are_escaped_in_the_log(client: TestClient, store: Store) -> None:
+    await store.record_block(
+        block(1, "a@example.org", "SUPPRESSED", account='"><script>x</script>',
+              subject="<img src=x onerror=alert(1)>")
+    )
+    await sign_in(client)
+    page = await (await client.get("/review", params={"reason": '"><x'})).text()
+    assert "<script" not in page and "<img" not in page and '"><x' not in page
+    page = await (await client.get("/review")).text()
+    assert "<script" not in page and "<img" not in page
+
+
+async def test_browser_signs_in_filters_and_opens_a_block(
+    store: Store, config_factory: Callable[..., Config], tmp_path: Path
+) -> None:
+    """Real Chromium: the CSP lets the page style itself, keyboard-free clicks only go
+    through links and forms, and the screenshot documents the page."""
+    screenshot = Path(os.environ.get(SCREENSHOT_DIR_ENV) or tmp_path) / "review-page.png"
+    reason = ""
+    if importlib.util.find_spec("playwright") is None:
+        reason = "playwright is not installed (pip install playwright)"
+    elif not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing (apt-get install chromium)"
+    if reason:
+        print(f"browser test skipped: {reason}")
+        pytest.skip(f"browser test skipped: {reason}")
+    from playwright.async_api import async_playwright
+
+    for i in range(12):
+        await store.record_block(block(i * 9 + 1, f"lead{i}@example.org", "SUPPRESSED"))
+    for i in range(6):
+        await store.record_block(
+            block(i * 20 + 5, f"+1415555012{i}", "QUIET_HOURS", channel=Channel.SMS,
+                  account="dialer", subject="")
+        )
+    await store.record_block(block(30, "c@example.org", "NO_CONSENT", "SUPPRESSED"))
+
+    runner = web.AppRunner(review_app(store, config_factory()))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    csp_errors: list[str] = []
+    try:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=str(CHROMIUM),
+                args=["--headless", "--no-sandbox", "--disable-gpu",
+                      "--disable-background-networking", "--disable-component-update",
+                      "--disable-sync", "--no-first-run"],
+            )
+            try:
+                page = await browser.new_page(viewport={"width": 1200, "height": 900})
+                page.on(
+                    "console",
+                    lambda m: csp_errors.append(m.text) if "Content Security" in m.text else None,
+                )
+                await page.goto(f"{base}/review")
+                await page.get_by_label("Account secret").fill(MANAGER_SECRET)
+                await page.get_by_role("button", name="Sign in").click()
+                await page.get_by_role("heading", name="Block log").wait_for()
+
+                await page.get_by_label("Reason", exact=True).fill("QUIET_HOURS")
+                await page.get_by_role("button", name="Apply filters").click()
+                await page.wait_for_url("**/review?*reason=QUIET_HOURS*")
+                rows = page.locator("table:has(caption:text('newest first')) tbody tr")
+                assert await rows.count() == 6
+                assert "lead0@example.org" not in await page.content()
+                await page.screenshot(path=str(screenshot), full_page=True)
+
+                await rows.first.get_by_role("link").click()
+                await page.get_by_role("heading", name=re.compile(r"^Block \d+$")).wait_for()
+                detail = await page.content()
+                assert "rule.quiet_hours" in detail and "rules-2026-03" in detail
+            finally:
+                await browser.close()
+    finally:
+        await runner.cleanup()
+    assert screenshot.stat().st_size > 0
+    assert csp_errors == []
