@@ -25,6 +25,8 @@ from gateway.model import (
     KnownLocation,
     Purpose,
     Role,
+    UpstreamPermanentError,
+    UpstreamTemporaryError,
 )
 from gateway.pipeline.dry_run import CheckError, CheckRequest, parse_time, parse_timezone, run_check
 from gateway.rules.ruleset import RulesError
@@ -50,7 +52,6 @@ from gateway.services.privacy import Privacy, export_json, purge
 from gateway.services.retention import apply_retention
 from gateway.store import migrate
 from gateway.store.base import BlockQuery, StoreUnavailable
-from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 from gateway.upstream.postmark import PostmarkEmailUpstream
 
 EXIT_ALLOW = 0

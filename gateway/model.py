@@ -343,3 +343,53 @@ class AuditEvent:
     id: int | None = None
     prev_hash: str = ""
     hash: str = ""
+
+
+TWILIO_API_VERSION = "2010-04-01"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the provider answered for one accepted copy (its resource, when it has one)."""
+
+    upstream_id: str
+    document: Mapping[str, object] | None = None
+
+
+class UpstreamTemporaryError(Exception):
+    """Try again later: outage, timeout, 4xx from the provider. The agent gets a 4xx/503.
+
+    `maybe_delivered` marks a failure after the message was handed over (a timeout waiting
+    for the final reply): the provider may have accepted it, so a retry must not resend it
+    right away.
+    """
+
+    def __init__(self, text: str, *, maybe_delivered: bool = False) -> None:
+        super().__init__(text)
+        self.maybe_delivered = maybe_delivered
+
+
+class UpstreamPermanentError(Exception):
+    """The provider refused for good; its code and text go back to the agent.
+
+    `recipient_inactive` says the provider refused because the recipient opted out or is
+    suppressed on its side (Twilio 21610, Postmark 406): the gateway suppresses too.
+    `status` and `document` keep the provider's own answer whole, where it has one, so an
+    ingress speaking the same provider's protocol can hand it back unchanged.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        text: str,
+        *,
+        recipient_inactive: bool = False,
+        status: int | None = None,
+        document: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(f"{code} {text}")
+        self.code = code
+        self.text = text
+        self.recipient_inactive = recipient_inactive
+        self.status = status
+        self.document = dict(document) if document is not None else None

@@ -30,13 +30,15 @@ from gateway.ingress.twilio import TwilioRoutes
 from gateway.model import Account, AuditEvent, Channel
 from gateway.pipeline.email_egress import EmailEgress
 from gateway.pipeline.process import Pipeline
+from gateway.pipeline.twilio_egress import TwilioEgress
 from gateway.rules.ruleset import RuleSet, load_rules
 from gateway.runtime.clock import Clock
 from gateway.runtime.logs import log_event
-from gateway.runtime.metrics import Metrics, StoreGauges
+from gateway.runtime.metrics import Metrics
 from gateway.runtime.processes import inherited_listeners, is_first_worker
 from gateway.services.privacy import Privacy, erasure_key, purge
 from gateway.services.retention import run_retention_periodically
+from gateway.services.store_gauges import StoreGauges
 from gateway.services.unsubscribe import Suppressions, Unsubscribe
 from gateway.store import open_store
 from gateway.store.base import Store, StoreUnavailable
@@ -47,7 +49,6 @@ from gateway.upstream.smtp import SmtpEmailUpstream
 from gateway.upstream.twilio import (
     OutboxTwilioUpstream,
     RestTwilioUpstream,
-    TwilioEgress,
     TwilioUpstream,
 )
 from gateway.web.admin import AdminRoutes

@@ -18,12 +18,20 @@ from gateway.addresses import e164
 from gateway.auth.credentials import account_with_secret, basic_credentials
 from gateway.auth.login_limits import LoginLimiter
 from gateway.auth.secret_check import account_or_lockout
-from gateway.model import Account, Channel, OutboundMessage, Purpose, Reason, TelephonyContent
+from gateway.model import (
+    TWILIO_API_VERSION,
+    Account,
+    Channel,
+    OutboundMessage,
+    Purpose,
+    Reason,
+    TelephonyContent,
+)
 from gateway.pipeline.process import Outcome, Pipeline, TemporaryFailure
+from gateway.rewrite.sms_notice import sms_notice
 from gateway.rules.ruleset import RuleSet
 from gateway.runtime.clock import Clock
 from gateway.runtime.ids import unique_hex
-from gateway.upstream.twilio import API_VERSION, TwilioRefusal, sms_notice
 
 MAX_BODY_CHARS = 1600
 MAX_FORM_BYTES = 64 * 1024
@@ -184,7 +192,7 @@ class TwilioRoutes:
         self.login_limits = login_limits
 
     def register(self, app: web.Application) -> None:
-        base = f"/{API_VERSION}/Accounts/{{account_sid}}"
+        base = f"/{TWILIO_API_VERSION}/Accounts/{{account_sid}}"
         app.router.add_post(f"{base}/Messages.json", self.messages)
         app.router.add_post(f"{base}/Calls.json", self.calls)
 
@@ -274,7 +282,7 @@ class TwilioRoutes:
                                      status=201)
         if outcome.refused:
             error = outcome.refused[0].error
-            if isinstance(error, TwilioRefusal):
+            if error.document is not None and error.status is not None:
                 return web.json_response(error.document, status=error.status)
             return twilio_error(400, error.code, error.text)
         reasons = outcome.decision.all_reasons()

@@ -10,8 +10,7 @@ from typing import Any
 
 from gateway.mail.compose import compose_mime
 from gateway.mail.parse import to_bytes
-from gateway.model import Channel, Decision, EmailFields, OutboundMessage
-from gateway.pipeline.process import Receipt
+from gateway.model import Channel, Decision, EmailFields, OutboundMessage, Receipt
 from gateway.policy import EMAIL_FOOTER
 from gateway.rewrite.footer import (
     FOLDED_SEPARATOR,

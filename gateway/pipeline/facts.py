@@ -12,12 +12,11 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from gateway.addresses import InvalidAddress, suppression_key
-from gateway.model import Facts, KnownLocation, OutboundMessage
+from gateway.model import Facts, KnownLocation, OutboundMessage, UpstreamPermanentError
 from gateway.policy.callee import locate
 from gateway.rewrite.footer import TEMPLATE_FOOTER_KEYS, template_reference
 from gateway.rules.ruleset import RuleSet
 from gateway.store.base import Store
-from gateway.upstream.base import UpstreamPermanentError
 
 
 def recipient_key(recipient: str) -> str | None:

@@ -21,7 +21,10 @@ from gateway.model import (
     KnownLocation,
     OutboundMessage,
     Reason,
+    Receipt,
     RecipientDecision,
+    UpstreamPermanentError,
+    UpstreamTemporaryError,
 )
 from gateway.pipeline.facts import TemplateCheck, gather_facts
 from gateway.policy import SMS_OPT_OUT_NOTICE, decide
@@ -32,7 +35,6 @@ from gateway.runtime.logs import log_event
 from gateway.runtime.metrics import Metrics
 from gateway.services.unsubscribe import Suppressions
 from gateway.store.base import DeliveryClaim, Store, StoreUnavailable
-from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 
 log = logging.getLogger("gateway.pipeline.process")
 
@@ -55,14 +57,6 @@ class TemporaryFailure(Exception):
         self.reason = reason
         self.text = text
         self.maybe_delivered = maybe_delivered
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """What the provider answered for one accepted copy (its resource, when it has one)."""
-
-    upstream_id: str
-    document: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True)

@@ -9,23 +9,16 @@ often as keeps it under `COUNT_SHARE_OF_TIME` of the store's time.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import time
-from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from gateway.runtime.logs import log_event
-from gateway.store.base import Store, StoreUnavailable
-
 log = logging.getLogger("gateway.runtime.metrics")
 
 MULTIPROCESS_DIRECTORY_ENV = "PROMETHEUS_MULTIPROC_DIR"
-COUNT_SHARE_OF_TIME = 0.02
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -129,45 +122,3 @@ class Metrics:
             MultiProcessCollector(merged)
             return generate_latest(merged)
         return generate_latest(self.registry)
-
-
-class StoreGauges:
-    """Keeps the store-backed gauges fresh; logs only when reachability changes."""
-
-    def __init__(
-        self, metrics: Metrics, store: Store, monotonic: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.metrics = metrics
-        self.store = store
-        self.monotonic = monotonic
-        self.reachable: bool | None = None
-        self.next_count_at = 0.0
-
-    async def refresh(self) -> None:
-        """Ping, and count when the last count's cost allows; a failure marks the store down
-        and keeps the last count."""
-        try:
-            await self.store.ping()
-            if self.monotonic() >= self.next_count_at:
-                await self._count()
-        except StoreUnavailable as exc:
-            if self.reachable is not False:
-                log_event(log, "store-unreachable", logging.ERROR, error=str(exc))
-            self.reachable = False
-        else:
-            if self.reachable is False:
-                log_event(log, "store-reachable-again")
-            self.reachable = True
-        self.metrics.store_up.set(1 if self.reachable else 0)
-        self.metrics.store_checked.set_to_current_time()
-
-    async def _count(self) -> None:
-        started = self.monotonic()
-        self.metrics.suppressions.set(await self.store.count_suppressed())
-        self.next_count_at = started + (self.monotonic() - started) / COUNT_SHARE_OF_TIME
-
-    async def run(self, interval_s: float) -> None:
-        """Now, then every `interval_s` until cancelled."""
-        while True:
-            await self.refresh()
-            await asyncio.sleep(interval_s)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
+from gateway.model import UpstreamPermanentError, UpstreamTemporaryError
 from gateway.upstream.spool import Spool, new_message_stem
 
 

@@ -28,10 +28,9 @@ import aiohttp
 
 from gateway.config.settings import EmailUpstreamConfig
 from gateway.mail.parse import MIME_POLICY
-from gateway.model import EmailFields
+from gateway.model import EmailFields, UpstreamPermanentError, UpstreamTemporaryError
 from gateway.rewrite.mime import FOOTER_TYPES, SEALED_TYPES
 from gateway.runtime.clock import Clock
-from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 
 INACTIVE_RECIPIENT = 406
 # Headers Postmark writes itself from its own fields or from the hop it makes. Trace and

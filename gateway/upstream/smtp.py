@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 from aiosmtplib import SMTP, SMTPException, SMTPResponseException, SMTPTimeoutError
 
 from gateway.config.settings import EmailUpstreamConfig
+from gateway.model import UpstreamPermanentError, UpstreamTemporaryError
 from gateway.speedups import dot_stuffing
-from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 
 T = TypeVar("T")
 

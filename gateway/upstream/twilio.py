@@ -1,4 +1,4 @@
-"""The calls-and-texts egress: Twilio's REST API, or an outbox of JSON files standing in for it.
+"""Twilio's REST API for calls and texts, or an outbox of JSON files standing in for it.
 
 Agents never hold the real Twilio credentials: the REST upstream sends with the gateway's
 own AccountSid and auth token.
@@ -11,23 +11,22 @@ import json
 from collections.abc import Mapping, Sequence
 from email.utils import format_datetime
 from pathlib import Path
-from string import Template
 from typing import Protocol
-from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 
 from gateway.config.settings import TwilioUpstreamConfig
-from gateway.model import Channel, Decision, OutboundMessage, SenderIdentity
-from gateway.pipeline.process import Receipt
-from gateway.policy import SMS_OPT_OUT_NOTICE
-from gateway.rules.ruleset import RuleSet
+from gateway.model import (
+    TWILIO_API_VERSION,
+    Channel,
+    Receipt,
+    UpstreamPermanentError,
+    UpstreamTemporaryError,
+)
 from gateway.runtime.clock import Clock
 from gateway.runtime.ids import unique_hex
-from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 from gateway.upstream.spool import Spool
 
-API_VERSION = "2010-04-01"
 RESOURCES = {Channel.SMS: "Messages", Channel.CALL: "Calls"}
 SID_PREFIXES = {"Messages": "SM", "Calls": "CA"}
 OPTED_OUT = 21610
@@ -51,7 +50,7 @@ def new_sid(resource: str) -> str:
 
 def resource_path(account_sid: str, resource: str, sid: str = "") -> str:
     suffix = f"/{sid}" if sid else ""
-    return f"/{API_VERSION}/Accounts/{account_sid}/{resource}{suffix}.json"
+    return f"/{TWILIO_API_VERSION}/Accounts/{account_sid}/{resource}{suffix}.json"
 
 
 def form_as_json(form: Form) -> dict[str, str | list[str]]:
@@ -102,7 +101,7 @@ def queued_resource(
     common: dict[str, object] = {
         "sid": sid,
         "account_sid": account_sid,
-        "api_version": API_VERSION,
+        "api_version": TWILIO_API_VERSION,
         "date_created": now,
         "date_updated": now,
         "direction": "outbound-api",
@@ -192,49 +191,7 @@ def _receipt_or_error(status: int, body: bytes) -> Receipt:
         code = int(document.get("code") or status)
     except (TypeError, ValueError):
         raise UpstreamTemporaryError(f"Twilio answered {status}: {body[:200]!r}") from None
-    raise TwilioRefusal(status, code, str(document.get("message", "")), document)
-
-
-class TwilioRefusal(UpstreamPermanentError):
-    """Twilio's own 4xx, kept whole so the agent sees exactly what Twilio said."""
-
-    def __init__(
-        self, status: int, code: int, text: str, document: Mapping[str, object]
-    ) -> None:
-        super().__init__(code, text, recipient_inactive=code == OPTED_OUT)
-        self.status = status
-        self.document = dict(document)
-
-
-class TwilioEgress:
-    """Forwards the agent's form with the gateway's changes: the recipient's own To, and the
-    opt-out notice appended to a marketing text's body when the decision requires it."""
-
-    def __init__(self, upstream: TwilioUpstream) -> None:
-        self.upstream = upstream
-        self.name = upstream.name
-
-    def render(
-        self, message: OutboundMessage, recipient: str, decision: Decision, rules: RuleSet
-    ) -> bytes:
-        assert message.telephony is not None
-        form = [(k, v) for k, v in message.telephony.form if k != "To"]
-        form.insert(0, ("To", recipient))
-        if SMS_OPT_OUT_NOTICE in decision.obligations:
-            notice = sms_notice(rules, message.account.identity)
-            if not any(k == "Body" for k, _ in form):
-                form.append(("Body", ""))
-            form = [(k, with_notice(v, notice) if k == "Body" else v) for k, v in form]
-        return urlencode(form).encode()
-
-    async def send(self, message: OutboundMessage, recipient: str, payload: bytes) -> Receipt:
-        form = parse_qsl(payload.decode(), keep_blank_values=True)
-        return await self.upstream.create(RESOURCES[message.channel], form)
-
-
-def sms_notice(rules: RuleSet, identity: SenderIdentity) -> str:
-    return Template(rules.calling.sms_opt_out_notice).substitute(sender_name=identity.name)
-
-
-def with_notice(body: str, notice: str) -> str:
-    return f"{body}\n{notice}" if body else notice
+    raise UpstreamPermanentError(
+        code, str(document.get("message", "")), recipient_inactive=code == OPTED_OUT,
+        status=status, document=document,
+    )

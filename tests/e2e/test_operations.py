@@ -19,8 +19,9 @@ import pytest
 
 from gateway.config.settings import ConfigError, load_config
 from gateway.model import Suppression
-from gateway.runtime.metrics import Metrics, StoreGauges
+from gateway.runtime.metrics import Metrics
 from gateway.server import Gateway
+from gateway.services.store_gauges import StoreGauges
 from gateway.store.sqlite import SqliteStore
 from tests import conftest
 from tests.conftest import DEMO_SECRET, write_config

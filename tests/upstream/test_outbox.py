@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from gateway.model import UpstreamPermanentError, UpstreamTemporaryError
 from gateway.upstream import spool
-from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
 from gateway.upstream.outbox import OutboxEmailUpstream
 from gateway.upstream.spool import Spool
 

@@ -16,7 +16,7 @@ from postmarker.exceptions import ClientError
 
 from gateway.config.settings import EmailUpstreamConfig
 from gateway.mail.parse import parse_email
-from gateway.upstream.base import UpstreamTemporaryError
+from gateway.model import UpstreamTemporaryError
 from gateway.upstream.postmark import (
     PostmarkEmailUpstream,
     PostmarkRefusal,

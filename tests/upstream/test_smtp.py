@@ -4,7 +4,7 @@ import socket
 import pytest
 
 from gateway.config.settings import EmailUpstreamConfig
-from gateway.upstream.base import UpstreamPermanentError, UpstreamTemporaryError
+from gateway.model import UpstreamPermanentError, UpstreamTemporaryError
 from gateway.upstream.smtp import SmtpEmailUpstream
 from tests.fakes.smtp_sink import HOST, SmtpSink, make_self_signed_cert
 
