@@ -32,7 +32,7 @@ from gateway.model import (
 )
 from gateway.policy import decide
 from gateway.policy.callee import locate
-from gateway.rules.ruleset import load_rules
+from gateway.rules.loader import load_rules
 
 RESULTS = Path(__file__).with_name("results.json")
 NOW = datetime(2026, 6, 2, 16, 0, tzinfo=UTC)

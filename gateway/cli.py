@@ -29,7 +29,7 @@ from gateway.model import (
     UpstreamTemporaryError,
 )
 from gateway.pipeline.dry_run import CheckError, CheckRequest, parse_time, parse_timezone, run_check
-from gateway.rules.ruleset import RulesError
+from gateway.rules.errors import RulesError
 from gateway.runtime.clock import Clock
 from gateway.runtime.logs import configure_logging
 from gateway.runtime.processes import LISTENERS_ENV, supervise

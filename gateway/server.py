@@ -31,7 +31,8 @@ from gateway.model import Account, AuditEvent, Channel
 from gateway.pipeline.email_egress import EmailEgress
 from gateway.pipeline.process import Pipeline
 from gateway.pipeline.twilio_egress import TwilioEgress
-from gateway.rules.ruleset import RuleSet, load_rules
+from gateway.rules.loader import load_rules
+from gateway.rules.ruleset import RuleSet
 from gateway.runtime.clock import Clock
 from gateway.runtime.logs import log_event
 from gateway.runtime.metrics import Metrics

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from gateway.config.settings import Config, load_config
-from gateway.rules.ruleset import rules_version
+from gateway.rules.loader import rules_version
 from gateway.runtime.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]

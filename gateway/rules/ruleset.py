@@ -1,29 +1,20 @@
-"""Load the reviewed rule data under `rules/` into an immutable `RuleSet`.
+"""The rule set a decision reads: email rules by id, and the calling rules.
 
-The version is a content hash of every file, so each stored decision can be tied to the
-exact data that produced it.
+Pure data; `gateway.rules.loader` builds it from the files under `rules/`. Its version is a
+content hash of every file, so each stored decision can be tied to the exact data that
+produced it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from gateway.model import Purpose
-
-if TYPE_CHECKING:
-    from gateway.rules.calling import CallingRules
+from gateway.rules.calling import CallingRules
 
 CONFIDENCE_LEVELS = ("high", "med")
-
-
-class RulesError(Exception):
-    """Rule data that cannot be used; names the file and key so a reviewer can fix it."""
 
 
 @dataclass(frozen=True)
@@ -65,95 +56,3 @@ REQUIRED_EMAIL_RULES = (
 )
 
 
-def rules_version(directory: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
-
-def load_rules(directory: Path) -> RuleSet:
-    from gateway.rules.calling import load_calling_rules  # it raises this module's RulesError
-
-    email_file = directory / "email.toml"
-    data = read_toml(email_file)
-    rules = _parse_rules(data.get("rule"), email_file)
-    for rule_id in REQUIRED_EMAIL_RULES:
-        if rule_id not in rules:
-            raise RulesError(f"{email_file}: rule {rule_id!r} is missing")
-    return RuleSet(
-        version=rules_version(directory),
-        rules=rules,
-        deceptive_subject=_prefix_pattern(data, email_file),
-        postal_address=_regex(data, email_file, "identity", "postal_address_pattern"),
-        footer_text=_read_text(directory / "footers" / "commercial.txt"),
-        footer_html=_read_text(directory / "footers" / "commercial.html"),
-        calling=load_calling_rules(directory),
-    )
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RulesError(f"{path}: cannot read: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"{path}: not valid TOML: {exc}") from exc
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8").rstrip("\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RulesError(f"{path}: cannot read: {exc}") from exc
-
-
-def _parse_rules(entries: Any, path: Path) -> dict[str, Rule]:
-    if not isinstance(entries, list):
-        raise RulesError(f"{path}: [[rule]] entries are missing")
-    rules: dict[str, Rule] = {}
-    for index, entry in enumerate(entries):
-        where = f"{path}: rule[{index}]"
-        for key in ("id", "code", "citation", "confidence"):
-            if not isinstance(entry.get(key), str):
-                raise RulesError(f"{where}.{key} must be a string")
-        if not entry["citation"].strip():
-            raise RulesError(f"{where}.citation must not be empty")
-        if entry["confidence"] not in CONFIDENCE_LEVELS:
-            raise RulesError(f"{where}.confidence must be one of {CONFIDENCE_LEVELS}")
-        try:
-            purposes = frozenset(Purpose(p) for p in entry.get("purposes", []))
-        except ValueError as exc:
-            raise RulesError(f"{where}.purposes: {exc}") from exc
-        if entry["id"] in rules:
-            raise RulesError(f"{where}.id duplicates {entry['id']!r}")
-        rules[entry["id"]] = Rule(
-            id=entry["id"],
-            code=entry["code"],
-            purposes=purposes,
-            citation=entry["citation"],
-            confidence=entry["confidence"],
-        )
-    return rules
-
-
-def _prefix_pattern(data: dict[str, Any], path: Path) -> re.Pattern[str]:
-    prefixes = data.get("deceptive_subject", {}).get("prefixes")
-    if not isinstance(prefixes, list) or not all(isinstance(p, str) and p for p in prefixes):
-        raise RulesError(f"{path}: deceptive_subject.prefixes must be a list of strings")
-    alternatives = "|".join(re.escape(p) for p in sorted(prefixes, key=len, reverse=True))
-    return re.compile(
-        rf"^\s*(?:\[[^\]]*\]\s*)*(?:{alternatives})\s*(?:\[\d+\]|\(\d+\))?\s*[:\uff1a]",
-        re.IGNORECASE,
-    )
-
-
-def _regex(data: dict[str, Any], path: Path, table: str, key: str) -> re.Pattern[str]:
-    value = data.get(table, {}).get(key)
-    if not isinstance(value, str):
-        raise RulesError(f"{path}: {table}.{key} must be a string")
-    try:
-        return re.compile(value)
-    except re.error as exc:
-        raise RulesError(f"{path}: {table}.{key} is not a valid pattern: {exc}") from exc

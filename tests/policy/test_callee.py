@@ -8,7 +8,7 @@ import pytest
 from gateway.config.settings import PACKAGE_RULES_DIR
 from gateway.model import KnownLocation
 from gateway.policy.callee import locate, region_code
-from gateway.rules.calling import load_calling_rules
+from gateway.rules.calling_loader import load_calling_rules
 
 AREA_CODES = load_calling_rules(PACKAGE_RULES_DIR).area_codes
 

@@ -29,7 +29,7 @@ from gateway.model import (
 )
 from gateway.policy.callee import locate
 from gateway.policy.calling import SMS_OPT_OUT_NOTICE, decide_telephony
-from gateway.rules.calling import load_calling_rules
+from gateway.rules.calling_loader import load_calling_rules
 
 CALL, SMS = Channel.CALL, Channel.SMS
 DEFAULT_RULES = load_calling_rules(PACKAGE_RULES_DIR)

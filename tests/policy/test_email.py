@@ -19,7 +19,7 @@ from gateway.model import (
     SenderIdentity,
 )
 from gateway.policy import decide
-from gateway.rules.ruleset import load_rules
+from gateway.rules.loader import load_rules
 
 RULES = load_rules(PACKAGE_RULES_DIR)
 NOW = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from gateway.mail.parse import parse_email, to_bytes
 from gateway.model import Channel, SenderIdentity
 from gateway.rewrite.footer import render_footer
 from gateway.rewrite.mime import add_footer
-from gateway.rules.ruleset import load_rules
+from gateway.rules.loader import load_rules
 from gateway.services.unsubscribe import TokenMatcher
 
 RULES = load_rules(PACKAGE_RULES_DIR)

@@ -17,10 +17,10 @@ from gateway.rules.calling import (
     JurisdictionRule,
     RestrictedDayRule,
     WindowRule,
-    classify_inbound_text,
-    load_calling_rules,
 )
-from gateway.rules.ruleset import RulesError
+from gateway.rules.calling_loader import load_calling_rules
+from gateway.rules.errors import RulesError
+from gateway.rules.keywords import classify_inbound_text
 
 RULES = load_calling_rules(PACKAGE_RULES_DIR)
 

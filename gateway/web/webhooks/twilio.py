@@ -17,7 +17,7 @@ from gateway.addresses import e164
 from gateway.auth.webhook_signatures import signature_matches
 from gateway.model import SenderIdentity
 from gateway.rewrite.footer import contact_parts
-from gateway.rules.calling import classify_inbound_text
+from gateway.rules.keywords import classify_inbound_text
 from gateway.rules.ruleset import RuleSet
 from gateway.runtime.logs import log_event
 from gateway.services.unsubscribe import Suppressions
