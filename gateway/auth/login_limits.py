@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from gateway.config.settings import SmtpConfig
+from gateway.config.settings import LoginLimitsConfig
 from gateway.model import AuditEvent
 from gateway.runtime.background import BackgroundWrites
 from gateway.runtime.clock import Clock
@@ -49,7 +49,7 @@ class LockedOut(Exception):
 class LoginLimiter:
     def __init__(
         self,
-        settings: SmtpConfig,
+        settings: LoginLimitsConfig,
         clock: Clock,
         metrics: Metrics,
         audit: Callable[[AuditEvent], Awaitable[object]],

@@ -18,10 +18,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.addresses import InvalidAddress, normalized_email
+from gateway.config.toml_reader import TomlTable
 from gateway.model import Account, Channel, Purpose, Role, SenderIdentity
 
 PACKAGE_RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
-ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 TOKEN_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 KNOWN_SECTIONS = {
@@ -66,6 +66,13 @@ class SmtpConfig:
     max_recipients: int = 50
     allow_insecure_auth: bool = False
     hostname: str = "compliance-gateway"
+
+
+@dataclass(frozen=True)
+class LoginLimitsConfig:
+    """Failed sign-ins with an account secret, on every ingress (SMTP AUTH, the HTTP APIs,
+    `/review`); read from the `[smtp]` keys of the same names, where they were first."""
+
     max_failed_logins: int = 5
     failed_login_window_s: float = 600.0
     login_lockout_s: float = 900.0
@@ -158,6 +165,7 @@ class Config:
     postmark_webhook: PostmarkWebhookConfig = PostmarkWebhookConfig()
     retention: RetentionConfig = RetentionConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    login_limits: LoginLimitsConfig = LoginLimitsConfig()
 
     def account(self, name: str) -> Account | None:
         return next((a for a in self.accounts if a.name == name), None)
@@ -187,104 +195,34 @@ def load_config(path: Path | None) -> Config:
     return build_config(raw, source=path.resolve(), base_dir=path.resolve().parent)
 
 
-class _Section:
-    """Typed access to one TOML table that names the full key in every error."""
+def _section(raw: Any, prefix: str, known: set[str]) -> TomlTable:
+    """A configuration table: unknown keys refused up front, `${ENV}` values resolved."""
+    return TomlTable(raw, ConfigError, prefix, known=known, environment=True)
 
-    def __init__(self, raw: Any, prefix: str, known: set[str]) -> None:
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise ConfigError(prefix, "must be a table")
-        for key in raw:
-            if key not in known:
-                raise ConfigError(f"{prefix}.{key}", "unknown key")
-        self.raw = raw
-        self.prefix = prefix
 
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}"
+def _path(section: TomlTable, name: str, base_dir: Path, default: str = "") -> Path | None:
+    value = section.string(name, default)
+    if not value:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else base_dir / path
 
-    def _value(self, name: str) -> Any:
-        value = self.raw.get(name)
-        if isinstance(value, str):
-            match = ENV_REFERENCE.match(value)
-            if match:
-                env_name = match.group(1)
-                if env_name not in os.environ:
-                    raise ConfigError(
-                        self.key(name), f"environment variable {env_name} is not set"
-                    )
-                return os.environ[env_name]
-        return value
 
-    def string(self, name: str, default: str = "", *, required: bool = False) -> str:
-        value = self._value(name)
-        if value is None:
-            if required:
-                raise ConfigError(self.key(name), "is required")
-            return default
-        if not isinstance(value, str):
-            raise ConfigError(self.key(name), "must be a string")
-        if required and not value.strip():
-            raise ConfigError(self.key(name), "must not be empty")
-        return value
-
-    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int = 2**62) -> int:
-        value = self._value(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(self.key(name), "must be an integer")
-        if not minimum <= value <= maximum:
-            raise ConfigError(self.key(name), f"must be between {minimum} and {maximum}")
-        return value
-
-    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
-        value = self._value(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(self.key(name), "must be a number")
-        if value < minimum:
-            raise ConfigError(self.key(name), f"must be at least {minimum}")
-        return float(value)
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self._value(name)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise ConfigError(self.key(name), "must be true or false")
-        return value
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.string(name, default)
-        if value not in choices:
-            raise ConfigError(self.key(name), f"must be one of {', '.join(choices)}")
-        return value
-
-    def path(self, name: str, base_dir: Path, default: str | None = None) -> Path | None:
-        value = self.string(name, default or "")
-        if not value:
-            return None
-        path = Path(value)
-        return path if path.is_absolute() else base_dir / path
-
-    def listen(self, name: str, default: ListenAddress) -> ListenAddress:
-        value = self.string(name, "")
-        if not value:
-            return default
-        match = re.match(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:]+)):(?P<port>\d{1,5})$", value)
-        if not match or not 0 <= int(match.group("port")) <= 65535:
-            raise ConfigError(self.key(name), "must be HOST:PORT (IPv6 as [::1]:PORT)")
-        return ListenAddress(match.group("v6") or match.group("host"), int(match.group("port")))
+def _listen(section: TomlTable, name: str, default: ListenAddress) -> ListenAddress:
+    value = section.string(name, "")
+    if not value:
+        return default
+    match = re.match(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:]+)):(?P<port>\d{1,5})$", value)
+    if not match or not 0 <= int(match.group("port")) <= 65535:
+        raise ConfigError(section.key(name), "must be HOST:PORT (IPv6 as [::1]:PORT)")
+    return ListenAddress(match.group("v6") or match.group("host"), int(match.group("port")))
 
 
 def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) -> Config:
     for section in raw:
         if section not in KNOWN_SECTIONS:
             raise ConfigError(section, "unknown section")
-    gateway = _Section(
+    gateway = _section(
         raw.get("gateway"),
         "gateway",
         {
@@ -292,9 +230,9 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
             "metrics_refresh_s", "workers",
         },
     )
-    data_dir = gateway.path("data_dir", base_dir, "var")
+    data_dir = _path(gateway, "data_dir", base_dir, "var")
     assert data_dir is not None
-    rules_dir = gateway.path("rules_dir", base_dir) or PACKAGE_RULES_DIR
+    rules_dir = _path(gateway, "rules_dir", base_dir) or PACKAGE_RULES_DIR
     if not rules_dir.is_dir():
         raise ConfigError("gateway.rules_dir", f"not a directory: {rules_dir}")
     public_url = gateway.string("public_url", "http://127.0.0.1:8080").rstrip("/")
@@ -302,7 +240,7 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise ConfigError("gateway.public_url", "must be an http(s) origin such as https://host")
 
-    sender = _sender(_Section(
+    sender = _sender(_section(
         raw.get("sender"), "sender", {"name", "postal_address", "email", "phone", "website"}
     ))
     mailto_default = f"unsubscribe@{sender.email.rpartition('@')[2]}" if sender.email else ""
@@ -310,33 +248,35 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
     if unsubscribe_mailto:
         unsubscribe_mailto = _email(unsubscribe_mailto, "gateway.unsubscribe_mailto")
 
-    upstream = _Section(raw.get("upstream"), "upstream", {"email", "twilio"})
+    upstream = _section(raw.get("upstream"), "upstream", {"email", "twilio"})
+    smtp = _smtp_section(raw.get("smtp"))
     return Config(
         source=source,
         data_dir=data_dir,
         rules_dir=rules_dir,
         public_url=public_url,
         unsubscribe_mailto=unsubscribe_mailto,
-        smtp=_smtp(raw.get("smtp"), base_dir),
+        smtp=_smtp(smtp, base_dir),
+        login_limits=_login_limits(smtp),
         http=HttpConfig(
-            listen=_Section(raw.get("http"), "http", {"listen"}).listen(
-                "listen", HttpConfig().listen
+            listen=_listen(
+                _section(raw.get("http"), "http", {"listen"}), "listen", HttpConfig().listen
             )
         ),
-        store_url=_store_url(_Section(raw.get("store"), "store", {"url"}), base_dir),
+        store_url=_store_url(_section(raw.get("store"), "store", {"url"}), base_dir),
         sender=sender,
         accounts=_accounts(raw.get("accounts"), sender),
-        email_upstream=_email_upstream(upstream.raw.get("email")),
-        twilio_upstream=_twilio_upstream(upstream.raw.get("twilio")),
+        email_upstream=_email_upstream(upstream.get("email")),
+        twilio_upstream=_twilio_upstream(upstream.get("twilio")),
         tokens=_tokens(raw.get("tokens")),
         drain_timeout_s=gateway.number("drain_timeout_s", 30.0),
         metrics_refresh_s=gateway.integer("metrics_refresh_s", 30, minimum=1, maximum=3600),
         workers=gateway.integer("workers", 1, minimum=1, maximum=64),
         require_consent=_require_consent(
-            _Section(raw.get("policy"), "policy", {"require_consent"})
+            _section(raw.get("policy"), "policy", {"require_consent"})
         ),
         postmark_webhook=_postmark_webhook(
-            _Section(raw.get("webhooks"), "webhooks", {"postmark"}).raw.get("postmark")
+            _section(raw.get("webhooks"), "webhooks", {"postmark"}).get("postmark")
         ),
         retention=_retention(raw.get("retention")),
         privacy=_privacy(raw.get("privacy")),
@@ -350,27 +290,35 @@ def _email(value: str, key: str) -> str:
         raise ConfigError(key, f"not a valid email address: {exc}") from exc
 
 
-def _sender(section: _Section) -> SenderIdentity:
-    email = section.string("email")
+def _sender(section: TomlTable) -> SenderIdentity:
+    email = section.string("email", "")
     if email:
         email = _email(email, section.key("email"))
-    website = section.string("website")
+    website = section.string("website", "")
     if website and urlsplit(website).scheme not in ("http", "https"):
         raise ConfigError(section.key("website"), "must be an http(s) URL")
-    phone = section.string("phone")
+    phone = section.string("phone", "")
     if phone and not re.fullmatch(r"\+[1-9]\d{6,14}", phone):
         raise ConfigError(section.key("phone"), "must be an E.164 number such as +14155550100")
     return SenderIdentity(
-        name=section.string("name").strip(),
-        postal_address=section.string("postal_address").strip(),
+        name=section.string("name", "").strip(),
+        postal_address=section.string("postal_address", "").strip(),
         email=email,
         phone=phone,
         website=website,
     )
 
 
-def _smtp(raw: Any, base_dir: Path) -> SmtpConfig:
-    section = _Section(
+def _login_limits(section: TomlTable) -> LoginLimitsConfig:
+    return LoginLimitsConfig(
+        max_failed_logins=section.integer("max_failed_logins", 5, minimum=1, maximum=1000),
+        failed_login_window_s=section.number("failed_login_window_s", 600.0, minimum=1.0),
+        login_lockout_s=section.number("login_lockout_s", 900.0, minimum=1.0),
+    )
+
+
+def _smtp_section(raw: Any) -> TomlTable:
+    return _section(
         raw,
         "smtp",
         {
@@ -379,24 +327,24 @@ def _smtp(raw: Any, base_dir: Path) -> SmtpConfig:
             "login_lockout_s",
         },
     )
-    tls_cert = section.path("tls_cert", base_dir)
-    tls_key = section.path("tls_key", base_dir)
+
+
+def _smtp(section: TomlTable, base_dir: Path) -> SmtpConfig:
+    tls_cert = _path(section, "tls_cert", base_dir)
+    tls_key = _path(section, "tls_key", base_dir)
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError("smtp.tls_key" if tls_cert else "smtp.tls_cert", "set both or neither")
     for key, path in (("smtp.tls_cert", tls_cert), ("smtp.tls_key", tls_key)):
         if path is not None and not path.is_file():
             raise ConfigError(key, f"file not found: {path}")
     config = SmtpConfig(
-        listen=section.listen("listen", SmtpConfig().listen),
+        listen=_listen(section, "listen", SmtpConfig().listen),
         tls_cert=tls_cert,
         tls_key=tls_key,
         max_message_bytes=section.integer("max_message_bytes", 26_214_400, minimum=1024),
         max_recipients=section.integer("max_recipients", 50, minimum=1, maximum=1000),
         allow_insecure_auth=section.boolean("allow_insecure_auth", False),
         hostname=section.string("hostname", "compliance-gateway"),
-        max_failed_logins=section.integer("max_failed_logins", 5, minimum=1, maximum=1000),
-        failed_login_window_s=section.number("failed_login_window_s", 600.0, minimum=1.0),
-        login_lockout_s=section.number("login_lockout_s", 900.0, minimum=1.0),
     )
     if not config.listen.is_loopback and not config.tls_cert and not config.allow_insecure_auth:
         raise ConfigError(
@@ -407,7 +355,7 @@ def _smtp(raw: Any, base_dir: Path) -> SmtpConfig:
     return config
 
 
-def _store_url(section: _Section, base_dir: Path) -> str:
+def _store_url(section: TomlTable, base_dir: Path) -> str:
     url = section.string("url", "sqlite:///var/gateway.db")
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
@@ -428,23 +376,23 @@ def _accounts(raw: Any, sender: SenderIdentity) -> tuple[Account, ...]:
         raise ConfigError("accounts", "must be an array of tables ([[accounts]])")
     accounts: list[Account] = []
     for index, entry in enumerate(raw):
-        section = _Section(
+        section = _section(
             entry,
             f"accounts[{index}]",
             {"name", "secret", "role", "sender_domains", "purpose"},
         )
-        name = section.string("name", required=True)
+        name = section.string("name", "", required=True)
         if not re.fullmatch(r"[A-Za-z0-9._@+-]{1,64}", name):
             raise ConfigError(section.key("name"), "use 1-64 letters, digits or ._@+-")
         if any(a.name == name for a in accounts):
             raise ConfigError(section.key("name"), f"duplicate account name {name!r}")
-        secret = section.string("secret", required=True)
+        secret = section.string("secret", "", required=True)
         if len(secret) < 12:
             raise ConfigError(section.key("secret"), "must be at least 12 characters")
         if any(a.secret == secret for a in accounts):
             raise ConfigError(section.key("secret"), "is shared with another account")
         role = section.choice("role", "rep", tuple(r.name.lower() for r in Role))
-        domains = section._value("sender_domains")
+        domains = section.get("sender_domains")
         if domains is None:
             domains = []
         if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
@@ -467,7 +415,7 @@ def _accounts(raw: Any, sender: SenderIdentity) -> tuple[Account, ...]:
 
 
 def _email_upstream(raw: Any) -> EmailUpstreamConfig:
-    section = _Section(
+    section = _section(
         raw,
         "upstream.email",
         {
@@ -476,20 +424,20 @@ def _email_upstream(raw: Any) -> EmailUpstreamConfig:
         },
     )
     kind = section.choice("kind", "outbox", ("outbox", "smtp", "postmark"))
-    server_token = section.string("server_token", required=kind == "postmark")
-    username = section.string("username") or server_token
+    server_token = section.string("server_token", "", required=kind == "postmark")
+    username = section.string("username", "") or server_token
     config = EmailUpstreamConfig(
         kind=kind,
-        host=section.string("host", required=kind == "smtp"),
+        host=section.string("host", "", required=kind == "smtp"),
         port=section.integer("port", 587, minimum=1, maximum=65535),
         username=username,
-        password=section.string("password") or server_token,
+        password=section.string("password", "") or server_token,
         starttls=section.boolean("starttls", True),
         timeout_s=section.number("timeout_s", 30.0, minimum=0.1),
         pool_size=section.integer("pool_size", 4, minimum=1, maximum=64),
         server_token=server_token,
         base_url=section.string("base_url", EmailUpstreamConfig.base_url).rstrip("/"),
-        message_stream=section.string("message_stream"),
+        message_stream=section.string("message_stream", ""),
     )
     if urlsplit(config.base_url).scheme not in ("http", "https"):
         raise ConfigError("upstream.email.base_url", "must be an http(s) URL")
@@ -505,14 +453,14 @@ def _email_upstream(raw: Any) -> EmailUpstreamConfig:
 
 
 def _twilio_upstream(raw: Any) -> TwilioUpstreamConfig:
-    section = _Section(
+    section = _section(
         raw, "upstream.twilio", {"kind", "account_sid", "auth_token", "base_url", "timeout_s"}
     )
     kind = section.choice("kind", "outbox", ("outbox", "twilio"))
     config = TwilioUpstreamConfig(
         kind=kind,
         account_sid=section.string("account_sid", TwilioUpstreamConfig.account_sid),
-        auth_token=section.string("auth_token", required=kind == "twilio"),
+        auth_token=section.string("auth_token", "", required=kind == "twilio"),
         base_url=section.string("base_url", TwilioUpstreamConfig.base_url).rstrip("/"),
         timeout_s=section.number("timeout_s", 30.0, minimum=0.1),
     )
@@ -523,10 +471,10 @@ def _twilio_upstream(raw: Any) -> TwilioUpstreamConfig:
     return config
 
 
-def _require_consent(section: _Section) -> frozenset[Channel]:
+def _require_consent(section: TomlTable) -> frozenset[Channel]:
     """Off by default: consent records are the customer's to keep; turning this on blocks
     every marketing contact on those channels without a recorded, unexpired consent."""
-    value = section._value("require_consent")
+    value = section.get("require_consent")
     if value is None:
         return frozenset()
     channels = {c.value for c in Channel}
@@ -538,9 +486,9 @@ def _require_consent(section: _Section) -> frozenset[Channel]:
 
 
 def _postmark_webhook(raw: Any) -> PostmarkWebhookConfig:
-    section = _Section(raw, "webhooks.postmark", {"username", "password"})
+    section = _section(raw, "webhooks.postmark", {"username", "password"})
     config = PostmarkWebhookConfig(
-        username=section.string("username"), password=section.string("password")
+        username=section.string("username", ""), password=section.string("password", "")
     )
     if bool(config.username) != bool(config.password):
         raise ConfigError("webhooks.postmark.password", "set username and password together")
@@ -550,16 +498,16 @@ def _postmark_webhook(raw: Any) -> PostmarkWebhookConfig:
 
 
 def _tokens(raw: Any) -> TokenKeys:
-    section = _Section(raw, "tokens", {"keys", "active"})
-    keys_raw = section._value("keys")
+    section = _section(raw, "tokens", {"keys", "active"})
+    keys_raw = section.get("keys")
     if keys_raw is None:
         return TokenKeys()
     if not isinstance(keys_raw, dict) or not keys_raw:
         raise ConfigError("tokens.keys", "must be a table of key id = secret")
     keys: dict[str, bytes] = {}
-    key_section = _Section(keys_raw, "tokens.keys", set(keys_raw))
+    key_section = _section(keys_raw, "tokens.keys", set(keys_raw))
     for key_id in keys_raw:
-        secret = key_section.string(key_id)
+        secret = key_section.string(key_id, required=True)
         if not TOKEN_KEY_ID.match(key_id):
             raise ConfigError(f"tokens.keys.{key_id}", "key ids use 1-16 letters, digits, _ or -")
         if len(secret) < 32:
@@ -573,7 +521,7 @@ def _tokens(raw: Any) -> TokenKeys:
 
 def _retention(raw: Any) -> RetentionConfig:
     """Every period is at least 1: a zero would delete records the moment they are made."""
-    section = _Section(
+    section = _section(
         raw,
         "retention",
         {"block_metadata_days", "blocks_days", "outbox_hours", "audit_days", "interval_s"},
@@ -599,8 +547,8 @@ def _retention(raw: Any) -> RetentionConfig:
 
 
 def _privacy(raw: Any) -> PrivacyConfig:
-    section = _Section(raw, "privacy", {"erasure_key"})
-    key = section.string("erasure_key")
+    section = _section(raw, "privacy", {"erasure_key"})
+    key = section.string("erasure_key", "")
     if key and len(key) < 32:
         raise ConfigError("privacy.erasure_key", "must be at least 32 characters")
     return PrivacyConfig(erasure_key=key)

@@ -70,7 +70,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 def review_app(store: Store, config: Config, secure_cookies: bool = False) -> web.Application:
     app = web.Application()
     clock = Clock(NOW)
-    limits = LoginLimiter(config.smtp, clock, Metrics(), store.append_audit)
+    limits = LoginLimiter(config.login_limits, clock, Metrics(), store.append_audit)
     ReviewRoutes(
         store, lambda: config.accounts, clock, SESSION_KEY, secure_cookies, limits
     ).register(app)
