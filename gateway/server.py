@@ -117,7 +117,9 @@ class Services:
         self.erasure_key = erasure_key(config)
         self.ruleset: RuleSet = configured_rules(config)
         self.suppressions = Suppressions(self.store, clock, self.metrics)
-        self.login_limits = LoginLimiter(config.login_limits, clock, self.metrics, self.store.append_audit)
+        self.login_limits = LoginLimiter(
+            config.login_limits, clock, self.metrics, self.store.append_audit
+        )
         self.unsubscribe = Unsubscribe(
             build_tokens(config),
             self.suppressions,

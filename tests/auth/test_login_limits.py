@@ -147,7 +147,8 @@ async def test_review_sign_in_shares_the_limiter(limited) -> None:
 
 def test_limits_are_checked_when_the_configuration_loads(tmp_path: Path) -> None:
     config = config_with(tmp_path, LIMITS)
-    assert (config.login_limits.max_failed_logins, config.login_limits.login_lockout_s) == (3, 300.0)
+    limits = config.login_limits
+    assert (limits.max_failed_logins, limits.login_lockout_s) == (3, 300.0)
     assert load_config(write_config(tmp_path)).login_limits.max_failed_logins == 5
     with pytest.raises(ConfigError, match=r"smtp\.max_failed_logins"):
         config_with(tmp_path, "max_failed_logins = 0\n")
