@@ -40,7 +40,8 @@ from gateway.runtime.processes import inherited_listeners, is_first_worker
 from gateway.services.privacy import Privacy, erasure_key, purge
 from gateway.services.retention import run_retention_periodically
 from gateway.services.store_gauges import StoreGauges
-from gateway.services.unsubscribe import Suppressions, Unsubscribe
+from gateway.services.suppressions import Suppressions
+from gateway.services.unsubscribe import Unsubscribe
 from gateway.store import open_store
 from gateway.store.base import Store, StoreUnavailable
 from gateway.upstream.base import EmailUpstream

@@ -33,7 +33,7 @@ from gateway.runtime.background import BackgroundWrites
 from gateway.runtime.clock import Clock
 from gateway.runtime.logs import log_event
 from gateway.runtime.metrics import Metrics
-from gateway.services.unsubscribe import Suppressions
+from gateway.services.suppressions import Suppressions
 from gateway.store.base import DeliveryClaim, Store, StoreUnavailable
 
 log = logging.getLogger("gateway.pipeline.process")

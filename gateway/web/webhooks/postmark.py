@@ -16,7 +16,7 @@ from gateway.addresses import InvalidAddress, suppression_key
 from gateway.auth.credentials import basic_credentials, same_secret
 from gateway.config.settings import PostmarkWebhookConfig
 from gateway.runtime.logs import log_event
-from gateway.services.unsubscribe import Suppressions
+from gateway.services.suppressions import Suppressions
 from gateway.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("gateway.postmark_webhook")

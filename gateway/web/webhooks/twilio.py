@@ -20,7 +20,7 @@ from gateway.rewrite.footer import contact_parts
 from gateway.rules.keywords import classify_inbound_text
 from gateway.rules.ruleset import RuleSet
 from gateway.runtime.logs import log_event
-from gateway.services.unsubscribe import Suppressions
+from gateway.services.suppressions import Suppressions
 from gateway.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("gateway.twilio_webhook")
