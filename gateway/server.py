@@ -57,7 +57,7 @@ from gateway.web.admin import AdminRoutes
 from gateway.web.health import HealthRoutes
 from gateway.web.inflight import InFlightRequests
 from gateway.web.review import ReviewRoutes
-from gateway.web.unsubscribe import UnsubscribeRoutes
+from gateway.web.unsubscribe_page import UnsubscribeRoutes
 from gateway.web.webhooks.postmark import PostmarkWebhookRoutes
 from gateway.web.webhooks.twilio import TwilioWebhookRoutes
 
