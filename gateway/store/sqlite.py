@@ -126,7 +126,6 @@ class SqliteStore:
         self._reader = _OwnConnection(self._connect_reader, writes=False)
         self._loop_writer = _OwnConnection(self._connect_loop_writer, writes=True)
         self._loop_commits = 0
-        self._checkpoint: asyncio.Future[Any] | None = None
         self._reads_in_threads: set[asyncio.Future[Any]] = set()
         self._erasure_key: bytes | None = None
         # What the last `open` applied (for `compliance-gateway migrate`).
@@ -166,22 +165,21 @@ class SqliteStore:
         """A small write costs less than the hop to the worker and back (a commit's fsync is
         about 0.2 ms here), so while the worker is idle the loop writes itself. It never
         waits: a lock held by anyone else raises WriterBusy with nothing written, and the
-        write goes to the worker, which waits in line."""
+        write goes to the worker, which waits in line.
+
+        Every LOOP_COMMITS_PER_CHECKPOINT-th commit asks the worker for a checkpoint. The
+        worker is idle here, so the last one asked for has run: whether its future has been
+        settled yet depends on the loop having run since, which a burst of writes on the
+        loop never lets it do. A checkpoint that failed is harmless: the WAL keeps growing
+        until the next."""
         result = self._run_on(
             self._loop_writer, lambda connection: _at_durability(connection, durable, work)
         )
         self._loop_commits += 1
-        if self._loop_commits % LOOP_COMMITS_PER_CHECKPOINT == 0 and self._checkpoint is None:
-            self._checkpoint = self._worker.enqueue(
-                lambda: self._with_connection(_checkpoint_passively)
-            )
-            self._checkpoint.add_done_callback(self._checkpoint_done)
+        if self._loop_commits % LOOP_COMMITS_PER_CHECKPOINT == 0:
+            checkpoint = self._worker.enqueue(lambda: self._with_connection(_checkpoint_passively))
+            checkpoint.add_done_callback(_take_outcome)
         return result
-
-    def _checkpoint_done(self, checkpoint: asyncio.Future[Any]) -> None:
-        """A checkpoint that failed is harmless: the WAL keeps growing until the next."""
-        self._checkpoint = None
-        _take_outcome(checkpoint)
 
     def _run_on(
         self, connection: _OwnConnection, work: Callable[[sqlite3.Connection], _T]
