@@ -1,8 +1,8 @@
 """Small writes the event loop makes itself while the SQLite store's worker is idle
-(gateway/store/sqlite.py `_write_on_loop`): they never overtake a write submitted earlier,
-never hold the loop while someone else holds a lock, are never applied twice when they fall
-back to the worker, and leave the WAL checkpointed. The suppression count, a full scan, runs
-beside the worker rather than on it."""
+(gateway/store/sqlite/connection.py `_write_on_loop`): they never overtake a write submitted
+earlier, never hold the loop while someone else holds a lock, are never applied twice when
+they fall back to the worker, and leave the WAL checkpointed. The suppression count, a full
+scan, runs beside the worker rather than on it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import gateway.store.sqlite as sqlite_module
+import gateway.store.sqlite.connection as sqlite_module
 from gateway.model import Channel
 from gateway.store.base import BlockQuery
 from gateway.store.sqlite import SqliteStore

@@ -49,7 +49,8 @@ from gateway.store.migrations import (
     pending_migrations,
     run_migrations,
 )
-from gateway.store.postgres import SUPPRESSED_QUERY, PostgresStore
+from gateway.store.postgres import PostgresStore
+from gateway.store.postgres.connection import SUPPRESSED_QUERY
 from gateway.store.sqlite import SqliteMigrationTarget, SqliteStore
 from tests.conftest import start_postgres_server, write_config
 from tests.postgres_server import PostgresServer, free_port

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from gateway.model import AuditEvent
 from gateway.store.base import BlockQuery, StoreUnavailable
-from gateway.store.sqlite import SqliteStore, _insert_block, _transaction
+from gateway.store.sqlite import SqliteStore
+from gateway.store.sqlite.connection import _insert_block, _transaction
 from gateway.store.worker import Job, StoreWorker
 from tests.store.test_store import T0, block
 
