@@ -1,7 +1,9 @@
-"""The store interface the pipeline depends on; SQLite and PostgreSQL implement it.
+"""The store interface the pipeline depends on: one protocol per concern, and `Store`, all
+of them at once, which SQLite and PostgreSQL implement.
 
-Every method may raise `StoreUnavailable`; callers treat that as "fact unknown" and fail
-closed (the agent gets a temporary failure).
+A consumer that needs one concern may ask for that protocol alone (a webhook needs the
+`SuppressionList`, not the audit log). Every method may raise `StoreUnavailable`; callers
+treat that as "fact unknown" and fail closed (the agent gets a temporary failure).
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ class PersonalData:
     audit: tuple[AuditEvent, ...] = ()
 
 
-class Store(Protocol):
+class StoreLifecycle(Protocol):
     async def open(self) -> None:
         """Connect and apply pending schema migrations."""
 
@@ -117,6 +119,10 @@ class Store(Protocol):
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless a trivial query succeeds."""
+
+
+class SuppressionList(Protocol):
+    """Who must not be contacted: one entry per (address, source)."""
 
     async def suppressed(self, addresses: Iterable[str]) -> frozenset[str]:
         """The subset of `addresses` (normalized keys) that is on the suppression list:
@@ -172,6 +178,8 @@ class Store(Protocol):
         stays suppressed. Returns how many entries were removed (an address may have had
         several sources with the prefix)."""
 
+
+class ConsentRegistry(Protocol):
     async def add_consents(self, consents: Sequence[Consent]) -> int:
         """Insert consents (an identical subject/channel/kind/obtained_at is not duplicated);
         returns how many were new."""
@@ -179,9 +187,17 @@ class Store(Protocol):
     async def consents_for(self, subjects: Iterable[str]) -> dict[str, tuple[Consent, ...]]:
         """Every recorded consent per subject (expired ones too; the policy decides)."""
 
+
+class KnownLocations(Protocol):
+    """Where a callee lives, for calling hours in their own time zone."""
+
     async def known_locations(self, numbers: Iterable[str]) -> dict[str, KnownLocation]: ...
 
     async def set_known_location(self, number: str, location: KnownLocation) -> None: ...
+
+
+class ContactLedger(Protocol):
+    """Contacts made (for frequency caps) and SMS opt-out notices sent."""
 
     async def contact_counts(self, recipients: Iterable[str], since: datetime) -> dict[str, int]:
         """Contacts (calls and texts, all channels) per recipient at or after `since`."""
@@ -211,6 +227,10 @@ class Store(Protocol):
 
     async def mark_notice_sent(self, recipient: str, at: datetime) -> None: ...
 
+
+class BlockLog(Protocol):
+    """Every blocked message, for review, reports and retention."""
+
     async def record_block(self, record: BlockRecord) -> int:
         """Durably record a block before the agent is told; returns the record id."""
 
@@ -233,6 +253,16 @@ class Store(Protocol):
         named by its UTC start) over since <= time < until, oldest first. Empty buckets
         are left out; a chart fills them with zero."""
 
+    async def clear_block_metadata(self, before: datetime) -> int:
+        """Blank subject and message id of blocks older than `before`; returns rows changed."""
+
+    async def delete_blocks(self, before: datetime) -> int:
+        """Delete blocks older than `before`; returns how many."""
+
+
+class DeliveryLedger(Protocol):
+    """Which (message, recipient) pairs went out, so an agent's retry sends no second copy."""
+
     async def claim_delivery(
         self, delivery_key: str, recipient: str, now: datetime, stale_after_s: float
     ) -> DeliveryClaim:
@@ -249,6 +279,10 @@ class Store(Protocol):
     async def release_delivery(self, delivery_key: str, recipient: str) -> None:
         """Undo a claim after the upstream refused, so a retry sends again."""
 
+
+class AuditLog(Protocol):
+    """The hash-chained record of operators' and the gateway's own actions."""
+
     async def append_audit(self, event: AuditEvent) -> AuditEvent:
         """Append to the hash chain; returns the event with id, prev_hash and hash set."""
 
@@ -256,6 +290,15 @@ class Store(Protocol):
 
     async def verify_audit(self) -> AuditProblem | None:
         """None when every entry's hash and link to its predecessor verify."""
+
+    async def prune_audit(self, before: datetime) -> int:
+        """Delete the oldest audit entries, up to (not including) the first at or after
+        `before`, and anchor the chain at the last deleted hash so it still verifies.
+        Only a prefix is removed: the chain never gets a hole. Returns how many."""
+
+
+class Privacy(Protocol):
+    """A data subject's export and erasure, and the purge of a whole workspace."""
 
     async def use_erasure_key(self, key: bytes) -> None:
         """Set the key for `erased_address`. From then on `suppressed`,
@@ -272,17 +315,21 @@ class Store(Protocol):
         (source ERASED_SOURCE) when it had any. Audit entries are never rewritten.
         Returns rows removed per table. Needs `use_erasure_key` first (ValueError)."""
 
-    async def clear_block_metadata(self, before: datetime) -> int:
-        """Blank subject and message id of blocks older than `before`; returns rows changed."""
-
-    async def delete_blocks(self, before: datetime) -> int:
-        """Delete blocks older than `before`; returns how many."""
-
-    async def prune_audit(self, before: datetime) -> int:
-        """Delete the oldest audit entries, up to (not including) the first at or after
-        `before`, and anchor the chain at the last deleted hash so it still verifies.
-        Only a prefix is removed: the chain never gets a hole. Returns how many."""
-
     async def purge(self, event: AuditEvent) -> AuditEvent:
         """Delete every row of every table and the audit anchor, then append `event` as
         the first entry of a new chain; returns it as stored."""
+
+
+class Store(
+    StoreLifecycle,
+    SuppressionList,
+    ConsentRegistry,
+    KnownLocations,
+    ContactLedger,
+    BlockLog,
+    DeliveryLedger,
+    AuditLog,
+    Privacy,
+    Protocol,
+):
+    """Every concern at once: what a backend implements and what `open_store` returns."""
