@@ -23,6 +23,8 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-test browser prometheus postgresql
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+	GATEWAY_SPEEDUPS=0 $(BIN)/python -m pytest -q tests/mail tests/speedups tests/ingress \
+	  tests/upstream tests/rewrite tests/e2e/test_hostile_input.py
 
 # The review page's picture in docs/ comes from the browser test, only when asked for.
 screenshots: $(VENV)/.installed-test browser

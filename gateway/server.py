@@ -42,6 +42,7 @@ from gateway.services.retention import run_retention_periodically
 from gateway.services.store_gauges import StoreGauges
 from gateway.services.suppressions import Suppressions
 from gateway.services.unsubscribe import Unsubscribe
+from gateway.speedups import install as install_speedups
 from gateway.store import open_store
 from gateway.store.base import Store, StoreUnavailable
 from gateway.upstream.base import EmailUpstream
@@ -412,6 +413,7 @@ def account_changes(
 
 
 async def serve_forever(gateway: Gateway) -> None:
+    install_speedups(gateway.config.speedups)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import os
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from gateway import speedups
 from gateway.config.settings import Config, load_config
 from gateway.server import Gateway
 from tests.postgres_server import PostgresMissing, PostgresServer, find_binaries
@@ -17,12 +19,25 @@ DEMO_SECRET = "demo-secret-0123456789"
 MANAGER_SECRET = "manager-secret-0123456789"
 TOKEN_KEY = "k" * 40
 
+
+def _speedups_asked() -> bool:
+    """GATEWAY_SPEEDUPS=0 runs the tests on the libraries as they are (`make test` runs the
+    parts that reach a speedup both ways)."""
+    value = os.environ.get("GATEWAY_SPEEDUPS", "1")
+    if value not in ("0", "1"):
+        raise pytest.UsageError(f"GATEWAY_SPEEDUPS must be 0 or 1, not {value!r}")
+    return value == "1"
+
+
+SPEEDUPS = _speedups_asked()
+
 BASE_CONFIG = """
 [gateway]
 data_dir = "var"
 public_url = "https://gw.example.com"
 unsubscribe_mailto = "unsubscribe@gw.example.com"
 drain_timeout_s = 5
+speedups = {speedups}
 
 [smtp]
 listen = "127.0.0.1:0"
@@ -60,10 +75,19 @@ active = "k1"
 
 def write_config(directory: Path, extra: str = "", **overrides: str) -> Path:
     values = {"demo_secret": DEMO_SECRET, "manager_secret": MANAGER_SECRET,
-              "token_key": TOKEN_KEY, **overrides}
+              "token_key": TOKEN_KEY, "speedups": str(SPEEDUPS).lower(), **overrides}
     path = directory / "gateway.toml"
     path.write_text(BASE_CONFIG.format(**values) + textwrap.dedent(extra))
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def libraries_as_the_gateway_leaves_them() -> Iterator[None]:
+    """A gateway started in a test's process does not install the speedups (the
+    process's start-up does, from `[gateway] speedups`): installed here, once, as asked."""
+    speedups.install(SPEEDUPS)
+    yield
+    speedups.uninstall()
 
 
 @pytest.fixture

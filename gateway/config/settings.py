@@ -161,6 +161,7 @@ class Config:
     drain_timeout_s: float = 30.0
     metrics_refresh_s: int = 30
     workers: int = 1
+    speedups: bool = True
     require_consent: frozenset[Channel] = frozenset()
     postmark_webhook: PostmarkWebhookConfig = PostmarkWebhookConfig()
     retention: RetentionConfig = RetentionConfig()
@@ -227,7 +228,7 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
         "gateway",
         {
             "data_dir", "public_url", "rules_dir", "unsubscribe_mailto", "drain_timeout_s",
-            "metrics_refresh_s", "workers",
+            "metrics_refresh_s", "workers", "speedups",
         },
     )
     data_dir = _path(gateway, "data_dir", base_dir, "var")
@@ -272,6 +273,7 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
         drain_timeout_s=gateway.number("drain_timeout_s", 30.0),
         metrics_refresh_s=gateway.integer("metrics_refresh_s", 30, minimum=1, maximum=3600),
         workers=gateway.integer("workers", 1, minimum=1, maximum=64),
+        speedups=gateway.boolean("speedups", True),
         require_consent=_require_consent(
             _section(raw.get("policy"), "policy", {"require_consent"})
         ),

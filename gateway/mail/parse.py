@@ -12,9 +12,8 @@ import io
 import re
 from collections.abc import Iterator
 from email.errors import HeaderParseError, InvalidHeaderDefect
-from email.generator import BytesGenerator
 from email.header import decode_header
-from email.headerregistry import Address, BaseHeader, HeaderRegistry
+from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.policy import EmailPolicy, compat32
@@ -22,9 +21,8 @@ from typing import Any
 
 from gateway.model import EmailContent, EmailFields
 from gateway.rewrite.mime import child_section, rewrite_problems
-from gateway.speedups import mime_boundaries
-
-mime_boundaries.install()
+from gateway.speedups.crlf_lines import SpeedupBytesGenerator
+from gateway.speedups.header_classes import SpeedupHeaderRegistry
 
 MAX_NESTING_DEPTH = 50
 
@@ -63,26 +61,6 @@ def _fetched_header(factory: Any, name: str, source: str) -> Any:
 
 def _unfolded(source: str) -> str:
     return _LINE_BREAK.sub("", source).strip(" \t")
-
-
-class ClassReusingHeaderRegistry(HeaderRegistry):
-    """The stdlib registry creates a new header class for every header it parses, which
-    costs more than parsing a short Subject. The class depends only on which parser the name
-    maps to, so one is created per parser (a bounded set, whatever names a message uses)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._classes: dict[type, type[BaseHeader]] = {}
-
-    def map_to_type(self, name: str, cls: type) -> None:
-        super().map_to_type(name, cls)
-        self._classes.clear()
-
-    def __getitem__(self, name: str) -> type[BaseHeader]:
-        parser = self.registry.get(name.lower(), self.default_class)
-        if parser not in self._classes:
-            self._classes[parser] = type("_" + parser.__name__, (parser, self.base_class), {})
-        return self._classes[parser]
 
 
 class VerbatimHeaderPolicy(EmailPolicy):
@@ -127,7 +105,7 @@ class VerbatimHeaderPolicy(EmailPolicy):
 
 
 MIME_POLICY = VerbatimHeaderPolicy(
-    linesep="\r\n", refold_source="none", header_factory=ClassReusingHeaderRegistry()
+    linesep="\r\n", refold_source="none", header_factory=SpeedupHeaderRegistry()
 )
 
 
@@ -202,20 +180,8 @@ def _sender(from_value: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[st
 def to_bytes(message: EmailMessage) -> bytes:
     """The message as sent on the wire: CRLF line endings, 8-bit content kept as it is."""
     buffer = io.BytesIO()
-    CrlfBytesGenerator(buffer, policy=MIME_POLICY).flatten(message)
+    SpeedupBytesGenerator(buffer, policy=MIME_POLICY).flatten(message)
     return buffer.getvalue()
-
-
-class CrlfBytesGenerator(BytesGenerator):
-    """The stdlib generator writes every body line on its own to rewrite its line ending;
-    a body whose line endings already are all CRLF (as SMTP delivers them) is written in one
-    piece, which is the same bytes at a fraction of the cost for a large attachment."""
-
-    def _write_lines(self, lines: str) -> None:
-        if self._NL == "\r\n" and lines.count("\n") == lines.count("\r") == lines.count("\r\n"):
-            self.write(lines)
-            return
-        super()._write_lines(lines)
 
 
 def _unparsed(raw: bytes, problems: list[str]) -> EmailContent:

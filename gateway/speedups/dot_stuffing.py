@@ -6,8 +6,8 @@ On a 20 KB message they cost about 330 µs together, 7% of the gateway's CPU per
 message, though the rendered message already has CRLF endings only. `line_endings_as_crlf`
 sees that with three byte counts and hands anything else to aiosmtplib's own function;
 `LineStartPeriods` doubles the periods with one `bytes.replace`. Both are installed only
-while aiosmtplib's patterns are the ones they stand in for, so a future aiosmtplib that
-transforms differently is used as it is, only slower.
+on the aiosmtplib release they were checked against and while its patterns are the ones they
+stand in for, so a future aiosmtplib that transforms differently is used as it is, only slower.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable
 
 from aiosmtplib import protocol
+
+from gateway.speedups.base import Patch, Speedup
 
 LINE_ENDINGS_PATTERN = rb"(?:\r\n|\n|\r(?!\n))"
 LINE_START_PERIOD_PATTERN = rb"(?m)^\."
@@ -44,14 +46,20 @@ class LineStartPeriods:
         return b"." + stuffed if stuffed.startswith(b".") else stuffed
 
 
-def install() -> None:
-    """Idempotent; the SMTP upstream calls it on import."""
-    if isinstance(protocol.PERIOD_REGEX, LineStartPeriods):
-        return
-    if (
-        protocol.LINE_ENDINGS_REGEX.pattern != LINE_ENDINGS_PATTERN
-        or protocol.PERIOD_REGEX.pattern != LINE_START_PERIOD_PATTERN
-    ):
-        return
-    protocol.normalize_message_line_endings = line_endings_as_crlf
-    protocol.PERIOD_REGEX = LineStartPeriods()
+def _library_changed() -> str | None:
+    if protocol.LINE_ENDINGS_REGEX.pattern != LINE_ENDINGS_PATTERN:
+        return "aiosmtplib's line-ending pattern is not the one stood in for"
+    if AIOSMTPLIB_PERIODS.pattern != LINE_START_PERIOD_PATTERN:
+        return "aiosmtplib's period pattern is not the one stood in for"
+    return None
+
+
+SPEEDUP = Speedup(
+    name="dot_stuffing",
+    checked_versions={"aiosmtplib": ("5.1.3",)},
+    patches=(
+        Patch(protocol, "normalize_message_line_endings", line_endings_as_crlf),
+        Patch(protocol, "PERIOD_REGEX", LineStartPeriods()),
+    ),
+    library_changed=_library_changed,
+)

@@ -5,8 +5,9 @@ Every real message has boundaries of its own, so the pattern cache never helps, 
 pattern compiler costs about 150 µs per boundary: more than the rest of parsing a short
 multipart message. `BoundaryLine` matches exactly what that pattern matches (the separator
 is a literal, so the pattern is the separator followed by a fixed tail), and is installed
-only for the feed parser. A pattern of any other shape goes to `re.compile` unchanged, so a
-future parser that builds its pattern differently still parses correctly, only slower.
+only for the feed parser, on the Python version it was checked against. A pattern of any
+other shape goes to `re.compile` unchanged, so a parser that builds its pattern differently
+still parses correctly, only slower.
 
 The line ending before a boundary belongs to the boundary (RFC 2046 5.1.1), so the parser
 strips it from the end of every part's body with `(\r\n|\r|\n)\Z`, searched from the
@@ -21,6 +22,8 @@ import email.feedparser
 import re
 import types
 from typing import Any
+
+from gateway.speedups.base import PYTHON, Patch, Speedup
 
 _PATTERN_HEAD = "(?P<sep>"
 _PATTERN_TAIL = r")(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)?$"
@@ -81,10 +84,24 @@ class _FeedParserPatterns(types.ModuleType):
         return re.compile(pattern, flags) if separator is None else BoundaryLine(separator)
 
 
-def install() -> None:
-    """Idempotent; the gateway's message parsing module calls it on import."""
-    if not isinstance(email.feedparser.re, _FeedParserPatterns):
-        email.feedparser.re = _FeedParserPatterns("re")
-    end_of_body = email.feedparser.NLCRE_eol
-    if isinstance(end_of_body, re.Pattern) and end_of_body.pattern == FEEDPARSER_END_OF_BODY:
-        email.feedparser.NLCRE_eol = EndOfBodyLineEnding(end_of_body)
+_PATTERNS = Patch(email.feedparser, "re", _FeedParserPatterns("re"))
+_END_OF_BODY = Patch(
+    email.feedparser, "NLCRE_eol", EndOfBodyLineEnding(email.feedparser.NLCRE_eol)
+)
+
+
+def _library_changed() -> str | None:
+    if _PATTERNS.original is not re:
+        return "email.feedparser's re is not the re module"
+    end_of_body = _END_OF_BODY.original
+    if not isinstance(end_of_body, re.Pattern) or end_of_body.pattern != FEEDPARSER_END_OF_BODY:
+        return "email.feedparser.NLCRE_eol is not the pattern stood in for"
+    return None
+
+
+SPEEDUP = Speedup(
+    name="mime_boundaries",
+    checked_versions={PYTHON: ("3.11",)},
+    patches=(_PATTERNS, _END_OF_BODY),
+    library_changed=_library_changed,
+)

@@ -19,7 +19,6 @@ from aiosmtplib import SMTP, SMTPException, SMTPResponseException, SMTPTimeoutEr
 
 from gateway.config.settings import EmailUpstreamConfig
 from gateway.model import UpstreamPermanentError, UpstreamTemporaryError
-from gateway.speedups import dot_stuffing
 
 T = TypeVar("T")
 
@@ -28,8 +27,6 @@ SETUP_STAGE = "connection setup"
 DATA_STAGE = "DATA"
 CLOSING_CHANNEL = 421  # e.g. an idle timeout notice: the server hangs up right after it
 CLIENT_ERRORS = (SMTPException, OSError, ValueError)
-
-dot_stuffing.install()
 
 
 class UpstreamConnectionLost(UpstreamTemporaryError):

@@ -2,13 +2,11 @@
 to_bytes: what it writes back."""
 
 import copy
-from email.headerregistry import AddressHeader, HeaderRegistry
 
 import pytest
 
 from gateway.mail.parse import (
     MIME_POLICY,
-    ClassReusingHeaderRegistry,
     parse_email,
     to_bytes,
 )
@@ -309,37 +307,6 @@ def test_sender_header_and_addresses_in_display_names_are_reported() -> None:
     content = parse_email(raw)
     assert content.from_addresses == ("katie@example.com",)
     assert content.other_identities == ("ceo@bank.example.org", "relay@other.example.net")
-
-
-HEADER_SAMPLES = [
-    ("Subject", "=?utf-8?q?Gr=C3=BC=C3=9Fe?= from Katie"),
-    ("To", 'Bob <bob@customer.test>, "Smith, Ann" <ann@customer.test>, team: c@d.test;'),
-    ("From", "not an address <<"),
-    ("Date", "Fri, 27 Nov 2026 10:00:00 +0000"),
-    ("Message-ID", "<1@example.com>"),
-    ("Content-Type", 'multipart/mixed; boundary="b"; charset*=utf-8\'\'%C3%BC'),
-    ("Content-Disposition", 'attachment; filename="brochure.pdf"'),
-    ("X-Campaign", "spring"),
-]
-
-
-@pytest.mark.parametrize(("name", "value"), HEADER_SAMPLES, ids=[n for n, _ in HEADER_SAMPLES])
-def test_reused_header_classes_parse_as_the_stdlib_registry_does(name: str, value: str) -> None:
-    ours = MIME_POLICY.header_factory(name, value)
-    stdlib = HeaderRegistry()(name, value)
-    assert str(ours) == str(stdlib)
-    assert type(ours).__bases__[0] is type(stdlib).__bases__[0]
-    assert [type(d) for d in ours.defects] == [type(d) for d in stdlib.defects]
-    assert getattr(ours, "addresses", None) == getattr(stdlib, "addresses", None)
-    assert getattr(ours, "params", None) == getattr(stdlib, "params", None)
-
-
-def test_header_classes_are_created_once_per_parser_and_follow_remapping() -> None:
-    registry = ClassReusingHeaderRegistry()
-    assert type(registry("X-One", "a")) is type(registry("X-Two", "b"))
-    assert type(registry("To", "a@b.test")) is not type(registry("X-One", "a"))
-    registry.map_to_type("X-One", AddressHeader)
-    assert registry("X-One", "Bob <bob@customer.test>").addresses[0].username == "bob"
 
 
 def test_a_copied_message_shares_the_policy_but_not_its_parts() -> None:

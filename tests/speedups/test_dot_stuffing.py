@@ -9,6 +9,7 @@ from gateway.config.settings import EmailUpstreamConfig
 from gateway.speedups import dot_stuffing
 from gateway.upstream.smtp import SmtpEmailUpstream
 from tests.fakes.smtp_sink import HOST, SmtpSink
+from tests.speedups import switched
 
 # Line-ending and period bytes are drawn often, so the cases the transforms treat specially
 # (lone CR, lone LF, CR before LF, a period after a line ending or at the start) are common.
@@ -18,15 +19,14 @@ MESSAGE_BYTES = st.lists(
 ).map(b"".join)
 
 
-def test_installed_for_the_upstream():
-    assert protocol.normalize_message_line_endings is dot_stuffing.line_endings_as_crlf
-    assert isinstance(protocol.PERIOD_REGEX, dot_stuffing.LineStartPeriods)
-
-
-def test_install_is_idempotent():
-    dot_stuffing.install()
-    assert protocol.normalize_message_line_endings is dot_stuffing.line_endings_as_crlf
-    assert isinstance(protocol.PERIOD_REGEX, dot_stuffing.LineStartPeriods)
+def test_installed_in_aiosmtplib_and_removed_again():
+    with switched(dot_stuffing.SPEEDUP, True):
+        dot_stuffing.SPEEDUP.install()  # twice: idempotent
+        assert protocol.normalize_message_line_endings is dot_stuffing.line_endings_as_crlf
+        assert isinstance(protocol.PERIOD_REGEX, dot_stuffing.LineStartPeriods)
+        dot_stuffing.SPEEDUP.uninstall()
+        assert protocol.normalize_message_line_endings is dot_stuffing.AIOSMTPLIB_LINE_ENDINGS
+        assert protocol.PERIOD_REGEX is dot_stuffing.AIOSMTPLIB_PERIODS
 
 
 @settings(max_examples=3000, deadline=None)
@@ -73,29 +73,25 @@ def test_other_substitutions_go_to_the_pattern():
     assert stand_in.sub(b"..", b".a\n.b", 1) == b"..a\n.b"
 
 
-def test_not_installed_over_a_different_pattern(monkeypatch):
-    monkeypatch.setattr(protocol, "PERIOD_REGEX", dot_stuffing.AIOSMTPLIB_PERIODS)
+def test_skipped_over_a_different_pattern(monkeypatch):
     monkeypatch.setattr(protocol, "LINE_ENDINGS_REGEX", protocol.re.compile(rb"\n"))
-    monkeypatch.setattr(
-        protocol, "normalize_message_line_endings", dot_stuffing.AIOSMTPLIB_LINE_ENDINGS
-    )
-    dot_stuffing.install()
-    assert protocol.PERIOD_REGEX is dot_stuffing.AIOSMTPLIB_PERIODS
-    assert protocol.normalize_message_line_endings is dot_stuffing.AIOSMTPLIB_LINE_ENDINGS
+    assert "line-ending pattern" in dot_stuffing.SPEEDUP.skip_reason()
 
 
-async def test_end_of_data_lookalikes_arrive_as_sent():
+@pytest.mark.parametrize("on", [True, False], ids=["speedup", "aiosmtplib"])
+async def test_end_of_data_lookalikes_arrive_as_sent(on):
     """Periods at line starts, a bare `.` line and lone line endings cross a real socket to
     aiosmtpd and are received as the client meant them, not as an early end of DATA."""
     message = b".first\r\n.\r\nmiddle\n.\nlone\rend\r\n..two\r\n"
-    async with SmtpSink() as sink:
-        config = EmailUpstreamConfig(
-            kind="smtp", host=HOST, port=sink.port, starttls=False, timeout_s=5.0
-        )
-        upstream = SmtpEmailUpstream(config)
-        try:
-            await upstream.send_email("rep@corp.example", "ada@example.com", message)
-        finally:
-            await upstream.close()
+    with switched(dot_stuffing.SPEEDUP, on):
+        async with SmtpSink() as sink:
+            config = EmailUpstreamConfig(
+                kind="smtp", host=HOST, port=sink.port, starttls=False, timeout_s=5.0
+            )
+            upstream = SmtpEmailUpstream(config)
+            try:
+                await upstream.send_email("rep@corp.example", "ada@example.com", message)
+            finally:
+                await upstream.close()
     [received] = sink.accepted
     assert received.data == dot_stuffing.AIOSMTPLIB_LINE_ENDINGS(message)

@@ -14,10 +14,12 @@ from hypothesis import strategies as st
 from gateway.mail.parse import parse_email, to_bytes
 from gateway.speedups.mime_boundaries import (
     FEEDPARSER_END_OF_BODY,
+    SPEEDUP,
     BoundaryLine,
     EndOfBodyLineEnding,
     feedparser_separator,
 )
+from tests.speedups import switched
 
 STDLIB_TAIL = r")(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)?$"
 
@@ -69,7 +71,8 @@ def test_the_separator_is_read_back_from_any_feedparser_pattern(boundary: str) -
 )
 def test_other_patterns_are_compiled_as_written(pattern: str | bytes) -> None:
     assert feedparser_separator(pattern) is None
-    assert isinstance(email.feedparser.re.compile(pattern), re.Pattern)
+    with switched(SPEEDUP, True):
+        assert isinstance(email.feedparser.re.compile(pattern), re.Pattern)
 
 
 STDLIB_END_OF_BODY = re.compile(FEEDPARSER_END_OF_BODY)
@@ -85,16 +88,24 @@ def test_the_end_of_body_line_ending_is_the_one_the_stdlib_pattern_finds(pieces:
 
 
 def test_the_feed_parser_searches_only_the_end_of_a_body() -> None:
-    assert isinstance(email.feedparser.NLCRE_eol, EndOfBodyLineEnding)
-    body = "x" * 10_000 + "\r\n"
-    assert email.feedparser.NLCRE_eol.search(body).span() == (10_000, 10_002)
-    assert email.feedparser.NLCRE_eol.search("\n").span() == (0, 1)
+    with switched(SPEEDUP, True):
+        assert isinstance(email.feedparser.NLCRE_eol, EndOfBodyLineEnding)
+        body = "x" * 10_000 + "\r\n"
+        assert email.feedparser.NLCRE_eol.search(body).span() == (10_000, 10_002)
+        assert email.feedparser.NLCRE_eol.search("\n").span() == (0, 1)
 
 
 def test_the_feed_parser_gets_boundary_lines_and_nothing_else_changes() -> None:
-    assert isinstance(email.feedparser.re.compile(stdlib_pattern("--b")), BoundaryLine)
-    assert email.feedparser.re.compile(stdlib_pattern("--b"), re.IGNORECASE).match("--B")
-    assert email.feedparser.re.escape("a.b") == "a\\.b"
+    with switched(SPEEDUP, True):
+        assert isinstance(email.feedparser.re.compile(stdlib_pattern("--b")), BoundaryLine)
+        assert email.feedparser.re.compile(stdlib_pattern("--b"), re.IGNORECASE).match("--B")
+        assert email.feedparser.re.escape("a.b") == "a\\.b"
+
+
+def test_uninstalled_the_feed_parser_has_its_own_patterns_back() -> None:
+    with switched(SPEEDUP, False):
+        assert email.feedparser.re is re
+        assert isinstance(email.feedparser.NLCRE_eol, re.Pattern)
 
 
 LINE_ENDINGS = st.sampled_from(["\r\n", "\n", "\r"])
@@ -148,11 +159,8 @@ def parsed_tree(raw: bytes) -> list[object]:
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(multipart_messages())
 def test_messages_parse_to_the_same_tree_as_with_the_stdlib_pattern(raw: bytes) -> None:
-    ours = parsed_tree(raw)
-    installed = email.feedparser.re, email.feedparser.NLCRE_eol
-    email.feedparser.re, email.feedparser.NLCRE_eol = re, STDLIB_END_OF_BODY
-    try:
+    with switched(SPEEDUP, True):
+        ours = parsed_tree(raw)
+    with switched(SPEEDUP, False):
         theirs = parsed_tree(raw)
-    finally:
-        email.feedparser.re, email.feedparser.NLCRE_eol = installed
     assert ours == theirs

@@ -1,7 +1,7 @@
-"""The gateway's DATA reader (gateway/ingress/smtp_data.py) against aiosmtpd's own
-line-by-line loop, over real sockets: for streams full of CR, LF, dots and long lines, both
-servers must give the same replies, take the same content, and treat whatever follows the
-end of DATA as the same commands (hypothesis)."""
+"""The DATA speedup (gateway/speedups/data_section.py), installed for the gateway's server,
+against aiosmtpd's own line-by-line loop, over real sockets: for streams full of CR, LF,
+dots and long lines, both servers must give the same replies, take the same content, and
+treat whatever follows the end of DATA as the same commands (hypothesis)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,18 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.ingress.smtp.data_section import (
+from gateway.ingress.smtp.handler import PROTOCOL_REFUSALS, GatewaySMTP, SessionTracker
+from gateway.runtime.metrics import Metrics
+from gateway.speedups.data_section import (
+    AIOSMTPD_DATA,
+    AIOSMTPD_REFUSALS,
     LINE_LIMIT_BYTES,
+    SPEEDUP,
     DataProblem,
     _first_problem,
     read_data_section,
 )
-from gateway.ingress.smtp.handler import GatewaySMTP, SessionTracker
-from gateway.runtime.metrics import Metrics
+from tests.speedups import switched
 
 SIZE_LIMIT = 3000
 PIECES = [b"\r\n", b"\r", b"\n", b".", b"..", b"a", b"Subject: x", b"\r\n.", b".\r\n",
@@ -32,19 +36,28 @@ PIECES = [b"\r\n", b"\r", b"\n", b".", b"..", b"a", b"Subject: x", b"\r\n.", b".
 
 class Recorder:
     def __init__(self) -> None:
-        self.contents: list[bytes] = []
+        self.contents: list[bytes | str] = []
 
     async def handle_DATA(self, server, session, envelope) -> str:
-        self.contents.append(envelope.original_content)
+        self.contents.append(envelope.content)
         return "250 OK"
 
 
+class AiosmtpdSMTP(SMTP):
+    """aiosmtpd's SMTP as it is, whatever is installed."""
+
+    smtp_DATA = AIOSMTPD_DATA
+
+
 class Servers:
-    """aiosmtpd's SMTP and the gateway's, each on its own port, on a loop in a thread."""
+    """aiosmtpd's SMTP and the gateway's, each on its own port, on a loop in a thread; and
+    two that decode the content, which the speedup leaves to aiosmtpd."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.recorders = {"aiosmtpd": Recorder(), "gateway": Recorder()}
+        self.recorders = {
+            name: Recorder() for name in ("aiosmtpd", "gateway", "aiosmtpd text", "text")
+        }
         self.ports: dict[str, int] = {}
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -53,11 +66,15 @@ class Servers:
     async def _start(self) -> None:
         sessions = SessionTracker(Metrics())
         factories = {
-            "aiosmtpd": lambda: SMTP(self.recorders["aiosmtpd"], data_size_limit=SIZE_LIMIT,
-                                     enable_SMTPUTF8=True, loop=self.loop),
+            "aiosmtpd": lambda: AiosmtpdSMTP(self.recorders["aiosmtpd"],
+                                             data_size_limit=SIZE_LIMIT, enable_SMTPUTF8=True,
+                                             loop=self.loop),
             "gateway": lambda: GatewaySMTP(self.recorders["gateway"], sessions,
                                            data_size_limit=SIZE_LIMIT, enable_SMTPUTF8=True,
                                            loop=self.loop),
+            "aiosmtpd text": lambda: AiosmtpdSMTP(self.recorders["aiosmtpd text"],
+                                                  decode_data=True, loop=self.loop),
+            "text": lambda: SMTP(self.recorders["text"], decode_data=True, loop=self.loop),
         }
         self._servers = []
         for name, factory in factories.items():
@@ -79,15 +96,16 @@ class Servers:
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[Servers]:
-    running = Servers()
-    yield running
-    running.stop()
+    with switched(SPEEDUP, True):
+        running = Servers()
+        yield running
+        running.stop()
 
 
-def transcript(port: int, stream: bytes, piece: int = 0) -> list[bytes]:
-    """Reply codes for a transaction whose DATA section is `stream`, then QUIT: everything
-    after the first end marker is read as commands. With `piece`, the stream is sent that
-    many bytes at a time, so the server reads lines half-arrived."""
+def transcript(port: int, stream: bytes, piece: int = 0, *, whole: bool = False) -> list[bytes]:
+    """Reply codes (`whole`: replies) for a transaction whose DATA section is `stream`, then
+    QUIT: everything after the first end marker is read as commands. With `piece`, the stream
+    is sent that many bytes at a time, so the server reads lines half-arrived."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection.sendall(b"HELO bench\r\nMAIL FROM:<a@example.com>\r\n"
@@ -102,7 +120,7 @@ def transcript(port: int, stream: bytes, piece: int = 0) -> list[bytes]:
                 time.sleep(0.0005)
         while chunk := connection.recv(65536):
             received += chunk
-    return [line[:3] for line in received.split(b"\r\n") if line]
+    return [line if whole else line[:3] for line in received.split(b"\r\n") if line]
 
 
 @settings(max_examples=300, deadline=None,
@@ -147,6 +165,37 @@ def test_the_problem_named_is_the_one_aiosmtpd_reaches_first(
     expected = transcript(servers.ports["aiosmtpd"], stream)
     assert expected[5] == code, "the case is built wrong"
     assert transcript(servers.ports["gateway"], stream, piece) == expected
+
+
+@pytest.mark.parametrize(("section", "code"), LIMIT_ORDER.values(), ids=LIMIT_ORDER.keys())
+def test_the_gateway_names_the_problem_in_its_own_words(
+    servers: Servers, section: bytes, code: bytes
+) -> None:
+    """The speedup refuses in aiosmtpd's words, which the gateway's server rewrites."""
+    stream = section + b"\r\n.\r\n"
+    expected = transcript(servers.ports["aiosmtpd"], stream, whole=True)
+    assert set(AIOSMTPD_REFUSALS.values()) <= set(PROTOCOL_REFUSALS)
+    rewritten = [PROTOCOL_REFUSALS.get(r.decode(), r.decode()).encode() for r in expected]
+    assert transcript(servers.ports["gateway"], stream, whole=True) == rewritten
+
+
+def test_a_server_decoding_the_content_reads_it_as_aiosmtpd_does(servers: Servers) -> None:
+    """As text, refusing 8-bit content as aiosmtpd does (no SMTPUTF8), with its line limit."""
+    for body in (b"Subject: x\r\n\r\n..dot\r\n", b"\xc3\xa9\r\n", b"y" * 1400 + b"\r\n"):
+        stream = body + b".\r\n"
+        expected = transcript(servers.ports["aiosmtpd text"], stream, whole=True)
+        assert transcript(servers.ports["text"], stream, whole=True) == expected
+    assert servers.recorders["text"].contents == servers.recorders["aiosmtpd text"].contents
+    assert servers.recorders["text"].contents == ["Subject: x\r\n\r\n.dot\r\n"]
+
+
+def test_commands_after_data_have_aiosmtpds_line_limit_again(servers: Servers) -> None:
+    """A section is read with a larger reader limit; a long command line after it is refused
+    as aiosmtpd refuses it (its command word is not even read), not for its bad syntax."""
+    stream = b"Subject: x\r\n\r\n.\r\n" + b"\xff" * 1500 + b"\r\nNOOP\r\n"
+    expected = transcript(servers.ports["aiosmtpd"], stream, whole=True)
+    assert b"500 Command line too long" in expected
+    assert transcript(servers.ports["gateway"], stream, whole=True) == expected
 
 
 @pytest.mark.parametrize(("received", "problem"), [
