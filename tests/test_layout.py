@@ -34,7 +34,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "rewrite": {"model", "rules", "auth"},
     "mail": {"model", "runtime", "speedups", "rewrite"},
     "services": {"model", "addresses", "config", "runtime", "store", "auth", "rewrite"},
-    "upstream": {"model", "config", "runtime", "speedups", "mail", "rewrite"},
+    "upstream": {"model", "config", "runtime", "mail", "rewrite"},
     "pipeline": {
         "model", "addresses", "config", "runtime", "rules", "policy", "mail", "rewrite",
         "store", "services", "upstream",
