@@ -9,12 +9,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -e . -c constraints.txt
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]' -c constraints.txt
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
@@ -63,8 +63,8 @@ prometheus:
 k8s-rules: $(VENV)/.installed-test
 	$(BIN)/python deploy/k8s/rules_configmap.py > deploy/k8s/configmap-rules.yaml
 
-$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[bench]'
+$(VENV)/.installed-bench: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[bench]' -c constraints.txt
 	touch $@ $(VENV)/.installed
 
 # Every benchmark under bench/ (about 10 minutes); `make bench ONLY="smtp memory"` runs some
