@@ -1,17 +1,27 @@
 """Hash chaining for the audit log, shared by every store backend.
 
 Each entry's hash covers its content and the previous entry's hash, so changing, removing
-or reordering any entry breaks verification from that entry on.
+or reordering any entry breaks verification from that entry on. A backend stores and reads
+the rows; what an entry links to, what it hashes and what counts as a break are decided
+here, once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 from gateway.model import AuditEvent
+from gateway.store.base import AuditProblem
+from gateway.store.core import ReadTime, utc
 
 GENESIS_HASH = "0" * 64
+
+AUDIT_COLUMNS = "id, time, actor, action, subject, details_json, prev_hash, hash"
+"""What an audit read selects, in the order `event_from_row` reads it."""
 
 
 def entry_hash(prev_hash: str, event: AuditEvent) -> str:
@@ -29,3 +39,85 @@ def entry_hash(prev_hash: str, event: AuditEvent) -> str:
         default=str,
     )
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def canonical_json(details: dict[str, object]) -> str:
+    """Details as stored: `entry_hash`'s encoding (sorted keys, `str` for anything else)."""
+    return json.dumps(details, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def chain_start(anchor: str | None) -> str:
+    """What the first remaining entry links to: the anchor a retention prune left (the
+    last pruned entry's hash), else GENESIS (nothing pruned, or not since the last purge)."""
+    return anchor or GENESIS_HASH
+
+
+@dataclass(frozen=True)
+class Link:
+    """An entry ready to insert: `entry` has prev_hash and hash set, no id yet."""
+
+    entry: AuditEvent
+    details_json: str
+
+
+def link(event: AuditEvent, prev_hash: str | None) -> Link:
+    """`event` as it will read back (UTC time, details through canonical JSON), chained after
+    `prev_hash`: the last entry's hash, else the anchor (None: neither, so GENESIS). Hashing
+    the stored form is what lets `ChainCheck` recompute the same hash from the row. The
+    caller holds the chain's write lock from reading `prev_hash` until the insert commits,
+    so the link cannot go stale."""
+    details_json = canonical_json(event.details)
+    stored = AuditEvent(
+        time=utc(event.time),
+        actor=event.actor,
+        action=event.action,
+        subject=event.subject,
+        details=json.loads(details_json),
+    )
+    prev = chain_start(prev_hash)
+    return Link(replace(stored, prev_hash=prev, hash=entry_hash(prev, stored)), details_json)
+
+
+def event_from_row(row: Sequence[Any], read_time: ReadTime) -> AuditEvent:
+    entry_id, time, actor, action, subject, details_json, prev_hash, digest = row
+    return AuditEvent(
+        time=read_time(time),
+        actor=actor,
+        action=action,
+        subject=subject,
+        details=json.loads(details_json),
+        id=entry_id,
+        prev_hash=prev_hash,
+        hash=digest,
+    )
+
+
+class ChainCheck:
+    """The verification walk, fed the rows (AUDIT_COLUMNS) one at a time in id order, so a
+    backend may stream them from a cursor. The caller reads the anchor and the rows in one
+    snapshot, so a prune running meanwhile cannot make intact entries look broken."""
+
+    def __init__(self, anchor: str | None, read_time: ReadTime) -> None:
+        self._expected_prev = chain_start(anchor)
+        self._previous_id: int | None = None
+        self._read_time = read_time
+
+    def check(self, row: Sequence[Any]) -> AuditProblem | None:
+        """The problem with this row, if any; after one, the walk is over."""
+        entry_id, *_, prev_hash, digest = row
+        if not self._hash_matches(row):
+            return AuditProblem(entry_id, "content does not match its hash")
+        if prev_hash != self._expected_prev:
+            if self._previous_id is None:
+                return AuditProblem(entry_id, "first entry does not start the chain")
+            return AuditProblem(entry_id, f"does not follow entry {self._previous_id}")
+        self._expected_prev, self._previous_id = digest, entry_id
+        return None
+
+    def _hash_matches(self, row: Sequence[Any]) -> bool:
+        """A row edited into something unreadable (bad JSON, bad time) is tampered too."""
+        try:
+            event = event_from_row(row, self._read_time)
+        except (ValueError, TypeError):
+            return False
+        return entry_hash(event.prev_hash, event) == event.hash

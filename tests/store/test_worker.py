@@ -11,7 +11,8 @@ from pathlib import Path
 from gateway.model import AuditEvent
 from gateway.store.base import BlockQuery, StoreUnavailable
 from gateway.store.sqlite import SqliteStore
-from gateway.store.sqlite.connection import _insert_block, _transaction
+from gateway.store.sqlite.blocks import insert_block
+from gateway.store.sqlite.sql import transaction
 from gateway.store.worker import Job, StoreWorker
 from tests.store.test_store import T0, block
 
@@ -74,8 +75,8 @@ async def test_a_failing_write_in_a_batch_undoes_only_itself(tmp_path: Path) -> 
     await store.open()
 
     def writes_then_fails(conn: sqlite3.Connection) -> None:
-        with _transaction(conn, write=True):
-            _insert_block(conn, block("doomed@example.com"))
+        with transaction(conn, write=True):
+            insert_block(conn, block("doomed@example.com"))
             raise ValueError("after writing")
 
     started, release = threading.Event(), threading.Event()

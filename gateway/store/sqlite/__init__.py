@@ -1,5 +1,7 @@
-"""The SQLite store backend (see `connection.py` for how it runs its SQL)."""
+"""The SQLite store: connection.py runs the SQL (one file, one worker thread, the event
+loop's own connections); each other module holds one concern's SQL."""
 
-from gateway.store.sqlite.connection import SqliteMigrationTarget, SqliteStore
+from gateway.store.sqlite.sql import SqliteMigrationTarget
+from gateway.store.sqlite.store import SqliteStore
 
 __all__ = ["SqliteMigrationTarget", "SqliteStore"]

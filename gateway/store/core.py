@@ -1,0 +1,250 @@
+"""Rules every store backend applies the same way, however its SQL spells them.
+
+Rows are written and read through the functions here, so what a column holds (a block's
+reason codes, a consent's expiry) is decided once; a backend says only how it stores a
+time. Conditions built from one rule in both backends (a block query's filters, the rows
+naming a person) are written against `Parameters`, which each backend implements for its
+placeholders and its text matching.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gateway.model import (
+    BlockRecord,
+    Channel,
+    Consent,
+    ConsentKind,
+    KnownLocation,
+    Reason,
+    Suppression,
+)
+from gateway.store.base import BlockQuery
+
+ReadTime = Callable[[Any], datetime]
+"""A backend's stored time back as an aware datetime."""
+
+WriteTime = Callable[[datetime], object]
+"""An aware datetime as a backend stores it."""
+
+
+def utc(moment: datetime) -> datetime:
+    """Every stored time is UTC. A naive time is refused, never guessed (asyncpg would take
+    it as UTC): it is a bug upstream, not a fact to store."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment!r}: the store keeps UTC times only")
+    return moment.astimezone(UTC)
+
+
+class Parameters(abc.ABC):
+    """One statement's parameter values, in the order its placeholders number them. A
+    placeholder may be used more than once (both backends number theirs)."""
+
+    def __init__(self) -> None:
+        self.values: list[object] = []
+
+    def bind(self, value: object) -> str:
+        self.values.append(value)
+        return self.placeholder(len(self.values))
+
+    @abc.abstractmethod
+    def placeholder(self, position: int) -> str:
+        """The placeholder for the `position`th value (from 1)."""
+
+    @abc.abstractmethod
+    def time(self, moment: datetime) -> str:
+        """The placeholder for `moment`, bound as the backend stores times."""
+
+    @abc.abstractmethod
+    def contains(self, column: str, text: str) -> str:
+        """A condition true where `column` contains `text` (no wildcards in `text`)."""
+
+
+# --- suppressions, consents, locations ----------------------------------------------------
+
+SUPPRESSION_COLUMNS = "address, source, reason, actor, created_at"
+
+
+def suppression_from_row(row: Sequence[Any], read_time: ReadTime) -> Suppression:
+    address, source, reason, actor, created_at = row
+    return Suppression(address, source, reason, read_time(created_at), actor)
+
+
+CONSENT_COLUMNS = "subject, channel, kind, obtained_at, expires_at, source, evidence"
+
+
+def consent_values(consent: Consent, write_time: WriteTime) -> tuple[object, ...]:
+    """CONSENT_COLUMNS' values; no expiry (express consent) is NULL."""
+    return (
+        consent.subject,
+        consent.channel.value,
+        consent.kind.value,
+        write_time(consent.obtained_at),
+        None if consent.expires_at is None else write_time(consent.expires_at),
+        consent.source,
+        consent.evidence,
+    )
+
+
+def consent_from_row(row: Sequence[Any], read_time: ReadTime) -> Consent:
+    subject, channel, kind, obtained_at, expires_at, source, evidence = row
+    return Consent(
+        subject=subject,
+        channel=Channel(channel),
+        kind=ConsentKind(kind),
+        obtained_at=read_time(obtained_at),
+        expires_at=None if expires_at is None else read_time(expires_at),
+        source=source,
+        evidence=evidence,
+    )
+
+
+def group_consents(consents: Iterable[Consent]) -> dict[str, tuple[Consent, ...]]:
+    """Per subject, in the order read (callers read them by subject, then obtained_at)."""
+    found: dict[str, list[Consent]] = {}
+    for consent in consents:
+        found.setdefault(consent.subject, []).append(consent)
+    return {subject: tuple(rows) for subject, rows in found.items()}
+
+
+LOCATION_COLUMNS = "timezone, latitude, longitude, region, postal_code"
+
+
+def location_values(location: KnownLocation) -> tuple[object, ...]:
+    """LOCATION_COLUMNS' values, in `KnownLocation`'s field order (so a row reads back as
+    `KnownLocation(*row)`)."""
+    return (
+        location.timezone,
+        location.latitude,
+        location.longitude,
+        location.region,
+        location.postal_code,
+    )
+
+
+# --- contacts and deliveries --------------------------------------------------------------
+
+
+def contact_windows(now: datetime, limits: Sequence[tuple[int, int]]) -> list[tuple[int, datetime]]:
+    """Each (limit, window_s) as (limit, the window's open start): the contacts later than
+    the start count, those stamped after `now` too, so a replica whose clock runs ahead
+    cannot let a slower one exceed the cap."""
+    now = utc(now)
+    return [(limit, now - timedelta(seconds=window_s)) for limit, window_s in limits]
+
+
+def stale_before(now: datetime, stale_after_s: float) -> datetime:
+    """A pending delivery claim made at or before this may be taken again (its process
+    died mid-send); a later one is still in flight."""
+    return utc(now) - timedelta(seconds=stale_after_s)
+
+
+# --- blocks -------------------------------------------------------------------------------
+
+BLOCK_COLUMNS = (
+    "id, time, channel, account, sender, recipient, reasons_json, rules_version,"
+    " message_id, subject, size, gateway_id, evidence_json"
+)
+"""What a block read selects, in the order `block_from_row` reads it."""
+
+RECORDED_BLOCK_COLUMNS = (
+    "time, channel, account, sender, recipient, reasons_json, reason_codes, rules_version,"
+    " message_id, subject, size, gateway_id, evidence_json"
+)
+"""What `record_block` writes, in the order of `block_values`."""
+
+
+def block_values(record: BlockRecord, write_time: WriteTime) -> tuple[object, ...]:
+    """reason_codes holds ',CODE1,CODE2,': a filter on one code looks for ',CODE,', which
+    no other code's entry contains."""
+    return (
+        write_time(record.time),
+        record.channel.value,
+        record.account,
+        record.sender,
+        record.recipient,
+        json.dumps([reason.as_dict() for reason in record.reasons]),
+        "," + "".join(f"{reason.code}," for reason in record.reasons),
+        record.rules_version,
+        record.message_id,
+        record.subject,
+        record.size,
+        record.gateway_id,
+        json.dumps(dict(record.evidence), sort_keys=True, default=str),
+    )
+
+
+def block_from_row(row: Sequence[Any], read_time: ReadTime) -> BlockRecord:
+    (
+        block_id,
+        time,
+        channel,
+        account,
+        sender,
+        recipient,
+        reasons_json,
+        rules_version,
+        message_id,
+        subject,
+        size,
+        gateway_id,
+        evidence_json,
+    ) = row
+    return BlockRecord(
+        time=read_time(time),
+        channel=Channel(channel),
+        account=account,
+        sender=sender,
+        recipient=recipient,
+        reasons=tuple(Reason(**reason) for reason in json.loads(reasons_json)),
+        rules_version=rules_version,
+        message_id=message_id,
+        subject=subject,
+        size=size,
+        gateway_id=gateway_id,
+        evidence=json.loads(evidence_json),
+        id=block_id,
+    )
+
+
+def reason_codes(stored: str) -> set[str]:
+    """The distinct codes of a stored reason_codes: a code repeated within one block counts
+    once."""
+    return set(stored.strip(",").split(",")) - {""}
+
+
+def block_filter(query: BlockQuery, params: Parameters) -> str:
+    """The WHERE clause (empty when nothing filters) selecting `query`'s blocks; the paging
+    cursor follows `BlockQuery.before_id`'s rule."""
+    clauses: list[str] = []
+    if query.since is not None:
+        clauses.append(f"time >= {params.time(query.since)}")
+    if query.until is not None:
+        clauses.append(f"time < {params.time(query.until)}")
+    if query.reason is not None:
+        clauses.append(params.contains("reason_codes", f",{query.reason},"))
+    for column, value in (
+        ("channel", query.channel),
+        ("account", query.account),
+        ("recipient", query.recipient),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = {params.bind(str(value))}")
+    if query.before_id is not None:
+        # If the cursor's block was erased meanwhile, the id alone still moves the walk on.
+        cursor = params.bind(query.before_id)
+        clauses.append(
+            f"((time, id) < (SELECT time, id FROM blocks WHERE id = {cursor})"
+            f" OR (NOT EXISTS (SELECT 1 FROM blocks WHERE id = {cursor}) AND id < {cursor}))"
+        )
+    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+def check_bucket(bucket_s: int) -> None:
+    if bucket_s <= 0:
+        raise ValueError(f"bucket_s must be positive, not {bucket_s}")

@@ -1,0 +1,251 @@
+"""What erasing a person and purging a workspace touch, and how an erased person's opt-out
+keeps answering for them; shared by every store backend.
+
+An erased person's suppression survives as one row under `erased_address` (a keyed hash of
+their key). Every lookup of an address also looks up its hash (its alias), so the opt-out
+keeps holding while the address itself is gone.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import hmac
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gateway.model import AuditEvent, Channel, KnownLocation, Suppression
+from gateway.store.audit_chain import AUDIT_COLUMNS, event_from_row
+from gateway.store.base import (
+    ERASED_PREFIX,
+    ERASED_SOURCE,
+    ContactRow,
+    DeliveryRow,
+    PersonalData,
+    StoreUnavailable,
+    erased_address,
+)
+from gateway.store.core import (
+    BLOCK_COLUMNS,
+    CONSENT_COLUMNS,
+    LOCATION_COLUMNS,
+    SUPPRESSION_COLUMNS,
+    Parameters,
+    ReadTime,
+    block_from_row,
+    consent_from_row,
+    suppression_from_row,
+)
+
+ERASED_RANGE = (ERASED_PREFIX, ERASED_PREFIX[:-1] + chr(ord(ERASED_PREFIX[-1]) + 1))
+"""Erased rows sort together: lower <= address < upper is one index range search."""
+
+ERASED_REASON = "erased on request"
+PURGE_REASON = "kept through a workspace purge"
+
+FINGERPRINT_SETTING = "erasure_key_fingerprint"
+"""The settings row naming the key this database's erased rows were written with."""
+
+
+@dataclass(frozen=True)
+class NamedBy:
+    """The columns of a table that name a person; a row is theirs if any does. Emails are
+    recorded as the agent wrote them ('Bob@Example.com') while keys are lower case, so for
+    an email key these columns match without case, unless `exact` (the column holds keys).
+    Numbers are E.164 everywhere and match exactly."""
+
+    columns: tuple[str, ...]
+    email_columns: tuple[str, ...] = ()
+    """Also the person's when the key is an email (a block's sender is an agent's own
+    number for calls and texts, but may be the person for an email)."""
+    exact: bool = False
+
+
+ERASED_TABLES: Mapping[str, NamedBy] = {
+    "blocks": NamedBy(("recipient",), email_columns=("sender",)),
+    "consents": NamedBy(("subject",)),
+    "known_locations": NamedBy(("number",), exact=True),
+    "contacts": NamedBy(("recipient",)),
+    "notices": NamedBy(("recipient",)),
+    "deliveries": NamedBy(("recipient",)),
+    "suppressions": NamedBy(("address",), exact=True),
+}
+"""The tables an erasure deletes a person's rows from, in the order it reports them."""
+
+NOT_ERASED = ("audit", "audit_anchor", "settings", "schema_migrations")
+"""The rest of the schema: audit entries are never rewritten (nor is the chain's anchor),
+and settings and the migration record name nobody."""
+
+PURGED_TABLES = (*ERASED_TABLES, "audit", "audit_anchor")
+"""Emptied by a purge (suppressions then get their opt-outs back as erased rows)."""
+
+NOT_PURGED = ("settings", "schema_migrations")
+"""Kept by a purge: the erasure key's fingerprint must outlive the rows written with it."""
+
+
+Statement = tuple[str, list[object]]
+"""SQL and its parameter values."""
+
+
+def erase_statements(key: str, new_params: Callable[[], Parameters]) -> dict[str, Statement]:
+    """Per table of ERASED_TABLES, the DELETE of `key`'s rows."""
+    statements: dict[str, Statement] = {}
+    for table in ERASED_TABLES:
+        params = new_params()
+        statements[table] = (
+            f"DELETE FROM {table} WHERE {_person_rows(table, key, params)}",
+            params.values,
+        )
+    return statements
+
+
+def export_statements(
+    key: str, alias: str | None, new_params: Callable[[], Parameters]
+) -> dict[str, Statement]:
+    """Per `PersonalData` field, the SELECT of its rows (read in one snapshot, then given to
+    `exported`): the rows an erasure deletes, the erased row left by an earlier erasure
+    (`alias`), and the audit entries whose subject names `key`, which are never rewritten."""
+
+    def rows_about(table: str, columns: str, order: str = "") -> Statement:
+        params = new_params()
+        where = _person_rows(table, key, params)
+        return f"SELECT {columns} FROM {table} WHERE {where} {order}".rstrip(), params.values
+
+    suppressions, audit = new_params(), new_params()
+    return {
+        "suppressions": (
+            f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE address IN"
+            f" ({suppressions.bind(key)}, {suppressions.bind(alias or key)})"
+            " ORDER BY address, source",
+            suppressions.values,
+        ),
+        "consents": rows_about("consents", CONSENT_COLUMNS, "ORDER BY obtained_at"),
+        "known_location": rows_about("known_locations", LOCATION_COLUMNS),
+        "blocks": rows_about("blocks", BLOCK_COLUMNS, "ORDER BY time DESC, id DESC"),
+        "contacts": rows_about("contacts", "channel, time, gateway_id", "ORDER BY time"),
+        "notice_sent_at": rows_about("notices", "sent_at"),
+        "deliveries": rows_about(
+            "deliveries",
+            "delivery_key, recipient, state, claimed_at, upstream_id",
+            "ORDER BY claimed_at",
+        ),
+        "audit": (
+            f"SELECT {AUDIT_COLUMNS} FROM audit WHERE {audit.contains('subject', key)}"
+            " ORDER BY id",
+            audit.values,
+        ),
+    }
+
+
+def exported(
+    key: str, rows: Mapping[str, Sequence[Sequence[Any]]], read_time: ReadTime
+) -> PersonalData:
+    """`PersonalData` from the rows of `export_statements`, by field."""
+    suppressions = [suppression_from_row(row, read_time) for row in rows["suppressions"]]
+    location, notice = rows["known_location"], rows["notice_sent_at"]
+    return PersonalData(
+        key=key,
+        suppressions=tuple(s for s in suppressions if s.address == key),
+        erased_suppressions=tuple(s for s in suppressions if s.address != key),
+        consents=tuple(consent_from_row(row, read_time) for row in rows["consents"]),
+        known_location=KnownLocation(*location[0]) if location else None,
+        blocks=tuple(block_from_row(row, read_time) for row in rows["blocks"]),
+        contacts=tuple(
+            ContactRow(Channel(channel), read_time(time), gateway_id)
+            for channel, time, gateway_id in rows["contacts"]
+        ),
+        notice_sent_at=read_time(notice[0][0]) if notice else None,
+        deliveries=tuple(
+            DeliveryRow(delivery_key, recipient, state, read_time(claimed_at), upstream_id)
+            for delivery_key, recipient, state, claimed_at, upstream_id in rows["deliveries"]
+        ),
+        audit=tuple(event_from_row(row, read_time) for row in rows["audit"]),
+    )
+
+
+def _person_rows(table: str, key: str, params: Parameters) -> str:
+    """The condition selecting the rows of `table` (one of ERASED_TABLES) that are `key`'s."""
+    named = ERASED_TABLES[table]
+    email = "@" in key
+    placeholder = params.bind(key)
+    columns = (*named.columns, *named.email_columns) if email else named.columns
+    matches = [
+        f"lower({column}) = {placeholder}" if email and not named.exact else
+        f"{column} = {placeholder}"
+        for column in columns
+    ]
+    return matches[0] if len(matches) == 1 else f"({' OR '.join(matches)})"
+
+
+def owners(found: Iterable[str], aliases: Mapping[str, str]) -> set[str]:
+    """The addresses behind the rows `found`: an erased row answers for its address
+    (`aliases` maps each address's hash back to it)."""
+    return {aliases.get(address, address) for address in found}
+
+
+def purge_survivors(
+    addresses: Iterable[str], key: bytes, purge: AuditEvent
+) -> list[Suppression]:
+    """The suppressed `addresses` a purge keeps, as erased rows (each once, in address order)
+    stamped with the purge's actor and time: a purge must never make an opted-out person
+    reachable again."""
+    kept = {
+        address if address.startswith(ERASED_PREFIX) else erased_address(key, address)
+        for address in addresses
+    }
+    return [
+        Suppression(address, ERASED_SOURCE, PURGE_REASON, purge.time, purge.actor)
+        for address in sorted(kept)
+    ]
+
+
+class ErasureKey(abc.ABC):
+    """The erasure key a store was given, and the rules that depend on it. Each backend's
+    store inherits it and supplies `_claim_erasure_fingerprint` in its SQL."""
+
+    _erasure_key: bytes | None = None
+
+    async def use_erasure_key(self, key: bytes) -> None:
+        """Kept in memory, where every lookup computes its aliases. The first key used is
+        fingerprinted in the database (shared by every replica); another key later is
+        refused, because erased people's opt-outs would silently stop matching."""
+        if not key:
+            raise ValueError("the erasure key must not be empty")
+        fingerprint = hmac.new(key, b"erasure-key-fingerprint", hashlib.sha256).hexdigest()
+        stored = await self._claim_erasure_fingerprint(fingerprint)
+        if not hmac.compare_digest(stored, fingerprint):
+            raise StoreUnavailable(
+                "the erasure key differs from the one this database's erased opt-outs were "
+                "written with; restore privacy.erasure_key (or data_dir/erasure-key)"
+            )
+        self._erasure_key = key
+
+    @abc.abstractmethod
+    async def _claim_erasure_fingerprint(self, fingerprint: str) -> str:
+        """Record `fingerprint` under FINGERPRINT_SETTING unless a fingerprint is recorded
+        there already; return the recorded one."""
+
+    def _erased_aliases(self, addresses: Iterable[str]) -> dict[str, str]:
+        """Keyed hash -> address, so an erased row answers for its address (empty without
+        a key: then no erased row can exist that this store wrote)."""
+        if self._erasure_key is None:
+            return {}
+        return {erased_address(self._erasure_key, address): address for address in addresses}
+
+    def _erased_alias(self, key: str) -> str | None:
+        return None if self._erasure_key is None else erased_address(self._erasure_key, key)
+
+    def _erasure_row(self, key: str, now: datetime, actor: str) -> Suppression:
+        """The row that keeps `key`'s opt-out once its owner is erased."""
+        if self._erasure_key is None:
+            raise ValueError("no erasure key: call use_erasure_key first")
+        return Suppression(
+            erased_address(self._erasure_key, key), ERASED_SOURCE, ERASED_REASON, now, actor
+        )
+
+    def _purge_key(self) -> bytes:
+        if self._erasure_key is None:
+            raise StoreUnavailable("purge needs the erasure key, to keep opt-outs as hashes")
+        return self._erasure_key

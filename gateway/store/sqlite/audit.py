@@ -1,0 +1,96 @@
+"""The audit log in SQLite: rows in, rows out; the chain's rules are audit_chain.py's."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from gateway.model import AuditEvent
+from gateway.store.audit_chain import AUDIT_COLUMNS, ChainCheck, event_from_row, link
+from gateway.store.base import AuditProblem
+from gateway.store.sqlite.connection import SqliteConnection
+from gateway.store.sqlite.sql import from_text, row_id, to_text, transaction
+
+
+class SqliteAuditLog(SqliteConnection):
+    async def append_audit(self, event: AuditEvent) -> AuditEvent:
+        return await self._run(lambda conn: _append_audit(conn, event), batchable=True)
+
+    async def audit_events(self) -> list[AuditEvent]:
+        return await self._run(_select_audit_events)
+
+    async def verify_audit(self) -> AuditProblem | None:
+        return await self._run(_verify_audit_chain)
+
+    async def prune_audit(self, before: datetime) -> int:
+        return await self._run(lambda conn: _prune_audit(conn, before))
+
+
+def _append_audit(conn: sqlite3.Connection, event: AuditEvent) -> AuditEvent:
+    with transaction(conn, write=True):
+        return insert_audit(conn, event)
+
+
+def insert_audit(conn: sqlite3.Connection, event: AuditEvent) -> AuditEvent:
+    """Callers hold a write transaction, so the link to the last entry cannot go stale."""
+    (prev_hash,) = conn.execute(
+        "SELECT coalesce((SELECT hash FROM audit ORDER BY id DESC LIMIT 1),"
+        " (SELECT hash FROM audit_anchor WHERE id = 1))"
+    ).fetchone()
+    linked = link(event, prev_hash)
+    entry = linked.entry
+    cursor = conn.execute(
+        "INSERT INTO audit (time, actor, action, subject, details_json, prev_hash, hash)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            to_text(entry.time),
+            entry.actor,
+            entry.action,
+            entry.subject,
+            linked.details_json,
+            entry.prev_hash,
+            entry.hash,
+        ),
+    )
+    return replace(entry, id=row_id(cursor))
+
+
+def _select_audit_events(conn: sqlite3.Connection) -> list[AuditEvent]:
+    rows = conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id")
+    return [event_from_row(row, from_text) for row in rows]
+
+
+def _verify_audit_chain(conn: sqlite3.Connection) -> AuditProblem | None:
+    """One read snapshot for the anchor and every entry."""
+    with transaction(conn, write=False):
+        anchor = conn.execute("SELECT hash FROM audit_anchor WHERE id = 1").fetchone()
+        chain = ChainCheck(anchor[0] if anchor else None, from_text)
+        for row in conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id"):
+            if problem := chain.check(row):
+                return problem
+        return None
+
+
+def _prune_audit(conn: sqlite3.Connection, before: datetime) -> int:
+    """Entries are removed by id, as a prefix: an entry older than `before` that follows a
+    newer one (a clock stepped back) stays until the newer one ages out."""
+    with transaction(conn, write=True):
+        first_kept = conn.execute(
+            "SELECT min(id) FROM audit WHERE time >= ?", (to_text(before),)
+        ).fetchone()[0]
+        last = conn.execute(
+            "SELECT id, hash FROM audit WHERE id < coalesce(?, (SELECT max(id) + 1 FROM audit))"
+            " ORDER BY id DESC LIMIT 1",
+            (first_kept,),
+        ).fetchone()
+        if last is None:
+            return 0
+        last_id, last_hash = last
+        conn.execute(
+            "INSERT INTO audit_anchor (id, entry_id, hash, pruned_at) VALUES (1, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET entry_id = excluded.entry_id,"
+            " hash = excluded.hash, pruned_at = excluded.pruned_at",
+            (last_id, last_hash, to_text(datetime.now(UTC))),
+        )
+        return conn.execute("DELETE FROM audit WHERE id <= ?", (last_id,)).rowcount
