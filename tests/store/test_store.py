@@ -50,7 +50,7 @@ from gateway.store.migrations import (
     run_migrations,
 )
 from gateway.store.postgres import PostgresStore
-from gateway.store.postgres.connection import SUPPRESSED_QUERY
+from gateway.store.postgres.suppressions import SUPPRESSED_QUERY
 from gateway.store.sqlite import SqliteMigrationTarget, SqliteStore
 from tests.conftest import start_postgres_server, write_config
 from tests.postgres_server import PostgresServer, free_port

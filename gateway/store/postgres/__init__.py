@@ -1,5 +1,6 @@
-"""The PostgreSQL store backend (see `connection.py` for how it shares one database)."""
+"""The PostgreSQL store: connection.py holds the pool and says how replicas share one
+database safely; each other module holds one concern's SQL."""
 
-from gateway.store.postgres.connection import PostgresStore
+from gateway.store.postgres.store import PostgresStore
 
 __all__ = ["PostgresStore"]

@@ -1,0 +1,92 @@
+"""A data subject's export and erasure, and a workspace purge, in PostgreSQL; which rows
+are a person's and which tables each touches are erasure.py's rules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+from gateway.model import AuditEvent, Suppression
+from gateway.store.base import PersonalData
+from gateway.store.core import SUPPRESSION_COLUMNS, utc
+from gateway.store.erasure import (
+    FINGERPRINT_SETTING,
+    PURGED_TABLES,
+    ErasureKey,
+    erase_statements,
+    export_statements,
+    exported,
+    purge_survivors,
+)
+from gateway.store.postgres.audit import insert_audit, lock_audit_chain
+from gateway.store.postgres.connection import Numbered, PostgresConnection, affected, read_time
+
+
+class PostgresPrivacy(PostgresConnection, ErasureKey):
+    async def personal_data(self, key: str) -> PersonalData:
+        statements = export_statements(key, self._erased_alias(key), Numbered)
+        async with self._transaction(snapshot=True) as conn:
+            rows = {
+                field: await conn.fetch(sql, *values)
+                for field, (sql, values) in statements.items()
+            }
+        return exported(key, rows, read_time)
+
+    async def erase_personal_data(self, key: str, now: datetime, actor: str) -> dict[str, int]:
+        """One transaction: a crash leaves either the person's data with their opt-out, or
+        the erased row alone, never neither."""
+        erased = self._erasure_row(key, now, actor)
+        async with self._transaction() as conn:
+            counts = {
+                table: affected(await conn.execute(sql, *values))
+                for table, (sql, values) in erase_statements(key, Numbered).items()
+            }
+            if counts["suppressions"]:
+                await _upsert_suppressions(conn, [erased])
+        return counts
+
+    async def purge(self, event: AuditEvent) -> AuditEvent:
+        """Everything goes in one transaction with the purge entry, so the log never shows a
+        purge that did not happen or misses one that did."""
+        key = self._purge_key()
+        async with self._transaction() as conn:
+            await lock_audit_chain(conn)
+            kept = purge_survivors(
+                (address for (address,) in await conn.fetch(
+                    "SELECT DISTINCT address FROM suppressions"
+                )),
+                key,
+                event,
+            )
+            for table in PURGED_TABLES:
+                await conn.execute(f"DELETE FROM {table}")
+            await _upsert_suppressions(conn, kept)
+            return await insert_audit(conn, event)
+
+    async def _claim_erasure_fingerprint(self, fingerprint: str) -> str:
+        async with self._connection() as conn:
+            await conn.execute(
+                "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                FINGERPRINT_SETTING,
+                fingerprint,
+            )
+            return await conn.fetchval(
+                "SELECT value FROM settings WHERE name = $1", FINGERPRINT_SETTING
+            )
+
+
+async def _upsert_suppressions(conn: asyncpg.Connection, rows: Sequence[Suppression]) -> None:
+    await conn.execute(
+        f"INSERT INTO suppressions ({SUPPRESSION_COLUMNS})"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+        " $5::timestamptz[])"
+        " ON CONFLICT (address, source) DO UPDATE SET reason = excluded.reason,"
+        " actor = excluded.actor, created_at = excluded.created_at",
+        [row.address for row in rows],
+        [row.source for row in rows],
+        [row.reason for row in rows],
+        [row.actor for row in rows],
+        [utc(row.time) for row in rows],
+    )

@@ -1,0 +1,25 @@
+"""`PostgresStore`: every concern's PostgreSQL methods on one pool (connection.py)."""
+
+from __future__ import annotations
+
+from gateway.store.postgres.audit import PostgresAuditLog
+from gateway.store.postgres.blocks import PostgresBlockLog
+from gateway.store.postgres.consents import PostgresConsents
+from gateway.store.postgres.contacts import PostgresContactLedger
+from gateway.store.postgres.deliveries import PostgresDeliveryLedger
+from gateway.store.postgres.locations import PostgresKnownLocations
+from gateway.store.postgres.privacy import PostgresPrivacy
+from gateway.store.postgres.suppressions import PostgresSuppressions
+
+
+class PostgresStore(
+    PostgresSuppressions,
+    PostgresConsents,
+    PostgresKnownLocations,
+    PostgresContactLedger,
+    PostgresBlockLog,
+    PostgresDeliveryLedger,
+    PostgresAuditLog,
+    PostgresPrivacy,
+):
+    """`Store` on a PostgreSQL database through an asyncpg connection pool."""

@@ -1,0 +1,195 @@
+"""The suppression list in PostgreSQL: one row per (address, source), and erased rows that
+answer for their addresses (see gateway/store/erasure.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from gateway.model import AuditEvent, Suppression
+from gateway.store.core import SUPPRESSION_COLUMNS, suppression_from_row, utc
+from gateway.store.erasure import ERASED_RANGE, ErasureKey, owners
+from gateway.store.postgres.audit import insert_audit
+from gateway.store.postgres.connection import PostgresConnection, affected, read_time
+
+# Above this many entries an import is staged with COPY (far faster than parameters);
+# below it, the batch travels as arrays in the statement itself, with no temp table.
+_COPY_THRESHOLD = 5_000
+
+# A bulk import may legitimately run far longer than any single decision's query.
+_BULK_TIMEOUT_S = 3_600.0
+
+_BATCH_COLUMNS = ("n", "address", "source", "reason", "actor", "created_at", "alias")
+_BATCH_TABLE = "suppression_batch"
+_BATCH_ARRAYS = (
+    "unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
+    " $6::timestamptz[], $7::text[]) AS b(" + ", ".join(_BATCH_COLUMNS) + ")"
+)
+
+# Which of the keys in $1 have a row: one primary-key probe per key (the key leads with
+# address), so a lookup costs the same with ten million rows as with ten.
+SUPPRESSED_QUERY = (
+    "SELECT q.address FROM unnest($1::text[]) AS q(address)"
+    " WHERE EXISTS (SELECT 1 FROM suppressions s WHERE s.address = q.address)"
+)
+
+# One statement over a batch relation ({batch}: the staged temp table or the arrays), so
+# the count of new addresses and the upsert see one snapshot. DISTINCT ON keeps each
+# (address, source)'s last entry, as applying the batch in order would, and inserts in key
+# order, so two concurrent imports lock rows in the same order and cannot deadlock.
+_UPSERT_BATCH = """
+WITH batch AS MATERIALIZED (SELECT * FROM {batch}),
+known AS (
+    SELECT count(DISTINCT b.address) AS n FROM batch b
+    WHERE EXISTS (SELECT 1 FROM suppressions s WHERE s.address = b.address)
+       OR EXISTS (SELECT 1 FROM suppressions s WHERE s.address = b.alias)
+),
+upserted AS (
+    INSERT INTO suppressions (address, source, reason, actor, created_at)
+    SELECT DISTINCT ON (address, source) address, source, reason, actor, created_at
+    FROM batch ORDER BY address, source, n DESC
+    ON CONFLICT (address, source) DO UPDATE SET
+        reason = excluded.reason,
+        actor = excluded.actor,
+        created_at = excluded.created_at
+)
+SELECT (SELECT count(DISTINCT address) FROM batch) - (SELECT n FROM known)
+"""
+
+
+class PostgresSuppressions(PostgresConnection, ErasureKey):
+    async def suppressed(self, addresses: Iterable[str]) -> frozenset[str]:
+        unique = list(dict.fromkeys(addresses))
+        aliases = self._erased_aliases(unique)
+        async with self._connection() as conn:
+            return frozenset(await _suppressed_keys(conn, unique, aliases))
+
+    async def add_suppressions(self, entries: Sequence[Suppression]) -> int:
+        """One statement in one transaction, whatever the size: an import either lands
+        whole or not at all. Large batches are staged with COPY into a temp table."""
+        if not entries:
+            return 0
+        alias_of = {address: alias for alias, address in self._erased_aliases(
+            dict.fromkeys(e.address for e in entries)).items()}
+        rows = [
+            (n, e.address, e.source, e.reason, e.actor, utc(e.time), alias_of.get(e.address))
+            for n, e in enumerate(entries)
+        ]
+        async with self._transaction() as conn:
+            if len(rows) < _COPY_THRESHOLD:
+                columns = [list(column) for column in zip(*rows, strict=True)]
+                return await conn.fetchval(_UPSERT_BATCH.format(batch=_BATCH_ARRAYS), *columns)
+            return await _upsert_staged(conn, rows)
+
+    async def import_suppressions(
+        self,
+        addresses: Sequence[str],
+        *,
+        source: str,
+        reason: str,
+        actor: str,
+        time: datetime,
+        audit: Callable[[int], AuditEvent],
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Staged with COPY and upserted in one statement, with the audit entry in the same
+        transaction. Erased aliases are hashed only when the table holds an erased row:
+        hashing a million addresses takes seconds."""
+        at = utc(time)
+        async with self._transaction() as conn:
+            has_erased = self._erasure_key is not None and await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM suppressions WHERE address >= $1 AND address < $2)",
+                *ERASED_RANGE,
+            )
+            alias_of = (
+                {a: alias for alias, a in self._erased_aliases(dict.fromkeys(addresses)).items()}
+                if has_erased
+                else {}
+            )
+            rows = [
+                (n, address, source, reason, actor, at, alias_of.get(address))
+                for n, address in enumerate(addresses)
+            ]
+            new = await _upsert_staged(conn, rows) if rows else 0
+            if progress is not None:
+                progress(len(rows))
+            await insert_audit(conn, audit(new))
+        return new
+
+    async def remove_suppressions(self, addresses: Iterable[str]) -> int:
+        """Every source's row goes, an erased row too; counts addresses, not rows."""
+        unique = list(dict.fromkeys(addresses))
+        aliases = self._erased_aliases(unique)
+        async with self._transaction() as conn:
+            existed = len(await _suppressed_keys(conn, unique, aliases))
+            await conn.execute(
+                "DELETE FROM suppressions WHERE address = ANY($1::text[])", [*unique, *aliases]
+            )
+        return existed
+
+    async def list_suppressions(self) -> list[Suppression]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions ORDER BY address, source"
+            )
+        return [suppression_from_row(row, read_time) for row in rows]
+
+    async def count_suppressed(self) -> int:
+        async with self._connection() as conn:
+            # DISTINCT in a subquery reads the primary key's index in order (an index-only
+            # scan); count(DISTINCT) sorts every row first: 2.1 s against 2.8 s at 10 M.
+            return await conn.fetchval(
+                "SELECT count(*) FROM (SELECT DISTINCT address FROM suppressions) AS addresses"
+            )
+
+    async def remove_suppressions_from_source(self, addresses: Iterable[str], source: str) -> int:
+        async with self._connection() as conn:
+            status = await conn.execute(
+                "DELETE FROM suppressions WHERE address = ANY($1::text[]) AND source = $2",
+                list(addresses),
+                source,
+            )
+        return affected(status)
+
+    async def remove_suppressions_with_source_prefix(
+        self, addresses: Iterable[str], prefix: str
+    ) -> int:
+        async with self._connection() as conn:
+            status = await conn.execute(
+                "DELETE FROM suppressions"
+                " WHERE address = ANY($1::text[]) AND starts_with(source, $2)",
+                list(addresses),
+                prefix,
+            )
+        return affected(status)
+
+
+async def _suppressed_keys(
+    conn: asyncpg.Connection, addresses: Sequence[str], aliases: Mapping[str, str]
+) -> set[str]:
+    """The addresses with a row of their own or an erased row. One index probe per key on
+    the primary key."""
+    rows = await conn.fetch(SUPPRESSED_QUERY, [*addresses, *aliases])
+    return owners((address for (address,) in rows), aliases)
+
+
+async def _upsert_staged(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+    """COPY the batch into a temp table (dropped at commit), then one upsert from it, with
+    memory enough to sort a million rows without spilling to disk."""
+    await conn.execute("SET LOCAL work_mem = '256MB'")
+    await conn.execute(
+        f"CREATE TEMP TABLE {_BATCH_TABLE} (n bigint, address text COLLATE \"C\","
+        " source text COLLATE \"C\", reason text, actor text, created_at timestamptz,"
+        " alias text COLLATE \"C\") ON COMMIT DROP"
+    )
+    await conn.copy_records_to_table(
+        _BATCH_TABLE, records=rows, columns=_BATCH_COLUMNS, timeout=_BULK_TIMEOUT_S
+    )
+    await conn.execute(f"ANALYZE {_BATCH_TABLE}")
+    return await conn.fetchval(
+        _UPSERT_BATCH.format(batch=_BATCH_TABLE), timeout=_BULK_TIMEOUT_S
+    )
+
