@@ -5,11 +5,12 @@ replica is honored by every other on its next message (no LISTEN/NOTIFY needed),
 consent recorded anywhere counts everywhere at once.
 
 Correctness across processes comes from the database, never from this process:
-- `reserve_contact` counts and inserts under a transaction-scoped advisory lock on the
-  recipient, so two replicas cannot both see room for the last contact;
+- `reserve_contact` (contacts.py) counts and inserts under a transaction-scoped advisory
+  lock on the recipient, so two replicas cannot both see room for the last contact;
 - audit appends (and prunes, purges) serialize on one advisory lock inside the inserting
-  transaction, so the hash chain stays linear and id order is chain order;
-- delivery claims are one INSERT ... ON CONFLICT, so exactly one claimant wins;
+  transaction (audit.py), so the hash chain stays linear and id order is chain order;
+- delivery claims are one INSERT ... ON CONFLICT (deliveries.py), so exactly one claimant
+  wins;
 - migrations run under a session advisory lock, so replicas starting together apply each
   migration once.
 

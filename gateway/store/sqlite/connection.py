@@ -1,4 +1,4 @@
-"""The SQLite store: one database file, one connection, one worker thread.
+"""How the SQLite store runs its SQL: one database file, one connection, one worker thread.
 
 sqlite3 calls block, so the connection lives on a dedicated thread (`StoreWorker`) and every
 method runs its SQL there; that also serializes this process's writers without extra locks.
