@@ -413,7 +413,6 @@ def account_changes(
 
 
 async def serve_forever(gateway: Gateway) -> None:
-    install_speedups(gateway.config.speedups)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -422,6 +421,10 @@ async def serve_forever(gateway: Gateway) -> None:
         signal.SIGHUP, lambda: loop.create_task(gateway.reload())
     )
     await gateway.start()
+    # After the start, so a gateway that cannot start says only why. Each speedup behaves
+    # exactly as the library it stands in for, so a session accepted a moment before
+    # meets the same answers.
+    install_speedups(gateway.config.speedups)
     # Start-up objects (rules, zone tables, libraries) never die: keep them out of every
     # collection, and collect young objects less often, which cuts GC pauses under load.
     gc.freeze()
