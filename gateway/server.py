@@ -20,12 +20,8 @@ from gateway.auth.login_limits import LoginLimiter
 from gateway.auth.unsubscribe_tokens import UnsubscribeTokens, generated_key_file
 from gateway.config.settings import Config, ConfigError, load_config
 from gateway.ingress.postmark import PostmarkRoutes
-from gateway.ingress.smtp.handler import (
-    AccountAuthenticator,
-    SessionTracker,
-    SubmissionHandler,
-    start_smtp_server,
-)
+from gateway.ingress.smtp.handler import AccountAuthenticator, SubmissionHandler
+from gateway.ingress.smtp.protocol import SessionTracker, start_smtp_server
 from gateway.ingress.twilio import TwilioRoutes
 from gateway.model import Account, AuditEvent, Channel
 from gateway.pipeline.email_egress import EmailEgress

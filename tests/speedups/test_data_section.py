@@ -16,7 +16,7 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.ingress.smtp.handler import PROTOCOL_REFUSALS, GatewaySMTP, SessionTracker
+from gateway.ingress.smtp.protocol import PROTOCOL_REFUSALS, GatewaySMTP, SessionTracker
 from gateway.runtime.metrics import Metrics
 from gateway.speedups.data_section import (
     AIOSMTPD_DATA,
