@@ -62,7 +62,7 @@ NEVER: list[tuple[str, str]] = [
 # that reaches files, sockets, processes, the clock or randomness.
 POLICY_RULE_MODULES = {
     "gateway.rules.ruleset", "gateway.rules.calling", "gateway.rules.calendars",
-    "gateway.rules.keywords", "gateway.rules.errors",
+    "gateway.rules.keywords", "gateway.rules.errors", "gateway.rules.geography",
 }
 IO_MODULES = {
     "os", "io", "pathlib", "shutil", "tempfile", "glob", "socket", "ssl", "select",

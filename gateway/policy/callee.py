@@ -23,7 +23,7 @@ from phonenumbers import timezone as number_timezone
 from timezonefinder import TimezoneFinder
 
 from gateway.model import CalleeLocation, KnownLocation
-from gateway.rules.calling import SUBDIVISIONS, AreaCodeTable
+from gateway.rules.geography import SUBDIVISIONS, AreaCodeTable
 
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 _UNKNOWN_ZONE = "Etc/Unknown"

@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from gateway.model import Channel, Purpose
 from gateway.rules.calendars import HolidayCalendar, RelativeHoliday, calendar_dates
 from gateway.rules.errors import RulesError
+from gateway.rules.geography import AreaCodeTable
 from gateway.rules.keywords import Keywords
 
 WEEKDAY_KEYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -32,80 +33,6 @@ CHECK_RULES = {
 NOTICE_RULE = "sms.opt_out_notice"
 NOTICE_PLACEHOLDERS = frozenset({"sender_name"})
 
-# ISO 3166-2 codes of US states, DC and territories, and Canadian provinces and territories,
-# with the names libphonenumber's geocoder and people use for them. Jurisdictions in the rule
-# data and known-address regions are checked against this table.
-SUBDIVISIONS: Mapping[str, tuple[str, ...]] = {
-    "US-AL": ("Alabama",),
-    "US-AK": ("Alaska",),
-    "US-AZ": ("Arizona",),
-    "US-AR": ("Arkansas",),
-    "US-CA": ("California",),
-    "US-CO": ("Colorado",),
-    "US-CT": ("Connecticut",),
-    "US-DE": ("Delaware",),
-    "US-DC": ("District of Columbia", "Washington D.C.", "Washington DC"),
-    "US-FL": ("Florida",),
-    "US-GA": ("Georgia",),
-    "US-HI": ("Hawaii",),
-    "US-ID": ("Idaho",),
-    "US-IL": ("Illinois",),
-    "US-IN": ("Indiana",),
-    "US-IA": ("Iowa",),
-    "US-KS": ("Kansas",),
-    "US-KY": ("Kentucky",),
-    "US-LA": ("Louisiana",),
-    "US-ME": ("Maine",),
-    "US-MD": ("Maryland",),
-    "US-MA": ("Massachusetts",),
-    "US-MI": ("Michigan",),
-    "US-MN": ("Minnesota",),
-    "US-MS": ("Mississippi",),
-    "US-MO": ("Missouri",),
-    "US-MT": ("Montana",),
-    "US-NE": ("Nebraska",),
-    "US-NV": ("Nevada",),
-    "US-NH": ("New Hampshire",),
-    "US-NJ": ("New Jersey",),
-    "US-NM": ("New Mexico",),
-    "US-NY": ("New York",),
-    "US-NC": ("North Carolina",),
-    "US-ND": ("North Dakota",),
-    "US-OH": ("Ohio",),
-    "US-OK": ("Oklahoma",),
-    "US-OR": ("Oregon",),
-    "US-PA": ("Pennsylvania",),
-    "US-RI": ("Rhode Island",),
-    "US-SC": ("South Carolina",),
-    "US-SD": ("South Dakota",),
-    "US-TN": ("Tennessee",),
-    "US-TX": ("Texas",),
-    "US-UT": ("Utah",),
-    "US-VT": ("Vermont",),
-    "US-VA": ("Virginia",),
-    "US-WA": ("Washington", "Washington State"),
-    "US-WV": ("West Virginia",),
-    "US-WI": ("Wisconsin",),
-    "US-WY": ("Wyoming",),
-    "US-AS": ("American Samoa",),
-    "US-GU": ("Guam",),
-    "US-MP": ("Northern Mariana Islands",),
-    "US-PR": ("Puerto Rico",),
-    "US-VI": ("U.S. Virgin Islands", "US Virgin Islands"),
-    "CA-AB": ("Alberta",),
-    "CA-BC": ("British Columbia", "British Colombia"),
-    "CA-MB": ("Manitoba",),
-    "CA-NB": ("New Brunswick",),
-    "CA-NL": ("Newfoundland and Labrador", "Newfoundland"),
-    "CA-NS": ("Nova Scotia",),
-    "CA-NT": ("Northwest Territories",),
-    "CA-NU": ("Nunavut",),
-    "CA-ON": ("Ontario",),
-    "CA-PE": ("Prince Edward Island",),
-    "CA-QC": ("Quebec", "Québec"),
-    "CA-SK": ("Saskatchewan",),
-    "CA-YT": ("Yukon", "Watson Lake"),
-}
 
 
 @dataclass(frozen=True)
@@ -238,14 +165,6 @@ class JurisdictionRules:
 
 
 NO_RULES = JurisdictionRules()
-
-
-@dataclass(frozen=True)
-class AreaCodeTable:
-    """IANA zones of NANP area codes that span zones, and of states and provinces."""
-
-    by_npa: Mapping[str, tuple[str, ...]]
-    region_zones: Mapping[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)

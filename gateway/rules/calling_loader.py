@@ -17,17 +17,15 @@ from typing import Any
 
 import holidays
 
-from gateway.config.toml_reader import ErrorFactory, TomlTable, read_toml
+from gateway.config.toml_reader import TomlTable
 from gateway.model import Channel, Purpose
 from gateway.rules.calendars import HolidayCalendar, RelativeHoliday
 from gateway.rules.calling import (
     CHECK_RULES,
     NOTICE_PLACEHOLDERS,
     NOTICE_RULE,
-    SUBDIVISIONS,
     TELEPHONY_CHANNELS,
     WEEKDAY_KEYS,
-    AreaCodeTable,
     CallingRule,
     CallingRules,
     CapRule,
@@ -40,8 +38,11 @@ from gateway.rules.calling import (
     WindowRule,
 )
 from gateway.rules.errors import RulesError
+from gateway.rules.geography import SUBDIVISIONS
+from gateway.rules.geography_loader import check_source, load_area_codes
 from gateway.rules.keywords import Keywords, normalize_reply
 from gateway.rules.ruleset import CONFIDENCE_LEVELS
+from gateway.rules.toml_files import file_table, nested_table
 
 # Years on which relative holidays ("the day after Thanksgiving") are checked at load time, so
 # a renamed anchor in a new `holidays` release fails loading rather than a decision.
@@ -50,7 +51,7 @@ _VALIDATION_YEARS = range(2025, 2031)
 def load_calling_rules(directory: Path) -> CallingRules:
     zones = _all_zones()
     calling_file = directory / "calling.toml"
-    calling = _file_table(calling_file)
+    calling = file_table(calling_file)
     national = _countries(calling.table("countries"))
     consent = calling.table("consent")
     require_consent = frozenset(_channels(consent, "require", allow_empty=True))
@@ -74,14 +75,14 @@ def load_calling_rules(directory: Path) -> CallingRules:
             "[countries]"
         )
     keywords_file = directory / "keywords.toml"
-    keywords = _keywords(_file_table(keywords_file))
+    keywords = _keywords(file_table(keywords_file))
     return CallingRules(
         rules=rules,
         by_jurisdiction=_group(rules),
         national={country: j for j, countries in national.items() for country in countries},
         require_consent=require_consent,
         notice=notice,
-        area_codes=_area_codes(directory / "area_codes.toml", zones),
+        area_codes=load_area_codes(directory / "area_codes.toml", zones),
         keywords=keywords,
         sms_opt_out_notice=_notice_template(directory / "footers" / "sms_opt_out.txt", keywords),
         zones=zones,
@@ -90,7 +91,6 @@ def load_calling_rules(directory: Path) -> CallingRules:
 
 
 _TIME_RANGE = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
-_NPA = re.compile(r"^[2-9]\d\d$")
 _REGION_CODE = re.compile(r"^[A-Z]{2}$")
 
 
@@ -98,21 +98,6 @@ _REGION_CODE = re.compile(r"^[A-Z]{2}$")
 def _all_zones() -> dict[str, zoneinfo.ZoneInfo]:
     return {name: zoneinfo.ZoneInfo(name) for name in zoneinfo.available_timezones()}
 
-
-
-def _file_table(path: Path) -> TomlTable:
-    return TomlTable(read_toml(path, RulesError), _file_error(path))
-
-
-def _file_error(path: Path) -> ErrorFactory:
-    def error(key: str, problem: str) -> RulesError:
-        return RulesError(f"{path}: {key} {problem}" if key else f"{path}: {problem}")
-
-    return error
-
-
-def _nested(entry: TomlTable, key: str, data: Any) -> TomlTable:
-    return TomlTable(data, entry.error_factory, entry.key(key))
 
 
 def _countries(table: TomlTable) -> dict[str, tuple[str, ...]]:
@@ -284,7 +269,7 @@ def _time_range(table: TomlTable, key: str, text: str) -> TimeWindow:
 
 
 def _calendar(entry: TomlTable, index: int, data: Any) -> HolidayCalendar:
-    table = _nested(entry, f"holidays[{index}]", data)
+    table = nested_table(entry, f"holidays[{index}]", data)
     calendar = HolidayCalendar(
         country=table.string("country"),
         subdiv=table.string("subdiv", ""),
@@ -304,7 +289,7 @@ def _calendar(entry: TomlTable, index: int, data: Any) -> HolidayCalendar:
 
 
 def _relative(entry: TomlTable, index: int, data: Any) -> RelativeHoliday:
-    table = _nested(entry, f"extra_holidays[{index}]", data)
+    table = nested_table(entry, f"extra_holidays[{index}]", data)
     days = table.get("days")
     if isinstance(days, bool) or not isinstance(days, int) or days == 0:
         raise table.error("days", "must be a non-zero integer")
@@ -362,60 +347,13 @@ def _group(rules: Mapping[str, CallingRule]) -> dict[tuple[str, Channel], Jurisd
     }
 
 
-def _area_codes(path: Path, zones: Mapping[str, zoneinfo.ZoneInfo]) -> AreaCodeTable:
-    data = _file_table(path)
-
-    def zone_list(table: TomlTable, key: str) -> tuple[str, ...]:
-        names = table.strings(key)
-        for name in names:
-            if name not in zones:
-                raise table.error(key, f"has {name!r}, not an IANA zone")
-        return tuple(dict.fromkeys(names))
-
-    by_npa: dict[str, tuple[str, ...]] = {}
-    for entry in data.entries("area_code"):
-        _source(entry)
-        npa_zones = zone_list(entry, "zones")
-        for npa in entry.strings("npas"):
-            if not _NPA.match(npa):
-                raise entry.error("npas", f"has {npa!r}, not a three-digit NANP area code")
-            if npa in by_npa:
-                raise entry.error("npas", f"repeats {npa!r}")
-            by_npa[npa] = npa_zones
-        entry.finish()
-    regions = data.table("region_zones")
-    _source(regions)
-    region_table = regions.table("zones")
-    region_zones = {code: zone_list(region_table, code) for code in list(region_table.data)}
-    region_table.finish()
-    regions.finish()
-    data.finish()
-    missing = sorted(set(SUBDIVISIONS) - set(region_zones))
-    unknown = sorted(set(region_zones) - set(SUBDIVISIONS))
-    if missing or unknown:
-        problem = f"lacks {missing[0]}" if missing else f"has {unknown[0]}, not a known region"
-        raise region_table.error("", problem)
-    return AreaCodeTable(by_npa=by_npa, region_zones=region_zones)
-
-
-def _source(table: TomlTable) -> None:
-    """Validate the citation, confidence and verify keys of a geography entry."""
-    if not table.string("citation").strip():
-        raise table.error("citation", "must not be empty")
-    confidence = table.string("confidence")
-    if confidence not in CONFIDENCE_LEVELS:
-        raise table.error("confidence", f"must be one of {CONFIDENCE_LEVELS}")
-    if table.boolean("verify") != (confidence == "med"):
-        raise table.error("verify", 'must be true exactly when confidence is "med"')
-
-
 def _keywords(data: TomlTable) -> Keywords:
     groups: dict[str, frozenset[str]] = {}
     owner: dict[str, str] = {}
     phrases: list[str] = []
     for name in ("opt_out", "revocation", "opt_in", "help"):
         table = data.table(name)
-        _source(table)
+        check_source(table)
         table.string("note", "")
         key = "phrases" if name == "revocation" else "keywords"
         normalized = []
