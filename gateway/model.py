@@ -160,9 +160,16 @@ class CalleeLocation:
 
 
 class ConsentKind(enum.StrEnum):
+    """Stable names. `express-written`: prior express written consent (47 CFR 64.1200(f)(9));
+    `express`: express consent (CASL s10(1), TCPA prior express consent); `implied-purchase`
+    and `implied-inquiry`: CASL implied consent; `ebr`: a US established business
+    relationship (a purchase or transaction, 47 CFR 64.1200(f)(5))."""
+
+    EXPRESS_WRITTEN = "express-written"
     EXPRESS = "express"
     IMPLIED_PURCHASE = "implied-purchase"
     IMPLIED_INQUIRY = "implied-inquiry"
+    EBR = "ebr"
 
 
 @dataclass(frozen=True)
@@ -302,7 +309,8 @@ class Facts:
     suppressed: frozenset[str] = frozenset()
     callees: Mapping[str, CalleeLocation] = field(default_factory=dict)
     consents: Mapping[str, tuple[Consent, ...]] = field(default_factory=dict)
-    recent_contacts: Mapping[str, int] = field(default_factory=dict)
+    # recipient -> cap window in seconds -> contacts counted in that window
+    recent_contacts: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
     notice_sent_at: Mapping[str, datetime] = field(default_factory=dict)
     template_has_footer: bool | None = None
 

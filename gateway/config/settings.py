@@ -474,8 +474,8 @@ def _twilio_upstream(raw: Any) -> TwilioUpstreamConfig:
 
 
 def _require_consent(section: TomlTable) -> frozenset[Channel]:
-    """Off by default: consent records are the customer's to keep; turning this on blocks
-    every marketing contact on those channels without a recorded, unexpired consent."""
+    """The operator's own requirement beyond the law's consent rules (which always apply):
+    every marketing contact on these channels needs a recorded, unexpired consent."""
     value = section.get("require_consent")
     if value is None:
         return frozenset()

@@ -81,14 +81,13 @@ class TomlTable:
         return value
 
     def string(self, name: str, default: str | None = None, *, required: bool = False) -> str:
-        """`required`: missing is an error, and so is blank. Without a default, a missing
-        value is an error too ("must be a string")."""
+        """Missing is an error unless there is a default; `required` refuses a blank value
+        too (and any default)."""
         value = self.get(name)
         if value is None:
-            if required:
+            if required or default is None:
                 raise self.error(name, "is required")
-            if default is not None:
-                return default
+            return default
         if not isinstance(value, str):
             raise self.error(name, "must be a string")
         if required and not value.strip():

@@ -51,6 +51,19 @@ def merged_location(stored: KnownLocation | None, extra: KnownLocation) -> Known
     return replace(stored, **given)
 
 
+async def _contact_counts(
+    store: Store, numbers: list[str], now: datetime, windows_s: tuple[int, ...]
+) -> dict[str, dict[int, int]]:
+    """Each cap counts over its own window (a 30-day cap must not make a 24-hour one count
+    30 days): one count per distinct window."""
+    counts: dict[str, dict[int, int]] = {number: {} for number in numbers}
+    for window_s in windows_s:
+        found = await store.contact_counts(numbers, now - timedelta(seconds=window_s))
+        for number in numbers:
+            counts[number][window_s] = found.get(number, 0)
+    return counts
+
+
 async def gather_facts(
     store: Store,
     message: OutboundMessage,
@@ -78,9 +91,7 @@ async def gather_facts(
         suppressed=suppressed,
         callees={n: locate(n, known.get(n), rules.calling.area_codes) for n in numbers},
         consents=await store.consents_for(numbers),
-        recent_contacts=await store.contact_counts(
-            numbers, now - timedelta(seconds=rules.calling.longest_cap_window_s)
-        ),
+        recent_contacts=await _contact_counts(store, numbers, now, rules.calling.cap_windows_s),
         notice_sent_at={
             **await store.notice_sent_at(numbers),
             **{n: in_flight[n] for n in numbers if n in in_flight},

@@ -3,20 +3,25 @@ and the time.
 
 The callee's location arrives in the facts (`gateway.policy.callee.locate` ran before), with every
 candidate zone and region; a marketing contact is allowed only if every applicable window,
-day and cap allows it in every candidate zone. Transactional messages are bound only by the
-rules whose `purposes` name them (validity, suppression). Nothing here does I/O or reads the
-clock: zones are preloaded in the rules, holiday calendars are memoised per rule and year.
+day, cap and consent rule allows it in every candidate zone. A rule applies where it is in
+force on the callee's local date (in any candidate zone: the stricter reading) and is not
+lifted by an exemption the callee's recorded consents meet. Transactional messages are bound
+only by the rules whose `purposes` name them (validity, suppression). Nothing here does I/O
+or reads the clock: zones are preloaded in the rules, holiday calendars are memoised per
+rule and year.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 
 from gateway.model import (
     CalleeLocation,
     CapClaim,
     Channel,
+    Consent,
+    ConsentKind,
     Decision,
     Facts,
     OutboundMessage,
@@ -27,12 +32,16 @@ from gateway.model import (
 from gateway.rules.calling import (
     NOTICE_RULE,
     WEEKDAY_NAMES,
+    CallingRule,
     CallingRules,
     CapRule,
     ConsentRule,
+    JurisdictionRule,
     JurisdictionRules,
     NoticeRule,
 )
+
+OPERATOR_CONSENT = "operator.consent.required"
 
 # The obligation id the egress looks for: append the SMS opt-out notice to the body.
 SMS_OPT_OUT_NOTICE = NOTICE_RULE
@@ -41,12 +50,14 @@ SMS_OPT_OUT_NOTICE = NOTICE_RULE
 def decide_telephony(
     message: OutboundMessage, facts: Facts, rules: CallingRules, now: datetime, rules_version: str
 ) -> Decision:
-    """Decide a call or text. Consent is enforced on the channels in `rules.require_consent`.
+    """Decide a call or text.
 
     A decision names every rule it evaluated in `rules_applied`; `caps` are the frequency
     limits the store must enforce atomically for the allowed recipients; `obligations` holds
     SMS_OPT_OUT_NOTICE when an allowed recipient of a marketing text is due the notice;
-    `evidence` has, per recipient, the country, regions, zones and local time in each zone.
+    `evidence` has, per recipient, the country, regions, zones and local time in each zone,
+    the jurisdiction rules in force with their dates and citations, and the consent records
+    the decision relied on.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -79,12 +90,73 @@ class _Check:
     evidence: dict[str, object] = field(default_factory=dict)
     notice_due: bool = False
 
-    def active(self, rule_id: str) -> bool:
-        """Whether the rule binds this channel and purpose; records it as applied if so."""
-        if self.rules.rule(rule_id).binds(self.channel, self.purpose):
-            self.applied[rule_id] = None
-            return True
-        return False
+    def active(self, rule_id: str, days: tuple[date, ...] = ()) -> bool:
+        """Whether the rule binds this channel and purpose and is in force on one of `days`
+        (the callee's possible local dates; none given: in force on the decision's date
+        anywhere on earth); records it as applied if so."""
+        rule = self.rules.rule(rule_id)
+        if not rule.binds(self.channel, self.purpose):
+            return False
+        if not any(rule.in_force(day) for day in days or self.any_local_date()):
+            return False
+        self.applied[rule_id] = None
+        return True
+
+    def any_local_date(self) -> tuple[date, ...]:
+        """Every date it may be somewhere at `now` (UTC-12 to UTC+14)."""
+        today = self.now.astimezone(UTC).date()
+        return (today - timedelta(days=1), today, today + timedelta(days=1))
+
+    def in_force_here(self, rule: JurisdictionRule, recipient: str, days: tuple[date, ...]) -> bool:
+        """Active, and not lifted for this callee by one of its exemptions."""
+        if not self.active(rule.id, days):
+            return False
+        for exemption in rule.exemptions:
+            consent = self.matching_consent(recipient, exemption.kinds, exemption.within_days)
+            if consent is not None:
+                self.note_rule(recipient, rule, exempted_by=exemption.citation, consent=consent)
+                return False
+        self.note_rule(recipient, rule)
+        return True
+
+    def matching_consent(
+        self, recipient: str, kinds: frozenset[ConsentKind], within_days: int | None = None
+    ) -> Consent | None:
+        for consent in self.facts.consents.get(recipient, ()):
+            if (
+                consent.channel is self.channel
+                and consent.kind in kinds
+                and consent.obtained_at <= self.now
+                and (consent.expires_at is None or consent.expires_at > self.now)
+                and (within_days is None
+                     or self.now - consent.obtained_at <= timedelta(days=within_days))
+            ):
+                return consent
+        return None
+
+    def note_rule(
+        self, recipient: str, rule: CallingRule, *, exempted_by: str = "",
+        consent: Consent | None = None,
+    ) -> None:
+        """The evidence a reviewer needs: the rule in force, its dates and source, and the
+        consent record that satisfied or lifted it."""
+        entry: dict[str, object] = {
+            "citation": rule.citation,
+            "effective": rule.effective.isoformat() if rule.effective else None,
+            "until": rule.until.isoformat() if rule.until else None,
+        }
+        if exempted_by:
+            entry["exempted_by"] = exempted_by
+        if consent is not None:
+            entry["consent"] = {
+                "kind": consent.kind.value, "channel": consent.channel.value,
+                "obtained_at": consent.obtained_at.isoformat(),
+                "expires_at": consent.expires_at.isoformat() if consent.expires_at else None,
+                "source": consent.source,
+            }
+        evidence = self.evidence[recipient]
+        assert isinstance(evidence, dict)
+        evidence.setdefault("rules", {})[rule.id] = entry
 
     def reason(self, rule_id: str, text: str) -> Reason:
         return Reason(self.rules.rule(rule_id).code, text, rule_id)
@@ -128,42 +200,56 @@ class _Check:
         # country (a known address abroad brings them).
         jurisdictions = (national, *(r[:2] for r in location.regions), *location.regions)
         sets = [self.rules.for_jurisdiction(j, self.channel) for j in dict.fromkeys(jurisdictions)]
-        reasons = self.consent(recipient, [rule for s in sets for rule in s.consents])
+        days = tuple(dict.fromkeys(time.date() for _, time in local))
+        reasons = self.consent(recipient, [rule for s in sets for rule in s.consents], days)
         if any(s.windows or s.restricted_days for s in sets):
             reasons += self.zone_problems(recipient, location, local)
         for rules in sets:
-            reasons += self.windows(rules, local)
-            reasons += self.restricted_days(rules, local)
-        # recent_contacts counts over the longest cap window, so a shorter cap is checked
-        # against at least its own count (conservative); the store enforces exact windows.
-        caps = [cap for s in sets for cap in s.caps if self.active(cap.id)]
-        count = self.facts.recent_contacts.get(recipient, 0)
-        reasons += [self.cap_reason(recipient, cap, count) for cap in caps if count >= cap.limit]
+            reasons += self.windows(recipient, rules, local)
+            reasons += self.restricted_days(recipient, rules, local)
+        caps = [cap for s in sets for cap in s.caps if self.in_force_here(cap, recipient, days)]
+        counts = self.facts.recent_contacts.get(recipient, {})
+        reasons += [
+            self.cap_reason(recipient, cap, counts.get(cap.window_s))
+            for cap in caps
+            if counts.get(cap.window_s, cap.limit) >= cap.limit
+        ]
         if not reasons:
             self.caps += [CapClaim(recipient, cap.id, cap.limit, cap.window_s) for cap in caps]
             countries = {national, *(r[:2] for r in location.regions)}
             self.notice_due = self.notice_due or self.notice_needed(recipient, countries)
         return RecipientDecision(recipient, tuple(reasons))
 
-    def consent(self, recipient: str, consent_rules: list[ConsentRule]) -> list[Reason]:
-        if self.channel not in self.rules.require_consent:
-            return []
-        binding = [rule for rule in consent_rules if self.active(rule.id)]
-        if not binding or any(
-            c.channel is self.channel
-            and c.obtained_at <= self.now
-            and (c.expires_at is None or c.expires_at > self.now)
-            for c in self.facts.consents.get(recipient, ())
-        ):
-            return []
-        return [
-            self.reason(
+    def consent(
+        self, recipient: str, consent_rules: list[ConsentRule], days: tuple[date, ...]
+    ) -> list[Reason]:
+        """Every consent rule in force needs a recorded consent of one of its kinds; the
+        operator's own requirement takes a consent of any kind."""
+        reasons = []
+        for rule in consent_rules:
+            if not self.in_force_here(rule, recipient, days):
+                continue
+            consent = self.matching_consent(recipient, rule.kinds)
+            if consent is not None:
+                self.note_rule(recipient, rule, consent=consent)
+                continue
+            kinds = " or ".join(sorted(k.value for k in rule.kinds))
+            reasons.append(self.reason(
                 rule.id,
-                f"no current {self.channel} consent recorded for {recipient}: "
+                f"no current {kinds} {self.channel} consent recorded for {recipient}: "
                 f"{rule.name} ({rule.citation})",
-            )
-            for rule in binding
-        ]
+            ))
+        if (
+            self.channel in self.rules.require_consent
+            and self.active(OPERATOR_CONSENT, days)
+            and self.matching_consent(recipient, frozenset(ConsentKind)) is None
+        ):
+            reasons.append(self.reason(
+                OPERATOR_CONSENT,
+                f"no current {self.channel} consent recorded for {recipient}: the operator "
+                "requires one for every marketing contact on this channel",
+            ))
+        return reasons
 
     def zone_problems(
         self, recipient: str, location: CalleeLocation, local: list[tuple[str, datetime]]
@@ -191,12 +277,17 @@ class _Check:
             return [self.reason(rule_id, text)]
         return []
 
-    def windows(self, rules: JurisdictionRules, local: list[tuple[str, datetime]]) -> list[Reason]:
+    def windows(
+        self, recipient: str, rules: JurisdictionRules, local: list[tuple[str, datetime]]
+    ) -> list[Reason]:
         reasons = []
         for rule in rules.windows:
-            if not self.active(rule.id):
+            days = tuple(time.date() for _, time in local)
+            if not self.in_force_here(rule, recipient, days):
                 continue
             for zone, time in local:
+                if not rule.in_force(time.date()):
+                    continue
                 weekday = time.weekday()
                 window = rule.windows[weekday]
                 # A day without a window is closed by a restricted-day rule (checked at load).
@@ -210,14 +301,17 @@ class _Check:
         return reasons
 
     def restricted_days(
-        self, rules: JurisdictionRules, local: list[tuple[str, datetime]]
+        self, recipient: str, rules: JurisdictionRules, local: list[tuple[str, datetime]]
     ) -> list[Reason]:
         reasons = []
         for rule in rules.restricted_days:
-            if not self.active(rule.id):
+            days = tuple(time.date() for _, time in local)
+            if not self.in_force_here(rule, recipient, days):
                 continue
             for zone, time in local:
                 day = time.date()
+                if not rule.in_force(day):
+                    continue
                 weekday = time.weekday()
                 if weekday in rule.weekdays:
                     what = f"{rule.name} allows no {rule.activity} on {WEEKDAY_NAMES[weekday]}s"
@@ -229,10 +323,17 @@ class _Check:
                 reasons.append(self.reason(rule.id, text))
         return reasons
 
-    def cap_reason(self, recipient: str, cap: CapRule, count: int) -> Reason:
+    def cap_reason(self, recipient: str, cap: CapRule, count: int | None) -> Reason:
+        """`count` None: the contacts of the cap's window were not counted, so the cap
+        cannot be checked (fail closed)."""
+        per = " per offer (all offers counted together)" if cap.per == "offer" else ""
+        if count is None:
+            done = f"the contacts to {recipient} in the last {cap.period} were not counted"
+        else:
+            done = f"{count} contacts to {recipient} already counted"
         text = (
-            f"{count} contacts to {recipient} already counted; {cap.name} allows at most "
-            f"{cap.limit} per {cap.window_s // 3600} h ({cap.citation})"
+            f"{done}; {cap.name} allows at most {cap.limit} per {cap.period}{per} "
+            f"({cap.citation})"
         )
         return self.reason(cap.id, text)
 

@@ -1,8 +1,10 @@
-"""Calling and texting rule types (TCPA, CRTC, state laws) and area-code geography.
+"""Calling and texting rule types (TCPA, CRTC, state laws).
 
 Pure data, resolved at load time by `gateway.rules.calling_loader` (zone objects, windows as
 seconds since local midnight, rules grouped by jurisdiction and channel), so the policy
-only looks things up and compares.
+only looks things up and compares. A rule says when it is in force (`effective`, `until`),
+what it binds (channels, purposes), what lifts it for one callee (`exemptions`) and where
+it comes from (`citation`, `confidence`).
 """
 
 from __future__ import annotations
@@ -12,8 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from gateway.model import Channel, Purpose
-from gateway.rules.calendars import HolidayCalendar, RelativeHoliday, calendar_dates
+from gateway.model import Channel, ConsentKind, Purpose
+from gateway.rules.calendars import (
+    DefinedHoliday,
+    HolidayCalendar,
+    RelativeHoliday,
+    calendar_dates,
+)
 from gateway.rules.errors import RulesError
 from gateway.rules.geography import AreaCodeTable
 from gateway.rules.keywords import Keywords
@@ -29,6 +36,7 @@ CHECK_RULES = {
     "telephony.suppression": "SUPPRESSED",
     "telephony.destination.covered": "DESTINATION_NOT_COVERED",
     "telephony.callee.timezone": "TIMEZONE_UNKNOWN",
+    "operator.consent.required": "NO_CONSENT",
 }
 NOTICE_RULE = "sms.opt_out_notice"
 NOTICE_PLACEHOLDERS = frozenset({"sender_name"})
@@ -50,7 +58,7 @@ class TimeWindow:
         return f"{_hhmm(self.start_s)}-{_hhmm(self.end_s)}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CallingRule:
     """What every rule has: identity, the reason it produces, scope, and its source."""
 
@@ -63,17 +71,36 @@ class CallingRule:
     confidence: str
     verify: bool
     note: str
+    effective: date | None = None
+    until: date | None = None
 
     def binds(self, channel: Channel, purpose: Purpose) -> bool:
         return channel in self.channels and purpose in self.purposes
 
+    def in_force(self, day: date) -> bool:
+        """From `effective` (inclusive) up to `until` (exclusive), in the callee's local date."""
+        return (self.effective is None or self.effective <= day) and (
+            self.until is None or day < self.until
+        )
+
 
 @dataclass(frozen=True)
+class Exemption:
+    """What lifts a rule for one callee: a recorded consent of one of `kinds` on the message's
+    channel, unexpired, and (with `within_days`) obtained at most that many days ago."""
+
+    kinds: frozenset[ConsentKind]
+    within_days: int | None
+    citation: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class JurisdictionRule(CallingRule):
     """A rule of one jurisdiction: "US"/"CA" (national) or an ISO 3166-2 code."""
 
     jurisdiction: str
     automated_only: bool
+    exemptions: tuple[Exemption, ...] = ()
 
     @property
     def activity(self) -> str:
@@ -83,7 +110,7 @@ class JurisdictionRule(CallingRule):
         return "telephone solicitation"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WindowRule(JurisdictionRule):
     windows: tuple[TimeWindow | None, ...]  # by weekday, Monday first; None: not open that day
 
@@ -95,11 +122,15 @@ class WindowRule(JurisdictionRule):
         return f"{window} on {WEEKDAY_NAMES[weekday]}s"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RestrictedDayRule(JurisdictionRule):
     weekdays: frozenset[int]
     calendars: tuple[HolidayCalendar, ...]
     extra_holidays: tuple[RelativeHoliday, ...]
+    defined_holidays: tuple[DefinedHoliday, ...] = ()
+    # A holiday restricts only when it falls on one of these weekdays (Rhode Island: a
+    # Saturday holiday keeps the Saturday window).
+    holiday_weekdays: frozenset[int] = frozenset(range(7))
     _by_year: dict[int, Mapping[date, str]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -131,21 +162,38 @@ class RestrictedDayRule(JurisdictionRule):
                 day = anchor + timedelta(days=extra.days)
                 if day.year == year:
                     days.setdefault(day, extra.name)
-        return days
+        for defined in self.defined_holidays:
+            for day in defined.dates_in(year):
+                if day.year == year:
+                    days.setdefault(day, defined.name)
+        return {day: name for day, name in days.items() if day.weekday() in self.holiday_weekdays}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CapRule(JurisdictionRule):
-    limit: int
-    window_s: int
+    """At most `limit` contacts per `window_s`. `per` is what the statute counts per
+    ("recipient", or "offer": the gateway cannot tell offers apart, so it counts every
+    contact to the recipient, which is stricter)."""
+
+    limit: int = 1
+    window_s: int = 86_400
+    per: str = "recipient"
+
+    @property
+    def period(self) -> str:
+        days, rest = divmod(self.window_s, 86_400)
+        return f"{days} days" if days and not rest else f"{self.window_s // 3600} h"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ConsentRule(JurisdictionRule):
-    """A marketing contact on the rule's channels needs a recorded, unexpired consent."""
+    """A marketing contact on the rule's channels needs a recorded, unexpired consent of one
+    of `kinds`."""
+
+    kinds: frozenset[ConsentKind] = frozenset()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NoticeRule(CallingRule):
     """The SMS opt-out notice: repeated once `repeat_after` has passed, on every message in
     `every_message_in` (national jurisdictions)."""
@@ -171,22 +219,22 @@ NO_RULES = JurisdictionRules()
 class CallingRules:
     """Everything `decide_telephony` needs, resolved at load time.
 
-    `require_consent` is the set of channels on which the NO_CONSENT rules are enforced; it
-    comes from `[consent] require` in calling.toml and configuration may narrow it with
-    `dataclasses.replace`. `zones` holds every IANA zone, loaded once, so a decision never
-    reads tzdata. Callers that count recent contacts for `Facts.recent_contacts` should count
-    over `longest_cap_window_s`.
+    The consent rules always apply; `require_consent` (configuration: `[policy]
+    require_consent`) lists channels on which the operator asks for a recorded consent of any
+    kind even where no encoded law does. `zones` holds every IANA zone, loaded once, so a
+    decision never reads tzdata. `Facts.recent_contacts` must count each of
+    `cap_windows_s`.
     """
 
     rules: Mapping[str, CallingRule]
     by_jurisdiction: Mapping[tuple[str, Channel], JurisdictionRules]
     national: Mapping[str, str]
-    require_consent: frozenset[Channel]
     notice: NoticeRule
     area_codes: AreaCodeTable
     keywords: Keywords
     sms_opt_out_notice: str
     zones: Mapping[str, zoneinfo.ZoneInfo] = field(repr=False)
+    require_consent: frozenset[Channel] = frozenset()
 
     def rule(self, rule_id: str) -> CallingRule:
         return self.rules[rule_id]
@@ -195,8 +243,8 @@ class CallingRules:
         return self.by_jurisdiction.get((jurisdiction, channel), NO_RULES)
 
     @property
-    def longest_cap_window_s(self) -> int:
-        return max((r.window_s for r in self.rules.values() if isinstance(r, CapRule)), default=0)
+    def cap_windows_s(self) -> tuple[int, ...]:
+        return tuple(sorted({r.window_s for r in self.rules.values() if isinstance(r, CapRule)}))
 
 
 

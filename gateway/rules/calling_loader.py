@@ -11,15 +11,15 @@ import re
 import string
 import zoneinfo
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import holidays
 
 from gateway.config.toml_reader import TomlTable
-from gateway.model import Channel, Purpose
-from gateway.rules.calendars import HolidayCalendar, RelativeHoliday
+from gateway.model import Channel, ConsentKind, Purpose
+from gateway.rules.calendars import DefinedHoliday, HolidayCalendar, RelativeHoliday
 from gateway.rules.calling import (
     CHECK_RULES,
     NOTICE_PLACEHOLDERS,
@@ -30,6 +30,7 @@ from gateway.rules.calling import (
     CallingRules,
     CapRule,
     ConsentRule,
+    Exemption,
     JurisdictionRule,
     JurisdictionRules,
     NoticeRule,
@@ -53,9 +54,6 @@ def load_calling_rules(directory: Path) -> CallingRules:
     calling_file = directory / "calling.toml"
     calling = file_table(calling_file)
     national = _countries(calling.table("countries"))
-    consent = calling.table("consent")
-    require_consent = frozenset(_channels(consent, "require", allow_empty=True))
-    consent.finish()
     rules = _parse_rules(calling.entries("rule"), set(national))
     calling.finish()
     _check_rule_set(rules, calling_file)
@@ -80,7 +78,6 @@ def load_calling_rules(directory: Path) -> CallingRules:
         rules=rules,
         by_jurisdiction=_group(rules),
         national={country: j for j, countries in national.items() for country in countries},
-        require_consent=require_consent,
         notice=notice,
         area_codes=load_area_codes(directory / "area_codes.toml", zones),
         keywords=keywords,
@@ -154,7 +151,12 @@ def _parse_rule(entry: TomlTable, rule_id: str, nationals: set[str]) -> CallingR
         purposes = frozenset(Purpose(p) for p in entry.strings("purposes"))
     except ValueError as exc:
         raise entry.error("purposes", str(exc)) from exc
+    effective, until = _date(entry, "effective"), _date(entry, "until")
+    if effective and until and until <= effective:
+        raise entry.error("until", f"must be after effective ({effective})")
     common: dict[str, Any] = {
+        "effective": effective,
+        "until": until,
         "id": rule_id,
         "code": code,
         "name": entry.string("name", ""),
@@ -185,6 +187,9 @@ def _parse_rule(entry: TomlTable, rule_id: str, nationals: set[str]) -> CallingR
         )
     common["jurisdiction"] = jurisdiction
     common["automated_only"] = entry.boolean("automated_only")
+    common["exemptions"] = tuple(
+        _exemption(entry, i, e) for i, e in enumerate(_optional(entry, "exemptions"))
+    )
     if code == "QUIET_HOURS":
         return WindowRule(**common, windows=_windows(entry.table("window")))
     if code == "RESTRICTED_DAY":
@@ -195,24 +200,33 @@ def _parse_rule(entry: TomlTable, rule_id: str, nationals: set[str]) -> CallingR
         extra = tuple(
             _relative(entry, i, e) for i, e in enumerate(_optional(entry, "extra_holidays"))
         )
-        if not weekdays and not calendars:
-            raise entry.error("weekdays", "or holidays must restrict something")
+        defined = tuple(
+            _defined(entry, i, d) for i, d in enumerate(_optional(entry, "defined_holidays"))
+        )
+        if not weekdays and not calendars and not defined:
+            raise entry.error("weekdays", "or holidays or defined_holidays must restrict something")
         if extra and not calendars:
             raise entry.error("extra_holidays", "need holidays calendars to find their anchors")
+        holiday_weekdays = entry.get("holiday_weekdays")
         return RestrictedDayRule(
-            **common, weekdays=weekdays, calendars=calendars, extra_holidays=extra
+            **common, weekdays=weekdays, calendars=calendars, extra_holidays=extra,
+            defined_holidays=defined,
+            holiday_weekdays=frozenset(range(7)) if holiday_weekdays is None else frozenset(
+                _weekday(entry, d, "holiday_weekdays") for d in _optional(entry, "holiday_weekdays")
+            ),
         )
     if code == "FREQUENCY_CAP":
         cap = entry.table("cap")
         rule = CapRule(
             **common,
             limit=cap.integer("limit", minimum=1),
-            window_s=cap.integer("window_hours", minimum=1) * 3600,
+            window_s=_period(cap),
+            per=cap.choice("per", "recipient", ("recipient", "offer")),
         )
         cap.finish()
         return rule
     if code == "NO_CONSENT":
-        return ConsentRule(**common)
+        return ConsentRule(**common, kinds=_consent_kinds(entry, "consent_kinds"))
     raise entry.error(
         "code", "must be QUIET_HOURS, RESTRICTED_DAY, FREQUENCY_CAP or NO_CONSENT for this id"
     )
@@ -227,10 +241,92 @@ def _optional(entry: TomlTable, key: str) -> list[Any]:
     return value
 
 
-def _weekday(entry: TomlTable, name: Any) -> int:
+def _weekday(entry: TomlTable, name: Any, key: str = "weekdays") -> int:
     if name not in WEEKDAY_KEYS:
-        raise entry.error("weekdays", f"has {name!r}; weekdays are {', '.join(WEEKDAY_KEYS)}")
+        raise entry.error(key, f"has {name!r}; weekdays are {', '.join(WEEKDAY_KEYS)}")
     return WEEKDAY_KEYS.index(name)
+
+
+def _date(entry: TomlTable, key: str) -> date | None:
+    """A TOML date (`effective = 2026-01-01`), or None when absent."""
+    value = entry.get(key)
+    if value is None:
+        return None
+    if isinstance(value, datetime) or not isinstance(value, date):
+        raise entry.error(key, "must be a date such as 2026-01-01 (no quotes, no time)")
+    return value
+
+
+_PERIOD = re.compile(r"^([1-9]\d{0,3})([hd])$")
+
+
+def _period(cap: TomlTable) -> int:
+    """`period = "24h"` or `"30d"`: the window a cap counts over, in seconds."""
+    value = cap.get("period")
+    match = _PERIOD.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise cap.error("period", 'is required: hours or days such as "24h" or "30d"')
+    return int(match.group(1)) * (3600 if match.group(2) == "h" else 86_400)
+
+
+def _consent_kinds(table: TomlTable, key: str) -> frozenset[ConsentKind]:
+    names = table.strings(key)
+    allowed = [k.value for k in ConsentKind]
+    for name in names:
+        if name not in allowed:
+            raise table.error(key, f"has {name!r}; consent kinds are {', '.join(allowed)}")
+    return frozenset(ConsentKind(name) for name in names)
+
+
+def _exemption(entry: TomlTable, index: int, data: Any) -> Exemption:
+    table = nested_table(entry, f"exemptions[{index}]", data)
+    within = table.get("within_days")
+    if within is not None and (isinstance(within, bool) or not isinstance(within, int)
+                               or within < 1):
+        raise table.error("within_days", "must be a whole number of days >= 1")
+    citation = table.string("citation")
+    if not citation.strip():
+        raise table.error("citation", "must not be empty")
+    exemption = Exemption(
+        kinds=_consent_kinds(table, "consent_kinds"), within_days=within, citation=citation
+    )
+    table.finish()
+    return exemption
+
+
+def _defined(entry: TomlTable, index: int, data: Any) -> DefinedHoliday:
+    """One of: month and day; month, weekday and nth; or easter = true; each with an
+    optional offset_days."""
+    table = nested_table(entry, f"defined_holidays[{index}]", data)
+    name = table.string("name", required=True)
+    offset = table.get("offset_days")
+    if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int)):
+        raise table.error("offset_days", "must be a whole number")
+    common: dict[str, Any] = {"name": name, "offset_days": offset or 0}
+    if table.boolean("easter"):
+        holiday = DefinedHoliday(**common, easter=True)
+    else:
+        month = table.integer("month", minimum=1, maximum=12)
+        weekday = table.get("weekday")
+        if weekday is None:
+            day = table.integer("day", minimum=1, maximum=31)
+            try:
+                date(2024, month, day)
+            except ValueError as exc:
+                raise table.error("day", f"{day} is not a day of month {month}") from exc
+            holiday = DefinedHoliday(
+                **common, month=month, day=day,
+                sunday_to_monday=table.boolean("sunday_to_monday"),
+            )
+        else:
+            nth = table.integer("nth", minimum=-1, maximum=5)
+            if nth == 0:
+                raise table.error("nth", "must be 1 to 5, or -1 for the last")
+            holiday = DefinedHoliday(
+                **common, month=month, weekday=_weekday(table, weekday, "weekday"), nth=nth
+            )
+    table.finish()
+    return holiday
 
 
 def _windows(table: TomlTable) -> tuple[TimeWindow | None, ...]:

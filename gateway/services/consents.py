@@ -1,7 +1,9 @@
 """Consent records: when each kind expires, and reading them from a CSV file.
 
 CASL: express consent does not expire; implied consent from a purchase or contract lasts
-two years, from an inquiry or application six months (S.C. 2010 c.23 s10(10), (9)(b)).
+two years, from an inquiry or application six months (S.C. 2010 c.23 s10(10), (9)(b)). A US
+established business relationship from a purchase lasts 18 months (47 CFR 64.1200(f)(5)).
+Express written consent lasts until revoked.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from datetime import datetime
 from gateway.addresses import InvalidAddress, suppression_key
 from gateway.model import Channel, Consent, ConsentKind
 
-IMPLIED_MONTHS = {ConsentKind.IMPLIED_PURCHASE: 24, ConsentKind.IMPLIED_INQUIRY: 6}
+IMPLIED_MONTHS = {
+    ConsentKind.IMPLIED_PURCHASE: 24, ConsentKind.IMPLIED_INQUIRY: 6, ConsentKind.EBR: 18,
+}
 CSV_COLUMNS = ("subject", "channel", "kind", "obtained_at", "source", "evidence")
 
 

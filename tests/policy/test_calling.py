@@ -47,6 +47,7 @@ NJ, NV, NY, OK, OR = "+12015550123", "+17025550123", "+12125550123", "+140555501
 PA, RI, SD, TN, TX = "+12155550123", "+14015550123", "+16055550123", "+16155550123", "+12145550123"
 UT, VA, WA, WI = "+18015550123", "+17035550123", "+12065550123", "+14145550123"
 IL, CAL, AZ, HI = "+13125550123", "+14155550123", "+16025550123", "+18085550123"
+MO = "+13145550123"  # Missouri: no rule stricter than the TCPA
 NAVAJO = "+19285550123"
 ON, FL_850, KY_270, MI_906 = "+14165550123", "+18505550123", "+12705550123", "+19065550123"
 ID_208, TX_915, UK, TOLL_FREE = "+12085550123", "+19155550123", "+442079460123", "+18005550123"
@@ -69,7 +70,7 @@ class Case:
 def consent(
     to: str, channel: Channel, obtained: datetime = EARLY, expires: datetime | None = None
 ) -> Consent:
-    return Consent(to, channel, ConsentKind.EXPRESS, obtained, expires, "test")
+    return Consent(to, channel, ConsentKind.EXPRESS_WRITTEN, obtained, expires, "test")
 
 
 def message(
@@ -96,7 +97,7 @@ def facts_for(case: Case) -> Facts:
         suppressed=frozenset({case.to}) if case.suppressed else frozenset(),
         callees={case.to: locate(case.to, case.known, RULES.area_codes)},
         consents={case.to: consents},
-        recent_contacts={case.to: case.count},
+        recent_contacts={case.to: dict.fromkeys(RULES.cap_windows_s, case.count)},
     )
 
 
@@ -111,18 +112,18 @@ def c(name: str, to: str, at: str, *expect: str, **kw) -> object:
     return pytest.param(Case(to, at, tuple(sorted(set(expect))), **kw), id=name)
 
 
-QH, RD, CAP = "QUIET_HOURS", "RESTRICTED_DAY", "FREQUENCY_CAP"
+QH, RD, CAP, NC = "QUIET_HOURS", "RESTRICTED_DAY", "FREQUENCY_CAP", "NO_CONSENT"
 TUE = "2026-06-02"  # an ordinary Tuesday
 SAT, SUN = "2026-06-06", "2026-06-07"
 EDT, CDT, MDT, PDT, MST, HST = "-04:00", "-05:00", "-06:00", "-07:00", "-07:00", "-10:00"
 
 CASES = [
-    # TCPA alone (Illinois has no stricter rule): 08:00 inclusive, 21:00 exclusive
-    c("TCPA start minute is open", IL, f"{TUE}T08:00{CDT}"),
-    c("TCPA before 08:00", IL, f"{TUE}T07:59{CDT}", QH, rule="tcpa.quiet_hours"),
-    c("TCPA last minute", IL, f"{TUE}T20:59{CDT}"),
-    c("TCPA 21:00 is outside", IL, f"{TUE}T21:00{CDT}", QH, rule="tcpa.quiet_hours"),
-    c("TCPA applies to texts", IL, f"{TUE}T21:30{CDT}", QH, channel=SMS),
+    # TCPA alone (Missouri has no stricter rule): 08:00 inclusive, 21:00 exclusive
+    c("TCPA start minute is open", MO, f"{TUE}T08:00{CDT}"),
+    c("TCPA before 08:00", MO, f"{TUE}T07:59{CDT}", QH, rule="tcpa.quiet_hours"),
+    c("TCPA last minute", MO, f"{TUE}T20:59{CDT}"),
+    c("TCPA 21:00 is outside", MO, f"{TUE}T21:00{CDT}", QH, rule="tcpa.quiet_hours"),
+    c("TCPA applies to texts", MO, f"{TUE}T21:30{CDT}", QH, channel=SMS),
     c("California evening", CAL, f"{TUE}T20:30{PDT}"),
     # Alabama: 08-20 Mon-Sat, no Sunday, no state or federal holidays
     c("AL evening open", AL, f"{TUE}T19:30{CDT}"),
@@ -195,15 +196,18 @@ CASES = [
     c("OR at cap", OR, f"{TUE}T12:00{PDT}", CAP, count=3, rule="state.OR.frequency_cap"),
     # Pennsylvania 08-21, no legal holidays
     c("PA 20:30", PA, f"{TUE}T20:30{EDT}"),
-    c(
-        "PA day after Thanksgiving",
-        PA,
-        "2026-11-27T12:00-05:00",
-        RD,
-        rule="state.PA.restricted_days",
-    ),
-    c("PA Flag Day", PA, f"2026-06-14T12:00{EDT}", RD, rule="state.PA.restricted_days"),
-    c("PA the day after Flag Day", PA, f"2026-06-15T12:00{EDT}"),
+    # 44 P.S. 11 lists Good Friday and Election Day, not the day after Thanksgiving or
+    # Juneteenth; a Sunday holiday is kept on the Monday too.
+    c("PA day after Thanksgiving is no legal holiday", PA, "2026-11-27T12:00-05:00"),
+    c("PA Juneteenth is no legal holiday", PA, f"2026-06-19T12:00{EDT}"),
+    c("PA Good Friday", PA, f"2026-04-03T12:00{EDT}", RD, rule="state.PA.restricted_days"),
+    c("PA Good Friday 2027", PA, f"2027-03-26T12:00{EDT}", RD),
+    c("PA Election Day", PA, "2026-11-03T12:00-05:00", RD, rule="state.PA.restricted_days"),
+    c("PA the day after Election Day", PA, "2026-11-04T12:00-05:00"),
+    c("PA Flag Day on a Sunday", PA, f"2026-06-14T12:00{EDT}", RD),
+    c("PA Flag Day kept on Monday", PA, f"2026-06-15T12:00{EDT}", RD),
+    c("PA Flag Day 2027, a Monday", PA, f"2027-06-14T12:00{EDT}", RD),
+    c("PA Tuesday after Flag Day 2027", PA, f"2027-06-15T12:00{EDT}"),
     # Rhode Island 09-18 Mon-Fri, 10-17 Sat, no Sunday, state and federal holidays
     c("RI weekday 18:00", RI, f"{TUE}T18:00{EDT}", QH, rule="state.RI.window"),
     c("RI Saturday 16:30", RI, f"{SAT}T16:30{EDT}"),
@@ -225,11 +229,11 @@ CASES = [
     c("TX Monday 21:00", TX, f"2026-06-08T21:00{CDT}", QH),
     # Utah 08-21, no Sunday, no legal holidays
     c("UT 20:30", UT, f"{TUE}T20:30{MDT}"),
-    c("UT Sunday", UT, f"{SUN}T12:00{MDT}", RD, rule="state.UT.restricted_days"),
-    c("UT Pioneer Day", UT, f"2026-07-24T12:00{MDT}", RD),
-    c("UT Christmas", UT, "2026-12-25T12:00-07:00", RD),
+    c("UT Sunday", UT, f"{SUN}T12:00{MDT}", RD, NC, rule="state.UT.restricted_days", consents=()),
+    c("UT Pioneer Day", UT, f"2026-07-24T12:00{MDT}", RD, NC, consents=()),
+    c("UT Christmas", UT, "2026-12-25T12:00-07:00", RD, NC, consents=()),
     # Virginia 08-21, Washington 08-20, Wisconsin 08-21
-    c("VA 21:00", VA, f"{TUE}T21:00{EDT}", QH, rule="state.VA.window"),
+    c("VA 21:00", VA, f"{TUE}T21:00{EDT}", QH, NC, rule="state.VA.window", consents=()),
     c("WA 20:00", WA, f"{TUE}T20:00{PDT}", QH, rule="state.WA.window"),
     c("WI 20:59", WI, f"{TUE}T20:59{CDT}"),
     c("WI 21:00", WI, f"{TUE}T21:00{CDT}", QH, rule="state.WI.window"),
@@ -273,9 +277,10 @@ CASES = [
     c("2026-11-01 13:00Z is 08:00 EST", NY, "2026-11-01T13:00+00:00"),
     c("2026-11-01 Phoenix 08:00", AZ, "2026-11-01T15:00+00:00"),
     # Midnight crossings: the callee's date decides the weekday and the holiday
-    c("UTC Monday, Sunday evening in Utah", UT, "2026-06-08T01:30+00:00", RD),
+    c("UTC Monday, Sunday evening in Utah", UT, "2026-06-08T01:30+00:00", RD, NC, consents=()),
     c("UTC Sunday, Saturday evening in Utah", UT, "2026-06-07T01:30+00:00"),
-    c("UTC July 25, Pioneer Day evening in Utah", UT, "2026-07-25T02:00+00:00", RD),
+    c("UTC July 25, Pioneer Day evening in Utah", UT, "2026-07-25T02:00+00:00", RD, NC,
+      consents=()),
     c("UTC Wednesday 03:59, 20:59 Tuesday in LA", CAL, "2026-06-03T03:59+00:00"),
     c("UTC Wednesday 04:00, 21:00 Tuesday in LA", CAL, "2026-06-03T04:00+00:00", QH),
     # Transactional: exempt from windows, days, caps, consent; never from suppression
@@ -334,7 +339,9 @@ CASES = [
         IL,
         f"{SUN}T12:00{CDT}",
         RD,
+        NC,
         known=KnownLocation(region="Utah"),
+        consents=(),
     ),
     c(
         "known region Ontario brings CRTC",
@@ -429,7 +436,7 @@ def test_at_least_sixty_cases() -> None:
 
 
 def test_reason_reads_like_the_law() -> None:
-    decision = decide_case(Case(IL, f"{TUE}T21:14{CDT}", (QH,)))
+    decision = decide_case(Case(MO, f"{TUE}T21:14{CDT}", (QH,)))
     [reason] = decision.all_reasons()
     assert reason.message == (
         "21:14 in America/Chicago is outside the TCPA window 08:00-21:00 (47 CFR 64.1200(c)(1))"
@@ -476,17 +483,35 @@ def test_no_cap_claims_without_caps_or_for_blocked_recipients() -> None:
     assert decide_case(Case(FL, f"{TUE}T12:00{EDT}", (), purpose=TRANSACTIONAL)).caps == ()
 
 
-def test_consent_is_not_required_by_default() -> None:
+def test_marketing_call_needs_written_consent_by_default() -> None:
+    """FCC 24-17: an AI voice is an artificial voice, so every marketing call of this gateway
+    needs prior express written consent, with no configuration."""
     call = Case(NY, f"{TUE}T12:00{EDT}", (), consents=())
-    assert decide_case(call, DEFAULT_RULES).allowed
+    [reason] = decide_case(call, DEFAULT_RULES).all_reasons()
+    assert (reason.code, reason.rule) == (NC, "tcpa.consent.artificial_voice")
+    express_only = Case(NY, f"{TUE}T12:00{EDT}", (), consents=(
+        Consent(NY, CALL, ConsentKind.EXPRESS, EARLY, None, "web form"),
+    ))
+    assert not decide_case(express_only, DEFAULT_RULES).allowed
+    assert decide_case(Case(NY, f"{TUE}T12:00{EDT}", ()), DEFAULT_RULES).allowed
+    transactional = Case(NY, f"{TUE}T12:00{EDT}", (), consents=(), purpose=TRANSACTIONAL)
+    assert decide_case(transactional, DEFAULT_RULES).allowed
 
 
-def test_consent_requirement_is_configurable() -> None:
-    relaxed = replace(RULES, require_consent=frozenset({SMS}))
-    call = Case(NY, f"{TUE}T12:00{EDT}", (), consents=())
-    assert decide_case(call, relaxed).allowed
-    text = Case(NY, f"{TUE}T12:00{EDT}", (), channel=SMS, consents=())
-    assert not decide_case(text, relaxed).allowed
+def test_operator_can_require_consent_where_no_law_does() -> None:
+    """[policy] require_consent: any kind of consent, on the listed channels, everywhere."""
+    ebr = (Consent(MO, SMS, ConsentKind.EBR, EARLY, None, "purchase"),)
+    text = Case(MO, f"{TUE}T12:00{CDT}", (), channel=SMS, consents=ebr)
+    assert "tcpa.consent.marketing_text" in {r.rule for r in decide_case(text).all_reasons()}
+    canada = "+14165550123"
+    implied = (Consent(canada, SMS, ConsentKind.IMPLIED_INQUIRY, EARLY, None, "inquiry"),)
+    relaxed = replace(DEFAULT_RULES, require_consent=frozenset())
+    text_ca = Case(canada, f"{TUE}T12:00{EDT}", (), channel=SMS, consents=implied)
+    assert decide_case(text_ca, relaxed).allowed
+    strict = replace(DEFAULT_RULES, require_consent=frozenset({SMS}))
+    none = Case(canada, f"{TUE}T12:00{EDT}", (), channel=SMS, consents=())
+    rules = {r.rule for r in decide_case(none, strict).all_reasons()}
+    assert rules == {"casl.consent", "operator.consent.required"}
 
 
 def test_missing_location_fact_blocks() -> None:

@@ -4,7 +4,7 @@ inbound texts are classified."""
 from __future__ import annotations
 
 import shutil
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -50,6 +50,9 @@ STATE_WINDOWS = {
     "VA": "08:00-21:00",
     "WA": "08:00-20:00",
     "WI": "08:00-21:00",
+    "NM": "09:00-21:00",
+    "IL": "09:00-21:00",
+    "MN": "09:00-21:00",
 }
 
 
@@ -64,7 +67,14 @@ def test_every_state_row_has_a_window() -> None:
         rule = window_rule(f"state.{state}.window")
         assert rule.jurisdiction == f"US-{state}"
         assert str(rule.windows[0]) == monday, state
-        assert rule.channels == {Channel.CALL, Channel.SMS}
+        if state != "TX":
+            assert rule.channels == {Channel.CALL, Channel.SMS}
+    # Texas SB 140: texts are telephone solicitations from 2025-09-01, with the same hours.
+    call, text = window_rule("state.TX.window"), window_rule("state.TX.text_window")
+    assert call.channels == {Channel.CALL} and text.channels == {Channel.SMS}
+    assert call.windows == text.windows and call.effective is None
+    assert text.effective == date(2025, 9, 1)
+    assert window_rule("territory.PR.window").jurisdiction == "US-PR"
 
 
 def test_restricted_days_and_caps_of_the_table() -> None:
@@ -90,8 +100,12 @@ def test_restricted_days_and_caps_of_the_table() -> None:
         "US-OK": (3, 86400),
         "US-OR": (3, 86400),
         "US-ME": (1, 8 * 3600),
+        "CA-BC": (1, 30 * 86400),
     }
-    assert RULES.longest_cap_window_s == 86400
+    assert RULES.cap_windows_s == (8 * 3600, 86400, 30 * 86400)
+    assert RULES.rule("province.BC.frequency_cap").per == "offer"
+    assert RULES.rule("state.MD.frequency_cap").effective == date(2024, 1, 1)
+    assert RULES.rule("state.OR.frequency_cap").effective == date(2026, 1, 1)
 
 
 def test_federal_and_canadian_windows() -> None:
@@ -119,15 +133,36 @@ def test_louisiana_holidays() -> None:
     assert rule.holidays_in(2026) is days, "memoised"
 
 
-def test_pennsylvania_keeps_flag_day() -> None:
-    """June 14 is a Pennsylvania legal holiday the holidays package does not list."""
+def test_pennsylvania_legal_holidays_are_the_statute_s() -> None:
+    """44 P.S. 11: Good Friday (Easter - 2) and Election Day (the Tuesday after the first
+    Monday of November) are legal holidays; the day after Thanksgiving and Juneteenth are
+    not; a holiday on a Sunday is kept on the Monday too."""
     rule = RULES.rule("state.PA.restricted_days")
     assert isinstance(rule, RestrictedDayRule)
+    assert rule.calendars == (), "the holidays package's Pennsylvania list differs"
+    good_fridays = {2026: date(2026, 4, 3), 2027: date(2027, 3, 26), 2030: date(2030, 4, 19)}
+    election_days = {2026: date(2026, 11, 3), 2027: date(2027, 11, 2), 2030: date(2030, 11, 5)}
     for year in (2026, 2027, 2030):
         days = rule.holidays_in(year)
-        assert days[date(year, 6, 14)] == "Flag Day (Pennsylvania legal holiday)"
-        assert date(year, 6, 13) not in days and date(year, 6, 15) not in days
-    assert "Pennsylvania legal holiday" in rule.holidays_in(2026)[date(2026, 11, 27)]
+        assert days[good_fridays[year]] == "Good Friday"
+        assert days[election_days[year]] == "Election Day"
+        assert days[date(year, 6, 14)] == "Flag Day"
+        thanksgiving = max(d for d, name in days.items() if name == "Thanksgiving Day")
+        assert thanksgiving.weekday() == 3 and 22 <= thanksgiving.day <= 28
+        assert thanksgiving + timedelta(days=1) not in days
+        assert date(year, 6, 19) not in days or date(year, 6, 19).weekday() == 0
+    assert date(2026, 6, 15) in rule.holidays_in(2026), "Flag Day 2026 is a Sunday"
+    assert date(2027, 6, 15) not in rule.holidays_in(2027)
+
+
+def test_rhode_island_holidays_restrict_only_monday_to_friday() -> None:
+    rule = RULES.rule("state.RI.restricted_days")
+    assert isinstance(rule, RestrictedDayRule)
+    for year in (2026, 2027, 2028):
+        assert all(day.weekday() < 5 for day in rule.holidays_in(year))
+    # 2026-07-04 is a Saturday: the Saturday keeps its window, the observed Friday does not.
+    assert date(2026, 7, 4) not in rule.holidays_in(2026)
+    assert date(2026, 7, 3) in rule.holidays_in(2026)
 
 
 def test_every_rule_is_cited_and_med_rows_are_flagged() -> None:
@@ -148,23 +183,29 @@ def test_automated_only_rows() -> None:
         "state.ME.frequency_cap",
         "state.SD.window",
         "state.SD.restricted_days",
+        "state.IL.window",
     }
 
 
 def test_consent_and_notice() -> None:
-    assert RULES.require_consent == frozenset(), "operators opt in via [policy] require_consent"
-    consent = {
-        (r.jurisdiction, c)
+    assert RULES.require_consent == frozenset(), "the operator may add channels, the law is in"
+    kinds = {
+        (r.jurisdiction, c): {k.value for k in r.kinds}
         for r in RULES.rules.values()
         if isinstance(r, ConsentRule)
         for c in r.channels
     }
-    assert consent == {
-        ("US", Channel.CALL),
-        ("US", Channel.SMS),
-        ("CA", Channel.CALL),
-        ("CA", Channel.SMS),
+    written = {"express-written"}
+    for place in ("US", "US-CT", "US-FL", "US-OK", "US-MD"):
+        assert kinds[(place, Channel.CALL)] == written, place
+        assert kinds[(place, Channel.SMS)] == written, place
+    assert kinds[("CA", Channel.SMS)] == {
+        "express-written", "express", "implied-purchase", "implied-inquiry"
     }
+    for place in ("US-WA", "US-UT", "US-MN", "US-NM", "CA"):
+        assert kinds[(place, Channel.CALL)] == {"express-written", "express"}, place
+    assert RULES.rule("state.CT.consent").effective == date(2023, 10, 1)
+    assert RULES.rule("tcpa.consent.artificial_voice").effective == date(2024, 2, 8)
     assert RULES.notice.repeat_after.days == 30
     assert RULES.notice.every_message_in == {"CA"}
     assert RULES.sms_opt_out_notice == "$sender_name: Reply STOP to opt out."
@@ -227,6 +268,14 @@ TCPA = '''citation = "47 CFR 64.1200(c)(1)"'''
 FL_WINDOW = 'window = { mon-sun = "08:00-20:00" }\ncitation = "Fla. Stat. 501.616(6)"'
 
 
+# The window rule's exemption, ending where its note begins (the cap's has no note after it).
+OREGON_EXEMPTION = (
+    'within_days = 547, citation = "Or. HB 3865 (2025): a purchase within the last 18 months"'
+    ' },\n]\ncitation = "Or. HB 3865 (signed 2025-07-24, in force 2026-01-01)"\n'
+    'confidence = "high"'
+)
+
+
 @pytest.mark.parametrize(
     ("name", "file", "old", "new", "message"),
     [
@@ -242,7 +291,7 @@ FL_WINDOW = 'window = { mon-sun = "08:00-20:00" }\ncitation = "Fla. Stat. 501.61
             "calling.toml",
             TCPA,
             "",
-            "(tcpa.quiet_hours).citation must be a string",
+            "(tcpa.quiet_hours).citation is required",
         ),
         (
             "med without verify",
@@ -371,11 +420,61 @@ FL_WINDOW = 'window = { mon-sun = "08:00-20:00" }\ncitation = "Fla. Stat. 501.61
             "every_message_in must name",
         ),
         (
-            "consent on email",
+            "unknown consent kind",
             "calling.toml",
-            'require = []',
-            'require = ["call", "email"]',
-            "consent.require has 'email'",
+            'consent_kinds = ["express-written"]\neffective = 2023-10-01',
+            'consent_kinds = ["written"]\neffective = 2023-10-01',
+            "(state.CT.consent).consent_kinds has 'written'",
+        ),
+        (
+            "effective date that does not parse",
+            "calling.toml",
+            "effective = 2023-10-01",
+            'effective = "October 2023"',
+            "(state.CT.consent).effective must be a date",
+        ),
+        (
+            "until before effective",
+            "calling.toml",
+            "effective = 2023-10-01",
+            "effective = 2023-10-01\nuntil = 2023-01-01",
+            "(state.CT.consent).until must be after effective",
+        ),
+        (
+            "cap without a period",
+            "calling.toml",
+            'cap = { limit = 1, period = "30d", per = "offer" }',
+            "cap = { limit = 1 }",
+            "(province.BC.frequency_cap).cap.period is required",
+        ),
+        (
+            "cap per something unknown",
+            "calling.toml",
+            'per = "offer" }',
+            'per = "brand" }',
+            "(province.BC.frequency_cap).cap.per must be one of recipient, offer",
+        ),
+        (
+            "exemption without citation",
+            "calling.toml",
+            OREGON_EXEMPTION + "\nnote",
+            OREGON_EXEMPTION.replace(', citation = "Or. HB 3865 (2025): a purchase within the '
+                                     'last 18 months"', "", 1) + "\nnote",
+            "(state.OR.window).exemptions[0].citation is required",
+        ),
+        (
+            "defined holiday on no day",
+            "calling.toml",
+            '{ name = "Flag Day", month = 6, day = 14, sunday_to_monday = true }',
+            '{ name = "Flag Day", month = 6, day = 31 }',
+            "defined_holidays[5].day 31 is not a day of month 6",
+        ),
+        (
+            "unknown field",
+            "calling.toml",
+            "effective = 2023-10-01",
+            "effective = 2023-10-01\nefective_until = 2030-01-01",
+            "(state.CT.consent).efective_until is not a known key",
         ),
         (
             "country twice",
@@ -439,7 +538,7 @@ FL_WINDOW = 'window = { mon-sun = "08:00-20:00" }\ncitation = "Fla. Stat. 501.61
             "keywords.toml",
             'citation = "Twilio default opt-in keywords"\n',
             "",
-            "opt_in.citation must be a string",
+            "opt_in.citation is required",
         ),
     ],
 )
