@@ -82,9 +82,27 @@ SUBDIVISIONS: Mapping[str, tuple[str, ...]] = {
 }
 
 
+# US territories in the NANP: libphonenumber gives their numbers their own ISO 3166-1 code;
+# the region whose rules apply is their ISO 3166-2 subdivision of the US. (A number's country
+# code is never read as a US state otherwise: "IN" is India, "DE" Germany.)
+US_TERRITORIES: Mapping[str, str] = {
+    "AS": "US-AS",
+    "GU": "US-GU",
+    "MP": "US-MP",
+    "PR": "US-PR",
+    "VI": "US-VI",
+}
+
+
 @dataclass(frozen=True)
 class AreaCodeTable:
-    """IANA zones of NANP area codes that span zones, and of states and provinces."""
+    """IANA zones of NANP area codes whose zones libphonenumber gets incomplete or wrong, and
+    of states and provinces.
+
+    `by_npa`: every zone of each listed area code. For an NPA in `replacing` they replace
+    libphonenumber's default zone for the area code; for the others they are added to it.
+    """
 
     by_npa: Mapping[str, tuple[str, ...]]
     region_zones: Mapping[str, tuple[str, ...]]
+    replacing: frozenset[str]

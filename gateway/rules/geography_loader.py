@@ -26,15 +26,19 @@ def load_area_codes(path: Path, zones: Mapping[str, zoneinfo.ZoneInfo]) -> AreaC
         return tuple(dict.fromkeys(names))
 
     by_npa: dict[str, tuple[str, ...]] = {}
+    replacing: set[str] = set()
     for entry in data.entries("area_code"):
         check_source(entry)
         npa_zones = zone_list(entry, "zones")
+        replace = entry.boolean("replace")
         for npa in entry.strings("npas"):
             if not _NPA.match(npa):
                 raise entry.error("npas", f"has {npa!r}, not a three-digit NANP area code")
             if npa in by_npa:
                 raise entry.error("npas", f"repeats {npa!r}")
             by_npa[npa] = npa_zones
+            if replace:
+                replacing.add(npa)
         entry.finish()
     regions = data.table("region_zones")
     check_source(regions)
@@ -48,7 +52,7 @@ def load_area_codes(path: Path, zones: Mapping[str, zoneinfo.ZoneInfo]) -> AreaC
     if missing or unknown:
         problem = f"lacks {missing[0]}" if missing else f"has {unknown[0]}, not a known region"
         raise region_table.error("", problem)
-    return AreaCodeTable(by_npa=by_npa, region_zones=region_zones)
+    return AreaCodeTable(by_npa=by_npa, region_zones=region_zones, replacing=frozenset(replacing))
 
 
 def check_source(table: TomlTable) -> None:

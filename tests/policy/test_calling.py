@@ -410,7 +410,7 @@ CASES = [
         rule="telephony.number.valid",
     ),
     c("national format", "2125550123", f"{TUE}T12:00{EDT}", "INVALID_RECIPIENT"),
-    c("area code 555 does not exist", "+15555550123", f"{TUE}T12:00{EDT}", "INVALID_RECIPIENT"),
+    c("no area code begins with 1", "+11235550123", f"{TUE}T12:00{EDT}", "INVALID_RECIPIENT"),
     c("too short", "+1212555012", f"{TUE}T12:00{EDT}", "INVALID_RECIPIENT"),
     c("country without rules", UK, "2026-06-02T12:00+01:00", "DESTINATION_NOT_COVERED"),
     c("toll-free spans every NANP zone, no state", TOLL_FREE, f"{TUE}T12:00{EDT}", QH,
