@@ -149,7 +149,9 @@ class CalleeLocation:
 
     `zones` are every candidate IANA zone (number-derived plus known address); `regions` are
     the ISO 3166-2 codes (e.g. "US-FL", "CA-ON") whose state or provincial rules apply.
-    A non-empty `problem` means the number itself is invalid.
+    A non-empty `problem` means the number itself is invalid. `country_name` says the
+    country in words for reasons ("Jamaica"), or what is known of a number whose country
+    cannot be told.
     """
 
     e164: str
@@ -157,6 +159,7 @@ class CalleeLocation:
     zones: tuple[str, ...] = ()
     regions: tuple[str, ...] = ()
     problem: str = ""
+    country_name: str = ""
 
 
 class ConsentKind(enum.StrEnum):

@@ -5,13 +5,15 @@ from __future__ import annotations
 import itertools
 import os
 import textwrap
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from gateway import speedups
 from gateway.config.settings import Config, load_config
+from gateway.model import Channel, Consent, ConsentKind
 from gateway.server import Gateway
 from tests.postgres_server import PostgresMissing, PostgresServer, find_binaries
 
@@ -118,6 +120,28 @@ async def gateway_factory(
 @pytest.fixture
 async def gateway(gateway_factory: Callable[..., object]) -> Gateway:
     return await gateway_factory()  # type: ignore[misc]
+
+
+# Numbers the tests place lawful marketing calls and texts to: every marketing contact of an
+# AI agent needs prior express written consent (FCC 24-17), recorded before it is made.
+CONSENTED_NUMBERS = (
+    "+12125550123", "+13055550123", "+12025550123", "+14155550123", "+12125550199",
+    "+12125550100", "+16892000000", "+14165550123",
+)
+
+
+def written_consents(numbers: Iterable[str] = CONSENTED_NUMBERS) -> list[Consent]:
+    obtained = datetime(2020, 1, 1, tzinfo=UTC)
+    return [
+        Consent(number, channel, ConsentKind.EXPRESS_WRITTEN, obtained, None, "test fixture")
+        for number in numbers
+        for channel in (Channel.CALL, Channel.SMS)
+    ]
+
+
+async def record_written_consents(gateway: Gateway, numbers: Iterable[str] = CONSENTED_NUMBERS
+                                  ) -> None:
+    await gateway.services.store.add_consents(written_consents(numbers))
 
 
 def outbox_messages(gateway: Gateway) -> list[bytes]:

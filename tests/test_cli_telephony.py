@@ -16,9 +16,17 @@ NOON_NY = "2026-06-02T16:00:00Z"
 LATE_NY = "2026-06-03T02:30:00Z"
 
 
+TORONTO = "+14165550123"
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    return write_config(tmp_path, "\n[policy]\nrequire_consent = [\"call\"]\n")
+    """A texting agent whose callee in New York gave prior express written consent."""
+    path = write_config(tmp_path)
+    added = cli(path, "consent", "add", NY, "--channel", "sms", "--kind", "express-written",
+                "--obtained-at", "2025-01-10T12:00:00+00:00", "--source", "signed web form")
+    assert added.returncode == 0, added.stderr
+    return path
 
 
 def check(config: Path, *args: str):
@@ -55,19 +63,30 @@ def test_check_invalid_input_is_exit_2_with_one_line(config: Path, args) -> None
     assert result.stdout == ""
 
 
-def test_consent_required_for_calls_and_recorded_consent_expires(config: Path) -> None:
+def test_calls_need_written_consent_and_recorded_consent_expires(config: Path) -> None:
+    """With no configuration: an AI agent's marketing call needs prior express written
+    consent (FCC 24-17); CASL's implied consent from an inquiry lasts six months."""
     code, decision, _ = check(config, "call", "--to", NY, "--at", NOON_NY)
     assert code == 1
-    assert [r["code"] for r in decision["reasons"]] == ["NO_CONSENT"]
-    added = cli(config, "consent", "add", NY, "--channel", "call", "--kind", "implied-inquiry",
-                "--obtained-at", "2026-01-10T12:00:00+00:00", "--source", "web form")
-    assert added.returncode == 0, added.stderr
-    listed = json.loads(cli(config, "consent", "list", NY).stdout)
-    assert listed[0]["expires_at"] == "2026-07-10T12:00:00+00:00"
+    assert [r["rule"] for r in decision["reasons"]] == ["tcpa.consent.artificial_voice"]
+    inquiry = cli(config, "consent", "add", NY, "--channel", "call", "--kind", "implied-inquiry",
+                  "--obtained-at", "2026-01-10T12:00:00+00:00", "--source", "web form")
+    assert inquiry.returncode == 0, inquiry.stderr
+    assert check(config, "call", "--to", NY, "--at", NOON_NY)[0] == 1, "not written consent"
+    written = cli(config, "consent", "add", NY, "--channel", "call", "--kind", "express-written",
+                  "--obtained-at", "2026-01-10T12:00:00+00:00", "--source", "signed form")
+    assert written.returncode == 0, written.stderr
     assert check(config, "call", "--to", NY, "--at", NOON_NY)[0] == 0
-    code, decision, _ = check(config, "call", "--to", NY, "--at", "2026-07-14T16:00:00Z")
+    added = cli(config, "consent", "add", TORONTO, "--channel", "sms", "--kind",
+                "implied-inquiry", "--obtained-at", "2026-01-10T12:00:00+00:00",
+                "--source", "web form")
+    assert added.returncode == 0, added.stderr
+    listed = json.loads(cli(config, "consent", "list", TORONTO).stdout)
+    assert listed[0]["expires_at"] == "2026-07-10T12:00:00+00:00"
+    assert check(config, "sms", "--to", TORONTO, "--at", NOON_NY)[0] == 0
+    code, decision, _ = check(config, "sms", "--to", TORONTO, "--at", "2026-07-14T16:00:00Z")
     assert code == 1
-    assert [r["code"] for r in decision["reasons"]] == ["NO_CONSENT"]
+    assert [r["rule"] for r in decision["reasons"]] == ["casl.consent"]
 
 
 def test_consent_import_all_or_nothing(config: Path, tmp_path: Path) -> None:
@@ -80,10 +99,12 @@ def test_consent_import_all_or_nothing(config: Path, tmp_path: Path) -> None:
     result = cli(config, "consent", "import", str(bad))
     assert result.returncode == 2
     assert "line 3" in result.stderr
-    assert json.loads(cli(config, "consent", "list", NY).stdout) == []
+    before = json.loads(cli(config, "consent", "list", NY).stdout)
+    assert [c["channel"] for c in before] == ["sms"], "only the fixture's consent"
     bad.write_text(bad.read_text().replace("whenever", "implied-purchase"))
     assert cli(config, "consent", "import", str(bad)).returncode == 0
-    [express] = json.loads(cli(config, "consent", "list", NY).stdout)
+    [express] = [c for c in json.loads(cli(config, "consent", "list", NY).stdout)
+                 if c["channel"] == "call"]
     assert express["expires_at"] is None
     assert express["evidence"] == "rec-1"
 

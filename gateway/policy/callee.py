@@ -98,19 +98,35 @@ def locate(number: str, known: KnownLocation | None, area_codes: AreaCodeTable) 
         return CalleeLocation(number, problem=_why_invalid(parsed))
     # "" where libphonenumber cannot tell the country (an area code it does not know).
     country = phonenumbers.region_code_for_number(parsed) or ""
+    name = _country_name(country, number)
     zones = _number_zones(parsed, area_codes)
     regions = _number_regions(parsed, country)
     if known is not None:
         found = _known_location(known, country, area_codes)
         if found is None:
-            return CalleeLocation(number, country, (), tuple(sorted(regions)))
+            return CalleeLocation(number, country, (), tuple(sorted(regions)), country_name=name)
         known_zones, known_regions = found
         if _side_of_split(known_zones, known_regions, zones, regions, area_codes):
             zones = known_zones
         else:
             zones |= known_zones
         regions |= known_regions
-    return CalleeLocation(number, country, tuple(sorted(zones)), tuple(sorted(regions)))
+    return CalleeLocation(
+        number, country, tuple(sorted(zones)), tuple(sorted(regions)), country_name=name
+    )
+
+
+def _country_name(country: str, number: str) -> str:
+    """In words, through the country's example number: libphonenumber names no country for a
+    number it does not know itself."""
+    if not country:
+        return (
+            f"an unknown NANP country (area code {number[2:5]} is newer than the installed "
+            "libphonenumber)"
+        )
+    example = phonenumbers.example_number(country)
+    name = geocoder.country_name_for_number(example, "en") if example else ""
+    return name or country
 
 
 def region_code(text: str, country: str = "") -> str | None:

@@ -192,7 +192,7 @@ class _Check:
         self.active("telephony.suppression")
         national = self.rules.national.get(location.country)
         if national is None:
-            country = location.country or "an unknown country"
+            country = location.country_name or location.country or "an unknown country"
             text = f"{recipient} is in {country}, whose calling rules the gateway does not carry"
             return self.only(recipient, "telephony.destination.covered", text)
         self.active("telephony.destination.covered")

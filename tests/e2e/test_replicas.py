@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import DEMO_SECRET, start_postgres_server, write_config
 from tests.postgres_server import PostgresServer, free_port
+from tests.test_cli import cli
 
 # A Tuesday, 16:00 UTC: noon in New York and Florida, inside every calling window.
 NOW = "2026-06-02T16:00:00+00:00"
@@ -93,6 +94,15 @@ def start_replica(directory: Path, store_url: str) -> Replica:
     return Replica(directory, config, http_port, process)
 
 
+def record_written_consents(replica: Replica) -> None:
+    """Marketing texts of an AI agent need prior express written consent (FCC 24-17)."""
+    for number in (NY, FL):
+        added = cli(replica.config, "consent", "add", number, "--channel", "sms", "--kind",
+                    "express-written", "--obtained-at", "2025-01-01T00:00:00+00:00",
+                    "--source", "signed web form")
+        assert added.returncode == 0, added.stderr
+
+
 @pytest.fixture(scope="module")
 def replicas(
     postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
@@ -101,6 +111,7 @@ def replicas(
     url = postgres_server.url("replicas")
     root = tmp_path_factory.mktemp("replicas")
     started = [start_replica(root / name, url) for name in ("a", "b")]
+    record_written_consents(started[0])
     yield started[0], started[1]
     for replica in started:
         replica.process.send_signal(signal.SIGTERM)
@@ -185,6 +196,7 @@ async def test_a_replica_fails_closed_while_postgresql_is_down_and_recovers(
     (never sent unchecked), /readyz turns unready, and both come back with the database."""
     server = start_postgres_server()
     replica = start_replica(tmp_path / "solo", server.url())
+    record_written_consents(replica)
     try:
         async with aiohttp.ClientSession() as http:
             server.stop()

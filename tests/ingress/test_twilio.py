@@ -19,7 +19,7 @@ from gateway.runtime.clock import Clock
 from gateway.server import Gateway
 from gateway.store.base import BlockQuery
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import DEMO_SECRET
+from tests.conftest import DEMO_SECRET, record_written_consents
 
 SID = "AC00000000000000000000000000000000"
 AUTH_TOKEN = "gateway-twilio-auth-token-0123"
@@ -56,7 +56,9 @@ def sdk(gateway: Gateway, user: str = "demo", password: str = DEMO_SECRET,
 
 
 async def start(gateway_factory, now: datetime = NOON_NY, extra: str = "") -> Gateway:
-    return await gateway_factory(TWILIO_CONFIG + extra, clock=Clock(now))
+    gateway = await gateway_factory(TWILIO_CONFIG + extra, clock=Clock(now))
+    await record_written_consents(gateway)
+    return gateway
 
 
 def outbox(gateway: Gateway) -> list[dict]:
@@ -114,6 +116,7 @@ async def test_notice_record_in_flight_counts_and_is_written_before_shutdown(
     not repeat the notice, and stopping the gateway must not lose the record."""
     store = NoticeRecordHeld(tmp_path / "held.db")
     gateway = await gateway_factory(TWILIO_CONFIG, clock=Clock(NOON_NY), store=store)
+    await record_written_consents(gateway)
     client = sdk(gateway)
     try:
         await send_sms(client, body="First")
@@ -368,6 +371,7 @@ async def test_twilio_upstream_gets_gateway_credentials_and_errors_come_back(
         extra = TWILIO_CONFIG.replace('kind = "outbox"', "kind = \"twilio\"\nbase_url = "
                                       f'"http://127.0.0.1:{fake.port}"')
         gateway = await gateway_factory(extra, clock=Clock(NOON_NY))
+        await record_written_consents(gateway)
         client = sdk(gateway)
         message = await send_sms(client)
         assert message.sid == "SM" + "f" * 32
@@ -480,6 +484,7 @@ async def test_cap_still_counts_a_send_that_timed_out_at_twilio(gateway_factory)
             f'kind = "twilio"\nbase_url = "http://127.0.0.1:{fake.port}"\ntimeout_s = 0.3',
         )
         gateway = await gateway_factory(extra, clock=Clock(NOON_NY))
+        await record_written_consents(gateway)
         fake.delays.append(1.0)
         error = await refused(send_sms(sdk(gateway), to=FL))
         assert error.status == 503

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -274,3 +275,29 @@ def test_rhode_island_saturday_holiday_keeps_the_saturday_window() -> None:
     assert codes(Case(RI, f"2026-07-03T12:00{EDT}", ())) == (RD,), "observed on Friday"
     # Christmas 2026 is a Friday.
     assert codes(Case(RI, "2026-12-25T12:00-05:00", ())) == (RD,)
+
+
+@pytest.mark.parametrize(("to", "name"), [
+    ("+18765550123", "Jamaica"),
+    ("+12425550123", "Bahamas"),
+    ("+18095550123", "Dominican Republic"),
+    ("+16245550123", "unknown NANP country"),
+])
+def test_nanp_outside_the_us_and_canada_is_not_covered_and_named(to: str, name: str) -> None:
+    at = "2026-06-02T16:00+00:00"
+    [reason] = decide_case(Case(to, at, (), consents=())).all_reasons()
+    assert reason.code == "DESTINATION_NOT_COVERED"
+    assert name in reason.message
+    assert decide_case(Case(to, at, (), consents=(), purpose=Purpose.TRANSACTIONAL)).allowed
+
+
+@pytest.mark.parametrize(("to", "zone"), [
+    ("+17875550123", "America/Puerto_Rico"),
+    ("+13405550123", "America/St_Thomas"),
+    ("+16715550123", "Pacific/Guam"),
+])
+def test_territories_are_checked_under_the_tcpa(to: str, zone: str) -> None:
+    noon = datetime(2026, 6, 2, 12, tzinfo=ZoneInfo(zone))
+    assert codes(Case(to, noon.isoformat(), ())) == ()
+    late = noon.replace(hour=21, minute=30)
+    assert codes(Case(to, late.isoformat(), ())) == (QH,)

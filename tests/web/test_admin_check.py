@@ -10,7 +10,7 @@ import pytest
 from gateway.model import Suppression
 from gateway.runtime.clock import Clock
 from gateway.store.base import BlockQuery
-from tests.conftest import DEMO_SECRET, MANAGER_SECRET
+from tests.conftest import DEMO_SECRET, MANAGER_SECRET, record_written_consents
 
 NY = "+12125550123"
 
@@ -27,6 +27,9 @@ async def test_check_answers_like_the_cli(gateway_factory) -> None:
     gateway = await gateway_factory(clock=Clock(datetime(2026, 6, 2, 16, tzinfo=UTC)))
     status, result = await post_check(gateway, {"channel": "call", "to": NY})
     assert status == 200
+    assert [r["rule"] for r in result["reasons"]] == ["tcpa.consent.artificial_voice"]
+    await record_written_consents(gateway, [NY])
+    status, result = await post_check(gateway, {"channel": "call", "to": NY})
     assert result["decision"] == "allow"
     assert result["account"] == "demo"
     status, result = await post_check(
