@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= gateway.example.toml
 
-.PHONY: run test lint bench clean browser prometheus k8s-rules postfix postgresql screenshots
+.PHONY: run test lint bench clean browser prometheus k8s-rules rules-table postfix postgresql screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,11 @@ prometheus:
 # The Kubernetes rules ConfigMap is generated from rules/ (tests fail when it is stale).
 k8s-rules: $(VENV)/.installed-test
 	$(BIN)/python deploy/k8s/rules_configmap.py > deploy/k8s/configmap-rules.yaml
+
+# The rules table in rules/README.md is generated from rules/calling.toml (tests fail when it
+# is stale).
+rules-table: $(VENV)/.installed
+	$(BIN)/compliance-gateway rules table --write --config $(CONFIG)
 
 $(VENV)/.installed-bench: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[bench]' -c constraints.txt

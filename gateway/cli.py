@@ -1,5 +1,5 @@
 """`compliance-gateway` (also `python -m gateway`): serve, migrate, check, suppress, blocks,
-audit."""
+audit, rules."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -29,7 +29,17 @@ from gateway.model import (
     UpstreamTemporaryError,
 )
 from gateway.pipeline.dry_run import CheckError, CheckRequest, parse_time, parse_timezone, run_check
+from gateway.rules.calling_loader import load_calling_rules
 from gateway.rules.errors import RulesError
+from gateway.rules.report import (
+    UnknownJurisdiction,
+    markdown_table,
+    render_text,
+    replace_table,
+    report,
+    report_data,
+    resolve_jurisdiction,
+)
 from gateway.runtime.clock import Clock
 from gateway.runtime.logs import configure_logging
 from gateway.runtime.processes import LISTENERS_ENV, supervise
@@ -192,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_actions.add_parser("verify", parents=[common])
     audit_actions.add_parser("list", parents=[common])
     _add_privacy_commands(commands, common)
+    _add_rules_commands(commands, common)
     return parser
 
 
@@ -222,6 +233,31 @@ def _add_privacy_commands(
     purge.add_argument("--yes", action="store_true", help="confirm: nothing can be recovered")
 
 
+def _add_rules_commands(
+    commands: argparse._SubParsersAction[OneLineErrorParser], common: argparse.ArgumentParser
+) -> None:
+    rules = commands.add_parser("rules", help="the calling rules, as a reviewer reads them")
+    rules_actions = rules.add_subparsers(
+        dest="action", required=True, parser_class=OneLineErrorParser
+    )
+    show = rules_actions.add_parser(
+        "show", parents=[common], help="the rules in force on a date, per jurisdiction"
+    )
+    show.add_argument(
+        "--jurisdiction", help="US, CA, or an ISO 3166-2 code such as US-FL (also FL, Florida)"
+    )
+    show.add_argument("--at", help="the callee's local date, YYYY-MM-DD (default: today)")
+    show.add_argument("--format", choices=["text", "json"], default="text")
+    table = rules_actions.add_parser(
+        "table", parents=[common],
+        help="the markdown table of every rule, as rules/README.md holds it",
+    )
+    table.add_argument(
+        "--write", action="store_true",
+        help="rewrite the generated section of README.md in the rules directory",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -230,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(config, args)
         if args.command == "migrate":
             return asyncio.run(_migrate(config))
+        if args.command == "rules":
+            return _rules(config, args)
         configure_logging("WARNING")
         return asyncio.run(_with_services(config, COMMANDS[args.command], args))
     except ConfigError as exc:
@@ -270,6 +308,51 @@ async def _migrate(config: Config) -> int:
     for migration in applied:
         print(f"applied {migration.version:04d}_{migration.name}")
     print(f"schema is current ({len(applied)} migration(s) applied now)")
+    return 0
+
+
+def _rules(config: Config, args: argparse.Namespace) -> int:
+    """Reads only the rule files (no store, no upstreams); the clock only for `--at`'s
+    default."""
+    calling = load_calling_rules(config.rules_dir)
+    if args.action == "table":
+        return _rules_table(config.rules_dir / "README.md", markdown_table(calling), args.write)
+    at = _parse_date(args.at) if args.at else date.today()
+    try:
+        jurisdiction = (
+            resolve_jurisdiction(calling, args.jurisdiction) if args.jurisdiction else None
+        )
+    except UnknownJurisdiction as exc:
+        raise UsageError(str(exc)) from exc
+    reports = report(calling, at, jurisdiction)
+    if args.format == "json":
+        print(json.dumps(report_data(at, reports), indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(render_text(at, reports))
+    return 0
+
+
+def _parse_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise UsageError(f"--at {value!r} is not a date such as 2026-01-01") from exc
+
+
+def _rules_table(readme: Path, table: str, write: bool) -> int:
+    """`make rules-table`; tests/rules/test_report.py fails while the committed table is
+    stale."""
+    if not write:
+        sys.stdout.write(table)
+        return 0
+    text = _read_text(readme)
+    try:
+        updated = replace_table(text, table)
+    except ValueError as exc:
+        raise UsageError(f"{readme}: {exc}") from exc
+    if updated != text:
+        readme.write_text(updated, encoding="utf-8")
+    print(f"{readme}: rules table {'rewritten' if updated != text else 'already current'}")
     return 0
 
 
