@@ -13,6 +13,7 @@ rule and year.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -97,11 +98,13 @@ class _Check:
         rule = self.rules.rule(rule_id)
         if not rule.binds(self.channel, self.purpose):
             return False
-        if not any(rule.in_force(day) for day in days or self.any_local_date()):
+        dated = rule.effective is not None or rule.until is not None
+        if dated and not any(rule.in_force(day) for day in days or self.any_local_date):
             return False
         self.applied[rule_id] = None
         return True
 
+    @functools.cached_property
     def any_local_date(self) -> tuple[date, ...]:
         """Every date it may be somewhere at `now` (UTC-12 to UTC+14)."""
         today = self.now.astimezone(UTC).date()
@@ -140,11 +143,12 @@ class _Check:
     ) -> None:
         """The evidence a reviewer needs: the rule in force, its dates and source, and the
         consent record that satisfied or lifted it."""
-        entry: dict[str, object] = {
-            "citation": rule.citation,
-            "effective": rule.effective.isoformat() if rule.effective else None,
-            "until": rule.until.isoformat() if rule.until else None,
-        }
+        evidence = self.evidence[recipient]
+        assert isinstance(evidence, dict)
+        if not exempted_by and consent is None:
+            evidence.setdefault("rules", {})[rule.id] = rule.evidence
+            return
+        entry = dict(rule.evidence)
         if exempted_by:
             entry["exempted_by"] = exempted_by
         if consent is not None:
@@ -154,8 +158,6 @@ class _Check:
                 "expires_at": consent.expires_at.isoformat() if consent.expires_at else None,
                 "source": consent.source,
             }
-        evidence = self.evidence[recipient]
-        assert isinstance(evidence, dict)
         evidence.setdefault("rules", {})[rule.id] = entry
 
     def reason(self, rule_id: str, text: str) -> Reason:

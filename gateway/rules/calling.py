@@ -9,6 +9,7 @@ it comes from (`citation`, `confidence`).
 
 from __future__ import annotations
 
+import functools
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,16 @@ class CallingRule:
 
     def binds(self, channel: Channel, purpose: Purpose) -> bool:
         return channel in self.channels and purpose in self.purposes
+
+    @functools.cached_property
+    def evidence(self) -> Mapping[str, object]:
+        """What a decision's evidence says of this rule: built once, shared by every
+        decision (which copies it before adding to it)."""
+        return {
+            "citation": self.citation,
+            "effective": self.effective.isoformat() if self.effective else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
 
     def in_force(self, day: date) -> bool:
         """From `effective` (inclusive) up to `until` (exclusive), in the callee's local date."""
@@ -181,8 +192,9 @@ class CapRule(JurisdictionRule):
 
     @property
     def period(self) -> str:
+        """As statutes say it: "24 h", "8 h", "30 days"."""
         days, rest = divmod(self.window_s, 86_400)
-        return f"{days} days" if days and not rest else f"{self.window_s // 3600} h"
+        return f"{days} days" if days > 1 and not rest else f"{self.window_s // 3600} h"
 
 
 @dataclass(frozen=True, kw_only=True)

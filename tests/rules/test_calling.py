@@ -627,3 +627,10 @@ def test_missing_file(rules_dir) -> None:
 )
 def test_classify_inbound_text(body, expected) -> None:
     assert classify_inbound_text(body, RULES.keywords) == expected
+
+
+def test_cap_periods_read_as_statutes_say_them() -> None:
+    periods = {r.id: r.period for r in RULES.rules.values() if isinstance(r, CapRule)}
+    assert periods["state.FL.frequency_cap"] == "24 h"
+    assert periods["state.ME.frequency_cap"] == "8 h"
+    assert periods["province.BC.frequency_cap"] == "30 days"
