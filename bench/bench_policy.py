@@ -20,6 +20,8 @@ from gateway.config.settings import PACKAGE_RULES_DIR
 from gateway.model import (
     Account,
     Channel,
+    Consent,
+    ConsentKind,
     Decision,
     EmailContent,
     Facts,
@@ -48,10 +50,20 @@ def email_case() -> tuple[OutboundMessage, Facts]:
 
 
 def telephony_case(channel: Channel, number: str) -> tuple[OutboundMessage, Facts]:
+    """The facts of a lawful contact (a written consent, an earlier purchase, contacts
+    counted for every cap window), so that every rule is evaluated down to the allow."""
     rules = load_rules(PACKAGE_RULES_DIR)
     message = OutboundMessage("b", channel, "bench", ACCOUNT, "+14155550100", (number,), NOW,
                               telephony=TelephonyContent("+14155550100", "hi"))
-    return message, Facts(callees={number: locate(number, None, rules.calling.area_codes)})
+    consents = tuple(
+        Consent(number, channel, kind, datetime(2026, 1, 5, tzinfo=UTC), None, "bench")
+        for kind in (ConsentKind.EXPRESS_WRITTEN, ConsentKind.EBR)
+    )
+    return message, Facts(
+        callees={number: locate(number, None, rules.calling.area_codes)},
+        consents={number: consents},
+        recent_contacts={number: dict.fromkeys(rules.calling.cap_windows_s, 1)},
+    )
 
 
 def per_call_us(function: Callable[[], object], number: int = 20000, repeat: int = 7) -> dict:
@@ -68,6 +80,10 @@ def main() -> dict:
             Channel.SMS, "+18505550123"
         ),
         "call, Utah (holiday calendar)": telephony_case(Channel.CALL, "+18015550123"),
+        "sms, Oregon (dated rules, exemption, cap)": telephony_case(Channel.SMS, "+15035550123"),
+        "call, Pennsylvania (statute's own holidays)": telephony_case(
+            Channel.CALL, "+12155550123"
+        ),
     }
     baseline_message, _ = cases["email"]
 
