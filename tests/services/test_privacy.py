@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import _check_account, main
+from gateway.cli.main import main
+from gateway.cli.registries import _check_account
 from gateway.config.settings import Config, ConfigError, load_config
 from gateway.model import (
     BlockRecord,
