@@ -139,3 +139,20 @@ def test_dnc_registry_import_records_the_list_as_source(config: Path, tmp_path: 
     result = cli(config, "suppress", "import", "--format", "dncl", str(broken))
     assert result.returncode == 2
     assert "line 2" in result.stderr
+
+
+def test_a_dry_run_zone_never_narrows_what_the_send_checks(config: Path) -> None:
+    """850 spans Eastern and Central time; the registry knows only the state. A check with
+    `--timezone America/Chicago` adds that zone: it must not narrow the callee to Central
+    time, where 20:30 Eastern is still 19:30 and Florida's 20:00 end would look open."""
+    panhandle = "+18505550123"
+    consent = cli(config, "consent", "add", panhandle, "--channel", "sms", "--kind",
+                  "express-written", "--obtained-at", "2025-01-10T12:00:00+00:00",
+                  "--source", "signed web form")
+    assert consent.returncode == 0, consent.stderr
+    assert cli(config, "location", "set", panhandle, "--region", "US-FL").returncode == 0
+    at = "2026-06-03T00:30:00Z"  # 20:30 EDT, 19:30 CDT
+    code, decision, _ = check(config, "sms", "--to", panhandle, "--at", at,
+                              "--timezone", "America/Chicago")
+    assert code == 1, decision
+    assert "America/New_York" in decision["evidence"][panhandle]["zones"]

@@ -12,7 +12,13 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from gateway.addresses import InvalidAddress, suppression_key
-from gateway.model import Facts, KnownLocation, OutboundMessage, UpstreamPermanentError
+from gateway.model import (
+    CalleeLocation,
+    Facts,
+    KnownLocation,
+    OutboundMessage,
+    UpstreamPermanentError,
+)
 from gateway.policy.callee import locate
 from gateway.rewrite.footer import TEMPLATE_FOOTER_KEYS, template_reference
 from gateway.rules.ruleset import RuleSet
@@ -51,6 +57,20 @@ def merged_location(stored: KnownLocation | None, extra: KnownLocation) -> Known
     return replace(stored, **given)
 
 
+def widened(stored: CalleeLocation, asked: CalleeLocation) -> CalleeLocation:
+    """A dry run asks about more than the registry knows; it must never check fewer places
+    than the real send will (a merged address could narrow a split area code)."""
+    if stored.problem or asked.problem:
+        return stored if stored.problem else asked
+    if not stored.zones or not asked.zones:
+        return replace(stored, zones=(), regions=tuple(sorted({*stored.regions, *asked.regions})))
+    return replace(
+        stored,
+        zones=tuple(sorted({*stored.zones, *asked.zones})),
+        regions=tuple(sorted({*stored.regions, *asked.regions})),
+    )
+
+
 async def _contact_counts(
     store: Store, numbers: list[str], now: datetime, windows_s: tuple[int, ...]
 ) -> dict[str, dict[int, int]]:
@@ -84,12 +104,16 @@ async def gather_facts(
         )
     numbers = list(message.recipients)
     known = await store.known_locations(numbers)
+    area_codes = rules.calling.area_codes
+    callees = {n: locate(n, known.get(n), area_codes) for n in numbers}
     for number, extra in (known_override or {}).items():
-        known[number] = merged_location(known.get(number), extra)
+        if number in callees:
+            asked = locate(number, merged_location(known.get(number), extra), area_codes)
+            callees[number] = widened(callees[number], asked)
     in_flight = notices_being_recorded or {}
     return Facts(
         suppressed=suppressed,
-        callees={n: locate(n, known.get(n), rules.calling.area_codes) for n in numbers},
+        callees=callees,
         consents=await store.consents_for(numbers),
         recent_contacts=await _contact_counts(store, numbers, now, rules.calling.cap_windows_s),
         notice_sent_at={

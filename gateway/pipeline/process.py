@@ -28,6 +28,7 @@ from gateway.model import (
 )
 from gateway.pipeline.facts import TemplateCheck, gather_facts
 from gateway.policy import SMS_OPT_OUT_NOTICE, decide
+from gateway.rules.calling import period_text
 from gateway.rules.ruleset import RuleSet
 from gateway.runtime.background import BackgroundWrites
 from gateway.runtime.clock import Clock
@@ -130,7 +131,8 @@ def blocked_by_cap(decision: Decision, recipient: str) -> Decision:
     reason = Reason(
         "FREQUENCY_CAP",
         "; ".join(
-            f"{c.limit} contacts per {c.window_s // 3600} h reached ({c.rule})" for c in claims
+            f"{c.limit} contacts per {period_text(c.window_s)} reached ({c.rule})"
+            for c in claims
         ),
         claims[0].rule,
     )

@@ -101,6 +101,10 @@ def locate(number: str, known: KnownLocation | None, area_codes: AreaCodeTable) 
     name = _country_name(country, number)
     zones = _number_zones(parsed, area_codes)
     regions = _number_regions(parsed, country)
+    if not set(number_timezone.time_zones_for_number(parsed)) - {_UNKNOWN_ZONE}:
+        # An exchange libphonenumber does not know in a place it does (a new territory
+        # exchange): the place's zones too, so that a known address elsewhere only adds.
+        zones |= {zone for region in regions for zone in area_codes.region_zones.get(region, ())}
     if known is not None:
         found = _known_location(known, country, area_codes)
         if found is None:

@@ -127,7 +127,8 @@ class _Check:
     ) -> Consent | None:
         for consent in self.facts.consents.get(recipient, ()):
             if (
-                consent.channel is self.channel
+                consent.subject == recipient
+                and consent.channel is self.channel
                 and consent.kind in kinds
                 and consent.obtained_at <= self.now
                 and (consent.expires_at is None or consent.expires_at > self.now)
@@ -288,8 +289,6 @@ class _Check:
             if not self.in_force_here(rule, recipient, days):
                 continue
             for zone, time in local:
-                if not rule.in_force(time.date()):
-                    continue
                 weekday = time.weekday()
                 window = rule.windows[weekday]
                 # A day without a window is closed by a restricted-day rule (checked at load).
@@ -312,8 +311,6 @@ class _Check:
                 continue
             for zone, time in local:
                 day = time.date()
-                if not rule.in_force(day):
-                    continue
                 weekday = time.weekday()
                 if weekday in rule.weekdays:
                     what = f"{rule.name} allows no {rule.activity} on {WEEKDAY_NAMES[weekday]}s"

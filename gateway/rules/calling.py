@@ -192,9 +192,13 @@ class CapRule(JurisdictionRule):
 
     @property
     def period(self) -> str:
-        """As statutes say it: "24 h", "8 h", "30 days"."""
-        days, rest = divmod(self.window_s, 86_400)
-        return f"{days} days" if days > 1 and not rest else f"{self.window_s // 3600} h"
+        return period_text(self.window_s)
+
+
+def period_text(window_s: int) -> str:
+    """A cap's period as statutes say it: "24 h", "8 h", "30 days"."""
+    days, rest = divmod(window_s, 86_400)
+    return f"{days} days" if days > 1 and not rest else f"{window_s // 3600} h"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -400,9 +400,20 @@ def _check_rule_set(rules: Mapping[str, CallingRule], path: Path) -> None:
             raise RulesError(f"{path}: rule {rule_id!r} is missing")
 
 
+def _covers_whenever(other: JurisdictionRule, rule: JurisdictionRule) -> bool:
+    """`other` is in force whenever `rule` is, and no consent lifts it that does not lift
+    `rule` too."""
+    starts_in_time = other.effective is None or (
+        rule.effective is not None and other.effective <= rule.effective
+    )
+    lasts = other.until is None or (rule.until is not None and other.until >= rule.until)
+    return starts_in_time and lasts and set(other.exemptions) <= set(rule.exemptions)
+
+
 def _check_window_gaps(rules: Mapping[str, CallingRule], path: Path) -> None:
     """A weekday a window rule leaves out must be closed by another rule of the same
-    jurisdiction, channels and purposes; otherwise the gap would silently allow contacts."""
+    jurisdiction, channels and purposes, in force whenever the window rule is; otherwise the
+    gap would silently allow contacts."""
     for rule in rules.values():
         if not isinstance(rule, WindowRule):
             continue
@@ -411,6 +422,7 @@ def _check_window_gaps(rules: Mapping[str, CallingRule], path: Path) -> None:
                 other.jurisdiction == rule.jurisdiction
                 and other.channels >= rule.channels
                 and other.purposes >= rule.purposes
+                and _covers_whenever(other, rule)
                 and (
                     (isinstance(other, RestrictedDayRule) and day in other.weekdays)
                     or (isinstance(other, WindowRule) and other.windows[day] is not None)

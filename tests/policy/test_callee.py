@@ -489,9 +489,13 @@ def test_an_area_code_libphonenumber_lacks_is_a_nanp_number_of_unknown_country(n
 
 @pytest.mark.parametrize(("npa", "region"), UNLISTED_EXCHANGES)
 def test_an_exchange_libphonenumber_lacks_keeps_the_country_of_its_area_code(npa, region) -> None:
+    """A territory's new exchange is checked in the territory's zone (so that a known address
+    elsewhere only adds to it); elsewhere no zone can be told."""
     location = locate(f"+1{npa}5550123", None, AREA_CODES)
-    assert (location.problem, location.country, location.zones) == ("", region, ())
-    assert location.regions == ((US_TERRITORIES[region],) if region in US_TERRITORIES else ())
+    territory = US_TERRITORIES.get(region)
+    zones = AREA_CODES.region_zones[territory] if territory else ()
+    assert (location.problem, location.country, location.zones) == ("", region, tuple(zones))
+    assert location.regions == ((territory,) if territory else ())
 
 
 @pytest.mark.parametrize("npa", ["624", "861", "357", "483"])
@@ -578,7 +582,7 @@ def test_marketing_to_other_nanp_countries_is_refused(region, number) -> None:
         ("+12905550123", "DESTINATION_NOT_COVERED"),  # an area code of no known country
         ("+15555550123", "DESTINATION_NOT_COVERED"),
         ("+12422345678", "DESTINATION_NOT_COVERED"),  # a new exchange in the Bahamas
-        ("+16842345678", "TIMEZONE_UNKNOWN"),  # a new exchange in American Samoa
+        ("+16842345678", "QUIET_HOURS"),  # a new exchange in American Samoa, at 05:00 there
     ],
 )
 def test_unknown_nanp_numbers_go_transactional_and_not_marketing(number, code) -> None:

@@ -287,7 +287,10 @@ CASES = [
     c("transactional at 03:00", IL, f"{TUE}T03:00{CDT}", purpose=TRANSACTIONAL),
     c("transactional on Utah Sunday", UT, f"{SUN}T07:00{MDT}", purpose=TRANSACTIONAL),
     c("transactional over FL cap", FL, f"{TUE}T12:00{EDT}", purpose=TRANSACTIONAL, count=9),
-    c("transactional without consent", NY, f"{TUE}T12:00{EDT}", purpose=TRANSACTIONAL, consents=()),
+    c("transactional text without consent", NY, f"{TUE}T12:00{EDT}", purpose=TRANSACTIONAL,
+      channel=SMS, consents=()),
+    c("transactional AI call without consent", NY, f"{TUE}T12:00{EDT}", NC,
+      purpose=TRANSACTIONAL, consents=(), rule="tcpa.consent.artificial_voice.informational"),
     c("transactional abroad", UK, "2026-06-02T12:00+01:00", purpose=TRANSACTIONAL),
     c(
         "transactional suppressed",
@@ -494,7 +497,8 @@ def test_marketing_call_needs_written_consent_by_default() -> None:
     ))
     assert not decide_case(express_only, DEFAULT_RULES).allowed
     assert decide_case(Case(NY, f"{TUE}T12:00{EDT}", ()), DEFAULT_RULES).allowed
-    transactional = Case(NY, f"{TUE}T12:00{EDT}", (), consents=(), purpose=TRANSACTIONAL)
+    transactional = Case(NY, f"{TUE}T12:00{EDT}", (), consents=(), purpose=TRANSACTIONAL,
+                         channel=SMS)
     assert decide_case(transactional, DEFAULT_RULES).allowed
 
 

@@ -204,11 +204,28 @@ def test_expired_or_future_consent_does_not_count() -> None:
         assert not decide_case(case).allowed
 
 
-def test_transactional_needs_no_consent_anywhere() -> None:
+def test_transactional_texts_need_no_consent_anywhere() -> None:
     for to in (CT, FL, OK, MD, WA, UT, MN, NM, BC):
         case = Case(to, "2026-06-02T18:00+00:00", (), consents=(),
-                    purpose=Purpose.TRANSACTIONAL)
+                    purpose=Purpose.TRANSACTIONAL, channel=SMS)
         assert decide_case(case).allowed, to
+
+
+def test_a_transactional_ai_call_needs_prior_express_consent() -> None:
+    """47 U.S.C. 227(b)(1)(A)(iii): an artificial-voice call to a wireless number needs prior
+    express consent even when it sells nothing; a number given in a purchase or an inquiry
+    counts, as any recorded consent does."""
+    at = f"2026-06-02T12:00{EDT}"
+    bare = Case(CT, at, (), consents=(), purpose=Purpose.TRANSACTIONAL)
+    [reason] = decide_case(bare).all_reasons()
+    assert reason.rule == "tcpa.consent.artificial_voice.informational"
+    for kind in ConsentKind:
+        given = replace(bare, consents=(consent(CT, CALL, kind),))
+        assert decide_case(given).allowed, kind
+    texts_only = replace(bare, consents=(consent(CT, SMS, ConsentKind.EXPRESS),))
+    assert not decide_case(texts_only).allowed
+    before = replace(bare, at=f"{day_before(effective(reason.rule))}T12:00-05:00")
+    assert decide_case(before).allowed
 
 
 # --- Caps over their own periods -----------------------------------------------------------
@@ -301,3 +318,29 @@ def test_territories_are_checked_under_the_tcpa(to: str, zone: str) -> None:
     assert codes(Case(to, noon.isoformat(), ())) == ()
     late = noon.replace(hour=21, minute=30)
     assert codes(Case(to, late.isoformat(), ())) == (QH,)
+
+
+def test_a_new_territory_exchange_keeps_its_zone_beside_a_known_address() -> None:
+    """Guam at 02:00 while New York, where an address is known, is at noon: blocked."""
+    from gateway.model import KnownLocation
+
+    guam_new_exchange = "+16713011234"
+    known = KnownLocation(region="NY", timezone="America/New_York")
+    location = locate(guam_new_exchange, known, RULES.area_codes)
+    assert {"Pacific/Guam", "America/New_York"} <= set(location.zones)
+    case = Case(guam_new_exchange, f"2026-06-02T12:00{EDT}", (), known=known)
+    assert QH in codes(case)
+
+
+def test_an_effective_date_in_any_zone_applies_the_whole_window() -> None:
+    """20:30 on Oregon's last day before HB 3865 is already 1 January in Guam, where the
+    callee is also known to be: the rule is in force, and its window is checked in
+    Portland's zone too (the stricter reading)."""
+    from gateway.model import KnownLocation
+
+    known = KnownLocation(region="US-OR", timezone="Pacific/Guam")
+    start = effective("state.OR.window")
+    case = Case(OR, f"{day_before(start)}T20:30-08:00", (), known=known)
+    reasons = decide_case(case).all_reasons()
+    assert any(r.rule == "state.OR.window" and "America/Los_Angeles" in r.message
+               for r in reasons)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config.settings import PACKAGE_RULES_DIR
-from gateway.model import Channel
+from gateway.model import Channel, Purpose
 from gateway.rules.calling import (
     CapRule,
     ConsentRule,
@@ -192,7 +192,7 @@ def test_consent_and_notice() -> None:
     kinds = {
         (r.jurisdiction, c): {k.value for k in r.kinds}
         for r in RULES.rules.values()
-        if isinstance(r, ConsentRule)
+        if isinstance(r, ConsentRule) and Purpose.MARKETING in r.purposes
         for c in r.channels
     }
     written = {"express-written"}
@@ -270,7 +270,7 @@ FL_WINDOW = 'window = { mon-sun = "08:00-20:00" }\ncitation = "Fla. Stat. 501.61
 
 # The window rule's exemption, ending where its note begins (the cap's has no note after it).
 OREGON_EXEMPTION = (
-    'within_days = 547, citation = "Or. HB 3865 (2025): a purchase within the last 18 months"'
+    'within_days = 546, citation = "Or. HB 3865 (2025): a purchase within the last 18 months"'
     ' },\n]\ncitation = "Or. HB 3865 (signed 2025-07-24, in force 2026-01-01)"\n'
     'confidence = "high"'
 )
@@ -634,3 +634,21 @@ def test_cap_periods_read_as_statutes_say_them() -> None:
     assert periods["state.FL.frequency_cap"] == "24 h"
     assert periods["state.ME.frequency_cap"] == "8 h"
     assert periods["province.BC.frequency_cap"] == "30 days"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        'weekdays = ["sun"]\neffective = 2027-01-01',
+        'weekdays = ["sun"]\nuntil = 2027-01-01',
+        'weekdays = ["sun"]\nexemptions = [{ consent_kinds = ["express"], citation = "x" }]',
+    ],
+)
+def test_a_window_gap_must_be_closed_whenever_the_window_applies(rules_dir, change) -> None:
+    """Alabama's window leaves Sunday out because its restricted-day rule closes Sunday; a
+    closing rule that starts later, ends sooner or is lifted by a consent the window rule is
+    not lifted by would leave Sunday open."""
+    edit(rules_dir, "calling.toml", 'weekdays = ["sun"]\nholidays = [\n  { country = "US", '
+         'subdiv = "AL"', change + '\nholidays = [\n  { country = "US", subdiv = "AL"')
+    with pytest.raises(RulesError, match=r"state\.AL\.window\.window does not list sun"):
+        load_calling_rules(rules_dir)
