@@ -100,11 +100,12 @@ class EmailContent:
     """What the policy needs to know about an email, extracted once by the ingress adapter.
 
     `problems` lists why the message cannot be checked or rewritten safely; any entry makes
-    the message MESSAGE_MALFORMED. `other_identities` are the other addresses a reader takes
-    for the sender (the Sender header, addresses written into display names). `mime` is
-    the parsed message the rewriter works on; a message sent through Postmark's API carries
-    its `fields` instead, and a template send its `template` request (Postmark renders the
-    body).
+    the message MESSAGE_MALFORMED. `footer_problems` lists why a footer added to one of its
+    HTML bodies could not be seen (FOOTER_NOT_VISIBLE where a footer is required).
+    `other_identities` are the other addresses a reader takes for the sender (the Sender
+    header, addresses written into display names). `mime` is the parsed message the rewriter
+    works on; a message sent through Postmark's API carries its `fields` instead, and a
+    template send its `template` request (Postmark renders the body).
     """
 
     from_addresses: tuple[str, ...]
@@ -114,6 +115,7 @@ class EmailContent:
     size: int
     problems: tuple[str, ...] = ()
     other_identities: tuple[str, ...] = ()
+    footer_problems: tuple[str, ...] = ()
     mime: EmailMessage | None = field(default=None, repr=False, compare=False)
     fields: EmailFields | None = field(default=None, repr=False, compare=False)
     template: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)

@@ -20,7 +20,8 @@ from email.policy import EmailPolicy, compat32
 from typing import Any
 
 from gateway.model import EmailContent, EmailFields
-from gateway.rewrite.mime import child_section, rewrite_problems
+from gateway.rewrite.html_footer import visibility_problems
+from gateway.rewrite.mime import child_section, hidden_footer_problems, rewrite_problems
 from gateway.speedups.crlf_lines import SpeedupBytesGenerator
 from gateway.speedups.header_classes import SpeedupHeaderRegistry
 
@@ -121,8 +122,11 @@ def parse_email(raw: bytes, *, smtputf8: bool = False) -> EmailContent:
     except Exception as error:  # the modern parser raises on some malformed Content-Type headers
         return _unparsed(raw, _parser_failure(raw, error))
     problems, broken_headers = _tree_problems(message)
+    footer_problems: list[str] = []
     if not problems:
         problems += rewrite_problems(message)
+    if not problems:
+        footer_problems = hidden_footer_problems(message)
     problems += _eight_bit_header_problems(message, smtputf8)
     from_addresses, from_problems = (), []
     if "from" not in broken_headers:
@@ -139,6 +143,7 @@ def parse_email(raw: bytes, *, smtputf8: bool = False) -> EmailContent:
         size=len(raw),
         problems=tuple(problems + from_problems + subject_problems),
         other_identities=other_identities,
+        footer_problems=tuple(footer_problems),
         mime=message,
     )
 
@@ -162,6 +167,9 @@ def fields_content(fields: EmailFields, size: int) -> EmailContent:
         size=size,
         problems=(*problems, *subject_problems),
         other_identities=other_identities,
+        footer_problems=tuple(
+            f"HtmlBody: {problem}" for problem in visibility_problems(fields.html_body)
+        ) if fields.html_body else (),
         fields=fields,
     )
 

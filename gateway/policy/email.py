@@ -60,6 +60,11 @@ def decide_email(message: OutboundMessage, facts: Facts, rules: RuleSet) -> Deci
                 reason("email.identity.casl", text)
                 for text in _casl_identity_gaps(message.account.identity)
             ]
+        if message.email.footer_problems and active("email.footer.visible"):
+            message_reasons += [
+                reason("email.footer.visible", f"the footer could not be made visible: {text}")
+                for text in message.email.footer_problems
+            ]
         if message.email.template is not None and active("email.footer.template"):
             message_reasons += [
                 reason("email.footer.template", text)

@@ -19,6 +19,8 @@ from email import errors, quoprimime
 from email.message import EmailMessage, MIMEPart
 from email.policy import Policy
 
+from gateway.rewrite.html_footer import footed_html, visibility_problems
+
 SEALED_TYPES = frozenset(
     {
         "multipart/signed",
@@ -31,9 +33,6 @@ FOOTER_TYPES = frozenset({"text/plain", "text/html"})
 
 _TRANSFER_ENCODINGS = frozenset({"", "7bit", "8bit", "binary", "quoted-printable", "base64"})
 _MAX_7BIT_LINE = 998
-_HTML_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
-_HTML_END = re.compile(r"</html\s*>", re.IGNORECASE)
-_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 PROVIDER_UNSUBSCRIBE_PLACEHOLDER = re.compile(r"\{\{\{?\s*pm:unsubscribe\s*\}?\}\}")
 _HEADER_BLOCK_DEFECTS: dict[type[errors.MessageDefect], str] = {
     errors.MissingHeaderBodySeparatorDefect: "has a line that is not a header field",
@@ -92,6 +91,18 @@ def rewrite_problems(message: EmailMessage) -> list[str]:
                 _decoded_body(part, section)
             except RewriteError as error:
                 problems.append(str(error))
+    return problems
+
+
+def hidden_footer_problems(message: EmailMessage) -> list[str]:
+    """Why a footer added to one of the message's HTML bodies could not be seen, each naming
+    its part. Assumes `rewrite_problems` found nothing."""
+    problems = []
+    for part, section in _footer_targets(message):
+        if part.get_content_subtype() == "html":
+            text = _decoded_body(part, section).text
+            where = _describe_part(part, section)
+            problems += [f"{where}: {problem}" for problem in visibility_problems(text)]
     return problems
 
 
@@ -222,7 +233,7 @@ def footed_body(text: str, footer: Footer, *, is_html: bool, flowed: bool = Fals
         return text
     newline = "\r\n" if "\r\n" in text else "\n"
     if is_html:
-        return _insert_html(text, footer.html.replace("\n", newline))
+        return footed_html(text, footer.html.replace("\n", newline), newline)
     lines = footer.text.split("\n")
     if flowed:
         lines = _fixed_flowed_lines(lines)
@@ -251,29 +262,6 @@ def _replace_placeholders(text: str, url: str, is_html: bool) -> str:
     return PROVIDER_UNSUBSCRIBE_PLACEHOLDER.sub(
         html.escape(url, quote=True) if is_html else url, text
     )
-
-
-def _insert_html(markup: str, fragment: str) -> str:
-    """Before the last </body>, else before the last </html>, else at the end.
-
-    Tags inside comments do not count, and the footer never lands inside a comment left
-    open at the end: otherwise the agent's markup could hide the footer from the reader.
-    """
-    visible = _HTML_COMMENT.sub(lambda m: " " * len(m.group(0)), markup)
-    open_comment = visible.find("<!--")
-    end = open_comment if open_comment >= 0 else len(markup)
-    for pattern in (_HTML_BODY_END, _HTML_END):
-        position = _last_match_start(pattern, visible[:end])
-        if position is not None:
-            return markup[:position] + fragment + markup[position:]
-    return markup[:end] + fragment + markup[end:]
-
-
-def _last_match_start(pattern: re.Pattern[str], text: str) -> int | None:
-    position = None
-    for match in pattern.finditer(text):
-        position = match.start()
-    return position
 
 
 def _append_text(text: str, footer: str, newline: str) -> str:

@@ -53,6 +53,7 @@ REQUIRED_EMAIL_RULES = (
     "email.identity.casl",
     "email.footer.unsubscribe",
     "email.footer.template",
+    "email.footer.visible",
 )
 
 

@@ -259,3 +259,23 @@ async def test_webhook_without_credentials_changes_nothing(gateway_factory) -> N
 async def test_webhook_refused_when_not_configured(gateway: Gateway) -> None:
     event = {"RecordType": "SpamComplaint", "Email": "bob@client.example.net"}
     assert await hook(gateway, event) == 401
+
+
+async def test_a_footer_hidden_by_the_agent_s_html_is_placed_outside_it(gateway) -> None:
+    """`<div style="display:none"></body>` once swallowed the footer: it now follows the div
+    as the body's last child."""
+    await send(gateway, HtmlBody='<p>Hi</p><div style="display:none"></body>')
+    [raw] = outbox_messages(gateway)
+    html = parsed(raw).get_body(preferencelist=("html",)).get_content()
+    hidden_div_closes = html.index('<div style="display:none"></div>')
+    assert hidden_div_closes < html.index("data-compliance-footer") < html.index("548 Market St")
+
+
+async def test_html_that_would_hide_the_footer_is_refused_and_recorded(gateway) -> None:
+    with pytest.raises(ClientError) as refused:
+        await send(gateway, HtmlBody='<body style="opacity:0"><p>Hi</p>')
+    assert refused.value.error_code == 300
+    assert "FOOTER_NOT_VISIBLE" in str(refused.value)
+    assert outbox_messages(gateway) == []
+    [block] = await gateway.services.store.query_blocks(BlockQuery())
+    assert [r.code for r in block.reasons] == ["FOOTER_NOT_VISIBLE"]

@@ -316,3 +316,19 @@ def test_a_copied_message_shares_the_policy_but_not_its_parts() -> None:
     assert duplicate.policy is MIME_POLICY
     duplicate.get_payload()[0].set_payload("changed")
     assert original.get_payload()[0].get_payload() == "Hi"
+
+
+def test_html_parts_that_would_hide_the_footer_are_named() -> None:
+    raw = (
+        b"From: katie@example.com\r\nTo: bob@client.example.net\r\nSubject: x\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+        b"--b\r\nContent-Type: text/html\r\n\r\n<style>body{display:none}</style><p>hi</p>\r\n"
+        b"--b--\r\n"
+    )
+    content = parse_email(raw)
+    assert content.problems == ()
+    [problem] = content.footer_problems
+    assert problem.startswith("text/html part 2: ") and "display: none" in problem
+    ordinary = raw.replace(b"<style>body{display:none}</style>", b"")
+    assert parse_email(ordinary).footer_problems == ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from email import message_from_bytes, policy
 
 from gateway.auth.unsubscribe_tokens import UnsubscribeTokens
 from gateway.config.settings import PACKAGE_RULES_DIR
@@ -30,6 +31,12 @@ def rewrite(raw: bytes, recipient: str = BOB) -> str:
     content = parse_email(raw)
     assert content.problems == ()
     return to_bytes(add_footer(content.mime, footer_for(recipient))).decode()
+
+
+def shown(raw: str) -> str:
+    """The body as a reader's client decodes it (transfer encoding undone)."""
+    message = message_from_bytes(raw.encode(), policy=policy.default)
+    return message.get_body(preferencelist=("html", "plain")).get_content()
 
 
 def plain(body: str) -> bytes:
@@ -67,20 +74,20 @@ def test_a_footer_for_someone_else_does_not_count() -> None:
 
 def test_a_footer_inside_an_html_comment_does_not_count() -> None:
     hidden = footer_for().html
-    out = rewrite(html_message(f"<html><body><p>Hi</p><!-- {hidden} --></body></html>"))
+    out = shown(rewrite(html_message(f"<html><body><p>Hi</p><!-- {hidden} --></body></html>")))
     assert out.count("548 Market St") == 2
     assert out.rindex("548 Market St") < out.rindex("</body>")
 
 
 def test_body_end_tag_inside_a_comment_is_not_the_insertion_point() -> None:
-    out = rewrite(html_message("<html><body><p>Hi</p></body></html><!-- </body> -->"))
+    out = shown(rewrite(html_message("<html><body><p>Hi</p></body></html><!-- </body> -->")))
     footer_at = out.index("548 Market St")
     assert footer_at < out.index("</body></html>")
 
 
 def test_footer_never_lands_in_an_unterminated_comment() -> None:
-    out = rewrite(html_message("<p>Hi</p><!-- never closed"))
-    assert out.index("548 Market St") < out.index("<!-- never closed")
+    out = shown(rewrite(html_message("<p>Hi</p><!-- never closed")))
+    assert out.index("<!-- never closed-->") < out.index("548 Market St"), "closed before it"
 
 
 def test_amp_alternative_is_a_problem_not_a_silent_skip() -> None:

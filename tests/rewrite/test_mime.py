@@ -14,6 +14,7 @@ from email.message import EmailMessage
 import pytest
 
 from gateway.mail.parse import parse_email, to_bytes
+from gateway.rewrite.html_footer import footed_html
 from gateway.rewrite.mime import SEALED_TYPES, Footer, RewriteError, add_footer
 
 UNSUBSCRIBE = "https://gw.example/u/T0K3N"
@@ -96,6 +97,12 @@ class Shape:
     smtputf8: bool = False
 
 
+def html_after(markup: str) -> str:
+    """An HTML body with the footer placed by the HTML rule (tests/rewrite/test_html_footer.py
+    tests that rule; here, that each part gets it, and keeps its charset and encoding)."""
+    return footed_html(markup, FOOTER_HTML.replace("\n", "\r\n"), "\r\n").replace("\r\n", "\n")
+
+
 def after(body: str, footer_text: str = FOOTER_TEXT) -> str:
     """A text body followed by a blank line, the footer and a line break."""
     return body + "\n" + footer_text + "\n"
@@ -120,9 +127,11 @@ SHAPES: dict[str, Shape] = {
         ),
         {
             "": Footered(
-                "<html><head><title>Hi</title></head><body>\n"
-                "<p>Hi Bob, see the </body> tag in this sentence.</p>\n"
-                f"{FOOTER_HTML}</BODY>\n</html>\n",
+                html_after(
+                    "<html><head><title>Hi</title></head><body>\n"
+                    "<p>Hi Bob, see the </body> tag in this sentence.</p>\n"
+                    "</BODY>\n</html>\n"
+                ),
                 "utf-8",
                 "quoted-printable",
             )
@@ -143,7 +152,7 @@ SHAPES: dict[str, Shape] = {
         ),
         {
             "1": Footered("Grüße, Bob\n\n" + FOOTER_TEXT + "\n", "utf-8", "8bit"),
-            "2": Footered(f"<html><body><p>Grüße</p>{FOOTER_HTML}</body></html>", "utf-8", "8bit"),
+            "2": Footered(html_after("<html><body><p>Grüße</p></body></html>"), "utf-8", "8bit"),
         },
     ),
     "mixed with pdf and png": Shape(
@@ -176,7 +185,7 @@ SHAPES: dict[str, Shape] = {
         ),
         {
             "1": Footered(
-                f'<html><body><img src="cid:logo@example.com">{FOOTER_HTML}</body></html>',
+                html_after('<html><body><img src="cid:logo@example.com"></body></html>'),
                 "us-ascii",
                 "",
             )
@@ -264,11 +273,11 @@ SHAPES: dict[str, Shape] = {
     ),
     "html with only </html>": Shape(
         crlf(TOP + "Content-Type: text/html\n\n<html><p>Hi Bob</p></HTML>\n"),
-        {"": Footered(f"<html><p>Hi Bob</p>{FOOTER_HTML}</HTML>\n", "us-ascii", "")},
+        {"": Footered(html_after("<html><p>Hi Bob</p></HTML>\n"), "us-ascii", "")},
     ),
     "html fragment": Shape(
         crlf(TOP + "Content-Type: text/html\n\n<p>Hi Bob</p>\n"),
-        {"": Footered(f"<p>Hi Bob</p>\n{FOOTER_HTML}", "us-ascii", "")},
+        {"": Footered(html_after("<p>Hi Bob</p>\n"), "us-ascii", "")},
     ),
     "attached message stays closed": Shape(
         crlf(
@@ -307,7 +316,7 @@ SHAPES: dict[str, Shape] = {
         ),
         {
             "1.1": Footered(after("Text version.\n"), "utf-8", ""),
-            "1.2.1": Footered(f"<html><body>HTML version.{FOOTER_HTML}</body></html>", "utf-8", ""),
+            "1.2.1": Footered(html_after("<html><body>HTML version.</body></html>"), "utf-8", ""),
         },
     ),
     "text attachment stays untouched": Shape(
