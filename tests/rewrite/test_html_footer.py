@@ -69,6 +69,8 @@ BLOCKED = {
     "external stylesheet": ('<link rel="stylesheet" href="https://x.example/a.css"><p>Hi',
                             "external stylesheet"),
     "plaintext": ("<p>Hi</p><plaintext>", "<plaintext>"),
+    "frameset": ("<b><frameset></noembed>", "<frameset>"),
+    "script escaped past its end": ("<script><!--<script></b>", "swallows the footer"),
     "past Gmail's clip": ("<p>" + "x" * 150_000 + "</p>", "clip"),
 }
 
