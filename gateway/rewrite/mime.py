@@ -30,6 +30,9 @@ SEALED_TYPES = frozenset(
     }
 )
 FOOTER_TYPES = frozenset({"text/plain", "text/html"})
+_STRUCTURAL_HEADERS = ("content-type", "content-transfer-encoding", "content-disposition")
+# A Content-Type parameter's name; RFC 2231 sections (boundary*0, boundary*1) are one name.
+_PARAMETER_NAME = re.compile(r";\s*([!#$%&'+.^`|~\w-]+?)(\*\d+)?\*?\s*=")
 
 _TRANSFER_ENCODINGS = frozenset({"", "7bit", "8bit", "binary", "quoted-printable", "base64"})
 _MAX_7BIT_LINE = 998
@@ -84,9 +87,10 @@ def rewrite_problems(message: EmailMessage) -> list[str]:
     Assumes every header in the message can be parsed; `parse_email` checks that first.
     """
     problems = []
+    shown = _shown_alternatives(message)
     for part, section in _visited_parts(message):
         problems += _structure_problems(part, section)
-        if _is_footer_target(part):
+        if _is_footer_target(part, shown):
             try:
                 _decoded_body(part, section)
             except RewriteError as error:
@@ -126,17 +130,32 @@ def _visited_parts(part: MIMEPart, section: str = "") -> Iterator[tuple[MIMEPart
             yield from _visited_parts(child, child_section(section, index))
 
 
-def _is_footer_target(part: MIMEPart) -> bool:
-    return part.get_content_type() in FOOTER_TYPES and not part.is_attachment()
+def _shown_alternatives(message: EmailMessage) -> set[int]:
+    """The parts a client may show as the body whatever their Content-Disposition: the
+    alternatives of a multipart/alternative (a client picks one to display, an "attachment"
+    text/html included)."""
+    return {
+        id(child)
+        for part, _ in _visited_parts(message)
+        if part.get_content_type() == "multipart/alternative" and part.is_multipart()
+        for child in part.iter_parts()
+    }
+
+
+def _is_footer_target(part: MIMEPart, shown: set[int]) -> bool:
+    return part.get_content_type() in FOOTER_TYPES and (
+        not part.is_attachment() or id(part) in shown
+    )
 
 
 def _footer_targets(message: EmailMessage) -> list[tuple[MIMEPart, str]]:
     targets = []
+    shown = _shown_alternatives(message)
     for part, section in _visited_parts(message):
         problems = _structure_problems(part, section)
         if problems:
             raise RewriteError(problems[0])
-        if _is_footer_target(part):
+        if _is_footer_target(part, shown):
             targets.append((part, section))
     return targets
 
@@ -149,10 +168,33 @@ def _structure_problems(part: MIMEPart, section: str) -> list[str]:
         for defect in part.defects
         if type(defect) in _HEADER_BLOCK_DEFECTS
     ]
+    problems += _ambiguous_structure(part, where)
     if part.get_content_maintype() == "multipart" and not part.is_multipart():
         problems.append(_unsplit_multipart_problem(part, section))
     if part.get_content_type() == "multipart/alternative" and part.is_multipart():
         problems += _footerless_alternatives(part, section)
+    return problems
+
+
+def _ambiguous_structure(part: MIMEPart, where: str) -> list[str]:
+    """A header or parameter given twice: the gateway reads one value, a reader's client may
+    read the other, and the footer would land where the client does not look (a comment,
+    undecodable base64, the epilogue)."""
+    problems = []
+    names = [name.lower() for name, _ in part.raw_items()]
+    for header in _STRUCTURAL_HEADERS:
+        if names.count(header) > 1:
+            problems.append(f"{where} has {names.count(header)} {header} headers")
+    content_type = next((str(v) for n, v in part.raw_items() if n.lower() == "content-type"), "")
+    given = [
+        m.group(1).lower()
+        for m in _PARAMETER_NAME.finditer(content_type)
+        if m.group(2) in (None, "*0")  # later RFC 2231 sections continue the same value
+    ]
+    for parameter in ("boundary", "charset"):
+        if given.count(parameter) > 1:
+            problems.append(f"{where} gives its {parameter} parameter {given.count(parameter)} "
+                            "times")
     return problems
 
 

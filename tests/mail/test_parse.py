@@ -332,3 +332,32 @@ def test_html_parts_that_would_hide_the_footer_are_named() -> None:
     assert problem.startswith("text/html part 2: ") and "display: none" in problem
     ordinary = raw.replace(b"<style>body{display:none}</style>", b"")
     assert parse_email(ordinary).footer_problems == ()
+
+
+AMBIGUOUS_TOP = "From: katie@example.com\r\nTo: bob@client.example.net\r\nSubject: x\r\n"
+
+
+@pytest.mark.parametrize(("headers", "says"), [
+    ("Content-Type: text/plain\r\nContent-Type: text/html\r\n", "2 content-type headers"),
+    ("Content-Type: text/plain\r\nContent-Transfer-Encoding: 7bit\r\n"
+     "Content-Transfer-Encoding: base64\r\n", "2 content-transfer-encoding headers"),
+    ('Content-Type: text/plain; charset="utf-8"; charset="iso-8859-1"\r\n',
+     "charset parameter 2 times"),
+    ("Content-Type: text/plain\r\nContent-Disposition: inline\r\n"
+     "Content-Disposition: attachment\r\n", "2 content-disposition headers"),
+])
+def test_a_structural_header_or_parameter_given_twice_is_refused(headers, says) -> None:
+    """The gateway would read one value and a reader's client possibly the other."""
+    content = parse_email((AMBIGUOUS_TOP + "MIME-Version: 1.0\r\n" + headers + "\r\nhi\r\n")
+                          .encode())
+    assert any(says in problem for problem in content.problems), content.problems
+
+
+def test_two_boundaries_are_refused_and_rfc_2231_sections_are_one() -> None:
+    two = (AMBIGUOUS_TOP + 'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="a"; '
+           'boundary="b"\r\n\r\n--a\r\nContent-Type: text/plain\r\n\r\nhi\r\n--a--\r\n')
+    assert any("boundary parameter 2 times" in p for p in parse_email(two.encode()).problems)
+    sections = (AMBIGUOUS_TOP + "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; "
+                'boundary*0="a"; boundary*1="b"\r\n\r\n--ab\r\nContent-Type: text/plain\r\n\r\n'
+                "hi\r\n--ab--\r\n")
+    assert parse_email(sections.encode()).problems == ()

@@ -100,3 +100,19 @@ def test_amp_alternative_is_a_problem_not_a_silent_skip() -> None:
     )
     problems = parse_email(raw).problems
     assert any("text/x-amp-html" in p for p in problems)
+
+
+def test_an_html_alternative_marked_as_attachment_gets_the_footer() -> None:
+    """Clients show the HTML alternative whatever its Content-Disposition."""
+    raw = (
+        b"From: katie@example.com\r\nTo: bob@client.example.net\r\nSubject: x\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+        b"--b\r\nContent-Type: text/html\r\nContent-Disposition: attachment\r\n\r\n"
+        b"<p>hi</p>\r\n--b--\r\n"
+    )
+    out = rewrite(raw)
+    message = message_from_bytes(out.encode(), policy=policy.default)
+    plain, html = list(message.iter_parts())
+    assert "548 Market St" in plain.get_content()
+    assert "548 Market St" in html.get_content()

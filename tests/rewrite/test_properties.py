@@ -169,11 +169,16 @@ def raw_message(tree: Tree) -> bytes:
     return text.replace("\n", "\r\n").encode("ascii", "surrogateescape")
 
 
-def eligible_parts(part: EmailMessage) -> Iterator[EmailMessage]:
+def eligible_parts(part: EmailMessage, shown: bool = False) -> Iterator[EmailMessage]:
+    """Text parts a reader is shown: not attachments, except an alternative (a client picks
+    one of a multipart/alternative to display, whatever its Content-Disposition)."""
     if part.get_content_maintype() == "multipart" and part.get_content_type() not in SEALED_TYPES:
+        alternative = part.get_content_type() == "multipart/alternative"
         for child in part.iter_parts():
-            yield from eligible_parts(child)
-    elif part.get_content_type() in ("text/plain", "text/html") and not part.is_attachment():
+            yield from eligible_parts(child, alternative)
+    elif part.get_content_type() in ("text/plain", "text/html") and (
+        shown or not part.is_attachment()
+    ):
         yield part
 
 
@@ -189,10 +194,11 @@ def closed_parts(part: EmailMessage) -> Iterator[tuple[list[tuple[str, str]], by
 
 
 def attachment_payloads(message: EmailMessage) -> dict[str, bytes]:
+    shown = {id(part) for part in eligible_parts(message)}
     return {
         part.get_filename(): part.get_payload(decode=True)
         for part in message.walk()
-        if part.get_filename()
+        if part.get_filename() and id(part) not in shown
     }
 
 
