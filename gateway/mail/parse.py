@@ -21,7 +21,7 @@ from typing import Any
 
 from gateway.model import EmailContent, EmailFields
 from gateway.rewrite.html_footer import visibility_problems
-from gateway.rewrite.mime import child_section, hidden_footer_problems, rewrite_problems
+from gateway.rewrite.mime import check_rewrite, child_section
 from gateway.speedups.crlf_lines import SpeedupBytesGenerator
 from gateway.speedups.header_classes import SpeedupHeaderRegistry
 
@@ -124,9 +124,9 @@ def parse_email(raw: bytes, *, smtputf8: bool = False) -> EmailContent:
     problems, broken_headers = _tree_problems(message)
     footer_problems: list[str] = []
     if not problems:
-        problems += rewrite_problems(message)
-    if not problems:
-        footer_problems = hidden_footer_problems(message)
+        check = check_rewrite(message)
+        problems += check.problems
+        footer_problems = check.hidden
     problems += _eight_bit_header_problems(message, smtputf8)
     from_addresses, from_problems = (), []
     if "from" not in broken_headers:

@@ -57,7 +57,7 @@ class Footer:
 
 
 class RewriteError(Exception):
-    """The message cannot be given a footer safely; `rewrite_problems` names the same cause."""
+    """The message cannot be given a footer safely; `check_rewrite` names the same cause."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class _DecodedBody:
 def add_footer(message: EmailMessage, footer: Footer) -> EmailMessage:
     """Return `message` with the footer in every eligible part, or with a footer part added.
 
-    Mutates `message`. Raises `RewriteError` only for messages `rewrite_problems` rejects.
+    Mutates `message`. Raises `RewriteError` only for messages `check_rewrite` rejects.
     """
     targets = _footer_targets(message)
     for part, section in targets:
@@ -81,33 +81,39 @@ def add_footer(message: EmailMessage, footer: Footer) -> EmailMessage:
     return message
 
 
-def rewrite_problems(message: EmailMessage) -> list[str]:
-    """Every reason `add_footer` would refuse this message, without changing it.
+@dataclass(frozen=True)
+class RewriteCheck:
+    """What `add_footer` would meet in a message: `problems`, every reason it would refuse
+    it (MESSAGE_MALFORMED), and `hidden`, every reason a footer it adds to an HTML body
+    could not be seen (FOOTER_NOT_VISIBLE), each naming its part."""
+
+    problems: list[str]
+    hidden: list[str]
+
+
+def check_rewrite(message: EmailMessage) -> RewriteCheck:
+    """One walk over the parts, decoding each footer target once, without changing anything.
 
     Assumes every header in the message can be parsed; `parse_email` checks that first.
     """
-    problems = []
-    shown = _shown_alternatives(message)
-    for part, section in _visited_parts(message):
+    problems: list[str] = []
+    html_bodies: list[tuple[str, str]] = []
+    for part, section, shown in _visited_parts(message):
         problems += _structure_problems(part, section)
-        if _is_footer_target(part, shown):
-            try:
-                _decoded_body(part, section)
-            except RewriteError as error:
-                problems.append(str(error))
-    return problems
-
-
-def hidden_footer_problems(message: EmailMessage) -> list[str]:
-    """Why a footer added to one of the message's HTML bodies could not be seen, each naming
-    its part. Assumes `rewrite_problems` found nothing."""
-    problems = []
-    for part, section in _footer_targets(message):
+        if not _is_footer_target(part, shown):
+            continue
+        try:
+            body = _decoded_body(part, section)
+        except RewriteError as error:
+            problems.append(str(error))
+            continue
         if part.get_content_subtype() == "html":
-            text = _decoded_body(part, section).text
-            where = _describe_part(part, section)
-            problems += [f"{where}: {problem}" for problem in visibility_problems(text)]
-    return problems
+            html_bodies.append((_describe_part(part, section), body.text))
+    if problems:
+        return RewriteCheck(problems, [])
+    hidden = [f"{where}: {problem}" for where, text in html_bodies
+              for problem in visibility_problems(text)]
+    return RewriteCheck([], hidden)
 
 
 def child_section(section: str, index: int) -> str:
@@ -122,36 +128,26 @@ def _describe_part(part: MIMEPart, section: str) -> str:
     return f"top-level {part.get_content_type()}"
 
 
-def _visited_parts(part: MIMEPart, section: str = "") -> Iterator[tuple[MIMEPart, str]]:
-    """The parts add_footer looks at: it never opens sealed entities or attached messages."""
-    yield part, section
+def _visited_parts(
+    part: MIMEPart, section: str = "", shown: bool = False
+) -> Iterator[tuple[MIMEPart, str, bool]]:
+    """The parts add_footer looks at: it never opens sealed entities or attached messages.
+    `shown`: an alternative of a multipart/alternative, which a client may pick to display
+    whatever its Content-Disposition (an "attachment" text/html included)."""
+    yield part, section, shown
     if part.get_content_maintype() == "multipart" and part.get_content_type() not in SEALED_TYPES:
+        alternative = part.get_content_type() == "multipart/alternative"
         for index, child in enumerate(part.iter_parts(), 1):
-            yield from _visited_parts(child, child_section(section, index))
+            yield from _visited_parts(child, child_section(section, index), alternative)
 
 
-def _shown_alternatives(message: EmailMessage) -> set[int]:
-    """The parts a client may show as the body whatever their Content-Disposition: the
-    alternatives of a multipart/alternative (a client picks one to display, an "attachment"
-    text/html included)."""
-    return {
-        id(child)
-        for part, _ in _visited_parts(message)
-        if part.get_content_type() == "multipart/alternative" and part.is_multipart()
-        for child in part.iter_parts()
-    }
-
-
-def _is_footer_target(part: MIMEPart, shown: set[int]) -> bool:
-    return part.get_content_type() in FOOTER_TYPES and (
-        not part.is_attachment() or id(part) in shown
-    )
+def _is_footer_target(part: MIMEPart, shown: bool) -> bool:
+    return part.get_content_type() in FOOTER_TYPES and (shown or not part.is_attachment())
 
 
 def _footer_targets(message: EmailMessage) -> list[tuple[MIMEPart, str]]:
     targets = []
-    shown = _shown_alternatives(message)
-    for part, section in _visited_parts(message):
+    for part, section, shown in _visited_parts(message):
         problems = _structure_problems(part, section)
         if problems:
             raise RewriteError(problems[0])
