@@ -76,7 +76,7 @@ def load_calling_rules(directory: Path) -> CallingRules:
     keywords = _keywords(file_table(keywords_file))
     return CallingRules(
         rules=rules,
-        by_jurisdiction=_group(rules),
+        by_jurisdiction=group_by_jurisdiction(rules),
         national={country: j for j, countries in national.items() for country in countries},
         notice=notice,
         area_codes=load_area_codes(directory / "area_codes.toml", zones),
@@ -436,7 +436,10 @@ def _check_window_gaps(rules: Mapping[str, CallingRule], path: Path) -> None:
                 )
 
 
-def _group(rules: Mapping[str, CallingRule]) -> dict[tuple[str, Channel], JurisdictionRules]:
+def group_by_jurisdiction(
+    rules: Mapping[str, CallingRule],
+) -> dict[tuple[str, Channel], JurisdictionRules]:
+    """The jurisdiction rules of each (jurisdiction, channel), as a decision looks them up."""
     grouped: dict[tuple[str, Channel], dict[str, list[JurisdictionRule]]] = {}
     kinds = {
         WindowRule: "windows",

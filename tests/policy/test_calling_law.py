@@ -16,6 +16,7 @@ from gateway.model import Channel, Consent, ConsentKind, Facts, Purpose
 from gateway.policy.callee import locate
 from gateway.policy.calling import decide_telephony
 from gateway.rules.calling import CapRule, JurisdictionRule
+from gateway.rules.calling_loader import group_by_jurisdiction
 from tests.policy.test_calling import (
     CDT,
     EDT,
@@ -101,12 +102,8 @@ def test_a_rule_before_its_date_is_not_named_in_the_decision() -> None:
 def test_until_ends_a_rule() -> None:
     rule = RULES.rule("state.OR.window")
     assert isinstance(rule, JurisdictionRule)
-    ended = replace(rule, until=date(2026, 6, 1))
-    rules = replace(RULES, rules={**RULES.rules, ended.id: ended})
-    rules = replace(rules, by_jurisdiction={
-        key: replace(group, windows=tuple(ended if w.id == ended.id else w for w in group.windows))
-        for key, group in RULES.by_jurisdiction.items()
-    })
+    every = {**RULES.rules, rule.id: replace(rule, until=date(2026, 6, 1))}
+    rules = replace(RULES, rules=every, by_jurisdiction=group_by_jurisdiction(every))
     late = Case(OR, "2026-06-02T20:30-07:00", ())
     assert {r.code for r in decide_case(late, rules).all_reasons()} == set()
     assert {r.code for r in decide_case(replace(late, at="2026-05-29T20:30-07:00"),

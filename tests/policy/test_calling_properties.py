@@ -16,10 +16,10 @@ from gateway.rules.calling import (
     CallingRules,
     CapRule,
     ConsentRule,
-    JurisdictionRules,
     TimeWindow,
     WindowRule,
 )
+from gateway.rules.calling_loader import group_by_jurisdiction
 from tests.policy.test_calling import RULES, message
 
 NUMBER = "+12125550123"
@@ -82,18 +82,9 @@ def test_more_zones_or_regions_never_allow_what_was_blocked(
 
 
 def with_rule(rules: CallingRules, rule: WindowRule | CapRule | ConsentRule) -> CallingRules:
-    """`rules` plus one jurisdiction rule, grouped as the loader groups them."""
-    by_jurisdiction = dict(rules.by_jurisdiction)
-    for channel in rule.channels:
-        group = by_jurisdiction.get((rule.jurisdiction, channel), JurisdictionRules())
-        if isinstance(rule, WindowRule):
-            group = replace(group, windows=(*group.windows, rule))
-        elif isinstance(rule, CapRule):
-            group = replace(group, caps=(*group.caps, rule))
-        else:
-            group = replace(group, consents=(*group.consents, rule))
-        by_jurisdiction[(rule.jurisdiction, channel)] = group
-    return replace(rules, rules={**rules.rules, rule.id: rule}, by_jurisdiction=by_jurisdiction)
+    """`rules` plus one jurisdiction rule, grouped by the loader's own grouping."""
+    every = {**rules.rules, rule.id: rule}
+    return replace(rules, rules=every, by_jurisdiction=group_by_jurisdiction(every))
 
 
 def extra_rule(kind: str, jurisdiction: str, start_s: int, length_s: int, limit: int,
