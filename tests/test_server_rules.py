@@ -13,6 +13,7 @@ import pytest
 
 from gateway.config.settings import PACKAGE_RULES_DIR
 from tests.conftest import write_config
+from tests.rules.test_calling import edit
 
 BROKEN = [
     ("a rule without citation",
@@ -34,17 +35,10 @@ def rules_copy(tmp_path: Path) -> Path:
     return directory
 
 
-def break_rules(directory: Path, old: str, new: str) -> None:
-    calling = directory / "calling.toml"
-    text = calling.read_text()
-    assert old in text, old
-    calling.write_text(text.replace(old, new, 1))
-
-
 @pytest.mark.parametrize(("name", "old", "new", "says"), BROKEN, ids=IDS)
 def test_start_up_refuses_broken_rules_in_one_line(tmp_path, name, old, new, says) -> None:
     directory = rules_copy(tmp_path)
-    break_rules(directory, old, new)
+    edit(directory, "calling.toml", old, new)
     config = write_config(tmp_path)
     config.write_text(
         config.read_text().replace("[gateway]\n", f'[gateway]\nrules_dir = "{directory}"\n', 1)
@@ -67,7 +61,7 @@ async def test_a_running_gateway_keeps_its_rules_when_new_ones_are_broken(
     gateway = await gateway_factory()
     gateway.config = replace(gateway.config, rules_dir=directory)
     running = gateway.services.ruleset
-    break_rules(directory, old, new)
+    edit(directory, "calling.toml", old, new)
     await gateway.reload_rules()
     assert gateway.services.ruleset is running
     registry = gateway.services.metrics.registry
