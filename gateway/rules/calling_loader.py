@@ -207,13 +207,12 @@ def _parse_rule(entry: TomlTable, rule_id: str, nationals: set[str]) -> CallingR
             raise entry.error("weekdays", "or holidays or defined_holidays must restrict something")
         if extra and not calendars:
             raise entry.error("extra_holidays", "need holidays calendars to find their anchors")
-        holiday_weekdays = entry.get("holiday_weekdays")
+        holiday_weekdays = frozenset(
+            _weekday(entry, d, "holiday_weekdays") for d in _optional(entry, "holiday_weekdays")
+        )
         return RestrictedDayRule(
             **common, weekdays=weekdays, calendars=calendars, extra_holidays=extra,
-            defined_holidays=defined,
-            holiday_weekdays=frozenset(range(7)) if holiday_weekdays is None else frozenset(
-                _weekday(entry, d, "holiday_weekdays") for d in _optional(entry, "holiday_weekdays")
-            ),
+            defined_holidays=defined, holiday_weekdays=holiday_weekdays or frozenset(range(7)),
         )
     if code == "FREQUENCY_CAP":
         cap = entry.table("cap")
@@ -299,10 +298,8 @@ def _defined(entry: TomlTable, index: int, data: Any) -> DefinedHoliday:
     optional offset_days."""
     table = nested_table(entry, f"defined_holidays[{index}]", data)
     name = table.string("name", required=True)
-    offset = table.get("offset_days")
-    if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int)):
-        raise table.error("offset_days", "must be a whole number")
-    common: dict[str, Any] = {"name": name, "offset_days": offset or 0}
+    offset = table.integer("offset_days", 0, minimum=-366, maximum=366)
+    common: dict[str, Any] = {"name": name, "offset_days": offset}
     if table.boolean("easter"):
         holiday = DefinedHoliday(**common, easter=True)
     else:
