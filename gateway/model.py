@@ -102,6 +102,7 @@ class EmailContent:
     `problems` lists why the message cannot be checked or rewritten safely; any entry makes
     the message MESSAGE_MALFORMED. `footer_problems` lists why a footer added to one of its
     HTML bodies could not be seen (FOOTER_NOT_VISIBLE where a footer is required).
+    `repairs` names what was repaired or, if a footer is added, will be removed.
     `other_identities` are the other addresses a reader takes for the sender (the Sender
     header, addresses written into display names). `mime` is the parsed message the rewriter
     works on; a message sent through Postmark's API carries its `fields` instead, and a
@@ -116,6 +117,7 @@ class EmailContent:
     problems: tuple[str, ...] = ()
     other_identities: tuple[str, ...] = ()
     footer_problems: tuple[str, ...] = ()
+    repairs: tuple[str, ...] = ()
     mime: EmailMessage | None = field(default=None, repr=False, compare=False)
     fields: EmailFields | None = field(default=None, repr=False, compare=False)
     template: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)

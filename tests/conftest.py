@@ -75,6 +75,11 @@ active = "k1"
 """
 
 
+def crlf(text: str, charset: str = "utf-8") -> bytes:
+    """A message written with LF line ends in a test, as it travels: CRLF."""
+    return text.replace("\n", "\r\n").encode(charset)
+
+
 def write_config(directory: Path, extra: str = "", **overrides: str) -> Path:
     values = {"demo_secret": DEMO_SECRET, "manager_secret": MANAGER_SECRET,
               "token_key": TOKEN_KEY, "speedups": str(SPEEDUPS).lower(), **overrides}

@@ -19,6 +19,7 @@ from email.parser import BytesParser
 from email.policy import EmailPolicy, compat32
 from typing import Any
 
+from gateway.mail.repair import is_utf8, reencode_utf8_headers, repair_transfer_encodings
 from gateway.model import EmailContent, EmailFields
 from gateway.rewrite.html_footer import visibility_problems
 from gateway.rewrite.mime import check_rewrite, child_section
@@ -110,10 +111,11 @@ MIME_POLICY = VerbatimHeaderPolicy(
 )
 
 
-def parse_email(raw: bytes, *, smtputf8: bool = False) -> EmailContent:
+def parse_email(raw: bytes) -> EmailContent:
     """Extract what the policy needs, and every reason the message cannot be checked or rewritten.
 
     Never raises: a message the gateway cannot understand is blocked with its problems named.
+    What is unambiguous is repaired (`gateway.mail.repair`) and the repairs are listed.
     """
     try:
         message = BytesParser(policy=MIME_POLICY).parsebytes(raw)
@@ -123,11 +125,14 @@ def parse_email(raw: bytes, *, smtputf8: bool = False) -> EmailContent:
         return _unparsed(raw, _parser_failure(raw, error))
     problems, broken_headers = _tree_problems(message)
     footer_problems: list[str] = []
+    repairs: list[str] = []
     if not problems:
+        repairs = repair_transfer_encodings(message)
         check = check_rewrite(message)
         problems += check.problems
         footer_problems = check.hidden
-    problems += _eight_bit_header_problems(message, smtputf8)
+        repairs += check.dropped
+    problems += _eight_bit_header_problems(message)
     from_addresses, from_problems = (), []
     if "from" not in broken_headers:
         from_addresses, from_problems = _from_addresses(message)
@@ -135,15 +140,20 @@ def parse_email(raw: bytes, *, smtputf8: bool = False) -> EmailContent:
     subject, subject_problems = "", []
     if "subject" not in broken_headers:
         subject, subject_problems = _subject(message)
+    problems += from_problems + subject_problems + _repeated_header_problems(message)
+    message_id = _raw_value(message, "Message-ID")
+    if not problems:  # the policy has read the headers as written; the upstream gets ASCII
+        repairs += reencode_utf8_headers(message)
     return EmailContent(
         from_addresses=from_addresses,
         subject=subject,
         is_reply=_is_reply(message),
-        message_id=_raw_value(message, "Message-ID"),
+        message_id=message_id,
         size=len(raw),
-        problems=tuple(problems + from_problems + subject_problems),
+        problems=tuple(problems),
         other_identities=other_identities,
         footer_problems=tuple(footer_problems),
+        repairs=tuple(repairs),
         mime=message,
     )
 
@@ -252,26 +262,27 @@ def _unreadable_headers(part: Message) -> Iterator[str]:
             yield name
 
 
-def _eight_bit_header_problems(message: Message, smtputf8: bool) -> list[str]:
-    """Raw 8-bit bytes in the top-level header can only be relayed with SMTPUTF8, and then
-    only as UTF-8. (Inside the body, MIME part headers travel as 8BITMIME content.)"""
-    problems = []
-    for name, value in message.raw_items():
-        if not _ESCAPED_8BIT.search(value):
-            continue
-        if not smtputf8:
-            problems.append(f"header {name!r} contains raw 8-bit bytes (needs SMTPUTF8)")
-        elif not _is_utf8(value):
-            problems.append(f"header {name!r} contains 8-bit bytes that are not valid UTF-8")
-    return problems
+def _eight_bit_header_problems(message: Message) -> list[str]:
+    """Raw 8-bit bytes in the top-level header are read as UTF-8 (RFC 6532), with or without
+    SMTPUTF8; in any other charset their meaning is a guess. (Inside the body, MIME part
+    headers travel as 8BITMIME content.)"""
+    return [
+        f"header {name!r} contains 8-bit bytes that are not valid UTF-8"
+        for name, value in message.raw_items()
+        if _ESCAPED_8BIT.search(value) and not is_utf8(value)
+    ]
 
 
-def _is_utf8(escaped: str) -> bool:
-    try:
-        escaped.encode("utf-8", "surrogateescape").decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+# Fields RFC 5322 allows once that decide what a reader sees as subject or sender: given
+# twice, the gateway checks one and the reader's client may show the other.
+SINGLE_HEADERS = ("subject", "sender", "reply-to")
+
+
+def _repeated_header_problems(message: Message) -> list[str]:
+    names = [name.lower() for name, _ in message.raw_items()]
+    return [
+        f"more than one {name.title()} header" for name in SINGLE_HEADERS if names.count(name) > 1
+    ]
 
 
 def _from_addresses(message: Message) -> tuple[tuple[str, ...], list[str]]:

@@ -82,9 +82,9 @@ class EmailEgress:
             fields = replace(
                 fields,
                 text_body=fields.text_body and footed_body(fields.text_body, footer,
-                                                           is_html=False),
+                                                           subtype="plain"),
                 html_body=fields.html_body and footed_body(fields.html_body, footer,
-                                                           is_html=True),
+                                                           subtype="html"),
             )
             folded = one_click_headers(links.url, links.mailto, FOLDED_SEPARATOR)
             headers = one_click_headers(links.url, links.mailto)

@@ -86,12 +86,14 @@ def decide_email(message: OutboundMessage, facts: Facts, rules: RuleSet) -> Deci
         )
         for recipient in message.recipients
     )
+    repairs = list(message.email.repairs) if message.email is not None else []
     return Decision(
         message_reasons=tuple(message_reasons),
         recipients=recipients,
         rules_applied=tuple(applied),
         rules_version=rules.version,
         obligations=obligations,
+        evidence={r.recipient: {"mime_repairs": repairs} for r in recipients} if repairs else {},
     )
 
 

@@ -29,7 +29,10 @@ SEALED_TYPES = frozenset(
         "application/x-pkcs7-mime",
     }
 )
-FOOTER_TYPES = frozenset({"text/plain", "text/html"})
+FOOTER_TYPES = frozenset({"text/plain", "text/html", "text/enriched", "text/richtext"})
+# Alternatives a footer cannot be written into and that some client shows instead of the HTML
+# (Gmail renders AMP, Apple Watch watch-html): they go when a footer comes, and say so.
+DROPPED_ALTERNATIVE_TYPES = frozenset({"text/x-amp-html", "text/watch-html"})
 _STRUCTURAL_HEADERS = ("content-type", "content-transfer-encoding", "content-disposition")
 # A Content-Type parameter's name; RFC 2231 sections (boundary*0, boundary*1) are one name.
 _PARAMETER_NAME = re.compile(r";\s*([!#$%&'+.^`|~\w-]+?)(\*\d+)?\*?\s*=")
@@ -68,10 +71,12 @@ class _DecodedBody:
 
 
 def add_footer(message: EmailMessage, footer: Footer) -> EmailMessage:
-    """Return `message` with the footer in every eligible part, or with a footer part added.
+    """Return `message` with the footer in every eligible part, or with a footer part added;
+    the alternatives `check_rewrite` lists as `dropped` are removed first.
 
     Mutates `message`. Raises `RewriteError` only for messages `check_rewrite` rejects.
     """
+    _drop_unfootable_alternatives(message)
     targets = _footer_targets(message)
     for part, section in targets:
         _add_footer_to_part(part, section, footer)
@@ -85,10 +90,12 @@ def add_footer(message: EmailMessage, footer: Footer) -> EmailMessage:
 class RewriteCheck:
     """What `add_footer` would meet in a message: `problems`, every reason it would refuse
     it (MESSAGE_MALFORMED), and `hidden`, every reason a footer it adds to an HTML body
-    could not be seen (FOOTER_NOT_VISIBLE), each naming its part."""
+    could not be seen (FOOTER_NOT_VISIBLE), each naming its part; `dropped` names the
+    alternatives it would remove because no footer can be written into them."""
 
     problems: list[str]
     hidden: list[str]
+    dropped: list[str]
 
 
 def check_rewrite(message: EmailMessage) -> RewriteCheck:
@@ -98,8 +105,13 @@ def check_rewrite(message: EmailMessage) -> RewriteCheck:
     """
     problems: list[str] = []
     html_bodies: list[tuple[str, str]] = []
+    dropped: list[str] = []
     for part, section, shown in _visited_parts(message):
         problems += _structure_problems(part, section)
+        if shown and part.get_content_type() in DROPPED_ALTERNATIVE_TYPES:
+            dropped.append(f"{_describe_part(part, section)} removed: a footer cannot be "
+                           "written into it")
+            continue
         if not _is_footer_target(part, shown):
             continue
         try:
@@ -110,10 +122,10 @@ def check_rewrite(message: EmailMessage) -> RewriteCheck:
         if part.get_content_subtype() == "html":
             html_bodies.append((_describe_part(part, section), body.text))
     if problems:
-        return RewriteCheck(problems, [])
+        return RewriteCheck(problems, [], [])
     hidden = [f"{where}: {problem}" for where, text in html_bodies
               for problem in visibility_problems(text)]
-    return RewriteCheck([], hidden)
+    return RewriteCheck([], hidden, dropped)
 
 
 def child_section(section: str, index: int) -> str:
@@ -139,6 +151,18 @@ def _visited_parts(
         alternative = part.get_content_type() == "multipart/alternative"
         for index, child in enumerate(part.iter_parts(), 1):
             yield from _visited_parts(child, child_section(section, index), alternative)
+
+
+def _drop_unfootable_alternatives(message: EmailMessage) -> None:
+    """Each multipart/alternative loses its DROPPED_ALTERNATIVE_TYPES children; a client
+    then shows an alternative that carries the footer."""
+    for part, _section, _shown in list(_visited_parts(message)):
+        if part.get_content_type() != "multipart/alternative" or not part.is_multipart():
+            continue
+        children = part.get_payload()
+        kept = [c for c in children if c.get_content_type() not in DROPPED_ALTERNATIVE_TYPES]
+        if len(kept) != len(children):
+            part.set_payload(kept)
 
 
 def _is_footer_target(part: MIMEPart, shown: bool) -> bool:
@@ -202,7 +226,7 @@ def _footerless_alternatives(part: MIMEPart, section: str) -> list[str]:
         "that cannot carry the footer"
         for index, child in enumerate(part.iter_parts(), 1)
         if child.get_content_maintype() == "text"
-        and child.get_content_type() not in FOOTER_TYPES
+        and child.get_content_type() not in FOOTER_TYPES | DROPPED_ALTERNATIVE_TYPES
         and not child.is_attachment()
     ]
 
@@ -259,13 +283,14 @@ def _charset_can_switch(part: MIMEPart) -> bool:
     return True
 
 
-def footed_body(text: str, footer: Footer, *, is_html: bool, flowed: bool = False) -> str:
-    """One body with the footer in it: the rule every ingress shares, whether the body came
-    from a MIME part or from an API field (HtmlBody, TextBody).
+def footed_body(text: str, footer: Footer, *, subtype: str, flowed: bool = False) -> str:
+    """One body of type text/`subtype` with the footer in it: the rule every ingress shares,
+    whether the body came from a MIME part or from an API field (HtmlBody, TextBody).
 
     The provider's own unsubscribe placeholder becomes the gateway's link; a body that already
     shows this recipient's whole footer is left as it is.
     """
+    is_html = subtype == "html"
     text = _replace_placeholders(text, footer.unsubscribe_url, is_html)
     if footer.already_present(text):
         return text
@@ -275,6 +300,10 @@ def footed_body(text: str, footer: Footer, *, is_html: bool, flowed: bool = Fals
     lines = footer.text.split("\n")
     if flowed:
         lines = _fixed_flowed_lines(lines)
+    if subtype == "enriched":
+        return _append_text(text, _enriched(lines, newline), newline * 2)
+    if subtype == "richtext":
+        return _append_text(text, _richtext(lines, newline), "<nl>" + newline)
     return _append_text(text, newline.join(lines), newline)
 
 
@@ -283,7 +312,7 @@ def _add_footer_to_part(part: MIMEPart, section: str, footer: Footer) -> None:
     text = footed_body(
         body.text,
         footer,
-        is_html=part.get_content_subtype() == "html",
+        subtype=part.get_content_subtype(),
         flowed=str(part.get_param("format", "")).lower() == "flowed",
     )
     if text == body.text:
@@ -303,10 +332,21 @@ def _replace_placeholders(text: str, url: str, is_html: bool) -> str:
 
 
 def _append_text(text: str, footer: str, newline: str) -> str:
-    """The footer as its own paragraph after the body, ending with a line break."""
+    """The footer as its own paragraph after the body, ending with a line break; `newline`
+    is one line break in the body's own syntax."""
     if not text.endswith("\n"):
         text += newline
     return text + newline + footer + newline
+
+
+def _enriched(lines: list[str], newline: str) -> str:
+    """RFC 1896: "<" is written "<<", and it takes two newlines to break a line."""
+    return (newline * 2).join(line.replace("<", "<<") for line in lines)
+
+
+def _richtext(lines: list[str], newline: str) -> str:
+    """RFC 1341 richtext: "<" is written "<lt>", a line break is "<nl>"; newlines are space."""
+    return ("<nl>" + newline).join(line.replace("<", "<lt>") for line in lines)
 
 
 def _fixed_flowed_lines(lines: list[str]) -> list[str]:

@@ -60,9 +60,11 @@ class SmtpEmailUpstream:
 
     async def send_email(self, envelope_from: str, recipient: str, message: bytes) -> str:
         message = with_message_stream(message, self.config.message_stream)
+        utf8 = needs_smtputf8(envelope_from, recipient, message)
         async with self._slots:
-            client = await self._client_after_mail_from(envelope_from, message)
-            await self._step(client, client.rcpt(recipient), "RCPT TO")
+            client = await self._client_after_mail_from(envelope_from, message, utf8)
+            encoding = "utf-8" if utf8 else "ascii"
+            await self._step(client, client.rcpt(recipient, encoding=encoding), "RCPT TO")
             response = await self._step(client, client.data(message), DATA_STAGE)
             self._release(client)
         return queue_id(response.message)
@@ -70,22 +72,37 @@ class SmtpEmailUpstream:
     async def send_template(self, recipient: str, request: Mapping[str, Any]) -> str:
         raise UpstreamPermanentError(554, "templates are rendered by Postmark's API, not SMTP")
 
-    async def _client_after_mail_from(self, envelope_from: str, message: bytes) -> SMTP:
+    async def _client_after_mail_from(
+        self, envelope_from: str, message: bytes, utf8: bool
+    ) -> SMTP:
         """A connection past MAIL FROM; a dead pooled one is swapped once for a fresh one."""
         if self._idle:
             pooled = self._idle.pop()
             try:
-                await self._mail_from(pooled, envelope_from, message)
+                await self._mail_from(pooled, envelope_from, message, utf8)
                 return pooled
             except UpstreamConnectionLost:
                 pass  # lost while idle: nothing of this message went out, so retrying is safe
         client = await self._connect()
-        await self._mail_from(client, envelope_from, message)
+        await self._mail_from(client, envelope_from, message, utf8)
         return client
 
-    async def _mail_from(self, client: SMTP, envelope_from: str, message: bytes) -> None:
+    async def _mail_from(
+        self, client: SMTP, envelope_from: str, message: bytes, utf8: bool
+    ) -> None:
         options = ["BODY=8BITMIME"] if needs_8bitmime(client, message) else []
-        await self._step(client, client.mail(envelope_from, options=options), "MAIL FROM")
+        if utf8:
+            if not client.supports_extension("smtputf8"):
+                self._release(client)
+                raise UpstreamPermanentError(
+                    553, f"a UTF-8 address needs SMTPUTF8 (RFC 6531), which upstream "
+                    f"{self.address} does not offer"
+                )
+            options.append("SMTPUTF8")
+        encoding = "utf-8" if utf8 else "ascii"
+        await self._step(
+            client, client.mail(envelope_from, options=options, encoding=encoding), "MAIL FROM"
+        )
 
     def _release(self, client: SMTP) -> None:
         if self._closed:
@@ -170,6 +187,13 @@ def with_message_stream(message: bytes, stream: str) -> bytes:
     if b"\r\nx-pm-message-stream:" in header_block:
         return message
     return f"X-PM-Message-Stream: {stream}\r\n".encode() + message
+
+
+def needs_smtputf8(envelope_from: str, recipient: str, message: bytes) -> bool:
+    """UTF-8 left where RFC 2047 cannot go (an address's local part), after
+    `gateway.mail.repair` re-encoded everything else in the header."""
+    header_block = message.split(b"\r\n\r\n", 1)[0]
+    return not (envelope_from.isascii() and recipient.isascii() and header_block.isascii())
 
 
 def needs_8bitmime(client: SMTP, message: bytes) -> bool:

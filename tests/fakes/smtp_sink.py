@@ -116,11 +116,13 @@ class SmtpSink:
         port: int = 0,
         failure_rate: float = 0.0,
         seed: int = 0,
+        smtputf8: bool = False,
     ) -> None:
         """`port` 0 picks a free one; a given port lets a test bring a server back where
         the gateway expects it. `failure_rate` answers that share of DATA commands, at
-        random (seeded), with 451 when no fault is queued."""
+        random (seeded), with 451 when no fault is queued. `smtputf8` offers RFC 6531."""
         self.port = port
+        self.smtputf8 = smtputf8
         self.failure_rate = failure_rate
         self._random = random.Random(seed)
         self.messages: list[ReceivedMessage] = []
@@ -202,6 +204,7 @@ class SmtpSink:
             auth_required=self._auth is not None,
             auth_require_tls=self._tls is not None,
             authenticator=self._authenticate,
+            enable_SMTPUTF8=self.smtputf8,
             loop=asyncio.get_running_loop(),
         )
         self._connections.append(connection)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
+import pytest
+
 from gateway.auth.unsubscribe_tokens import UnsubscribeTokens
 from gateway.config.settings import PACKAGE_RULES_DIR
 from gateway.mail.parse import parse_email, to_bytes
@@ -90,16 +92,50 @@ def test_footer_never_lands_in_an_unterminated_comment() -> None:
     assert out.index("<!-- never closed-->") < out.index("548 Market St"), "closed before it"
 
 
-def test_amp_alternative_is_a_problem_not_a_silent_skip() -> None:
-    raw = (
-        b"From: katie@example.com\r\nTo: bob@client.example.net\r\nSubject: x\r\n"
-        b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
-        b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
-        b"--b\r\nContent-Type: text/x-amp-html\r\n\r\n<html amp4email></html>\r\n"
-        b"--b\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n--b--\r\n"
+def alternatives(*parts: tuple[str, str]) -> bytes:
+    body = "".join(f"--b\r\nContent-Type: {kind}\r\n\r\n{text}\r\n" for kind, text in parts)
+    return (
+        "From: katie@example.com\r\nTo: bob@client.example.net\r\nSubject: x\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
+        f"{body}--b--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("kind", ["text/x-amp-html", "text/watch-html"])
+def test_an_alternative_that_cannot_carry_the_footer_is_removed_and_the_removal_named(
+    kind: str,
+) -> None:
+    """Gmail shows the AMP part and a watch the watch-html part instead of the HTML: with
+    them gone, every alternative left carries the footer."""
+    raw = alternatives(("text/plain", "hi"), (kind, "<html amp4email>hi</html>"),
+                       ("text/html", "<p>hi</p>"))
+    content = parse_email(raw)
+    assert content.problems == ()
+    assert content.repairs == (
+        f"{kind} part 2 removed: a footer cannot be written into it",
     )
-    problems = parse_email(raw).problems
-    assert any("text/x-amp-html" in p for p in problems)
+    message = message_from_bytes(rewrite(raw).encode(), policy=policy.default)
+    left = list(message.iter_parts())
+    assert [p.get_content_type() for p in left] == ["text/plain", "text/html"]
+    assert all("548 Market St" in p.get_content() for p in left)
+
+
+def test_enriched_and_richtext_alternatives_get_the_footer_in_their_own_syntax() -> None:
+    raw = alternatives(("text/enriched", "<bold>Hi</bold>"), ("text/richtext", "<bold>Hi</bold>"),
+                       ("text/html", "<p>hi</p>"))
+    message = message_from_bytes(rewrite(raw).encode(), policy=policy.default)
+    enriched, richtext, _html = (p.get_content() for p in message.iter_parts())
+    footer = footer_for().text
+    assert footer.replace("\n", "\n\n") in enriched.replace("\r\n", "\n")
+    assert footer.replace("\n", "<nl>\n") in richtext.replace("\r\n", "\n")
+
+
+def test_an_unknown_text_alternative_still_blocks() -> None:
+    """text/calendar may be what a client shows; nothing here can put a footer in it."""
+    raw = alternatives(("text/plain", "hi"), ("text/calendar", "BEGIN:VCALENDAR"))
+    assert parse_email(raw).problems == (
+        "text/calendar part 2 is an alternative that cannot carry the footer",
+    )
 
 
 def test_an_html_alternative_marked_as_attachment_gets_the_footer() -> None:

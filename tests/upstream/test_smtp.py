@@ -293,6 +293,31 @@ async def test_unencodable_address_is_permanent(sink, make_upstream):
     assert sink.messages == []
 
 
+UTF8_FROM = "From: Jürgen <jürgen@bücher.example>\r\nTo: ada@example.com\r\n\r\nHi\r\n".encode()
+
+
+async def test_utf8_left_in_the_header_is_sent_with_smtputf8_where_offered(make_upstream):
+    async with SmtpSink(smtputf8=True) as sink:
+        await make_upstream(sink.port).send_email("jürgen@bücher.example", RECIPIENT, UTF8_FROM)
+    [received] = sink.accepted
+    assert "SMTPUTF8" in received.mail_options
+    assert received.mail_from == "jürgen@bücher.example"
+    assert received.data == UTF8_FROM
+
+
+async def test_utf8_without_smtputf8_upstream_is_permanent_and_sends_nothing(
+    sink, make_upstream
+):
+    upstream = make_upstream(sink.port)
+    with pytest.raises(UpstreamPermanentError) as raised:
+        await upstream.send_email(SENDER, RECIPIENT, UTF8_FROM)
+    assert raised.value.code == 553
+    assert "SMTPUTF8" in raised.value.text
+    assert sink.messages == []
+    await upstream.send_email(SENDER, RECIPIENT, MESSAGE)
+    assert len(sink.accepted) == 1, "the connection stays usable"
+
+
 async def test_close_quits_pooled_connections(sink, make_upstream):
     upstream = make_upstream(sink.port, pool_size=2)
     await asyncio.gather(*(upstream.send_email(SENDER, RECIPIENT, MESSAGE) for _ in range(2)))

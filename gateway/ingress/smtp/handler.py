@@ -159,9 +159,9 @@ class SubmissionHandler:
         mailbox_rcpts = [r for r in envelope.rcpt_tos if self._is_mailbox(r)]
         recipients = tuple(r for r in envelope.rcpt_tos if not self._is_mailbox(r))
         if is_small_mime(len(raw), raw.count(b"\n--")):
-            email = parse_email(raw, smtputf8=envelope.smtp_utf8)
+            email = parse_email(raw)
         else:  # parsing cost grows with size and with the number of parts
-            email = await asyncio.to_thread(parse_email, raw, smtputf8=envelope.smtp_utf8)
+            email = await asyncio.to_thread(parse_email, raw)
         unsubscribe_reply = await self._take_unsubscribe(email) if mailbox_rcpts else None
         if not recipients:
             return unsubscribe_reply or "250 2.0.0 OK"

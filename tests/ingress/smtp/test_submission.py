@@ -401,7 +401,7 @@ async def test_header_line_over_998_octets_is_refused_and_session_continues(
     assert len(outbox_messages(gateway)) == 1
 
 
-async def test_raw_8bit_header_without_smtputf8_is_malformed(gateway: Gateway) -> None:
+async def test_raw_8bit_header_that_is_not_utf8_is_malformed(gateway: Gateway) -> None:
     raw = (
         b"From: katie@example.com\r\nTo: bob@client.example.net\r\n"
         b"Subject: Gr\xfc\xdfe aus K\xf6ln\r\n\r\nbody\r\n"
@@ -413,6 +413,26 @@ async def test_raw_8bit_header_without_smtputf8_is_malformed(gateway: Gateway) -
     assert refused.value.code == 550
     assert "MESSAGE_MALFORMED" in refused.value.message
     assert outbox_messages(gateway) == []
+
+
+async def test_raw_utf8_headers_without_smtputf8_are_relayed_re_encoded(
+    gateway: Gateway,
+) -> None:
+    """What every MTA relays (RFC 6532 headers from a client that did not say SMTPUTF8)
+    is repaired, not refused; the upstream gets ASCII headers with the same meaning."""
+    raw = (
+        "From: Katie Müller <katie@example.com>\r\nTo: bob@client.example.net\r\n"
+        "Subject: Grüße aus Köln\r\n\r\nbody\r\n"
+    ).encode()
+    smtp = await client(gateway)
+    await smtp.sendmail("katie@example.com", ["bob@client.example.net"], raw)
+    await smtp.quit()
+    [sent] = outbox_messages(gateway)
+    head = sent.split(b"\r\n\r\n", 1)[0]
+    assert head.isascii()
+    relayed = message_from_bytes(sent, policy=policy.default)
+    assert relayed["Subject"] == "Grüße aus Köln"
+    assert relayed["From"].addresses[0].display_name == "Katie Müller"
 
 
 async def test_bare_lf_message_is_accepted_and_rewritten(gateway: Gateway) -> None:
