@@ -3,7 +3,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= gateway.example.toml
 
-.PHONY: run test lint bench clean browser prometheus k8s-rules rules-table postfix postgresql screenshots
+.PHONY: run test lint bench clean browser prometheus k8s-rules rules-table postfix postgresql screenshots \
+	dkim-verifier
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +21,11 @@ $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/compliance-gateway serve --config $(CONFIG)
 
-test: $(VENV)/.installed-test browser prometheus postgresql
+test: $(VENV)/.installed-test browser prometheus postgresql dkim-verifier
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 	GATEWAY_SPEEDUPS=0 $(BIN)/python -m pytest -q tests/mail tests/speedups tests/ingress \
-	  tests/upstream tests/rewrite tests/e2e/test_hostile_input.py
+	  tests/upstream tests/rewrite tests/e2e/test_hostile_input.py tests/e2e/test_dkim_signing.py
 
 # The review page's picture in docs/ comes from the browser test, only when asked for.
 screenshots: $(VENV)/.installed-test browser
@@ -47,6 +48,16 @@ postgresql:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
 	      || echo "*** postgresql could not be installed: the PostgreSQL tests will SKIP ***"; \
 	  else echo "*** not root or no apt-get: PostgreSQL not installed, its tests will SKIP ***"; fi; }
+
+# Perl's Mail::DKIM, the DKIM verifier the tests check the gateway's signatures with besides
+# dkimpy (tests/tools/dkim_verify.pl); where it cannot be installed, those checks skip.
+dkim-verifier:
+	@perl -MMail::DKIM::Verifier -e 1 >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends libmail-dkim-perl >/dev/null) \
+	      || echo "*** Mail::DKIM could not be installed: the independent DKIM checks will SKIP ***"; \
+	  else echo "*** not root or no apt-get: Mail::DKIM not installed, its checks will SKIP ***"; fi; }
 
 # Debian's Prometheus (prometheus and promtool) for the alert-rule checks and the scrape test.
 # The package's post-install may try to start a service: harmless without systemd, and any

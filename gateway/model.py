@@ -103,6 +103,8 @@ class EmailContent:
     the message MESSAGE_MALFORMED. `footer_problems` lists why a footer added to one of its
     HTML bodies could not be seen (FOOTER_NOT_VISIBLE where a footer is required).
     `repairs` names what was repaired or, if a footer is added, will be removed.
+    `received_head` is the header block as the agent sent it, kept when the agent signed the
+    message (DKIM): the egress compares it with what it forwards.
     `other_identities` are the other addresses a reader takes for the sender (the Sender
     header, addresses written into display names). `mime` is the parsed message the rewriter
     works on; a message sent through Postmark's API carries its `fields` instead, and a
@@ -118,9 +120,20 @@ class EmailContent:
     other_identities: tuple[str, ...] = ()
     footer_problems: tuple[str, ...] = ()
     repairs: tuple[str, ...] = ()
+    received_head: bytes = field(default=b"", repr=False, compare=False)
     mime: EmailMessage | None = field(default=None, repr=False, compare=False)
     fields: EmailFields | None = field(default=None, repr=False, compare=False)
     template: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    """One `[[dkim]]` key: signs mail whose From domain is `domain` or a subdomain of it.
+    `private_key_pem` is an RSA key as PKCS#1 PEM, the form dkimpy reads."""
+
+    domain: str
+    selector: str
+    private_key_pem: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)

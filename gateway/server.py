@@ -27,6 +27,7 @@ from gateway.model import Account, AuditEvent, Channel
 from gateway.pipeline.email_egress import EmailEgress
 from gateway.pipeline.process import Pipeline
 from gateway.pipeline.twilio_egress import TwilioEgress
+from gateway.rewrite.dkim import DkimSigner
 from gateway.rules.loader import load_rules
 from gateway.rules.ruleset import RuleSet
 from gateway.runtime.clock import Clock
@@ -132,7 +133,9 @@ class Services:
             self.store,
             self.rules,
             {
-                Channel.EMAIL.value: EmailEgress(self.email_upstream, self.unsubscribe),
+                Channel.EMAIL.value: EmailEgress(
+                    self.email_upstream, self.unsubscribe, DkimSigner(config.dkim)
+                ),
                 Channel.SMS.value: telephony,
                 Channel.CALL.value: telephony,
             },

@@ -17,6 +17,7 @@ from gateway.cli.common import (
     UsageError,
     parse_instant,
 )
+from gateway.cli.dkim import print_dkim_record
 from gateway.cli.registries import COMMANDS
 from gateway.cli.rules import add_rules_commands, run_rules
 from gateway.config.settings import Config, ConfigError, find_config_file, load_config
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     email.add_argument("--subject", default="")
     email.add_argument("--reply", action="store_true", help="the message answers another")
     email.add_argument("--account", help="check as this account (default: any account)")
+    dkim = check_kinds.add_parser(
+        "dkim", parents=[common], help="print the DNS TXT record of the key that signs DOMAIN"
+    )
+    dkim.add_argument("--domain", required=True)
     for kind in ("call", "sms"):
         telephony = check_kinds.add_parser(kind, parents=[common])
         telephony.add_argument("--to", required=True, help="E.164 number")
@@ -192,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_migrate(config))
         if args.command == "rules":
             return run_rules(config, args)
+        if args.command == "check" and args.kind == "dkim":
+            return print_dkim_record(config, args.domain)
         configure_logging("WARNING")
         return asyncio.run(_with_services(config, COMMANDS[args.command], args))
     except ConfigError as exc:

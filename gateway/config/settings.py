@@ -17,17 +17,26 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from gateway.addresses import InvalidAddress, normalized_email
 from gateway.config.toml_reader import TomlTable
-from gateway.model import Account, Channel, Purpose, Role, SenderIdentity
+from gateway.model import Account, Channel, DkimKey, Purpose, Role, SenderIdentity
 
 PACKAGE_RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 TOKEN_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 KNOWN_SECTIONS = {
     "gateway", "smtp", "http", "store", "sender", "accounts", "upstream", "tokens", "policy",
-    "webhooks", "retention", "privacy",
+    "webhooks", "retention", "privacy", "dkim",
 }
+# RFC 6376 §3.1: a selector is one or more DNS labels.
+DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+DKIM_SELECTOR = re.compile(rf"(?i)^{DNS_LABEL}(?:\.{DNS_LABEL})*$")
+DOMAIN = re.compile(r"(?i)^[a-z0-9-]+(\.[a-z0-9-]+)+$")
+# RFC 8301 §3.2: verifiers must not accept RSA keys under 1024 bits.
+MIN_DKIM_KEY_BITS = 1024
 
 
 class ConfigError(Exception):
@@ -167,6 +176,7 @@ class Config:
     retention: RetentionConfig = RetentionConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     login_limits: LoginLimitsConfig = LoginLimitsConfig()
+    dkim: tuple[DkimKey, ...] = ()
 
     def account(self, name: str) -> Account | None:
         return next((a for a in self.accounts if a.name == name), None)
@@ -282,6 +292,7 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
         ),
         retention=_retention(raw.get("retention")),
         privacy=_privacy(raw.get("privacy")),
+        dkim=_dkim_keys(raw.get("dkim"), base_dir),
     )
 
 
@@ -400,7 +411,7 @@ def _accounts(raw: Any, sender: SenderIdentity) -> tuple[Account, ...]:
         if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
             raise ConfigError(section.key("sender_domains"), "must be a list of domains")
         for domain in domains:
-            if domain != "*" and not re.fullmatch(r"(?i)[a-z0-9-]+(\.[a-z0-9-]+)+", domain):
+            if domain != "*" and not DOMAIN.fullmatch(domain):
                 raise ConfigError(section.key("sender_domains"), f"not a domain: {domain!r}")
         purpose = section.choice("purpose", "marketing", tuple(p.value for p in Purpose))
         accounts.append(
@@ -554,3 +565,54 @@ def _privacy(raw: Any) -> PrivacyConfig:
     if key and len(key) < 32:
         raise ConfigError("privacy.erasure_key", "must be at least 32 characters")
     return PrivacyConfig(erasure_key=key)
+
+
+def _dkim_keys(raw: Any, base_dir: Path) -> tuple[DkimKey, ...]:
+    """`[[dkim]]`: each key is read and checked at start-up, so a gateway never starts that
+    would send unsigned mail its operator asked to be signed."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError("dkim", "must be an array of tables ([[dkim]])")
+    keys: list[DkimKey] = []
+    for index, entry in enumerate(raw):
+        section = _section(entry, f"dkim[{index}]", {"domain", "selector", "private_key"})
+        domain = section.string("domain", required=True).lower().rstrip(".")
+        if not DOMAIN.fullmatch(domain):
+            raise ConfigError(section.key("domain"), f"not a domain: {domain!r}")
+        if any(k.domain == domain for k in keys):
+            raise ConfigError(section.key("domain"), f"{domain!r} has two [[dkim]] entries")
+        selector = section.string("selector", required=True)
+        if not DKIM_SELECTOR.fullmatch(selector):
+            raise ConfigError(f"dkim.{domain}.selector", "must be one or more DNS labels")
+        written = section.string("private_key", required=True)
+        keys.append(DkimKey(domain, selector.lower(), _dkim_private_key(
+            written, base_dir, f"dkim.{domain}.private_key"
+        )))
+    return tuple(keys)
+
+
+def _dkim_private_key(written: str, base_dir: Path, key: str) -> bytes:
+    """A PEM given inline (from the environment) or as a file relative to the config;
+    any RSA PEM form in, PKCS#1 out (what dkimpy reads)."""
+    if written.lstrip().startswith("-----BEGIN"):
+        pem = written.encode("ascii", "replace")
+    else:
+        path = Path(written) if Path(written).is_absolute() else base_dir / written
+        try:
+            pem = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(key, f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        private = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(key, "is not an unencrypted PEM private key") from exc
+    if not isinstance(private, rsa.RSAPrivateKey):
+        raise ConfigError(key, "must be an RSA key (the algorithm every verifier knows)")
+    if private.key_size < MIN_DKIM_KEY_BITS:
+        raise ConfigError(key, f"is {private.key_size} bits; RFC 8301 asks for at least 1024 "
+                               "(2048 recommended)")
+    return private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )

@@ -154,8 +154,18 @@ def parse_email(raw: bytes) -> EmailContent:
         other_identities=other_identities,
         footer_problems=tuple(footer_problems),
         repairs=tuple(repairs),
+        received_head=_signed_head(raw),
         mime=message,
     )
+
+
+_SIGNATURE_FIELD = re.compile(rb"(?im)^dkim-signature[ \t]*:")
+
+
+def _signed_head(raw: bytes) -> bytes:
+    """The header block as received, when it carries a DKIM signature (else empty)."""
+    head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
+    return head if _SIGNATURE_FIELD.search(head) else b""
 
 
 def fields_content(fields: EmailFields, size: int) -> EmailContent:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -12,6 +13,7 @@ from gateway.mail.compose import compose_mime
 from gateway.mail.parse import to_bytes
 from gateway.model import Channel, Decision, EmailFields, OutboundMessage, Receipt
 from gateway.policy import EMAIL_FOOTER
+from gateway.rewrite.dkim import DkimSigner
 from gateway.rewrite.footer import (
     FOLDED_SEPARATOR,
     TEMPLATE_FOOTER_KEYS,
@@ -22,19 +24,28 @@ from gateway.rewrite.footer import (
 )
 from gateway.rewrite.mime import Footer, add_footer, footed_body
 from gateway.rules.ruleset import RuleSet
+from gateway.runtime.logs import log_event
 from gateway.services.unsubscribe import Unsubscribe, UnsubscribeLinks
 from gateway.upstream.base import EmailUpstream, PostmarkApi
 from gateway.upstream.postmark import fields_to_postmark
 
 ONE_CLICK_HEADERS = {"list-unsubscribe", "list-unsubscribe-post"}
+log = logging.getLogger("gateway.pipeline.email_egress")
 
 
 class EmailEgress:
-    def __init__(self, upstream: EmailUpstream, unsubscribe: Unsubscribe) -> None:
+    """`dkim` signs what goes out as MIME; Postmark's API builds its own MIME from fields
+    and signs it with the domain's key kept at Postmark, so a signature made here could
+    not reach the reader."""
+
+    def __init__(
+        self, upstream: EmailUpstream, unsubscribe: Unsubscribe, dkim: DkimSigner | None = None
+    ) -> None:
         self.upstream = upstream
         self.unsubscribe = unsubscribe
         self.name = upstream.name
         self.postmark_api = upstream if isinstance(upstream, PostmarkApi) else None
+        self.dkim = dkim or DkimSigner(())
 
     def render(
         self, message: OutboundMessage, recipient: str, decision: Decision, rules: RuleSet
@@ -58,14 +69,29 @@ class EmailEgress:
         if email.template is not None:
             return self._template_request(email.template, recipient, footer, links)
         if email.fields is not None:
-            return self._from_fields(email.fields, recipient, footer, links)
+            payload = self._from_fields(email.fields, recipient, footer, links)
+            if self.postmark_api is not None:
+                return payload
+            return self._signed(message, payload, None)
         assert email.mime is not None
         mime = copy.deepcopy(email.mime)
         if footer is not None and links is not None:
             mime = add_footer(mime, footer)
             set_list_unsubscribe(mime, links.url, links.mailto)
         del mime["Bcc"]
-        return to_bytes(mime)
+        if self.postmark_api is not None:
+            return to_bytes(mime)
+        return self._signed(message, to_bytes(mime), email.received_head)
+
+    def _signed(self, message: OutboundMessage, mime: bytes, received_head: bytes | None) -> bytes:
+        email = message.email
+        assert email is not None
+        from_domain = email.from_addresses[0].rpartition("@")[2] if email.from_addresses else ""
+        signed = self.dkim.finish(mime, from_domain, received_head)
+        if signed.removed:
+            log_event(log, "dkim-signature-removed", gateway_id=message.id,
+                      notes=list(signed.removed))
+        return signed.message
 
     def _from_fields(
         self,
@@ -75,7 +101,8 @@ class EmailEgress:
         links: UnsubscribeLinks | None,
     ) -> bytes:
         """The footer goes into the bodies as text; MIME is written only for an upstream
-        that takes MIME, Postmark's API gets its own request."""
+        that takes MIME, Postmark's API gets its own request. A signature given among the
+        agent's headers cannot hold on MIME the gateway writes, so `_signed` removes it."""
         folded: tuple[tuple[str, str], ...] = ()
         headers: tuple[tuple[str, str], ...] = ()
         if footer is not None and links is not None:

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from gateway.config.settings import ConfigError, load_config
 from tests.conftest import write_config
@@ -99,6 +101,91 @@ def test_serve_with_broken_config_exits_with_one_line(tmp_path: Path) -> None:
     ],
 )
 def test_upstream_mistakes_are_errors_not_silent_fallbacks(tmp_path: Path, text: str, key: str):
+    with pytest.raises(ConfigError) as error:
+        load_config(config_with(tmp_path, text))
+    assert error.value.key == key
+
+
+def key_file(tmp_path: Path, name: str, private: object) -> Path:
+    path = tmp_path / name
+    path.write_bytes(private.private_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))
+    return path
+
+
+def dkim_table(private_key: str, domain: str = "example.com") -> str:
+    return f"[[dkim]]\ndomain = '{domain}'\nselector = 'gw2026'\nprivate_key = '{private_key}'\n"
+
+
+def test_dkim_key_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
+    key_file(tmp_path, "example.pem", rsa.generate_private_key(65537, 2048))
+    config = load_config(config_with(tmp_path, dkim_table("example.pem", "Example.COM")))
+    [key] = config.dkim
+    assert (key.domain, key.selector) == ("example.com", "gw2026")
+    assert key.private_key_pem.startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    assert b"PRIVATE KEY" not in repr(config).encode()
+
+
+def test_dkim_key_from_the_environment(tmp_path: Path, monkeypatch) -> None:
+    pem = key_file(tmp_path, "k.pem", rsa.generate_private_key(65537, 2048)).read_text()
+    monkeypatch.setenv("GATEWAY_TEST_DKIM_KEY", pem)
+    config = load_config(config_with(tmp_path, dkim_table("${GATEWAY_TEST_DKIM_KEY}")))
+    assert len(config.dkim) == 1
+
+
+@pytest.mark.parametrize(
+    ("make_key", "says"),
+    [
+        (None, "cannot read"),
+        (lambda: b"not a key", "is not an unencrypted PEM private key"),
+        (lambda: subprocess.run(["openssl", "genrsa", "-aes128", "-passout", "pass:x", "2048"],
+                                capture_output=True, check=True).stdout,
+         "is not an unencrypted PEM private key"),
+        (lambda: ed25519.Ed25519PrivateKey.generate(), "must be an RSA key"),
+        (lambda: subprocess.run(["openssl", "genrsa", "768"], capture_output=True,
+                                check=True).stdout, "is 768 bits"),
+    ],
+    ids=["missing", "garbage", "encrypted", "ed25519", "short"],
+)
+def test_a_dkim_key_that_cannot_sign_stops_start_up_naming_it(
+    tmp_path: Path, make_key, says: str
+) -> None:
+    """The operator asked for signed mail: starting without a usable key would send it
+    unsigned."""
+    if make_key is not None:
+        made = make_key()
+        if isinstance(made, bytes):
+            (tmp_path / "k.pem").write_bytes(made)
+        else:
+            key_file(tmp_path, "k.pem", made)
+    path = config_with(tmp_path, dkim_table("k.pem"))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert error.value.key == "dkim.example.com.private_key"
+    assert says in error.value.problem
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(path)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("config error: dkim.example.com.private_key: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[[dkim]]\nselector = 's'\nprivate_key = 'k.pem'\n", "dkim[0].domain"),
+        ("[[dkim]]\ndomain = 'nodots'\nselector = 's'\nprivate_key = 'k.pem'\n",
+         "dkim[0].domain"),
+        ("[[dkim]]\ndomain = 'example.com'\nselector = 'bad selector'\nprivate_key = 'k'\n",
+         "dkim.example.com.selector"),
+        ("[[dkim]]\ndomain = 'example.com'\nselector = 's'\n", "dkim[0].private_key"),
+        ("[dkim]\ndomain = 'example.com'\n", "dkim"),
+    ],
+)
+def test_dkim_table_mistakes_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as error:
         load_config(config_with(tmp_path, text))
     assert error.value.key == key
