@@ -5,6 +5,7 @@ DNS record `check dkim` prints, by dkimpy and by Perl's Mail::DKIM."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import subprocess
 import sys
@@ -120,15 +121,21 @@ async def test_postmark_api_send_is_composed_then_signed(signing_gateway: Gatewa
 
 
 async def test_an_agent_signature_broken_by_the_footer_is_replaced_not_forwarded(
-    signing_gateway: Gateway,
+    signing_gateway: Gateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     agent_signed = sign(COMMERCIAL, AGENT_KEY)
-    await smtp_send(signing_gateway, agent_signed)
+    with caplog.at_level(logging.INFO, "gateway.pipeline.email_egress"):
+        await smtp_send(signing_gateway, agent_signed)
     [sent] = outbox_messages(signing_gateway)
     head = sent.split(b"\r\n\r\n", 1)[0]
     assert b"d=agent.example" not in head
     assert head.lower().count(b"dkim-signature:") == 1
     verify_both(sent, published_record(signing_gateway))
+    [removal] = [r for r in caplog.records if r.getMessage() == "dkim-signature-removed"]
+    assert removal.fields["notes"] == [  # type: ignore[attr-defined]
+        "agent DKIM-Signature d=agent.example removed: the rewrite changed the signed body "
+        "(the footer)"
+    ]
 
 
 async def test_mail_from_a_domain_without_a_key_goes_unsigned(signing_gateway: Gateway) -> None:

@@ -234,6 +234,20 @@ async def test_line_breaks_in_any_postmark_field_are_refused(gateway, changes) -
     assert b"victim" not in delivered
 
 
+async def test_megabytes_of_hostile_html_are_refused_not_sent_unfooted(gateway) -> None:
+    """9 MB of unclosed tags (Postmark's limit is 10 MB per message) is parsed off the event
+    loop; a footer past Gmail's ~102 KB clip is not conspicuous, so the send is refused."""
+    hostile = "<div style='display:none'><p><table><tr><td><b>x" * 190_000
+    assert len(hostile) > 9_000_000
+    body = json.dumps(good_item(HtmlBody=hostile)).encode()
+    status, answer = await raw_post(gateway, "/email", body)
+    assert status == 422, answer
+    assert "FOOTER_NOT_VISIBLE" in answer["Message"]
+    assert outbox_messages(gateway) == []
+    status, answer = await raw_post(gateway, "/email", json.dumps(good_item()).encode())
+    assert (status, answer["ErrorCode"]) == (200, 0)
+
+
 @pytest.mark.parametrize("value", [[], {}, ["HtmlOnly"], 1])
 async def test_track_links_of_the_wrong_type_is_a_422_not_a_500(gateway, value) -> None:
     """Found by the fuzzer below: a list made the membership test raise TypeError."""
