@@ -11,7 +11,14 @@ from __future__ import annotations
 import logging
 
 from gateway.runtime.logs import log_event
-from gateway.speedups import crlf_lines, data_section, dot_stuffing, header_classes, mime_boundaries
+from gateway.speedups import (
+    crlf_lines,
+    data_section,
+    dkim_rsa,
+    dot_stuffing,
+    header_classes,
+    mime_boundaries,
+)
 from gateway.speedups.base import Speedup
 
 log = logging.getLogger("gateway.speedups")
@@ -22,6 +29,7 @@ SPEEDUPS: tuple[Speedup, ...] = (
     crlf_lines.SPEEDUP,
     data_section.SPEEDUP,
     dot_stuffing.SPEEDUP,
+    dkim_rsa.SPEEDUP,
 )
 
 
