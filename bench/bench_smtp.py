@@ -3,6 +3,7 @@
 Every server runs in its own process and delivers to one shared sink (fake_smtp_sink.py):
 - the gateway (`python -m gateway serve`, `[upstream.email] kind = "smtp"`, SQLite,
   `workers = 2` as an operator runs it on this 2-core machine, 4 upstream connections each);
+- the same gateway with a `[[dkim]]` key, signing every message (gateway-dkim);
 - a raw aiosmtpd relay with no policy (fake_smtp_relay.py): what SMTP in Python costs;
 - Postfix from Debian as a plain relay (`relayhost` = the sink): what an operator would
   otherwise run. It queues to disk and delivers later, so its figures are acceptance by
@@ -36,6 +37,8 @@ from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 
 from aiosmtplib import SMTP, SMTPException
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from harness import (
     GATEWAY_SECRET,
     HOST,
@@ -64,6 +67,13 @@ host = "127.0.0.1"
 port = {sink}
 starttls = false
 pool_size = {pool}
+"""
+# The same gateway signing every message it relays (RSA 2048, the key size RFC 8301 asks for).
+GATEWAY_DKIM = """
+[[dkim]]
+domain = "example.com"
+selector = "bench"
+private_key = "dkim.pem"
 """
 POSTFIX_MAIN_CF = """
 compatibility_level = 3.6
@@ -326,6 +336,13 @@ def gateway_outcomes(http_port: int) -> dict[str, float]:
     return outcomes
 
 
+def rsa_pem(bits: int) -> bytes:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return private.private_bytes(serialization.Encoding.PEM,
+                                 serialization.PrivateFormat.TraditionalOpenSSL,
+                                 serialization.NoEncryption())
+
+
 def main() -> dict:
     skipped = postfix_unavailable()
     with tempfile.TemporaryDirectory(prefix="bench-smtp-") as name, contextlib.ExitStack() as stack:
@@ -338,7 +355,16 @@ def main() -> dict:
             gateway(directory, GATEWAY_UPSTREAM.format(sink=sink_port, pool=POOL_SIZE // WORKERS),
                     workers=WORKERS)
         )
+        signing_directory = directory / "dkim"
+        signing_directory.mkdir()
+        (signing_directory / "dkim.pem").write_bytes(rsa_pem(2048))
+        signing = stack.enter_context(
+            gateway(signing_directory,
+                    GATEWAY_UPSTREAM.format(sink=sink_port, pool=POOL_SIZE // WORKERS)
+                    + GATEWAY_DKIM, workers=WORKERS)
+        )
         targets = [Target("gateway", served["smtp"], login=True, pid=served["pid"]),
+                   Target("gateway-dkim", signing["smtp"], login=True, pid=signing["pid"]),
                    Target("relay", relay_port, login=True, pid=relay_pid)]
         if not skipped:
             try:

@@ -13,7 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-COLOURS = {"gateway": "tab:blue", "relay": "tab:orange", "postfix": "tab:green",
+COLOURS = {"gateway": "tab:blue", "gateway-dkim": "tab:purple", "relay": "tab:orange",
+           "postfix": "tab:green",
            "baseline": "tab:orange"}
 
 

@@ -110,10 +110,15 @@ def targets(report: dict) -> list[Target]:
         rows.append((f"SMTP ≥ {SMTP_TARGET_RATE} messages/s at 20 KB",
                      f"{gateway:,.0f} messages/s (best of the 20 KB runs)",
                      gateway >= SMTP_TARGET_RATE))
-        share = gateway / relay if relay else 0.0
-        rows.append((f"SMTP ≥ {SMTP_TARGET_SHARE:.0%} of the raw relay at 20 KB",
-                     f"{share:.0%} ({gateway:,.0f} / {relay:,.0f} messages/s, best runs)",
-                     share >= SMTP_TARGET_SHARE))
+        for name in ("gateway", "gateway-dkim"):
+            rate = best_rate(cells, name, "20")
+            if not rate:
+                continue
+            share = rate / relay if relay else 0.0
+            signing = " signing with DKIM" if name == "gateway-dkim" else ""
+            rows.append((f"SMTP{signing} ≥ {SMTP_TARGET_SHARE:.0%} of the raw relay at 20 KB",
+                         f"{share:.0%} ({rate:,.0f} / {relay:,.0f} messages/s, best runs)",
+                         share >= SMTP_TARGET_SHARE))
     else:
         rows.append((f"SMTP ≥ {SMTP_TARGET_RATE} messages/s at 20 KB", "not measured", None))
     email = results_of(report, "http")
@@ -250,7 +255,9 @@ def smtp_section(report: dict) -> list[str]:
         "Each server runs in its own processes and delivers to one shared sink (an aiosmtpd",
         "server that counts and discards): the gateway (`[upstream.email] kind = \"smtp\"`,",
         f"SQLite, `workers = {smtp.get('workers', 1)}` as on this 2-core machine, upstream",
-        f"pool of {smtp.get('upstream_pool_size')} connections in all), the raw relay (one",
+        f"pool of {smtp.get('upstream_pool_size')} connections in all), the same gateway",
+        "signing every message with a 2048-bit RSA `[[dkim]]` key (gateway-dkim), the raw",
+        "relay (one",
         "aiosmtpd process with no policy, the same pool, 250 only after the sink accepted) and",
         "Postfix from Debian as a plain relay (`relayhost` = the sink). The load generator",
         "(aiosmtplib, another process) authenticates with AUTH PLAIN where the server takes",
