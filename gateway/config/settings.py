@@ -382,18 +382,20 @@ def _store_url(section: TomlTable, base_dir: Path) -> str:
     raise ConfigError("store.url", "must start with sqlite:/// or postgresql://")
 
 
-def _accounts(raw: Any, sender: SenderIdentity) -> tuple[Account, ...]:
+def _optional_entries(raw: Any, name: str, known: set[str]) -> list[TomlTable]:
+    """An optional array of tables (`[[name]]`): none when absent."""
     if raw is None:
-        return ()
+        return []
     if not isinstance(raw, list):
-        raise ConfigError("accounts", "must be an array of tables ([[accounts]])")
+        raise ConfigError(name, f"must be an array of tables ([[{name}]])")
+    return [_section(entry, f"{name}[{index}]", known) for index, entry in enumerate(raw)]
+
+
+def _accounts(raw: Any, sender: SenderIdentity) -> tuple[Account, ...]:
     accounts: list[Account] = []
-    for index, entry in enumerate(raw):
-        section = _section(
-            entry,
-            f"accounts[{index}]",
-            {"name", "secret", "role", "sender_domains", "purpose"},
-        )
+    for section in _optional_entries(
+        raw, "accounts", {"name", "secret", "role", "sender_domains", "purpose"}
+    ):
         name = section.string("name", "", required=True)
         if not re.fullmatch(r"[A-Za-z0-9._@+-]{1,64}", name):
             raise ConfigError(section.key("name"), "use 1-64 letters, digits or ._@+-")
@@ -570,13 +572,8 @@ def _privacy(raw: Any) -> PrivacyConfig:
 def _dkim_keys(raw: Any, base_dir: Path) -> tuple[DkimKey, ...]:
     """`[[dkim]]`: each key is read and checked at start-up, so a gateway never starts that
     would send unsigned mail its operator asked to be signed."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise ConfigError("dkim", "must be an array of tables ([[dkim]])")
     keys: list[DkimKey] = []
-    for index, entry in enumerate(raw):
-        section = _section(entry, f"dkim[{index}]", {"domain", "selector", "private_key"})
+    for section in _optional_entries(raw, "dkim", {"domain", "selector", "private_key"}):
         domain = section.string("domain", required=True).lower().rstrip(".")
         if not DOMAIN.fullmatch(domain):
             raise ConfigError(section.key("domain"), f"not a domain: {domain!r}")
