@@ -61,7 +61,8 @@ def fields_to_postmark(
     """One recipient's copy of an email given as fields, as Postmark's `/email` request.
 
     `To` is the recipient alone and Cc/Bcc are not forwarded, as in `mime_to_postmark`;
-    `gateway_headers` (List-Unsubscribe) replace any header of the same name the agent set.
+    `gateway_headers` (List-Unsubscribe) replace any header of the same name the agent set,
+    and signature and trace headers are left out (Postmark signs the message it builds).
     """
     request: dict[str, Any] = {"From": fields.sender, "To": recipient, "Subject": fields.subject}
     if fields.reply_to:
@@ -70,10 +71,10 @@ def fields_to_postmark(
         request["TextBody"] = fields.text_body
     if fields.html_body:
         request["HtmlBody"] = fields.html_body
-    replaced = {name.lower() for name, _ in gateway_headers}
+    left_out = {name.lower() for name, _ in gateway_headers} | NOT_FORWARDED_HEADERS
     headers = [
         {"Name": name, "Value": value}
-        for name, value in (*(h for h in fields.headers if h[0].lower() not in replaced),
+        for name, value in (*(h for h in fields.headers if h[0].lower() not in left_out),
                             *gateway_headers)
     ]
     if headers:

@@ -39,6 +39,8 @@ async def test_forwarded_with_gateway_token_footer_and_headers(gateway_factory) 
             HtmlBody="<html><body><p>Hi Bob</p></body></html>",
             Attachments=[("logo.png", base64.b64encode(PNG).decode(), "image/png")],
             Tag="outreach",
+            Headers={"X-Campaign": "q3",
+                     "DKIM-Signature": "v=1; a=rsa-sha256; d=agent.example; s=a1; bh=x; b=y"},
         )
         [request] = fake.requests_to("/email")
         assert answer["ErrorCode"] == 0 and answer["MessageID"]
@@ -51,6 +53,8 @@ async def test_forwarded_with_gateway_token_footer_and_headers(gateway_factory) 
         headers = {h["Name"]: h["Value"] for h in body["Headers"]}
         assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert headers["List-Unsubscribe"].startswith("<https://gw.example.com/u/")
+        assert headers["X-Campaign"] == "q3"
+        assert "DKIM-Signature" not in headers, "Postmark signs what it builds; this would fail"
         assert body["Tag"] == "outreach"
         [attachment] = body["Attachments"]
         assert base64.b64decode(attachment["Content"]) == PNG
