@@ -29,10 +29,14 @@ SEALED_TYPES = frozenset(
         "application/x-pkcs7-mime",
     }
 )
-FOOTER_TYPES = frozenset({"text/plain", "text/html", "text/enriched", "text/richtext"})
-# Alternatives a footer cannot be written into and that some client shows instead of the HTML
-# (Gmail renders AMP, Apple Watch watch-html): they go when a footer comes, and say so.
-DROPPED_ALTERNATIVE_TYPES = frozenset({"text/x-amp-html", "text/watch-html"})
+FOOTER_TYPES = frozenset({"text/plain", "text/html"})
+# Alternatives a client may show instead of the HTML (Gmail renders AMP, Apple Watch
+# watch-html) that the footer cannot safely be written into: AMP forbids the footer's inline
+# styles, and enriched/richtext have commands that hide their content (`<param>`,
+# `<comment>`) which the agent could leave open. They go when a footer comes, and say so.
+DROPPED_ALTERNATIVE_TYPES = frozenset(
+    {"text/x-amp-html", "text/watch-html", "text/enriched", "text/richtext"}
+)
 _STRUCTURAL_HEADERS = ("content-type", "content-transfer-encoding", "content-disposition")
 # A Content-Type parameter's name; RFC 2231 sections (boundary*0, boundary*1) are one name.
 _PARAMETER_NAME = re.compile(r";\s*([!#$%&'+.^`|~\w-]+?)(\*\d+)?\*?\s*=")
@@ -284,8 +288,8 @@ def _charset_can_switch(part: MIMEPart) -> bool:
 
 
 def footed_body(text: str, footer: Footer, *, subtype: str, flowed: bool = False) -> str:
-    """One body of type text/`subtype` with the footer in it: the rule every ingress shares,
-    whether the body came from a MIME part or from an API field (HtmlBody, TextBody).
+    """One body of type text/`subtype` (plain or html) with the footer in it: the rule every
+    ingress shares, whether the body came from a MIME part or from an API field.
 
     The provider's own unsubscribe placeholder becomes the gateway's link; a body that already
     shows this recipient's whole footer is left as it is.
@@ -300,10 +304,6 @@ def footed_body(text: str, footer: Footer, *, subtype: str, flowed: bool = False
     lines = footer.text.split("\n")
     if flowed:
         lines = _fixed_flowed_lines(lines)
-    if subtype == "enriched":
-        return _append_text(text, _enriched(lines, newline), newline * 2)
-    if subtype == "richtext":
-        return _append_text(text, _richtext(lines, newline), "<nl>" + newline)
     return _append_text(text, newline.join(lines), newline)
 
 
@@ -332,21 +332,10 @@ def _replace_placeholders(text: str, url: str, is_html: bool) -> str:
 
 
 def _append_text(text: str, footer: str, newline: str) -> str:
-    """The footer as its own paragraph after the body, ending with a line break; `newline`
-    is one line break in the body's own syntax."""
+    """The footer as its own paragraph after the body, ending with a line break."""
     if not text.endswith("\n"):
         text += newline
     return text + newline + footer + newline
-
-
-def _enriched(lines: list[str], newline: str) -> str:
-    """RFC 1896: "<" is written "<<", and it takes two newlines to break a line."""
-    return (newline * 2).join(line.replace("<", "<<") for line in lines)
-
-
-def _richtext(lines: list[str], newline: str) -> str:
-    """RFC 1341 richtext: "<" is written "<lt>", a line break is "<nl>"; newlines are space."""
-    return ("<nl>" + newline).join(line.replace("<", "<lt>") for line in lines)
 
 
 def _fixed_flowed_lines(lines: list[str]) -> list[str]:

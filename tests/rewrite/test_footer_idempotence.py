@@ -101,18 +101,21 @@ def alternatives(*parts: tuple[str, str]) -> bytes:
     ).encode()
 
 
-@pytest.mark.parametrize("kind", ["text/x-amp-html", "text/watch-html"])
+@pytest.mark.parametrize(
+    "kind", ["text/x-amp-html", "text/watch-html", "text/enriched", "TEXT/RICHTEXT"]
+)
 def test_an_alternative_that_cannot_carry_the_footer_is_removed_and_the_removal_named(
     kind: str,
 ) -> None:
-    """Gmail shows the AMP part and a watch the watch-html part instead of the HTML: with
-    them gone, every alternative left carries the footer."""
-    raw = alternatives(("text/plain", "hi"), (kind, "<html amp4email>hi</html>"),
+    """Gmail shows the AMP part and a watch the watch-html part instead of the HTML, and
+    enriched/richtext can hide what follows an unclosed `<param>` or `<comment>`: with them
+    gone, every alternative left carries the footer."""
+    raw = alternatives(("text/plain", "hi"), (kind, "<comment>hidden from here on"),
                        ("text/html", "<p>hi</p>"))
     content = parse_email(raw)
     assert content.problems == ()
     assert content.repairs == (
-        f"{kind} part 2 removed: a footer cannot be written into it",
+        f"{kind.lower()} part 2 removed: a footer cannot be written into it",
     )
     message = message_from_bytes(rewrite(raw).encode(), policy=policy.default)
     left = list(message.iter_parts())
@@ -120,14 +123,17 @@ def test_an_alternative_that_cannot_carry_the_footer_is_removed_and_the_removal_
     assert all("548 Market St" in p.get_content() for p in left)
 
 
-def test_enriched_and_richtext_alternatives_get_the_footer_in_their_own_syntax() -> None:
-    raw = alternatives(("text/enriched", "<bold>Hi</bold>"), ("text/richtext", "<bold>Hi</bold>"),
-                       ("text/html", "<p>hi</p>"))
+def test_an_enriched_body_on_its_own_gets_the_footer_as_a_part_of_its_own() -> None:
+    raw = (
+        b"From: katie@example.com\r\nTo: bob@client.example.net\r\nSubject: x\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: text/enriched\r\n\r\n<param>never closed\r\n"
+    )
     message = message_from_bytes(rewrite(raw).encode(), policy=policy.default)
-    enriched, richtext, _html = (p.get_content() for p in message.iter_parts())
-    footer = footer_for().text
-    assert footer.replace("\n", "\n\n") in enriched.replace("\r\n", "\n")
-    assert footer.replace("\n", "<nl>\n") in richtext.replace("\r\n", "\n")
+    assert message.get_content_type() == "multipart/mixed"
+    first, footer = message.iter_parts()
+    assert "<param>never closed" in first.get_content()
+    assert [p.get_content_type() for p in footer.iter_parts()] == ["text/plain", "text/html"]
+    assert all("548 Market St" in p.get_content() for p in footer.iter_parts())
 
 
 def test_an_unknown_text_alternative_still_blocks() -> None:
