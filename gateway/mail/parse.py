@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import io
 import re
+import unicodedata
 from collections.abc import Iterator
 from email.errors import HeaderParseError, InvalidHeaderDefect
-from email.header import decode_header
+from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -163,8 +164,9 @@ _SIGNATURE_FIELD = re.compile(rb"(?im)^dkim-signature[ \t]*:")
 
 
 def _signed_head(raw: bytes) -> bytes:
-    """The header block as received, when it carries a DKIM signature (else empty)."""
-    head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
+    """The header block as received, when it carries a DKIM signature (else empty); it ends
+    where the parser's does, at the first empty line whatever its line ending."""
+    head = re.split(rb"(?:\r\n|\r|\n)(?:\r\n|\r|\n)", raw, maxsplit=1)[0]
     return head if _SIGNATURE_FIELD.search(head) else b""
 
 
@@ -312,19 +314,47 @@ def _from_addresses(message: Message) -> tuple[tuple[str, ...], list[str]]:
 
 
 ADDRESS_IN_TEXT = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_COMMENT_TEXT = re.compile(r"\(([^()]*)\)")
+# Default-ignorable code points that format characters (category Cf) do not cover: they
+# render as nothing, so "ceo@ba<U+034F>nk.example" reads as an address.
+_INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0") | frozenset(
+    map(chr, range(0xFE00, 0xFE10))
+)
 
 
 def _other_identities(message: Message) -> tuple[str, ...]:
     """Addresses a reader may take for the sender besides From's own: the Sender header,
-    and addresses written into From/Sender display names ("ceo@bank.example" <a@b.example>)."""
+    and addresses written into From/Sender display names or comments
+    ("ceo@bank.example" <a@b.example>, a@b.example (ceo@bank.example)), read as the reader
+    sees them: decoded, compatibility-folded (a full-width at sign is an "@"), invisible
+    characters removed."""
     found: list[str] = []
     for name in ("From", "Sender"):
         for header in message.get_all(name, []):
             for address in getattr(header, "addresses", ()):
                 if name == "Sender" and address.domain:
                     found.append(_normalized_addr_spec(address))
-                found += ADDRESS_IN_TEXT.findall(address.display_name or "")
+                found += _addresses_in_text(_unescape(address.display_name or ""))
+    for raw_name, value in message.raw_items():
+        if raw_name.lower() in ("from", "sender"):
+            for comment in _COMMENT_TEXT.findall(_unescape(value)):
+                found += _addresses_in_text(_decoded_words(comment))
     return tuple(dict.fromkeys(found))
+
+
+def _addresses_in_text(text: str) -> list[str]:
+    shown = "".join(
+        c for c in unicodedata.normalize("NFKC", text)
+        if c not in _INVISIBLE and unicodedata.category(c) != "Cf"
+    )
+    return ADDRESS_IN_TEXT.findall(shown)
+
+
+def _decoded_words(text: str) -> str:
+    try:
+        return str(make_header(decode_header(text)))
+    except (HeaderParseError, LookupError, UnicodeError, ValueError):
+        return text
 
 
 def _has_invalid_syntax(header: Any) -> bool:

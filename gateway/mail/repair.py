@@ -33,8 +33,14 @@ _CANONICAL_ENCODINGS = {
 }
 _ENCODING_NOISE = re.compile(r"[\s\"';_-]")
 _ESCAPED_8BIT = re.compile("[\udc80-\udcff]")
-# An RFC 5322 comment without nested parentheses or quoted pairs; nested ones are left.
-_COMMENT = re.compile(r"\(([^()\\]*)\)")
+# A quoted string (left as it is: RFC 2047 §5 forbids encoded words in one), or an RFC 5322
+# comment without nested parentheses or quoted pairs (group 1); nested ones are left.
+_QUOTED_OR_COMMENT = re.compile(r'"(?:[^"\\]|\\.)*"|\(([^()\\]*)\)')
+# Message ids may not hold encoded words (RFC 2047 §5): UTF-8 in one needs SMTPUTF8.
+_MESSAGE_ID_HEADERS = frozenset(
+    {"message-id", "in-reply-to", "references", "content-id", "resent-message-id"}
+)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FOLD_AT = 76
 
 
@@ -56,7 +62,8 @@ def canonical_transfer_encoding(written: str) -> str | None:
 def _open_parts(part: Message, section: str = "") -> Iterator[tuple[Message, str]]:
     """Signed or encrypted entities and attached messages are never touched."""
     yield part, section
-    if part.is_multipart() and part.get_content_type() not in SEALED_TYPES:
+    if (part.get_content_maintype() == "multipart" and part.is_multipart()
+            and part.get_content_type() not in SEALED_TYPES):
         for index, child in enumerate(part.get_payload(), 1):
             yield from _open_parts(child, child_section(section, index))
 
@@ -89,15 +96,12 @@ def reencode_utf8_headers(message: Message) -> list[str]:
     for index, (name, value) in enumerate(headers):
         if not _ESCAPED_8BIT.search(value) or not is_utf8(value):
             continue
-        text = _unescaped(value)
-        kind = message.policy.header_factory[name]
-        if issubclass(kind, AddressHeader):
-            repaired = _ascii_addresses(message, name, text)
-        elif issubclass(kind, UnstructuredHeader):
-            repaired = _encoded_words(name, " ".join(text.split()))
-        else:
-            repaired = _encoded_comments(name, text.strip())
-        if repaired is None or repaired == text.strip():
+        text = _LINE_BREAK.sub("", _unescaped(value)).strip()
+        try:
+            repaired = _reencoded(message, name, text)
+        except Exception:  # the stdlib header parsers fail in many ways on odd input
+            repaired = None  # left as written: it then needs SMTPUTF8
+        if repaired is None or repaired == text:
             continue
         headers[index] = (name, " " + _escaped(repaired))
         remains = "" if repaired.isascii() else " (the rest needs SMTPUTF8)"
@@ -105,6 +109,20 @@ def reencode_utf8_headers(message: Message) -> list[str]:
     if notes:
         _rewrite_header_block(message, headers)
     return notes
+
+
+def _reencoded(message: Message, name: str, text: str) -> str | None:
+    """`text` is the header unfolded; unstructured text is re-encoded as the policy read it
+    (encoded words in it decoded), so the reader sees exactly what was checked."""
+    kind = message.policy.header_factory[name]
+    if name.lower() in _MESSAGE_ID_HEADERS:
+        return None
+    if issubclass(kind, AddressHeader):
+        return _ascii_addresses(message, name, text)
+    if issubclass(kind, UnstructuredHeader):
+        decoded = str(message.policy.header_factory(name, text))
+        return _encoded_words(name, " ".join(decoded.split()))
+    return _encoded_comments(name, text)
 
 
 def _ascii_addresses(message: Message, name: str, text: str) -> str | None:
@@ -148,11 +166,13 @@ def _a_label(domain: str) -> str:
 
 def _encoded_comments(name: str, text: str) -> str:
     """RFC 2047 §5 allows encoded words in the comments of structured fields."""
-    def encoded(comment: re.Match[str]) -> str:
-        inside = comment.group(1)
-        return f"({inside})" if inside.isascii() else f"({_encoded_words(name, inside)})"
+    def encoded(found: re.Match[str]) -> str:
+        inside = found.group(1)
+        if inside is None or inside.isascii():
+            return found.group(0)
+        return f"({_encoded_words(name, inside)})"
 
-    return _COMMENT.sub(encoded, text)
+    return _QUOTED_OR_COMMENT.sub(encoded, text)
 
 
 def _encoded_words(name: str, text: str) -> str:

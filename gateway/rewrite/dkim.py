@@ -35,6 +35,9 @@ SIGNED_HEADERS = (
 OVERSIGNED_HEADERS = frozenset(
     {"from", "reply-to", "subject", "to", "cc", "list-unsubscribe", "list-unsubscribe-post"}
 )
+# Headers an upstream adds after the egress signed (`gateway.upstream.smtp`'s Postmark
+# stream header): an agent signature over their absence would fail at the receiver.
+ADDED_AFTER_SIGNING = frozenset({"x-pm-message-stream"})
 _HASHES = {b"rsa-sha256": hashlib.sha256, b"ed25519-sha256": hashlib.sha256,
            b"rsa-sha1": hashlib.sha1}
 _FIELD_START = re.compile(rb"\r\n(?![ \t])")
@@ -99,12 +102,23 @@ def sign(message: bytes, key: DkimKey) -> bytes:
 def without_broken_signatures(
     message: bytes, received_head: bytes | None
 ) -> tuple[bytes, tuple[str, ...]]:
+    """Repeated until nothing changes: removing one signature breaks another that signed
+    it (an `h=` naming dkim-signature)."""
+    removed: list[str] = []
+    while True:
+        message, removed_now = _without_broken_once(message, received_head)
+        if not removed_now:
+            return message, tuple(removed)
+        removed += removed_now
+
+
+def _without_broken_once(message: bytes, received_head: bytes | None) -> tuple[bytes, list[str]]:
     head, separator, body = message.partition(b"\r\n\r\n")
     fields = _FIELD_START.split(head)
     if not any(_is_signature(field) for field in fields):
-        return message, ()
+        return message, []
     headers, canonical_body_source = dkim.rfc822_parse(message)
-    received = dkim.rfc822_parse(received_head + b"\r\n\r\n")[0] if received_head else None
+    received = _received_headers(received_head)
     kept, removed = [], []
     for field in fields:
         if _is_signature(field):
@@ -113,7 +127,18 @@ def without_broken_signatures(
                 removed.append(f"agent DKIM-Signature {_signer(field)} removed: {problem}")
                 continue
         kept.append(field)
-    return b"\r\n".join(kept) + separator + body, tuple(removed)
+    return b"\r\n".join(kept) + separator + body, removed
+
+
+def _received_headers(received_head: bytes | None) -> list[list[bytes]] | None:
+    """The agent's header fields as DKIM reads them; None (no signature can be shown to
+    hold) when the gateway composed the message or dkimpy cannot read the header block."""
+    if not received_head:
+        return None
+    try:
+        return dkim.rfc822_parse(received_head + b"\r\n\r\n")[0]
+    except dkim.MessageFormatError:
+        return None
 
 
 def _is_signature(field: bytes) -> bool:
@@ -136,7 +161,8 @@ def _broken(
 ) -> str:
     """Why the signature no longer holds, or "" if it covers exactly what the agent sent."""
     if received is None:
-        return "the gateway composed this message, so no signature made before can hold"
+        return "the gateway composed this message or could not read the header block it came "\
+            "with, so no signature made before can be shown to hold"
     try:
         tags = parse_tag_value(value)
         canonical = CanonicalizationPolicy.from_c_value(tags.get(b"c"))
@@ -146,6 +172,12 @@ def _broken(
         expected_body_hash = _WHITESPACE.sub(b"", tags[b"bh"])
     except (InvalidTagValueList, InvalidCanonicalizationPolicyError, KeyError, ValueError):
         return "the signature cannot be read"
+    added_later = sorted(ADDED_AFTER_SIGNING.intersection(
+        n.decode("ascii", "replace") for n in signed) - {n.decode("ascii", "replace").lower()
+                                                         for n, _ in headers})
+    if added_later:
+        return "it signs the absence of " + ", ".join(added_later) + \
+            ", which the upstream adds"
     canonical_body = canonical.canonicalize_body(body)
     if length is not None:
         canonical_body = canonical_body[:length]

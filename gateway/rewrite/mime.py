@@ -38,6 +38,9 @@ DROPPED_ALTERNATIVE_TYPES = frozenset(
     {"text/x-amp-html", "text/watch-html", "text/enriched", "text/richtext"}
 )
 _STRUCTURAL_HEADERS = ("content-type", "content-transfer-encoding", "content-disposition")
+# What get_content_type() gives for a header a client reads the same way (RFC 2045 tokens);
+# a comment or stray text in it would let the gateway and a client disagree on the type.
+_CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 # A Content-Type parameter's name; RFC 2231 sections (boundary*0, boundary*1) are one name.
 _PARAMETER_NAME = re.compile(r";\s*([!#$%&'+.^`|~\w-]+?)(\*\d+)?\*?\s*=")
 
@@ -111,8 +114,8 @@ def check_rewrite(message: EmailMessage) -> RewriteCheck:
     html_bodies: list[tuple[str, str]] = []
     dropped: list[str] = []
     for part, section, shown in _visited_parts(message):
-        problems += _structure_problems(part, section)
-        if shown and part.get_content_type() in DROPPED_ALTERNATIVE_TYPES:
+        problems += _structure_problems(part, section, shown)
+        if _is_dropped(part, shown):
             dropped.append(f"{_describe_part(part, section)} removed: a footer cannot be "
                            "written into it")
             continue
@@ -148,23 +151,35 @@ def _visited_parts(
     part: MIMEPart, section: str = "", shown: bool = False
 ) -> Iterator[tuple[MIMEPart, str, bool]]:
     """The parts add_footer looks at: it never opens sealed entities or attached messages.
-    `shown`: an alternative of a multipart/alternative, which a client may pick to display
-    whatever its Content-Disposition (an "attachment" text/html included)."""
+    `shown`: a part a client may display as the body because it is, or is inside, an
+    alternative of a multipart/alternative (a client renders the root of a related part it
+    picks), whatever its Content-Disposition (an "attachment" text/html included)."""
     yield part, section, shown
     if part.get_content_maintype() == "multipart" and part.get_content_type() not in SEALED_TYPES:
-        alternative = part.get_content_type() == "multipart/alternative"
         for index, child in enumerate(part.iter_parts(), 1):
-            yield from _visited_parts(child, child_section(section, index), alternative)
+            yield from _visited_parts(
+                child, child_section(section, index), _child_shown(part, shown, child)
+            )
+
+
+def _child_shown(parent: MIMEPart, parent_shown: bool, child: MIMEPart) -> bool:
+    if parent.get_content_type() == "multipart/alternative":
+        return True
+    return parent_shown and not child.is_attachment()
+
+
+def _is_dropped(part: MIMEPart, shown: bool) -> bool:
+    return shown and part.get_content_type() in DROPPED_ALTERNATIVE_TYPES
 
 
 def _drop_unfootable_alternatives(message: EmailMessage) -> None:
-    """Each multipart/alternative loses its DROPPED_ALTERNATIVE_TYPES children; a client
-    then shows an alternative that carries the footer."""
-    for part, _section, _shown in list(_visited_parts(message)):
-        if part.get_content_type() != "multipart/alternative" or not part.is_multipart():
+    """Every shown DROPPED_ALTERNATIVE_TYPES part goes; a client then shows a part that
+    carries the footer (`check_rewrite` refused messages where none would be left)."""
+    for part, _section, shown in list(_visited_parts(message)):
+        if part.get_content_maintype() != "multipart" or not part.is_multipart():
             continue
         children = part.get_payload()
-        kept = [c for c in children if c.get_content_type() not in DROPPED_ALTERNATIVE_TYPES]
+        kept = [c for c in children if not _is_dropped(c, _child_shown(part, shown, c))]
         if len(kept) != len(children):
             part.set_payload(kept)
 
@@ -176,7 +191,7 @@ def _is_footer_target(part: MIMEPart, shown: bool) -> bool:
 def _footer_targets(message: EmailMessage) -> list[tuple[MIMEPart, str]]:
     targets = []
     for part, section, shown in _visited_parts(message):
-        problems = _structure_problems(part, section)
+        problems = _structure_problems(part, section, shown)
         if problems:
             raise RewriteError(problems[0])
         if _is_footer_target(part, shown):
@@ -184,8 +199,9 @@ def _footer_targets(message: EmailMessage) -> list[tuple[MIMEPart, str]]:
     return targets
 
 
-def _structure_problems(part: MIMEPart, section: str) -> list[str]:
-    """Damage that would hide text parts from the walk or misplace a part's headers."""
+def _structure_problems(part: MIMEPart, section: str, shown: bool) -> list[str]:
+    """Damage that would hide text parts from the walk or misplace a part's headers, and
+    parts a client may show that cannot carry the footer."""
     where = f"MIME part {section}" if section else "the message"
     problems = [
         f"header block of {where} {_HEADER_BLOCK_DEFECTS[type(defect)]}"
@@ -193,11 +209,25 @@ def _structure_problems(part: MIMEPart, section: str) -> list[str]:
         if type(defect) in _HEADER_BLOCK_DEFECTS
     ]
     problems += _ambiguous_structure(part, where)
+    if not _CONTENT_TYPE.fullmatch(part.get_content_type()):
+        problems.append(f"Content-Type of {where} is not a plain type/subtype "
+                        f"({part.get_content_type()!r})")
+        return problems
     if part.get_content_maintype() == "multipart" and not part.is_multipart():
         problems.append(_unsplit_multipart_problem(part, section))
-    if part.get_content_type() == "multipart/alternative" and part.is_multipart():
-        problems += _footerless_alternatives(part, section)
+    if part.get_content_maintype() == "multipart" and part.is_multipart():
+        problems += _emptied_by_drops(part, section, shown)
+        if part.get_content_type() == "multipart/alternative":
+            problems += _footerless_alternatives(part, section)
     return problems
+
+
+def _emptied_by_drops(part: MIMEPart, section: str, shown: bool) -> list[str]:
+    children = list(part.iter_parts())
+    if children and all(_is_dropped(c, _child_shown(part, shown, c)) for c in children):
+        return [f"{_describe_part(part, section)} would be left empty once its parts that "
+                "cannot carry the footer are removed"]
+    return []
 
 
 def _ambiguous_structure(part: MIMEPart, where: str) -> list[str]:
@@ -223,16 +253,27 @@ def _ambiguous_structure(part: MIMEPart, where: str) -> list[str]:
 
 
 def _footerless_alternatives(part: MIMEPart, section: str) -> list[str]:
-    """A reader may be shown any alternative (Gmail shows text/x-amp-html), so each one must
-    carry the footer; text alternatives this rewriter cannot edit block the message."""
+    """A reader may be shown any alternative (Gmail shows text/x-amp-html, a client renders
+    the root of a related alternative, the content of a signed one), so each one must carry
+    the footer, or be one of the kinds dropped when the footer comes."""
     return [
         f"{_describe_part(child, child_section(section, index))} is an alternative "
         "that cannot carry the footer"
         for index, child in enumerate(part.iter_parts(), 1)
-        if child.get_content_maintype() == "text"
-        and child.get_content_type() not in FOOTER_TYPES | DROPPED_ALTERNATIVE_TYPES
-        and not child.is_attachment()
+        if not _is_dropped(child, True) and not _carries_footer(child, True)
     ]
+
+
+def _carries_footer(part: MIMEPart, shown: bool) -> bool:
+    """Whether add_footer writes the footer into this part or a part it shows; sealed
+    entities and attached messages are never opened, so they carry none."""
+    if part.get_content_maintype() != "multipart":
+        return _is_footer_target(part, shown)
+    if part.get_content_type() in SEALED_TYPES or not part.is_multipart():
+        return False
+    return any(
+        _carries_footer(child, _child_shown(part, shown, child)) for child in part.iter_parts()
+    )
 
 
 def _unsplit_multipart_problem(part: MIMEPart, section: str) -> str:

@@ -363,3 +363,25 @@ def test_two_boundaries_are_refused_and_rfc_2231_sections_are_one() -> None:
                 'boundary*0="a"; boundary*1="b"\r\n\r\n--ab\r\nContent-Type: text/plain\r\n\r\n'
                 "hi\r\n--ab--\r\n")
     assert parse_email(sections.encode()).problems == ()
+
+
+@pytest.mark.parametrize(
+    "from_line",
+    [
+        "From: \"support@pаypal.com\" <katie@example.com>",  # raw UTF-8, Cyrillic а
+        "From: =?utf-8?q?support=40p=D0=B0ypal=2Ecom?= <katie@example.com>",
+        "From: \"ceo@ba\u200dnk.example\" <katie@example.com>",  # zero-width joiner
+        "From: \"ceo\uff20bank.example\" <katie@example.com>",  # full-width at sign
+        "From: katie@example.com (ceo@bank.example)",  # a comment
+        "From: katie@example.com (=?utf-8?q?ceo=40bank=2Eexample?=)",
+    ],
+)
+def test_an_address_a_reader_sees_beside_the_sender_is_found_however_written(
+    from_line: str,
+) -> None:
+    """What the reader's client shows: decoded, folded, invisible characters gone."""
+    content = parse_email(crlf(f"{from_line}\nSubject: hi\n\nHi\n"))
+    assert content.problems == ()
+    assert len(content.other_identities) == 1
+    assert content.other_identities[0].replace("а", "a") in (
+        "support@paypal.com", "ceo@bank.example")

@@ -7,6 +7,8 @@ from email import message_from_bytes, policy
 from email.header import decode_header, make_header
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.mail.parse import parse_email, to_bytes
 from gateway.mail.repair import canonical_transfer_encoding
@@ -173,3 +175,75 @@ AMBIGUOUS = {
 def test_what_could_be_read_two_ways_is_still_refused(raw: bytes, problem: str) -> None:
     content = parse_email(raw)
     assert problem in content.problems
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'From: "Zoë Smith"\n <katie@example.com>',
+        "To: Zoë <a@example.com>,\n Jürgen <b@example.com>",
+        "Cc: :é",
+        "Reply-To: .,Re:é",
+        "To: Käufer:;",
+        "Subject: Grüße\n aus\n Köln",
+    ],
+)
+def test_odd_or_folded_utf8_headers_never_break_parsing(line: str) -> None:
+    """Found by an attack run: folds and odd syntax made the re-encoding raise (a 451 on
+    every retry). A header that cannot be re-encoded stays as written."""
+    sender = "" if line.startswith("From:") else "From: katie@example.com\n"
+    content = parse_email(crlf(f"{sender}{line}\n\nHi\n"))
+    assert content.mime is not None
+    to_bytes(content.mime)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.sampled_from(["Subject", "From", "To", "Cc", "Reply-To", "Date", "X-Note",
+                          "Message-ID", "Content-Type", "Keywords"]),
+    value=st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n\x00"),
+                  max_size=40),
+    fold=st.booleans(),
+)
+def test_any_utf8_header_value_is_parsed_without_raising(name: str, value: str, fold: bool) -> None:
+    line = f"{name}: {value}".replace(" ", "\n ", 1) if fold else f"{name}: {value}"
+    raw = f"From: katie@example.com\n{line}\n\nHi\n" if name != "From" else f"{line}\n\nHi\n"
+    content = parse_email(crlf(raw))
+    if content.mime is not None and not content.problems:
+        to_bytes(content.mime)
+
+
+def test_the_reader_sees_the_subject_the_policy_checked() -> None:
+    """An encoded word written inside raw UTF-8 text was decoded by the policy; re-encoding
+    the raw text would show the reader the literal, a different subject."""
+    raw = crlf("From: katie@example.com\nSubject: [EXT=?utf-8?q?=5D?=] Re: überfällig\n\nHi\n")
+    content = parse_email(raw)
+    assert content.mime is not None
+    written = message_from_bytes(to_bytes(content.mime), policy=policy.default)["Subject"]
+    assert written == content.subject == "[EXT]] Re: überfällig"
+
+
+def test_message_ids_and_quoted_strings_are_left_as_written() -> None:
+    """RFC 2047 §5: no encoded words in a msg-id or a quoted string."""
+    raw = crlf("From: katie@example.com\nIn-Reply-To: <zoë.1@example.com>\n"
+               'Message-ID: <"(ü)"@example.com>\nDate: Mon, 30 Nov 2026 10:00:00 +0100 (MEZ ü)\n'
+               "\nHi\n")
+    content = parse_email(raw)
+    assert content.mime is not None
+    head = to_bytes(content.mime).split(b"\r\n\r\n", 1)[0]
+    assert "In-Reply-To: <zoë.1@example.com>".encode() in head
+    assert 'Message-ID: <"(ü)"@example.com>'.encode() in head
+    assert b"(=?utf-8?" in head, "the Date comment is still re-encoded"
+
+
+def test_an_attached_message_is_never_repaired() -> None:
+    raw = crlf(
+        "From: katie@example.com\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=m\n\n"
+        "--m\nContent-Type: text/plain\n\nsee attached\n"
+        "--m\nContent-Type: message/rfc822\n\nFrom: old@partner.test\nSubject: earlier\n"
+        "Content-Type: text/plain\nContent-Transfer-Encoding: Quoted_Printable\n\nold\n--m--\n"
+    )
+    content = parse_email(raw)
+    assert content.repairs == ()
+    assert content.mime is not None
+    assert b"Content-Transfer-Encoding: Quoted_Printable" in to_bytes(content.mime)

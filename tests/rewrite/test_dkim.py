@@ -205,3 +205,37 @@ def test_the_published_record_is_the_public_half_of_the_key() -> None:
     public = serialization.load_der_public_key(der)
     private = serialization.load_pem_private_key(GATEWAY_KEY.private_key_pem, None)
     assert public.public_numbers() == private.public_key().public_numbers()
+
+
+def test_a_signature_over_a_removed_signature_goes_too() -> None:
+    """B signs A's DKIM-Signature header (with l=, so the footer leaves its body hash
+    intact): once the footer breaks A and A goes, B no longer verifies either."""
+    first = agent_signed(MESSAGE)
+    signer = dkim.DKIM(first)
+    signer.should_not_sign.discard(b"dkim-signature")  # RFC 6376 advises against; agents may
+    both = signer.sign(b"a2", b"agent.example", AGENT_KEY.private_key_pem,
+                       include_headers=[b"from", b"dkim-signature"], length=True) + first
+    head = both.split(b"\r\n\r\n", 1)[0]
+    footed = both.replace(b"Hello Bob.\r\n", b"Hello Bob.\r\n\r\nUnsubscribe: ...\r\n")
+    kept, removed = without_broken_signatures(footed, head)
+    assert b"DKIM-Signature" not in kept
+    assert [r.split(" removed: ")[0] for r in removed] == [
+        "agent DKIM-Signature d=agent.example", "agent DKIM-Signature d=agent.example"]
+
+
+def test_a_signature_over_the_absent_stream_header_goes() -> None:
+    """The SMTP upstream adds X-PM-Message-Stream after signing; a signature that signed
+    its absence would fail at the receiver."""
+    signed = dkim.sign(MESSAGE, b"a1", b"agent.example", AGENT_KEY.private_key_pem,
+                       include_headers=[b"from", b"x-pm-message-stream"]) + MESSAGE
+    kept, removed = without_broken_signatures(signed, signed.split(b"\r\n\r\n", 1)[0])
+    assert kept == MESSAGE
+    assert removed == ("agent DKIM-Signature d=agent.example removed: it signs the absence of "
+                       "x-pm-message-stream, which the upstream adds",)
+
+
+def test_a_header_block_dkimpy_cannot_read_removes_the_signature_instead_of_failing() -> None:
+    signed = agent_signed(MESSAGE)
+    kept, removed = without_broken_signatures(signed, b"From: a@b\r\n\rX: y")
+    assert b"DKIM-Signature" not in kept
+    assert "could not read the header block" in removed[0]

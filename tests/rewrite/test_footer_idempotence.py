@@ -136,6 +136,50 @@ def test_an_enriched_body_on_its_own_gets_the_footer_as_a_part_of_its_own() -> N
     assert all("548 Market St" in p.get_content() for p in footer.iter_parts())
 
 
+RELATED = "multipart/related; boundary=r"
+SIGNED = 'multipart/signed; protocol="application/pgp-signature"; boundary=s'
+
+
+@pytest.mark.parametrize(
+    ("second", "body", "problem"),
+    [
+        ("image/png", "iVBORw0KGgo=", "image/png part 2 is an alternative that cannot carry "
+                                       "the footer"),
+        (RELATED, "--r\r\nContent-Type: text/calendar\r\n\r\nBEGIN:VCALENDAR\r\n--r--",
+         "multipart/related part 2 is an alternative that cannot carry the footer"),
+        (RELATED, "--r\r\nContent-Type: text/enriched\r\n\r\n<param>x\r\n--r--",
+         "multipart/related part 2 would be left empty once its parts that cannot carry the "
+         "footer are removed"),
+        (SIGNED, "--s\r\nContent-Type: text/html\r\n\r\n<p>signed</p>\r\n"
+                 "--s\r\nContent-Type: application/pgp-signature\r\n\r\nSIG\r\n--s--",
+         "multipart/signed part 2 is an alternative that cannot carry the footer"),
+    ],
+    ids=["image", "related calendar", "related enriched", "signed html"],
+)
+def test_an_alternative_showing_no_footable_text_blocks(
+    second: str, body: str, problem: str
+) -> None:
+    """Whatever the depth: the alternative a client picks must show the footer."""
+    raw = alternatives(("text/plain", "hi"), (second, body))
+    assert problem in parse_email(raw).problems
+
+
+def test_alternatives_that_would_all_be_removed_block() -> None:
+    raw = alternatives(("text/x-amp-html", "<html amp4email>"), ("text/enriched", "hi"))
+    assert parse_email(raw).problems == (
+        "top-level multipart/alternative would be left empty once its parts that cannot "
+        "carry the footer are removed",
+    )
+
+
+@pytest.mark.parametrize("written", ["text/html (comment)", "text/html garbage", "text/"])
+def test_a_content_type_a_client_may_read_differently_blocks(written: str) -> None:
+    """`text/html (c)` reads as text/html to a client and as something else to a parser
+    that keeps the comment: the footer rule must not depend on which."""
+    raw = alternatives(("text/plain", "hi"), (written, "<p>hi</p>"))
+    assert any("is not a plain type/subtype" in p for p in parse_email(raw).problems)
+
+
 def test_an_unknown_text_alternative_still_blocks() -> None:
     """text/calendar may be what a client shows; nothing here can put a footer in it."""
     raw = alternatives(("text/plain", "hi"), ("text/calendar", "BEGIN:VCALENDAR"))
