@@ -368,7 +368,7 @@ def test_two_boundaries_are_refused_and_rfc_2231_sections_are_one() -> None:
 @pytest.mark.parametrize(
     "from_line",
     [
-        "From: \"support@pаypal.com\" <katie@example.com>",  # raw UTF-8, Cyrillic а
+        "From: \"support@p\u0430ypal.com\" <katie@example.com>",  # raw UTF-8, Cyrillic a
         "From: =?utf-8?q?support=40p=D0=B0ypal=2Ecom?= <katie@example.com>",
         "From: \"ceo@ba\u200dnk.example\" <katie@example.com>",  # zero-width joiner
         "From: \"ceo\uff20bank.example\" <katie@example.com>",  # full-width at sign
@@ -383,5 +383,5 @@ def test_an_address_a_reader_sees_beside_the_sender_is_found_however_written(
     content = parse_email(crlf(f"{from_line}\nSubject: hi\n\nHi\n"))
     assert content.problems == ()
     assert len(content.other_identities) == 1
-    assert content.other_identities[0].replace("а", "a") in (
+    assert content.other_identities[0].replace("\u0430", "a") in (
         "support@paypal.com", "ceo@bank.example")
