@@ -47,6 +47,7 @@ def render_footer(
             belongs_to_recipient,
         ),
         unsubscribe_url=unsubscribe_url,
+        owns_link=_link_owner(unsubscribe_prefix, belongs_to_recipient),
     )
 
 
@@ -115,6 +116,19 @@ def _detector(
         )
 
     return already_present
+
+
+def _link_owner(
+    unsubscribe_prefix: str, belongs_to_recipient: Callable[[str], bool]
+) -> Callable[[str], bool]:
+    """Whether a URL is this gateway's unsubscribe link for this recipient."""
+    link = re.compile(re.escape(unsubscribe_prefix) + f"({TOKEN_IN_TEXT})")
+
+    def owns_link(url: str) -> bool:
+        match = link.fullmatch(url)
+        return match is not None and belongs_to_recipient(match.group(1))
+
+    return owns_link
 
 
 def _html_contact(contact: str) -> str:

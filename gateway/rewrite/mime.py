@@ -19,7 +19,8 @@ from email import errors, quoprimime
 from email.message import EmailMessage, MIMEPart
 from email.policy import Policy
 
-from gateway.rewrite.html_footer import footed_html, visibility_problems
+from gateway.rewrite.html_footer import FOOTER_MARK, footed_html, visibility_problems
+from gateway.rewrite.placed_footer import without_placed_footer
 
 SEALED_TYPES = frozenset(
     {
@@ -57,13 +58,17 @@ _HEADER_BLOCK_DEFECTS: dict[type[errors.MessageDefect], str] = {
 
 @dataclass(frozen=True)
 class Footer:
-    """`unsubscribe_url` replaces a provider's own unsubscribe placeholder in the body
-    (Postmark's `{{{ pm:unsubscribe }}}`), whose link would bypass the gateway's list."""
+    """`already_present` tells whether a text body already shows this recipient's whole
+    footer; `owns_link` whether an unsubscribe URL is this gateway's for this recipient (an
+    HTML body's footer the gateway placed is recognised by it). `unsubscribe_url` replaces a
+    provider's own unsubscribe placeholder in the body (Postmark's `{{{ pm:unsubscribe }}}`),
+    whose link would bypass the gateway's list."""
 
     text: str
     html: str
     already_present: Callable[[str], bool]
     unsubscribe_url: str = ""
+    owns_link: Callable[[str], bool] = lambda url: False
 
 
 class RewriteError(Exception):
@@ -332,16 +337,20 @@ def footed_body(text: str, footer: Footer, *, subtype: str, flowed: bool = False
     """One body of type text/`subtype` (plain or html) with the footer in it: the rule every
     ingress shares, whether the body came from a MIME part or from an API field.
 
-    The provider's own unsubscribe placeholder becomes the gateway's link; a body that already
-    shows this recipient's whole footer is left as it is.
+    The provider's own unsubscribe placeholder becomes the gateway's link. A text body that
+    already shows this recipient's whole footer is left as it is; in HTML, where a copy
+    could sit in hidden markup, only the footer the gateway itself placed last in the body
+    counts, and it is placed afresh (a re-sent message keeps one footer).
     """
     is_html = subtype == "html"
     text = _replace_placeholders(text, footer.unsubscribe_url, is_html)
-    if footer.already_present(text):
-        return text
     newline = "\r\n" if "\r\n" in text else "\n"
     if is_html:
+        if FOOTER_MARK in text:
+            text = without_placed_footer(text, footer.owns_link)
         return footed_html(text, footer.html.replace("\n", newline), newline)
+    if footer.already_present(text):
+        return text
     lines = footer.text.split("\n")
     if flowed:
         lines = _fixed_flowed_lines(lines)
@@ -471,7 +480,7 @@ def _footer_part(footer: Footer, policy: Policy) -> MIMEPart:
     alternative = MIMEPart(policy=policy)
     alternative["Content-Type"] = "multipart/alternative"
     alternative.attach(_utf8_text_part("plain", footer.text + "\n", policy))
-    alternative.attach(_utf8_text_part("html", footer.html, policy))
+    alternative.attach(_utf8_text_part("html", footed_html("", footer.html), policy))
     return alternative
 
 

@@ -74,6 +74,38 @@ def test_a_footer_for_someone_else_does_not_count() -> None:
     assert out.count("548 Market St") == 2
 
 
+def test_resending_the_gateways_html_output_keeps_one_footer() -> None:
+    once = rewrite(html_message("<html><body><p>Hi</p></body></html>"))
+    twice = rewrite(once.encode())
+    assert shown(once).count("548 Market St") == 1
+    assert shown(twice).count("548 Market St") == 1
+
+
+@pytest.mark.parametrize(
+    "hiding",
+    ['<div style="display:none">{}</div><p>Hi</p>', "<p>Hi</p><template>{}</template>",
+     '<p>Hi</p><div hidden>{}</div>'],
+)
+def test_a_footer_copied_into_html_is_never_taken_for_the_gateways(hiding: str) -> None:
+    """Only the footer the gateway placed last in the body counts: a copy the agent wrote
+    (for this very recipient) could be hidden, so a visible one is placed after it."""
+    out = shown(rewrite(html_message(hiding.format(footer_for().html))))
+    assert out.count("548 Market St") == 2
+    assert out.rindex("data-compliance-footer") > out.rindex("<p>Hi</p>")
+
+
+def test_a_copy_dressed_as_the_gateways_footer_is_replaced_by_a_real_one() -> None:
+    markup = f"<p>Hi</p><div data-compliance-footer hidden>{footer_for().html}</div>"
+    out = shown(rewrite(html_message(markup)))
+    assert out.count("548 Market St") == 1
+    assert " hidden" not in out[out.index("data-compliance-footer"):]
+
+
+def test_the_gateways_html_footer_for_someone_else_does_not_count() -> None:
+    forwarded = rewrite(html_message("<p>Hello Ann</p>"), recipient="ann@client.example.net")
+    assert shown(rewrite(forwarded.encode(), recipient=BOB)).count("548 Market St") == 2
+
+
 def test_a_footer_inside_an_html_comment_does_not_count() -> None:
     hidden = footer_for().html
     out = shown(rewrite(html_message(f"<html><body><p>Hi</p><!-- {hidden} --></body></html>")))

@@ -26,10 +26,17 @@ def carries_footer(text: str) -> bool:
     return MARK in text
 
 
+def owns_link(url: str) -> bool:
+    return url == MARK
+
+
 FOOTERS = [
-    Footer(f"Unsubscribe: {MARK}", f'<a href="{MARK}">Unsubscribe</a>', carries_footer),
-    Footer(f"Abmelden: {MARK}\nMusterstraße 1", f"<p>{MARK} Straße</p>", carries_footer),
-    Footer(f"配信停止: {MARK}", f"<p>配信停止 {MARK}</p>", carries_footer),
+    Footer(f"Unsubscribe: {MARK}", f'<a href="{MARK}">Unsubscribe</a>', carries_footer,
+           owns_link=owns_link),
+    Footer(f"Abmelden: {MARK}\nMusterstraße 1", f'<p><a href="{MARK}">Abmelden</a> Straße</p>',
+           carries_footer, owns_link=owns_link),
+    Footer(f"配信停止: {MARK}", f'<p><a href="{MARK}">配信停止</a></p>', carries_footer,
+           owns_link=owns_link),
 ]
 
 # Characters each charset can encode; no "-", "_" or "=" so no body can contain a boundary.
