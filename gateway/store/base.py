@@ -165,10 +165,15 @@ class SuppressionList(Protocol):
         """How many distinct addresses and numbers are suppressed (for the metrics gauge,
         read periodically, never per request)."""
 
-    async def remove_suppressions_from_source(self, addresses: Iterable[str], source: str) -> int:
+    async def remove_suppressions_from_source(
+        self, addresses: Iterable[str], source: str, *, recorded_before: datetime | None = None
+    ) -> int:
         """Remove only entries whose source is `source` (a START lifts a STOP, never an
         operator's, a do-not-call list's or a provider's suppression): an address with an
-        entry from another source stays suppressed. Returns how many entries were removed."""
+        entry from another source stays suppressed. With `recorded_before`, only entries
+        whose time is earlier than it go, decided in the delete itself: an entry (re)written
+        later, even by a request that raced this one, stays (a START received before a STOP
+        never removes it). Returns how many entries were removed."""
 
     async def remove_suppressions_with_source_prefix(
         self, addresses: Iterable[str], prefix: str
@@ -177,6 +182,18 @@ class SuppressionList(Protocol):
         suppressions, never the gateway's): an address with an entry from another source
         stays suppressed. Returns how many entries were removed (an address may have had
         several sources with the prefix)."""
+
+
+class InboundMessages(Protocol):
+    """Provider message ids (Twilio's `MessageSid`) of inbound messages the gateway acted on,
+    kept in the store so that every replica recognises a replayed or retried webhook."""
+
+    async def inbound_seen(self, message_id: str) -> bool:
+        """Whether `message_id` was recorded."""
+
+    async def record_inbound(self, message_id: str, received_at: datetime) -> bool:
+        """Record `message_id` (received at `received_at`); False, changing nothing, when it
+        was recorded already (another delivery of the same message got there first)."""
 
 
 class ConsentRegistry(Protocol):
@@ -323,6 +340,7 @@ class Privacy(Protocol):
 class Store(
     StoreLifecycle,
     SuppressionList,
+    InboundMessages,
     ConsentRegistry,
     KnownLocations,
     ContactLedger,

@@ -74,15 +74,18 @@ ERASED_TABLES: Mapping[str, NamedBy] = {
 }
 """The tables an erasure deletes a person's rows from, in the order it reports them."""
 
-NOT_ERASED = ("audit", "audit_anchor", "settings", "schema_migrations")
+NOT_ERASED = ("audit", "audit_anchor", "settings", "schema_migrations", "inbound_messages")
 """The rest of the schema: audit entries are never rewritten (nor is the chain's anchor),
-and settings and the migration record name nobody."""
+and settings, the migration record and the inbound message ids (a provider's id and a time,
+no number) name nobody."""
 
 PURGED_TABLES = (*ERASED_TABLES, "audit", "audit_anchor")
 """Emptied by a purge (suppressions then get their opt-outs back as erased rows)."""
 
-NOT_PURGED = ("settings", "schema_migrations")
-"""Kept by a purge: the erasure key's fingerprint must outlive the rows written with it."""
+NOT_PURGED = ("settings", "schema_migrations", "inbound_messages")
+"""Kept by a purge: the erasure key's fingerprint must outlive the rows written with it, and
+a webhook signed before the purge verifies after it too, so its message id must still be
+known to be a replay."""
 
 
 Statement = tuple[str, list[object]]

@@ -119,6 +119,7 @@ async def person_in_every_table(store: Store, number: str) -> None:
     await store.mark_notice_sent(number, T0)
     await store.claim_delivery("m1", number, T0, 60)
     await store.record_block(block(number, channel=Channel.SMS))
+    await store.record_inbound(f"SM-{number}", T0)
 
 
 async def test_an_erasure_changes_exactly_the_erased_tables(
@@ -197,7 +198,7 @@ def concern_methods() -> set[str]:
 @pytest.mark.parametrize("backend", BACKENDS, ids=lambda backend: backend.__name__)
 def test_each_backend_implements_every_concern(backend: type) -> None:
     """The stores do not inherit `Store` (a missing method would fall back to a stub)."""
-    assert len(concern_methods()) == 38
+    assert len(concern_methods()) == 40
     for name in concern_methods():
         method = getattr(backend, name)
         assert inspect.iscoroutinefunction(method), name

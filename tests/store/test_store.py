@@ -301,6 +301,71 @@ async def test_a_start_does_not_lift_a_do_not_call_listing(store: Store) -> None
     assert await store.suppressed([number]) == frozenset({number})
 
 
+async def test_removing_from_a_source_recorded_before_a_time(store: Store) -> None:
+    """A START lifts only a STOP written before the time it names: a row written at that
+    time or later stays, and other sources stay whatever their time."""
+    older, at_cutoff, newer, other = (
+        "+14155550101", "+14155550102", "+14155550103", "+14155550104"
+    )
+    cutoff = T0 + timedelta(seconds=30)
+    await store.add_suppressions([
+        suppression(older, source="sms-keyword", at=cutoff - timedelta(microseconds=1)),
+        suppression(at_cutoff, source="sms-keyword", at=cutoff),
+        suppression(newer, source="sms-keyword", at=cutoff + timedelta(seconds=1)),
+        suppression(other, source="operator", at=T0),
+    ])
+    everyone = [older, at_cutoff, newer, other]
+
+    removed = await store.remove_suppressions_from_source(
+        everyone, "sms-keyword", recorded_before=cutoff.astimezone(PLUS_TWO)
+    )
+
+    assert removed == 1
+    assert await store.suppressed(everyone) == frozenset({at_cutoff, newer, other})
+    assert await store.remove_suppressions_from_source(
+        [newer], "sms-keyword", recorded_before=None
+    ) == 1
+
+
+async def test_a_rewritten_row_is_judged_by_its_new_time(store: Store) -> None:
+    """A STOP repeated after the cutoff refreshes the row's time, so it is not lifted."""
+    number = "+14155550101"
+    cutoff = T0 + timedelta(minutes=5)
+    await store.add_suppressions([suppression(number, source="sms-keyword", at=T0)])
+    await store.add_suppressions([suppression(number, source="sms-keyword", at=cutoff)])
+    removed = await store.remove_suppressions_from_source(
+        [number], "sms-keyword", recorded_before=cutoff
+    )
+    assert removed == 0
+    assert await store.suppressed([number]) == {number}
+
+
+# --- inbound messages ---------------------------------------------------------------------
+
+
+async def test_an_inbound_message_id_is_recorded_once(store: Store) -> None:
+    sid = "SM" + "a" * 32
+    assert not await store.inbound_seen(sid)
+    assert await store.record_inbound(sid, T0) is True
+    assert await store.inbound_seen(sid)
+    assert await store.record_inbound(sid, T0 + timedelta(seconds=5)) is False
+    assert not await store.inbound_seen(sid.lower().replace("sm", "SM", 1)[:-1] + "b")
+    assert not await store.inbound_seen(sid.lower())
+
+
+async def test_two_stores_recording_one_inbound_id_have_one_winner(
+    two_stores: tuple[Store, Store],
+) -> None:
+    """Two replicas given the same webhook at once: exactly one records it as new, and
+    either then knows it."""
+    sid = "SM" + "c" * 32
+    results = await asyncio.gather(
+        *(store.record_inbound(sid, T0) for _ in range(10) for store in two_stores)
+    )
+    assert results.count(True) == 1
+    assert all([await store.inbound_seen(sid) for store in two_stores])
+
+
 async def test_a_postmark_reactivation_does_not_lift_a_one_click_opt_out(store: Store) -> None:
     """A one-click opt-out later followed by a spam complaint and a bounce: Postmark's
     reactivation lifts both of its own entries and leaves the opt-out."""
@@ -1350,6 +1415,7 @@ async def test_opening_twice_applies_each_migration_once(
         (4, "privacy"),
         (5, "block_evidence"),
         (6, "settings"),
+        (8, "inbound_messages"),
     ]
 
 
@@ -1387,6 +1453,7 @@ async def test_a_version_one_database_is_upgraded_once_and_keeps_its_data(db_pat
         (4, "privacy"),
         (5, "block_evidence"),
         (6, "settings"),
+        (8, "inbound_messages"),
     ]
 
 
@@ -1434,6 +1501,7 @@ async def test_a_version_two_database_keeps_its_suppressions_one_row_per_source(
         (4, "privacy"),
         (5, "block_evidence"),
         (6, "settings"),
+        (8, "inbound_messages"),
     ]
 
 
@@ -1568,7 +1636,7 @@ async def test_replicas_starting_together_apply_each_migration_once(postgres_url
     try:
         await asyncio.gather(*(store.open() for store in stores))
         applied = [[m.version for m in store.applied_migrations] for store in stores]
-        assert sorted(applied) == [[], [], [1, 2, 3, 4, 5, 6]]
+        assert sorted(applied) == [[], [], [1, 2, 3, 4, 5, 6, 8]]
         connection = await asyncpg.connect(postgres_url)
         try:
             rows = await connection.fetch("SELECT version, name FROM schema_migrations")

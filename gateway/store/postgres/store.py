@@ -7,6 +7,7 @@ from gateway.store.postgres.blocks import PostgresBlockLog
 from gateway.store.postgres.consents import PostgresConsents
 from gateway.store.postgres.contacts import PostgresContactLedger
 from gateway.store.postgres.deliveries import PostgresDeliveryLedger
+from gateway.store.postgres.inbound import PostgresInboundMessages
 from gateway.store.postgres.locations import PostgresKnownLocations
 from gateway.store.postgres.privacy import PostgresPrivacy
 from gateway.store.postgres.suppressions import PostgresSuppressions
@@ -14,6 +15,7 @@ from gateway.store.postgres.suppressions import PostgresSuppressions
 
 class PostgresStore(
     PostgresSuppressions,
+    PostgresInboundMessages,
     PostgresConsents,
     PostgresKnownLocations,
     PostgresContactLedger,

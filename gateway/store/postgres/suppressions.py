@@ -145,12 +145,18 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
                 "SELECT count(*) FROM (SELECT DISTINCT address FROM suppressions) AS addresses"
             )
 
-    async def remove_suppressions_from_source(self, addresses: Iterable[str], source: str) -> int:
+    async def remove_suppressions_from_source(
+        self, addresses: Iterable[str], source: str, *, recorded_before: datetime | None = None
+    ) -> int:
+        """One DELETE: a row another transaction rewrote meanwhile is judged by its new time
+        (READ COMMITTED re-checks the condition on the row it waited for)."""
         async with self._connection() as conn:
             status = await conn.execute(
-                "DELETE FROM suppressions WHERE address = ANY($1::text[]) AND source = $2",
+                "DELETE FROM suppressions WHERE address = ANY($1::text[]) AND source = $2"
+                " AND ($3::timestamptz IS NULL OR created_at < $3)",
                 list(addresses),
                 source,
+                None if recorded_before is None else utc(recorded_before),
             )
         return affected(status)
 

@@ -7,6 +7,7 @@ from gateway.store.sqlite.blocks import SqliteBlockLog
 from gateway.store.sqlite.consents import SqliteConsents
 from gateway.store.sqlite.contacts import SqliteContactLedger
 from gateway.store.sqlite.deliveries import SqliteDeliveryLedger
+from gateway.store.sqlite.inbound import SqliteInboundMessages
 from gateway.store.sqlite.locations import SqliteKnownLocations
 from gateway.store.sqlite.privacy import SqlitePrivacy
 from gateway.store.sqlite.suppressions import SqliteSuppressions
@@ -14,6 +15,7 @@ from gateway.store.sqlite.suppressions import SqliteSuppressions
 
 class SqliteStore(
     SqliteSuppressions,
+    SqliteInboundMessages,
     SqliteConsents,
     SqliteKnownLocations,
     SqliteContactLedger,

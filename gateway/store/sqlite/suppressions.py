@@ -75,7 +75,13 @@ class SqliteSuppressions(SqliteConnection, ErasureKey):
             ).fetchone()[0]
         )
 
-    async def remove_suppressions_from_source(self, addresses: Iterable[str], source: str) -> int:
+    async def remove_suppressions_from_source(
+        self, addresses: Iterable[str], source: str, *, recorded_before: datetime | None = None
+    ) -> int:
+        if recorded_before is not None:
+            before = to_text(recorded_before)
+            older = [(address, source, before) for address in addresses]
+            return await self._run(lambda conn: _delete_older_from_source(conn, older))
         keys = [(address, source) for address in addresses]
         return await self._run(lambda conn: _delete_suppressions_from_source(conn, keys))
 
@@ -195,6 +201,18 @@ def _delete_suppressions_from_source(
     suppressed. A repeated address finds nothing the second time, so it counts once."""
     with transaction(conn, write=True):
         cursor = conn.executemany("DELETE FROM suppressions WHERE address = ? AND source = ?", keys)
+        return cursor.rowcount
+
+
+def _delete_older_from_source(
+    conn: sqlite3.Connection, keys: Sequence[tuple[str, str, str]]
+) -> int:
+    """As `_delete_suppressions_from_source`, for rows written before a time (stored times
+    are UTC text with microseconds, so text order is time order)."""
+    with transaction(conn, write=True):
+        cursor = conn.executemany(
+            "DELETE FROM suppressions WHERE address = ? AND source = ? AND created_at < ?", keys
+        )
         return cursor.rowcount
 
 
