@@ -206,6 +206,7 @@ class Gateway:
             services.store,
             services.rules,
             self.config.sender,
+            self.clock,
         ).register(app)
         AdminRoutes(
             lambda: self.config.accounts,

@@ -7,6 +7,8 @@ can change the list without leaving its record.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from gateway.addresses import suppression_key
 from gateway.model import AuditEvent, Suppression
 from gateway.runtime.clock import Clock
@@ -45,11 +47,25 @@ class Suppressions:
         await self._audit_removal(keys, actor, {"count": len(keys)})
         return await self.store.remove_suppressions(keys)
 
-    async def remove_from_source(self, addresses: list[str], source: str, *, actor: str) -> int:
-        """Only `source`'s entries (START lifts a STOP); others stay in force."""
+    async def remove_from_source(
+        self,
+        addresses: list[str],
+        source: str,
+        *,
+        actor: str,
+        recorded_before: datetime | None = None,
+    ) -> int:
+        """Only `source`'s entries (START lifts a STOP); others stay in force. With
+        `recorded_before`, only entries written before that time (a START never lifts a STOP
+        recorded after, or too near, its own arrival)."""
         keys = [suppression_key(a) for a in addresses]
-        await self._audit_removal(keys, actor, {"source": source})
-        return await self.store.remove_suppressions_from_source(keys, source)
+        details: dict[str, object] = {"source": source}
+        if recorded_before is not None:
+            details["recorded_before"] = recorded_before.isoformat()
+        await self._audit_removal(keys, actor, details)
+        return await self.store.remove_suppressions_from_source(
+            keys, source, recorded_before=recorded_before
+        )
 
     async def remove_with_source_prefix(
         self, addresses: list[str], prefix: str, *, actor: str

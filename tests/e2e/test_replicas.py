@@ -16,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from twilio.request_validator import RequestValidator
 
 from tests.conftest import DEMO_SECRET, start_postgres_server, write_config
 from tests.postgres_server import PostgresServer, free_port
@@ -29,12 +30,13 @@ FL = "+13055550123"
 FROM = "+14155550100"
 ADMIN_SECRET = "admin-secret-0123456789"
 ERASURE_KEY = "replicas-share-one-erasure-key-0123456789"
+TWILIO_AUTH_TOKEN = "gateway-twilio-auth-token-0123"
 
 EXTRA = f"""
 [upstream.twilio]
 kind = "outbox"
 account_sid = "{SID}"
-auth_token = "gateway-twilio-auth-token-0123"
+auth_token = "{TWILIO_AUTH_TOKEN}"
 
 [privacy]
 erasure_key = "{ERASURE_KEY}"
@@ -187,6 +189,39 @@ async def test_the_audit_chain_stays_linear_with_concurrent_writers(
     )
     subjects = [json.loads(line)["subject"] for line in listed.stdout.splitlines()]
     assert sum("@client.example.net" in subject for subject in subjects) == 40
+
+
+async def signed_webhook(
+    http: aiohttp.ClientSession, replica: Replica, params: dict[str, str]
+) -> tuple[int, str]:
+    """Signed as Twilio signs it, for the URL Twilio was given: the shared public_url."""
+    url = "https://gw.example.com/webhooks/twilio"
+    signature = RequestValidator(TWILIO_AUTH_TOKEN).compute_signature(url, params)
+    async with http.post(f"{replica.base}/webhooks/twilio", data=params,
+                         headers={"X-Twilio-Signature": signature}) as response:
+        return response.status, await response.text()
+
+
+async def test_a_webhook_replayed_to_the_other_replica_changes_nothing(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    """Replicas share the processed MessageSids through the database (issue 18, item 14): a
+    STOP taken by one and lifted by an operator is not taken again when the same signed
+    request reaches the other."""
+    a, b = replicas
+    number = "+12025550147"
+    stop = {"MessageSid": "SM" + "5" * 32, "From": number, "To": FROM, "Body": "STOP"}
+    async with aiohttp.ClientSession() as http:
+        status, reply = await signed_webhook(http, a, stop)
+        assert (status, reply.count("<Message>")) == (200, 1)
+        async with http.delete(f"{b.base}/v1/suppressions/{number}", headers=ADMIN_AUTH) as r:
+            assert r.status == 200
+
+        status, reply = await signed_webhook(http, b, stop)
+        assert (status, "<Message>" in reply) == (200, False)
+        async with http.get(f"{a.base}/v1/suppressions", params={"address": number},
+                            headers=ADMIN_AUTH) as r:
+            assert (await r.json())["suppressions"] == []
 
 
 async def test_a_replica_fails_closed_while_postgresql_is_down_and_recovers(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 from datetime import UTC, datetime
 
@@ -19,7 +20,9 @@ from gateway.runtime.clock import Clock
 from gateway.server import Gateway
 from gateway.store.base import BlockQuery
 from gateway.store.sqlite import SqliteStore
+from gateway.web.webhooks.twilio import OPT_IN_REORDER_WINDOW
 from tests.conftest import DEMO_SECRET, record_written_consents
+from tests.fakes.clock import SteppingClock
 
 SID = "AC00000000000000000000000000000000"
 AUTH_TOKEN = "gateway-twilio-auth-token-0123"
@@ -266,7 +269,12 @@ def sign(url: str, params: dict[str, str]) -> str:
     return RequestValidator(AUTH_TOKEN).compute_signature(url, params)
 
 
+_message_sids = itertools.count(1)
+
+
 async def post_webhook(gateway: Gateway, params: dict[str, str], signature: str | None = None):
+    """Signed as Twilio signs it, with a fresh `MessageSid` as every inbound message has."""
+    params = {"MessageSid": f"SM{next(_message_sids):032x}", **params}
     url = f"http://127.0.0.1:{gateway.http_port}/webhooks/twilio"
     headers = {"X-Twilio-Signature": signature if signature is not None else sign(url, params)}
     async with aiohttp.ClientSession() as http:
@@ -288,8 +296,10 @@ async def test_signed_stop_opts_out_and_next_text_is_refused(gateway_factory, bo
 async def test_start_lifts_a_keyword_opt_out_but_never_an_operator_suppression(
     gateway_factory,
 ) -> None:
-    gateway = await start(gateway_factory)
+    clock = SteppingClock(NOON_NY)
+    gateway = await gateway_factory(TWILIO_CONFIG, clock=clock)
     await post_webhook(gateway, {"From": NY, "To": FROM, "Body": "STOP"})
+    clock.advance(OPT_IN_REORDER_WINDOW.total_seconds() + 1)  # tests/web/test_twilio_webhook
     await post_webhook(gateway, {"From": NY, "To": FROM, "Body": "START"})
     assert await gateway.services.store.suppressed([NY]) == frozenset()
     await gateway.services.suppressions.add([FL], source="cli", reason="legal", actor="op")
