@@ -198,6 +198,7 @@ class Gateway:
             services.rules,
             self.clock,
             services.login_limits,
+            self.config.twilio.twiml_hosts,
         ).register(app)
         TwilioWebhookRoutes(
             self.config.twilio_upstream.auth_token,

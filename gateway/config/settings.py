@@ -29,12 +29,15 @@ ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 TOKEN_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 KNOWN_SECTIONS = {
     "gateway", "smtp", "http", "store", "sender", "accounts", "upstream", "tokens", "policy",
-    "webhooks", "retention", "privacy", "dkim",
+    "webhooks", "retention", "privacy", "dkim", "twilio",
 }
 # RFC 6376 §3.1: a selector is one or more DNS labels.
 DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 DKIM_SELECTOR = re.compile(rf"(?i)^{DNS_LABEL}(?:\.{DNS_LABEL})*$")
 DOMAIN = re.compile(r"(?i)^[a-z0-9-]+(\.[a-z0-9-]+)+$")
+# A host name as a URL carries it: DNS labels (no underscore: Twilio refuses them in URLs),
+# no trailing dot; one label (`localhost`) too.
+HOSTNAME = re.compile(rf"(?i)^(?=.{{1,253}}$){DNS_LABEL}(?:\.{DNS_LABEL})*$")
 # RFC 8301 §3.2: verifiers must not accept RSA keys under 1024 bits.
 MIN_DKIM_KEY_BITS = 1024
 
@@ -125,6 +128,15 @@ class TwilioUpstreamConfig:
 
 
 @dataclass(frozen=True)
+class TwilioConfig:
+    """`twiml_hosts`: hosts whose TwiML the operator vouches for. A call's `Url` or
+    `FallbackUrl` is forwarded only on one of them (the gateway cannot see what it serves);
+    kept lower case, IP addresses in their short form."""
+
+    twiml_hosts: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class TokenKeys:
     """Unsubscribe-token signing keys by id; `active` signs, every key verifies."""
 
@@ -167,6 +179,7 @@ class Config:
     email_upstream: EmailUpstreamConfig
     twilio_upstream: TwilioUpstreamConfig
     tokens: TokenKeys
+    twilio: TwilioConfig = TwilioConfig()
     drain_timeout_s: float = 30.0
     metrics_refresh_s: int = 30
     workers: int = 1
@@ -279,6 +292,7 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
         accounts=_accounts(raw.get("accounts"), sender),
         email_upstream=_email_upstream(upstream.get("email")),
         twilio_upstream=_twilio_upstream(upstream.get("twilio")),
+        twilio=_twilio(_section(raw.get("twilio"), "twilio", {"twiml_hosts"})),
         tokens=_tokens(raw.get("tokens")),
         drain_timeout_s=gateway.number("drain_timeout_s", 30.0),
         metrics_refresh_s=gateway.integer("metrics_refresh_s", 30, minimum=1, maximum=3600),
@@ -484,6 +498,27 @@ def _twilio_upstream(raw: Any) -> TwilioUpstreamConfig:
     if urlsplit(config.base_url).scheme not in ("http", "https"):
         raise ConfigError("upstream.twilio.base_url", "must be an http(s) URL")
     return config
+
+
+def _twilio(section: TomlTable) -> TwilioConfig:
+    hosts: set[str] = set()
+    for host in section.strings("twiml_hosts", allow_empty=True):
+        hosts.add(_twiml_host(host, section.key("twiml_hosts")))
+    return TwilioConfig(twiml_hosts=frozenset(hosts))
+
+
+def _twiml_host(value: str, key: str) -> str:
+    """A host name or IP address alone, as a URL's host is compared with it."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if not HOSTNAME.fullmatch(value):
+        raise ConfigError(
+            key, f"not a host name: {value!r} (a name such as twiml.example.com or an IP "
+            "address, without scheme, port, path, brackets, wildcard or trailing dot)",
+        )
+    return value.lower()
 
 
 def _require_consent(section: TomlTable) -> frozenset[Channel]:

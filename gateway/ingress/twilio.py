@@ -7,7 +7,6 @@ the SDK raises the exceptions agents already handle.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from gateway.addresses import e164
 from gateway.auth.credentials import account_with_secret, basic_credentials
 from gateway.auth.login_limits import LoginLimiter
 from gateway.auth.secret_check import account_or_lockout
+from gateway.ingress.twiml import TwimlRefused, check_twiml, check_twiml_url
 from gateway.model import (
     TWILIO_API_VERSION,
     Account,
@@ -118,12 +118,16 @@ MULTILINE = frozenset({"Body", "Twiml", "ContentVariables"})
 # The only parameters Twilio takes more than once.
 REPEATABLE = frozenset({"MediaUrl", "StatusCallbackEvent", "RecordingStatusCallbackEvent"})
 INVALID_NUMBER = {"To": 21211, "From": 21212}
-# TwiML verbs that reach another party than the checked callee.
-CONNECTING_TWIML = re.compile(r"<\s*(Dial|Number|Sip|Client|Conference|Sms|Message|Enqueue)\b",
-                              re.IGNORECASE)
+# Call parameters naming TwiML the gateway cannot read when it forwards the call.
+TWIML_URLS = ("Url", "FallbackUrl")
 
 
-def check_form(channel: Channel, form: list[tuple[str, str]], notice: str | None) -> None:
+def check_form(
+    channel: Channel,
+    form: list[tuple[str, str]],
+    notice: str | None,
+    twiml_hosts: frozenset[str] = frozenset(),
+) -> None:
     names = {name for name, _ in form}
     if names & SCHEDULING:
         raise FormProblem(
@@ -148,11 +152,8 @@ def check_form(channel: Channel, form: list[tuple[str, str]], notice: str | None
             20001, f"Parameters given more than once: {', '.join(repeated)} (the gateway "
             "would check one value and the provider might use another).",
         )
-    if any(CONNECTING_TWIML.search(v) for k, v in form if k == "Twiml"):
-        raise FormProblem(
-            20001, "Twiml that connects other parties (Dial, Sms, Message, ...) is not "
-            "accepted: they would be called or texted without a check.",
-        )
+    if channel is Channel.CALL:
+        check_call_instructions(form, twiml_hosts)
     if notice and any(k == "ContentSid" for k, _ in form):
         raise FormProblem(
             20001, "A marketing text must carry the opt-out notice, which cannot be added to "
@@ -174,6 +175,29 @@ def check_form(channel: Channel, form: list[tuple[str, str]], notice: str | None
             )
 
 
+def check_call_instructions(form: list[tuple[str, str]], twiml_hosts: frozenset[str]) -> None:
+    """What the call will do must be what the gateway checked: inline `Twiml` made only of
+    verbs that neither connect the call elsewhere nor fetch more TwiML (ingress/twiml.py),
+    `Url`/`FallbackUrl` only on the operator's `[twilio] twiml_hosts`, no `ApplicationSid`."""
+    for name, value in form:
+        if not value.strip():
+            continue
+        try:
+            if name == "Twiml":
+                check_twiml(value)
+            elif name in TWIML_URLS:
+                check_twiml_url(name, value, twiml_hosts)
+        except TwimlRefused as refused:
+            raise FormProblem(20001, str(refused)) from None
+        if name == "ApplicationSid":
+            raise FormProblem(
+                20001, "ApplicationSid is not accepted: the application's Voice URL is set "
+                "at Twilio, outside the gateway, and returns TwiML the gateway cannot see "
+                "(it may dial anyone at any hour). Send the call's Twiml, or a Url on a host "
+                "in [twilio] twiml_hosts.",
+            )
+
+
 class TwilioRoutes:
     def __init__(
         self,
@@ -183,8 +207,10 @@ class TwilioRoutes:
         rules: Callable[[], RuleSet],
         clock: Clock,
         login_limits: LoginLimiter,
+        twiml_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self.pipeline = pipeline
+        self.twiml_hosts = twiml_hosts
         self.accounts = accounts
         self.account_sid = account_sid
         self.rules = rules
@@ -240,7 +266,7 @@ class TwilioRoutes:
         if channel is Channel.SMS and account.purpose is Purpose.MARKETING:
             notice = sms_notice(self.rules(), account.identity)
         try:
-            check_form(channel, form, notice)
+            check_form(channel, form, notice, self.twiml_hosts)
         except FormProblem as problem:
             try:
                 await self.pipeline.reject(

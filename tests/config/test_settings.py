@@ -47,8 +47,12 @@ BROKEN = [
     ("[tokens]\nkeys = { k1 = 'short' }\n", "tokens.keys.k1"),
     ("[tokens]\nkeys = { k1 = '" + "x" * 40 + "' }\nactive = 'k2'\n", "tokens.active"),
     ("this is not toml", "--config"),
+    ("[twilio]\ntwiml_hosts = 'twiml.example.com'\n", "twilio.twiml_hosts"),
+    ("[twilio]\ntwiml_hosts = ['']\n", "twilio.twiml_hosts"),
+    ("[twilio]\ntwiml_hosts = [7]\n", "twilio.twiml_hosts"),
+    ("[twilio]\nunknown = 1\n", "twilio.unknown"),
+    ("[twilio.twiml]\nhosts = []\n", "twilio.twiml"),
 ]
-
 
 @pytest.mark.parametrize(("text", "key"), BROKEN, ids=[k for _, k in BROKEN])
 def test_broken_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:
@@ -189,3 +193,25 @@ def test_dkim_table_mistakes_name_the_key(tmp_path: Path, text: str, key: str) -
     with pytest.raises(ConfigError) as error:
         load_config(config_with(tmp_path, text))
     assert error.value.key == key
+
+
+BAD_TWIML_HOSTS = [
+    "https://twiml.example.com", "twiml.example.com:443", "twiml.example.com/voice",
+    "*.example.com", "twiml.example.com.", "[::1]", "twiml_bin.example.com", "twiml example",
+    "user@twiml.example.com", "-twiml.example.com", "twiml.exämple.com", "a" * 64 + ".com",
+]
+
+
+@pytest.mark.parametrize("host", BAD_TWIML_HOSTS)
+def test_twiml_hosts_are_host_names_or_addresses(tmp_path: Path, host: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(config_with(tmp_path, f"[twilio]\ntwiml_hosts = [{host!r}]\n"))
+    assert error.value.key == "twilio.twiml_hosts"
+    assert repr(host) in error.value.problem
+
+
+def test_twiml_hosts_are_kept_as_urls_compare_them(tmp_path: Path) -> None:
+    config = load_config(config_with(tmp_path, "[twilio]\ntwiml_hosts = ['TwiML.Example.com', "
+                                     "'127.0.0.1', '0:0:0:0:0:0:0:1', 'localhost']\n"))
+    assert config.twilio.twiml_hosts == {"twiml.example.com", "127.0.0.1", "::1", "localhost"}
+    assert load_config(config_with(tmp_path, "")).twilio.twiml_hosts == frozenset()

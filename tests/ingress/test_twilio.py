@@ -42,6 +42,9 @@ kind = "outbox"
 account_sid = "{SID}"
 auth_token = "{AUTH_TOKEN}"
 
+[twilio]
+twiml_hosts = ["agent.example.com", "a.example.com"]
+
 [[accounts]]
 name = "notifier"
 secret = "{TRANSACTIONAL_SECRET}"
@@ -418,8 +421,35 @@ async def post_form(gateway: Gateway, resource: str, form) -> tuple[int, dict]:
         ("Messages", {"To": NY, "From": FROM, "ContentSid": "HX" + "0" * 32}, "ContentSid"),
         ("Calls", {"To": NY, "From": FROM, "Twiml": "<Response><Dial>+13055550199</Dial>"
                    "</Response>"}, "Dial"),
+        ("Calls", {"To": NY, "From": FROM, "Twiml": "<Response><Redirect>https://agent.example"
+                   ".com/next</Redirect></Response>"}, "Redirect"),
+        ("Calls", {"To": NY, "From": FROM, "Twiml": '<Response><Gather action="https://agent.'
+                   'example.com/g"><Say>Press 1</Say></Gather></Response>'}, "Gather action"),
+        ("Calls", {"To": NY, "From": FROM, "Twiml": '<Response><Record action="/r"/>'
+                   "</Response>"}, "Record action"),
+        ("Calls", {"To": NY, "From": FROM, "Twiml": "<Response><Connect><Stream url=\"wss://"
+                   "a.example.com\"/></Connect></Response>"}, "Connect"),
+        ("Calls", {"To": NY, "From": FROM, "Twiml": "<Response><Refer><Sip>sip:b@x.example.com"
+                   "</Sip></Refer></Response>"}, "Refer"),
+        ("Calls", {"To": NY, "From": FROM, "Twiml": "<Response><Enqueue>q</Enqueue>"
+                   "</Response>"}, "Enqueue"),
+        ("Calls", {"To": NY, "From": FROM, "Twiml": "<Response><dial>+13055550199</dial>"
+                   "</Response>"}, "dial"),
+        ("Calls", {"To": NY, "From": FROM, "Twiml": '<!DOCTYPE r [<!ENTITY d "<Dial>1</Dial>">'
+                   "]><Response>&d;</Response>"}, "DOCTYPE"),
+        ("Calls", {"To": NY, "From": FROM, "Twiml": "<Response><Say>hi</Response>"},
+         "not well-formed"),
+        ("Calls", {"To": NY, "From": FROM, "Url": "https://elsewhere.example.net/voice"},
+         "twiml_hosts"),
+        ("Calls", {"To": NY, "From": FROM, "Url": "https://agent.example.com/voice",
+                   "FallbackUrl": "https://elsewhere.example.net/voice"}, "FallbackUrl"),
+        ("Calls", {"To": NY, "From": FROM, "ApplicationSid": "AP" + "0" * 32},
+         "ApplicationSid"),
     ],
-    ids=["scheduled", "lowercase-to", "content-template", "twiml-dial"],
+    ids=["scheduled", "lowercase-to", "content-template", "twiml-dial", "twiml-redirect",
+         "twiml-gather-action", "twiml-record-action", "twiml-connect", "twiml-refer",
+         "twiml-enqueue", "twiml-lowercase-dial", "twiml-entity", "twiml-malformed",
+         "url-host", "fallback-url-host", "application-sid"],
 )
 async def test_parameters_that_would_escape_the_check_are_refused(
     gateway_factory, resource, form, says

@@ -305,4 +305,3 @@ async def test_a_store_outage_answers_503_and_the_retry_is_processed(
     assert status == 200
     assert await suppressed(gateway) == (body == "STOP")
     assert await store.inbound_seen(params["MessageSid"])
-
