@@ -74,8 +74,8 @@ prometheus:
 k8s-rules: $(VENV)/.installed-test
 	$(BIN)/python deploy/k8s/rules_configmap.py > deploy/k8s/configmap-rules.yaml
 
-# The rules table in rules/README.md is generated from rules/calling.toml (tests fail when it
-# is stale).
+# The rules tables in rules/README.md are generated from rules/calling.toml and
+# rules/mailboxes.toml (tests fail when they are stale).
 rules-table: $(VENV)/.installed
 	$(BIN)/compliance-gateway rules table --write --config $(CONFIG)
 

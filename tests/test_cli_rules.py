@@ -10,6 +10,8 @@ import pytest
 
 from gateway.config.settings import PACKAGE_RULES_DIR
 from gateway.rules.calling_loader import load_calling_rules
+from gateway.rules.mailbox_loader import load_mailbox_rules
+from gateway.rules.mailboxes import MAILBOX_TABLE_END, MAILBOX_TABLE_START, mailbox_markdown_table
 from gateway.rules.report import TABLE_END, TABLE_START, markdown_table
 from tests.conftest import write_config
 from tests.test_cli import cli
@@ -93,12 +95,17 @@ def test_table_prints_and_writes_the_rules_readme(tmp_path: Path) -> None:
     assert printed.stdout == table
 
     readme = rules_dir / "README.md"
-    readme.write_text(f"# Rules\n\n{TABLE_START}\nold\n{TABLE_END}\n\nmore\n")
+    mailboxes = mailbox_markdown_table(load_mailbox_rules(rules_dir))
+    readme.write_text(
+        f"# Rules\n\n{TABLE_START}\nold\n{TABLE_END}\n\n"
+        f"{MAILBOX_TABLE_START}\nold\n{MAILBOX_TABLE_END}\n\nmore\n"
+    )
     written = cli(config, "rules", "table", "--write")
     assert written.returncode == 0, written.stderr
     assert "rewritten" in written.stdout
     text = readme.read_text()
-    assert table in text and "old" not in text and text.endswith(f"{TABLE_END}\n\nmore\n")
+    assert table in text and mailboxes in text and "old" not in text
+    assert text.endswith(f"{MAILBOX_TABLE_END}\n\nmore\n")
     again = cli(config, "rules", "table", "--write")
     assert "already current" in again.stdout
     assert readme.read_text() == text
@@ -107,3 +114,8 @@ def test_table_prints_and_writes_the_rules_readme(tmp_path: Path) -> None:
     missing = cli(config, "rules", "table", "--write")
     assert missing.returncode == 2
     assert "rules-table:start" in missing.stderr
+
+    readme.write_text(f"# Rules\n\n{TABLE_START}\n{TABLE_END}\n")
+    no_mailbox_section = cli(config, "rules", "table", "--write")
+    assert no_mailbox_section.returncode == 2
+    assert "mailbox-table:start" in no_mailbox_section.stderr

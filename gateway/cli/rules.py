@@ -1,4 +1,5 @@
-"""`rules show` and `rules table`: the calling rules as a reviewer reads them."""
+"""`rules show` and `rules table`: the calling rules (and, in rules/README.md, the mailbox
+rules) as a reviewer reads them."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from pathlib import Path
 from gateway.cli.common import OneLineErrorParser, UsageError, read_text
 from gateway.config.settings import Config
 from gateway.rules.calling_loader import load_calling_rules
+from gateway.rules.mailbox_loader import MAILBOX_FILE, load_mailbox_rules
+from gateway.rules.mailboxes import MAILBOX_TABLE_END, MAILBOX_TABLE_START, mailbox_markdown_table
 from gateway.rules.report import (
     UnknownJurisdiction,
     markdown_table,
     render_text,
+    replace_section,
     replace_table,
     report,
     report_data,
@@ -43,7 +47,8 @@ def add_rules_commands(
     )
     table.add_argument(
         "--write", action="store_true",
-        help="rewrite the generated section of README.md in the rules directory",
+        help="rewrite the generated sections of README.md in the rules directory (the"
+        " calling rules, and the mailbox rules of mailboxes.toml)",
     )
 
 
@@ -52,7 +57,10 @@ def run_rules(config: Config, args: argparse.Namespace) -> int:
     default."""
     calling = load_calling_rules(config.rules_dir)
     if args.action == "table":
-        return _rules_table(config.rules_dir / "README.md", markdown_table(calling), args.write)
+        mailboxes = mailbox_markdown_table(load_mailbox_rules(config.rules_dir))
+        return _rules_table(
+            config.rules_dir / "README.md", markdown_table(calling), mailboxes, args.write
+        )
     at = _parse_date(args.at) if args.at else date.today()
     try:
         jurisdiction = (
@@ -75,7 +83,7 @@ def _parse_date(value: str) -> date:
         raise UsageError(f"--at {value!r} is not a date such as 2026-01-01") from exc
 
 
-def _rules_table(readme: Path, table: str, write: bool) -> int:
+def _rules_table(readme: Path, table: str, mailboxes: str, write: bool) -> int:
     """`make rules-table`; tests/rules/test_report.py fails while the committed table is
     stale."""
     if not write:
@@ -83,7 +91,10 @@ def _rules_table(readme: Path, table: str, write: bool) -> int:
         return 0
     text = read_text(readme)
     try:
-        updated = replace_table(text, table)
+        updated = replace_section(
+            replace_table(text, table), mailboxes, MAILBOX_TABLE_START, MAILBOX_TABLE_END,
+            MAILBOX_FILE,
+        )
     except ValueError as exc:
         raise UsageError(f"{readme}: {exc}") from exc
     if updated != text:

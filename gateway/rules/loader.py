@@ -12,6 +12,7 @@ from gateway.config.toml_reader import read_toml
 from gateway.model import Purpose
 from gateway.rules.calling_loader import load_calling_rules
 from gateway.rules.errors import RulesError
+from gateway.rules.mailbox_loader import load_mailbox_rules
 from gateway.rules.ruleset import CONFIDENCE_LEVELS, REQUIRED_EMAIL_RULES, Rule, RuleSet
 
 
@@ -38,6 +39,7 @@ def load_rules(directory: Path) -> RuleSet:
         footer_text=_read_text(directory / "footers" / "commercial.txt"),
         footer_html=_read_text(directory / "footers" / "commercial.html"),
         calling=load_calling_rules(directory),
+        mailboxes=load_mailbox_rules(directory),
     )
 
 

@@ -212,15 +212,21 @@ def markdown_table(rules: CallingRules) -> str:
 
 def replace_table(document: str, table: str) -> str:
     """`document` with `table` between its TABLE_START and TABLE_END lines."""
-    start, end = document.find(TABLE_START), document.find(TABLE_END)
+    return replace_section(document, table, TABLE_START, TABLE_END, "calling.toml")
+
+
+def replace_section(document: str, table: str, start_mark: str, end_mark: str, source: str) -> str:
+    """`document` with `table`, generated from the rule file `source`, between its
+    `start_mark` and `end_mark` lines."""
+    start, end = document.find(start_mark), document.find(end_mark)
     if start < 0 or end < start:
-        raise ValueError(f"no {TABLE_START} ... {TABLE_END} section")
-    head = document[: start + len(TABLE_START)]
-    return f"{head}\n{_generated_by()}\n\n{table}{document[end:]}"
+        raise ValueError(f"no {start_mark} ... {end_mark} section")
+    head = document[: start + len(start_mark)]
+    return f"{head}\n{_generated_by(source)}\n\n{table}{document[end:]}"
 
 
-def _generated_by() -> str:
-    return f"<!-- generated from calling.toml by `{TABLE_COMMAND}`: do not edit -->"
+def _generated_by(source: str) -> str:
+    return f"<!-- generated from {source} by `{TABLE_COMMAND}`: do not edit -->"
 
 
 def _jurisdiction_rules(rules: CallingRules) -> list[JurisdictionRule]:

@@ -1,4 +1,5 @@
-"""The rule set a decision reads: email rules by id, and the calling rules.
+"""The rule set a decision reads: email rules by id, the calling rules, and which spellings
+reach one mailbox.
 
 Pure data; `gateway.rules.loader` builds it from the files under `rules/`. Its version is a
 content hash of every file, so each stored decision can be tied to the exact data that
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from gateway.model import Purpose
 from gateway.rules.calling import CallingRules
+from gateway.rules.mailboxes import MailboxRules
 
 CONFIDENCE_LEVELS = ("high", "med")
 
@@ -35,6 +37,7 @@ class RuleSet:
     footer_text: str
     footer_html: str
     calling: CallingRules
+    mailboxes: MailboxRules
 
     def rule(self, rule_id: str) -> Rule:
         return self.rules[rule_id]
