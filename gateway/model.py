@@ -354,11 +354,16 @@ class BlockRecord:
 
 @dataclass(frozen=True)
 class Suppression:
+    """`address` is the spelling that opted out (its key); `mailbox` the key of the mailbox it
+    reaches, which every spelling of that mailbox looks up ("" for numbers, and for rows not
+    yet folded)."""
+
     address: str
     source: str
     reason: str
     time: datetime
     actor: str = ""
+    mailbox: str = ""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -122,18 +122,22 @@ class StoreLifecycle(Protocol):
 
 
 class SuppressionList(Protocol):
-    """Who must not be contacted: one entry per (address, source)."""
+    """Who must not be contacted: one entry per (address, source). An entry's `address` is
+    the spelling that opted out and its `mailbox` the key of the mailbox that spelling
+    reaches; a key is suppressed when an entry has it in either column (or, once erased, its
+    keyed hash), so callers look up both keys of a recipient (`suppression_keys`)."""
 
     async def suppressed(self, addresses: Iterable[str]) -> frozenset[str]:
         """The subset of `addresses` (normalized keys) that is on the suppression list:
-        those with an entry from at least one source."""
+        those naming an entry's address or mailbox, from at least one source."""
 
     async def add_suppressions(self, entries: Sequence[Suppression]) -> int:
         """Record each entry under its (address, source): an address may be suppressed for
         several reasons at once (a do-not-call import and an SMS STOP), one entry per
         source. Re-adding a source's entry refreshes its reason, actor and time and leaves
-        the address's other sources alone. Returns how many addresses had no entry from any
-        source before (each counted once, however often the batch repeats it)."""
+        the address's other sources alone (and sets its mailbox). Returns how many addresses
+        had no entry from any source before, under their address or their mailbox (each
+        counted once, however often the batch repeats it)."""
 
     async def import_suppressions(
         self,
@@ -145,17 +149,25 @@ class SuppressionList(Protocol):
         time: datetime,
         audit: Callable[[int], AuditEvent],
         progress: Callable[[int], None] | None = None,
+        mailboxes: Mapping[str, str] | None = None,
     ) -> int:
         """A bulk import (a do-not-call list, a million-row CSV) in ONE transaction: each
         address is added as `add_suppressions` adds `Suppression(address, source, reason,
-        time, actor)`, then the event `audit(new)` is appended to the audit log; if anything
-        fails (the store, `audit` itself), none of it is applied. The store may write in
-        chunks and calls `progress(addresses_written)` after each (from any thread).
+        time, actor, mailboxes.get(address, ""))`, then the event `audit(new)` is appended
+        to the audit log; if anything fails (the store, `audit` itself), none of it is
+        applied. The store may write in chunks and calls `progress(addresses_written)` after
+        each (from any thread).
         Returns the new addresses, counted over the whole import as `add_suppressions`
         counts them (erased rows as of the start of the import)."""
 
-    async def remove_suppressions(self, addresses: Iterable[str]) -> int:
-        """Lift the suppression entirely (an operator's removal): every source's entry goes.
+    async def remove_suppressions(
+        self,
+        addresses: Iterable[str],
+        audit: Callable[[Sequence[Suppression]], AuditEvent] | None = None,
+    ) -> int:
+        """Lift the suppression entirely (an operator's removal): every entry that names one
+        of the keys as its address or mailbox goes, whatever its source, erased entries too.
+        With `audit`, the event `audit(entries removed)` is appended in the same transaction.
         Returns how many of the addresses (each counted once) had any entry."""
 
     async def list_suppressions(self) -> list[Suppression]:
@@ -182,6 +194,12 @@ class SuppressionList(Protocol):
         suppressions, never the gateway's): an address with an entry from another source
         stays suppressed. Returns how many entries were removed (an address may have had
         several sources with the prefix)."""
+
+    async def update_mailboxes(self, mailbox_of: Callable[[str], str], version: str) -> int:
+        """Set the mailbox of every email entry not erased to `mailbox_of(address)`: all of
+        them when the mailbox rules' `version` differs from the one recorded with the last
+        update, else only those without one (written before the column existed, or by an
+        older replica). Records `version`; returns the entries changed."""
 
 
 class InboundMessages(Protocol):
@@ -322,15 +340,19 @@ class Privacy(Protocol):
         `add_suppressions` and `remove_suppressions` treat an address's erased row as
         that address's own, so every caller honors an erased person's opt-out unchanged."""
 
-    async def personal_data(self, key: str) -> PersonalData:
+    async def personal_data(self, key: str, mailbox: str = "") -> PersonalData:
         """Every row about `key` (email rows match case-insensitively, as senders and
-        recipients are recorded as written), plus audit entries whose subject names it."""
+        recipients are recorded as written), plus audit entries whose subject names it;
+        suppression entries also by its `mailbox` key (any spelling of the mailbox)."""
 
-    async def erase_personal_data(self, key: str, now: datetime, actor: str) -> dict[str, int]:
+    async def erase_personal_data(
+        self, key: str, now: datetime, actor: str, mailbox: str = ""
+    ) -> dict[str, int]:
         """In one transaction: delete `key`'s blocks, consents, location, contacts, notice
-        and delivery rows, and replace its suppression rows by one `erased_address` row
-        (source ERASED_SOURCE) when it had any. Audit entries are never rewritten.
-        Returns rows removed per table. Needs `use_erasure_key` first (ValueError)."""
+        and delivery rows, and replace its suppression rows (those of `mailbox` too) by one
+        `erased_address` row (source ERASED_SOURCE, mailbox the keyed hash of `mailbox`)
+        when it had any. Audit entries are never rewritten. Returns rows removed per table.
+        Needs `use_erasure_key` first (ValueError)."""
 
     async def purge(self, event: AuditEvent) -> AuditEvent:
         """Delete every row of every table and the audit anchor, then append `event` as

@@ -67,12 +67,33 @@ class Parameters(abc.ABC):
 
 # --- suppressions, consents, locations ----------------------------------------------------
 
-SUPPRESSION_COLUMNS = "address, source, reason, actor, created_at"
+SUPPRESSION_COLUMNS = "address, source, reason, actor, created_at, mailbox"
 
 
 def suppression_from_row(row: Sequence[Any], read_time: ReadTime) -> Suppression:
-    address, source, reason, actor, created_at = row
-    return Suppression(address, source, reason, read_time(created_at), actor)
+    address, source, reason, actor, created_at, mailbox = row
+    return Suppression(address, source, reason, read_time(created_at), actor, mailbox)
+
+
+MAILBOX_RULES_SETTING = "mailbox_rules_version"
+"""The settings row naming the mailbox rules the stored mailbox keys were folded with."""
+
+
+def unfolded_query(every: bool) -> str:
+    """The stored email entries to fold: `every` one (the rules changed), else those without
+    a mailbox yet, which the index suppressions_unfolded finds without a scan. An erased
+    entry's address is a hash, with no '@'."""
+    query = "SELECT DISTINCT address, mailbox FROM suppressions WHERE address LIKE '%@%'"
+    return query if every else query + " AND mailbox = ''"
+
+
+def folded_or_own(mailbox_of: Callable[[str], str], address: str) -> str:
+    """The mailbox of a stored address; one the folding refuses (an older gateway checked
+    less) is its own mailbox, which still blocks exactly what it blocked before."""
+    try:
+        return mailbox_of(address) or address
+    except ValueError:
+        return address
 
 
 CONSENT_COLUMNS = "subject, channel, kind, obtained_at, expires_at, source, evidence"

@@ -2,8 +2,9 @@
 keeps answering for them; shared by every store backend.
 
 An erased person's suppression survives as one row under `erased_address` (a keyed hash of
-their key). Every lookup of an address also looks up its hash (its alias), so the opt-out
-keeps holding while the address itself is gone.
+their key, and of their mailbox key in its mailbox column). Every lookup of an address also
+looks up its hashes (its aliases), so the opt-out keeps holding, for every spelling of the
+mailbox, while the address itself is gone.
 """
 
 from __future__ import annotations
@@ -92,24 +93,33 @@ Statement = tuple[str, list[object]]
 """SQL and its parameter values."""
 
 
-def erase_statements(key: str, new_params: Callable[[], Parameters]) -> dict[str, Statement]:
-    """Per table of ERASED_TABLES, the DELETE of `key`'s rows."""
+def erase_statements(
+    key: str, new_params: Callable[[], Parameters], mailbox: str = ""
+) -> dict[str, Statement]:
+    """Per table of ERASED_TABLES, the DELETE of `key`'s rows; suppressions also by the
+    `mailbox` key, whatever spelling opted out (an erased row has hashes there, so stays)."""
     statements: dict[str, Statement] = {}
     for table in ERASED_TABLES:
         params = new_params()
-        statements[table] = (
-            f"DELETE FROM {table} WHERE {_person_rows(table, key, params)}",
-            params.values,
+        where = (
+            suppression_match([key, mailbox], params)
+            if table == "suppressions" and mailbox
+            else _person_rows(table, key, params)
         )
+        statements[table] = (f"DELETE FROM {table} WHERE {where}", params.values)
     return statements
 
 
 def export_statements(
-    key: str, alias: str | None, new_params: Callable[[], Parameters]
+    key: str,
+    aliases: Sequence[str],
+    new_params: Callable[[], Parameters],
+    mailbox: str = "",
 ) -> dict[str, Statement]:
     """Per `PersonalData` field, the SELECT of its rows (read in one snapshot, then given to
-    `exported`): the rows an erasure deletes, the erased row left by an earlier erasure
-    (`alias`), and the audit entries whose subject names `key`, which are never rewritten."""
+    `exported`): the rows an erasure deletes, the erased rows left by an earlier erasure
+    (`aliases`: the hashes of `key` and `mailbox`), and the audit entries whose subject names
+    `key`, which are never rewritten."""
 
     def rows_about(table: str, columns: str, order: str = "") -> Statement:
         params = new_params()
@@ -119,8 +129,8 @@ def export_statements(
     suppressions, audit = new_params(), new_params()
     return {
         "suppressions": (
-            f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE address IN"
-            f" ({suppressions.bind(key)}, {suppressions.bind(alias or key)})"
+            f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions"
+            f" WHERE {suppression_match([key, mailbox, *aliases], suppressions)}"
             " ORDER BY address, source",
             suppressions.values,
         ),
@@ -150,8 +160,8 @@ def exported(
     location, notice = rows["known_location"], rows["notice_sent_at"]
     return PersonalData(
         key=key,
-        suppressions=tuple(s for s in suppressions if s.address == key),
-        erased_suppressions=tuple(s for s in suppressions if s.address != key),
+        suppressions=tuple(s for s in suppressions if not s.address.startswith(ERASED_PREFIX)),
+        erased_suppressions=tuple(s for s in suppressions if s.address.startswith(ERASED_PREFIX)),
         consents=tuple(consent_from_row(row, read_time) for row in rows["consents"]),
         known_location=KnownLocation(*location[0]) if location else None,
         blocks=tuple(block_from_row(row, read_time) for row in rows["blocks"]),
@@ -166,6 +176,13 @@ def exported(
         ),
         audit=tuple(event_from_row(row, read_time) for row in rows["audit"]),
     )
+
+
+def suppression_match(keys: Iterable[str], params: Parameters) -> str:
+    """The suppression entries naming one of `keys` (blanks skipped) as their address or
+    their mailbox; each column has its own index (the mailbox's only where it is not '')."""
+    bound = ", ".join(params.bind(k) for k in dict.fromkeys(keys) if k)
+    return f"(address IN ({bound}) OR (mailbox IN ({bound}) AND mailbox <> ''))"
 
 
 def _person_rows(table: str, key: str, params: Parameters) -> str:
@@ -189,17 +206,19 @@ def owners(found: Iterable[str], aliases: Mapping[str, str]) -> set[str]:
 
 
 def purge_survivors(
-    addresses: Iterable[str], key: bytes, purge: AuditEvent
+    rows: Iterable[tuple[str, str]], key: bytes, purge: AuditEvent
 ) -> list[Suppression]:
-    """The suppressed `addresses` a purge keeps, as erased rows (each once, in address order)
-    stamped with the purge's actor and time: a purge must never make an opted-out person
-    reachable again."""
-    kept = {
-        address if address.startswith(ERASED_PREFIX) else erased_address(key, address)
-        for address in addresses
-    }
+    """The suppressed (address, mailbox) `rows` a purge keeps, as erased rows (each address
+    once, in address order) stamped with the purge's actor and time: a purge must never make
+    an opted-out person reachable again, under any spelling of their mailbox."""
+    kept: dict[str, str] = {}
+    for address, mailbox in rows:
+        if not address.startswith(ERASED_PREFIX):
+            address = erased_address(key, address)
+            mailbox = erased_address(key, mailbox) if mailbox else ""
+        kept[address] = kept.get(address) or mailbox
     return [
-        Suppression(address, ERASED_SOURCE, PURGE_REASON, purge.time, purge.actor)
+        Suppression(address, ERASED_SOURCE, PURGE_REASON, purge.time, purge.actor, kept[address])
         for address in sorted(kept)
     ]
 
@@ -240,12 +259,18 @@ class ErasureKey(abc.ABC):
     def _erased_alias(self, key: str) -> str | None:
         return None if self._erasure_key is None else erased_address(self._erasure_key, key)
 
-    def _erasure_row(self, key: str, now: datetime, actor: str) -> Suppression:
-        """The row that keeps `key`'s opt-out once its owner is erased."""
+    def _person_aliases(self, key: str, mailbox: str) -> list[str]:
+        """The hashes an earlier erasure of `key` (or of its mailbox) left behind."""
+        return list(self._erased_aliases(k for k in (key, mailbox) if k))
+
+    def _erasure_row(self, key: str, now: datetime, actor: str, mailbox: str = "") -> Suppression:
+        """The row that keeps `key`'s opt-out once its owner is erased, for every spelling
+        of the mailbox too."""
         if self._erasure_key is None:
             raise ValueError("no erasure key: call use_erasure_key first")
         return Suppression(
-            erased_address(self._erasure_key, key), ERASED_SOURCE, ERASED_REASON, now, actor
+            erased_address(self._erasure_key, key), ERASED_SOURCE, ERASED_REASON, now, actor,
+            erased_address(self._erasure_key, mailbox) if mailbox else "",
         )
 
     def _purge_key(self) -> bytes:

@@ -1415,6 +1415,7 @@ async def test_opening_twice_applies_each_migration_once(
         (4, "privacy"),
         (5, "block_evidence"),
         (6, "settings"),
+        (7, "suppression_mailboxes"),
         (8, "inbound_messages"),
     ]
 
@@ -1453,6 +1454,7 @@ async def test_a_version_one_database_is_upgraded_once_and_keeps_its_data(db_pat
         (4, "privacy"),
         (5, "block_evidence"),
         (6, "settings"),
+        (7, "suppression_mailboxes"),
         (8, "inbound_messages"),
     ]
 
@@ -1501,6 +1503,7 @@ async def test_a_version_two_database_keeps_its_suppressions_one_row_per_source(
         (4, "privacy"),
         (5, "block_evidence"),
         (6, "settings"),
+        (7, "suppression_mailboxes"),
         (8, "inbound_messages"),
     ]
 
@@ -1636,7 +1639,7 @@ async def test_replicas_starting_together_apply_each_migration_once(postgres_url
     try:
         await asyncio.gather(*(store.open() for store in stores))
         applied = [[m.version for m in store.applied_migrations] for store in stores]
-        assert sorted(applied) == [[], [], [1, 2, 3, 4, 5, 6, 8]]
+        assert sorted(applied) == [[], [], [1, 2, 3, 4, 5, 6, 7, 8]]
         connection = await asyncpg.connect(postgres_url)
         try:
             rows = await connection.fetch("SELECT version, name FROM schema_migrations")

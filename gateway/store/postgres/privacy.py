@@ -25,8 +25,10 @@ from gateway.store.postgres.connection import Numbered, PostgresConnection, affe
 
 
 class PostgresPrivacy(PostgresConnection, ErasureKey):
-    async def personal_data(self, key: str) -> PersonalData:
-        statements = export_statements(key, self._erased_alias(key), Numbered)
+    async def personal_data(self, key: str, mailbox: str = "") -> PersonalData:
+        statements = export_statements(
+            key, self._person_aliases(key, mailbox), Numbered, mailbox
+        )
         async with self._transaction(snapshot=True) as conn:
             rows = {
                 field: await conn.fetch(sql, *values)
@@ -34,14 +36,16 @@ class PostgresPrivacy(PostgresConnection, ErasureKey):
             }
         return exported(key, rows, read_time)
 
-    async def erase_personal_data(self, key: str, now: datetime, actor: str) -> dict[str, int]:
+    async def erase_personal_data(
+        self, key: str, now: datetime, actor: str, mailbox: str = ""
+    ) -> dict[str, int]:
         """One transaction: a crash leaves either the person's data with their opt-out, or
         the erased row alone, never neither."""
-        erased = self._erasure_row(key, now, actor)
+        erased = self._erasure_row(key, now, actor, mailbox)
         async with self._transaction() as conn:
             counts = {
                 table: affected(await conn.execute(sql, *values))
-                for table, (sql, values) in erase_statements(key, Numbered).items()
+                for table, (sql, values) in erase_statements(key, Numbered, mailbox).items()
             }
             if counts["suppressions"]:
                 await _upsert_suppressions(conn, [erased])
@@ -54,9 +58,11 @@ class PostgresPrivacy(PostgresConnection, ErasureKey):
         async with self._transaction() as conn:
             await lock_audit_chain(conn)
             kept = purge_survivors(
-                (address for (address,) in await conn.fetch(
-                    "SELECT DISTINCT address FROM suppressions"
-                )),
+                [
+                    (address, mailbox) for address, mailbox in await conn.fetch(
+                        "SELECT DISTINCT address, mailbox FROM suppressions"
+                    )
+                ],
                 key,
                 event,
             )
@@ -81,12 +87,14 @@ async def _upsert_suppressions(conn: asyncpg.Connection, rows: Sequence[Suppress
     await conn.execute(
         f"INSERT INTO suppressions ({SUPPRESSION_COLUMNS})"
         " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
-        " $5::timestamptz[])"
+        " $5::timestamptz[], $6::text[])"
         " ON CONFLICT (address, source) DO UPDATE SET reason = excluded.reason,"
-        " actor = excluded.actor, created_at = excluded.created_at",
+        " actor = excluded.actor, created_at = excluded.created_at,"
+        " mailbox = excluded.mailbox",
         [row.address for row in rows],
         [row.source for row in rows],
         [row.reason for row in rows],
         [row.actor for row in rows],
         [utc(row.time) for row in rows],
+        [row.mailbox for row in rows],
     )

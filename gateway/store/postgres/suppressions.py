@@ -1,5 +1,5 @@
-"""The suppression list in PostgreSQL: one row per (address, source), and erased rows that
-answer for their addresses (see gateway/store/erasure.py)."""
+"""The suppression list in PostgreSQL: one row per (address, source), found by its address or
+its mailbox, and erased rows that answer for their addresses (see gateway/store/erasure.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from typing import Any
 import asyncpg
 
 from gateway.model import AuditEvent, Suppression
-from gateway.store.core import SUPPRESSION_COLUMNS, suppression_from_row, utc
+from gateway.store.core import (
+    MAILBOX_RULES_SETTING,
+    SUPPRESSION_COLUMNS,
+    folded_or_own,
+    suppression_from_row,
+    unfolded_query,
+    utc,
+)
 from gateway.store.erasure import ERASED_RANGE, ErasureKey, owners
 from gateway.store.postgres.audit import insert_audit
 from gateway.store.postgres.connection import PostgresConnection, affected, read_time
@@ -22,39 +29,55 @@ _COPY_THRESHOLD = 5_000
 # A bulk import may legitimately run far longer than any single decision's query.
 _BULK_TIMEOUT_S = 3_600.0
 
-_BATCH_COLUMNS = ("n", "address", "source", "reason", "actor", "created_at", "alias")
+_BATCH_COLUMNS = (
+    "n", "address", "source", "reason", "actor", "created_at", "alias", "mailbox",
+    "mailbox_alias",
+)
 _BATCH_TABLE = "suppression_batch"
 _BATCH_ARRAYS = (
     "unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
-    " $6::timestamptz[], $7::text[]) AS b(" + ", ".join(_BATCH_COLUMNS) + ")"
+    " $6::timestamptz[], $7::text[], $8::text[], $9::text[]) AS b("
+    + ", ".join(_BATCH_COLUMNS) + ")"
 )
 
-# Which of the keys in $1 have a row: one primary-key probe per key (the key leads with
-# address), so a lookup costs the same with ten million rows as with ten.
+# Which of the keys in $1 name a row's address or mailbox: one probe of the primary key
+# (it leads with address) and one of the mailbox index per key, so a lookup costs the same
+# with ten million rows as with ten.
 SUPPRESSED_QUERY = (
     "SELECT q.address FROM unnest($1::text[]) AS q(address)"
     " WHERE EXISTS (SELECT 1 FROM suppressions s WHERE s.address = q.address)"
+    " OR EXISTS (SELECT 1 FROM suppressions s WHERE s.mailbox = q.address AND s.mailbox <> '')"
 )
 
 # One statement over a batch relation ({batch}: the staged temp table or the arrays), so
-# the count of new addresses and the upsert see one snapshot. DISTINCT ON keeps each
-# (address, source)'s last entry, as applying the batch in order would, and inserts in key
-# order, so two concurrent imports lock rows in the same order and cannot deadlock.
+# the count of new addresses and the upsert see one snapshot. An address is known when a
+# row names it, its mailbox or their erased hashes (by address or by mailbox). DISTINCT ON
+# keeps each (address, source)'s last entry, as applying the batch in order would, and
+# inserts in key order, so two concurrent imports lock rows in the same order and cannot
+# deadlock.
 _UPSERT_BATCH = """
 WITH batch AS MATERIALIZED (SELECT * FROM {batch}),
 known AS (
     SELECT count(DISTINCT b.address) AS n FROM batch b
     WHERE EXISTS (SELECT 1 FROM suppressions s WHERE s.address = b.address)
        OR EXISTS (SELECT 1 FROM suppressions s WHERE s.address = b.alias)
+       OR EXISTS (SELECT 1 FROM suppressions s WHERE s.address = NULLIF(b.mailbox, ''))
+       OR EXISTS (SELECT 1 FROM suppressions s WHERE s.address = b.mailbox_alias)
+       OR EXISTS (SELECT 1 FROM suppressions s WHERE s.mailbox = b.mailbox AND s.mailbox <> '')
+       OR EXISTS (SELECT 1 FROM suppressions s
+                  WHERE s.mailbox = b.mailbox_alias AND s.mailbox <> '')
+       OR EXISTS (SELECT 1 FROM suppressions s WHERE s.mailbox = b.address AND s.mailbox <> '')
+       OR EXISTS (SELECT 1 FROM suppressions s WHERE s.mailbox = b.alias AND s.mailbox <> '')
 ),
 upserted AS (
-    INSERT INTO suppressions (address, source, reason, actor, created_at)
-    SELECT DISTINCT ON (address, source) address, source, reason, actor, created_at
+    INSERT INTO suppressions (address, source, reason, actor, created_at, mailbox)
+    SELECT DISTINCT ON (address, source) address, source, reason, actor, created_at, mailbox
     FROM batch ORDER BY address, source, n DESC
     ON CONFLICT (address, source) DO UPDATE SET
         reason = excluded.reason,
         actor = excluded.actor,
-        created_at = excluded.created_at
+        created_at = excluded.created_at,
+        mailbox = excluded.mailbox
 )
 SELECT (SELECT count(DISTINCT address) FROM batch) - (SELECT n FROM known)
 """
@@ -72,10 +95,11 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
         whole or not at all. Large batches are staged with COPY into a temp table."""
         if not entries:
             return 0
-        alias_of = {address: alias for alias, address in self._erased_aliases(
-            dict.fromkeys(e.address for e in entries)).items()}
+        alias_of = {key: alias for alias, key in self._erased_aliases(
+            dict.fromkeys(k for e in entries for k in (e.address, e.mailbox) if k)).items()}
         rows = [
-            (n, e.address, e.source, e.reason, e.actor, utc(e.time), alias_of.get(e.address))
+            (n, e.address, e.source, e.reason, e.actor, utc(e.time), alias_of.get(e.address),
+             e.mailbox, alias_of.get(e.mailbox))
             for n, e in enumerate(entries)
         ]
         async with self._transaction() as conn:
@@ -94,23 +118,27 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
         time: datetime,
         audit: Callable[[int], AuditEvent],
         progress: Callable[[int], None] | None = None,
+        mailboxes: Mapping[str, str] | None = None,
     ) -> int:
         """Staged with COPY and upserted in one statement, with the audit entry in the same
         transaction. Erased aliases are hashed only when the table holds an erased row:
         hashing a million addresses takes seconds."""
         at = utc(time)
+        mailbox_of = mailboxes or {}
         async with self._transaction() as conn:
             has_erased = self._erasure_key is not None and await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM suppressions WHERE address >= $1 AND address < $2)",
                 *ERASED_RANGE,
             )
             alias_of = (
-                {a: alias for alias, a in self._erased_aliases(dict.fromkeys(addresses)).items()}
+                {k: alias for alias, k in self._erased_aliases(dict.fromkeys(
+                    k for a in addresses for k in (a, mailbox_of.get(a)) if k)).items()}
                 if has_erased
                 else {}
             )
             rows = [
-                (n, address, source, reason, actor, at, alias_of.get(address))
+                (n, address, source, reason, actor, at, alias_of.get(address),
+                 mailbox_of.get(address, ""), alias_of.get(mailbox_of.get(address, "")))
                 for n, address in enumerate(addresses)
             ]
             new = await _upsert_staged(conn, rows) if rows else 0
@@ -119,16 +147,56 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
             await insert_audit(conn, audit(new))
         return new
 
-    async def remove_suppressions(self, addresses: Iterable[str]) -> int:
-        """Every source's row goes, an erased row too; counts addresses, not rows."""
-        unique = list(dict.fromkeys(addresses))
+    async def remove_suppressions(
+        self,
+        addresses: Iterable[str],
+        audit: Callable[[Sequence[Suppression]], AuditEvent] | None = None,
+    ) -> int:
+        """Every row naming a key as address or mailbox goes, whatever its source, an erased
+        row too; counts addresses, not rows. Deleted and audited in one transaction."""
+        unique = [address for address in dict.fromkeys(addresses) if address]
         aliases = self._erased_aliases(unique)
         async with self._transaction() as conn:
             existed = len(await _suppressed_keys(conn, unique, aliases))
-            await conn.execute(
-                "DELETE FROM suppressions WHERE address = ANY($1::text[])", [*unique, *aliases]
+            rows = await conn.fetch(
+                f"DELETE FROM suppressions WHERE address = ANY($1::text[])"
+                f" OR (mailbox = ANY($1::text[]) AND mailbox <> '')"
+                f" RETURNING {SUPPRESSION_COLUMNS}",
+                [*unique, *aliases],
             )
+            if audit is not None:
+                removed = sorted(
+                    (suppression_from_row(row, read_time) for row in rows),
+                    key=lambda e: (e.address, e.source),
+                )
+                await insert_audit(conn, audit(removed))
         return existed
+
+    async def update_mailboxes(self, mailbox_of: Callable[[str], str], version: str) -> int:
+        """One transaction; replicas starting together queue on the settings row."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO settings (name, value) VALUES ($1, '') ON CONFLICT (name) DO NOTHING",
+                MAILBOX_RULES_SETTING,
+            )
+            recorded = await conn.fetchval(
+                "SELECT value FROM settings WHERE name = $1 FOR UPDATE", MAILBOX_RULES_SETTING
+            )
+            changes = {
+                address: folded
+                for address, mailbox in await conn.fetch(unfolded_query(recorded != version))
+                if (folded := folded_or_own(mailbox_of, address)) != mailbox
+            }
+            status = await conn.execute(
+                "UPDATE suppressions SET mailbox = c.mailbox"
+                " FROM unnest($1::text[], $2::text[]) AS c(address, mailbox)"
+                " WHERE suppressions.address = c.address",
+                list(changes), list(changes.values()),
+            )
+            await conn.execute(
+                "UPDATE settings SET value = $2 WHERE name = $1", MAILBOX_RULES_SETTING, version
+            )
+        return affected(status)
 
     async def list_suppressions(self) -> list[Suppression]:
         async with self._connection() as conn:
@@ -189,7 +257,8 @@ async def _upsert_staged(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...
     await conn.execute(
         f"CREATE TEMP TABLE {_BATCH_TABLE} (n bigint, address text COLLATE \"C\","
         " source text COLLATE \"C\", reason text, actor text, created_at timestamptz,"
-        " alias text COLLATE \"C\") ON COMMIT DROP"
+        " alias text COLLATE \"C\", mailbox text COLLATE \"C\","
+        " mailbox_alias text COLLATE \"C\") ON COMMIT DROP"
     )
     await conn.copy_records_to_table(
         _BATCH_TABLE, records=rows, columns=_BATCH_COLUMNS, timeout=_BULK_TIMEOUT_S

@@ -12,6 +12,7 @@ from gateway.store.erasure import (
     FINGERPRINT_SETTING,
     PURGED_TABLES,
     ErasureKey,
+    Statement,
     erase_statements,
     export_statements,
     exported,
@@ -24,13 +25,16 @@ from gateway.store.sqlite.suppressions import UPSERT_SUPPRESSION
 
 
 class SqlitePrivacy(SqliteConnection, ErasureKey):
-    async def personal_data(self, key: str) -> PersonalData:
-        alias = self._erased_alias(key)
-        return await self._run(lambda conn: _select_personal_data(conn, key, alias))
+    async def personal_data(self, key: str, mailbox: str = "") -> PersonalData:
+        statements = export_statements(key, self._person_aliases(key, mailbox), QMarks, mailbox)
+        return await self._run(lambda conn: _select_personal_data(conn, key, statements))
 
-    async def erase_personal_data(self, key: str, now: datetime, actor: str) -> dict[str, int]:
-        erased = self._erasure_row(key, now, actor)
-        return await self._run(lambda conn: _erase_personal_data(conn, key, erased))
+    async def erase_personal_data(
+        self, key: str, now: datetime, actor: str, mailbox: str = ""
+    ) -> dict[str, int]:
+        erased = self._erasure_row(key, now, actor, mailbox)
+        statements = erase_statements(key, QMarks, mailbox)
+        return await self._run(lambda conn: _erase_personal_data(conn, statements, erased))
 
     async def purge(self, event: AuditEvent) -> AuditEvent:
         key = self._purge_key()
@@ -52,22 +56,26 @@ def _claim_fingerprint(conn: sqlite3.Connection, fingerprint: str) -> str:
     return stored
 
 
-def _select_personal_data(conn: sqlite3.Connection, key: str, alias: str | None) -> PersonalData:
+def _select_personal_data(
+    conn: sqlite3.Connection, key: str, statements: dict[str, Statement]
+) -> PersonalData:
     with transaction(conn, write=False):
         rows = {
             field: conn.execute(sql, values).fetchall()
-            for field, (sql, values) in export_statements(key, alias, QMarks).items()
+            for field, (sql, values) in statements.items()
         }
     return exported(key, rows, from_text)
 
 
-def _erase_personal_data(conn: sqlite3.Connection, key: str, erased: Suppression) -> dict[str, int]:
+def _erase_personal_data(
+    conn: sqlite3.Connection, statements: dict[str, Statement], erased: Suppression
+) -> dict[str, int]:
     """One write transaction: a crash leaves either the person's data with their opt-out,
     or the erased row alone, never neither."""
     with transaction(conn, write=True):
         counts = {
             table: conn.execute(sql, values).rowcount
-            for table, (sql, values) in erase_statements(key, QMarks).items()
+            for table, (sql, values) in statements.items()
         }
         if counts["suppressions"]:
             conn.execute(UPSERT_SUPPRESSION, _suppression_values(erased))
@@ -79,7 +87,7 @@ def _purge(conn: sqlite3.Connection, event: AuditEvent, erasure_key: bytes) -> A
     purge that did not happen or misses one that did."""
     with transaction(conn, write=True):
         kept = purge_survivors(
-            (address for (address,) in conn.execute("SELECT DISTINCT address FROM suppressions")),
+            conn.execute("SELECT DISTINCT address, mailbox FROM suppressions").fetchall(),
             erasure_key,
             event,
         )
@@ -89,5 +97,5 @@ def _purge(conn: sqlite3.Connection, event: AuditEvent, erasure_key: bytes) -> A
         return insert_audit(conn, event)
 
 
-def _suppression_values(row: Suppression) -> tuple[str, str, str, str, str]:
-    return (row.address, row.source, row.reason, row.actor, to_text(row.time))
+def _suppression_values(row: Suppression) -> tuple[str, str, str, str, str, str]:
+    return (row.address, row.source, row.reason, row.actor, to_text(row.time), row.mailbox)

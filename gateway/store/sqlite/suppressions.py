@@ -1,5 +1,5 @@
-"""The suppression list in SQLite: one row per (address, source), and erased rows that
-answer for their addresses (see gateway/store/erasure.py)."""
+"""The suppression list in SQLite: one row per (address, source), found by its address or
+its mailbox, and erased rows that answer for their addresses (see gateway/store/erasure.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from datetime import datetime
 from operator import itemgetter
 
 from gateway.model import AuditEvent, Suppression
-from gateway.store.core import SUPPRESSION_COLUMNS, suppression_from_row
+from gateway.store.core import (
+    MAILBOX_RULES_SETTING,
+    SUPPRESSION_COLUMNS,
+    folded_or_own,
+    suppression_from_row,
+    unfolded_query,
+)
 from gateway.store.erasure import ERASED_RANGE, ErasureKey, owners
 from gateway.store.sqlite.audit import insert_audit
 from gateway.store.sqlite.connection import SqliteConnection
@@ -19,14 +25,19 @@ from gateway.store.sqlite.sql import escape_like, from_text, rows_for_keys, to_t
 _IMPORT_CHUNK = 50_000
 
 UPSERT_SUPPRESSION = f"""
-INSERT INTO suppressions ({SUPPRESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?)
+INSERT INTO suppressions ({SUPPRESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (address, source) DO UPDATE SET
     reason = excluded.reason,
     actor = excluded.actor,
-    created_at = excluded.created_at
+    created_at = excluded.created_at,
+    mailbox = excluded.mailbox
 """
 
-SuppressionRow = tuple[str, str, str, str, str]
+# address, source, reason, actor, created_at, mailbox
+SuppressionRow = tuple[str, str, str, str, str, str]
+
+# '' is "no mailbox" (every number); saying so lets the partial mailbox index serve a lookup.
+_HAS_MAILBOX = " AND mailbox <> ''"
 
 
 class SqliteSuppressions(SqliteConnection, ErasureKey):
@@ -36,7 +47,9 @@ class SqliteSuppressions(SqliteConnection, ErasureKey):
         return self._read_on_loop(lambda conn: _select_suppressed(conn, unique, aliases))
 
     async def add_suppressions(self, entries: Sequence[Suppression]) -> int:
-        aliases = self._erased_aliases(dict.fromkeys(e.address for e in entries))
+        aliases = self._erased_aliases(
+            dict.fromkeys(k for e in entries for k in (e.address, e.mailbox) if k)
+        )
         return await self._run(lambda conn: _upsert_suppressions(conn, entries, aliases))
 
     async def import_suppressions(
@@ -49,20 +62,36 @@ class SqliteSuppressions(SqliteConnection, ErasureKey):
         time: datetime,
         audit: Callable[[int], AuditEvent],
         progress: Callable[[int], None] | None = None,
+        mailboxes: Mapping[str, str] | None = None,
     ) -> int:
         """Hashing a million addresses for their erased aliases takes seconds, so it is
         skipped when the table holds no erased row."""
+        mailbox_of = mailboxes or {}
+        rows = [
+            (address, source, reason, actor, to_text(time), mailbox_of.get(address, ""))
+            for address in sorted(addresses)
+        ]
         has_erased = self._erasure_key is not None and await self._run(_has_erased_rows)
-        aliases = self._erased_aliases(addresses) if has_erased else {}
-        fields = (source, reason, actor, to_text(time))
+        aliases = (
+            self._erased_aliases(k for row in rows for k in (row[0], row[5]) if k)
+            if has_erased
+            else {}
+        )
         return await self._run(
-            lambda conn: _import_suppressions(conn, addresses, fields, aliases, audit, progress)
+            lambda conn: _import_suppressions(conn, rows, aliases, audit, progress)
         )
 
-    async def remove_suppressions(self, addresses: Iterable[str]) -> int:
-        unique = list(dict.fromkeys(addresses))
+    async def remove_suppressions(
+        self,
+        addresses: Iterable[str],
+        audit: Callable[[Sequence[Suppression]], AuditEvent] | None = None,
+    ) -> int:
+        unique = [address for address in dict.fromkeys(addresses) if address]
         aliases = self._erased_aliases(unique)
-        return await self._run(lambda conn: _delete_suppressions(conn, unique, aliases))
+        return await self._run(lambda conn: _delete_suppressions(conn, unique, aliases, audit))
+
+    async def update_mailboxes(self, mailbox_of: Callable[[str], str], version: str) -> int:
+        return await self._run(lambda conn: _update_mailboxes(conn, mailbox_of, version))
 
     async def list_suppressions(self) -> list[Suppression]:
         return await self._run(_select_all_suppressions)
@@ -108,12 +137,33 @@ def _suppressed_keys(
 
 
 def _suppressed_among(conn: sqlite3.Connection, addresses: Sequence[str]) -> Iterator[str]:
-    """The addresses (unique) with at least one row, whatever its source; callers hold a
-    transaction. The primary key leads with address, so each chunk is an index search."""
-    rows = rows_for_keys(
-        conn, "SELECT DISTINCT address FROM suppressions WHERE address IN ({keys})", addresses
-    )
-    return (address for (address,) in rows)
+    """The keys (unique) naming at least one row's address or mailbox, whatever its source;
+    callers hold a transaction. The primary key leads with address and the mailbox has its
+    own index, so each chunk is two index searches."""
+    keys = [address for address in addresses if address]
+    for column in ("address", "mailbox"):
+        rows = rows_for_keys(
+            conn,
+            f"SELECT DISTINCT {column} FROM suppressions WHERE {column} IN ({{keys}})"
+            f"{_HAS_MAILBOX if column == 'mailbox' else ''}",
+            keys,
+        )
+        yield from (key for (key,) in rows)
+
+
+def _rows_naming(conn: sqlite3.Connection, keys: Sequence[str]) -> list[Suppression]:
+    """The rows whose address or mailbox is one of `keys`, each once."""
+    found: dict[tuple[str, str], Suppression] = {}
+    named = [key for key in keys if key]
+    for column in ("address", "mailbox"):
+        query = (
+            f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE {column} IN ({{keys}})"
+            f"{_HAS_MAILBOX if column == 'mailbox' else ''}"
+        )
+        for row in rows_for_keys(conn, query, named):
+            entry = suppression_from_row(row, from_text)
+            found[entry.address, entry.source] = entry
+    return [found[k] for k in sorted(found)]
 
 
 def _upsert_suppressions(
@@ -132,26 +182,21 @@ def _has_erased_rows(conn: sqlite3.Connection) -> bool:
 
 def _import_suppressions(
     conn: sqlite3.Connection,
-    addresses: Sequence[str],
-    fields: tuple[str, str, str, str],
+    rows: Sequence[SuppressionRow],
     aliases: Mapping[str, str],
     audit: Callable[[int], AuditEvent],
     progress: Callable[[int], None] | None,
 ) -> int:
-    """One write transaction with the audit entry; the chunks only pace the progress
-    reports. An address repeated in a later chunk is found there as present, so it counts
-    once. Rows are built and sorted (index order, about twice as fast to write) before the
-    transaction begins: the gateway's own writers wait for it."""
-    rows = [(address, *fields) for address in sorted(addresses)]
-    hashes = {address: alias for alias, address in aliases.items()}
-    new = 0
+    """One write transaction with the audit entry; the new addresses are counted before
+    anything is written, and the chunks only pace the progress reports. Rows are built and
+    sorted (index order, about twice as fast to write) before the transaction begins: the
+    gateway's own writers wait for it."""
     with transaction(conn, write=True):
+        new = _new_addresses(conn, rows, aliases)
         for start in range(0, len(rows), _IMPORT_CHUNK):
-            chunk = rows[start : start + _IMPORT_CHUNK]
-            chunk_aliases = {hashes[row[0]]: row[0] for row in chunk if row[0] in hashes}
-            new += _upsert_rows(conn, chunk, chunk_aliases)
+            conn.executemany(UPSERT_SUPPRESSION, rows[start : start + _IMPORT_CHUNK])
             if progress is not None:
-                progress(start + len(chunk))
+                progress(min(start + _IMPORT_CHUNK, len(rows)))
         insert_audit(conn, audit(new))
     return new
 
@@ -161,7 +206,7 @@ def _suppression_rows(entries: Sequence[Suppression]) -> list[SuppressionRow]:
     wins), so a large batch walks the primary-key index in order, about twice as fast as in
     arrival order. Each distinct time (a batch usually has one) is formatted once."""
     texts = {moment: to_text(moment) for moment in {e.time for e in entries}}
-    rows = [(e.address, e.source, e.reason, e.actor, texts[e.time]) for e in entries]
+    rows = [(e.address, e.source, e.reason, e.actor, texts[e.time], e.mailbox) for e in entries]
     rows.sort(key=itemgetter(0))
     return rows
 
@@ -170,28 +215,72 @@ def _upsert_rows(
     conn: sqlite3.Connection, rows: Sequence[SuppressionRow], aliases: Mapping[str, str]
 ) -> int:
     """One row per (address, source): a second source adds a row, the same source refreshes
-    its own. New addresses are the rows' distinct addresses that had no row of any source,
-    looked up inside the caller's write transaction, so the count is exact (repeats
-    included) and costs index searches for these rows only, never a scan of the table."""
-    addresses = list(dict.fromkeys(row[0] for row in rows))
-    existing = len(_suppressed_keys(conn, addresses, aliases))
+    its own (and its mailbox)."""
+    new = _new_addresses(conn, rows, aliases)
     conn.executemany(UPSERT_SUPPRESSION, rows)
-    return len(addresses) - existing
+    return new
+
+
+def _new_addresses(
+    conn: sqlite3.Connection, rows: Sequence[SuppressionRow], aliases: Mapping[str, str]
+) -> int:
+    """The rows' distinct addresses that no row of any source named yet, by address or by
+    mailbox, looked up inside the caller's write transaction before it writes, so the count
+    is exact (repeats included) and costs index searches for these rows only, never a scan
+    of the table."""
+    mailbox_of = {row[0]: row[5] for row in rows}
+    keys = [*mailbox_of, *{m for m in mailbox_of.values() if m}]
+    found = _suppressed_keys(conn, keys, aliases)
+    return sum(1 for a, m in mailbox_of.items() if a not in found and m not in found)
 
 
 def _delete_suppressions(
-    conn: sqlite3.Connection, addresses: Sequence[str], aliases: Mapping[str, str]
+    conn: sqlite3.Connection,
+    addresses: Sequence[str],
+    aliases: Mapping[str, str],
+    audit: Callable[[Sequence[Suppression]], AuditEvent] | None,
 ) -> int:
-    """Every source's row goes, an erased row too (an operator may re-admit an erased
-    person); the count is of addresses (unique), not rows, read in the same write
-    transaction as the delete."""
+    """Every row naming a key as address or mailbox goes, whatever its source, an erased row
+    too (an operator may re-admit an erased person); the count is of addresses (unique), not
+    rows. The rows are read, deleted and audited in one write transaction."""
     with transaction(conn, write=True):
         existed = len(_suppressed_keys(conn, addresses, aliases))
+        removed = _rows_naming(conn, [*addresses, *aliases])
         conn.executemany(
-            "DELETE FROM suppressions WHERE address = ?",
-            [(address,) for address in [*addresses, *aliases]],
+            "DELETE FROM suppressions WHERE address = ? AND source = ?",
+            [(entry.address, entry.source) for entry in removed],
         )
+        if audit is not None:
+            insert_audit(conn, audit(removed))
     return existed
+
+
+def _update_mailboxes(
+    conn: sqlite3.Connection, mailbox_of: Callable[[str], str], version: str
+) -> int:
+    """One write transaction; the folding runs in Python, once per distinct address (an
+    erased row's address is a hash, with no '@')."""
+    with transaction(conn, write=True):
+        recorded = conn.execute(
+            "SELECT value FROM settings WHERE name = ?", (MAILBOX_RULES_SETTING,)
+        ).fetchone()
+        changes = {
+            address: folded
+            for address, mailbox in conn.execute(
+                unfolded_query(recorded is None or recorded[0] != version)
+            ).fetchall()
+            if (folded := folded_or_own(mailbox_of, address)) != mailbox
+        }
+        cursor = conn.executemany(
+            "UPDATE suppressions SET mailbox = ? WHERE address = ?",
+            [(folded, address) for address, folded in changes.items()],
+        )
+        conn.execute(
+            "INSERT INTO settings (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (MAILBOX_RULES_SETTING, version),
+        )
+        return cursor.rowcount if changes else 0
 
 
 def _delete_suppressions_from_source(
