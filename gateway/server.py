@@ -115,7 +115,9 @@ class Services:
         self.store = store or open_store(config.store_url)
         self.erasure_key = erasure_key(config)
         self.ruleset: RuleSet = configured_rules(config)
-        self.suppressions = Suppressions(self.store, clock, self.metrics)
+        self.suppressions = Suppressions(
+            self.store, clock, self.metrics, lambda: self.ruleset.mailboxes
+        )
         self.login_limits = LoginLimiter(
             config.login_limits, clock, self.metrics, self.store.append_audit
         )
@@ -155,6 +157,12 @@ class Services:
     async def open(self) -> None:
         await self.store.open()
         await self.store.use_erasure_key(self.erasure_key)
+        await self.suppressions.fold_stored()
+
+    def privacy(self) -> Privacy:
+        return Privacy(
+            self.store, self.clock, self.erasure_key, lambda: self.ruleset.mailboxes
+        )
 
     async def start_upstreams(self) -> None:
         await self.email_upstream.start()
@@ -212,7 +220,7 @@ class Gateway:
         AdminRoutes(
             lambda: self.config.accounts,
             services.pipeline,
-            Privacy(services.store, self.clock, services.erasure_key),
+            services.privacy(),
             lambda actor: purge(services.store, self.config, self.clock, actor=actor),
             services.login_limits,
         ).register(app)
@@ -324,9 +332,19 @@ class Gateway:
         except Exception as exc:
             await self._reload_failed("rules", str(exc))
             return
-        old = self.services.ruleset.version
+        old = self.services.ruleset
         self.services.ruleset = ruleset
-        await self._reloaded("rules", {"from": old, "to": ruleset.version})
+        await self._reloaded("rules", {"from": old.version, "to": ruleset.version})
+        if ruleset.mailboxes.version != old.mailboxes.version:
+            await self._fold_suppressions()
+
+    async def _fold_suppressions(self) -> None:
+        """New mailbox rules: the stored mailbox keys follow them. If the store cannot do it
+        now, the next start does (the recorded rules' version still differs)."""
+        try:
+            await self.services.suppressions.fold_stored()
+        except StoreUnavailable as exc:
+            log_event(log, "suppressions-fold-failed", logging.ERROR, error=str(exc))
 
     async def _reloaded(self, kind: str, details: dict[str, object]) -> None:
         self.services.metrics.reloads.labels(kind, "ok").inc()

@@ -46,7 +46,7 @@ from gateway.services.imports import (
     import_suppression_file,
     validated_key,
 )
-from gateway.services.privacy import Privacy, export_json, purge
+from gateway.services.privacy import export_json, purge
 from gateway.services.retention import apply_retention
 from gateway.store.base import BlockQuery
 from gateway.upstream.postmark import PostmarkEmailUpstream
@@ -113,9 +113,11 @@ async def _suppress(services: Services, args: argparse.Namespace) -> int:
     else:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         if args.action == "export":
-            writer.writerow(["address", "source", "reason", "time"])
+            writer.writerow(["address", "source", "reason", "time", "mailbox"])
         for entry in await services.store.list_suppressions():
-            writer.writerow([entry.address, entry.source, entry.reason, entry.time.isoformat()])
+            writer.writerow(
+                [entry.address, entry.source, entry.reason, entry.time.isoformat(), entry.mailbox]
+            )
     return 0
 
 
@@ -125,6 +127,7 @@ async def _import_file(services: Services, args: argparse.Namespace) -> int:
         summary = await import_suppression_file(
             services.store, args.file, args.format, reason=args.reason, actor="operator",
             now=services.clock.now(), skip_bad=args.skip_bad, progress=Progress(),
+            mailboxes=services.ruleset.mailboxes,
         )
     except SuppressionFileError as exc:
         raise UsageError(str(exc)) from exc
@@ -305,7 +308,7 @@ def _key(subject: str) -> str:
 
 async def _privacy(services: Services, args: argparse.Namespace) -> int:
     _validate_addresses([args.subject])
-    privacy = Privacy(services.store, services.clock, services.erasure_key)
+    privacy = services.privacy()
     if args.action == "export":
         print(export_json(await privacy.export(args.subject, actor=args.actor)))
     else:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from gateway.addresses import InvalidAddress, suppression_key
+from gateway.addresses import InvalidAddress, MailboxRules, suppression_keys
 from gateway.model import (
     CalleeLocation,
     Facts,
@@ -25,12 +25,13 @@ from gateway.rules.ruleset import RuleSet
 from gateway.store.base import Store
 
 
-def recipient_key(recipient: str) -> str | None:
-    """The suppression key of a recipient, or None when it cannot be one (invalid address)."""
+def recipient_keys(recipient: str, mailboxes: MailboxRules) -> tuple[str, ...]:
+    """The keys an opt-out of the recipient's mailbox may be stored under (its spelling's and
+    its mailbox's); none for an invalid address, which the policy refuses anyway."""
     try:
-        return suppression_key(recipient)
+        return suppression_keys(recipient, mailboxes)
     except InvalidAddress:
-        return None
+        return ()
 
 
 TemplateCheck = Callable[[int | str, Sequence[str]], Awaitable[bool]]
@@ -95,7 +96,7 @@ async def gather_facts(
 ) -> Facts:
     """`notices_being_recorded`: texts that carried the opt-out notice and went out, whose
     record is still on its way to the store."""
-    keys = [key for key in map(recipient_key, message.recipients) if key is not None]
+    keys = [k for r in message.recipients for k in recipient_keys(r, rules.mailboxes)]
     suppressed = await store.suppressed(keys)
     if not message.channel.is_telephony:
         return Facts(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from gateway.addresses import InvalidAddress, domain_of, email_key
+from gateway.addresses import InvalidAddress, MailboxRules, domain_of, email_key, folded_key
 from gateway.model import (
     Decision,
     EmailContent,
@@ -80,7 +80,7 @@ def decide_email(message: OutboundMessage, facts: Facts, rules: RuleSet) -> Deci
             tuple(
                 reason(rule_id, text)
                 for rule_id, text in _recipient_problems(
-                    recipient, facts, check_syntax, check_suppression
+                    recipient, facts, rules.mailboxes, check_syntax, check_suppression
                 )
             ),
         )
@@ -98,13 +98,19 @@ def decide_email(message: OutboundMessage, facts: Facts, rules: RuleSet) -> Deci
 
 
 def _recipient_problems(
-    recipient: str, facts: Facts, check_syntax: bool, check_suppression: bool
+    recipient: str,
+    facts: Facts,
+    mailboxes: MailboxRules,
+    check_syntax: bool,
+    check_suppression: bool,
 ) -> list[tuple[str, str]]:
+    """Suppressed when an opt-out holds the recipient's spelling or its mailbox (any other
+    spelling of it: 'bob+promo@x' after 'bob@x' opted out)."""
     try:
         key = email_key(recipient)
     except InvalidAddress as exc:
         return [("email.recipient.syntax", f"{recipient!r} is not a valid address: {exc}")]
-    if check_suppression and key in facts.suppressed:
+    if check_suppression and {key, folded_key(key, mailboxes)} & facts.suppressed:
         return [("email.suppression", f"{recipient} opted out or is on the suppression list")]
     return []
 

@@ -23,7 +23,7 @@ from typing import BinaryIO, TextIO
 
 import phonenumbers
 
-from gateway.addresses import InvalidAddress, email_key
+from gateway.addresses import InvalidAddress, MailboxRules, email_key, folded_key
 from gateway.model import AuditEvent
 from gateway.runtime.progress import Progress
 from gateway.store.base import Store
@@ -236,10 +236,11 @@ async def import_suppression_file(
     now: datetime,
     skip_bad: bool,
     progress: Progress,
+    mailboxes: MailboxRules,
 ) -> ImportSummary:
-    """Check the whole file, then write its keys (source: the list and the file name) and
-    one audit entry in one store transaction. A second import of the same file adds
-    nothing new; it refreshes the entries' reason and time."""
+    """Check the whole file, then write its keys (source: the list and the file name), each
+    email with its mailbox key, and one audit entry in one store transaction. A second import
+    of the same file adds nothing new; it refreshes the entries' reason and time."""
     contents = read_suppression_file(path, file_format, progress)
     applied = skip_bad or not contents.bad
     source = f"{IMPORT_FORMATS[file_format].source}:{path.name}"
@@ -257,9 +258,11 @@ async def import_suppression_file(
     new = 0
     if applied and contents.keys:
         progress.start("writing", len(contents.keys), "entries")
+        keys = list(contents.keys)
         new = await store.import_suppressions(
-            list(contents.keys), source=source, reason=reason, actor=actor, time=now,
+            keys, source=source, reason=reason, actor=actor, time=now,
             audit=audit, progress=progress.update,
+            mailboxes={k: folded_key(k, mailboxes) for k in keys if "@" in k},
         )
         progress.done()
     return ImportSummary(

@@ -2,8 +2,9 @@
 
 Erasure must not undo an opt-out: a person who is erased and then re-imported from a
 customer's list would otherwise be contacted again. Their suppression rows therefore
-become one row under a keyed hash of their suppression key (`erased_address`), which the
-store matches on every lookup once `Store.use_erasure_key` has been called (see
+become one row under a keyed hash of their suppression key (`erased_address`), with the
+keyed hash of their mailbox key beside it so that every spelling of the mailbox stays
+refused, which the store matches on every lookup once `Store.use_erasure_key` has been called (see
 `Services.open`). The hash is computed in the store rather than by each caller so that
 every path that asks `suppressed` (pipeline facts, SMS STOP/START handling, the CLI)
 honors erased opt-outs without knowing erasure exists.
@@ -18,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.addresses import InvalidAddress
+from gateway.addresses import InvalidAddress, MailboxRules, folded_key
 from gateway.config.settings import Config
 from gateway.model import AuditEvent, BlockRecord
 from gateway.runtime.clock import Clock
@@ -82,10 +84,18 @@ def person_key(subject: str) -> str:
 
 
 class Privacy:
-    def __init__(self, store: Store, clock: Clock, key: bytes) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, key: bytes, mailboxes: Callable[[], MailboxRules]
+    ) -> None:
         self.store = store
         self.clock = clock
         self.key = key
+        self.mailboxes = mailboxes
+
+    def _mailbox(self, key: str) -> str:
+        """The mailbox key of an email key ("" for a number): an export shows, and an erasure
+        replaces, the entries of every spelling of the mailbox."""
+        return folded_key(key, self.mailboxes()) if "@" in key else ""
 
     async def export(self, subject: str, *, actor: str) -> dict[str, Any]:
         """Everything held about `subject` (address or number) as JSON-ready data.
@@ -93,7 +103,7 @@ class Privacy:
         Raises `InvalidAddress` for a subject that is no address or number.
         """
         key = person_key(subject)
-        data = await self.store.personal_data(key)
+        data = await self.store.personal_data(key, self._mailbox(key))
         now = self.clock.now()
         await self.store.append_audit(
             AuditEvent(
@@ -113,7 +123,7 @@ class Privacy:
         """
         key = person_key(subject)
         now = self.clock.now()
-        counts = await self.store.erase_personal_data(key, now, actor)
+        counts = await self.store.erase_personal_data(key, now, actor, self._mailbox(key))
         await self.store.append_audit(
             AuditEvent(
                 time=now,

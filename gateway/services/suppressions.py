@@ -2,50 +2,101 @@
 
 Every way an opt-out arrives (unsubscribe link, one-click POST, mailto, STOP text, provider
 webhook or refusal, CLI, admin API) and every way one is lifted goes through here, so none
-can change the list without leaving its record.
+can change the list without leaving its record. An email opt-out is stored with the key of
+the mailbox it reaches (rules/mailboxes.toml), so that every spelling of that mailbox is
+refused, and lifting one lifts the mailbox.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from gateway.addresses import suppression_key
+from gateway.addresses import (
+    MailboxRules,
+    folded_key,
+    key_and_mailbox,
+    mailbox_rules_version,
+    suppression_key,
+    suppression_keys,
+)
 from gateway.model import AuditEvent, Suppression
 from gateway.runtime.clock import Clock
+from gateway.runtime.logs import log_event
 from gateway.runtime.metrics import Metrics
 from gateway.store.base import Store
 
+log = logging.getLogger("gateway.suppressions")
+
 
 class Suppressions:
-    def __init__(self, store: Store, clock: Clock, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        metrics: Metrics,
+        mailboxes: Callable[[], MailboxRules],
+    ) -> None:
+        """`mailboxes` gives the rules in force (they change on SIGHUP)."""
         self.store = store
         self.clock = clock
         self.metrics = metrics
+        self.mailboxes = mailboxes
+
+    def lookup_keys(self, addresses: Sequence[str]) -> list[str]:
+        """Every key a suppression of one of `addresses` may be stored under."""
+        rules = self.mailboxes()
+        return list(dict.fromkeys(k for a in addresses for k in suppression_keys(a, rules)))
 
     async def add(self, addresses: list[str], *, source: str, reason: str, actor: str) -> int:
         now = self.clock.now()
-        keys = [suppression_key(a) for a in addresses]
+        rules = self.mailboxes()
+        pairs = [key_and_mailbox(a, rules) for a in addresses]
         added = await self.store.add_suppressions(
-            [Suppression(k, source, reason, now, actor) for k in keys]
+            [Suppression(k, source, reason, now, actor, mailbox) for k, mailbox in pairs]
         )
         await self.store.append_audit(
             AuditEvent(
                 time=now,
                 actor=actor,
                 action="suppression.add",
-                subject=",".join(keys),
-                details={"source": source, "reason": reason, "count": len(keys), "new": added},
+                subject=",".join(dict.fromkeys(k for pair in pairs for k in pair if k)),
+                details={"source": source, "reason": reason, "count": len(pairs), "new": added},
             )
         )
-        self.metrics.unsubscribes.labels(source).inc(len(keys))
+        self.metrics.unsubscribes.labels(source).inc(len(pairs))
         return added
 
     async def remove(self, addresses: list[str], *, actor: str) -> int:
-        """Every source's entry goes. The audit entry is written first: a lifted opt-out must
-        never be without its record, even if the store fails in between."""
-        keys = [suppression_key(a) for a in addresses]
-        await self._audit_removal(keys, actor, {"count": len(keys)})
-        return await self.store.remove_suppressions(keys)
+        """Lifts the mailbox, not one spelling: every entry under any key of the addresses
+        (their spellings, their mailbox keys, erased hashes of either), whatever spelling or
+        source put it there. The entries removed are named in the audit entry, written in
+        the same transaction: a lifted opt-out is never without its record. Returns how
+        many of the addresses were suppressed."""
+        rules = self.mailboxes()
+        groups = [suppression_keys(a, rules) for a in addresses]
+        keys = list(dict.fromkeys(k for group in groups for k in group))
+        present = await self.store.suppressed(keys)
+        now = self.clock.now()
+
+        def audit(removed: Sequence[Suppression]) -> AuditEvent:
+            return AuditEvent(
+                time=now,
+                actor=actor,
+                action="suppression.remove",
+                subject=",".join(keys),
+                details={
+                    "count": len(addresses),
+                    "removed": [
+                        {"address": e.address, "source": e.source, "mailbox": e.mailbox}
+                        for e in removed
+                    ],
+                },
+            )
+
+        await self.store.remove_suppressions(keys, audit)
+        return sum(1 for group in groups if present.intersection(group))
 
     async def remove_from_source(
         self,
@@ -70,10 +121,32 @@ class Suppressions:
     async def remove_with_source_prefix(
         self, addresses: list[str], prefix: str, *, actor: str
     ) -> int:
-        """Only entries a provider caused (source `prefix…`)."""
+        """Only entries a provider caused (source `prefix…`) for these spellings: the
+        provider lifts its own suppression of an address, and an entry it made for another
+        spelling of the mailbox keeps holding."""
         keys = [suppression_key(a) for a in addresses]
         await self._audit_removal(keys, actor, {"source_prefix": prefix})
         return await self.store.remove_suppressions_with_source_prefix(keys, prefix)
+
+    async def fold_stored(self) -> int:
+        """Give stored email entries the mailbox keys of the rules in force: all of them when
+        the mailbox rules changed since the last time, else those without one. At start-up
+        and after a rules reload; audited when it changed anything."""
+        rules = self.mailboxes()
+        changed = await self.store.update_mailboxes(
+            lambda key: folded_key(key, rules), mailbox_rules_version(rules)
+        )
+        if changed:
+            log_event(log, "suppressions-folded", entries=changed, rules=rules.version)
+            await self.store.append_audit(
+                AuditEvent(
+                    time=self.clock.now(),
+                    actor="gateway",
+                    action="suppression.fold",
+                    details={"entries": changed, "mailbox_rules": mailbox_rules_version(rules)},
+                )
+            )
+        return changed
 
     async def _audit_removal(
         self, keys: list[str], actor: str, details: dict[str, object]

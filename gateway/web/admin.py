@@ -254,11 +254,14 @@ class AdminRoutes:
             key = None if address is None else address_key("address", address)
         except ParameterError as exc:
             return json_error(400, str(exc))
+        keys = set() if key is None else set(self.pipeline.suppressions.lookup_keys([key]))
         entries = await self.store.list_suppressions()
         return web.json_response(
             {
                 "suppressions": [
-                    suppression_as_dict(e) for e in entries if key is None or e.address == key
+                    suppression_as_dict(e)
+                    for e in entries
+                    if key is None or e.address in keys or e.mailbox in keys
                 ]
             }
         )
@@ -280,13 +283,13 @@ class AdminRoutes:
         return web.json_response({"suppressed": sorted(set(keys)), "new": added})
 
     async def remove_suppression(self, request: web.Request, account: Account) -> web.Response:
-        """Lifts every source's entry for the address; 404 (and nothing audited) if it had
-        none."""
+        """Lifts every entry that holds the address's mailbox, whatever source or spelling
+        put it there; 404 (and nothing audited) if it had none."""
         try:
             key = address_key("address", request.match_info["address"])
         except ParameterError as exc:
             return json_error(400, str(exc))
-        if not await self.store.suppressed([key]):
+        if not await self.store.suppressed(self.pipeline.suppressions.lookup_keys([key])):
             return json_error(404, f"{key} is not suppressed")
         await self.pipeline.suppressions.remove([key], actor=account.name)
         return web.json_response({"removed": key})
@@ -504,6 +507,7 @@ def suppression_as_dict(entry: Suppression) -> dict[str, str]:
         "reason": entry.reason,
         "actor": entry.actor,
         "time": entry.time.isoformat(),
+        "mailbox": entry.mailbox,
     }
 
 

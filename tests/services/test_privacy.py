@@ -44,7 +44,7 @@ async def services(config_factory: Callable[..., Config]) -> AsyncIterator[Servi
 
 
 def privacy_of(services: Services) -> Privacy:
-    return Privacy(services.store, services.clock, services.erasure_key)
+    return services.privacy()
 
 
 async def check(services: Services, channel: Channel, to: str) -> list[str]:

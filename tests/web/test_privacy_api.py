@@ -67,13 +67,15 @@ async def test_erasing_a_stored_hash_is_refused_and_the_opt_out_stays(gateway_fa
     assert unparseable.status == 400
 
 
-async def test_lifting_an_opt_out_is_audited_even_if_the_store_then_fails(gateway_factory):
+async def test_lifting_an_opt_out_is_audited_in_the_same_transaction(gateway_factory):
+    """The removal and its audit entry (naming what was removed) are one transaction: a
+    store failure leaves the opt-out in force and no entry, never a lift without a record."""
     gateway = await start(gateway_factory)
     store = gateway.services.store
     await gateway.services.suppressions.add([BOB], source="cli", reason="x", actor="op")
     original = store.remove_suppressions
 
-    async def failing(keys):
+    async def failing(keys, audit=None):
         raise StoreUnavailable("injected")
 
     store.remove_suppressions = failing
@@ -84,4 +86,9 @@ async def test_lifting_an_opt_out_is_audited_even_if_the_store_then_fails(gatewa
     assert reply.status == 503
     assert "injected" not in reply.text  # the store's own error text stays in the log
     assert await store.suppressed([BOB]) == {BOB}
-    assert "suppression.remove" in [e.action for e in await store.audit_events()]
+    assert "suppression.remove" not in [e.action for e in await store.audit_events()]
+
+    reply = await call(gateway, "DELETE", f"/v1/suppressions/{BOB}", ADMIN_SECRET)
+    assert reply.status == 200
+    (removal,) = [e for e in await store.audit_events() if e.action == "suppression.remove"]
+    assert [(r["address"], r["source"]) for r in removal.details["removed"]] == [(BOB, "cli")]
