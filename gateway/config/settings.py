@@ -78,6 +78,14 @@ class SmtpConfig:
     max_recipients: int = 50
     allow_insecure_auth: bool = False
     hostname: str = "compliance-gateway"
+    # Under attack (README, "[smtp] and [http]"): connections in all and per client
+    # address, time to say EHLO, what a session without AUTH may send (the unsubscribe
+    # mailbox), and how many parts of one message may be given the footer.
+    max_connections: int = 1000
+    max_connections_per_client: int = 100
+    first_command_timeout_s: float = 10.0
+    max_unauthenticated_bytes: int = 65_536
+    max_footed_parts: int = 100
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,10 @@ class LoginLimitsConfig:
 @dataclass(frozen=True)
 class HttpConfig:
     listen: ListenAddress = ListenAddress("127.0.0.1", 8080)
+    max_connections: int = 1000
+    max_connections_per_client: int = 100
+    first_request_timeout_s: float = 10.0
+    max_copies_per_request: int = 1000
 
 
 @dataclass(frozen=True)
@@ -282,11 +294,7 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
         unsubscribe_mailto=unsubscribe_mailto,
         smtp=_smtp(smtp, base_dir),
         login_limits=_login_limits(smtp),
-        http=HttpConfig(
-            listen=_listen(
-                _section(raw.get("http"), "http", {"listen"}), "listen", HttpConfig().listen
-            )
-        ),
+        http=_http(raw.get("http")),
         store_url=_store_url(_section(raw.get("store"), "store", {"url"}), base_dir),
         sender=sender,
         accounts=_accounts(raw.get("accounts"), sender),
@@ -351,7 +359,8 @@ def _smtp_section(raw: Any) -> TomlTable:
         {
             "listen", "tls_cert", "tls_key", "max_message_bytes", "max_recipients",
             "allow_insecure_auth", "hostname", "max_failed_logins", "failed_login_window_s",
-            "login_lockout_s",
+            "login_lockout_s", "max_connections", "max_connections_per_client",
+            "first_command_timeout_s", "max_unauthenticated_bytes", "max_footed_parts",
         },
     )
 
@@ -372,6 +381,13 @@ def _smtp(section: TomlTable, base_dir: Path) -> SmtpConfig:
         max_recipients=section.integer("max_recipients", 50, minimum=1, maximum=1000),
         allow_insecure_auth=section.boolean("allow_insecure_auth", False),
         hostname=section.string("hostname", "compliance-gateway"),
+        **_connection_caps(section, "first_command_timeout_s"),
+        max_unauthenticated_bytes=section.integer(
+            "max_unauthenticated_bytes", SmtpConfig.max_unauthenticated_bytes, minimum=1024
+        ),
+        max_footed_parts=section.integer(
+            "max_footed_parts", SmtpConfig.max_footed_parts, minimum=1, maximum=10_000
+        ),
     )
     if not config.listen.is_loopback and not config.tls_cert and not config.allow_insecure_auth:
         raise ConfigError(
@@ -380,6 +396,37 @@ def _smtp(section: TomlTable, base_dir: Path) -> SmtpConfig:
             "the network in clear (set smtp.tls_cert/tls_key, or allow_insecure_auth = true)",
         )
     return config
+
+
+def _http(raw: Any) -> HttpConfig:
+    section = _section(raw, "http", {
+        "listen", "max_connections", "max_connections_per_client", "first_request_timeout_s",
+        "max_copies_per_request",
+    })
+    return HttpConfig(
+        listen=_listen(section, "listen", HttpConfig().listen),
+        **_connection_caps(section, "first_request_timeout_s"),
+        # At least one message to Postmark's 50 recipients; at most a full batch.
+        max_copies_per_request=section.integer(
+            "max_copies_per_request", HttpConfig.max_copies_per_request, minimum=50,
+            maximum=25_000,
+        ),
+    )
+
+
+def _connection_caps(section: TomlTable, timeout_name: str) -> dict[str, Any]:
+    """`max_connections`, `max_connections_per_client` and the time a client has to
+    begin, shared by [smtp] and [http]."""
+    total = section.integer("max_connections", 1000, minimum=1, maximum=1_000_000)
+    per_client = section.integer("max_connections_per_client", 100, minimum=1)
+    if per_client > total:
+        raise ConfigError(section.key("max_connections_per_client"),
+                          f"is more than {section.key('max_connections')} ({total})")
+    timeout = section.number(timeout_name, 10.0, minimum=0.1)
+    if timeout > 300:
+        raise ConfigError(section.key(timeout_name), "must be at most 300 seconds")
+    return {"max_connections": total, "max_connections_per_client": per_client,
+            timeout_name: timeout}
 
 
 def _store_url(section: TomlTable, base_dir: Path) -> str:

@@ -52,6 +52,18 @@ BROKEN = [
     ("[twilio]\ntwiml_hosts = [7]\n", "twilio.twiml_hosts"),
     ("[twilio]\nunknown = 1\n", "twilio.unknown"),
     ("[twilio.twiml]\nhosts = []\n", "twilio.twiml"),
+    ("[smtp]\nmax_connections = 0\n", "smtp.max_connections"),
+    ("[smtp]\nmax_connections = 10\nmax_connections_per_client = 11\n",
+     "smtp.max_connections_per_client"),
+    ("[smtp]\nfirst_command_timeout_s = 0\n", "smtp.first_command_timeout_s"),
+    ("[smtp]\nfirst_command_timeout_s = 301\n", "smtp.first_command_timeout_s"),
+    ("[smtp]\nmax_unauthenticated_bytes = 100\n", "smtp.max_unauthenticated_bytes"),
+    ("[smtp]\nmax_footed_parts = 0\n", "smtp.max_footed_parts"),
+    ("[http]\nmax_connections = 'many'\n", "http.max_connections"),
+    ("[http]\nmax_connections_per_client = 0\n", "http.max_connections_per_client"),
+    ("[http]\nfirst_request_timeout_s = -1\n", "http.first_request_timeout_s"),
+    ("[http]\nmax_copies_per_request = 49\n", "http.max_copies_per_request"),
+    ("[http]\nmax_copies = 10\n", "http.max_copies"),
 ]
 
 @pytest.mark.parametrize(("text", "key"), BROKEN, ids=[k for _, k in BROKEN])
@@ -81,6 +93,32 @@ def test_defaults_without_a_file(tmp_path: Path, monkeypatch) -> None:
     config = load_config(None)
     assert str(config.smtp.listen) == "127.0.0.1:2525"
     assert config.email_upstream.kind == "outbox"
+
+
+def test_limits_under_attack_have_defaults_and_can_be_set(tmp_path: Path) -> None:
+    """The caps of issue 18 (README, "[smtp] and [http]")."""
+    defaults = load_config(config_with(tmp_path, ""))
+    assert (defaults.smtp.max_connections, defaults.smtp.max_connections_per_client) == (
+        1000, 100)
+    assert defaults.smtp.first_command_timeout_s == 10.0
+    assert defaults.smtp.max_unauthenticated_bytes == 65_536
+    assert defaults.smtp.max_footed_parts == 100
+    assert (defaults.http.max_connections, defaults.http.max_connections_per_client) == (
+        1000, 100)
+    assert defaults.http.first_request_timeout_s == 10.0
+    assert defaults.http.max_copies_per_request == 1000
+    chosen = load_config(config_with(tmp_path, (
+        "[smtp]\nmax_connections = 50\nmax_connections_per_client = 50\n"
+        "first_command_timeout_s = 2.5\nmax_unauthenticated_bytes = 4096\n"
+        "max_footed_parts = 7\n"
+        "[http]\nmax_connections = 20\nmax_connections_per_client = 5\n"
+        "first_request_timeout_s = 1\nmax_copies_per_request = 60\n"
+    )))
+    assert (chosen.smtp.max_connections, chosen.smtp.max_connections_per_client) == (50, 50)
+    assert chosen.smtp.first_command_timeout_s == 2.5
+    assert (chosen.smtp.max_unauthenticated_bytes, chosen.smtp.max_footed_parts) == (4096, 7)
+    assert (chosen.http.max_connections, chosen.http.max_connections_per_client) == (20, 5)
+    assert (chosen.http.first_request_timeout_s, chosen.http.max_copies_per_request) == (1.0, 60)
 
 
 def test_serve_with_broken_config_exits_with_one_line(tmp_path: Path) -> None:
