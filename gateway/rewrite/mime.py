@@ -110,6 +110,14 @@ class RewriteCheck:
     dropped: list[str]
 
 
+def footer_target_count(message: EmailMessage) -> int:
+    """How many parts `add_footer` would write the footer into, counted without decoding
+    any (`parse_email` caps it before `check_rewrite` decodes them: every footed part adds
+    a footer's bytes to every copy). Assumes every header can be parsed, as check_rewrite."""
+    return sum(1 for part, _section, shown in _visited_parts(message)
+               if _is_footer_target(part, shown))
+
+
 def check_rewrite(message: EmailMessage) -> RewriteCheck:
     """One walk over the parts, decoding each footer target once, without changing anything.
 
