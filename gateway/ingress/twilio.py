@@ -32,6 +32,7 @@ from gateway.rewrite.sms_notice import sms_notice
 from gateway.rules.ruleset import RuleSet
 from gateway.runtime.clock import Clock
 from gateway.runtime.ids import unique_hex
+from gateway.runtime.input_limits import line_break_in
 
 MAX_BODY_CHARS = 1600
 MAX_FORM_BYTES = 64 * 1024
@@ -112,8 +113,9 @@ ACCEPTED = {
     }),
 }
 SCHEDULING = frozenset({"SendAt", "ScheduleType"})
-# The only parameters whose values may span lines; a line break anywhere else is a number,
-# URL or id that Twilio would refuse, or an attempt to smuggle something past the check.
+# The only parameters whose values may span lines; a line break (any of them: CR, LF, VT,
+# FF, NEL, U+2028...) anywhere else is a number, URL or id that Twilio would refuse, or an
+# attempt to smuggle something past the check.
 MULTILINE = frozenset({"Body", "Twiml", "ContentVariables"})
 # The only parameters Twilio takes more than once.
 REPEATABLE = frozenset({"MediaUrl", "StatusCallbackEvent", "RecordingStatusCallbackEvent"})
@@ -137,7 +139,7 @@ def check_form(
     unknown = sorted(names - ACCEPTED[channel])
     if unknown:
         raise FormProblem(20001, f"Parameters not accepted by the gateway: {', '.join(unknown)}")
-    broken = sorted({k for k, v in form if k not in MULTILINE and ("\r" in v or "\n" in v)})
+    broken = sorted({k for k, v in form if k not in MULTILINE and line_break_in(v)})
     if broken:
         raise FormProblem(
             next((INVALID_NUMBER[k] for k in broken if k in INVALID_NUMBER), 20001),
