@@ -55,6 +55,7 @@ from gateway.model import (
 from gateway.pipeline.dry_run import CheckError, CheckRequest, parse_time, parse_timezone, run_check
 from gateway.pipeline.process import Pipeline, TemporaryFailure
 from gateway.rules.ruleset import RuleSet
+from gateway.runtime.input_limits import read_json
 from gateway.runtime.logs import log_event
 from gateway.services.block_reports import block_as_dict, write_blocks_csv
 from gateway.services.consents import ConsentError, make_consent
@@ -168,7 +169,7 @@ class AdminRoutes:
         if (request.content_length or 0) > MAX_JSON_BYTES:
             return json_error(413, f"request body over {MAX_JSON_BYTES} bytes")
         try:
-            body = json.loads(await request.read())
+            body = read_json(await request.read())
             check = check_request(body)
         except (ValueError, CheckError) as exc:
             return json_error(400, str(exc))
@@ -464,7 +465,7 @@ async def json_object(
     if (request.content_length or 0) > MAX_JSON_BYTES:
         raise BodyTooLarge
     try:
-        body = json.loads(await request.read())
+        body = read_json(await request.read())
     except ValueError:
         raise ParameterError("body", "not JSON") from None
     if not isinstance(body, dict):

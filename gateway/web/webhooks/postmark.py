@@ -6,7 +6,6 @@ configured ones are refused, so nobody else can suppress (or unsuppress) address
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -15,6 +14,7 @@ from aiohttp import web
 from gateway.addresses import InvalidAddress, suppression_key
 from gateway.auth.credentials import basic_credentials, same_secret
 from gateway.config.settings import PostmarkWebhookConfig
+from gateway.runtime.input_limits import read_json
 from gateway.runtime.logs import log_event
 from gateway.services.suppressions import Suppressions
 from gateway.store.base import Store, StoreUnavailable
@@ -52,7 +52,7 @@ class PostmarkWebhookRoutes:
         if (request.content_length or 0) > MAX_WEBHOOK_BYTES:
             return web.json_response({"error": "payload too large"}, status=413)
         try:
-            event = json.loads(await request.read())
+            event = read_json(await request.read())
         except (ValueError, UnicodeDecodeError):
             return web.json_response({"error": "invalid JSON"}, status=400)
         if not isinstance(event, dict) or not isinstance(event.get("RecordType"), str):
