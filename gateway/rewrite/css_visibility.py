@@ -470,8 +470,8 @@ def _overflow(value: list[Node]) -> str | None:
     word = keyword(value)
     if word is None:
         return UNSURE
-    words = word.split()
-    if len(words) > 2:
+    words = word.split()  # none when the keyword is an escaped space: `overflow:\20`
+    if not 1 <= len(words) <= 2:
         return UNSURE
     return "stops the reader scrolling to the footer" if words[-1] in ("hidden", "clip") \
         else None

@@ -26,6 +26,7 @@ UNREADABLE = {
     "function never closed": "<style>body{opacity:calc(0}</style>",
     "a string for a length": "<style>body{width:'10px'}</style>",
     "a stray bang": "<style>body{opacity:0 !ie}</style>",
+    "an escaped space for a keyword": r'<body style="overflow:\20"><p>Hi',
 }
 
 
@@ -92,7 +93,7 @@ FRAGMENTS = st.sampled_from([
     "!important", "opacity:0", "display:none", "margin-left:-5000px", "calc(", "var(--x)",
     "--x:", "@media x", "@scope", "@keyframes k", "@import", "@font-face", "url(", "url(a b)",
     "'", '"', "/*", "*/", "<!--", "-->", "\\", "\\d800", "\\0", "\\110000", "\\6f ", "1e3px",
-    "1rem", "50%", "\x00", "\x0b", "\ufffd", "é",
+    "1rem", "50%", "\x00", "\x0b", "\ufffd", "é", "overflow:", "\\20 ", "\\9",
 ])
 
 
