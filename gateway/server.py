@@ -31,6 +31,12 @@ from gateway.rewrite.dkim import DkimSigner
 from gateway.rules.loader import load_rules
 from gateway.rules.ruleset import RuleSet
 from gateway.runtime.clock import Clock
+from gateway.runtime.connections import (
+    DESCRIPTOR_RESERVE,
+    Listener,
+    bind_listener,
+    make_room_for_descriptors,
+)
 from gateway.runtime.logs import log_event
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.processes import inherited_listeners, is_first_worker
@@ -54,6 +60,7 @@ from gateway.upstream.twilio import (
 from gateway.web.admin import AdminRoutes
 from gateway.web.health import HealthRoutes
 from gateway.web.inflight import InFlightRequests
+from gateway.web.listener import start_http_listener
 from gateway.web.review import ReviewRoutes
 from gateway.web.unsubscribe_page import UnsubscribeRoutes
 from gateway.web.webhooks.postmark import PostmarkWebhookRoutes
@@ -65,6 +72,9 @@ log = logging.getLogger("gateway.server")
 MAX_HTTP_BODY_BYTES = 64 * 1024 * 1024
 # After the drain deadline, how long closing waits for work it has just cut off to unwind.
 CUT_OFF_GRACE_S = 0.25
+# An idle HTTP keep-alive connection is closed after this long (aiohttp's own default for
+# a runner is an hour).
+HTTP_KEEPALIVE_S = 75.0
 
 
 def build_email_upstream(config: Config) -> EmailUpstream:
@@ -136,7 +146,8 @@ class Services:
             self.rules,
             {
                 Channel.EMAIL.value: EmailEgress(
-                    self.email_upstream, self.unsubscribe, DkimSigner(config.dkim)
+                    self.email_upstream, self.unsubscribe, DkimSigner(config.dkim),
+                    config.smtp.max_message_bytes,
                 ),
                 Channel.SMS.value: telephony,
                 Channel.CALL.value: telephony,
@@ -185,7 +196,8 @@ class Gateway:
         self.services = Services(config, self.clock, store)
         self.sessions = SessionTracker(self.services.metrics)
         self.http_requests = InFlightRequests(self.services.metrics)
-        self._smtp_server: asyncio.Server | None = None
+        self._smtp_server: Listener | None = None
+        self._http_listener: Listener | None = None
         self._http_runner: web.AppRunner | None = None
         self._retention_task: asyncio.Task[None] | None = None
         self._store_gauges_task: asyncio.Task[None] | None = None
@@ -238,6 +250,7 @@ class Gateway:
             self.clock,
             templates_supported=self.config.email_upstream.kind in ("postmark", "outbox"),
             login_limits=services.login_limits,
+            max_copies_per_request=self.config.http.max_copies_per_request,
         ).register(app)
         PostmarkWebhookRoutes(
             self.config.postmark_webhook, services.suppressions, services.store
@@ -249,28 +262,32 @@ class Gateway:
         await services.open()
         await services.start_upstreams()
         handler = SubmissionHandler(
-            services.pipeline, services.unsubscribe, self.clock, self.config.smtp.max_recipients
+            services.pipeline, services.unsubscribe, self.clock, self.config.smtp.max_recipients,
+            self.config.smtp.max_footed_parts,
         )
         authenticator = AccountAuthenticator(
             lambda: self.config.accounts, services.login_limits
         )
-        inherited = inherited_listeners()
-        self._smtp_server = await start_smtp_server(
-            self.config, handler, authenticator, self.sessions,
-            inherited[0] if inherited else None,
+        smtp_socket, http_socket = inherited_listeners() or (
+            bind_listener(self.config.smtp.listen.host, self.config.smtp.listen.port),
+            bind_listener(self.config.http.listen.host, self.config.http.listen.port),
         )
-        self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
+        self._make_room_for_connections()
+        self._smtp_server = start_smtp_server(
+            self.config, handler, authenticator, self.sessions, smtp_socket, services.metrics
+        )
+        self.smtp_port = self._smtp_server.port
         self._http_runner = web.AppRunner(
-            self.http_app(), access_log=None, shutdown_timeout=CUT_OFF_GRACE_S
+            self.http_app(), access_log=None, shutdown_timeout=CUT_OFF_GRACE_S,
+            keepalive_timeout=HTTP_KEEPALIVE_S,
         )
         await self._http_runner.setup()
-        http = self.config.http.listen
-        site: web.BaseSite = (
-            web.SockSite(self._http_runner, inherited[1]) if inherited
-            else web.TCPSite(self._http_runner, http.host, http.port)
+        assert self._http_runner.server is not None
+        self._http_listener = start_http_listener(
+            self._http_runner.server, http_socket, self.config.http, services.metrics
         )
-        await site.start()
-        self.http_port = self._http_runner.addresses[0][1]
+        self.http_port = self._http_listener.port
+        http = self.config.http.listen
         if is_first_worker():
             self._retention_task = asyncio.create_task(
                 run_retention_periodically(services.store, self.config, self.clock)
@@ -299,6 +316,19 @@ class Gateway:
             store=self.config.store_url.split("://")[0],
             email_upstream=services.email_upstream.name,
         )
+
+    def _make_room_for_connections(self) -> None:
+        """Every connection the caps allow needs a file descriptor: raise the soft limit
+        where the hard one allows, and say so when the caps are still out of reach."""
+        needed = (self.config.smtp.max_connections + self.config.http.max_connections
+                  + DESCRIPTOR_RESERVE)
+        available = make_room_for_descriptors(needed)
+        if available < needed:
+            log_event(
+                log, "descriptor-limit-low", logging.WARNING, limit=available, needed=needed,
+                hint="raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower "
+                     "smtp.max_connections and http.max_connections",
+            )
 
     async def reload(self) -> None:
         """SIGHUP: the accounts from the configuration file, then the rules. Connections
@@ -394,11 +424,10 @@ class Gateway:
         closes after its response, so no new request starts on it."""
         if self._smtp_server is not None:
             self._smtp_server.close()
-        if self._http_runner is not None:
-            for site in self._http_runner.sites:
-                await site.stop()
-            if self._http_runner.server is not None:
-                self._http_runner.server.pre_shutdown()
+        if self._http_listener is not None:
+            self._http_listener.close()
+        if self._http_runner is not None and self._http_runner.server is not None:
+            self._http_runner.server.pre_shutdown()
 
     async def _drain_smtp(self, timeout: float) -> int:
         """Wait for transactions in DATA, then close every session; how many were cut off."""

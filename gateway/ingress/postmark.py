@@ -6,6 +6,12 @@ an SMTP submission's, and the footer goes into its bodies through the same funct
 part's, so one pipeline decides and rewrites an email whichever way it arrived; MIME is
 written only for upstreams that take MIME. Answers and errors use Postmark's shapes so the
 agent's SDK behaves as against Postmark itself.
+
+Retries: a request carrying `X-Idempotency-Key` (or `Idempotency-Key`) gives each of its
+messages a delivery key made of the account, the endpoint, the key, the message's place in
+the request and its content, so a retry of the same request sends no copy that already went
+out (the delivery ledger, as for SMTP). One request asks for at most
+`http.max_copies_per_request` recipient copies, so no request runs for minutes.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,14 +44,26 @@ from gateway.model import (
     OutboundMessage,
     Reason,
 )
-from gateway.pipeline.process import Outcome, Pipeline, TemporaryFailure
+from gateway.pipeline.process import (
+    ALREADY_DELIVERED,
+    Outcome,
+    Pipeline,
+    TemporaryFailure,
+    delivery_key,
+)
 from gateway.runtime.clock import Clock
 from gateway.runtime.ids import unique_hex
+from gateway.runtime.input_limits import JsonTooDeep, line_break_in, read_json
+
+log = logging.getLogger("gateway.ingress.postmark")
 
 MAX_RECIPIENTS = 50
 MAX_BATCH_MESSAGES = 500
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 MAX_BATCH_BYTES = 50 * 1024 * 1024
+MAX_COPIES_PER_REQUEST = 1000
+IDEMPOTENCY_HEADERS = ("X-Idempotency-Key", "Idempotency-Key")
+IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,255}")  # printable ASCII, no blanks
 BAD_TOKEN = 10
 # Postmark answers HTTP 429 when it rate-limits; its ErrorCode table has no entry for that.
 RATE_LIMITED = 429
@@ -112,10 +131,12 @@ def _encodable(key: str, value: str) -> str:
 
 
 def _single_line(key: str, value: str) -> str:
-    """Header values with line breaks would let the agent write headers of its own."""
-    if "\r" in value or "\n" in value:
+    """Header values with line breaks would let the agent write headers of its own, and
+    CR and LF are not the only line breaks (VT, FF, NEL, U+2028...: `line_break_in`)."""
+    separator = line_break_in(value)
+    if separator:
         raise RequestProblem(
-            INVALID_REQUEST, f"Invalid email request: {key} contains a line break."
+            INVALID_REQUEST, f"Invalid email request: {key} contains a line break ({separator})."
         )
     return _encodable(key, value)
 
@@ -332,12 +353,14 @@ class PostmarkRoutes:
         clock: Clock,
         templates_supported: bool,
         login_limits: LoginLimiter,
+        max_copies_per_request: int = MAX_COPIES_PER_REQUEST,
     ) -> None:
         self.pipeline = pipeline
         self.accounts = accounts
         self.clock = clock
         self.login_limits = login_limits
         self.templates_supported = templates_supported
+        self.max_copies_per_request = max_copies_per_request
 
     def register(self, app: web.Application) -> None:
         for path, handler in (
@@ -370,11 +393,32 @@ class PostmarkRoutes:
         if (request.content_length or 0) > limit:
             return postmark_error(422, INVALID_REQUEST, f"Request body over {limit} bytes.")
         try:
-            return account, json.loads(await request.read())
+            return account, read_json(await request.read())
+        except JsonTooDeep as exc:
+            return postmark_error(422, INVALID_JSON, f"Received invalid JSON input: {exc}.")
         except (ValueError, UnicodeDecodeError):
             return postmark_error(422, INVALID_JSON, "Received invalid JSON input.")
         except web.HTTPRequestEntityTooLarge:
             return postmark_error(422, INVALID_REQUEST, f"Request body over {limit} bytes.")
+
+    @staticmethod
+    def _idempotency_key(request: web.Request) -> str | web.Response:
+        """The request's idempotency key ("" without one), or the refusal of a bad one."""
+        given = {request.headers[name] for name in IDEMPOTENCY_HEADERS if name in request.headers}
+        if not given:
+            return ""
+        key = given.pop()
+        if given:
+            return postmark_error(
+                422, INVALID_REQUEST,
+                "X-Idempotency-Key and Idempotency-Key differ: send one idempotency key.",
+            )
+        if not IDEMPOTENCY_KEY.fullmatch(key):
+            return postmark_error(
+                422, INVALID_REQUEST,
+                "X-Idempotency-Key must be 1 to 255 printable ASCII characters without blanks.",
+            )
+        return key
 
     async def single(self, request: web.Request) -> web.Response:
         return await self._single(request, template=False)
@@ -392,14 +436,22 @@ class PostmarkRoutes:
         received = await self._body(request, MAX_MESSAGE_BYTES + 64 * 1024)
         if isinstance(received, web.Response):
             return received
+        key = self._idempotency_key(request)
+        if isinstance(key, web.Response):
+            return key
         account, item = received
-        status, result = await self._send_one(account, item, template=template)
+        status, result = await self._send_one(
+            account, item, template=template, retry_key=_retry_key(request, key, 0)
+        )
         return web.json_response(result, status=status)
 
     async def _batch(self, request: web.Request, *, template: bool) -> web.Response:
         received = await self._body(request, MAX_BATCH_BYTES)
         if isinstance(received, web.Response):
             return received
+        key = self._idempotency_key(request)
+        if isinstance(key, web.Response):
+            return key
         account, body = received
         items = body.get("Messages") if template and isinstance(body, dict) else body
         if not isinstance(items, list):
@@ -410,14 +462,30 @@ class PostmarkRoutes:
                 422, INVALID_REQUEST,
                 f"A batch holds at most {MAX_BATCH_MESSAGES} messages ({len(items)} given).",
             )
-        results = [(await self._send_one(account, item, template=template)) for item in items]
+        copies = sum(_copies(item) for item in items)
+        if copies > self.max_copies_per_request:
+            return postmark_error(
+                422, INVALID_REQUEST,
+                f"This batch asks for {copies} recipient copies; one request may ask for at "
+                f"most {self.max_copies_per_request} (http.max_copies_per_request). Nothing "
+                "was sent: split it into smaller batches.",
+            )
+        results = [
+            await self._send_one(
+                account, item, template=template, retry_key=_retry_key(request, key, index)
+            )
+            for index, item in enumerate(items)
+        ]
         if results and all(status == 503 for status, _ in results):
             return web.json_response(results[0][1], status=503)
         return web.json_response([result for _, result in results])
 
     async def _send_one(
-        self, account: Account, item: Any, *, template: bool
+        self, account: Account, item: Any, *, template: bool, retry_key: str = ""
     ) -> tuple[int, dict[str, Any]]:
+        """One message's answer, whatever happens to it: a batch answers every message
+        (one that fails does not turn the whole answer into an error after others went
+        out, which the agent's retry would send again)."""
         now = self.clock.now()
         try:
             if template and not self.templates_supported:
@@ -427,19 +495,33 @@ class PostmarkRoutes:
                     "Postmark can render a template.",
                 )
             if _is_small(item):
-                built, message = self._prepare(account, item, template, now)
+                built, message = self._prepare(account, item, template, now, retry_key)
             else:  # decoding megabytes of attachments would stall every other request
                 built, message = await asyncio.to_thread(
-                    self._prepare, account, item, template, now
+                    self._prepare, account, item, template, now, retry_key
                 )
         except RequestProblem as problem:
             return await self._refuse(account, item, problem, now)
+        except Exception as exc:  # a message the gateway cannot read: nothing was sent
+            log.error("postmark-message-unreadable", exc_info=exc)
+            return await self._refuse(account, item, RequestProblem(
+                INVALID_REQUEST, "Invalid email request: the gateway could not read this "
+                f"message ({type(exc).__name__}, logged); nothing was sent.",
+            ), now)
         try:
             outcome = await self.pipeline.process(message)
         except TemporaryFailure as exc:
             sent = ("it may have been sent: check before sending it again"
                     if exc.maybe_delivered else "nothing was sent; retry")
             return 503, {"ErrorCode": UNAVAILABLE, "Message": f"{exc.reason}: {exc.text} ({sent})"}
+        except Exception as exc:
+            log.error("postmark-message-failed", exc_info=exc,
+                      extra={"fields": {"gateway_id": message.id}})
+            return 503, {"ErrorCode": UNAVAILABLE, "Message": (
+                f"INTERNAL_ERROR: the gateway failed on this message (logged, gateway id "
+                f"{message.id}); copies may have gone out: retry only with the same "
+                "X-Idempotency-Key, or check before sending it again"
+            )}
         return self._answer(built, outcome, now)
 
     async def _refuse(
@@ -468,12 +550,14 @@ class PostmarkRoutes:
         return 422, {"ErrorCode": problem.code, "Message": str(problem)}
 
     def _prepare(
-        self, account: Account, item: Any, template: bool, now: datetime
+        self, account: Account, item: Any, template: bool, now: datetime, retry_key: str = ""
     ) -> tuple[PostmarkRequest, OutboundMessage]:
         built = build_request(item, template=template, now=now)
-        return built, self._message(account, built, now)
+        return built, self._message(account, built, now, retry_key)
 
-    def _message(self, account: Account, built: PostmarkRequest, now: datetime) -> OutboundMessage:
+    def _message(
+        self, account: Account, built: PostmarkRequest, now: datetime, retry_key: str = ""
+    ) -> OutboundMessage:
         if built.fields is not None:
             email = fields_content(built.fields, built.size)
         else:
@@ -493,6 +577,9 @@ class PostmarkRoutes:
             envelope_sender=built.sender,
             recipients=built.recipients,
             received_at=now,
+            idempotency_key=delivery_key(
+                account.name, retry_key, json.dumps(built.item, sort_keys=True).encode()
+            ) if retry_key else "",
             email=email,
         )
 
@@ -511,6 +598,10 @@ class PostmarkRoutes:
             if blocked:
                 codes = ",".join(dict.fromkeys(r.code for b in blocked for r in b.reasons))
                 message = f"OK; not sent to {len(blocked)} recipient(s): {codes}"
+            repeated = sum(d.receipt.upstream_id == ALREADY_DELIVERED for d in outcome.delivered)
+            if repeated:
+                message += (f"; already sent to {repeated} recipient(s) under this "
+                            "idempotency key, not sent again")
             return 200, {
                 "To": built.to_field,
                 "SubmittedAt": now.isoformat(),
@@ -525,6 +616,22 @@ class PostmarkRoutes:
             "ErrorCode": INACTIVE_RECIPIENT if only_suppressed else INVALID_REQUEST,
             "Message": f"{','.join(codes)}: " + "; ".join(r.message for r in reasons),
         }
+
+
+def _retry_key(request: web.Request, key: str, index: int) -> str:
+    """What identifies one message of one request across its retries: the endpoint, the
+    agent's idempotency key and the message's place in the request ("" without a key)."""
+    return f"postmark{request.path.rstrip('/')}\0{key}\0{index}" if key else ""
+
+
+def _copies(item: Any) -> int:
+    """The recipient copies a message asks for (none if it will be refused anyway)."""
+    if not isinstance(item, dict):
+        return 0
+    try:
+        return len({a for k in ("To", "Cc", "Bcc") for _, a in _addresses(item, k)})
+    except RequestProblem:
+        return 0
 
 
 def _is_small(item: Any) -> bool:

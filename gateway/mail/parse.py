@@ -23,11 +23,15 @@ from typing import Any
 from gateway.mail.repair import is_utf8, reencode_utf8_headers, repair_transfer_encodings
 from gateway.model import EmailContent, EmailFields
 from gateway.rewrite.html_footer import visibility_problems
-from gateway.rewrite.mime import check_rewrite, child_section
+from gateway.rewrite.mime import check_rewrite, child_section, footer_target_count
+from gateway.runtime.input_limits import line_break_in
 from gateway.speedups.crlf_lines import SpeedupBytesGenerator
 from gateway.speedups.header_classes import SpeedupHeaderRegistry
 
 MAX_NESTING_DEPTH = 50
+# Parts one message may have the footer written into (smtp.max_footed_parts): each adds a
+# footer to every copy, so 100,000 tiny text parts would turn 3 MB into 47 MB.
+MAX_FOOTED_PARTS = 100
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _ESCAPED_8BIT = re.compile("[\udc80-\udcff]")
@@ -112,11 +116,13 @@ MIME_POLICY = VerbatimHeaderPolicy(
 )
 
 
-def parse_email(raw: bytes) -> EmailContent:
+def parse_email(raw: bytes, *, max_footed_parts: int = MAX_FOOTED_PARTS) -> EmailContent:
     """Extract what the policy needs, and every reason the message cannot be checked or rewritten.
 
     Never raises: a message the gateway cannot understand is blocked with its problems named.
-    What is unambiguous is repaired (`gateway.mail.repair`) and the repairs are listed.
+    What is unambiguous is repaired (`gateway.mail.repair`) and the repairs are listed. A
+    message whose footer would go into more than `max_footed_parts` parts is refused before
+    any part is decoded.
     """
     try:
         message = BytesParser(policy=MIME_POLICY).parsebytes(raw)
@@ -127,6 +133,13 @@ def parse_email(raw: bytes) -> EmailContent:
     problems, broken_headers = _tree_problems(message)
     footer_problems: list[str] = []
     repairs: list[str] = []
+    if not problems:
+        footed = footer_target_count(message)
+        if footed > max_footed_parts:
+            problems.append(
+                f"the footer would go into {footed} parts; at most {max_footed_parts} "
+                "(smtp.max_footed_parts)"
+            )
     if not problems:
         repairs = repair_transfer_encodings(message)
         check = check_rewrite(message)
@@ -168,6 +181,28 @@ def _signed_head(raw: bytes) -> bytes:
     where the parser's does, at the first empty line whatever its line ending."""
     head = re.split(rb"(?:\r\n|\r|\n)(?:\r\n|\r|\n)", raw, maxsplit=1)[0]
     return head if _SIGNATURE_FIELD.search(head) else b""
+
+
+# The end of the header block: a line break (CRLF counts as one) followed by another.
+_BLANK_LINE = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r|\n)")
+
+
+def _header_block(raw: bytes) -> bytes:
+    """The top-level header block; it ends where the parser's does, at the first empty line
+    whatever its line ending."""
+    return _BLANK_LINE.split(raw, maxsplit=1)[0]
+
+
+def mailbox_subject(raw: bytes) -> str:
+    """The subject of a message to the unsubscribe mailbox, read from its header block
+    alone: whatever the body holds is never parsed (anyone may write to the mailbox)."""
+    try:
+        headers = BytesParser(policy=MIME_POLICY).parsebytes(
+            _header_block(raw) + b"\r\n\r\n", headersonly=True
+        )
+        return _subject(headers)[0]
+    except Exception:  # an unreadable Subject holds no token
+        return ""
 
 
 def fields_content(fields: EmailFields, size: int) -> EmailContent:
@@ -243,11 +278,16 @@ def _tree_problems(message: Message) -> tuple[list[str], set[str]]:
     too_deep = False
     for part, section, depth in _parts_with_depth(message):
         too_deep = too_deep or depth > MAX_NESTING_DEPTH
+        where = f" of MIME part {section}" if section else ""
         for name in _unreadable_headers(part):
-            where = f" of MIME part {section}" if section else ""
             problems.append(f"header {name!r}{where} cannot be parsed")
             if not section:
                 broken_top_level.add(name.lower())
+        for name, separator in _line_separators(part):
+            problems.append(
+                f"header {name!r}{where} contains a line break ({separator}) other than "
+                "CRLF, where some readers would start a new header"
+            )
     if too_deep:
         problems.append(f"MIME nesting deeper than {MAX_NESTING_DEPTH} levels")
     return problems, broken_top_level
@@ -264,6 +304,17 @@ def _parts_with_depth(message: Message) -> Iterator[tuple[Message, str, int]]:
                 (child, child_section(section, index), depth + 1)
                 for index, child in reversed(children)
             )
+
+
+def _line_separators(part: Message) -> Iterator[tuple[str, str]]:
+    """Headers holding VT, FF, FS, GS, RS, NEL, U+2028 or U+2029 (raw or as UTF-8): a reader
+    splitting lines as Python's str.splitlines() does would see the rest as a header of
+    its own. Only CR and LF (the folds) end header lines here."""
+    for name, value in part.raw_items():
+        text = _unescape(value) if _ESCAPED_8BIT.search(value) else value
+        separator = line_break_in(text.replace("\r", "").replace("\n", ""))
+        if separator:
+            yield name, separator
 
 
 def _unreadable_headers(part: Message) -> Iterator[str]:

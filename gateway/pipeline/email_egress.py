@@ -11,7 +11,8 @@ from typing import Any
 
 from gateway.mail.compose import compose_mime
 from gateway.mail.parse import to_bytes
-from gateway.model import Channel, Decision, EmailFields, OutboundMessage, Receipt
+from gateway.model import Channel, Decision, EmailFields, OutboundMessage, Reason, Receipt
+from gateway.pipeline.process import CopyRefused
 from gateway.policy import EMAIL_FOOTER
 from gateway.rewrite.dkim import DkimSigner
 from gateway.rewrite.footer import (
@@ -36,16 +37,23 @@ log = logging.getLogger("gateway.pipeline.email_egress")
 class EmailEgress:
     """`dkim` signs what goes out as MIME; Postmark's API builds its own MIME from fields
     and signs it with the domain's key kept at Postmark, so a signature made here could
-    not reach the reader."""
+    not reach the reader.
+
+    No MIME copy larger than `max_message_bytes` (smtp.max_message_bytes, the largest the
+    gateway accepts) goes out: footers in many parts, or a 7-bit body the footer turns into
+    quoted-printable, can make a copy larger than what the agent sent.
+    """
 
     def __init__(
-        self, upstream: EmailUpstream, unsubscribe: Unsubscribe, dkim: DkimSigner | None = None
+        self, upstream: EmailUpstream, unsubscribe: Unsubscribe, dkim: DkimSigner | None = None,
+        max_message_bytes: int | None = None,
     ) -> None:
         self.upstream = upstream
         self.unsubscribe = unsubscribe
         self.name = upstream.name
         self.postmark_api = upstream if isinstance(upstream, PostmarkApi) else None
         self.dkim = dkim or DkimSigner(())
+        self.max_message_bytes = max_message_bytes
 
     def render(
         self, message: OutboundMessage, recipient: str, decision: Decision, rules: RuleSet
@@ -72,7 +80,7 @@ class EmailEgress:
             payload = self._from_fields(email.fields, recipient, footer, links)
             if self.postmark_api is not None:
                 return payload
-            return self._signed(message, payload, None)
+            return self._within_size(self._signed(message, payload, None))
         assert email.mime is not None
         mime = copy.deepcopy(email.mime)
         if footer is not None and links is not None:
@@ -80,8 +88,19 @@ class EmailEgress:
             set_list_unsubscribe(mime, links.url, links.mailto)
         del mime["Bcc"]
         if self.postmark_api is not None:
-            return to_bytes(mime)
-        return self._signed(message, to_bytes(mime), email.received_head)
+            return self._within_size(to_bytes(mime))
+        return self._within_size(self._signed(message, to_bytes(mime), email.received_head))
+
+    def _within_size(self, mime: bytes) -> bytes:
+        if self.max_message_bytes is not None and len(mime) > self.max_message_bytes:
+            raise CopyRefused(Reason(
+                "MESSAGE_MALFORMED",
+                f"the rewritten copy would be {len(mime)} bytes, over smtp.max_message_bytes "
+                f"({self.max_message_bytes}): the footer in each text part made it larger; "
+                "send fewer or smaller parts",
+                "email.malformed",
+            ))
+        return mime
 
     def _signed(self, message: OutboundMessage, mime: bytes, received_head: bytes | None) -> bytes:
         email = message.email

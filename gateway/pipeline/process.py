@@ -40,6 +40,8 @@ from gateway.store.base import DeliveryClaim, Store, StoreUnavailable
 log = logging.getLogger("gateway.pipeline.process")
 
 STALE_DELIVERY_CLAIM_S = 600.0
+# The receipt of a copy the delivery ledger says went out already: not sent again.
+ALREADY_DELIVERED = "already-delivered"
 INLINE_RENDER_BYTES = 256 * 1024
 INLINE_MIME_BYTES = 64 * 1024
 INLINE_MIME_PARTS = 16
@@ -58,6 +60,15 @@ class TemporaryFailure(Exception):
         self.reason = reason
         self.text = text
         self.maybe_delivered = maybe_delivered
+
+
+class CopyRefused(Exception):
+    """An egress refuses one recipient's copy as rendered (a MIME copy over the size the
+    gateway forwards): recorded as a block for that recipient before any of it is sent."""
+
+    def __init__(self, reason: Reason) -> None:
+        super().__init__(f"{reason.code}: {reason.message}")
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,11 @@ def blocked_by_cap(decision: Decision, recipient: str) -> Decision:
         ),
         claims[0].rule,
     )
+    return blocked_for(decision, recipient, reason)
+
+
+def blocked_for(decision: Decision, recipient: str, reason: Reason) -> Decision:
+    """The decision with `recipient` blocked for `reason` as well."""
     return replace(
         decision,
         recipients=tuple(
@@ -227,6 +243,10 @@ class Pipeline:
                 continue
             try:
                 delivery = await self._deliver(message, decision, recipient)
+            except CopyRefused as exc:
+                await self._release_contact(message, recipient)
+                decision = blocked_for(decision, recipient, exc.reason)
+                block_ids += await self._record_blocks(message, decision, only=recipient)
             except UpstreamPermanentError as exc:
                 refused.append(Refusal(recipient, exc))
                 self._count(message, "failed", "UPSTREAM_REJECTED")
@@ -379,7 +399,7 @@ class Pipeline:
         claim = await self._claim(message, recipient)
         if claim is DeliveryClaim.ALREADY_DELIVERED:
             log_event(log, "duplicate-skipped", gateway_id=message.id, recipient=recipient)
-            return Delivery(recipient, Receipt("already-delivered"))
+            return Delivery(recipient, Receipt(ALREADY_DELIVERED))
         if claim is DeliveryClaim.IN_FLIGHT:
             raise TemporaryFailure("IN_FLIGHT", "the same message is being delivered right now")
         # Once claimed, an agent hanging up must not cut the send off between the provider
@@ -400,7 +420,8 @@ class Pipeline:
     async def _send_claimed(
         self, egress: Egress, message: OutboundMessage, decision: Decision, recipient: str
     ) -> Receipt:
-        """Render and send one claimed copy; the claim is released only when nothing went out."""
+        """Render and send one claimed copy; the claim is released only when nothing went out
+        (a copy the egress refuses as rendered, `CopyRefused`, included)."""
         try:
             if renders_inline(message):
                 payload = egress.render(message, recipient, decision, self.rules())

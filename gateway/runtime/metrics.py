@@ -113,6 +113,18 @@ class Metrics:
             ["kind", "result"],
             registry=self.registry,
         )
+        self.connections_refused = Counter(
+            "gateway_connections_refused",
+            "Connections refused by listener (smtp, http) and the cap they hit (client, total)",
+            ["listener", "scope"],
+            registry=self.registry,
+        )
+        self.accept_errors = Counter(
+            "gateway_accept_errors",
+            "accept() failures by listener (the process out of descriptors, mostly)",
+            ["listener"],
+            registry=self.registry,
+        )
 
     def exposition(self) -> bytes:
         """With several worker processes (`gateway.workers`), every worker's values merged

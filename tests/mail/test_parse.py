@@ -6,7 +6,9 @@ import copy
 import pytest
 
 from gateway.mail.parse import (
+    MAX_FOOTED_PARTS,
     MIME_POLICY,
+    mailbox_subject,
     parse_email,
     to_bytes,
 )
@@ -231,9 +233,10 @@ PROBLEMS = {
         crlf("From: a@b.test\nContent-Type: text/plain; charset=base64\n\nHi\n"),
         "top-level text/plain cannot be decoded as 'base64'",
     ),
-    "Content-Type with a control character": (
+    "Content-Type with a vertical tab, a line break to Python": (
         b"From: a@b.test\r\nContent-Type: text/plain\x0b;format=flowed\r\n\r\nHi\r\n",
-        "Content-Type header of top-level text/plain cannot take a new charset",
+        "header 'Content-Type' contains a line break (U+000B) other than CRLF, where some "
+        "readers would start a new header",
     ),
     "part Content-Type with invalid 8-bit bytes": (
         b'From: a@b.test\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
@@ -385,3 +388,81 @@ def test_an_address_a_reader_sees_beside_the_sender_is_found_however_written(
     assert len(content.other_identities) == 1
     assert content.other_identities[0].replace("\u0430", "a") in (
         "support@paypal.com", "ceo@bank.example")
+
+# Issue 18: amplification and line breaks ---------------------------------------------------
+
+def text_parts(count: int) -> bytes:
+    parts = "".join(f"--p\nContent-Type: text/plain\n\npart {n}\n" for n in range(count))
+    return crlf(HEADERS + f'Content-Type: multipart/mixed; boundary="p"\n\n{parts}--p--\n')
+
+
+def test_a_footer_for_every_part_up_to_the_cap() -> None:
+    assert parse_email(text_parts(MAX_FOOTED_PARTS)).problems == ()
+    assert parse_email(text_parts(3), max_footed_parts=3).problems == ()
+
+
+@pytest.mark.parametrize(("count", "cap"), [(MAX_FOOTED_PARTS + 1, MAX_FOOTED_PARTS), (4, 3)])
+def test_more_footed_parts_than_the_cap_is_malformed_naming_it(count: int, cap: int) -> None:
+    assert parse_email(text_parts(count), max_footed_parts=cap).problems == (
+        f"the footer would go into {count} parts; at most {cap} (smtp.max_footed_parts)",
+    )
+
+
+def test_parts_that_get_no_footer_do_not_count() -> None:
+    """Attachments, sealed and attached messages, dropped alternatives are never footed."""
+    attachments = "".join(
+        f"--p\nContent-Type: text/plain\nContent-Disposition: attachment; filename=a{n}.txt"
+        f"\n\nx\n" for n in range(5)
+    )
+    raw = crlf(HEADERS + 'Content-Type: multipart/mixed; boundary="p"\n\n'
+               "--p\nContent-Type: text/plain\n\nbody\n" + attachments + "--p--\n")
+    assert parse_email(raw, max_footed_parts=1).problems == ()
+
+
+@pytest.mark.parametrize("separator", ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85",
+                                       "\u2028", "\u2029"], ids=lambda s: f"U+{ord(s):04X}")
+@pytest.mark.parametrize("where", ["Subject", "X-Campaign", "part"])
+def test_a_line_break_other_than_crlf_in_any_header_is_malformed(
+    separator: str, where: str
+) -> None:
+    value = f"Fleet{separator}Bcc: victim@client.example.net"
+    if where == "part":
+        raw = crlf(HEADERS + 'Content-Type: multipart/mixed; boundary="p"\n\n'
+                   f"--p\nContent-Type: text/plain\nContent-Description: {value}\n\nHi\n"
+                   "--p--\n")
+        named = "header 'Content-Description' of MIME part 1"
+    else:
+        raw = crlf(HEADERS.replace("Subject: Quick question", f"{where}: {value}")
+                   + "Content-Type: text/plain\n\nHi\n")
+        if where == "X-Campaign":
+            raw = crlf(HEADERS + f"X-Campaign: {value}\nContent-Type: text/plain\n\nHi\n")
+        named = f"header {where!r}"
+    problems = parse_email(raw).problems
+    assert problems == (
+        f"{named} contains a line break (U+{ord(separator):04X}) other than CRLF, where some "
+        "readers would start a new header",
+    )
+
+
+def test_folded_headers_are_not_line_breaks() -> None:
+    raw = crlf(HEADERS.replace("Subject: Quick question", "Subject: Quick\n  question")
+               + "Content-Type: text/plain\n\nHi\n")
+    assert parse_email(raw).problems == ()
+
+
+@pytest.mark.parametrize(
+    ("raw", "subject"),
+    [
+        (b"Subject: unsubscribe k1.abc\r\n\r\n" + b"--b\r\n" * 10_000, "unsubscribe k1.abc"),
+        (b"From: a@b.test\nSubject: =?utf-8?q?unsubscribe_k1=2Eabc?=\n\nbody",
+         "unsubscribe k1.abc"),
+        (b"From: a@b.test\r\n\r\nSubject: unsubscribe k1.abc\r\n", ""),
+        (b"Subject: \xff\xfe unsubscribe k1.abc\r\n\r\n", "\ufffd\ufffd unsubscribe k1.abc"),
+        (b"", ""),
+    ],
+    ids=["body-ignored", "encoded-word", "subject-in-body", "8-bit", "empty"],
+)
+def test_the_mailbox_reads_the_subject_from_the_header_block_alone(
+    raw: bytes, subject: str
+) -> None:
+    assert mailbox_subject(raw) == subject

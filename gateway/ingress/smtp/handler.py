@@ -2,7 +2,8 @@
 
 Recipients are screened at RCPT (550 per refused recipient, the rest still go), the whole
 message at DATA; 250 is said only after the upstream accepted. The unsubscribe mailbox is
-the one address that takes mail without AUTH, and only for itself.
+the one address that takes mail without AUTH, and only for itself: of a message only to
+the mailbox, only the header block is read (the token rides in the subject).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from gateway.addresses import InvalidAddress, email_key
 from gateway.auth.credentials import account_with_secret
 from gateway.auth.login_limits import LOCKED_OUT_TEXT, LoginLimiter
-from gateway.mail.parse import parse_email
+from gateway.mail.parse import MAX_FOOTED_PARTS, mailbox_subject, parse_email
 from gateway.model import Account, Channel, EmailContent, OutboundMessage, Reason
 from gateway.pipeline.process import (
     Outcome,
@@ -91,11 +92,13 @@ class SubmissionHandler:
         unsubscribe: Unsubscribe,
         clock: Clock,
         max_recipients: int,
+        max_footed_parts: int = MAX_FOOTED_PARTS,
     ) -> None:
         self.pipeline = pipeline
         self.unsubscribe = unsubscribe
         self.clock = clock
         self.max_recipients = max_recipients
+        self.max_footed_parts = max_footed_parts
         self.mailbox_key = email_key(unsubscribe.mailbox) if unsubscribe.mailbox else ""
 
     def _message(
@@ -134,7 +137,8 @@ class SubmissionHandler:
         rcpt_options: list[str],
     ) -> str:
         if self._is_mailbox(address):
-            envelope.rcpt_tos.append(address)
+            if not self._already_listed(envelope, address):  # a repeated RCPT adds nothing
+                envelope.rcpt_tos.append(address)
             return "250 2.1.5 OK"
         if not session.authenticated:
             return AUTH_REQUIRED
@@ -158,13 +162,16 @@ class SubmissionHandler:
         raw = envelope.original_content or b""
         mailbox_rcpts = [r for r in envelope.rcpt_tos if self._is_mailbox(r)]
         recipients = tuple(r for r in envelope.rcpt_tos if not self._is_mailbox(r))
+        if not recipients:  # only the mailbox (all a session without AUTH can reach)
+            return await self._take_unsubscribe(mailbox_subject(raw))
         if is_small_mime(len(raw), raw.count(b"\n--")):
-            email = parse_email(raw)
+            email = parse_email(raw, max_footed_parts=self.max_footed_parts)
         else:  # parsing cost grows with size and with the number of parts
-            email = await asyncio.to_thread(parse_email, raw)
-        unsubscribe_reply = await self._take_unsubscribe(email) if mailbox_rcpts else None
-        if not recipients:
-            return unsubscribe_reply or "250 2.0.0 OK"
+            email = await asyncio.to_thread(
+                parse_email, raw, max_footed_parts=self.max_footed_parts
+            )
+        if mailbox_rcpts:
+            await self._take_unsubscribe(email.subject)
         message = self._message(session.auth_data, envelope, recipients, email, raw)
         try:
             outcome = await self.pipeline.process(message)
@@ -205,9 +212,9 @@ class SubmissionHandler:
         log.error("unexpected error in SMTP transaction", exc_info=error)
         return "451 4.3.0 INTERNAL_ERROR: temporary failure, try again later"
 
-    async def _take_unsubscribe(self, email: EmailContent) -> str:
+    async def _take_unsubscribe(self, subject: str) -> str:
         """Mail to the mailto: link from List-Unsubscribe; the token rides in the subject."""
-        match = TOKEN_IN_SUBJECT.search(email.subject)
+        match = TOKEN_IN_SUBJECT.search(subject)
         try:
             claims = (
                 await self.unsubscribe.honor(match.group(1), source="mailto") if match else None

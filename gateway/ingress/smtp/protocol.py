@@ -1,5 +1,12 @@
 """The SMTP server itself (aiosmtpd) on the gateway's event loop: its sessions, their
-drain at shutdown, TLS, limits, and the enhanced replies for aiosmtpd's own refusals."""
+drain at shutdown, TLS, limits, and the enhanced replies for aiosmtpd's own refusals.
+
+Connections come through `gateway.runtime.connections.Listener`, which holds them to
+`smtp.max_connections` in all and `smtp.max_connections_per_client` per client (421
+beyond); a session that has not said EHLO or HELO within `smtp.first_command_timeout_s` is
+told 421 and closed; without AUTH (the unsubscribe mailbox is the only address that takes
+mail then) a message may be at most `smtp.max_unauthenticated_bytes`.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,14 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, syntax
 
 from gateway.config.settings import Config
 from gateway.ingress.smtp.handler import AccountAuthenticator, SubmissionHandler
+from gateway.runtime.connections import ConnectionLimits, Listener
 from gateway.runtime.logs import log_event
 from gateway.runtime.metrics import Metrics
 
@@ -39,31 +48,109 @@ COMMAND_LIMITS = {
     "VRFY": 10, "EXPN": 10, "HELP": 10,
 }
 
-class GatewaySMTP(SMTP):
-    """aiosmtpd's server, counting open sessions so shutdown can drain them."""
+# The same refusals for a session without AUTH, whose limit is smtp.max_unauthenticated_bytes.
+UNAUTHENTICATED_SIZE_REFUSALS = {
+    "552 Error: message size exceeds fixed maximum message size": (
+        "552 5.3.4 MESSAGE_TOO_LARGE: the declared SIZE exceeds what a session without AUTH "
+        "may send (smtp.max_unauthenticated_bytes, {limit} bytes)"
+    ),
+    "552 Error: Too much mail data": (
+        "552 5.3.4 MESSAGE_TOO_LARGE: without AUTH a message may be at most "
+        "smtp.max_unauthenticated_bytes ({limit} bytes)"
+    ),
+}
 
-    def __init__(self, handler: SubmissionHandler, sessions: SessionTracker, **kwargs: Any) -> None:
+
+class GatewaySMTP(SMTP):
+    """aiosmtpd's server, counting open sessions so shutdown can drain them, releasing its
+    place under the connection caps when it closes, and holding sessions without AUTH to a
+    small message size."""
+
+    def __init__(
+        self, handler: SubmissionHandler, sessions: SessionTracker, *,
+        release: Callable[[], None] = lambda: None, first_command_timeout_s: float = 10.0,
+        max_unauthenticated_bytes: int | None = None, **kwargs: Any,
+    ) -> None:
         super().__init__(handler, **kwargs)
         self._sessions = sessions
+        self._release = release
+        self._first_command_timeout_s = first_command_timeout_s
+        self._full_size_limit = self.data_size_limit
+        limits = [v for v in (self.data_size_limit, max_unauthenticated_bytes) if v]
+        self._unauthenticated_size_limit = min(limits) if limits else None
+        self._first_command: asyncio.TimerHandle | None = None
+        self._greeted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Called again after STARTTLS (same session object, new transport)."""
         self._sessions.opened(self)
         super().connection_made(transport)
+        if self._first_command is None and not self._greeted:
+            self._first_command = self.loop.call_later(
+                self._first_command_timeout_s, self._no_greeting
+            )
 
     def connection_lost(self, error: Exception | None) -> None:
         self._sessions.closed(self)
+        self._release()
+        if self._first_command is not None:
+            self._first_command.cancel()
         super().connection_lost(error)
+
+    def _no_greeting(self) -> None:
+        if self._greeted or self.transport is None:
+            return
+        self.transport.write(
+            f"421 4.4.2 {self.hostname} no EHLO or HELO within smtp.first_command_timeout_s "
+            f"({self._first_command_timeout_s:g} s), closing\r\n".encode()
+        )
+        self.transport.close()
+
+    def _greeting(self) -> None:
+        self._greeted = True
+        if self._first_command is not None:
+            self._first_command.cancel()
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._greeting()
+        await super().smtp_HELO(hostname)
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._greeting()
+        await super().smtp_EHLO(hostname)
+
+    def _authenticated(self) -> bool:
+        return self.session is not None and bool(self.session.authenticated)
 
     async def push(self, status: str | bytes) -> None:
         """Give aiosmtpd's own size and line-length refusals an enhanced code and a reason."""
         text = status.decode() if isinstance(status, bytes) else status
+        if text in UNAUTHENTICATED_SIZE_REFUSALS and not self._authenticated():
+            text = UNAUTHENTICATED_SIZE_REFUSALS[text].format(limit=self.data_size_limit)
         await super().push(PROTOCOL_REFUSALS.get(text, text))
+
+    async def _with_session_size_limit(self, command: Callable[[str], Any], arg: str) -> None:
+        """aiosmtpd (and the DATA speedup) read `data_size_limit` when MAIL or DATA begins:
+        a session without AUTH sees the smaller limit for the length of the command. EHLO
+        keeps announcing the full SIZE, for clients that authenticate after it."""
+        if not self._authenticated():
+            self.data_size_limit = self._unauthenticated_size_limit
+        try:
+            await command(arg)
+        finally:
+            self.data_size_limit = self._full_size_limit
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str) -> None:
+        await self._with_session_size_limit(super().smtp_MAIL, arg)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         self._sessions.transaction_started(self)
         try:
-            await super().smtp_DATA(arg)
+            await self._with_session_size_limit(super().smtp_DATA, arg)
         except Exception:
             # A failed transaction must not poison the next MAIL (aiosmtpd keeps its envelope).
             self.envelope = self._create_envelope()
@@ -120,19 +207,37 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-async def start_smtp_server(
+def refusal_reply(config: Config) -> Callable[[str], bytes]:
+    """What a connection over a cap is told before it is closed."""
+    smtp = config.smtp
+
+    def reply(scope: str) -> bytes:
+        if scope == "client":
+            return (f"421 4.7.0 {smtp.hostname} too many connections from your address "
+                    f"(smtp.max_connections_per_client = {smtp.max_connections_per_client}), "
+                    "try again later\r\n").encode()
+        return (f"421 4.3.2 {smtp.hostname} too many connections (smtp.max_connections = "
+                f"{smtp.max_connections}), try again later\r\n").encode()
+
+    return reply
+
+
+def start_smtp_server(
     config: Config, handler: SubmissionHandler, authenticator: AccountAuthenticator,
-    sessions: SessionTracker, listener: socket.socket | None = None,
-) -> asyncio.Server:
-    """On `config.smtp.listen`, or on `listener` (a worker's inherited socket)."""
+    sessions: SessionTracker, listener: socket.socket, metrics: Metrics,
+) -> Listener:
+    """Accepting on `listener` (bound by the caller, or a worker's inherited socket)."""
     loop = asyncio.get_running_loop()
     context = tls_context(config)
     auth_needs_tls = not (config.smtp.listen.is_loopback or config.smtp.allow_insecure_auth)
 
-    def protocol() -> GatewaySMTP:
+    def protocol(release: Callable[[], None]) -> GatewaySMTP:
         return GatewaySMTP(
             handler,
             sessions,
+            release=release,
+            first_command_timeout_s=config.smtp.first_command_timeout_s,
+            max_unauthenticated_bytes=config.smtp.max_unauthenticated_bytes,
             data_size_limit=config.smtp.max_message_bytes,
             enable_SMTPUTF8=True,
             hostname=config.smtp.hostname,
@@ -146,6 +251,13 @@ async def start_smtp_server(
             loop=loop,
         )
 
-    if listener is not None:
-        return await loop.create_server(protocol, sock=listener)
-    return await loop.create_server(protocol, config.smtp.listen.host, config.smtp.listen.port)
+    server = Listener(
+        "smtp", listener, protocol,
+        ConnectionLimits(
+            config.smtp.max_connections, config.smtp.max_connections_per_client,
+            ("smtp.max_connections", "smtp.max_connections_per_client"),
+        ),
+        refusal_reply(config), metrics,
+    )
+    server.start()
+    return server
