@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Channel(enum.StrEnum):
@@ -95,6 +95,15 @@ class EmailFields:
     provider_fields: Mapping[str, Any] = field(default_factory=dict)
 
 
+class ShownAddress(NamedTuple):
+    """An address a reader may take for the sender, besides From's own, and where the
+    message shows it: "Sender", "Reply-To", or a header's display name or comment ("From
+    display name", "Reply-To comment")."""
+
+    address: str
+    where: str
+
+
 @dataclass(frozen=True)
 class EmailContent:
     """What the policy needs to know about an email, extracted once by the ingress adapter.
@@ -105,10 +114,11 @@ class EmailContent:
     `repairs` names what was repaired or, if a footer is added, will be removed.
     `received_head` is the header block as the agent sent it, kept when the agent signed the
     message (DKIM): the egress compares it with what it forwards.
-    `other_identities` are the other addresses a reader takes for the sender (the Sender
-    header, addresses written into display names). `mime` is the parsed message the rewriter
-    works on; a message sent through Postmark's API carries its `fields` instead, and a
-    template send its `template` request (Postmark renders the body).
+    `other_identities` are the other addresses a reader takes for the sender, each with where
+    it is shown: the Sender and Reply-To addresses, and addresses written into the display
+    names and comments of From, Sender and Reply-To, as a reader sees them. `mime` is the
+    parsed message the rewriter works on; a message sent through Postmark's API carries its
+    `fields` instead, and a template send its `template` request (Postmark renders the body).
     """
 
     from_addresses: tuple[str, ...]
@@ -117,7 +127,7 @@ class EmailContent:
     message_id: str
     size: int
     problems: tuple[str, ...] = ()
-    other_identities: tuple[str, ...] = ()
+    other_identities: tuple[ShownAddress, ...] = ()
     footer_problems: tuple[str, ...] = ()
     repairs: tuple[str, ...] = ()
     received_head: bytes = field(default=b"", repr=False, compare=False)

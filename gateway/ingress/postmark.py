@@ -34,7 +34,7 @@ from gateway.addresses import domain_of
 from gateway.auth.credentials import account_with_secret
 from gateway.auth.login_limits import LoginLimiter
 from gateway.auth.secret_check import account_or_lockout
-from gateway.mail.parse import fields_content
+from gateway.mail.parse import fields_content, sender_identities
 from gateway.model import (
     Account,
     Channel,
@@ -560,13 +560,18 @@ class PostmarkRoutes:
     ) -> OutboundMessage:
         if built.fields is not None:
             email = fields_content(built.fields, built.size)
-        else:
+        else:  # From and ReplyTo are checked as for any other send
+            from_addresses, problems, other_identities = sender_identities(
+                _string(built.item, "From"), _string(built.item, "ReplyTo")
+            )
             email = EmailContent(
-                from_addresses=(built.sender,),
+                from_addresses=from_addresses,
                 subject=str(built.item.get("Subject") or ""),
                 is_reply=False,
                 message_id="",
                 size=built.size,
+                problems=problems,
+                other_identities=other_identities,
                 template=built.template,
             )
         return OutboundMessage(

@@ -7,8 +7,10 @@ written back exactly as received (only line endings become CRLF) and 8-bit bodie
 
 from __future__ import annotations
 
+import bisect
 import functools
 import io
+import itertools
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -20,8 +22,9 @@ from email.parser import BytesParser
 from email.policy import EmailPolicy, compat32
 from typing import Any
 
+from gateway.lookalikes import fold_char, shown
 from gateway.mail.repair import is_utf8, reencode_utf8_headers, repair_transfer_encodings
-from gateway.model import EmailContent, EmailFields
+from gateway.model import EmailContent, EmailFields, ShownAddress
 from gateway.rewrite.html_footer import visibility_problems
 from gateway.rewrite.mime import check_rewrite, child_section, footer_target_count
 from gateway.runtime.input_limits import line_break_in
@@ -39,16 +42,16 @@ _ESCAPED_8BIT = re.compile("[\udc80-\udcff]")
 
 REREAD_HEADERS = frozenset({
     "content-type", "content-transfer-encoding", "content-disposition", "mime-version",
-    "from", "sender",
+    "from", "sender", "reply-to",
 })
 
 
 def _parsed_header(factory: Any, name: str, value: str) -> Any:
     """Parsing a header with the modern parser is slow, and the rewriter reads the MIME
-    structure headers (Content-Type above all) many times, as the policy reads From and
-    Sender (one value per sending identity): those are cached and shared (header objects are
-    immutable). Per-message headers are not, so the cache stays small and the garbage
-    collector does not have to walk a large heap of parse trees."""
+    structure headers (Content-Type above all) many times, as the policy reads From, Sender
+    and Reply-To (one value per sending identity): those are cached and shared (header
+    objects are immutable). Per-message headers are not, so the cache stays small and the
+    garbage collector does not have to walk a large heap of parse trees."""
     if name.lower() in REREAD_HEADERS:
         return _cached_header(factory, name, value)
     return factory(name, value)
@@ -151,6 +154,8 @@ def parse_email(raw: bytes, *, max_footed_parts: int = MAX_FOOTED_PARTS) -> Emai
     if "from" not in broken_headers:
         from_addresses, from_problems = _from_addresses(message)
     other_identities = () if broken_headers else _other_identities(message)
+    if "reply-to" not in broken_headers:
+        problems += _reply_to_problems(message)
     subject, subject_problems = "", []
     if "subject" not in broken_headers:
         subject, subject_problems = _subject(message)
@@ -208,7 +213,9 @@ def mailbox_subject(raw: bytes) -> str:
 def fields_content(fields: EmailFields, size: int) -> EmailContent:
     """What the policy needs from an email given as fields, read by the same code as a parsed
     message's headers (the bodies need no checking: they are text already)."""
-    from_addresses, problems, other_identities = _sender(fields.sender)
+    from_addresses, problems, other_identities = sender_identities(
+        fields.sender, fields.reply_to
+    )
     subject, subject_problems = fields.subject, []
     if "=?" in subject:  # encoded words: the reader's client would decode them, so does policy
         headers = EmailMessage(policy=MIME_POLICY)
@@ -232,13 +239,22 @@ def fields_content(fields: EmailFields, size: int) -> EmailContent:
 
 
 @functools.lru_cache(maxsize=1024)
-def _sender(from_value: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """From's addresses, problems and other identities: one value per sending identity, so
-    cached."""
+def sender_identities(
+    from_value: str, reply_to: str = ""
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[ShownAddress, ...]]:
+    """From's addresses, the problems of From and Reply-To, and the other identities they
+    show, for an email given as fields (Postmark's From and ReplyTo): read as the headers
+    of a parsed message are. One value per sending identity, so cached."""
     headers = EmailMessage(policy=MIME_POLICY)
     if from_value:
         headers.set_raw("From", from_value)
+    if reply_to:
+        headers.set_raw("Reply-To", reply_to)
+    unreadable = list(_unreadable_headers(headers))
+    if unreadable:
+        return (), tuple(f"{name} cannot be parsed" for name in unreadable), ()
     addresses, problems = _from_addresses(headers)
+    problems += _reply_to_problems(headers)
     return addresses, tuple(problems), _other_identities(headers)
 
 
@@ -366,39 +382,81 @@ def _from_addresses(message: Message) -> tuple[tuple[str, ...], list[str]]:
 
 ADDRESS_IN_TEXT = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _COMMENT_TEXT = re.compile(r"\(([^()]*)\)")
-# Default-ignorable code points that format characters (category Cf) do not cover: they
-# render as nothing, so "ceo@ba<U+034F>nk.example" reads as an address.
-_INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0") | frozenset(
-    map(chr, range(0xFE00, 0xFE10))
-)
+# Headers whose addresses a reader takes for the sender's, or for where a reply goes.
+IDENTITY_HEADERS = ("From", "Sender", "Reply-To")
 
 
-def _other_identities(message: Message) -> tuple[str, ...]:
-    """Addresses a reader may take for the sender besides From's own: the Sender header,
-    and addresses written into From/Sender display names or comments
-    ("ceo@bank.example" <a@b.example>, a@b.example (ceo@bank.example)), read as the reader
-    sees them: decoded, compatibility-folded (a full-width at sign is an "@"), invisible
-    characters removed."""
-    found: list[str] = []
-    for name in ("From", "Sender"):
+def _reply_to_problems(message: Message) -> list[str]:
+    """A Reply-To the parser had to guess at cannot be checked against sender_domains."""
+    header = message["Reply-To"]
+    if header is None:
+        return []
+    addresses = getattr(header, "addresses", ())
+    if not addresses or _has_invalid_syntax(header):
+        written = _raw_value(message, "Reply-To")
+        return [f"Reply-To header is not a valid address list: {written!r}"]
+    incomplete = [a.addr_spec for a in addresses if not (a.username and a.domain)]
+    if incomplete:
+        return [f"Reply-To address {incomplete[0]!r} has an empty local part or domain"]
+    return []
+
+
+def _other_identities(message: Message) -> tuple[ShownAddress, ...]:
+    """Addresses a reader may take for the sender besides From's own: the Sender and Reply-To
+    addresses, and addresses written into the display names or comments of From, Sender and
+    Reply-To ("ceo@bank.example" <a@b.example>, a@b.example (ceo@bank.example)), found as the
+    reader sees them (`_addresses_in_text`)."""
+    found: list[ShownAddress] = []
+    for name in IDENTITY_HEADERS:
         for header in message.get_all(name, []):
             for address in getattr(header, "addresses", ()):
-                if name == "Sender" and address.domain:
-                    found.append(_normalized_addr_spec(address))
-                found += _addresses_in_text(_unescape(address.display_name or ""))
+                if name != "From" and address.domain:
+                    found.append(ShownAddress(_normalized_addr_spec(address), name))
+                found += [
+                    ShownAddress(text, f"{name} display name")
+                    for text in _addresses_in_text(_unescape(address.display_name or ""))
+                ]
+    names = {name.lower(): name for name in IDENTITY_HEADERS}
     for raw_name, value in message.raw_items():
-        if raw_name.lower() in ("from", "sender"):
+        name = names.get(raw_name.lower())
+        if name:
             for comment in _COMMENT_TEXT.findall(_unescape(value)):
-                found += _addresses_in_text(_decoded_words(comment))
+                found += [
+                    ShownAddress(text, f"{name} comment")
+                    for text in _addresses_in_text(_decoded_words(comment))
+                ]
     return tuple(dict.fromkeys(found))
 
 
 def _addresses_in_text(text: str) -> list[str]:
-    shown = "".join(
-        c for c in unicodedata.normalize("NFKC", text)
-        if c not in _INVISIBLE and unicodedata.category(c) != "Cf"
-    )
-    return ADDRESS_IN_TEXT.findall(shown)
+    """The addresses a reader sees in a display name or comment. Found in the text folded as
+    the reader sees it (`gateway.lookalikes.fold`: characters drawn as nothing removed,
+    full-width, Cyrillic or other look-alike letters, "@" and "." read as the letters and
+    signs they look like, U+3002 and the other IDNA full stops as "."), each quoted as
+    written, without its invisible characters and with its "@" and "." look-alikes
+    written as "@" and "."."""
+    if text.isascii() and "@" not in text:
+        return []
+    pieces = [_letters(char) for char in text]
+    starts = list(itertools.accumulate(map(len, pieces), initial=0))
+    found = []
+    for match in ADDRESS_IN_TEXT.finditer("".join(pieces)):
+        first = bisect.bisect_right(starts, match.start()) - 1
+        last = bisect.bisect_left(starts, match.end())
+        found.append("".join(_as_written(char) for char in text[first:last]))
+    return found
+
+
+@functools.lru_cache(maxsize=65536)
+def _letters(char: str) -> str:
+    """The character folded, without the combining marks an address's letters may carry
+    ("café@"): the address pattern looks at the letters they sit on."""
+    return "".join(c for c in fold_char(char) if unicodedata.category(c) != "Mn")
+
+
+def _as_written(char: str) -> str:
+    folded = fold_char(char)
+    return folded if folded in ("@", ".") else shown(char)
 
 
 def _decoded_words(text: str) -> str:

@@ -6,9 +6,10 @@ Evaluated at two stages with the same code: at SMTP RCPT time only the envelope 
 
 from __future__ import annotations
 
-import unicodedata
+import functools
 
 from gateway.addresses import InvalidAddress, MailboxRules, domain_of, email_key, folded_key
+from gateway.lookalikes import fold
 from gateway.model import (
     Decision,
     EmailContent,
@@ -131,19 +132,27 @@ def _sender_problems(message: OutboundMessage, email: EmailContent | None) -> li
                 f"From domain {domain_of(address)!r} is not among account "
                 f"{account.name!r}'s sender_domains"
             )
-    for address in email.other_identities if email else ():
+    for address, where in email.other_identities if email else ():
         if not account.may_send_from(domain_of(address)):
-            problems.append(
-                f"the message presents {address!r} as its sender (Sender header or display "
-                f"name), outside account {account.name!r}'s sender_domains"
-            )
+            problems.append(_shown_elsewhere(address, where, account.name))
     return problems
 
 
+def _shown_elsewhere(address: str, where: str, account: str) -> str:
+    """Why an address the message shows besides From's is refused, naming the header. An
+    address with characters outside ASCII is quoted with escapes, so that a look-alike
+    ('b\\u0430nk', a Cyrillic a) is seen for what it is."""
+    quoted = repr(address) if address.isascii() else ascii(address)
+    outside = f"outside account {account!r}'s sender_domains"
+    if where == "Reply-To":
+        return f"Reply-To address {quoted} is {outside}: replies would go there"
+    if where == "Sender":
+        return f"the Sender header presents {quoted} as the sender, {outside}"
+    return f"the {where} shows {quoted}, which a reader may take for the sender, {outside}"
+
+
 def _deceptive_subject(email: EmailContent, rules: RuleSet) -> list[str]:
-    if email.is_reply or not any(
-        rules.deceptive_subject.match(variant) for variant in subject_variants(email.subject)
-    ):
+    if email.is_reply or not rules.deceptive_subject.match(folded_subject(email.subject)):
         return []
     return [
         f"subject {email.subject[:80]!r} looks like a reply or forward but the message has no "
@@ -151,23 +160,23 @@ def _deceptive_subject(email: EmailContent, rules: RuleSet) -> list[str]:
     ]
 
 
-LATIN_LOOKALIKES = str.maketrans(
-    "АВЕКМНОРСТХаеорсхуіјѕԁԛԝΑΒΕΖΗΙΚΜΝΟΡΤΥΧοκνρτυ",
-    "ABEKMHOPCTXaeopcxyijsdqwABEZHIKMNOPTYXokvptu",
-)
+# The longest subject remembered: a header line is at most 998 characters (RFC 5322 s2.1.1).
+CACHED_SUBJECT_CHARS = 998
 
 
-def subject_variants(subject: str) -> tuple[str, str]:
-    """The subject as a reader sees it, and with look-alike letters folded to Latin.
+def folded_subject(subject: str) -> str:
+    """The subject as a reader sees it (`gateway.lookalikes.fold`): invisible characters
+    gone, look-alikes and compatibility forms folded, so that "R\u034fe:", "Re\ua789",
+    "\u3164Re:", "R\u1d07:" or "Re:" with a Cyrillic "e" read as the "Re:" they show.
+    Remembered per subject: a campaign sends one subject many times."""
+    if len(subject) > CACHED_SUBJECT_CHARS:
+        return fold(subject)
+    return _cached_fold(subject)
 
-    Invisible format characters and compatibility forms (full-width letters) are removed
-    first, so "\u200bRe:" or "Re:" spelled with a Cyrillic e cannot slip past the prefix
-    list; the unfolded variant keeps the Cyrillic prefixes of the list matching.
-    """
-    visible = "".join(
-        c for c in unicodedata.normalize("NFKC", subject) if unicodedata.category(c) != "Cf"
-    )
-    return visible, visible.translate(LATIN_LOOKALIKES)
+
+@functools.lru_cache(maxsize=4096)
+def _cached_fold(subject: str) -> str:
+    return fold(subject)
 
 
 def _template_footer_gaps(template_has_footer: bool | None) -> list[str]:

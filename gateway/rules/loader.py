@@ -4,11 +4,13 @@ the rules touch files."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from pathlib import Path
 from typing import Any
 
 from gateway.config.toml_reader import read_toml
+from gateway.lookalikes import fold
 from gateway.model import Purpose
 from gateway.rules.calling_loader import load_calling_rules
 from gateway.rules.errors import RulesError
@@ -80,14 +82,31 @@ def _parse_rules(entries: Any, path: Path) -> dict[str, Rule]:
 
 
 def _prefix_pattern(data: dict[str, Any], path: Path) -> re.Pattern[str]:
+    """The reply and forward prefixes as a pattern over a subject folded by
+    `gateway.lookalikes.fold`: each prefix is folded in every spelling of its letters'
+    case that folds differently ("I" folds to "l", "i" to itself), and matched ignoring
+    case, so that any look-alike of any spelling matches."""
     prefixes = data.get("deceptive_subject", {}).get("prefixes")
     if not isinstance(prefixes, list) or not all(isinstance(p, str) and p for p in prefixes):
         raise RulesError(f"{path}: deceptive_subject.prefixes must be a list of strings")
-    alternatives = "|".join(re.escape(p) for p in sorted(prefixes, key=len, reverse=True))
+    spellings = {spelling for prefix in prefixes for spelling in _folded_spellings(prefix)}
+    alternatives = "|".join(re.escape(s) for s in sorted(spellings, key=len, reverse=True))
+    # fold() has already made every colon look-alike (full-width, ratio, modifier) a ":"
+    # and every space a " "; digits stay digits.
     return re.compile(
-        rf"^\s*(?:\[[^\]]*\]\s*)*(?:{alternatives})\s*(?:\[\d+\]|\(\d+\))?\s*[:\uff1a]",
+        rf"^\s*(?:\[[^\]]*\]\s*)*(?:{alternatives})\s*(?:\[\d+\]|\(\d+\))?\s*:",
         re.IGNORECASE,
     )
+
+
+def _folded_spellings(prefix: str) -> set[str]:
+    options = []
+    for char in prefix:
+        forms: dict[str, str] = {}
+        for form in (char.lower(), char.upper()):
+            forms.setdefault(fold(form).casefold(), form)
+        options.append(list(forms.values()))
+    return {fold("".join(spelling)) for spelling in itertools.product(*options)}
 
 
 def _regex(data: dict[str, Any], path: Path, table: str, key: str) -> re.Pattern[str]:

@@ -32,7 +32,7 @@ class Rule:
 class RuleSet:
     version: str
     rules: Mapping[str, Rule]
-    deceptive_subject: re.Pattern[str]
+    deceptive_subject: re.Pattern[str]  # matched against gateway.lookalikes.fold(subject)
     postal_address: re.Pattern[str]
     footer_text: str
     footer_html: str

@@ -311,7 +311,9 @@ def test_sender_header_and_addresses_in_display_names_are_reported() -> None:
     )
     content = parse_email(raw)
     assert content.from_addresses == ("katie@example.com",)
-    assert content.other_identities == ("ceo@bank.example.org", "relay@other.example.net")
+    assert content.other_identities == (
+        ("ceo@bank.example.org", "From display name"), ("relay@other.example.net", "Sender"),
+    )
 
 
 def test_a_copied_message_shares_the_policy_but_not_its_parts() -> None:
@@ -386,7 +388,7 @@ def test_an_address_a_reader_sees_beside_the_sender_is_found_however_written(
     content = parse_email(crlf(f"{from_line}\nSubject: hi\n\nHi\n"))
     assert content.problems == ()
     assert len(content.other_identities) == 1
-    assert content.other_identities[0].replace("\u0430", "a") in (
+    assert content.other_identities[0].address.replace("\u0430", "a") in (
         "support@paypal.com", "ceo@bank.example")
 
 # Issue 18: amplification and line breaks ---------------------------------------------------
