@@ -7,12 +7,14 @@ what a gateway that checks nothing would pay.
 
 from __future__ import annotations
 
+import itertools
 import json
 import platform
 import statistics
 import sys
 import timeit
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +49,20 @@ def email_case() -> tuple[OutboundMessage, Facts]:
     message = OutboundMessage("b", Channel.EMAIL, "bench", ACCOUNT, "katie@example.com",
                               ("bob@client.example.net",), NOW, email=content)
     return message, Facts()
+
+
+def email_new_subjects(count: int = 8192) -> Callable[[], object]:
+    """A subject never seen before on every decision: more distinct subjects than the
+    policy remembers folded, so each one is folded afresh (Unicode UTS #39 skeleton)."""
+    rules = load_rules(PACKAGE_RULES_DIR)
+    base, facts = email_case()
+    messages = itertools.cycle([
+        replace(base, email=replace(
+            base.email, subject=f"Fleet maintenance costs for Q{n % 4 + 1}, fleet {n}"
+        ))
+        for n in range(count)
+    ])
+    return lambda: decide(next(messages), facts, rules, NOW)
 
 
 def telephony_case(channel: Channel, number: str) -> tuple[OutboundMessage, Facts]:
@@ -94,6 +110,8 @@ def main() -> dict:
     for name, (message, facts) in cases.items():
         decide(message, facts, rules, NOW)
         results[name] = per_call_us(lambda m=message, f=facts: decide(m, f, rules, NOW))
+        if name == "email":
+            results["email, a new subject every time"] = per_call_us(email_new_subjects())
     return {
         "benchmark": "policy decisions in process",
         "python": sys.version.split()[0],
