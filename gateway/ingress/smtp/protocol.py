@@ -127,7 +127,8 @@ class GatewaySMTP(SMTP):
     async def push(self, status: str | bytes) -> None:
         """Give aiosmtpd's own size and line-length refusals an enhanced code and a reason."""
         text = status.decode() if isinstance(status, bytes) else status
-        if text in UNAUTHENTICATED_SIZE_REFUSALS and not self._authenticated():
+        if text in UNAUTHENTICATED_SIZE_REFUSALS and self.data_size_limit != self._full_size_limit:
+            # the smaller limit of a session without AUTH is the one that was exceeded
             text = UNAUTHENTICATED_SIZE_REFUSALS[text].format(limit=self.data_size_limit)
         await super().push(PROTOCOL_REFUSALS.get(text, text))
 
