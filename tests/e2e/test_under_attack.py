@@ -492,6 +492,37 @@ async def test_a_line_separator_in_one_batch_item_is_that_item_s_422(
     assert (status, answer["ErrorCode"]) == (422, 300)
 
 
+async def test_a_message_the_gateway_fails_on_is_answered_alone(gateway, monkeypatch) -> None:
+    """Whatever goes wrong with one message of a batch (here: a bug, simulated), the others
+    are answered and sent, and that message gets its own answer: never a 500 for all."""
+    from gateway.ingress import postmark
+
+    pipeline = gateway.services.pipeline
+    process, build = pipeline.process, postmark.build_request
+
+    async def failing_process(message):
+        if "message 1" in message.email.fields.text_body:
+            raise RuntimeError("a bug")
+        return await process(message)
+
+    def failing_build(item, **kwargs):
+        if item.get("Subject") == "Fleet costs 3":
+            raise KeyError("another bug")
+        return build(item, **kwargs)
+
+    monkeypatch.setattr(pipeline, "process", failing_process)
+    monkeypatch.setattr(postmark, "build_request", failing_build)
+    items = [batch_item(index) for index in range(4)]
+    status, answer = await post(gateway, "/email/batch", items)
+    assert status == 200, answer
+    assert [result["ErrorCode"] for result in answer] == [0, 100, 0, 300]
+    assert "INTERNAL_ERROR" in answer[1]["Message"] and "may have gone out" in answer[1]["Message"]
+    assert "could not read" in answer[3]["Message"]
+    assert len(outbox_messages(gateway)) == 2
+    status, answer = await post(gateway, "/email", items[1])
+    assert (status, answer["ErrorCode"]) == (503, 100)
+
+
 @pytest.mark.parametrize("separator", LINE_SEPARATORS, ids=lambda s: f"U+{ord(s):04X}")
 async def test_a_line_separator_in_a_template_send_s_subject_is_refused(
     gateway, separator: str
