@@ -16,45 +16,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config.settings import PACKAGE_RULES_DIR
-from gateway.lookalikes import DATA_DIR
 from gateway.model import Facts, Purpose
 from gateway.policy import decide
 from gateway.rules.loader import load_rules
 from tests.policy.test_email import message
+from tests.test_lookalikes import CONFUSABLES, IGNORABLES
 
 RULES = load_rules(PACKAGE_RULES_DIR)
 NOW = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
 
 
-def data_rows(name: str) -> list[list[str]]:
-    rows = []
-    for line in (DATA_DIR / name).read_text(encoding="utf-8-sig").splitlines():
-        data = line.split("#", 1)[0].strip()
-        if data:
-            rows.append([field.strip() for field in data.split(";")])
-    return rows
-
-
-def chars(field: str) -> str:
-    return "".join(chr(int(point, 16)) for point in field.split())
-
-
-PROTOTYPE = {chars(row[0]): chars(row[1]) for row in data_rows("confusables.txt")}
-
-
 def look_alikes(*letters: str) -> list[str]:
     """The letters themselves and every character confusables.txt maps to one of them."""
-    wanted = {PROTOTYPE.get(letter, letter) for letter in letters}
-    return sorted({*letters, *(s for s, p in PROTOTYPE.items() if p in wanted)})
+    wanted = {CONFUSABLES.get(letter, letter) for letter in letters}
+    return sorted({*letters, *(s for s, p in CONFUSABLES.items() if p in wanted)})
 
 
-IGNORABLES = sorted(
-    chr(point)
-    for row in data_rows("DerivedCoreProperties.txt")
-    if row[1] == "Default_Ignorable_Code_Point"
-    for first, _, last in [row[0].partition("..")]
-    for point in range(int(first, 16), int(last or first, 16) + 1)
-)
 R, E, COLON = look_alikes("R", "r"), look_alikes("e", "E"), look_alikes(":", "\uff1a")
 F, W, D = look_alikes("F", "f"), look_alikes("w", "W"), look_alikes("d", "D")
 
