@@ -182,9 +182,8 @@ _SIGNATURE_FIELD = re.compile(rb"(?im)^dkim-signature[ \t]*:")
 
 
 def _signed_head(raw: bytes) -> bytes:
-    """The header block as received, when it carries a DKIM signature (else empty); it ends
-    where the parser's does, at the first empty line whatever its line ending."""
-    head = re.split(rb"(?:\r\n|\r|\n)(?:\r\n|\r|\n)", raw, maxsplit=1)[0]
+    """The header block as received, when it carries a DKIM signature (else empty)."""
+    head = _header_block(raw)
     return head if _SIGNATURE_FIELD.search(head) else b""
 
 

@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gateway.mail.parse import parse_email, to_bytes
 from gateway.model import DkimKey
 from gateway.rewrite.dkim import (
     DkimSigner,
@@ -239,3 +240,15 @@ def test_a_header_block_dkimpy_cannot_read_removes_the_signature_instead_of_fail
     kept, removed = without_broken_signatures(signed, b"From: a@b\r\n\rX: y")
     assert b"DKIM-Signature" not in kept
     assert "could not read the header block" in removed[0]
+
+
+def test_parse_keeps_the_whole_received_header_block_of_a_signed_message() -> None:
+    """With CRLF line ends the header block ends at the first empty line, not at the first
+    line end: else an intact agent signature would be compared with one header and lost."""
+    original = agent_signed(MESSAGE)
+    content = parse_email(original)
+    assert content.received_head == original.split(b"\r\n\r\n", 1)[0]
+    assert content.mime is not None
+    kept, removed = without_broken_signatures(to_bytes(content.mime), content.received_head)
+    assert removed == ()
+    assert dkimpy_verifies(kept)
