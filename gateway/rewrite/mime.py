@@ -114,8 +114,8 @@ def footer_target_count(message: EmailMessage) -> int:
     """How many parts `add_footer` would write the footer into, counted without decoding
     any (`parse_email` caps it before `check_rewrite` decodes them: every footed part adds
     a footer's bytes to every copy). Assumes every header can be parsed, as check_rewrite."""
-    return sum(1 for part, _section, shown in _visited_parts(message)
-               if _is_footer_target(part, shown))
+    return sum(1 for part, _section, shown, kind in _visited_parts(message)
+               if _is_footer_target(part, kind, shown))
 
 
 def check_rewrite(message: EmailMessage) -> RewriteCheck:
@@ -126,20 +126,20 @@ def check_rewrite(message: EmailMessage) -> RewriteCheck:
     problems: list[str] = []
     html_bodies: list[tuple[str, str]] = []
     dropped: list[str] = []
-    for part, section, shown in _visited_parts(message):
-        problems += _structure_problems(part, section, shown)
-        if _is_dropped(part, shown):
+    for part, section, shown, kind in _visited_parts(message):
+        problems += _structure_problems(part, section, shown, kind)
+        if _is_dropped(kind, shown):
             dropped.append(f"{_describe_part(part, section)} removed: a footer cannot be "
                            "written into it")
             continue
-        if not _is_footer_target(part, shown):
+        if not _is_footer_target(part, kind, shown):
             continue
         try:
             body = _decoded_body(part, section)
         except RewriteError as error:
             problems.append(str(error))
             continue
-        if part.get_content_subtype() == "html":
+        if kind == "text/html":
             html_bodies.append((_describe_part(part, section), body.text))
     if problems:
         return RewriteCheck(problems, [], [])
@@ -162,57 +162,60 @@ def _describe_part(part: MIMEPart, section: str) -> str:
 
 def _visited_parts(
     part: MIMEPart, section: str = "", shown: bool = False
-) -> Iterator[tuple[MIMEPart, str, bool]]:
+) -> Iterator[tuple[MIMEPart, str, bool, str]]:
     """The parts add_footer looks at: it never opens sealed entities or attached messages.
     `shown`: a part a client may display as the body because it is, or is inside, an
     alternative of a multipart/alternative (a client renders the root of a related part it
-    picks), whatever its Content-Disposition (an "attachment" text/html included)."""
-    yield part, section, shown
-    if part.get_content_maintype() == "multipart" and part.get_content_type() not in SEALED_TYPES:
+    picks), whatever its Content-Disposition (an "attachment" text/html included). The
+    part's content type is read once and given along: every step of the walk needs it."""
+    kind = part.get_content_type()
+    yield part, section, shown, kind
+    if kind.startswith("multipart/") and kind not in SEALED_TYPES:
         for index, child in enumerate(part.iter_parts(), 1):
             yield from _visited_parts(
-                child, child_section(section, index), _child_shown(part, shown, child)
+                child, child_section(section, index), _child_shown(kind, shown, child)
             )
 
 
-def _child_shown(parent: MIMEPart, parent_shown: bool, child: MIMEPart) -> bool:
-    if parent.get_content_type() == "multipart/alternative":
+def _child_shown(parent_kind: str, parent_shown: bool, child: MIMEPart) -> bool:
+    if parent_kind == "multipart/alternative":
         return True
     return parent_shown and not child.is_attachment()
 
 
-def _is_dropped(part: MIMEPart, shown: bool) -> bool:
-    return shown and part.get_content_type() in DROPPED_ALTERNATIVE_TYPES
+def _is_dropped(kind: str, shown: bool) -> bool:
+    return shown and kind in DROPPED_ALTERNATIVE_TYPES
 
 
 def _drop_unfootable_alternatives(message: EmailMessage) -> None:
     """Every shown DROPPED_ALTERNATIVE_TYPES part goes; a client then shows a part that
     carries the footer (`check_rewrite` refused messages where none would be left)."""
-    for part, _section, shown in list(_visited_parts(message)):
-        if part.get_content_maintype() != "multipart" or not part.is_multipart():
+    for part, _section, shown, kind in list(_visited_parts(message)):
+        if not kind.startswith("multipart/") or not part.is_multipart():
             continue
         children = part.get_payload()
-        kept = [c for c in children if not _is_dropped(c, _child_shown(part, shown, c))]
+        kept = [c for c in children
+                if not _is_dropped(c.get_content_type(), _child_shown(kind, shown, c))]
         if len(kept) != len(children):
             part.set_payload(kept)
 
 
-def _is_footer_target(part: MIMEPart, shown: bool) -> bool:
-    return part.get_content_type() in FOOTER_TYPES and (shown or not part.is_attachment())
+def _is_footer_target(part: MIMEPart, kind: str, shown: bool) -> bool:
+    return kind in FOOTER_TYPES and (shown or not part.is_attachment())
 
 
 def _footer_targets(message: EmailMessage) -> list[tuple[MIMEPart, str]]:
     targets = []
-    for part, section, shown in _visited_parts(message):
-        problems = _structure_problems(part, section, shown)
+    for part, section, shown, kind in _visited_parts(message):
+        problems = _structure_problems(part, section, shown, kind)
         if problems:
             raise RewriteError(problems[0])
-        if _is_footer_target(part, shown):
+        if _is_footer_target(part, kind, shown):
             targets.append((part, section))
     return targets
 
 
-def _structure_problems(part: MIMEPart, section: str, shown: bool) -> list[str]:
+def _structure_problems(part: MIMEPart, section: str, shown: bool, kind: str) -> list[str]:
     """Damage that would hide text parts from the walk or misplace a part's headers, and
     parts a client may show that cannot carry the footer."""
     where = f"MIME part {section}" if section else "the message"
@@ -222,22 +225,22 @@ def _structure_problems(part: MIMEPart, section: str, shown: bool) -> list[str]:
         if type(defect) in _HEADER_BLOCK_DEFECTS
     ]
     problems += _ambiguous_structure(part, where)
-    if not _CONTENT_TYPE.fullmatch(part.get_content_type()):
-        problems.append(f"Content-Type of {where} is not a plain type/subtype "
-                        f"({part.get_content_type()!r})")
+    if not _CONTENT_TYPE.fullmatch(kind):
+        problems.append(f"Content-Type of {where} is not a plain type/subtype ({kind!r})")
         return problems
-    if part.get_content_maintype() == "multipart" and not part.is_multipart():
+    if kind.startswith("multipart/") and not part.is_multipart():
         problems.append(_unsplit_multipart_problem(part, section))
-    if part.get_content_maintype() == "multipart" and part.is_multipart():
-        problems += _emptied_by_drops(part, section, shown)
-        if part.get_content_type() == "multipart/alternative":
+    if kind.startswith("multipart/") and part.is_multipart():
+        problems += _emptied_by_drops(part, section, shown, kind)
+        if kind == "multipart/alternative":
             problems += _footerless_alternatives(part, section)
     return problems
 
 
-def _emptied_by_drops(part: MIMEPart, section: str, shown: bool) -> list[str]:
+def _emptied_by_drops(part: MIMEPart, section: str, shown: bool, kind: str) -> list[str]:
     children = list(part.iter_parts())
-    if children and all(_is_dropped(c, _child_shown(part, shown, c)) for c in children):
+    if children and all(_is_dropped(c.get_content_type(), _child_shown(kind, shown, c))
+                        for c in children):
         return [f"{_describe_part(part, section)} would be left empty once its parts that "
                 "cannot carry the footer are removed"]
     return []
@@ -273,19 +276,20 @@ def _footerless_alternatives(part: MIMEPart, section: str) -> list[str]:
         f"{_describe_part(child, child_section(section, index))} is an alternative "
         "that cannot carry the footer"
         for index, child in enumerate(part.iter_parts(), 1)
-        if not _is_dropped(child, True) and not _carries_footer(child, True)
+        if not _is_dropped(child.get_content_type(), True) and not _carries_footer(child, True)
     ]
 
 
 def _carries_footer(part: MIMEPart, shown: bool) -> bool:
     """Whether add_footer writes the footer into this part or a part it shows; sealed
     entities and attached messages are never opened, so they carry none."""
-    if part.get_content_maintype() != "multipart":
-        return _is_footer_target(part, shown)
-    if part.get_content_type() in SEALED_TYPES or not part.is_multipart():
+    kind = part.get_content_type()
+    if not kind.startswith("multipart/"):
+        return _is_footer_target(part, kind, shown)
+    if kind in SEALED_TYPES or not part.is_multipart():
         return False
     return any(
-        _carries_footer(child, _child_shown(part, shown, child)) for child in part.iter_parts()
+        _carries_footer(child, _child_shown(kind, shown, child)) for child in part.iter_parts()
     )
 
 
