@@ -23,7 +23,14 @@ from email.policy import EmailPolicy, compat32
 from typing import Any
 
 from gateway.lookalikes import fold_char, shown
-from gateway.mail.repair import is_utf8, reencode_utf8_headers, repair_transfer_encodings
+from gateway.mail.repair import (
+    ESCAPED_8BIT,
+    LINE_BREAK,
+    is_utf8,
+    reencode_utf8_headers,
+    repair_transfer_encodings,
+    unescaped,
+)
 from gateway.model import EmailContent, EmailFields, ShownAddress
 from gateway.rewrite.html_footer import visibility_problems
 from gateway.rewrite.mime import check_rewrite, child_section, footer_target_count
@@ -36,8 +43,6 @@ MAX_NESTING_DEPTH = 50
 # footer to every copy, so 100,000 tiny text parts would turn 3 MB into 47 MB.
 MAX_FOOTED_PARTS = 100
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_ESCAPED_8BIT = re.compile("[\udc80-\udcff]")
 
 
 REREAD_HEADERS = frozenset({
@@ -70,7 +75,7 @@ def _fetched_header(factory: Any, name: str, source: str) -> Any:
 
 
 def _unfolded(source: str) -> str:
-    return _LINE_BREAK.sub("", source).strip(" \t")
+    return LINE_BREAK.sub("", source).strip(" \t")
 
 
 class VerbatimHeaderPolicy(EmailPolicy):
@@ -106,7 +111,7 @@ class VerbatimHeaderPolicy(EmailPolicy):
     def fold(self, name: str, value: Any) -> str:
         if hasattr(value, "name"):
             return super().fold(name, value)
-        return name + ":" + self.linesep.join(_LINE_BREAK.split(value)) + self.linesep
+        return name + ":" + self.linesep.join(LINE_BREAK.split(value)) + self.linesep
 
     def fold_binary(self, name: str, value: Any) -> bytes:
         if hasattr(value, "name"):
@@ -326,7 +331,7 @@ def _line_separators(part: Message) -> Iterator[tuple[str, str]]:
     splitting lines as Python's str.splitlines() does would see the rest as a header of
     its own. Only CR and LF (the folds) end header lines here."""
     for name, value in part.raw_items():
-        text = _unescape(value) if _ESCAPED_8BIT.search(value) else value
+        text = unescaped(value) if ESCAPED_8BIT.search(value) else value
         separator = line_break_in(text.replace("\r", "").replace("\n", ""))
         if separator:
             yield name, separator
@@ -347,7 +352,7 @@ def _eight_bit_header_problems(message: Message) -> list[str]:
     return [
         f"header {name!r} contains 8-bit bytes that are not valid UTF-8"
         for name, value in message.raw_items()
-        if _ESCAPED_8BIT.search(value) and not is_utf8(value)
+        if ESCAPED_8BIT.search(value) and not is_utf8(value)
     ]
 
 
@@ -413,13 +418,13 @@ def _other_identities(message: Message) -> tuple[ShownAddress, ...]:
                     found.append(ShownAddress(_normalized_addr_spec(address), name))
                 found += [
                     ShownAddress(text, f"{name} display name")
-                    for text in _addresses_in_text(_unescape(address.display_name or ""))
+                    for text in _addresses_in_text(unescaped(address.display_name or ""))
                 ]
     names = {name.lower(): name for name in IDENTITY_HEADERS}
     for raw_name, value in message.raw_items():
         name = names.get(raw_name.lower())
         if name:
-            for comment in _COMMENT_TEXT.findall(_unescape(value)):
+            for comment in _COMMENT_TEXT.findall(unescaped(value)):
                 found += [
                     ShownAddress(text, f"{name} comment")
                     for text in _addresses_in_text(_decoded_words(comment))
@@ -475,12 +480,8 @@ def _normalized_addr_spec(address: Address) -> str:
 
     Raw UTF-8 (SMTPUTF8) reaches the address parser as escaped bytes, decoded here.
     """
-    username, domain = _unescape(address.username), _unescape(address.domain).lower()
+    username, domain = unescaped(address.username), unescaped(address.domain).lower()
     return Address(username=username, domain=domain).addr_spec
-
-
-def _unescape(text: str) -> str:
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _subject(message: Message) -> tuple[str, list[str]]:
@@ -522,5 +523,5 @@ def _raw_value(message: Message, name: str) -> str:
     (a Message-ID the parser chokes on is still worth recording)."""
     for raw_name, value in message.raw_items():
         if raw_name.lower() == name.lower():
-            return _unescape(_LINE_BREAK.sub("", value).strip())
+            return unescaped(LINE_BREAK.sub("", value).strip())
     return ""

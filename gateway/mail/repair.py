@@ -32,7 +32,8 @@ _CANONICAL_ENCODINGS = {
     "quotedprintable": "quoted-printable", "base64": "base64",
 }
 _ENCODING_NOISE = re.compile(r"[\s\"';_-]")
-_ESCAPED_8BIT = re.compile("[\udc80-\udcff]")
+# Raw 8-bit header bytes, as the parser stores them (surrogate escapes).
+ESCAPED_8BIT = re.compile("[\udc80-\udcff]")
 # A quoted string (left as it is: RFC 2047 §5 forbids encoded words in one), or an RFC 5322
 # comment without nested parentheses or quoted pairs (group 1); nested ones are left.
 _QUOTED_OR_COMMENT = re.compile(r'"(?:[^"\\]|\\.)*"|\(([^()\\]*)\)')
@@ -40,7 +41,7 @@ _QUOTED_OR_COMMENT = re.compile(r'"(?:[^"\\]|\\.)*"|\(([^()\\]*)\)')
 _MESSAGE_ID_HEADERS = frozenset(
     {"message-id", "in-reply-to", "references", "content-id", "resent-message-id"}
 )
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FOLD_AT = 76
 
 
@@ -94,9 +95,9 @@ def reencode_utf8_headers(message: Message) -> list[str]:
     notes = []
     headers = list(message.raw_items())
     for index, (name, value) in enumerate(headers):
-        if not _ESCAPED_8BIT.search(value) or not is_utf8(value):
+        if not ESCAPED_8BIT.search(value) or not is_utf8(value):
             continue
-        text = _LINE_BREAK.sub("", _unescaped(value)).strip()
+        text = LINE_BREAK.sub("", unescaped(value)).strip()
         try:
             repaired = _reencoded(message, name, text)
         except Exception:  # the stdlib header parsers fail in many ways on odd input
@@ -196,8 +197,9 @@ def is_utf8(escaped: str) -> bool:
     return True
 
 
-def _unescaped(escaped: str) -> str:
-    return escaped.encode("utf-8", "surrogateescape").decode("utf-8")
+def unescaped(escaped: str) -> str:
+    """Raw header bytes read as UTF-8; bytes that are not UTF-8 become U+FFFD."""
+    return escaped.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _escaped(text: str) -> str:

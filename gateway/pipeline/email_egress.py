@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from gateway.addresses import domain_of
 from gateway.mail.compose import compose_mime
 from gateway.mail.parse import to_bytes
 from gateway.model import Channel, Decision, EmailFields, OutboundMessage, Reason, Receipt
@@ -105,7 +106,7 @@ class EmailEgress:
     def _signed(self, message: OutboundMessage, mime: bytes, received_head: bytes | None) -> bytes:
         email = message.email
         assert email is not None
-        from_domain = email.from_addresses[0].rpartition("@")[2] if email.from_addresses else ""
+        from_domain = domain_of(email.from_addresses[0]) if email.from_addresses else ""
         signed = self.dkim.finish(mime, from_domain, received_head)
         if signed.removed:
             log_event(log, "dkim-signature-removed", gateway_id=message.id,

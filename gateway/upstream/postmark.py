@@ -28,6 +28,7 @@ import aiohttp
 
 from gateway.config.settings import EmailUpstreamConfig
 from gateway.mail.parse import MIME_POLICY
+from gateway.mail.repair import unescaped
 from gateway.model import EmailFields, UpstreamPermanentError, UpstreamTemporaryError
 from gateway.rewrite.mime import FOOTER_TYPES, SEALED_TYPES
 from gateway.runtime.clock import Clock
@@ -123,12 +124,7 @@ def _decoded_header(name: str, value: str) -> str:
         text = str(MIME_POLICY.header_fetch_parse(name, value))
     except Exception:  # bugs in the stdlib header parser surface as arbitrary errors
         text = value.replace("\r", "").replace("\n", "").strip()
-    return _unescape(text)
-
-
-def _unescape(text: str) -> str:
-    """Raw UTF-8 header bytes (SMTPUTF8) reach Python as escaped surrogates; JSON needs text."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return unescaped(text)
 
 
 def _header_fields(message: Message) -> dict[str, Any]:
@@ -207,7 +203,7 @@ def _attachment(part: Message, number: int) -> dict[str, str]:
     content_type = part.get_content_type()
     filename = part.get_filename()
     attachment = {
-        "Name": _unescape(filename) if filename else _fallback_name(content_type, number),
+        "Name": unescaped(filename) if filename else _fallback_name(content_type, number),
         "Content": base64.b64encode(_content_bytes(part)).decode("ascii"),
         # A forwarded multipart needs its boundary (and protocol) to be read again.
         "ContentType": (
