@@ -17,6 +17,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
+from gateway.cli.main import main
 from tests.conftest import DEMO_SECRET, write_config
 from tests.fakes.smtp_sink import SmtpSink
 from tests.ingress.smtp.test_submission import first_touch
@@ -212,3 +213,48 @@ def test_env_config_is_used_when_no_flag(tmp_path: Path, config: Path) -> None:
     )
     assert result.returncode == 0
     assert (tmp_path / "var" / "gateway.db").exists()
+
+
+READ_COMMANDS = [
+    ["blocks"], ["blocks", "--format", "table"], ["audit", "list"], ["audit", "verify"],
+    ["suppress", "list"], ["suppress", "export"], ["consent", "list", "+14155550123"],
+    ["location", "show", "+14155550123"], ["privacy", "export", "bob@client.example.net"],
+    ["check", "email", "--to", "bob@client.example.net", "--from", "katie@example.com"],
+    ["check", "call", "--to", "+12125550123"], ["check", "sms", "--to", "+12125550123"],
+]
+
+
+def refusal_without_config(stderr: str, directory: Path) -> None:
+    """One line naming every place looked and how to name a file; nothing left behind."""
+    assert stderr.count("\n") == 1, stderr
+    assert "--config (not given)" in stderr and "$GATEWAY_CONFIG (not set)" in stderr
+    assert f"{directory.resolve() / 'gateway.toml'} (no such file)" in stderr
+    assert "pass --config FILE or set GATEWAY_CONFIG" in stderr
+    assert list(directory.iterdir()) == [], "no database (nor anything else) was created"
+
+
+@pytest.mark.parametrize("args", READ_COMMANDS, ids=" ".join)
+def test_a_read_command_without_a_config_file_refuses_and_creates_nothing(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    refusal_without_config(captured.err, tmp_path)
+    assert f"'{' '.join(a for a in args[:2] if not a.startswith('-'))}' reads the store" in (
+        captured.err
+    )
+
+
+def test_the_real_cli_refuses_blocks_in_an_empty_directory(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "GATEWAY_CONFIG"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "blocks"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=environment,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    refusal_without_config(result.stderr, tmp_path)

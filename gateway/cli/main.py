@@ -20,7 +20,13 @@ from gateway.cli.common import (
 from gateway.cli.dkim import print_dkim_record
 from gateway.cli.registries import COMMANDS
 from gateway.cli.rules import add_rules_commands, run_rules
-from gateway.config.settings import Config, ConfigError, find_config_file, load_config
+from gateway.config.settings import (
+    Config,
+    ConfigError,
+    config_search_path,
+    find_config_file,
+    load_config,
+)
 from gateway.model import (
     Channel,
     ConsentKind,
@@ -37,13 +43,25 @@ from gateway.services.imports import (
 from gateway.store import migrate
 from gateway.store.base import StoreUnavailable
 
+# Commands that only read what the store holds (and `privacy export`, which audits its
+# read). Without a configuration file they refuse: the built-in defaults would open an
+# empty database created on the spot and answer "nothing there" (or, for `check`, allow a
+# recipient the real store has suppressed). Commands that put records in (`suppress add`,
+# imports) or run the gateway keep the built-in defaults.
+READ_COMMANDS = frozenset({
+    "blocks", "audit list", "audit verify", "suppress list", "suppress export",
+    "consent list", "location show", "privacy export", "check email", "check call",
+    "check sms",
+})
+
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
         default=argparse.SUPPRESS,
-        help="TOML file (default: $GATEWAY_CONFIG, then ./gateway.toml, then built-in defaults)",
+        help="TOML file (default: $GATEWAY_CONFIG, then ./gateway.toml, then built-in "
+        "defaults, which commands that only read the store refuse)",
     )
 
     parser = OneLineErrorParser(prog="compliance-gateway", parents=[common])
@@ -190,7 +208,16 @@ def _add_privacy_commands(
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(find_config_file(getattr(args, "config", None)))
+        config_file = find_config_file(getattr(args, "config", None))
+        command = " ".join(
+            [args.command, *(getattr(args, part) for part in ("action", "kind") if part in args)]
+        )
+        if config_file is None and command in READ_COMMANDS:
+            raise UsageError(
+                f"'{command}' reads the store, and no configuration file was found (looked "
+                f"at: {config_search_path()}); pass --config FILE or set GATEWAY_CONFIG"
+            )
+        config = load_config(config_file)
         if args.command == "serve":
             return _serve(config, args)
         if args.command == "migrate":

@@ -217,6 +217,13 @@ def find_config_file(explicit: str | None) -> Path | None:
     return local if local.exists() else None
 
 
+def config_search_path() -> str:
+    """Every place `find_config_file` looked, for the operator of a command that needs a
+    file when none was found (the local file by its full path: the directory matters)."""
+    local = Path("gateway.toml").resolve()
+    return f"--config (not given), $GATEWAY_CONFIG (not set), {local} (no such file)"
+
+
 def load_config(path: Path | None) -> Config:
     if path is None:
         return build_config({}, source=None, base_dir=Path.cwd())
