@@ -11,6 +11,7 @@ import gc
 import hashlib
 import logging
 import signal
+import socket
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -34,12 +35,16 @@ from gateway.runtime.clock import Clock
 from gateway.runtime.connections import (
     DESCRIPTOR_RESERVE,
     Listener,
-    bind_listener,
     make_room_for_descriptors,
 )
 from gateway.runtime.logs import log_event
 from gateway.runtime.metrics import Metrics
-from gateway.runtime.processes import inherited_listeners, is_first_worker
+from gateway.runtime.processes import (
+    ListenError,
+    bind_configured_listener,
+    inherited_listeners,
+    is_first_worker,
+)
 from gateway.services.privacy import Privacy, erasure_key, purge
 from gateway.services.retention import run_retention_periodically
 from gateway.services.store_gauges import StoreGauges
@@ -268,10 +273,7 @@ class Gateway:
         authenticator = AccountAuthenticator(
             lambda: self.config.accounts, services.login_limits
         )
-        smtp_socket, http_socket = inherited_listeners() or (
-            bind_listener(self.config.smtp.listen.host, self.config.smtp.listen.port),
-            bind_listener(self.config.http.listen.host, self.config.http.listen.port),
-        )
+        smtp_socket, http_socket = inherited_listeners() or await self._bind_listeners()
         self._make_room_for_connections()
         self._smtp_server = start_smtp_server(
             self.config, handler, authenticator, self.sessions, smtp_socket, services.metrics
@@ -316,6 +318,21 @@ class Gateway:
             store=self.config.store_url.split("://")[0],
             email_upstream=services.email_upstream.name,
         )
+
+    async def _bind_listeners(self) -> tuple[socket.socket, socket.socket]:
+        """Both listeners or neither. One that cannot be had (a ListenError naming its
+        setting) closes what `start` opened before it, so nothing is left running."""
+        try:
+            with contextlib.ExitStack() as bound:
+                smtp = bound.enter_context(
+                    bind_configured_listener("smtp.listen", self.config.smtp.listen)
+                )
+                http = bind_configured_listener("http.listen", self.config.http.listen)
+                bound.pop_all()
+                return smtp, http
+        except ListenError:
+            await self.services.close()
+            raise
 
     def _make_room_for_connections(self) -> None:
         """Every connection the caps allow needs a file descriptor: raise the soft limit

@@ -35,7 +35,7 @@ from gateway.model import (
 from gateway.rules.errors import RulesError
 from gateway.runtime.clock import Clock
 from gateway.runtime.logs import configure_logging
-from gateway.runtime.processes import LISTENERS_ENV, supervise
+from gateway.runtime.processes import LISTENERS_ENV, ListenError, supervise
 from gateway.server import Gateway, Services, serve_forever
 from gateway.services.imports import (
     IMPORT_FORMATS,
@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RulesError as exc:
         print(f"rules error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    except UsageError as exc:
+    except (UsageError, ListenError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except StoreUnavailable as exc:

@@ -293,15 +293,17 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
 
     upstream = _section(raw.get("upstream"), "upstream", {"email", "twilio"})
     smtp = _smtp_section(raw.get("smtp"))
+    smtp_config, http_config = _smtp(smtp, base_dir), _http(raw.get("http"))
+    _listeners_apart(smtp_config.listen, http_config.listen)
     return Config(
         source=source,
         data_dir=data_dir,
         rules_dir=rules_dir,
         public_url=public_url,
         unsubscribe_mailto=unsubscribe_mailto,
-        smtp=_smtp(smtp, base_dir),
+        smtp=smtp_config,
         login_limits=_login_limits(smtp),
-        http=_http(raw.get("http")),
+        http=http_config,
         store_url=_store_url(_section(raw.get("store"), "store", {"url"}), base_dir),
         sender=sender,
         accounts=_accounts(raw.get("accounts"), sender),
@@ -419,6 +421,26 @@ def _http(raw: Any) -> HttpConfig:
             maximum=25_000,
         ),
     )
+
+
+def _listeners_apart(smtp: ListenAddress, http: ListenAddress) -> None:
+    """SMTP and HTTP on one address would fail only at start-up, at the second bind: said
+    at load time, naming both settings. A wildcard host (`0.0.0.0`, `::`) takes the port on
+    every address of its family, so it meets any host of that family on the same port."""
+    if smtp.port == 0 or smtp.port != http.port or (":" in smtp.host) != (":" in http.host):
+        return
+    if smtp.host == http.host or _is_wildcard(smtp.host) or _is_wildcard(http.host):
+        raise ConfigError(
+            "http.listen",
+            f"{http} takes the port of smtp.listen ({smtp}): give SMTP and HTTP one each",
+        )
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 def _connection_caps(section: TomlTable, timeout_name: str) -> dict[str, Any]:

@@ -253,11 +253,13 @@ class Listener:
         conn.close()
 
 
-def bind_listener(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on `host:port` (IPv6 for a host with a colon), as
-    `gateway.runtime.processes` binds workers' listeners."""
+def bind_listener(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on `host:port` (IPv6 for a host with a colon); `reuse_port`
+    for the workers' listeners sharing one port (`gateway.runtime.processes`)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+    return socket.create_server(
+        (host, port), family=family, backlog=LISTEN_BACKLOG, reuse_port=reuse_port
+    )
 
 
 def make_room_for_descriptors(needed: int) -> int:

@@ -20,12 +20,14 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
 from prometheus_client.multiprocess import mark_process_dead
 
-from gateway.config.settings import Config
+from gateway.config.settings import Config, ListenAddress
+from gateway.runtime.connections import bind_listener
 from gateway.runtime.logs import log_event
 from gateway.runtime.metrics import MULTIPROCESS_DIRECTORY_ENV
 
@@ -33,7 +35,25 @@ log = logging.getLogger("gateway.runtime.processes")
 
 LISTENERS_ENV = "GATEWAY_LISTEN_FDS"  # "smtp_fd,http_fd", set for workers only
 WORKER_INDEX_ENV = "GATEWAY_WORKER_INDEX"
-LISTEN_BACKLOG = 1024
+
+
+class ListenError(Exception):
+    """A configured listener that cannot be bound (its port taken, an address this host
+    does not have, a privileged port): one line naming the setting, not a traceback."""
+
+
+def bind_configured_listener(
+    key: str, address: ListenAddress, *, reuse_port: bool = False
+) -> socket.socket:
+    """The listener of setting `key` (`smtp.listen`, `http.listen`); a failure names both
+    the setting and the address."""
+    try:
+        return bind_listener(address.host, address.port, reuse_port=reuse_port)
+    except OSError as exc:
+        # The errno's own words: create_server appends the address, which is said already
+        # (a name lookup's error has a negative errno and only its own text).
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror
+        raise ListenError(f"{key} {address}: cannot listen: {reason or exc}") from exc
 
 
 def inherited_listeners() -> tuple[socket.socket, socket.socket] | None:
@@ -120,18 +140,16 @@ def _listeners_per_worker(config: Config) -> list[tuple[socket.socket, socket.so
     two ports (the first socket picks a port given as 0): the kernel then spreads new
     connections evenly over the workers, where sharing one socket lets whichever worker
     wakes first take most of them."""
-    smtp = [_bind(config.smtp.listen.host, config.smtp.listen.port)]
-    http = [_bind(config.http.listen.host, config.http.listen.port)]
+    smtp = [_bind("smtp.listen", config.smtp.listen)]
+    http = [_bind("http.listen", config.http.listen)]
+    smtp_port, http_port = smtp[0].getsockname()[1], http[0].getsockname()[1]
     for _ in range(config.workers - 1):
-        smtp.append(_bind(config.smtp.listen.host, smtp[0].getsockname()[1]))
-        http.append(_bind(config.http.listen.host, http[0].getsockname()[1]))
+        smtp.append(_bind("smtp.listen", replace(config.smtp.listen, port=smtp_port)))
+        http.append(_bind("http.listen", replace(config.http.listen, port=http_port)))
     return list(zip(smtp, http, strict=True))
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.create_server(
-        (host, port), family=family, backlog=LISTEN_BACKLOG, reuse_port=True
-    )
+def _bind(key: str, address: ListenAddress) -> socket.socket:
+    listener = bind_configured_listener(key, address, reuse_port=True)
     listener.set_inheritable(True)
     return listener

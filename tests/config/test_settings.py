@@ -73,6 +73,35 @@ def test_broken_config_names_the_key(tmp_path: Path, text: str, key: str) -> Non
     assert error.value.key == key
 
 
+SHARED_PORTS = [
+    ("[smtp]\nlisten = '127.0.0.1:8025'\n[http]\nlisten = '127.0.0.1:8025'\n", "same address"),
+    ("[smtp]\nlisten = '0.0.0.0:8025'\nallow_insecure_auth = true\n"
+     "[http]\nlisten = '127.0.0.1:8025'\n", "SMTP on every IPv4 address"),
+    ("[smtp]\nlisten = '[::1]:8025'\n[http]\nlisten = '[::]:8025'\n", "HTTP on every IPv6 address"),
+    ("[http]\nlisten = '127.0.0.1:2525'\n", "HTTP on SMTP's default"),
+]
+APART = [
+    "[smtp]\nlisten = '127.0.0.1:0'\n[http]\nlisten = '127.0.0.1:0'\n",
+    "[smtp]\nlisten = '127.0.0.1:8025'\n[http]\nlisten = '127.0.0.2:8025'\n",
+    "[smtp]\nlisten = '[::1]:8025'\n[http]\nlisten = '0.0.0.0:8025'\n",
+]
+
+
+@pytest.mark.parametrize("text", [t for t, _ in SHARED_PORTS], ids=[i for _, i in SHARED_PORTS])
+def test_smtp_and_http_on_one_port_is_an_error_naming_both(tmp_path: Path, text: str) -> None:
+    """Found at load time, not as a traceback from the second bind at start-up."""
+    with pytest.raises(ConfigError) as error:
+        load_config(config_with(tmp_path, text))
+    assert error.value.key == "http.listen"
+    assert "takes the port of smtp.listen (" in str(error.value)
+
+
+@pytest.mark.parametrize("text", APART)
+def test_listeners_apart_load(tmp_path: Path, text: str) -> None:
+    """Port 0 (each listener picks its own), other hosts, or other address families."""
+    load_config(config_with(tmp_path, text))
+
+
 def test_secret_from_environment_and_not_in_repr(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("GATEWAY_TEST_SECRET", "from-the-environment-1")
     config = load_config(config_with(

@@ -10,16 +10,21 @@ import asyncio
 import inspect
 import json
 import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
 import aiosmtplib
 import pytest
 
-from gateway.config.settings import ConfigError, load_config
+from gateway.config.settings import ConfigError, ListenAddress, load_config
 from gateway.model import Suppression
 from gateway.runtime.metrics import Metrics
+from gateway.runtime.processes import ListenError
 from gateway.server import Gateway
 from gateway.services.store_gauges import StoreGauges
 from gateway.store.sqlite import SqliteStore
@@ -28,7 +33,7 @@ from tests.conftest import DEMO_SECRET, write_config
 from tests.fakes.smtp_sink import SmtpSink
 from tests.ingress.smtp.test_submission import first_touch
 from tests.store.test_store import T0
-from tests.test_cli import ServeProcess, cli
+from tests.test_cli import ServeProcess, cli, free_port
 
 NEW_SECRET = "newbie-secret-0123456789"
 SMTP_UPSTREAM = """
@@ -360,3 +365,79 @@ def test_operational_keys_default(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("drain_timeout_s = 5\n", ""))
     config = load_config(path)
     assert (config.drain_timeout_s, config.metrics_refresh_s) == (30.0, 30)
+
+
+# Listeners that cannot be had --------------------------------------------------------------
+
+def listening_config(tmp_path: Path, smtp_port: int, http_port: int, workers: int = 1) -> Path:
+    path = write_config(tmp_path)
+    text = path.read_text().replace("drain_timeout_s = 5", f"workers = {workers}")
+    text = text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{smtp_port}"', 1)
+    path.write_text(text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{http_port}"'))
+    return path
+
+
+def serve(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def human_lines(stderr: str) -> list[str]:
+    """stderr without the JSON log lines."""
+    return [line for line in stderr.splitlines() if not line.startswith("{")]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("taken", ["smtp.listen", "http.listen"])
+def test_serve_on_a_port_in_use_says_which_setting_in_one_line(
+    tmp_path: Path, taken: str, workers: int
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as occupant:
+        port = occupant.getsockname()[1]
+        other = free_port()
+        ports = (port, other) if taken == "smtp.listen" else (other, port)
+        result = serve(listening_config(tmp_path, *ports, workers=workers))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert human_lines(result.stderr) == [
+        f"error: {taken} 127.0.0.1:{port}: cannot listen: Address already in use"
+    ]
+
+
+def test_serve_with_smtp_and_http_on_one_port_is_a_config_error(tmp_path: Path) -> None:
+    port = free_port()
+    result = serve(listening_config(tmp_path, port, port))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"config error: http.listen: 127.0.0.1:{port} takes the port of smtp.listen "
+        f"(127.0.0.1:{port}): give SMTP and HTTP one each"
+    ]
+
+
+async def test_a_gateway_that_cannot_listen_raises_one_line_and_leaves_nothing_open(
+    config_factory
+) -> None:
+    """HTTP's port is taken after SMTP's was bound: SMTP's is let go again, and the store
+    and upstreams `start` opened are closed."""
+    smtp_port = free_port()
+    with socket.create_server(("127.0.0.1", 0)) as occupant:
+        http_port = occupant.getsockname()[1]
+        config = config_factory()
+        config = replace(
+            config,
+            smtp=replace(config.smtp, listen=ListenAddress("127.0.0.1", smtp_port)),
+            http=replace(config.http, listen=ListenAddress("127.0.0.1", http_port)),
+        )
+        gateway = Gateway(config)
+        with pytest.raises(ListenError) as error:
+            await gateway.start()
+    assert str(error.value) == (
+        f"http.listen 127.0.0.1:{http_port}: cannot listen: Address already in use"
+    )
+    with socket.create_server(("127.0.0.1", smtp_port)):
+        pass
+    again = Gateway(config)
+    await again.start()
+    await again.stop()
