@@ -185,10 +185,13 @@ class Services:
         await self.twilio_upstream.start()
 
     async def close(self) -> None:
-        await self.login_limits.flush()
-        await self.pipeline.background.flush()
+        """The upstreams first: closing them cuts off the sends still running, which then
+        record or release their delivery claims (`pipeline.background`) while the store is
+        still open. A claim left pending would refuse the agent's retry for 10 minutes."""
         await self.email_upstream.close()
         await self.twilio_upstream.close()
+        await self.login_limits.flush()
+        await self.pipeline.background.flush()
         await self.store.close()
 
 
@@ -415,7 +418,8 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop accepting, give SMTP transactions and HTTP requests in flight until
-        `drain_timeout_s` to finish, cut off the rest (logged), then close everything."""
+        `drain_timeout_s` to finish, cut off the rest (logged), then close everything, the
+        store last, once the work cut off has unwound (`Services.close`)."""
         for task in (self._retention_task, self._store_gauges_task):
             if task is None:
                 continue

@@ -403,8 +403,12 @@ class Pipeline:
         if claim is DeliveryClaim.IN_FLIGHT:
             raise TemporaryFailure("IN_FLIGHT", "the same message is being delivered right now")
         # Once claimed, an agent hanging up must not cut the send off between the provider
-        # accepting and the ledger recording it: that is how duplicates happen.
-        receipt = await asyncio.shield(self._send_claimed(egress, message, decision, recipient))
+        # accepting and the ledger recording it: that is how duplicates happen. Shutdown
+        # waits for the send too (`background`), so its claim is recorded or released
+        # before the store closes.
+        receipt = await asyncio.shield(
+            self.background.start(self._send_claimed(egress, message, decision, recipient))
+        )
         log_event(
             log,
             "delivered",

@@ -43,6 +43,7 @@ class SmtpEmailUpstream:
         self.config = config
         self._tls_context = tls_context
         self._idle: list[SMTP] = []
+        self._busy: set[SMTP] = set()  # in the middle of an exchange
         self._slots = asyncio.Semaphore(config.pool_size)
         self._closed = False
 
@@ -54,7 +55,12 @@ class SmtpEmailUpstream:
         """Connect lazily: an unreachable provider must not stop the gateway from starting."""
 
     async def close(self) -> None:
+        """At shutdown, after the drain deadline: an exchange still running is cut off too,
+        and fails as a lost connection at its stage (before DATA nothing went out, so its
+        delivery claim is released); no connection is opened after this."""
         self._closed = True
+        for client in list(self._busy):
+            client.close()
         idle, self._idle = self._idle, []
         await asyncio.gather(*(quit_quietly(client) for client in idle))
 
@@ -111,6 +117,8 @@ class SmtpEmailUpstream:
             self._idle.append(client)
 
     async def _connect(self) -> SMTP:
+        if self._closed:
+            raise UpstreamTemporaryError(f"upstream {self.address}: the gateway is stopping")
         client = SMTP(
             hostname=self.config.host,
             port=self.config.port,
@@ -136,6 +144,7 @@ class SmtpEmailUpstream:
 
     async def _step(self, client: SMTP, operation: Awaitable[T], stage: str) -> T:
         """Run one exchange; a connection that failed one is in an unknown state, so it closes."""
+        self._busy.add(client)
         try:
             return await operation
         except BaseException as exc:
@@ -143,6 +152,8 @@ class SmtpEmailUpstream:
             if isinstance(exc, CLIENT_ERRORS):
                 raise self._translated(exc, stage) from exc
             raise
+        finally:
+            self._busy.discard(client)
 
     def _translated(
         self, exc: SMTPException | OSError | ValueError, stage: str

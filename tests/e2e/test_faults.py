@@ -19,6 +19,7 @@ import socket
 import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import aiosmtplib
@@ -192,6 +193,30 @@ async def test_ambiguous_data_failure_holds_the_copy_until_the_claim_is_stale(
         clock.advance(STALE_DELIVERY_CLAIM_S + 1)
         assert (await submit(gateway))[0] == 250
         assert copies(sink) == Counter({BOB: 1, ANN: 1})
+
+
+async def test_a_send_cut_off_at_shutdown_frees_its_claim_for_the_retry(config_factory) -> None:
+    """SIGTERM with a short drain while the upstream is slow: the copy still waiting on it is
+    cut off before its content went out, and its delivery claim is released before the
+    store closes. The agent's retry, to the gateway started again on the same store, is
+    sent (not refused with 451 for 10 minutes), and only once."""
+    async with SmtpSink() as sink:
+        config = replace(config_factory(smtp_upstream(sink.port)), drain_timeout_s=0.1)
+        first = Gateway(config)
+        await first.start()
+        sink.stall_next("rcpt", 30)
+        cut_off = asyncio.create_task(submit(first, (BOB,)))
+        await until(lambda: sink.mail_commands == 1)
+        await first.stop()
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+            await cut_off
+        again = Gateway(config)
+        await again.start()
+        try:
+            assert await submit(again, (BOB,)) == (250, "2.0.0 OK delivered to 1")
+        finally:
+            await again.stop()
+        assert copies(sink) == Counter({BOB: 1})
 
 
 # The store ---------------------------------------------------------------------------------

@@ -325,3 +325,27 @@ async def test_close_quits_pooled_connections(sink, make_upstream):
     await upstream.close()
 
     assert sink.quit_count == 2
+
+
+@pytest.mark.parametrize(
+    ("stage", "maybe_delivered"), [("rcpt", False), ("data", True)], ids=["at RCPT", "at DATA"]
+)
+async def test_close_cuts_off_an_exchange_in_flight_as_a_lost_connection(
+    sink, make_upstream, stage, maybe_delivered
+):
+    """Shutdown after the drain deadline: a send still waiting on the provider fails at
+    once, saying whether the content had gone out; nothing is sent after the close."""
+    upstream = make_upstream(sink.port)
+    sink.stall_next(stage, 30)
+    sending = asyncio.create_task(upstream.send_email(SENDER, RECIPIENT, MESSAGE))
+    while sink.mail_commands == 0 or (stage == "data" and not sink.messages):
+        await asyncio.sleep(0.01)
+
+    await upstream.close()
+
+    with pytest.raises(UpstreamTemporaryError) as raised:
+        await asyncio.wait_for(sending, 2)  # well within the upstream's timeout_s (5 s)
+    assert raised.value.maybe_delivered is maybe_delivered
+    with pytest.raises(UpstreamTemporaryError, match="stopping"):
+        await upstream.send_email(SENDER, RECIPIENT, MESSAGE)
+    assert sink.mail_commands == 1
