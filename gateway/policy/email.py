@@ -184,7 +184,8 @@ def _template_footer_gaps(template_has_footer: bool | None) -> list[str]:
     if template_has_footer is False:
         return [
             "the Postmark template does not show the footer: it must use "
-            "{{{compliance_footer_html}}} and {{compliance_footer_text}} from TemplateModel"
+            "{{{compliance_footer_html}}} and {{compliance_footer_text}} from TemplateModel "
+            "where a reader sees them (not inside an HTML comment)"
         ]
     return []
 

@@ -39,11 +39,16 @@ tinycss2), what it does to `<html>` and `<body>` is judged in css_visibility, an
 selectors are matched against those elements as the parser built them (css_selectors): a
 rule counts when it may apply (any media query, any pseudo-class state), never only when it
 surely does.
+
+A Postmark template shows the footer where its HTML body places the footer's placeholders;
+`shown_template_html` is what the same parser leaves a reader of that HTML, so that a
+placeholder inside a comment does not count as shown.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
@@ -96,6 +101,8 @@ _PER_LINE = 6  # declarations on one line of the style attribute
 _DISPLAY = {"a": "inline", "br": "inline", "span": "inline", "b": "inline", "strong": "inline"}
 _LINK = ("color:#1a0dab", "text-decoration:underline")
 
+# A tag of Postmark's template language (Mustachio), whatever is between its braces.
+_TEMPLATE_TAG = re.compile(r"\{\{\{?[^{}]*\}?\}\}")
 _ROUND_TRIP_RISKS = ("<script", "<noscript", "<!--", "<![cdata[", "<plaintext", "<template",
                      "<svg", "<math", "<noembed", "<noframes", "<iframe", "<xmp", "<frameset")
 
@@ -234,3 +241,30 @@ def _attribute_problems(tag: str, element: LexborNode) -> list[str]:
             if digits and int(digits.group(1)) > SIDE_PX:
                 problems.append(f'<body {name}="{attrs.get(name)}"> {MOVES}')
     return problems
+
+
+def shown_template_html(template_html: str) -> str:
+    """The text and attribute values a reader's client keeps of a template's HTML body,
+    one per line, with the template's tags (`{{name}}`, `{{{name}}}`, `{{#if x}}`) as
+    written: what is in a comment (a conditional comment, `<!-- … -->`, `<? … >`), or
+    `<template>`, is left out.
+
+    Postmark fills the tags in before the client parses the HTML, so each tag goes through
+    the parse as one opaque word: a tag inside a comment is hidden, a comment end written
+    inside a tag (which filling it in removes) ends nothing, and a placeholder a comment
+    splits in two is no placeholder."""
+    nonce = secrets.token_hex(8)  # cannot be written in the template to fake a tag
+    tags: list[str] = []
+
+    def word(tag: re.Match[str]) -> str:
+        tags.append(tag.group())
+        return f"tag{nonce}x{len(tags) - 1}x"
+
+    document = LexborHTMLParser(_TEMPLATE_TAG.sub(word, template_html))
+    kept: list[str] = []
+    for node in document.root.traverse(include_text=True) if document.root else ():
+        if node.tag == "-text":
+            kept.append(node.text(deep=False))
+        elif node.tag != "-comment":
+            kept += [value for value in node.attributes.values() if value]
+    return re.sub(rf"tag{nonce}x(\d+)x", lambda w: tags[int(w.group(1))], "\n".join(kept))

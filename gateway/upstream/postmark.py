@@ -30,6 +30,7 @@ from gateway.config.settings import EmailUpstreamConfig
 from gateway.mail.parse import MIME_POLICY
 from gateway.mail.repair import unescaped
 from gateway.model import EmailFields, UpstreamPermanentError, UpstreamTemporaryError
+from gateway.rewrite.html_footer import shown_template_html
 from gateway.rewrite.mime import FOOTER_TYPES, SEALED_TYPES
 from gateway.runtime.clock import Clock
 
@@ -298,8 +299,9 @@ class PostmarkEmailUpstream:
         return await self._send("/email/withTemplate", body)
 
     async def template_uses(self, template: int | str, placeholders: Sequence[str]) -> bool:
-        """Whether every placeholder is referenced (`{{name}}` or `{{{name}}}`) in the
-        template's HtmlBody or TextBody, or in those of the layout it is wrapped in.
+        """Whether every placeholder is referenced (`{{name}}` or `{{{name}}}`) where a
+        reader is shown it: in the template's TextBody or its layout's, or in the HtmlBody
+        they make together outside any comment (`shown_template_html`).
 
         The bodies are cached for `cache_ttl_s`, and concurrent callers share one fetch, so a
         batch of sends with one template costs one request to Postmark.
@@ -350,13 +352,19 @@ class PostmarkEmailUpstream:
             del self._template_bodies[key]
 
     async def _fetch_template_bodies(self, key: str) -> tuple[str, ...]:
+        """The HTML body is put in its layout's before it is read, as Postmark renders it:
+        a layout that comments out `{{{@content}}}` hides the template's placeholders."""
         document = await self._call("GET", f"/templates/{quote(key, safe='')}")
-        bodies = [document.get("HtmlBody"), document.get("TextBody")]
+        html, texts = document.get("HtmlBody"), [document.get("TextBody")]
         layout = document.get("LayoutTemplate")
         if layout:  # Postmark renders the template inside its layout's {{{@content}}}
             wrapper = await self._call("GET", f"/templates/{quote(str(layout), safe='')}")
-            bodies += [wrapper.get("HtmlBody"), wrapper.get("TextBody")]
-        return tuple(body for body in bodies if isinstance(body, str))
+            texts.append(wrapper.get("TextBody"))
+            if isinstance(wrapper.get("HtmlBody"), str):
+                content = html if isinstance(html, str) else ""
+                html = re.sub(_reference("@content"), lambda _: content, wrapper["HtmlBody"])
+        shown = [shown_template_html(html)] if isinstance(html, str) else []
+        return (*shown, *(text for text in texts if isinstance(text, str)))
 
     async def _call(
         self, method: str, path: str, body: Any = None, *, sends: bool = False

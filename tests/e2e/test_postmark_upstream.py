@@ -119,6 +119,29 @@ async def test_template_without_footer_is_blocked_with_footer_sent(gateway_facto
         assert model["name"] == "Bob"
 
 
+async def test_a_template_with_its_footer_only_in_comments_is_blocked(gateway_factory) -> None:
+    """Both footer placeholders are there, but in HTML comments no reader sees (the text
+    body has none): refused as a template without a footer, and nothing reaches Postmark."""
+    async with FakePostmark() as fake:
+        gateway = await start(gateway_factory, fake)
+        fake.add_template(
+            3, alias="hidden",
+            html_body="<p>Hi {{name}}</p><!-- {{{compliance_footer_html}}} -->"
+                      "<!--[if mso]>{{compliance_footer_text}}<![endif]-->",
+            text_body="Hi {{name}}",
+        )
+        with pytest.raises(ClientError) as refused:
+            await asyncio.to_thread(
+                client(gateway).emails.send_with_template, TemplateAlias="hidden",
+                TemplateModel={"name": "Bob"}, From="katie@example.com",
+                To="bob@client.example.net",
+            )
+        assert refused.value.error_code == 300
+        assert "TEMPLATE_WITHOUT_FOOTER" in str(refused.value)
+        assert "not inside an HTML comment" in str(refused.value)
+        assert fake.requests_to("/email/withTemplate") == []
+
+
 async def test_suppress_import_from_postmark(gateway_factory, tmp_path) -> None:
     async with FakePostmark() as fake:
         gateway = await start(gateway_factory, fake)

@@ -541,6 +541,52 @@ async def test_template_uses_counts_the_layout_the_template_is_wrapped_in(
     assert [r.path for r in postmark.requests] == ["/templates/11", "/templates/brand"]
 
 
+FOOTER = "{{{compliance_footer_html}}}"
+FOOTER_PLACEMENTS = [
+    ("normal placement", f"<p>Hi</p>{FOOTER}", True),
+    ("in an attribute (a link's href)", "<a href='{{{compliance_footer_html}}}'>x</a>", True),
+    ("after a closed comment", f"<!-- note --><p>Hi</p>{FOOTER}", True),
+    ("after a comment closed by --!>", f"<!-- note --!>{FOOTER}", True),
+    ("in a comment", f"<p>Hi</p><!-- {FOOTER} -->", False),
+    ("in a comment before <html>", f"<!-- {FOOTER} --><html><body>Hi</body></html>", False),
+    ("in a conditional comment", f"<!--[if mso]><p>{FOOTER}</p><![endif]-->", False),
+    ("in a comment never closed", f"<p>Hi</p><!-- {FOOTER}", False),
+    ("in a bogus comment", f"<? {FOOTER} ?>", False),
+    ("splitting a comment end in two", f"<!-- note --{FOOTER}>", False),
+    ("astride a comment end", "<!-- {{{compliance_footer_html -->}}}", False),
+    ("split by a comment", "{{{compliance_foot<!-- -->er_html}}}", False),
+    ("after a comment end only a tag writes", f"<!-- {{{{! -->}}}} {FOOTER}", False),
+    ("in <template>", f"<template>{FOOTER}</template>", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("html", "shown"), [(h, s) for _, h, s in FOOTER_PLACEMENTS],
+    ids=[name for name, _, _ in FOOTER_PLACEMENTS],
+)
+async def test_a_placeholder_counts_only_where_a_reader_is_shown_it(
+    postmark: FakePostmark, upstream: PostmarkEmailUpstream, html: str, shown: bool
+) -> None:
+    """Postmark fills the tags in, then the reader's client parses the HTML: a placeholder
+    in a comment is filled in and never seen."""
+    postmark.add_template(1, html_body=html)
+    assert await upstream.template_uses(1, ["compliance_footer_html"]) is shown
+
+
+async def test_comments_hide_nothing_in_a_text_body_nor_a_layouts_content(
+    postmark: FakePostmark, upstream: PostmarkEmailUpstream
+) -> None:
+    """A text body shows `<!--` as it is written; a layout whose `{{{@content}}}` is in a
+    comment hides the whole template's HTML."""
+    postmark.add_template(1, html_body="<p>Hi</p>", text_body=f"<!-- {FOOTER} -->")
+    postmark.add_template(10, alias="hiding", template_type="Layout",
+                          html_body="<body><!-- {{{@content}}} --><p>Our news</p></body>")
+    postmark.add_template(11, html_body=f"<p>Offer</p>{FOOTER}", layout="hiding")
+
+    assert await upstream.template_uses(1, ["compliance_footer_html"])
+    assert not await upstream.template_uses(11, ["compliance_footer_html"])
+
+
 async def test_template_answers_are_cached_and_shared(
     postmark: FakePostmark, upstream: PostmarkEmailUpstream
 ) -> None:
