@@ -31,6 +31,7 @@ from gateway.pipeline.twilio_egress import TwilioEgress
 from gateway.rewrite.dkim import DkimSigner
 from gateway.rules.loader import load_rules
 from gateway.rules.ruleset import RuleSet
+from gateway.runtime.client_address import TRUSTED_PROXIES
 from gateway.runtime.clock import Clock
 from gateway.runtime.connections import (
     DESCRIPTOR_RESERVE,
@@ -217,6 +218,7 @@ class Gateway:
         app = web.Application(
             client_max_size=MAX_HTTP_BODY_BYTES, middlewares=[self.http_requests.middleware]
         )
+        app[TRUSTED_PROXIES] = self.config.http.trusted_proxies
         UnsubscribeRoutes(services.unsubscribe).register(app)
         HealthRoutes(services.store, services.rules, services.metrics).register(app)
         TwilioRoutes(

@@ -14,6 +14,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from gateway.auth.login_limits import LockedOut, LoginLimiter
+from gateway.runtime.client_address import client_address
 
 _Found = TypeVar("_Found")
 
@@ -28,7 +29,7 @@ def account_or_lockout(
     """`find()`'s account or None (a failure, counted); during a lockout, `locked_out`'s
     answer (given the reason) with Retry-After, the secret not looked at."""
     try:
-        return limits.account_for_secret(request.remote or "", ingress, find)
+        return limits.account_for_secret(client_address(request), ingress, find)
     except LockedOut as locked:
         response = locked_out(str(locked))
         response.headers["Retry-After"] = str(locked.retry_after_s)

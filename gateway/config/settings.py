@@ -70,6 +70,28 @@ class ListenAddress:
 
 
 @dataclass(frozen=True)
+class TrustedProxies:
+    """`trusted_proxies` of [http] or [smtp]: the proxies and load balancers whose word about
+    the client's address is taken (X-Forwarded-For, the PROXY protocol header). Anyone else
+    could name any address, so their word is never read; empty trusts nobody."""
+
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def trusts(self, address: str) -> bool:
+        """Whether `address` (an IPv4-mapped IPv6 address as its IPv4 one) is a trusted
+        proxy; anything that is not an IP address is not."""
+        if not self.networks:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.networks)
+
+
+@dataclass(frozen=True)
 class SmtpConfig:
     listen: ListenAddress = ListenAddress("127.0.0.1", 2525)
     tls_cert: Path | None = None
@@ -86,6 +108,8 @@ class SmtpConfig:
     first_command_timeout_s: float = 10.0
     max_unauthenticated_bytes: int = 65_536
     max_footed_parts: int = 100
+    # Connections from these begin with a PROXY protocol header naming the client.
+    trusted_proxies: TrustedProxies = TrustedProxies()
 
 
 @dataclass(frozen=True)
@@ -105,6 +129,8 @@ class HttpConfig:
     max_connections_per_client: int = 100
     first_request_timeout_s: float = 10.0
     max_copies_per_request: int = 1000
+    # Requests from these name the client in X-Forwarded-For.
+    trusted_proxies: TrustedProxies = TrustedProxies()
 
 
 @dataclass(frozen=True)
@@ -370,6 +396,7 @@ def _smtp_section(raw: Any) -> TomlTable:
             "allow_insecure_auth", "hostname", "max_failed_logins", "failed_login_window_s",
             "login_lockout_s", "max_connections", "max_connections_per_client",
             "first_command_timeout_s", "max_unauthenticated_bytes", "max_footed_parts",
+            "trusted_proxies",
         },
     )
 
@@ -397,6 +424,7 @@ def _smtp(section: TomlTable, base_dir: Path) -> SmtpConfig:
         max_footed_parts=section.integer(
             "max_footed_parts", SmtpConfig.max_footed_parts, minimum=1, maximum=10_000
         ),
+        trusted_proxies=_trusted_proxies(section),
     )
     if not config.listen.is_loopback and not config.tls_cert and not config.allow_insecure_auth:
         raise ConfigError(
@@ -410,7 +438,7 @@ def _smtp(section: TomlTable, base_dir: Path) -> SmtpConfig:
 def _http(raw: Any) -> HttpConfig:
     section = _section(raw, "http", {
         "listen", "max_connections", "max_connections_per_client", "first_request_timeout_s",
-        "max_copies_per_request",
+        "max_copies_per_request", "trusted_proxies",
     })
     return HttpConfig(
         listen=_listen(section, "listen", HttpConfig().listen),
@@ -420,7 +448,23 @@ def _http(raw: Any) -> HttpConfig:
             "max_copies_per_request", HttpConfig.max_copies_per_request, minimum=50,
             maximum=25_000,
         ),
+        trusted_proxies=_trusted_proxies(section),
     )
+
+
+def _trusted_proxies(section: TomlTable) -> TrustedProxies:
+    """Addresses (`10.0.0.7`, `::1`) and networks (`10.0.0.0/8`); a network with host bits
+    set (`10.0.0.7/8`) is refused, as it more likely names the wrong range than the right."""
+    networks = []
+    for value in section.strings("trusted_proxies", allow_empty=True):
+        try:
+            networks.append(ipaddress.ip_network(value.strip()))
+        except ValueError as exc:
+            raise ConfigError(
+                section.key("trusted_proxies"),
+                f"not an IP address or network: {value!r} ({exc})",
+            ) from exc
+    return TrustedProxies(tuple(networks))
 
 
 def _listeners_apart(smtp: ListenAddress, http: ListenAddress) -> None:

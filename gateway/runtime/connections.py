@@ -10,7 +10,9 @@ LOG_INTERVAL_S with how often it happened.
 
 A connection over a cap is answered by the listener itself (the protocol's refusal, such
 as SMTP's 421) and closed, before any protocol object exists for it. A client is an IPv4
-address or an IPv6 /64 (one host commonly has a whole /64).
+address or an IPv6 /64 (one host commonly has a whole /64). A connection from one of the
+listener's trusted proxies counts in all only: every client behind the proxy has its
+address, so a per-client cap on it would be a cap on all of them (the proxy limits clients).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway.config.settings import TrustedProxies
 from gateway.runtime.logs import log_event
 from gateway.runtime.metrics import Metrics
 
@@ -42,17 +45,24 @@ MAX_LINGERING = 1024
 # files, logs, worker threads' pipes.
 DESCRIPTOR_RESERVE = 256
 LISTEN_BACKLOG = 1024
+NO_PROXIES = TrustedProxies()
 
-ProtocolFactory = Callable[[Callable[[], None]], asyncio.BaseProtocol]
+# (release, from_proxy) -> the protocol of an admitted connection.
+ProtocolFactory = Callable[[Callable[[], None], bool], asyncio.BaseProtocol]
+
+
+def peer_host(peername: Any) -> str:
+    """The address of a socket peer (`getpeername()`'s host; a Unix socket's path)."""
+    return str(peername[0] if isinstance(peername, tuple) and peername else peername)
 
 
 def client_key(peername: Any) -> str:
     """Who a connection counts against: its IPv4 address, or its IPv6 /64."""
-    host = peername[0] if isinstance(peername, tuple) and peername else str(peername)
+    host = peer_host(peername)
     try:
-        address = ipaddress.ip_address(str(host))
+        address = ipaddress.ip_address(host)
     except ValueError:
-        return str(host)
+        return host
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
@@ -91,19 +101,21 @@ class ConnectionLimits:
         self.open = 0
         self.by_client: dict[str, int] = {}
 
-    def refusal(self, client: str) -> str:
+    def refusal(self, client: str | None) -> str:
         """Empty when `client` may open one more connection, else the cap it would break:
-        "client" or "total"."""
-        if self.by_client.get(client, 0) >= self.per_client:
+        "client" or "total". `client` None is a trusted proxy, held to the total only."""
+        if client is not None and self.by_client.get(client, 0) >= self.per_client:
             return "client"
         if self.open >= self.total:
             return "total"
         return ""
 
-    def opened(self, client: str) -> Callable[[], None]:
-        """Count the connection; returns its release, which counts only once."""
+    def opened(self, client: str | None) -> Callable[[], None]:
+        """Count the connection (per client too unless `client` is None); returns its
+        release, which counts only once."""
         self.open += 1
-        self.by_client[client] = self.by_client.get(client, 0) + 1
+        if client is not None:
+            self.by_client[client] = self.by_client.get(client, 0) + 1
         released = False
 
         def release() -> None:
@@ -112,6 +124,8 @@ class ConnectionLimits:
                 return
             released = True
             self.open -= 1
+            if client is None:
+                return
             left = self.by_client[client] - 1
             if left:
                 self.by_client[client] = left
@@ -124,19 +138,21 @@ class ConnectionLimits:
 class Listener:
     """Accepts connections on `sock` for `protocol_factory`, under `limits`.
 
-    `protocol_factory(release)` makes the protocol of an admitted connection, which must
-    call `release()` when the connection is lost. A connection over a cap is sent
-    `refusal_reply(scope)` and closed; with `linger_s`, only its sending side is closed
-    first and it is read and closed `linger_s` later, so that a client that wrote before
-    reading (HTTP) still gets the refusal rather than a reset.
+    `protocol_factory(release, from_proxy)` makes the protocol of an admitted connection,
+    which must call `release()` when the connection is lost; `from_proxy` says the peer is
+    one of `trusted_proxies` (whose connections count against the total cap only). A
+    connection over a cap is sent `refusal_reply(scope)` and closed; with `linger_s`, only
+    its sending side is closed first and it is read and closed `linger_s` later, so that a
+    client that wrote before reading (HTTP) still gets the refusal rather than a reset.
     """
 
     def __init__(
         self, name: str, sock: socket.socket, protocol_factory: ProtocolFactory,
         limits: ConnectionLimits, refusal_reply: Callable[[str], bytes], metrics: Metrics,
-        *, linger_s: float = 0.0,
+        *, linger_s: float = 0.0, trusted_proxies: TrustedProxies = NO_PROXIES,
     ) -> None:
         self.name, self.sock, self.limits = name, sock, limits
+        self.trusted_proxies = trusted_proxies
         self._factory, self._refusal_reply, self._metrics = protocol_factory, refusal_reply, metrics
         self._linger_s = linger_s
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -203,23 +219,28 @@ class Listener:
                 self._pause()
                 return
             conn.setblocking(False)
-            self._admit(conn, client_key(peer))
+            self._admit(conn, client_key(peer), self.trusted_proxies.trusts(peer_host(peer)))
 
-    def _admit(self, conn: socket.socket, client: str) -> None:
-        scope = self.limits.refusal(client)
+    def _admit(self, conn: socket.socket, client: str, from_proxy: bool) -> None:
+        counted = None if from_proxy else client
+        scope = self.limits.refusal(counted)
         if scope:
             self._refuse(conn, client, scope)
             return
-        release = self.limits.opened(client)
+        release = self.limits.opened(counted)
         assert self._loop is not None
-        task = self._loop.create_task(self._connect(conn, release))
+        task = self._loop.create_task(self._connect(conn, release, from_proxy))
         self._connecting.add(task)
         task.add_done_callback(self._connecting.discard)
 
-    async def _connect(self, conn: socket.socket, release: Callable[[], None]) -> None:
+    async def _connect(
+        self, conn: socket.socket, release: Callable[[], None], from_proxy: bool
+    ) -> None:
         assert self._loop is not None
         try:
-            await self._loop.connect_accepted_socket(lambda: self._factory(release), conn)
+            await self._loop.connect_accepted_socket(
+                lambda: self._factory(release, from_proxy), conn
+            )
         except Exception as exc:  # the connection went before it was set up
             release()
             conn.close()

@@ -1,9 +1,10 @@
 """The HTTP listener: aiohttp's protocol behind the gateway's own accept loop
 (`gateway.runtime.connections.Listener`), held to `http.max_connections` in all and
-`http.max_connections_per_client` per client (429 or 503 beyond), and closing with 408 a
-connection whose first request has not finished its header block within
-`http.first_request_timeout_s` (a client that connects and says nothing, or sends a header
-a byte at a time). Between requests aiohttp's keep-alive timeout closes idle connections.
+`http.max_connections_per_client` per client (429 or 503 beyond; a connection from one of
+`http.trusted_proxies` counts in all only), and closing with 408 a connection whose first
+request has not finished its header block within `http.first_request_timeout_s` (a client
+that connects and says nothing, or sends a header a byte at a time). Between requests
+aiohttp's keep-alive timeout closes idle connections.
 """
 
 from __future__ import annotations
@@ -106,12 +107,16 @@ def start_http_listener(
     """`protocol` makes aiohttp's protocol for one connection (an `AppRunner`'s server)."""
     listener = Listener(
         "http", sock,
-        lambda release: AdmittedConnection(protocol(), release, config.first_request_timeout_s),
+        # a trusted proxy's requests name their client in X-Forwarded-For (client_address)
+        lambda release, _from_proxy: AdmittedConnection(
+            protocol(), release, config.first_request_timeout_s
+        ),
         ConnectionLimits(
             config.max_connections, config.max_connections_per_client,
             ("http.max_connections", "http.max_connections_per_client"),
         ),
         refusal_reply(config), metrics, linger_s=REFUSAL_LINGER_S,
+        trusted_proxies=config.trusted_proxies,
     )
     listener.start()
     return listener

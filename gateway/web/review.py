@@ -27,6 +27,7 @@ from gateway.auth.login_limits import LoginLimiter
 from gateway.auth.secret_check import account_or_lockout
 from gateway.model import Account, AuditEvent, BlockRecord, Channel, Role
 from gateway.pipeline.dry_run import CheckError, parse_time
+from gateway.runtime.client_address import client_address
 from gateway.runtime.clock import Clock
 from gateway.store.base import BlockQuery, Store, StoreUnavailable
 
@@ -414,7 +415,7 @@ class ReviewRoutes:
         return response
 
     async def _audit(self, request: web.Request, action: str, actor: str, problem: str) -> None:
-        details: dict[str, object] = {"remote": request.remote or ""}
+        details: dict[str, object] = {"remote": client_address(request)}
         if problem:
             details["problem"] = problem
         await self.store.append_audit(

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import socket
 
 import pytest
 
+from gateway.config.settings import TrustedProxies
 from gateway.runtime.connections import (
     ConnectionLimits,
     Listener,
@@ -51,6 +53,18 @@ def test_caps_refuse_per_client_first_then_in_all_and_release_once() -> None:
     assert (limits.open, limits.by_client) == (0, {})
 
 
+def test_a_trusted_proxy_is_held_to_the_total_cap_only() -> None:
+    limits = ConnectionLimits(3, 1, ("x.max_connections", "x.max_connections_per_client"))
+    releases = [limits.opened(None), limits.opened(None)]
+    assert limits.refusal(None) == ""
+    assert (limits.open, limits.by_client) == (2, {})
+    releases.append(limits.opened("a"))
+    assert limits.refusal(None) == "total"
+    for release in releases:
+        release()
+    assert (limits.open, limits.by_client) == (0, {})
+
+
 def test_a_throttled_log_writes_one_line_per_interval_with_a_count(caplog) -> None:
     now = [0.0]
     throttled = ThrottledLog("accept-failed", logging.ERROR, interval_s=10, clock=lambda: now[0])
@@ -74,7 +88,7 @@ def test_the_descriptor_limit_is_raised_within_the_hard_limit() -> None:
 
 
 class Echo(asyncio.Protocol):
-    def __init__(self, release) -> None:
+    def __init__(self, release, from_proxy: bool = False) -> None:
         self.release = release
 
     def connection_made(self, transport) -> None:
@@ -118,6 +132,42 @@ async def test_a_listener_admits_refuses_and_frees_places() -> None:
         assert c1[2] == b"hello\n"
         for connection in (a2, b1, c1, refused):
             connection[1].close()
+    finally:
+        listener.close()
+
+
+async def test_connections_from_a_trusted_proxy_share_the_total_cap_only() -> None:
+    """Every client behind a proxy has its address: a per-client cap on it would hold all of
+    them to one client's share. The factory is told which connections came through it."""
+    limits = ConnectionLimits(3, 1, ("t.max_connections", "t.max_connections_per_client"))
+    told: list[bool] = []
+
+    def factory(release, from_proxy: bool) -> Echo:
+        told.append(from_proxy)
+        return Echo(release)
+
+    proxy = TrustedProxies((ipaddress.ip_network("127.0.0.1/32"),))
+    listener = Listener("test", bind_listener("127.0.0.1", 0), factory, limits,
+                        lambda scope: f"refused {scope}\n".encode(), Metrics(),
+                        trusted_proxies=proxy)
+    listener.start()
+
+    async def connect(source: str) -> tuple[asyncio.StreamWriter, bytes]:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", listener.port, local_addr=(source, 0))
+        return writer, await asyncio.wait_for(reader.readline(), 5)
+
+    try:
+        through_proxy = [await connect("127.0.0.1") for _ in range(2)]
+        assert [line for _, line in through_proxy] == [b"hello\n", b"hello\n"]
+        direct = await connect("127.0.0.2")
+        assert direct[1] == b"hello\n"
+        assert (await connect("127.0.0.2"))[1] == b"refused client\n"
+        assert (await connect("127.0.0.1"))[1] == b"refused total\n"
+        assert told == [True, True, False]
+        assert limits.by_client == {"127.0.0.2": 1}
+        for writer, _ in [*through_proxy, direct]:
+            writer.close()
     finally:
         listener.close()
 

@@ -19,6 +19,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from gateway.addresses import InvalidAddress, email_key
 from gateway.auth.credentials import account_with_secret
 from gateway.auth.login_limits import LOCKED_OUT_TEXT, LoginLimiter
+from gateway.ingress.smtp.client_address import client_address
 from gateway.mail.parse import MAX_FOOTED_PARTS, mailbox_subject, parse_email
 from gateway.model import Account, Channel, EmailContent, OutboundMessage, Reason
 from gateway.pipeline.process import (
@@ -69,7 +70,7 @@ class AccountAuthenticator:
             return AuthResult(success=False, handled=False)
         login = auth_data.login.decode("utf-8", "replace")
         known = login if any(account.name == login for account in self.accounts()) else None
-        peer = str(session.peer[0]) if isinstance(session.peer, tuple) else str(session.peer)
+        peer = client_address(session)
         if self.limiter.locked(peer, known):
             return AuthResult(success=False, handled=False, message=LOCKED_OUT)
         match = account_with_secret(
@@ -78,7 +79,7 @@ class AccountAuthenticator:
         if match is None:
             log_event(
                 log, "auth-failed", logging.WARNING,
-                login=known or "(not an account name)", peer=str(session.peer),
+                login=known or "(not an account name)", peer=peer,
             )
             self.limiter.failed(peer, known, "smtp")
             return AuthResult(success=False, handled=False)

@@ -5,7 +5,9 @@ Connections come through `gateway.runtime.connections.Listener`, which holds the
 `smtp.max_connections` in all and `smtp.max_connections_per_client` per client (421
 beyond); a session that has not said EHLO or HELO within `smtp.first_command_timeout_s` is
 told 421 and closed; without AUTH (the unsubscribe mailbox is the only address that takes
-mail then) a message may be at most `smtp.max_unauthenticated_bytes`.
+mail then) a message may be at most `smtp.max_unauthenticated_bytes`. A connection from
+one of `smtp.trusted_proxies` must begin with a PROXY protocol header naming the client (see
+`gateway.ingress.smtp.client_address`), within the same `smtp.first_command_timeout_s`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+from aiosmtpd.proxy_protocol import ProxyData, get_proxy
 from aiosmtpd.smtp import SMTP, syntax
 
 from gateway.config.settings import Config
+from gateway.ingress.smtp.client_address import client_address
 from gateway.ingress.smtp.handler import AccountAuthenticator, SubmissionHandler
 from gateway.runtime.connections import ConnectionLimits, Listener
 from gateway.runtime.logs import log_event
@@ -63,17 +67,25 @@ UNAUTHENTICATED_SIZE_REFUSALS = {
 
 class GatewaySMTP(SMTP):
     """aiosmtpd's server, counting open sessions so shutdown can drain them, releasing its
-    place under the connection caps when it closes, and holding sessions without AUTH to a
-    small message size."""
+    place under the connection caps when it closes, holding sessions without AUTH to a
+    small message size, and reading a trusted proxy's PROXY protocol header.
+
+    `from_proxy`: the peer is one of `smtp.trusted_proxies`, so the connection must begin
+    with a PROXY header, read here with aiosmtpd's parser (its own `proxy_protocol_timeout`
+    path closes a connection without a valid header without a word, and has a deadline of
+    its own)."""
 
     def __init__(
         self, handler: SubmissionHandler, sessions: SessionTracker, *,
         release: Callable[[], None] = lambda: None, first_command_timeout_s: float = 10.0,
-        max_unauthenticated_bytes: int | None = None, **kwargs: Any,
+        max_unauthenticated_bytes: int | None = None, from_proxy: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self._sessions = sessions
         self._release = release
+        self._awaiting_proxy_header = from_proxy
+        self._proxy_header: ProxyData | None = None
         self._first_command_timeout_s = first_command_timeout_s
         self._full_size_limit = self.data_size_limit
         limits = [v for v in (self.data_size_limit, max_unauthenticated_bytes) if v]
@@ -82,9 +94,12 @@ class GatewaySMTP(SMTP):
         self._greeted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Called again after STARTTLS (same session object, new transport)."""
+        """Called again after STARTTLS (new transport; aiosmtpd makes a new session)."""
         self._sessions.opened(self)
         super().connection_made(transport)
+        if self.session is not None and self._proxy_header is not None:
+            # the same client as before STARTTLS
+            self.session.proxy_data = self._proxy_header
         if self._first_command is None and not self._greeted:
             self._first_command = self.loop.call_later(
                 self._first_command_timeout_s, self._no_greeting
@@ -100,11 +115,41 @@ class GatewaySMTP(SMTP):
     def _no_greeting(self) -> None:
         if self._greeted or self.transport is None:
             return
+        awaited = "PROXY protocol header" if self._awaiting_proxy_header else "EHLO or HELO"
         self.transport.write(
-            f"421 4.4.2 {self.hostname} no EHLO or HELO within smtp.first_command_timeout_s "
+            f"421 4.4.2 {self.hostname} no {awaited} within smtp.first_command_timeout_s "
             f"({self._first_command_timeout_s:g} s), closing\r\n".encode()
         )
         self.transport.close()
+
+    async def _handle_client(self) -> None:
+        """aiosmtpd's session loop, after the PROXY header of a trusted proxy's connection
+        (nothing, not even the greeting, goes out before it)."""
+        if self._awaiting_proxy_header and not await self._take_proxy_header():
+            return
+        await super()._handle_client()
+
+    async def _take_proxy_header(self) -> bool:
+        """Read the header with aiosmtpd's parser; without a valid one, say so and close."""
+        assert self.transport is not None and self.session is not None
+        try:
+            header = await get_proxy(self._reader)
+        except (asyncio.IncompleteReadError, ConnectionError):  # gone before a header
+            self.transport.close()
+            return False
+        if not header.valid:
+            problem = header.error or "not recognized"
+            log_event(log, "proxy-header-refused", logging.WARNING,
+                      proxy=client_address(self.session), problem=problem)
+            self.transport.write(
+                f"421 4.7.0 {self.hostname} no valid PROXY protocol header ({problem}): a "
+                "connection from smtp.trusted_proxies must begin with one, closing\r\n".encode()
+            )
+            self.transport.close()
+            return False
+        self._awaiting_proxy_header = False
+        self._proxy_header = self.session.proxy_data = header
+        return True
 
     def _greeting(self) -> None:
         self._greeted = True
@@ -232,11 +277,12 @@ def start_smtp_server(
     context = tls_context(config)
     auth_needs_tls = not (config.smtp.listen.is_loopback or config.smtp.allow_insecure_auth)
 
-    def protocol(release: Callable[[], None]) -> GatewaySMTP:
+    def protocol(release: Callable[[], None], from_proxy: bool) -> GatewaySMTP:
         return GatewaySMTP(
             handler,
             sessions,
             release=release,
+            from_proxy=from_proxy,
             first_command_timeout_s=config.smtp.first_command_timeout_s,
             max_unauthenticated_bytes=config.smtp.max_unauthenticated_bytes,
             data_size_limit=config.smtp.max_message_bytes,
@@ -258,7 +304,7 @@ def start_smtp_server(
             config.smtp.max_connections, config.smtp.max_connections_per_client,
             ("smtp.max_connections", "smtp.max_connections_per_client"),
         ),
-        refusal_reply(config), metrics,
+        refusal_reply(config), metrics, trusted_proxies=config.smtp.trusted_proxies,
     )
     server.start()
     return server

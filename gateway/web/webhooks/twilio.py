@@ -30,6 +30,7 @@ from gateway.model import SenderIdentity
 from gateway.rewrite.footer import contact_parts
 from gateway.rules.keywords import classify_inbound_text
 from gateway.rules.ruleset import RuleSet
+from gateway.runtime.client_address import client_address
 from gateway.runtime.clock import Clock
 from gateway.runtime.logs import log_event
 from gateway.services.suppressions import Suppressions
@@ -95,7 +96,8 @@ class TwilioWebhookRoutes:
             urls.append(str(request.url))
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature_matches(self.auth_token, urls, params, signature):
-            log_event(log, "webhook-signature-invalid", logging.WARNING, peer=request.remote)
+            log_event(log, "webhook-signature-invalid", logging.WARNING,
+                      peer=client_address(request))
             return web.Response(status=403, text="invalid X-Twilio-Signature")
         try:
             return await self._handle(dict(params), received_at)
