@@ -389,6 +389,8 @@ class AuditEvent:
 
 
 TWILIO_API_VERSION = "2010-04-01"
+# What starts an agent key (`keys create`); account secrets may not start with it.
+AGENT_KEY_PREFIX = "cgk_"
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway.auth.agent_keys import AgentKeys
+from gateway.auth.authenticate import Authenticator
 from gateway.auth.login_limits import LoginLimiter
-from gateway.auth.unsubscribe_tokens import UnsubscribeTokens, generated_key_file
+from gateway.auth.unsubscribe_tokens import UnsubscribeTokens
 from gateway.config.settings import Config, ConfigError, load_config
 from gateway.ingress.postmark import PostmarkRoutes
 from gateway.ingress.smtp.handler import AccountAuthenticator, SubmissionHandler
@@ -46,8 +48,9 @@ from gateway.runtime.processes import (
     inherited_listeners,
     is_first_worker,
 )
-from gateway.services.privacy import Privacy, erasure_key, purge
+from gateway.services.privacy import Privacy, purge
 from gateway.services.retention import run_retention_periodically
+from gateway.services.shared_keys import shared_keys, token_keys
 from gateway.services.store_gauges import StoreGauges
 from gateway.services.suppressions import Suppressions
 from gateway.services.unsubscribe import Unsubscribe
@@ -107,13 +110,6 @@ def configured_rules(config: Config) -> RuleSet:
     )
 
 
-def build_tokens(config: Config) -> UnsubscribeTokens:
-    if config.tokens.keys:
-        return UnsubscribeTokens(config.tokens.keys, config.tokens.active)
-    keys, active = generated_key_file(config.data_dir)
-    return UnsubscribeTokens(keys, active)
-
-
 def config_digest(config: Config) -> str:
     """Identifies the configuration file in the audit log without recording its secrets."""
     if config.source is None:
@@ -129,20 +125,24 @@ class Services:
         self.clock = clock
         self.metrics = Metrics()
         self.store = store or open_store(config.store_url)
-        self.erasure_key = erasure_key(config)
+        # Read from the store (or checked against it) by `open`.
+        self.erasure_key = b""
+        self.tokens = UnsubscribeTokens()
+        self.agent_keys = AgentKeys(self.store, clock)
         self.ruleset: RuleSet = configured_rules(config)
         self.suppressions = Suppressions(
             self.store, clock, self.metrics, lambda: self.ruleset.mailboxes
         )
         self.login_limits = LoginLimiter(
-            config.login_limits, clock, self.metrics, self.store.append_audit
+            config.login_limits, clock, self.metrics, self.store, self.store.append_audit
         )
         self.unsubscribe = Unsubscribe(
-            build_tokens(config),
+            self.tokens,
             self.suppressions,
             clock,
             config.public_url,
             config.unsubscribe_mailto,
+            self._reload_token_keys,
         )
         self.email_upstream = build_email_upstream(config)
         self.twilio_upstream = build_twilio_upstream(config, clock)
@@ -171,8 +171,17 @@ class Services:
     def rules(self) -> RuleSet:
         return self.ruleset
 
+    async def _reload_token_keys(self) -> None:
+        self.tokens.use_keys(
+            await token_keys(self.config, self.store), self.tokens.active_key_id
+        )
+
     async def open(self) -> None:
         await self.store.open()
+        keys = await shared_keys(self.config, self.store)
+        self.tokens.use_keys(keys.token_keys, keys.active_token_key)
+        self.agent_keys.use_pepper(keys.agent_key_pepper)
+        self.erasure_key = keys.erasure_key
         await self.store.use_erasure_key(self.erasure_key)
         await self.suppressions.fold_stored()
 
@@ -203,6 +212,9 @@ class Gateway:
         self.config = config
         self.clock = clock or Clock()
         self.services = Services(config, self.clock, store)
+        self.authenticator = Authenticator(
+            lambda: self.config.accounts, self.services.agent_keys, self.services.login_limits
+        )
         self.sessions = SessionTracker(self.services.metrics)
         self.http_requests = InFlightRequests(self.services.metrics)
         self._smtp_server: Listener | None = None
@@ -227,7 +239,7 @@ class Gateway:
             self.config.twilio_upstream.account_sid,
             services.rules,
             self.clock,
-            services.login_limits,
+            self.authenticator,
             self.config.twilio.twiml_hosts,
         ).register(app)
         TwilioWebhookRoutes(
@@ -240,26 +252,25 @@ class Gateway:
             self.clock,
         ).register(app)
         AdminRoutes(
-            lambda: self.config.accounts,
             services.pipeline,
             services.privacy(),
             lambda actor: purge(services.store, self.config, self.clock, actor=actor),
-            services.login_limits,
+            self.authenticator,
         ).register(app)
         ReviewRoutes(
             services.store,
             lambda: self.config.accounts,
             self.clock,
-            services.unsubscribe.tokens.derived_key("review-session"),
+            services.tokens.derived_key("review-session"),
             secure_cookies=self.config.public_url.startswith("https://"),
-            login_limits=services.login_limits,
+            authenticator=self.authenticator,
         ).register(app)
         PostmarkRoutes(
             services.pipeline,
             lambda: self.config.accounts,
             self.clock,
             templates_supported=self.config.email_upstream.kind in ("postmark", "outbox"),
-            login_limits=services.login_limits,
+            authenticator=self.authenticator,
             max_copies_per_request=self.config.http.max_copies_per_request,
         ).register(app)
         PostmarkWebhookRoutes(
@@ -275,9 +286,7 @@ class Gateway:
             services.pipeline, services.unsubscribe, self.clock, self.config.smtp.max_recipients,
             self.config.smtp.max_footed_parts,
         )
-        authenticator = AccountAuthenticator(
-            lambda: self.config.accounts, services.login_limits
-        )
+        authenticator = AccountAuthenticator(self.authenticator)
         smtp_socket, http_socket = inherited_listeners() or await self._bind_listeners()
         self._make_room_for_connections()
         self._smtp_server = start_smtp_server(

@@ -1,26 +1,29 @@
-"""Slowing password guessing down on every use of an account secret: SMTP AUTH, /review
-sign-in, and the secret-bearing HTTP APIs (Postmark's server token, Twilio's Basic auth, the
-admin API's bearer token). One secret opens all of them, so they share one count: a lockout
-earned on one holds on all, and none is an unlimited oracle for the others.
+"""Slowing guessing down, by what is being guessed.
 
-After `max_failed_logins` failures within `failed_login_window_s`, from one client address
-or against one account name, further attempts from that address or for that account are
-refused with a temporary error for `login_lockout_s`, without looking at the password, so
-a guess made during a lockout teaches nothing. Every lockout is audited and counted.
+Account secrets (`[[accounts]] secret`, and the /review sign-in with one) are passwords a
+person chose. One secret opens SMTP AUTH, the HTTP APIs and /review, so all of them share
+one count: after `max_failed_logins` failures within `failed_login_window_s` against one
+account name, or from one source prefix (an IPv4 /24 or an IPv6 /64: one attacker commonly
+holds a whole one), further attempts for that account or from that prefix are refused for
+`login_lockout_s` without looking at the secret, so a guess made during a lockout teaches
+nothing.
 
-Only names of existing accounts are tracked by name, and the table of addresses is bounded,
-so a flood of made-up names or addresses cannot grow memory without limit. Locking by name
-lets someone lock a rep out for a while: a temporary refusal is the price of nobody being
-able to guess that rep's secret from many addresses.
+Agent keys are 256-bit random: guessing one is hopeless, so a valid key is always accepted,
+whatever others did from its network. Failed key attempts are counted per source prefix;
+once a prefix has used `max_failed_keys_per_prefix` within the window, its failed attempts
+are answered "too many" (HTTP 429) until the lockout ends.
+
+The counts live in the store, so that replicas share them; when the store cannot be read,
+no secret is checked (StoreUnavailable: the caller answers with a temporary failure).
+Every lockout is audited once and counted.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
-from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from gateway.config.settings import LoginLimitsConfig
 from gateway.model import AuditEvent
@@ -28,22 +31,34 @@ from gateway.runtime.background import BackgroundWrites
 from gateway.runtime.clock import Clock
 from gateway.runtime.logs import log_event
 from gateway.runtime.metrics import Metrics
-from gateway.store.base import StoreUnavailable
+from gateway.store.base import LoginCounters, StoreUnavailable
 
 log = logging.getLogger("gateway.auth.login_limits")
 
-MAX_TRACKED_KEYS = 100_000
 LOCKED_OUT_TEXT = "too many failed logins, try later"
-
-_Found = TypeVar("_Found")
+IPV4_PREFIX = 24
+IPV6_PREFIX = 64
 
 
 class LockedOut(Exception):
-    """Attempts from this client address wait `retry_after_s` more seconds."""
+    """Attempts from this source (or for this account) wait `retry_after_s` more seconds."""
 
     def __init__(self, retry_after_s: int) -> None:
         super().__init__(f"{LOCKED_OUT_TEXT} (in {retry_after_s} s)")
         self.retry_after_s = retry_after_s
+
+
+def source_prefix(client: str) -> str:
+    """The network a client address counts against: its /24 (IPv4, also when IPv4-mapped)
+    or its /64 (IPv6); anything else (a Unix socket) as it is."""
+    try:
+        address = ipaddress.ip_address(client.split("%", 1)[0])
+    except ValueError:
+        return client
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    length = IPV4_PREFIX if isinstance(address, ipaddress.IPv4Address) else IPV6_PREFIX
+    return str(ipaddress.ip_network(f"{address}/{length}", strict=False))
 
 
 class LoginLimiter:
@@ -52,72 +67,69 @@ class LoginLimiter:
         settings: LoginLimitsConfig,
         clock: Clock,
         metrics: Metrics,
+        store: LoginCounters,
         audit: Callable[[AuditEvent], Awaitable[object]],
-        max_tracked: int = MAX_TRACKED_KEYS,
     ) -> None:
-        self.max_failures = settings.max_failed_logins
-        self.window_s = settings.failed_login_window_s
-        self.lockout_s = settings.login_lockout_s
+        self.settings = settings
         self.clock = clock
         self.metrics = metrics
+        self.store = store
         self.audit = audit
-        self.max_tracked = max_tracked
-        self._failures: dict[str, deque[float]] = {}
-        self._locked_until: dict[str, float] = {}
         self._audits = BackgroundWrites()
 
     @staticmethod
-    def _keys(peer: str, account: str | None) -> list[str]:
-        return [f"address {peer}"] + ([f"account {account}"] if account else [])
+    def _password_scopes(client: str, account: str | None) -> list[str]:
+        return [f"prefix {source_prefix(client)}"] + ([f"account {account}"] if account else [])
 
     def _now(self) -> float:
         return self.clock.now().timestamp()
 
-    def locked(self, peer: str, account: str | None) -> bool:
-        """Whether attempts from `peer`, or for the existing account `account`, wait."""
-        return self._seconds_locked(peer, account) > 0
-
-    def _seconds_locked(self, peer: str, account: str | None) -> float:
+    async def wait_for_password(self, client: str, account: str | None) -> None:
+        """Raise LockedOut while `client`'s prefix, or the existing account `account`, is
+        locked out; call before looking at a password."""
         now = self._now()
-        return max(self._locked_until.get(key, now) - now for key in self._keys(peer, account))
+        until = await self.store.login_locked_until(self._password_scopes(client, account), now)
+        if until > now:
+            raise LockedOut(math.ceil(until - now))
 
-    def account_for_secret(
-        self, peer: str, ingress: str, find: Callable[[], _Found | None]
-    ) -> _Found | None:
-        """`find()` (the account the presented secret opens) unless `peer` is locked out,
-        which raises LockedOut without looking at the secret; a miss counts as a failure."""
-        seconds_locked = self._seconds_locked(peer, None)
-        if seconds_locked > 0:
-            raise LockedOut(math.ceil(seconds_locked))
-        found = find()
-        if found is None:
-            self.failed(peer, None, ingress)
-        return found
+    async def password_failed(self, client: str, account: str | None, ingress: str) -> None:
+        """Count one wrong password against `client`'s prefix and the existing account."""
+        settings = self.settings
+        await self._count(
+            self._password_scopes(client, account), ingress, client,
+            settings.max_failed_logins,
+        )
 
-    def failed(self, peer: str, account: str | None, ingress: str) -> None:
-        """Count one wrong password; lock whatever just reached the limit."""
+    async def key_failed(self, client: str, ingress: str) -> None:
+        """Count one wrong agent key against `client`'s prefix; raise LockedOut when the
+        prefix has used up its budget (this failure included)."""
+        scope = f"keys {source_prefix(client)}"
+        await self._count([scope], ingress, client, self.settings.max_failed_keys_per_prefix)
         now = self._now()
+        until = await self.store.login_locked_until([scope], now)
+        if until > now:
+            raise LockedOut(math.ceil(until - now))
+
+    async def _count(self, scopes: list[str], ingress: str, client: str, limit: int) -> None:
+        settings = self.settings
         self.metrics.login_failures.labels(ingress).inc()
-        self._forget_old(now)
-        for key in self._keys(peer, account):
-            recent = self._failures.setdefault(key, deque())
-            recent.append(now)
-            while recent and recent[0] <= now - self.window_s:
-                recent.popleft()
-            if len(recent) >= self.max_failures:
-                del self._failures[key]
-                self._lock(key, now, ingress, peer)
+        locked = await self.store.count_login_failure(
+            scopes, self._now(), settings.failed_login_window_s, limit, settings.login_lockout_s
+        )
+        for scope in locked:
+            self._locked(scope, ingress, client, limit)
 
-    def _lock(self, key: str, now: float, ingress: str, peer: str) -> None:
-        self._locked_until[key] = now + self.lockout_s
+    def _locked(self, key: str, ingress: str, client: str, limit: int) -> None:
+        settings = self.settings
         scope, _, subject = key.partition(" ")
         self.metrics.login_lockouts.labels(ingress, scope).inc()
         log_event(log, "login-locked-out", logging.WARNING, ingress=ingress, scope=scope,
-                  subject=subject, peer=peer, seconds=self.lockout_s)
+                  subject=subject, peer=client, seconds=settings.login_lockout_s)
         event = AuditEvent(
             time=self.clock.now(), actor="gateway", action="login.locked_out", subject=key,
-            details={"ingress": ingress, "peer": peer, "failures": self.max_failures,
-                     "window_s": self.window_s, "lockout_s": self.lockout_s},
+            details={"ingress": ingress, "peer": client, "failures": limit,
+                     "window_s": settings.failed_login_window_s,
+                     "lockout_s": settings.login_lockout_s},
         )
         self._audits.start(self._write_audit(event))
 
@@ -132,14 +144,3 @@ class LoginLimiter:
     async def flush(self) -> None:
         """Wait for audit entries still being written (before the store closes)."""
         await self._audits.flush()
-
-    def _forget_old(self, now: float) -> None:
-        """Drop what no longer matters once the tables are full; then the oldest."""
-        if len(self._failures) + len(self._locked_until) < self.max_tracked:
-            return
-        self._locked_until = {k: t for k, t in self._locked_until.items() if t > now}
-        self._failures = {
-            k: times for k, times in self._failures.items() if times[-1] > now - self.window_s
-        }
-        for key in list(self._failures)[: max(0, len(self._failures) - self.max_tracked // 2)]:
-            del self._failures[key]

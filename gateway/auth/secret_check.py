@@ -1,36 +1,52 @@
-"""The account a request's secret opens, or the answer for a client that is locked out.
+"""The account an HTTP request's secret opens, or the answer for a client that must wait.
 
-Every HTTP surface that takes an account secret (Postmark's server token, Twilio's Basic
-auth, the admin API's bearer token, the /review sign-in) goes through here, so each counts
-its failures in the same table as SMTP AUTH and refuses a locked-out client the same way,
-differing only in the shape of its error.
+Every HTTP surface that takes a secret (Postmark's server token, Twilio's Basic auth, the
+admin API's bearer token, the /review sign-in) goes through here, so each counts its
+failures with SMTP AUTH's and refuses the same way, differing only in its error's shape.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
 
 from aiohttp import web
 
-from gateway.auth.login_limits import LockedOut, LoginLimiter
+from gateway.auth.authenticate import Authenticator
+from gateway.auth.login_limits import LockedOut
+from gateway.model import Account
 from gateway.runtime.client_address import client_address
+from gateway.store.base import StoreUnavailable
 
-_Found = TypeVar("_Found")
+# How long a client is asked to wait when the sign-in counts cannot be read.
+STORE_RETRY_AFTER_S = 30
+CREDENTIALS_UNCHECKED = (
+    "STORE_UNAVAILABLE: credentials cannot be checked just now; nothing was sent; retry"
+)
 
 
-def account_or_lockout(
-    limits: LoginLimiter,
+async def account_or_refusal(
+    authenticator: Authenticator,
     request: web.Request,
     ingress: str,
-    find: Callable[[], _Found | None],
-    locked_out: Callable[[str], web.Response],
-) -> _Found | web.Response | None:
-    """`find()`'s account or None (a failure, counted); during a lockout, `locked_out`'s
-    answer (given the reason) with Retry-After, the secret not looked at."""
+    refuse: Callable[[int, str], web.Response],
+    secret: str | bytes,
+    *,
+    login: str | None = None,
+    name_ok: Callable[[Account], bool] | None = None,
+    keys_accepted: bool = True,
+) -> Account | web.Response | None:
+    """The account (None: wrong secret, counted); otherwise `refuse`'s answer (given a status
+    and the reason) with Retry-After: 429 during a lockout, 503 when the store that keeps
+    the counts and keys cannot be read (nothing was checked; fail closed)."""
     try:
-        return limits.account_for_secret(client_address(request), ingress, find)
+        return await authenticator.account(
+            client_address(request), ingress, secret,
+            login=login, name_ok=name_ok, keys_accepted=keys_accepted,
+        )
     except LockedOut as locked:
-        response = locked_out(str(locked))
+        response = refuse(429, str(locked))
         response.headers["Retry-After"] = str(locked.retry_after_s)
-        return response
+    except StoreUnavailable:
+        response = refuse(503, CREDENTIALS_UNCHECKED)
+        response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
+    return response

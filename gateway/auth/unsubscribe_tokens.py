@@ -13,17 +13,18 @@ import hashlib
 import hmac
 import json
 import re
-import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from gateway.model import Channel
 
 SIGNATURE_BYTES = 16
 TOKEN_SHAPE = re.compile(r"^([A-Za-z0-9_-]{1,16})\.([A-Za-z0-9_-]{4,2000})\.([A-Za-z0-9_-]{22})$")
 TOKEN_IN_TEXT = r"[A-Za-z0-9_-]{1,16}\.[A-Za-z0-9_-]{4,2000}\.[A-Za-z0-9_-]{22}"
+
+
+KeyOrKeys = bytes | Sequence[bytes]
 
 
 @dataclass(frozen=True)
@@ -44,25 +45,49 @@ def _b64decode(text: str) -> bytes:
 
 
 class UnsubscribeTokens:
-    def __init__(self, keys: Mapping[str, bytes], active: str) -> None:
-        if active not in keys:
+    """Signs with the active key; verifies with any key of a token's key id. An id may hold
+    more than one key: replicas that each generated their own before keys were shared
+    through the store keep every link they issued working (`services.shared_keys`)."""
+
+    def __init__(self, keys: Mapping[str, KeyOrKeys] | None = None, active: str = "") -> None:
+        self._keys: dict[str, tuple[bytes, ...]] = {}
+        self._active = ""
+        if keys is not None:
+            self.use_keys(keys, active)
+
+    def use_keys(self, keys: Mapping[str, KeyOrKeys], active: str) -> None:
+        if not keys.get(active):
             raise ValueError(f"active key {active!r} is not among the keys")
-        self._keys = dict(keys)
+        self._keys = {
+            key_id: (values,) if isinstance(values, bytes) else tuple(values)
+            for key_id, values in keys.items()
+        }
         self._active = active
+
+    @property
+    def active_key_id(self) -> str:
+        return self._active
+
+    def _signing_key(self) -> bytes:
+        if not self._active:
+            raise RuntimeError("no token keys yet: Services.open reads them from the store")
+        return self._keys[self._active][0]
 
     def derived_key(self, purpose: str) -> bytes:
         """A separate key for another use (review-page sessions), shared by replicas like the
         token keys themselves, without reusing a signing key for two things."""
-        return hmac.new(self._keys[self._active], purpose.encode(), hashlib.sha256).digest()
+        return hmac.new(self._signing_key(), purpose.encode(), hashlib.sha256).digest()
 
-    def _sign(self, key_id: str, payload: str) -> str:
-        mac = hmac.new(self._keys[key_id], f"{key_id}.{payload}".encode(), hashlib.sha256)
+    @staticmethod
+    def _sign(key_id: str, key: bytes, payload: str) -> str:
+        mac = hmac.new(key, f"{key_id}.{payload}".encode(), hashlib.sha256)
         return _b64encode(mac.digest()[:SIGNATURE_BYTES])
 
     def issue(self, recipient: str, sender: str, channel: Channel, issued_at: datetime) -> str:
         claims = {"r": recipient, "s": sender, "c": channel.value, "t": int(issued_at.timestamp())}
         payload = _b64encode(json.dumps(claims, separators=(",", ":")).encode())
-        return f"{self._active}.{payload}.{self._sign(self._active, payload)}"
+        signature = self._sign(self._active, self._signing_key(), payload)
+        return f"{self._active}.{payload}.{signature}"
 
     def verify(self, token: str) -> TokenClaims | None:
         """The claims of an authentic token, else None (tampered, unknown key, garbage)."""
@@ -70,9 +95,10 @@ class UnsubscribeTokens:
         if not match:
             return None
         key_id, payload, signature = match.groups()
-        if key_id not in self._keys:
-            return None
-        if not hmac.compare_digest(self._sign(key_id, payload), signature):
+        if not any(
+            hmac.compare_digest(self._sign(key_id, key, payload), signature)
+            for key in self._keys.get(key_id, ())
+        ):
             return None
         try:
             claims = json.loads(_b64decode(payload))
@@ -85,17 +111,3 @@ class UnsubscribeTokens:
             )
         except (ValueError, KeyError, TypeError, binascii.Error):
             return None
-
-
-def generated_key_file(data_dir: Path) -> tuple[dict[str, bytes], str]:
-    """A signing key kept in data_dir for single-node set-ups that configure none.
-
-    Replicas must share keys through `[tokens]` in the configuration instead.
-    """
-    path = data_dir / "token-keys.json"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(json.dumps({"active": "g1", "keys": {"g1": secrets.token_urlsafe(48)}}))
-    stored = json.loads(path.read_text())
-    return {k: v.encode() for k, v in stored["keys"].items()}, stored["active"]

@@ -18,6 +18,7 @@ from gateway.cli.common import (
     parse_instant,
 )
 from gateway.cli.dkim import print_dkim_record
+from gateway.cli.keys import add_keys_commands, run_keys
 from gateway.cli.registries import COMMANDS
 from gateway.cli.rules import add_rules_commands, run_rules
 from gateway.config.settings import (
@@ -46,12 +47,13 @@ from gateway.store.base import StoreUnavailable
 # Commands that only read what the store holds (and `privacy export`, which audits its
 # read). Without a configuration file they refuse: the built-in defaults would open an
 # empty database created on the spot and answer "nothing there" (or, for `check`, allow a
-# recipient the real store has suppressed). Commands that put records in (`suppress add`,
-# imports) or run the gateway keep the built-in defaults.
+# recipient the real store has suppressed). The key commands refuse too: a key made in a
+# database created on the spot opens nothing. Commands that put records in (`suppress
+# add`, imports) or run the gateway keep the built-in defaults.
 READ_COMMANDS = frozenset({
     "blocks", "audit list", "audit verify", "suppress list", "suppress export",
     "consent list", "location show", "privacy export", "check email", "check call",
-    "check sms",
+    "check sms", "keys create", "keys list", "keys revoke",
 })
 
 
@@ -175,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_actions.add_parser("list", parents=[common])
     _add_privacy_commands(commands, common)
     add_rules_commands(commands, common)
+    add_keys_commands(commands, common)
     return parser
 
 
@@ -227,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check" and args.kind == "dkim":
             return print_dkim_record(config, args.domain)
         configure_logging("WARNING")
-        return asyncio.run(_with_services(config, COMMANDS[args.command], args))
+        command_runner = run_keys if args.command == "keys" else COMMANDS[args.command]
+        return asyncio.run(_with_services(config, command_runner, args))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID

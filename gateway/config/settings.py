@@ -22,7 +22,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.addresses import InvalidAddress, normalized_email
 from gateway.config.toml_reader import TomlTable
-from gateway.model import Account, Channel, DkimKey, Purpose, Role, SenderIdentity
+from gateway.model import (
+    AGENT_KEY_PREFIX,
+    Account,
+    Channel,
+    DkimKey,
+    Purpose,
+    Role,
+    SenderIdentity,
+)
 
 PACKAGE_RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
@@ -120,6 +128,7 @@ class LoginLimitsConfig:
     max_failed_logins: int = 5
     failed_login_window_s: float = 600.0
     login_lockout_s: float = 900.0
+    max_failed_keys_per_prefix: int = 50
 
 
 @dataclass(frozen=True)
@@ -384,6 +393,9 @@ def _login_limits(section: TomlTable) -> LoginLimitsConfig:
         max_failed_logins=section.integer("max_failed_logins", 5, minimum=1, maximum=1000),
         failed_login_window_s=section.number("failed_login_window_s", 600.0, minimum=1.0),
         login_lockout_s=section.number("login_lockout_s", 900.0, minimum=1.0),
+        max_failed_keys_per_prefix=section.integer(
+            "max_failed_keys_per_prefix", 50, minimum=1, maximum=100_000
+        ),
     )
 
 
@@ -394,9 +406,9 @@ def _smtp_section(raw: Any) -> TomlTable:
         {
             "listen", "tls_cert", "tls_key", "max_message_bytes", "max_recipients",
             "allow_insecure_auth", "hostname", "max_failed_logins", "failed_login_window_s",
-            "login_lockout_s", "max_connections", "max_connections_per_client",
-            "first_command_timeout_s", "max_unauthenticated_bytes", "max_footed_parts",
-            "trusted_proxies",
+            "login_lockout_s", "max_failed_keys_per_prefix", "max_connections",
+            "max_connections_per_client", "first_command_timeout_s",
+            "max_unauthenticated_bytes", "max_footed_parts", "trusted_proxies",
         },
     )
 
@@ -540,6 +552,12 @@ def _accounts(raw: Any, sender: SenderIdentity) -> tuple[Account, ...]:
             raise ConfigError(section.key("secret"), "must be at least 12 characters")
         if any(a.secret == secret for a in accounts):
             raise ConfigError(section.key("secret"), "is shared with another account")
+        if secret.startswith(AGENT_KEY_PREFIX):
+            raise ConfigError(
+                section.key("secret"),
+                f"must not start with {AGENT_KEY_PREFIX!r}, which marks agent keys "
+                "(`keys create`); give the key to the agent instead",
+            )
         role = section.choice("role", "rep", tuple(r.name.lower() for r in Role))
         domains = section.get("sender_domains")
         if domains is None:

@@ -31,9 +31,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.addresses import domain_of
-from gateway.auth.credentials import account_with_secret
-from gateway.auth.login_limits import LoginLimiter
-from gateway.auth.secret_check import account_or_lockout
+from gateway.auth.authenticate import Authenticator
+from gateway.auth.secret_check import account_or_refusal
 from gateway.mail.parse import fields_content, sender_identities
 from gateway.model import (
     Account,
@@ -345,6 +344,12 @@ def _template_request(
     return request
 
 
+def _credentials_refused(status: int, why: str) -> web.Response:
+    if status == RATE_LIMITED:
+        return postmark_error(status, RATE_LIMITED, f"Rate limit exceeded: {why}.")
+    return postmark_error(status, UNAVAILABLE, f"Service unavailable: {why}.")
+
+
 class PostmarkRoutes:
     def __init__(
         self,
@@ -352,13 +357,13 @@ class PostmarkRoutes:
         accounts: Callable[[], tuple[Account, ...]],
         clock: Clock,
         templates_supported: bool,
-        login_limits: LoginLimiter,
+        authenticator: Authenticator,
         max_copies_per_request: int = MAX_COPIES_PER_REQUEST,
     ) -> None:
         self.pipeline = pipeline
         self.accounts = accounts
         self.clock = clock
-        self.login_limits = login_limits
+        self.authenticator = authenticator
         self.templates_supported = templates_supported
         self.max_copies_per_request = max_copies_per_request
 
@@ -372,15 +377,10 @@ class PostmarkRoutes:
             app.router.add_post(path, handler)
             app.router.add_post(path + "/", handler)
 
-    def _account(self, request: web.Request) -> Account | None:
-        return account_with_secret(
-            self.accounts(), request.headers.get("X-Postmark-Server-Token", "")
-        )
-
     async def _body(self, request: web.Request, limit: int) -> tuple[Account, Any] | web.Response:
-        account = account_or_lockout(
-            self.login_limits, request, "postmark", lambda: self._account(request),
-            lambda why: postmark_error(429, RATE_LIMITED, f"Rate limit exceeded: {why}."),
+        account = await account_or_refusal(
+            self.authenticator, request, "postmark", _credentials_refused,
+            request.headers.get("X-Postmark-Server-Token", ""),
         )
         if isinstance(account, web.Response):
             return account

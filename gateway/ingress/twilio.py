@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.addresses import e164
-from gateway.auth.credentials import account_with_secret, basic_credentials
-from gateway.auth.login_limits import LoginLimiter
-from gateway.auth.secret_check import account_or_lockout
+from gateway.auth.authenticate import Authenticator
+from gateway.auth.credentials import basic_credentials
+from gateway.auth.secret_check import account_or_refusal
 from gateway.ingress.twiml import TwimlRefused, check_twiml, check_twiml_url
 from gateway.model import (
     TWILIO_API_VERSION,
@@ -200,6 +200,12 @@ def check_call_instructions(form: list[tuple[str, str]], twiml_hosts: frozenset[
             )
 
 
+def _credentials_refused(status: int, why: str) -> web.Response:
+    if status == 429:
+        return twilio_error(status, TOO_MANY_REQUESTS, f"Too Many Requests: {why}")
+    return twilio_error(status, SERVICE_UNAVAILABLE, f"Service Unavailable: {why}")
+
+
 class TwilioRoutes:
     def __init__(
         self,
@@ -208,7 +214,7 @@ class TwilioRoutes:
         account_sid: str,
         rules: Callable[[], RuleSet],
         clock: Clock,
-        login_limits: LoginLimiter,
+        authenticator: Authenticator,
         twiml_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self.pipeline = pipeline
@@ -217,7 +223,7 @@ class TwilioRoutes:
         self.account_sid = account_sid
         self.rules = rules
         self.clock = clock
-        self.login_limits = login_limits
+        self.authenticator = authenticator
 
     def register(self, app: web.Application) -> None:
         base = f"/{TWILIO_API_VERSION}/Accounts/{{account_sid}}"
@@ -230,21 +236,16 @@ class TwilioRoutes:
     async def calls(self, request: web.Request) -> web.Response:
         return await self._submit(request, Channel.CALL)
 
-    def _account(self, request: web.Request) -> Account | None:
+    async def _account(self, request: web.Request) -> Account | web.Response | None:
         """User is the account name, or the AccountSid as Twilio's SDK sends it."""
-        credentials = basic_credentials(request.headers.get("Authorization", ""))
-        if credentials is None:
-            return None
-        user, password = credentials
-        return account_with_secret(
-            self.accounts(), password, lambda a: user in (a.name, self.account_sid)
+        user, password = basic_credentials(request.headers.get("Authorization", "")) or ("", "")
+        return await account_or_refusal(
+            self.authenticator, request, "twilio", _credentials_refused, password,
+            login=user, name_ok=lambda a: user in (a.name, self.account_sid),
         )
 
     async def _submit(self, request: web.Request, channel: Channel) -> web.Response:
-        account = account_or_lockout(
-            self.login_limits, request, "twilio", lambda: self._account(request),
-            lambda why: twilio_error(429, TOO_MANY_REQUESTS, f"Too Many Requests: {why}"),
-        )
+        account = await self._account(request)
         if isinstance(account, web.Response):
             return account
         if account is None:

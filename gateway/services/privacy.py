@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -30,24 +29,6 @@ from gateway.model import AuditEvent, BlockRecord
 from gateway.runtime.clock import Clock
 from gateway.services.imports import validated_key
 from gateway.store.base import ERASED_PREFIX, PersonalData, Store, erased_address
-
-ERASURE_KEY_FILE = "erasure-key"
-
-
-def erasure_key(config: Config) -> bytes:
-    """`[privacy] erasure_key`, else a key generated once into data_dir (single node).
-
-    Losing or changing it makes erased opt-outs stop matching, so it is kept with the
-    data it protects and never rotated.
-    """
-    if config.privacy.erasure_key:
-        return config.privacy.erasure_key.encode()
-    path = config.data_dir / ERASURE_KEY_FILE
-    if not path.exists():
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(48))
-    return path.read_text().strip().encode()
 
 
 def outbox_directories(config: Config) -> tuple[Path, ...]:

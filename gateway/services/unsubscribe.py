@@ -4,14 +4,18 @@ they arrive (the web page, the RFC 8058 one-click POST, the mailto address); eac
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.addresses import InvalidAddress, suppression_key
-from gateway.auth.unsubscribe_tokens import TokenClaims, UnsubscribeTokens
+from gateway.auth.unsubscribe_tokens import TOKEN_SHAPE, TokenClaims, UnsubscribeTokens
 from gateway.model import Channel
 from gateway.rewrite.footer import mailto_link
 from gateway.runtime.clock import Clock
 from gateway.services.suppressions import Suppressions
+
+RELOAD_KEYS_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -29,8 +33,11 @@ class Unsubscribe:
         clock: Clock,
         public_url: str,
         mailbox: str,
+        reload_keys: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.tokens = tokens
+        self.reload_keys = reload_keys
+        self._reloaded_at = -RELOAD_KEYS_EVERY_S
         self.suppressions = suppressions
         self.clock = clock
         self.url_prefix = f"{public_url}/u/"
@@ -47,9 +54,24 @@ class Unsubscribe:
     def token_names(self, recipient: str) -> TokenMatcher:
         return TokenMatcher(self.tokens, recipient)
 
+    async def claims(self, token: str) -> TokenClaims | None:
+        """The claims of an authentic token. A well-formed token that no key verifies may
+        come from a replica that shared its older key after this one read the keys: they
+        are read again (at most every RELOAD_KEYS_EVERY_S) before the token is refused."""
+        claims = self.tokens.verify(token)
+        now = time.monotonic()
+        if (
+            claims is None and self.reload_keys is not None and TOKEN_SHAPE.match(token)
+            and now - self._reloaded_at >= RELOAD_KEYS_EVERY_S
+        ):
+            self._reloaded_at = now
+            await self.reload_keys()
+            claims = self.tokens.verify(token)
+        return claims
+
     async def honor(self, token: str, *, source: str) -> TokenClaims | None:
         """Suppress the token's recipient; None (and nothing changed) for a bad token."""
-        claims = self.tokens.verify(token)
+        claims = await self.claims(token)
         if claims is None:
             return None
         try:

@@ -111,6 +111,19 @@ class PersonalData:
     audit: tuple[AuditEvent, ...] = ()
 
 
+@dataclass(frozen=True)
+class AgentKeyRow:
+    """An agent key as stored: never the key, only its keyed digest."""
+
+    key_id: str
+    account: str
+    digest: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
 class StoreLifecycle(Protocol):
     async def open(self) -> None:
         """Connect and apply pending schema migrations."""
@@ -212,6 +225,48 @@ class InboundMessages(Protocol):
     async def record_inbound(self, message_id: str, received_at: datetime) -> bool:
         """Record `message_id` (received at `received_at`); False, changing nothing, when it
         was recorded already (another delivery of the same message got there first)."""
+
+
+class SharedSettings(Protocol):
+    """Facts every replica must agree on (generated keys, fingerprints of configured ones),
+    kept in the store because the store is what replicas share."""
+
+    async def claim_setting(self, name: str, value: str) -> str:
+        """Record `value` under `name` unless something is recorded there already; return
+        what is recorded (so of two replicas claiming at once, both get the winner's)."""
+
+    async def settings_named(self, prefix: str) -> dict[str, str]:
+        """Every setting whose name starts with `prefix`."""
+
+
+class LoginCounters(Protocol):
+    """Failed sign-ins and the lockouts they earn, by scope (a source prefix or an account
+    name), shared by every replica. Times are POSIX seconds."""
+
+    async def login_locked_until(self, scopes: Sequence[str], now: float) -> float:
+        """The latest end of a lockout holding on any of `scopes` (0.0 when none holds)."""
+
+    async def count_login_failure(
+        self, scopes: Sequence[str], now: float, window_s: float, limit: int, lockout_s: float
+    ) -> tuple[str, ...]:
+        """Record one failure against each scope; a scope with `limit` failures within
+        `window_s` is locked until `now + lockout_s` and its failures forgotten. Returns
+        the scopes this failure locked (each lockout is reported once, whichever replica
+        counted the failure that earned it)."""
+
+
+class AgentKeyRegistry(Protocol):
+    async def add_agent_key(self, row: AgentKeyRow) -> None: ...
+
+    async def agent_key(self, key_id: str) -> AgentKeyRow | None: ...
+
+    async def agent_keys(self, account: str | None = None) -> list[AgentKeyRow]:
+        """Every key (of `account`), oldest first, revoked ones included."""
+
+    async def revoke_agent_key(self, key_id: str, at: datetime) -> bool:
+        """Revoke a key that is not revoked yet; False when there is none such."""
+
+    async def agent_key_used(self, key_id: str, at: datetime) -> None: ...
 
 
 class ConsentRegistry(Protocol):
@@ -363,6 +418,9 @@ class Store(
     StoreLifecycle,
     SuppressionList,
     InboundMessages,
+    SharedSettings,
+    LoginCounters,
+    AgentKeyRegistry,
     ConsentRegistry,
     KnownLocations,
     ContactLedger,

@@ -75,18 +75,22 @@ ERASED_TABLES: Mapping[str, NamedBy] = {
 }
 """The tables an erasure deletes a person's rows from, in the order it reports them."""
 
-NOT_ERASED = ("audit", "audit_anchor", "settings", "schema_migrations", "inbound_messages")
+NOT_ERASED = (
+    "audit", "audit_anchor", "settings", "schema_migrations", "inbound_messages",
+    "login_failures", "login_lockouts", "agent_keys",
+)
 """The rest of the schema: audit entries are never rewritten (nor is the chain's anchor),
-and settings, the migration record and the inbound message ids (a provider's id and a time,
-no number) name nobody."""
+and settings, the migration record, the inbound message ids (a provider's id and a time,
+no number), sign-in counts (a network prefix or an account name, gone within the hour) and
+agent keys name no recipient."""
 
-PURGED_TABLES = (*ERASED_TABLES, "audit", "audit_anchor")
+PURGED_TABLES = (*ERASED_TABLES, "audit", "audit_anchor", "login_failures", "login_lockouts")
 """Emptied by a purge (suppressions then get their opt-outs back as erased rows)."""
 
-NOT_PURGED = ("settings", "schema_migrations", "inbound_messages")
-"""Kept by a purge: the erasure key's fingerprint must outlive the rows written with it, and
-a webhook signed before the purge verifies after it too, so its message id must still be
-known to be a replay."""
+NOT_PURGED = ("settings", "schema_migrations", "inbound_messages", "agent_keys")
+"""Kept by a purge: the erasure key's fingerprint (and the shared keys) must outlive the rows
+written with them, a webhook signed before the purge verifies after it too, so its message
+id must still be known to be a replay, and agents keep the keys they were given."""
 
 
 Statement = tuple[str, list[object]]
@@ -225,7 +229,7 @@ def purge_survivors(
 
 class ErasureKey(abc.ABC):
     """The erasure key a store was given, and the rules that depend on it. Each backend's
-    store inherits it and supplies `_claim_erasure_fingerprint` in its SQL."""
+    store inherits it and supplies `claim_setting` (`SharedSettings`) in its SQL."""
 
     _erasure_key: bytes | None = None
 
@@ -236,18 +240,17 @@ class ErasureKey(abc.ABC):
         if not key:
             raise ValueError("the erasure key must not be empty")
         fingerprint = hmac.new(key, b"erasure-key-fingerprint", hashlib.sha256).hexdigest()
-        stored = await self._claim_erasure_fingerprint(fingerprint)
+        stored = await self.claim_setting(FINGERPRINT_SETTING, fingerprint)
         if not hmac.compare_digest(stored, fingerprint):
             raise StoreUnavailable(
                 "the erasure key differs from the one this database's erased opt-outs were "
-                "written with; restore privacy.erasure_key (or data_dir/erasure-key)"
+                "written with; restore privacy.erasure_key"
             )
         self._erasure_key = key
 
     @abc.abstractmethod
-    async def _claim_erasure_fingerprint(self, fingerprint: str) -> str:
-        """Record `fingerprint` under FINGERPRINT_SETTING unless a fingerprint is recorded
-        there already; return the recorded one."""
+    async def claim_setting(self, name: str, value: str) -> str:
+        """See `SharedSettings.claim_setting`."""
 
     def _erased_aliases(self, addresses: Iterable[str]) -> dict[str, str]:
         """Keyed hash -> address, so an erased row answers for its address (empty without

@@ -22,9 +22,8 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
-from gateway.auth.credentials import account_with_secret
-from gateway.auth.login_limits import LoginLimiter
-from gateway.auth.secret_check import account_or_lockout
+from gateway.auth.authenticate import Authenticator
+from gateway.auth.secret_check import account_or_refusal
 from gateway.model import Account, AuditEvent, BlockRecord, Channel, Role
 from gateway.pipeline.dry_run import CheckError, parse_time
 from gateway.runtime.client_address import client_address
@@ -305,6 +304,15 @@ def _sign_in_body(error: str = "") -> str:
     )
 
 
+def _sign_in_refused(status: int, why: str) -> web.Response:
+    if status == 429:
+        return _page("Sign in", _sign_in_body(
+            f"Too many failed sign-ins from this network: {why}."), status=429)
+    return _page("Sign in", _sign_in_body(
+        "The sign-in could not be checked just now; please try again in a minute."),
+        status=status)
+
+
 class ReviewRoutes:
     def __init__(
         self,
@@ -313,10 +321,10 @@ class ReviewRoutes:
         clock: Clock,
         session_key: bytes,
         secure_cookies: bool,
-        login_limits: LoginLimiter,
+        authenticator: Authenticator,
     ) -> None:
         self.store = store
-        self.login_limits = login_limits
+        self.authenticator = authenticator
         self.accounts = accounts
         self.clock = clock
         self.session_key = session_key
@@ -361,11 +369,9 @@ class ReviewRoutes:
         except ValueError:
             return _page("Sign in", _sign_in_body("The form could not be read."), status=400)
         secret = form.get("secret")
-        account = account_or_lockout(
-            self.login_limits, request, "review",
-            lambda: account_with_secret(self.accounts(), secret if isinstance(secret, str) else ""),
-            lambda why: _page("Sign in", _sign_in_body(
-                f"Too many failed sign-ins from this address: {why}."), status=429),
+        account = await account_or_refusal(
+            self.authenticator, request, "review", _sign_in_refused,
+            secret if isinstance(secret, str) else "", keys_accepted=False,
         )
         if isinstance(account, web.Response):
             return account

@@ -64,6 +64,17 @@ def _invalid_link() -> web.Response:
     )
 
 
+def _try_again() -> web.Response:
+    response = _page(
+        "Please try again",
+        "<p>We could not record your request just now, so nothing was changed. "
+        "Please try again in a few minutes.</p>",
+        status=503,
+    )
+    response.headers["Retry-After"] = "60"
+    return response
+
+
 class UnsubscribeRoutes:
     def __init__(self, unsubscribe: Unsubscribe) -> None:
         self.unsubscribe = unsubscribe
@@ -73,7 +84,10 @@ class UnsubscribeRoutes:
         app.router.add_post("/u/{token}", self.confirm)
 
     async def show(self, request: web.Request) -> web.Response:
-        claims = self.unsubscribe.tokens.verify(request.match_info["token"])
+        try:
+            claims = await self.unsubscribe.claims(request.match_info["token"])
+        except StoreUnavailable:
+            return _try_again()
         if claims is None:
             return _invalid_link()
         recipient = html.escape(claims.recipient)
@@ -102,14 +116,7 @@ class UnsubscribeRoutes:
         try:
             claims = await self.unsubscribe.honor(request.match_info["token"], source="one-click")
         except StoreUnavailable:
-            response = _page(
-                "Please try again",
-                "<p>We could not record your request just now, so nothing was changed. "
-                "Please try again in a few minutes.</p>",
-                status=503,
-            )
-            response.headers["Retry-After"] = "60"
-            return response
+            return _try_again()
         if claims is None:
             return _invalid_link()
         log_event(log, "unsubscribed", source="one-click", recipient=claims.recipient)

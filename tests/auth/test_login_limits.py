@@ -1,8 +1,10 @@
-"""AUTH brute force: too many failed sign-ins lock the address or the account for a while.
+"""Password guessing: too many failed sign-ins with an account secret lock the source
+prefix (IPv4 /24) or the account for a while.
 
 Each test drives real SMTP clients (bound to distinct loopback addresses, which Linux
-routes to 127.0.0.1's listener) or the review page over HTTP, and reads the audit log and
-/metrics of the running gateway. Time moves with a clock the test steps, never by sleeping.
+routes to 127.0.0.1's listener; 127.0.N.x is one /24 per N) or the review page over HTTP,
+and reads the audit log and /metrics of the running gateway. Time moves with a clock the
+test steps, never by sleeping.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from tests.fakes.clock import SteppingClock
 LIMITS = "max_failed_logins = 3\nfailed_login_window_s = 60\nlogin_lockout_s = 300\n"
 
 
-def config_with(tmp_path: Path, smtp_keys: str) -> Config:
-    """The test configuration with more keys in its [smtp] table."""
-    path = write_config(tmp_path)
+def config_with(tmp_path: Path, smtp_keys: str, extra: str = "") -> Config:
+    """The test configuration with more keys in its [smtp] table (and `extra` tables)."""
+    path = write_config(tmp_path, extra)
     path.write_text(path.read_text().replace("[smtp]\n", "[smtp]\n" + smtp_keys, 1))
     return load_config(path)
 
@@ -71,27 +73,37 @@ async def limited(tmp_path: Path) -> AsyncIterator[tuple[Gateway, SteppingClock]
     await gateway.stop()
 
 
-async def test_an_address_guessing_is_locked_out_even_with_the_right_password(limited) -> None:
+async def test_a_prefix_guessing_is_locked_out_even_with_the_right_password(limited) -> None:
     gateway, clock = limited
     for guess in ("a-guess-0001", "a-guess-0002", "a-guess-0003"):
-        assert await attempt(gateway, "nobody", guess, "127.0.0.5") == 535
-    assert await attempt(gateway, "demo", DEMO_SECRET, "127.0.0.5") == 454
-    assert await attempt(gateway, "demo", DEMO_SECRET, "127.0.0.6") == 235
+        assert await attempt(gateway, "nobody", guess, "127.0.5.5") == 535
+    assert await attempt(gateway, "demo", DEMO_SECRET, "127.0.5.5") == 454
+    assert await attempt(gateway, "demo", DEMO_SECRET, "127.0.6.5") == 235
     assert await lockouts(gateway) == [
-        ("address 127.0.0.5", {"ingress": "smtp", "peer": "127.0.0.5", "failures": 3,
-                               "window_s": 60.0, "lockout_s": 300.0}),
+        ("prefix 127.0.5.0/24", {"ingress": "smtp", "peer": "127.0.5.5", "failures": 3,
+                                 "window_s": 60.0, "lockout_s": 300.0}),
     ]
     text = await metrics_text(gateway)
     assert 'gateway_login_failures_total{ingress="smtp"} 3.0' in text
-    assert 'gateway_login_lockouts_total{ingress="smtp",scope="address"} 1.0' in text
+    assert 'gateway_login_lockouts_total{ingress="smtp",scope="prefix"} 1.0' in text
     clock.advance(301)
-    assert await attempt(gateway, "demo", DEMO_SECRET, "127.0.0.5") == 235
+    assert await attempt(gateway, "demo", DEMO_SECRET, "127.0.5.5") == 235
+
+
+async def test_guesses_spread_over_the_addresses_of_one_prefix_are_locked_out(limited) -> None:
+    """The review's finding: a budget per address let a /24 guess eight times as often."""
+    gateway, _ = limited
+    for n in range(3):
+        assert await attempt(gateway, "nobody", f"a-guess-{n:04}", f"127.0.7.{n + 1}") == 535
+    for n in range(4, 12):
+        assert await attempt(gateway, "nobody", f"a-guess-{n:04}", f"127.0.7.{n}") == 454
+    assert [subject for subject, _ in await lockouts(gateway)] == ["prefix 127.0.7.0/24"]
 
 
 async def test_an_account_guessed_from_many_addresses_is_locked_out(limited) -> None:
     gateway, clock = limited
     for n in range(3):
-        assert await attempt(gateway, "demo", f"wrong-password-{n}", f"127.0.1.{n + 1}") == 535
+        assert await attempt(gateway, "demo", f"wrong-password-{n}", f"127.{n + 1}.1.1") == 535
     assert await attempt(gateway, "demo", DEMO_SECRET, "127.0.1.9") == 454
     assert await attempt(gateway, "boss", MANAGER_SECRET, "127.0.1.9") == 235
     assert [subject for subject, _ in await lockouts(gateway)] == ["account demo"]
@@ -139,8 +151,8 @@ async def test_review_sign_in_shares_the_limiter(limited) -> None:
     assert retry_after == "300"
     assert "too many failed logins" in page
     [(subject, details)] = await lockouts(gateway)
-    assert subject == "address 127.0.0.1" and details["ingress"] == "review"
-    assert 'gateway_login_lockouts_total{ingress="review",scope="address"} 1.0' in (
+    assert subject == "prefix 127.0.0.0/24" and details["ingress"] == "review"
+    assert 'gateway_login_lockouts_total{ingress="review",scope="prefix"} 1.0' in (
         await metrics_text(gateway)
     )
 
@@ -154,18 +166,19 @@ def test_limits_are_checked_when_the_configuration_loads(tmp_path: Path) -> None
         config_with(tmp_path, "max_failed_logins = 0\n")
 
 
-def _secret_headers(ingress: str, secret: str) -> dict[str, str]:
+def _secret_headers(ingress: str, secret: str, user: str) -> dict[str, str]:
     if ingress == "postmark":
         return {"X-Postmark-Server-Token": secret, "Accept": "application/json"}
     if ingress == "twilio":
-        return {"Authorization": "Basic " + base64.b64encode(f"demo:{secret}".encode()).decode()}
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()}
     return {"Authorization": f"Bearer {secret}"}
 
 
 async def send_with_secret(
-    gateway: Gateway, ingress: str, secret: str, source: str
+    gateway: Gateway, ingress: str, secret: str, source: str, user: str = "demo"
 ) -> tuple[int, str | None, str]:
-    """One request to `ingress`'s secret-bearing API from `source`: status, Retry-After, body."""
+    """One request to `ingress`'s secret-bearing API from `source` (Twilio's user name
+    `user`): status, Retry-After, body."""
     sid = gateway.config.twilio_upstream.account_sid
     method, path, body = {
         "postmark": ("POST", "/email", {"json": {}}),
@@ -176,7 +189,7 @@ async def send_with_secret(
     async with aiohttp.ClientSession(connector=connector) as http:
         async with http.request(
             method, f"http://127.0.0.1:{gateway.http_port}{path}",
-            headers=_secret_headers(ingress, secret), **body,
+            headers=_secret_headers(ingress, secret, user), **body,
         ) as response:
             return response.status, response.headers.get("Retry-After"), await response.text()
 
@@ -195,28 +208,28 @@ async def test_http_secrets_are_locked_out_like_smtp_auth(
     """Without this, the APIs would be an unlimited oracle for the secrets SMTP AUTH guards."""
     gateway, clock = limited
     for guess in ("a-guess-0001", "a-guess-0002", "a-guess-0003"):
-        status, _, _ = await send_with_secret(gateway, ingress, guess, "127.0.0.9")
+        status, _, _ = await send_with_secret(gateway, ingress, guess, "127.0.9.9", "nobody")
         assert status == 401
     status, retry_after, body = await send_with_secret(
-        gateway, ingress, right_secret, "127.0.0.9"
+        gateway, ingress, right_secret, "127.0.9.10"
     )
     assert (status, retry_after) == (429, "300")
     assert shape in body and "too many failed logins" in body
-    other_status, _, _ = await send_with_secret(gateway, ingress, right_secret, "127.0.0.10")
+    other_status, _, _ = await send_with_secret(gateway, ingress, right_secret, "127.0.10.9")
     assert other_status not in (401, 429)
     [(subject, details)] = await lockouts(gateway)
-    assert subject == "address 127.0.0.9" and details["ingress"] == ingress
+    assert subject == "prefix 127.0.9.0/24" and details["ingress"] == ingress
     clock.advance(301)
-    status, _, _ = await send_with_secret(gateway, ingress, right_secret, "127.0.0.9")
+    status, _, _ = await send_with_secret(gateway, ingress, right_secret, "127.0.9.9")
     assert status not in (401, 429)
 
 
 async def test_failures_on_smtp_and_http_count_together(limited) -> None:
     gateway, _ = limited
-    assert await attempt(gateway, "nobody", "a-guess-0001", "127.0.0.11") == 535
-    assert await attempt(gateway, "nobody", "a-guess-0002", "127.0.0.11") == 535
-    status, _, _ = await send_with_secret(gateway, "admin", "a-guess-0003", "127.0.0.11")
+    assert await attempt(gateway, "nobody", "a-guess-0001", "127.0.11.1") == 535
+    assert await attempt(gateway, "nobody", "a-guess-0002", "127.0.11.1") == 535
+    status, _, _ = await send_with_secret(gateway, "admin", "a-guess-0003", "127.0.11.1")
     assert status == 401
-    assert await attempt(gateway, "demo", DEMO_SECRET, "127.0.0.11") == 454
-    status, _, _ = await send_with_secret(gateway, "postmark", DEMO_SECRET, "127.0.0.11")
+    assert await attempt(gateway, "demo", DEMO_SECRET, "127.0.11.1") == 454
+    status, _, _ = await send_with_secret(gateway, "postmark", DEMO_SECRET, "127.0.11.1")
     assert status == 429

@@ -75,9 +75,9 @@ async def submit(gateway: Gateway, recipients: tuple[str, ...] = (BOB, ANN)) -> 
     """One SMTP transaction of the same message every time (so retries are retries)."""
     smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=gateway.smtp_port, start_tls=False)
     await smtp.connect()
-    await smtp.login("demo", DEMO_SECRET)
     content = first_touch(to=list(recipients)).as_bytes()
     try:
+        await smtp.login("demo", DEMO_SECRET)
         errors, reply = await smtp.sendmail("katie@example.com", list(recipients), content)
         assert errors == {}
         return 250, reply
@@ -239,7 +239,7 @@ async def test_store_down_accepts_nothing_and_the_retry_arrives_once(flaky_gatew
     gateway, store, sink = flaky_gateway
     store.down = True
     code, text = await submit(gateway)
-    assert code == 451 and "STORE_UNAVAILABLE" in text
+    assert code == 454 and "STORE_UNAVAILABLE" in text  # refused at AUTH: counts unreadable
     assert sink.mail_commands == 0
     store.down = False
     assert (await submit(gateway))[0] == 250

@@ -218,8 +218,12 @@ async def test_a_configured_erasure_key_is_used(
     monkeypatch.setenv("GW_ERASURE_KEY", "e" * 40)
     config = config_factory('[privacy]\nerasure_key = "${GW_ERASURE_KEY}"\n')
     services = Services(config, Clock(NOW))
-    assert services.erasure_key == b"e" * 40
-    assert not (config.data_dir / "erasure-key").exists()
+    await services.open()
+    try:
+        assert services.erasure_key == b"e" * 40
+        assert await services.store.settings_named("key:erasure") == {}
+    finally:
+        await services.close()
 
 
 def test_a_short_erasure_key_is_refused(tmp_path: Path) -> None:

@@ -25,7 +25,6 @@ from gateway.runtime.clock import Clock
 from gateway.runtime.progress import Progress
 from gateway.server import Services
 from gateway.services.imports import import_suppression_file
-from gateway.services.privacy import erasure_key
 from gateway.store.base import ERASED_SOURCE, erased_address
 from gateway.store.migrations import discover_migrations, migration_directory, run_migrations
 from gateway.store.sqlite.sql import SqliteMigrationTarget
@@ -177,7 +176,9 @@ async def test_opt_outs_stored_before_mailbox_keys_still_hold_for_the_mailbox(
     gateway opens the store, so every spelling is refused; an opt-out erased before (a hash
     of the old key, which cannot be folded) still refuses the spelling it was erased as."""
     config = config_factory()
-    key = erasure_key(config)
+    key = b"an-erasure-key-an-earlier-version-generated"
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    (config.data_dir / "erasure-key").write_bytes(key)
     legacy_database(config, [
         ("bob.smith@gmail.com", "one-click"),
         ("carol+promo@x.example", "import:list.csv"),

@@ -22,7 +22,7 @@ import pytest
 import gateway.store
 from gateway.model import Channel, KnownLocation
 from gateway.store import open_store
-from gateway.store.base import ERASED_SOURCE, Store
+from gateway.store.base import ERASED_SOURCE, AgentKeyRow, Store
 from gateway.store.erasure import (
     ERASED_TABLES,
     NOT_ERASED,
@@ -120,6 +120,10 @@ async def person_in_every_table(store: Store, number: str) -> None:
     await store.claim_delivery("m1", number, T0, 60)
     await store.record_block(block(number, channel=Channel.SMS))
     await store.record_inbound(f"SM-{number}", T0)
+    # rows that name no recipient, which neither an erasure nor a purge may need
+    await store.count_login_failure([f"prefix {number}"], T0.timestamp(), 60.0, 1, 60.0)
+    await store.count_login_failure([f"account {number}"], T0.timestamp(), 60.0, 5, 60.0)
+    await store.add_agent_key(AgentKeyRow(f"k{number[-6:]}", "acme", "digest", T0))
 
 
 async def test_an_erasure_changes_exactly_the_erased_tables(
@@ -198,7 +202,7 @@ def concern_methods() -> set[str]:
 @pytest.mark.parametrize("backend", BACKENDS, ids=lambda backend: backend.__name__)
 def test_each_backend_implements_every_concern(backend: type) -> None:
     """The stores do not inherit `Store` (a missing method would fall back to a stub)."""
-    assert len(concern_methods()) == 41
+    assert len(concern_methods()) == 50
     for name in concern_methods():
         method = getattr(backend, name)
         assert inspect.iscoroutinefunction(method), name

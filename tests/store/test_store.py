@@ -35,6 +35,7 @@ from gateway.store import open_store
 from gateway.store.audit_chain import GENESIS_HASH, entry_hash
 from gateway.store.base import (
     ERASED_SOURCE,
+    AgentKeyRow,
     AuditProblem,
     BlockQuery,
     DeliveryClaim,
@@ -474,6 +475,73 @@ async def test_an_import_that_fails_at_its_end_applies_nothing(store: Store) -> 
     assert await store.suppressed([addresses[0], addresses[-1]]) == frozenset()
     assert await store.list_suppressions() == []
     assert await store.audit_events() == []
+
+
+# --- shared settings, sign-in counts, agent keys ------------------------------------------
+
+NOW_S = T0.timestamp()
+
+
+async def test_the_first_claim_of_a_setting_wins_and_prefixes_match_literally(
+    store: Store,
+) -> None:
+    assert await store.claim_setting("key:a_b", "first") == "first"
+    assert await store.claim_setting("key:a_b", "second") == "first"
+    await store.claim_setting("key:aXb", "other")
+    await store.claim_setting("key:a_b:legacy", "kept")
+    assert await store.settings_named("key:a_b") == {"key:a_b": "first", "key:a_b:legacy": "kept"}
+    assert await store.settings_named("nothing:") == {}
+
+
+async def test_the_limit_th_failure_in_the_window_locks_once(store: Store) -> None:
+    scopes = ["prefix 192.0.2.0/24", "account demo"]
+    for n in range(2):
+        assert await store.count_login_failure(scopes, NOW_S + n, 60.0, 3, 300.0) == ()
+    assert await store.login_locked_until(scopes, NOW_S + 2) == 0.0
+    locked = await store.count_login_failure(scopes, NOW_S + 2, 60.0, 3, 300.0)
+    assert sorted(locked) == sorted(scopes)
+    assert await store.login_locked_until(["account demo"], NOW_S + 3) == NOW_S + 302
+    assert await store.login_locked_until(["account other"], NOW_S + 3) == 0.0
+    # a failure during the lockout counts afresh but does not lock (or report) it again
+    assert await store.count_login_failure(scopes, NOW_S + 4, 60.0, 1, 300.0) == ()
+    assert await store.login_locked_until(scopes, NOW_S + 302) == 0.0
+
+
+async def test_failures_older_than_the_window_do_not_count(store: Store) -> None:
+    for n in range(5):
+        locked = await store.count_login_failure(["keys 10.0.0.0/24"], NOW_S + 40 * n, 60.0, 3, 9.0)
+        assert locked == ()
+
+
+async def test_replicas_counting_at_once_lock_a_scope_exactly_once(
+    two_stores: tuple[Store, Store],
+) -> None:
+    """Ten failures at once on two replicas with a limit of four: each failure is counted,
+    so two lockouts would need eight before the first; only one is reported."""
+    results = await asyncio.gather(*(
+        store.count_login_failure(["prefix 198.51.100.0/24"], NOW_S, 60.0, 4, 300.0)
+        for _ in range(5) for store in two_stores
+    ))
+    assert [scope for locked in results for scope in locked] == ["prefix 198.51.100.0/24"]
+    for store in two_stores:
+        assert await store.login_locked_until(["prefix 198.51.100.0/24"], NOW_S) == NOW_S + 300
+
+
+async def test_agent_keys_are_listed_revoked_once_and_marked_used(store: Store) -> None:
+    later = T0 + timedelta(days=1)
+    await store.add_agent_key(AgentKeyRow("00aa", "katie", "d1", T0, expires_at=later))
+    await store.add_agent_key(AgentKeyRow("00bb", "katie", "d2", later))
+    await store.add_agent_key(AgentKeyRow("00cc", "omar", "d3", T0 + timedelta(hours=1)))
+    assert [row.key_id for row in await store.agent_keys()] == ["00aa", "00cc", "00bb"]
+    assert [row.key_id for row in await store.agent_keys("katie")] == ["00aa", "00bb"]
+    assert await store.agent_key("00aa") == AgentKeyRow("00aa", "katie", "d1", T0, later)
+    assert await store.agent_key("nope") is None
+    await store.agent_key_used("00bb", later)
+    assert (await store.agent_key("00bb")).last_used_at == later
+    assert await store.revoke_agent_key("00cc", later) is True
+    assert await store.revoke_agent_key("00cc", later) is False
+    assert await store.revoke_agent_key("nope", later) is False
+    assert (await store.agent_key("00cc")).revoked_at == later
 
 
 # --- blocks -------------------------------------------------------------------------------
@@ -1417,6 +1485,7 @@ async def test_opening_twice_applies_each_migration_once(
         (6, "settings"),
         (7, "suppression_mailboxes"),
         (8, "inbound_messages"),
+        (9, "credentials"),
     ]
 
 
@@ -1456,6 +1525,7 @@ async def test_a_version_one_database_is_upgraded_once_and_keeps_its_data(db_pat
         (6, "settings"),
         (7, "suppression_mailboxes"),
         (8, "inbound_messages"),
+        (9, "credentials"),
     ]
 
 
@@ -1505,6 +1575,7 @@ async def test_a_version_two_database_keeps_its_suppressions_one_row_per_source(
         (6, "settings"),
         (7, "suppression_mailboxes"),
         (8, "inbound_messages"),
+        (9, "credentials"),
     ]
 
 
@@ -1639,7 +1710,7 @@ async def test_replicas_starting_together_apply_each_migration_once(postgres_url
     try:
         await asyncio.gather(*(store.open() for store in stores))
         applied = [[m.version for m in store.applied_migrations] for store in stores]
-        assert sorted(applied) == [[], [], [1, 2, 3, 4, 5, 6, 7, 8]]
+        assert sorted(applied) == [[], [], [1, 2, 3, 4, 5, 6, 7, 8, 9]]
         connection = await asyncpg.connect(postgres_url)
         try:
             rows = await connection.fetch("SELECT version, name FROM schema_migrations")

@@ -14,6 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.auth.agent_keys import AgentKeys
+from gateway.auth.authenticate import Authenticator
 from gateway.auth.login_limits import LoginLimiter
 from gateway.config.settings import Config
 from gateway.model import BlockRecord, Channel, Reason
@@ -70,9 +72,10 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 def review_app(store: Store, config: Config, secure_cookies: bool = False) -> web.Application:
     app = web.Application()
     clock = Clock(NOW)
-    limits = LoginLimiter(config.login_limits, clock, Metrics(), store.append_audit)
+    limits = LoginLimiter(config.login_limits, clock, Metrics(), store, store.append_audit)
+    authenticator = Authenticator(lambda: config.accounts, AgentKeys(store, clock), limits)
     ReviewRoutes(
-        store, lambda: config.accounts, clock, SESSION_KEY, secure_cookies, limits
+        store, lambda: config.accounts, clock, SESSION_KEY, secure_cookies, authenticator
     ).register(app)
     return app
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
-from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from gateway.addresses import InvalidAddress, email_key
-from gateway.auth.credentials import account_with_secret
-from gateway.auth.login_limits import LOCKED_OUT_TEXT, LoginLimiter
+from gateway.auth.authenticate import Authenticator
+from gateway.auth.login_limits import LOCKED_OUT_TEXT, LockedOut
 from gateway.ingress.smtp.client_address import client_address
 from gateway.mail.parse import MAX_FOOTED_PARTS, mailbox_subject, parse_email
 from gateway.model import Account, Channel, EmailContent, OutboundMessage, Reason
@@ -39,6 +37,9 @@ log = logging.getLogger("gateway.smtp")
 
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
 LOCKED_OUT = f"454 4.7.0 {LOCKED_OUT_TEXT}"
+CREDENTIALS_UNCHECKED = (
+    "454 4.7.0 STORE_UNAVAILABLE: credentials cannot be checked just now, try later"
+)
 TOKEN_IN_SUBJECT = re.compile(r"unsubscribe\s+(\S+)", re.IGNORECASE)
 
 
@@ -54,34 +55,27 @@ def _one_line(reply: str, limit: int = 500) -> str:
 
 
 class AccountAuthenticator:
-    """Checks AUTH PLAIN/LOGIN against [[accounts]] in constant time per account; a client
-    address or account name with too many recent failures waits (454) unheard."""
+    """Checks AUTH PLAIN/LOGIN (an agent key or the account's secret, see `Authenticator`):
+    a source prefix or account name with too many recent failures waits (454) unheard, and
+    so does everyone while the store that keeps the counts and keys cannot be read."""
 
-    def __init__(
-        self, accounts: Callable[[], tuple[Account, ...]], limiter: LoginLimiter
-    ) -> None:
-        self.accounts = accounts
-        self.limiter = limiter
+    def __init__(self, authenticator: Authenticator) -> None:
+        self.authenticator = authenticator
 
-    def __call__(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
-    ) -> AuthResult:
-        if not isinstance(auth_data, LoginPassword):
-            return AuthResult(success=False, handled=False)
-        login = auth_data.login.decode("utf-8", "replace")
-        known = login if any(account.name == login for account in self.accounts()) else None
-        peer = client_address(session)
-        if self.limiter.locked(peer, known):
-            return AuthResult(success=False, handled=False, message=LOCKED_OUT)
-        match = account_with_secret(
-            self.accounts(), auth_data.password, lambda account: account.name == login
-        )
-        if match is None:
-            log_event(
-                log, "auth-failed", logging.WARNING,
-                login=known or "(not an account name)", peer=peer,
+    async def check(self, session: Session, credentials: LoginPassword) -> AuthResult:
+        login = credentials.login.decode("utf-8", "replace")
+        client = client_address(session)
+        try:
+            match = await self.authenticator.account(
+                client, "smtp", credentials.password, login=login,
+                name_ok=lambda account: account.name == login,
             )
-            self.limiter.failed(peer, known, "smtp")
+        except LockedOut:
+            return AuthResult(success=False, handled=False, message=LOCKED_OUT)
+        except StoreUnavailable:
+            return AuthResult(success=False, handled=False, message=CREDENTIALS_UNCHECKED)
+        if match is None:
+            log_event(log, "auth-failed", logging.WARNING, login=login[:64], peer=client)
             return AuthResult(success=False, handled=False)
         return AuthResult(success=True, auth_data=match)
 

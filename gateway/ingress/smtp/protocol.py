@@ -13,6 +13,8 @@ one of `smtp.trusted_proxies` must begin with a PROXY protocol header naming the
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import socket
 import ssl
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.proxy_protocol import ProxyData, get_proxy
-from aiosmtpd.smtp import SMTP, syntax
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, syntax
 
 from gateway.config.settings import Config
 from gateway.ingress.smtp.client_address import client_address
@@ -77,11 +79,13 @@ class GatewaySMTP(SMTP):
 
     def __init__(
         self, handler: SubmissionHandler, sessions: SessionTracker, *,
-        release: Callable[[], None] = lambda: None, first_command_timeout_s: float = 10.0,
+        accounts: AccountAuthenticator, release: Callable[[], None] = lambda: None,
+        first_command_timeout_s: float = 10.0,
         max_unauthenticated_bytes: int | None = None, from_proxy: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        self._accounts = accounts
         self._sessions = sessions
         self._release = release
         self._awaiting_proxy_header = from_proxy
@@ -165,6 +169,48 @@ class GatewaySMTP(SMTP):
     async def smtp_EHLO(self, hostname: str) -> None:
         self._greeting()
         await super().smtp_EHLO(hostname)
+
+    async def auth_PLAIN(self, _: object, args: list[str]) -> AuthResult:
+        """RFC 4616, as aiosmtpd reads it, with an awaited check: the sign-in counts and
+        agent keys live in the store (aiosmtpd's `authenticator` cannot await)."""
+        if len(args) == 1:
+            response = await self.challenge_auth("")
+            if response is MISSING:
+                return AuthResult(success=False)
+            assert isinstance(response, bytes)
+        else:
+            try:
+                response = base64.b64decode(args[1].encode(), validate=True)
+            except binascii.Error:
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        parts = response.split(b"\x00")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        return await self._check(LoginPassword(parts[1], parts[2]))
+
+    async def auth_LOGIN(self, _: object, args: list[str]) -> AuthResult:
+        """The LOGIN mechanism (user name, then password, each base64), as aiosmtpd reads it."""
+        if len(args) == 1:
+            login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
+        else:
+            try:
+                login = base64.b64decode(args[1].encode(), validate=True)
+            except binascii.Error:
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        if login is MISSING:
+            return AuthResult(success=False)
+        password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
+        if password is MISSING:
+            return AuthResult(success=False)
+        assert isinstance(login, bytes) and isinstance(password, bytes)
+        return await self._check(LoginPassword(login, password))
+
+    async def _check(self, credentials: LoginPassword) -> AuthResult:
+        assert self.session is not None
+        return await self._accounts.check(self.session, credentials)
 
     def _authenticated(self) -> bool:
         return self.session is not None and bool(self.session.authenticated)
@@ -293,7 +339,7 @@ def start_smtp_server(
             require_starttls=False,
             auth_required=False,
             auth_require_tls=auth_needs_tls,
-            authenticator=authenticator,
+            accounts=authenticator,
             command_call_limit=COMMAND_LIMITS,
             loop=loop,
         )

@@ -45,6 +45,7 @@ from gateway.store.migrations import (
 _MIGRATION_LOCK = 0x67_77_6D_69  # "gwmi"
 AUDIT_LOCK_CLASS = 0x67_77_61_75  # "gwau"
 CONTACT_LOCK_CLASS = 0x67_77_63_6F  # "gwco"
+LOGIN_LOCK_CLASS = 0x67_77_6C_67  # "gwlg"
 
 _DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 

@@ -12,7 +12,6 @@ from gateway.model import AuditEvent, Suppression
 from gateway.store.base import PersonalData
 from gateway.store.core import SUPPRESSION_COLUMNS, utc
 from gateway.store.erasure import (
-    FINGERPRINT_SETTING,
     PURGED_TABLES,
     ErasureKey,
     erase_statements,
@@ -70,17 +69,6 @@ class PostgresPrivacy(PostgresConnection, ErasureKey):
                 await conn.execute(f"DELETE FROM {table}")
             await _upsert_suppressions(conn, kept)
             return await insert_audit(conn, event)
-
-    async def _claim_erasure_fingerprint(self, fingerprint: str) -> str:
-        async with self._connection() as conn:
-            await conn.execute(
-                "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-                FINGERPRINT_SETTING,
-                fingerprint,
-            )
-            return await conn.fetchval(
-                "SELECT value FROM settings WHERE name = $1", FINGERPRINT_SETTING
-            )
 
 
 async def _upsert_suppressions(conn: asyncpg.Connection, rows: Sequence[Suppression]) -> None:

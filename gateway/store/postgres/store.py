@@ -6,6 +6,7 @@ from gateway.store.postgres.audit import PostgresAuditLog
 from gateway.store.postgres.blocks import PostgresBlockLog
 from gateway.store.postgres.consents import PostgresConsents
 from gateway.store.postgres.contacts import PostgresContactLedger
+from gateway.store.postgres.credentials import PostgresCredentials
 from gateway.store.postgres.deliveries import PostgresDeliveryLedger
 from gateway.store.postgres.inbound import PostgresInboundMessages
 from gateway.store.postgres.locations import PostgresKnownLocations
@@ -16,6 +17,7 @@ from gateway.store.postgres.suppressions import PostgresSuppressions
 class PostgresStore(
     PostgresSuppressions,
     PostgresInboundMessages,
+    PostgresCredentials,
     PostgresConsents,
     PostgresKnownLocations,
     PostgresContactLedger,

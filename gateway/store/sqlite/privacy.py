@@ -9,7 +9,6 @@ from datetime import datetime
 from gateway.model import AuditEvent, Suppression
 from gateway.store.base import PersonalData
 from gateway.store.erasure import (
-    FINGERPRINT_SETTING,
     PURGED_TABLES,
     ErasureKey,
     Statement,
@@ -40,20 +39,6 @@ class SqlitePrivacy(SqliteConnection, ErasureKey):
         key = self._purge_key()
         return await self._run(lambda conn: _purge(conn, event, key))
 
-    async def _claim_erasure_fingerprint(self, fingerprint: str) -> str:
-        return await self._run(lambda conn: _claim_fingerprint(conn, fingerprint))
-
-
-def _claim_fingerprint(conn: sqlite3.Connection, fingerprint: str) -> str:
-    with transaction(conn, write=True):
-        conn.execute(
-            "INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-            (FINGERPRINT_SETTING, fingerprint),
-        )
-        (stored,) = conn.execute(
-            "SELECT value FROM settings WHERE name = ?", (FINGERPRINT_SETTING,)
-        ).fetchone()
-    return stored
 
 
 def _select_personal_data(

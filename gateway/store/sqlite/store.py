@@ -6,6 +6,7 @@ from gateway.store.sqlite.audit import SqliteAuditLog
 from gateway.store.sqlite.blocks import SqliteBlockLog
 from gateway.store.sqlite.consents import SqliteConsents
 from gateway.store.sqlite.contacts import SqliteContactLedger
+from gateway.store.sqlite.credentials import SqliteCredentials
 from gateway.store.sqlite.deliveries import SqliteDeliveryLedger
 from gateway.store.sqlite.inbound import SqliteInboundMessages
 from gateway.store.sqlite.locations import SqliteKnownLocations
@@ -16,6 +17,7 @@ from gateway.store.sqlite.suppressions import SqliteSuppressions
 class SqliteStore(
     SqliteSuppressions,
     SqliteInboundMessages,
+    SqliteCredentials,
     SqliteConsents,
     SqliteKnownLocations,
     SqliteContactLedger,

@@ -246,8 +246,8 @@ async def test_store_outage_is_a_temporary_failure_and_nothing_is_sent(
     gateway = Gateway(config, store=store)  # type: ignore[arg-type]
     await gateway.start()
     try:
+        smtp = await client(gateway)  # signed in: AUTH itself needs the store (its counts)
         store.down = True
-        smtp = await client(gateway)
         await smtp.mail("katie@example.com")
         response = await smtp.execute_command(b"RCPT", b"TO:<bob@client.example.net>")
         assert response.code == 451

@@ -1,0 +1,93 @@
+"""`keys create|list|revoke`: agent keys, so that agents stop sharing their account's secret.
+
+`create` prints the key once, alone on the last line of stdout (scripts take `tail -1`);
+only its keyed digest is stored. Every action is audited with the key id, never the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from datetime import datetime, timedelta
+
+from gateway.cli.common import OneLineErrorParser, UsageError, parse_instant
+from gateway.model import AuditEvent
+from gateway.server import Services
+from gateway.store.base import AgentKeyRow
+
+DURATION = re.compile(r"^(\d{1,5})([dhm])$")
+UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def add_keys_commands(
+    commands: argparse._SubParsersAction[OneLineErrorParser], common: argparse.ArgumentParser
+) -> None:
+    keys = commands.add_parser("keys", help="agent keys: create, list, revoke")
+    actions = keys.add_subparsers(dest="action", required=True, parser_class=OneLineErrorParser)
+    create = actions.add_parser("create", parents=[common], help="a new key for an account")
+    create.add_argument("--account", required=True, help="an [[accounts]] name")
+    create.add_argument("--expires", help="90d, 12h, 30m, or an instant (ISO 8601)")
+    listing = actions.add_parser("list", parents=[common], help="keys with age and last use")
+    listing.add_argument("--account", help="only this account's keys")
+    revoke = actions.add_parser("revoke", parents=[common], help="end a key at once")
+    revoke.add_argument("key", metavar="ID_OR_KEY")
+
+
+def expiry(value: str | None, now: datetime) -> datetime | None:
+    if value is None:
+        return None
+    match = DURATION.match(value)
+    moment = (
+        now + timedelta(**{UNITS[match.group(2)]: int(match.group(1))}) if match
+        else parse_instant(value, now=now)
+    )
+    if moment <= now:
+        raise UsageError(f"--expires {value} is not in the future")
+    return moment
+
+
+async def run_keys(services: Services, args: argparse.Namespace) -> int:
+    now = services.clock.now()
+    if args.action == "create":
+        if not any(account.name == args.account for account in services.config.accounts):
+            raise UsageError(f"no account named {args.account!r} in [[accounts]]")
+        row, key = await services.agent_keys.create(args.account, expiry(args.expires, now))
+        await _audit(services, "key.created", row.key_id, row.account)
+        expires = row.expires_at.isoformat() if row.expires_at else "never"
+        print(f"key {row.key_id} for account {row.account}, expires {expires}")
+        print("shown once; store it where the agent reads its secrets:")
+        print(key)
+        return 0
+    if args.action == "list":
+        rows = await services.store.agent_keys(args.account)
+        print(f"{'id':<16}  {'account':<15}  {'state':<7}  {'age_days':>8}  "
+              f"{'last_used':<25}  expires")
+        for row in rows:
+            print(_row_line(row, now))
+        return 0
+    revoked = await services.agent_keys.revoke(args.key)
+    if revoked is None:
+        raise UsageError("no key with that id, or it is revoked already")
+    await _audit(services, "key.revoked", revoked.key_id, revoked.account)
+    print(f"key {revoked.key_id} of account {revoked.account} revoked")
+    return 0
+
+
+def _row_line(row: AgentKeyRow, now: datetime) -> str:
+    if row.revoked_at is not None:
+        state = "revoked"
+    elif row.expires_at is not None and row.expires_at <= now:
+        state = "expired"
+    else:
+        state = "active"
+    age = (now - row.created_at).total_seconds() / 86400
+    used = row.last_used_at.isoformat(timespec="seconds") if row.last_used_at else "never"
+    expires = row.expires_at.isoformat(timespec="seconds") if row.expires_at else "never"
+    return f"{row.key_id}  {row.account:<15}  {state:<7}  {age:8.1f}  {used:<25}  {expires}"
+
+
+async def _audit(services: Services, action: str, key_id: str, account: str) -> None:
+    await services.store.append_audit(AuditEvent(
+        time=services.clock.now(), actor="operator", action=action, subject=f"key {key_id}",
+        details={"account": account},
+    ))

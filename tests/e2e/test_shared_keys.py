@@ -1,0 +1,149 @@
+"""Replicas configured as the quick start has it (no `[tokens]`, no erasure key, each with
+its own data_dir) on one PostgreSQL database share what must be shared: an unsubscribe link
+or a review session issued by one works on the other, erased opt-outs match on both, and
+sign-in counts are one count. A configured key that differs from its peers' stops start-up.
+
+Each replica is a gateway on its own ports in this process; every request is real HTTP or
+SMTP.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.auth.unsubscribe_tokens import UnsubscribeTokens
+from gateway.config.settings import Config, ConfigError, load_config
+from gateway.model import Channel
+from gateway.server import Gateway
+from gateway.web.review import SESSION_COOKIE
+from tests.auth.test_login_limits import attempt
+from tests.conftest import DEMO_SECRET, MANAGER_SECRET, write_config
+
+RECIPIENT = "bob@client.example.net"
+QUICK_START_LIMITS = "max_failed_logins = 3\n"
+
+
+def replica_config(directory: Path, store_url: str, tokens: str = "") -> Config:
+    """The test configuration without its `[tokens]` table (or with `tokens` instead)."""
+    directory.mkdir(exist_ok=True)
+    path = write_config(directory)
+    text = re.sub(r"\[tokens\]\n[^\[]*", tokens, path.read_text())
+    text = text.replace('url = "sqlite:///var/gateway.db"', f'url = "{store_url}"')
+    text = text.replace("[smtp]\n", "[smtp]\n" + QUICK_START_LIMITS, 1)
+    path.write_text(text)
+    return load_config(path)
+
+
+@pytest.fixture
+async def start_replica(
+    postgres_url: str, tmp_path: Path
+) -> AsyncIterator[Callable[..., object]]:
+    started: list[Gateway] = []
+
+    async def start(name: str, tokens: str = "", prepare: Callable[[Path], None] | None = None
+                    ) -> Gateway:
+        config = replica_config(tmp_path / name, postgres_url, tokens)
+        if prepare is not None:
+            prepare(config.data_dir)
+        gateway = Gateway(config)
+        await gateway.start()
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        await gateway.stop()
+
+
+def base(gateway: Gateway) -> str:
+    return f"http://127.0.0.1:{gateway.http_port}"
+
+
+async def test_a_link_issued_by_one_replica_unsubscribes_on_the_other(start_replica) -> None:
+    a: Gateway = await start_replica("a")  # type: ignore[operator]
+    b: Gateway = await start_replica("b")  # type: ignore[operator]
+    link = a.services.unsubscribe.links(RECIPIENT, "katie@example.com", Channel.EMAIL)
+    path = link.url.removeprefix(a.config.public_url)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base(b) + path) as page:
+            assert page.status == 200, await page.text()
+        async with http.post(
+            base(b) + path, data={"List-Unsubscribe": "One-Click"}
+        ) as confirmed:
+            assert confirmed.status == 200
+    assert await a.services.store.suppressed([RECIPIENT]) == {RECIPIENT}
+    for replica in (a, b):
+        assert not (replica.config.data_dir / "token-keys.json").exists()
+        assert not (replica.config.data_dir / "erasure-key").exists()
+    assert a.services.erasure_key == b.services.erasure_key
+
+
+async def test_a_review_session_opened_on_one_replica_holds_on_the_other(start_replica) -> None:
+    a: Gateway = await start_replica("a")  # type: ignore[operator]
+    b: Gateway = await start_replica("b")  # type: ignore[operator]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            base(a) + "/review/login", data={"secret": MANAGER_SECRET},
+            headers={"Origin": base(a)}, allow_redirects=False,
+        ) as signed_in:
+            assert signed_in.status == 303
+            cookie = signed_in.cookies[SESSION_COOKIE].value
+        async with http.get(
+            base(b) + "/review", headers={"Cookie": f"{SESSION_COOKIE}={cookie}"},
+            allow_redirects=False,
+        ) as page:
+            assert page.status == 200 and "Sign in" not in await page.text()
+
+
+async def test_failed_sign_ins_on_one_replica_lock_out_on_the_other(start_replica) -> None:
+    a: Gateway = await start_replica("a")  # type: ignore[operator]
+    b: Gateway = await start_replica("b")  # type: ignore[operator]
+    for n, replica in enumerate((a, b, a)):
+        assert await attempt(replica, "demo", f"wrong-password-{n}", "127.0.40.1") == 535
+    assert await attempt(b, "demo", DEMO_SECRET, "127.0.41.1") == 454
+    assert await attempt(a, "boss", MANAGER_SECRET, "127.0.41.1") == 235
+
+
+async def test_a_configured_token_key_that_differs_from_the_peers_stops_start_up(
+    start_replica,
+) -> None:
+    await start_replica("a", '[tokens]\nkeys = { k1 = "' + "a" * 40 + '" }\n')
+    with pytest.raises(ConfigError, match=r"tokens\.keys\.k1.*differs"):
+        await start_replica("b", '[tokens]\nkeys = { k1 = "' + "b" * 40 + '" }\n')
+
+
+def legacy_key_file(key: str) -> Callable[[Path], None]:
+    """The token key an earlier version generated into data_dir."""
+    def write(data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / "token-keys.json").write_text(json.dumps({"active": "g1", "keys": {"g1": key}}))
+    return write
+
+
+async def test_links_signed_with_keys_replicas_generated_before_sharing_keep_working(
+    start_replica,
+) -> None:
+    """Upgrading replicas that each generated a key: every link ever sent still works on
+    every replica, including one that started before its peer shared its old key."""
+    old_a, old_b = "old-key-of-replica-a-" + "a" * 30, "old-key-of-replica-b-" + "b" * 30
+    a: Gateway = await start_replica("a", prepare=legacy_key_file(old_a))  # type: ignore[operator]
+    b: Gateway = await start_replica("b", prepare=legacy_key_file(old_b))  # type: ignore[operator]
+    issued_at = a.clock.now()
+    async with aiohttp.ClientSession() as http:
+        for old_key in (old_a, old_b):
+            token = UnsubscribeTokens({"g1": old_key.encode()}, "g1").issue(
+                RECIPIENT, "katie@example.com", Channel.EMAIL, issued_at
+            )
+            for replica in (a, b):
+                async with http.get(f"{base(replica)}/u/{token}") as page:
+                    assert page.status == 200, (old_key, replica.config.data_dir)
+        forged = UnsubscribeTokens({"g1": b"never-a-key-of-any-replica-0123456789"}, "g1")
+        token = forged.issue(RECIPIENT, "katie@example.com", Channel.EMAIL, issued_at)
+        async with http.get(f"{base(a)}/u/{token}") as page:
+            assert page.status == 404
