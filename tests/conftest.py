@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import textwrap
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -106,13 +106,12 @@ def config_factory(tmp_path: Path) -> Callable[..., Config]:
 
 
 @pytest.fixture
-async def gateway_factory(
-    config_factory: Callable[..., Config],
-) -> AsyncIterator[Callable[..., object]]:
+async def start_gateway() -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
+    """Starts a gateway on a configuration; every one it started is stopped afterwards."""
     started: list[Gateway] = []
 
-    async def start(extra: str = "", **kwargs: object) -> Gateway:
-        gateway = Gateway(config_factory(extra), **kwargs)  # type: ignore[arg-type]
+    async def start(config: Config, **kwargs: object) -> Gateway:
+        gateway = Gateway(config, **kwargs)  # type: ignore[arg-type]
         await gateway.start()
         started.append(gateway)
         return gateway
@@ -120,6 +119,16 @@ async def gateway_factory(
     yield start
     for gateway in started:
         await gateway.stop()
+
+
+@pytest.fixture
+async def gateway_factory(
+    config_factory: Callable[..., Config], start_gateway: Callable[..., Awaitable[Gateway]]
+) -> Callable[..., Awaitable[Gateway]]:
+    async def start(extra: str = "", **kwargs: object) -> Gateway:
+        return await start_gateway(config_factory(extra), **kwargs)
+
+    return start
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import re
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,16 +55,15 @@ def create_key(config: Path, *arguments: str) -> str:
 
 
 @pytest.fixture
-async def keyed(tmp_path: Path) -> AsyncIterator[tuple[Gateway, SteppingClock, str]]:
+async def keyed(
+    tmp_path: Path, start_gateway: Callable[..., Awaitable[Gateway]]
+) -> tuple[Gateway, SteppingClock, str]:
     """A running gateway and a key for account `demo` made by the CLI on its store."""
     config = config_with(tmp_path, LIMITS, TWILIO)
     assert config.source is not None
     key = create_key(Path(config.source), "--account", "demo")
     clock = SteppingClock()
-    gateway = Gateway(config, clock=clock)
-    await gateway.start()
-    yield gateway, clock, key
-    await gateway.stop()
+    return await start_gateway(config, clock=clock), clock, key
 
 
 def test_create_prints_the_key_once_and_stores_only_a_digest(tmp_path: Path) -> None:

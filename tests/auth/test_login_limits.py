@@ -10,7 +10,7 @@ test steps, never by sleeping.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -65,12 +65,11 @@ async def lockouts(gateway: Gateway) -> list[tuple[str, dict]]:
 
 
 @pytest.fixture
-async def limited(tmp_path: Path) -> AsyncIterator[tuple[Gateway, SteppingClock]]:
+async def limited(
+    tmp_path: Path, start_gateway: Callable[..., Awaitable[Gateway]]
+) -> tuple[Gateway, SteppingClock]:
     clock = SteppingClock()
-    gateway = Gateway(config_with(tmp_path, LIMITS), clock=clock)
-    await gateway.start()
-    yield gateway, clock
-    await gateway.stop()
+    return await start_gateway(config_with(tmp_path, LIMITS), clock=clock), clock
 
 
 async def test_a_prefix_guessing_is_locked_out_even_with_the_right_password(limited) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -41,24 +41,17 @@ def replica_config(directory: Path, store_url: str, tokens: str = "") -> Config:
 
 
 @pytest.fixture
-async def start_replica(
-    postgres_url: str, tmp_path: Path
-) -> AsyncIterator[Callable[..., object]]:
-    started: list[Gateway] = []
-
+def start_replica(
+    postgres_url: str, tmp_path: Path, start_gateway: Callable[..., Awaitable[Gateway]]
+) -> Callable[..., Awaitable[Gateway]]:
     async def start(name: str, tokens: str = "", prepare: Callable[[Path], None] | None = None
                     ) -> Gateway:
         config = replica_config(tmp_path / name, postgres_url, tokens)
         if prepare is not None:
             prepare(config.data_dir)
-        gateway = Gateway(config)
-        await gateway.start()
-        started.append(gateway)
-        return gateway
+        return await start_gateway(config)
 
-    yield start
-    for gateway in started:
-        await gateway.stop()
+    return start
 
 
 def base(gateway: Gateway) -> str:
@@ -66,8 +59,8 @@ def base(gateway: Gateway) -> str:
 
 
 async def test_a_link_issued_by_one_replica_unsubscribes_on_the_other(start_replica) -> None:
-    a: Gateway = await start_replica("a")  # type: ignore[operator]
-    b: Gateway = await start_replica("b")  # type: ignore[operator]
+    a: Gateway = await start_replica("a")
+    b: Gateway = await start_replica("b")
     link = a.services.unsubscribe.links(RECIPIENT, "katie@example.com", Channel.EMAIL)
     path = link.url.removeprefix(a.config.public_url)
     async with aiohttp.ClientSession() as http:
@@ -85,8 +78,8 @@ async def test_a_link_issued_by_one_replica_unsubscribes_on_the_other(start_repl
 
 
 async def test_a_review_session_opened_on_one_replica_holds_on_the_other(start_replica) -> None:
-    a: Gateway = await start_replica("a")  # type: ignore[operator]
-    b: Gateway = await start_replica("b")  # type: ignore[operator]
+    a: Gateway = await start_replica("a")
+    b: Gateway = await start_replica("b")
     async with aiohttp.ClientSession() as http:
         async with http.post(
             base(a) + "/review/login", data={"secret": MANAGER_SECRET},
@@ -102,8 +95,8 @@ async def test_a_review_session_opened_on_one_replica_holds_on_the_other(start_r
 
 
 async def test_failed_sign_ins_on_one_replica_lock_out_on_the_other(start_replica) -> None:
-    a: Gateway = await start_replica("a")  # type: ignore[operator]
-    b: Gateway = await start_replica("b")  # type: ignore[operator]
+    a: Gateway = await start_replica("a")
+    b: Gateway = await start_replica("b")
     for n, replica in enumerate((a, b, a)):
         assert await attempt(replica, "demo", f"wrong-password-{n}", "127.0.40.1") == 535
     assert await attempt(b, "demo", DEMO_SECRET, "127.0.41.1") == 454
@@ -132,8 +125,8 @@ async def test_links_signed_with_keys_replicas_generated_before_sharing_keep_wor
     """Upgrading replicas that each generated a key: every link ever sent still works on
     every replica, including one that started before its peer shared its old key."""
     old_a, old_b = "old-key-of-replica-a-" + "a" * 30, "old-key-of-replica-b-" + "b" * 30
-    a: Gateway = await start_replica("a", prepare=legacy_key_file(old_a))  # type: ignore[operator]
-    b: Gateway = await start_replica("b", prepare=legacy_key_file(old_b))  # type: ignore[operator]
+    a: Gateway = await start_replica("a", prepare=legacy_key_file(old_a))
+    b: Gateway = await start_replica("b", prepare=legacy_key_file(old_b))
     issued_at = a.clock.now()
     async with aiohttp.ClientSession() as http:
         for old_key in (old_a, old_b):

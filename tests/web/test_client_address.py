@@ -6,7 +6,7 @@ header."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -18,23 +18,18 @@ from tests.conftest import MANAGER_SECRET, write_config
 
 
 @pytest.fixture
-async def start(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
+def start(
+    tmp_path: Path, start_gateway: Callable[..., Awaitable[Gateway]]
+) -> Callable[..., Awaitable[Gateway]]:
     """Start a gateway with these lines added to its [http] and [smtp] tables."""
-    started: list[Gateway] = []
-
     async def make(http_keys: str, smtp_keys: str = "") -> Gateway:
         path = write_config(tmp_path)
         path.write_text(path.read_text()
                         .replace("[http]\n", "[http]\n" + http_keys, 1)
                         .replace("[smtp]\n", "[smtp]\n" + smtp_keys, 1))
-        gateway = Gateway(load_config(path))
-        await gateway.start()
-        started.append(gateway)
-        return gateway
+        return await start_gateway(load_config(path))
 
-    yield make
-    for gateway in started:
-        await gateway.stop()
+    return make
 
 
 async def failed_sign_in(gateway: Gateway, headers: dict[str, str], secret: str = "a-guess"

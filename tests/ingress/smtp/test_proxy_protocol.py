@@ -13,7 +13,7 @@ import base64
 import ipaddress
 import logging
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -38,21 +38,16 @@ def v2_header(source: str, command: int = V2_PROXY) -> bytes:
 
 
 @pytest.fixture
-async def start(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
+def start(
+    tmp_path: Path, start_gateway: Callable[..., Awaitable[Gateway]]
+) -> Callable[..., Awaitable[Gateway]]:
     """Start a gateway with these lines added to its [smtp] table."""
-    started: list[Gateway] = []
-
     async def make(smtp_keys: str) -> Gateway:
         path = write_config(tmp_path)
         path.write_text(path.read_text().replace("[smtp]\n", "[smtp]\n" + smtp_keys, 1))
-        gateway = Gateway(load_config(path))
-        await gateway.start()
-        started.append(gateway)
-        return gateway
+        return await start_gateway(load_config(path))
 
-    yield make
-    for gateway in started:
-        await gateway.stop()
+    return make
 
 
 class Session:
