@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 
+from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from gateway.addresses import InvalidAddress, email_key
@@ -95,6 +96,13 @@ class SubmissionHandler:
         self.max_recipients = max_recipients
         self.max_footed_parts = max_footed_parts
         self.mailbox_key = email_key(unsubscribe.mailbox) if unsubscribe.mailbox else ""
+
+    async def handle_PROXY(
+        self, server: SMTP, session: Session, envelope: Envelope, header: ProxyData
+    ) -> bool:
+        """A valid PROXY header: only connections from `smtp.trusted_proxies` are read for
+        one, so the client it names is the session's client (`client_address`)."""
+        return True
 
     def _message(
         self, account: Account, envelope: Envelope, recipients: tuple[str, ...],

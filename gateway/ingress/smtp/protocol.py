@@ -21,7 +21,6 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.proxy_protocol import ProxyData, get_proxy
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, syntax
 
 from gateway.config.settings import Config
@@ -47,6 +46,11 @@ PROTOCOL_REFUSALS = {
         "encode long lines (quoted-printable or base64)"
     ),
 }
+# A trusted proxy's header is due within aiosmtpd's `proxy_protocol_timeout`, set past the
+# first-command deadline (which closes a silent proxy with a reply saying why) and, as
+# aiosmtpd asks, at least 3 s.
+PROXY_TIMEOUT_MARGIN_S = 1.0
+PROXY_TIMEOUT_FLOOR_S = 3.0
 # Commands that move no mail, per connection: a client repeating them past these is flooding
 # and is told 421 and disconnected. Mail commands stay unlimited ("*") for pooled clients.
 COMMAND_LIMITS = {
@@ -73,9 +77,10 @@ class GatewaySMTP(SMTP):
     small message size, and reading a trusted proxy's PROXY protocol header.
 
     `from_proxy`: the peer is one of `smtp.trusted_proxies`, so the connection must begin
-    with a PROXY header, read here with aiosmtpd's parser (its own `proxy_protocol_timeout`
-    path closes a connection without a valid header without a word, and has a deadline of
-    its own)."""
+    with a PROXY header. aiosmtpd reads it before the greeting (`proxy_protocol_timeout`,
+    and `SubmissionHandler.handle_PROXY` accepts a valid one); a connection without a valid
+    header is closed by aiosmtpd and logged here, one that sends nothing is closed at our
+    first-command deadline, which comes first and says why."""
 
     def __init__(
         self, handler: SubmissionHandler, sessions: SessionTracker, *,
@@ -84,12 +89,15 @@ class GatewaySMTP(SMTP):
         max_unauthenticated_bytes: int | None = None, from_proxy: bool = False,
         **kwargs: Any,
     ) -> None:
+        if from_proxy:
+            kwargs["proxy_protocol_timeout"] = max(
+                PROXY_TIMEOUT_FLOOR_S, first_command_timeout_s + PROXY_TIMEOUT_MARGIN_S
+            )
         super().__init__(handler, **kwargs)
         self._accounts = accounts
         self._sessions = sessions
         self._release = release
-        self._awaiting_proxy_header = from_proxy
-        self._proxy_header: ProxyData | None = None
+        self._from_proxy = from_proxy
         self._first_command_timeout_s = first_command_timeout_s
         self._full_size_limit = self.data_size_limit
         limits = [v for v in (self.data_size_limit, max_unauthenticated_bytes) if v]
@@ -98,18 +106,25 @@ class GatewaySMTP(SMTP):
         self._greeted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Called again after STARTTLS (new transport; aiosmtpd makes a new session)."""
+        """Called again after STARTTLS (new transport; aiosmtpd makes a new session, which
+        keeps the client the proxy named)."""
+        relayed = self.session.proxy_data if self.session is not None else None
         self._sessions.opened(self)
         super().connection_made(transport)
-        if self.session is not None and self._proxy_header is not None:
-            # the same client as before STARTTLS
-            self.session.proxy_data = self._proxy_header
+        if self.session is not None and relayed is not None:
+            self.session.proxy_data = relayed
         if self._first_command is None and not self._greeted:
             self._first_command = self.loop.call_later(
                 self._first_command_timeout_s, self._no_greeting
             )
 
     def connection_lost(self, error: Exception | None) -> None:
+        header = self.session.proxy_data if self.session is not None else None
+        if self._from_proxy and header is not None and not header.valid:
+            assert self.session is not None
+            log_event(log, "proxy-header-refused", logging.WARNING,
+                      proxy=client_address(self.session),
+                      problem=header.error or "not recognized")
         self._sessions.closed(self)
         self._release()
         if self._first_command is not None:
@@ -119,41 +134,13 @@ class GatewaySMTP(SMTP):
     def _no_greeting(self) -> None:
         if self._greeted or self.transport is None:
             return
-        awaited = "PROXY protocol header" if self._awaiting_proxy_header else "EHLO or HELO"
+        header_due = self._from_proxy and (self.session is None or not self.session.proxy_data)
+        awaited = "PROXY protocol header" if header_due else "EHLO or HELO"
         self.transport.write(
             f"421 4.4.2 {self.hostname} no {awaited} within smtp.first_command_timeout_s "
             f"({self._first_command_timeout_s:g} s), closing\r\n".encode()
         )
         self.transport.close()
-
-    async def _handle_client(self) -> None:
-        """aiosmtpd's session loop, after the PROXY header of a trusted proxy's connection
-        (nothing, not even the greeting, goes out before it)."""
-        if self._awaiting_proxy_header and not await self._take_proxy_header():
-            return
-        await super()._handle_client()
-
-    async def _take_proxy_header(self) -> bool:
-        """Read the header with aiosmtpd's parser; without a valid one, say so and close."""
-        assert self.transport is not None and self.session is not None
-        try:
-            header = await get_proxy(self._reader)
-        except (asyncio.IncompleteReadError, ConnectionError):  # gone before a header
-            self.transport.close()
-            return False
-        if not header.valid:
-            problem = header.error or "not recognized"
-            log_event(log, "proxy-header-refused", logging.WARNING,
-                      proxy=client_address(self.session), problem=problem)
-            self.transport.write(
-                f"421 4.7.0 {self.hostname} no valid PROXY protocol header ({problem}): a "
-                "connection from smtp.trusted_proxies must begin with one, closing\r\n".encode()
-            )
-            self.transport.close()
-            return False
-        self._awaiting_proxy_header = False
-        self._proxy_header = self.session.proxy_data = header
-        return True
 
     def _greeting(self) -> None:
         self._greeted = True
@@ -173,17 +160,9 @@ class GatewaySMTP(SMTP):
     async def auth_PLAIN(self, _: object, args: list[str]) -> AuthResult:
         """RFC 4616, as aiosmtpd reads it, with an awaited check: the sign-in counts and
         agent keys live in the store (aiosmtpd's `authenticator` cannot await)."""
-        if len(args) == 1:
-            response = await self.challenge_auth("")
-            if response is MISSING:
-                return AuthResult(success=False)
-            assert isinstance(response, bytes)
-        else:
-            try:
-                response = base64.b64decode(args[1].encode(), validate=True)
-            except binascii.Error:
-                await self.push("501 5.5.2 Can't decode base64")
-                return AuthResult(success=False, handled=True)
+        response = await self._client_response(args, 1, "")
+        if response is None:
+            return AuthResult(success=False, handled=True)
         parts = response.split(b"\x00")
         if len(parts) != 3:
             await self.push("501 5.5.2 Can't split auth value")
@@ -192,21 +171,26 @@ class GatewaySMTP(SMTP):
 
     async def auth_LOGIN(self, _: object, args: list[str]) -> AuthResult:
         """The LOGIN mechanism (user name, then password, each base64), as aiosmtpd reads it."""
-        if len(args) == 1:
-            login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
-        else:
+        login = await self._client_response(args, 1, self.AuthLoginUsernameChallenge)
+        password = None if login is None else await self._client_response(
+            args, 2, self.AuthLoginPasswordChallenge
+        )
+        if login is None or password is None:
+            return AuthResult(success=False, handled=True)
+        return await self._check(LoginPassword(login, password))
+
+    async def _client_response(self, args: list[str], step: int, challenge: str) -> bytes | None:
+        """The response sent with the AUTH command (`step` 1 only), else the answer to
+        `challenge`; None once the client cancelled (`*`) or sent bad base64, which has
+        been answered already."""
+        if step == 1 and len(args) == 2:
             try:
-                login = base64.b64decode(args[1].encode(), validate=True)
+                return base64.b64decode(args[1].encode(), validate=True)
             except binascii.Error:
                 await self.push("501 5.5.2 Can't decode base64")
-                return AuthResult(success=False, handled=True)
-        if login is MISSING:
-            return AuthResult(success=False)
-        password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
-        if password is MISSING:
-            return AuthResult(success=False)
-        assert isinstance(login, bytes) and isinstance(password, bytes)
-        return await self._check(LoginPassword(login, password))
+                return None
+        response = await self.challenge_auth(challenge)
+        return None if response is MISSING else bytes(response)
 
     async def _check(self, credentials: LoginPassword) -> AuthResult:
         assert self.session is not None
