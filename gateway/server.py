@@ -172,18 +172,29 @@ class Services:
         return self.ruleset
 
     async def _reload_token_keys(self) -> None:
-        self.tokens.use_keys(
-            await token_keys(self.config, self.store), self.tokens.active_key_id
-        )
+        """The keys as the store has them now; a store whose keys now disagree with this
+        replica's configuration keeps what this replica started with (and says so)."""
+        try:
+            keys = await token_keys(self.config, self.store)
+        except ConfigError as exc:
+            log_event(log, "token-keys-reload-refused", logging.ERROR, error=str(exc))
+            return
+        self.tokens.use_keys(keys, self.tokens.active_key_id)
 
     async def open(self) -> None:
+        """The store, and the keys shared through it; a replica whose keys disagree with
+        its peers' stops here (ConfigError naming the key), the store closed again."""
         await self.store.open()
-        keys = await shared_keys(self.config, self.store)
-        self.tokens.use_keys(keys.token_keys, keys.active_token_key)
-        self.agent_keys.use_pepper(keys.agent_key_pepper)
-        self.erasure_key = keys.erasure_key
-        await self.store.use_erasure_key(self.erasure_key)
-        await self.suppressions.fold_stored()
+        try:
+            keys = await shared_keys(self.config, self.store)
+            self.tokens.use_keys(keys.token_keys, keys.active_token_key)
+            self.agent_keys.use_pepper(keys.agent_key_pepper)
+            self.erasure_key = keys.erasure_key
+            await self.store.use_erasure_key(self.erasure_key)
+            await self.suppressions.fold_stored()
+        except BaseException:
+            await self.store.close()
+            raise
 
     def privacy(self) -> Privacy:
         return Privacy(

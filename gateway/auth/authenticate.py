@@ -4,7 +4,9 @@ Twilio's Basic auth, the admin API's bearer token and the /review sign-in.
 An agent key (`cgk_…`) is checked first and, when valid, accepted whatever others did from
 its network; a wrong one counts against the source prefix's key budget. Anything else is an
 account secret, a password: a lockout of the account or the prefix is looked up before the
-secret is, and a wrong one counts against both (see `login_limits`).
+secret is, and a wrong one counts against both (see `login_limits`). Where the secret alone
+is presented (a Postmark token, a bearer token, the /review form), no account is named, so
+failures count against the prefix only; a locked account is still opened by none of them.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class Authenticator:
         with user name `login` where the protocol has one; `name_ok` says which accounts
         that user name may open. Raises LockedOut (the secret unread for a password) and
         StoreUnavailable (nothing checked)."""
+        if not secret:
+            return None  # nothing presented, nothing guessed
         if keys_accepted and looks_like_key(secret):
             account = await self._key_account(secret, name_ok)
             if account is None:
@@ -46,10 +50,16 @@ class Authenticator:
             return account
         accounts = self.accounts()
         known = login if login and any(a.name == login for a in accounts) else None
-        await self.limits.wait_for_password(client, known)
-        match = account_with_secret(accounts, secret, name_ok)
-        if match is None:
-            await self.limits.password_failed(client, known, ingress)
+        async with self.limits.password_attempt(client, known) as attempt:
+            match = account_with_secret(accounts, secret, name_ok)
+            if match is not None and known is None and await self.limits.account_locked(
+                match.name
+            ):
+                # A secret that names no account opens no locked account either, and is
+                # answered as a wrong one: a different answer would tell it was right.
+                match = None
+            if match is None:
+                await attempt.failed(ingress)
         return match
 
     async def _key_account(

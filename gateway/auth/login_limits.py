@@ -20,10 +20,12 @@ Every lockout is audited once and counted.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from gateway.config.settings import LoginLimitsConfig
 from gateway.model import AuditEvent
@@ -61,6 +63,45 @@ def source_prefix(client: str) -> str:
     return str(ipaddress.ip_network(f"{address}/{length}", strict=False))
 
 
+class ScopeLocks:
+    """One attempt at a time per scope in this process, from reading the lockout to counting
+    the failure: parallel guesses cannot all pass the check before the first is counted.
+    (Replicas each hold their own, so a burst spread over R replicas may overshoot the
+    limit by at most R - 1 guesses.)"""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def held(self, scopes: list[str]) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for scope in sorted(scopes):  # one order everywhere: no deadlock
+                lock, users = self._locks.get(scope) or (asyncio.Lock(), 0)
+                self._locks[scope] = (lock, users + 1)
+                stack.callback(self._release_user, scope)
+                await stack.enter_async_context(lock)
+            yield
+
+    def _release_user(self, scope: str) -> None:
+        lock, users = self._locks[scope]
+        if users == 1:
+            del self._locks[scope]
+        else:
+            self._locks[scope] = (lock, users - 1)
+
+
+class PasswordAttempt:
+    """An attempt inside `LoginLimiter.password_attempt`: say `failed` for a wrong secret."""
+
+    def __init__(self, limiter: LoginLimiter, scopes: list[str], client: str) -> None:
+        self._limiter, self._scopes, self._client = limiter, scopes, client
+
+    async def failed(self, ingress: str) -> None:
+        await self._limiter.count(
+            self._scopes, ingress, self._client, self._limiter.settings.max_failed_logins
+        )
+
+
 class LoginLimiter:
     def __init__(
         self,
@@ -76,6 +117,11 @@ class LoginLimiter:
         self.store = store
         self.audit = audit
         self._audits = BackgroundWrites()
+        self._in_flight = ScopeLocks()
+        # Scopes whose failure could not be recorded (the store read but did not write):
+        # locked here until then, so that a wrong guess answered "try later" and a right
+        # one accepted do not make an unlimited oracle.
+        self._uncounted: dict[str, float] = {}
 
     @staticmethod
     def _password_scopes(client: str, account: str | None) -> list[str]:
@@ -84,38 +130,58 @@ class LoginLimiter:
     def _now(self) -> float:
         return self.clock.now().timestamp()
 
-    async def wait_for_password(self, client: str, account: str | None) -> None:
+    @contextlib.asynccontextmanager
+    async def password_attempt(
+        self, client: str, account: str | None
+    ) -> AsyncIterator[PasswordAttempt]:
         """Raise LockedOut while `client`'s prefix, or the existing account `account`, is
-        locked out; call before looking at a password."""
-        now = self._now()
-        until = await self.store.login_locked_until(self._password_scopes(client, account), now)
-        if until > now:
-            raise LockedOut(math.ceil(until - now))
+        locked out; otherwise the attempt, one at a time per scope, for the caller to
+        compare the password in and report a failure through."""
+        scopes = self._password_scopes(client, account)
+        async with self._in_flight.held(scopes):
+            await self._raise_if_locked(scopes)
+            yield PasswordAttempt(self, scopes, client)
 
-    async def password_failed(self, client: str, account: str | None, ingress: str) -> None:
-        """Count one wrong password against `client`'s prefix and the existing account."""
-        settings = self.settings
-        await self._count(
-            self._password_scopes(client, account), ingress, client,
-            settings.max_failed_logins,
-        )
+    async def account_locked(self, account: str) -> bool:
+        """Whether the account is locked out (a lockout holds on every ingress, also on
+        those whose secret names no account)."""
+        now = self._now()
+        scope = f"account {account}"
+        return max(self._uncounted.get(scope, 0.0),
+                   await self.store.login_locked_until([scope], now)) > now
 
     async def key_failed(self, client: str, ingress: str) -> None:
         """Count one wrong agent key against `client`'s prefix; raise LockedOut when the
-        prefix has used up its budget (this failure included)."""
+        prefix has used up its budget (this failure included). A prefix already locked
+        is told so without another write."""
         scope = f"keys {source_prefix(client)}"
-        await self._count([scope], ingress, client, self.settings.max_failed_keys_per_prefix)
+        async with self._in_flight.held([scope]):
+            await self._raise_if_locked([scope])
+            await self.count([scope], ingress, client, self.settings.max_failed_keys_per_prefix)
+            await self._raise_if_locked([scope])
+
+    async def _raise_if_locked(self, scopes: list[str]) -> None:
         now = self._now()
-        until = await self.store.login_locked_until([scope], now)
+        until = max(
+            [self._uncounted.get(scope, 0.0) for scope in scopes]
+            + [await self.store.login_locked_until(scopes, now)]
+        )
         if until > now:
             raise LockedOut(math.ceil(until - now))
 
-    async def _count(self, scopes: list[str], ingress: str, client: str, limit: int) -> None:
+    async def count(self, scopes: list[str], ingress: str, client: str, limit: int) -> None:
         settings = self.settings
+        now = self._now()
         self.metrics.login_failures.labels(ingress).inc()
-        locked = await self.store.count_login_failure(
-            scopes, self._now(), settings.failed_login_window_s, limit, settings.login_lockout_s
-        )
+        try:
+            locked = await self.store.count_login_failure(
+                scopes, now, settings.failed_login_window_s, limit, settings.login_lockout_s
+            )
+        except StoreUnavailable:
+            self._uncounted = {k: t for k, t in self._uncounted.items() if t > now}
+            for scope in scopes:
+                self._uncounted[scope] = now + settings.login_lockout_s
+            raise
         for scope in locked:
             self._locked(scope, ingress, client, limit)
 

@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config.settings import Config, ConfigError
+from gateway.config.settings import TOKEN_KEY_ID, Config, ConfigError
 from gateway.store.base import SharedSettings
 
 TOKEN_KEY = "key:unsubscribe-token:"
@@ -32,6 +32,8 @@ AGENT_KEY_PEPPER = "key:agent-key-pepper"
 GENERATED_TOKEN_KEY_ID = "g1"
 LEGACY_TOKEN_FILE = "token-keys.json"
 LEGACY_ERASURE_FILE = "erasure-key"
+# Earlier versions generated 64 characters; a shorter adopted key is a damaged file.
+MIN_ADOPTED_KEY_CHARS = 32
 
 
 @dataclass(frozen=True)
@@ -67,18 +69,18 @@ async def token_keys(config: Config, store: SharedSettings) -> dict[str, tuple[b
 async def _token_keys(
     config: Config, store: SharedSettings
 ) -> tuple[dict[str, tuple[bytes, ...]], str]:
+    """Configured keys (fingerprinted) or the generated ones; never a mix across replicas,
+    which would leave each half unable to verify the other's links."""
     if config.tokens.keys:
-        for key_id, key in config.tokens.keys.items():
-            expected = fingerprint(key, "unsubscribe-token")
-            stored = await store.claim_setting(TOKEN_FINGERPRINT + key_id, expected)
-            if not hmac.compare_digest(stored, expected):
-                raise ConfigError(
-                    f"tokens.keys.{key_id}",
-                    "differs from the key other replicas of this store sign unsubscribe links "
-                    "with (its fingerprint is in the store): give every replica the same key, "
-                    "or use a new key id",
-                )
-        return {key_id: (key,) for key_id, key in config.tokens.keys.items()}, config.tokens.active
+        await _check_configured_token_keys(config.tokens.keys, store)
+        keys = {key_id: [key] for key_id, key in config.tokens.keys.items()}
+        return await _with_legacy_keys(keys, store), config.tokens.active
+    if await store.settings_named(TOKEN_FINGERPRINT):
+        raise ConfigError(
+            "tokens.keys",
+            "other replicas of this store sign unsubscribe links with configured [tokens] "
+            "keys: configure the same keys here",
+        )
     old = _legacy_token_keys(config.data_dir)
     candidate = old.get(GENERATED_TOKEN_KEY_ID) or secrets.token_urlsafe(48).encode()
     shared = (await store.claim_setting(TOKEN_KEY + GENERATED_TOKEN_KEY_ID, candidate.decode()))
@@ -86,19 +88,67 @@ async def _token_keys(
         if key != shared.encode():
             name = f"{LEGACY_TOKEN_KEY}{key_id}:{fingerprint(key, 'unsubscribe-token')[:16]}"
             await store.claim_setting(name, key.decode())
-    keys: dict[str, list[bytes]] = {GENERATED_TOKEN_KEY_ID: [shared.encode()]}
+    keys = {GENERATED_TOKEN_KEY_ID: [shared.encode()]}
+    return await _with_legacy_keys(keys, store), GENERATED_TOKEN_KEY_ID
+
+
+async def _with_legacy_keys(
+    keys: dict[str, list[bytes]], store: SharedSettings
+) -> dict[str, tuple[bytes, ...]]:
+    """`keys` and, beside them under their ids, the old keys other replicas adopted."""
     for name, value in (await store.settings_named(LEGACY_TOKEN_KEY)).items():
         key_id = name.removeprefix(LEGACY_TOKEN_KEY).rpartition(":")[0]
         keys.setdefault(key_id, []).append(value.encode())
-    return {key_id: tuple(values) for key_id, values in keys.items()}, GENERATED_TOKEN_KEY_ID
+    return {key_id: tuple(values) for key_id, values in keys.items()}
+
+
+async def _check_configured_token_keys(keys: dict[str, bytes], store: SharedSettings) -> None:
+    """Each configured key's fingerprint must match the one its id was first used with, and
+    the key this store generated earlier (links signed with it are out there) must be among
+    the configured ones, under its id. (Old keys replicas adopted stay in the store and
+    keep verifying.)"""
+    for key_id, key in keys.items():
+        expected = fingerprint(key, "unsubscribe-token")
+        stored = await store.claim_setting(TOKEN_FINGERPRINT + key_id, expected)
+        if not hmac.compare_digest(stored, expected):
+            raise ConfigError(
+                f"tokens.keys.{key_id}",
+                "differs from the key other replicas of this store sign unsubscribe links "
+                "with (its fingerprint is in the store): give every replica the same key, "
+                "or use a new key id",
+            )
+    for name, value in (await store.settings_named(TOKEN_KEY)).items():
+        key_id = name.removeprefix(TOKEN_KEY)
+        if keys.get(key_id) != value.encode():
+            raise ConfigError(
+                f"tokens.keys.{key_id}",
+                f"this store's links are signed with a key it generated (settings row {name!r}); "
+                f"keep it as tokens.keys.{key_id} so they keep working",
+            )
 
 
 def _legacy_token_keys(data_dir: Path) -> dict[str, bytes]:
+    """The keys an earlier version generated into data_dir, checked: a damaged file must
+    stop start-up (naming it), never become a key anyone could guess."""
     path = data_dir / LEGACY_TOKEN_FILE
     if not path.is_file():
         return {}
-    stored = json.loads(path.read_text())
-    return {str(key_id): str(key).encode() for key_id, key in stored["keys"].items()}
+    try:
+        keys = json.loads(path.read_text(encoding="utf-8"))["keys"]
+        if not isinstance(keys, dict):
+            raise TypeError("keys is not a table")
+        adopted = {str(key_id): key.encode() for key_id, key in keys.items()}
+        if not adopted or any(
+            not TOKEN_KEY_ID.match(key_id) or len(key) < MIN_ADOPTED_KEY_CHARS
+            for key_id, key in adopted.items()
+        ):
+            raise ValueError(f"every key must be a string of {MIN_ADOPTED_KEY_CHARS}+ characters")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            "gateway.data_dir", f"{path} (a key file of an earlier version) is damaged: {exc}; "
+            "restore it, or delete it if no link signed with it may be used any more",
+        ) from exc
+    return adopted
 
 
 async def _erasure_key(config: Config, store: SharedSettings) -> bytes:
@@ -108,5 +158,16 @@ async def _erasure_key(config: Config, store: SharedSettings) -> bytes:
     if config.privacy.erasure_key:
         return config.privacy.erasure_key.encode()
     path = config.data_dir / LEGACY_ERASURE_FILE
-    candidate = path.read_text().strip() if path.is_file() else secrets.token_urlsafe(48)
+    candidate = secrets.token_urlsafe(48)
+    if path.is_file():
+        try:
+            candidate = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError("gateway.data_dir", f"{path} cannot be read: {exc}") from exc
+        if len(candidate) < MIN_ADOPTED_KEY_CHARS:
+            raise ConfigError(
+                "gateway.data_dir",
+                f"{path} (the erasure key of an earlier version) holds fewer than "
+                f"{MIN_ADOPTED_KEY_CHARS} characters: restore it, or set privacy.erasure_key",
+            )
     return (await store.claim_setting(ERASURE_KEY, candidate)).encode()

@@ -9,8 +9,11 @@ test steps, never by sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +22,8 @@ import pytest
 
 from gateway.config.settings import Config, ConfigError, load_config
 from gateway.server import Gateway
+from gateway.store import open_store
+from gateway.store.base import StoreUnavailable
 from tests.conftest import DEMO_SECRET, MANAGER_SECRET, write_config
 from tests.fakes.clock import SteppingClock
 
@@ -232,3 +237,109 @@ async def test_failures_on_smtp_and_http_count_together(limited) -> None:
     assert await attempt(gateway, "demo", DEMO_SECRET, "127.0.11.1") == 454
     status, _, _ = await send_with_secret(gateway, "postmark", DEMO_SECRET, "127.0.11.1")
     assert status == 429
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_parallel_guesses_are_counted_one_at_a_time(
+    request: pytest.FixtureRequest, tmp_path: Path,
+    start_gateway: Callable[..., Awaitable[Gateway]], backend: str,
+) -> None:
+    """Forty wrong tokens at once from one address: no more are checked than the limit
+    allows, however they interleave (the check and the count are one step per prefix;
+    on PostgreSQL every step awaits the network, the widest window)."""
+    config = config_with(tmp_path, LIMITS)
+    if backend == "postgres":
+        config = replace(config, store_url=request.getfixturevalue("postgres_url"))
+    gateway = await start_gateway(config)
+    connections = [
+        await asyncio.open_connection("127.0.0.1", gateway.http_port, local_addr=("127.0.50.1", 0))
+        for _ in range(40)
+    ]
+    for n, (_, writer) in enumerate(connections):  # every request out before any answer
+        writer.write(
+            f"POST /email HTTP/1.1\r\nHost: gw\r\nX-Postmark-Server-Token: a-guess-{n:04}\r\n"
+            "Accept: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+            .encode()
+        )
+    statuses = []
+    for reader, writer in connections:
+        statuses.append(int((await reader.readline()).split()[1]))
+        writer.close()
+    assert Counter(statuses) == {401: 3, 429: 37}
+
+
+async def test_a_locked_account_opens_on_no_ingress(limited) -> None:
+    """Token-only ingresses name no account, so they cannot count against one; but a
+    locked account's secret must not open it there either, and must be answered as a
+    wrong secret is (any other answer would tell the guess was right)."""
+    gateway, clock = limited
+    for n in range(3):
+        assert await attempt(gateway, "demo", f"wrong-password-{n}", f"127.{n + 1}.51.1") == 535
+    sid = gateway.config.twilio_upstream.account_sid  # Twilio's SDK sends it as the user
+    for ingress in ("postmark", "twilio"):
+        right, _, _ = await send_with_secret(gateway, ingress, DEMO_SECRET, "127.0.52.1", sid)
+        wrong, _, _ = await send_with_secret(gateway, ingress, "a-guess-0001", "127.0.53.1", sid)
+        assert right == wrong == 401, ingress
+    clock.advance(301)
+    status, _, _ = await send_with_secret(gateway, "postmark", DEMO_SECRET, "127.0.54.1")
+    assert status not in (401, 429)
+
+
+async def test_requests_without_credentials_are_not_guesses(limited) -> None:
+    gateway, _ = limited
+    for _ in range(5):
+        assert (await send_with_secret(gateway, "postmark", "", "127.0.55.1"))[0] == 401
+    status, _, _ = await send_with_secret(gateway, "postmark", DEMO_SECRET, "127.0.55.1")
+    assert status not in (401, 429)
+
+
+class CountsUnwritable:
+    """The real store, except that failures cannot be recorded (a full disk, a read-only
+    standby, the writer lock held elsewhere) while everything reads."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.counts_tried = 0
+        self.writable = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def count_login_failure(self, *args: object) -> tuple[str, ...]:
+        self.counts_tried += 1
+        if not self.writable:
+            raise StoreUnavailable("injected: the failure could not be written")
+        return await self.inner.count_login_failure(*args)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def unwritable(
+    tmp_path: Path, start_gateway: Callable[..., Awaitable[Gateway]]
+) -> tuple[Gateway, CountsUnwritable]:
+    config = config_with(tmp_path, LIMITS + "max_failed_keys_per_prefix = 3\n")
+    store = CountsUnwritable(open_store(config.store_url))
+    return await start_gateway(config, store=store), store
+
+
+async def test_a_failure_that_cannot_be_recorded_locks_its_prefix_here(unwritable) -> None:
+    """Otherwise wrong guesses would be answered "try later" uncounted while the right one
+    is accepted: an unlimited oracle."""
+    gateway, _ = unwritable
+    status, retry_after, _ = await send_with_secret(gateway, "postmark", "a-guess", "127.0.56.1")
+    assert (status, retry_after) == (503, "30")
+    for source in ("127.0.56.1", "127.0.56.2"):
+        status, _, _ = await send_with_secret(gateway, "postmark", DEMO_SECRET, source)
+        assert status == 429, source
+    assert await attempt(gateway, "demo", DEMO_SECRET, "127.0.56.3") == 454
+    status, _, _ = await send_with_secret(gateway, "postmark", DEMO_SECRET, "127.0.57.1")
+    assert status not in (401, 429, 503)
+
+
+async def test_wrong_keys_from_a_locked_prefix_write_nothing(unwritable) -> None:
+    gateway, store = unwritable
+    store.writable = True
+    wrong_key = "cgk_0123456789abcdef_" + "A" * 43
+    statuses = [(await send_with_secret(gateway, "postmark", wrong_key, "127.0.58.1"))[0]
+                for _ in range(10)]
+    assert statuses == [401, 401] + [429] * 8
+    assert store.counts_tried == 3

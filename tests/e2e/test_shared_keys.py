@@ -140,3 +140,65 @@ async def test_links_signed_with_keys_replicas_generated_before_sharing_keep_wor
         token = forged.issue(RECIPIENT, "katie@example.com", Channel.EMAIL, issued_at)
         async with http.get(f"{base(a)}/u/{token}") as page:
             assert page.status == 404
+
+
+CONFIGURED = '[tokens]\nkeys = { k1 = "' + "c" * 40 + '" }\n'
+
+
+@pytest.mark.parametrize("configured_first", [True, False])
+async def test_configured_and_generated_token_keys_never_mix(
+    start_replica, configured_first: bool
+) -> None:
+    """Half the replicas signing with one key and half with another would make every link
+    fail on the other half: whichever starts second refuses, naming the key."""
+    first, second = (CONFIGURED, "") if configured_first else ("", CONFIGURED)
+    await start_replica("a", first)
+    expected = "tokens.keys" + (r"\b" if configured_first else r"\.g1")
+    with pytest.raises(ConfigError, match=expected):
+        await start_replica("b", second)
+
+
+async def test_a_generated_key_kept_in_the_configuration_goes_on_verifying(
+    start_replica,
+) -> None:
+    """Moving from the generated key to configured ones: the generated key, kept as g1."""
+    a: Gateway = await start_replica("a")
+    generated = (await a.services.store.settings_named("key:unsubscribe-token:g1"))[
+        "key:unsubscribe-token:g1"
+    ]
+    link = a.services.unsubscribe.links(RECIPIENT, "katie@example.com", Channel.EMAIL)
+    b: Gateway = await start_replica(
+        "b", f'[tokens]\nkeys = {{ g1 = "{generated}", k2 = "{"d" * 40}" }}\nactive = "k2"\n'
+    )
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base(b) + link.url.removeprefix(a.config.public_url)) as page:
+            assert page.status == 200
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b"[]", b'{"active": "g1"}', b'{"keys": ["a"]}', b"\xff\xfe",
+     b'{"keys": {"g1": null}}', b'{"keys": {"g1": "short"}}', b'{"keys": {}}'],
+)
+async def test_a_damaged_key_file_of_an_earlier_version_stops_start_up(
+    start_replica, content: bytes
+) -> None:
+    def damaged(data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / "token-keys.json").write_bytes(content)
+
+    with pytest.raises(ConfigError, match=r"gateway\.data_dir.*token-keys\.json.*damaged"):
+        await start_replica("a", prepare=damaged)
+
+
+async def test_an_empty_erasure_key_file_stops_start_up_and_claims_nothing(
+    start_replica,
+) -> None:
+    def empty(data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / "erasure-key").write_text("\n")
+
+    with pytest.raises(ConfigError, match=r"gateway\.data_dir.*erasure-key"):
+        await start_replica("a", prepare=empty)
+    a: Gateway = await start_replica("b")
+    assert len(a.services.erasure_key) >= 32

@@ -189,7 +189,11 @@ class GatewaySMTP(SMTP):
             except binascii.Error:
                 await self.push("501 5.5.2 Can't decode base64")
                 return None
-        response = await self.challenge_auth(challenge)
+        try:
+            response = await self.challenge_auth(challenge)
+        except ValueError:  # longer than the reader's limit (its rest is read as a command)
+            await self.push("500 5.5.6 AUTH response line too long")
+            return None
         return None if response is MISSING else bytes(response)
 
     async def _check(self, credentials: LoginPassword) -> AuthResult:

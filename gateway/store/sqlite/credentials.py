@@ -27,7 +27,8 @@ class SqliteCredentials(SqliteConnection):
         self, scopes: Sequence[str], now: float, window_s: float, limit: int, lockout_s: float
     ) -> tuple[str, ...]:
         return await self._run(
-            lambda conn: _count_failure(conn, scopes, now, window_s, limit, lockout_s)
+            lambda conn: _count_failure(conn, scopes, now, window_s, limit, lockout_s),
+            batchable=True, durable=False,
         )
 
     async def add_agent_key(self, row: AgentKeyRow) -> None:

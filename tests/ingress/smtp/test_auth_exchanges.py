@@ -59,3 +59,23 @@ async def test_each_auth_exchange_ends_in_one_reply_and_the_session_goes_on(
         assert (await client.command(b"NOOP")).startswith(b"250 ")
     finally:
         await client.close()
+
+
+async def test_an_auth_response_longer_than_a_line_may_be_is_refused(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past the reader's limit the line is refused; what of it comes after the limit is
+    read as a command of its own (and refused as one); the session goes on."""
+    client = await RawSmtp.open(gateway, login=False)
+    try:
+        assert (await client.command(b"AUTH LOGIN")).startswith(b"334 ")
+        refused = await client.command(b"A" * 70_000)
+        assert refused.startswith(b"500 5.5.6 AUTH response line too long")
+        replies = [await client.command(b"NOOP")]
+        if not replies[0].startswith(b"250"):
+            replies.append(await client.reply())
+        assert replies[-1].startswith(b"250 ") and len(replies) <= 2
+        assert (await client.command(b"AUTH PLAIN " + PLAIN)).startswith(b"235 ")
+    finally:
+        await client.close()
+    assert not [r for r in caplog.records if r.exc_info], "no traceback logged"
