@@ -27,14 +27,18 @@ GATEWAY_SECRET = "bench-secret-0123456789"
 # the recipients of an earlier one, which would take other paths (a cap counted, no notice).
 REQUEST_INDICES = itertools.count()
 RATE_REPEATS = 3
+# The load generator is one address standing for many agents: the per-client connection
+# caps (100 by default) would measure the cap, not the gateway.
 GATEWAY_CONFIG = """
 [gateway]
 data_dir = "var"
 public_url = "https://gw.example.com"
 [smtp]
 listen = "127.0.0.1:{smtp}"
+max_connections_per_client = 1000
 [http]
 listen = "127.0.0.1:{http}"
+max_connections_per_client = 1000
 [sender]
 name = "Example Corp"
 postal_address = "548 Market St #12345, San Francisco, CA 94104"

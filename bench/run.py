@@ -203,7 +203,10 @@ HTTP_INTROS = {
         "shown too) and baseline (a minimal fake Postmark answering `/email`) each run in",
         "their own processes; the load generator (aiohttp) in another. Every request goes to",
         "a new recipient. Closed loop: 64 connections sending back to back; open loop:",
-        "requests sent on a fixed schedule and timed from when they were due.",
+        "requests sent on a fixed schedule and timed from when they were due. The load",
+        "generator is one address standing for many agents, so the gateway's per-client",
+        "connection caps are raised to 1,000 for the run (otherwise the open loop past",
+        "capacity measures the cap's refusals).",
     ],
     "twilio_http": [
         "The gateway (`workers = 2`) forwards to a minimal fake Twilio (`[upstream.twilio]",

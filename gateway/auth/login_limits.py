@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import math
@@ -50,6 +51,7 @@ class LockedOut(Exception):
         self.retry_after_s = retry_after_s
 
 
+@functools.lru_cache(maxsize=4096)
 def source_prefix(client: str) -> str:
     """The network a client address counts against: its /24 (IPv4, also when IPv4-mapped)
     or its /64 (IPv6); anything else (a Unix socket) as it is."""

@@ -47,6 +47,7 @@ placeholder inside a comment does not count as shown.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 
@@ -159,8 +160,19 @@ def _footed(
 
 def _protect(element: LexborNode, newline: str) -> None:
     tag = element.tag or ""
-    own = [f"{property_name(d)}:{text(d.value).strip()}"
-           for d in style_declarations(element.attrs.get("style") or "")]
+    element.attrs["style"] = _protected_style(
+        tag, element.attrs.get("style") or "", FOOTER_MARK in element.attrs, newline
+    )
+    for name in ("class", "id"):  # nothing for a stylesheet of the page to name
+        if name in element.attrs:
+            del element.attrs[name]
+
+
+@functools.lru_cache(maxsize=512)
+def _protected_style(tag: str, style: str, is_root: bool, newline: str) -> str:
+    """The style attribute a footer element gets. The footer template is the same for every
+    message (only its links differ), so this is worked out once per element, not per copy."""
+    own = [f"{property_name(d)}:{text(d.value).strip()}" for d in style_declarations(style)]
     display = f"display:{_DISPLAY.get(tag, 'block')}"
     if tag == "br":  # no text and, inline, no box: nothing to show or to hide
         declarations = [*_RESET, display]
@@ -168,14 +180,11 @@ def _protect(element: LexborNode, newline: str) -> None:
         declarations = [
             *_RESET, *_DEFAULTS, "text-decoration:none", *own, *_PROTECTED, display,
             *(_LINK if tag == "a" else ()),
-            *(_ROOT if FOOTER_MARK in element.attrs else _INSIDE),
+            *(_ROOT if is_root else _INSIDE),
         ]
     lines = [";".join(f"{d}!important" for d in declarations[i:i + _PER_LINE])
              for i in range(0, len(declarations), _PER_LINE)]
-    element.attrs["style"] = f";{newline}".join(lines) + ";"
-    for name in ("class", "id"):  # nothing for a stylesheet of the page to name
-        if name in element.attrs:
-            del element.attrs[name]
+    return f";{newline}".join(lines) + ";"
 
 
 def visibility_problems(markup: str) -> list[str]:
