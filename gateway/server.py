@@ -320,7 +320,10 @@ class Gateway:
                 run_retention_periodically(services.store, self.config, self.clock)
             )
             self._store_gauges_task = asyncio.create_task(
-                StoreGauges(services.metrics, services.store).run(self.config.metrics_refresh_s)
+                StoreGauges(
+                    services.metrics, services.store, clock=self.clock,
+                    agent_key_max_age_days=self.config.agent_key_max_age_days,
+                ).run(self.config.metrics_refresh_s)
             )
         await services.store.append_audit(
             AuditEvent(

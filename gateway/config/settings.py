@@ -37,7 +37,7 @@ ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 TOKEN_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 KNOWN_SECTIONS = {
     "gateway", "smtp", "http", "store", "sender", "accounts", "upstream", "tokens", "policy",
-    "webhooks", "retention", "privacy", "dkim", "twilio",
+    "webhooks", "retention", "privacy", "dkim", "twilio", "keys",
 }
 # RFC 6376 §3.1: a selector is one or more DNS labels.
 DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
@@ -237,6 +237,9 @@ class Config:
     privacy: PrivacyConfig = PrivacyConfig()
     login_limits: LoginLimitsConfig = LoginLimitsConfig()
     dkim: tuple[DkimKey, ...] = ()
+    # `[keys] max_age_days`: agent keys older than this are due for rotation (a metric and
+    # an alert say so; nothing is refused).
+    agent_key_max_age_days: int = 90
 
     def account(self, name: str) -> Account | None:
         return next((a for a in self.accounts if a.name == name), None)
@@ -338,6 +341,9 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
         unsubscribe_mailto=unsubscribe_mailto,
         smtp=smtp_config,
         login_limits=_login_limits(smtp),
+        agent_key_max_age_days=_section(raw.get("keys"), "keys", {"max_age_days"}).integer(
+            "max_age_days", 90, minimum=1, maximum=3650
+        ),
         http=http_config,
         store_url=_store_url(_section(raw.get("store"), "store", {"url"}), base_dir),
         sender=sender,

@@ -89,6 +89,20 @@ class Metrics:
             multiprocess_mode="min",
             registry=self.registry,
         )
+        self.key_age = Gauge(
+            "gateway_key_age_seconds",
+            "Age of each key in use, by kind (agent: the keys `keys create` made) and id",
+            ["kind", "id"],
+            multiprocess_mode="max",
+            registry=self.registry,
+        )
+        self.key_max_age = Gauge(
+            "gateway_key_max_age_seconds",
+            "The age past which a key of this kind is due for rotation (configuration)",
+            ["kind"],
+            multiprocess_mode="max",
+            registry=self.registry,
+        )
         self.store_checked = Gauge(
             "gateway_store_last_check_timestamp_seconds",
             "When the store gauges were last refreshed (Unix time)",

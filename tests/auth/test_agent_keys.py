@@ -14,7 +14,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -23,8 +23,11 @@ from postmarker.core import PostmarkClient
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client as TwilioClient
 
+from gateway.auth.agent_keys import AgentKeys
 from gateway.config.settings import ConfigError, load_config
+from gateway.runtime.metrics import Metrics
 from gateway.server import Gateway
+from gateway.services.store_gauges import StoreGauges
 from gateway.store import open_store
 from tests.auth.test_login_limits import attempt, config_with, send_with_secret
 from tests.conftest import DEMO_SECRET, write_config
@@ -228,3 +231,41 @@ async def test_sign_in_fails_closed_when_the_store_cannot_be_read(tmp_path: Path
     finally:
         store.down = False
         await gateway.stop()
+
+
+async def test_each_usable_key_s_age_is_a_metric_beside_the_configured_maximum(
+    tmp_path: Path,
+) -> None:
+    """For the operations alert on keys due for rotation (GatewayAgentKeyTooOld)."""
+    store = open_store(f"sqlite:///{tmp_path}/gateway.db")
+    await store.open()
+    clock = SteppingClock()
+    keys = AgentKeys(store, clock)
+    keys.use_pepper(b"pepper-for-this-test-0123456789")
+    metrics = Metrics()
+    gauges = StoreGauges(metrics, store, clock=clock, agent_key_max_age_days=30)
+    try:
+        old, _ = await keys.create("demo", None)
+        clock.advance(86400)
+        new, _ = await keys.create("demo", None)
+        expiring, _ = await keys.create("boss", clock.now() + timedelta(hours=1))
+        clock.advance(600)
+        await gauges.refresh()
+
+        def age(key_id: str) -> float | None:
+            return metrics.registry.get_sample_value(
+                "gateway_key_age_seconds", {"kind": "agent", "id": key_id}
+            )
+
+        assert age(old.key_id) == pytest.approx(86400 + 600, abs=5)
+        assert age(new.key_id) == pytest.approx(600, abs=5)
+        assert metrics.registry.get_sample_value(
+            "gateway_key_max_age_seconds", {"kind": "agent"}
+        ) == 30 * 86400
+        await keys.revoke(old.key_id)
+        clock.advance(3600)
+        await gauges.refresh()
+        assert age(old.key_id) is None and age(expiring.key_id) is None
+        assert age(new.key_id) == pytest.approx(4200, abs=5)
+    finally:
+        await store.close()

@@ -64,6 +64,9 @@ BROKEN = [
     ("[http]\nfirst_request_timeout_s = -1\n", "http.first_request_timeout_s"),
     ("[http]\nmax_copies_per_request = 49\n", "http.max_copies_per_request"),
     ("[http]\nmax_copies = 10\n", "http.max_copies"),
+    ("[keys]\nmax_age_days = 0\n", "keys.max_age_days"),
+    ("[keys]\npepper = 'x'\n", "keys.pepper"),
+    ("[smtp]\nmax_failed_keys_per_prefix = 0\n", "smtp.max_failed_keys_per_prefix"),
 ]
 
 @pytest.mark.parametrize(("text", "key"), BROKEN, ids=[k for _, k in BROKEN])
