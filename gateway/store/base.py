@@ -44,6 +44,10 @@ class DeliveryClaim(enum.Enum):
     IN_FLIGHT = "in_flight"
 
 
+class Conflict(Exception):
+    """A write would give two records one value that must be unique; names the field."""
+
+
 class StoreUnavailable(Exception):
     """The store could not answer; nothing may be sent on the strength of a missing fact."""
 
@@ -122,6 +126,37 @@ class AgentKeyRow:
     expires_at: datetime | None = None
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PersonRow:
+    """A person who signs in. `user_name` is their email address, lower-cased; `role` the
+    highest role their groups map to, None for no access."""
+
+    person_id: str
+    user_name: str
+    created_at: datetime
+    updated_at: datetime
+    external_id: str | None = None
+    display_name: str = ""
+    active: bool = True
+    groups: tuple[str, ...] = ()
+    role: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """A signed-in session, by the hash of its cookie's token: a person's (single sign-on)
+    or an account's (the break-glass shared secret). Times are POSIX seconds."""
+
+    session_hash: str
+    method: str
+    role: str
+    created_at: float
+    last_seen_at: float
+    expires_at: float
+    person_id: str | None = None
+    account: str | None = None
 
 
 class StoreLifecycle(Protocol):
@@ -267,6 +302,42 @@ class AgentKeyRegistry(Protocol):
         """Revoke a key that is not revoked yet; False when there is none such."""
 
     async def agent_key_used(self, key_id: str, at: datetime) -> None: ...
+
+
+class PeopleDirectory(Protocol):
+    async def save_person(self, row: PersonRow) -> None:
+        """Insert, or replace the row with the same `person_id`. Raises `Conflict` when
+        another person has the `user_name` or `external_id`."""
+
+    async def person(self, person_id: str) -> PersonRow | None: ...
+
+    async def person_by_user_name(self, user_name: str) -> PersonRow | None: ...
+
+    async def person_by_external_id(self, external_id: str) -> PersonRow | None: ...
+
+    async def people(
+        self, start: int = 0, count: int = 100, user_name: str | None = None
+    ) -> tuple[list[PersonRow], int]:
+        """A page of people by user name (`start` counts from 0), and how many there are
+        in all (of that `user_name`, when given)."""
+
+    async def delete_person(self, person_id: str) -> bool:
+        """Delete the person and end their sessions; False when there was none."""
+
+
+class SessionStore(Protocol):
+    async def add_session(self, row: SessionRow) -> None: ...
+
+    async def session(self, session_hash: str, now: float) -> SessionRow | None:
+        """The session, unless it has expired (an expired one is deleted)."""
+
+    async def touch_session(self, session_hash: str, at: float) -> None: ...
+
+    async def end_sessions(
+        self, *, session_hash: str | None = None, person_id: str | None = None,
+        account: str | None = None,
+    ) -> int:
+        """Delete the session(s) matching what is given; how many."""
 
 
 class ConsentRegistry(Protocol):
@@ -421,6 +492,8 @@ class Store(
     SharedSettings,
     LoginCounters,
     AgentKeyRegistry,
+    PeopleDirectory,
+    SessionStore,
     ConsentRegistry,
     KnownLocations,
     ContactLedger,

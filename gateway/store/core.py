@@ -269,3 +269,12 @@ def block_filter(query: BlockQuery, params: Parameters) -> str:
 def check_bucket(bucket_s: int) -> None:
     if bucket_s <= 0:
         raise ValueError(f"bucket_s must be positive, not {bucket_s}")
+
+
+def groups_text(groups: tuple[str, ...]) -> str:
+    """A person's group names as both backends keep them (a JSON list)."""
+    return json.dumps(list(groups))
+
+
+def groups_from_text(text: str) -> tuple[str, ...]:
+    return tuple(str(group) for group in json.loads(text))

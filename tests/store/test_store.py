@@ -38,7 +38,10 @@ from gateway.store.base import (
     AgentKeyRow,
     AuditProblem,
     BlockQuery,
+    Conflict,
     DeliveryClaim,
+    PersonRow,
+    SessionRow,
     Store,
     StoreUnavailable,
     erased_address,
@@ -542,6 +545,76 @@ async def test_agent_keys_are_listed_revoked_once_and_marked_used(store: Store) 
     assert await store.revoke_agent_key("00cc", later) is False
     assert await store.revoke_agent_key("nope", later) is False
     assert (await store.agent_key("00cc")).revoked_at == later
+
+
+# --- people and sessions ------------------------------------------------------------------
+
+
+def person(person_id: str, user_name: str, **changes: object) -> PersonRow:
+    return replace(PersonRow(person_id, user_name, T0, T0), **changes)
+
+
+async def test_people_are_found_by_id_user_name_and_external_id(store: Store) -> None:
+    katie = person("p1", "katie@acme.example", external_id="okta|1", display_name="Katie",
+                   groups=("sales", "compliance-managers"), role="manager")
+    await store.save_person(katie)
+    await store.save_person(person("p2", "omar@acme.example"))
+    assert await store.person("p1") == katie
+    assert await store.person_by_user_name("katie@acme.example") == katie
+    assert await store.person_by_external_id("okta|1") == katie
+    assert await store.person_by_external_id("okta|2") is None
+    later = replace(katie, active=False, role=None, updated_at=T0 + timedelta(days=1))
+    await store.save_person(later)
+    assert await store.person("p1") == later
+
+
+@pytest.mark.parametrize(("field", "value"), [("user_name", "omar@acme.example"),
+                                              ("external_id", "okta|2")])
+async def test_two_people_never_share_a_user_name_or_external_id(
+    store: Store, field: str, value: str
+) -> None:
+    await store.save_person(person("p2", "omar@acme.example", external_id="okta|2"))
+    with pytest.raises(Conflict, match=field):
+        await store.save_person(replace(person("p1", "katie@acme.example"), **{field: value}))
+    assert await store.person("p1") is None
+
+
+async def test_people_come_in_pages_by_user_name(store: Store) -> None:
+    for n in range(5):
+        await store.save_person(person(f"p{n}", f"user{4 - n}@acme.example"))
+    page, total = await store.people(start=1, count=2)
+    assert [p.user_name for p in page] == ["user1@acme.example", "user2@acme.example"]
+    assert total == 5
+    page, total = await store.people(user_name="user3@acme.example")
+    assert [p.person_id for p in page] == ["p1"] and total == 1
+
+
+def session_row(token_hash: str, **changes: object) -> SessionRow:
+    now = T0.timestamp()
+    return replace(SessionRow(token_hash, "oidc:okta", "manager", now, now, now + 3600,
+                              person_id="p1"), **changes)
+
+
+async def test_sessions_end_by_token_person_or_account_and_when_they_expire(
+    store: Store,
+) -> None:
+    now = T0.timestamp()
+    await store.save_person(person("p1", "katie@acme.example"))
+    for row in (session_row("h1"), session_row("h2"),
+                session_row("h3", person_id=None, account="boss", method="break-glass"),
+                session_row("h4", expires_at=now + 10)):
+        await store.add_session(row)
+    assert await store.session("h1", now) == session_row("h1")
+    await store.touch_session("h1", now + 60)
+    assert (await store.session("h1", now + 61)).last_seen_at == now + 60
+    assert await store.session("h4", now + 10) is None  # expired: gone
+    assert await store.end_sessions(session_hash="h2") == 1
+    assert await store.end_sessions(account="boss") == 1
+    assert await store.delete_person("p1") is True
+    assert await store.session("h1", now) is None
+    assert await store.delete_person("p1") is False
+    with pytest.raises(ValueError):
+        await store.end_sessions()
 
 
 # --- blocks -------------------------------------------------------------------------------
@@ -1486,6 +1559,7 @@ async def test_opening_twice_applies_each_migration_once(
         (7, "suppression_mailboxes"),
         (8, "inbound_messages"),
         (9, "credentials"),
+        (10, "people"),
     ]
 
 
@@ -1526,6 +1600,7 @@ async def test_a_version_one_database_is_upgraded_once_and_keeps_its_data(db_pat
         (7, "suppression_mailboxes"),
         (8, "inbound_messages"),
         (9, "credentials"),
+        (10, "people"),
     ]
 
 
@@ -1576,6 +1651,7 @@ async def test_a_version_two_database_keeps_its_suppressions_one_row_per_source(
         (7, "suppression_mailboxes"),
         (8, "inbound_messages"),
         (9, "credentials"),
+        (10, "people"),
     ]
 
 
@@ -1710,7 +1786,7 @@ async def test_replicas_starting_together_apply_each_migration_once(postgres_url
     try:
         await asyncio.gather(*(store.open() for store in stores))
         applied = [[m.version for m in store.applied_migrations] for store in stores]
-        assert sorted(applied) == [[], [], [1, 2, 3, 4, 5, 6, 7, 8, 9]]
+        assert sorted(applied) == [[], [], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
         connection = await asyncpg.connect(postgres_url)
         try:
             rows = await connection.fetch("SELECT version, name FROM schema_migrations")

@@ -10,6 +10,7 @@ from gateway.store.postgres.credentials import PostgresCredentials
 from gateway.store.postgres.deliveries import PostgresDeliveryLedger
 from gateway.store.postgres.inbound import PostgresInboundMessages
 from gateway.store.postgres.locations import PostgresKnownLocations
+from gateway.store.postgres.people import PostgresPeople
 from gateway.store.postgres.privacy import PostgresPrivacy
 from gateway.store.postgres.suppressions import PostgresSuppressions
 
@@ -18,6 +19,7 @@ class PostgresStore(
     PostgresSuppressions,
     PostgresInboundMessages,
     PostgresCredentials,
+    PostgresPeople,
     PostgresConsents,
     PostgresKnownLocations,
     PostgresContactLedger,

@@ -10,6 +10,7 @@ from gateway.store.sqlite.credentials import SqliteCredentials
 from gateway.store.sqlite.deliveries import SqliteDeliveryLedger
 from gateway.store.sqlite.inbound import SqliteInboundMessages
 from gateway.store.sqlite.locations import SqliteKnownLocations
+from gateway.store.sqlite.people import SqlitePeople
 from gateway.store.sqlite.privacy import SqlitePrivacy
 from gateway.store.sqlite.suppressions import SqliteSuppressions
 
@@ -18,6 +19,7 @@ class SqliteStore(
     SqliteSuppressions,
     SqliteInboundMessages,
     SqliteCredentials,
+    SqlitePeople,
     SqliteConsents,
     SqliteKnownLocations,
     SqliteContactLedger,

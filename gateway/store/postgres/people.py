@@ -1,0 +1,130 @@
+"""People who sign in, and their sessions, in PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from gateway.store.base import Conflict, PersonRow, SessionRow
+from gateway.store.core import groups_from_text, groups_text, utc
+from gateway.store.postgres.connection import PostgresConnection, affected
+
+PERSON_COLUMNS = (
+    "person_id, user_name, created_at, updated_at, external_id, display_name, active, groups, role"
+)
+SESSION_COLUMNS = (
+    "session_hash, method, role, created_at, last_seen_at, expires_at, person_id, account"
+)
+
+
+class PostgresPeople(PostgresConnection):
+    async def save_person(self, row: PersonRow) -> None:
+        async with self._transaction() as conn:
+            for column, value in (("user_name", row.user_name), ("external_id", row.external_id)):
+                if value is not None and await conn.fetchval(
+                    f"SELECT 1 FROM people WHERE {column} = $1 AND person_id != $2",
+                    value, row.person_id,
+                ):
+                    raise Conflict(column)
+            try:
+                await conn.execute(
+                    f"INSERT INTO people ({PERSON_COLUMNS})"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                    " ON CONFLICT (person_id) DO UPDATE SET user_name = excluded.user_name,"
+                    " updated_at = excluded.updated_at, external_id = excluded.external_id,"
+                    " display_name = excluded.display_name, active = excluded.active,"
+                    " groups = excluded.groups, role = excluded.role",
+                    row.person_id, row.user_name, utc(row.created_at), utc(row.updated_at),
+                    row.external_id, row.display_name, row.active, groups_text(row.groups),
+                    row.role,
+                )
+            except asyncpg.UniqueViolationError as exc:  # another writer got there meanwhile
+                raise Conflict("user_name or external_id") from exc
+
+    async def person(self, person_id: str) -> PersonRow | None:
+        return await self._one_person("person_id", person_id)
+
+    async def person_by_user_name(self, user_name: str) -> PersonRow | None:
+        return await self._one_person("user_name", user_name)
+
+    async def person_by_external_id(self, external_id: str) -> PersonRow | None:
+        return await self._one_person("external_id", external_id)
+
+    async def _one_person(self, column: str, value: str) -> PersonRow | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {PERSON_COLUMNS} FROM people WHERE {column} = $1", value
+            )
+        return None if row is None else _person(row)
+
+    async def people(
+        self, start: int = 0, count: int = 100, user_name: str | None = None
+    ) -> tuple[list[PersonRow], int]:
+        where, values = ("WHERE user_name = $1", [user_name]) if user_name is not None else (
+            "", []
+        )
+        page = f"LIMIT ${len(values) + 1} OFFSET ${len(values) + 2}"
+        async with self._connection() as conn:
+            total = await conn.fetchval(f"SELECT COUNT(*) FROM people {where}", *values)
+            rows = await conn.fetch(
+                f"SELECT {PERSON_COLUMNS} FROM people {where} ORDER BY user_name {page}",
+                *values, count, start,
+            )
+        return [_person(row) for row in rows], int(total)
+
+    async def delete_person(self, person_id: str) -> bool:
+        async with self._transaction() as conn:
+            await conn.execute("DELETE FROM sessions WHERE person_id = $1", person_id)
+            status = await conn.execute("DELETE FROM people WHERE person_id = $1", person_id)
+        return affected(status) == 1
+
+    async def add_session(self, row: SessionRow) -> None:
+        async with self._connection() as conn:
+            await conn.execute(
+                f"INSERT INTO sessions ({SESSION_COLUMNS})"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                row.session_hash, row.method, row.role, row.created_at, row.last_seen_at,
+                row.expires_at, row.person_id, row.account,
+            )
+
+    async def session(self, session_hash: str, now: float) -> SessionRow | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_hash = $1", session_hash
+            )
+        if row is None:
+            return None
+        if row["expires_at"] <= now:
+            await self.end_sessions(session_hash=session_hash)
+            return None
+        return SessionRow(*row)
+
+    async def touch_session(self, session_hash: str, at: float) -> None:
+        async with self._connection() as conn:
+            await conn.execute(
+                "UPDATE sessions SET last_seen_at = $1 WHERE session_hash = $2", at, session_hash
+            )
+
+    async def end_sessions(
+        self, *, session_hash: str | None = None, person_id: str | None = None,
+        account: str | None = None,
+    ) -> int:
+        given = {"session_hash": session_hash, "person_id": person_id, "account": account}
+        where = {column: value for column, value in given.items() if value is not None}
+        if not where:
+            raise ValueError("end_sessions needs a session, a person or an account")
+        condition = " AND ".join(f"{column} = ${n}" for n, column in enumerate(where, 1))
+        async with self._connection() as conn:
+            status = await conn.execute(
+                f"DELETE FROM sessions WHERE {condition}", *where.values()
+            )
+        return affected(status)
+
+
+def _person(row: Any) -> PersonRow:
+    return PersonRow(
+        row["person_id"], row["user_name"], row["created_at"], row["updated_at"],
+        row["external_id"], row["display_name"], bool(row["active"]),
+        groups_from_text(row["groups"]), row["role"],
+    )

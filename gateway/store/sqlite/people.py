@@ -1,0 +1,154 @@
+"""People who sign in, and their sessions, in SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from gateway.store.base import Conflict, PersonRow, SessionRow
+from gateway.store.core import groups_from_text, groups_text
+from gateway.store.sqlite.connection import SqliteConnection
+from gateway.store.sqlite.sql import from_text, to_text, transaction
+
+PERSON_COLUMNS = (
+    "person_id, user_name, created_at, updated_at, external_id, display_name, active, groups, role"
+)
+SESSION_COLUMNS = (
+    "session_hash, method, role, created_at, last_seen_at, expires_at, person_id, account"
+)
+
+
+class SqlitePeople(SqliteConnection):
+    async def save_person(self, row: PersonRow) -> None:
+        await self._run(lambda conn: _save_person(conn, row))
+
+    async def person(self, person_id: str) -> PersonRow | None:
+        return self._read_on_loop(lambda conn: _one_person(conn, "person_id", person_id))
+
+    async def person_by_user_name(self, user_name: str) -> PersonRow | None:
+        return self._read_on_loop(lambda conn: _one_person(conn, "user_name", user_name))
+
+    async def person_by_external_id(self, external_id: str) -> PersonRow | None:
+        return self._read_on_loop(lambda conn: _one_person(conn, "external_id", external_id))
+
+    async def people(
+        self, start: int = 0, count: int = 100, user_name: str | None = None
+    ) -> tuple[list[PersonRow], int]:
+        return self._read_on_loop(lambda conn: _people(conn, start, count, user_name))
+
+    async def delete_person(self, person_id: str) -> bool:
+        return await self._run(lambda conn: _delete_person(conn, person_id))
+
+    async def add_session(self, row: SessionRow) -> None:
+        await self._run(lambda conn: _add_session(conn, row))
+
+    async def session(self, session_hash: str, now: float) -> SessionRow | None:
+        row = self._read_on_loop(lambda conn: _session(conn, session_hash))
+        if row is not None and row.expires_at <= now:
+            await self.end_sessions(session_hash=session_hash)
+            return None
+        return row
+
+    async def touch_session(self, session_hash: str, at: float) -> None:
+        await self._run(
+            lambda conn: _touch(conn, session_hash, at), batchable=True, durable=False
+        )
+
+    async def end_sessions(
+        self, *, session_hash: str | None = None, person_id: str | None = None,
+        account: str | None = None,
+    ) -> int:
+        given = {"session_hash": session_hash, "person_id": person_id, "account": account}
+        where = {column: value for column, value in given.items() if value is not None}
+        if not where:
+            raise ValueError("end_sessions needs a session, a person or an account")
+        return await self._run(lambda conn: _end_sessions(conn, where))
+
+
+def _save_person(conn: sqlite3.Connection, row: PersonRow) -> None:
+    with transaction(conn, write=True):
+        for column, value in (("user_name", row.user_name), ("external_id", row.external_id)):
+            if value is not None and conn.execute(
+                f"SELECT 1 FROM people WHERE {column} = ? AND person_id != ?",
+                (value, row.person_id),
+            ).fetchone():
+                raise Conflict(column)
+        conn.execute(
+            f"INSERT OR REPLACE INTO people ({PERSON_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.person_id, row.user_name, to_text(row.created_at), to_text(row.updated_at),
+                row.external_id, row.display_name, int(row.active), groups_text(row.groups),
+                row.role,
+            ),
+        )
+
+
+def _person(values: tuple[Any, ...]) -> PersonRow:
+    person_id, user_name, created, updated, external_id, display_name, active, groups, role = (
+        values
+    )
+    return PersonRow(
+        person_id, user_name, from_text(created), from_text(updated), external_id,
+        display_name, bool(active), groups_from_text(groups), role,
+    )
+
+
+def _one_person(conn: sqlite3.Connection, column: str, value: str) -> PersonRow | None:
+    with transaction(conn, write=False):
+        row = conn.execute(
+            f"SELECT {PERSON_COLUMNS} FROM people WHERE {column} = ?", (value,)
+        ).fetchone()
+    return None if row is None else _person(row)
+
+
+def _people(
+    conn: sqlite3.Connection, start: int, count: int, user_name: str | None
+) -> tuple[list[PersonRow], int]:
+    where, values = ("WHERE user_name = ?", (user_name,)) if user_name is not None else ("", ())
+    with transaction(conn, write=False):
+        (total,) = conn.execute(f"SELECT COUNT(*) FROM people {where}", values).fetchone()
+        rows = conn.execute(
+            f"SELECT {PERSON_COLUMNS} FROM people {where} ORDER BY user_name LIMIT ? OFFSET ?",
+            (*values, count, start),
+        ).fetchall()
+    return [_person(row) for row in rows], int(total)
+
+
+def _delete_person(conn: sqlite3.Connection, person_id: str) -> bool:
+    with transaction(conn, write=True):
+        conn.execute("DELETE FROM sessions WHERE person_id = ?", (person_id,))
+        cursor = conn.execute("DELETE FROM people WHERE person_id = ?", (person_id,))
+    return cursor.rowcount == 1
+
+
+def _add_session(conn: sqlite3.Connection, row: SessionRow) -> None:
+    with transaction(conn, write=True):
+        conn.execute(
+            f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.session_hash, row.method, row.role, row.created_at, row.last_seen_at,
+                row.expires_at, row.person_id, row.account,
+            ),
+        )
+
+
+def _session(conn: sqlite3.Connection, session_hash: str) -> SessionRow | None:
+    with transaction(conn, write=False):
+        row = conn.execute(
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_hash = ?", (session_hash,)
+        ).fetchone()
+    return None if row is None else SessionRow(*row)
+
+
+def _touch(conn: sqlite3.Connection, session_hash: str, at: float) -> None:
+    with transaction(conn, write=True):
+        conn.execute(
+            "UPDATE sessions SET last_seen_at = ? WHERE session_hash = ?", (at, session_hash)
+        )
+
+
+def _end_sessions(conn: sqlite3.Connection, where: dict[str, str]) -> int:
+    condition = " AND ".join(f"{column} = ?" for column in where)
+    with transaction(conn, write=True):
+        cursor = conn.execute(f"DELETE FROM sessions WHERE {condition}", tuple(where.values()))
+    return cursor.rowcount
