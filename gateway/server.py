@@ -20,6 +20,7 @@ from aiohttp import web
 from gateway.auth.agent_keys import AgentKeys
 from gateway.auth.authenticate import Authenticator
 from gateway.auth.login_limits import LoginLimiter
+from gateway.auth.sessions import Sessions
 from gateway.auth.unsubscribe_tokens import UnsubscribeTokens
 from gateway.config.settings import Config, ConfigError, load_config
 from gateway.ingress.postmark import PostmarkRoutes
@@ -129,6 +130,7 @@ class Services:
         self.erasure_key = b""
         self.tokens = UnsubscribeTokens()
         self.agent_keys = AgentKeys(self.store, clock)
+        self.sessions = Sessions(self.store, clock)
         self.ruleset: RuleSet = configured_rules(config)
         self.suppressions = Suppressions(
             self.store, clock, self.metrics, lambda: self.ruleset.mailboxes
@@ -272,7 +274,7 @@ class Gateway:
             services.store,
             lambda: self.config.accounts,
             self.clock,
-            services.tokens.derived_key("review-session"),
+            services.sessions,
             secure_cookies=self.config.public_url.startswith("https://"),
             authenticator=self.authenticator,
         ).register(app)
@@ -398,7 +400,17 @@ class Gateway:
         accounts = tuple(replace(a, identity=self.config.sender) for a in fresh.accounts)
         changes = account_changes(self.config.accounts, accounts)
         self.config = replace(self.config, accounts=accounts)
+        await self._end_sessions_of(changes["removed"] + changes["changed"])
         await self._reloaded("accounts", {"config": config_digest(self.config), **changes})
+
+    async def _end_sessions_of(self, accounts: list[str]) -> None:
+        """A removed account, or one whose secret or role changed (perhaps because it
+        leaked), keeps no /review session opened before."""
+        for name in accounts:
+            try:
+                await self.services.sessions.end_account_sessions(name)
+            except StoreUnavailable as exc:
+                log_event(log, "sessions-not-ended", logging.ERROR, account=name, error=str(exc))
 
     async def reload_rules(self) -> None:
         """Swap in new rule data atomically; a broken file keeps the old rules."""

@@ -73,11 +73,6 @@ class UnsubscribeTokens:
             raise RuntimeError("no token keys yet: Services.open reads them from the store")
         return self._keys[self._active][0]
 
-    def derived_key(self, purpose: str) -> bytes:
-        """A separate key for another use (review-page sessions), shared by replicas like the
-        token keys themselves, without reusing a signing key for two things."""
-        return hmac.new(self._signing_key(), purpose.encode(), hashlib.sha256).digest()
-
     @staticmethod
     def _sign(key_id: str, key: bytes, payload: str) -> str:
         mac = hmac.new(key, f"{key_id}.{payload}".encode(), hashlib.sha256)

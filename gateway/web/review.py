@@ -12,18 +12,18 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-import hmac
 import html
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
 from gateway.auth.authenticate import Authenticator
 from gateway.auth.secret_check import account_or_refusal
+from gateway.auth.sessions import ABSOLUTE_S, Sessions
 from gateway.model import Account, AuditEvent, BlockRecord, Channel, Role
 from gateway.pipeline.dry_run import CheckError, parse_time
 from gateway.runtime.client_address import client_address
@@ -31,7 +31,6 @@ from gateway.runtime.clock import Clock
 from gateway.store.base import BlockQuery, Store, StoreUnavailable
 
 SESSION_COOKIE = "review_session"
-SESSION_S = 8 * 3600
 PAGE_SIZE = 50
 MAX_FORM_BYTES = 4 * 1024
 DEFAULT_SINCE = "7d"
@@ -131,39 +130,6 @@ def _when(instant: datetime) -> str:
     utc = instant.astimezone(UTC)
     shown = utc.strftime("%Y-%m-%d %H:%M:%S")
     return f'<time datetime="{_e(utc.isoformat())}">{_e(shown)} UTC</time>'
-
-
-def _sign(key: bytes, payload: str) -> str:
-    return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
-
-
-def session_value(key: bytes, account_name: str, expires: datetime) -> str:
-    """The cookie value "name|expiry|signature": the expiry is signed too, so it cannot be
-    stretched."""
-    payload = f"{account_name}|{int(expires.timestamp())}"
-    return f"{payload}|{_sign(key, payload)}"
-
-
-def account_session_key(key: bytes, account: Account) -> bytes:
-    """Sessions are signed with a key bound to the account's secret: rotating a leaked
-    secret ends every session opened with it."""
-    return hmac.new(key, account.secret.encode(), hashlib.sha256).digest()
-
-
-def session_account(
-    key: bytes, value: str, now: datetime, accounts: Iterable[Account]
-) -> Account | None:
-    """The manager-or-higher account a cookie names, if its signature verifies with that
-    account's current secret and it has not expired."""
-    payload, _, signature = value.rpartition("|")
-    name, _, expiry = payload.rpartition("|")
-    if not name or not _is_id(expiry) or int(expiry) <= now.timestamp():
-        return None
-    account = next((a for a in accounts if a.name == name and a.role >= Role.MANAGER), None)
-    if account is None:
-        return None
-    expected = _sign(account_session_key(key, account), payload)
-    return account if hmac.compare_digest(signature.encode(), expected.encode()) else None
 
 
 def _is_id(text: str) -> bool:
@@ -319,7 +285,7 @@ class ReviewRoutes:
         store: Store,
         accounts: Callable[[], tuple[Account, ...]],
         clock: Clock,
-        session_key: bytes,
+        sessions: Sessions,
         secure_cookies: bool,
         authenticator: Authenticator,
     ) -> None:
@@ -327,14 +293,14 @@ class ReviewRoutes:
         self.authenticator = authenticator
         self.accounts = accounts
         self.clock = clock
-        self.session_key = session_key
+        self.sessions = sessions
         self.secure_cookies = secure_cookies
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/review", self._store_errors(self.log_page))
         app.router.add_get(r"/review/blocks/{id:[0-9]{1,18}}", self._store_errors(self.detail_page))
         app.router.add_post("/review/login", self._store_errors(self.login))
-        app.router.add_post("/review/logout", self.logout)
+        app.router.add_post("/review/logout", self._store_errors(self.logout))
 
     def _store_errors(self, handler: Handler) -> Handler:
         async def handle(request: web.Request) -> web.Response:
@@ -352,11 +318,16 @@ class ReviewRoutes:
 
         return handle
 
-    def signed_in(self, request: web.Request) -> Account | None:
-        value = request.cookies.get(SESSION_COOKIE)
-        if not value:
+    async def signed_in(self, request: web.Request) -> Account | None:
+        """The account of the request's live session, as the configuration has it now: one
+        removed or no longer a manager or higher has no session."""
+        session = await self.sessions.current(request.cookies.get(SESSION_COOKIE, ""))
+        if session is None or session.account is None:
             return None
-        return session_account(self.session_key, value, self.clock.now(), self.accounts())
+        return next(
+            (a for a in self.accounts() if a.name == session.account and a.role >= Role.MANAGER),
+            None,
+        )
 
     async def login(self, request: web.Request) -> web.Response:
         if not same_origin(request):
@@ -391,18 +362,16 @@ class ReviewRoutes:
                               "or higher."),
                 status=403,
             )
-        now = self.clock.now()
-        # Recorded before the cookie is issued: no session without its audit entry.
+        # Recorded before the session exists: no session without its audit entry.
         await self._audit(request, "review.signin", account.name, "")
+        token = await self.sessions.open(
+            role=account.role.name.lower(), method="account-secret", account=account.name
+        )
         response = _see_other("/review")
         response.set_cookie(
             SESSION_COOKIE,
-            session_value(
-                account_session_key(self.session_key, account),
-                account.name,
-                now + timedelta(seconds=SESSION_S),
-            ),
-            max_age=SESSION_S,
+            token,
+            max_age=ABSOLUTE_S,
             path="/review",
             httponly=True,
             samesite="Strict",
@@ -413,6 +382,7 @@ class ReviewRoutes:
     async def logout(self, request: web.Request) -> web.Response:
         if not same_origin(request):
             return _page("Sign out", "<p>This sign-out came from another site.</p>", status=403)
+        await self.sessions.end(request.cookies.get(SESSION_COOKIE, ""))
         response = _see_other("/review")
         response.del_cookie(
             SESSION_COOKIE, path="/review", httponly=True, samesite="Strict",
@@ -431,7 +401,7 @@ class ReviewRoutes:
         )
 
     async def log_page(self, request: web.Request) -> web.Response:
-        account = self.signed_in(request)
+        account = await self.signed_in(request)
         if account is None:
             return _page("Sign in", _sign_in_body())
         filters = Filters.from_request(request.query)
@@ -469,7 +439,7 @@ class ReviewRoutes:
         return _page("Block log", body, account=account)
 
     async def detail_page(self, request: web.Request) -> web.Response:
-        account = self.signed_in(request)
+        account = await self.signed_in(request)
         if account is None:
             return _page("Sign in", _sign_in_body(), status=401)
         record = await self.store.get_block(int(request.match_info["id"]))
