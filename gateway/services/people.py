@@ -1,0 +1,87 @@
+"""People who sign in: matched across single sign-on and SCIM, their role from their groups.
+
+A person is the same person whichever way they arrive: by `external_id` (OIDC `sub`, SCIM
+externalId) when one is known, else by their email address (SCIM userName), lower-cased.
+Their role is the highest one their groups map to (`roles`: group name -> role), none when
+no group maps; a change of role, or deactivation, ends their sessions at once.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from gateway.auth.sessions import Sessions
+from gateway.model import Role
+from gateway.runtime.clock import Clock
+from gateway.store.base import PeopleDirectory, PersonRow
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who an identity provider says signed in."""
+
+    email: str
+    external_id: str | None = None
+    display_name: str = ""
+    groups: tuple[str, ...] = ()
+
+
+def role_for(groups: Iterable[str], roles: Mapping[str, Role]) -> Role | None:
+    """The highest role any of `groups` maps to; None when none maps (no access)."""
+    mapped = [roles[group] for group in groups if group in roles]
+    return max(mapped) if mapped else None
+
+
+def user_name(email: str) -> str:
+    return email.strip().lower()
+
+
+class People:
+    def __init__(self, store: PeopleDirectory, sessions: Sessions, clock: Clock) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.clock = clock
+
+    async def find(self, identity: Identity) -> PersonRow | None:
+        if identity.external_id:
+            person = await self.store.person_by_external_id(identity.external_id)
+            if person is not None:
+                return person
+        return await self.store.person_by_user_name(user_name(identity.email))
+
+    async def signed_in(self, identity: Identity, roles: Mapping[str, Role]) -> PersonRow:
+        """The person as the identity provider now describes them, recorded: created on
+        first sign-in, their groups and role brought up to date (a changed role ends their
+        other sessions). An inactive person stays inactive: the caller refuses them."""
+        now = self.clock.now()
+        role = role_for(identity.groups, roles)
+        role_name = role.name.lower() if role is not None else None
+        known = await self.find(identity)
+        person = PersonRow(
+            person_id=known.person_id if known else secrets.token_hex(16),
+            user_name=user_name(identity.email),
+            created_at=known.created_at if known else now,
+            updated_at=now,
+            external_id=identity.external_id or (known.external_id if known else None),
+            display_name=identity.display_name or (known.display_name if known else ""),
+            active=known.active if known else True,
+            groups=tuple(identity.groups),
+            role=role_name,
+        )
+        await self.store.save_person(person)
+        if known is not None and known.role != role_name:
+            await self.sessions.store.end_sessions(person_id=person.person_id)
+        return person
+
+    async def set_active(self, person_id: str, active: bool) -> PersonRow | None:
+        """SCIM's `active`; a deactivated person's sessions end at once."""
+        person = await self.store.person(person_id)
+        if person is None:
+            return None
+        changed = replace(person, active=active, updated_at=self.clock.now())
+        await self.store.save_person(changed)
+        if not active:
+            await self.sessions.store.end_sessions(person_id=person_id)
+        return changed

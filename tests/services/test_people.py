@@ -1,0 +1,85 @@
+"""People across sign-in methods: matched by external id, else by email; their role the
+highest their groups map to; a role change or deactivation ends their sessions. On a real
+SQLite store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.auth.sessions import Sessions
+from gateway.model import Role
+from gateway.services.people import Identity, People, role_for
+from gateway.store import open_store
+from gateway.store.base import Store
+from tests.fakes.clock import SteppingClock
+
+ROLES = {"compliance-managers": Role.MANAGER, "gateway-admins": Role.ADMIN,
+         "security": Role.OWNER}
+
+
+@pytest.mark.parametrize(
+    ("groups", "role"),
+    [
+        ((), None),
+        (("sales",), None),
+        (("compliance-managers",), Role.MANAGER),
+        (("sales", "security", "compliance-managers"), Role.OWNER),
+        (("Compliance-Managers",), None),  # group names are matched exactly
+    ],
+)
+def test_the_highest_mapped_group_gives_the_role(groups: tuple[str, ...], role: Role | None):
+    assert role_for(groups, ROLES) == role
+
+
+@pytest.fixture
+async def people(tmp_path: Path) -> AsyncIterator[tuple[People, Store, Sessions]]:
+    store = open_store(f"sqlite:///{tmp_path}/gateway.db")
+    await store.open()
+    clock = SteppingClock()
+    sessions = Sessions(store, clock)
+    yield People(store, sessions, clock), store, sessions
+    await store.close()
+
+
+async def test_one_person_whichever_way_they_arrive(people) -> None:
+    directory, store, _ = people
+    first = await directory.signed_in(
+        Identity("Katie@Acme.example", None, "Katie", ("compliance-managers",)), ROLES
+    )
+    assert (first.user_name, first.role, first.external_id) == ("katie@acme.example",
+                                                                  "manager", None)
+    by_email = await directory.signed_in(
+        Identity("katie@acme.example", "okta|00u1", "", ("compliance-managers",)), ROLES
+    )
+    assert by_email.person_id == first.person_id and by_email.external_id == "okta|00u1"
+    assert by_email.display_name == "Katie"
+    renamed = await directory.signed_in(
+        Identity("katie.lee@acme.example", "okta|00u1", "Katie Lee", ("gateway-admins",)), ROLES
+    )
+    assert renamed.person_id == first.person_id
+    assert (renamed.user_name, renamed.role) == ("katie.lee@acme.example", "admin")
+    assert (await store.people())[1] == 1
+
+
+async def test_a_role_change_or_deactivation_ends_the_sessions(people) -> None:
+    directory, _, sessions = people
+    katie = await directory.signed_in(Identity("katie@acme.example", "s1", "",
+                                               ("gateway-admins",)), ROLES)
+    token = await sessions.open(role="admin", method="oidc:okta", person_id=katie.person_id)
+    await directory.signed_in(Identity("katie@acme.example", "s1", "", ("gateway-admins",)),
+                              ROLES)
+    assert await sessions.current(token) is not None  # same role: kept
+    await directory.signed_in(Identity("katie@acme.example", "s1", "",
+                                       ("compliance-managers",)), ROLES)
+    assert await sessions.current(token) is None
+    token = await sessions.open(role="manager", method="oidc:okta", person_id=katie.person_id)
+    deactivated = await directory.set_active(katie.person_id, False)
+    assert deactivated is not None and not deactivated.active
+    assert await sessions.current(token) is None
+    again = await directory.signed_in(Identity("katie@acme.example", "s1", "",
+                                               ("compliance-managers",)), ROLES)
+    assert not again.active  # signing in does not reactivate a person SCIM deactivated
+    assert await directory.set_active("nobody", True) is None
