@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 CONFIG ?= gateway.example.toml
 
 .PHONY: run test lint bench clean browser prometheus k8s-rules rules-table postfix postgresql screenshots \
-	dkim-verifier
+	dkim-verifier oidc-provider
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/compliance-gateway serve --config $(CONFIG)
 
-test: $(VENV)/.installed-test browser prometheus postgresql dkim-verifier
+test: $(VENV)/.installed-test browser prometheus postgresql dkim-verifier oidc-provider
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 	GATEWAY_SPEEDUPS=0 $(BIN)/python -m pytest -q tests/mail tests/speedups tests/ingress \
@@ -58,6 +58,33 @@ dkim-verifier:
 	      --no-install-recommends libmail-dkim-perl >/dev/null) \
 	      || echo "*** Mail::DKIM could not be installed: the independent DKIM checks will SKIP ***"; \
 	  else echo "*** not root or no apt-get: Mail::DKIM not installed, its checks will SKIP ***"; fi; }
+
+OIDC_PROVIDER := tests/tools/oidc_provider
+
+# panva's oidc-provider, the real OpenID Provider the SSO tests sign in at (tests/sso), run by
+# Debian's Node.js: nodejs and npm from apt where node is missing, then the version pinned in
+# its package-lock.json from the npm registry (again when the lock file is newer than the
+# install). Where that cannot be done, the OIDC tests skip and the run's summary says why.
+oidc-provider:
+	@if ! command -v node >/dev/null 2>&1; then NEED="nodejs npm"; \
+	elif ! command -v npm >/dev/null 2>&1; then NEED=npm; else NEED=; fi; \
+	if [ -n "$$NEED" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends $$NEED >/dev/null) \
+	      || echo "*** $$NEED could not be installed: the OIDC tests will SKIP ***"; \
+	  else echo "*** not root or no apt-get: $$NEED not installed, the OIDC tests will SKIP ***"; fi; \
+	fi; \
+	if command -v node >/dev/null 2>&1 \
+	    && ! node -e 'process.exit(process.versions.node.split(".")[0] >= 18 ? 0 : 1)'; then \
+	  echo "*** Node.js $$(node --version) is older than 18: the OIDC tests will SKIP ***"; \
+	elif command -v npm >/dev/null 2>&1; then \
+	  if [ ! -f $(OIDC_PROVIDER)/node_modules/.package-lock.json ] \
+	      || [ $(OIDC_PROVIDER)/package-lock.json -nt $(OIDC_PROVIDER)/node_modules/.package-lock.json ]; then \
+	    (cd $(OIDC_PROVIDER) && npm ci --omit=dev --no-audit --no-fund --loglevel=error >/dev/null) \
+	      || echo "*** npm ci in $(OIDC_PROVIDER) failed: the OIDC tests will SKIP ***"; \
+	  fi; \
+	fi
 
 # Debian's Prometheus (prometheus and promtool) for the alert-rule checks and the scrape test.
 # The package's post-install may try to start a service: harmless without systemd, and any

@@ -112,7 +112,9 @@ def transcript(port: int, stream: bytes, piece: int = 0, *, whole: bool = False)
                            b"RCPT TO:<b@example.com>\r\nDATA\r\n")
         received = b""
         while not received.endswith(b"\r\n") or not received.split(b"\r\n")[-2].startswith(b"354"):
-            received += connection.recv(65536)
+            chunk = connection.recv(65536)
+            assert chunk, f"closed before DATA was accepted: {received!r}"
+            received += chunk
         sent = stream + b"\r\nQUIT\r\n"
         for start in range(0, len(sent), piece or len(sent)):
             connection.sendall(sent[start : start + (piece or len(sent))])
