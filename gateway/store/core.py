@@ -278,3 +278,15 @@ def groups_text(groups: tuple[str, ...]) -> str:
 
 def groups_from_text(text: str) -> tuple[str, ...]:
     return tuple(str(group) for group in json.loads(text))
+
+
+AGENT_KEY_COLUMNS = "key_id, account, digest, created_at, expires_at, last_used_at, revoked_at"
+"""`AgentKeyRow`'s fields in order, as both backends select and insert them."""
+PERSON_COLUMNS = (
+    "person_id, user_name, created_at, updated_at, external_id, display_name, active, groups, role"
+)
+"""`PersonRow`'s fields in order."""
+SESSION_COLUMNS = (
+    "session_hash, method, role, created_at, last_seen_at, expires_at, person_id, account"
+)
+"""`SessionRow`'s fields in order."""

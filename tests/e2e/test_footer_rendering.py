@@ -39,13 +39,14 @@ import pytest
 from postmarker.exceptions import ClientError
 
 from gateway.server import Gateway
+from tests.browser import browser_missing, launch_options
 from tests.conftest import DEMO_SECRET
 from tests.e2e.test_postmark_upstream import postmark_upstream
 from tests.fakes.postmark import FakePostmark
 from tests.fakes.smtp_sink import SmtpSink
 from tests.ingress.smtp.test_submission import SMTP_UPSTREAM, parsed
 from tests.ingress.test_postmark import send as postmark_send
-from tests.rewrite.test_html_footer import BLOCKED, CHROMIUM, FOOTED, browser_reason
+from tests.rewrite.test_html_footer import BLOCKED, FOOTED
 from tests.rewrite.test_html_footer import ORDINARY as ORDINARY_STYLES
 
 RECIPIENT = "bob@client.example.net"
@@ -144,11 +145,7 @@ def _launch() -> tuple[Any, Any, Any]:
     from playwright.sync_api import sync_playwright
 
     playwright = sync_playwright().start()
-    browser = playwright.chromium.launch(
-        executable_path=str(CHROMIUM),
-        args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update"],
-    )
+    browser = playwright.chromium.launch(**launch_options())
     context = browser.new_context(java_script_enabled=False)
     context.route("**/*", lambda route: route.abort())
     return playwright, browser, context.new_page()
@@ -332,7 +329,7 @@ class Chromium:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Chromium]:
-    reason = browser_reason()
+    reason = browser_missing()
     if reason:
         print(f"browser test skipped: {reason}")
         pytest.skip(f"browser test skipped: {reason}")

@@ -7,7 +7,6 @@ tests/e2e/test_footer_rendering.py, which renders FOOTED and ORDINARY and sends 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from string import Template
 
@@ -22,13 +21,13 @@ from gateway.rewrite.html_footer import (
     footed_html,
     visibility_problems,
 )
+from tests.browser import browser_missing, launch_options
 
 ADDRESS = "548 Market St #12345, San Francisco"
 FOOTER = (
     f'<p style="margin:0;">This message was sent by Example Corp, {ADDRESS}.</p>\n'
     '<p style="margin:0;"><a href="https://gw.example.com/u/T0K3N">unsubscribe here</a></p>'
 )
-CHROMIUM = Path("/usr/bin/chromium")
 
 # HTML an agent can write that hides what follows it, or what it wraps, when a footer is
 # searched for as a string: each must end with the footer visible.
@@ -476,29 +475,17 @@ def test_generated_html_always_shows_the_footer_as_body_text(parts: list[str]) -
     assert set(ancestors) <= {"body", "html", "-document"}
 
 
-def browser_reason() -> str:
-    if importlib.util.find_spec("playwright") is None:
-        return "playwright is not installed (pip install playwright)"
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} is missing (apt-get install chromium)"
-    return ""
-
-
 async def test_chromium_shows_the_footer_in_every_footed_case(tmp_path: Path) -> None:
     """From the rendered page, not the source: the postal address and the unsubscribe link
     are visible, have a size, sit inside the page and contrast with their background."""
-    reason = browser_reason()
+    reason = browser_missing()
     if reason:
         print(f"browser test skipped: {reason}")
         pytest.skip(f"browser test skipped: {reason}")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update"],
-        )
+        browser = await playwright.chromium.launch(**launch_options())
         try:
             page = await browser.new_page(java_script_enabled=False)
             failures = []

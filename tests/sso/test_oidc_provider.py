@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +24,7 @@ from joserfc.errors import InvalidKeyIdError
 from joserfc.jwk import KeySet
 from yarl import URL
 
+from tests.browser import browser_missing, launch_options
 from tests.sso.oidc_provider import (
     OidcClient,
     OidcProvider,
@@ -34,7 +33,6 @@ from tests.sso.oidc_provider import (
     skip_oidc,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
 UNUSED_REDIRECT = "http://127.0.0.1:9/callback"  # sign_in_over_http stops before fetching it
 SCOPE = "openid email profile"
 
@@ -184,11 +182,7 @@ async def test_chromium_signs_in_with_code_and_pkce_and_the_id_token_carries_gro
     """Real Chromium types an email into the provider's sign-in page; no consent screen; the
     code comes back to the client with the state; the token request with the PKCE verifier
     gives an ID token signed with the published key, with email, name and groups."""
-    reason = ""
-    if importlib.util.find_spec("playwright") is None:
-        reason = "playwright is not installed (pip install playwright)"
-    elif not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (apt-get install chromium): the browser sign-in"
+    reason = browser_missing()
     if reason:
         skip_oidc(reason)
     from playwright.async_api import async_playwright
@@ -199,12 +193,7 @@ async def test_chromium_signs_in_with_code_and_pkce_and_the_id_token_carries_gro
     request = authorization_request(provider, client)
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
-        )
+        browser = await playwright.chromium.launch(**launch_options())
         try:
             page = await browser.new_page()
             await page.goto(request.url)

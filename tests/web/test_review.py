@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -30,11 +29,11 @@ from gateway.web.review import (
     SESSION_COOKIE,
     ReviewRoutes,
 )
+from tests.browser import browser_missing, launch_options
 from tests.conftest import DEMO_SECRET, MANAGER_SECRET
 from tests.fakes.clock import SteppingClock
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
-CHROMIUM = Path("/usr/bin/chromium")
 # `make screenshots` sets this to docs/; otherwise the picture stays out of the tree.
 SCREENSHOT_DIR_ENV = "GATEWAY_SCREENSHOT_DIR"
 
@@ -452,11 +451,7 @@ async def test_browser_signs_in_filters_and_opens_a_block(
     """Real Chromium: the CSP lets the page style itself, keyboard-free clicks only go
     through links and forms, and the screenshot documents the page."""
     screenshot = Path(os.environ.get(SCREENSHOT_DIR_ENV) or tmp_path) / "review-page.png"
-    reason = ""
-    if importlib.util.find_spec("playwright") is None:
-        reason = "playwright is not installed (pip install playwright)"
-    elif not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (apt-get install chromium)"
+    reason = browser_missing()
     if reason:
         print(f"browser test skipped: {reason}")
         pytest.skip(f"browser test skipped: {reason}")
@@ -479,12 +474,7 @@ async def test_browser_signs_in_filters_and_opens_a_block(
     csp_errors: list[str] = []
     try:
         async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=str(CHROMIUM),
-                args=["--headless", "--no-sandbox", "--disable-gpu",
-                      "--disable-background-networking", "--disable-component-update",
-                      "--disable-sync", "--no-first-run"],
-            )
+            browser = await playwright.chromium.launch(**launch_options())
             try:
                 page = await browser.new_page(viewport={"width": 1200, "height": 900})
                 page.on(

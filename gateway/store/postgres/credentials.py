@@ -7,10 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from gateway.store.base import AgentKeyRow
-from gateway.store.core import utc
+from gateway.store.core import AGENT_KEY_COLUMNS, utc
 from gateway.store.postgres.connection import LOGIN_LOCK_CLASS, PostgresConnection, affected
-
-AGENT_KEY_COLUMNS = "key_id, account, digest, created_at, expires_at, last_used_at, revoked_at"
 
 
 class PostgresCredentials(PostgresConnection):

@@ -7,15 +7,14 @@ from typing import Any
 import asyncpg
 
 from gateway.store.base import Conflict, PersonRow, SessionRow
-from gateway.store.core import groups_from_text, groups_text, utc
+from gateway.store.core import (
+    PERSON_COLUMNS,
+    SESSION_COLUMNS,
+    groups_from_text,
+    groups_text,
+    utc,
+)
 from gateway.store.postgres.connection import PostgresConnection, affected
-
-PERSON_COLUMNS = (
-    "person_id, user_name, created_at, updated_at, external_id, display_name, active, groups, role"
-)
-SESSION_COLUMNS = (
-    "session_hash, method, role, created_at, last_seen_at, expires_at, person_id, account"
-)
 
 
 class PostgresPeople(PostgresConnection):

@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from gateway.store.base import AgentKeyRow
+from gateway.store.core import AGENT_KEY_COLUMNS
 from gateway.store.sqlite.connection import SqliteConnection
 from gateway.store.sqlite.sql import escape_like, from_text, to_text, transaction
-
-AGENT_KEY_COLUMNS = "key_id, account, digest, created_at, expires_at, last_used_at, revoked_at"
 
 
 class SqliteCredentials(SqliteConnection):

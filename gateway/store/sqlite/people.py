@@ -6,16 +6,14 @@ import sqlite3
 from typing import Any
 
 from gateway.store.base import Conflict, PersonRow, SessionRow
-from gateway.store.core import groups_from_text, groups_text
+from gateway.store.core import (
+    PERSON_COLUMNS,
+    SESSION_COLUMNS,
+    groups_from_text,
+    groups_text,
+)
 from gateway.store.sqlite.connection import SqliteConnection
 from gateway.store.sqlite.sql import from_text, to_text, transaction
-
-PERSON_COLUMNS = (
-    "person_id, user_name, created_at, updated_at, external_id, display_name, active, groups, role"
-)
-SESSION_COLUMNS = (
-    "session_hash, method, role, created_at, last_seen_at, expires_at, person_id, account"
-)
 
 
 class SqlitePeople(SqliteConnection):
