@@ -290,3 +290,15 @@ SESSION_COLUMNS = (
     "session_hash, method, role, created_at, last_seen_at, expires_at, person_id, account"
 )
 """`SessionRow`'s fields in order."""
+
+
+def session_filter(
+    session_hash: str | None, person_id: str | None, account: str | None
+) -> dict[str, str]:
+    """The columns `end_sessions` matches on: what was given, and at least one of them (an
+    empty filter would end every session)."""
+    given = {"session_hash": session_hash, "person_id": person_id, "account": account}
+    where = {column: value for column, value in given.items() if value is not None}
+    if not where:
+        raise ValueError("end_sessions needs a session, a person or an account")
+    return where

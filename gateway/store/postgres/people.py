@@ -12,6 +12,7 @@ from gateway.store.core import (
     SESSION_COLUMNS,
     groups_from_text,
     groups_text,
+    session_filter,
     utc,
 )
 from gateway.store.postgres.connection import PostgresConnection, affected
@@ -109,10 +110,7 @@ class PostgresPeople(PostgresConnection):
         self, *, session_hash: str | None = None, person_id: str | None = None,
         account: str | None = None,
     ) -> int:
-        given = {"session_hash": session_hash, "person_id": person_id, "account": account}
-        where = {column: value for column, value in given.items() if value is not None}
-        if not where:
-            raise ValueError("end_sessions needs a session, a person or an account")
+        where = session_filter(session_hash, person_id, account)
         condition = " AND ".join(f"{column} = ${n}" for n, column in enumerate(where, 1))
         async with self._connection() as conn:
             status = await conn.execute(

@@ -11,6 +11,7 @@ from gateway.store.core import (
     SESSION_COLUMNS,
     groups_from_text,
     groups_text,
+    session_filter,
 )
 from gateway.store.sqlite.connection import SqliteConnection
 from gateway.store.sqlite.sql import from_text, to_text, transaction
@@ -56,10 +57,7 @@ class SqlitePeople(SqliteConnection):
         self, *, session_hash: str | None = None, person_id: str | None = None,
         account: str | None = None,
     ) -> int:
-        given = {"session_hash": session_hash, "person_id": person_id, "account": account}
-        where = {column: value for column, value in given.items() if value is not None}
-        if not where:
-            raise ValueError("end_sessions needs a session, a person or an account")
+        where = session_filter(session_hash, person_id, account)
         return await self._run(lambda conn: _end_sessions(conn, where))
 
 
