@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import ipaddress
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,13 +32,13 @@ from gateway.runtime.background import BackgroundWrites
 from gateway.runtime.clock import Clock
 from gateway.runtime.logs import log_event
 from gateway.runtime.metrics import Metrics
+from gateway.runtime.networks import network_of
 from gateway.store.base import LoginCounters, StoreUnavailable
 
 log = logging.getLogger("gateway.auth.login_limits")
 
 LOCKED_OUT_TEXT = "too many failed logins, try later"
 IPV4_PREFIX = 24
-IPV6_PREFIX = 64
 
 
 class LockedOut(Exception):
@@ -51,18 +49,10 @@ class LockedOut(Exception):
         self.retry_after_s = retry_after_s
 
 
-@functools.lru_cache(maxsize=4096)
 def source_prefix(client: str) -> str:
     """The network a client address counts against: its /24 (IPv4, also when IPv4-mapped)
     or its /64 (IPv6); anything else (a Unix socket) as it is."""
-    try:
-        address = ipaddress.ip_address(client.split("%", 1)[0])
-    except ValueError:
-        return client
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    length = IPV4_PREFIX if isinstance(address, ipaddress.IPv4Address) else IPV6_PREFIX
-    return str(ipaddress.ip_network(f"{address}/{length}", strict=False))
+    return network_of(client, IPV4_PREFIX)
 
 
 class ScopeLocks:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import logging
 import resource
 import socket
@@ -31,6 +30,7 @@ from typing import Any
 from gateway.config.settings import TrustedProxies
 from gateway.runtime.logs import log_event
 from gateway.runtime.metrics import Metrics
+from gateway.runtime.networks import network_of
 
 log = logging.getLogger("gateway.connections")
 
@@ -58,16 +58,7 @@ def peer_host(peername: Any) -> str:
 
 def client_key(peername: Any) -> str:
     """Who a connection counts against: its IPv4 address, or its IPv6 /64."""
-    host = peer_host(peername)
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network(f"{address.exploded}/64", strict=False))
-    return str(address)
+    return network_of(peer_host(peername))
 
 
 class ThrottledLog:
