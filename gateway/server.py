@@ -51,7 +51,7 @@ from gateway.runtime.processes import (
 )
 from gateway.services.privacy import Privacy, purge
 from gateway.services.retention import run_retention_periodically
-from gateway.services.shared_keys import shared_keys, token_keys
+from gateway.services.shared_keys import shared_keys, with_adopted_keys
 from gateway.services.store_gauges import StoreGauges
 from gateway.services.suppressions import Suppressions
 from gateway.services.unsubscribe import Unsubscribe
@@ -174,14 +174,10 @@ class Services:
         return self.ruleset
 
     async def _reload_token_keys(self) -> None:
-        """The keys as the store has them now; a store whose keys now disagree with this
-        replica's configuration keeps what this replica started with (and says so)."""
-        try:
-            keys = await token_keys(self.config, self.store)
-        except ConfigError as exc:
-            log_event(log, "token-keys-reload-refused", logging.ERROR, error=str(exc))
-            return
-        self.tokens.use_keys(keys, self.tokens.active_key_id)
+        """The keys this replica holds, with any old key a peer adopted since it started."""
+        self.tokens.use_keys(
+            await with_adopted_keys(self.tokens.keys, self.store), self.tokens.active_key_id
+        )
 
     async def open(self) -> None:
         """The store, and the keys shared through it; a replica whose keys disagree with

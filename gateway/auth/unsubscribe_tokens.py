@@ -68,6 +68,10 @@ class UnsubscribeTokens:
     def active_key_id(self) -> str:
         return self._active
 
+    @property
+    def keys(self) -> dict[str, tuple[bytes, ...]]:
+        return dict(self._keys)
+
     def _signing_key(self) -> bytes:
         if not self._active:
             raise RuntimeError("no token keys yet: Services.open reads them from the store")

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,12 +61,6 @@ async def shared_keys(config: Config, store: SharedSettings) -> SharedKeys:
     )
 
 
-async def token_keys(config: Config, store: SharedSettings) -> dict[str, tuple[bytes, ...]]:
-    """The token keys as the store knows them now (another replica may have adopted its
-    old key since this one started)."""
-    return (await _token_keys(config, store))[0]
-
-
 async def _token_keys(
     config: Config, store: SharedSettings
 ) -> tuple[dict[str, tuple[bytes, ...]], str]:
@@ -74,7 +69,7 @@ async def _token_keys(
     if config.tokens.keys:
         await _check_configured_token_keys(config.tokens.keys, store)
         keys = {key_id: [key] for key_id, key in config.tokens.keys.items()}
-        return await _with_legacy_keys(keys, store), config.tokens.active
+        return await with_adopted_keys(keys, store), config.tokens.active
     if await store.settings_named(TOKEN_FINGERPRINT):
         raise ConfigError(
             "tokens.keys",
@@ -89,17 +84,20 @@ async def _token_keys(
             name = f"{LEGACY_TOKEN_KEY}{key_id}:{fingerprint(key, 'unsubscribe-token')[:16]}"
             await store.claim_setting(name, key.decode())
     keys = {GENERATED_TOKEN_KEY_ID: [shared.encode()]}
-    return await _with_legacy_keys(keys, store), GENERATED_TOKEN_KEY_ID
+    return await with_adopted_keys(keys, store), GENERATED_TOKEN_KEY_ID
 
 
-async def _with_legacy_keys(
-    keys: dict[str, list[bytes]], store: SharedSettings
+async def with_adopted_keys(
+    keys: Mapping[str, Sequence[bytes]], store: SharedSettings
 ) -> dict[str, tuple[bytes, ...]]:
-    """`keys` and, beside them under their ids, the old keys other replicas adopted."""
+    """`keys` and, beside them under their ids, the old keys replicas adopted into the
+    store (another may have done so since this one started). Only reads."""
+    merged = {key_id: list(values) for key_id, values in keys.items()}
     for name, value in (await store.settings_named(LEGACY_TOKEN_KEY)).items():
         key_id = name.removeprefix(LEGACY_TOKEN_KEY).rpartition(":")[0]
-        keys.setdefault(key_id, []).append(value.encode())
-    return {key_id: tuple(values) for key_id, values in keys.items()}
+        if value.encode() not in merged.setdefault(key_id, []):
+            merged[key_id].append(value.encode())
+    return {key_id: tuple(values) for key_id, values in merged.items()}
 
 
 async def _check_configured_token_keys(keys: dict[str, bytes], store: SharedSettings) -> None:
