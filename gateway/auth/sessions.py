@@ -65,3 +65,6 @@ class Sessions:
 
     async def end_account_sessions(self, account: str) -> int:
         return await self.store.end_sessions(account=account)
+
+    async def end_person_sessions(self, person_id: str) -> int:
+        return await self.store.end_sessions(person_id=person_id)

@@ -72,7 +72,7 @@ class People:
         )
         await self.store.save_person(person)
         if known is not None and known.role != role_name:
-            await self.sessions.store.end_sessions(person_id=person.person_id)
+            await self.sessions.end_person_sessions(person.person_id)
         return person
 
     async def set_active(self, person_id: str, active: bool) -> PersonRow | None:
@@ -83,5 +83,5 @@ class People:
         changed = replace(person, active=active, updated_at=self.clock.now())
         await self.store.save_person(changed)
         if not active:
-            await self.sessions.store.end_sessions(person_id=person_id)
+            await self.sessions.end_person_sessions(person_id)
         return changed
