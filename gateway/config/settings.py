@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.addresses import InvalidAddress, normalized_email
+from gateway.config.errors import ConfigError
+from gateway.config.sso import SsoConfig, is_loopback_host, read_sso
 from gateway.config.toml_reader import TomlTable
 from gateway.model import (
     AGENT_KEY_PREFIX,
@@ -37,7 +39,7 @@ ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 TOKEN_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 KNOWN_SECTIONS = {
     "gateway", "smtp", "http", "store", "sender", "accounts", "upstream", "tokens", "policy",
-    "webhooks", "retention", "privacy", "dkim", "twilio", "keys",
+    "webhooks", "retention", "privacy", "dkim", "twilio", "keys", "sso", "scim",
 }
 # RFC 6376 §3.1: a selector is one or more DNS labels.
 DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
@@ -50,13 +52,6 @@ HOSTNAME = re.compile(rf"(?i)^(?=.{{1,253}}$){DNS_LABEL}(?:\.{DNS_LABEL})*$")
 MIN_DKIM_KEY_BITS = 1024
 
 
-class ConfigError(Exception):
-    """One invalid or missing value, named by its dotted key."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"config error: {key}: {problem}")
-        self.key = key
-        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -66,12 +61,7 @@ class ListenAddress:
 
     @property
     def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback_host(self.host)
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
@@ -240,6 +230,7 @@ class Config:
     # `[keys] max_age_days`: agent keys older than this are due for rotation (a metric and
     # an alert say so; nothing is refused).
     agent_key_max_age_days: int = 90
+    sso: SsoConfig = field(default_factory=SsoConfig)
 
     def account(self, name: str) -> Account | None:
         return next((a for a in self.accounts if a.name == name), None)
@@ -333,6 +324,18 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
     smtp = _smtp_section(raw.get("smtp"))
     smtp_config, http_config = _smtp(smtp, base_dir), _http(raw.get("http"))
     _listeners_apart(smtp_config.listen, http_config.listen)
+    accounts = _accounts(raw.get("accounts"), sender)
+    sso = read_sso(
+        _section(raw.get("sso"), "sso", {"oidc", "saml", "break_glass"}),
+        _section(raw.get("scim"), "scim", {"token", "roles"}),
+        base_dir,
+        {a.secret for a in accounts},
+    )
+    if sso.configured and parts.scheme != "https" and not is_loopback_host(parts.hostname or ""):
+        raise ConfigError(
+            "gateway.public_url",
+            "must be https with single sign-on configured (session cookies travel on it)",
+        )
     return Config(
         source=source,
         data_dir=data_dir,
@@ -347,7 +350,8 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
         http=http_config,
         store_url=_store_url(_section(raw.get("store"), "store", {"url"}), base_dir),
         sender=sender,
-        accounts=_accounts(raw.get("accounts"), sender),
+        accounts=accounts,
+        sso=sso,
         email_upstream=_email_upstream(upstream.get("email")),
         twilio_upstream=_twilio_upstream(upstream.get("twilio")),
         twilio=_twilio(_section(raw.get("twilio"), "twilio", {"twiml_hosts"})),

@@ -340,6 +340,12 @@ class SessionStore(Protocol):
         """Delete the session(s) matching what is given; how many."""
 
 
+class OneTimeMarks(Protocol):
+    async def use_once(self, mark: str, now: float, expires_at: float) -> bool:
+        """Record `mark` as used until `expires_at`; False when it already was (a replay).
+        Marks expired by `now` are forgotten."""
+
+
 class ConsentRegistry(Protocol):
     async def add_consents(self, consents: Sequence[Consent]) -> int:
         """Insert consents (an identical subject/channel/kind/obtained_at is not duplicated);
@@ -494,6 +500,7 @@ class Store(
     AgentKeyRegistry,
     PeopleDirectory,
     SessionStore,
+    OneTimeMarks,
     ConsentRegistry,
     KnownLocations,
     ContactLedger,

@@ -617,6 +617,15 @@ async def test_sessions_end_by_token_person_or_account_and_when_they_expire(
         await store.end_sessions()
 
 
+async def test_a_mark_is_used_once_until_it_expires(store: Store) -> None:
+    now = T0.timestamp()
+    assert await store.use_once("saml:_a1", now, now + 300) is True
+    assert await store.use_once("saml:_a1", now + 299, now + 600) is False  # a replay
+    assert await store.use_once("saml:_a2", now, now + 300) is True
+    # expired marks are forgotten by the next use, which may then reuse them
+    assert await store.use_once("saml:_a1", now + 300, now + 900) is True
+
+
 # --- blocks -------------------------------------------------------------------------------
 
 
@@ -1560,6 +1569,7 @@ async def test_opening_twice_applies_each_migration_once(
         (8, "inbound_messages"),
         (9, "credentials"),
         (10, "people"),
+        (11, "used_once"),
     ]
 
 
@@ -1601,6 +1611,7 @@ async def test_a_version_one_database_is_upgraded_once_and_keeps_its_data(db_pat
         (8, "inbound_messages"),
         (9, "credentials"),
         (10, "people"),
+        (11, "used_once"),
     ]
 
 
@@ -1652,6 +1663,7 @@ async def test_a_version_two_database_keeps_its_suppressions_one_row_per_source(
         (8, "inbound_messages"),
         (9, "credentials"),
         (10, "people"),
+        (11, "used_once"),
     ]
 
 
@@ -1786,7 +1798,7 @@ async def test_replicas_starting_together_apply_each_migration_once(postgres_url
     try:
         await asyncio.gather(*(store.open() for store in stores))
         applied = [[m.version for m in store.applied_migrations] for store in stores]
-        assert sorted(applied) == [[], [], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
+        assert sorted(applied) == [[], [], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]]
         connection = await asyncpg.connect(postgres_url)
         try:
             rows = await connection.fetch("SELECT version, name FROM schema_migrations")

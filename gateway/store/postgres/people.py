@@ -118,6 +118,16 @@ class PostgresPeople(PostgresConnection):
             )
         return affected(status)
 
+    async def use_once(self, mark: str, now: float, expires_at: float) -> bool:
+        async with self._transaction() as conn:
+            await conn.execute("DELETE FROM used_once WHERE expires_at <= $1", now)
+            status = await conn.execute(
+                "INSERT INTO used_once (mark, expires_at) VALUES ($1, $2)"
+                " ON CONFLICT (mark) DO NOTHING",
+                mark, expires_at,
+            )
+        return affected(status) == 1
+
 
 def _person(row: Any) -> PersonRow:
     return PersonRow(

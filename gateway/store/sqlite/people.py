@@ -60,6 +60,9 @@ class SqlitePeople(SqliteConnection):
         where = session_filter(session_hash, person_id, account)
         return await self._run(lambda conn: _end_sessions(conn, where))
 
+    async def use_once(self, mark: str, now: float, expires_at: float) -> bool:
+        return await self._run(lambda conn: _use_once(conn, mark, now, expires_at))
+
 
 def _save_person(conn: sqlite3.Connection, row: PersonRow) -> None:
     with transaction(conn, write=True):
@@ -148,3 +151,12 @@ def _end_sessions(conn: sqlite3.Connection, where: dict[str, str]) -> int:
     with transaction(conn, write=True):
         cursor = conn.execute(f"DELETE FROM sessions WHERE {condition}", tuple(where.values()))
     return cursor.rowcount
+
+
+def _use_once(conn: sqlite3.Connection, mark: str, now: float, expires_at: float) -> bool:
+    with transaction(conn, write=True):
+        conn.execute("DELETE FROM used_once WHERE expires_at <= ?", (now,))
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO used_once (mark, expires_at) VALUES (?, ?)", (mark, expires_at)
+        )
+    return cursor.rowcount == 1
