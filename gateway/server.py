@@ -49,6 +49,7 @@ from gateway.runtime.processes import (
     inherited_listeners,
     is_first_worker,
 )
+from gateway.services.people import People
 from gateway.services.privacy import Privacy, purge
 from gateway.services.retention import run_retention_periodically
 from gateway.services.shared_keys import shared_keys, with_adopted_keys
@@ -71,6 +72,7 @@ from gateway.web.admin import AdminRoutes
 from gateway.web.health import HealthRoutes
 from gateway.web.inflight import InFlightRequests
 from gateway.web.listener import start_http_listener
+from gateway.web.people_sign_in import PeopleSignIn
 from gateway.web.review import ReviewRoutes
 from gateway.web.unsubscribe_page import UnsubscribeRoutes
 from gateway.web.webhooks.postmark import PostmarkWebhookRoutes
@@ -131,6 +133,7 @@ class Services:
         self.tokens = UnsubscribeTokens()
         self.agent_keys = AgentKeys(self.store, clock)
         self.sessions = Sessions(self.store, clock)
+        self.people = People(self.store, self.sessions, clock)
         self.ruleset: RuleSet = configured_rules(config)
         self.suppressions = Suppressions(
             self.store, clock, self.metrics, lambda: self.ruleset.mailboxes
@@ -266,14 +269,13 @@ class Gateway:
             lambda actor: purge(services.store, self.config, self.clock, actor=actor),
             self.authenticator,
         ).register(app)
-        ReviewRoutes(
-            services.store,
-            lambda: self.config.accounts,
-            self.clock,
-            services.sessions,
+        sign_in = PeopleSignIn(
+            services.store, services.people, services.sessions, self.clock,
+            lambda: self.config.accounts, lambda: self.config.sso,
             secure_cookies=self.config.public_url.startswith("https://"),
-            authenticator=self.authenticator,
-        ).register(app)
+        )
+        sign_in.register(app)
+        ReviewRoutes(services.store, sign_in, self.authenticator).register(app)
         PostmarkRoutes(
             services.pipeline,
             lambda: self.config.accounts,

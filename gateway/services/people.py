@@ -51,10 +51,13 @@ class People:
                 return person
         return await self.store.person_by_user_name(user_name(identity.email))
 
-    async def signed_in(self, identity: Identity, roles: Mapping[str, Role]) -> PersonRow:
-        """The person as the identity provider now describes them, recorded: created on
-        first sign-in, their groups and role brought up to date (a changed role ends their
-        other sessions). An inactive person stays inactive: the caller refuses them."""
+    async def signed_in(
+        self, identity: Identity, roles: Mapping[str, Role]
+    ) -> tuple[PersonRow, PersonRow | None]:
+        """The person as the identity provider now describes them, recorded, and as they
+        were before (None: first sign-in): their groups and role brought up to date (a
+        changed role ends their other sessions). An inactive person stays inactive: the
+        caller refuses them."""
         now = self.clock.now()
         role = role_for(identity.groups, roles)
         role_name = role.name.lower() if role is not None else None
@@ -73,7 +76,7 @@ class People:
         await self.store.save_person(person)
         if known is not None and known.role != role_name:
             await self.sessions.end_person_sessions(person.person_id)
-        return person
+        return person, known
 
     async def set_active(self, person_id: str, active: bool) -> PersonRow | None:
         """SCIM's `active`; a deactivated person's sessions end at once."""

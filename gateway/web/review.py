@@ -1,129 +1,35 @@
 """Managers' review of the block log: server-rendered pages under /review.
 
-No JavaScript anywhere (the Content-Security-Policy forbids it): the pages work with the
-browser's own keyboard handling and screen readers, and injected markup cannot run. Sign-in
-takes the account secret once and answers with a short-lived HMAC-signed cookie, so the
-secret never stays in the browser; every request re-checks that the account still exists
-with a manager role or higher, so removing or demoting an account ends its sessions.
+People sign in with single sign-on (`people_sign_in`), or with an account's secret where
+that door is open; every request re-reads the session from the store, so sign-out,
+deactivation, a role change or a removed account ends access at once.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
-import html
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from gateway.auth.authenticate import Authenticator
 from gateway.auth.secret_check import account_or_refusal
-from gateway.auth.sessions import ABSOLUTE_S, Sessions
-from gateway.model import Account, AuditEvent, BlockRecord, Channel, Role
+from gateway.config.sso import SsoConfig
+from gateway.model import BlockRecord, Channel, Role
 from gateway.pipeline.dry_run import CheckError, parse_time
-from gateway.runtime.client_address import client_address
-from gateway.runtime.clock import Clock
 from gateway.store.base import BlockQuery, Store, StoreUnavailable
+from gateway.web.pages import Handler, Viewer, page, same_origin, see_other
+from gateway.web.pages import escape as _e
+from gateway.web.people_sign_in import MAX_FORM_BYTES, PeopleSignIn
 
-SESSION_COOKIE = "review_session"
 PAGE_SIZE = 50
-MAX_FORM_BYTES = 4 * 1024
 DEFAULT_SINCE = "7d"
 CHART_MAX_BARS = 48
 BUCKET_CHOICES_S = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
-
-STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 1.5rem auto; padding: 0 1rem;
-       line-height: 1.5; color: #1a1a1a; background: #fff; }
-a { color: #0b4f9e; }
-a:focus, button:focus, input:focus, select:focus { outline: 3px solid #b35c00;
-       outline-offset: 2px; }
-header { display: flex; justify-content: space-between; align-items: center; gap: 1rem;
-       border-bottom: 1px solid #595959; }
-button { font-size: 1rem; padding: .4rem 1rem; border: 2px solid #1a1a1a; border-radius: 6px;
-       background: #1a1a1a; color: #fff; cursor: pointer; }
-label { display: block; font-weight: 600; }
-input, select { font-size: 1rem; padding: .3rem; border: 1px solid #595959; border-radius: 4px; }
-fieldset { display: flex; flex-wrap: wrap; gap: .8rem 1.2rem; border: 1px solid #595959; }
-.hint { font-size: .9rem; color: #404040; margin: 0; }
-.error { color: #a00000; font-weight: 600; }
-table { border-collapse: collapse; width: 100%; margin: 1rem 0; }
-caption { text-align: left; font-weight: 600; padding: .3rem 0; }
-th, td { border: 1px solid #8c8c8c; padding: .3rem .5rem; text-align: left; vertical-align: top; }
-th { background: #eef0f3; }
-td.num { text-align: right; }
-dl { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
-dt { font-weight: 600; }
-dd { margin: 0; overflow-wrap: anywhere; }
-svg { max-width: 100%; height: auto; }
-"""
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'none'; "
-    f"style-src 'sha256-{base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()}'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
-HEADERS = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    # Not no-referrer: under it Chromium sends "Origin: null" with same-site form posts,
-    # which the Origin check must refuse.
-    "Referrer-Policy": "same-origin",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-}
-
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex">
-<title>{title} - compliance gateway review</title>
-<style>{style}</style>
-</head>
-<body>
-{header}
-<main>
-<h1>{title}</h1>
-{body}
-</main>
-</body>
-</html>
-"""
-
-Handler = Callable[[web.Request], Awaitable[web.Response]]
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _page(
-    title: str, body: str, *, status: int = 200, account: Account | None = None
-) -> web.Response:
-    header = ""
-    if account is not None:
-        header = (
-            "<header><p>Signed in as <strong>"
-            f"{_e(account.name)}</strong> ({_e(account.role.name.lower())})</p>"
-            '<form method="post" action="/review/logout">'
-            '<button type="submit">Sign out</button></form></header>'
-        )
-    return web.Response(
-        text=PAGE.format(title=_e(title), style=STYLE, header=header, body=body),
-        status=status,
-        content_type="text/html",
-        headers=HEADERS,
-    )
-
-
-def _see_other(location: str) -> web.Response:
-    return web.Response(status=303, headers={**HEADERS, "Location": location})
 
 
 def _when(instant: datetime) -> str:
@@ -135,16 +41,6 @@ def _when(instant: datetime) -> str:
 def _is_id(text: str) -> bool:
     """ASCII digits that fit a 64-bit integer, so the store is never handed an overflow."""
     return text.isascii() and text.isdigit() and len(text) <= 18
-
-
-def same_origin(request: web.Request) -> bool:
-    """A cross-site form post carries a foreign Origin; browsers that omit it still get
-    SameSite=Strict. Only scheme-less host:port is compared: TLS may end at a proxy."""
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
 
 
 @dataclass(frozen=True)
@@ -253,61 +149,66 @@ def chart_svg(
     )
 
 
-def _sign_in_body(error: str = "") -> str:
+def _sign_in_body(sso: SsoConfig, secret_form: bool, error: str = "") -> str:
     message = f'<p class="error" id="sign-in-error" role="alert">{_e(error)}</p>' if error else ""
-    described = "secret-hint sign-in-error" if error else "secret-hint"
-    return (
-        f"{message}"
-        "<p>Review of blocked messages is open to managers, admins and owners.</p>"
-        '<form method="post" action="/review/login">'
-        '<label for="secret">Account secret</label>'
-        '<input type="password" id="secret" name="secret" required '
-        f'autocomplete="current-password" aria-describedby="{described}">'
-        '<p class="hint" id="secret-hint">The same secret the account uses with the API. '
-        "You stay signed in for 8 hours on this browser.</p>"
-        '<p><button type="submit">Sign in</button></p>'
-        "</form>"
+    providers = [
+        *(("oidc", p.name) for p in sso.oidc),
+        *(("saml", p.name) for p in sso.saml),
+    ]
+    links = "".join(
+        f'<li><a href="/auth/{kind}/{_e(name)}/login">Sign in with {_e(name)}</a></li>'
+        for kind, name in providers
     )
-
-
-def _sign_in_refused(status: int, why: str) -> web.Response:
-    if status == 429:
-        return _page("Sign in", _sign_in_body(
-            f"Too many failed sign-ins from this network: {why}."), status=429)
-    return _page("Sign in", _sign_in_body(
-        "The sign-in could not be checked just now; please try again in a minute."),
-        status=status)
+    body = (
+        f"{message}"
+        "<p>Review of blocked messages is open to managers, admins and owners. "
+        "You stay signed in for 8 hours on this browser, or 30 minutes without using it.</p>"
+    )
+    if links:
+        body += f'<h2>Your company account</h2><ul>{links}</ul>'
+    if secret_form:
+        described = "secret-hint sign-in-error" if error else "secret-hint"
+        hint = (
+            "Break-glass sign-in for owners when single sign-on is down; it is audited."
+            if providers else "The same secret the account uses with the API."
+        )
+        body += (
+            ("<h2>Account secret</h2>" if providers else "")
+            + '<form method="post" action="/review/login">'
+            '<label for="secret">Account secret</label>'
+            '<input type="password" id="secret" name="secret" required '
+            f'autocomplete="current-password" aria-describedby="{described}">'
+            f'<p class="hint" id="secret-hint">{_e(hint)}</p>'
+            '<p><button type="submit">Sign in</button></p>'
+            "</form>"
+        )
+    return body
 
 
 class ReviewRoutes:
     def __init__(
         self,
         store: Store,
-        accounts: Callable[[], tuple[Account, ...]],
-        clock: Clock,
-        sessions: Sessions,
-        secure_cookies: bool,
+        sign_in: PeopleSignIn,
         authenticator: Authenticator,
     ) -> None:
         self.store = store
+        self.sign_in = sign_in
         self.authenticator = authenticator
-        self.accounts = accounts
-        self.clock = clock
-        self.sessions = sessions
-        self.secure_cookies = secure_cookies
+        self.clock = sign_in.clock
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/review", self._store_errors(self.log_page))
         app.router.add_get(r"/review/blocks/{id:[0-9]{1,18}}", self._store_errors(self.detail_page))
+        app.router.add_get("/review/login", self._store_errors(self.login_page))
         app.router.add_post("/review/login", self._store_errors(self.login))
-        app.router.add_post("/review/logout", self._store_errors(self.logout))
 
     def _store_errors(self, handler: Handler) -> Handler:
         async def handle(request: web.Request) -> web.Response:
             try:
                 return await handler(request)
             except StoreUnavailable:
-                response = _page(
+                response = page(
                     "Please try again",
                     "<p>The block log could not be read or the sign-in could not be recorded "
                     "just now. Please try again in a minute.</p>",
@@ -318,92 +219,69 @@ class ReviewRoutes:
 
         return handle
 
-    async def signed_in(self, request: web.Request) -> Account | None:
-        """The account of the request's live session, as the configuration has it now: one
-        removed or no longer a manager or higher has no session."""
-        session = await self.sessions.current(request.cookies.get(SESSION_COOKIE, ""))
-        if session is None or session.account is None:
-            return None
-        return next(
-            (a for a in self.accounts() if a.name == session.account and a.role >= Role.MANAGER),
-            None,
+    def _sign_in_page(self, error: str = "", status: int = 200) -> web.Response:
+        body = _sign_in_body(self.sign_in.sso(), self.sign_in.secret_sign_in_offered, error)
+        return page("Sign in", body, status=status)
+
+    def _refused(self, status: int, why: str) -> web.Response:
+        if status == 429:
+            return self._sign_in_page(f"Too many failed sign-ins from this network: {why}.", 429)
+        return self._sign_in_page(
+            "The sign-in could not be checked just now; please try again in a minute.", status
         )
 
+    async def reviewer(self, request: web.Request) -> Viewer | None:
+        """The request's signed-in viewer when they may review blocks (manager and up)."""
+        viewer = await self.sign_in.viewer(request)
+        return viewer if viewer is not None and viewer.role >= Role.MANAGER else None
+
+    async def login_page(self, request: web.Request) -> web.Response:
+        if await self.reviewer(request) is not None:
+            return see_other("/review")
+        return self._sign_in_page()
+
     async def login(self, request: web.Request) -> web.Response:
+        """Sign-in with an account secret (see `PeopleSignIn.secret_sign_in_open_to`)."""
+        method = "break-glass" if self.sign_in.sso().configured else "account-secret"
         if not same_origin(request):
-            refused = _sign_in_body("This sign-in came from another site.")
-            return _page("Sign in", refused, status=403)
+            return self._sign_in_page("This sign-in came from another site.", 403)
+        if not self.sign_in.secret_sign_in_offered:
+            return await self.sign_in.refused(
+                request, method, "sign-in with an account secret is off while single "
+                "sign-on is configured; use your company account", status=403,
+            )
         if (request.content_length or 0) > MAX_FORM_BYTES:
-            return _page("Sign in", _sign_in_body("The form was too large."), status=413)
+            return self._sign_in_page("The form was too large.", 413)
         try:
             form = await request.post()
         except ValueError:
-            return _page("Sign in", _sign_in_body("The form could not be read."), status=400)
+            return self._sign_in_page("The form could not be read.", 400)
         secret = form.get("secret")
         account = await account_or_refusal(
-            self.authenticator, request, "review", _sign_in_refused,
+            self.authenticator, request, "review", self._refused,
             secret if isinstance(secret, str) else "", keys_accepted=False,
         )
         if isinstance(account, web.Response):
             return account
         if account is None:
-            await self._audit(request, "review.signin_failed", "", "no account has this secret")
-            return _page(
-                "Sign in", _sign_in_body("That secret does not match any account."), status=401
+            await self.sign_in.audit(request, "review.signin_failed", "", {
+                "method": method, "problem": "no account has this secret"})
+            return self._sign_in_page("That secret does not match any account.", 401)
+        if not self.sign_in.secret_sign_in_open_to(account):
+            needed = "the owner role" if self.sign_in.sso().configured else (
+                "the manager role or higher")
+            await self.sign_in.audit(request, "review.signin_failed", account.name, {
+                "method": method,
+                "problem": f"role {account.role.name.lower()} may not sign in this way"})
+            return self._sign_in_page(
+                f"This account may not review blocks this way: it needs {needed}.", 403
             )
-        if account.role < Role.MANAGER:
-            await self._audit(
-                request, "review.signin_failed", account.name,
-                f"role {account.role.name.lower()} may not review blocks",
-            )
-            return _page(
-                "Sign in",
-                _sign_in_body("This account may not review blocks: it needs the manager role "
-                              "or higher."),
-                status=403,
-            )
-        # Recorded before the session exists: no session without its audit entry.
-        await self._audit(request, "review.signin", account.name, "")
-        token = await self.sessions.open(
-            role=account.role.name.lower(), method="account-secret", account=account.name
-        )
-        response = _see_other("/review")
-        response.set_cookie(
-            SESSION_COOKIE,
-            token,
-            max_age=ABSOLUTE_S,
-            path="/review",
-            httponly=True,
-            samesite="Strict",
-            secure=self.secure_cookies,
-        )
-        return response
-
-    async def logout(self, request: web.Request) -> web.Response:
-        if not same_origin(request):
-            return _page("Sign out", "<p>This sign-out came from another site.</p>", status=403)
-        await self.sessions.end(request.cookies.get(SESSION_COOKIE, ""))
-        response = _see_other("/review")
-        response.del_cookie(
-            SESSION_COOKIE, path="/review", httponly=True, samesite="Strict",
-            secure=self.secure_cookies,
-        )
-        return response
-
-    async def _audit(self, request: web.Request, action: str, actor: str, problem: str) -> None:
-        details: dict[str, object] = {"remote": client_address(request)}
-        if problem:
-            details["problem"] = problem
-        await self.store.append_audit(
-            AuditEvent(
-                time=self.clock.now(), actor=actor or "unknown", action=action, details=details
-            )
-        )
+        return await self.sign_in.open_account_session(request, account, method)
 
     async def log_page(self, request: web.Request) -> web.Response:
-        account = await self.signed_in(request)
-        if account is None:
-            return _page("Sign in", _sign_in_body())
+        viewer = await self.reviewer(request)
+        if viewer is None:
+            return self._sign_in_page()
         filters = Filters.from_request(request.query)
         before = request.query.get("before_id", "")
         try:
@@ -416,7 +294,7 @@ class ReviewRoutes:
                 f'<p class="error" role="alert">{_e(exc)}</p>'
                 f"{_filter_form(filters)}"
             )
-            return _page("Block log", body, status=400, account=account)
+            return page("Block log", body, status=400, viewer=viewer)
         query = BlockQuery(
             since=since, until=until, reason=filters.reason or None, channel=channel,
             account=filters.account or None, recipient=filters.recipient or None,
@@ -436,18 +314,18 @@ class ReviewRoutes:
             + _blocks_table(records[:PAGE_SIZE], since, until, bool(before))
             + _pager(filters, records, bool(before))
         )
-        return _page("Block log", body, account=account)
+        return page("Block log", body, viewer=viewer)
 
     async def detail_page(self, request: web.Request) -> web.Response:
-        account = await self.signed_in(request)
-        if account is None:
-            return _page("Sign in", _sign_in_body(), status=401)
+        viewer = await self.reviewer(request)
+        if viewer is None:
+            return self._sign_in_page(status=401)
         record = await self.store.get_block(int(request.match_info["id"]))
         back = '<p><a href="/review">Back to the block log</a></p>'
         if record is None:
-            return _page(
+            return page(
                 "Block not found", f"<p>There is no block with this number.</p>{back}",
-                status=404, account=account,
+                status=404, viewer=viewer,
             )
         fields = (
             ("Time", _when(record.time)),
@@ -474,7 +352,7 @@ class ReviewRoutes:
             '<th scope="col">Rule</th><th scope="col">Message</th></tr></thead>'
             f"<tbody>{rows}</tbody></table>"
         )
-        return _page(f"Block {record.id}", body, account=account)
+        return page(f"Block {record.id}", body, viewer=viewer)
 
 
 def _filter_form(filters: Filters) -> str:

@@ -46,17 +46,19 @@ async def people(tmp_path: Path) -> AsyncIterator[tuple[People, Store, Sessions]
 
 async def test_one_person_whichever_way_they_arrive(people) -> None:
     directory, store, _ = people
-    first = await directory.signed_in(
+    first, before = await directory.signed_in(
         Identity("Katie@Acme.example", None, "Katie", ("compliance-managers",)), ROLES
     )
+    assert before is None
     assert (first.user_name, first.role, first.external_id) == ("katie@acme.example",
                                                                   "manager", None)
-    by_email = await directory.signed_in(
+    by_email, before = await directory.signed_in(
         Identity("katie@acme.example", "okta|00u1", "", ("compliance-managers",)), ROLES
     )
+    assert before == first
     assert by_email.person_id == first.person_id and by_email.external_id == "okta|00u1"
     assert by_email.display_name == "Katie"
-    renamed = await directory.signed_in(
+    renamed, _ = await directory.signed_in(
         Identity("katie.lee@acme.example", "okta|00u1", "Katie Lee", ("gateway-admins",)), ROLES
     )
     assert renamed.person_id == first.person_id
@@ -66,7 +68,7 @@ async def test_one_person_whichever_way_they_arrive(people) -> None:
 
 async def test_a_role_change_or_deactivation_ends_the_sessions(people) -> None:
     directory, _, sessions = people
-    katie = await directory.signed_in(Identity("katie@acme.example", "s1", "",
+    katie, _ = await directory.signed_in(Identity("katie@acme.example", "s1", "",
                                                ("gateway-admins",)), ROLES)
     token = await sessions.open(role="admin", method="oidc:okta", person_id=katie.person_id)
     await directory.signed_in(Identity("katie@acme.example", "s1", "", ("gateway-admins",)),
@@ -79,7 +81,7 @@ async def test_a_role_change_or_deactivation_ends_the_sessions(people) -> None:
     deactivated = await directory.set_active(katie.person_id, False)
     assert deactivated is not None and not deactivated.active
     assert await sessions.current(token) is None
-    again = await directory.signed_in(Identity("katie@acme.example", "s1", "",
+    again, _ = await directory.signed_in(Identity("katie@acme.example", "s1", "",
                                                ("compliance-managers",)), ROLES)
     assert not again.active  # signing in does not reactivate a person SCIM deactivated
     assert await directory.set_active("nobody", True) is None

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.auth.agent_keys import AgentKeys
@@ -19,16 +19,15 @@ from gateway.auth.authenticate import Authenticator
 from gateway.auth.login_limits import LoginLimiter
 from gateway.auth.sessions import Sessions
 from gateway.config.settings import Config
+from gateway.config.sso import OidcProvider, SsoConfig
 from gateway.model import Account, BlockRecord, Channel, Reason, Role
 from gateway.runtime.clock import Clock
 from gateway.runtime.metrics import Metrics
+from gateway.services.people import People
 from gateway.store import open_store
 from gateway.store.base import Store
-from gateway.web.review import (
-    PAGE_SIZE,
-    SESSION_COOKIE,
-    ReviewRoutes,
-)
+from gateway.web.people_sign_in import SESSION_COOKIE, PeopleSignIn
+from gateway.web.review import PAGE_SIZE, ReviewRoutes
 from tests.browser import browser_missing, launch_options
 from tests.conftest import DEMO_SECRET, MANAGER_SECRET
 from tests.fakes.clock import SteppingClock
@@ -71,16 +70,20 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 def review_app(
     store: Store, config: Config, secure_cookies: bool = False, clock: Clock | None = None,
-    accounts: Callable[[], tuple[Account, ...]] | None = None,
+    accounts: Callable[[], tuple[Account, ...]] | None = None, sso: SsoConfig | None = None,
 ) -> web.Application:
     app = web.Application()
     clock = clock or Clock(NOW)
     accounts = accounts or (lambda: config.accounts)
     limits = LoginLimiter(config.login_limits, clock, Metrics(), store, store.append_audit)
     authenticator = Authenticator(accounts, AgentKeys(store, clock), limits)
-    ReviewRoutes(
-        store, accounts, clock, Sessions(store, clock), secure_cookies, authenticator
-    ).register(app)
+    sessions = Sessions(store, clock)
+    sign_in = PeopleSignIn(
+        store, People(store, sessions, clock), sessions, clock, accounts,
+        lambda: sso or SsoConfig(), secure_cookies,
+    )
+    sign_in.register(app)
+    ReviewRoutes(store, sign_in, authenticator).register(app)
     return app
 
 
@@ -95,6 +98,19 @@ async def client(
 async def sign_in(client: TestClient, secret: str = MANAGER_SECRET) -> None:
     response = await client.post("/review/login", data={"secret": secret}, allow_redirects=False)
     assert response.status == 303, await response.text()
+
+
+def csrf_of(page: str) -> str:
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert match, "the page has a sign-out form with its CSRF token"
+    return match.group(1)
+
+
+async def sign_out(client: TestClient) -> ClientResponse:
+    page = await (await client.get("/review")).text()
+    return await client.post(
+        "/auth/logout", data={"csrf": csrf_of(page)}, allow_redirects=False
+    )
 
 
 def block_links(page: str) -> list[str]:
@@ -140,7 +156,7 @@ async def test_wrong_secret_is_refused_without_recording_it(
     assert "guess-0123456789" not in json.dumps(events[0].details)
 
 
-async def test_manager_signs_in_with_a_strict_http_only_cookie(
+async def test_manager_signs_in_with_a_lax_http_only_cookie(
     client: TestClient, store: Store
 ) -> None:
     response = await client.post(
@@ -151,8 +167,9 @@ async def test_manager_signs_in_with_a_strict_http_only_cookie(
     assert_protected(response)
     cookie = response.cookies[SESSION_COOKIE]
     assert cookie["httponly"] is True
-    assert cookie["samesite"] == "Strict"
-    assert cookie["path"] == "/review"
+    # Lax: the identity provider's redirect back is cross-site; forms carry a CSRF token
+    assert cookie["samesite"] == "Lax"
+    assert cookie["path"] == "/"
     assert cookie["max-age"] == str(8 * 3600)
     assert not cookie["secure"]
     assert MANAGER_SECRET not in cookie.value
@@ -177,7 +194,7 @@ async def test_secure_flag_follows_the_setting(
         set_cookie = response.headers["Set-Cookie"]
     assert "Secure" in set_cookie
     assert "HttpOnly" in set_cookie
-    assert "SameSite=Strict" in set_cookie
+    assert "SameSite=Lax" in set_cookie
 
 
 def flipped(token: str) -> str:
@@ -230,7 +247,7 @@ async def test_a_session_ends_at_sign_out_after_idling_and_after_eight_hours(
     await store.record_block(block(1, "a@example.org", "SUPPRESSED"))
     await sign_in(client)
     token = session_token(client)
-    signed_out = await client.post("/review/logout", allow_redirects=False)
+    signed_out = await sign_out(client)
     assert signed_out.status == 303
     await assert_signed_out(client, token)
 
@@ -297,14 +314,85 @@ async def test_same_origin_sign_in_is_accepted(client: TestClient) -> None:
 
 async def test_sign_out_clears_the_session(client: TestClient) -> None:
     await sign_in(client)
-    response = await client.post("/review/logout", allow_redirects=False)
+    response = await sign_out(client)
     assert response.status == 303
+    assert response.headers["Location"] == "/review/login"
     assert_protected(response)
     set_cookie = response.headers["Set-Cookie"]
     assert f"{SESSION_COOKIE}=" in set_cookie
     assert "Max-Age=0" in set_cookie
     page = await (await client.get("/review")).text()
     assert "Account secret" in page
+
+
+@pytest.mark.parametrize("csrf", [None, "0" * 32])
+async def test_sign_out_needs_the_sessions_csrf_token(
+    client: TestClient, csrf: str | None
+) -> None:
+    await sign_in(client)
+    data = {} if csrf is None else {"csrf": csrf}
+    response = await client.post("/auth/logout", data=data, allow_redirects=False)
+    assert response.status == 403
+    assert "Signed in as" in await (await client.get("/review")).text()  # still signed in
+
+
+async def test_cross_site_sign_out_is_refused(client: TestClient) -> None:
+    await sign_in(client)
+    page = await (await client.get("/review")).text()
+    response = await client.post(
+        "/auth/logout", data={"csrf": csrf_of(page)},
+        headers={"Origin": "https://evil.example"}, allow_redirects=False,
+    )
+    assert response.status == 403
+    assert "Signed in as" in await (await client.get("/review")).text()
+
+
+OWNER_SECRET = "owner-secret-0123456789"
+SSO = SsoConfig(oidc=(OidcProvider("okta", "https://okta.example", "id", "s",
+                                   {"admins": Role.ADMIN}),))
+
+
+def with_owner(config: Config) -> tuple[Account, ...]:
+    owner = dataclasses.replace(config.accounts[0], name="root", secret=OWNER_SECRET,
+                                role=Role.OWNER)
+    return (*config.accounts, owner)
+
+
+async def test_with_single_sign_on_secret_sign_in_is_off_and_audited(
+    store: Store, config_factory: Callable[..., Config]
+) -> None:
+    config = config_factory()
+    app = review_app(store, config, accounts=lambda: with_owner(config), sso=SSO)
+    async with TestClient(TestServer(app)) as client:
+        page = await (await client.get("/review/login")).text()
+        assert 'href="/auth/oidc/okta/login"' in page
+        assert 'name="secret"' not in page
+        for secret in (MANAGER_SECRET, OWNER_SECRET):
+            response = await client.post("/review/login", data={"secret": secret},
+                                         allow_redirects=False)
+            assert response.status == 403
+            assert SESSION_COOKIE not in response.cookies
+    refused = [e for e in await store.audit_events() if e.action == "review.signin_failed"]
+    assert [e.details["method"] for e in refused] == ["break-glass", "break-glass"]
+
+
+async def test_break_glass_lets_owners_only_sign_in_with_their_secret(
+    store: Store, config_factory: Callable[..., Config]
+) -> None:
+    config = config_factory()
+    sso = dataclasses.replace(SSO, break_glass=True)
+    app = review_app(store, config, accounts=lambda: with_owner(config), sso=sso)
+    async with TestClient(TestServer(app)) as client:
+        assert 'name="secret"' in await (await client.get("/review/login")).text()
+        manager = await client.post("/review/login", data={"secret": MANAGER_SECRET},
+                                    allow_redirects=False)
+        assert manager.status == 403
+        assert "owner role" in await manager.text()
+        await sign_in(client, OWNER_SECRET)
+        assert "Signed in as <strong>root</strong> (owner)" in await (
+            await client.get("/review")).text()
+    signed_in = [e for e in await store.audit_events() if e.action == "review.signin"]
+    assert [(e.actor, e.details["method"]) for e in signed_in] == [("root", "break-glass")]
 
 
 async def test_filters_narrow_the_table(client: TestClient, store: Store) -> None:

@@ -23,7 +23,7 @@ async def sign_in(gateway, secret: str) -> tuple[int, str, str]:
 async def test_manager_signs_in_on_the_running_gateway(gateway) -> None:
     status, cookie, page = await sign_in(gateway, MANAGER_SECRET)
     assert status == 303
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
     assert "Secure" in cookie  # public_url is https in the test configuration
     assert "Signed in as" in page
     actions = [e.action for e in await gateway.services.store.audit_events()]

@@ -1,0 +1,131 @@
+"""The HTML every people-facing page shares: one stylesheet, strict headers, the header
+naming who is signed in with a sign-out form.
+
+No JavaScript anywhere (the Content-Security-Policy forbids it): the pages work with the
+browser's own keyboard handling and screen readers, and injected markup cannot run.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from gateway.model import Role
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 1.5rem auto; padding: 0 1rem;
+       line-height: 1.5; color: #1a1a1a; background: #fff; }
+a { color: #0b4f9e; }
+a:focus, button:focus, input:focus, select:focus { outline: 3px solid #b35c00;
+       outline-offset: 2px; }
+header { display: flex; justify-content: space-between; align-items: center; gap: 1rem;
+       border-bottom: 1px solid #595959; }
+button { font-size: 1rem; padding: .4rem 1rem; border: 2px solid #1a1a1a; border-radius: 6px;
+       background: #1a1a1a; color: #fff; cursor: pointer; }
+label { display: block; font-weight: 600; }
+input, select { font-size: 1rem; padding: .3rem; border: 1px solid #595959; border-radius: 4px; }
+fieldset { display: flex; flex-wrap: wrap; gap: .8rem 1.2rem; border: 1px solid #595959; }
+.hint { font-size: .9rem; color: #404040; margin: 0; }
+.error { color: #a00000; font-weight: 600; }
+table { border-collapse: collapse; width: 100%; margin: 1rem 0; }
+caption { text-align: left; font-weight: 600; padding: .3rem 0; }
+th, td { border: 1px solid #8c8c8c; padding: .3rem .5rem; text-align: left; vertical-align: top; }
+th { background: #eef0f3; }
+td.num { text-align: right; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
+dt { font-weight: 600; }
+dd { margin: 0; overflow-wrap: anywhere; }
+svg { max-width: 100%; height: auto; }
+"""
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'none'; "
+    f"style-src 'sha256-{base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()}'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    # Not no-referrer: under it Chromium sends "Origin: null" with same-site form posts,
+    # which the Origin check must refuse.
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>{title} - compliance gateway review</title>
+<style>{style}</style>
+</head>
+<body>
+{header}
+<main>
+<h1>{title}</h1>
+{body}
+</main>
+</body>
+</html>
+"""
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who a page is shown to: a person signed in with single sign-on, or an account with
+    its secret (break-glass). `csrf` goes in every form that changes something."""
+
+    name: str
+    role: Role
+    method: str
+    csrf: str
+    person_id: str | None = None
+    account: str | None = None
+
+
+def escape(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def page(
+    title: str, body: str, *, status: int = 200, viewer: Viewer | None = None
+) -> web.Response:
+    header = ""
+    if viewer is not None:
+        header = (
+            "<header><p>Signed in as <strong>"
+            f"{escape(viewer.name)}</strong> ({escape(viewer.role.name.lower())})</p>"
+            '<form method="post" action="/auth/logout">'
+            f'<input type="hidden" name="csrf" value="{escape(viewer.csrf)}">'
+            '<button type="submit">Sign out</button></form></header>'
+        )
+    return web.Response(
+        text=PAGE.format(title=escape(title), style=STYLE, header=header, body=body),
+        status=status,
+        content_type="text/html",
+        headers=HEADERS,
+    )
+
+
+def see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={**HEADERS, "Location": location})
+
+
+def same_origin(request: web.Request) -> bool:
+    """A cross-site form post carries a foreign Origin. Only scheme-less host:port is
+    compared: TLS may end at a proxy."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
