@@ -142,6 +142,23 @@ class PersonRow:
     active: bool = True
     groups: tuple[str, ...] = ()
     role: str | None = None
+    # The SCIM attributes the gateway keeps for a provisioning client without reading them
+    # (name, emails, the userName as spelled), a JSON object the store does not look into.
+    attributes: str = "{}"
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    """A group a SCIM client provisions. Its `display_name` is unique without regard to
+    case and maps to a role (`[scim] roles`); `members` are person ids (read back in
+    id order, each once)."""
+
+    group_id: str
+    display_name: str
+    created_at: datetime
+    updated_at: datetime
+    external_id: str | None = None
+    members: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -322,7 +339,34 @@ class PeopleDirectory(Protocol):
         in all (of that `user_name`, when given)."""
 
     async def delete_person(self, person_id: str) -> bool:
-        """Delete the person and end their sessions; False when there was none."""
+        """Delete the person, end their sessions and drop their group memberships; False
+        when there was none."""
+
+
+class ScimGroups(Protocol):
+    """Groups provisioned over SCIM and their members (people, by id)."""
+
+    async def save_group(self, row: GroupRow) -> None:
+        """Insert, or replace the group with the same `group_id`, its members with it (a
+        member who is no person is left out). Raises `Conflict("display_name")` when
+        another group has the display name, compared without case."""
+
+    async def group(self, group_id: str) -> GroupRow | None: ...
+
+    async def group_by_display_name(self, display_name: str) -> GroupRow | None:
+        """The group of that display name, compared without case."""
+
+    async def groups(
+        self, start: int = 0, count: int = 100, display_name: str | None = None
+    ) -> tuple[list[GroupRow], int]:
+        """A page of groups by display name (`start` counts from 0), and how many there
+        are in all (of that `display_name`, compared without case, when given)."""
+
+    async def groups_of_person(self, person_id: str) -> list[GroupRow]:
+        """The groups the person is a member of, by display name."""
+
+    async def delete_group(self, group_id: str) -> bool:
+        """Delete the group and its memberships; False when there was none."""
 
 
 class SessionStore(Protocol):
@@ -499,6 +543,7 @@ class Store(
     LoginCounters,
     AgentKeyRegistry,
     PeopleDirectory,
+    ScimGroups,
     SessionStore,
     OneTimeMarks,
     ConsentRegistry,

@@ -283,9 +283,18 @@ def groups_from_text(text: str) -> tuple[str, ...]:
 AGENT_KEY_COLUMNS = "key_id, account, digest, created_at, expires_at, last_used_at, revoked_at"
 """`AgentKeyRow`'s fields in order, as both backends select and insert them."""
 PERSON_COLUMNS = (
-    "person_id, user_name, created_at, updated_at, external_id, display_name, active, groups, role"
+    "person_id, user_name, created_at, updated_at, external_id, display_name, active, groups,"
+    " role, attributes"
 )
 """`PersonRow`'s fields in order."""
+GROUP_COLUMNS = "group_id, display_name, created_at, updated_at, external_id"
+"""`GroupRow`'s fields in order, but its members (a table of their own)."""
+
+
+def group_key(display_name: str) -> str:
+    """What makes two groups' display names the same (SCIM's caseExact=false): unique in
+    the store, and what a `displayName eq` search compares."""
+    return display_name.casefold()
 SESSION_COLUMNS = (
     "session_hash, method, role, created_at, last_seen_at, expires_at, person_id, account"
 )

@@ -78,12 +78,13 @@ ERASED_TABLES: Mapping[str, NamedBy] = {
 NOT_ERASED = (
     "audit", "audit_anchor", "settings", "schema_migrations", "inbound_messages",
     "login_failures", "login_lockouts", "agent_keys", "people", "sessions", "used_once",
+    "scim_groups", "scim_group_members",
 )
 """The rest of the schema: audit entries are never rewritten (nor is the chain's anchor),
 and settings, the migration record, the inbound message ids (a provider's id and a time,
 no number), sign-in counts (a network prefix or an account name, gone within the hour),
-agent keys, the people who sign in, their sessions and the one-time marks of sign-ins
-name no recipient."""
+agent keys, the people who sign in, their sessions, the one-time marks of sign-ins and
+the groups SCIM provisions name no recipient."""
 
 PURGED_TABLES = (
     *ERASED_TABLES, "audit", "audit_anchor", "login_failures", "login_lockouts", "sessions",
@@ -92,12 +93,13 @@ PURGED_TABLES = (
 
 NOT_PURGED = (
     "settings", "schema_migrations", "inbound_messages", "agent_keys", "people", "used_once",
+    "scim_groups", "scim_group_members",
 )
 """Kept by a purge: the erasure key's fingerprint (and the shared keys) must outlive the rows
 written with them, a webhook signed before the purge verifies after it too, so its message
 id must still be known to be a replay, and agents keep the keys they were given and people
-their records (a purge signs everyone out); a SAML assertion used before the purge stays
-used."""
+their records and groups, which their identity provider keeps provisioning (a purge signs
+everyone out); a SAML assertion used before the purge stays used."""
 
 
 Statement = tuple[str, list[object]]

@@ -22,7 +22,14 @@ import pytest
 import gateway.store
 from gateway.model import Channel, KnownLocation
 from gateway.store import open_store
-from gateway.store.base import ERASED_SOURCE, AgentKeyRow, PersonRow, SessionRow, Store
+from gateway.store.base import (
+    ERASED_SOURCE,
+    AgentKeyRow,
+    GroupRow,
+    PersonRow,
+    SessionRow,
+    Store,
+)
 from gateway.store.erasure import (
     ERASED_TABLES,
     NOT_ERASED,
@@ -125,6 +132,8 @@ async def person_in_every_table(store: Store, number: str) -> None:
     await store.count_login_failure([f"account {number}"], T0.timestamp(), 60.0, 5, 60.0)
     await store.add_agent_key(AgentKeyRow(f"k{number[-6:]}", "acme", "digest", T0))
     await store.save_person(PersonRow(f"p{number}", f"{number[-4:]}@staff.example", T0, T0))
+    await store.save_group(GroupRow(f"g{number}", f"staff {number}", T0, T0,
+                                    members=(f"p{number}",)))
     await store.add_session(SessionRow(f"s{number}", "break-glass", "owner", 0.0, 0.0, 9e9,
                                        account="acme"))
     await store.use_once(f"saml:{number}", 0.0, 9e9)
@@ -206,7 +215,7 @@ def concern_methods() -> set[str]:
 @pytest.mark.parametrize("backend", BACKENDS, ids=lambda backend: backend.__name__)
 def test_each_backend_implements_every_concern(backend: type) -> None:
     """The stores do not inherit `Store` (a missing method would fall back to a stub)."""
-    assert len(concern_methods()) == 61
+    assert len(concern_methods()) == 67
     for name in concern_methods():
         method = getattr(backend, name)
         assert inspect.iscoroutinefunction(method), name

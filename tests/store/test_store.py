@@ -40,6 +40,7 @@ from gateway.store.base import (
     BlockQuery,
     Conflict,
     DeliveryClaim,
+    GroupRow,
     PersonRow,
     SessionRow,
     Store,
@@ -587,6 +588,78 @@ async def test_people_come_in_pages_by_user_name(store: Store) -> None:
     assert total == 5
     page, total = await store.people(user_name="user3@acme.example")
     assert [p.person_id for p in page] == ["p1"] and total == 1
+
+
+async def test_a_person_keeps_the_scim_attributes_as_given(store: Store) -> None:
+    katie = person("p1", "katie@acme.example",
+                   attributes='{"name": {"givenName": "Katie"}, "userName": "Katie@Acme.example"}')
+    await store.save_person(katie)
+    assert await store.person("p1") == katie
+    await store.save_person(person("p2", "omar@acme.example"))
+    assert (await store.person("p2")).attributes == "{}"
+
+
+def group(group_id: str, display_name: str, *members: str, **changes: object) -> GroupRow:
+    return replace(GroupRow(group_id, display_name, T0, T0, members=members), **changes)
+
+
+async def test_groups_keep_their_members_and_are_found_by_display_name_without_case(
+    store: Store,
+) -> None:
+    for n in (1, 2, 3):
+        await store.save_person(person(f"p{n}", f"user{n}@acme.example"))
+    managers = group("g1", "Compliance-Managers", "p2", "p1", "p2", external_id="okta|g1")
+    await store.save_group(managers)
+    await store.save_group(group("g2", "sales", "p1"))
+
+    assert await store.group("g1") == replace(managers, members=("p1", "p2"))
+    assert await store.group("nope") is None
+    assert (await store.group_by_display_name("compliance-MANAGERS")).group_id == "g1"
+    assert await store.group_by_display_name("compliance") is None
+    assert [g.group_id for g in await store.groups_of_person("p1")] == ["g1", "g2"]
+    assert await store.groups_of_person("p3") == []
+
+    renamed = group("g1", "Auditors", "p3", updated_at=T0 + timedelta(hours=1))
+    await store.save_group(renamed)
+    assert await store.group("g1") == renamed
+    assert await store.group_by_display_name("compliance-managers") is None
+    assert [g.group_id for g in await store.groups_of_person("p1")] == ["g2"]
+
+
+async def test_two_groups_never_share_a_display_name_whatever_its_case(store: Store) -> None:
+    await store.save_group(group("g1", "Sales"))
+    with pytest.raises(Conflict, match="display_name"):
+        await store.save_group(group("g2", "SALES"))
+    assert await store.group("g2") is None
+    await store.save_group(group("g1", "SALES"))  # the group itself may change its case
+    assert (await store.group("g1")).display_name == "SALES"
+
+
+async def test_groups_come_in_pages_by_display_name(store: Store) -> None:
+    for n in range(5):
+        await store.save_group(group(f"g{n}", f"Team {4 - n}"))
+    page, total = await store.groups(start=1, count=2)
+    assert [g.display_name for g in page] == ["Team 1", "Team 2"] and total == 5
+    page, total = await store.groups(start=0, count=0)
+    assert page == [] and total == 5
+    page, total = await store.groups(display_name="team 3")
+    assert [g.group_id for g in page] == ["g1"] and total == 1
+
+
+async def test_a_member_who_is_no_person_is_not_kept_and_a_deleted_one_leaves(
+    store: Store,
+) -> None:
+    await store.save_person(person("p1", "katie@acme.example"))
+    await store.save_person(person("p2", "omar@acme.example"))
+    await store.save_group(group("g1", "sales", "p1", "p2", "ghost"))
+    assert (await store.group("g1")).members == ("p1", "p2")
+    assert await store.delete_person("p2") is True
+    assert (await store.group("g1")).members == ("p1",)
+    await store.save_person(person("p2", "omar@acme.example"))  # the id again: no membership
+    assert (await store.group("g1")).members == ("p1",)
+    assert await store.delete_group("g1") is True
+    assert await store.delete_group("g1") is False
+    assert await store.groups_of_person("p1") == []
 
 
 def session_row(token_hash: str, **changes: object) -> SessionRow:
@@ -1570,7 +1643,29 @@ async def test_opening_twice_applies_each_migration_once(
         (9, "credentials"),
         (10, "people"),
         (11, "used_once"),
+        (12, "scim"),
     ]
+
+
+async def test_people_recorded_before_scim_read_back_with_no_scim_attributes(
+    db_path: Path,
+) -> None:
+    before_scim = [m for m in discover_migrations(migration_directory("sqlite")) if m.version < 12]
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        run_migrations(SqliteMigrationTarget(conn), before_scim)
+        conn.execute(
+            "INSERT INTO people (person_id, user_name, created_at, updated_at)"
+            " VALUES ('p1', 'katie@acme.example', ?1, ?1)", (T0.isoformat(),)
+        )
+    finally:
+        conn.close()
+    upgraded = SqliteStore(db_path)
+    await upgraded.open()
+    try:
+        assert await upgraded.person("p1") == PersonRow("p1", "katie@acme.example", T0, T0)
+    finally:
+        await upgraded.close()
 
 
 async def test_a_version_one_database_is_upgraded_once_and_keeps_its_data(db_path: Path) -> None:
@@ -1612,6 +1707,7 @@ async def test_a_version_one_database_is_upgraded_once_and_keeps_its_data(db_pat
         (9, "credentials"),
         (10, "people"),
         (11, "used_once"),
+        (12, "scim"),
     ]
 
 
@@ -1664,6 +1760,7 @@ async def test_a_version_two_database_keeps_its_suppressions_one_row_per_source(
         (9, "credentials"),
         (10, "people"),
         (11, "used_once"),
+        (12, "scim"),
     ]
 
 
@@ -1798,7 +1895,7 @@ async def test_replicas_starting_together_apply_each_migration_once(postgres_url
     try:
         await asyncio.gather(*(store.open() for store in stores))
         applied = [[m.version for m in store.applied_migrations] for store in stores]
-        assert sorted(applied) == [[], [], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]]
+        assert sorted(applied) == [[], [], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]
         connection = await asyncpg.connect(postgres_url)
         try:
             rows = await connection.fetch("SELECT version, name FROM schema_migrations")

@@ -30,14 +30,15 @@ class PostgresPeople(PostgresConnection):
             try:
                 await conn.execute(
                     f"INSERT INTO people ({PERSON_COLUMNS})"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
                     " ON CONFLICT (person_id) DO UPDATE SET user_name = excluded.user_name,"
                     " updated_at = excluded.updated_at, external_id = excluded.external_id,"
                     " display_name = excluded.display_name, active = excluded.active,"
-                    " groups = excluded.groups, role = excluded.role",
+                    " groups = excluded.groups, role = excluded.role,"
+                    " attributes = excluded.attributes",
                     row.person_id, row.user_name, utc(row.created_at), utc(row.updated_at),
                     row.external_id, row.display_name, row.active, groups_text(row.groups),
-                    row.role,
+                    row.role, row.attributes,
                 )
             except asyncpg.UniqueViolationError as exc:  # another writer got there meanwhile
                 raise Conflict("user_name or external_id") from exc
@@ -76,6 +77,9 @@ class PostgresPeople(PostgresConnection):
     async def delete_person(self, person_id: str) -> bool:
         async with self._transaction() as conn:
             await conn.execute("DELETE FROM sessions WHERE person_id = $1", person_id)
+            await conn.execute(
+                "DELETE FROM scim_group_members WHERE person_id = $1", person_id
+            )
             status = await conn.execute("DELETE FROM people WHERE person_id = $1", person_id)
         return affected(status) == 1
 
@@ -133,5 +137,5 @@ def _person(row: Any) -> PersonRow:
     return PersonRow(
         row["person_id"], row["user_name"], row["created_at"], row["updated_at"],
         row["external_id"], row["display_name"], bool(row["active"]),
-        groups_from_text(row["groups"]), row["role"],
+        groups_from_text(row["groups"]), row["role"], row["attributes"],
     )

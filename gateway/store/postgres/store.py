@@ -8,6 +8,7 @@ from gateway.store.postgres.consents import PostgresConsents
 from gateway.store.postgres.contacts import PostgresContactLedger
 from gateway.store.postgres.credentials import PostgresCredentials
 from gateway.store.postgres.deliveries import PostgresDeliveryLedger
+from gateway.store.postgres.groups import PostgresScimGroups
 from gateway.store.postgres.inbound import PostgresInboundMessages
 from gateway.store.postgres.locations import PostgresKnownLocations
 from gateway.store.postgres.people import PostgresPeople
@@ -20,6 +21,7 @@ class PostgresStore(
     PostgresInboundMessages,
     PostgresCredentials,
     PostgresPeople,
+    PostgresScimGroups,
     PostgresConsents,
     PostgresKnownLocations,
     PostgresContactLedger,

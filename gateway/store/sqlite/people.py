@@ -73,22 +73,24 @@ def _save_person(conn: sqlite3.Connection, row: PersonRow) -> None:
             ).fetchone():
                 raise Conflict(column)
         conn.execute(
-            f"INSERT OR REPLACE INTO people ({PERSON_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO people ({PERSON_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.person_id, row.user_name, to_text(row.created_at), to_text(row.updated_at),
                 row.external_id, row.display_name, int(row.active), groups_text(row.groups),
-                row.role,
+                row.role, row.attributes,
             ),
         )
 
 
 def _person(values: tuple[Any, ...]) -> PersonRow:
-    person_id, user_name, created, updated, external_id, display_name, active, groups, role = (
-        values
-    )
+    (
+        person_id, user_name, created, updated, external_id, display_name, active, groups, role,
+        attributes,
+    ) = values
     return PersonRow(
         person_id, user_name, from_text(created), from_text(updated), external_id,
-        display_name, bool(active), groups_from_text(groups), role,
+        display_name, bool(active), groups_from_text(groups), role, attributes,
     )
 
 
@@ -116,6 +118,7 @@ def _people(
 def _delete_person(conn: sqlite3.Connection, person_id: str) -> bool:
     with transaction(conn, write=True):
         conn.execute("DELETE FROM sessions WHERE person_id = ?", (person_id,))
+        conn.execute("DELETE FROM scim_group_members WHERE person_id = ?", (person_id,))
         cursor = conn.execute("DELETE FROM people WHERE person_id = ?", (person_id,))
     return cursor.rowcount == 1
 

@@ -8,6 +8,7 @@ from gateway.store.sqlite.consents import SqliteConsents
 from gateway.store.sqlite.contacts import SqliteContactLedger
 from gateway.store.sqlite.credentials import SqliteCredentials
 from gateway.store.sqlite.deliveries import SqliteDeliveryLedger
+from gateway.store.sqlite.groups import SqliteScimGroups
 from gateway.store.sqlite.inbound import SqliteInboundMessages
 from gateway.store.sqlite.locations import SqliteKnownLocations
 from gateway.store.sqlite.people import SqlitePeople
@@ -20,6 +21,7 @@ class SqliteStore(
     SqliteInboundMessages,
     SqliteCredentials,
     SqlitePeople,
+    SqliteScimGroups,
     SqliteConsents,
     SqliteKnownLocations,
     SqliteContactLedger,
