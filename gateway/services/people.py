@@ -72,6 +72,7 @@ class People:
             active=known.active if known else True,
             groups=tuple(identity.groups),
             role=role_name,
+            attributes=known.attributes if known else "{}",
         )
         await self.store.save_person(person)
         if known is not None and known.role != role_name:
@@ -88,3 +89,24 @@ class People:
         if not active:
             await self.sessions.end_person_sessions(person_id)
         return changed
+
+    async def set_groups(
+        self, person_id: str, groups: Iterable[str], roles: Mapping[str, Role]
+    ) -> tuple[PersonRow, PersonRow] | None:
+        """SCIM group membership: the person's groups and the role they map to, recorded;
+        returns the person as now and as before (None: no such person). A changed role
+        ends their sessions at once."""
+        before = await self.store.person(person_id)
+        if before is None:
+            return None
+        role = role_for(groups, roles)
+        role_name = role.name.lower() if role is not None else None
+        after = replace(
+            before, groups=tuple(groups), role=role_name, updated_at=self.clock.now()
+        )
+        if (after.groups, after.role) == (before.groups, before.role):
+            return before, before
+        await self.store.save_person(after)
+        if before.role != role_name:
+            await self.sessions.end_person_sessions(person_id)
+        return after, before

@@ -4,6 +4,7 @@ SQLite store."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -85,3 +86,37 @@ async def test_a_role_change_or_deactivation_ends_the_sessions(people) -> None:
                                                ("compliance-managers",)), ROLES)
     assert not again.active  # signing in does not reactivate a person SCIM deactivated
     assert await directory.set_active("nobody", True) is None
+
+
+async def test_scim_groups_set_the_role_and_a_changed_role_ends_the_sessions(people) -> None:
+    directory, store, sessions = people
+    katie, _ = await directory.signed_in(Identity("katie@acme.example", "s1", "", ()), ROLES)
+    token = await sessions.open(role="rep", method="oidc:okta", person_id=katie.person_id)
+
+    after, before = await directory.set_groups(katie.person_id, ["sales"], ROLES)
+    assert (before.role, after.groups, after.role) == (None, ("sales",), None)
+    assert await sessions.current(token) is not None  # no role before, none now: kept
+
+    after, _ = await directory.set_groups(
+        katie.person_id, ["sales", "compliance-managers"], ROLES
+    )
+    assert after.role == "manager"
+    assert await store.person(katie.person_id) == after
+    assert await sessions.current(token) is None
+
+    token = await sessions.open(role="manager", method="oidc:okta", person_id=katie.person_id)
+    same, unchanged = await directory.set_groups(
+        katie.person_id, ["sales", "compliance-managers"], ROLES
+    )
+    assert same == unchanged == after  # nothing changed: nothing written
+    assert await sessions.current(token) is not None
+    assert await directory.set_groups("nobody", ["security"], ROLES) is None
+
+
+async def test_signing_in_keeps_the_attributes_scim_stored(people) -> None:
+    directory, store, _ = people
+    katie, _ = await directory.signed_in(Identity("katie@acme.example", "s1", "", ()), ROLES)
+    await store.save_person(dataclasses.replace(katie, attributes='{"name": {"givenName": "K"}}'))
+    again, _ = await directory.signed_in(Identity("katie@acme.example", "s1", "Katie", ()), ROLES)
+    assert again.attributes == '{"name": {"givenName": "K"}}'
+    assert (await store.person(katie.person_id)).attributes == again.attributes
