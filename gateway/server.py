@@ -72,8 +72,10 @@ from gateway.web.admin import AdminRoutes
 from gateway.web.health import HealthRoutes
 from gateway.web.inflight import InFlightRequests
 from gateway.web.listener import start_http_listener
+from gateway.web.oidc_routes import OidcRoutes
 from gateway.web.people_sign_in import PeopleSignIn
 from gateway.web.review import ReviewRoutes
+from gateway.web.saml_routes import SamlRoutes
 from gateway.web.unsubscribe_page import UnsubscribeRoutes
 from gateway.web.webhooks.postmark import PostmarkWebhookRoutes
 from gateway.web.webhooks.twilio import TwilioWebhookRoutes
@@ -224,6 +226,8 @@ class Gateway:
         self.config = config
         self.clock = clock or Clock()
         self.services = Services(config, self.clock, store)
+        # [[sso.saml]]: an IdP metadata file that is not usable stops start-up here
+        self.saml = SamlRoutes.from_config(config, self.services.store, self.clock)
         self.authenticator = Authenticator(
             lambda: self.config.accounts, self.services.agent_keys, self.services.login_limits
         )
@@ -276,6 +280,12 @@ class Gateway:
         )
         sign_in.register(app)
         ReviewRoutes(services.store, sign_in, self.authenticator).register(app)
+        self.saml.register(app, sign_in)
+        if self.config.sso.oidc:
+            OidcRoutes(
+                self.config.sso.oidc, self.config.public_url, sign_in, services.store,
+                self.clock, secure_cookies=self.config.public_url.startswith("https://"),
+            ).register(app)
         PostmarkRoutes(
             services.pipeline,
             lambda: self.config.accounts,
