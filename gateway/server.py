@@ -247,6 +247,11 @@ class Gateway:
             client_max_size=MAX_HTTP_BODY_BYTES, middlewares=[self.http_requests.middleware]
         )
         app[TRUSTED_PROXIES] = self.config.http.trusted_proxies
+        sign_in = PeopleSignIn(
+            services.store, services.people, services.sessions, self.clock,
+            lambda: self.config.accounts, lambda: self.config.sso,
+            secure_cookies=self.config.public_url.startswith("https://"),
+        )
         UnsubscribeRoutes(services.unsubscribe).register(app)
         HealthRoutes(services.store, services.rules, services.metrics).register(app)
         TwilioRoutes(
@@ -272,12 +277,8 @@ class Gateway:
             services.privacy(),
             lambda actor: purge(services.store, self.config, self.clock, actor=actor),
             self.authenticator,
+            sign_in.viewer,
         ).register(app)
-        sign_in = PeopleSignIn(
-            services.store, services.people, services.sessions, self.clock,
-            lambda: self.config.accounts, lambda: self.config.sso,
-            secure_cookies=self.config.public_url.startswith("https://"),
-        )
         sign_in.register(app)
         ReviewRoutes(services.store, sign_in, self.authenticator).register(app)
         self.saml.register(app, sign_in)

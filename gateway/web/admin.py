@@ -19,7 +19,9 @@ a bad parameter's error names it. Each role may do everything the roles below it
 | `DELETE /v1/privacy/{subject}` (erase) |   |         |       | yes   |
 | `POST /v1/purge` (`{"confirm": "purge workspace"}`) | | |     | yes   |
 
-Changes made here are audited with the account's name as the actor.
+A person signed in at /review (single sign-on) may also read (GET) with that session and
+their role; changes need a bearer token. Changes made here are audited with the account's
+name as the actor.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from gateway.services.consents import ConsentError, make_consent
 from gateway.services.imports import validated_key
 from gateway.services.privacy import Privacy
 from gateway.store.base import BlockQuery, Store, StoreUnavailable
+from gateway.web.pages import Viewer
 
 log = logging.getLogger("gateway.admin")
 Handler = Callable[[web.Request, Account], Awaitable[web.StreamResponse]]
@@ -100,8 +103,10 @@ class AdminRoutes:
         privacy: Privacy,
         purge_workspace: Callable[[str], Awaitable[AuditEvent]],
         authenticator: Authenticator,
+        viewer: Callable[[web.Request], Awaitable[Viewer | None]] | None = None,
     ) -> None:
         self.authenticator = authenticator
+        self.viewer = viewer
         self.pipeline = pipeline
         self.privacy = privacy
         self.purge_workspace = purge_workspace
@@ -130,11 +135,13 @@ class AdminRoutes:
 
     def guarded(self, minimum: Role, handler: Handler) -> Callable[[web.Request], Awaitable[Any]]:
         async def guarded_handler(request: web.Request) -> web.StreamResponse:
-            account = await account_or_refusal(
-                self.authenticator, request, "admin",
-                lambda status, why: json_error(status, f"bearer token not checked: {why}"),
-                bearer_token(request.headers.get("Authorization", "")),
-            )
+            account = await self._person_reading(request)
+            if account is None:
+                account = await account_or_refusal(
+                    self.authenticator, request, "admin",
+                    lambda status, why: json_error(status, f"bearer token not checked: {why}"),
+                    bearer_token(request.headers.get("Authorization", "")),
+                )
             if isinstance(account, web.Response):
                 return account
             if account is None:
@@ -158,6 +165,20 @@ class AdminRoutes:
                 return json_error(503, "store unavailable: nothing was changed; retry")
 
         return guarded_handler
+
+    async def _person_reading(self, request: web.Request) -> Account | web.Response | None:
+        """A person signed in at /review may read (GET) with their session and role; a
+        change needs a bearer token, as no form of ours carries its CSRF token here."""
+        if (self.viewer is None or request.method not in ("GET", "HEAD")
+                or "Authorization" in request.headers):
+            return None
+        try:
+            viewer = await self.viewer(request)
+        except StoreUnavailable:
+            return json_error(503, "session not checked: the store is unavailable; retry")
+        if viewer is None:
+            return None
+        return Account(name=viewer.actor, secret="", role=viewer.role, sender_domains=())
 
     async def check(self, request: web.Request, account: Account) -> web.Response:
         """The same decision the gateway would make right now, with nothing sent or recorded."""

@@ -83,9 +83,12 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 @dataclass(frozen=True)
 class Viewer:
     """Who a page is shown to: a person signed in with single sign-on, or an account with
-    its secret (break-glass). `csrf` goes in every form that changes something."""
+    its secret (break-glass). `name` is shown; `actor` names them in the audit log (a
+    person's user name, an account's name). `csrf` goes in every form that changes
+    something."""
 
     name: str
+    actor: str
     role: Role
     method: str
     csrf: str

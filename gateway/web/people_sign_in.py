@@ -93,13 +93,14 @@ class PeopleSignIn:
                 await self.sessions.end(token)
                 return None
             return Viewer(
-                person.display_name or person.user_name, Role[session.role.upper()],
-                session.method, csrf, person_id=person.person_id,
+                person.display_name or person.user_name, person.user_name,
+                Role[session.role.upper()], session.method, csrf, person_id=person.person_id,
             )
         account = next((a for a in self.accounts() if a.name == session.account), None)
         if account is None or not self.secret_sign_in_open_to(account):
             return None
-        return Viewer(account.name, account.role, session.method, csrf, account=account.name)
+        return Viewer(account.name, account.name, account.role, session.method, csrf,
+                      account=account.name)
 
     async def complete(
         self, request: web.Request, identity: Identity, roles: Mapping[str, Role], method: str
@@ -170,7 +171,7 @@ class PeopleSignIn:
             viewer = await self.viewer(request) if token else None
             await self.sessions.end(token)
             if viewer is not None:
-                await self.audit(request, "review.signout", viewer.name, {
+                await self.audit(request, "review.signout", viewer.actor, {
                     "method": viewer.method,
                     **({"person_id": viewer.person_id} if viewer.person_id else {}),
                 })

@@ -247,3 +247,18 @@ async def test_a_manager_signs_in_with_chromium(
             assert await page.get_by_role("link", name="Sign in with test").count() == 1
         finally:
             await browser.close()
+
+
+async def test_a_signed_in_person_reads_the_admin_api_with_their_role(
+    oidc_provider_session: OidcProvider, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    _, base = await gateway_for(oidc_provider_session, start_gateway, tmp_path)
+    async with http_session() as http:
+        assert (await http.get(f"{base}/v1/blocks")).status == 401  # not signed in
+        await sign_in(http, base, "alice")  # a manager
+        blocks = await http.get(f"{base}/v1/blocks")
+        assert blocks.status == 200, await blocks.text()
+        audit_log = await http.get(f"{base}/v1/audit")
+        assert audit_log.status == 403 and "needs admin" in (await audit_log.json())["error"]
+        change = await http.post(f"{base}/v1/suppressions", json={"addresses": ["a@b.example"]})
+        assert change.status == 401  # a change needs a bearer token, not the browser's cookie
