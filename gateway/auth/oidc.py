@@ -84,7 +84,7 @@ class SignedIn:
     subject: str
     email: str
     name: str
-    groups: tuple[str, ...]
+    groups: tuple[str, ...] | None  # None: the provider sent no such claim
 
 
 def _endpoint(document: dict[str, Any], name: str, *, required: bool = True) -> str:
@@ -293,15 +293,18 @@ class OidcClient:
             raise SignInFailed("the identity provider gave no email address")
         if claims.get("email_verified") is False:
             raise SignInFailed("the identity provider has not verified this email address")
-        groups = claims.get(role_claim, [])
+        groups = claims.get(role_claim)
         if isinstance(groups, str):
             groups = [groups]
-        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        if groups is not None and (
+            not isinstance(groups, list) or not all(isinstance(g, str) for g in groups)
+        ):
             raise SignInFailed(f"the {role_claim!r} claim is not a list of group names")
         name = claims.get("name")
         return SignedIn(
             subject=str(claims["sub"]), email=email,
-            name=name if isinstance(name, str) else "", groups=tuple(groups),
+            name=name if isinstance(name, str) else "",
+            groups=None if groups is None else tuple(groups),
         )
 
 

@@ -25,7 +25,9 @@ class Identity:
     email: str
     external_id: str | None = None
     display_name: str = ""
-    groups: tuple[str, ...] = ()
+    # None: the provider says nothing about groups (Google's ID token has none), so the
+    # groups SCIM provisioned, and the role they gave, stand.
+    groups: tuple[str, ...] | None = ()
 
 
 def role_for(groups: Iterable[str], roles: Mapping[str, Role]) -> Role | None:
@@ -59,9 +61,14 @@ class People:
         changed role ends their other sessions). An inactive person stays inactive: the
         caller refuses them."""
         now = self.clock.now()
-        role = role_for(identity.groups, roles)
-        role_name = role.name.lower() if role is not None else None
         known = await self.find(identity)
+        if identity.groups is None:
+            groups = known.groups if known else ()
+            role_name = known.role if known else None
+        else:
+            groups = identity.groups
+            role = role_for(groups, roles)
+            role_name = role.name.lower() if role is not None else None
         person = PersonRow(
             person_id=known.person_id if known else secrets.token_hex(16),
             user_name=user_name(identity.email),
@@ -70,7 +77,7 @@ class People:
             external_id=identity.external_id or (known.external_id if known else None),
             display_name=identity.display_name or (known.display_name if known else ""),
             active=known.active if known else True,
-            groups=tuple(identity.groups),
+            groups=tuple(groups),
             role=role_name,
             attributes=known.attributes if known else "{}",
         )

@@ -227,6 +227,13 @@ async def test_what_the_id_token_lacks_comes_from_userinfo_for_the_same_subject(
         await finish(state, client(), email=None)
 
 
+async def test_no_groups_claim_anywhere_is_none_not_an_empty_list(issuer) -> None:
+    state, client = issuer
+    state.userinfo = {"sub": "u1"}
+    assert (await finish(state, client(), groups=None)).groups is None
+    assert (await finish(state, client(), groups=[])).groups == ()
+
+
 async def test_the_token_endpoints_refusal_is_reported(issuer) -> None:
     state, client = issuer
     state.token_error = {"error": "invalid_grant", "error_description": "code expired"}

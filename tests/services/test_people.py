@@ -120,3 +120,15 @@ async def test_signing_in_keeps_the_attributes_scim_stored(people) -> None:
     again, _ = await directory.signed_in(Identity("katie@acme.example", "s1", "Katie", ()), ROLES)
     assert again.attributes == '{"name": {"givenName": "K"}}'
     assert (await store.person(katie.person_id)).attributes == again.attributes
+
+
+async def test_a_provider_silent_about_groups_keeps_the_role_scim_gave(people) -> None:
+    directory, _, _ = people
+    first, _ = await directory.signed_in(Identity("g@acme.example", "g1", "", None), ROLES)
+    assert (first.groups, first.role) == ((), None)  # nothing known: no access
+    await directory.store.save_person(
+        dataclasses.replace(first, groups=("gateway-admins",), role="admin"))
+    again, _ = await directory.signed_in(Identity("g@acme.example", "g1", "G", None), ROLES)
+    assert (again.groups, again.role, again.display_name) == (("gateway-admins",), "admin", "G")
+    emptied, _ = await directory.signed_in(Identity("g@acme.example", "g1", "", ()), ROLES)
+    assert emptied.role is None  # an empty list is a statement: no groups
