@@ -52,6 +52,7 @@ from gateway.runtime.processes import (
 from gateway.services.people import People
 from gateway.services.privacy import Privacy, purge
 from gateway.services.retention import run_retention_periodically
+from gateway.services.scim.directory import ScimDirectory, scim_handler
 from gateway.services.shared_keys import shared_keys, with_adopted_keys
 from gateway.services.store_gauges import StoreGauges
 from gateway.services.suppressions import Suppressions
@@ -76,6 +77,7 @@ from gateway.web.oidc_routes import OidcRoutes
 from gateway.web.people_sign_in import PeopleSignIn
 from gateway.web.review import ReviewRoutes
 from gateway.web.saml_routes import SamlRoutes
+from gateway.web.scim import ScimRoutes
 from gateway.web.unsubscribe_page import UnsubscribeRoutes
 from gateway.web.webhooks.postmark import PostmarkWebhookRoutes
 from gateway.web.webhooks.twilio import TwilioWebhookRoutes
@@ -286,6 +288,13 @@ class Gateway:
             OidcRoutes(
                 self.config.sso.oidc, self.config.public_url, sign_in, services.store,
                 self.clock, secure_cookies=self.config.public_url.startswith("https://"),
+            ).register(app)
+        if self.config.sso.scim.token:  # no token, no SCIM: /scim/v2 is a 404
+            directory = ScimDirectory(
+                services.store, services.people, self.clock, self.config.sso.scim_roles
+            )
+            ScimRoutes(
+                scim_handler(directory), self.config.sso.scim.token, self.config.public_url
             ).register(app)
         PostmarkRoutes(
             services.pipeline,
