@@ -19,6 +19,7 @@ from gateway.cli.common import (
 )
 from gateway.cli.dkim import print_dkim_record
 from gateway.cli.keys import add_keys_commands, run_keys
+from gateway.cli.people import add_people_commands, run_people
 from gateway.cli.registries import COMMANDS
 from gateway.cli.rules import add_rules_commands, run_rules
 from gateway.config.settings import (
@@ -53,7 +54,8 @@ from gateway.store.base import StoreUnavailable
 READ_COMMANDS = frozenset({
     "blocks", "audit list", "audit verify", "suppress list", "suppress export",
     "consent list", "location show", "privacy export", "check email", "check call",
-    "check sms", "keys create", "keys list", "keys revoke",
+    "check sms", "keys create", "keys list", "keys revoke", "people list",
+    "people deactivate", "people activate",
 })
 
 
@@ -178,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_privacy_commands(commands, common)
     add_rules_commands(commands, common)
     add_keys_commands(commands, common)
+    add_people_commands(commands, common)
     return parser
 
 
@@ -230,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check" and args.kind == "dkim":
             return print_dkim_record(config, args.domain)
         configure_logging("WARNING")
-        command_runner = run_keys if args.command == "keys" else COMMANDS[args.command]
+        command_runner = {**COMMANDS, "keys": run_keys, "people": run_people}[args.command]
         return asyncio.run(_with_services(config, command_runner, args))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
