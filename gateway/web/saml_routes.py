@@ -64,10 +64,12 @@ class MetadataFetcher:
                 raise MetadataError(
                     f"answered HTTP {response.status}"
                     + (f" (redirected to {where}: configure that URL)" if where else ""))
-            body = await response.content.read(METADATA_MAX_BYTES + 1)
-            if len(body) > METADATA_MAX_BYTES:
-                raise MetadataError(f"larger than {METADATA_MAX_BYTES} bytes")
-            return body
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                body += chunk
+                if len(body) > METADATA_MAX_BYTES:
+                    raise MetadataError(f"larger than {METADATA_MAX_BYTES} bytes")
+            return bytes(body)
 
     async def close(self) -> None:
         if self._session is not None:
