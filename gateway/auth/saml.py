@@ -71,7 +71,7 @@ from urllib.parse import urlsplit
 from lxml import etree
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.constants import OneLogin_Saml2_Constants
-from onelogin.saml2.errors import OneLogin_Saml2_ValidationError
+from onelogin.saml2.errors import OneLogin_Saml2_Error, OneLogin_Saml2_ValidationError
 from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
 from onelogin.saml2.response import OneLogin_Saml2_Response
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
@@ -242,7 +242,10 @@ def settings_for(name: str, public_url: str, idp: IdpMetadata) -> OneLogin_Saml2
         "singleSignOnService": {"url": idp.sso_url, "binding": BINDING_REDIRECT},
         "x509certMulti": {"signing": list(idp.signing_certs)},
     }
-    return OneLogin_Saml2_Settings(settings)
+    try:
+        return OneLogin_Saml2_Settings(settings)
+    except Exception as exc:  # OneLogin_Saml2_Error naming the settings it cannot take
+        raise MetadataError(f"not usable with python3-saml: {exc}") from None
 
 
 def sp_metadata(name: str, public_url: str) -> str:
@@ -406,6 +409,13 @@ def verify_response(settings: OneLogin_Saml2_Settings, public_url: str, name: st
     acs = acs_url(public_url, name)
     try:
         response = OneLogin_Saml2_Response(settings, compact)
+    except OneLogin_Saml2_Error as exc:
+        if exc.code != OneLogin_Saml2_Error.PRIVATE_KEY_NOT_FOUND:
+            raise SamlRefused(_NOT_VALID, 400, str(exc)) from None
+        raise SamlRefused(
+            "the sign-in response is encrypted, which this gateway does not take (turn "
+            "assertion encryption off for it at the identity provider; TLS protects it)", 400,
+            str(exc)) from None
     except Exception as exc:  # lxml and the defused parser raise their own
         raise SamlRefused("the sign-in response is not readable (malformed XML)", 400,
                           f"{type(exc).__name__}: {exc}") from None
@@ -414,7 +424,7 @@ def verify_response(settings: OneLogin_Saml2_Settings, public_url: str, name: st
                           response.get_in_response_to(), raise_exceptions=True)
         assertion = _signed_assertion(response)
         _check_addressed_to_us(response, assertion, sp_entity_id(public_url, name), acs)
-        request_id, not_on_or_after = _subject_confirmation(response, assertion, acs)
+        request_id, not_on_or_after = _subject_confirmation(response, assertion, acs, now)
         _check_times(assertion, now)
         assertion_id = response.get_assertion_id()
         name_id = response.get_nameid_data()
@@ -467,7 +477,7 @@ def _check_addressed_to_us(response: OneLogin_Saml2_Response, assertion: etree._
 
 
 def _subject_confirmation(response: OneLogin_Saml2_Response, assertion: etree._Element,
-                          acs: str) -> tuple[str, float]:
+                          acs: str, now: float) -> tuple[str, float]:
     """The bearer SubjectConfirmationData addressed to our ACS exactly: its InResponseTo (the
     signed request id) and NotOnOrAfter."""
     unsigned_request_id = response.get_in_response_to()
@@ -477,6 +487,11 @@ def _subject_confirmation(response: OneLogin_Saml2_Response, assertion: etree._E
         data = confirmation.find("saml:SubjectConfirmationData", _NS)
         if data is None or data.get("Recipient") != acs:
             continue
+        not_on_or_after = data.get("NotOnOrAfter")
+        ends = None if not not_on_or_after else float(
+            OneLogin_Saml2_Utils.parse_SAML_to_time(not_on_or_after))
+        if ends is not None and ends <= now:
+            continue  # expired (python3-saml accepted another one)
         request_id = data.get("InResponseTo")
         if not request_id:
             raise SamlRefused(
@@ -486,10 +501,9 @@ def _subject_confirmation(response: OneLogin_Saml2_Response, assertion: etree._E
         if unsigned_request_id is not None and unsigned_request_id != request_id:
             raise SamlRefused(_SIGNATURE, 403, "Response InResponseTo differs from the "
                               "assertion's")
-        not_on_or_after = data.get("NotOnOrAfter")
-        if not not_on_or_after:
+        if ends is None:
             raise SamlRefused(_EXPIRED, 403, "SubjectConfirmationData without NotOnOrAfter")
-        return request_id, float(OneLogin_Saml2_Utils.parse_SAML_to_time(not_on_or_after))
+        return request_id, ends
     raise SamlRefused(_ADDRESSED, 403, f"no bearer SubjectConfirmation with Recipient {acs}")
 
 
@@ -567,6 +581,7 @@ class IdpMetadataSource:
     clock: Callable[[], float] = time.monotonic
     _settings: OneLogin_Saml2_Settings | None = field(default=None, init=False, repr=False)
     _metadata: IdpMetadata | None = field(default=None, init=False, repr=False)
+    _previous: IdpMetadata | None = field(default=None, init=False, repr=False)
     _read_at: float = field(default=0.0, init=False, repr=False)
     _tried_at: float | None = field(default=None, init=False, repr=False)
     _problem: str = field(default="", init=False, repr=False)
@@ -589,6 +604,7 @@ class IdpMetadataSource:
 
     def _use(self, metadata: IdpMetadata) -> None:
         self._settings = settings_for(self.provider.name, self.public_url, metadata)
+        self._previous = self._metadata
         self._metadata = metadata
         self._read_at = self.clock()
         self._problem = ""
@@ -629,6 +645,7 @@ class IdpMetadataSource:
             if len(raw) > METADATA_MAX_BYTES:
                 raise MetadataError(f"larger than {METADATA_MAX_BYTES} bytes")
             metadata = parse_idp_metadata(raw)
+            self._use(metadata)
         except Exception as exc:  # refused, unreachable, too slow, not metadata: all logged
             self._problem = f"{url}: {str(exc) or type(exc).__name__}"
             log_event(log, "saml-idp-metadata-unavailable", logging.ERROR,
@@ -636,9 +653,7 @@ class IdpMetadataSource:
                       error=self._problem, kept="the last good copy" if self._settings
                       else "none: sign-in with this provider is refused until a fetch works")
             return
-        changed = metadata != self._metadata
-        self._use(metadata)
-        if changed:
+        if metadata != self._previous:
             log_event(log, "saml-idp-metadata-read", provider=self.provider.name,
                       entity_id=metadata.entity_id, signing_certificates=len(
                           metadata.signing_certs))

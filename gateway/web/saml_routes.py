@@ -138,11 +138,15 @@ class SamlRoutes:
         if provider is None:
             return _no_such_provider()
         try:
+            return await self._login(request, provider)
+        except StoreUnavailable:
+            return _try_again()
+
+    async def _login(self, request: web.Request, provider: SamlSignIn) -> web.Response:
+        try:
             started = await provider.start(request.cookies.get(BINDING_COOKIE, ""))
         except SamlRefused as refused:
             return await self._refused(request, provider, refused)
-        except StoreUnavailable:
-            return _try_again()
         response = web.Response(
             status=303, headers={**HEADERS, "Location": started.redirect_url})
         # SameSite=None: the IdP's POST to the ACS is cross-site and must carry it; Secure,

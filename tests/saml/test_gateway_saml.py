@@ -18,9 +18,11 @@ import pytest
 from gateway.config.errors import ConfigError
 from gateway.config.settings import load_config
 from gateway.server import Gateway
+from gateway.store import open_store
 from gateway.web.people_sign_in import SESSION_COOKIE
 from tests.browser import browser_missing, launch_options
 from tests.conftest import write_config
+from tests.fakes.store import FlakyStore
 from tests.postgres_server import free_port
 from tests.saml.idp import (
     NAMEID_PERSISTENT,
@@ -62,7 +64,7 @@ class Site:
 
 async def saml_gateway(
     idp: SamlIdP, start_gateway: StartGateway, tmp_path: Path, *, metadata: str = "file",
-    public_url: str = "", extra: str = "", trust: bool = True,
+    public_url: str = "", extra: str = "", trust: bool = True, store: object = None,
 ) -> Site:
     """A gateway with the IdP as `[[sso.saml]]` "okta" (its metadata in a file, or by URL),
     on a port known beforehand so that its public URL is where it listens; the IdP trusts
@@ -87,7 +89,9 @@ async def saml_gateway(
         .replace('public_url = "https://gw.example.com"', f'public_url = "{public_url}"')
         .replace('[http]\nlisten = "127.0.0.1:0"', f'[http]\nlisten = "127.0.0.1:{port}"')
     )
-    gateway = await start_gateway(load_config(path))
+    config = load_config(path)
+    gateway = await start_gateway(
+        config, **({"store": store(config.store_url)} if store is not None else {}))
     site = Site(gateway, base, public_url)
     if trust:
         async with http_session() as http, http.get(site.metadata_url) as response:
@@ -562,6 +566,33 @@ async def test_oversized_and_non_form_posts_are_refused(saml_idp: SamlIdP, start
         async with http.post(f"{site.base}/auth/saml/nobody/acs", data={}) as response:
             assert response.status == 404
     assert len(await signin_audit(site)) == 3
+
+
+async def test_a_store_outage_is_a_page_to_try_again(saml_idp: SamlIdP, start_gateway,
+                                                     tmp_path):
+    """Without the store no request can be recorded or looked up: 503, nothing half done,
+    and the same response goes through once the store is back."""
+    stores: list[FlakyStore] = []
+
+    def flaky(url: str) -> FlakyStore:
+        stores.append(FlakyStore(open_store(url)))
+        return stores[-1]
+
+    site = await saml_gateway(saml_idp, start_gateway, tmp_path, store=flaky)
+    saml_idp.sign_in_as(ANN)
+    async with http_session() as http:
+        stores[0].down = True
+        async with http.get(site.login_url, allow_redirects=False) as response:
+            assert response.status == 503
+            assert "try again in a minute" in await response.text()
+        stores[0].down = False
+        started = await start_login(http, site)
+        post = saml_idp.respond(started.redirect_url)
+        stores[0].down = True
+        answer = await post_to_acs(http, site, post, started.nonce)
+        assert answer.status == 503 and answer.session is None
+        stores[0].down = False
+        assert (await post_to_acs(http, site, post, started.nonce)).status == 303
 
 
 # -- the IdP's metadata --------------------------------------------------------------------

@@ -35,9 +35,11 @@ from gateway.auth.saml import (
     parse_idp_metadata,
     person_of,
     request_data,
+    settings_for,
     sp_entity_id,
     sp_settings,
     valid_nonce,
+    verify_response,
 )
 from gateway.config.errors import ConfigError
 from gateway.config.sso import SamlProvider
@@ -388,3 +390,19 @@ async def test_metadata_fetcher(metadata_server: str, saml_idp: SamlIdP):
             await fetcher.fetch(f"{metadata_server}/missing")
     finally:
         await fetcher.close()
+
+
+def test_an_encrypted_assertion_is_refused_saying_so(saml_idp: SamlIdP):
+    settings = settings_for("okta", PUBLIC_URL, parse_idp_metadata(saml_idp.metadata_xml()))
+    xml = (
+        '<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
+        'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_r" Version="2.0" '
+        'IssueInstant="2026-01-01T00:00:00Z"><saml:EncryptedAssertion>'
+        '<xenc:EncryptedData xmlns:xenc="http://www.w3.org/2001/04/xmlenc#"/>'
+        "</saml:EncryptedAssertion></samlp:Response>"
+    )
+    with pytest.raises(SamlRefused) as refused:
+        verify_response(settings, PUBLIC_URL, "okta", base64.b64encode(xml.encode()).decode(),
+                        0.0)
+    assert refused.value.status == 400
+    assert "encrypted" in refused.value.problem
