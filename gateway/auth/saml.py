@@ -50,7 +50,9 @@ ConfigError naming `sso.saml[i].idp_metadata`) or a URL (`IdpMetadataSource`: fe
 the gateway starts; if that fails the gateway still starts, logs the error, and sign-in with
 that provider shows a clear page until a fetch succeeds, tried again at most every
 `METADATA_RETRY_S`; a good copy is re-read every `METADATA_REFRESH_S`, and kept if the
-re-read fails, so a certificate rollover published in the metadata is picked up).
+re-read fails; a signature that none of its certificates verifies has it re-read at once (at
+most every `METADATA_RETRY_S`), so an IdP that switched to a new signing certificate is
+followed within a sign-in).
 """
 
 from __future__ import annotations
@@ -629,6 +631,20 @@ class IdpMetadataSource:
             raise IdpUnavailable(self.provider.name, self._problem or "metadata not read yet")
         return self._settings
 
+    async def reread_for_new_certificates(self) -> bool:
+        """After a signature no certificate of this copy verifies: the URL is read again
+        (at most every METADATA_RETRY_S, so forged responses cannot make the gateway hammer
+        the IdP); True when it now lists other signing certificates (a rollover)."""
+        if not self.provider.idp_metadata_url:
+            return False
+        async with self._lock:
+            if self._tried_at is not None and self.clock() - self._tried_at < METADATA_RETRY_S:
+                return False
+            before = self._metadata
+            await self._fetch()
+            return (self._metadata is not None and before is not None
+                    and self._metadata.signing_certs != before.signing_certs)
+
     def _due(self) -> bool:
         now = self.clock()
         if self._tried_at is not None and now - self._tried_at < METADATA_RETRY_S:
@@ -715,10 +731,18 @@ class SamlSignIn:
 
     async def finish(self, saml_response: str, nonce: str) -> SamlPerson:
         """The person a posted SAMLResponse signs in, or SamlRefused."""
-        settings = await self.idp.current()
         wall = self.wall()
-        assertion = await asyncio.to_thread(
-            verify_response, settings, self.public_url, self.name, saml_response, wall)
+        try:
+            assertion = await asyncio.to_thread(
+                verify_response, await self.idp.current(), self.public_url, self.name,
+                saml_response, wall)
+        except SamlRefused as refused:
+            # the IdP may have rolled its certificate over since the metadata was read
+            if refused.problem != _SIGNATURE or not await self.idp.reread_for_new_certificates():
+                raise
+            assertion = await asyncio.to_thread(
+                verify_response, await self.idp.current(), self.public_url, self.name,
+                saml_response, wall)
         await self._answers_our_request(assertion, nonce, wall)
         return person_of(self.provider, assertion)
 

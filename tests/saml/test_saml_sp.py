@@ -351,6 +351,45 @@ async def test_metadata_url_retried_after_a_failure_and_refreshed(saml_idp: Saml
     assert source.metadata.signing_certs == (new_key.cert_base64,)
 
 
+async def test_a_new_signing_certificate_at_the_metadata_url_is_followed_at_once(
+        saml_idp: SamlIdP, store: Store):
+    """An IdP that switches to a new certificate without publishing it first: the first
+    response it signs has the gateway read the metadata URL again, and verify with it."""
+    published = [saml_idp.metadata_xml().encode()]
+    fetched: list[str] = []
+
+    async def fetch(url: str) -> bytes:
+        fetched.append(url)
+        return published[0]
+
+    clock = Clock()
+    sign_in = SamlSignIn(provider(url="https://idp.example.com/md"), PUBLIC_URL, store, fetch)
+    sign_in.idp.clock = clock
+    assert await sign_in.idp.load()
+    saml_idp.trust_sp(sign_in.sp_metadata())
+    with SamlIdP(keypair=generate_keypair("rolled"), entity_id=saml_idp.entity_id) as rolled:
+        rolled.trust_sp(sign_in.sp_metadata())
+
+        async def attempt() -> str:
+            started = await sign_in.start()
+            post = rolled.issue(sign_in.entity_id, ANN, in_response_to=started.request_id,
+                                acs_url=sign_in.acs_url)
+            return (await sign_in.finish(post.saml_response, started.nonce)).email
+
+        # not yet published: refused, and the URL is not read again within METADATA_RETRY_S
+        clock.now += METADATA_RETRY_S
+        with pytest.raises(SamlRefused, match="signature does not verify"):
+            await attempt()
+        assert len(fetched) == 2
+        with pytest.raises(SamlRefused, match="signature does not verify"):
+            await attempt()
+        assert len(fetched) == 2
+        published[0] = rolled.metadata_xml().encode()
+        clock.now += METADATA_RETRY_S
+        assert await attempt() == "ann@example.com"
+        assert len(fetched) == 3
+
+
 @pytest.fixture
 async def metadata_server(saml_idp: SamlIdP) -> AsyncIterator[str]:
     async def good(_: web.Request) -> web.Response:
