@@ -207,7 +207,7 @@ class ScimDirectory(AsyncScimStorage):
         fields = group_fields(group)
         after = replace(
             before, display_name=fields.display_name, external_id=fields.external_id,
-            members=tuple(sorted(await self._people(fields.members))),
+            members=tuple(sorted(await self._people(fields.members, before.members))),
         )
         if after == before:
             return
@@ -240,12 +240,15 @@ class ScimDirectory(AsyncScimStorage):
 
     # -- membership and roles ---------------------------------------------------------
 
-    async def _people(self, person_ids: tuple[str, ...]) -> tuple[str, ...]:
-        """The ids, each naming a person; one that names none is the client's error."""
-        for person_id in person_ids:
+    async def _people(
+        self, person_ids: tuple[str, ...], known: Iterable[str] = ()
+    ) -> tuple[str, ...]:
+        """The ids, each naming a person; one that names none is the client's error. The
+        `known` members are not looked up again (the store keeps only people anyway)."""
+        for person_id in set(person_ids).difference(known):
             if await self.store.person(person_id) is None:
                 raise InvalidValueException(detail=f"member {person_id!r} is no User")
-        return tuple(person_ids)
+        return person_ids
 
     async def _recompute_roles(self, person_ids: Iterable[str]) -> None:
         """Each person's groups and role as their memberships now stand."""

@@ -31,6 +31,7 @@ from scim2_models import (
     Reference,
     Required,
     Resource,
+    ScimPolicy,
     ScimProvider,
     ServiceProviderConfig,
     Sort,
@@ -109,5 +110,16 @@ CONFIG = ServiceProviderConfig(
 )
 
 
+# What identity providers send beyond the specification is taken as they mean it: an
+# attribute the schemas do not name (Entra ID's enterprise extension, a title, a member's
+# display) is dropped, not refused; Entra ID's PATCH remove with a value selects what to
+# remove, and its replace on a filter that matches nothing adds the entry.
+TOLERANCE = ScimPolicy(
+    unknown=ScimPolicy.Unknown.ignore,
+    remove_value_as_filter=ScimPolicy.RemoveValue.apply,
+    unmatched_path_filter=ScimPolicy.UnmatchedPathFilter.create,
+)
+
+
 def scim_provider() -> ScimProvider:
-    return ScimProvider(models=[User, Group], config=CONFIG)
+    return ScimProvider(models=[User, Group], config=CONFIG, policy=TOLERANCE)
