@@ -97,8 +97,9 @@ prometheus:
 	      || echo "prometheus could not be installed: the promtool and scrape tests will skip"; \
 	  else echo "not root or no apt-get: prometheus not installed, its tests will skip"; fi; }
 
-# Debian's xmlsec1, which pysaml2's IdP in tests/saml signs its responses with (pysaml2 and
-# python3-saml come with the test extras); where it cannot be installed, the SAML tests skip.
+# Debian's xmlsec1, which pysaml2's IdP in tests/saml signs its responses with (pysaml2 comes
+# with the test extras; python3-saml, which the gateway checks them with, is a dependency and
+# brings its own xmlsec binding); where it cannot be installed, the SAML tests skip.
 saml-idp:
 	@command -v xmlsec1 >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
