@@ -15,6 +15,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
+from gateway.addresses import InvalidAddress, normalized_email
 from gateway.config.sso import OidcProvider, is_loopback_host
 
 CLOCK_SKEW_S = 120
@@ -38,6 +40,7 @@ SIGNING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES2
 HTTP_TIMEOUT_S = 10.0
 DISCOVERY_TTL_S = 3600.0
 MAX_RESPONSE_BYTES = 1024 * 1024
+PENDING_PART = re.compile(r"[A-Za-z0-9_-]{43,64}")
 
 
 class SignInFailed(Exception):
@@ -67,7 +70,7 @@ class PendingSignIn:
     @classmethod
     def from_cookie(cls, value: str) -> PendingSignIn | None:
         parts = value.split(".")
-        if len(parts) != 3 or not all(43 <= len(p) <= 64 for p in parts):
+        if len(parts) != 3 or not all(PENDING_PART.fullmatch(p) for p in parts):
             return None
         return cls(*parts)
 
@@ -110,7 +113,7 @@ class Discovery:
 
     @classmethod
     def from_document(cls, document: dict[str, Any], issuer: str) -> Discovery:
-        if str(document.get("issuer", "")).rstrip("/") != issuer.rstrip("/"):
+        if document.get("issuer") != issuer:
             raise ProviderUnreachable(
                 f"its discovery document names issuer {document.get('issuer')!r}, "
                 f"not the configured {issuer!r}"
@@ -179,7 +182,7 @@ class OidcClient:
         async with self._lock:
             if self._discovery is None or self._now() - self._discovered_at > DISCOVERY_TTL_S:
                 document = await self._get_json(
-                    f"{self.provider.issuer}/.well-known/openid-configuration"
+                    f"{self.provider.issuer.rstrip('/')}/.well-known/openid-configuration"
                 )
                 self._discovery = Discovery.from_document(document, self.provider.issuer)
                 self._discovered_at = self._now()
@@ -258,7 +261,8 @@ class OidcClient:
         except JoseError as exc:
             raise SignInFailed(f"the ID token is not for this sign-in ({_why(exc)})") from None
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-        if len(audiences) > 1 and claims.get("azp") != self.provider.client_id:
+        azp = claims.get("azp")
+        if (len(audiences) > 1 or azp is not None) and azp != self.provider.client_id:
             raise SignInFailed("the ID token was issued to another client (azp)")
         if not isinstance(claims.get("iat"), int | float) or (
             claims["iat"] > self._now() + CLOCK_SKEW_S
@@ -291,7 +295,12 @@ class OidcClient:
         email = claims.get("email")
         if not isinstance(email, str) or "@" not in email:
             raise SignInFailed("the identity provider gave no email address")
-        if claims.get("email_verified") is False:
+        try:
+            email = normalized_email(email)
+        except InvalidAddress:
+            raise SignInFailed("the identity provider gave an invalid email address") from None
+        # Absent is accepted (Entra ID sends no email_verified); anything but true is not.
+        if "email_verified" in claims and claims["email_verified"] is not True:
             raise SignInFailed("the identity provider has not verified this email address")
         groups = claims.get(role_claim)
         if isinstance(groups, str):

@@ -327,7 +327,7 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
     accounts = _accounts(raw.get("accounts"), sender)
     sso = read_sso(
         _section(raw.get("sso"), "sso", {"oidc", "saml", "break_glass"}),
-        _section(raw.get("scim"), "scim", {"token", "roles"}),
+        _section(raw.get("scim"), "scim", {"token", "roles", "provider"}),
         base_dir,
         {a.secret for a in accounts},
     )

@@ -53,6 +53,8 @@ class ScimConfig:
     token: str = field(default="", repr=False)
     # Group display name -> role; empty means the union of every provider's `roles`.
     roles: Mapping[str, Role] = field(default_factory=dict)
+    # The OIDC provider whose `sub` SCIM's externalId is ("" with one OIDC provider: it).
+    provider: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,13 @@ class SsoConfig:
     @property
     def configured(self) -> bool:
         return bool(self.oidc or self.saml)
+
+    def external_id(self, provider: str, subject: str) -> str:
+        """The person's external id for an OIDC `sub`: as is for the provider SCIM's
+        externalId speaks for, else scoped by the provider's name, since a `sub` is unique
+        only at its own issuer (another provider's user must not become this one's)."""
+        linked = self.scim.provider or (self.oidc[0].name if len(self.oidc) == 1 else "")
+        return subject if provider == linked else f"{provider}|{subject}"
 
     def scim_roles(self) -> dict[str, Role]:
         """The roles SCIM groups map to: `[scim] roles`, else every provider's mapping (a
@@ -89,12 +98,17 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def _https_url(section: TomlTable, name: str, *, loopback_http: bool) -> str:
-    """An https URL (http only to a loopback host, where a test or sidecar provider runs)."""
-    value = section.string(name, "", required=True).rstrip("/")
+def _https_url(
+    section: TomlTable, name: str, *, loopback_http: bool, query: bool = False
+) -> str:
+    """An https URL (http only to a loopback host, where a test or sidecar provider runs),
+    as written: an OIDC issuer is compared exactly, trailing slash and all. A query only
+    where one is expected (Entra ID's metadata URL carries `?appid=`)."""
+    value = section.string(name, "", required=True)
     parts = urlsplit(value)
-    if not parts.hostname or parts.query or parts.fragment:
-        raise section.error(name, "must be an https URL without query or fragment")
+    if not parts.hostname or (parts.query and not query) or parts.fragment:
+        allowed = "without fragment" if query else "without query or fragment"
+        raise section.error(name, f"must be an https URL {allowed}")
     if parts.scheme == "http" and loopback_http and is_loopback_host(parts.hostname):
         return value
     if parts.scheme != "https":
@@ -149,7 +163,7 @@ def _saml(section: TomlTable, taken: set[str], base_dir: Path) -> SamlProvider:
     where = section.string("idp_metadata", "", required=True)
     xml, url = "", ""
     if where.startswith(("https://", "http://")):
-        url = _https_url(section, "idp_metadata", loopback_http=True)
+        url = _https_url(section, "idp_metadata", loopback_http=True, query=True)
     else:
         path = Path(where) if Path(where).is_absolute() else base_dir / where
         try:
@@ -175,7 +189,7 @@ def _scim(section: TomlTable, account_secrets: set[str]) -> ScimConfig:
     if token in account_secrets:
         raise section.error("token", "is an account's secret; give SCIM a token of its own")
     roles = _roles(section, "roles") if section.get("roles") is not None else {}
-    return ScimConfig(token=token, roles=roles)
+    return ScimConfig(token=token, roles=roles, provider=section.string("provider", ""))
 
 
 def read_sso(
@@ -188,6 +202,8 @@ def read_sso(
         scim=_scim(scim, account_secrets),
         break_glass=sso.boolean("break_glass", False),
     )
+    if config.scim.provider and config.scim.provider not in {p.name for p in config.oidc}:
+        raise ConfigError("scim.provider", "must name an [[sso.oidc]] provider")
     if config.break_glass and not config.configured:
         raise ConfigError(
             "sso.break_glass", "only means something with [[sso.oidc]] or [[sso.saml]]"

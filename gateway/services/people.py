@@ -1,7 +1,10 @@
 """People who sign in: matched across single sign-on and SCIM, their role from their groups.
 
 A person is the same person whichever way they arrive: by `external_id` (OIDC `sub`, SCIM
-externalId) when one is known, else by their email address (SCIM userName), lower-cased.
+externalId) when one is known, else by their email address (SCIM userName), lower-cased
+when it is ASCII (a non-ASCII address is kept as written: case mapping would let a
+look-alike such as U+212A KELVIN SIGN stand for a plain `k`). An email never re-links a
+person already linked to another external id: that is someone else claiming the address.
 Their role is the highest one their groups map to (`roles`: group name -> role), none when
 no group maps; a change of role, or deactivation, ends their sessions at once.
 """
@@ -36,8 +39,13 @@ def role_for(groups: Iterable[str], roles: Mapping[str, Role]) -> Role | None:
     return max(mapped) if mapped else None
 
 
+class IdentityClash(Exception):
+    """The email names a person linked to another identity at an identity provider."""
+
+
 def user_name(email: str) -> str:
-    return email.strip().lower()
+    email = email.strip()
+    return email.lower() if email.isascii() else email
 
 
 class People:
@@ -46,12 +54,18 @@ class People:
         self.sessions = sessions
         self.clock = clock
 
-    async def find(self, identity: Identity) -> PersonRow | None:
+    async def find(self, identity: Identity) -> tuple[PersonRow | None, bool]:
+        """The person, and whether the provider's own id matched (not just the email).
+        Raises IdentityClash for an email whose person is linked to another id."""
         if identity.external_id:
             person = await self.store.person_by_external_id(identity.external_id)
             if person is not None:
-                return person
-        return await self.store.person_by_user_name(user_name(identity.email))
+                return person, True
+        person = await self.store.person_by_user_name(user_name(identity.email))
+        if (person is not None and identity.external_id and person.external_id
+                and person.external_id != identity.external_id):
+            raise IdentityClash(person.person_id)
+        return person, False
 
     async def signed_in(
         self, identity: Identity, roles: Mapping[str, Role]
@@ -59,12 +73,16 @@ class People:
         """The person as the identity provider now describes them, recorded, and as they
         were before (None: first sign-in): their groups and role brought up to date (a
         changed role ends their other sessions). An inactive person stays inactive: the
-        caller refuses them."""
+        caller refuses them. Raises IdentityClash (see `find`), and `Conflict` when a new
+        email is another person's."""
         now = self.clock.now()
-        known = await self.find(identity)
+        known, linked = await self.find(identity)
         if identity.groups is None:
-            groups = known.groups if known else ()
-            role_name = known.role if known else None
+            # Kept only for the same identity (or a provider matched by email alone, as
+            # SAML is): a newly linked id inherits no role its own provider did not give.
+            kept = known is not None and (linked or identity.external_id is None)
+            groups = known.groups if kept and known else ()
+            role_name = known.role if kept and known else None
         else:
             groups = identity.groups
             role = role_for(groups, roles)

@@ -21,7 +21,7 @@ from gateway.runtime.clock import Clock
 from gateway.services.people import Identity
 from gateway.store.base import OneTimeMarks, StoreUnavailable
 from gateway.web.pages import page, see_other
-from gateway.web.people_sign_in import PeopleSignIn, refusal_body
+from gateway.web.people_sign_in import PeopleSignIn, as_bytes, refusal_body
 
 PENDING_S = 600
 MAX_CALLBACK_FIELD = 4096
@@ -37,6 +37,7 @@ class OidcRoutes:
         marks: OneTimeMarks, clock: Clock, secure_cookies: bool,
     ) -> None:
         self.sign_in = sign_in
+        self.sso = sign_in.sso
         self.marks = marks
         self.clock = clock
         self.secure_cookies = secure_cookies
@@ -106,23 +107,23 @@ class OidcRoutes:
         self, request: web.Request, client: OidcClient, method: str
     ) -> web.Response:
         query = request.query
-        if any(len(v) > MAX_CALLBACK_FIELD for v in query.values()):
-            return await self.sign_in.refused(request, method, "the answer was too long")
-        error = query.get("error")
-        if error:
-            problem = f"the identity provider answered {error!r}"
-            description = query.get("error_description")
-            if description:
-                problem += f" ({description})"
-            return await self.sign_in.refused(request, method, problem, status=403)
         pending = PendingSignIn.from_cookie(
             request.cookies.get(pending_cookie(client.provider.name), "")
         )
         state, code = query.get("state", ""), query.get("code", "")
-        if pending is None or not hmac.compare_digest(state.encode(), pending.state.encode()):
+        if (pending is None or any(len(v) > MAX_CALLBACK_FIELD for v in query.values())
+                or not hmac.compare_digest(as_bytes(state), pending.state.encode())):
+            # Not audited: nothing identifies anyone yet, and anyone may send this.
+            return page("Sign-in failed", refusal_body(
+                "Sign-in failed: this sign-in was not started in this browser or took longer "
+                "than 10 minutes; please start again."), status=400)
+        error = query.get("error")
+        if error:
+            # Only the RFC 6749 error code, cut short: the description is the provider's
+            # free text, and this page must not carry anyone's words.
+            shown = "".join(c for c in error[:64] if c.isascii() and c.isprintable())
             return await self.sign_in.refused(
-                request, method, "this sign-in was not started in this browser or took "
-                "longer than 10 minutes; please start again",
+                request, method, f"the identity provider answered {shown!r}", status=403
             )
         if not code:
             return await self.sign_in.refused(request, method, "the answer carried no code")
@@ -139,7 +140,8 @@ class OidcRoutes:
         except SignInFailed as exc:
             return await self.sign_in.refused(request, method, str(exc), status=403)
         identity = Identity(
-            email=signed_in.email, external_id=signed_in.subject,
+            email=signed_in.email,
+            external_id=self.sso().external_id(client.provider.name, signed_in.subject),
             display_name=signed_in.name, groups=signed_in.groups,
         )
         return await self.sign_in.complete(request, identity, client.provider.roles, method)

@@ -22,17 +22,22 @@ from gateway.config.sso import SsoConfig
 from gateway.model import Account, AuditEvent, Role
 from gateway.runtime.client_address import client_address
 from gateway.runtime.clock import Clock
-from gateway.services.people import Identity, People
-from gateway.store.base import Store, StoreUnavailable
+from gateway.services.people import Identity, IdentityClash, People
+from gateway.store.base import Conflict, Store, StoreUnavailable
 from gateway.web.pages import Viewer, escape, page, same_origin, see_other
 
 SESSION_COOKIE = "review_session"
 MAX_FORM_BYTES = 4 * 1024
 
 
+def as_bytes(text: str) -> bytes:
+    """Any str a request carried, even one with undecodable bytes (surrogates)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def csrf_token(session_token: str) -> str:
     """Derived from the session's secret token, so only its holder can know it."""
-    return hmac.new(session_token.encode(), b"csrf", hashlib.sha256).hexdigest()[:32]
+    return hmac.new(as_bytes(session_token), b"csrf", hashlib.sha256).hexdigest()[:32]
 
 
 def refusal_body(problem: str) -> str:
@@ -73,6 +78,13 @@ class PeopleSignIn:
             return sso.break_glass and account.role >= Role.OWNER
         return account.role >= Role.MANAGER
 
+    def provider_configured(self, method: str) -> bool:
+        """A person's session lasts only while the provider that opened it is configured."""
+        kind, _, name = method.partition(":")
+        sso = self.sso()
+        providers = {"oidc": sso.oidc, "saml": sso.saml}.get(kind, ())
+        return any(provider.name == name for provider in providers)
+
     @property
     def secret_sign_in_offered(self) -> bool:
         sso = self.sso()
@@ -89,7 +101,8 @@ class PeopleSignIn:
         csrf = csrf_token(token)
         if session.person_id is not None:
             person = await self.store.person(session.person_id)
-            if person is None or not person.active or person.role != session.role:
+            if (person is None or not person.active or person.role != session.role
+                    or not self.provider_configured(session.method)):
                 await self.sessions.end(token)
                 return None
             return Viewer(
@@ -106,7 +119,17 @@ class PeopleSignIn:
         self, request: web.Request, identity: Identity, roles: Mapping[str, Role], method: str
     ) -> web.Response:
         """The identity provider vouched for `identity`: a session, or a refusal."""
-        person, before = await self.people.signed_in(identity, roles)
+        try:
+            person, before = await self.people.signed_in(identity, roles)
+        except IdentityClash as clash:
+            return await self.refused(
+                request, method, "this email address belongs to a person who signs in with "
+                "another identity", status=403, details={"person_id": str(clash)},
+            )
+        except Conflict:
+            return await self.refused(
+                request, method, "this email address is another person's here", status=409,
+            )
         details = {"method": method, "person_id": person.person_id}
         if before is not None and before.role != person.role:
             await self.audit(request, "person.role_changed", person.user_name,
@@ -164,7 +187,7 @@ class PeopleSignIn:
             form = {}  # type: ignore[assignment]
         given = form.get("csrf")
         if token and not (isinstance(given, str)
-                          and hmac.compare_digest(given, csrf_token(token))):
+                          and hmac.compare_digest(as_bytes(given), csrf_token(token).encode())):
             return page("Sign out", refusal_body("This sign-out form has expired; "
                         "sign out from a page of this site."), status=403)
         try:

@@ -158,6 +158,9 @@ def wrong(problem: str, **claim_changes: Any) -> Any:
     wrong("no subject", sub=None),
     wrong("no expiry", exp=None),
     wrong("an unverified email", email_verified=False),
+    wrong("email_verified given as a string", email_verified="false"),
+    wrong("an email with a line break", email="katie@acme.example\r\nBcc: x@y.example"),
+    wrong("azp another client with one audience", azp="other"),
     wrong("groups that are not names", groups=[1, 2]),
 ])
 async def test_a_token_that_does_not_prove_this_sign_in_is_refused(
@@ -172,6 +175,15 @@ async def test_a_token_that_does_not_prove_this_sign_in_is_refused(
     state.id_token = state.sign(claims)
     with pytest.raises(SignInFailed):
         await client().finish("code-1", pending)
+
+
+async def test_an_issuer_written_with_a_trailing_slash_is_matched_exactly(issuer) -> None:
+    state, client = issuer
+    slashed = f"{state.base}/"
+    state.discovery_changes = {"issuer": slashed}
+    assert (await finish(state, client(issuer=slashed), iss=slashed)).subject == "u1"
+    with pytest.raises(SignInFailed):
+        await finish(state, client(issuer=slashed))  # iss without the slash: another issuer
 
 
 async def test_expiry_within_the_clock_skew_is_accepted(issuer) -> None:

@@ -40,7 +40,7 @@ def test_providers_load_with_secrets_from_the_environment(tmp_path: Path, monkey
         token = "SCIM_TOKEN"
         """.replace("SCIM_TOKEN", "t" * 40)))
     [okta], [entra] = config.sso.oidc, config.sso.saml
-    assert okta.issuer == "https://acme.okta.com/oauth2/default"  # trailing / dropped
+    assert okta.issuer == "https://acme.okta.com/oauth2/default/"  # as written: iss is exact
     assert okta.client_secret == "s3cret-value" and "s3cret" not in repr(config)
     assert okta.role_claim == "groups" and okta.client_auth == "client_secret_basic"
     assert entra.idp_metadata_xml == METADATA and entra.idp_metadata_url == ""
@@ -73,6 +73,33 @@ def test_a_mistake_names_its_key(tmp_path: Path, monkeypatch, extra: str, key: s
     with pytest.raises(ConfigError) as refused:
         load_config(write_config(tmp_path, extra))
     assert refused.value.key == key
+
+
+def test_a_metadata_url_may_carry_a_query_an_issuer_may_not(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    monkeypatch.setenv("OIDC_SECRET", "s3cret-value")
+    url = "https://login.microsoftonline.com/t/federationmetadata/2007-06/x.xml?appid=a1"
+    saml = f'[[sso.saml]]\nname = "entra"\nidp_metadata = "{url}"\nroles = {{ "g" = "owner" }}\n'
+    assert load_config(write_config(tmp_path, saml)).sso.saml[0].idp_metadata_url == url
+    with pytest.raises(ConfigError) as refused:
+        load_config(write_config(tmp_path, OKTA.replace("/default/", "/default?x=1")))
+    assert refused.value.key == "sso.oidc[0].issuer"
+
+
+def test_scim_provider_names_whose_sub_is_the_external_id(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("OIDC_SECRET", "s3cret-value")
+    two = OKTA + OKTA.replace('name = "okta"', 'name = "partner"')
+    config = load_config(write_config(tmp_path, two))
+    # two providers and no [scim] provider: every sub is scoped by its provider
+    assert config.sso.external_id("okta", "00u1") == "okta|00u1"
+    config = load_config(write_config(tmp_path, two + '[scim]\nprovider = "okta"\n'))
+    assert config.sso.external_id("okta", "00u1") == "00u1"
+    assert config.sso.external_id("partner", "00u1") == "partner|00u1"
+    one = load_config(write_config(tmp_path, OKTA))
+    assert one.sso.external_id("okta", "00u1") == "00u1"  # the only provider: SCIM's
+    with pytest.raises(ConfigError) as refused:
+        load_config(write_config(tmp_path, two + '[scim]\nprovider = "google"\n'))
+    assert refused.value.key == "scim.provider"
 
 
 def test_single_sign_on_needs_an_https_public_url_off_loopback(tmp_path: Path,

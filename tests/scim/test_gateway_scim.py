@@ -27,9 +27,18 @@ GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+# The sessions the de-provisioning tests open are "oidc:test" ones: a person's session lasts
+# only while the provider that opened it is configured (it is never asked here).
 SCIM_SECTION = """
 [scim]
 token = "{token}"
+roles = {{ "compliance-managers" = "manager", "gateway-admins" = "admin" }}
+
+[[sso.oidc]]
+name = "test"
+issuer = "https://idp.example"
+client_id = "gateway"
+client_secret = "not-used-here"
 roles = {{ "compliance-managers" = "manager", "gateway-admins" = "admin" }}
 """
 

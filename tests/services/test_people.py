@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from gateway.auth.sessions import Sessions
 from gateway.model import Role
-from gateway.services.people import Identity, People, role_for
+from gateway.services.people import Identity, IdentityClash, People, role_for, user_name
 from gateway.store import open_store
-from gateway.store.base import Store
+from gateway.store.base import PersonRow, Store
 from tests.fakes.clock import SteppingClock
 
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
 ROLES = {"compliance-managers": Role.MANAGER, "gateway-admins": Role.ADMIN,
          "security": Role.OWNER}
 
@@ -132,3 +134,30 @@ async def test_a_provider_silent_about_groups_keeps_the_role_scim_gave(people) -
     assert (again.groups, again.role, again.display_name) == (("gateway-admins",), "admin", "G")
     emptied, _ = await directory.signed_in(Identity("g@acme.example", "g1", "", ()), ROLES)
     assert emptied.role is None  # an empty list is a statement: no groups
+
+
+async def test_an_email_never_relinks_a_person_linked_to_another_identity(people) -> None:
+    directory, store, _ = people
+    alice, _ = await directory.signed_in(
+        Identity("alice@acme.example", "okta-1", "", ("gateway-admins",)), ROLES)
+    # another identity (another provider's user, or another user) claiming Alice's address
+    with pytest.raises(IdentityClash):
+        await directory.signed_in(Identity("ALICE@acme.example", "partner|okta-1", "", None),
+                                  ROLES)
+    assert (await store.person(alice.person_id)).external_id == "okta-1"
+    # matched by email alone (SAML sends no id): the same person
+    same, _ = await directory.signed_in(Identity("alice@acme.example", None, "", None), ROLES)
+    assert same.person_id == alice.person_id and same.role == "admin"
+
+
+async def test_a_newly_linked_id_inherits_no_role_its_provider_did_not_give(people) -> None:
+    directory, store, _ = people
+    await store.save_person(PersonRow("p1", "bob@acme.example", T0, T0, None, "",
+                                      True, ("gateway-admins",), "admin"))
+    bob, _ = await directory.signed_in(Identity("bob@acme.example", "g-1", "", None), ROLES)
+    assert (bob.person_id, bob.external_id, bob.role) == ("p1", "g-1", None)
+
+
+def test_a_look_alike_address_is_not_folded_onto_a_plain_one() -> None:
+    assert user_name(" Katie@ACME.example ") == "katie@acme.example"
+    assert user_name("\u212aatie@acme.example") != user_name("katie@acme.example")

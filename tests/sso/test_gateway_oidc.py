@@ -5,6 +5,7 @@ provider down (a clear page, sending unaffected)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -170,20 +171,27 @@ async def test_a_callback_not_started_in_this_browser_or_replayed_is_refused(
     assert len(await audit(gateway, "review.signin")) == 1
 
 
-async def test_an_error_from_the_provider_is_shown_and_audited(
+async def test_an_error_from_the_provider_is_shown_as_its_code_and_audited(
     oidc_provider_session: OidcProvider, start_gateway: StartGateway, tmp_path: Path
 ) -> None:
     gateway, base = await gateway_for(oidc_provider_session, start_gateway, tmp_path)
+    callback = f"{base}/auth/oidc/test/callback"
     async with http_session() as http:
+        # not started in this browser: refused, and nothing audited (anyone may send it)
+        stranger = await http.get(f"{callback}?error=access_denied", allow_redirects=False)
+        assert stranger.status == 400
+        login = await http.get(f"{base}/auth/oidc/test/login", allow_redirects=False)
+        state = URL(login.headers["Location"]).query["state"]
         response = await http.get(
-            f"{base}/auth/oidc/test/callback?error=access_denied&error_description=%3Cb%3Eno",
+            URL(callback).with_query(state=state, error="access_denied\u202e<b>",
+                                     error_description="<b>Call +1 555 0100 to sign in</b>"),
             allow_redirects=False,
         )
         page = await response.text()
     assert response.status == 403
-    assert "access_denied" in page and "&lt;b&gt;no" in page and "<b>no" not in page
-    assert [e.details["method"] for e in await audit(gateway, "review.signin_failed")] == [
-        "oidc:test"]
+    assert "access_denied" in page and "<b>" not in page and "555" not in page
+    [refused] = await audit(gateway, "review.signin_failed")
+    assert refused.details["method"] == "oidc:test" and "555" not in str(refused.details)
 
 
 async def test_sign_in_keeps_working_when_the_provider_rotates_its_keys(
@@ -262,3 +270,79 @@ async def test_a_signed_in_person_reads_the_admin_api_with_their_role(
         assert audit_log.status == 403 and "needs admin" in (await audit_log.json())["error"]
         change = await http.post(f"{base}/v1/suppressions", json={"addresses": ["a@b.example"]})
         assert change.status == 401  # a change needs a bearer token, not the browser's cookie
+
+
+async def test_another_providers_user_with_the_same_sub_or_email_gets_nobodys_record(
+    start_oidc_provider: Callable[..., OidcProvider], start_gateway: StartGateway,
+    tmp_path: Path,
+) -> None:
+    """Two providers with the same people (same `sub`s, same emails): the partner's alice is
+    not the company's alice, and takes over neither her record nor her role."""
+    company, partner = start_oidc_provider(), start_oidc_provider()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    sections = ""
+    for name, provider, roles in (("company", company, ROLES),
+                                  ("partner", partner, '{ "sales" = "rep" }')):
+        client = provider.add_client([f"{base}/auth/oidc/{name}/callback"])
+        sections += f"""
+            [[sso.oidc]]
+            name = "{name}"
+            issuer = "{provider.issuer}"
+            client_id = "{client.client_id}"
+            client_secret = "{client.client_secret}"
+            roles = {roles}
+            """
+    path = write_config(tmp_path, sections)
+    path.write_text(
+        path.read_text()
+        .replace('public_url = "https://gw.example.com"', f'public_url = "{base}"')
+        .replace('[http]\nlisten = "127.0.0.1:0"', f'[http]\nlisten = "127.0.0.1:{port}"')
+    )
+    gateway = await start_gateway(load_config(path))
+    async with http_session() as http:
+        callback = await sign_in_over_http(http, f"{base}/auth/oidc/company/login", "alice",
+                                           until=f"{base}/auth/oidc/company/callback")
+        assert (await http.get(callback, allow_redirects=False)).status == 303
+    alice = await gateway.services.store.person_by_user_name("alice@example.com")
+    assert alice.external_id == "company|alice"
+    async with http_session() as http:
+        callback = await sign_in_over_http(http, f"{base}/auth/oidc/partner/login", "alice",
+                                           until=f"{base}/auth/oidc/partner/callback")
+        response = await http.get(callback, allow_redirects=False)
+        assert response.status == 403
+        assert "another identity" in await response.text()
+        assert "Signed in as" not in await (await http.get(f"{base}/review")).text()
+    after = await gateway.services.store.person(alice.person_id)
+    assert (after.external_id, after.role) == ("company|alice", "manager")
+
+
+async def raw_request(base: str, request: bytes) -> bytes:
+    host, port = URL(base).host, URL(base).port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(request)
+    await writer.drain()
+    answer = await reader.read(65536)
+    writer.close()
+    return answer
+
+
+async def test_undecodable_cookies_and_form_values_are_refused_not_crashed_on(
+    oidc_provider_session: OidcProvider, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    _, base = await gateway_for(oidc_provider_session, start_gateway, tmp_path)
+    pending = b"oidc_test=" + b"\xff" * 43 + b"." + b"a" * 43 + b"." + b"b" * 43
+    answer = await raw_request(base, b"GET /auth/oidc/test/callback?code=c&state=x HTTP/1.1\r\n"
+                               b"Host: 127.0.0.1\r\nCookie: " + pending
+                               + b"\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    answer = await raw_request(base, b"POST /auth/logout HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                               b"Cookie: review_session=\xff\xfe\r\n"
+                               b"Content-Type: application/x-www-form-urlencoded\r\n"
+                               b"Content-Length: 6\r\nConnection: close\r\n\r\ncsrf=a")
+    assert answer.startswith(b"HTTP/1.1 403 ")
+    async with aiohttp.ClientSession() as http:
+        response = await http.post(f"{base}/auth/logout", data={"csrf": "\u00e9"},
+                                   headers={"Cookie": "review_session=anything"},
+                                   allow_redirects=False)
+        assert response.status == 403

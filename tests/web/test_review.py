@@ -23,7 +23,7 @@ from gateway.config.sso import OidcProvider, SsoConfig
 from gateway.model import Account, BlockRecord, Channel, Reason, Role
 from gateway.runtime.clock import Clock
 from gateway.runtime.metrics import Metrics
-from gateway.services.people import People
+from gateway.services.people import Identity, People
 from gateway.store import open_store
 from gateway.store.base import Store
 from gateway.web.people_sign_in import SESSION_COOKIE, PeopleSignIn
@@ -592,3 +592,21 @@ async def test_browser_signs_in_filters_and_opens_a_block(
         await runner.cleanup()
     assert screenshot.stat().st_size > 0
     assert csp_errors == []
+
+
+async def test_a_persons_session_ends_with_the_provider_that_opened_it(
+    store: Store, config_factory: Callable[..., Config]
+) -> None:
+    clock = Clock(NOW)
+    sessions = Sessions(store, clock)
+    person, _ = await People(store, sessions, clock).signed_in(
+        Identity("ann@acme.example", "okta|1", "Ann", ("admins",)), {"admins": Role.ADMIN})
+    tokens = {method: await sessions.open(role="admin", method=method,
+                                          person_id=person.person_id)
+              for method in ("oidc:okta", "oidc:partner")}
+    app = review_app(store, config_factory(), clock=clock, sso=SSO)  # okta only now
+    async with TestClient(TestServer(app)) as client:
+        for method, signed_in in (("oidc:okta", True), ("oidc:partner", False)):
+            page = await (await client.get(
+                "/review", headers={"Cookie": f"{SESSION_COOKIE}={tokens[method]}"})).text()
+            assert ("Signed in as <strong>Ann</strong> (admin)" in page) is signed_in, method
