@@ -11,7 +11,7 @@ import aiohttp
 
 from gateway.config.settings import load_config
 from gateway.server import Gateway
-from gateway.web.review import SESSION_COOKIE
+from gateway.web.people_sign_in import SESSION_COOKIE
 from tests.conftest import MANAGER_SECRET, write_config
 
 AUDITOR_SECRET = "auditor-secret-0123456789"

@@ -21,7 +21,7 @@ from gateway.auth.unsubscribe_tokens import UnsubscribeTokens
 from gateway.config.settings import Config, ConfigError, load_config
 from gateway.model import Channel
 from gateway.server import Gateway
-from gateway.web.review import SESSION_COOKIE
+from gateway.web.people_sign_in import SESSION_COOKIE
 from tests.auth.test_login_limits import attempt
 from tests.conftest import DEMO_SECRET, MANAGER_SECRET, write_config
 
