@@ -389,6 +389,10 @@ class OneTimeMarks(Protocol):
         """Record `mark` as used until `expires_at`; False when it already was (a replay).
         Marks expired by `now` are forgotten."""
 
+    async def take_once(self, mark: str, now: float) -> bool:
+        """Remove `mark` if it is there and not expired by `now`; whether it was. Only
+        ever removes: a clock behind another replica's cannot make a mark appear."""
+
 
 class ConsentRegistry(Protocol):
     async def add_consents(self, consents: Sequence[Consent]) -> int:

@@ -699,6 +699,18 @@ async def test_a_mark_is_used_once_until_it_expires(store: Store) -> None:
     assert await store.use_once("saml:_a1", now + 300, now + 900) is True
 
 
+
+async def test_a_mark_is_taken_once_and_never_made_by_taking(store: Store) -> None:
+    now = T0.timestamp()
+    assert await store.take_once("req:r1", now) is False  # never made: and still not there
+    assert await store.take_once("req:r1", now) is False
+    await store.use_once("req:r1", now, now + 600)
+    assert await store.take_once("req:r1", now + 1) is True
+    assert await store.take_once("req:r1", now + 2) is False  # taken: gone
+    await store.use_once("req:r2", now, now + 600)
+    assert await store.take_once("req:r2", now + 600) is False  # expired
+
+
 # --- blocks -------------------------------------------------------------------------------
 
 

@@ -132,6 +132,13 @@ class PostgresPeople(PostgresConnection):
             )
         return affected(status) == 1
 
+    async def take_once(self, mark: str, now: float) -> bool:
+        async with self._connection() as conn:
+            status = await conn.execute(
+                "DELETE FROM used_once WHERE mark = $1 AND expires_at > $2", mark, now
+            )
+        return affected(status) == 1
+
 
 def _person(row: Any) -> PersonRow:
     return PersonRow(

@@ -63,6 +63,9 @@ class SqlitePeople(SqliteConnection):
     async def use_once(self, mark: str, now: float, expires_at: float) -> bool:
         return await self._run(lambda conn: _use_once(conn, mark, now, expires_at))
 
+    async def take_once(self, mark: str, now: float) -> bool:
+        return await self._run(lambda conn: _take_once(conn, mark, now))
+
 
 def _save_person(conn: sqlite3.Connection, row: PersonRow) -> None:
     with transaction(conn, write=True):
@@ -161,5 +164,13 @@ def _use_once(conn: sqlite3.Connection, mark: str, now: float, expires_at: float
         conn.execute("DELETE FROM used_once WHERE expires_at <= ?", (now,))
         cursor = conn.execute(
             "INSERT OR IGNORE INTO used_once (mark, expires_at) VALUES (?, ?)", (mark, expires_at)
+        )
+    return cursor.rowcount == 1
+
+
+def _take_once(conn: sqlite3.Connection, mark: str, now: float) -> bool:
+    with transaction(conn, write=True):
+        cursor = conn.execute(
+            "DELETE FROM used_once WHERE mark = ? AND expires_at > ?", (mark, now)
         )
     return cursor.rowcount == 1
