@@ -20,30 +20,43 @@ What a Response must be to sign someone in (`verify_response`):
   held to our clock within `CLOCK_SKEW_S` (the library allows 300 s on Conditions).
 
 Binding a Response to the AuthnRequest this gateway sent to this browser, on any replica
-(`SamlSignIn`). There is no IdP-initiated sign-in, and no key: the store, shared by the
-replicas, keeps one-time marks (`use_once`):
+(`SamlSignIn`). There is no IdP-initiated sign-in. The store, shared by the replicas, keeps
+one-time marks and the key nonces are made with:
 
-1. `/login` makes a random nonce for the browser (cookie `saml_request`: HttpOnly, Secure,
-   SameSite=None, since the IdP's POST to the ACS is cross-site and a Lax cookie would stay
-   behind; Path the provider's routes; `REQUEST_LIFETIME_S`) and records the mark
-   `saml-request:{name}:{request id}:{sha256(nonce)}` until the request expires.
-2. The ACS reads the request id from the signed assertion (SubjectConfirmationData
-   InResponseTo: the Response's own InResponseTo is not signed unless the whole Response is)
-   and asks the store whether that mark is there: `use_once(mark, now, expires_at=now)` is
-   False when it is (the mark stays), and when it is not (an unsolicited response, a request
-   never made, one made in another browser, or expired) the mark it leaves has already
-   expired and goes with the next call.
+1. `/login` gives the browser a nonce (cookie `__Host-saml_request` when `public_url` is https,
+   so that no sibling subdomain or plain-http page can plant one; `saml_request` on an http
+   loopback address. HttpOnly, Secure, Path=/, no Domain, SameSite=None since the IdP's POST
+   to the ACS is cross-site and a Lax cookie would stay behind; `REQUEST_LIFETIME_S`) and
+   records the mark `saml-request:{name}:{request id}:{sha256(nonce)}` until the request
+   expires. The provider's name is in the mark, so one cookie serves every provider. A
+   nonce is random with an HMAC under a key generated once into the store
+   (`NONCE_KEY_SETTING`): `/login` reuses the browser's nonce (two sign-ins begun in two
+   tabs both work) only when it is one the gateway made, else it makes a new one.
+2. The ACS refuses a post without such a nonce before reading it (not audited: nothing
+   identifies anyone, and anyone may send one). It reads the request id from the signed
+   assertion (SubjectConfirmationData InResponseTo: the Response's own InResponseTo is not
+   signed unless the whole Response is).
 3. The assertion's ID is used once: `saml:{name}:{assertion id}` until the
    SubjectConfirmationData NotOnOrAfter plus twice the skew (a replica whose clock is ahead
    by up to the skew must not forget it while another would still accept it).
-4. The request is answered once: `saml-request-used:{name}:{request id}`.
+4. The request mark is taken (`take_once`: removed if it is there and not expired, never
+   written): an unsolicited response, one to a request never made, made in another browser,
+   expired, or answered already finds none. Taking it also makes each request answerable
+   once; and since the ACS only ever removes request marks, a replica whose clock is behind
+   another's cannot make one appear.
 
 So a replayed response, one planted in someone else's browser (login CSRF), or one the IdP
-sends unasked is refused on every replica. The nonce never leaves the browser and the store:
+sends unasked is refused on every replica. The nonce never leaves the browser and the gateway:
 the store holds only its hash.
 
-Times: the IdP stamps assertions with real time, so these checks and the marks use real time
-(`time.time`), not the gateway's clock, which `--now` may shift.
+A refusal carries the words shown to the person (`problem`), the check's or library's own
+words for the log (`detail`, which may quote the posted document), and `reason`, a short
+phrase from a fixed vocabulary (ours, or python3-saml's error code names) for the audit log,
+which must never carry text a sender chose.
+
+Times: the IdP stamps assertions with real time, so these checks use real time (`wall`),
+not the gateway's clock, which `--now` may shift; the marks are kept in the gateway's clock,
+as every other user of the store's marks keeps them.
 
 IdP metadata comes from a file (read with the configuration: bad metadata stops start-up,
 ConfigError naming `sso.saml[i].idp_metadata`) or a URL (`IdpMetadataSource`: fetched when
@@ -61,13 +74,14 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import hmac
 import logging
 import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from lxml import etree
@@ -83,7 +97,7 @@ from gateway.addresses import InvalidAddress, normalized_email
 from gateway.config.errors import ConfigError
 from gateway.config.sso import SamlProvider
 from gateway.runtime.logs import log_event
-from gateway.store.base import OneTimeMarks
+from gateway.store.base import OneTimeMarks, SharedSettings
 
 log = logging.getLogger("gateway.auth.saml")
 
@@ -100,7 +114,15 @@ METADATA_MAX_BYTES = 2 * 1024 * 1024
 METADATA_REFRESH_S = 3600.0
 METADATA_RETRY_S = 30.0
 
+# The browser's nonce: `__Host-` (Secure, Path=/, no Domain: no other host can set it) when
+# public_url is https; the plain name on an http loopback address, which cannot take it.
 BINDING_COOKIE = "saml_request"
+HOST_BINDING_COOKIE = "__Host-saml_request"
+# The key nonces are made with, generated once into the store (SharedSettings).
+NONCE_KEY_SETTING = "key:saml-nonce"
+_NONCE_RANDOM_BYTES = 16
+_NONCE_MAC_BYTES = 16
+NONCE_CHARS = 44  # two unpadded base64url halves of 22 characters
 # Where /login sends the browser back to after sign-in (python3-saml always sends a
 # RelayState; the ACS ignores it and always continues to /review).
 RELAY_STATE = "/review"
@@ -125,17 +147,30 @@ _NS = {
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _WHITESPACE = re.compile(r"\s+")
 _NONCE = re.compile(r"[A-Za-z0-9_-]+")
+# python3-saml's error codes by name: the only words of the library's an audit entry carries.
+_VALIDATION_CODES = {code: name for name, code in vars(OneLogin_Saml2_ValidationError).items()
+                     if name.isupper() and isinstance(code, int)}
+_ERROR_CODES = {code: name for name, code in vars(OneLogin_Saml2_Error).items()
+                if name.isupper() and isinstance(code, int)}
+
+
+class SamlStore(OneTimeMarks, SharedSettings, Protocol):
+    """What sign-in keeps in the store: one-time marks and the nonce key."""
 
 
 class SamlRefused(Exception):
     """A sign-in refused. `problem` is for the person (and the audit log), `detail` the
-    library's or check's words for the log; `status` the HTTP status to answer with."""
+    library's or check's words for the log (they may quote the request); `reason` a fixed
+    phrase of our code's for the audit log (never the request's text); `status` the HTTP
+    status to answer with."""
 
-    def __init__(self, problem: str, status: int = 403, detail: str = "") -> None:
+    def __init__(self, problem: str, status: int = 403, detail: str = "", *,
+                 reason: str) -> None:
         super().__init__(problem)
         self.problem = problem
         self.status = status
         self.detail = detail or problem
+        self.reason = reason
 
 
 class MetadataError(ValueError):
@@ -152,6 +187,7 @@ class IdpUnavailable(SamlRefused):
             "minutes, and tell your administrator if it persists",
             503,
             detail,
+            reason="identity provider metadata unavailable",
         )
 
 
@@ -164,11 +200,6 @@ def sp_entity_id(public_url: str, name: str) -> str:
 
 def acs_url(public_url: str, name: str) -> str:
     return f"{public_url.rstrip('/')}/auth/saml/{name}/acs"
-
-
-def routes_path(public_url: str, name: str) -> str:
-    """The path the provider's routes share (the nonce cookie's Path)."""
-    return f"{urlsplit(public_url).path.rstrip('/')}/auth/saml/{name}/"
 
 
 @dataclass(frozen=True)
@@ -287,10 +318,38 @@ def make_authn_request(settings: OneLogin_Saml2_Settings, public_url: str, name:
     return AuthnRequestMade(url, auth.get_last_request_id())
 
 
+def binding_cookie(public_url: str) -> str:
+    """The nonce cookie's name: `__Host-` on https, where browsers keep it to this host."""
+    return HOST_BINDING_COOKIE if public_url.startswith("https://") else BINDING_COOKIE
+
+
 def valid_nonce(nonce: str) -> bool:
-    """A nonce as `start` makes them (43 URL-safe characters), so a cookie the browser was
-    given by someone else's code cannot be arbitrary text in a mark."""
-    return len(nonce) == 43 and _NONCE.fullmatch(nonce) is not None
+    """Shaped as `make_nonce` makes them (NONCE_CHARS URL-safe characters): nothing else is
+    looked at further."""
+    return len(nonce) == NONCE_CHARS and _NONCE.fullmatch(nonce) is not None
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _nonce_mac(key: bytes, random_part: str) -> str:
+    digest = hmac.new(key, b"saml-nonce:" + random_part.encode(), hashlib.sha256).digest()
+    return _b64(digest[:_NONCE_MAC_BYTES])
+
+
+def make_nonce(key: bytes) -> str:
+    """A random nonce the gateway can later recognise as its own (an HMAC under `key`)."""
+    random_part = _b64(secrets.token_bytes(_NONCE_RANDOM_BYTES))
+    return random_part + _nonce_mac(key, random_part)
+
+
+def issued_nonce(key: bytes, nonce: str) -> bool:
+    """Whether `nonce` is one `make_nonce` made with `key` (not one a client chose)."""
+    if not valid_nonce(nonce):
+        return False
+    half = NONCE_CHARS // 2
+    return hmac.compare_digest(nonce[half:], _nonce_mac(key, nonce[:half]))
 
 
 def nonce_hash(nonce: str) -> str:
@@ -318,11 +377,12 @@ class VerifiedAssertion:
 
 @dataclass(frozen=True)
 class SamlPerson:
-    """Who the IdP says signed in."""
+    """Who the IdP says signed in. `groups` None: the assertion has no `role_attribute` at
+    all (it says nothing about groups); () an attribute without values (no groups)."""
 
     email: str
     display_name: str = ""
-    groups: tuple[str, ...] = ()
+    groups: tuple[str, ...] | None = ()
     name_id: str = ""
 
 
@@ -382,24 +442,30 @@ _REFUSAL_WORDS: dict[int, str] = {
 }
 
 
+def _library_reason(codes: Mapping[int, str], code: object) -> str:
+    """python3-saml's name for its error code (a fixed vocabulary), never its message."""
+    name = codes.get(code) if isinstance(code, int) else None
+    return f"python3-saml {name}" if name else "python3-saml error"
+
+
 def decode_saml_response(value: str) -> str:
     """The posted SAMLResponse, checked to be base64 of XML (whitespace, which some IdPs
     wrap base64 with, removed); SamlRefused (400) otherwise."""
     if len(value) > MAX_RESPONSE_CHARS:
         raise SamlRefused("the sign-in response is too large", 400,
-                          f"SAMLResponse of {len(value)} characters")
+                          f"SAMLResponse of {len(value)} characters", reason="too large")
     compact = _WHITESPACE.sub("", value)
     if not compact or len(compact) % 4 or not _BASE64.fullmatch(compact):
         raise SamlRefused("the sign-in response is not readable (not base64)", 400,
-                          "SAMLResponse is not base64")
+                          "SAMLResponse is not base64", reason="not base64")
     try:
         raw = base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
         raise SamlRefused("the sign-in response is not readable (not base64)", 400,
-                          "SAMLResponse is not base64") from None
+                          "SAMLResponse is not base64", reason="not base64") from None
     if not raw.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
         raise SamlRefused("the sign-in response is not readable (not XML)", 400,
-                          "SAMLResponse is not XML")
+                          "SAMLResponse is not XML", reason="not XML")
     return compact
 
 
@@ -413,14 +479,15 @@ def verify_response(settings: OneLogin_Saml2_Settings, public_url: str, name: st
         response = OneLogin_Saml2_Response(settings, compact)
     except OneLogin_Saml2_Error as exc:
         if exc.code != OneLogin_Saml2_Error.PRIVATE_KEY_NOT_FOUND:
-            raise SamlRefused(_NOT_VALID, 400, str(exc)) from None
+            raise SamlRefused(_NOT_VALID, 400, str(exc),
+                              reason=_library_reason(_ERROR_CODES, exc.code)) from None
         raise SamlRefused(
             "the sign-in response is encrypted, which this gateway does not take (turn "
             "assertion encryption off for it at the identity provider; TLS protects it)", 400,
-            str(exc)) from None
+            str(exc), reason="encrypted assertion") from None
     except Exception as exc:  # lxml and the defused parser raise their own
         raise SamlRefused("the sign-in response is not readable (malformed XML)", 400,
-                          f"{type(exc).__name__}: {exc}") from None
+                          f"{type(exc).__name__}: {exc}", reason="malformed XML") from None
     try:
         response.is_valid(request_data(acs, {"SAMLResponse": compact}),
                           response.get_in_response_to(), raise_exceptions=True)
@@ -436,12 +503,13 @@ def verify_response(settings: OneLogin_Saml2_Settings, public_url: str, name: st
     except OneLogin_Saml2_ValidationError as exc:
         words = _REFUSAL_WORDS.get(exc.code, _NOT_VALID)
         status = 400 if exc.code in _MALFORMED else 403
-        raise SamlRefused(words, status, str(exc)) from None
+        raise SamlRefused(words, status, str(exc),
+                          reason=_library_reason(_VALIDATION_CODES, exc.code)) from None
     except Exception as exc:  # whatever else a hostile document makes the library raise
-        raise SamlRefused(_NOT_VALID, 400,
-                          f"{type(exc).__name__}: {exc}") from None
+        raise SamlRefused(_NOT_VALID, 400, f"{type(exc).__name__}: {exc}",
+                          reason="not processable") from None
     if not assertion_id:
-        raise SamlRefused(_NOT_VALID, 403, "assertion without ID")
+        raise SamlRefused(_NOT_VALID, 403, "assertion without ID", reason="no assertion ID")
     return VerifiedAssertion(
         assertion_id=assertion_id,
         request_id=request_id,
@@ -459,7 +527,8 @@ def _signed_assertion(response: OneLogin_Saml2_Response) -> etree._Element:
     whose signature references it by ID."""
     found = response.get_xml_document().findall("saml:Assertion", _NS)
     if len(found) != 1:
-        raise SamlRefused(_SIGNATURE, 403, "no signed assertion at /Response/Assertion")
+        raise SamlRefused(_SIGNATURE, 403, "no signed assertion at /Response/Assertion",
+                          reason="no signed assertion")
     return found[0]
 
 
@@ -467,15 +536,18 @@ def _check_addressed_to_us(response: OneLogin_Saml2_Response, assertion: etree._
                            entity_id: str, acs: str) -> None:
     restrictions = assertion.findall("saml:Conditions/saml:AudienceRestriction", _NS)
     if not restrictions:
-        raise SamlRefused(_ADDRESSED, 403, "assertion without an AudienceRestriction")
+        raise SamlRefused(_ADDRESSED, 403, "assertion without an AudienceRestriction",
+                          reason="no audience")
     for restriction in restrictions:
         audiences = [(a.text or "").strip() for a in restriction.findall("saml:Audience", _NS)]
         if entity_id not in audiences:
             raise SamlRefused(_ADDRESSED, 403,
-                              f"audience {audiences!r} is not our entity id {entity_id}")
+                              f"audience {audiences!r} is not our entity id {entity_id}",
+                              reason="audience not ours")
     destination = response.get_xml_document().get("Destination")
     if destination is not None and destination != acs:
-        raise SamlRefused(_ADDRESSED, 403, f"Destination {destination!r} is not {acs}")
+        raise SamlRefused(_ADDRESSED, 403, f"Destination {destination!r} is not {acs}",
+                          reason="destination not our ACS")
 
 
 def _subject_confirmation(response: OneLogin_Saml2_Response, assertion: etree._Element,
@@ -499,14 +571,17 @@ def _subject_confirmation(response: OneLogin_Saml2_Response, assertion: etree._E
             raise SamlRefused(
                 "this sign-in was not started here: the gateway accepts only answers to its own "
                 "sign-in requests; please start from the gateway's sign-in page", 400,
-                "unsolicited: no InResponseTo in the SubjectConfirmationData")
+                "unsolicited: no InResponseTo in the SubjectConfirmationData",
+                reason="unsolicited")
         if unsigned_request_id is not None and unsigned_request_id != request_id:
             raise SamlRefused(_SIGNATURE, 403, "Response InResponseTo differs from the "
-                              "assertion's")
+                              "assertion's", reason="InResponseTo differs")
         if ends is None:
-            raise SamlRefused(_EXPIRED, 403, "SubjectConfirmationData without NotOnOrAfter")
+            raise SamlRefused(_EXPIRED, 403, "SubjectConfirmationData without NotOnOrAfter",
+                              reason="no NotOnOrAfter")
         return request_id, ends
-    raise SamlRefused(_ADDRESSED, 403, f"no bearer SubjectConfirmation with Recipient {acs}")
+    raise SamlRefused(_ADDRESSED, 403, f"no bearer SubjectConfirmation with Recipient {acs}",
+                      reason="no subject confirmation for our ACS")
 
 
 def _check_times(assertion: etree._Element, now: float) -> None:
@@ -523,36 +598,47 @@ def _check_times(assertion: etree._Element, now: float) -> None:
     ]
     for what, when in too_early:
         if when is not None and when > now + CLOCK_SKEW_S:
-            raise SamlRefused(_EXPIRED, 403, f"{what} is {when - now:.0f} s ahead of our clock")
+            raise SamlRefused(_EXPIRED, 403, f"{what} is {when - now:.0f} s ahead of our clock",
+                              reason="issued ahead of our clock")
     ends = instant(conditions, "NotOnOrAfter")
     if ends is not None and now >= ends + CLOCK_SKEW_S:
-        raise SamlRefused(_EXPIRED, 403, f"Conditions NotOnOrAfter passed {now - ends:.0f} s ago")
+        raise SamlRefused(_EXPIRED, 403, f"Conditions NotOnOrAfter passed {now - ends:.0f} s ago",
+                          reason="expired")
 
 
 def person_of(provider: SamlProvider, assertion: VerifiedAssertion) -> SamlPerson:
     """Email (`email_attribute`; when empty, the NameID if it is an email address, else the
-    attribute "email"), display name and groups (`role_attribute`)."""
+    attribute "email"), display name and groups (`role_attribute`: None when the assertion
+    has no such attribute at all, which says nothing about groups; an attribute without
+    values is no groups)."""
     attributes = assertion.attributes
     if provider.email_attribute:
-        email = _email(attributes.get(provider.email_attribute, ("",))[0])
+        email = _email(_first(attributes, provider.email_attribute))
         source = f"attribute {provider.email_attribute!r}"
     else:
         email = None
         if assertion.name_id_format in (NAMEID_EMAIL, NAMEID_UNSPECIFIED):
             email = _email(assertion.name_id)
         if email is None:
-            email = _email(attributes.get(DEFAULT_EMAIL_ATTRIBUTE, ("",))[0])
+            email = _email(_first(attributes, DEFAULT_EMAIL_ATTRIBUTE))
         source = f"the NameID or attribute {DEFAULT_EMAIL_ATTRIBUTE!r}"
     if email is None:
         raise SamlRefused(
             "the identity provider sent no usable email address for you (your administrator "
             "can send it as the NameID in the emailAddress format, or as the attribute "
             "'email')",
-            400, f"no email address in {source}")
+            400, f"no email address in {source}", reason="no email")
     display_name = next((values[0] for key in DISPLAY_NAME_ATTRIBUTES
                          for values in (attributes.get(key, ()),) if values), "")
-    groups = tuple(dict.fromkeys(attributes.get(provider.role_attribute, ())))[:MAX_GROUPS]
+    sent = attributes.get(provider.role_attribute)
+    groups = None if sent is None else tuple(dict.fromkeys(sent))[:MAX_GROUPS]
     return SamlPerson(email, display_name[:200], groups, assertion.name_id)
+
+
+def _first(attributes: Mapping[str, tuple[str, ...]], name: str) -> str:
+    """The attribute's first value; "" when it is absent or has none."""
+    values = attributes.get(name) or ()
+    return values[0] if values else ""
 
 
 def _email(value: str) -> str | None:
@@ -681,15 +767,20 @@ class IdpMetadataSource:
 @dataclass(frozen=True)
 class LoginStart:
     redirect_url: str
-    nonce: str  # for the browser's BINDING_COOKIE
+    nonce: str  # for the browser's binding cookie (`SamlSignIn.cookie_name`)
     request_id: str
+
+
+NOT_STARTED_HERE = (
+    "this sign-in was not started in this browser (its sign-in cookie is missing or was not "
+    "made here); please start again from the gateway's sign-in page")
 
 
 class SamlSignIn:
     """One `[[sso.saml]]` provider: the AuthnRequest at /login and the checks at the ACS,
     bound to each other through the store (module docstring)."""
 
-    def __init__(self, provider: SamlProvider, public_url: str, marks: OneTimeMarks,
+    def __init__(self, provider: SamlProvider, public_url: str, store: SamlStore,
                  fetch: Fetch | None = None, *, index: int = 0,
                  clock: Callable[[], float] = time.time,
                  wall: Callable[[], float] = time.time) -> None:
@@ -699,13 +790,15 @@ class SamlSignIn:
         self.provider = provider
         self.name = provider.name
         self.public_url = public_url.rstrip("/")
-        self.marks = marks
+        self.marks = store
         self.clock = clock
         self.wall = wall
         self.idp = IdpMetadataSource(provider, self.public_url, fetch, index)
         self.method = f"saml:{provider.name}"
-        self.cookie_path = routes_path(self.public_url, provider.name)
+        self.cookie_name = binding_cookie(self.public_url)
+        self.cookie_path = "/"  # what `__Host-` requires; the mark names the provider
         self._sp_metadata = sp_metadata(provider.name, self.public_url)
+        self._nonce_key: bytes | None = None
 
     @property
     def entity_id(self) -> str:
@@ -718,12 +811,24 @@ class SamlSignIn:
     def sp_metadata(self) -> str:
         return self._sp_metadata
 
+    async def _key(self) -> bytes:
+        """The nonce key every replica shares: generated into the store by the first."""
+        if self._nonce_key is None:
+            self._nonce_key = (await self.marks.claim_setting(
+                NONCE_KEY_SETTING, secrets.token_urlsafe(48))).encode()
+        return self._nonce_key
+
+    async def issued(self, nonce: str) -> bool:
+        """Whether the browser's nonce is one this gateway made (before anything is read)."""
+        return valid_nonce(nonce) and issued_nonce(await self._key(), nonce)
+
     async def start(self, nonce: str = "") -> LoginStart:
         """An AuthnRequest bound to the browser's nonce: the one its cookie already holds
-        (so sign-ins begun in two tabs both work), else a new one."""
+        when the gateway made it (so sign-ins begun in two tabs both work), else a new one."""
         settings = await self.idp.current()
         made = make_authn_request(settings, self.public_url, self.name)
-        nonce = nonce if valid_nonce(nonce) else secrets.token_urlsafe(32)
+        if not await self.issued(nonce):
+            nonce = make_nonce(await self._key())
         now = self.clock()
         await self.marks.use_once(request_mark(self.name, made.request_id, nonce), now,
                                   now + REQUEST_LIFETIME_S)
@@ -731,6 +836,9 @@ class SamlSignIn:
 
     async def finish(self, saml_response: str, nonce: str) -> SamlPerson:
         """The person a posted SAMLResponse signs in, or SamlRefused."""
+        if not await self.issued(nonce):
+            raise SamlRefused(NOT_STARTED_HERE, 400, f"no {self.cookie_name} cookie made here",
+                              reason="no sign-in cookie")
         wall = self.wall()
         try:
             assertion = await asyncio.to_thread(
@@ -748,30 +856,19 @@ class SamlSignIn:
 
     async def _answers_our_request(self, assertion: VerifiedAssertion, nonce: str,
                                    wall: float) -> None:
-        if not valid_nonce(nonce):
-            raise SamlRefused(
-                "this sign-in was not started in this browser (its sign-in cookie is missing); "
-                "please start again from the gateway's sign-in page", 400,
-                f"no {BINDING_COOKIE} cookie; InResponseTo {assertion.request_id}")
         now = self.clock()
-        # expires_at=now: an answer to a request never made leaves a mark already expired
-        if await self.marks.use_once(request_mark(self.name, assertion.request_id, nonce),
-                                     now, now):
-            raise SamlRefused(
-                "this sign-in was not started in this browser or took longer than 10 minutes; "
-                "please start again from the gateway's sign-in page", 400,
-                f"InResponseTo {assertion.request_id} is not a live request of this browser")
         if not await self.marks.use_once(
                 f"saml:{self.name}:{assertion.assertion_id}", now,
                 now + max(0.0, assertion.not_on_or_after - wall) + 2 * CLOCK_SKEW_S):
             raise SamlRefused(
                 "this sign-in response was already used; please start again", 403,
-                f"assertion {assertion.assertion_id} replayed")
-        if not await self.marks.use_once(
-                f"saml-request-used:{self.name}:{assertion.request_id}", now,
-                now + REQUEST_LIFETIME_S + 2 * CLOCK_SKEW_S):
+                f"assertion {assertion.assertion_id} replayed", reason="assertion replayed")
+        # Taken, never written: the request is answered once, and a replica whose clock is
+        # behind cannot find a mark that a refusal left behind.
+        if not await self.marks.take_once(
+                request_mark(self.name, assertion.request_id, nonce), now):
             raise SamlRefused(
-                "this sign-in was already completed; please start again", 403,
-                f"request {assertion.request_id} answered twice")
-
-
+                "this sign-in was not started in this browser, was completed already, or took "
+                "longer than 10 minutes; please start again from the gateway's sign-in page",
+                400, f"InResponseTo {assertion.request_id} is not a live request of this "
+                "browser", reason="not a live request of this browser")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -31,7 +33,10 @@ from gateway.auth.saml import (
     SamlSignIn,
     VerifiedAssertion,
     acs_url,
+    binding_cookie,
     decode_saml_response,
+    issued_nonce,
+    make_nonce,
     parse_idp_metadata,
     person_of,
     request_data,
@@ -160,6 +165,21 @@ def test_no_usable_email_is_refused(made: VerifiedAssertion, config: dict[str, s
         person_of(provider("x", **config), made)
     assert refused.value.status == 400
     assert "no usable email address" in refused.value.problem
+    assert refused.value.reason == "no email"
+
+
+@pytest.mark.parametrize(("made", "config"), [
+    (assertion("u-123", NAMEID_PERSISTENT, email=()), {}),
+    (assertion("u-123", NAMEID_PERSISTENT, email=("",)), {}),
+    (assertion("u-123", NAMEID_PERSISTENT, email=(" ",)), {}),
+    (assertion("ann@example.com", mail=()), {"email_attribute": "mail"}),
+])
+def test_an_email_attribute_without_a_value_is_no_email(made: VerifiedAssertion,
+                                                        config: dict[str, str]):
+    """An attribute sent with no (or a blank) value: refused saying so, never an error."""
+    with pytest.raises(SamlRefused) as refused:
+        person_of(provider("x", **config), made)
+    assert (refused.value.status, refused.value.reason) == (400, "no email")
 
 
 def test_display_name_and_groups():
@@ -174,8 +194,15 @@ def test_display_name_and_groups():
     assert person.groups == ("g1", "g2")
     plain = person_of(provider("x"), assertion(displayName=("Ann",), groups=("a",)))
     assert (plain.display_name, plain.groups) == ("Ann", ("a",))
-    assert person_of(provider("x"), assertion()).groups == ()
     assert DEFAULT_EMAIL_ATTRIBUTE == "email"
+
+
+def test_no_groups_attribute_says_nothing_an_empty_one_is_no_groups():
+    """None (keep what SCIM gave) only when the attribute is not there at all."""
+    assert person_of(provider("x"), assertion()).groups is None
+    assert person_of(provider("x"), assertion(groups=())).groups == ()
+    assert person_of(provider("x", role_attribute="roles"),
+                     assertion(groups=("a",))).groups is None
 
 
 # -- the posted value and the nonce --------------------------------------------------------
@@ -202,12 +229,62 @@ def test_undecodable_values_are_refused(value: str, words: str):
     assert words in refused.value.problem
 
 
-def test_only_nonces_as_made_are_taken():
-    assert valid_nonce("a" * 43)
-    assert valid_nonce("AZaz09_-" * 5 + "abc")
-    assert not valid_nonce("")
-    assert not valid_nonce("a" * 42)
-    assert not valid_nonce("a" * 42 + ":")
+def test_only_nonces_the_gateway_made_are_taken():
+    key, other_key = b"k" * 32, b"o" * 32
+    made = make_nonce(key)
+    assert valid_nonce(made) and issued_nonce(key, made)
+    assert make_nonce(key) != made
+    assert not issued_nonce(other_key, made)
+    assert not issued_nonce(key, made[:22] + make_nonce(key)[22:])  # halves of two nonces
+    assert valid_nonce("a" * 44) and not issued_nonce(key, "a" * 44)
+    for shape in ("", "a" * 43, "a" * 45, "a" * 43 + ":", "é" * 44, made + "\x00"):
+        assert not valid_nonce(shape) and not issued_nonce(key, shape)
+
+
+def test_the_binding_cookie_is_host_only_on_https(saml_idp: SamlIdP, store: Store):
+    assert binding_cookie("https://gw.example.com") == "__Host-saml_request"
+    assert binding_cookie("http://127.0.0.1:8025") == "saml_request"
+    https = SamlSignIn(provider(saml_idp.metadata_xml()), "https://gw.example.com/prefix",
+                       store)
+    assert (https.cookie_name, https.cookie_path) == ("__Host-saml_request", "/")
+
+
+async def test_login_adopts_only_a_nonce_it_made(saml_idp: SamlIdP, store: Store):
+    """A nonce planted in the browser (someone else's choice) is replaced; one the gateway
+    made, by any replica, is kept so sign-ins begun in two tabs both work."""
+    first, second = (SamlSignIn(provider(saml_idp.metadata_xml()), PUBLIC_URL, store)
+                     for _ in range(2))
+    planted = "P" * 44
+    started = await first.start(planted)
+    assert started.nonce != planted and await second.issued(started.nonce)
+    assert not await second.issued(planted)
+    again = await second.start(started.nonce)
+    assert again.nonce == started.nonce
+    with pytest.raises(SamlRefused) as refused:
+        await first.finish("PGE+", planted)  # refused before the post is looked at
+    assert (refused.value.status, refused.value.reason) == (400, "no sign-in cookie")
+
+
+async def test_a_request_mark_is_bounded_whatever_the_cookie(saml_idp: SamlIdP, store: Store):
+    """/login writes one mark per GET, anonymous ones too: of a fixed shape and size, with
+    nothing of the request's in it but a nonce the gateway made."""
+    written: list[str] = []
+
+    class Recording:
+        async def use_once(self, mark: str, now: float, expires_at: float) -> bool:
+            written.append(mark)
+            return await store.use_once(mark, now, expires_at)
+
+        async def claim_setting(self, name: str, value: str) -> str:
+            return await store.claim_setting(name, value)
+
+    sign_in = SamlSignIn(provider(saml_idp.metadata_xml()), PUBLIC_URL,
+                         Recording())  # type: ignore[arg-type]
+    for cookie in ("", "x" * 4096, "P" * 44, "\u212a" * 44):
+        await sign_in.start(cookie)
+    assert len(written) == 4
+    for mark in written:
+        assert re.fullmatch(r"saml-request:okta:ONELOGIN_[0-9a-f]{40}:[0-9a-f]{64}", mark), mark
 
 
 # -- across replicas, and a certificate rollover --------------------------------------------
@@ -231,30 +308,78 @@ async def test_two_replicas_share_the_requests_and_the_replay_marks(saml_idp: Sa
 async def test_the_replay_mark_outlives_the_assertion(saml_idp: SamlIdP, store: Store):
     """A replica whose clock runs up to the skew ahead must not forget an assertion ID while
     another could still accept it: the mark lasts its NotOnOrAfter plus twice the skew."""
-    marks: list[tuple[str, float, float]] = []
+    marks: list[tuple[str, str, float]] = []
 
     class Recording:
         async def use_once(self, mark: str, now: float, expires_at: float) -> bool:
-            marks.append((mark, now, expires_at))
+            marks.append(("use", mark, expires_at))
             return await store.use_once(mark, now, expires_at)
 
+        async def take_once(self, mark: str, now: float) -> bool:
+            marks.append(("take", mark, now))
+            return await store.take_once(mark, now)
+
+        async def claim_setting(self, name: str, value: str) -> str:
+            return await store.claim_setting(name, value)
+
     now = 1_000_000.0
-    sign_in = SamlSignIn(provider(saml_idp.metadata_xml()), PUBLIC_URL, Recording(),
-                         clock=lambda: now)
+    sign_in = SamlSignIn(provider(saml_idp.metadata_xml()), PUBLIC_URL,
+                         Recording(), clock=lambda: now)  # type: ignore[arg-type]
     saml_idp.trust_sp(sign_in.sp_metadata())
     saml_idp.sign_in_as(ANN)
     started = await sign_in.start()
     post = saml_idp.respond(started.redirect_url)
     await sign_in.finish(post.saml_response, started.nonce)
-    kinds = [(mark.split(":")[0], until) for mark, _, until in marks]
-    assert [kind for kind, _ in kinds] == ["saml-request", "saml-request", "saml",
-                                           "saml-request-used"]
-    assert kinds[0][1] == now + 600  # the request, recorded at /login
-    assert kinds[1][1] == now  # looked up at the ACS: a mark never made would expire at once
-    assert kinds[3][1] == now + 600 + 2 * CLOCK_SKEW_S
-    until = kinds[2][1]
+    kinds = [(op, mark.split(":")[0], at) for op, mark, at in marks]
+    assert [(op, kind) for op, kind, _ in kinds] == [
+        ("use", "saml-request"), ("use", "saml"), ("take", "saml-request")]
+    assert marks[0][1] == marks[2][1]  # the request recorded at /login is the one taken
+    assert kinds[0][2] == now + 600  # the request, recorded at /login
+    until = kinds[1][2]
     lifetime = saml_idp.lifetime.total_seconds()
     assert now + lifetime + 2 * CLOCK_SKEW_S - 5 <= until <= now + lifetime + 2 * CLOCK_SKEW_S
+
+
+T = 2_000_000_000.0
+
+
+async def test_a_replica_whose_clock_is_behind_refuses_an_answer_to_no_request(
+        saml_idp: SamlIdP, store: Store):
+    """A response to a request never made (or one of another browser), posted with a nonce
+    the gateway did make: refused on a replica ahead, then on one a second behind, then again
+    when a replica's clock steps back; the refusals leave no mark a later post could find."""
+    ahead, behind = (SamlSignIn(provider(saml_idp.metadata_xml()), PUBLIC_URL, store,
+                                clock=lambda at=at: at) for at in (T + 1.0, T))
+    saml_idp.trust_sp(ahead.sp_metadata())
+    nonce = (await ahead.start()).nonce  # anyone may have one: GET /login
+    mallory = SamlUser("mallory@example.com", "Mallory", ("security",))
+    for replica in (ahead, behind, ahead, behind):
+        post = saml_idp.issue(ahead.entity_id, mallory, in_response_to="_never-made",
+                              acs_url=ahead.acs_url)
+        with pytest.raises(SamlRefused) as refused:
+            await replica.finish(post.saml_response, nonce)
+        assert (refused.value.status, refused.value.reason) == (
+            400, "not a live request of this browser")
+    never = f"saml-request:okta:_never-made:{hashlib.sha256(nonce.encode()).hexdigest()}"
+    assert await store.take_once(never, T - 1000) is False  # nothing was written
+
+
+async def test_a_request_is_answered_once_whichever_replica_and_clock(saml_idp: SamlIdP,
+                                                                      store: Store):
+    """A second response to the same request (another assertion) is refused on the replica
+    behind as on the one ahead: the ACS takes the request's mark, it never writes one."""
+    ahead, behind = (SamlSignIn(provider(saml_idp.metadata_xml()), PUBLIC_URL, store,
+                                clock=lambda at=at: at) for at in (T + 1.0, T))
+    saml_idp.trust_sp(ahead.sp_metadata())
+    saml_idp.sign_in_as(ANN)
+    started = await behind.start()
+    assert (await ahead.finish(saml_idp.respond(started.redirect_url).saml_response,
+                               started.nonce)).email == "ann@example.com"
+    for replica in (behind, ahead):
+        with pytest.raises(SamlRefused) as refused:
+            await replica.finish(saml_idp.respond(started.redirect_url).saml_response,
+                                 started.nonce)
+        assert refused.value.reason == "not a live request of this browser"
 
 
 def with_second_certificate(metadata: str, cert_base64: str) -> str:
