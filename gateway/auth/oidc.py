@@ -296,7 +296,7 @@ class OidcClient:
         if not isinstance(email, str) or "@" not in email:
             raise SignInFailed("the identity provider gave no email address")
         try:
-            email = normalized_email(email)
+            normalized_email(email)  # validated; passed on as sent (People keys it)
         except InvalidAddress:
             raise SignInFailed("the identity provider gave an invalid email address") from None
         # Absent is accepted (Entra ID sends no email_verified); anything but true is not.

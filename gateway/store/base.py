@@ -130,8 +130,9 @@ class AgentKeyRow:
 
 @dataclass(frozen=True)
 class PersonRow:
-    """A person who signs in. `user_name` is their email address, lower-cased; `role` the
-    highest role their groups map to, None for no access."""
+    """A person who signs in. `user_name` is their person key (`services.people.person_key`
+    of their email address); `role` the highest role their groups map to, None for no
+    access."""
 
     person_id: str
     user_name: str
@@ -145,6 +146,30 @@ class PersonRow:
     # The SCIM attributes the gateway keeps for a provisioning client without reading them
     # (name, emails, the userName as spelled), a JSON object the store does not look into.
     attributes: str = "{}"
+
+
+class Keep(enum.Enum):
+    """A column a write leaves as it is stored (None is a value some columns hold)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+@dataclass(frozen=True)
+class PersonChanges:
+    """The columns of a person one writer sets (`PeopleDirectory.update_person`); each
+    other column stays as stored, so writers that each own some columns (single sign-on,
+    SCIM's User, SCIM's Groups) never undo one another's work. `active` is not among them:
+    only `set_person_active` changes it."""
+
+    user_name: str | Keep = KEEP
+    external_id: str | Keep | None = KEEP
+    display_name: str | Keep = KEEP
+    groups: tuple[str, ...] | Keep = KEEP
+    role: str | Keep | None = KEEP
+    attributes: str | Keep = KEEP
 
 
 @dataclass(frozen=True)
@@ -321,10 +346,32 @@ class AgentKeyRegistry(Protocol):
     async def agent_key_used(self, key_id: str, at: datetime) -> None: ...
 
 
+MAX_PAGE_START = 2**62
+"""The furthest a page may start (`people`, `groups`): past any table's size, yet within
+SQL's signed 64-bit integers; a later start (or a larger count) is taken as this."""
+
+
 class PeopleDirectory(Protocol):
     async def save_person(self, row: PersonRow) -> None:
         """Insert, or replace the row with the same `person_id`. Raises `Conflict` when
-        another person has the `user_name` or `external_id`."""
+        another person has the `user_name` or `external_id`. For a new person: a change to
+        a stored one goes through `update_person` or `set_person_active`, which change only
+        what their writer owns."""
+
+    async def update_person(
+        self, person_id: str, changes: PersonChanges, at: datetime
+    ) -> tuple[PersonRow, PersonRow] | None:
+        """In one transaction: the person as stored, and `changes` applied to that (the
+        other columns as they are; `updated_at` = `at` when anything differs, else no
+        write). Returns (after, before); None when there is no such person. Raises
+        `Conflict` when another person has the new `user_name` or `external_id`."""
+
+    async def set_person_active(
+        self, person_id: str, active: bool, at: datetime
+    ) -> tuple[PersonRow, PersonRow] | None:
+        """Set only the person's `active` flag (and `updated_at` when it changes), in one
+        transaction with reading them; (after, before), or None when there is no such
+        person."""
 
     async def person(self, person_id: str) -> PersonRow | None: ...
 

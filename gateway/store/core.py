@@ -10,6 +10,7 @@ placeholders and its text matching.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from gateway.model import (
     Reason,
     Suppression,
 )
-from gateway.store.base import BlockQuery
+from gateway.store.base import KEEP, MAX_PAGE_START, BlockQuery, PersonChanges, PersonRow
 
 ReadTime = Callable[[Any], datetime]
 """A backend's stored time back as an aware datetime."""
@@ -287,6 +288,39 @@ PERSON_COLUMNS = (
     " role, attributes"
 )
 """`PersonRow`'s fields in order."""
+UNIQUE_PERSON_COLUMNS = ("user_name", "external_id")
+"""What no two people share (None aside): a write setting one checks it first (`Conflict`)."""
+
+
+def changed_person(before: PersonRow, changes: PersonChanges, at: datetime) -> PersonRow | None:
+    """`before` with what `changes` gives (`updated_at` = `at`); None when that is what is
+    stored already (no write)."""
+    given = {
+        field.name: getattr(changes, field.name)
+        for field in dataclasses.fields(changes)
+        if getattr(changes, field.name) is not KEEP
+    }
+    if all(getattr(before, name) == value for name, value in given.items()):
+        return None
+    return dataclasses.replace(before, **given, updated_at=at)
+
+
+def person_assignments(before: PersonRow, after: PersonRow) -> list[tuple[str, object]]:
+    """The columns (of `PersonChanges`') in which `after` differs from `before`, with the
+    values to store; `updated_at` is the backend's to add (it stores times its own way)."""
+    assignments: list[tuple[str, object]] = []
+    for field in dataclasses.fields(PersonChanges):
+        value = getattr(after, field.name)
+        if value != getattr(before, field.name):
+            assignments.append((field.name, groups_text(value) if field.name == "groups"
+                                else value))
+    return assignments
+
+
+def page_window(start: int, count: int) -> tuple[int, int]:
+    """A page's (offset, limit) as SQL can take them: from 0 and at most MAX_PAGE_START
+    (a client may ask for any start and count; no table holds 2**62 rows)."""
+    return min(max(start, 0), MAX_PAGE_START), min(max(count, 0), MAX_PAGE_START)
 GROUP_COLUMNS = "group_id, display_name, created_at, updated_at, external_id"
 """`GroupRow`'s fields in order, but its members (a table of their own)."""
 

@@ -22,7 +22,7 @@ from gateway.config.sso import SsoConfig
 from gateway.model import Account, AuditEvent, Role
 from gateway.runtime.client_address import client_address
 from gateway.runtime.clock import Clock
-from gateway.services.people import Identity, IdentityClash, People
+from gateway.services.people import Identity, IdentityClash, InvalidUserName, People
 from gateway.store.base import Conflict, Store, StoreUnavailable
 from gateway.web.pages import Viewer, escape, page, same_origin, see_other
 
@@ -126,6 +126,11 @@ class PeopleSignIn:
                 request, method, "this email address belongs to a person who signs in with "
                 "another identity", status=403, details={"person_id": str(clash)},
             )
+        except InvalidUserName:
+            return await self.refused(
+                request, method, "this email address has characters that could stand for "
+                "another address (compatibility characters), or an invalid domain", status=403,
+            )
         except Conflict:
             return await self.refused(
                 request, method, "this email address is another person's here", status=409,
@@ -134,7 +139,10 @@ class PeopleSignIn:
         if before is not None and before.role != person.role:
             await self.audit(request, "person.role_changed", person.user_name,
                              {**details, "from": before.role, "to": person.role})
-        if not person.active:
+        # The active flag as stored now, after the sign-in was recorded (which never writes
+        # it): a deactivation that got in first, or meanwhile, refuses this sign-in.
+        stored = await self.store.person(person.person_id)
+        if stored is None or not stored.active:
             return await self.refused(request, method, "this person is deactivated",
                                       status=403, actor=person.user_name, details=details)
         if person.role is None:

@@ -13,10 +13,19 @@ import pytest
 
 from gateway.auth.sessions import Sessions
 from gateway.model import Role
-from gateway.services.people import Identity, IdentityClash, People, role_for, user_name
+from gateway.services.people import (
+    Identity,
+    IdentityClash,
+    InvalidUserName,
+    People,
+    role_for,
+    user_name,
+)
 from gateway.store import open_store
 from gateway.store.base import PersonRow, Store
 from tests.fakes.clock import SteppingClock
+from tests.services.held import HeldStore, interleaved
+from tests.store.test_store import backend_url
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 ROLES = {"compliance-managers": Role.MANAGER, "gateway-admins": Role.ADMIN,
@@ -158,6 +167,141 @@ async def test_a_newly_linked_id_inherits_no_role_its_provider_did_not_give(peop
     assert (bob.person_id, bob.external_id, bob.role) == ("p1", "g-1", None)
 
 
-def test_a_look_alike_address_is_not_folded_onto_a_plain_one() -> None:
-    assert user_name(" Katie@ACME.example ") == "katie@acme.example"
-    assert user_name("\u212aatie@acme.example") != user_name("katie@acme.example")
+@pytest.mark.parametrize(
+    ("spelled", "key"),
+    [
+        (" Katie@ACME.example ", "katie@acme.example"),
+        # non-ASCII local parts keep their case; NFD and NFC spellings are one address
+        ("Zoë@Acme.Example", "Zoë@acme.example"),
+        ("Zoe\u0308@Acme.Example", "Zoë@acme.example"),
+        # a domain in its IDNA ASCII form, whichever way it is written
+        ("ann@Bücher.Example", "ann@xn--bcher-kva.example"),
+        ("ann@XN--BCHER-KVA.example", "ann@xn--bcher-kva.example"),
+        ("ann@bu\u0308cher.example", "ann@xn--bcher-kva.example"),
+        ("ann@faß.example", "ann@xn--fa-hia.example"),  # IDNA 2008: ß is not ss
+        ("Ann", "ann"),  # a userName that is no address is keyed as a local part
+    ],
+)
+def test_one_person_key_for_every_spelling_of_an_address(spelled: str, key: str) -> None:
+    assert user_name(spelled) == key
+
+
+@pytest.mark.parametrize(
+    "look_alike",
+    [
+        "\u212aatie@acme.example",  # KELVIN SIGN, which NFC turns into K
+        "\uff4batie@acme.example",  # FULLWIDTH LATIN SMALL LETTER K
+        "katie@acme.\uff45xample",  # a fullwidth letter in the domain
+        "\ufb01nance@acme.example",  # LATIN SMALL LIGATURE FI
+        "katie@\u212bcme.example",  # ANGSTROM SIGN, which NFC turns into Å
+        "ann@xn--bcher-kva-.example",  # not what any Unicode label encodes to
+        "ann@bad_label.bücher.example",
+    ],
+)
+def test_a_look_alike_address_is_no_person_key(look_alike: str) -> None:
+    with pytest.raises(InvalidUserName):
+        user_name(look_alike)
+
+
+async def test_a_look_alike_address_never_signs_in_as_the_plain_one(people) -> None:
+    directory, store, _ = people
+    katie, _ = await directory.signed_in(
+        Identity("katie@acme.example", None, "Katie", ("gateway-admins",)), ROLES)
+    with pytest.raises(InvalidUserName):
+        await directory.signed_in(
+            Identity("\u212aatie@acme.example", None, "Mallory", ("gateway-admins",)), ROLES)
+    assert await store.person(katie.person_id) == katie
+    assert (await store.people())[1] == 1
+
+
+# --- writers racing one another: each writes only what it owns ----------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def held_people(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[People, HeldStore, Store]]:
+    store = open_store(backend_url(request, tmp_path))
+    await store.open()
+    held = HeldStore(store)
+    clock = SteppingClock()
+    yield People(held, Sessions(store, clock), clock), held, store  # type: ignore[arg-type]
+    await store.close()
+
+
+async def test_a_group_change_in_flight_never_undoes_a_deactivation(held_people) -> None:
+    directory, held, store = held_people
+    katie, _ = await directory.signed_in(
+        Identity("katie@acme.example", "s1", "", ("compliance-managers",)), ROLES)
+
+    after, before = await interleaved(
+        held, directory.set_groups(katie.person_id, ["gateway-admins"], ROLES),
+        directory.set_active(katie.person_id, False))
+
+    assert held.held == "update_person"
+    assert (before.active, after.active, after.role) == (False, False, "admin")
+    assert await store.person(katie.person_id) == after
+
+
+async def test_a_sign_in_in_flight_never_undoes_a_deactivation(held_people) -> None:
+    directory, held, store = held_people
+    katie, _ = await directory.signed_in(
+        Identity("katie@acme.example", "s1", "", ("compliance-managers",)), ROLES)
+
+    signed, before = await interleaved(
+        held, directory.signed_in(
+            Identity("katie@acme.example", "s1", "Katie", ("gateway-admins",)), ROLES),
+        directory.set_active(katie.person_id, False))
+
+    assert held.held == "update_person"
+    # what the sign-in returns is what is stored: the caller refuses an inactive person
+    assert (signed.active, signed.role, signed.display_name) == (False, "admin", "Katie")
+    assert before is not None and not before.active
+    assert await store.person(katie.person_id) == signed
+
+
+async def test_a_deactivation_in_flight_is_not_undone_by_a_sign_in(held_people) -> None:
+    directory, held, store = held_people
+    katie, _ = await directory.signed_in(
+        Identity("katie@acme.example", "s1", "", ("compliance-managers",)), ROLES)
+
+    await interleaved(
+        held, directory.set_active(katie.person_id, False),
+        directory.signed_in(Identity("katie@acme.example", "s1", "K", ("gateway-admins",)),
+                            ROLES))
+
+    stored = await store.person(katie.person_id)
+    assert (stored.active, stored.role, stored.display_name) == (False, "admin", "K")
+
+
+async def test_a_sign_in_keeps_the_groups_scim_sets_meanwhile(held_people) -> None:
+    """A provider silent about groups leaves SCIM's as they are when the sign-in is written,
+    not as they were when it read the person."""
+    directory, held, store = held_people
+    katie, _ = await directory.signed_in(
+        Identity("katie@acme.example", "s1", "", ("compliance-managers",)), ROLES)
+
+    signed, _ = await interleaved(
+        held, directory.signed_in(Identity("katie@acme.example", "s1", "", None), ROLES),
+        directory.set_groups(katie.person_id, ["sales"], ROLES))
+
+    assert (signed.groups, signed.role) == (("sales",), None)
+    assert await store.person(katie.person_id) == signed
+
+
+async def test_a_person_deleted_during_their_sign_in_comes_back_as_someone_new(
+    held_people,
+) -> None:
+    directory, held, store = held_people
+    katie, _ = await directory.signed_in(
+        Identity("katie@acme.example", "s1", "", ("compliance-managers",)), ROLES)
+    await directory.set_active(katie.person_id, False)
+
+    again, before = await interleaved(
+        held, directory.signed_in(Identity("katie@acme.example", "s1", "", None), ROLES),
+        store.delete_person(katie.person_id))
+
+    # not the deleted record written back (with its old id, groups and role)
+    assert before is None and again.person_id != katie.person_id
+    assert (again.active, again.groups, again.role) == (True, (), None)
+    assert await store.person(katie.person_id) is None

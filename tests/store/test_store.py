@@ -35,12 +35,14 @@ from gateway.store import open_store
 from gateway.store.audit_chain import GENESIS_HASH, entry_hash
 from gateway.store.base import (
     ERASED_SOURCE,
+    MAX_PAGE_START,
     AgentKeyRow,
     AuditProblem,
     BlockQuery,
     Conflict,
     DeliveryClaim,
     GroupRow,
+    PersonChanges,
     PersonRow,
     SessionRow,
     Store,
@@ -597,6 +599,89 @@ async def test_a_person_keeps_the_scim_attributes_as_given(store: Store) -> None
     assert await store.person("p1") == katie
     await store.save_person(person("p2", "omar@acme.example"))
     assert (await store.person("p2")).attributes == "{}"
+
+
+async def test_an_update_writes_only_the_columns_it_is_given(store: Store) -> None:
+    katie = person("p1", "katie@acme.example", external_id="okta|1", display_name="Katie",
+                   active=False, groups=("sales",), role=None, attributes='{"a": 1}')
+    await store.save_person(katie)
+    later = T0 + timedelta(hours=1)
+
+    after, before = await store.update_person(
+        "p1", PersonChanges(groups=("gateway-admins",), role="admin"), later)
+
+    assert before == katie
+    assert after == replace(katie, groups=("gateway-admins",), role="admin", updated_at=later)
+    assert await store.person("p1") == after
+    after, _ = await store.update_person(
+        "p1", PersonChanges(user_name="katie.lee@acme.example", external_id=None,
+                            display_name="Katie Lee", attributes="{}"), later)
+    assert after == replace(katie, user_name="katie.lee@acme.example", external_id=None,
+                            display_name="Katie Lee", attributes="{}", groups=("gateway-admins",),
+                            role="admin", updated_at=later)
+    assert await store.person("p1") == after  # active as it was: no update writes it
+    assert await store.update_person("nobody", PersonChanges(role="admin"), later) is None
+
+
+async def test_an_update_that_changes_nothing_writes_nothing(store: Store) -> None:
+    katie = person("p1", "katie@acme.example", role="manager")
+    await store.save_person(katie)
+    same = await store.update_person("p1", PersonChanges(role="manager"), T0 + timedelta(days=1))
+    assert same == (katie, katie)
+    assert await store.person("p1") == katie  # updated_at unchanged
+
+
+async def test_active_is_set_on_its_own(store: Store) -> None:
+    katie = person("p1", "katie@acme.example", display_name="Katie", groups=("sales",))
+    await store.save_person(katie)
+    later = T0 + timedelta(hours=1)
+    after, before = await store.set_person_active("p1", False, later)
+    assert (before, after) == (katie, replace(katie, active=False, updated_at=later))
+    assert await store.person("p1") == after
+    assert await store.set_person_active("p1", False, T0 + timedelta(days=1)) == (after, after)
+    assert await store.set_person_active("nobody", False, later) is None
+
+
+async def test_a_writer_working_from_a_stale_read_never_undoes_a_deactivation(
+    store: Store,
+) -> None:
+    """The lost update a whole-row write made: a writer read the person (active), another
+    deactivated them, then the first wrote what it owns, and the row it read with it."""
+    await store.save_person(person("p1", "katie@acme.example"))
+    stale = await store.person("p1")
+    assert stale is not None and stale.active
+    await store.set_person_active("p1", False, T0 + timedelta(minutes=1))
+
+    for changes in (PersonChanges(groups=("gateway-admins",), role="admin"),
+                    PersonChanges(user_name=stale.user_name, display_name="Katie")):
+        after, before = await store.update_person("p1", changes, T0 + timedelta(minutes=2))
+        assert not before.active and not after.active
+    assert not (await store.person("p1")).active
+
+
+@pytest.mark.parametrize(("field", "value"), [("user_name", "omar@acme.example"),
+                                              ("external_id", "okta|2")])
+async def test_an_update_never_gives_two_people_one_user_name_or_external_id(
+    store: Store, field: str, value: str
+) -> None:
+    await store.save_person(person("p2", "omar@acme.example", external_id="okta|2"))
+    katie = person("p1", "katie@acme.example")
+    await store.save_person(katie)
+    with pytest.raises(Conflict, match=field):
+        await store.update_person("p1", PersonChanges(**{field: value}), T0)
+    assert await store.person("p1") == katie
+
+
+@pytest.mark.parametrize("start", [2**63 - 1, 2**63, 2**64, MAX_PAGE_START + 1, -5])
+async def test_any_page_start_and_count_are_answered(store: Store, start: int) -> None:
+    await store.save_person(person("p1", "katie@acme.example"))
+    await store.save_group(group("g1", "sales", "p1"))
+    for count in (2**64, 2**63, -1):
+        shown = start <= 0 and count > 0  # a start before the first is the first
+        people, total = await store.people(start, count)
+        assert total == 1 and [p.person_id for p in people] == (["p1"] if shown else [])
+        groups, total = await store.groups(start, count)
+        assert total == 1 and [g.group_id for g in groups] == (["g1"] if shown else [])
 
 
 def group(group_id: str, display_name: str, *members: str, **changes: object) -> GroupRow:

@@ -6,14 +6,24 @@ What provisioning does to access: a person's role is the highest their groups ma
 (`[scim] roles`), recomputed for every member a group change touches (a changed role ends
 their sessions); deactivating a person (active=false, by PUT or PATCH) or deleting them
 ends their sessions at once. Every change is audited (actor "scim") with ids only.
+
+Concurrent requests: a PUT or PATCH is applied to the resource as it was read at the
+request's start, so what it writes is what the client changed relative to that, column by
+column (`PersonChanges`; a person's `active` only through `People.set_active`): a PATCH of
+the displayName racing a deactivation (or a sign-in, or a group change) leaves the others'
+columns as they wrote them. The operations of one process also run one at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from scim2_models import (
     InvalidValueException,
@@ -31,7 +41,7 @@ from scim2_server.storage import AsyncScimStorage, SearchPage
 
 from gateway.model import AuditEvent, Role
 from gateway.runtime.clock import Clock
-from gateway.services.people import People, user_name
+from gateway.services.people import InvalidUserName, People, user_name
 from gateway.services.scim.mapping import (
     equality,
     group_fields,
@@ -40,11 +50,25 @@ from gateway.services.scim.mapping import (
     user_resource,
 )
 from gateway.services.scim.models import MAX_RESULTS, Group, User, scim_provider
-from gateway.store.base import Conflict, GroupRow, PersonRow, Store
+from gateway.store.base import (
+    KEEP,
+    MAX_PAGE_START,
+    Conflict,
+    GroupRow,
+    PersonChanges,
+    PersonRow,
+    Store,
+)
 
 ACTOR = "scim"
 # The store's name of a unique field -> the SCIM attribute (Conflict names the field).
 SCIM_NAMES = {"user_name": "userName", "external_id": "externalId", "display_name": "displayName"}
+# What this request's operation read, by (resource type, id): what a PUT or PATCH changes is
+# the difference between the resource it sends and this.
+_READ: ContextVar[dict[tuple[str, str], PersonRow | GroupRow] | None] = ContextVar(
+    "scim_read", default=None
+)
+_T = TypeVar("_T")
 
 
 def _new_id() -> str:
@@ -63,6 +87,31 @@ class ScimDirectory(AsyncScimStorage):
         self.people = people
         self.clock = clock
         self.roles = roles
+        self._one_at_a_time = asyncio.Lock()
+
+    def operation(self) -> AbstractAsyncContextManager[None]:
+        """One SCIM operation: alone in this process, remembering what it reads."""
+        return self._operation()
+
+    @contextlib.asynccontextmanager
+    async def _operation(self) -> AsyncIterator[None]:
+        async with self._one_at_a_time:
+            token = _READ.set({})
+            try:
+                yield
+            finally:
+                _READ.reset(token)
+
+    @staticmethod
+    def _remember(kind: str, row: PersonRow | GroupRow, key: str) -> None:
+        read = _READ.get()
+        if read is not None:
+            read[(kind, key)] = row
+
+    @staticmethod
+    def _read_before(kind: str, key: str) -> PersonRow | GroupRow | None:
+        read = _READ.get()
+        return None if read is None else read.get((kind, key))
 
     # -- reads ------------------------------------------------------------------------
 
@@ -77,10 +126,12 @@ class ScimDirectory(AsyncScimStorage):
             person = await self.store.person(resource_id)
             if person is None:
                 raise NotFoundException(detail=f"no User {resource_id!r}")
+            self._remember("User", person, resource_id)
             return await self._user(person)
         group = await self.store.group(resource_id)
         if group is None:
             raise NotFoundException(detail=f"no Group {resource_id!r}")
+        self._remember("Group", group, resource_id)
         return group_resource(group)
 
     async def search(
@@ -90,8 +141,10 @@ class ScimDirectory(AsyncScimStorage):
         *,
         position: Any = None,
     ) -> SearchPage:
-        start = search_request.start_index_0 or 0
-        count = search_request.count if search_request.count is not None else MAX_RESULTS
+        # Any startIndex and count a client sends, within what SQL can take.
+        start = min(max(search_request.start_index_0 or 0, 0), MAX_PAGE_START)
+        count = min(max(search_request.count if search_request.count is not None
+                        else MAX_RESULTS, 0), MAX_RESULTS)
         if len(resource_types) > 1:
             return await self._search_everything(search_request, start, count)
         if resource_types[0].name == "User":
@@ -122,10 +175,14 @@ class ScimDirectory(AsyncScimStorage):
             found = await self.store.person_by_external_id(wanted.value)
             people = [found] if found is not None else []
             page, total = people[start:start + count], len(people)
+        elif wanted is not None:
+            try:
+                key = user_name(wanted.value)
+            except InvalidUserName:
+                return SearchPage(0, [])  # no person can have it
+            page, total = await self.store.people(start, count, key)
         else:
-            page, total = await self.store.people(
-                start, count, user_name(wanted.value) if wanted is not None else None
-            )
+            page, total = await self.store.people(start, count)
         return SearchPage(total, [await self._user(person) for person in page])
 
     async def _search_groups(
@@ -183,31 +240,52 @@ class ScimDirectory(AsyncScimStorage):
         return await self.get(resource_type, resource_id)
 
     async def _update_person(self, person_id: str, user: User) -> None:
-        before = await self.store.person(person_id)
-        if before is None:
+        """Writes what the client changed in the User it read (each column on its own)."""
+        read = self._read_before("User", person_id)
+        seen = read if isinstance(read, PersonRow) else await self.store.person(person_id)
+        if seen is None:
             raise NotFoundException(detail=f"no User {person_id!r}")
         fields = person_fields(user)
-        after = replace(
-            before, user_name=fields.user_name, external_id=fields.external_id,
-            display_name=fields.display_name, attributes=fields.attributes,
+
+        def sent(name: str, value: Any) -> Any:
+            return KEEP if value == getattr(seen, name) else value
+
+        changes = PersonChanges(
+            user_name=sent("user_name", fields.user_name),
+            external_id=sent("external_id", fields.external_id),
+            display_name=sent("display_name", fields.display_name),
+            attributes=sent("attributes", fields.attributes),
         )
-        if after != before:
-            await _unique(self.store.save_person(replace(after, updated_at=self.clock.now())))
+        changed = await _unique(self.store.update_person(person_id, changes, self.clock.now()))
+        if changed is None:
+            raise NotFoundException(detail=f"no User {person_id!r}")
+        if changed[0] != changed[1]:
             await self._audit("scim.user.updated", person_id=person_id)
-        if fields.active != before.active:
+        if fields.active != seen.active:
             # Deactivation goes through People, which ends the person's sessions at once.
-            await self.people.set_active(person_id, fields.active)
+            if await self.people.set_active(person_id, fields.active) is None:
+                raise NotFoundException(detail=f"no User {person_id!r}")
             action = "scim.user.reactivated" if fields.active else "scim.user.deactivated"
             await self._audit(action, person_id=person_id)
 
     async def _update_group(self, group_id: str, group: Group) -> None:
+        """Applies what the client changed in the Group it read (members added and removed,
+        a new name or externalId) to the group as it is stored now."""
         before = await self.store.group(group_id)
         if before is None:
             raise NotFoundException(detail=f"no Group {group_id!r}")
+        read = self._read_before("Group", group_id)
+        seen = read if isinstance(read, GroupRow) else before
         fields = group_fields(group)
+        sent = set(await self._people(fields.members, seen.members))
+        members = (set(before.members) - (set(seen.members) - sent)) | (sent - set(seen.members))
         after = replace(
-            before, display_name=fields.display_name, external_id=fields.external_id,
-            members=tuple(sorted(await self._people(fields.members, before.members))),
+            before,
+            display_name=fields.display_name if fields.display_name != seen.display_name
+            else before.display_name,
+            external_id=fields.external_id if fields.external_id != seen.external_id
+            else before.external_id,
+            members=tuple(sorted(members)),
         )
         if after == before:
             return
@@ -269,10 +347,10 @@ class ScimDirectory(AsyncScimStorage):
         )
 
 
-async def _unique(write: Awaitable[None]) -> None:
+async def _unique(write: Awaitable[_T]) -> _T:
     """A write that would give two resources one unique value answers 409 uniqueness."""
     try:
-        await write
+        return await write
     except Conflict as exc:
         field = SCIM_NAMES.get(str(exc), "userName or externalId")
         raise UniquenessException(detail=f"another resource has this {field}") from exc

@@ -1,9 +1,11 @@
 """Between SCIM resources and the gateway's records: a User is a person (`PersonRow`), a
 Group a group (`GroupRow`). Pure: no store, no clock.
 
-A person's userName is matched without case (RFC 7643 gives it caseExact=false, and single
-sign-on matches people by their lower-cased email), so the store keeps it lower-cased and
-the spelling the client sent among the attributes kept for it, with name and emails.
+A person's userName is matched by its person key (`services.people.user_name`: the one
+spelling single sign-on matches people by too; RFC 7643 gives userName caseExact=false), so
+the store keeps that key and the spelling the client sent among the attributes kept for it,
+with name and emails. A userName that cannot be a person key (a compatibility character
+such as U+212A KELVIN SIGN or a fullwidth letter) is refused as invalidValue.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from scim2_models import (
 )
 from scim2_models.path import CompareOperator, Comparison
 
+from gateway.services.people import InvalidUserName
 from gateway.services.people import user_name as user_name_key
 from gateway.services.scim.models import Group, User
 from gateway.store.base import GroupRow, PersonRow
@@ -78,7 +81,7 @@ def user_resource(person: PersonRow, groups: Sequence[GroupRow] = ()) -> User:
         "externalId": person.external_id,
         # The spelling sent, unless single sign-on has since changed the address.
         "userName": spelled if isinstance(spelled, str)
-        and user_name_key(spelled) == person.user_name else person.user_name,
+        and _key(spelled) == person.user_name else person.user_name,
         "displayName": person.display_name or None,
         "active": person.active,
         "groups": [
@@ -105,13 +108,25 @@ def person_fields(user: User) -> PersonFields:
     kept.update(user.model_dump(
         scim_ctx=None, mode="json", include=set(KEPT_AS_SENT), by_alias=True, exclude_none=True
     ))
+    try:
+        key = user_name_key(spelled)
+    except InvalidUserName as exc:
+        raise InvalidValueException(detail=f"userName refused: {exc}") from None
     return PersonFields(
-        user_name=user_name_key(spelled),
+        user_name=key,
         external_id=user.external_id or None,
         display_name=user.display_name or "",
         active=user.active,
         attributes=json.dumps(kept, sort_keys=True, ensure_ascii=False),
     )
+
+
+def _key(spelled: str) -> str | None:
+    """The person key of a kept spelling; None for one no longer a key (kept before)."""
+    try:
+        return user_name_key(spelled)
+    except InvalidUserName:
+        return None
 
 
 def _attributes(text: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from gateway.store.base import Conflict, GroupRow
-from gateway.store.core import GROUP_COLUMNS, group_key, utc
+from gateway.store.core import GROUP_COLUMNS, group_key, page_window, utc
 from gateway.store.postgres.connection import PostgresConnection, affected
 
 # A member who is no person (deleted meanwhile) is not read back.
@@ -63,6 +63,7 @@ class PostgresScimGroups(PostgresConnection):
             if display_name is not None else ("", [])
         )
         page = f"LIMIT ${len(values) + 1} OFFSET ${len(values) + 2}"
+        start, count = page_window(start, count)
         async with self._transaction(snapshot=True) as conn:
             total = await conn.fetchval(f"SELECT COUNT(*) FROM scim_groups {where}", *values)
             rows = await conn.fetch(

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from gateway.store.base import Conflict, PersonRow, SessionRow
+from gateway.store.base import Conflict, PersonChanges, PersonRow, SessionRow
 from gateway.store.core import (
     PERSON_COLUMNS,
     SESSION_COLUMNS,
+    UNIQUE_PERSON_COLUMNS,
+    changed_person,
     groups_from_text,
     groups_text,
+    page_window,
+    person_assignments,
     session_filter,
     utc,
 )
@@ -21,12 +27,8 @@ from gateway.store.postgres.connection import PostgresConnection, affected
 class PostgresPeople(PostgresConnection):
     async def save_person(self, row: PersonRow) -> None:
         async with self._transaction() as conn:
-            for column, value in (("user_name", row.user_name), ("external_id", row.external_id)):
-                if value is not None and await conn.fetchval(
-                    f"SELECT 1 FROM people WHERE {column} = $1 AND person_id != $2",
-                    value, row.person_id,
-                ):
-                    raise Conflict(column)
+            await _check_unique(conn, row.person_id,
+                                [("user_name", row.user_name), ("external_id", row.external_id)])
             try:
                 await conn.execute(
                     f"INSERT INTO people ({PERSON_COLUMNS})"
@@ -42,6 +44,44 @@ class PostgresPeople(PostgresConnection):
                 )
             except asyncpg.UniqueViolationError as exc:  # another writer got there meanwhile
                 raise Conflict("user_name or external_id") from exc
+
+    async def update_person(
+        self, person_id: str, changes: PersonChanges, at: datetime
+    ) -> tuple[PersonRow, PersonRow] | None:
+        async with self._transaction() as conn:
+            before = await _locked_person(conn, person_id)
+            if before is None:
+                return None
+            after = changed_person(before, changes, at)
+            if after is None:
+                return before, before
+            assignments = person_assignments(before, after)
+            await _check_unique(conn, person_id, assignments)
+            sets = "".join(f"{column} = ${n}, " for n, (column, _) in enumerate(assignments, 1))
+            n = len(assignments)
+            try:
+                await conn.execute(
+                    f"UPDATE people SET {sets}updated_at = ${n + 1} WHERE person_id = ${n + 2}",
+                    *(value for _, value in assignments), utc(at), person_id,
+                )
+            except asyncpg.UniqueViolationError as exc:  # another writer got there meanwhile
+                raise Conflict("user_name or external_id") from exc
+        return after, before
+
+    async def set_person_active(
+        self, person_id: str, active: bool, at: datetime
+    ) -> tuple[PersonRow, PersonRow] | None:
+        async with self._transaction() as conn:
+            before = await _locked_person(conn, person_id)
+            if before is None:
+                return None
+            if before.active == active:
+                return before, before
+            await conn.execute(
+                "UPDATE people SET active = $1, updated_at = $2 WHERE person_id = $3",
+                active, utc(at), person_id,
+            )
+        return dataclasses.replace(before, active=active, updated_at=at), before
 
     async def person(self, person_id: str) -> PersonRow | None:
         return await self._one_person("person_id", person_id)
@@ -66,6 +106,7 @@ class PostgresPeople(PostgresConnection):
             "", []
         )
         page = f"LIMIT ${len(values) + 1} OFFSET ${len(values) + 2}"
+        start, count = page_window(start, count)
         async with self._connection() as conn:
             total = await conn.fetchval(f"SELECT COUNT(*) FROM people {where}", *values)
             rows = await conn.fetch(
@@ -138,6 +179,26 @@ class PostgresPeople(PostgresConnection):
                 "DELETE FROM used_once WHERE mark = $1 AND expires_at > $2", mark, now
             )
         return affected(status) == 1
+
+
+async def _locked_person(conn: asyncpg.Connection, person_id: str) -> PersonRow | None:
+    """The person as stored, locked until the transaction ends (a concurrent writer of the
+    same person waits, then reads what this one wrote)."""
+    row = await conn.fetchrow(
+        f"SELECT {PERSON_COLUMNS} FROM people WHERE person_id = $1 FOR UPDATE", person_id
+    )
+    return None if row is None else _person(row)
+
+
+async def _check_unique(
+    conn: asyncpg.Connection, person_id: str, values: list[tuple[str, object]]
+) -> None:
+    """Raises Conflict naming the first unique column whose value another person has."""
+    for column, value in values:
+        if column in UNIQUE_PERSON_COLUMNS and value is not None and await conn.fetchval(
+            f"SELECT 1 FROM people WHERE {column} = $1 AND person_id != $2", value, person_id
+        ):
+            raise Conflict(column)
 
 
 def _person(row: Any) -> PersonRow:

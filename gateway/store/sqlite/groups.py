@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.store.base import Conflict, GroupRow
-from gateway.store.core import GROUP_COLUMNS, group_key
+from gateway.store.core import GROUP_COLUMNS, group_key, page_window
 from gateway.store.sqlite.connection import SqliteConnection
 from gateway.store.sqlite.sql import from_text, rows_for_keys, to_text, transaction
 
@@ -39,7 +39,8 @@ class SqliteScimGroups(SqliteConnection):
             ("WHERE display_key = ?", (group_key(display_name),))
             if display_name is not None else ("", ())
         )
-        return self._read_on_loop(lambda conn: _page(conn, where, values, start, count))
+        offset, limit = page_window(start, count)
+        return self._read_on_loop(lambda conn: _page(conn, where, values, offset, limit))
 
     async def groups_of_person(self, person_id: str) -> list[GroupRow]:
         return self._read_on_loop(

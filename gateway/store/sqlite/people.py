@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
+from datetime import datetime
 from typing import Any
 
-from gateway.store.base import Conflict, PersonRow, SessionRow
+from gateway.store.base import Conflict, PersonChanges, PersonRow, SessionRow
 from gateway.store.core import (
     PERSON_COLUMNS,
     SESSION_COLUMNS,
+    UNIQUE_PERSON_COLUMNS,
+    changed_person,
     groups_from_text,
     groups_text,
+    page_window,
+    person_assignments,
     session_filter,
 )
 from gateway.store.sqlite.connection import SqliteConnection
@@ -20,6 +26,16 @@ from gateway.store.sqlite.sql import from_text, to_text, transaction
 class SqlitePeople(SqliteConnection):
     async def save_person(self, row: PersonRow) -> None:
         await self._run(lambda conn: _save_person(conn, row))
+
+    async def update_person(
+        self, person_id: str, changes: PersonChanges, at: datetime
+    ) -> tuple[PersonRow, PersonRow] | None:
+        return await self._run(lambda conn: _update_person(conn, person_id, changes, at))
+
+    async def set_person_active(
+        self, person_id: str, active: bool, at: datetime
+    ) -> tuple[PersonRow, PersonRow] | None:
+        return await self._run(lambda conn: _set_person_active(conn, person_id, active, at))
 
     async def person(self, person_id: str) -> PersonRow | None:
         return self._read_on_loop(lambda conn: _one_person(conn, "person_id", person_id))
@@ -67,14 +83,21 @@ class SqlitePeople(SqliteConnection):
         return await self._run(lambda conn: _take_once(conn, mark, now))
 
 
+def _check_unique(
+    conn: sqlite3.Connection, person_id: str, values: list[tuple[str, object]]
+) -> None:
+    """Raises Conflict naming the first unique column whose value another person has."""
+    for column, value in values:
+        if column in UNIQUE_PERSON_COLUMNS and value is not None and conn.execute(
+            f"SELECT 1 FROM people WHERE {column} = ? AND person_id != ?", (value, person_id)
+        ).fetchone():
+            raise Conflict(column)
+
+
 def _save_person(conn: sqlite3.Connection, row: PersonRow) -> None:
     with transaction(conn, write=True):
-        for column, value in (("user_name", row.user_name), ("external_id", row.external_id)):
-            if value is not None and conn.execute(
-                f"SELECT 1 FROM people WHERE {column} = ? AND person_id != ?",
-                (value, row.person_id),
-            ).fetchone():
-                raise Conflict(column)
+        _check_unique(conn, row.person_id,
+                      [("user_name", row.user_name), ("external_id", row.external_id)])
         conn.execute(
             f"INSERT OR REPLACE INTO people ({PERSON_COLUMNS})"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -84,6 +107,42 @@ def _save_person(conn: sqlite3.Connection, row: PersonRow) -> None:
                 row.role, row.attributes,
             ),
         )
+
+
+def _update_person(
+    conn: sqlite3.Connection, person_id: str, changes: PersonChanges, at: datetime
+) -> tuple[PersonRow, PersonRow] | None:
+    with transaction(conn, write=True):
+        before = _select_person(conn, "person_id", person_id)
+        if before is None:
+            return None
+        after = changed_person(before, changes, at)
+        if after is None:
+            return before, before
+        assignments = person_assignments(before, after)
+        _check_unique(conn, person_id, assignments)
+        conn.execute(
+            f"UPDATE people SET {''.join(f'{column} = ?, ' for column, _ in assignments)}"
+            "updated_at = ? WHERE person_id = ?",
+            (*(value for _, value in assignments), to_text(at), person_id),
+        )
+    return after, before
+
+
+def _set_person_active(
+    conn: sqlite3.Connection, person_id: str, active: bool, at: datetime
+) -> tuple[PersonRow, PersonRow] | None:
+    with transaction(conn, write=True):
+        before = _select_person(conn, "person_id", person_id)
+        if before is None:
+            return None
+        if before.active == active:
+            return before, before
+        conn.execute(
+            "UPDATE people SET active = ?, updated_at = ? WHERE person_id = ?",
+            (int(active), to_text(at), person_id),
+        )
+    return dataclasses.replace(before, active=active, updated_at=at), before
 
 
 def _person(values: tuple[Any, ...]) -> PersonRow:
@@ -99,9 +158,13 @@ def _person(values: tuple[Any, ...]) -> PersonRow:
 
 def _one_person(conn: sqlite3.Connection, column: str, value: str) -> PersonRow | None:
     with transaction(conn, write=False):
-        row = conn.execute(
-            f"SELECT {PERSON_COLUMNS} FROM people WHERE {column} = ?", (value,)
-        ).fetchone()
+        return _select_person(conn, column, value)
+
+
+def _select_person(conn: sqlite3.Connection, column: str, value: str) -> PersonRow | None:
+    row = conn.execute(
+        f"SELECT {PERSON_COLUMNS} FROM people WHERE {column} = ?", (value,)
+    ).fetchone()
     return None if row is None else _person(row)
 
 
@@ -109,6 +172,7 @@ def _people(
     conn: sqlite3.Connection, start: int, count: int, user_name: str | None
 ) -> tuple[list[PersonRow], int]:
     where, values = ("WHERE user_name = ?", (user_name,)) if user_name is not None else ("", ())
+    start, count = page_window(start, count)
     with transaction(conn, write=False):
         (total,) = conn.execute(f"SELECT COUNT(*) FROM people {where}", values).fetchone()
         rows = conn.execute(
