@@ -62,3 +62,5 @@ def test_deactivating_a_person_ends_their_session_and_is_audited(tmp_path: Path)
 
     unknown = cli(config, "people", "deactivate", "nobody@acme.example")
     assert unknown.returncode == 2 and "nobody with the user name" in unknown.stderr
+    look_alike = cli(config, "people", "deactivate", "\u212aatie@acme.example")
+    assert look_alike.returncode == 2 and "is not a user name" in look_alike.stderr

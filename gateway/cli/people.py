@@ -12,7 +12,7 @@ import argparse
 from gateway.cli.common import OneLineErrorParser, UsageError
 from gateway.model import AuditEvent
 from gateway.server import Services
-from gateway.services.people import user_name
+from gateway.services.people import InvalidUserName, user_name
 from gateway.store.base import PersonRow
 
 
@@ -40,9 +40,13 @@ async def run_people(services: Services, args: argparse.Namespace) -> int:
             start += page
             if start >= total or not rows:
                 return 0
-    person = await services.store.person_by_user_name(user_name(args.email))
+    try:
+        key = user_name(args.email)
+    except InvalidUserName as exc:
+        raise UsageError(f"{args.email!r} is not a user name: {exc}") from None
+    person = await services.store.person_by_user_name(key)
     if person is None:
-        raise UsageError(f"nobody with the user name {user_name(args.email)!r}")
+        raise UsageError(f"nobody with the user name {key!r}")
     active = args.action == "activate"
     changed = await services.people.set_active(person.person_id, active)
     assert changed is not None
