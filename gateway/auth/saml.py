@@ -642,13 +642,17 @@ def _first(attributes: Mapping[str, tuple[str, ...]], name: str) -> str:
 
 
 def _email(value: str) -> str | None:
+    """The address as the IdP sent it (without surrounding white space), when it is one;
+    validated with `normalized_email`, never replaced by its result: People keys it (NFC
+    here would turn U+212A KELVIN SIGN into a plain K before People could refuse it)."""
     value = value.strip()
     if not value or len(value) > 254 or any(c.isspace() for c in value):
         return None
     try:
-        return normalized_email(value)
+        normalized_email(value)
     except InvalidAddress:
         return None
+    return value
 
 
 # -- IdP metadata from a URL ---------------------------------------------------------------

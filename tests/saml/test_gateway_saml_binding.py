@@ -236,3 +236,19 @@ async def test_an_email_attribute_without_a_value_is_refused_cleanly(
     assert_refused(answer, 400, "sent no usable email address")
     [refusal] = await signin_audit(site)
     assert refusal["reason"] == "no email"
+
+
+async def test_a_look_alike_address_is_refused_not_matched(saml_idp: SamlIdP, start_gateway,
+                                                           tmp_path):
+    """The address goes to People as the IdP sent it: U+212A KELVIN SIGN is not turned into
+    a K on the way, so it cannot stand for katie@ (People refuses it)."""
+    site = await saml_gateway(saml_idp, start_gateway, tmp_path, extra=SCIM)
+    katie_id = await scim_manager(site, "katie@acme.example")
+    saml_idp.sign_in_as(SamlUser("\u212aatie@acme.example", "Mallory", ("security",)))
+    async with http_session() as http:
+        started = await start_login(http, site)
+        answer = await post_to_acs(http, site, saml_idp.respond(started.redirect_url),
+                                   started.nonce)
+    assert_refused(answer, 403, "could stand for another address")
+    katie = await site.gateway.services.store.person(katie_id)
+    assert katie is not None and katie.display_name != "Mallory" and katie.role == "manager"

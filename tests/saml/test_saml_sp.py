@@ -140,7 +140,11 @@ def test_an_unusable_metadata_file_is_a_config_error_naming_the_setting(store: S
 
 @pytest.mark.parametrize(("made", "config", "email"), [
     (assertion(), {}, "ann@example.com"),
-    (assertion("Ann@Example.COM", NAMEID_UNSPECIFIED), {}, "Ann@example.com"),
+    (assertion("Ann@Example.COM", NAMEID_UNSPECIFIED), {}, "Ann@Example.COM"),  # as sent
+    # passed on as received, never rewritten (People keys it, and refuses look-alikes)
+    (assertion("\u212aatie@example.com"), {}, "\u212aatie@example.com"),
+    (assertion("zoe@B\u00fccher.Example"), {}, "zoe@B\u00fccher.Example"),
+    (assertion("u-1", NAMEID_PERSISTENT, email=(" Dee@Example.com\n",)), {}, "Dee@Example.com"),
     (assertion("u-123", NAMEID_PERSISTENT, email=("dee@example.com",)), {}, "dee@example.com"),
     # an emailAddress NameID that is not one: the attribute then
     (assertion("not an email", NAMEID_EMAIL, email=("eve@example.com",)), {},
