@@ -89,9 +89,42 @@ def test_import_is_all_or_nothing_and_export_round_trips(config: Path, tmp_path:
     again = cli(config, "suppress", "import", str(good)).stdout
     assert "3 valid (0 new, 3 already present" in again
     rows = list(csv.DictReader(io.StringIO(cli(config, "suppress", "export").stdout)))
+    # Formula-safe: a spreadsheet shows the number as text, not as a formula.
     assert sorted(r["address"] for r in rows) == [
-        "+14155550100", "a@x.example.net", "b@x.example.net",
+        "'+14155550100", "a@x.example.net", "b@x.example.net",
     ]
+
+
+def test_suppress_export_is_formula_safe_and_imports_back(tmp_path: Path) -> None:
+    """Addresses that begin like formulas (`=` and `-` are allowed in a local part) and
+    numbers are exported with a leading apostrophe, and `suppress import` of that export
+    into another gateway gives the same list."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    exporter, importer = write_config(first), write_config(second)
+    entries = ["=cmd@client.example.net", "-dash@client.example.net",
+               "'quoted@client.example.net", "+14155550100", "plain@client.example.net"]
+    added = subprocess.run(
+        [sys.executable, "-m", "gateway", "suppress", "add", "--config", str(exporter), "--",
+         *entries],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert added.returncode == 0, added.stderr
+    exported = cli(exporter, "suppress", "export").stdout
+    rows = list(csv.DictReader(io.StringIO(exported)))
+    assert sorted(r["address"] for r in rows) == [
+        "'+14155550100", "'-dash@client.example.net", "'=cmd@client.example.net",
+        "'quoted@client.example.net", "plain@client.example.net",
+    ]
+    assert all(row[name][:1] not in "=+-@\t\r" for row in rows for name in row if row[name])
+    export_file = tmp_path / "export.csv"
+    export_file.write_text(exported)
+    imported = cli(importer, "suppress", "import", str(export_file))
+    assert imported.returncode == 0, imported.stderr
+    assert "5 valid (5 new" in imported.stdout
+    listed = list(csv.reader(io.StringIO(cli(importer, "suppress", "list").stdout)))
+    assert sorted(row[0] for row in listed) == sorted(r["address"] for r in rows)
 
 
 def free_port() -> int:

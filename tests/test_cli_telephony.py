@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.services.csv_cells import read_cell
 from tests.conftest import write_config
 from tests.test_cli import cli
 
@@ -129,7 +130,7 @@ def test_dnc_registry_import_records_the_list_as_source(config: Path, tmp_path: 
     result = cli(config, "suppress", "import", "--format", "dnc", str(registry))
     assert result.returncode == 0, result.stderr
     listed = cli(config, "suppress", "list").stdout.splitlines()
-    assert sorted(line.split(",")[0] for line in listed) == [
+    assert sorted(read_cell(line.split(",")[0]) for line in listed) == [
         "+12125550123", "+13055550123", "+14155550100",
     ]
     assert all(",national-dnc:dnc.txt," in line for line in listed)

@@ -4,7 +4,6 @@ imports, the block and audit logs, consents, known locations, privacy, retention
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,6 +40,7 @@ from gateway.services.block_reports import (
     write_blocks_csv,
 )
 from gateway.services.consents import ConsentError, make_consent, read_consents_csv
+from gateway.services.csv_cells import formula_safe_writer
 from gateway.services.imports import (
     SuppressionFileError,
     import_suppression_file,
@@ -111,7 +111,7 @@ async def _suppress(services: Services, args: argparse.Namespace) -> int:
             raise UsageError("give a FILE to import, or --from-postmark STREAM")
         return await _import_file(services, args)
     else:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer = formula_safe_writer(sys.stdout)
         if args.action == "export":
             writer.writerow(["address", "source", "reason", "time", "mailbox"])
         for entry in await services.store.list_suppressions():

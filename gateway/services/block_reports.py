@@ -1,16 +1,16 @@
 """How a block record reads outside the store: one shape for the CLI and the admin API.
 
 Both print the same JSON object and the same CSV columns, so a report built from one can
-be checked against the other.
+be checked against the other. The CSV is formula-safe (`services.csv_cells`).
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 from typing import Any, Protocol
 
 from gateway.model import BlockRecord
+from gateway.services.csv_cells import formula_safe_writer
 
 BLOCK_CSV_COLUMNS = (
     "id",
@@ -50,7 +50,8 @@ def block_as_dict(record: BlockRecord) -> dict[str, Any]:
 
 
 def block_csv_row(record: BlockRecord) -> list[str]:
-    """One cell per `BLOCK_CSV_COLUMNS` entry; the reason codes are joined with commas."""
+    """One cell per `BLOCK_CSV_COLUMNS` entry; the reason codes are joined with commas. As
+    stored: `write_blocks_csv` makes the cells formula-safe."""
     fields = block_as_dict(record)
     return [_cell(fields[column]) for column in BLOCK_CSV_COLUMNS]
 
@@ -58,7 +59,8 @@ def block_csv_row(record: BlockRecord) -> list[str]:
 def write_blocks_csv(
     out: _Writable, records: Iterable[BlockRecord], *, header: bool = True
 ) -> None:
-    writer = csv.writer(out, lineterminator="\n")
+    """Formula-safe: a cell an agent wrote (`=HYPERLINK(…)` as a subject) is text."""
+    writer = formula_safe_writer(out)
     if header:
         writer.writerow(BLOCK_CSV_COLUMNS)
     writer.writerows(block_csv_row(record) for record in records)

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from gateway.addresses import InvalidAddress, suppression_key
 from gateway.model import Channel, Consent, ConsentKind
+from gateway.services.csv_cells import read_cell
 
 IMPLIED_MONTHS = {
     ConsentKind.IMPLIED_PURCHASE: 24, ConsentKind.IMPLIED_INQUIRY: 6, ConsentKind.EBR: 18,
@@ -63,13 +64,16 @@ def make_consent(
 
 
 def read_consents_csv(text: str) -> list[Consent]:
-    """Every row is checked before any is used; errors name their line numbers."""
+    """Every row is checked before any is used; errors name their line numbers. Cells a
+    formula-safe export wrote (`'+14155550100`) read as they were (`csv_cells.read_cell`)."""
     rows = csv.DictReader(io.StringIO(text))
     missing = [c for c in CSV_COLUMNS[:5] if c not in (rows.fieldnames or [])]
     if missing:
         raise ConsentError(f"CSV header lacks columns: {', '.join(missing)}")
     consents, errors = [], []
-    for line, row in enumerate(rows, start=2):
+    for line, raw in enumerate(rows, start=2):
+        row = {name: read_cell(value) if isinstance(value, str) else value
+               for name, value in raw.items()}
         try:
             obtained = datetime.fromisoformat(row["obtained_at"])
             consents.append(make_consent(

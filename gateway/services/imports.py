@@ -26,6 +26,7 @@ import phonenumbers
 from gateway.addresses import InvalidAddress, MailboxRules, email_key, folded_key
 from gateway.model import AuditEvent
 from gateway.runtime.progress import Progress
+from gateway.services.csv_cells import read_cell
 from gateway.store.base import Store
 
 # A US or Canadian number (NANP): area code and exchange each start with 2-9.
@@ -97,7 +98,8 @@ def registry_key(entry: str) -> str:
 
 
 def _csv_entries(stream: TextIO) -> Iterator[tuple[int, str]]:
-    """The first column, or the column a header row names; line numbers as in the file."""
+    """The first column, or the column a header row names; line numbers as in the file. A
+    cell the gateway's own export made formula-safe (`'+14155550100`) reads as it was."""
     reader = csv.reader(stream)
     column = 0
     for row in reader:
@@ -107,7 +109,7 @@ def _csv_entries(stream: TextIO) -> Iterator[tuple[int, str]]:
             if header is not None:
                 column = header
                 continue
-        cell = row[column].strip() if column < len(row) else ""
+        cell = read_cell(row[column].strip()).strip() if column < len(row) else ""
         if cell or any(other.strip() for other in row):
             yield reader.line_num, cell
 

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.addresses import InvalidAddress, suppression_key
+from gateway.services.csv_cells import read_cell
 from gateway.services.imports import bulk_key, registry_key, validated_key
 from tests.conftest import write_config
 from tests.test_cli import cli
@@ -42,9 +43,9 @@ def imported(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def listed(config: Path) -> dict[str, str]:
-    """address -> source, from `suppress list`."""
+    """address -> source, from `suppress list` (numbers are written formula-safe)."""
     rows = cli(config, "suppress", "list").stdout.splitlines()
-    return {row.split(",")[0]: row.split(",")[1] for row in rows}
+    return {read_cell(row.split(",")[0]): row.split(",")[1] for row in rows}
 
 
 def audit_actions(config: Path) -> list[dict]:
@@ -97,7 +98,7 @@ def test_dnc_and_dncl_files_suppress_calls_and_texts(config: Path, tmp_path: Pat
     dncl = write(tmp_path, "dncl.txt", "4165550100\n2125550123\n")
     assert "(1 new, 1 already present" in imported(config, "--format", "dncl", str(dncl)).stdout
     sources = cli(config, "suppress", "list").stdout.splitlines()
-    assert sorted(line.split(",", 2)[:2] for line in sources) == [
+    assert sorted([read_cell(line.split(",")[0]), line.split(",")[1]] for line in sources) == [
         ["+12125550123", "canada-dncl:dncl.txt"], ["+12125550123", "national-dnc:dnc-212.txt"],
         ["+12125550188", "national-dnc:dnc-212.txt"], ["+13055550123", "national-dnc:dnc-212.txt"],
         ["+14155550100", "national-dnc:dnc-212.txt"], ["+14165550100", "canada-dncl:dncl.txt"],
