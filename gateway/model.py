@@ -57,6 +57,9 @@ class Account:
     sender_domains: tuple[str, ...]
     purpose: Purpose = Purpose.MARKETING
     identity: SenderIdentity = SenderIdentity()
+    # The agent key that authenticated this request (its id), when one did; None when the
+    # account's own secret did. Not part of the account's identity (equality, hash).
+    key_id: str | None = field(default=None, compare=False)
 
     def may_send_from(self, domain: str) -> bool:
         domain = domain.lower().rstrip(".")
@@ -231,6 +234,9 @@ class OutboundMessage:
     idempotency_key: str = ""
     email: EmailContent | None = None
     telephony: TelephonyContent | None = None
+    # The agent is given `id` as the message's id (SMTP's "250 2.0.0 OK queued as ID"), not
+    # the provider's: the decisions of its delivered copies carry it as their upstream_id.
+    gateway_id_given: bool = False
 
 
 @dataclass(frozen=True)
@@ -357,6 +363,41 @@ class BlockRecord:
     message_id: str = ""
     subject: str = ""
     size: int = 0
+    gateway_id: str = ""
+    evidence: Mapping[str, object] = field(default_factory=dict)
+    id: int | None = None
+
+
+class DecisionOutcome(enum.StrEnum):
+    ALLOWED = "allowed"
+    BLOCKED = "blocked"
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One recipient's decision as the decision log keeps it: every decision, allowed and
+    blocked, of every channel, with the evidence that made it lawful or not. Metadata only,
+    never a body.
+
+    `upstream_id` is the id the agent was given for the copy (Twilio's sid, Postmark's
+    MessageID, the SMTP queue id), None when nothing went out. `key_id` is the agent key
+    that authenticated the request, None for the account's own secret. `evidence` is a JSON
+    object: candidate zones with local times, the rules applied with their citations, the
+    consent record used, suppression hits, the rewrites made, the upstream's answer.
+    """
+
+    time: datetime
+    channel: Channel
+    account: str
+    sender: str
+    recipient: str
+    purpose: Purpose
+    outcome: DecisionOutcome
+    reasons: tuple[Reason, ...]
+    rules_version: str
+    key_id: str | None = None
+    upstream_id: str | None = None
+    subject: str = ""
     gateway_id: str = ""
     evidence: Mapping[str, object] = field(default_factory=dict)
     id: int | None = None

@@ -190,6 +190,7 @@ class RetentionConfig:
     outbox_hours: int = 24
     audit_days: int = 365
     interval_s: int = 3600
+    decision_days: int = 400
 
 
 @dataclass(frozen=True)
@@ -722,7 +723,10 @@ def _retention(raw: Any) -> RetentionConfig:
     section = _section(
         raw,
         "retention",
-        {"block_metadata_days", "blocks_days", "outbox_hours", "audit_days", "interval_s"},
+        {
+            "block_metadata_days", "blocks_days", "outbox_hours", "audit_days", "interval_s",
+            "decision_days",
+        },
     )
     defaults = RetentionConfig()
     config = RetentionConfig(
@@ -735,6 +739,9 @@ def _retention(raw: Any) -> RetentionConfig:
         ),
         audit_days=section.integer("audit_days", defaults.audit_days, minimum=1, maximum=36_500),
         interval_s=section.integer("interval_s", defaults.interval_s, minimum=1, maximum=86_400),
+        decision_days=section.integer(
+            "decision_days", defaults.decision_days, minimum=1, maximum=36_500
+        ),
     )
     if config.block_metadata_days > config.blocks_days:
         raise ConfigError(

@@ -25,7 +25,7 @@ from typing import Any
 
 from gateway.addresses import InvalidAddress, MailboxRules, folded_key
 from gateway.config.settings import Config
-from gateway.model import AuditEvent, BlockRecord
+from gateway.model import AuditEvent, BlockRecord, DecisionRecord
 from gateway.runtime.clock import Clock
 from gateway.services.imports import validated_key
 from gateway.store.base import ERASED_PREFIX, PersonalData, Store, erased_address
@@ -140,6 +140,7 @@ def _record_count(data: PersonalData) -> int:
         + len(data.consents)
         + (data.known_location is not None)
         + len(data.blocks)
+        + len(data.decisions)
         + len(data.contacts)
         + (data.notice_sent_at is not None)
         + len(data.deliveries)
@@ -170,6 +171,7 @@ def export_document(data: PersonalData, now: datetime) -> dict[str, Any]:
         ],
         "known_location": vars(location) if location is not None else None,
         "blocks": [_block_dict(b) for b in data.blocks],
+        "decisions": [_decision_dict(d) for d in data.decisions],
         "contacts": {
             "count": len(data.contacts),
             "rows": [
@@ -217,4 +219,21 @@ def _block_dict(record: BlockRecord) -> dict[str, Any]:
         "reasons": [r.as_dict() for r in record.reasons],
         "message_id": record.message_id,
         "subject": record.subject,
+    }
+
+
+def _decision_dict(record: DecisionRecord) -> dict[str, Any]:
+    """The decision with its evidence, as the decision log keeps it."""
+    return {
+        "id": record.id,
+        "time": record.time.isoformat(),
+        "channel": record.channel.value,
+        "account": record.account,
+        "sender": record.sender,
+        "recipient": record.recipient,
+        "outcome": record.outcome.value,
+        "reasons": [r.as_dict() for r in record.reasons],
+        "upstream_id": record.upstream_id,
+        "subject": record.subject,
+        "evidence": dict(record.evidence),
     }

@@ -1,7 +1,8 @@
 """The retention job: personal data is kept only as long as `[retention]` allows.
 
-Message metadata (subject, message id) goes first, the block rows later, delivered copies
-in the outbox after hours, audit entries after the audit period (the store anchors the
+Message metadata (subject, message id) goes first, the block rows later, the decision log's
+rows after `decision_days` (400 by default: Twilio keeps message logs that long), delivered
+copies in the outbox after hours, audit entries after the audit period (the store anchors the
 chain so what remains still verifies). The gateway runs it every `interval_s`;
 `compliance-gateway retention run` runs it once.
 """
@@ -32,6 +33,7 @@ async def apply_retention(store: Store, config: Config, now: datetime) -> dict[s
     limits = config.retention
     counts = {
         "blocks": await store.delete_blocks(now - timedelta(days=limits.blocks_days)),
+        "decisions": await store.delete_decisions(now - timedelta(days=limits.decision_days)),
         "block_metadata": await store.clear_block_metadata(
             now - timedelta(days=limits.block_metadata_days)
         ),

@@ -21,6 +21,8 @@ from gateway.model import (
     BlockRecord,
     Channel,
     Consent,
+    DecisionOutcome,
+    DecisionRecord,
     KnownLocation,
     Suppression,
 )
@@ -72,6 +74,27 @@ class BlockQuery:
 
 
 @dataclass(frozen=True)
+class DecisionQuery:
+    """A page of the decision log, newest first (time, then id); `before_id` is the page
+    cursor, with `BlockQuery.before_id`'s rule. `recipient` and `text` (over the subject)
+    match any part, without case (str.lower on both sides); every other filter matches
+    exactly, `reason` one of the decision's codes."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    channel: Channel | None = None
+    outcome: DecisionOutcome | None = None
+    reason: str | None = None
+    account: str | None = None
+    sender: str | None = None
+    recipient: str | None = None
+    text: str | None = None
+    upstream_id: str | None = None
+    limit: int = 100
+    before_id: int | None = None
+
+
+@dataclass(frozen=True)
 class AuditProblem:
     """The first audit entry whose chain does not verify."""
 
@@ -109,6 +132,7 @@ class PersonalData:
     consents: tuple[Consent, ...] = ()
     known_location: KnownLocation | None = None
     blocks: tuple[BlockRecord, ...] = ()
+    decisions: tuple[DecisionRecord, ...] = ()
     contacts: tuple[ContactRow, ...] = ()
     notice_sent_at: datetime | None = None
     deliveries: tuple[DeliveryRow, ...] = ()
@@ -522,6 +546,26 @@ class BlockLog(Protocol):
         """Delete blocks older than `before`; returns how many."""
 
 
+class DecisionLog(Protocol):
+    """Every decision, allowed and blocked, with its evidence: what the operator shows a
+    court or regulator (`compliance-gateway evidence`, `GET /v1/decisions`)."""
+
+    async def record_decisions(self, records: Sequence[DecisionRecord]) -> list[int]:
+        """Durably record the decisions (in one transaction) before the agent is told;
+        returns their ids in order."""
+
+    async def query_decisions(self, query: DecisionQuery) -> list[DecisionRecord]:
+        """Newest first, without their evidence (`evidence` is empty: `get_decision` has
+        it), so a page of a long log reads only the columns it shows."""
+
+    async def get_decision(self, decision_id: int) -> DecisionRecord | None:
+        """The decision with its evidence."""
+
+    async def delete_decisions(self, before: datetime) -> int:
+        """Delete decisions older than `before` (in chunks, so writers are never held up
+        for long); returns how many."""
+
+
 class DeliveryLedger(Protocol):
     """Which (message, recipient) pairs went out, so an agent's retry sends no second copy."""
 
@@ -575,11 +619,11 @@ class Privacy(Protocol):
     async def erase_personal_data(
         self, key: str, now: datetime, actor: str, mailbox: str = ""
     ) -> dict[str, int]:
-        """In one transaction: delete `key`'s blocks, consents, location, contacts, notice
-        and delivery rows, and replace its suppression rows (those of `mailbox` too) by one
-        `erased_address` row (source ERASED_SOURCE, mailbox the keyed hash of `mailbox`)
-        when it had any. Audit entries are never rewritten. Returns rows removed per table.
-        Needs `use_erasure_key` first (ValueError)."""
+        """In one transaction: delete `key`'s blocks, decisions, consents, location,
+        contacts, notice and delivery rows, and replace its suppression rows (those of
+        `mailbox` too) by one `erased_address` row (source ERASED_SOURCE, mailbox the keyed
+        hash of `mailbox`) when it had any. Audit entries are never rewritten. Returns rows
+        removed per table. Needs `use_erasure_key` first (ValueError)."""
 
     async def purge(self, event: AuditEvent) -> AuditEvent:
         """Delete every row of every table and the audit anchor, then append `event` as
@@ -601,6 +645,7 @@ class Store(
     KnownLocations,
     ContactLedger,
     BlockLog,
+    DecisionLog,
     DeliveryLedger,
     AuditLog,
     Privacy,

@@ -21,11 +21,21 @@ from gateway.model import (
     Channel,
     Consent,
     ConsentKind,
+    DecisionOutcome,
+    DecisionRecord,
     KnownLocation,
+    Purpose,
     Reason,
     Suppression,
 )
-from gateway.store.base import KEEP, MAX_PAGE_START, BlockQuery, PersonChanges, PersonRow
+from gateway.store.base import (
+    KEEP,
+    MAX_PAGE_START,
+    BlockQuery,
+    DecisionQuery,
+    PersonChanges,
+    PersonRow,
+)
 
 ReadTime = Callable[[Any], datetime]
 """A backend's stored time back as an aware datetime."""
@@ -263,6 +273,133 @@ def block_filter(query: BlockQuery, params: Parameters) -> str:
         clauses.append(
             f"((time, id) < (SELECT time, id FROM blocks WHERE id = {cursor})"
             f" OR (NOT EXISTS (SELECT 1 FROM blocks WHERE id = {cursor}) AND id < {cursor}))"
+        )
+    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+# --- decisions ----------------------------------------------------------------------------
+
+DECISION_COLUMNS = (
+    "id, time, channel, account, key_id, sender, recipient, purpose, outcome, reasons_json,"
+    " rules_version, upstream_id, subject, gateway_id"
+)
+"""What a page of the decision log selects, in the order `decision_from_row` reads it."""
+
+DECISION_EVIDENCE_COLUMNS = DECISION_COLUMNS + ", evidence_json"
+"""The same with the evidence document (one decision, an export)."""
+
+RECORDED_DECISION_COLUMNS = (
+    "time, channel, account, key_id, sender, recipient, recipient_lower, purpose, outcome,"
+    " reasons_json, reason_codes, rules_version, upstream_id, subject, subject_lower,"
+    " gateway_id, evidence_json"
+)
+"""What `record_decisions` writes, in the order of `decision_values`."""
+
+DECISION_DELETE_CHUNK = 5000
+"""Decisions the retention job deletes per transaction: a log of ten million rows is
+trimmed in short writes that let the send path's writes in between."""
+
+
+def search_folded(text: str) -> str:
+    """How the recipient and subject are kept for partial search without case, and how a
+    search term is folded before it is looked for. Plaintext for now: the encryption of
+    issue 21 replaces these columns with keyed substring indexes."""
+    return text.lower()
+
+
+def evidence_text(evidence: object) -> str:
+    """The evidence document as both backends store it: compact JSON, keys sorted."""
+    return json.dumps(evidence, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def decision_values(record: DecisionRecord, write_time: WriteTime) -> tuple[object, ...]:
+    """reason_codes is ',CODE1,CODE2,' as for blocks (',' for an allowed decision)."""
+    return (
+        write_time(record.time),
+        record.channel.value,
+        record.account,
+        record.key_id,
+        record.sender,
+        record.recipient,
+        search_folded(record.recipient),
+        record.purpose.value,
+        record.outcome.value,
+        json.dumps([reason.as_dict() for reason in record.reasons]),
+        "," + "".join(f"{reason.code}," for reason in record.reasons),
+        record.rules_version,
+        record.upstream_id,
+        record.subject,
+        search_folded(record.subject),
+        record.gateway_id,
+        evidence_text(dict(record.evidence)),
+    )
+
+
+def decision_from_row(row: Sequence[Any], read_time: ReadTime) -> DecisionRecord:
+    """A row of DECISION_COLUMNS, or of DECISION_EVIDENCE_COLUMNS (with its evidence)."""
+    (
+        decision_id,
+        time,
+        channel,
+        account,
+        key_id,
+        sender,
+        recipient,
+        purpose,
+        outcome,
+        reasons_json,
+        rules_version,
+        upstream_id,
+        subject,
+        gateway_id,
+        *evidence_json,
+    ) = row
+    return DecisionRecord(
+        time=read_time(time),
+        channel=Channel(channel),
+        account=account,
+        sender=sender,
+        recipient=recipient,
+        purpose=Purpose(purpose),
+        outcome=DecisionOutcome(outcome),
+        reasons=tuple(Reason(**reason) for reason in json.loads(reasons_json)),
+        rules_version=rules_version,
+        key_id=key_id,
+        upstream_id=upstream_id,
+        subject=subject,
+        gateway_id=gateway_id,
+        evidence=json.loads(evidence_json[0]) if evidence_json else {},
+        id=decision_id,
+    )
+
+
+def decision_filter(query: DecisionQuery, params: Parameters) -> str:
+    """The WHERE clause (empty when nothing filters) selecting `query`'s decisions; the
+    paging cursor follows `BlockQuery.before_id`'s rule."""
+    clauses: list[str] = []
+    if query.since is not None:
+        clauses.append(f"time >= {params.time(query.since)}")
+    if query.until is not None:
+        clauses.append(f"time < {params.time(query.until)}")
+    if query.reason is not None:
+        clauses.append(params.contains("reason_codes", f",{query.reason},"))
+    for column, value in (
+        ("channel", query.channel),
+        ("outcome", query.outcome),
+        ("account", query.account),
+        ("sender", query.sender),
+        ("upstream_id", query.upstream_id),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = {params.bind(str(value))}")
+    for column, text in (("recipient_lower", query.recipient), ("subject_lower", query.text)):
+        if text is not None:
+            clauses.append(params.contains(column, search_folded(text)))
+    if query.before_id is not None:
+        cursor = params.bind(query.before_id)
+        clauses.append(
+            f"((time, id) < (SELECT time, id FROM decisions WHERE id = {cursor})"
+            f" OR (NOT EXISTS (SELECT 1 FROM decisions WHERE id = {cursor}) AND id < {cursor}))"
         )
     return f"WHERE {' AND '.join(clauses)}" if clauses else ""
 

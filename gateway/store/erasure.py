@@ -31,12 +31,14 @@ from gateway.store.base import (
 from gateway.store.core import (
     BLOCK_COLUMNS,
     CONSENT_COLUMNS,
+    DECISION_EVIDENCE_COLUMNS,
     LOCATION_COLUMNS,
     SUPPRESSION_COLUMNS,
     Parameters,
     ReadTime,
     block_from_row,
     consent_from_row,
+    decision_from_row,
     suppression_from_row,
 )
 
@@ -66,6 +68,7 @@ class NamedBy:
 
 ERASED_TABLES: Mapping[str, NamedBy] = {
     "blocks": NamedBy(("recipient",), email_columns=("sender",)),
+    "decisions": NamedBy(("recipient",), email_columns=("sender",)),
     "consents": NamedBy(("subject",)),
     "known_locations": NamedBy(("number",), exact=True),
     "contacts": NamedBy(("recipient",)),
@@ -150,6 +153,9 @@ def export_statements(
         "consents": rows_about("consents", CONSENT_COLUMNS, "ORDER BY obtained_at"),
         "known_location": rows_about("known_locations", LOCATION_COLUMNS),
         "blocks": rows_about("blocks", BLOCK_COLUMNS, "ORDER BY time DESC, id DESC"),
+        "decisions": rows_about(
+            "decisions", DECISION_EVIDENCE_COLUMNS, "ORDER BY time DESC, id DESC"
+        ),
         "contacts": rows_about("contacts", "channel, time, gateway_id", "ORDER BY time"),
         "notice_sent_at": rows_about("notices", "sent_at"),
         "deliveries": rows_about(
@@ -178,6 +184,7 @@ def exported(
         consents=tuple(consent_from_row(row, read_time) for row in rows["consents"]),
         known_location=KnownLocation(*location[0]) if location else None,
         blocks=tuple(block_from_row(row, read_time) for row in rows["blocks"]),
+        decisions=tuple(decision_from_row(row, read_time) for row in rows["decisions"]),
         contacts=tuple(
             ContactRow(Channel(channel), read_time(time), gateway_id)
             for channel, time, gateway_id in rows["contacts"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from gateway.services.privacy import Privacy
 from gateway.store.base import ERASED_SOURCE, BlockQuery
 from tests.conftest import write_config
 from tests.ingress.smtp.test_submission import client, first_touch, outbox_messages
+from tests.store.test_decisions import decision
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 EMAIL = "Bob@Client.Example.NET"
@@ -87,6 +89,10 @@ async def remember_everything(services: Services) -> None:
             recipient=recipient, reasons=(Reason("SUPPRESSED", "on the list", "r"),),
             rules_version="v1", message_id="<m@x>", subject="Private matter",
         ))
+        await store.record_decisions([replace(
+            decision(recipient, channel=channel, sender=sender, codes=("SUPPRESSED",)),
+            time=NOW - timedelta(hours=1),
+        )])
 
 
 async def test_export_holds_everything_about_the_subject_and_is_audited(
@@ -128,8 +134,8 @@ async def test_erased_email_stays_suppressed_through_the_pipeline(services: Serv
 
     counts = await privacy_of(services).erase(EMAIL, actor="dpo@example.com")
 
-    assert counts == {"blocks": 2, "consents": 0, "known_locations": 0, "contacts": 0,
-                      "notices": 0, "deliveries": 1, "suppressions": 1}
+    assert counts == {"blocks": 2, "decisions": 2, "consents": 0, "known_locations": 0,
+                      "contacts": 0, "notices": 0, "deliveries": 1, "suppressions": 1}
     assert await check(services, Channel.EMAIL, "bob@client.example.net") == ["SUPPRESSED"]
     assert await check(services, Channel.EMAIL, "BOB@client.example.net") == ["SUPPRESSED"]
     assert await check(services, Channel.EMAIL, "ann@client.example.net") == []
@@ -141,15 +147,15 @@ async def test_erased_number_stays_suppressed_and_its_data_is_gone(services: Ser
 
     counts = await privacy_of(services).erase(NUMBER, actor="dpo@example.com")
 
-    assert counts == {"blocks": 1, "consents": 1, "known_locations": 1, "contacts": 1,
-                      "notices": 1, "deliveries": 0, "suppressions": 2}
+    assert counts == {"blocks": 1, "decisions": 1, "consents": 1, "known_locations": 1,
+                      "contacts": 1, "notices": 1, "deliveries": 0, "suppressions": 2}
     assert "SUPPRESSED" in await check(services, Channel.SMS, "+14155550100")
     after = await privacy_of(services).export(NUMBER, actor="dpo@example.com")
     assert after["erased_suppression"] is True
     emptied = {k: v for k, v in after.items()
                if k not in ("subject", "exported_at", "erased_suppression", "audit")}
     assert emptied == {"suppressions": [], "consents": [], "known_location": None,
-                       "blocks": [], "contacts": {"count": 0, "rows": []},
+                       "blocks": [], "decisions": [], "contacts": {"count": 0, "rows": []},
                        "sms_notice_sent_at": None, "deliveries": []}
     # The append-only log keeps what it said before; nothing new names the number.
     assert {e["action"] for e in after["audit"]} == {"suppression.add"}

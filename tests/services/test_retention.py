@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,8 +19,9 @@ from gateway.model import AuditEvent, BlockRecord, Channel, Reason
 from gateway.runtime.clock import Clock
 from gateway.server import Gateway, Services
 from gateway.services.retention import apply_retention, run_retention_periodically
-from gateway.store.base import AuditProblem, BlockQuery
+from gateway.store.base import AuditProblem, BlockQuery, DecisionQuery
 from tests.conftest import write_config
+from tests.store.test_decisions import decision
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -55,6 +57,10 @@ async def test_old_records_go_and_newer_ones_stay(services: Services) -> None:
                            (timedelta(days=40), "middle@x.example"),
                            (timedelta(days=1), "new@x.example")):
         await store.record_block(block(age, recipient))
+    await store.record_decisions([
+        replace(decision(recipient), time=NOW - timedelta(days=days))
+        for days, recipient in ((401, "old@x.example"), (399, "kept@x.example"))
+    ])
     for days in (500, 400, 10):
         await store.append_audit(AuditEvent(NOW - timedelta(days=days), "t", "test.event"))
     old_mail = outbox_file(config, "email/old.eml", timedelta(hours=25))
@@ -63,7 +69,12 @@ async def test_old_records_go_and_newer_ones_stay(services: Services) -> None:
 
     counts = await apply_retention(store, config, NOW)
 
-    assert counts == {"blocks": 1, "block_metadata": 1, "outbox_files": 2, "audit": 2}
+    assert counts == {
+        "blocks": 1, "decisions": 1, "block_metadata": 1, "outbox_files": 2, "audit": 2
+    }
+    assert [d.recipient for d in await store.query_decisions(DecisionQuery())] == [
+        "kept@x.example"
+    ], "decisions are kept retention.decision_days (400 by default)"
     kept = {b.recipient: b for b in await store.query_blocks(BlockQuery())}
     assert set(kept) == {"middle@x.example", "new@x.example"}
     assert (kept["middle@x.example"].subject, kept["middle@x.example"].message_id) == ("", "")
@@ -80,7 +91,7 @@ async def test_a_second_run_finds_nothing_and_records_nothing(services: Services
     await apply_retention(services.store, services.config, NOW)
     before = await services.store.audit_events()
     assert await apply_retention(services.store, services.config, NOW) == {
-        "blocks": 0, "block_metadata": 0, "outbox_files": 0, "audit": 0,
+        "blocks": 0, "decisions": 0, "block_metadata": 0, "outbox_files": 0, "audit": 0,
     }
     assert await services.store.audit_events() == before
 
@@ -171,7 +182,7 @@ def test_cli_retention_run_prints_counts(
     config = str(write_config(tmp_path))
     assert main(["retention", "run", "--config", config]) == 0
     assert json.loads(capsys.readouterr().out) == {
-        "blocks": 0, "block_metadata": 0, "outbox_files": 0, "audit": 0,
+        "blocks": 0, "decisions": 0, "block_metadata": 0, "outbox_files": 0, "audit": 0,
     }
 
 

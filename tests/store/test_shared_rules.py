@@ -38,6 +38,7 @@ from gateway.store.erasure import (
 )
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
+from tests.store.test_decisions import decision
 from tests.store.test_store import T0, audit_event, backend_url, block, consent, suppression
 
 ERASURE_KEY = b"erasure-key-for-tests-0123456789"
@@ -126,6 +127,7 @@ async def person_in_every_table(store: Store, number: str) -> None:
     await store.mark_notice_sent(number, T0)
     await store.claim_delivery("m1", number, T0, 60)
     await store.record_block(block(number, channel=Channel.SMS))
+    await store.record_decisions([decision(number, channel=Channel.SMS)])
     await store.record_inbound(f"SM-{number}", T0)
     # rows that name no recipient, which neither an erasure nor a purge may need
     await store.count_login_failure([f"prefix {number}"], T0.timestamp(), 60.0, 1, 60.0)
@@ -215,7 +217,7 @@ def concern_methods() -> set[str]:
 @pytest.mark.parametrize("backend", BACKENDS, ids=lambda backend: backend.__name__)
 def test_each_backend_implements_every_concern(backend: type) -> None:
     """The stores do not inherit `Store` (a missing method would fall back to a stub)."""
-    assert len(concern_methods()) == 70
+    assert len(concern_methods()) == 74
     for name in concern_methods():
         method = getattr(backend, name)
         assert inspect.iscoroutinefunction(method), name

@@ -7,6 +7,7 @@ from gateway.store.postgres.blocks import PostgresBlockLog
 from gateway.store.postgres.consents import PostgresConsents
 from gateway.store.postgres.contacts import PostgresContactLedger
 from gateway.store.postgres.credentials import PostgresCredentials
+from gateway.store.postgres.decisions import PostgresDecisionLog
 from gateway.store.postgres.deliveries import PostgresDeliveryLedger
 from gateway.store.postgres.groups import PostgresScimGroups
 from gateway.store.postgres.inbound import PostgresInboundMessages
@@ -26,6 +27,7 @@ class PostgresStore(
     PostgresKnownLocations,
     PostgresContactLedger,
     PostgresBlockLog,
+    PostgresDecisionLog,
     PostgresDeliveryLedger,
     PostgresAuditLog,
     PostgresPrivacy,

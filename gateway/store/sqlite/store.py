@@ -7,6 +7,7 @@ from gateway.store.sqlite.blocks import SqliteBlockLog
 from gateway.store.sqlite.consents import SqliteConsents
 from gateway.store.sqlite.contacts import SqliteContactLedger
 from gateway.store.sqlite.credentials import SqliteCredentials
+from gateway.store.sqlite.decisions import SqliteDecisionLog
 from gateway.store.sqlite.deliveries import SqliteDeliveryLedger
 from gateway.store.sqlite.groups import SqliteScimGroups
 from gateway.store.sqlite.inbound import SqliteInboundMessages
@@ -26,6 +27,7 @@ class SqliteStore(
     SqliteKnownLocations,
     SqliteContactLedger,
     SqliteBlockLog,
+    SqliteDecisionLog,
     SqliteDeliveryLedger,
     SqliteAuditLog,
     SqlitePrivacy,

@@ -1,0 +1,67 @@
+"""The decision log in PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from gateway.model import DecisionRecord
+from gateway.store.base import DecisionQuery
+from gateway.store.core import (
+    DECISION_COLUMNS,
+    DECISION_DELETE_CHUNK,
+    DECISION_EVIDENCE_COLUMNS,
+    RECORDED_DECISION_COLUMNS,
+    decision_filter,
+    decision_from_row,
+    decision_values,
+    utc,
+)
+from gateway.store.postgres.connection import Numbered, PostgresConnection, affected, read_time
+
+_INSERT = (
+    f"INSERT INTO decisions ({RECORDED_DECISION_COLUMNS}) VALUES ("
+    + ", ".join(f"${n}" for n in range(1, len(RECORDED_DECISION_COLUMNS.split(",")) + 1))
+    + ") RETURNING id"
+)
+
+
+class PostgresDecisionLog(PostgresConnection):
+    async def record_decisions(self, records: Sequence[DecisionRecord]) -> list[int]:
+        if not records:
+            return []
+        rows = [decision_values(record, utc) for record in records]
+        async with self._transaction() as conn:
+            return [await conn.fetchval(_INSERT, *row) for row in rows]
+
+    async def query_decisions(self, query: DecisionQuery) -> list[DecisionRecord]:
+        params = Numbered()
+        where = decision_filter(query, params)
+        limit = params.bind(query.limit)
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {DECISION_COLUMNS} FROM decisions {where}"
+                f" ORDER BY time DESC, id DESC LIMIT {limit}",
+                *params.values,
+            )
+        return [decision_from_row(row, read_time) for row in rows]
+
+    async def get_decision(self, decision_id: int) -> DecisionRecord | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {DECISION_EVIDENCE_COLUMNS} FROM decisions WHERE id = $1", decision_id
+            )
+        return None if row is None else decision_from_row(row, read_time)
+
+    async def delete_decisions(self, before: datetime) -> int:
+        deleted = 0
+        while True:
+            async with self._connection() as conn:
+                chunk = affected(await conn.execute(
+                    "DELETE FROM decisions WHERE id IN"
+                    " (SELECT id FROM decisions WHERE time < $1 ORDER BY time LIMIT $2)",
+                    utc(before), DECISION_DELETE_CHUNK,
+                ))
+            deleted += chunk
+            if chunk < DECISION_DELETE_CHUNK:
+                return deleted

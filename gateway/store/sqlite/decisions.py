@@ -1,0 +1,84 @@
+"""The decision log in SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+
+from gateway.model import DecisionRecord
+from gateway.store.base import DecisionQuery
+from gateway.store.core import (
+    DECISION_COLUMNS,
+    DECISION_DELETE_CHUNK,
+    DECISION_EVIDENCE_COLUMNS,
+    RECORDED_DECISION_COLUMNS,
+    decision_filter,
+    decision_from_row,
+    decision_values,
+)
+from gateway.store.sqlite.connection import SqliteConnection
+from gateway.store.sqlite.sql import QMarks, from_text, row_id, to_text, transaction
+
+_INSERT = (
+    f"INSERT INTO decisions ({RECORDED_DECISION_COLUMNS})"
+    f" VALUES ({', '.join('?' * len(RECORDED_DECISION_COLUMNS.split(',')))})"
+)
+
+
+class SqliteDecisionLog(SqliteConnection):
+    async def record_decisions(self, records: Sequence[DecisionRecord]) -> list[int]:
+        """A small write on the send path: group-committed with the others waiting."""
+        if not records:
+            return []
+        rows = [decision_values(record, to_text) for record in records]
+        return await self._run(lambda conn: _insert_decisions(conn, rows), batchable=True)
+
+    async def query_decisions(self, query: DecisionQuery) -> list[DecisionRecord]:
+        """In a thread of its own: a partial search may walk many rows, and must hold up
+        neither the event loop nor the writes queued on the worker."""
+        return await self._read_in_thread(lambda conn: _select_decisions(conn, query))
+
+    async def get_decision(self, decision_id: int) -> DecisionRecord | None:
+        """One row by its key: cheaper on the loop's own reader than a hop to a thread."""
+        return self._read_on_loop(lambda conn: _select_decision(conn, decision_id))
+
+    async def delete_decisions(self, before: datetime) -> int:
+        deleted = 0
+        while True:
+            chunk = await self._run(lambda conn: _delete_decisions_chunk(conn, before))
+            deleted += chunk
+            if chunk < DECISION_DELETE_CHUNK:
+                return deleted
+
+
+def _insert_decisions(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> list[int]:
+    with transaction(conn, write=True):
+        return [row_id(conn.execute(_INSERT, row)) for row in rows]
+
+
+def _select_decisions(conn: sqlite3.Connection, query: DecisionQuery) -> list[DecisionRecord]:
+    params = QMarks()
+    where = decision_filter(query, params)
+    rows = conn.execute(
+        f"SELECT {DECISION_COLUMNS} FROM decisions {where}"
+        f" ORDER BY time DESC, id DESC LIMIT {params.bind(query.limit)}",
+        params.values,
+    )
+    return [decision_from_row(row, from_text) for row in rows]
+
+
+def _select_decision(conn: sqlite3.Connection, decision_id: int) -> DecisionRecord | None:
+    row = conn.execute(
+        f"SELECT {DECISION_EVIDENCE_COLUMNS} FROM decisions WHERE id = ?", (decision_id,)
+    ).fetchone()
+    return None if row is None else decision_from_row(row, from_text)
+
+
+def _delete_decisions_chunk(conn: sqlite3.Connection, before: datetime) -> int:
+    with transaction(conn, write=True):
+        return conn.execute(
+            "DELETE FROM decisions WHERE id IN"
+            " (SELECT id FROM decisions WHERE time < ? ORDER BY time LIMIT ?)",
+            (to_text(before), DECISION_DELETE_CHUNK),
+        ).rowcount
