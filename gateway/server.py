@@ -254,7 +254,7 @@ class Gateway:
             lambda: self.config.accounts, lambda: self.config.sso,
             secure_cookies=self.config.public_url.startswith("https://"),
         )
-        UnsubscribeRoutes(services.unsubscribe).register(app)
+        UnsubscribeRoutes(services.unsubscribe, self.config.sender.name).register(app)
         HealthRoutes(services.store, services.rules, services.metrics).register(app)
         TwilioRoutes(
             services.pipeline,

@@ -2,7 +2,10 @@
 
 A token names recipient, sender and channel and is signed with HMAC-SHA256 under a key id,
 so keys can rotate (old keys keep verifying) and no database row is needed for a link to
-keep working for the 30/60 days CAN-SPAM and CASL require — it has no expiry at all.
+keep working for the 30/60 days CAN-SPAM and CASL require — it has no expiry at all. It may
+also carry the sender's name as the message's footer gave it (`[sender] name` when it was
+issued), so the unsubscribe page names who the recipient heard from even after the
+configuration changed; tokens issued without it verify as before.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class TokenClaims:
     channel: Channel
     issued_at: datetime
     key_id: str
+    sender_name: str = ""
 
 
 def _b64encode(data: bytes) -> str:
@@ -82,8 +86,19 @@ class UnsubscribeTokens:
         mac = hmac.new(key, f"{key_id}.{payload}".encode(), hashlib.sha256)
         return _b64encode(mac.digest()[:SIGNATURE_BYTES])
 
-    def issue(self, recipient: str, sender: str, channel: Channel, issued_at: datetime) -> str:
-        claims = {"r": recipient, "s": sender, "c": channel.value, "t": int(issued_at.timestamp())}
+    def issue(
+        self,
+        recipient: str,
+        sender: str,
+        channel: Channel,
+        issued_at: datetime,
+        sender_name: str = "",
+    ) -> str:
+        claims: dict[str, object] = {
+            "r": recipient, "s": sender, "c": channel.value, "t": int(issued_at.timestamp()),
+        }
+        if sender_name:
+            claims["n"] = sender_name
         payload = _b64encode(json.dumps(claims, separators=(",", ":")).encode())
         signature = self._sign(self._active, self._signing_key(), payload)
         return f"{self._active}.{payload}.{signature}"
@@ -107,6 +122,7 @@ class UnsubscribeTokens:
                 channel=Channel(claims["c"]),
                 issued_at=datetime.fromtimestamp(int(claims["t"]), UTC),
                 key_id=key_id,
+                sender_name=str(claims.get("n", "")),
             )
         except (ValueError, KeyError, TypeError, binascii.Error):
             return None

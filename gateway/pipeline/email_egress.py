@@ -67,7 +67,9 @@ class EmailEgress:
         assert email is not None
         footer = links = None
         if EMAIL_FOOTER in decision.obligations:
-            links = self.unsubscribe.links(recipient, message.envelope_sender, Channel.EMAIL)
+            links = self.unsubscribe.links(
+                recipient, message.envelope_sender, Channel.EMAIL, message.account.identity.name
+            )
             footer = render_footer(
                 rules,
                 message.account.identity,

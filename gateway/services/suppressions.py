@@ -49,7 +49,17 @@ class Suppressions:
         rules = self.mailboxes()
         return list(dict.fromkeys(k for a in addresses for k in suppression_keys(a, rules)))
 
-    async def add(self, addresses: list[str], *, source: str, reason: str, actor: str) -> int:
+    async def add(
+        self,
+        addresses: list[str],
+        *,
+        source: str,
+        reason: str,
+        actor: str,
+        metric_source: str | None = None,
+    ) -> int:
+        """`metric_source` labels the opt-outs counter when `source` names more than how the
+        opt-out arrived (a one-click entry's source names its link)."""
         now = self.clock.now()
         rules = self.mailboxes()
         pairs = [key_and_mailbox(a, rules) for a in addresses]
@@ -65,7 +75,7 @@ class Suppressions:
                 details={"source": source, "reason": reason, "count": len(pairs), "new": added},
             )
         )
-        self.metrics.unsubscribes.labels(source).inc(len(pairs))
+        self.metrics.unsubscribes.labels(metric_source or source).inc(len(pairs))
         return added
 
     async def remove(self, addresses: list[str], *, actor: str) -> int:
@@ -79,8 +89,10 @@ class Suppressions:
         keys = list(dict.fromkeys(k for group in groups for k in group))
         present = await self.store.suppressed(keys)
         now = self.clock.now()
+        lifted: list[Suppression] = []
 
         def audit(removed: Sequence[Suppression]) -> AuditEvent:
+            lifted[:] = removed
             return AuditEvent(
                 time=now,
                 actor=actor,
@@ -117,6 +129,37 @@ class Suppressions:
         return await self.store.remove_suppressions_from_source(
             keys, source, recorded_before=recorded_before
         )
+
+    async def lift_entry(
+        self, key: str, source: str, *, actor: str, details: dict[str, object]
+    ) -> Suppression | None:
+        """Lift exactly one entry, the one stored under spelling `key` from `source`, and
+        nothing else: not the mailbox's other spellings, not the key's other sources. The
+        audit entry names the entry removed (with `details`) and is written in the same
+        transaction; nothing is written when there was no such entry (None)."""
+        now = self.clock.now()
+        lifted: list[Suppression] = []
+
+        def audit(removed: Sequence[Suppression]) -> AuditEvent:
+            lifted[:] = removed
+            return AuditEvent(
+                time=now,
+                actor=actor,
+                action="suppression.remove",
+                subject=key,
+                details={
+                    **details,
+                    "removed": [
+                        {"address": e.address, "source": e.source, "reason": e.reason,
+                         "recorded_at": e.time.isoformat(), "actor": e.actor,
+                         "mailbox": e.mailbox}
+                        for e in removed
+                    ],
+                },
+            )
+
+        await self.store.remove_suppressions_from_source([key], source, audit=audit)
+        return lifted[0] if lifted else None
 
     async def remove_with_source_prefix(
         self, addresses: list[str], prefix: str, *, actor: str

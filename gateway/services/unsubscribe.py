@@ -1,21 +1,69 @@
 """Unsubscribe links: issuing them for each recipient, and honoring them, whichever way
 they arrive (the web page, the RFC 8058 one-click POST, the mailto address); each ends in
-`Suppressions.add`."""
+`Suppressions.add`. The page also says whether the recipient is unsubscribed already, and
+lets them undo an unsubscribe made by mistake.
+
+The undo lifts only what this link's page or one-click POST recorded. So that an entry is
+known to be that, a one-click opt-out is stored under a source that names its link,
+`one-click:<link id>` (the link id is a digest of the token: it names the link without being
+it), one entry per link: two links' opt-outs are two entries, and undoing one leaves the
+other in force, as it leaves a STOP text, a bounce, a spam complaint, an operator's or an
+import's suppression, a mailto opt-out, an opt-out taken before link ids existed (source
+`one-click`) and every other spelling of the mailbox. Holding the link is the capability
+(it is what unsubscribed); an agent's credentials give no way to undo anything.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.addresses import InvalidAddress, suppression_key
 from gateway.auth.unsubscribe_tokens import TOKEN_SHAPE, TokenClaims, UnsubscribeTokens
-from gateway.model import Channel
+from gateway.model import Channel, Suppression
 from gateway.rewrite.footer import mailto_link
 from gateway.runtime.clock import Clock
 from gateway.services.suppressions import Suppressions
 
 RELOAD_KEYS_EVERY_S = 10.0
+ONE_CLICK = "one-click"
+"""How the page's button and the RFC 8058 POST arrive (`honor`'s source, the metric label)."""
+UNDO_ACTOR = "recipient via /u"
+LINK_ID_HEX = 16
+
+
+def link_id(token: str) -> str:
+    """Names a link in the entry it made, in logs and the audit log, without being the link
+    (which unsubscribes and undoes): 64 bits of its SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()[:LINK_ID_HEX]
+
+
+def one_click_source(token: str) -> str:
+    """The source of the entry this link's page or one-click POST records."""
+    return f"{ONE_CLICK}:{link_id(token)}"
+
+
+@dataclass(frozen=True)
+class LinkStatus:
+    """What the page shows for a link: `suppressed`, the recipient is on the list (from any
+    source, under any key of their mailbox); `undoable`, this link's own opt-out is among
+    the entries, so "I unsubscribed by mistake" can lift it."""
+
+    claims: TokenClaims
+    suppressed: bool
+    undoable: bool
+
+
+@dataclass(frozen=True)
+class Undone:
+    """`lifted`: the entry removed (None: this link's opt-out was not in force, nothing
+    changed); `still_suppressed`: another entry keeps the recipient on the list."""
+
+    claims: TokenClaims
+    lifted: Suppression | None
+    still_suppressed: bool
 
 
 @dataclass(frozen=True)
@@ -43,8 +91,12 @@ class Unsubscribe:
         self.url_prefix = f"{public_url}/u/"
         self.mailbox = mailbox
 
-    def links(self, recipient: str, sender: str, channel: Channel) -> UnsubscribeLinks:
-        token = self.tokens.issue(recipient, sender, channel, self.clock.now())
+    def links(
+        self, recipient: str, sender: str, channel: Channel, sender_name: str = ""
+    ) -> UnsubscribeLinks:
+        """`sender_name`: the name the message's footer gives (its `[sender] name`), which
+        the unsubscribe page shows."""
+        token = self.tokens.issue(recipient, sender, channel, self.clock.now(), sender_name)
         return UnsubscribeLinks(
             token=token,
             url=self.url_prefix + token,
@@ -70,7 +122,61 @@ class Unsubscribe:
         return claims
 
     async def honor(self, token: str, *, source: str) -> TokenClaims | None:
-        """Suppress the token's recipient; None (and nothing changed) for a bad token."""
+        """Suppress the token's recipient; None (and nothing changed) for a bad token. A
+        ONE_CLICK opt-out (the page's button, the RFC 8058 POST) is stored under its link's
+        own source (`one_click_source`), which the undo looks for."""
+        claims = await self._claims_with_key(token)
+        if claims is None:
+            return None
+        await self.suppressions.add(
+            [claims.recipient],
+            source=one_click_source(token) if source == ONE_CLICK else source,
+            reason=f"unsubscribed (link for sender {claims.sender})",
+            actor="recipient",
+            metric_source=source,
+        )
+        return claims
+
+    async def status(self, token: str) -> LinkStatus | None:
+        """Whether the link's recipient is unsubscribed already, and whether by this link's
+        page or one-click POST; None for a bad token."""
+        claims = await self._claims_with_key(token)
+        if claims is None:
+            return None
+        store = self.suppressions.store
+        key = suppression_key(claims.recipient)
+        suppressed = bool(await store.suppressed(self.suppressions.lookup_keys([key])))
+        source = one_click_source(token)
+        undoable = suppressed and any(
+            entry.address == key and entry.source == source
+            for entry in await store.suppression_entries([key])
+        )
+        return LinkStatus(claims, suppressed, undoable)
+
+    async def undo(self, token: str) -> Undone | None:
+        """"I unsubscribed by mistake": lift this link's own one-click entry and nothing
+        else, audited (actor UNDO_ACTOR, the entry named); None for a bad token."""
+        claims = await self._claims_with_key(token)
+        if claims is None:
+            return None
+        key = suppression_key(claims.recipient)
+        lifted = await self.suppressions.lift_entry(
+            key,
+            one_click_source(token),
+            actor=UNDO_ACTOR,
+            details={
+                "why": "the recipient unsubscribed by mistake (undo on the unsubscribe page)",
+                "link": link_id(token),
+                "sender": claims.sender,
+                "link_issued_at": claims.issued_at.isoformat(),
+            },
+        )
+        store = self.suppressions.store
+        still = bool(await store.suppressed(self.suppressions.lookup_keys([key])))
+        return Undone(claims, lifted, still)
+
+    async def _claims_with_key(self, token: str) -> TokenClaims | None:
+        """The claims of an authentic token whose recipient has a suppression key."""
         claims = await self.claims(token)
         if claims is None:
             return None
@@ -78,12 +184,6 @@ class Unsubscribe:
             suppression_key(claims.recipient)
         except InvalidAddress:
             return None
-        await self.suppressions.add(
-            [claims.recipient],
-            source=source,
-            reason=f"unsubscribed (link for sender {claims.sender})",
-            actor="recipient",
-        )
         return claims
 
 

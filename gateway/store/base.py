@@ -287,19 +287,31 @@ class SuppressionList(Protocol):
     async def list_suppressions(self) -> list[Suppression]:
         """Every entry, one per (address, source), ordered by address, then source."""
 
+    async def suppression_entries(self, addresses: Iterable[str]) -> list[Suppression]:
+        """The entries naming one of `addresses` (keys) as their address or mailbox, each
+        once, ordered by address, then source: which sources hold a recipient (an erased
+        entry is not among them: its address is a keyed hash, `suppressed` answers for it)."""
+
     async def count_suppressed(self) -> int:
         """How many distinct addresses and numbers are suppressed (for the metrics gauge,
         read periodically, never per request)."""
 
     async def remove_suppressions_from_source(
-        self, addresses: Iterable[str], source: str, *, recorded_before: datetime | None = None
+        self,
+        addresses: Iterable[str],
+        source: str,
+        *,
+        recorded_before: datetime | None = None,
+        audit: Callable[[Sequence[Suppression]], AuditEvent] | None = None,
     ) -> int:
         """Remove only entries whose source is `source` (a START lifts a STOP, never an
         operator's, a do-not-call list's or a provider's suppression): an address with an
         entry from another source stays suppressed. With `recorded_before`, only entries
         whose time is earlier than it go, decided in the delete itself: an entry (re)written
         later, even by a request that raced this one, stays (a START received before a STOP
-        never removes it). Returns how many entries were removed."""
+        never removes it). With `audit`, the event `audit(entries removed)` is appended in
+        the same transaction when any entry was removed (nothing is written otherwise).
+        Returns how many entries were removed."""
 
     async def remove_suppressions_with_source_prefix(
         self, addresses: Iterable[str], prefix: str

@@ -20,6 +20,20 @@ def test_round_trip_names_recipient_sender_channel() -> None:
     )
     assert claims.issued_at == NOW
     assert claims.key_id == "k1"
+    assert claims.sender_name == ""
+
+
+def test_the_sender_name_it_was_issued_with_is_signed_into_it() -> None:
+    tokens = UnsubscribeTokens({"k1": OLD_KEY}, "k1")
+    named = tokens.issue("bob@x.example.net", "katie@example.com", Channel.EMAIL, NOW,
+                         "Example Corp <Sales>")
+    claims = tokens.verify(named)
+    assert claims is not None and claims.sender_name == "Example Corp <Sales>"
+    unnamed = tokens.issue("bob@x.example.net", "katie@example.com", Channel.EMAIL, NOW)
+    assert len(unnamed) < len(named)
+    # A name cannot be swapped in: the payload is signed.
+    forged = ".".join([unnamed.split(".")[0], named.split(".")[1], unnamed.split(".")[2]])
+    assert tokens.verify(forged) is None
 
 
 def test_rotation_old_tokens_keep_working_new_ones_use_new_key() -> None:

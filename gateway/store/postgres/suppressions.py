@@ -213,20 +213,43 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
                 "SELECT count(*) FROM (SELECT DISTINCT address FROM suppressions) AS addresses"
             )
 
+    async def suppression_entries(self, addresses: Iterable[str]) -> list[Suppression]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions"
+                " WHERE address = ANY($1::text[]) OR (mailbox = ANY($1::text[]) AND mailbox <> '')"
+                " ORDER BY address, source",
+                [address for address in dict.fromkeys(addresses) if address],
+            )
+        return [suppression_from_row(row, read_time) for row in rows]
+
     async def remove_suppressions_from_source(
-        self, addresses: Iterable[str], source: str, *, recorded_before: datetime | None = None
+        self,
+        addresses: Iterable[str],
+        source: str,
+        *,
+        recorded_before: datetime | None = None,
+        audit: Callable[[Sequence[Suppression]], AuditEvent] | None = None,
     ) -> int:
         """One DELETE: a row another transaction rewrote meanwhile is judged by its new time
-        (READ COMMITTED re-checks the condition on the row it waited for)."""
-        async with self._connection() as conn:
-            status = await conn.execute(
+        (READ COMMITTED re-checks the condition on the row it waited for). The rows it
+        removed are audited in its transaction."""
+        async with self._transaction() as conn:
+            rows = await conn.fetch(
                 "DELETE FROM suppressions WHERE address = ANY($1::text[]) AND source = $2"
-                " AND ($3::timestamptz IS NULL OR created_at < $3)",
+                " AND ($3::timestamptz IS NULL OR created_at < $3)"
+                f" RETURNING {SUPPRESSION_COLUMNS}",
                 list(addresses),
                 source,
                 None if recorded_before is None else utc(recorded_before),
             )
-        return affected(status)
+            if audit is not None and rows:
+                removed = sorted(
+                    (suppression_from_row(row, read_time) for row in rows),
+                    key=lambda e: (e.address, e.source),
+                )
+                await insert_audit(conn, audit(removed))
+        return len(rows)
 
     async def remove_suppressions_with_source_prefix(
         self, addresses: Iterable[str], prefix: str

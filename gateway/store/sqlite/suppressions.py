@@ -104,9 +104,24 @@ class SqliteSuppressions(SqliteConnection, ErasureKey):
             ).fetchone()[0]
         )
 
+    async def suppression_entries(self, addresses: Iterable[str]) -> list[Suppression]:
+        keys = list(dict.fromkeys(addresses))
+        return self._read_on_loop(lambda conn: _select_rows_naming(conn, keys))
+
     async def remove_suppressions_from_source(
-        self, addresses: Iterable[str], source: str, *, recorded_before: datetime | None = None
+        self,
+        addresses: Iterable[str],
+        source: str,
+        *,
+        recorded_before: datetime | None = None,
+        audit: Callable[[Sequence[Suppression]], AuditEvent] | None = None,
     ) -> int:
+        if audit is not None:
+            before = None if recorded_before is None else to_text(recorded_before)
+            unique = list(dict.fromkeys(addresses))
+            return await self._run(
+                lambda conn: _delete_audited_from_source(conn, unique, source, before, audit)
+            )
         if recorded_before is not None:
             before = to_text(recorded_before)
             older = [(address, source, before) for address in addresses]
@@ -164,6 +179,11 @@ def _rows_naming(conn: sqlite3.Connection, keys: Sequence[str]) -> list[Suppress
             entry = suppression_from_row(row, from_text)
             found[entry.address, entry.source] = entry
     return [found[k] for k in sorted(found)]
+
+
+def _select_rows_naming(conn: sqlite3.Connection, keys: Sequence[str]) -> list[Suppression]:
+    with transaction(conn, write=False):
+        return _rows_naming(conn, keys)
 
 
 def _upsert_suppressions(
@@ -303,6 +323,35 @@ def _delete_older_from_source(
             "DELETE FROM suppressions WHERE address = ? AND source = ? AND created_at < ?", keys
         )
         return cursor.rowcount
+
+
+def _delete_audited_from_source(
+    conn: sqlite3.Connection,
+    addresses: Sequence[str],
+    source: str,
+    before: str | None,
+    audit: Callable[[Sequence[Suppression]], AuditEvent],
+) -> int:
+    """As `_delete_older_from_source` (or without a time), reading the rows it removes and
+    appending `audit(rows)` in the same write transaction when there were any."""
+    condition = "address = ? AND source = ?" + ("" if before is None else " AND created_at < ?")
+    extra = () if before is None else (before,)
+    with transaction(conn, write=True):
+        removed = [
+            suppression_from_row(row, from_text)
+            for address in addresses
+            for row in conn.execute(
+                f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE {condition}",
+                (address, source, *extra),
+            )
+        ]
+        conn.executemany(
+            "DELETE FROM suppressions WHERE address = ? AND source = ?",
+            [(entry.address, entry.source) for entry in removed],
+        )
+        if removed:
+            insert_audit(conn, audit(removed))
+        return len(removed)
 
 
 def _delete_suppressions_by_source_pattern(
