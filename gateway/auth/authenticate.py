@@ -12,8 +12,9 @@ failures count against the prefix only; a locked account is still opened by none
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
-from gateway.auth.agent_keys import AgentKeys, looks_like_key
+from gateway.auth.agent_keys import AgentKeys, key_id_of, looks_like_key
 from gateway.auth.credentials import account_with_secret
 from gateway.auth.login_limits import LoginLimiter
 from gateway.model import Account
@@ -39,8 +40,9 @@ class Authenticator:
     ) -> Account | None:
         """The account `secret` opens (None: wrong, counted), given by `client` on `ingress`
         with user name `login` where the protocol has one; `name_ok` says which accounts
-        that user name may open. Raises LockedOut (the secret unread for a password) and
-        StoreUnavailable (nothing checked)."""
+        that user name may open. An agent key opens its account with `key_id` set to the
+        key's id (the decision log records which key sent what). Raises LockedOut (the
+        secret unread for a password) and StoreUnavailable (nothing checked)."""
         if not secret:
             return None  # nothing presented, nothing guessed
         if keys_accepted and looks_like_key(secret):
@@ -71,4 +73,5 @@ class Authenticator:
         account = next((a for a in self.accounts() if a.name == name), None)
         if account is None or (name_ok is not None and not name_ok(account)):
             return None
-        return account
+        text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+        return replace(account, key_id=key_id_of(text))

@@ -20,6 +20,7 @@ from gateway.rewrite.footer import (
     FOLDED_SEPARATOR,
     TEMPLATE_FOOTER_KEYS,
     TEMPLATE_URL_KEY,
+    mailto_link,
     one_click_headers,
     render_footer,
     set_list_unsubscribe,
@@ -32,6 +33,9 @@ from gateway.upstream.base import EmailUpstream, PostmarkApi
 from gateway.upstream.postmark import fields_to_postmark
 
 ONE_CLICK_HEADERS = {"list-unsubscribe", "list-unsubscribe-post"}
+# How the decision log shows a recipient's own unsubscribe token: the token itself is a
+# working opt-out link for that recipient, so it is not kept.
+TOKEN_SHOWN = "TOKEN"
 log = logging.getLogger("gateway.pipeline.email_egress")
 
 
@@ -165,6 +169,32 @@ class EmailEgress:
             ]
         return json.dumps(request).encode()
 
+    def rewrites(
+        self, message: OutboundMessage, recipient: str, decision: Decision, rules: RuleSet
+    ) -> list[dict[str, str]]:
+        """What `render` adds to a recipient's copy, for the decision log: the footer (its
+        text, with the link as TOKEN) and where it went, and the one-click headers."""
+        email = message.email
+        if EMAIL_FOOTER not in decision.obligations or email is None:
+            return []
+        url = self.unsubscribe.url_prefix + TOKEN_SHOWN
+        footer = render_footer(
+            rules, message.account.identity, url, self.unsubscribe.url_prefix, _nobody
+        )
+        if email.template is not None:
+            where = "the template model: " + ", ".join((*TEMPLATE_FOOTER_KEYS, TEMPLATE_URL_KEY))
+        else:
+            where = "every text and HTML body shown to a reader"
+        mailbox = self.unsubscribe.mailbox
+        mailto = mailto_link(mailbox, TOKEN_SHOWN) if mailbox else None
+        return [
+            {"kind": "footer", "where": where, "text": footer.text},
+            *(
+                {"kind": "header", "name": name, "value": value}
+                for name, value in one_click_headers(url, mailto)
+            ),
+        ]
+
     async def send(self, message: OutboundMessage, recipient: str, payload: bytes) -> Receipt:
         email = message.email
         if email is not None and email.template is not None:
@@ -174,3 +204,7 @@ class EmailEgress:
         return Receipt(
             await self.upstream.send_email(message.envelope_sender, recipient, payload)
         )
+
+
+def _nobody(token: str) -> bool:
+    return False

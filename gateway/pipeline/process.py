@@ -1,8 +1,19 @@
 """The one pipeline every outbound message goes through, whatever its channel or ingress.
 
-gather facts -> decide (pure) -> record blocks -> render per recipient -> forward -> count.
-Ingress adapters build an `OutboundMessage` and translate the result or the exception into
-their protocol's reply; egress adapters render and send one recipient's copy.
+gather facts -> decide (pure) -> record blocks -> render per recipient -> forward -> record
+decisions -> count. Ingress adapters build an `OutboundMessage` and translate the result or
+the exception into their protocol's reply; egress adapters render and send one recipient's
+copy.
+
+Every decision is in the decision log before the agent is answered: a blocked recipient's
+with its block, an allowed one's once the upstream has answered (its id is known only then),
+all of a message's in one write. A copy the upstream refused for good is recorded as
+allowed with the refusal as its upstream answer, and so is one handed over whose answer never
+came (it may be out); a copy that certainly did not go out (a temporary failure before the
+provider had it) is not recorded: the agent retries, and the retry is decided and recorded.
+A copy the delivery ledger says went out under an earlier attempt is not recorded again.
+If the log cannot be written (once copies are out: for about a second), the agent gets a
+temporary failure, saying whether copies may be out.
 """
 
 from __future__ import annotations
@@ -18,6 +29,8 @@ from typing import NoReturn, Protocol
 from gateway.model import (
     BlockRecord,
     Decision,
+    DecisionRecord,
+    Facts,
     KnownLocation,
     OutboundMessage,
     Reason,
@@ -25,6 +38,14 @@ from gateway.model import (
     RecipientDecision,
     UpstreamPermanentError,
     UpstreamTemporaryError,
+)
+from gateway.pipeline.evidence import (
+    UpstreamAnswer,
+    accepted,
+    decision_record,
+    loggable,
+    refused,
+    unanswered,
 )
 from gateway.pipeline.facts import TemplateCheck, gather_facts
 from gateway.policy import SMS_OPT_OUT_NOTICE, decide
@@ -45,6 +66,8 @@ ALREADY_DELIVERED = "already-delivered"
 INLINE_RENDER_BYTES = 256 * 1024
 INLINE_MIME_BYTES = 64 * 1024
 INLINE_MIME_PARTS = 16
+# Pauses between attempts to record the decisions of copies already out (about a second).
+DECISION_RETRIES_S = (0.1, 0.3, 0.6)
 
 
 class TemporaryFailure(Exception):
@@ -89,6 +112,7 @@ class Outcome:
     delivered: tuple[Delivery, ...]
     refused: tuple[Refusal, ...]
     block_ids: tuple[int, ...]
+    decision_ids: tuple[int, ...] = ()
 
 
 class Egress(Protocol):
@@ -102,6 +126,11 @@ class Egress(Protocol):
         """Runs in a worker thread unless `renders_inline`: it may be CPU-heavy (MIME)."""
 
     async def send(self, message: OutboundMessage, recipient: str, payload: bytes) -> Receipt: ...
+
+    def rewrites(
+        self, message: OutboundMessage, recipient: str, decision: Decision, rules: RuleSet
+    ) -> list[dict[str, str]]:
+        """What `render` adds to the copy (footer, headers, notice), for the decision log."""
 
 
 def delivery_key(account: str, sender: str, content: bytes) -> str:
@@ -196,6 +225,16 @@ class Pipeline:
         `at` and `known_locations` let a dry run ask about another time or a callee whose
         location the registry does not know yet.
         """
+        decision, _, _ = await self._decide(message, at, known_locations)
+        return decision
+
+    async def _decide(
+        self,
+        message: OutboundMessage,
+        at: datetime | None = None,
+        known_locations: Mapping[str, KnownLocation] | None = None,
+    ) -> tuple[Decision, Facts, datetime]:
+        """The decision, the facts it was made on (for the evidence) and when."""
         started = self.clock.monotonic()
         rules, now = self.rules(), at or self.clock.now()
         try:
@@ -212,43 +251,61 @@ class Pipeline:
         self.metrics.decision_seconds.labels(message.channel.value).observe(
             self.clock.monotonic() - started
         )
-        return decision
+        return decision, facts, now
 
     async def screen(self, message: OutboundMessage) -> tuple[Decision, tuple[int, ...]]:
-        """Decide and record the blocks, without sending (e.g. SMTP's RCPT stage)."""
-        decision = await self.evaluate(message)
-        return decision, await self._record_blocks(message, decision)
+        """Decide and record the blocks (and their decisions), without sending (e.g. SMTP's
+        RCPT stage: the decisions of the recipients it lets through are made, and
+        recorded, again at DATA)."""
+        decision, facts, now = await self._decide(message)
+        block_ids, records = await self._record_blocks(message, decision, facts, now)
+        await self._record_decisions(message, records, sent=False)
+        return decision, block_ids
 
     async def reject(self, message: OutboundMessage, reason: Reason) -> tuple[int, ...]:
         """Record a request refused before any decision (a malformed API call) as a block,
-        so the block log shows every refusal."""
+        so the block log shows every refusal, and the decision log too."""
         decision = Decision(
             message_reasons=(reason,),
             recipients=tuple(RecipientDecision(r) for r in message.recipients or ("",)),
             rules_applied=(reason.rule,),
             rules_version=self.rules().version,
         )
-        return await self._record_blocks(message, decision)
+        block_ids, records = await self._record_blocks(
+            message, decision, None, self.clock.now()
+        )
+        await self._record_decisions(message, records, sent=False)
+        return block_ids
 
     async def process(self, message: OutboundMessage) -> Outcome:
-        decision, block_ids = await self.screen(message)
+        decision, facts, now = await self._decide(message)
+        block_ids, records = await self._record_blocks(message, decision, facts, now)
         delivered: list[Delivery] = []
-        refused: list[Refusal] = []
+        refusals: list[Refusal] = []
         temporary: list[str] = []
         maybe_delivered = False
         for recipient in decision.allowed_recipients:
             if not await self._within_caps(message, decision, recipient):
                 decision = blocked_by_cap(decision, recipient)
-                block_ids += await self._record_blocks(message, decision, only=recipient)
+                ids, blocked = await self._record_blocks(
+                    message, decision, facts, now, only=recipient
+                )
+                block_ids, records = block_ids + ids, records + blocked
                 continue
             try:
                 delivery = await self._deliver(message, decision, recipient)
             except CopyRefused as exc:
                 await self._release_contact(message, recipient)
                 decision = blocked_for(decision, recipient, exc.reason)
-                block_ids += await self._record_blocks(message, decision, only=recipient)
+                ids, blocked = await self._record_blocks(
+                    message, decision, facts, now, only=recipient
+                )
+                block_ids, records = block_ids + ids, records + blocked
             except UpstreamPermanentError as exc:
-                refused.append(Refusal(recipient, exc))
+                refusals.append(Refusal(recipient, exc))
+                records.append(self._sent_record(
+                    message, decision, facts, now, recipient, refused(self._upstream(message), exc)
+                ))
                 self._count(message, "failed", "UPSTREAM_REJECTED")
                 await self._release_contact(message, recipient)
                 await self._suppress_if_inactive(message, recipient, exc)
@@ -256,12 +313,25 @@ class Pipeline:
                 temporary.append(f"{recipient}: {exc.text}")
                 maybe_delivered = maybe_delivered or exc.maybe_delivered
                 self._count(message, "failed", exc.reason)
-                if not exc.maybe_delivered:
+                if exc.maybe_delivered:
+                    records.append(self._sent_record(
+                        message, decision, facts, now, recipient,
+                        unanswered(self._upstream(message), exc.text),
+                    ))
+                else:
                     await self._release_contact(message, recipient)
             else:
                 delivered.append(delivery)
+                if delivery.receipt.upstream_id != ALREADY_DELIVERED:
+                    records.append(self._sent_record(
+                        message, decision, facts, now, recipient,
+                        accepted(self._upstream(message), delivery.receipt),
+                        message.id if message.gateway_id_given else delivery.receipt.upstream_id,
+                    ))
                 self._count(message, "allowed", "")
                 self._note_obligations_met(decision, recipient)
+        out = maybe_delivered or bool(delivered) or bool(refusals)
+        decision_ids = await self._record_decisions(message, records, sent=out)
         if temporary:
             # Some copies may be out: the agent must not be told that nothing was sent.
             if delivered:
@@ -270,7 +340,59 @@ class Pipeline:
                 "UPSTREAM_UNAVAILABLE", "; ".join(temporary),
                 maybe_delivered=maybe_delivered or bool(delivered),
             )
-        return Outcome(decision, tuple(delivered), tuple(refused), block_ids)
+        return Outcome(
+            decision, tuple(delivered), tuple(refusals), block_ids, tuple(decision_ids)
+        )
+
+    def _upstream(self, message: OutboundMessage) -> str:
+        return self.egress[message.channel.value].name
+
+    def _sent_record(
+        self,
+        message: OutboundMessage,
+        decision: Decision,
+        facts: Facts,
+        now: datetime,
+        recipient: str,
+        answer: UpstreamAnswer,
+        upstream_id: str | None = None,
+    ) -> DecisionRecord:
+        """An allowed recipient's decision, once its copy was handed to the upstream."""
+        rules = self.rules()
+        egress = self.egress[message.channel.value]
+        return decision_record(
+            message, decision, recipient, (), rules, now, facts,
+            rewrites=egress.rewrites(message, recipient, decision, rules),
+            upstream=answer, upstream_id=upstream_id,
+        )
+
+    async def _record_decisions(
+        self, message: OutboundMessage, records: list[DecisionRecord], *, sent: bool
+    ) -> list[int]:
+        """One write for the message's decisions, before the agent is answered. Once a copy
+        is out, a failed write is retried for about a second (DECISION_RETRIES_S): the
+        agent would otherwise be told the copy may be out, and an agent without an
+        idempotency key would send it again. If it still fails, the agent gets a temporary
+        failure, and the records go to the log whole (what went out stays known)."""
+        if not records:
+            return []
+        pauses = (*DECISION_RETRIES_S, None) if sent else (None,)
+        for pause in pauses:
+            try:
+                return await self.store.record_decisions(records)
+            except StoreUnavailable as exc:
+                self.metrics.store_errors.labels("record_decisions").inc()
+                failure = exc
+            if pause is not None:
+                await asyncio.sleep(pause)
+        log_event(
+            log, "decisions-not-recorded", logging.ERROR, gateway_id=message.id,
+            error=str(failure), sent=sent, decisions=[loggable(record) for record in records],
+        )
+        text = "store unavailable (record_decisions)"
+        if sent:
+            text += ": copies were handed to the upstream; check before sending again"
+        raise TemporaryFailure("STORE_UNAVAILABLE", text, maybe_delivered=sent) from failure
 
     async def _within_caps(
         self, message: OutboundMessage, decision: Decision, recipient: str
@@ -344,10 +466,18 @@ class Pipeline:
             log_event(log, "provider-opt-out-not-recorded", logging.ERROR, error=str(exc))
 
     async def _record_blocks(
-        self, message: OutboundMessage, decision: Decision, only: str | None = None
-    ) -> tuple[int, ...]:
-        """A block is durable before anyone is told about it."""
+        self,
+        message: OutboundMessage,
+        decision: Decision,
+        facts: Facts | None,
+        now: datetime,
+        only: str | None = None,
+    ) -> tuple[tuple[int, ...], list[DecisionRecord]]:
+        """A block is durable before anyone is told about it. Returns the block ids and the
+        blocked recipients' decisions, for the caller to record before it answers."""
         ids = []
+        records = []
+        rules = self.rules()
         for blocked in decision.blocked_recipients:
             if only is not None and blocked.recipient != only:
                 continue
@@ -356,6 +486,9 @@ class Pipeline:
                 ids.append(await self.store.record_block(record))
             except StoreUnavailable as exc:
                 self._store_failed(message, "record_block", exc)
+            records.append(decision_record(
+                message, decision, blocked.recipient, blocked.reasons, rules, now, facts
+            ))
             codes = [r.code for r in blocked.reasons]
             self._count(message, "blocked", codes[0])
             for code in dict.fromkeys(codes):
@@ -371,7 +504,7 @@ class Pipeline:
                 rules=[r.rule for r in blocked.reasons],
                 rules_version=decision.rules_version,
             )
-        return tuple(ids)
+        return tuple(ids), records
 
     def _block_record(
         self, message: OutboundMessage, decision: Decision, blocked: RecipientDecision

@@ -32,6 +32,15 @@ class TwilioEgress:
             form = [(k, with_notice(v, notice) if k == "Body" else v) for k, v in form]
         return urlencode(form).encode()
 
+    def rewrites(
+        self, message: OutboundMessage, recipient: str, decision: Decision, rules: RuleSet
+    ) -> list[dict[str, str]]:
+        """What `render` changes in the form, for the decision log: the opt-out notice
+        appended to the body (its text)."""
+        if SMS_OPT_OUT_NOTICE not in decision.obligations:
+            return []
+        return [{"kind": "sms_notice", "text": sms_notice(rules, message.account.identity)}]
+
     async def send(self, message: OutboundMessage, recipient: str, payload: bytes) -> Receipt:
         form = parse_qsl(payload.decode(), keep_blank_values=True)
         return await self.upstream.create(RESOURCES[message.channel], form)

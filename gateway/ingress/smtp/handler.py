@@ -1,9 +1,11 @@
 """SMTP submission: what the gateway does with each command (aiosmtpd's handler hooks).
 
 Recipients are screened at RCPT (550 per refused recipient, the rest still go), the whole
-message at DATA; 250 is said only after the upstream accepted. The unsubscribe mailbox is
-the one address that takes mail without AUTH, and only for itself: of a message only to
-the mailbox, only the header block is read (the token rides in the subject).
+message at DATA; 250 is said only after the upstream accepted, and names the message's
+gateway id (`250 2.0.0 OK queued as ID`), the `upstream_id` its decisions carry. The
+unsubscribe mailbox is the one address that takes mail without AUTH, and only for itself:
+of a message only to the mailbox, only the header block is read (the token rides in the
+subject).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from gateway.ingress.smtp.client_address import client_address
 from gateway.mail.parse import MAX_FOOTED_PARTS, mailbox_subject, parse_email
 from gateway.model import Account, Channel, EmailContent, OutboundMessage, Reason
 from gateway.pipeline.process import (
+    ALREADY_DELIVERED,
     Outcome,
     Pipeline,
     TemporaryFailure,
@@ -119,6 +122,7 @@ class SubmissionHandler:
             received_at=self.clock.now(),
             idempotency_key=delivery_key(account.name, sender, raw) if raw else "",
             email=email,
+            gateway_id_given=True,
         )
 
     def _is_mailbox(self, address: str) -> bool:
@@ -180,14 +184,16 @@ class SubmissionHandler:
             outcome = await self.pipeline.process(message)
         except TemporaryFailure as exc:
             return _one_line(f"451 4.3.0 {exc.reason}: {exc.text}")
-        return self._data_reply(outcome)
+        return self._data_reply(outcome, message.id)
 
-    def _data_reply(self, outcome: Outcome) -> str:
+    def _data_reply(self, outcome: Outcome, gateway_id: str) -> str:
         """One reply for the whole transaction, so any refusal by the provider is a 5xx.
 
         The agent learns that something failed (a 250 would hide it, and no bounce follows);
         recipients already accepted are named and, thanks to the delivery ledger, are not
-        sent a second copy if the agent resubmits.
+        sent a second copy if the agent resubmits. A 250 is `250 2.0.0 OK queued as ID`,
+        followed by what else happened, in brackets, when anything did: recipients blocked
+        at DATA, copies an earlier attempt delivered (not sent again).
         """
         decision = outcome.decision
         if outcome.refused:
@@ -202,12 +208,16 @@ class SubmissionHandler:
             )
         if not outcome.delivered:
             return reply_for_reasons(decision.all_reasons())
-        notes = [f"delivered to {len(outcome.delivered)}"]
+        notes = []
+        repeated = sum(d.receipt.upstream_id == ALREADY_DELIVERED for d in outcome.delivered)
+        if repeated:
+            notes.append(f"{repeated} delivered by an earlier attempt, not sent again")
         if decision.blocked_recipients:
             blocked = decision.blocked_recipients
             codes = ",".join(dict.fromkeys(r.code for b in blocked for r in b.reasons))
-            notes.append(f"blocked {len(blocked)} ({codes})")
-        return _one_line("250 2.0.0 OK " + "; ".join(notes))
+            notes.append(f"blocked {len(blocked)}: {codes}")
+        extra = f" ({'; '.join(notes)})" if notes else ""
+        return _one_line(f"250 2.0.0 OK queued as {gateway_id}{extra}")
 
     async def handle_exception(self, error: Exception) -> str:
         """Anything unexpected is a temporary failure: nothing unchecked was sent, the agent
