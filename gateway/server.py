@@ -70,6 +70,7 @@ from gateway.upstream.twilio import (
     TwilioUpstream,
 )
 from gateway.web.admin import AdminRoutes
+from gateway.web.decisions import DecisionRoutes
 from gateway.web.health import HealthRoutes
 from gateway.web.inflight import InFlightRequests
 from gateway.web.listener import start_http_listener
@@ -274,13 +275,15 @@ class Gateway:
             self.config.sender,
             self.clock,
         ).register(app)
-        AdminRoutes(
+        admin = AdminRoutes(
             services.pipeline,
             services.privacy(),
             lambda actor: purge(services.store, self.config, self.clock, actor=actor),
             self.authenticator,
             sign_in.viewer,
-        ).register(app)
+        )
+        admin.register(app)
+        DecisionRoutes(services.store, self.clock, admin.guarded).register(app)
         sign_in.register(app)
         ReviewRoutes(services.store, sign_in, self.authenticator).register(app)
         self.saml.register(app, sign_in)
