@@ -16,9 +16,12 @@ import's suppression, a mailto opt-out, an opt-out taken before link ids existed
 from __future__ import annotations
 
 import hashlib
+import hmac
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from gateway.addresses import InvalidAddress, suppression_key
 from gateway.auth.unsubscribe_tokens import TOKEN_SHAPE, TokenClaims, UnsubscribeTokens
@@ -32,6 +35,11 @@ ONE_CLICK = "one-click"
 """How the page's button and the RFC 8058 POST arrive (`honor`'s source, the metric label)."""
 UNDO_ACTOR = "recipient via /u"
 LINK_ID_HEX = 16
+UNDO_WINDOW = timedelta(minutes=15)
+"""How long after unsubscribing on the page its browser may undo it."""
+UNDO_PASS_SKEW = timedelta(seconds=60)
+"""A pass stamped this far ahead of this replica's clock (another replica's) still counts."""
+_UNDO_PASS_LABEL = b"gateway unsubscribe undo pass v1"
 
 
 def link_id(token: str) -> str:
@@ -125,17 +133,61 @@ class Unsubscribe:
         """Suppress the token's recipient; None (and nothing changed) for a bad token. A
         ONE_CLICK opt-out (the page's button, the RFC 8058 POST) is stored under its link's
         own source (`one_click_source`), which the undo looks for."""
+        honored = await self.honor_counted(token, source=source)
+        return honored[0] if honored is not None else None
+
+    async def honor_counted(
+        self, token: str, *, source: str
+    ) -> tuple[TokenClaims, bool] | None:
+        """As `honor`, with whether this request recorded the entry (False: it was there
+        already, so this request may not be handed an undo pass for it)."""
         claims = await self._claims_with_key(token)
         if claims is None:
             return None
+        entry_source = one_click_source(token) if source == ONE_CLICK else source
+        key = suppression_key(claims.recipient)
+        existed = any(
+            entry.address == key and entry.source == entry_source
+            for entry in await self.suppressions.store.suppression_entries([key])
+        )
         await self.suppressions.add(
             [claims.recipient],
-            source=one_click_source(token) if source == ONE_CLICK else source,
+            source=entry_source,
             reason=f"unsubscribed (link for sender {claims.sender})",
             actor="recipient",
             metric_source=source,
         )
-        return claims
+        return claims, not existed
+
+    def _undo_mac(self, key: bytes, token: str, stamp: str, nonce: str) -> str:
+        derived = hmac.new(key, _UNDO_PASS_LABEL, hashlib.sha256).digest()
+        message = f"{link_id(token)}.{stamp}.{nonce}".encode()
+        return hmac.new(derived, message, hashlib.sha256).hexdigest()
+
+    def undo_pass(self, token: str) -> str:
+        """A pass for the browser that just unsubscribed with this link: a random nonce,
+        the time, and an HMAC binding both to the link under the active token key."""
+        key_id = self.tokens.active_key_id
+        key = self.tokens.keys[key_id][0]
+        stamp = str(int(self.clock.now().timestamp()))
+        nonce = secrets.token_urlsafe(16)
+        return f"{key_id}.{stamp}.{nonce}.{self._undo_mac(key, token, stamp, nonce)}"
+
+    def undo_pass_valid(self, token: str, value: str | None) -> bool:
+        """Is `value` a pass issued for this link within UNDO_WINDOW?"""
+        if not value:
+            return False
+        parts = value.split(".")
+        if len(parts) != 4 or not parts[1].isdigit():
+            return False
+        key_id, stamp, nonce, mac = parts
+        if not any(
+            hmac.compare_digest(self._undo_mac(key, token, stamp, nonce), mac)
+            for key in self.tokens.keys.get(key_id, ())
+        ):
+            return False
+        age = self.clock.now().timestamp() - int(stamp)
+        return -UNDO_PASS_SKEW.total_seconds() <= age <= UNDO_WINDOW.total_seconds()
 
     async def status(self, token: str) -> LinkStatus | None:
         """Whether the link's recipient is unsubscribed already, and whether by this link's

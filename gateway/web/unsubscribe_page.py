@@ -4,11 +4,14 @@ GET and HEAD only show a page: link scanners and mail security gateways fetch ev
 so nothing but a POST may unsubscribe. No redirects anywhere (RFC 8058 s3.2). The page names
 the sender (the `[sender] name` the message's footer gave, signed into the link; the
 configured one for links issued before), says when the recipient is unsubscribed already,
-and after an unsubscribe made through this link offers "I unsubscribed by mistake": a POST
-to `/u/{token}/undo` that lifts that link's own opt-out and nothing else
-(`services.unsubscribe`). The link is the capability, as it is for unsubscribing; the undo
-form is also refused from another origin. No JavaScript (the Content-Security-Policy
-forbids it), no framing.
+and after an unsubscribe made with this page's own form offers "I unsubscribed by mistake":
+a POST to `/u/{token}/undo` that lifts that link's own opt-out and nothing else
+(`services.unsubscribe`). The link alone does not undo: it is in every message's footer, so
+anyone a reply quoted it to holds it. The undo needs the pass the unsubscribe's response put
+in an HttpOnly, SameSite=Strict cookie scoped to `/u/`, within UNDO_WINDOW; without it the
+answer is 403 and the opt-out stands. An RFC 8058 one-click POST (a mail client, no browser)
+gets no pass and cannot be undone here. The undo form is also refused from another origin.
+No JavaScript (the Content-Security-Policy forbids it), no framing.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from aiohttp import web
 
 from gateway.auth.unsubscribe_tokens import TokenClaims
 from gateway.runtime.logs import log_event
-from gateway.services.unsubscribe import ONE_CLICK, Unsubscribe, link_id
+from gateway.services.unsubscribe import ONE_CLICK, UNDO_WINDOW, Unsubscribe, link_id
 from gateway.store.base import StoreUnavailable
 from gateway.web.pages import same_origin
 
@@ -30,6 +33,11 @@ log = logging.getLogger("gateway.services.unsubscribe")
 
 ONE_CLICK_FIELD = "List-Unsubscribe"
 ONE_CLICK_VALUE = "One-Click"
+VIA_FIELD = "via"
+VIA_PAGE = "page"
+"""Marks the page's own form: only its unsubscribe (a browser) is handed an undo pass."""
+UNDO_COOKIE_PREFIX = "undo-"
+UNDO_COOKIE_PATH = "/u/"
 MAX_FORM_BYTES = 16 * 1024
 
 STYLE = """
@@ -110,6 +118,7 @@ def _unsubscribe_form(token: str, label: str = "Unsubscribe") -> str:
     return (
         f'<form method="post" action="/u/{html.escape(token)}">'
         f'<input type="hidden" name="{ONE_CLICK_FIELD}" value="{ONE_CLICK_VALUE}">'
+        f'<input type="hidden" name="{VIA_FIELD}" value="{VIA_PAGE}">'
         f'<button type="submit">{html.escape(label)}</button>'
         "</form>"
     )
@@ -119,11 +128,17 @@ def _undo_form(token: str) -> str:
     return (
         f'<form method="post" action="/u/{html.escape(token)}/undo">'
         '<p class="hint" id="undo-hint">Clicked by mistake? This takes back only the '
-        "unsubscribe made with this link.</p>"
+        "unsubscribe made with this link, in this browser, for the next "
+        f"{int(UNDO_WINDOW.total_seconds() // 60)} minutes.</p>"
         '<button type="submit" class="secondary" aria-describedby="undo-hint">'
         "I unsubscribed by mistake</button>"
         "</form>"
     )
+
+
+def undo_cookie_name(token: str) -> str:
+    """One cookie per link, so two links unsubscribed in one browser keep both passes."""
+    return UNDO_COOKIE_PREFIX + link_id(token)
 
 
 class UnsubscribeRoutes:
@@ -132,6 +147,13 @@ class UnsubscribeRoutes:
         the name they were issued with."""
         self.unsubscribe = unsubscribe
         self.sender_name = sender_name
+        self.secure_cookies = unsubscribe.url_prefix.startswith("https://")
+
+    def _may_undo(self, request: web.Request, token: str) -> bool:
+        """This browser unsubscribed with this link's page within UNDO_WINDOW."""
+        return self.unsubscribe.undo_pass_valid(
+            token, request.cookies.get(undo_cookie_name(token))
+        )
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/u/{token}", self.show, allow_head=True)
@@ -169,7 +191,8 @@ class UnsubscribeRoutes:
                 f"<p><strong>{recipient}</strong> is already unsubscribed from marketing "
                 f"messages from {self._sender(claims)}. There is nothing more to do.</p>"
                 + self._sent_by(claims)
-                + (_undo_form(token) if status.undoable else ""),
+                + (_undo_form(token) if status.undoable and self._may_undo(request, token)
+                   else ""),
             )
         return _page(
             "Unsubscribe",
@@ -194,24 +217,36 @@ class UnsubscribeRoutes:
             )
         token = request.match_info["token"]
         try:
-            claims = await self.unsubscribe.honor(token, source=ONE_CLICK)
+            honored = await self.unsubscribe.honor_counted(token, source=ONE_CLICK)
         except StoreUnavailable:
             return _try_again()
-        if claims is None:
+        if honored is None:
             return _invalid_link()
+        claims, recorded = honored
         log_event(log, "unsubscribed", source=ONE_CLICK, recipient=claims.recipient,
                   link=link_id(token))
-        return _page(
+        # Only the page's own form, in a browser, and only when this request recorded the
+        # opt-out: whoever posts again over an opt-out in force gets no pass to lift it.
+        undoable = recorded and form.get(VIA_FIELD) == VIA_PAGE
+        response = _page(
             "You are unsubscribed",
             f"<p><strong>{html.escape(claims.recipient)}</strong> will receive no further "
             f"marketing messages from {self._sender(claims)}. It can take a few minutes for "
             "messages already on their way to stop.</p>"
-            + _undo_form(token),
+            + (_undo_form(token) if undoable else ""),
         )
+        if undoable:
+            response.set_cookie(
+                undo_cookie_name(token), self.unsubscribe.undo_pass(token),
+                max_age=int(UNDO_WINDOW.total_seconds()), path=UNDO_COOKIE_PATH,
+                httponly=True, samesite="Strict", secure=self.secure_cookies,
+            )
+        return response
 
     async def undo(self, request: web.Request) -> web.Response:
-        """Lifts this link's own opt-out (`Unsubscribe.undo`); a form from another origin
-        changes nothing. The body is not read: the link is all the request needs."""
+        """Lifts this link's own opt-out (`Unsubscribe.undo`) for the browser holding the
+        undo pass of this link's page unsubscribe, within UNDO_WINDOW; without it, or from
+        another origin, nothing changes (403). The body is not read."""
         if (request.content_length or 0) > MAX_FORM_BYTES:
             return _page("Request too large", "<p>Nothing was changed.</p>", status=413)
         if not same_origin(request):
@@ -222,6 +257,8 @@ class UnsubscribeRoutes:
                 status=403,
             )
         token = request.match_info["token"]
+        if not self._may_undo(request, token):
+            return await self._undo_refused(token)
         try:
             undone = await self.unsubscribe.undo(token)
         except StoreUnavailable:
@@ -248,7 +285,33 @@ class UnsubscribeRoutes:
         log_event(log, "unsubscribe-undone", recipient=claims.recipient, link=link_id(token),
                   still_suppressed=undone.still_suppressed)
         if undone.still_suppressed:
-            return _page("Your unsubscribe was undone", other_request)
+            response = _page("Your unsubscribe was undone", other_request)
+        else:
+            response = self._subscribed_again(token, recipient, sender)
+        response.del_cookie(undo_cookie_name(token), path=UNDO_COOKIE_PATH,
+                            secure=self.secure_cookies, httponly=True, samesite="Strict")
+        return response
+
+    async def _undo_refused(self, token: str) -> web.Response:
+        try:
+            claims = await self.unsubscribe.claims(token)
+        except StoreUnavailable:
+            claims = None
+        sender = self._sender(claims) if claims is not None else "the sender"
+        minutes = int(UNDO_WINDOW.total_seconds() // 60)
+        return _page(
+            "Your unsubscribe stands",
+            "<p>Nothing was changed: you remain unsubscribed. An unsubscribe can be undone "
+            f"here only in the browser it was made in, within {minutes} minutes, using the "
+            "button on the page that confirmed it. An unsubscribe made from your mail "
+            "program's unsubscribe button cannot be undone here.</p>"
+            f"<p>To receive messages again, please contact {sender} and ask them to "
+            "re-subscribe you.</p>",
+            status=403,
+        )
+
+    @staticmethod
+    def _subscribed_again(token: str, recipient: str, sender: str) -> web.Response:
         return _page(
             "You are subscribed again",
             f"<p>{recipient} will receive marketing messages from {sender} again. Every "

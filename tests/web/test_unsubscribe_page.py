@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,11 +19,12 @@ import pytest
 
 from gateway.model import Channel
 from gateway.server import Gateway
-from gateway.services.unsubscribe import UNDO_ACTOR, link_id, one_click_source
+from gateway.services.unsubscribe import UNDO_ACTOR, UNDO_WINDOW, link_id, one_click_source
 from gateway.store import open_store
 from gateway.web.webhooks.twilio import KEYWORD_SOURCE
 from tests.conftest import DEMO_SECRET, outbox_messages
 from tests.e2e.test_unsubscribe_flow import local
+from tests.fakes.clock import SteppingClock
 from tests.fakes.store import FlakyStore
 from tests.ingress.smtp.test_submission import client, first_touch, parsed
 from tests.web.test_twilio_webhook import inbound, post
@@ -30,6 +32,13 @@ from tests.web.test_twilio_webhook import start as start_with_twilio
 
 BOB = "bob@client.example.net"
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+PAGE_FORM = {**ONE_CLICK, "via": "page"}
+_jars: weakref.WeakKeyDictionary[Gateway, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+def jar(gateway: Gateway) -> dict[str, str]:
+    """The recipient's browser's cookies for this gateway."""
+    return _jars.setdefault(gateway, {})
 
 
 @dataclass
@@ -54,19 +63,30 @@ class Page:
 
 async def request(
     gateway: Gateway, method: str, url: str, *, data: object = None,
-    origin: str | None = "self",
+    origin: str | None = "self", browser: bool = True,
 ) -> Page:
-    """As a browser on the page sends it: the form posts carry this origin."""
+    """As the recipient's browser on the page sends it: the form posts carry this origin,
+    and its cookies go along and are kept. `browser=False`: someone holding only the link
+    (no cookies sent, none kept)."""
     headers = {}
     if origin == "self":
         headers["Origin"] = f"http://127.0.0.1:{gateway.http_port}"
     elif origin is not None:
         headers["Origin"] = origin
+    cookies = jar(gateway) if browser else {}
+    if cookies:
+        headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
     async with (
         aiohttp.ClientSession() as http,
         http.request(method, local(gateway, url), data=data, headers=headers,
                      allow_redirects=False) as response,
     ):
+        if browser:
+            for name, morsel in response.cookies.items():
+                if morsel["max-age"] == "0" or not morsel.value:
+                    cookies.pop(name, None)
+                else:
+                    cookies[name] = morsel.value
         return Page(response.status, await response.text(), response.headers)
 
 
@@ -84,13 +104,23 @@ def token_of(url: str) -> str:
 
 
 async def unsubscribe(gateway: Gateway, url: str) -> Page:
-    page = await request(gateway, "POST", url, data=ONE_CLICK, origin=None)
+    """The recipient presses the page's button in their browser."""
+    page = await request(gateway, "POST", url, data=PAGE_FORM)
     assert page.status == 200, page.text
     return page
 
 
-async def undo(gateway: Gateway, url: str, origin: str | None = "self") -> Page:
-    return await request(gateway, "POST", url + "/undo", origin=origin)
+async def one_click(gateway: Gateway, url: str) -> Page:
+    """A mail client's RFC 8058 POST: no Origin, no browser, no page field."""
+    page = await request(gateway, "POST", url, data=ONE_CLICK, origin=None, browser=False)
+    assert page.status == 200, page.text
+    return page
+
+
+async def undo(
+    gateway: Gateway, url: str, origin: str | None = "self", browser: bool = True
+) -> Page:
+    return await request(gateway, "POST", url + "/undo", origin=origin, browser=browser)
 
 
 async def suppressed(gateway: Gateway, address: str = BOB) -> bool:
@@ -246,9 +276,9 @@ async def test_the_undo_lifts_this_links_opt_out_audited_and_mail_flows_again(
     )
     assert entry["reason"] == "unsubscribed (link for sender katie@example.com)"
     assert await gateway.services.store.verify_audit() is None
-    # Nothing more to undo now; the page says so and offers the unsubscribe again.
+    # The pass was spent (its cookie deleted): a second undo is refused.
     again = await undo(gateway, url)
-    assert again.status == 409 and again.title == "Nothing to undo" and again.offers_unsubscribe
+    assert again.status == 403 and again.title == "Your unsubscribe stands"
     assert len(await removals(gateway)) == 1
     # And the link still unsubscribes.
     await unsubscribe(gateway, url)
@@ -296,9 +326,18 @@ async def test_the_undo_cannot_lift_what_this_link_did_not_record(gateway: Gatew
     url = await link(gateway)
     await gateway.services.suppressions.add([BOB], source="cli", reason="r", actor="operator")
     page = await undo(gateway, url)
-    assert page.status == 409 and page.title == "Nothing to undo"
-    assert "stays unsubscribed because of another request" in page.text
+    assert page.status == 403 and page.title == "Your unsubscribe stands"
     assert await sources(gateway) == ["cli"] and await removals(gateway) == []
+
+
+async def test_an_opt_out_lifted_meanwhile_leaves_nothing_to_undo(gateway: Gateway) -> None:
+    """The pass is valid but the link's entry is gone (an operator lifted the mailbox)."""
+    url = await link(gateway)
+    await unsubscribe(gateway, url)
+    await gateway.services.suppressions.remove([BOB], actor="operator")
+    page = await undo(gateway, url)
+    assert page.status == 409 and page.title == "Nothing to undo" and page.offers_unsubscribe
+    assert len(await removals(gateway)) == 1  # the operator's
 
 
 async def test_a_mailto_opt_out_with_the_same_link_stays(gateway: Gateway) -> None:
@@ -327,8 +366,8 @@ async def test_another_senders_link_keeps_its_own_opt_out(gateway: Gateway) -> N
     assert page.title == "Your unsubscribe was undone"
     assert await sources(gateway) == [one_click_source(token_of(katie))]
     assert await suppressed(gateway)
-    # Another sender's link no longer finds its own opt-out: nothing to undo, katie's stays.
-    assert (await undo(gateway, sam)).status == 409
+    # sam's pass is spent; katie's stays in force.
+    assert (await undo(gateway, sam)).status == 403
     assert await suppressed(gateway)
     assert (await undo(gateway, katie)).title == "You are subscribed again"
     assert not await suppressed(gateway)
@@ -383,10 +422,85 @@ async def test_an_undo_without_a_valid_link_changes_nothing(gateway: Gateway) ->
     token = token_of(url)
     forged = token[:-1] + ("A" if token[-1] != "A" else "B")
     page = await undo(gateway, url.replace(token, forged))
-    assert page.status == 404
+    assert page.status == 403
     # Another recipient's link lifts nothing of bob's.
     carol = await link(gateway, to="carol@client.example.net")
-    assert (await undo(gateway, carol)).status == 409
+    assert (await undo(gateway, carol)).status == 403
+    assert await suppressed(gateway) and await removals(gateway) == []
+
+
+async def test_the_link_alone_does_not_undo(gateway: Gateway) -> None:
+    """An agent that read the link in a quoted footer posts the undo itself, from the
+    page's own origin even: without the browser's cookie the opt-out stands, and a send to
+    the recipient is still blocked."""
+    url = await link(gateway)
+    done = await unsubscribe(gateway, url)
+    cookie = done.headers["Set-Cookie"]
+    assert f"undo-{link_id(token_of(url))}=" in cookie
+    for attribute in ("HttpOnly", "SameSite=Strict", "Path=/u/", "Secure",
+                      f"Max-Age={int(UNDO_WINDOW.total_seconds())}"):
+        assert attribute in cookie, cookie
+    page = await undo(gateway, url, browser=False)
+    assert page.status == 403 and page.title == "Your unsubscribe stands"
+    assert "remain unsubscribed" in page.text and "contact <strong>Example Corp</strong>" in (
+        page.text)
+    assert not page.offers_undo
+    assert await suppressed(gateway) and await removals(gateway) == []
+    smtp = await client(gateway)
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as refused:
+        await smtp.send_message(first_touch(to=BOB))
+    await smtp.quit()
+    assert "SUPPRESSED" in str(refused.value)
+    # Its own GET of the page offers it no undo either.
+    assert not (await request(gateway, "GET", url, browser=False)).offers_undo
+    # A pass for another link does not serve this one.
+    other = "https://gw.example.com/u/" + gateway.services.unsubscribe.tokens.issue(
+        BOB, "sam@example.com", Channel.EMAIL, gateway.clock.now())
+    await unsubscribe(gateway, other)
+    stolen = {k.replace(link_id(token_of(other)), link_id(token_of(url))): v
+              for k, v in jar(gateway).items() if link_id(token_of(other)) in k}
+    jar(gateway).clear()
+    jar(gateway).update(stolen)
+    assert (await undo(gateway, url)).status == 403
+    assert await suppressed(gateway) and await removals(gateway) == []
+
+
+async def test_posting_over_an_opt_out_in_force_gets_no_pass(gateway: Gateway) -> None:
+    """Whoever posts the page's form again over the link's opt-out recorded nothing, so is
+    handed nothing that could lift it."""
+    url = await link(gateway)
+    await one_click(gateway, url)
+    again = await unsubscribe(gateway, url)
+    assert "Set-Cookie" not in again.headers and not again.offers_undo
+    assert (await undo(gateway, url)).status == 403
+    assert await suppressed(gateway)
+
+
+async def test_the_undo_closes_after_the_window(gateway_factory) -> None:
+    clock = SteppingClock()
+    gateway = await gateway_factory(clock=clock)
+    url = await link(gateway)
+    await unsubscribe(gateway, url)
+    clock.advance(UNDO_WINDOW.total_seconds() - 5)
+    assert (await request(gateway, "GET", url)).offers_undo
+    clock.advance(10)
+    assert not (await request(gateway, "GET", url)).offers_undo
+    page = await undo(gateway, url)
+    assert page.status == 403 and page.title == "Your unsubscribe stands"
+    assert await suppressed(gateway) and await removals(gateway) == []
+    assert not await deliverable(gateway)
+
+
+async def test_a_one_click_unsubscribe_offers_no_undo(gateway: Gateway) -> None:
+    """RFC 8058's POST comes from a mail client, not a browser: no pass, no undo button,
+    and the undo is refused even from a browser that later opens the link."""
+    url = await link(gateway)
+    done = await one_click(gateway, url)
+    assert done.title == "You are unsubscribed"
+    assert not done.offers_undo and "Set-Cookie" not in done.headers
+    later = await request(gateway, "GET", url)
+    assert later.title == "You are already unsubscribed" and not later.offers_undo
+    assert (await undo(gateway, url)).status == 403
     assert await suppressed(gateway) and await removals(gateway) == []
 
 
@@ -400,7 +514,7 @@ async def test_no_agent_credential_reaches_the_undo(gateway: Gateway) -> None:
         base = f"http://127.0.0.1:{gateway.http_port}"
         async with http.post(f"{base}/u/anything/undo",
                              headers={"Authorization": f"Bearer {DEMO_SECRET}"}) as response:
-            assert response.status == 404
+            assert response.status == 403
         async with http.delete(f"{base}/v1/suppressions/{BOB}",
                                headers={"Authorization": f"Bearer {DEMO_SECRET}"}) as response:
             assert response.status == 403
