@@ -18,6 +18,7 @@ from gateway.cli.common import (
     parse_instant,
 )
 from gateway.cli.dkim import print_dkim_record
+from gateway.cli.evidence import add_evidence_commands, run_evidence
 from gateway.cli.keys import add_keys_commands, run_keys
 from gateway.cli.people import add_people_commands, run_people
 from gateway.cli.registries import COMMANDS
@@ -55,7 +56,7 @@ READ_COMMANDS = frozenset({
     "blocks", "audit list", "audit verify", "suppress list", "suppress export",
     "consent list", "location show", "privacy export", "check email", "check call",
     "check sms", "keys create", "keys list", "keys revoke", "people list",
-    "people deactivate", "people activate",
+    "people deactivate", "people activate", "evidence",
 })
 
 
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_rules_commands(commands, common)
     add_keys_commands(commands, common)
     add_people_commands(commands, common)
+    add_evidence_commands(commands, common)
     return parser
 
 
@@ -233,7 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check" and args.kind == "dkim":
             return print_dkim_record(config, args.domain)
         configure_logging("WARNING")
-        command_runner = {**COMMANDS, "keys": run_keys, "people": run_people}[args.command]
+        command_runner = {
+            **COMMANDS, "keys": run_keys, "people": run_people, "evidence": run_evidence,
+        }[args.command]
         return asyncio.run(_with_services(config, command_runner, args))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
