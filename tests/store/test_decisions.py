@@ -176,3 +176,15 @@ async def test_an_erasure_deletes_the_persons_decisions_and_an_export_shows_them
     assert counts["decisions"] == 2
     assert [d.id for d in await store.query_decisions(DecisionQuery())] == [ids[2]]
     assert (await store.personal_data("bob@x.com")).decisions == ()
+
+
+async def test_a_cursor_whose_decision_is_gone_still_moves_the_walk_on(
+    store: Store,  # noqa: F811
+) -> None:
+    ids = await store.record_decisions([decision(f"r{n}@x.com", at=n) for n in range(4)])
+    await store.use_erasure_key(ERASURE_KEY)
+    await store.erase_personal_data("r2@x.com", T0, "ops@example.com")
+
+    page = await store.query_decisions(DecisionQuery(before_id=ids[2]))
+
+    assert [d.id for d in page] == [ids[1], ids[0]]

@@ -9,6 +9,7 @@ from gateway.model import DecisionRecord
 from gateway.store.base import DecisionQuery
 from gateway.store.core import (
     DECISION_COLUMNS,
+    DECISION_CURSOR_TIME,
     DECISION_DELETE_CHUNK,
     DECISION_EVIDENCE_COLUMNS,
     RECORDED_DECISION_COLUMNS,
@@ -35,10 +36,15 @@ class PostgresDecisionLog(PostgresConnection):
             return [await conn.fetchval(_INSERT, *row) for row in rows]
 
     async def query_decisions(self, query: DecisionQuery) -> list[DecisionRecord]:
-        params = Numbered()
-        where = decision_filter(query, params)
-        limit = params.bind(query.limit)
-        async with self._connection() as conn:
+        async with self._transaction(snapshot=True) as conn:
+            cursor_time = None
+            if query.before_id is not None:
+                cursor_time = await conn.fetchval(
+                    DECISION_CURSOR_TIME.format(cursor="$1"), query.before_id
+                )
+            params = Numbered()
+            where = decision_filter(query, params, cursor_time)
+            limit = params.bind(query.limit)
             rows = await conn.fetch(
                 f"SELECT {DECISION_COLUMNS} FROM decisions {where}"
                 f" ORDER BY time DESC, id DESC LIMIT {limit}",

@@ -10,6 +10,7 @@ from gateway.model import DecisionRecord
 from gateway.store.base import DecisionQuery
 from gateway.store.core import (
     DECISION_COLUMNS,
+    DECISION_CURSOR_TIME,
     DECISION_DELETE_CHUNK,
     DECISION_EVIDENCE_COLUMNS,
     RECORDED_DECISION_COLUMNS,
@@ -58,13 +59,20 @@ def _insert_decisions(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) 
 
 
 def _select_decisions(conn: sqlite3.Connection, query: DecisionQuery) -> list[DecisionRecord]:
-    params = QMarks()
-    where = decision_filter(query, params)
-    rows = conn.execute(
-        f"SELECT {DECISION_COLUMNS} FROM decisions {where}"
-        f" ORDER BY time DESC, id DESC LIMIT {params.bind(query.limit)}",
-        params.values,
-    )
+    with transaction(conn, write=False):
+        cursor_time = None
+        if query.before_id is not None:
+            found = conn.execute(
+                DECISION_CURSOR_TIME.format(cursor="?"), (query.before_id,)
+            ).fetchone()
+            cursor_time = None if found is None else from_text(found[0])
+        params = QMarks()
+        where = decision_filter(query, params, cursor_time)
+        rows = conn.execute(
+            f"SELECT {DECISION_COLUMNS} FROM decisions {where}"
+            f" ORDER BY time DESC, id DESC LIMIT {params.bind(query.limit)}",
+            params.values,
+        ).fetchall()
     return [decision_from_row(row, from_text) for row in rows]
 
 
