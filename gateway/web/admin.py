@@ -33,7 +33,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -47,7 +47,6 @@ from gateway.auth.secret_check import account_or_refusal
 from gateway.model import (
     Account,
     AuditEvent,
-    BlockRecord,
     Channel,
     Consent,
     Purpose,
@@ -72,7 +71,6 @@ MAX_JSON_BYTES = 64 * 1024
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 API_SUPPRESSION_SOURCE = "api"
-_CURSOR_PREFIX = "b1:"
 BLOCK_PARAMETERS = frozenset(
     ("since", "until", "reason", "channel", "account", "recipient", "limit", "cursor", "format")
 )
@@ -210,7 +208,7 @@ class AdminRoutes:
             return json_error(400, str(exc))
         found = await self.store.query_blocks(replace(query, limit=query.limit + 1))
         page = found[: query.limit]
-        next_cursor = encode_cursor(page[-1]) if len(found) > query.limit else None
+        next_cursor = BLOCK_CURSOR.encode(page[-1].id) if len(found) > query.limit else None
         if as_csv:
             text = io.StringIO()
             write_blocks_csv(text, page)
@@ -444,7 +442,7 @@ def block_query(query: MultiMapping[str], now: datetime) -> BlockQuery:
         account=text["account"],
         recipient=text["recipient"],
         limit=page_limit(query),
-        before_id=None if cursor is None else decode_cursor(cursor),
+        before_id=None if cursor is None else BLOCK_CURSOR.decode(cursor),
     )
 
 
@@ -458,20 +456,28 @@ def wants_csv(request: web.Request) -> bool:
     return chosen == "csv"
 
 
-def encode_cursor(record: BlockRecord) -> str:
-    """Opaque to clients so the paging key can change without breaking them."""
-    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{record.id}".encode()).decode()
+@dataclass(frozen=True)
+class PageCursor:
+    """A list's paging cursor: opaque to clients, so the paging key can change without
+    breaking them; the prefix keeps one list's cursor from being taken for another's."""
+
+    prefix: str
+
+    def encode(self, row_id: int | None) -> str:
+        return base64.urlsafe_b64encode(f"{self.prefix}{row_id}".encode()).decode()
+
+    def decode(self, cursor: str) -> int:
+        try:
+            text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
+        except (UnicodeError, binascii.Error, ValueError):
+            text = ""
+        row_id = text.removeprefix(self.prefix)
+        if not text.startswith(self.prefix) or not row_id.isdigit() or len(row_id) > 18:
+            raise ParameterError("cursor", "not a cursor this API gave out")
+        return int(row_id)
 
 
-def decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
-    except (UnicodeError, binascii.Error, ValueError):
-        text = ""
-    block_id = text.removeprefix(_CURSOR_PREFIX)
-    if not text.startswith(_CURSOR_PREFIX) or not block_id.isdigit() or len(block_id) > 18:
-        raise ParameterError("cursor", "not a cursor this API gave out")
-    return int(block_id)
+BLOCK_CURSOR = PageCursor("b1:")
 
 
 async def json_object(

@@ -17,8 +17,6 @@ memory), formula-safe; with `limit` it is one page, the next page's cursor in
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import logging
 import re
@@ -41,6 +39,7 @@ from gateway.services.decision_reports import (
 from gateway.store.base import DecisionLog, DecisionQuery, StoreUnavailable
 from gateway.web.admin import (
     Handler,
+    PageCursor,
     ParameterError,
     json_error,
     only_parameters,
@@ -63,7 +62,7 @@ TEXT_FILTERS = {"account": 200, "sender": 320, "recipient": 320, "q": 200, "upst
 REASON_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 EXPORT_PAGE = 1000
-_CURSOR_PREFIX = "d1:"
+DECISION_CURSOR = PageCursor("d1:")
 
 
 class ExportCutShort(Exception):
@@ -101,7 +100,7 @@ class DecisionRoutes:
         size = EXPORT_PAGE if paged else query.limit
         found = await self.store.query_decisions(replace(query, limit=size + 1))
         page, more = found[:size], len(found) > size
-        next_cursor = encode_cursor(page[-1]) if more and page else None
+        next_cursor = DECISION_CURSOR.encode(page[-1].id) if more and page else None
         if not as_csv:
             return web.json_response({
                 "decisions": [decision_as_dict(record) for record in page],
@@ -183,7 +182,7 @@ def decision_query(query: MultiMapping[str], now: datetime) -> DecisionQuery:
         text=text["q"],
         upstream_id=text["upstream_id"],
         limit=page_limit(query),
-        before_id=None if cursor is None else decode_cursor(cursor),
+        before_id=None if cursor is None else DECISION_CURSOR.decode(cursor),
     )
 
 
@@ -198,17 +197,3 @@ def _choice(query: MultiMapping[str], name: str, kind: Any) -> Any:
         raise ParameterError(name, f"must be one of {choices}") from None
 
 
-def encode_cursor(record: DecisionRecord) -> str:
-    """Opaque to clients, and never taken for a block cursor (nor one for this)."""
-    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{record.id}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
-    except (UnicodeError, binascii.Error, ValueError):
-        text = ""
-    decision_id = text.removeprefix(_CURSOR_PREFIX)
-    if not text.startswith(_CURSOR_PREFIX) or not decision_id.isdigit() or len(decision_id) > 18:
-        raise ParameterError("cursor", "not a cursor this API gave out")
-    return int(decision_id)
