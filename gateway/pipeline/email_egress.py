@@ -12,7 +12,15 @@ from typing import Any
 from gateway.addresses import domain_of
 from gateway.mail.compose import compose_mime
 from gateway.mail.parse import to_bytes
-from gateway.model import Channel, Decision, EmailFields, OutboundMessage, Reason, Receipt
+from gateway.model import (
+    Channel,
+    Decision,
+    EmailFields,
+    OutboundMessage,
+    Reason,
+    Receipt,
+    SenderIdentity,
+)
 from gateway.pipeline.process import CopyRefused
 from gateway.policy import EMAIL_FOOTER
 from gateway.rewrite.dkim import DkimSigner
@@ -59,6 +67,7 @@ class EmailEgress:
         self.postmark_api = upstream if isinstance(upstream, PostmarkApi) else None
         self.dkim = dkim or DkimSigner(())
         self.max_message_bytes = max_message_bytes
+        self._rewrites_shown: dict[tuple[object, ...], tuple[dict[str, str], ...]] = {}
 
     def render(
         self, message: OutboundMessage, recipient: str, decision: Decision, rules: RuleSet
@@ -177,23 +186,36 @@ class EmailEgress:
         email = message.email
         if EMAIL_FOOTER not in decision.obligations or email is None:
             return []
+        key = (rules.version, message.account.identity, email.template is not None)
+        shown = self._rewrites_shown.get(key)
+        if shown is None:
+            if len(self._rewrites_shown) > 64:  # rules reloaded, identities changed
+                self._rewrites_shown.clear()
+            shown = self._rewrites_shown[key] = self._rewrites_for(
+                rules, message.account.identity, template=email.template is not None
+            )
+        return [dict(rewrite) for rewrite in shown]
+
+    def _rewrites_for(
+        self, rules: RuleSet, identity: SenderIdentity, *, template: bool
+    ) -> tuple[dict[str, str], ...]:
+        """The same for every recipient but for the token: rendered once per rules
+        version, sender identity and kind of message."""
         url = self.unsubscribe.url_prefix + TOKEN_SHOWN
-        footer = render_footer(
-            rules, message.account.identity, url, self.unsubscribe.url_prefix, _nobody
-        )
-        if email.template is not None:
+        footer = render_footer(rules, identity, url, self.unsubscribe.url_prefix, _nobody)
+        if template:
             where = "the template model: " + ", ".join((*TEMPLATE_FOOTER_KEYS, TEMPLATE_URL_KEY))
         else:
             where = "every text and HTML body shown to a reader"
         mailbox = self.unsubscribe.mailbox
         mailto = mailto_link(mailbox, TOKEN_SHOWN) if mailbox else None
-        return [
+        return (
             {"kind": "footer", "where": where, "text": footer.text},
             *(
                 {"kind": "header", "name": name, "value": value}
                 for name, value in one_click_headers(url, mailto)
             ),
-        ]
+        )
 
     async def send(self, message: OutboundMessage, recipient: str, payload: bytes) -> Receipt:
         email = message.email

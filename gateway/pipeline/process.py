@@ -29,6 +29,7 @@ from typing import NoReturn, Protocol
 from gateway.model import (
     BlockRecord,
     Decision,
+    DecisionOutcome,
     DecisionRecord,
     Facts,
     KnownLocation,
@@ -369,7 +370,9 @@ class Pipeline:
     async def _record_decisions(
         self, message: OutboundMessage, records: list[DecisionRecord], *, sent: bool
     ) -> list[int]:
-        """One write for the message's decisions, before the agent is answered. Once a copy
+        """One write for the message's decisions, before the agent is answered: durable
+        when one is a block (as the block is), else without waiting for the disk (the
+        copies are out, and their provider keeps its own record). Once a copy
         is out, a failed write is retried for about a second (DECISION_RETRIES_S): the
         agent would otherwise be told the copy may be out, and an agent without an
         idempotency key would send it again. If it still fails, the agent gets a temporary
@@ -377,9 +380,10 @@ class Pipeline:
         if not records:
             return []
         pauses = (*DECISION_RETRIES_S, None) if sent else (None,)
+        durable = any(record.outcome is DecisionOutcome.BLOCKED for record in records)
         for pause in pauses:
             try:
-                return await self.store.record_decisions(records)
+                return await self.store.record_decisions(records, durable=durable)
             except StoreUnavailable as exc:
                 self.metrics.store_errors.labels("record_decisions").inc()
                 failure = exc

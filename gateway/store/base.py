@@ -562,9 +562,15 @@ class DecisionLog(Protocol):
     """Every decision, allowed and blocked, with its evidence: what the operator shows a
     court or regulator (`compliance-gateway evidence`, `GET /v1/decisions`)."""
 
-    async def record_decisions(self, records: Sequence[DecisionRecord]) -> list[int]:
-        """Durably record the decisions (in one transaction) before the agent is told;
-        returns their ids in order."""
+    async def record_decisions(
+        self, records: Sequence[DecisionRecord], *, durable: bool = True
+    ) -> list[int]:
+        """Record the decisions (in one transaction) before the agent is told; returns
+        their ids in order. `durable=False`: the commit need not reach the disk before
+        this returns (SQLite: a crash of the gateway cannot lose it, a power cut may lose
+        the last moment's; PostgreSQL: an asynchronous commit, which a server crash may
+        lose within `wal_writer_delay`), for the decisions of copies already out, whose
+        provider keeps its own record."""
 
     async def query_decisions(self, query: DecisionQuery) -> list[DecisionRecord]:
         """Newest first, without their evidence (`evidence` is empty: `get_decision` has

@@ -299,3 +299,41 @@ async def test_a_store_that_is_down_sends_nothing_on_any_channel(config_factory)
     finally:
         await gateway.stop()
 
+
+
+class DurabilityWitness(FlakyStore):
+    """The real store, noting how durably each batch of decisions was asked for."""
+
+    def __init__(self, inner: object) -> None:
+        super().__init__(inner)
+        self.asked: list[tuple[list[str], bool]] = []
+
+    def __getattr__(self, name: str) -> object:
+        attribute = getattr(self.inner, name)
+        if name != "record_decisions":
+            return attribute
+
+        async def call(records, *, durable: bool = True):  # type: ignore[no-untyped-def]
+            self.asked.append(([r.outcome.value for r in records], durable))
+            return await attribute(records, durable=durable)
+
+        return call
+
+
+async def test_a_block_is_recorded_durably_and_a_sent_copy_without_waiting_for_the_disk(
+    config_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    """A blocked recipient's decision is durable, as its block is; the decision of a copy
+    the provider already has need not wait for an fsync (the send path's cost)."""
+    config: Config = config_factory()
+    store = DurabilityWitness(open_store(config.store_url))
+    gateway = Gateway(config, store=store)  # type: ignore[arg-type]
+    await gateway.start()
+    try:
+        await postmark_send(gateway)
+        await suppress(gateway, ANN)
+        with pytest.raises(ClientError):
+            await postmark_send(gateway, To=ANN)
+    finally:
+        await gateway.stop()
+    assert store.asked == [(["allowed"], False), (["blocked"], True)]

@@ -28,11 +28,15 @@ _INSERT = (
 
 
 class PostgresDecisionLog(PostgresConnection):
-    async def record_decisions(self, records: Sequence[DecisionRecord]) -> list[int]:
+    async def record_decisions(
+        self, records: Sequence[DecisionRecord], *, durable: bool = True
+    ) -> list[int]:
         if not records:
             return []
         rows = [decision_values(record, utc) for record in records]
         async with self._transaction() as conn:
+            if not durable:
+                await conn.execute("SET LOCAL synchronous_commit = off")
             return [await conn.fetchval(_INSERT, *row) for row in rows]
 
     async def query_decisions(self, query: DecisionQuery) -> list[DecisionRecord]:

@@ -5,12 +5,15 @@ method runs its SQL there; that also serializes this process's writers without e
 Write transactions begin IMMEDIATE, so writers in other processes queue instead of failing on
 a stale snapshot; they queue on a file lock first (`writer_lock.py`), which hands over faster
 than SQLite's busy timeout. Every commit is fsynced (synchronous=FULL): blocks,
-suppressions, audit entries and contact counts must survive a power cut once reported. Three
+suppressions, audit entries and contact counts must survive a power cut once reported. Four
 kinds of write commit without waiting for the disk, since losing one to a power cut cannot
 send anything unchecked: the delivery ledger's (durability would not prevent the one
 duplicate a lost one can cause: a claim lost or kept pending both end in a resend), the
-record of an SMS opt-out notice (lost, the next text carries the notice again) and the
-release of a contact that was not made (lost, the cap counts one contact too many).
+record of an SMS opt-out notice (lost, the next text carries the notice again), the
+release of a contact that was not made (lost, the cap counts one contact too many) and the
+decisions of copies already handed to a provider (lost, the provider's log still has the
+message; a blocked recipient's decision is durable, as its block is). The next durable
+commit or checkpoint takes them to the disk too (WAL order).
 The small reads every message makes run on the event loop's own read-only connection, and
 so do its small writes while the worker has nothing queued and no other writer holds the
 lock; otherwise those writes are group-committed on the worker: those waiting together run in

@@ -28,12 +28,16 @@ _INSERT = (
 
 
 class SqliteDecisionLog(SqliteConnection):
-    async def record_decisions(self, records: Sequence[DecisionRecord]) -> list[int]:
+    async def record_decisions(
+        self, records: Sequence[DecisionRecord], *, durable: bool = True
+    ) -> list[int]:
         """A small write on the send path: group-committed with the others waiting."""
         if not records:
             return []
         rows = [decision_values(record, to_text) for record in records]
-        return await self._run(lambda conn: _insert_decisions(conn, rows), batchable=True)
+        return await self._run(
+            lambda conn: _insert_decisions(conn, rows), batchable=True, durable=durable
+        )
 
     async def query_decisions(self, query: DecisionQuery) -> list[DecisionRecord]:
         """In a thread of its own: a partial search may walk many rows, and must hold up
