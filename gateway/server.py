@@ -70,6 +70,7 @@ from gateway.upstream.twilio import (
     TwilioUpstream,
 )
 from gateway.web.admin import AdminRoutes
+from gateway.web.console import Console
 from gateway.web.decisions import DecisionRoutes
 from gateway.web.health import HealthRoutes
 from gateway.web.inflight import InFlightRequests
@@ -285,7 +286,9 @@ class Gateway:
         admin.register(app)
         DecisionRoutes(services.store, self.clock, admin.guarded).register(app)
         sign_in.register(app)
-        ReviewRoutes(services.store, sign_in, self.authenticator).register(app)
+        console = Console(sign_in)
+        ReviewRoutes(console, self.authenticator).register(app)
+        # The console's pages: one line each, below.
         self.saml.register(app, sign_in)
         if self.config.sso.oidc:
             OidcRoutes(

@@ -12,11 +12,14 @@ import hashlib
 import html
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from markupsafe import Markup
 
 from gateway.model import Role
+from gateway.web.templating import render
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 1.5rem auto; padding: 0 1rem;
@@ -25,7 +28,9 @@ a { color: #0b4f9e; }
 a:focus, button:focus, input:focus, select:focus { outline: 3px solid #b35c00;
        outline-offset: 2px; }
 header { display: flex; justify-content: space-between; align-items: center; gap: 1rem;
-       border-bottom: 1px solid #595959; }
+       flex-wrap: wrap; border-bottom: 1px solid #595959; }
+ul.nav { display: flex; gap: 1.2rem; list-style: none; padding: 0; margin: 0; }
+ul.nav a[aria-current="page"] { font-weight: 700; text-decoration: none; }
 button { font-size: 1rem; padding: .4rem 1rem; border: 2px solid #1a1a1a; border-radius: 6px;
        background: #1a1a1a; color: #fff; cursor: pointer; }
 label { display: block; font-weight: 600; }
@@ -58,24 +63,13 @@ HEADERS = {
     "X-Frame-Options": "DENY",
 }
 
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex">
-<title>{title} - compliance gateway review</title>
-<style>{style}</style>
-</head>
-<body>
-{header}
-<main>
-<h1>{title}</h1>
-{body}
-</main>
-</body>
-</html>
-"""
+SECTIONS = (
+    ("/review", "Activity", "activity", Role.MANAGER),
+    ("/review/suppressions", "Suppressions", "suppressions", Role.MANAGER),
+    ("/review/consents", "Consents", "consents", Role.MANAGER),
+    ("/review/audit", "Audit log", "audit", Role.ADMIN),
+)
+"""The console's sections: (link, label, name, lowest role that sees it)."""
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -100,24 +94,29 @@ def escape(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+def render_page(
+    template: str,
+    title: str,
+    *,
+    status: int = 200,
+    viewer: Viewer | None = None,
+    section: str = "",
+    **context: Any,
+) -> web.Response:
+    """A template that extends base.html, in the shared shell: the style its CSP hash
+    allows, the strict headers, the console's navigation for `viewer`."""
+    text = render(
+        template, title=title, viewer=viewer, section=section, sections=SECTIONS,
+        style=Markup(STYLE), **context,
+    )
+    return web.Response(text=text, status=status, content_type="text/html", headers=HEADERS)
+
+
 def page(
     title: str, body: str, *, status: int = 200, viewer: Viewer | None = None
 ) -> web.Response:
-    header = ""
-    if viewer is not None:
-        header = (
-            "<header><p>Signed in as <strong>"
-            f"{escape(viewer.name)}</strong> ({escape(viewer.role.name.lower())})</p>"
-            '<form method="post" action="/auth/logout">'
-            f'<input type="hidden" name="csrf" value="{escape(viewer.csrf)}">'
-            '<button type="submit">Sign out</button></form></header>'
-        )
-    return web.Response(
-        text=PAGE.format(title=escape(title), style=STYLE, header=header, body=body),
-        status=status,
-        content_type="text/html",
-        headers=HEADERS,
-    )
+    """A page whose body the caller built, every value in it escaped with `escape`."""
+    return render_page("page.html", title, status=status, viewer=viewer, body=Markup(body))
 
 
 def see_other(location: str) -> web.Response:

@@ -21,10 +21,11 @@ from gateway.auth.secret_check import account_or_refusal
 from gateway.config.sso import SsoConfig
 from gateway.model import BlockRecord, Channel, Role
 from gateway.pipeline.dry_run import CheckError, parse_time
-from gateway.store.base import BlockQuery, Store, StoreUnavailable
+from gateway.store.base import BlockQuery, StoreUnavailable
+from gateway.web.console import Console
 from gateway.web.pages import Handler, Viewer, page, same_origin, see_other
 from gateway.web.pages import escape as _e
-from gateway.web.people_sign_in import MAX_FORM_BYTES, PeopleSignIn
+from gateway.web.people_sign_in import MAX_FORM_BYTES
 
 PAGE_SIZE = 50
 DEFAULT_SINCE = "7d"
@@ -186,16 +187,12 @@ def _sign_in_body(sso: SsoConfig, secret_form: bool, error: str = "") -> str:
 
 
 class ReviewRoutes:
-    def __init__(
-        self,
-        store: Store,
-        sign_in: PeopleSignIn,
-        authenticator: Authenticator,
-    ) -> None:
-        self.store = store
-        self.sign_in = sign_in
+    def __init__(self, console: Console, authenticator: Authenticator) -> None:
+        self.console = console
+        self.store = console.store
+        self.sign_in = console.sign_in
         self.authenticator = authenticator
-        self.clock = sign_in.clock
+        self.clock = console.clock
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/review", self._store_errors(self.log_page))

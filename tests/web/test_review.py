@@ -26,6 +26,7 @@ from gateway.runtime.metrics import Metrics
 from gateway.services.people import Identity, People
 from gateway.store import open_store
 from gateway.store.base import Store
+from gateway.web.console import Console
 from gateway.web.people_sign_in import SESSION_COOKIE, PeopleSignIn
 from gateway.web.review import PAGE_SIZE, ReviewRoutes
 from tests.browser import browser_missing, launch_options
@@ -83,7 +84,7 @@ def review_app(
         lambda: sso or SsoConfig(), secure_cookies,
     )
     sign_in.register(app)
-    ReviewRoutes(store, sign_in, authenticator).register(app)
+    ReviewRoutes(Console(sign_in), authenticator).register(app)
     return app
 
 

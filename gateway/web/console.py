@@ -1,0 +1,106 @@
+"""What every page of the /review console shares: who may see it, how a change is posted,
+and what a store outage looks like.
+
+A page is a handler `(request, viewer)`; `Console.page(role, handler)` signs the request
+in (each request re-reads the session, so sign-out, deactivation and role changes act at
+once), refuses a role too low with a 403 page naming the role needed, and turns a store
+that cannot be read into a 503 that asks for a retry. `Console.form` accepts a change only
+from a same-origin form carrying the session's CSRF token: the session cookie is
+SameSite=Lax, and the token is what keeps another site from posting on a signed-in
+person's behalf.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from gateway.model import AuditEvent, Role
+from gateway.runtime.client_address import client_address
+from gateway.store.base import StoreUnavailable
+from gateway.web.pages import Handler, Viewer, render_page, same_origin, see_other
+from gateway.web.people_sign_in import MAX_FORM_BYTES, PeopleSignIn, as_bytes
+
+ConsoleHandler = Callable[[web.Request, Viewer], Awaitable[web.StreamResponse]]
+Form = MultiDictProxy[Any]
+
+
+class Console:
+    def __init__(self, sign_in: PeopleSignIn) -> None:
+        self.sign_in = sign_in
+        self.store = sign_in.store
+        self.clock = sign_in.clock
+
+    def page(self, needed: Role, handler: ConsoleHandler) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            try:
+                viewer = await self.sign_in.viewer(request)
+                if viewer is None:
+                    return see_other("/review/login")
+                if viewer.role < needed:
+                    return render_page(
+                        "console/refused.html", "Not open to your role", status=403,
+                        viewer=viewer, needed=needed.name.lower(),
+                    )
+                return await handler(request, viewer)
+            except StoreUnavailable:
+                return unavailable(viewer=None)
+
+        return handle  # type: ignore[return-value]
+
+    async def form(
+        self, request: web.Request, viewer: Viewer, max_bytes: int = MAX_FORM_BYTES
+    ) -> Form | web.Response:
+        """The posted form, or the page refusing it (another site, too large, unreadable,
+        or without this session's CSRF token)."""
+        if not same_origin(request):
+            return refused(viewer, "This change came from another site.", 403)
+        if (request.content_length or 0) > max_bytes:
+            return refused(viewer, "The form was too large.", 413)
+        try:
+            form = await request.post()
+        except (ValueError, web.HTTPRequestEntityTooLarge):
+            return refused(viewer, "The form could not be read.", 400)
+        given = form.get("csrf")
+        if not (isinstance(given, str) and hmac.compare_digest(as_bytes(given),
+                                                               viewer.csrf.encode())):
+            return refused(viewer, "This form has expired; open the page again and resend.",
+                           403)
+        return form
+
+    async def audit(
+        self, request: web.Request, viewer: Viewer, action: str, details: dict[str, object]
+    ) -> None:
+        """A console change in the audit log, naming the person (or account) who made it."""
+        await self.store.append_audit(AuditEvent(
+            time=self.clock.now(), actor=viewer.actor, action=action,
+            details={
+                "remote": client_address(request), "method": viewer.method,
+                **({"person_id": viewer.person_id} if viewer.person_id else {}),
+                **details,
+            },
+        ))
+
+
+def refused(viewer: Viewer | None, problem: str, status: int) -> web.Response:
+    return render_page("console/problem.html", "Not done", status=status, viewer=viewer,
+                       problem=problem)
+
+
+def unavailable(viewer: Viewer | None) -> web.Response:
+    response = render_page(
+        "console/problem.html", "Please try again", status=503, viewer=viewer,
+        problem="The store could not be read or written just now. Nothing was changed; "
+        "please try again in a minute.",
+    )
+    response.headers["Retry-After"] = "60"
+    return response
+
+
+def redirect_after_change(location: str) -> web.Response:
+    """Post/redirect/get: a reload after a change does not post it again."""
+    return see_other(location)
