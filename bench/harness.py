@@ -95,10 +95,12 @@ def child(arguments: list[str], log: Path, port: int, cwd: Path | None = None) -
 
 @contextlib.contextmanager
 def gateway(
-    directory: Path, extra_config: str = "", now: str = "", workers: int = 1
+    directory: Path, extra_config: str = "", now: str = "", workers: int = 1,
+    prepare: Callable[[Path], None] | None = None,
 ) -> Iterator[dict]:
     """`python -m gateway serve` with a bench account, `workers` processes and `extra_config`
-    appended; yields its pid and ports."""
+    appended; yields its pid and ports. `prepare(config file)` runs before it starts (to
+    put records in its store)."""
     ports = {"smtp": free_port(), "http": free_port()}
     config = directory / "gateway.toml"
     config.write_text(
@@ -107,6 +109,8 @@ def gateway(
         )
         + extra_config
     )
+    if prepare is not None:
+        prepare(config)
     arguments = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
     if now:
         arguments += ["--now", now]

@@ -1,0 +1,153 @@
+"""What a change costs the send path, measured so that a busy machine moves both sides alike:
+two source trees (`git archive` of two commits), each timed in a process of its own sending
+messages through `Pipeline.process` in process (SQLite store with fsync on, the outbox
+upstreams, a consent for every number texted), taking turns for several rounds; the median of
+each tree's rounds is compared. No sockets and no load generator, so what is left is the
+pipeline: facts, decision, records, rendering, the outbox write.
+
+    python bench/pipeline_ab.py BEFORE_TREE AFTER_TREE [--rounds 5] [--messages 2000]
+
+Each round sends `--messages` of each kind (a 2 KB email as SMTP's DATA gives it, a text
+as Twilio's API gives it), one at a time and 32 at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+CHILD = r'''
+import asyncio, json, sys, tempfile, time
+from datetime import UTC, datetime
+from pathlib import Path
+from gateway.config.settings import load_config
+from gateway.mail.parse import parse_email
+from gateway.model import Channel, Consent, ConsentKind, OutboundMessage, TelephonyContent
+from gateway.pipeline.process import delivery_key
+from gateway.runtime.clock import Clock
+from gateway.server import Services
+
+NOON_NY = datetime(2026, 6, 2, 16, 0, tzinfo=UTC)
+CONFIG = """
+[gateway]
+data_dir = "var"
+public_url = "https://gw.example.com"
+[sender]
+name = "Example Corp"
+postal_address = "548 Market St #12345, San Francisco, CA 94104"
+email = "privacy@example.com"
+[[accounts]]
+name = "bench"
+secret = "bench-secret-0123456789"
+sender_domains = ["example.com"]
+[tokens]
+keys = { k1 = "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk" }
+"""
+BODY = "Hi Bob,\n\n" + "Would a short call next week work for you? " * 40 + "\n\nKatie\n"
+
+def email(n, account):
+    raw = (f"From: Katie <katie@example.com>\r\nTo: lead{n}@client.example.net\r\n"
+           f"Subject: Fleet costs {n}\r\nMessage-ID: <m{n}@example.com>\r\n"
+           f"Content-Type: text/plain; charset=utf-8\r\n\r\n{BODY}").replace("\n", "\r\n").encode()
+    return OutboundMessage(
+        id=f"e{n}", channel=Channel.EMAIL, ingress="smtp", account=account,
+        envelope_sender="katie@example.com", recipients=(f"lead{n}@client.example.net",),
+        received_at=NOON_NY, idempotency_key=delivery_key("bench", "katie@example.com", raw),
+        email=parse_email(raw))
+
+def number(n):
+    return f"+1212{420 + n // 10000 % 80}{n % 10000:04d}"
+
+def text(n, account):
+    form = (("To", number(n)), ("From", "+14155550100"), ("Body", "Is fleet upkeep on your list?"))
+    return OutboundMessage(
+        id=f"t{n}", channel=Channel.SMS, ingress="twilio", account=account,
+        envelope_sender="+14155550100", recipients=(number(n),), received_at=NOON_NY,
+        telephony=TelephonyContent("+14155550100", form[2][1], form))
+
+async def main(kind, count):
+    with tempfile.TemporaryDirectory() as directory:
+        (Path(directory) / "gateway.toml").write_text(CONFIG)
+        config = load_config(Path(directory) / "gateway.toml")
+        services = Services(config, Clock(NOON_NY))
+        await services.open()
+        await services.start_upstreams()
+        account = config.accounts[0]
+        obtained = datetime(2020, 1, 1, tzinfo=UTC)
+        await services.store.add_consents([
+            Consent(number(n), Channel.SMS, ConsentKind.EXPRESS_WRITTEN, obtained, None, "bench")
+            for n in range(4 * count)])
+        make = email if kind == "email" else text
+        results = {}
+        offset = 0
+        for label, concurrency in (("one at a time", 1), ("32 at once", 32)):
+            messages = [make(offset + n, account) for n in range(count)]
+            offset += count
+            started, cpu = time.perf_counter(), time.process_time()
+            queue = iter(messages)
+            async def worker():
+                for message in queue:
+                    outcome = await services.pipeline.process(message)
+                    assert outcome.delivered, outcome.decision
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            wall, spent = time.perf_counter() - started, time.process_time() - cpu
+            results[label] = {"per_s": count / wall, "cpu_ms": spent / count * 1000}
+        await services.close()
+        print(json.dumps(results))
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+'''
+
+
+def measure(tree: Path, kind: str, messages: int) -> dict[str, dict[str, float]]:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, kind, str(messages)],
+        env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree,
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("before", type=Path)
+    parser.add_argument("after", type=Path)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--messages", type=int, default=2000)
+    arguments = parser.parse_args()
+    trees = {"before": arguments.before, "after": arguments.after}
+    rounds: dict[tuple[str, str, str], list[dict[str, float]]] = {}
+    for n in range(arguments.rounds):
+        for kind in ("email", "text"):
+            for name, tree in (trees.items() if n % 2 == 0 else reversed(trees.items())):
+                for label, result in measure(tree, kind, arguments.messages).items():
+                    rounds.setdefault((kind, label, name), []).append(result)
+                    print(f"round {n + 1} {kind} {label} {name}: {result['per_s']:.0f}/s, "
+                          f"{result['cpu_ms']:.3f} ms CPU", flush=True)
+    report = {}
+    for kind in ("email", "text"):
+        for label in ("one at a time", "32 at once"):
+            row = {}
+            for name in trees:
+                results = rounds[kind, label, name]
+                row[name] = {
+                    "per_s": round(statistics.median(r["per_s"] for r in results), 1),
+                    "cpu_ms": round(statistics.median(r["cpu_ms"] for r in results), 3),
+                }
+            row["change"] = f"{row['after']['per_s'] / row['before']['per_s'] - 1:+.1%}"
+            row["cpu_change"] = f"{row['after']['cpu_ms'] / row['before']['cpu_ms'] - 1:+.1%}"
+            # each round's two runs were back to back: their ratios show the noise
+            paired = sorted(a["per_s"] / b["per_s"] - 1 for a, b in zip(
+                rounds[kind, label, "after"], rounds[kind, label, "before"], strict=True))
+            row["paired_changes"] = [f"{change:+.1%}" for change in paired]
+            report[f"{kind}, {label}"] = row
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
