@@ -29,7 +29,7 @@ test: $(VENV)/.installed-test browser prometheus postgresql dkim-verifier oidc-p
 
 # The review page's picture in docs/ comes from the browser test, only when asked for.
 screenshots: $(VENV)/.installed-test browser
-	GATEWAY_SCREENSHOT_DIR=$(CURDIR)/docs $(BIN)/python -m pytest -q tests/web/test_review.py -k browser
+	GATEWAY_SCREENSHOT_DIR=$(CURDIR)/docs $(BIN)/python -m pytest -q tests/web/test_console_activity_browser.py
 
 # Debian's Chromium for the review page's browser test; where it cannot be installed (not
 # root, no apt), the test skips and says why.

@@ -287,7 +287,7 @@ class Gateway:
         DecisionRoutes(services.store, self.clock, admin.guarded).register(app)
         sign_in.register(app)
         console = Console(sign_in)
-        ReviewRoutes(console, self.authenticator).register(app)
+        ReviewRoutes(console, self.authenticator, services.rules).register(app)
         # The console's pages: one line each, below.
         self.saml.register(app, sign_in)
         if self.config.sso.oidc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ from gateway.store.base import (
     MAX_PAGE_START,
     BlockQuery,
     DecisionQuery,
+    DecisionSummary,
     PersonChanges,
     PersonRow,
 )
@@ -412,6 +414,58 @@ def decision_filter(
             at = params.time(cursor_time)
             clauses.append(f"time <= {at} AND (time < {at} OR id < {cursor})")
     return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+def summary_buckets(query: DecisionQuery, bucket_s: int) -> list[tuple[int, datetime, datetime]]:
+    """(bucket start in Unix seconds, from, to): the window's `bucket_s`-second buckets,
+    aligned to the epoch, the first and last cut to the window."""
+    check_bucket(bucket_s)
+    if query.since is None or query.until is None:
+        raise ValueError("a decision summary needs both since and until")
+    since, until = utc(query.since), utc(query.until)
+    start = int(since.timestamp()) // bucket_s * bucket_s
+    buckets = []
+    while start < until.timestamp():
+        low = max(datetime.fromtimestamp(start, UTC), since)
+        high = min(datetime.fromtimestamp(start + bucket_s, UTC), until)
+        buckets.append((start, low, high))
+        start += bucket_s
+    return buckets
+
+
+def summary_cells(query: DecisionQuery) -> list[DecisionQuery]:
+    """`query` once per (outcome, channel) it can match, without its cursor: each cell a
+    range of an index that leads with outcome and channel."""
+    return [
+        dataclasses.replace(query, outcome=outcome, channel=channel, before_id=None)
+        for outcome in ([query.outcome] if query.outcome else list(DecisionOutcome))
+        for channel in ([query.channel] if query.channel else list(Channel))
+    ]
+
+
+def decision_summary_of(
+    cells: Iterable[Sequence[Any]], reasons: Iterable[Sequence[Any]]
+) -> DecisionSummary:
+    """The summary from counted cells (bucket start in Unix seconds, outcome, channel,
+    decisions) and the blocked decisions' (channel, reason_codes, decisions)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    series: Counter[tuple[int, str]] = Counter()
+    for bucket, outcome, channel, decisions in cells:
+        if decisions:
+            counts[channel, outcome] += decisions
+            series[int(bucket), outcome] += decisions
+    per_reason: Counter[tuple[str, str]] = Counter()
+    for channel, stored, decisions in reasons:
+        for code in reason_codes(stored):
+            per_reason[channel, code] += decisions
+    return DecisionSummary(
+        counts=tuple((channel, outcome, n) for (channel, outcome), n in sorted(counts.items())),
+        reasons=tuple((channel, code, n) for (channel, code), n in sorted(per_reason.items())),
+        series=tuple(
+            (datetime.fromtimestamp(start, UTC), outcome, n)
+            for (start, outcome), n in sorted(series.items())
+        ),
+    )
 
 
 def check_bucket(bucket_s: int) -> None:

@@ -37,7 +37,7 @@ async def is_signed_in(gateway: Gateway, cookie: str) -> bool:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://127.0.0.1:{gateway.http_port}/review",
                             headers={"Cookie": f"{SESSION_COOKIE}={cookie}"}) as response:
-            return "<h1>Block log</h1>" in await response.text()
+            return "<h1>Activity</h1>" in await response.text()
 
 
 async def test_a_reload_that_changes_an_account_ends_its_sessions_only(

@@ -86,7 +86,7 @@ async def test_a_manager_signs_in_and_out_over_http(
         cookie = response.cookies[SESSION_COOKIE]
         assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/"
         assert "Signed in as <strong>Alice Manager</strong> (manager)" in page
-        assert "<h1>Block log</h1>" in page
+        assert "<h1>Activity</h1>" in page
 
         csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)
         out = await http.post(f"{base}/auth/logout", data={"csrf": csrf},

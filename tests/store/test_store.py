@@ -1742,6 +1742,7 @@ async def test_opening_twice_applies_each_migration_once(
         (11, "used_once"),
         (12, "scim"),
         (13, "decisions"),
+        (14, "decision_summary"),
     ]
 
 
@@ -1807,6 +1808,7 @@ async def test_a_version_one_database_is_upgraded_once_and_keeps_its_data(db_pat
         (11, "used_once"),
         (12, "scim"),
         (13, "decisions"),
+        (14, "decision_summary"),
     ]
 
 
@@ -1861,6 +1863,7 @@ async def test_a_version_two_database_keeps_its_suppressions_one_row_per_source(
         (11, "used_once"),
         (12, "scim"),
         (13, "decisions"),
+        (14, "decision_summary"),
     ]
 
 
@@ -1995,7 +1998,7 @@ async def test_replicas_starting_together_apply_each_migration_once(postgres_url
     try:
         await asyncio.gather(*(store.open() for store in stores))
         applied = [[m.version for m in store.applied_migrations] for store in stores]
-        assert sorted(applied) == [[], [], list(range(1, 14))]
+        assert sorted(applied) == [[], [], list(range(1, 15))]
         connection = await asyncpg.connect(postgres_url)
         try:
             rows = await connection.fetch("SELECT version, name FROM schema_migrations")

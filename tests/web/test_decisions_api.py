@@ -254,7 +254,7 @@ async def test_the_evidence_of_a_decision_as_json_and_as_a_page(gateway_factory)
     assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
     assert "script-src 'none'" in page.headers["Content-Security-Policy"]
     assert "<script>" not in page.text and "<img" not in page.text
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page.text
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page.text
     assert "Law 1" in page.text and "DECEPTIVE_SUBJECT" in page.text
 
     missing = await call(gateway, "GET", f"/v1/decisions/{ids[-1] + 1}/evidence",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
-from gateway.model import DecisionRecord
-from gateway.store.base import DecisionQuery
+from gateway.model import DecisionOutcome, DecisionRecord
+from gateway.store.base import DecisionQuery, DecisionSummary
 from gateway.store.core import (
     DECISION_COLUMNS,
     DECISION_CURSOR_TIME,
@@ -15,7 +16,9 @@ from gateway.store.core import (
     RECORDED_DECISION_COLUMNS,
     decision_filter,
     decision_from_row,
+    decision_summary_of,
     decision_values,
+    summary_buckets,
     utc,
 )
 from gateway.store.postgres.connection import Numbered, PostgresConnection, affected, read_time
@@ -63,6 +66,34 @@ class PostgresDecisionLog(PostgresConnection):
             )
         return None if row is None else decision_from_row(row, read_time)
 
+    async def decision_summary(self, query: DecisionQuery, bucket_s: int) -> DecisionSummary:
+        """Grouped in one hashed pass over the window (an index-only scan of
+        decisions_time_outcome_channel, 0014), the reason codes in a second over its blocked
+        decisions, both in one snapshot."""
+        summary_buckets(query, bucket_s)
+        query = replace(query, before_id=None)
+        params = Numbered()
+        where = decision_filter(query, params)
+        size = params.bind(bucket_s)
+        cells_sql = (
+            f"SELECT (floor(extract(epoch FROM time) / {size}::bigint) * {size}::bigint)"
+            f"::bigint AS bucket, outcome, channel, count(*) FROM decisions {where}"
+            " GROUP BY bucket, outcome, channel"
+        )
+        blocked = Numbered()
+        reasons_sql = (
+            "SELECT channel, reason_codes, count(*) FROM decisions"
+            f" {decision_filter(replace(query, outcome=DecisionOutcome.BLOCKED), blocked)}"
+            " GROUP BY channel, reason_codes"
+        )
+        async with self._transaction(snapshot=True) as conn:
+            cells = await conn.fetch(cells_sql, *params.values)
+            reasons = (
+                await conn.fetch(reasons_sql, *blocked.values)
+                if query.outcome in (None, DecisionOutcome.BLOCKED) else []
+            )
+        return decision_summary_of(cells, reasons)
+
     async def delete_decisions(self, before: datetime) -> int:
         deleted = 0
         while True:
@@ -75,3 +106,4 @@ class PostgresDecisionLog(PostgresConnection):
             deleted += chunk
             if chunk < DECISION_DELETE_CHUNK:
                 return deleted
+
