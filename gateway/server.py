@@ -70,6 +70,7 @@ from gateway.upstream.twilio import (
     TwilioUpstream,
 )
 from gateway.web.admin import AdminRoutes
+from gateway.web.audit_page import AuditLogPage
 from gateway.web.console import Console
 from gateway.web.decisions import DecisionRoutes
 from gateway.web.health import HealthRoutes
@@ -289,6 +290,7 @@ class Gateway:
         console = Console(sign_in)
         ReviewRoutes(console, self.authenticator, services.rules).register(app)
         # The console's pages: one line each, below.
+        AuditLogPage(console).register(app)
         self.saml.register(app, sign_in)
         if self.config.sso.oidc:
             OidcRoutes(

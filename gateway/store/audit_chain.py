@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.model import AuditEvent
-from gateway.store.base import AuditProblem
+from gateway.store.base import AuditChain, AuditProblem
 from gateway.store.core import ReadTime, utc
 
 GENESIS_HASH = "0" * 64
@@ -92,18 +92,41 @@ def event_from_row(row: Sequence[Any], read_time: ReadTime) -> AuditEvent:
     )
 
 
+ANCHOR_QUERY = "SELECT entry_id, hash, pruned_at FROM audit_anchor WHERE id = 1"
+"""The anchor a retention prune left, as `ChainCheck` takes it (no row: none)."""
+
+
 class ChainCheck:
     """The verification walk, fed the rows (AUDIT_COLUMNS) one at a time in id order, so a
-    backend may stream them from a cursor. The caller reads the anchor and the rows in one
-    snapshot, so a prune running meanwhile cannot make intact entries look broken."""
+    backend may stream them from a cursor. The caller reads the anchor (ANCHOR_QUERY) and
+    the rows in one snapshot, so a prune running meanwhile cannot make intact entries look
+    broken."""
 
-    def __init__(self, anchor: str | None, read_time: ReadTime) -> None:
-        self._expected_prev = chain_start(anchor)
+    def __init__(self, anchor: Sequence[Any] | None, read_time: ReadTime) -> None:
+        self._anchor = anchor
+        self._expected_prev = chain_start(anchor[1] if anchor else None)
         self._previous_id: int | None = None
         self._read_time = read_time
+        self._verified = 0
+        self.problem: AuditProblem | None = None
 
     def check(self, row: Sequence[Any]) -> AuditProblem | None:
         """The problem with this row, if any; after one, the walk is over."""
+        self.problem = self._problem(row)
+        if self.problem is None:
+            self._verified += 1
+        return self.problem
+
+    def result(self) -> AuditChain:
+        anchor = self._anchor
+        return AuditChain(
+            entries=self._verified,
+            problem=self.problem,
+            anchor_entry_id=anchor[0] if anchor else None,
+            pruned_at=self._read_time(anchor[2]) if anchor else None,
+        )
+
+    def _problem(self, row: Sequence[Any]) -> AuditProblem | None:
         entry_id, *_, prev_hash, digest = row
         if not self._hash_matches(row):
             return AuditProblem(entry_id, "content does not match its hash")

@@ -120,6 +120,34 @@ class AuditProblem:
 
 
 @dataclass(frozen=True)
+class AuditQuery:
+    """A page of the audit log, newest first in chain order (by id: ids are taken in append
+    order under the chain's lock, where a clock stepped back would disorder the times);
+    `before_id` is the page cursor, the entries with a lower id. `actor` matches any part
+    without case (in SQLite, ASCII letters only, as its other searches); `action` matches
+    exactly, or, ending in '.', every action it starts (`suppression.`)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    actor: str | None = None
+    action: str | None = None
+    limit: int = 100
+    before_id: int | None = None
+
+
+@dataclass(frozen=True)
+class AuditChain:
+    """One walk of the whole chain: the entries that verified (all of them unless
+    `problem`) and where the chain starts: after entry `anchor_entry_id`, pruned by
+    retention at `pruned_at`, or (None) from the beginning or a purge."""
+
+    entries: int
+    problem: AuditProblem | None = None
+    anchor_entry_id: int | None = None
+    pruned_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class ContactRow:
     channel: Channel
     time: datetime
@@ -636,8 +664,20 @@ class AuditLog(Protocol):
 
     async def audit_events(self) -> list[AuditEvent]: ...
 
+    async def query_audit(self, query: AuditQuery) -> list[AuditEvent]:
+        """One page, newest first: what a reader of a long log is shown (`audit_events`
+        reads everything)."""
+
+    async def audit_actions(self) -> list[str]:
+        """The distinct actions logged, sorted (a filter's choices)."""
+
     async def verify_audit(self) -> AuditProblem | None:
         """None when every entry's hash and link to its predecessor verify."""
+
+    async def check_audit(self) -> AuditChain:
+        """`verify_audit` with what a reader is told besides: entries verified, and what
+        the chain starts from."""
+
 
     async def prune_audit(self, before: datetime) -> int:
         """Delete the oldest audit entries, up to (not including) the first at or after

@@ -62,7 +62,7 @@ from gateway.services.block_reports import block_as_dict, write_blocks_csv
 from gateway.services.consents import ConsentError, make_consent
 from gateway.services.imports import validated_key
 from gateway.services.privacy import Privacy
-from gateway.store.base import BlockQuery, Store, StoreUnavailable
+from gateway.store.base import AuditLog, AuditQuery, BlockQuery, Store, StoreUnavailable
 from gateway.web.pages import Viewer
 
 log = logging.getLogger("gateway.admin")
@@ -339,14 +339,16 @@ class AdminRoutes:
         return web.json_response({"purged": True, "audit_entry": event.id})
 
     async def audit(self, request: web.Request, account: Account) -> web.Response:
-        """The newest `limit` audit entries, newest first, with their chain hashes."""
+        """One page of audit entries, newest first, with their chain hashes and the cursor
+        of the next page (null on the last)."""
         try:
-            only_parameters(request.query, {"limit"})
-            limit = page_limit(request.query)
+            query = audit_query(request.query, self.pipeline.clock.now())
         except ParameterError as exc:
             return json_error(400, str(exc))
-        events = await self.store.audit_events()
-        return web.json_response({"events": [audit_as_dict(e) for e in reversed(events[-limit:])]})
+        events, next_cursor = await audit_page(self.store, query)
+        return web.json_response(
+            {"events": [audit_as_dict(e) for e in events], "next_cursor": next_cursor}
+        )
 
     async def add_consent(self, request: web.Request, account: Account) -> web.Response:
         """One consent, as `consent add` records it: stored, then audited."""
@@ -478,6 +480,47 @@ class PageCursor:
 
 
 BLOCK_CURSOR = PageCursor("b1:")
+AUDIT_CURSOR = PageCursor("a1:")
+AUDIT_PARAMETERS = frozenset(("actor", "action", "since", "until", "limit", "cursor"))
+AUDIT_TEXT_LONGEST = 200
+
+
+def audit_query(query: MultiMapping[str], now: datetime) -> AuditQuery:
+    """GET /v1/audit's filters, which the console's audit page takes too."""
+    only_parameters(query, AUDIT_PARAMETERS)
+    text: dict[str, str | None] = {}
+    for name in ("actor", "action"):
+        value = single(query, name)
+        if value is not None and not value.strip():
+            raise ParameterError(name, "must not be empty")
+        if len(value or "") > AUDIT_TEXT_LONGEST:
+            raise ParameterError(name, f"at most {AUDIT_TEXT_LONGEST} characters")
+        text[name] = value
+    since = optional_time(query, "since", now)
+    until = optional_time(query, "until", now)
+    if since is not None and until is not None and until <= since:
+        raise ParameterError("until", "must be later than since")
+    cursor = single(query, "cursor")
+    return AuditQuery(
+        since=since,
+        until=until,
+        actor=text["actor"],
+        action=text["action"],
+        limit=page_limit(query),
+        before_id=None if cursor is None else AUDIT_CURSOR.decode(cursor),
+    )
+
+
+async def audit_page(store: AuditLog, query: AuditQuery) -> tuple[list[AuditEvent], str | None]:
+    """The page and the next one's cursor (None on the last): one entry past the page is
+    read to know."""
+    found = await store.query_audit(replace(query, limit=query.limit + 1))
+    page = found[: query.limit]
+    if len(found) > query.limit:
+        return page, AUDIT_CURSOR.encode(page[-1].id)
+    return page, None
+
+
 
 
 async def json_object(

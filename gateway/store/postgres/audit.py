@@ -12,11 +12,18 @@ from datetime import datetime
 import asyncpg
 
 from gateway.model import AuditEvent
-from gateway.store.audit_chain import AUDIT_COLUMNS, ChainCheck, event_from_row, link
-from gateway.store.base import AuditProblem
-from gateway.store.core import utc
+from gateway.store.audit_chain import (
+    ANCHOR_QUERY,
+    AUDIT_COLUMNS,
+    ChainCheck,
+    event_from_row,
+    link,
+)
+from gateway.store.base import AuditChain, AuditProblem, AuditQuery
+from gateway.store.core import AUDIT_ACTIONS, audit_filter, utc
 from gateway.store.postgres.connection import (
     AUDIT_LOCK_CLASS,
+    Numbered,
     PostgresConnection,
     affected,
     read_time,
@@ -33,17 +40,33 @@ class PostgresAuditLog(PostgresConnection):
             rows = await conn.fetch(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id")
         return [event_from_row(row, read_time) for row in rows]
 
+    async def query_audit(self, query: AuditQuery) -> list[AuditEvent]:
+        params = Numbered()
+        where = audit_filter(query, params)
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {AUDIT_COLUMNS} FROM audit {where} ORDER BY id DESC"
+                f" LIMIT {params.bind(query.limit)}",
+                *params.values,
+            )
+        return [event_from_row(row, read_time) for row in rows]
+
+    async def audit_actions(self) -> list[str]:
+        async with self._connection() as conn:
+            return sorted(row[0] for row in await conn.fetch(AUDIT_ACTIONS))
+
     async def verify_audit(self) -> AuditProblem | None:
+        return (await self.check_audit()).problem
+
+    async def check_audit(self) -> AuditChain:
         """One snapshot (REPEATABLE READ), so appends and prunes running meanwhile cannot
         make intact entries look broken."""
         async with self._transaction(snapshot=True) as conn:
-            chain = ChainCheck(
-                await conn.fetchval("SELECT hash FROM audit_anchor WHERE id = 1"), read_time
-            )
+            chain = ChainCheck(await conn.fetchrow(ANCHOR_QUERY), read_time)
             async for row in conn.cursor(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id"):
-                if problem := chain.check(row):
-                    return problem
-        return None
+                if chain.check(row):
+                    break
+        return chain.result()
 
     async def prune_audit(self, before: datetime) -> int:
         """Entries are removed by id, as a prefix, under the append lock: an entry older

@@ -7,10 +7,17 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from gateway.model import AuditEvent
-from gateway.store.audit_chain import AUDIT_COLUMNS, ChainCheck, event_from_row, link
-from gateway.store.base import AuditProblem
+from gateway.store.audit_chain import (
+    ANCHOR_QUERY,
+    AUDIT_COLUMNS,
+    ChainCheck,
+    event_from_row,
+    link,
+)
+from gateway.store.base import AuditChain, AuditProblem, AuditQuery
+from gateway.store.core import AUDIT_ACTIONS, audit_filter
 from gateway.store.sqlite.connection import SqliteConnection
-from gateway.store.sqlite.sql import from_text, row_id, to_text, transaction
+from gateway.store.sqlite.sql import QMarks, from_text, row_id, to_text, transaction
 
 
 class SqliteAuditLog(SqliteConnection):
@@ -20,8 +27,21 @@ class SqliteAuditLog(SqliteConnection):
     async def audit_events(self) -> list[AuditEvent]:
         return await self._run(_select_audit_events)
 
+    async def query_audit(self, query: AuditQuery) -> list[AuditEvent]:
+        """In a thread of its own: a search over the actors may walk many rows, and must
+        hold up neither the event loop nor the writes queued on the worker."""
+        return await self._read_in_thread(lambda conn: _select_audit_page(conn, query))
+
+    async def audit_actions(self) -> list[str]:
+        """A seek per action: short enough for the loop's own reader."""
+        return self._read_on_loop(lambda conn: sorted(a for (a,) in conn.execute(AUDIT_ACTIONS)))
+
     async def verify_audit(self) -> AuditProblem | None:
-        return await self._run(_verify_audit_chain)
+        return (await self.check_audit()).problem
+
+    async def check_audit(self) -> AuditChain:
+        """A walk of every entry, in a thread of its own beside the writers."""
+        return await self._read_in_thread(_check_audit_chain)
 
     async def prune_audit(self, before: datetime) -> int:
         return await self._run(lambda conn: _prune_audit(conn, before))
@@ -61,15 +81,25 @@ def _select_audit_events(conn: sqlite3.Connection) -> list[AuditEvent]:
     return [event_from_row(row, from_text) for row in rows]
 
 
-def _verify_audit_chain(conn: sqlite3.Connection) -> AuditProblem | None:
+def _select_audit_page(conn: sqlite3.Connection, query: AuditQuery) -> list[AuditEvent]:
+    params = QMarks()
+    where = audit_filter(query, params)
+    rows = conn.execute(
+        f"SELECT {AUDIT_COLUMNS} FROM audit {where} ORDER BY id DESC"
+        f" LIMIT {params.bind(query.limit)}",
+        params.values,
+    ).fetchall()
+    return [event_from_row(row, from_text) for row in rows]
+
+
+def _check_audit_chain(conn: sqlite3.Connection) -> AuditChain:
     """One read snapshot for the anchor and every entry."""
     with transaction(conn, write=False):
-        anchor = conn.execute("SELECT hash FROM audit_anchor WHERE id = 1").fetchone()
-        chain = ChainCheck(anchor[0] if anchor else None, from_text)
+        chain = ChainCheck(conn.execute(ANCHOR_QUERY).fetchone(), from_text)
         for row in conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id"):
-            if problem := chain.check(row):
-                return problem
-        return None
+            if chain.check(row):
+                break
+    return chain.result()
 
 
 def _prune_audit(conn: sqlite3.Connection, before: datetime) -> int:
