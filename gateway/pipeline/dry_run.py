@@ -49,7 +49,10 @@ def parse_time(value: str, *, now: datetime | None = None) -> datetime:
     """ISO 8601 (naive means UTC), or with `now`, a span back from it such as 24h or 7d."""
     match = RELATIVE_TIME.match(value)
     if match and now is not None:
-        return now - timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+        try:
+            return now - timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+        except OverflowError:
+            raise CheckError("that span reaches beyond the calendar") from None
     try:
         instant = datetime.fromisoformat(value)
     except ValueError:

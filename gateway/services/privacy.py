@@ -25,8 +25,10 @@ from typing import Any
 
 from gateway.addresses import InvalidAddress, MailboxRules, folded_key
 from gateway.config.settings import Config
-from gateway.model import AuditEvent, BlockRecord, DecisionRecord
+from gateway.model import AuditEvent, DecisionRecord
 from gateway.runtime.clock import Clock
+from gateway.services.block_reports import block_as_dict
+from gateway.services.decision_reports import decision_as_dict
 from gateway.services.imports import validated_key
 from gateway.store.base import ERASED_PREFIX, PersonalData, Store, erased_address
 
@@ -170,7 +172,7 @@ def export_document(data: PersonalData, now: datetime) -> dict[str, Any]:
             for c in data.consents
         ],
         "known_location": vars(location) if location is not None else None,
-        "blocks": [_block_dict(b) for b in data.blocks],
+        "blocks": [block_as_dict(b) for b in data.blocks],
         "decisions": [_decision_dict(d) for d in data.decisions],
         "contacts": {
             "count": len(data.contacts),
@@ -209,31 +211,6 @@ def export_json(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, default=str)
 
 
-def _block_dict(record: BlockRecord) -> dict[str, Any]:
-    return {
-        "time": record.time.isoformat(),
-        "channel": record.channel.value,
-        "account": record.account,
-        "sender": record.sender,
-        "recipient": record.recipient,
-        "reasons": [r.as_dict() for r in record.reasons],
-        "message_id": record.message_id,
-        "subject": record.subject,
-    }
-
-
 def _decision_dict(record: DecisionRecord) -> dict[str, Any]:
     """The decision with its evidence, as the decision log keeps it."""
-    return {
-        "id": record.id,
-        "time": record.time.isoformat(),
-        "channel": record.channel.value,
-        "account": record.account,
-        "sender": record.sender,
-        "recipient": record.recipient,
-        "outcome": record.outcome.value,
-        "reasons": [r.as_dict() for r in record.reasons],
-        "upstream_id": record.upstream_id,
-        "subject": record.subject,
-        "evidence": dict(record.evidence),
-    }
+    return {**decision_as_dict(record), "evidence": dict(record.evidence)}

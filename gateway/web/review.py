@@ -26,7 +26,7 @@ from gateway.model import BlockRecord, Channel, DecisionOutcome, Role
 from gateway.rules.ruleset import RuleSet
 from gateway.services.decision_reports import evidence_document
 from gateway.store.base import DecisionQuery, DecisionSummary, StoreUnavailable
-from gateway.web.admin import ParameterError, only_parameters, optional_time, rule_source
+from gateway.web.admin import ParameterError, only_parameters, rule_source
 from gateway.web.console import Console, unavailable
 from gateway.web.decisions import DECISION_CURSOR, decision_query
 from gateway.web.evidence_page import evidence_context
@@ -149,15 +149,7 @@ def activity_query(values: MultiMapping[str], now: datetime) -> DecisionQuery:
     """`GET /v1/decisions`'s checks, then the page's own window: the 7 days before `until`
     (default now) unless `since` says otherwise."""
     only_parameters(values, PAGE_PARAMETERS)
-    try:
-        query = decision_query(values, now)
-    except OverflowError:
-        for name in ("since", "until"):
-            try:
-                optional_time(values, name, now)
-            except OverflowError:
-                raise ParameterError(name, "that span reaches beyond the calendar") from None
-        raise
+    query = decision_query(values, now)
     until = query.until or now
     try:
         since = query.since or until - DEFAULT_WINDOW

@@ -159,6 +159,8 @@ async def test_pages_walk_every_decision_once(gateway_factory) -> None:
     ("params", "named"),
     [
         ({"since": "yesterday"}, "since"),
+        ({"since": "99999999d"}, "since"),  # a span past the calendar's start
+        ({"until": "999999999h"}, "until"),
         ({"until": "2026-13-01"}, "until"),
         ({"since": "2026-06-01T12:00:00Z", "until": "2026-06-01T11:00:00Z"}, "until"),
         ({"channel": "fax"}, "channel"),
