@@ -71,6 +71,7 @@ from gateway.upstream.twilio import (
 )
 from gateway.web.admin import AdminRoutes
 from gateway.web.audit_page import AuditLogPage
+from gateway.web.consents_page import ConsentsPage
 from gateway.web.console import Console
 from gateway.web.decisions import DecisionRoutes
 from gateway.web.health import HealthRoutes
@@ -81,6 +82,7 @@ from gateway.web.people_sign_in import PeopleSignIn
 from gateway.web.review import ReviewRoutes
 from gateway.web.saml_routes import SamlRoutes
 from gateway.web.scim import ScimRoutes
+from gateway.web.suppressions_page import SuppressionsPage
 from gateway.web.unsubscribe_page import UnsubscribeRoutes
 from gateway.web.webhooks.postmark import PostmarkWebhookRoutes
 from gateway.web.webhooks.twilio import TwilioWebhookRoutes
@@ -291,6 +293,8 @@ class Gateway:
         ReviewRoutes(console, self.authenticator, services.rules).register(app)
         # The console's pages: one line each, below.
         AuditLogPage(console).register(app)
+        SuppressionsPage(console, services.suppressions).register(app)
+        ConsentsPage(console).register(app)
         self.saml.register(app, sign_in)
         if self.config.sso.oidc:
             OidcRoutes(

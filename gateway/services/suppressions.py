@@ -78,12 +78,14 @@ class Suppressions:
         self.metrics.unsubscribes.labels(metric_source or source).inc(len(pairs))
         return added
 
-    async def remove(self, addresses: list[str], *, actor: str) -> int:
+    async def remove(
+        self, addresses: list[str], *, actor: str, reason: str | None = None
+    ) -> int:
         """Lifts the mailbox, not one spelling: every entry under any key of the addresses
         (their spellings, their mailbox keys, erased hashes of either), whatever spelling or
-        source put it there. The entries removed are named in the audit entry, written in
-        the same transaction: a lifted opt-out is never without its record. Returns how
-        many of the addresses were suppressed."""
+        source put it there. The entries removed (and the `reason` given, if any) are named
+        in the audit entry, written in the same transaction: a lifted opt-out is never
+        without its record. Returns how many of the addresses were suppressed."""
         rules = self.mailboxes()
         groups = [suppression_keys(a, rules) for a in addresses]
         keys = list(dict.fromkeys(k for group in groups for k in group))
@@ -100,6 +102,7 @@ class Suppressions:
                 subject=",".join(keys),
                 details={
                     "count": len(addresses),
+                    **({} if reason is None else {"reason": reason}),
                     "removed": [
                         {"address": e.address, "source": e.source, "mailbox": e.mailbox}
                         for e in removed

@@ -21,6 +21,7 @@ from gateway.model import (
     BlockRecord,
     Channel,
     Consent,
+    ConsentKind,
     DecisionOutcome,
     DecisionRecord,
     KnownLocation,
@@ -109,6 +110,34 @@ class DecisionSummary:
     @property
     def total(self) -> int:
         return sum(n for _, _, n in self.counts)
+
+
+@dataclass(frozen=True)
+class SuppressionQuery:
+    """A page of the suppression list in key order (address, then source). `text` matches
+    any part of the address (keys are lower case, so the text is folded to lower case);
+    `after` is the (address, source) of the previous page's last entry: the page seeks the
+    primary key there instead of counting rows up to an offset."""
+
+    text: str | None = None
+    after: tuple[str, str] | None = None
+    limit: int = 50
+
+
+ConsentKey = tuple[str, Channel, ConsentKind, datetime]
+"""What makes a consent unique: subject, channel, kind, obtained at."""
+
+
+@dataclass(frozen=True)
+class ConsentQuery:
+    """A page of the consent registry in the order of its unique key (subject, channel,
+    kind, obtained at); `text` matches any part of the subject as `SuppressionQuery.text`
+    does the address, `channel` exactly, and `after` is the previous page's last key."""
+
+    text: str | None = None
+    channel: Channel | None = None
+    after: ConsentKey | None = None
+    limit: int = 50
 
 
 @dataclass(frozen=True)
@@ -332,6 +361,11 @@ class SuppressionList(Protocol):
     async def list_suppressions(self) -> list[Suppression]:
         """Every entry, one per (address, source), ordered by address, then source."""
 
+    async def suppression_page(self, query: SuppressionQuery) -> list[Suppression]:
+        """Up to `query.limit` entries, erased ones included, after `query.after` (see
+        `SuppressionQuery`); a search walks the primary key in order and stops when the page
+        is full."""
+
     async def suppression_entries(self, addresses: Iterable[str]) -> list[Suppression]:
         """The entries naming one of `addresses` (keys) as their address or mailbox, each
         once, ordered by address, then source: which sources hold a recipient (an erased
@@ -530,6 +564,10 @@ class ConsentRegistry(Protocol):
     async def consents_for(self, subjects: Iterable[str]) -> dict[str, tuple[Consent, ...]]:
         """Every recorded consent per subject (expired ones too; the policy decides)."""
 
+    async def consent_page(self, query: ConsentQuery) -> list[Consent]:
+        """Up to `query.limit` consents, expired ones too, after `query.after` (see
+        `ConsentQuery`), read along the unique index."""
+
 
 class KnownLocations(Protocol):
     """Where a callee lives, for calling hours in their own time zone."""
@@ -677,7 +715,6 @@ class AuditLog(Protocol):
     async def check_audit(self) -> AuditChain:
         """`verify_audit` with what a reader is told besides: entries verified, and what
         the chain starts from."""
-
 
     async def prune_audit(self, before: datetime) -> int:
         """Delete the oldest audit entries, up to (not including) the first at or after

@@ -34,10 +34,12 @@ from gateway.store.base import (
     MAX_PAGE_START,
     AuditQuery,
     BlockQuery,
+    ConsentQuery,
     DecisionQuery,
     DecisionSummary,
     PersonChanges,
     PersonRow,
+    SuppressionQuery,
 )
 
 ReadTime = Callable[[Any], datetime]
@@ -145,6 +147,36 @@ def group_consents(consents: Iterable[Consent]) -> dict[str, tuple[Consent, ...]
     for consent in consents:
         found.setdefault(consent.subject, []).append(consent)
     return {subject: tuple(rows) for subject, rows in found.items()}
+
+
+def suppression_page_filter(query: SuppressionQuery, params: Parameters) -> str:
+    """The WHERE clause of a page of the suppression list (ORDER BY address, source): the
+    row comparison with the previous page's last entry is a seek in the primary key."""
+    clauses = []
+    if query.text:
+        clauses.append(params.contains("address", search_folded(query.text)))
+    if query.after is not None:
+        address, source = query.after
+        clauses.append(f"(address, source) > ({params.bind(address)}, {params.bind(source)})")
+    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+def consent_page_filter(query: ConsentQuery, params: Parameters) -> str:
+    """The WHERE clause of a page of consents (ORDER BY subject, channel, kind,
+    obtained_at, the unique index consents_subject), sought as `suppression_page_filter`."""
+    clauses = []
+    if query.text:
+        clauses.append(params.contains("subject", search_folded(query.text)))
+    if query.channel is not None:
+        clauses.append(f"channel = {params.bind(query.channel.value)}")
+    if query.after is not None:
+        subject, channel, kind, obtained_at = query.after
+        clauses.append(
+            "(subject, channel, kind, obtained_at) > ("
+            f"{params.bind(subject)}, {params.bind(channel.value)}, {params.bind(kind.value)},"
+            f" {params.time(obtained_at)})"
+        )
+    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
 
 
 LOCATION_COLUMNS = "timezone, latitude, longitude, region, postal_code"

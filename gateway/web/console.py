@@ -73,11 +73,13 @@ class Console:
         return form
 
     async def audit(
-        self, request: web.Request, viewer: Viewer, action: str, details: dict[str, object]
+        self, request: web.Request, viewer: Viewer, action: str, details: dict[str, object],
+        *, subject: str = "",
     ) -> None:
-        """A console change in the audit log, naming the person (or account) who made it."""
+        """A console change in the audit log, naming the person (or account) who made it;
+        `subject` names the addresses it concerns, so a privacy export finds the entry."""
         await self.store.append_audit(AuditEvent(
-            time=self.clock.now(), actor=viewer.actor, action=action,
+            time=self.clock.now(), actor=viewer.actor, action=action, subject=subject,
             details={
                 "remote": client_address(request), "method": viewer.method,
                 **({"person_id": viewer.person_id} if viewer.person_id else {}),

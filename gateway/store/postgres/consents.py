@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from gateway.model import Consent
+from gateway.store.base import ConsentQuery
 from gateway.store.core import (
     CONSENT_COLUMNS,
     consent_from_row,
+    consent_page_filter,
     consent_values,
     group_consents,
     utc,
 )
-from gateway.store.postgres.connection import PostgresConnection, affected, read_time
+from gateway.store.postgres.connection import Numbered, PostgresConnection, affected, read_time
 
 
 class PostgresConsents(PostgresConnection):
@@ -39,3 +41,14 @@ class PostgresConsents(PostgresConnection):
                 list(dict.fromkeys(subjects)),
             )
         return group_consents(consent_from_row(row, read_time) for row in rows)
+
+    async def consent_page(self, query: ConsentQuery) -> list[Consent]:
+        params = Numbered()
+        where = consent_page_filter(query, params)
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {CONSENT_COLUMNS} FROM consents {where}"
+                f" ORDER BY subject, channel, kind, obtained_at LIMIT {params.bind(query.limit)}",
+                *params.values,
+            )
+        return [consent_from_row(row, read_time) for row in rows]

@@ -10,17 +10,24 @@ from typing import Any
 import asyncpg
 
 from gateway.model import AuditEvent, Suppression
+from gateway.store.base import SuppressionQuery
 from gateway.store.core import (
     MAILBOX_RULES_SETTING,
     SUPPRESSION_COLUMNS,
     folded_or_own,
     suppression_from_row,
+    suppression_page_filter,
     unfolded_query,
     utc,
 )
 from gateway.store.erasure import ERASED_RANGE, ErasureKey, owners
 from gateway.store.postgres.audit import insert_audit
-from gateway.store.postgres.connection import PostgresConnection, affected, read_time
+from gateway.store.postgres.connection import (
+    Numbered,
+    PostgresConnection,
+    affected,
+    read_time,
+)
 
 # Above this many entries an import is staged with COPY (far faster than parameters);
 # below it, the batch travels as arrays in the statement itself, with no temp table.
@@ -202,6 +209,17 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
         async with self._connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions ORDER BY address, source"
+            )
+        return [suppression_from_row(row, read_time) for row in rows]
+
+    async def suppression_page(self, query: SuppressionQuery) -> list[Suppression]:
+        params = Numbered()
+        where = suppression_page_filter(query, params)
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions {where}"
+                f" ORDER BY address, source LIMIT {params.bind(query.limit)}",
+                *params.values,
             )
         return [suppression_from_row(row, read_time) for row in rows]
 

@@ -6,9 +6,16 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 
 from gateway.model import Consent
-from gateway.store.core import CONSENT_COLUMNS, consent_from_row, consent_values, group_consents
+from gateway.store.base import ConsentQuery
+from gateway.store.core import (
+    CONSENT_COLUMNS,
+    consent_from_row,
+    consent_page_filter,
+    consent_values,
+    group_consents,
+)
 from gateway.store.sqlite.connection import SqliteConnection
-from gateway.store.sqlite.sql import from_text, rows_for_keys, to_text, transaction
+from gateway.store.sqlite.sql import QMarks, from_text, rows_for_keys, to_text, transaction
 
 
 class SqliteConsents(SqliteConnection):
@@ -18,6 +25,10 @@ class SqliteConsents(SqliteConnection):
     async def consents_for(self, subjects: Iterable[str]) -> dict[str, tuple[Consent, ...]]:
         unique = list(dict.fromkeys(subjects))
         return self._read_on_loop(lambda conn: _select_consents(conn, unique))
+
+    async def consent_page(self, query: ConsentQuery) -> list[Consent]:
+        """In a thread of its own, as `SqliteSuppressions.suppression_page`."""
+        return await self._read_in_thread(lambda conn: _select_consent_page(conn, query))
 
 
 def _insert_consents(conn: sqlite3.Connection, consents: Sequence[Consent]) -> int:
@@ -44,3 +55,15 @@ def _select_consents(
             subjects,
         )
         return group_consents(consent_from_row(row, from_text) for row in rows)
+
+
+def _select_consent_page(conn: sqlite3.Connection, query: ConsentQuery) -> list[Consent]:
+    params = QMarks()
+    where = consent_page_filter(query, params)
+    with transaction(conn, write=False):
+        rows = conn.execute(
+            f"SELECT {CONSENT_COLUMNS} FROM consents {where}"
+            f" ORDER BY subject, channel, kind, obtained_at LIMIT {params.bind(query.limit)}",
+            params.values,
+        ).fetchall()
+    return [consent_from_row(row, from_text) for row in rows]

@@ -9,17 +9,26 @@ from datetime import datetime
 from operator import itemgetter
 
 from gateway.model import AuditEvent, Suppression
+from gateway.store.base import SuppressionQuery
 from gateway.store.core import (
     MAILBOX_RULES_SETTING,
     SUPPRESSION_COLUMNS,
     folded_or_own,
     suppression_from_row,
+    suppression_page_filter,
     unfolded_query,
 )
 from gateway.store.erasure import ERASED_RANGE, ErasureKey, owners
 from gateway.store.sqlite.audit import insert_audit
 from gateway.store.sqlite.connection import SqliteConnection
-from gateway.store.sqlite.sql import escape_like, from_text, rows_for_keys, to_text, transaction
+from gateway.store.sqlite.sql import (
+    QMarks,
+    escape_like,
+    from_text,
+    rows_for_keys,
+    to_text,
+    transaction,
+)
 
 # A bulk import reports progress after each chunk of this many entries.
 _IMPORT_CHUNK = 50_000
@@ -95,6 +104,10 @@ class SqliteSuppressions(SqliteConnection, ErasureKey):
 
     async def list_suppressions(self) -> list[Suppression]:
         return await self._run(_select_all_suppressions)
+
+    async def suppression_page(self, query: SuppressionQuery) -> list[Suppression]:
+        """In a thread of its own: a search for a rare text may walk the whole list."""
+        return await self._read_in_thread(lambda conn: _select_suppression_page(conn, query))
 
     async def count_suppressed(self) -> int:
         """A full scan, so it reads beside the worker rather than on it."""
@@ -369,4 +382,18 @@ def _select_all_suppressions(conn: sqlite3.Connection) -> list[Suppression]:
     rows = conn.execute(
         f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions ORDER BY address, source"
     )
+    return [suppression_from_row(row, from_text) for row in rows]
+
+
+def _select_suppression_page(
+    conn: sqlite3.Connection, query: SuppressionQuery
+) -> list[Suppression]:
+    params = QMarks()
+    where = suppression_page_filter(query, params)
+    with transaction(conn, write=False):
+        rows = conn.execute(
+            f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions {where}"
+            f" ORDER BY address, source LIMIT {params.bind(query.limit)}",
+            params.values,
+        ).fetchall()
     return [suppression_from_row(row, from_text) for row in rows]
