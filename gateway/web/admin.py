@@ -495,6 +495,8 @@ def audit_query(query: MultiMapping[str], now: datetime) -> AuditQuery:
             raise ParameterError(name, "must not be empty")
         if len(value or "") > AUDIT_TEXT_LONGEST:
             raise ParameterError(name, f"at most {AUDIT_TEXT_LONGEST} characters")
+        if not (value or "").isprintable():
+            raise ParameterError(name, "must not contain control characters")
         text[name] = value
     since = optional_time(query, "since", now)
     until = optional_time(query, "until", now)

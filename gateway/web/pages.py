@@ -48,20 +48,28 @@ dt { font-weight: 600; }
 dd { margin: 0; overflow-wrap: anywhere; }
 svg { max-width: 100%; height: auto; }
 """
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'none'; "
-    f"style-src 'sha256-{base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()}'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
-HEADERS = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    # Not no-referrer: under it Chromium sends "Origin: null" with same-site form posts,
-    # which the Origin check must refuse.
-    "Referrer-Policy": "same-origin",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-}
+
+
+def security_headers(style: str) -> dict[str, str]:
+    """The headers of every HTML page the gateway serves, for a page whose only style is
+    `style` (the CSP allows that stylesheet by its hash, and nothing else)."""
+    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    return {
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": (
+            f"default-src 'none'; script-src 'none'; style-src 'sha256-{digest}'; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        ),
+        # Not no-referrer: under it Chromium sends "Origin: null" with same-site form
+        # posts, which the Origin checks must refuse. same-origin still keeps a page's
+        # address (an unsubscribe link's token) from any other site.
+        "Referrer-Policy": "same-origin",
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+    }
+
+
+HEADERS = security_headers(STYLE)
 
 SECTIONS = (
     ("/review", "Activity", "activity", Role.MANAGER),

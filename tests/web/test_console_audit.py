@@ -342,7 +342,8 @@ async def test_the_api_pages_and_filters_the_log(
     assert olga["next_cursor"] is None
     for params, name in (({"actor": ""}, "actor"), ({"action": "x" * 201}, "action"),
                          ({"since": "2026-03-10T12:00", "until": "2026-03-10T11:00"}, "until"),
-                         ({"cursor": "b1:"}, "cursor"), ({"who": "ada"}, "who")):
+                         ({"cursor": "b1:"}, "cursor"), ({"who": "ada"}, "who"),
+                         ({"actor": "a\x00b"}, "actor")):
         bad = await call(gateway, "GET", "/v1/audit", ADMIN_SECRET, params=params)
         assert bad.status == 400 and bad.json()["error"].startswith(f"{name}:"), params
 
