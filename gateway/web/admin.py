@@ -523,8 +523,6 @@ async def audit_page(store: AuditLog, query: AuditQuery) -> tuple[list[AuditEven
     return page, None
 
 
-
-
 async def json_object(
     request: web.Request, *, required: set[str], optional: frozenset[str] | set[str] = frozenset()
 ) -> dict[str, Any]:
