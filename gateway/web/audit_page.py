@@ -25,7 +25,7 @@ from multidict import MultiDict
 
 from gateway.model import AuditEvent, Role
 from gateway.store.base import AuditChain, AuditQuery
-from gateway.web.admin import ParameterError, audit_page, audit_query
+from gateway.web.admin import AUDIT_CURSOR, ParameterError, audit_page, audit_query
 from gateway.web.console import Console, redirect_after_change
 from gateway.web.pages import Viewer, render_page
 
@@ -87,14 +87,19 @@ class LastCheck:
     pruned_at: str
     broken_entry: str
     problem: str
+    broken_link: str
+    """The log from the broken entry down, so it heads the page."""
 
     @classmethod
     def of(cls, event: AuditEvent) -> LastCheck:
         details = event.details
+        broken = details.get("broken_entry")
         return cls(
             shown_time(event.time), event.actor, details.get("intact") is True,
             *(as_text(details.get(key, "")) for key in (
                 "entries", "starts_after_entry", "pruned_at", "broken_entry", "problem")),
+            broken_link=(f"{PAGE}?{urlencode({'cursor': AUDIT_CURSOR.encode(broken + 1)})}"
+                         if isinstance(broken, int) else ""),
         )
 
 

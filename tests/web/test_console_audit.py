@@ -298,6 +298,10 @@ async def test_a_tampered_entry_is_named(
     assert ('role="alert">Broken at entry 3: content does not match its hash. The 2 entries '
             "before it verified.") in page
     assert "Verified intact" not in page
+    link = re.search(r'<a href="([^"]+)">Show the log from entry 3</a>', page)
+    assert link is not None
+    assert entry_ids(await (await admin.get(link.group(1).replace("&amp;", "&"))).text()) == [
+        3, 2, 1]
 
 
 async def test_verification_needs_the_pages_own_form(admin: TestClient, store: Store) -> None:
