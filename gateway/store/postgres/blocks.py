@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from gateway.model import BlockRecord
 from gateway.store.base import BlockQuery
@@ -68,15 +68,13 @@ class PostgresBlockLog(PostgresConnection):
         check_bucket(bucket_s)
         params = Numbered()
         where = block_filter(BlockQuery(since=since, until=until), params)
-        size = params.bind(bucket_s)
         async with self._connection() as conn:
             rows = await conn.fetch(
-                f"SELECT (floor(extract(epoch FROM time) / {size}::bigint) * {size}::bigint)"
-                "::bigint AS bucket,"
-                f" count(*) FROM blocks {where} GROUP BY bucket ORDER BY bucket",
+                f"SELECT {params.bucket(bucket_s)} AS bucket, count(*) FROM blocks {where}"
+                " GROUP BY bucket ORDER BY bucket",
                 *params.values,
             )
-        return [(datetime.fromtimestamp(bucket, UTC), n) for bucket, n in rows]
+        return [(bucket, n) for bucket, n in rows]
 
     async def clear_block_metadata(self, before: datetime) -> int:
         async with self._connection() as conn:

@@ -220,3 +220,10 @@ class Numbered(Parameters):
 
     def contains(self, column: str, text: str) -> str:
         return f"strpos({column}, {self.bind(text)}) > 0"
+
+    def bucket(self, bucket_s: int) -> str:
+        """The start of the epoch-aligned bucket of `bucket_s` seconds a row's time falls
+        in, as a timestamptz to group by. date_bin (PostgreSQL 14) is cheap per row;
+        floor(extract(epoch ...)) was numeric arithmetic on every row, which cost a week of
+        the decision log most of the 300 ms a console page may take."""
+        return f"date_bin(make_interval(secs => {self.bind(bucket_s)}), time, 'epoch')"

@@ -74,11 +74,10 @@ class PostgresDecisionLog(PostgresConnection):
         query = replace(query, before_id=None)
         params = Numbered()
         where = decision_filter(query, params)
-        size = params.bind(bucket_s)
         cells_sql = (
-            f"SELECT (floor(extract(epoch FROM time) / {size}::bigint) * {size}::bigint)"
-            f"::bigint AS bucket, outcome, channel, count(*) FROM decisions {where}"
-            " GROUP BY bucket, outcome, channel"
+            "SELECT extract(epoch FROM bucket)::bigint, outcome, channel, n FROM"
+            f" (SELECT {params.bucket(bucket_s)} AS bucket, outcome, channel, count(*) AS n"
+            f" FROM decisions {where} GROUP BY bucket, outcome, channel) AS cells"
         )
         blocked = Numbered()
         reasons_sql = (
