@@ -29,7 +29,7 @@ from gateway.web.pages import Viewer, render_page
 
 FORM_BYTES = 16 * 1024
 MAX_IMPORT_BYTES = 512 * 1024
-"""About five thousand rows; a larger file goes through `gateway consent import`."""
+"""About five thousand rows; a larger file goes through the CLI's `consent import`."""
 MAX_SUBJECT = 320
 MAX_TEXT = 2000
 
@@ -158,8 +158,8 @@ def consent_key(cursor: list[str] | None) -> ConsentKey | None:
 
 
 def too_large(viewer: Viewer) -> web.Response:
-    return refused(viewer, f"file: larger than {MAX_IMPORT_BYTES // 1024} KiB, nothing "
-                   "imported; split it, or import it with `gateway consent import`.", 413)
+    return refused(viewer, f"file: larger than {MAX_IMPORT_BYTES // 1024} KiB, nothing imported;"
+                   " split it, or import it with `compliance-gateway consent import`.", 413)
 
 
 def confirmation(query: Mapping[str, str]) -> str:
