@@ -230,6 +230,7 @@ def test_audit_verify_detects_tampering(tmp_path: Path, config: Path) -> None:
     assert cli(config, "suppress", "add", "b@x.example.net").returncode == 0
     ok = cli(config, "audit", "verify")
     assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "verified: 2 entries, chain intact" in ok.stdout
     database = tmp_path / "var" / "gateway.db"
     with sqlite3.connect(database) as connection:
         connection.execute("UPDATE audit SET actor = 'someone else' WHERE id = 1")

@@ -217,12 +217,11 @@ async def _audit(services: Services, args: argparse.Namespace) -> int:
                 "action": event.action, "subject": event.subject, "details": event.details,
             }, default=str))
         return 0
-    problem = await services.store.verify_audit()
-    if problem is None:
-        count = len(await services.store.audit_events())
-        print(f"audit log verified: {count} entries, chain intact")
+    chain = await services.store.check_audit()
+    if chain.problem is None:
+        print(f"audit log verified: {chain.entries} entries, chain intact")
         return 0
-    print(f"audit log TAMPERED at entry {problem.entry_id}: {problem.problem}")
+    print(f"audit log TAMPERED at entry {chain.problem.entry_id}: {chain.problem.problem}")
     return 1
 
 
