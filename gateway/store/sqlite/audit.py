@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 
 from gateway.model import AuditEvent
 from gateway.store.audit_chain import (
@@ -17,7 +18,7 @@ from gateway.store.audit_chain import (
 from gateway.store.base import AuditChain, AuditProblem, AuditQuery
 from gateway.store.core import AUDIT_ACTIONS, audit_filter
 from gateway.store.sqlite.connection import SqliteConnection
-from gateway.store.sqlite.sql import QMarks, from_text, row_id, to_text, transaction
+from gateway.store.sqlite.sql import from_text, row_id, select_page, to_text, transaction
 
 
 class SqliteAuditLog(SqliteConnection):
@@ -82,13 +83,13 @@ def _select_audit_events(conn: sqlite3.Connection) -> list[AuditEvent]:
 
 
 def _select_audit_page(conn: sqlite3.Connection, query: AuditQuery) -> list[AuditEvent]:
-    params = QMarks()
-    where = audit_filter(query, params)
-    rows = conn.execute(
-        f"SELECT {AUDIT_COLUMNS} FROM audit {where} ORDER BY id DESC"
-        f" LIMIT {params.bind(query.limit)}",
-        params.values,
-    ).fetchall()
+    rows = select_page(
+        conn,
+        f"SELECT {AUDIT_COLUMNS} FROM audit",
+        partial(audit_filter, query),
+        "id DESC",
+        query.limit,
+    )
     return [event_from_row(row, from_text) for row in rows]
 
 

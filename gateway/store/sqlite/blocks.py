@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import UTC, datetime
+from functools import partial
 
 from gateway.model import BlockRecord
 from gateway.store.base import BlockQuery
@@ -17,7 +18,7 @@ from gateway.store.core import (
     reason_codes,
 )
 from gateway.store.sqlite.connection import SqliteConnection
-from gateway.store.sqlite.sql import QMarks, from_text, row_id, to_text, transaction
+from gateway.store.sqlite.sql import QMarks, from_text, row_id, select_page, to_text, transaction
 
 
 class SqliteBlockLog(SqliteConnection):
@@ -62,12 +63,12 @@ def insert_block(conn: sqlite3.Connection, record: BlockRecord) -> int:
 
 
 def _select_blocks(conn: sqlite3.Connection, query: BlockQuery) -> list[BlockRecord]:
-    params = QMarks()
-    where = block_filter(query, params)
-    rows = conn.execute(
-        f"SELECT {BLOCK_COLUMNS} FROM blocks {where}"
-        f" ORDER BY time DESC, id DESC LIMIT {params.bind(query.limit)}",
-        params.values,
+    rows = select_page(
+        conn,
+        f"SELECT {BLOCK_COLUMNS} FROM blocks",
+        partial(block_filter, query),
+        "time DESC, id DESC",
+        query.limit,
     )
     return [block_from_row(row, from_text) for row in rows]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from functools import partial
 
 from gateway.model import Consent
 from gateway.store.base import ConsentQuery
@@ -15,7 +16,13 @@ from gateway.store.core import (
     group_consents,
 )
 from gateway.store.sqlite.connection import SqliteConnection
-from gateway.store.sqlite.sql import QMarks, from_text, rows_for_keys, to_text, transaction
+from gateway.store.sqlite.sql import (
+    from_text,
+    rows_for_keys,
+    select_page,
+    to_text,
+    transaction,
+)
 
 
 class SqliteConsents(SqliteConnection):
@@ -58,12 +65,12 @@ def _select_consents(
 
 
 def _select_consent_page(conn: sqlite3.Connection, query: ConsentQuery) -> list[Consent]:
-    params = QMarks()
-    where = consent_page_filter(query, params)
     with transaction(conn, write=False):
-        rows = conn.execute(
-            f"SELECT {CONSENT_COLUMNS} FROM consents {where}"
-            f" ORDER BY subject, channel, kind, obtained_at LIMIT {params.bind(query.limit)}",
-            params.values,
-        ).fetchall()
+        rows = select_page(
+            conn,
+            f"SELECT {CONSENT_COLUMNS} FROM consents",
+            partial(consent_page_filter, query),
+            "subject, channel, kind, obtained_at",
+            query.limit,
+        )
     return [consent_from_row(row, from_text) for row in rows]

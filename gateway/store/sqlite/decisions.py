@@ -23,7 +23,7 @@ from gateway.store.core import (
     summary_cells,
 )
 from gateway.store.sqlite.connection import SqliteConnection
-from gateway.store.sqlite.sql import QMarks, from_text, row_id, to_text, transaction
+from gateway.store.sqlite.sql import QMarks, from_text, row_id, select_page, to_text, transaction
 
 _INSERT = (
     f"INSERT INTO decisions ({RECORDED_DECISION_COLUMNS})"
@@ -81,13 +81,13 @@ def _select_decisions(conn: sqlite3.Connection, query: DecisionQuery) -> list[De
                 DECISION_CURSOR_TIME.format(cursor="?"), (query.before_id,)
             ).fetchone()
             cursor_time = None if found is None else from_text(found[0])
-        params = QMarks()
-        where = decision_filter(query, params, cursor_time)
-        rows = conn.execute(
-            f"SELECT {DECISION_COLUMNS} FROM decisions {where}"
-            f" ORDER BY time DESC, id DESC LIMIT {params.bind(query.limit)}",
-            params.values,
-        ).fetchall()
+        rows = select_page(
+            conn,
+            f"SELECT {DECISION_COLUMNS} FROM decisions",
+            lambda params: decision_filter(query, params, cursor_time),
+            "time DESC, id DESC",
+            query.limit,
+        )
     return [decision_from_row(row, from_text) for row in rows]
 
 

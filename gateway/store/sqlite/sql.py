@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,6 +78,20 @@ def row_id(cursor: sqlite3.Cursor) -> int:
 def escape_like(text: str) -> str:
     """Codes such as QUIET_HOURS contain `_`, which LIKE would treat as a wildcard."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def select_page(
+    conn: sqlite3.Connection,
+    select: str,
+    where: Callable[[Parameters], str],
+    order: str,
+    limit: int,
+) -> list[Any]:
+    """One page of a list paged by key: `where` writes the filter and the cursor's seek."""
+    params = QMarks()
+    return conn.execute(
+        f"{select} {where(params)} ORDER BY {order} LIMIT {params.bind(limit)}", params.values
+    ).fetchall()
 
 
 class QMarks(Parameters):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from operator import itemgetter
 
 from gateway.model import AuditEvent, Suppression
@@ -22,10 +23,10 @@ from gateway.store.erasure import ERASED_RANGE, ErasureKey, owners
 from gateway.store.sqlite.audit import insert_audit
 from gateway.store.sqlite.connection import SqliteConnection
 from gateway.store.sqlite.sql import (
-    QMarks,
     escape_like,
     from_text,
     rows_for_keys,
+    select_page,
     to_text,
     transaction,
 )
@@ -388,12 +389,12 @@ def _select_all_suppressions(conn: sqlite3.Connection) -> list[Suppression]:
 def _select_suppression_page(
     conn: sqlite3.Connection, query: SuppressionQuery
 ) -> list[Suppression]:
-    params = QMarks()
-    where = suppression_page_filter(query, params)
     with transaction(conn, write=False):
-        rows = conn.execute(
-            f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions {where}"
-            f" ORDER BY address, source LIMIT {params.bind(query.limit)}",
-            params.values,
-        ).fetchall()
+        rows = select_page(
+            conn,
+            f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions",
+            partial(suppression_page_filter, query),
+            "address, source",
+            query.limit,
+        )
     return [suppression_from_row(row, from_text) for row in rows]
