@@ -80,6 +80,12 @@ class Parameters(abc.ABC):
     def contains(self, column: str, text: str) -> str:
         """A condition true where `column` contains `text` (no wildcards in `text`)."""
 
+    def ascii_lower(self, column: str) -> str:
+        """`column` with A-Z folded to a-z and every other character as it is, as
+        `ascii_lower` folds a search term: SQLite's lower() does exactly this, while
+        PostgreSQL's follows the database's collation (see the override)."""
+        return f"lower({column})"
+
 
 # --- suppressions, consents, locations ----------------------------------------------------
 
@@ -504,6 +510,15 @@ def decision_summary_of(
 # --- the audit log ------------------------------------------------------------------------
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """A-Z folded to a-z, every other character kept: the fold both backends apply to a
+    column in SQL (`Parameters.ascii_lower`), so a search matches the same rows on each."""
+    return text.translate(_ASCII_LOWER)
+
+
 def audit_filter(query: AuditQuery, params: Parameters) -> str:
     """The WHERE clause (empty when nothing filters) selecting `query`'s entries; pages
     follow the ids down, which the primary key seeks to."""
@@ -513,7 +528,9 @@ def audit_filter(query: AuditQuery, params: Parameters) -> str:
     if query.until is not None:
         clauses.append(f"time < {params.time(query.until)}")
     if query.actor is not None:
-        clauses.append(params.contains("lower(actor)", query.actor.lower()))
+        # Both sides folded alike on both backends (A-Z only): Python's lower() of the
+        # term against SQLite's ASCII-only lower() missed "Ümit" searched by its own name.
+        clauses.append(params.contains(params.ascii_lower("actor"), ascii_lower(query.actor)))
     if query.action is not None:
         if query.action.endswith("."):
             prefix = params.bind(query.action)

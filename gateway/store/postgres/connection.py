@@ -221,6 +221,11 @@ class Numbered(Parameters):
     def contains(self, column: str, text: str) -> str:
         return f"strpos({column}, {self.bind(text)}) > 0"
 
+    def ascii_lower(self, column: str) -> str:
+        """Under the C collation lower() folds A-Z only, whatever the database's own
+        collation (a Unicode one would fold "Ü" too, which SQLite's lower() does not)."""
+        return f'lower({column} COLLATE "C")'
+
     def bucket(self, bucket_s: int) -> str:
         """The start of the epoch-aligned bucket of `bucket_s` seconds a row's time falls
         in, as a timestamptz to group by. date_bin (PostgreSQL 14) is cheap per row;
