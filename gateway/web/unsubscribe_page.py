@@ -12,8 +12,9 @@ in an HttpOnly, SameSite=Strict cookie scoped to `/u/`, within UNDO_WINDOW; with
 answer is 403 and the opt-out stands. An RFC 8058 one-click POST (a mail client, no browser)
 gets no pass and cannot be undone here. The undo form is also refused from another origin.
 No JavaScript (the Content-Security-Policy forbids it), no framing. The views are
-templates/unsubscribe.html's, in a shell of their own (a recipient gets no console
-navigation), with the console pages' security headers for the page's own style.
+templates/unsubscribe.html's, in the bare shell.html that the console's base.html extends
+(a recipient gets no console navigation), with the console pages' security headers for the
+page's own style.
 """
 
 from __future__ import annotations
