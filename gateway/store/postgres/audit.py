@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 
 import asyncpg
 
@@ -23,9 +24,9 @@ from gateway.store.base import AuditChain, AuditProblem, AuditQuery
 from gateway.store.core import AUDIT_ACTIONS, audit_filter, utc
 from gateway.store.postgres.connection import (
     AUDIT_LOCK_CLASS,
-    Numbered,
     PostgresConnection,
     affected,
+    fetch_page,
     read_time,
 )
 
@@ -41,13 +42,13 @@ class PostgresAuditLog(PostgresConnection):
         return [event_from_row(row, read_time) for row in rows]
 
     async def query_audit(self, query: AuditQuery) -> list[AuditEvent]:
-        params = Numbered()
-        where = audit_filter(query, params)
         async with self._connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {AUDIT_COLUMNS} FROM audit {where} ORDER BY id DESC"
-                f" LIMIT {params.bind(query.limit)}",
-                *params.values,
+            rows = await fetch_page(
+                conn,
+                f"SELECT {AUDIT_COLUMNS} FROM audit",
+                partial(audit_filter, query),
+                "id DESC",
+                query.limit,
             )
         return [event_from_row(row, read_time) for row in rows]
 

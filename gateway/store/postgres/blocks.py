@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 
 from gateway.model import BlockRecord
 from gateway.store.base import BlockQuery
@@ -15,7 +16,13 @@ from gateway.store.core import (
     check_bucket,
     utc,
 )
-from gateway.store.postgres.connection import Numbered, PostgresConnection, affected, read_time
+from gateway.store.postgres.connection import (
+    Numbered,
+    PostgresConnection,
+    affected,
+    fetch_page,
+    read_time,
+)
 
 
 class PostgresBlockLog(PostgresConnection):
@@ -28,14 +35,13 @@ class PostgresBlockLog(PostgresConnection):
             )
 
     async def query_blocks(self, query: BlockQuery) -> list[BlockRecord]:
-        params = Numbered()
-        where = block_filter(query, params)
-        limit = params.bind(query.limit)
         async with self._connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {BLOCK_COLUMNS} FROM blocks {where}"
-                f" ORDER BY time DESC, id DESC LIMIT {limit}",
-                *params.values,
+            rows = await fetch_page(
+                conn,
+                f"SELECT {BLOCK_COLUMNS} FROM blocks",
+                partial(block_filter, query),
+                "time DESC, id DESC",
+                query.limit,
             )
         return [block_from_row(row, read_time) for row in rows]
 

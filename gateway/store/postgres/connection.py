@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -232,3 +232,17 @@ class Numbered(Parameters):
         floor(extract(epoch ...)) was numeric arithmetic on every row, which cost a week of
         the decision log most of the 300 ms a console page may take."""
         return f"date_bin(make_interval(secs => {self.bind(bucket_s)}), time, 'epoch')"
+
+
+async def fetch_page(
+    conn: asyncpg.Connection,
+    select: str,
+    where: Callable[[Parameters], str],
+    order: str,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """One page of a list paged by key: `where` writes the filter and the cursor's seek."""
+    params = Numbered()
+    return await conn.fetch(
+        f"{select} {where(params)} ORDER BY {order} LIMIT {params.bind(limit)}", *params.values
+    )

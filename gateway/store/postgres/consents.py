@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import partial
 
 from gateway.model import Consent
 from gateway.store.base import ConsentQuery
@@ -14,7 +15,12 @@ from gateway.store.core import (
     group_consents,
     utc,
 )
-from gateway.store.postgres.connection import Numbered, PostgresConnection, affected, read_time
+from gateway.store.postgres.connection import (
+    PostgresConnection,
+    affected,
+    fetch_page,
+    read_time,
+)
 
 
 class PostgresConsents(PostgresConnection):
@@ -43,12 +49,12 @@ class PostgresConsents(PostgresConnection):
         return group_consents(consent_from_row(row, read_time) for row in rows)
 
     async def consent_page(self, query: ConsentQuery) -> list[Consent]:
-        params = Numbered()
-        where = consent_page_filter(query, params)
         async with self._connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {CONSENT_COLUMNS} FROM consents {where}"
-                f" ORDER BY subject, channel, kind, obtained_at LIMIT {params.bind(query.limit)}",
-                *params.values,
+            rows = await fetch_page(
+                conn,
+                f"SELECT {CONSENT_COLUMNS} FROM consents",
+                partial(consent_page_filter, query),
+                "subject, channel, kind, obtained_at",
+                query.limit,
             )
         return [consent_from_row(row, read_time) for row in rows]

@@ -21,7 +21,13 @@ from gateway.store.core import (
     summary_buckets,
     utc,
 )
-from gateway.store.postgres.connection import Numbered, PostgresConnection, affected, read_time
+from gateway.store.postgres.connection import (
+    Numbered,
+    PostgresConnection,
+    affected,
+    fetch_page,
+    read_time,
+)
 
 _INSERT = (
     f"INSERT INTO decisions ({RECORDED_DECISION_COLUMNS}) VALUES ("
@@ -49,13 +55,12 @@ class PostgresDecisionLog(PostgresConnection):
                 cursor_time = await conn.fetchval(
                     DECISION_CURSOR_TIME.format(cursor="$1"), query.before_id
                 )
-            params = Numbered()
-            where = decision_filter(query, params, cursor_time)
-            limit = params.bind(query.limit)
-            rows = await conn.fetch(
-                f"SELECT {DECISION_COLUMNS} FROM decisions {where}"
-                f" ORDER BY time DESC, id DESC LIMIT {limit}",
-                *params.values,
+            rows = await fetch_page(
+                conn,
+                f"SELECT {DECISION_COLUMNS} FROM decisions",
+                lambda params: decision_filter(query, params, cursor_time),
+                "time DESC, id DESC",
+                query.limit,
             )
         return [decision_from_row(row, read_time) for row in rows]
 

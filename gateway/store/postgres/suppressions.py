@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -23,9 +24,9 @@ from gateway.store.core import (
 from gateway.store.erasure import ERASED_RANGE, ErasureKey, owners
 from gateway.store.postgres.audit import insert_audit
 from gateway.store.postgres.connection import (
-    Numbered,
     PostgresConnection,
     affected,
+    fetch_page,
     read_time,
 )
 
@@ -213,13 +214,13 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
         return [suppression_from_row(row, read_time) for row in rows]
 
     async def suppression_page(self, query: SuppressionQuery) -> list[Suppression]:
-        params = Numbered()
-        where = suppression_page_filter(query, params)
         async with self._connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions {where}"
-                f" ORDER BY address, source LIMIT {params.bind(query.limit)}",
-                *params.values,
+            rows = await fetch_page(
+                conn,
+                f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions",
+                partial(suppression_page_filter, query),
+                "address, source",
+                query.limit,
             )
         return [suppression_from_row(row, read_time) for row in rows]
 
