@@ -49,6 +49,11 @@ FILTERS = (
 """The Activity form's fields: `GET /v1/decisions`'s filters, so an export link repeats
 them as they are."""
 PAGE_PARAMETERS = frozenset((*FILTERS, "cursor"))
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+LONGEST_WINDOW = timedelta(seconds=CHART_MAX_BARS * BUCKET_CHOICES_S[-1])
+"""The Activity window: no earlier than the epoch the chart's buckets are aligned to, and
+no longer than the chart's bars of its longest bucket (48 years)."""
 BLOCK_MATCH_SLACK = timedelta(minutes=1)
 """A block and its decision are recorded moments apart, for the same message (gateway id)."""
 
@@ -157,6 +162,16 @@ def activity_query(values: MultiMapping[str], now: datetime) -> DecisionQuery:
         raise ParameterError("until", "too early to have 7 days before it") from None
     if since >= until:
         raise ParameterError("since", "must be earlier than until (default now)")
+    # The chart's buckets are aligned to the Unix epoch and counted one by one (SQLite
+    # reads an index range per bucket): a window reaching year 1 or 9999 was a 500
+    # (OverflowError past the calendar), and one of millennia thousands of counts.
+    if since < EARLIEST:
+        raise ParameterError("since", f"must be {EARLIEST:%Y-%m-%d} or later")
+    if until > LATEST:
+        raise ParameterError("until", f"must be before {LATEST:%Y-%m-%d}")
+    if until - since > LONGEST_WINDOW:
+        raise ParameterError(
+            "since", f"at most {LONGEST_WINDOW.days} days before until (default now)")
     return replace(
         query, since=since.astimezone(UTC), until=until.astimezone(UTC), limit=PAGE_SIZE + 1
     )
