@@ -72,7 +72,7 @@ from gateway.upstream.twilio import (
 from gateway.web.admin import AdminRoutes
 from gateway.web.audit_page import AuditLogPage
 from gateway.web.consents_page import ConsentsPage
-from gateway.web.console import Console
+from gateway.web.console import Console, console_errors
 from gateway.web.decisions import DecisionRoutes
 from gateway.web.health import HealthRoutes
 from gateway.web.inflight import InFlightRequests
@@ -251,7 +251,8 @@ class Gateway:
     def http_app(self) -> web.Application:
         services = self.services
         app = web.Application(
-            client_max_size=MAX_HTTP_BODY_BYTES, middlewares=[self.http_requests.middleware]
+            client_max_size=MAX_HTTP_BODY_BYTES,
+            middlewares=[self.http_requests.middleware, console_errors],
         )
         app[TRUSTED_PROXIES] = self.config.http.trusted_proxies
         sign_in = PeopleSignIn(

@@ -12,7 +12,9 @@ person's behalf.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +23,7 @@ from multidict import MultiDictProxy
 
 from gateway.model import AuditEvent, Role
 from gateway.runtime.client_address import client_address
+from gateway.runtime.logs import log_event
 from gateway.store.base import StoreUnavailable
 from gateway.web.pages import Handler, Viewer, render_page, same_origin, see_other
 from gateway.web.people_sign_in import MAX_FORM_BYTES, PeopleSignIn, as_bytes
@@ -86,6 +89,41 @@ class Console:
                 **details,
             },
         ))
+
+
+CONSOLE_PREFIX = "/review"
+ROUTING_PROBLEMS = {
+    404: "There is no such page in the console.",
+    405: "This address does not take that kind of request.",
+}
+log = logging.getLogger("gateway.web.console")
+
+
+@web.middleware
+async def console_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A console address the router refuses (404, 405) or a handler that fails is a
+    console page too: aiohttp's own plain-text answers carried none of HEADERS (no
+    Cache-Control, CSP or frame refusal), and a failure showed "500 Internal Server Error"
+    instead of a page. A redirect (HTTPFound and friends) passes through."""
+    if not (request.path == CONSOLE_PREFIX or request.path.startswith(CONSOLE_PREFIX + "/")):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = refused(None, ROUTING_PROBLEMS.get(exc.status, exc.reason), exc.status)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception as exc:
+        log_event(log, "console-page-failed", logging.ERROR, path=request.path,
+                  error=f"{type(exc).__name__}: {exc}")
+        return render_page("console/problem.html", "Something went wrong", status=500,
+                           problem="This page failed; nothing more was changed. The "
+                           "gateway's log has the details.")
 
 
 def refused(viewer: Viewer | None, problem: str, status: int) -> web.Response:

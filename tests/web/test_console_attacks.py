@@ -85,3 +85,37 @@ async def test_an_activity_window_past_the_calendar_or_of_millennia_is_a_400(
     assert response.status == 400
     assert named in await response.text()
     assert_console_headers(response)
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/review/decisions/abc", 404),
+    ("GET", "/review/nowhere", 404),
+    ("GET", "/review/suppressions/add", 405),
+    ("GET", "/review/audit/verify", 405),
+])
+async def test_a_console_address_the_router_refuses_is_a_console_page(
+    console: Console, method: str, path: str, status: int
+) -> None:
+    """aiohttp's own "404: Not Found" and "405: Method Not Allowed" carried none of the
+    console's headers: no no-store, no CSP, no frame refusal."""
+    response = await console.client.request(
+        method, path, headers={"Cookie": f"{SESSION_COOKIE}={console.tokens['admin']}"},
+        allow_redirects=False)
+    assert response.status == status
+    assert response.content_type == "text/html"
+    assert_console_headers(response)
+    if status == 405:
+        assert response.headers["Allow"] == "POST"
+
+
+async def test_a_failing_console_page_is_a_500_page_with_the_headers(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(console.gateway.services.store, "decision_summary", broken)
+    response = await console.get("/review")
+    assert response.status == 500
+    assert "bug" not in await response.text()
+    assert_console_headers(response)
