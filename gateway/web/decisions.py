@@ -63,6 +63,9 @@ REASON_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 EXPORT_PAGE = 1000
 DECISION_CURSOR = PageCursor("d1:")
+NOT_STORED = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+"""On every answer: the console links its exports here, and a browser or proxy cache kept
+recipients, subjects and evidence on disk after sign-out (the pages send no-store too)."""
 
 
 class ExportCutShort(Exception):
@@ -105,8 +108,8 @@ class DecisionRoutes:
             return web.json_response({
                 "decisions": [decision_as_dict(record) for record in page],
                 "next_cursor": next_cursor,
-            })
-        headers = {"Content-Disposition": 'attachment; filename="decisions.csv"'}
+            }, headers=NOT_STORED)
+        headers = {**NOT_STORED, "Content-Disposition": 'attachment; filename="decisions.csv"'}
         if not paged and next_cursor is not None:
             headers["X-Next-Cursor"] = next_cursor
         response = web.StreamResponse(headers=headers)
@@ -134,7 +137,7 @@ class DecisionRoutes:
         document = evidence_document(record)
         if prefers_html(request.headers.get("Accept", "")):
             return evidence_page(document)
-        return web.json_response(document)
+        return web.json_response(document, headers=NOT_STORED)
 
 
 def prefers_html(accept: str) -> bool:

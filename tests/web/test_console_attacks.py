@@ -119,3 +119,18 @@ async def test_a_failing_console_page_is_a_500_page_with_the_headers(
     assert response.status == 500
     assert "bug" not in await response.text()
     assert_console_headers(response)
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/decisions", "/v1/decisions?format=csv", "/v1/decisions?format=json",
+    "/v1/decisions/1/evidence",
+])
+async def test_the_exports_the_activity_page_links_are_not_cached(
+    console: Console, path: str
+) -> None:
+    """The CSV and JSON exports and the evidence JSON had no Cache-Control: recipients,
+    subjects and evidence could stay in a browser's or proxy's cache after sign-out."""
+    response = await console.get(path, role="manager")
+    assert response.status == 200
+    assert response.headers.get("Cache-Control") == "no-store"
+    assert response.headers.get("X-Content-Type-Options") == "nosniff"
