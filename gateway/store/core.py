@@ -87,6 +87,28 @@ class Parameters(abc.ABC):
         return f"lower({column})"
 
 
+def where_all(clauses: Sequence[str]) -> str:
+    """The WHERE clause of every filter's `clauses`; empty when nothing filters."""
+    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+def time_window(params: Parameters, since: datetime | None, until: datetime | None) -> list[str]:
+    """Clauses on the time column: from `since` on and before `until`, each when given."""
+    clauses: list[str] = []
+    if since is not None:
+        clauses.append(f"time >= {params.time(since)}")
+    if until is not None:
+        clauses.append(f"time < {params.time(until)}")
+    return clauses
+
+
+def equal_to(params: Parameters, columns: Iterable[tuple[str, object]]) -> list[str]:
+    """A clause for each (column, value) given a value: the column holds it (as text)."""
+    return [
+        f"{column} = {params.bind(str(value))}" for column, value in columns if value is not None
+    ]
+
+
 # --- suppressions, consents, locations ----------------------------------------------------
 
 SUPPRESSION_COLUMNS = "address, source, reason, actor, created_at, mailbox"
@@ -164,7 +186,7 @@ def suppression_page_filter(query: SuppressionQuery, params: Parameters) -> str:
     if query.after is not None:
         address, source = query.after
         clauses.append(f"(address, source) > ({params.bind(address)}, {params.bind(source)})")
-    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return where_all(clauses)
 
 
 def consent_page_filter(query: ConsentQuery, params: Parameters) -> str:
@@ -182,7 +204,7 @@ def consent_page_filter(query: ConsentQuery, params: Parameters) -> str:
             f"{params.bind(subject)}, {params.bind(channel.value)}, {params.bind(kind.value)},"
             f" {params.time(obtained_at)})"
         )
-    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return where_all(clauses)
 
 
 LOCATION_COLUMNS = "timezone, latitude, longitude, region, postal_code"
@@ -294,20 +316,13 @@ def reason_codes(stored: str) -> set[str]:
 def block_filter(query: BlockQuery, params: Parameters) -> str:
     """The WHERE clause (empty when nothing filters) selecting `query`'s blocks; the paging
     cursor follows `BlockQuery.before_id`'s rule."""
-    clauses: list[str] = []
-    if query.since is not None:
-        clauses.append(f"time >= {params.time(query.since)}")
-    if query.until is not None:
-        clauses.append(f"time < {params.time(query.until)}")
+    clauses = time_window(params, query.since, query.until)
     if query.reason is not None:
         clauses.append(params.contains("reason_codes", f",{query.reason},"))
-    for column, value in (
-        ("channel", query.channel),
-        ("account", query.account),
-        ("recipient", query.recipient),
-    ):
-        if value is not None:
-            clauses.append(f"{column} = {params.bind(str(value))}")
+    clauses += equal_to(
+        params,
+        (("channel", query.channel), ("account", query.account), ("recipient", query.recipient)),
+    )
     if query.before_id is not None:
         # If the cursor's block was erased meanwhile, the id alone still moves the walk on.
         cursor = params.bind(query.before_id)
@@ -315,7 +330,7 @@ def block_filter(query: BlockQuery, params: Parameters) -> str:
             f"((time, id) < (SELECT time, id FROM blocks WHERE id = {cursor})"
             f" OR (NOT EXISTS (SELECT 1 FROM blocks WHERE id = {cursor}) AND id < {cursor}))"
         )
-    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return where_all(clauses)
 
 
 # --- decisions ----------------------------------------------------------------------------
@@ -426,22 +441,19 @@ def decision_filter(
     (`cursor_time`, read first: DECISION_CURSOR_TIME) as a bound an index seeks to, so a
     page deep in a log of ten million rows costs what the first does; without it (the
     cursor's decision is gone), the decisions with a lower id follow."""
-    clauses: list[str] = []
-    if query.since is not None:
-        clauses.append(f"time >= {params.time(query.since)}")
-    if query.until is not None:
-        clauses.append(f"time < {params.time(query.until)}")
+    clauses = time_window(params, query.since, query.until)
     if query.reason is not None:
         clauses.append(params.contains("reason_codes", f",{query.reason},"))
-    for column, value in (
-        ("channel", query.channel),
-        ("outcome", query.outcome),
-        ("account", query.account),
-        ("sender", query.sender),
-        ("upstream_id", query.upstream_id),
-    ):
-        if value is not None:
-            clauses.append(f"{column} = {params.bind(str(value))}")
+    clauses += equal_to(
+        params,
+        (
+            ("channel", query.channel),
+            ("outcome", query.outcome),
+            ("account", query.account),
+            ("sender", query.sender),
+            ("upstream_id", query.upstream_id),
+        ),
+    )
     for column, text in (("recipient_lower", query.recipient), ("subject_lower", query.text)):
         if text is not None:
             clauses.append(params.contains(column, search_folded(text)))
@@ -452,7 +464,7 @@ def decision_filter(
         else:
             at = params.time(cursor_time)
             clauses.append(f"time <= {at} AND (time < {at} OR id < {cursor})")
-    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return where_all(clauses)
 
 
 def summary_buckets(query: DecisionQuery, bucket_s: int) -> list[tuple[int, datetime, datetime]]:
@@ -522,11 +534,7 @@ def ascii_lower(text: str) -> str:
 def audit_filter(query: AuditQuery, params: Parameters) -> str:
     """The WHERE clause (empty when nothing filters) selecting `query`'s entries; pages
     follow the ids down, which the primary key seeks to."""
-    clauses: list[str] = []
-    if query.since is not None:
-        clauses.append(f"time >= {params.time(query.since)}")
-    if query.until is not None:
-        clauses.append(f"time < {params.time(query.until)}")
+    clauses = time_window(params, query.since, query.until)
     if query.actor is not None:
         # Both sides folded alike on both backends (A-Z only): Python's lower() of the
         # term against SQLite's ASCII-only lower() missed "Ümit" searched by its own name.
@@ -539,7 +547,7 @@ def audit_filter(query: AuditQuery, params: Parameters) -> str:
             clauses.append(f"action = {params.bind(query.action)}")
     if query.before_id is not None:
         clauses.append(f"id < {params.bind(query.before_id)}")
-    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return where_all(clauses)
 
 
 AUDIT_ACTIONS = (
