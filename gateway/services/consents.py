@@ -52,6 +52,10 @@ def make_consent(
         raise ConsentError("obtained_at needs a time zone offset")
     if not source.strip():
         raise ConsentError("a consent needs a source (where it was obtained)")
+    if "\x00" in source or "\x00" in evidence:
+        # PostgreSQL's text cannot hold it: the same consent was stored on SQLite and
+        # failed on PostgreSQL.
+        raise ConsentError("source and evidence must not contain NUL characters")
     return Consent(
         subject=key,
         channel=consent_channel,
@@ -65,23 +69,33 @@ def make_consent(
 
 def read_consents_csv(text: str) -> list[Consent]:
     """Every row is checked before any is used; errors name their line numbers. Cells a
-    formula-safe export wrote (`'+14155550100`) read as they were (`csv_cells.read_cell`)."""
+    formula-safe export wrote (`'+14155550100`) read as they were (`csv_cells.read_cell`).
+    A file the csv module cannot read (a cell over its field limit, a stray quote) is a
+    ConsentError naming the line, as a row missing a required cell is."""
     rows = csv.DictReader(io.StringIO(text))
-    missing = [c for c in CSV_COLUMNS[:5] if c not in (rows.fieldnames or [])]
-    if missing:
-        raise ConsentError(f"CSV header lacks columns: {', '.join(missing)}")
-    consents, errors = [], []
-    for line, raw in enumerate(rows, start=2):
-        row = {name: read_cell(value) if isinstance(value, str) else value
-               for name, value in raw.items()}
-        try:
-            obtained = datetime.fromisoformat(row["obtained_at"])
-            consents.append(make_consent(
-                row["subject"], row["channel"], row["kind"], obtained, row["source"],
-                row.get("evidence") or "",
-            ))
-        except (ConsentError, ValueError, TypeError) as exc:
-            errors.append(f"line {line}: {exc}")
+    try:
+        fieldnames = rows.fieldnames
+        missing = [c for c in CSV_COLUMNS[:5] if c not in (fieldnames or [])]
+        if missing:
+            raise ConsentError(f"CSV header lacks columns: {', '.join(missing)}")
+        consents, errors = [], []
+        for raw in rows:
+            line = rows.line_num
+            row = {name: read_cell(value) if isinstance(value, str) else value
+                   for name, value in raw.items()}
+            try:
+                short = [c for c in CSV_COLUMNS[:5] if row.get(c) is None]
+                if short:
+                    raise ConsentError(f"no cell for {', '.join(short)}")
+                obtained = datetime.fromisoformat(row["obtained_at"])
+                consents.append(make_consent(
+                    row["subject"], row["channel"], row["kind"], obtained, row["source"],
+                    row.get("evidence") or "",
+                ))
+            except (ConsentError, ValueError, TypeError) as exc:
+                errors.append(f"line {line}: {exc}")
+    except csv.Error as exc:
+        raise ConsentError(f"not readable as CSV after line {rows.line_num}: {exc}") from None
     if errors:
         raise ConsentError(f"{len(errors)} bad rows, nothing imported: " + "; ".join(errors[:10]))
     return consents

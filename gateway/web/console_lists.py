@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -20,6 +21,11 @@ from gateway.web.console import Form
 PAGE_SIZE = 50
 MAX_SEARCH = 320
 """As long as an email address may be, and longer than any number."""
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+FORM_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+"""Refused in a search and in a form's text (where a typed line break or tab may stay): a
+NUL in a reason or a search was stored or searched on SQLite and was a 503 ("try again")
+on PostgreSQL, whose text cannot hold it, however often it was retried."""
 
 
 def text_field(form: Form, name: str, limit: int, *, required: bool = True) -> str:
@@ -33,6 +39,8 @@ def text_field(form: Form, name: str, limit: int, *, required: bool = True) -> s
         raise ParameterError(name, "required")
     if len(value) > limit:
         raise ParameterError(name, f"longer than {limit} characters")
+    if FORM_CONTROL.search(value):
+        raise ParameterError(name, "must not contain control characters")
     return value
 
 
@@ -41,6 +49,8 @@ def search_text(query: Mapping[str, str]) -> str:
     text = query.get("q", "").strip()
     if len(text) > MAX_SEARCH:
         raise ParameterError("q", f"longer than {MAX_SEARCH} characters")
+    if CONTROL.search(text):
+        raise ParameterError("q", "must not contain control characters")
     return text
 
 
@@ -57,7 +67,8 @@ def decode_cursor(query: Mapping[str, str], size: int) -> list[str] | None:
         key = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
     except (UnicodeError, binascii.Error, ValueError):
         key = None
-    if not (isinstance(key, list) and len(key) == size and all(isinstance(k, str) for k in key)):
+    if not (isinstance(key, list) and len(key) == size
+            and all(isinstance(k, str) and not CONTROL.search(k) for k in key)):
         raise ParameterError("after", "not a page link this console gave out")
     return key
 

@@ -4,10 +4,13 @@ before the fix its docstring names."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import pytest
@@ -19,6 +22,7 @@ from gateway.model import Role
 from gateway.runtime.clock import Clock
 from gateway.server import Gateway
 from gateway.services.people import Identity
+from gateway.store.base import ConsentQuery
 from gateway.web.people_sign_in import SESSION_COOKIE
 from tests.web.test_review import NOW, SSO, decision
 
@@ -134,3 +138,82 @@ async def test_the_exports_the_activity_page_links_are_not_cached(
     assert response.status == 200
     assert response.headers.get("Cache-Control") == "no-store"
     assert response.headers.get("X-Content-Type-Options") == "nosniff"
+
+
+async def csrf_of(console: Console, path: str) -> str:
+    page = await (await console.get(path)).text()
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert match
+    return match.group(1)
+
+
+async def post(console: Console, path: str, data: Any) -> ClientResponse:
+    return await console.client.post(
+        path, data=data, allow_redirects=False,
+        headers={"Cookie": f"{SESSION_COOKIE}={console.tokens['admin']}"})
+
+
+def csv_upload(csrf: str, text: str) -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    form.add_field("csrf", csrf)
+    form.add_field("file", text.encode(), filename="consents.csv", content_type="text/csv")
+    return form
+
+
+HEADER = "subject,channel,kind,obtained_at,source\n"
+ROW = "+14155550100,sms,express-written,2026-01-01T00:00:00+00:00"
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    (HEADER + ROW + "\n", "line 2: no cell for source"),
+    (HEADER + ROW + "," + "a" * 140_000 + "\n", "not readable as CSV"),
+    (HEADER + ROW + ",web form \x00\n", "must not contain NUL"),
+])
+async def test_a_consent_file_the_csv_module_or_the_store_cannot_take_is_a_400(
+    console: Console, text: str, named: str
+) -> None:
+    """A row short of its source cell was a 500 (AttributeError on None), a cell over the
+    csv module's 128 KiB field limit a 500 (csv.Error), and a NUL in a source was stored
+    on SQLite but a 503 on PostgreSQL, whose text cannot hold it."""
+    csrf = await csrf_of(console, "/review/consents")
+    response = await post(console, "/review/consents/import", csv_upload(csrf, text))
+    assert response.status == 400
+    assert named in await response.text()
+    store = console.gateway.services.store
+    assert await store.consent_page(ConsentQuery(None, None, None, 10)) == []
+
+
+async def test_a_control_character_in_a_form_or_a_search_is_a_400(console: Console) -> None:
+    """A NUL in a suppression's reason or in a list's search was a 503 on PostgreSQL."""
+    csrf = await csrf_of(console, "/review/suppressions")
+    response = await post(console, "/review/suppressions/add", {
+        "csrf": csrf, "addresses": "ann@example.com", "reason": "asked \x00 to stop"})
+    assert response.status == 400
+    assert "reason: must not contain control characters" in await response.text()
+    assert not await console.gateway.services.store.suppressed(("ann@example.com",))
+    response = await post(console, "/review/suppressions/add", {
+        "csrf": csrf, "addresses": "ann@example.com", "reason": "asked\r\n\tto stop"})
+    assert response.status == 303, "a typed line break or tab stays allowed"
+    for path in ("/review/suppressions", "/review/consents"):
+        response = await console.get(f"{path}?q=ann%00")
+        assert response.status == 400
+        assert "q: must not contain control characters" in await response.text()
+    forged = base64.urlsafe_b64encode(json.dumps(["a\x00", "console"]).encode()).decode()
+    response = await console.get(f"/review/suppressions?after={forged}")
+    assert response.status == 400
+    assert "after: not a page link this console gave out" in await response.text()
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/decisions?limit=" + "9" * 5000,
+    "/v1/decisions?since=" + "9" * 5000 + "d",
+    "/review?since=" + "9" * 5000 + "d",
+    "/review/audit?since=" + "9" * 5000 + "d",
+])
+async def test_a_number_of_thousands_of_digits_is_a_400(console: Console, path: str) -> None:
+    """int() refuses more than 4300 digits with a ValueError, which the limit and span
+    checks did not expect: a 500 from the API and the console alike."""
+    response = await console.get(path)
+    assert response.status == 400
+    assert ("limit: must be a whole number" in await response.text()
+            or "since: that span reaches beyond the calendar" in await response.text())
