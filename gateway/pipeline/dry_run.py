@@ -51,7 +51,7 @@ def parse_time(value: str, *, now: datetime | None = None) -> datetime:
     if match and now is not None:
         try:
             return now - timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
-        except OverflowError:
+        except (OverflowError, ValueError):  # ValueError: over int()'s 4300 digits
             raise CheckError("that span reaches beyond the calendar") from None
     try:
         instant = datetime.fromisoformat(value)

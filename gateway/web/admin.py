@@ -417,9 +417,12 @@ def page_limit(query: MultiMapping[str]) -> int:
     value = single(query, "limit")
     if value is None:
         return DEFAULT_LIMIT
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
+    # int() of over 4300 digits is a ValueError (it was a 500): only short values reach it.
+    digits = value.lstrip("0")
+    if (not (value.isascii() and value.isdigit()) or len(digits) > len(str(MAX_LIMIT))
+            or not 1 <= int(digits or "0") <= MAX_LIMIT):
         raise ParameterError("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
-    return int(value)
+    return int(digits)
 
 
 def block_query(query: MultiMapping[str], now: datetime) -> BlockQuery:
