@@ -164,9 +164,10 @@ def targets(report: dict) -> list[Target]:
     slowest = console_slowest(report)
     for backend in ("SQLite", "PostgreSQL"):
         name, ms = slowest.get(backend, ("", {}))
-        rows.append((f"console Activity page < {CONSOLE_TARGET_MS} ms at 10 M decisions "
-                     f"({backend})",
-                     f"{ms['median_ms']} ms median, {ms['max_ms']} ms slowest ({name})"
+        rows.append((f"console Activity page (7 days) < {CONSOLE_TARGET_MS} ms at 10 M "
+                     f"decisions ({backend})",
+                     (f"failed: {ms['error'][-60:]} ({name})" if "error" in ms else
+                      f"{ms['median_ms']} ms median, {ms['max_ms']} ms slowest ({name})")
                      if ms else "not measured",
                      ms["median_ms"] < CONSOLE_TARGET_MS if ms else None))
     return rows
@@ -351,12 +352,15 @@ def decision_stores(report: dict) -> list[tuple[str, dict]]:
 
 
 def console_slowest(report: dict) -> dict[str, tuple[str, dict]]:
-    """Per store, the measurement of the Activity page's default view (the last 7 days:
-    its store calls, or the page over HTTP) with the slowest median: what the console's
-    300 ms goal is judged by. A wider window the reviewer asks for is shown, not judged."""
+    """Per store, the measurement of the Activity page over its default window (the last
+    7 days, with or without a filter: its store calls, or the page over HTTP) with the
+    slowest median: what the console's 300 ms goal is judged by. A wider window the
+    reviewer asks for is shown, not judged; one that failed counts as too slow."""
     found = {}
     for label, store in decision_stores(report):
-        activity = [(name, ms) for name, ms in store["queries"].items()
+        activity = [(name, ms if "median_ms" in ms else {"median_ms": float("inf"),
+                                                           "max_ms": float("inf"), **ms})
+                    for name, ms in store["queries"].items()
                     if name.startswith(("Activity", "GET /review")) and "7 days" in name]
         if activity:
             found[label] = max(activity, key=lambda item: item[1]["median_ms"])
@@ -374,10 +378,12 @@ def decisions_section(report: dict) -> list[str]:
 
     def cell(store: dict, name: str) -> str:
         ms = store["queries"].get(name)
+        if ms and "error" in ms:
+            return "failed: " + ms["error"].split(": ")[-1]
         return f"{ms['median_ms']} / {ms['max_ms']}" if ms else "n/a"
 
     rows = [[name, *(cell(store, name) for _, store in stores)] for name in names]
-    verdicts = [f"- {label}: the default view's slowest measurement is {name} at "
+    verdicts = [f"- {label}: the slowest measurement of the 7-day window is {name} at "
                 f"{ms['median_ms']} ms "
                 f"median ({ms['max_ms']} ms slowest), "
                 + ("within" if ms["median_ms"] < CONSOLE_TARGET_MS else "over")
@@ -385,16 +391,19 @@ def decisions_section(report: dict) -> list[str]:
                 for label, (name, ms) in console_slowest(report).items()]
     return [
         f"{section.get('benchmark', 'decision log')}, one decision every ~3.5 s over 400",
-        "days (the default `retention.decision_days`), 20 accounts, 5% blocked. Each",
-        "measurement runs 20 times after one warm-up; median / slowest in ms. The",
-        "`GET /v1/decisions` rows are pages of 101 (to tell whether a next page exists)",
-        "read through the `Store` interface; the partial searches walk the time index until",
-        "the page is full, so a term that matches little reads the whole log. The Activity",
-        "rows are what the console's `GET /review` asks the store for (a page of 51 and",
-        "`decision_summary`: counts per channel, outcome and reason with the chart's series)",
-        "for the default window of 7 days before now (~175,000 decisions here), with one",
-        "filter and over 30 days; `GET /review over HTTP` is the whole page from a running",
-        "`gateway serve` over the same store, signed in as a manager, HTML and all.", "",
+        "days (the default `retention.decision_days`), 20 accounts, 5% blocked, filled once",
+        "and kept in /tmp. Each measurement runs 20 times after one warm-up (a search that",
+        "reads the whole log: 3 times); median / slowest in ms. The first rows are",
+        "`GET /v1/decisions` pages of 101 (to tell whether a next page exists) read",
+        "through the `Store` interface; its partial searches walk the time index until the",
+        "page is full, so a term that matches little reads the whole log (PostgreSQL's",
+        "30 s command timeout stops that one: the API answers 503). The Activity rows are",
+        "what the console's `GET /review` asks of the store (a page of 51, then",
+        "`decision_summary`: counts per channel, outcome and reason and the chart's series)",
+        "for its default window, the 7 days before now (~175,000 decisions here), alone,",
+        "for blocked decisions only, for one recipient (a search that reads the whole",
+        "window), and over 30 days. `GET /review over HTTP` is the page as a browser gets",
+        "it from a `gateway serve` over the same store, signed in as a manager.", "",
         *table(["query", *(f"{label} ms" for label, _ in stores)], rows),
         *verdicts, *([""] if verdicts else []),
         "Filled in: " + ", ".join(f"{label} {store['fill_s']} s" for label, store in stores)
