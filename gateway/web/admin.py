@@ -413,6 +413,18 @@ def optional_time(query: MultiMapping[str], name: str, now: datetime) -> datetim
     return None if value is None else parse_field_time(name, value, now)
 
 
+def time_window(
+    query: MultiMapping[str], now: datetime
+) -> tuple[datetime | None, datetime | None]:
+    """`since` and `until` as `optional_time` reads them, `until` after `since` when both
+    are given."""
+    since = optional_time(query, "since", now)
+    until = optional_time(query, "until", now)
+    if since is not None and until is not None and until <= since:
+        raise ParameterError("until", "must be later than since")
+    return since, until
+
+
 def page_limit(query: MultiMapping[str]) -> int:
     value = single(query, "limit")
     if value is None:
@@ -501,10 +513,7 @@ def audit_query(query: MultiMapping[str], now: datetime) -> AuditQuery:
         if not (value or "").isprintable():
             raise ParameterError(name, "must not contain control characters")
         text[name] = value
-    since = optional_time(query, "since", now)
-    until = optional_time(query, "until", now)
-    if since is not None and until is not None and until <= since:
-        raise ParameterError("until", "must be later than since")
+    since, until = time_window(query, now)
     cursor = single(query, "cursor")
     return AuditQuery(
         since=since,

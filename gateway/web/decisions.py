@@ -43,9 +43,9 @@ from gateway.web.admin import (
     ParameterError,
     json_error,
     only_parameters,
-    optional_time,
     page_limit,
     single,
+    time_window,
     wants_csv,
 )
 from gateway.web.evidence_page import evidence_page
@@ -168,10 +168,7 @@ def decision_query(query: MultiMapping[str], now: datetime) -> DecisionQuery:
     reason = single(query, "reason")
     if reason is not None and not REASON_CODE.match(reason):
         raise ParameterError("reason", "must be a reason code such as QUIET_HOURS")
-    since = optional_time(query, "since", now)
-    until = optional_time(query, "until", now)
-    if since is not None and until is not None and until <= since:
-        raise ParameterError("until", "must be later than since")
+    since, until = time_window(query, now)
     cursor = single(query, "cursor")
     return DecisionQuery(
         since=since,
