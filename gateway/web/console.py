@@ -25,7 +25,7 @@ from gateway.model import AuditEvent, Role
 from gateway.runtime.client_address import client_address
 from gateway.runtime.logs import log_event
 from gateway.store.base import StoreUnavailable
-from gateway.web.pages import Handler, Viewer, render_page, same_origin, see_other
+from gateway.web.pages import Handler, Viewer, read_form, render_page, same_origin, see_other
 from gateway.web.people_sign_in import MAX_FORM_BYTES, PeopleSignIn, as_bytes
 
 ConsoleHandler = Callable[[web.Request, Viewer], Awaitable[web.StreamResponse]]
@@ -65,8 +65,10 @@ class Console:
         if (request.content_length or 0) > max_bytes:
             return refused(viewer, "The form was too large.", 413)
         try:
-            form = await request.post()
-        except (ValueError, web.HTTPRequestEntityTooLarge):
+            form = await read_form(request, max_bytes)
+        except web.HTTPRequestEntityTooLarge:
+            return refused(viewer, "The form was too large.", 413)
+        except ValueError:
             return refused(viewer, "The form could not be read.", 400)
         given = form.get("csrf")
         if not (isinstance(given, str) and hmac.compare_digest(as_bytes(given),

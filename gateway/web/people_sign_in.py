@@ -24,7 +24,7 @@ from gateway.runtime.client_address import client_address
 from gateway.runtime.clock import Clock
 from gateway.services.people import Identity, IdentityClash, InvalidUserName, People
 from gateway.store.base import Conflict, Store, StoreUnavailable
-from gateway.web.pages import Viewer, escape, page, same_origin, see_other
+from gateway.web.pages import Viewer, escape, page, read_form, same_origin, see_other
 
 SESSION_COOKIE = "review_session"
 MAX_FORM_BYTES = 4 * 1024
@@ -190,7 +190,10 @@ class PeopleSignIn:
             return page("Sign out", refusal_body("This sign-out came from another site."),
                         status=403)
         try:
-            form = await request.post()
+            form = await read_form(request, MAX_FORM_BYTES)
+        except web.HTTPRequestEntityTooLarge:
+            return page("Sign out", refusal_body("The sign-out form was too large."),
+                        status=413)
         except ValueError:
             form = {}  # type: ignore[assignment]
         given = form.get("csrf")

@@ -30,7 +30,7 @@ from gateway.web.admin import ParameterError, only_parameters, rule_source
 from gateway.web.console import Console, unavailable
 from gateway.web.decisions import DECISION_CURSOR, decision_query
 from gateway.web.evidence_page import evidence_context
-from gateway.web.pages import Handler, Viewer, render_page, same_origin, see_other
+from gateway.web.pages import Handler, Viewer, read_form, render_page, same_origin, see_other
 from gateway.web.people_sign_in import MAX_FORM_BYTES
 
 PAGE_SIZE = 50
@@ -273,7 +273,9 @@ class ReviewRoutes:
         if (request.content_length or 0) > MAX_FORM_BYTES:
             return self._sign_in_page("The form was too large.", 413)
         try:
-            form = await request.post()
+            form = await read_form(request, MAX_FORM_BYTES)
+        except web.HTTPRequestEntityTooLarge:
+            return self._sign_in_page("The form was too large.", 413)
         except ValueError:
             return self._sign_in_page("The form could not be read.", 400)
         secret = form.get("secret")

@@ -28,7 +28,7 @@ from gateway.auth.unsubscribe_tokens import TokenClaims
 from gateway.runtime.logs import log_event
 from gateway.services.unsubscribe import ONE_CLICK, UNDO_WINDOW, Unsubscribe, link_id
 from gateway.store.base import StoreUnavailable
-from gateway.web.pages import same_origin, security_headers
+from gateway.web.pages import read_form, same_origin, security_headers
 from gateway.web.templating import render
 
 log = logging.getLogger("gateway.services.unsubscribe")
@@ -125,7 +125,9 @@ class UnsubscribeRoutes:
         if (request.content_length or 0) > MAX_FORM_BYTES:
             return _page("Request too large", "too_large", status=413)
         try:
-            form = await request.post()
+            form = await read_form(request, MAX_FORM_BYTES)
+        except web.HTTPRequestEntityTooLarge:
+            return _page("Request too large", "too_large", status=413)
         except ValueError:
             return _page("Bad request", "unreadable", status=400)
         if form.get(ONE_CLICK_FIELD) != ONE_CLICK_VALUE:

@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,9 +23,10 @@ from gateway.model import Role
 from gateway.runtime.clock import Clock
 from gateway.server import Gateway
 from gateway.services.people import Identity
+from gateway.store import open_store
 from gateway.store.base import ConsentQuery
 from gateway.web.people_sign_in import SESSION_COOKIE
-from tests.web.test_review import NOW, SSO, decision
+from tests.web.test_review import NOW, SSO, decision, review_app
 
 ROLES = {"admins": Role.ADMIN, "managers": Role.MANAGER, "reps": Role.REP}
 MARKUP = '"><svg onload=alert(1)></title></style>'
@@ -217,3 +219,50 @@ async def test_a_number_of_thousands_of_digits_is_a_400(console: Console, path: 
     assert response.status == 400
     assert ("limit: must be a whole number" in await response.text()
             or "since: that span reaches beyond the calendar" in await response.text())
+
+
+async def chunked(head: bytes, size: int) -> AsyncIterator[bytes]:
+    """A form body of `size` bytes sent without Content-Length (chunked)."""
+    yield head
+    for _ in range(size // 65536):
+        yield b"a" * 65536
+
+
+@pytest.mark.parametrize(("path", "signed_in"), [
+    ("/review/logout", False),
+    ("/auth/logout", False),
+    ("/u/not-a-token", False),
+    ("/webhooks/twilio", False),
+    ("/review/suppressions/add", True),
+])
+async def test_a_chunked_form_is_read_no_further_than_its_limit(
+    console: Console, path: str, signed_in: bool
+) -> None:
+    """Each form checked Content-Length only: a chunked body has none, and was read up to
+    the application's 64 MiB limit, by anyone (sign-in, sign-out, unsubscribe, Twilio's
+    webhook) before any check of who sent it."""
+    cookie = {"Cookie": f"{SESSION_COOKIE}={console.tokens['admin']}"} if signed_in else {}
+    response = await console.client.post(
+        path, data=chunked(b"List-Unsubscribe=One-Click&secret=x&reason=r&addresses=",
+                           4 * 1024 * 1024),
+        headers={"Content-Type": "application/x-www-form-urlencoded", **cookie},
+        allow_redirects=False)
+    assert response.status == 413
+
+
+async def test_a_chunked_sign_in_form_is_read_no_further_than_its_limit(
+    config_factory: Callable[..., Config], tmp_path: Path
+) -> None:
+    """The secret sign-in form (open without single sign-on) had the same hole: half a
+    MiB, under this test app's 1 MiB limit, was read and its secret checked (401)."""
+    store = open_store(f"sqlite:///{tmp_path}/login.db")
+    await store.open()
+    try:
+        async with TestClient(TestServer(review_app(store, config_factory()))) as client:
+            response = await client.post(
+                "/review/login", data=chunked(b"secret=", 512 * 1024),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                allow_redirects=False)
+            assert response.status == 413
+    finally:
+        await store.close()

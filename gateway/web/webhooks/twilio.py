@@ -35,6 +35,7 @@ from gateway.runtime.clock import Clock
 from gateway.runtime.logs import log_event
 from gateway.services.suppressions import Suppressions
 from gateway.store.base import Store, StoreUnavailable
+from gateway.web.pages import read_form
 
 log = logging.getLogger("gateway.twilio_webhook")
 
@@ -87,7 +88,9 @@ class TwilioWebhookRoutes:
         if (request.content_length or 0) > MAX_WEBHOOK_BYTES:
             return web.Response(status=413, text="request too large")
         try:
-            posted = await request.post()
+            posted = await read_form(request, MAX_WEBHOOK_BYTES)
+        except web.HTTPRequestEntityTooLarge:
+            return web.Response(status=413, text="request too large")
         except ValueError:
             return web.Response(status=400, text="malformed form body")
         params = [(k, v) for k, v in posted.items() if isinstance(v, str)]
