@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 import csv
 import io
-from datetime import datetime
+from datetime import UTC, datetime
 
 from gateway.addresses import InvalidAddress, suppression_key
 from gateway.model import Channel, Consent, ConsentKind
@@ -52,6 +52,11 @@ def make_consent(
         raise ConsentError("obtained_at needs a time zone offset")
     if not source.strip():
         raise ConsentError("a consent needs a source (where it was obtained)")
+    try:  # in UTC (as stored) and with its expiry, a date of years 1 to 9999
+        obtained_at.astimezone(UTC)
+        expiry = consent_expiry(consent_kind, obtained_at)
+    except (ValueError, OverflowError):  # it was a 500 from the console
+        raise ConsentError("obtained_at is too close to year 1 or 9999 to be stored") from None
     if "\x00" in source or "\x00" in evidence:
         # PostgreSQL's text cannot hold it: the same consent was stored on SQLite and
         # failed on PostgreSQL.
@@ -61,7 +66,7 @@ def make_consent(
         channel=consent_channel,
         kind=consent_kind,
         obtained_at=obtained_at,
-        expires_at=consent_expiry(consent_kind, obtained_at),
+        expires_at=expiry,
         source=source,
         evidence=evidence,
     )

@@ -266,3 +266,20 @@ async def test_a_chunked_sign_in_form_is_read_no_further_than_its_limit(
             assert response.status == 413
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(("kind", "obtained_at"), [
+    ("implied-purchase", "9999-06-01T00:00:00+00:00"),  # its expiry, 24 months on
+    ("express-written", "9999-12-31T23:00:00-05:00"),  # in UTC
+    ("express-written", "0001-01-01T00:00:00+05:00"),
+])
+async def test_a_consent_at_the_calendars_edge_is_a_400(
+    console: Console, kind: str, obtained_at: str
+) -> None:
+    """Was a 500: the expiry or the UTC time fell past year 9999 or before year 1."""
+    csrf = await csrf_of(console, "/review/consents")
+    response = await post(console, "/review/consents/add", {
+        "csrf": csrf, "subject": "+14155550100", "channel": "sms", "kind": kind,
+        "obtained_at": obtained_at, "source": "web form"})
+    assert response.status == 400
+    assert "obtained_at is too close to year 1 or 9999" in await response.text()
