@@ -264,7 +264,7 @@ def block_values(record: BlockRecord, write_time: WriteTime) -> tuple[object, ..
         record.sender,
         record.recipient,
         json.dumps([reason.as_dict() for reason in record.reasons]),
-        "," + "".join(f"{reason.code}," for reason in record.reasons),
+        stored_reason_codes(record),
         record.rules_version,
         record.message_id,
         record.subject,
@@ -381,7 +381,7 @@ def decision_values(record: DecisionRecord, write_time: WriteTime) -> tuple[obje
         record.purpose.value,
         record.outcome.value,
         json.dumps([reason.as_dict() for reason in record.reasons]),
-        "," + "".join(f"{reason.code}," for reason in record.reasons),
+        stored_reason_codes(record),
         record.rules_version,
         record.upstream_id,
         record.subject,
@@ -492,6 +492,30 @@ def summary_cells(query: DecisionQuery) -> list[DecisionQuery]:
         for outcome in ([query.outcome] if query.outcome else list(DecisionOutcome))
         for channel in ([query.channel] if query.channel else list(Channel))
     ]
+
+
+def stored_reason_codes(record: DecisionRecord) -> str:
+    """The reason_codes column: ',CODE1,CODE2,' (',' for an allowed decision), so a
+    filter on one code is a search for ',CODE,'."""
+    return "," + "".join(f"{reason.code}," for reason in record.reasons)
+
+
+def summary_of_decisions(records: Iterable[DecisionRecord], bucket_s: int) -> DecisionSummary:
+    """What `decision_summary` counts, from decisions already read: when a first page holds
+    every decision the filter matches, the page reads the window once instead of twice (a
+    search for one recipient in a week of ten million decisions is a scan of the week)."""
+    check_bucket(bucket_s)
+    cells: Counter[tuple[int, str, str]] = Counter()
+    reasons: Counter[tuple[str, str]] = Counter()
+    for record in records:
+        bucket = int(record.time.timestamp()) // bucket_s * bucket_s
+        cells[bucket, record.outcome.value, record.channel.value] += 1
+        if record.outcome is DecisionOutcome.BLOCKED:
+            reasons[record.channel.value, stored_reason_codes(record)] += 1
+    return decision_summary_of(
+        ((bucket, outcome, channel, n) for (bucket, outcome, channel), n in cells.items()),
+        ((channel, codes, n) for (channel, codes), n in reasons.items()),
+    )
 
 
 def decision_summary_of(

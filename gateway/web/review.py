@@ -26,6 +26,7 @@ from gateway.model import BlockRecord, Channel, DecisionOutcome, Role
 from gateway.rules.ruleset import RuleSet
 from gateway.services.decision_reports import evidence_document
 from gateway.store.base import DecisionQuery, DecisionSummary, StoreUnavailable
+from gateway.store.core import summary_of_decisions
 from gateway.web.admin import ParameterError, only_parameters, rule_source
 from gateway.web.console import Console, unavailable
 from gateway.web.decisions import DECISION_CURSOR, decision_query
@@ -313,7 +314,10 @@ class ReviewRoutes:
         assert query.since is not None and query.until is not None
         bucket_s = bucket_seconds((query.until - query.since).total_seconds())
         records = await self.store.query_decisions(query)
-        summary = await self.store.decision_summary(query, bucket_s)
+        if query.before_id is None and len(records) <= PAGE_SIZE:
+            summary = summary_of_decisions(records, bucket_s)  # the page holds every match
+        else:
+            summary = await self.store.decision_summary(query, bucket_s)
         shown = records[:PAGE_SIZE]
         kept = [(k, v) for k, v in values.items() if k != "cursor"]
         next_link = (

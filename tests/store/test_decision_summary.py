@@ -9,6 +9,7 @@ import pytest
 
 from gateway.model import Channel, DecisionOutcome
 from gateway.store.base import DecisionQuery, DecisionSummary, Store
+from gateway.store.core import summary_of_decisions
 from tests.store.test_decisions import decision
 from tests.store.test_store import T0, store  # noqa: F401  (the fixture)
 
@@ -85,3 +86,20 @@ async def test_a_summary_needs_a_window_and_a_positive_bucket(store: Store) -> N
         await store.decision_summary(DecisionQuery(since=T0), HOUR)
     with pytest.raises(ValueError):
         await store.decision_summary(DecisionQuery(**WINDOW), 0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("filters", [
+    {}, {"recipient": "client"}, {"outcome": DecisionOutcome.BLOCKED}, {"channel": Channel.SMS},
+    {"reason": "QUIET_HOURS"},
+])
+@pytest.mark.parametrize("bucket_s", [60, HOUR, 6 * HOUR])
+async def test_a_page_that_holds_every_match_counts_as_the_store_does(
+    store: Store, filters: dict[str, object], bucket_s: int  # noqa: F811
+) -> None:
+    """The console counts a first page that holds every match itself (one read of the
+    window, not two): it must agree with the store's own count, cell for cell."""
+    await seeded(store)
+    query = DecisionQuery(**{**WINDOW, **filters}, limit=100)  # type: ignore[arg-type]
+    page = await store.query_decisions(query)
+    assert page, "the filter should match something"
+    assert summary_of_decisions(page, bucket_s) == await store.decision_summary(query, bucket_s)

@@ -215,6 +215,8 @@ async def test_pages_walk_newest_first_without_overlap_keeping_the_filters(
     first_ids = decision_links(first)
     assert len(first_ids) == PAGE_SIZE
     assert "First page" not in first
+    # more than a page matches: the store counts the window, for every page alike
+    assert f"{total} decisions ({total} blocked)" in first
     link = re.search(r'<a href="(/review\?[^"]+)" rel="next">Next page</a>', first)
     assert link is not None
     url = link.group(1).replace("&amp;", "&")
@@ -223,6 +225,7 @@ async def test_pages_walk_newest_first_without_overlap_keeping_the_filters(
     second = await (await client.get(url)).text()
     second_ids = decision_links(second)
     assert len(second_ids) == total - PAGE_SIZE
+    assert f"{total} decisions ({total} blocked)" in second
     assert not set(first_ids) & set(second_ids)
     assert [int(i) for i in first_ids + second_ids] == sorted(
         (int(i) for i in first_ids + second_ids), reverse=True)
