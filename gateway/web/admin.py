@@ -176,6 +176,11 @@ class AdminRoutes:
             return json_error(503, "session not checked: the store is unavailable; retry")
         if viewer is None:
             return None
+        if viewer.account is None and viewer.role < Role.MANAGER:
+            # A rep's reading is scoped to its own account's records, and a person is no
+            # account: named after them, they could read an account that bears their name.
+            return json_error(403, "a person with the rep role reads nothing here; an agent "
+                              "reads its own account's decisions with the account's key")
         return Account(name=viewer.actor, secret="", role=viewer.role, sender_domains=())
 
     async def check(self, request: web.Request, account: Account) -> web.Response:

@@ -283,3 +283,15 @@ async def test_a_consent_at_the_calendars_edge_is_a_400(
         "obtained_at": obtained_at, "source": "web form"})
     assert response.status == 400
     assert "obtained_at is too close to year 1 or 9999" in await response.text()
+
+
+@pytest.mark.parametrize("path", ["/v1/decisions", "/v1/decisions?account=demo", "/v1/blocks"])
+async def test_a_person_with_the_rep_role_reads_no_account_through_the_api(
+    console: Console, path: str
+) -> None:
+    """A rep's reading is scoped to its account by name; a person is no account, so their
+    session must not stand in for one (an account named like their email would open)."""
+    refused = await console.get(path, "rep")
+    assert refused.status == 403, await refused.text()
+    assert "rep" in (await refused.json())["error"]
+    assert (await console.get("/v1/decisions", "manager")).status == 200
