@@ -282,8 +282,16 @@ role = "manager"
 """
 
 
-async def review_over_http(url: str) -> dict[str, float]:
-    """`GET /review` (the Activity page, default window) from a `gateway serve` over this
+REVIEW_PAGES = {
+    "GET /review over HTTP (Activity, 7 days)": "/review",
+    "GET /review over HTTP (Activity, 7 days, one recipient)":
+        f"/review?recipient=lead{ACTIVITY_RECIPIENT}%40",
+    "GET /review over HTTP (Activity, 30 days)": "/review?since=30d",
+}
+
+
+async def review_over_http(url: str) -> dict[str, dict[str, float]]:
+    """`GET /review` (the Activity page: REVIEW_PAGES) from a `gateway serve` over this
     store, its clock at NOW, signed in as a manager with an account secret: the page as a
     browser gets it, HTML rendered and sent."""
     import aiohttp
@@ -302,15 +310,20 @@ async def review_over_http(url: str) -> dict[str, float]:
                                for header in answer.headers.getall("Set-Cookie", [])]
                 headers = {"Cookie": "; ".join(cookies)}
 
-                async def activity() -> None:
-                    async with http.get(f"{base}/review", headers=headers,
-                                        allow_redirects=False) as page:
-                        body = await page.text()
-                        if page.status != 200 or "Activity" not in body:
-                            log = (Path(name) / "gateway.log").read_text()[-3000:]
-                            raise RuntimeError(f"GET /review: {page.status} {body[:300]}\n{log}")
+                def activity(path: str) -> Callable[[], Awaitable[None]]:
+                    async def get() -> None:
+                        async with http.get(f"{base}{path}", headers=headers,
+                                            allow_redirects=False) as page:
+                            body = await page.text()
+                            if page.status != 200 or "Activity" not in body:
+                                log = (Path(name) / "gateway.log").read_text()[-3000:]
+                                raise RuntimeError(
+                                    f"GET {path}: {page.status} {body[:300]}\n{log}")
 
-                return await timed(activity)
+                    return get
+
+                return {label: await timed(activity(path))
+                        for label, path in REVIEW_PAGES.items()}
 
 
 async def on_store(
@@ -337,9 +350,9 @@ async def on_store(
     finally:
         await store.close()
     if over_http and summarised:
-        queries["GET /review over HTTP (Activity, 7 days)"] = await review_over_http(url)
-        print(f"  GET /review: {queries['GET /review over HTTP (Activity, 7 days)']}",
-              flush=True)
+        for label, timing in (await review_over_http(url)).items():
+            queries[label] = timing
+            print(f"  {label}: {timing}", flush=True)
     return {"rows": rows, "fill_s": filled_s, "queries": queries}
 
 
