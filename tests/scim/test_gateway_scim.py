@@ -124,10 +124,12 @@ async def person(gateway: Gateway, person_id: str) -> PersonRow:
 
 
 async def review_page(gateway: Gateway, session_token: str) -> str:
+    """The page this session is shown at /review: the console, or, signed out, the sign-in
+    page it is sent to."""
     async with aiohttp.ClientSession(cookies={SESSION_COOKIE: session_token}) as http, \
-            http.get(f"http://127.0.0.1:{gateway.http_port}/review",
-                     allow_redirects=False) as response:
+            http.get(f"http://127.0.0.1:{gateway.http_port}/review") as response:
         assert response.status == 200
+        assert response.url.path in ("/review", "/review/login")
         return await response.text()
 
 

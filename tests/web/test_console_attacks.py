@@ -120,7 +120,7 @@ async def test_a_failing_console_page_is_a_500_page_with_the_headers(
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(console.gateway.services.store, "decision_summary", broken)
+    monkeypatch.setattr(console.gateway.services.store, "query_decisions", broken)
     response = await console.get("/review")
     assert response.status == 500
     assert "bug" not in await response.text()
