@@ -26,8 +26,8 @@ from multidict import MultiDict
 from gateway.model import AuditEvent, Role
 from gateway.store.base import AuditChain, AuditQuery
 from gateway.web.admin import AUDIT_CURSOR, ParameterError, audit_page, audit_query
-from gateway.web.console import Console, redirect_after_change
-from gateway.web.pages import Viewer, render_page
+from gateway.web.console import Console
+from gateway.web.pages import Viewer, render_page, see_other
 
 VERIFY_ACTION = "audit.verify"
 PAGE = "/review/audit"
@@ -145,4 +145,4 @@ class AuditLogPage:
             return form
         chain = await self.store.check_audit()
         await self.console.audit(request, viewer, VERIFY_ACTION, check_details(chain))
-        return redirect_after_change(PAGE)
+        return see_other(PAGE)

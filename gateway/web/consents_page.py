@@ -15,7 +15,7 @@ from gateway.model import Channel, Consent, ConsentKind, Role
 from gateway.services.consents import ConsentError, make_consent, read_consents_csv
 from gateway.store.base import ConsentKey, ConsentQuery
 from gateway.web.admin import ParameterError, parse_field_time
-from gateway.web.console import Console, Form, redirect_after_change, refused
+from gateway.web.console import Console, Form, refused
 from gateway.web.console_lists import (
     PAGE_SIZE,
     added_counts,
@@ -25,7 +25,7 @@ from gateway.web.console_lists import (
     shown_time,
     text_field,
 )
-from gateway.web.pages import Viewer, render_page
+from gateway.web.pages import Viewer, render_page, see_other
 
 FORM_BYTES = 16 * 1024
 MAX_IMPORT_BYTES = 512 * 1024
@@ -119,7 +119,7 @@ class ConsentsPage:
             request, viewer, "consent.add", {"count": len(consents), "new": added},
             subject=",".join(subjects)[:2000],
         )
-        return redirect_after_change("/review/consents?" + urlencode({
+        return see_other("/review/consents?" + urlencode({
             "done": "added", "n": len(consents), "new": added,
             **({"q": subjects[0]} if len(subjects) == 1 else {}),
         }))

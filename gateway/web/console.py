@@ -21,8 +21,7 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from gateway.model import AuditEvent, Role
-from gateway.runtime.client_address import client_address
+from gateway.model import Role
 from gateway.runtime.logs import log_event
 from gateway.store.base import StoreUnavailable
 from gateway.web.pages import Handler, Viewer, read_form, render_page, same_origin, see_other
@@ -83,14 +82,11 @@ class Console:
     ) -> None:
         """A console change in the audit log, naming the person (or account) who made it;
         `subject` names the addresses it concerns, so a privacy export finds the entry."""
-        await self.store.append_audit(AuditEvent(
-            time=self.clock.now(), actor=viewer.actor, action=action, subject=subject,
-            details={
-                "remote": client_address(request), "method": viewer.method,
-                **({"person_id": viewer.person_id} if viewer.person_id else {}),
-                **details,
-            },
-        ))
+        await self.sign_in.audit(request, action, viewer.actor, {
+            "method": viewer.method,
+            **({"person_id": viewer.person_id} if viewer.person_id else {}),
+            **details,
+        }, subject=subject)
 
 
 CONSOLE_PREFIX = "/review"
@@ -141,8 +137,3 @@ def unavailable(viewer: Viewer | None) -> web.Response:
     )
     response.headers["Retry-After"] = "60"
     return response
-
-
-def redirect_after_change(location: str) -> web.Response:
-    """Post/redirect/get: a reload after a change does not post it again."""
-    return see_other(location)

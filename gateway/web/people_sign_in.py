@@ -221,9 +221,12 @@ class PeopleSignIn:
         return response
 
     async def audit(
-        self, request: web.Request, action: str, actor: str, details: Mapping[str, object]
+        self, request: web.Request, action: str, actor: str, details: Mapping[str, object],
+        *, subject: str = "",
     ) -> None:
+        """An entry naming the client's address; every sign-in and console change writes
+        through here."""
         await self.store.append_audit(AuditEvent(
-            time=self.clock.now(), actor=actor or "unknown", action=action,
+            time=self.clock.now(), actor=actor or "unknown", action=action, subject=subject,
             details={"remote": client_address(request), **details},
         ))

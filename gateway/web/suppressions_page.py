@@ -15,7 +15,7 @@ from gateway.model import Role
 from gateway.services.suppressions import Suppressions
 from gateway.store.base import ERASED_SOURCE, SuppressionQuery
 from gateway.web.admin import ParameterError, address_key
-from gateway.web.console import Console, redirect_after_change, refused
+from gateway.web.console import Console, refused
 from gateway.web.console_lists import (
     PAGE_SIZE,
     added_counts,
@@ -25,7 +25,7 @@ from gateway.web.console_lists import (
     shown_time,
     text_field,
 )
-from gateway.web.pages import Viewer, render_page
+from gateway.web.pages import Viewer, render_page, see_other
 
 CONSOLE_SOURCE = "console"
 MAX_REASON = 500
@@ -90,7 +90,7 @@ class SuppressionsPage:
         added = await self.suppressions.add(
             keys, source=CONSOLE_SOURCE, reason=reason, actor=viewer.actor
         )
-        return redirect_after_change("/review/suppressions?" + urlencode({
+        return see_other("/review/suppressions?" + urlencode({
             "done": "added", "n": len(keys), "new": added,
             **({"q": keys[0]} if len(keys) == 1 else {}),
         }))
@@ -110,7 +110,7 @@ class SuppressionsPage:
             return refused(viewer, f"{key} is not on the suppression list; nothing was changed.",
                            404)
         await self.suppressions.remove([key], actor=viewer.actor, reason=reason)
-        return redirect_after_change(
+        return see_other(
             "/review/suppressions?" + urlencode({"done": "removed", "q": key})
         )
 
