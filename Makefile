@@ -2,9 +2,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= gateway.example.toml
+TOOLS := .venv-tools
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE := compliance-gateway:$(VERSION)
 
 .PHONY: run test lint bench clean browser prometheus k8s-rules rules-table postfix postgresql screenshots \
-	dkim-verifier oidc-provider saml-idp
+	dkim-verifier oidc-provider saml-idp audit lock sbom image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +26,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-test browser prometheus postgresql dkim-verifier oidc-provider saml-idp
 	$(BIN)/ruff check .
+	$(BIN)/python deploy/audit_dependencies.py
 	$(BIN)/python -m pytest
 	GATEWAY_SPEEDUPS=0 $(BIN)/python -m pytest -q tests/mail tests/speedups tests/ingress \
 	  tests/upstream tests/rewrite tests/e2e/test_hostile_input.py tests/e2e/test_dkim_signing.py
@@ -139,9 +143,36 @@ postfix:
 	    if postfix status >/dev/null 2>&1; then postfix stop; fi; \
 	  else echo "not root or no apt-get: postfix not installed, the SMTP benchmark skips that baseline"; fi; }
 
+# pip-audit over the installed environment and deploy/requirements.lock (policy and the
+# ignore file: deploy/audit_dependencies.py); `make test` runs it too.
+audit: $(VENV)/.installed-test
+	$(BIN)/python deploy/audit_dependencies.py
+
+$(TOOLS)/.installed: deploy/tools-requirements.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet -r deploy/tools-requirements.txt
+	touch $@
+
+# The image's dependencies, hashed: pyproject's runtime dependencies (no extras) and the build
+# backend, resolved for the image's Python 3.11 on Linux within constraints.txt.
+lock: $(TOOLS)/.installed
+	$(TOOLS)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	  --python-platform linux --constraint constraints.txt --custom-compile-command "make lock" \
+	  --output-file deploy/requirements.lock pyproject.toml deploy/build-backend.in
+
+# CycloneDX SBOM of what the image installs (deploy/requirements.lock), in dist/.
+sbom: $(TOOLS)/.installed
+	mkdir -p dist
+	$(TOOLS)/bin/cyclonedx-py requirements --pyproject pyproject.toml --output-reproducible \
+	  --of JSON -o dist/sbom.cdx.json deploy/requirements.lock
+
+# The image the compose stack and deploy/k8s run (their tag is checked against this one).
+image:
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) -f deploy/Dockerfile .
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) $(TOOLS) var
