@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import re
 import sys
@@ -284,16 +286,32 @@ async def test_forged_truncated_and_replayed_tokens_unsubscribe_nobody_else(gate
     tokens = gateway.services.unsubscribe.tokens
     now = gateway.clock.now()
     bob = tokens.issue("bob@client.example.net", "katie@example.com", Channel.EMAIL, now)
-    key_id, payload, signature = bob.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    ann_payload = base64.urlsafe_b64encode(
-        json.dumps({**claims, "r": "ann@client.example.net"}, separators=(",", ":")).encode()
+    key_id, sealed = bob.split(".")
+    blob = bytearray(base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4)))
+    # The cipher is a stream: XOR "bob" into "ann" where the recipient starts (after the
+    # version byte, the 16-byte tag, and channel, time and length in the claims).
+    at = 1 + 16 + 6
+    delta = bytes(b ^ a for b, a in zip(b"bob", b"ann", strict=True))
+    blob[at:at + 3] = bytes(c ^ d for c, d in zip(blob[at:at + 3], delta, strict=True))
+    ann = base64.urlsafe_b64encode(bytes(blob)).decode().rstrip("=")
+    # The earlier, signed format (still honoured): bob's signature on ann's claims.
+    old_key = tokens.keys[key_id][0]
+    claims = {"r": "bob@client.example.net", "s": "katie@example.com", "c": "email", "t": 1}
+    payload, ann_payload = (
+        base64.urlsafe_b64encode(json.dumps(c, separators=(",", ":")).encode()).decode()
+        .rstrip("=") for c in (claims, {**claims, "r": "ann@client.example.net"})
+    )
+    signature = base64.urlsafe_b64encode(hmac.new(
+        old_key, f"{key_id}.{payload}".encode(), hashlib.sha256).digest()[:16]
     ).decode().rstrip("=")
+    assert tokens.verify(f"{key_id}.{payload}.{signature}") is not None
     forged = [
+        f"{key_id}.{ann}",  # bob's token with ann written into its ciphertext
         f"{key_id}.{ann_payload}.{signature}",  # bob's signature on ann's claims
         bob[:-1],  # truncated
         bob[:-1] + ("A" if bob[-1] != "A" else "B"),  # one character changed
-        f"k2.{payload}.{signature}",  # unknown key id
+        f"k2.{sealed}",  # unknown key id
+        f"k2.{payload}.{signature}",
         f"{key_id}.{payload}",  # no signature
         "a" * 5000,
     ]
