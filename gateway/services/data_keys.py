@@ -1,0 +1,192 @@
+"""The data keys personal data is sealed with, checked against the store before anything
+is read or written.
+
+Data keys never live in the store they protect: they come from `[encryption] keys`, or
+from `data_dir/data-keys.json`, generated on first start (so encryption is on by default).
+The store keeps, per key id, a fingerprint (a replica holding another key under an id
+refuses to start, naming it) and the time the id was first used (its age at /metrics).
+The blind-index key is random and kept in the store only sealed under a data key, one copy
+per data key, so rotating data keys never rewrites an index.
+
+A store that holds data sealed under a key id this process lacks refuses start-up naming
+the id; so does `enabled = false` on a store that holds ciphertext: no process ever writes
+plaintext beside ciphertext.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway.config.settings import TOKEN_KEY_ID, Config, ConfigError
+from gateway.store.base import SharedSettings
+from gateway.store.sealing import (
+    KEY_BYTES,
+    PLAIN,
+    DataCipher,
+    DataKeyring,
+    SealedDataError,
+    fingerprint,
+    generate_key,
+)
+
+DATA_KEY_FILE = "data-keys.json"
+FINGERPRINT = "fingerprint:data-key:"
+CREATED = "created:data-key:"
+RETIRED = "retired:data-key:"
+WRAPPED_INDEX_KEY = "wrapped:index-key:"
+INDEX_KEY_COLUMN = "settings.index_key"
+GENERATED_KEY_ID = "d1"
+
+KeyName = Callable[[str], str]
+"""How an error names a data key id: its config key, or the generated file's."""
+
+
+@dataclass(frozen=True)
+class DataKeys:
+    cipher: DataCipher
+    created_at: dict[str, datetime]
+
+
+async def data_keys(config: Config, store: SharedSettings, now: datetime) -> DataKeys:
+    if not config.encryption.enabled:
+        if await store.settings_named(FINGERPRINT):
+            raise ConfigError(
+                "encryption.enabled",
+                "this store holds data sealed with data keys: encryption cannot be turned off",
+            )
+        return DataKeys(PLAIN, {})
+    keys, active, created = _configured_or_generated(config, now)
+    where = _key_name(config)
+    for key_id, key in keys.items():
+        stored = await store.claim_setting(FINGERPRINT + key_id, fingerprint(key))
+        if stored != fingerprint(key):
+            raise ConfigError(
+                where(key_id),
+                "differs from the key this store's data was sealed with under that id (its "
+                "fingerprint is in the store): give every replica the same key, or a new id",
+            )
+    retired = {name.removeprefix(RETIRED) for name in await store.settings_named(RETIRED)}
+    for name in await store.settings_named(FINGERPRINT):
+        key_id = name.removeprefix(FINGERPRINT)
+        if key_id not in keys and key_id not in retired:
+            raise ConfigError(
+                where(key_id),
+                "is missing: this store holds data sealed under it (keep it configured until "
+                "`keys rotate-data` has re-sealed everything under the active key)",
+            )
+    created_at = {
+        key_id: datetime.fromisoformat(
+            await store.claim_setting(CREATED + key_id, created.get(key_id, now).isoformat())
+        )
+        for key_id in keys
+    }
+    index_key = await _index_key(store, keys, active, where)
+    return DataKeys(DataCipher(DataKeyring(keys, active, index_key)), created_at)
+
+
+def _key_name(config: Config) -> KeyName:
+    if config.encryption.keys:
+        return lambda key_id: f"encryption.keys.{key_id}"
+    path = config.data_dir / DATA_KEY_FILE
+    return lambda key_id: f"encryption.keys.{key_id} ({path})"
+
+
+def _configured_or_generated(
+    config: Config, now: datetime
+) -> tuple[dict[str, bytes], str, dict[str, datetime]]:
+    if config.encryption.keys:
+        return dict(config.encryption.keys), config.encryption.active, {}
+    path = config.data_dir / DATA_KEY_FILE
+    if not path.exists():
+        _write_generated(path, now)
+    return _read_generated(path)
+
+
+def _write_generated(path: Path, now: datetime) -> None:
+    """Created exclusively and private: two processes starting together keep one key."""
+    document = {
+        "active": GENERATED_KEY_ID,
+        "keys": {
+            GENERATED_KEY_ID: {
+                "key": base64.b64encode(generate_key()).decode(),
+                "created_at": now.astimezone(UTC).isoformat(),
+            }
+        },
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ConfigError("gateway.data_dir", f"cannot create {path}: {exc}") from exc
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        json.dump(document, file, indent=2)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _read_generated(path: Path) -> tuple[dict[str, bytes], str, dict[str, datetime]]:
+    """A damaged file stops start-up naming it: a guessed key would seal data nobody can
+    open later."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        keys: dict[str, bytes] = {}
+        created: dict[str, datetime] = {}
+        for key_id, entry in document["keys"].items():
+            if not TOKEN_KEY_ID.match(key_id):
+                raise ValueError(f"key id {key_id!r} is not 1-16 letters, digits, _ or -")
+            keys[key_id] = base64.b64decode(entry["key"], validate=True)
+            if len(keys[key_id]) != KEY_BYTES:
+                raise ValueError(f"key {key_id!r} is not {KEY_BYTES} bytes")
+            created[key_id] = datetime.fromisoformat(entry["created_at"])
+        active = document["active"]
+        if active not in keys:
+            raise ValueError(f"active names no key: {active!r}")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError,
+            binascii.Error) as exc:
+        raise ConfigError(
+            "gateway.data_dir",
+            f"{path} (the generated data keys) is damaged: {exc}; restore it from backup",
+        ) from exc
+    return keys, active, created
+
+
+async def _index_key(
+    store: SharedSettings, keys: dict[str, bytes], active: str, where: KeyName
+) -> bytes:
+    """The store's blind-index key, unwrapped with any key held, and wrapped under the
+    active key too (so the old key can retire)."""
+    wrapper = DataCipher(DataKeyring(keys, active, b""))
+    wrapped = await store.settings_named(WRAPPED_INDEX_KEY)
+    if not wrapped:
+        candidate = wrapper.seal(base64.b64encode(generate_key()).decode(), INDEX_KEY_COLUMN)
+        claimed = await store.claim_setting(WRAPPED_INDEX_KEY + active, candidate)
+        wrapped = {WRAPPED_INDEX_KEY + active: claimed}
+    held = {name: value for name, value in wrapped.items()
+            if name.removeprefix(WRAPPED_INDEX_KEY) in keys}
+    if not held:
+        ids = ", ".join(sorted(name.removeprefix(WRAPPED_INDEX_KEY) for name in wrapped))
+        raise ConfigError(
+            where(sorted(name.removeprefix(WRAPPED_INDEX_KEY) for name in wrapped)[0]),
+            f"is missing: the store's index key is sealed under data key(s) {ids} only",
+        )
+    name, value = sorted(held.items())[0]
+    try:
+        index_key = base64.b64decode(wrapper.open(value, INDEX_KEY_COLUMN, f"settings {name}"))
+    except (SealedDataError, binascii.Error, ValueError) as exc:
+        raise ConfigError(where(name.removeprefix(WRAPPED_INDEX_KEY)), f"does not open the "
+                          f"store's index key: {exc}") from exc
+    if WRAPPED_INDEX_KEY + active not in wrapped:
+        await store.claim_setting(
+            WRAPPED_INDEX_KEY + active,
+            wrapper.seal(base64.b64encode(index_key).decode(), INDEX_KEY_COLUMN),
+        )
+    return index_key

@@ -1,0 +1,222 @@
+"""Personal data sealed at rest: AES-256-GCM ciphertext, keyed blind indexes and keyed
+substring signatures, shared by every store backend.
+
+A sealed value names its key id, so keys rotate (`keys rotate-data` re-seals under the
+active key while every configured key still opens). The column a sealed value sits in is
+its associated data: a ciphertext copied into another column does not open.
+
+Lookups never decrypt. A blind index is a truncated HMAC-SHA256 of the normalised value
+under the index key, so an equality lookup stays one indexed read; it tells a reader of
+the raw file which rows share a value, never the value. The index key is random, kept in
+the store only wrapped (sealed) under a data key, so rotating data keys does not move a
+single index entry.
+
+Partial search uses a 63-bit signature per text: one bit per keyed hash of each trigram of
+its case-folded form. A search ANDs its own trigrams' bits against the column, and only the
+candidates that pass are decrypted and compared. The leak, traded for speed: rows whose
+texts share trigrams share bits, so the raw file shows which rows are alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+SEALED_PREFIX = "\x1e"
+"""Starts every sealed value: a control character no address or stored subject starts with,
+so a row written before encryption reads as what it is."""
+
+BLIND_PREFIX = "~"
+"""Starts every blind index (an address starts with a letter, a digit or '+', and an
+erased row's hash with 'erased:')."""
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+BLIND_BYTES = 16
+SIGNATURE_BITS = 63
+"""Bits of a search signature: a signed 64-bit integer column on both stores, sign bit
+unused."""
+
+
+class SealedDataError(Exception):
+    """A stored value that does not open: truncated, altered, or sealed under a key this
+    process does not hold. Names the record, never its content."""
+
+    def __init__(self, record: str, problem: str) -> None:
+        super().__init__(f"{record}: {problem}")
+        self.record = record
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class DataKeyring:
+    """The data keys by id, the one that seals, and the key blind indexes are made with."""
+
+    keys: Mapping[str, bytes] = field(repr=False)
+    active: str
+    index_key: bytes = field(repr=False)
+
+
+def _encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _decode(text: str) -> bytes:
+    """Strict: a character outside the alphabet is damage, not something to skip."""
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+
+
+def is_sealed(stored: str) -> bool:
+    return stored.startswith(SEALED_PREFIX)
+
+
+def sealed_key_id(stored: str) -> str | None:
+    """The key id a sealed value was made with (None for plaintext): rotation finds the
+    rows still under an old key by it."""
+    if not is_sealed(stored):
+        return None
+    return stored[1:].partition(":")[0]
+
+
+def search_folded(text: str) -> str:
+    """How a text and a search for part of it are compared: case-folded."""
+    return text.casefold()
+
+
+def trigrams(text: str) -> set[str]:
+    folded = search_folded(text)
+    return {folded[i : i + 3] for i in range(len(folded) - 2)}
+
+
+class DataCipher:
+    """Seals, opens and indexes with one keyring. Everything is per value and pure but for
+    the random nonce, so the store's row encoders call it inline."""
+
+    enabled = True
+
+    def __init__(self, keyring: DataKeyring) -> None:
+        if keyring.active not in keyring.keys:
+            raise ValueError(f"active data key {keyring.active!r} is not among the keys")
+        self._aead = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()}
+        self._active = keyring.active
+        self._index_key = keyring.index_key
+        self._signature_key = hmac.new(keyring.index_key, b"search-signature", "sha256").digest()
+
+    @property
+    def active_key_id(self) -> str:
+        return self._active
+
+    def seal(self, plaintext: str, column: str) -> str:
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._aead[self._active].encrypt(nonce, plaintext.encode(), column.encode())
+        return f"{SEALED_PREFIX}{self._active}:{_encode(nonce + sealed)}"
+
+    def open(self, stored: str, column: str, record: str) -> str:
+        """The plaintext of a sealed value; a value stored before encryption is returned as
+        it is (an existing database is sealed in the background, `services.data_migration`)."""
+        if not is_sealed(stored):
+            return stored
+        key_id, separator, body = stored[1:].partition(":")
+        aead = self._aead.get(key_id)
+        if not separator or aead is None:
+            raise SealedDataError(record, f"{column} is sealed under data key {key_id!r}, "
+                                  "which this gateway does not hold")
+        try:
+            raw = _decode(body)
+        except (binascii.Error, ValueError):
+            raise SealedDataError(record, f"{column} is not valid ciphertext") from None
+        if len(raw) < NONCE_BYTES + TAG_BYTES:
+            raise SealedDataError(record, f"{column} is truncated")
+        try:
+            plain = aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], column.encode())
+        except InvalidTag:
+            raise SealedDataError(record, f"{column} was altered or truncated") from None
+        return plain.decode()
+
+    def open_optional(self, stored: str | None, column: str, record: str) -> str | None:
+        return None if stored is None else self.open(stored, column, record)
+
+    def blind(self, value: str) -> str:
+        """The blind index of an already-normalised value (callers normalise as the column
+        always has: an address key, an E.164 number)."""
+        digest = hmac.new(self._index_key, value.encode(), hashlib.sha256).digest()
+        return BLIND_PREFIX + _encode(digest[:BLIND_BYTES])
+
+    def signature(self, text: str) -> int:
+        """The search signature of a stored text (0 for one shorter than three characters)."""
+        return self._bits(trigrams(text))
+
+    def search_mask(self, term: str) -> int:
+        """The bits every row containing `term` has; 0 (every row a candidate) for a term
+        shorter than three characters."""
+        return self._bits(trigrams(term))
+
+    def _bits(self, grams: set[str]) -> int:
+        bits = 0
+        for gram in grams:
+            digest = hmac.new(self._signature_key, gram.encode(), hashlib.sha256).digest()
+            bits |= 1 << (int.from_bytes(digest[:4], "big") % SIGNATURE_BITS)
+        return bits
+
+
+class PlainCipher(DataCipher):
+    """No encryption: `[encryption] enabled = false` (the benchmarks' baseline), and a store
+    used directly by tests. Refuses to open what a keyed gateway sealed."""
+
+    enabled = False
+
+    def __init__(self) -> None:
+        self._active = ""
+        self._index_key = b""
+        self._signature_key = b"search-signature"
+        self._aead = {}
+
+    def seal(self, plaintext: str, column: str) -> str:
+        return plaintext
+
+    def blind(self, value: str) -> str:
+        return value
+
+
+PLAIN = PlainCipher()
+
+
+def generate_key() -> bytes:
+    return os.urandom(KEY_BYTES)
+
+
+def fingerprint(key: bytes) -> str:
+    """What the store keeps of a data key: a replica holding another key under the same id
+    is found at start-up, before it writes anything."""
+    return hmac.new(key, b"data-key-fingerprint", hashlib.sha256).hexdigest()
+
+
+class SealedColumns:
+    """The cipher a store seals and indexes with; `PLAIN` until the gateway gives it its
+    keys (`services.data_keys`), which it does before serving anything."""
+
+    _cipher: DataCipher = PLAIN
+
+    async def use_data_cipher(self, cipher: DataCipher) -> None:
+        self._cipher = cipher
+
+    def _lookup_forms(self, values: Iterable[str]) -> dict[str, str]:
+        """Stored form -> the caller's value, for looking `values` up in a blind-indexed
+        column: the blind index, and while encryption is on the value itself too, since a
+        row written before encryption holds it in clear until the sealing pass reaches it.
+        Under PLAIN both forms are one. Blank values name nothing and are left out."""
+        forms: dict[str, str] = {}
+        for value in values:
+            if value:
+                forms.setdefault(self._cipher.blind(value), value)
+                forms.setdefault(value, value)
+        return forms

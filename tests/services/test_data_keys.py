@@ -1,0 +1,152 @@
+"""Data keys (gateway/services/data_keys.py): generated on first start, checked against the
+store's fingerprints, refused by name when missing or different, never stored in the clear."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from gateway.config.settings import ConfigError, build_config
+from gateway.services.data_keys import DATA_KEY_FILE, data_keys
+from gateway.store.sealing import PLAIN
+from gateway.store.sqlite import SqliteStore
+
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+
+def key_text() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def config_for(tmp_path: Path, encryption: dict[str, object] | None = None):  # type: ignore[no-untyped-def]
+    raw: dict[str, object] = {"gateway": {"data_dir": str(tmp_path / "data")}}
+    if encryption is not None:
+        raw["encryption"] = encryption
+    return build_config(raw, source=None, base_dir=tmp_path)
+
+
+@pytest.fixture
+async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    opened = SqliteStore(tmp_path / "gateway.db")
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def test_a_key_is_generated_privately_into_data_dir_and_used_again(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    config = config_for(tmp_path)
+    first = await data_keys(config, store, NOW)
+    path = tmp_path / "data" / DATA_KEY_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert first.cipher.enabled and first.created_at == {"d1": NOW}
+    sealed = first.cipher.seal("lead@example.com", "t.c")
+    again = await data_keys(config, store, NOW.replace(year=2027))
+    assert again.cipher.open(sealed, "t.c", "r") == "lead@example.com"
+    assert again.cipher.blind("lead@example.com") == first.cipher.blind("lead@example.com")
+    assert again.created_at == {"d1": NOW}
+
+
+async def test_the_store_holds_no_data_key_and_no_index_key_in_the_clear(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    config = config_for(tmp_path)
+    await data_keys(config, store, NOW)
+    document = json.loads((tmp_path / "data" / DATA_KEY_FILE).read_text())
+    key = document["keys"]["d1"]["key"]
+    settings = await store.settings_named("")
+    assert all(key not in value for value in settings.values())
+    assert all(value.startswith("\x1e") for name, value in settings.items()
+               if name.startswith("wrapped:index-key:"))
+
+
+async def test_another_key_under_the_same_id_refuses_start_naming_it(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    await data_keys(config_for(tmp_path, {"keys": {"k1": key_text()}}), store, NOW)
+    with pytest.raises(ConfigError) as caught:
+        await data_keys(config_for(tmp_path, {"keys": {"k1": key_text()}}), store, NOW)
+    assert caught.value.key == "encryption.keys.k1"
+
+
+async def test_a_missing_key_the_store_holds_data_under_refuses_start_naming_it(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    k1 = key_text()
+    await data_keys(config_for(tmp_path, {"keys": {"k1": k1}}), store, NOW)
+    with pytest.raises(ConfigError) as caught:
+        await data_keys(config_for(tmp_path, {"keys": {"k2": key_text()}}), store, NOW)
+    assert caught.value.key == "encryption.keys.k1"
+
+
+async def test_a_new_active_key_keeps_every_blind_index_and_opens_old_data(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    k1 = key_text()
+    before = await data_keys(config_for(tmp_path, {"keys": {"k1": k1}}), store, NOW)
+    sealed = before.cipher.seal("+15551234567", "t.c")
+    after = await data_keys(
+        config_for(tmp_path, {"keys": {"k1": k1, "k2": key_text()}, "active": "k2"}), store, NOW
+    )
+    assert after.cipher.active_key_id == "k2"
+    assert after.cipher.blind("+15551234567") == before.cipher.blind("+15551234567")
+    assert after.cipher.open(sealed, "t.c", "r") == "+15551234567"
+    assert "wrapped:index-key:k2" in await store.settings_named("wrapped:index-key:")
+
+
+async def test_encryption_cannot_be_turned_off_on_a_store_holding_ciphertext(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    assert (await data_keys(config_for(tmp_path, {"enabled": False}), store, NOW)).cipher is PLAIN
+    await data_keys(config_for(tmp_path), store, NOW)
+    with pytest.raises(ConfigError) as caught:
+        await data_keys(config_for(tmp_path, {"enabled": False}), store, NOW)
+    assert caught.value.key == "encryption.enabled"
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        "not json",
+        json.dumps(
+            {"active": "d1", "keys": {"d1": {"key": "c2hvcnQ=", "created_at": "2026-01-01"}}}
+        ),
+        json.dumps({"active": "d9", "keys": {}}),
+    ],
+)
+async def test_a_damaged_generated_key_file_refuses_start_naming_it(
+    tmp_path: Path, store: SqliteStore, damaged: str
+) -> None:
+    path = tmp_path / "data" / DATA_KEY_FILE
+    path.parent.mkdir(parents=True)
+    path.write_text(damaged)
+    with pytest.raises(ConfigError) as caught:
+        await data_keys(config_for(tmp_path), store, NOW)
+    assert caught.value.key == "gateway.data_dir" and str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("encryption", "key"),
+    [
+        ({"keys": {"k1": "dG9vIHNob3J0"}}, "encryption.keys.k1"),
+        ({"keys": {"k1": "not base64!"}}, "encryption.keys.k1"),
+        ({"keys": {"k 1": base64.b64encode(bytes(32)).decode()}}, "encryption.keys.k 1"),
+        ({"keys": {"k1": base64.b64encode(bytes(32)).decode()}, "active": "k2"},
+         "encryption.active"),
+        ({"active": "k1"}, "encryption.active"),
+        ({"keys": {}}, "encryption.keys"),
+    ],
+)
+def test_a_bad_encryption_setting_names_its_key(
+    tmp_path: Path, encryption: dict[str, object], key: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_for(tmp_path, encryption)
+    assert caught.value.key == key

@@ -1,0 +1,130 @@
+"""Sealing, blind indexes and search signatures (gateway/store/sealing.py), table-tested."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from gateway.store.sealing import (
+    PLAIN,
+    SEALED_PREFIX,
+    DataCipher,
+    DataKeyring,
+    SealedDataError,
+    sealed_key_id,
+    trigrams,
+)
+
+
+def cipher(
+    keys: dict[str, bytes] | None = None, active: str = "k1", index: bytes = b""
+) -> DataCipher:
+    keys = keys or {"k1": os.urandom(32)}
+    return DataCipher(DataKeyring(keys, active, index or os.urandom(32)))
+
+
+def test_a_sealed_value_opens_to_its_plaintext_and_shows_none_of_it() -> None:
+    c = cipher()
+    sealed = c.seal("Bob.Lead@Example.com", "decisions.recipient")
+    assert sealed.startswith(SEALED_PREFIX) and sealed_key_id(sealed) == "k1"
+    assert "bob" not in sealed.lower() and "example" not in sealed.lower()
+    assert c.open(sealed, "decisions.recipient", "decision 1") == "Bob.Lead@Example.com"
+
+
+def test_sealing_the_same_value_twice_gives_two_ciphertexts() -> None:
+    c = cipher()
+    assert c.seal("+15551234567", "t.c") != c.seal("+15551234567", "t.c")
+
+
+def test_a_ciphertext_moved_to_another_column_does_not_open() -> None:
+    c = cipher()
+    sealed = c.seal("secret subject", "decisions.subject")
+    with pytest.raises(SealedDataError) as caught:
+        c.open(sealed, "decisions.recipient", "decision 7")
+    assert caught.value.record == "decision 7"
+    assert "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda s: s[:-5],  # truncated tag
+        lambda s: s[: len(SEALED_PREFIX) + 3 + 10],  # truncated below nonce + tag
+        lambda s: s[:-2] + ("A" if s[-2] != "A" else "B") + s[-1],  # one character changed
+        lambda s: s.replace(":", ":!", 1),  # not base64
+        lambda s: s.replace("k1:", "k9:", 1),  # a key id nobody holds
+        lambda s: s.replace("k1:", "k1", 1),  # no separator
+    ],
+)
+def test_a_damaged_ciphertext_is_an_error_naming_the_record(damage) -> None:  # type: ignore[no-untyped-def]
+    c = cipher()
+    sealed = c.seal("alice@example.org", "suppressions.address")
+    with pytest.raises(SealedDataError) as caught:
+        c.open(damage(sealed), "suppressions.address", "suppressions row ~x")
+    assert caught.value.record == "suppressions row ~x"
+    assert "alice" not in str(caught.value)
+
+
+def test_a_value_written_before_encryption_reads_as_it_is() -> None:
+    assert cipher().open("carol@example.com", "decisions.recipient", "decision 1") == (
+        "carol@example.com"
+    )
+
+
+def test_every_configured_key_opens_and_only_the_active_one_seals() -> None:
+    old, new = os.urandom(32), os.urandom(32)
+    index = os.urandom(32)
+    before = cipher({"k1": old}, "k1", index)
+    sealed = before.seal("dave@example.com", "t.c")
+    after = cipher({"k1": old, "k2": new}, "k2", index)
+    assert after.open(sealed, "t.c", "r") == "dave@example.com"
+    assert sealed_key_id(after.seal("x", "t.c")) == "k2"
+    with pytest.raises(SealedDataError):
+        cipher({"k2": new}, "k2", index).open(sealed, "t.c", "r")
+
+
+def test_a_blind_index_is_stable_per_index_key_and_reveals_nothing() -> None:
+    index = os.urandom(32)
+    one, same = cipher(index=index), cipher(index=index)
+    other = cipher()
+    value = "erin@example.com"
+    assert one.blind(value) == same.blind(value)
+    assert one.blind(value) != other.blind(value)
+    assert one.blind(value) != one.blind("erin@example.co")
+    assert "erin" not in one.blind(value) and one.blind(value).startswith("~")
+
+
+@pytest.mark.parametrize(
+    ("text", "term", "found"),
+    [
+        ("Frank.Lead@Example.COM", "example.com", True),
+        ("Frank.Lead@Example.COM", "LEAD@", True),
+        ("Quarterly pricing update", "pricing", True),
+        ("Quarterly pricing update", "PRICING UP", True),
+        ("Quarterly pricing update", "xyz", False),
+        ("+15551234567", "555123", True),
+    ],
+)
+def test_a_searched_part_finds_every_text_holding_it(text: str, term: str, found: bool) -> None:
+    """A text containing the term always has the term's bits (no false negative); the
+    candidates are decrypted and compared, so only a missing text may also pass."""
+    c = cipher()
+    mask = c.search_mask(term)
+    has_bits = c.signature(text) & mask == mask
+    if found:
+        assert has_bits
+    assert 0 <= c.signature(text) < 2**63
+
+
+def test_a_term_shorter_than_three_characters_makes_every_row_a_candidate() -> None:
+    assert cipher().search_mask("ab") == 0
+    assert trigrams("AbC") == {"abc"}
+
+
+def test_without_encryption_nothing_is_changed_and_nothing_sealed_opens() -> None:
+    assert PLAIN.seal("x@example.com", "t.c") == "x@example.com"
+    assert PLAIN.blind("x@example.com") == "x@example.com"
+    sealed = cipher().seal("x@example.com", "t.c")
+    with pytest.raises(SealedDataError):
+        PLAIN.open(sealed, "t.c", "r")
