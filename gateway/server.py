@@ -49,6 +49,7 @@ from gateway.runtime.processes import (
     inherited_listeners,
     is_first_worker,
 )
+from gateway.runtime.tls import ReloadableTls
 from gateway.services.people import People
 from gateway.services.privacy import Privacy, purge
 from gateway.services.retention import run_retention_periodically
@@ -69,6 +70,7 @@ from gateway.upstream.twilio import (
     RestTwilioUpstream,
     TwilioUpstream,
 )
+from gateway.web.access import ListenerAccess
 from gateway.web.admin import AdminRoutes
 from gateway.web.audit_page import AuditLogPage
 from gateway.web.consents_page import ConsentsPage
@@ -240,19 +242,32 @@ class Gateway:
         )
         self.sessions = SessionTracker(self.services.metrics)
         self.http_requests = InFlightRequests(self.services.metrics)
+        # A certificate or key that cannot be used stops start-up here, naming its setting.
+        self.tls = {
+            name: ReloadableTls(section.tls_cert, section.tls_key,
+                                f"{name}.tls_cert", f"{name}.tls_key")
+            for name, section in (("http", config.http), ("smtp", config.smtp))
+            if section.tls_cert is not None and section.tls_key is not None
+        }
+        self.access = ListenerAccess(
+            split=config.http.internal_listen is not None,
+            metrics_token=config.http.metrics_token,
+        )
         self._smtp_server: Listener | None = None
         self._http_listener: Listener | None = None
+        self._internal_listener: Listener | None = None
         self._http_runner: web.AppRunner | None = None
         self._retention_task: asyncio.Task[None] | None = None
         self._store_gauges_task: asyncio.Task[None] | None = None
         self.smtp_port = 0
         self.http_port = 0
+        self.internal_port = 0
 
     def http_app(self) -> web.Application:
         services = self.services
         app = web.Application(
             client_max_size=MAX_HTTP_BODY_BYTES,
-            middlewares=[self.http_requests.middleware, console_errors],
+            middlewares=[self.http_requests.middleware, self.access.middleware, console_errors],
         )
         app[TRUSTED_PROXIES] = self.config.http.trusted_proxies
         sign_in = PeopleSignIn(
@@ -331,10 +346,14 @@ class Gateway:
             self.config.smtp.max_footed_parts,
         )
         authenticator = AccountAuthenticator(self.authenticator)
-        smtp_socket, http_socket = inherited_listeners() or await self._bind_listeners()
+        smtp_socket, http_socket, *internal_socket = (
+            inherited_listeners() or await self._bind_listeners()
+        )
         self._make_room_for_connections()
+        smtp_tls = self.tls.get("smtp")
         self._smtp_server = start_smtp_server(
-            self.config, handler, authenticator, self.sessions, smtp_socket, services.metrics
+            self.config, handler, authenticator, self.sessions, smtp_socket, services.metrics,
+            tls=smtp_tls.context if smtp_tls else None,
         )
         self.smtp_port = self._smtp_server.port
         self._http_runner = web.AppRunner(
@@ -343,10 +362,20 @@ class Gateway:
         )
         await self._http_runner.setup()
         assert self._http_runner.server is not None
+        http_tls = self.tls.get("http")
         self._http_listener = start_http_listener(
-            self._http_runner.server, http_socket, self.config.http, services.metrics
+            self._http_runner.server, http_socket, self.config.http, services.metrics,
+            tls=http_tls.context if http_tls else None,
         )
         self.http_port = self._http_listener.port
+        if internal_socket:
+            self._internal_listener = start_http_listener(
+                self._http_runner.server, internal_socket[0], self.config.http,
+                services.metrics, name="http_internal",
+                tls=http_tls.context if http_tls else None,
+                internal_connections=self.access.internal_connections,
+            )
+            self.internal_port = self._internal_listener.port
         http = self.config.http.listen
         if is_first_worker():
             self._retention_task = asyncio.create_task(
@@ -375,22 +404,33 @@ class Gateway:
             "listening",
             smtp=f"{self.config.smtp.listen.host}:{self.smtp_port}",
             http=f"{http.host}:{self.http_port}",
+            http_internal=self.internal_listen_address(),
+            https="http" in self.tls,
             rules_version=services.ruleset.version,
             store=self.config.store_url.split("://")[0],
             email_upstream=services.email_upstream.name,
         )
 
-    async def _bind_listeners(self) -> tuple[socket.socket, socket.socket]:
-        """Both listeners or neither. One that cannot be had (a ListenError naming its
+    def internal_listen_address(self) -> str:
+        """`host:port` of the internal HTTP listener, empty when there is none."""
+        internal = self.config.http.internal_listen
+        return f"{internal.host}:{self.internal_port}" if internal else ""
+
+    async def _bind_listeners(self) -> tuple[socket.socket, ...]:
+        """Every listener or none. One that cannot be had (a ListenError naming its
         setting) closes what `start` opened before it, so nothing is left running."""
+        addresses = [("smtp.listen", self.config.smtp.listen),
+                     ("http.listen", self.config.http.listen)]
+        if self.config.http.internal_listen is not None:
+            addresses.append(("http.internal_listen", self.config.http.internal_listen))
         try:
             with contextlib.ExitStack() as bound:
-                smtp = bound.enter_context(
-                    bind_configured_listener("smtp.listen", self.config.smtp.listen)
+                sockets = tuple(
+                    bound.enter_context(bind_configured_listener(key, address))
+                    for key, address in addresses
                 )
-                http = bind_configured_listener("http.listen", self.config.http.listen)
                 bound.pop_all()
-                return smtp, http
+                return sockets
         except ListenError:
             await self.services.close()
             raise
@@ -398,8 +438,9 @@ class Gateway:
     def _make_room_for_connections(self) -> None:
         """Every connection the caps allow needs a file descriptor: raise the soft limit
         where the hard one allows, and say so when the caps are still out of reach."""
-        needed = (self.config.smtp.max_connections + self.config.http.max_connections
-                  + DESCRIPTOR_RESERVE)
+        http_listeners = 1 if self.config.http.internal_listen is None else 2
+        needed = (self.config.smtp.max_connections
+                  + http_listeners * self.config.http.max_connections + DESCRIPTOR_RESERVE)
         available = make_room_for_descriptors(needed)
         if available < needed:
             log_event(
@@ -409,11 +450,23 @@ class Gateway:
             )
 
     async def reload(self) -> None:
-        """SIGHUP: the accounts from the configuration file, then the rules. Connections
-        stay open; each part is swapped atomically and audited, and a broken file keeps
-        what is running (logged and audited with the reason)."""
+        """SIGHUP: the TLS certificates, the accounts from the configuration file, then the
+        rules. Connections stay open; each part is swapped atomically and audited, and a
+        broken file keeps what is running (logged and audited with the reason)."""
+        await self.reload_tls()
         await self.reload_accounts()
         await self.reload_rules()
+
+    async def reload_tls(self) -> None:
+        """Re-read each configured certificate and key (a renewed certificate written over
+        the old files): new connections get the new one, open ones keep theirs."""
+        for name, tls in self.tls.items():
+            try:
+                tls.reload()
+            except ConfigError as exc:
+                await self._reload_failed(f"{name}_tls", str(exc))
+                continue
+            await self._reloaded(f"{name}_tls", {"setting": tls.setting})
 
     async def reload_accounts(self) -> None:
         if self.config.source is None:
@@ -515,6 +568,8 @@ class Gateway:
             self._smtp_server.close()
         if self._http_listener is not None:
             self._http_listener.close()
+        if self._internal_listener is not None:
+            self._internal_listener.close()
         if self._http_runner is not None and self._http_runner.server is not None:
             self._http_runner.server.pre_shutdown()
 
@@ -568,7 +623,9 @@ async def serve_forever(gateway: Gateway) -> None:
     gc.set_threshold(20_000, 20, 50)
     print(
         f"compliance-gateway listening: SMTP {gateway.config.smtp.listen.host}:"
-        f"{gateway.smtp_port}, HTTP {gateway.config.http.listen.host}:{gateway.http_port}",
+        f"{gateway.smtp_port}, HTTP {gateway.config.http.listen.host}:{gateway.http_port}"
+        + (f", HTTP internal {gateway.internal_listen_address()}"
+           if gateway.internal_port else ""),
         flush=True,
     )
     await stopping.wait()

@@ -50,6 +50,8 @@ DOMAIN = re.compile(r"(?i)^[a-z0-9-]+(\.[a-z0-9-]+)+$")
 HOSTNAME = re.compile(rf"(?i)^(?=.{{1,253}}$){DNS_LABEL}(?:\.{DNS_LABEL})*$")
 # RFC 8301 §3.2: verifiers must not accept RSA keys under 1024 bits.
 MIN_DKIM_KEY_BITS = 1024
+# A bearer token anyone who can reach /metrics may try: long enough not to be guessed.
+MIN_METRICS_TOKEN_CHARS = 32
 
 
 
@@ -130,6 +132,13 @@ class HttpConfig:
     max_copies_per_request: int = 1000
     # Requests from these name the client in X-Forwarded-For.
     trusted_proxies: TrustedProxies = TrustedProxies()
+    # Both set: every HTTP listener serves HTTPS only (gateway.runtime.tls).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Set: `listen` serves only the public paths (gateway.web.access) and this one all.
+    internal_listen: ListenAddress | None = None
+    # Set: GET /metrics needs `Authorization: Bearer <metrics_token>`.
+    metrics_token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -282,9 +291,13 @@ def _path(section: TomlTable, name: str, base_dir: Path, default: str = "") -> P
 
 
 def _listen(section: TomlTable, name: str, default: ListenAddress) -> ListenAddress:
+    return _optional_listen(section, name) or default
+
+
+def _optional_listen(section: TomlTable, name: str) -> ListenAddress | None:
     value = section.string(name, "")
     if not value:
-        return default
+        return None
     match = re.match(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:]+)):(?P<port>\d{1,5})$", value)
     if not match or not 0 <= int(match.group("port")) <= 65535:
         raise ConfigError(section.key(name), "must be HOST:PORT (IPv6 as [::1]:PORT)")
@@ -323,8 +336,10 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
 
     upstream = _section(raw.get("upstream"), "upstream", {"email", "twilio"})
     smtp = _smtp_section(raw.get("smtp"))
-    smtp_config, http_config = _smtp(smtp, base_dir), _http(raw.get("http"))
+    smtp_config, http_config = _smtp(smtp, base_dir), _http(raw.get("http"), base_dir)
     _listeners_apart(smtp_config.listen, http_config.listen)
+    if http_config.internal_listen is not None:
+        _internal_listener_apart(smtp_config.listen, http_config)
     accounts = _accounts(raw.get("accounts"), sender)
     sso = read_sso(
         _section(raw.get("sso"), "sso", {"oidc", "saml", "break_glass"}),
@@ -458,13 +473,28 @@ def _smtp(section: TomlTable, base_dir: Path) -> SmtpConfig:
     return config
 
 
-def _http(raw: Any) -> HttpConfig:
+def _http(raw: Any, base_dir: Path) -> HttpConfig:
     section = _section(raw, "http", {
         "listen", "max_connections", "max_connections_per_client", "first_request_timeout_s",
-        "max_copies_per_request", "trusted_proxies",
+        "max_copies_per_request", "trusted_proxies", "tls_cert", "tls_key", "internal_listen",
+        "metrics_token",
     })
+    tls_cert, tls_key = _path(section, "tls_cert", base_dir), _path(section, "tls_key", base_dir)
+    if bool(tls_cert) != bool(tls_key):
+        raise ConfigError("http.tls_key" if tls_cert else "http.tls_cert", "set both or neither")
+    for key, path in (("http.tls_cert", tls_cert), ("http.tls_key", tls_key)):
+        if path is not None and not path.is_file():
+            raise ConfigError(key, f"file not found: {path}")
+    metrics_token = section.string("metrics_token", "")
+    if metrics_token and len(metrics_token) < MIN_METRICS_TOKEN_CHARS:
+        raise ConfigError(section.key("metrics_token"),
+                          f"must be at least {MIN_METRICS_TOKEN_CHARS} characters")
     return HttpConfig(
         listen=_listen(section, "listen", HttpConfig().listen),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        internal_listen=_optional_listen(section, "internal_listen"),
+        metrics_token=metrics_token,
         **_connection_caps(section, "first_request_timeout_s"),
         # At least one message to Postmark's 50 recipients; at most a full batch.
         max_copies_per_request=section.integer(
@@ -488,6 +518,25 @@ def _trusted_proxies(section: TomlTable) -> TrustedProxies:
                 f"not an IP address or network: {value!r} ({exc})",
             ) from exc
     return TrustedProxies(tuple(networks))
+
+
+def _internal_listener_apart(smtp: ListenAddress, http: HttpConfig) -> None:
+    """`http.internal_listen` on the public or the SMTP address would either fail at the
+    second bind or, on one port, serve internal paths to the public: refused at load."""
+    internal = http.internal_listen
+    assert internal is not None
+    for key, other in (("http.listen", http.listen), ("smtp.listen", smtp)):
+        if _same_port(internal, other):
+            raise ConfigError(
+                "http.internal_listen",
+                f"{internal} takes the port of {key} ({other}): give each listener its own",
+            )
+
+
+def _same_port(one: ListenAddress, other: ListenAddress) -> bool:
+    if one.port == 0 or one.port != other.port or (":" in one.host) != (":" in other.host):
+        return False
+    return one.host == other.host or _is_wildcard(one.host) or _is_wildcard(other.host)
 
 
 def _listeners_apart(smtp: ListenAddress, http: ListenAddress) -> None:

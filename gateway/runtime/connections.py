@@ -23,6 +23,7 @@ import errno
 import logging
 import resource
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -135,17 +136,21 @@ class Listener:
     connection over a cap is sent `refusal_reply(scope)` and closed; with `linger_s`, only
     its sending side is closed first and it is read and closed `linger_s` later, so that a
     client that wrote before reading (HTTP) still gets the refusal rather than a reset.
+    With `tls`, an admitted connection must complete a TLS handshake within
+    `tls_handshake_timeout_s` before its protocol sees it (a refusal is sent in clear).
     """
 
     def __init__(
         self, name: str, sock: socket.socket, protocol_factory: ProtocolFactory,
         limits: ConnectionLimits, refusal_reply: Callable[[str], bytes], metrics: Metrics,
         *, linger_s: float = 0.0, trusted_proxies: TrustedProxies = NO_PROXIES,
+        tls: ssl.SSLContext | None = None, tls_handshake_timeout_s: float = 60.0,
     ) -> None:
         self.name, self.sock, self.limits = name, sock, limits
         self.trusted_proxies = trusted_proxies
         self._factory, self._refusal_reply, self._metrics = protocol_factory, refusal_reply, metrics
         self._linger_s = linger_s
+        self._tls, self._tls_handshake_timeout_s = tls, tls_handshake_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._lingering: dict[socket.socket, asyncio.TimerHandle] = {}
@@ -230,7 +235,8 @@ class Listener:
         assert self._loop is not None
         try:
             await self._loop.connect_accepted_socket(
-                lambda: self._factory(release, from_proxy), conn
+                lambda: self._factory(release, from_proxy), conn, ssl=self._tls,
+                ssl_handshake_timeout=self._tls_handshake_timeout_s if self._tls else None,
             )
         except Exception as exc:  # the connection went before it was set up
             release()

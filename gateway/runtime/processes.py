@@ -33,7 +33,7 @@ from gateway.runtime.metrics import MULTIPROCESS_DIRECTORY_ENV
 
 log = logging.getLogger("gateway.runtime.processes")
 
-LISTENERS_ENV = "GATEWAY_LISTEN_FDS"  # "smtp_fd,http_fd", set for workers only
+LISTENERS_ENV = "GATEWAY_LISTEN_FDS"  # "smtp_fd,http_fd[,internal_fd]", for workers only
 WORKER_INDEX_ENV = "GATEWAY_WORKER_INDEX"
 
 
@@ -56,13 +56,13 @@ def bind_configured_listener(
         raise ListenError(f"{key} {address}: cannot listen: {reason or exc}") from exc
 
 
-def inherited_listeners() -> tuple[socket.socket, socket.socket] | None:
-    """In a worker: the SMTP and HTTP listening sockets the supervisor bound."""
+def inherited_listeners() -> tuple[socket.socket, ...] | None:
+    """In a worker: the SMTP, HTTP (and internal HTTP) listening sockets the supervisor
+    bound."""
     descriptors = os.environ.get(LISTENERS_ENV)
     if not descriptors:
         return None
-    smtp, http = (socket.socket(fileno=int(fd)) for fd in descriptors.split(","))
-    return smtp, http
+    return tuple(socket.socket(fileno=int(fd)) for fd in descriptors.split(","))
 
 
 def is_first_worker() -> bool:
@@ -135,18 +135,21 @@ def _wait(
     return status
 
 
-def _listeners_per_worker(config: Config) -> list[tuple[socket.socket, socket.socket]]:
-    """An SMTP and an HTTP socket for each worker, all bound with SO_REUSEPORT to the same
-    two ports (the first socket picks a port given as 0): the kernel then spreads new
-    connections evenly over the workers, where sharing one socket lets whichever worker
-    wakes first take most of them."""
-    smtp = [_bind("smtp.listen", config.smtp.listen)]
-    http = [_bind("http.listen", config.http.listen)]
-    smtp_port, http_port = smtp[0].getsockname()[1], http[0].getsockname()[1]
-    for _ in range(config.workers - 1):
-        smtp.append(_bind("smtp.listen", replace(config.smtp.listen, port=smtp_port)))
-        http.append(_bind("http.listen", replace(config.http.listen, port=http_port)))
-    return list(zip(smtp, http, strict=True))
+def _listeners_per_worker(config: Config) -> list[tuple[socket.socket, ...]]:
+    """An SMTP and an HTTP socket (and an internal HTTP one, if configured) for each
+    worker, all bound with SO_REUSEPORT to the same ports (the first socket picks a port
+    given as 0): the kernel then spreads new connections evenly over the workers, where
+    sharing one socket lets whichever worker wakes first take most of them."""
+    addresses = [("smtp.listen", config.smtp.listen), ("http.listen", config.http.listen)]
+    if config.http.internal_listen is not None:
+        addresses.append(("http.internal_listen", config.http.internal_listen))
+    columns = []
+    for key, address in addresses:
+        first = _bind(key, address)
+        port = first.getsockname()[1]
+        columns.append([first] + [_bind(key, replace(address, port=port))
+                                   for _ in range(config.workers - 1)])
+    return list(zip(*columns, strict=True))
 
 
 def _bind(key: str, address: ListenAddress) -> socket.socket:

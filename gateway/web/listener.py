@@ -5,12 +5,18 @@
 request has not finished its header block within `http.first_request_timeout_s` (a client
 that connects and says nothing, or sends a header a byte at a time). Between requests
 aiohttp's keep-alive timeout closes idle connections.
+
+With `http.tls_cert` the listener speaks HTTPS only (`gateway.runtime.tls`); the first-request
+timeout then also bounds the TLS handshake. With `http.internal_listen` there are two
+listeners, both held to the same caps; the internal one records its connections so that
+`gateway.web.access` serves them every path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable
 
 from gateway.config.settings import HttpConfig
@@ -41,9 +47,11 @@ class AdmittedConnection(asyncio.Protocol):
     closes the connection if the first request's header block is late."""
 
     def __init__(
-        self, inner: asyncio.Protocol, release: Callable[[], None], first_request_timeout_s: float
+        self, inner: asyncio.Protocol, release: Callable[[], None], first_request_timeout_s: float,
+        internal_connections: set[asyncio.BaseTransport] | None = None,
     ) -> None:
         self._inner, self._release, self._timeout_s = inner, release, first_request_timeout_s
+        self._internal = internal_connections
         self._transport: asyncio.Transport | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._tail = b""
@@ -51,6 +59,8 @@ class AdmittedConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        if self._internal is not None:
+            self._internal.add(transport)
         self._deadline = asyncio.get_running_loop().call_later(self._timeout_s, self._late)
         self._inner.connection_made(transport)
 
@@ -70,6 +80,8 @@ class AdmittedConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
+        if self._internal is not None and self._transport is not None:
+            self._internal.discard(self._transport)
         self._release()
         self._inner.connection_lost(exc)
 
@@ -102,21 +114,24 @@ def refusal_reply(config: HttpConfig) -> Callable[[str], bytes]:
 
 def start_http_listener(
     protocol: Callable[[], asyncio.Protocol], sock: socket.socket, config: HttpConfig,
-    metrics: Metrics,
+    metrics: Metrics, *, name: str = "http", tls: ssl.SSLContext | None = None,
+    internal_connections: set[asyncio.BaseTransport] | None = None,
 ) -> Listener:
-    """`protocol` makes aiohttp's protocol for one connection (an `AppRunner`'s server)."""
+    """`protocol` makes aiohttp's protocol for one connection (an `AppRunner`'s server);
+    `name` labels the listener's metrics and logs (`http`, `http_internal`)."""
     listener = Listener(
-        "http", sock,
+        name, sock,
         # a trusted proxy's requests name their client in X-Forwarded-For (client_address)
         lambda release, _from_proxy: AdmittedConnection(
-            protocol(), release, config.first_request_timeout_s
+            protocol(), release, config.first_request_timeout_s, internal_connections
         ),
         ConnectionLimits(
             config.max_connections, config.max_connections_per_client,
             ("http.max_connections", "http.max_connections_per_client"),
         ),
         refusal_reply(config), metrics, linger_s=REFUSAL_LINGER_S,
-        trusted_proxies=config.trusted_proxies,
+        trusted_proxies=config.trusted_proxies, tls=tls,
+        tls_handshake_timeout_s=config.first_request_timeout_s,
     )
     listener.start()
     return listener

@@ -282,15 +282,6 @@ class SessionTracker:
                 session.transport.close()
 
 
-def tls_context(config: Config) -> ssl.SSLContext | None:
-    if config.smtp.tls_cert is None or config.smtp.tls_key is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(config.smtp.tls_cert, config.smtp.tls_key)
-    return context
-
-
 def refusal_reply(config: Config) -> Callable[[str], bytes]:
     """What a connection over a cap is told before it is closed."""
     smtp = config.smtp
@@ -309,10 +300,11 @@ def refusal_reply(config: Config) -> Callable[[str], bytes]:
 def start_smtp_server(
     config: Config, handler: SubmissionHandler, authenticator: AccountAuthenticator,
     sessions: SessionTracker, listener: socket.socket, metrics: Metrics,
+    *, tls: ssl.SSLContext | None,
 ) -> Listener:
-    """Accepting on `listener` (bound by the caller, or a worker's inherited socket)."""
+    """Accepting on `listener` (bound by the caller, or a worker's inherited socket);
+    `tls` offers STARTTLS (`gateway.runtime.tls`, built from smtp.tls_cert/tls_key)."""
     loop = asyncio.get_running_loop()
-    context = tls_context(config)
     auth_needs_tls = not (config.smtp.listen.is_loopback or config.smtp.allow_insecure_auth)
 
     def protocol(release: Callable[[], None], from_proxy: bool) -> GatewaySMTP:
@@ -327,7 +319,7 @@ def start_smtp_server(
             enable_SMTPUTF8=True,
             hostname=config.smtp.hostname,
             ident="compliance-gateway",
-            tls_context=context,
+            tls_context=tls,
             require_starttls=False,
             auth_required=False,
             auth_require_tls=auth_needs_tls,
