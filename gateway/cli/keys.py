@@ -1,4 +1,5 @@
-"""`keys create|list|revoke`: agent keys, so that agents stop sharing their account's secret.
+"""`keys create|list|revoke`: agent keys, so that agents stop sharing their account's secret;
+`keys rotate-data`: every sealed value re-sealed under the active data key.
 
 `create` prints the key once, alone on the last line of stdout (scripts take `tail -1`);
 only its keyed digest is stored. Every action is audited with the key id, never the key.
@@ -8,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from datetime import datetime, timedelta
 
 from gateway.cli.common import OneLineErrorParser, UsageError, parse_instant
 from gateway.model import AuditEvent
 from gateway.server import Services
+from gateway.services.data_rotation import reseal_store
 from gateway.store.base import AgentKeyRow
 
 DURATION = re.compile(r"^(\d{1,5})([dhm])$")
@@ -22,7 +25,9 @@ UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 def add_keys_commands(
     commands: argparse._SubParsersAction[OneLineErrorParser], common: argparse.ArgumentParser
 ) -> None:
-    keys = commands.add_parser("keys", help="agent keys: create, list, revoke")
+    keys = commands.add_parser(
+        "keys", help="agent keys: create, list, revoke; data keys: rotate-data"
+    )
     actions = keys.add_subparsers(dest="action", required=True, parser_class=OneLineErrorParser)
     create = actions.add_parser("create", parents=[common], help="a new key for an account")
     create.add_argument("--account", required=True, help="an [[accounts]] name")
@@ -31,6 +36,10 @@ def add_keys_commands(
     listing.add_argument("--account", help="only this account's keys")
     revoke = actions.add_parser("revoke", parents=[common], help="end a key at once")
     revoke.add_argument("key", metavar="ID_OR_KEY")
+    actions.add_parser(
+        "rotate-data", parents=[common],
+        help="re-seal stored personal data under [encryption] active (resumable)",
+    )
 
 
 def expiry(value: str | None, now: datetime) -> datetime | None:
@@ -58,6 +67,8 @@ async def run_keys(services: Services, args: argparse.Namespace) -> int:
         print("shown once; store it where the agent reads its secrets:")
         print(key)
         return 0
+    if args.action == "rotate-data":
+        return await _rotate_data(services)
     if args.action == "list":
         rows = await services.store.agent_keys(args.account)
         print(f"{'id':<16}  {'account':<15}  {'state':<7}  {'age_days':>8}  "
@@ -84,6 +95,31 @@ def _row_line(row: AgentKeyRow, now: datetime) -> str:
     used = row.last_used_at.isoformat(timespec="seconds") if row.last_used_at else "never"
     expires = row.expires_at.isoformat(timespec="seconds") if row.expires_at else "never"
     return f"{row.key_id}  {row.account:<15}  {state:<7}  {age:8.1f}  {used:<25}  {expires}"
+
+
+async def _rotate_data(services: Services) -> int:
+    """Progress on stderr, a line per table; the run is audited when it starts and ends."""
+    cipher = services.data_keys.cipher
+    if not cipher.enabled:
+        raise UsageError("encryption is off ([encryption] enabled = false): nothing to rotate")
+    active = cipher.active_key_id
+    await services.store.append_audit(AuditEvent(
+        time=services.clock.now(), actor="operator", action="data-key.rotation-started",
+        subject=f"data key {active}", details={},
+    ))
+
+    def progress(table: str, walked: int, total: int) -> None:
+        print(f"{table}: {walked}/{total} rows", file=sys.stderr, flush=True)
+
+    report = await reseal_store(services.store, active, progress)
+    await services.store.append_audit(AuditEvent(
+        time=services.clock.now(), actor="operator", action="data-key.rotation-finished",
+        subject=f"data key {active}",
+        details={"resealed": report.resealed, "retired": report.retired},
+    ))
+    print(f"re-sealed {sum(report.resealed.values())} rows under data key {active}; "
+          f"retired: {', '.join(report.retired) or 'none'}")
+    return 0
 
 
 async def _audit(services: Services, action: str, key_id: str, account: str) -> None:

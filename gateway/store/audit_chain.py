@@ -17,6 +17,7 @@ from typing import Any
 from gateway.model import AuditEvent
 from gateway.store.base import AuditChain, AuditProblem
 from gateway.store.core import ReadTime, utc
+from gateway.store.sealing import DataCipher, SealedDataError
 
 GENESIS_HASH = "0" * 64
 
@@ -78,14 +79,24 @@ def link(event: AuditEvent, prev_hash: str | None) -> Link:
     return Link(replace(stored, prev_hash=prev, hash=entry_hash(prev, stored)), details_json)
 
 
-def event_from_row(row: Sequence[Any], read_time: ReadTime) -> AuditEvent:
+def sealed_columns(linked: Link, cipher: DataCipher) -> tuple[str, str]:
+    """subject and details_json as stored: sealed (they name the people an entry is about);
+    the hash covers them unsealed, so rotating the key leaves the chain intact."""
+    return (
+        cipher.seal(linked.entry.subject, "audit.subject"),
+        cipher.seal(linked.details_json, "audit.details_json"),
+    )
+
+
+def event_from_row(row: Sequence[Any], read_time: ReadTime, cipher: DataCipher) -> AuditEvent:
     entry_id, time, actor, action, subject, details_json, prev_hash, digest = row
+    record = f"audit entry {entry_id}"
     return AuditEvent(
         time=read_time(time),
         actor=actor,
         action=action,
-        subject=subject,
-        details=json.loads(details_json),
+        subject=cipher.open(subject, "audit.subject", record),
+        details=json.loads(cipher.open(details_json, "audit.details_json", record)),
         id=entry_id,
         prev_hash=prev_hash,
         hash=digest,
@@ -102,7 +113,10 @@ class ChainCheck:
     the rows in one snapshot, so a prune running meanwhile cannot make intact entries look
     broken."""
 
-    def __init__(self, anchor: Sequence[Any] | None, read_time: ReadTime) -> None:
+    def __init__(
+        self, anchor: Sequence[Any] | None, read_time: ReadTime, cipher: DataCipher
+    ) -> None:
+        self._cipher = cipher
         self._anchor = anchor
         self._expected_prev = chain_start(anchor[1] if anchor else None)
         self._previous_id: int | None = None
@@ -138,9 +152,10 @@ class ChainCheck:
         return None
 
     def _hash_matches(self, row: Sequence[Any]) -> bool:
-        """A row edited into something unreadable (bad JSON, bad time) is tampered too."""
+        """A row edited into something unreadable (bad JSON, bad time, ciphertext that does
+        not open) is tampered too."""
         try:
-            event = event_from_row(row, self._read_time)
-        except (ValueError, TypeError):
+            event = event_from_row(row, self._read_time, self._cipher)
+        except (ValueError, TypeError, SealedDataError):
             return False
         return entry_hash(event.prev_hash, event) == event.hash

@@ -19,6 +19,7 @@ from gateway.store.audit_chain import (
     ChainCheck,
     event_from_row,
     link,
+    sealed_columns,
 )
 from gateway.store.base import AuditChain, AuditProblem, AuditQuery
 from gateway.store.core import AUDIT_ACTIONS, audit_filter, utc
@@ -29,17 +30,18 @@ from gateway.store.postgres.connection import (
     fetch_page,
     read_time,
 )
+from gateway.store.sealing import DataCipher
 
 
 class PostgresAuditLog(PostgresConnection):
     async def append_audit(self, event: AuditEvent) -> AuditEvent:
         async with self._transaction() as conn:
-            return await insert_audit(conn, event)
+            return await insert_audit(conn, event, self._cipher)
 
     async def audit_events(self) -> list[AuditEvent]:
         async with self._connection() as conn:
             rows = await conn.fetch(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id")
-        return [event_from_row(row, read_time) for row in rows]
+        return [event_from_row(row, read_time, self._cipher) for row in rows]
 
     async def query_audit(self, query: AuditQuery) -> list[AuditEvent]:
         async with self._connection() as conn:
@@ -50,7 +52,7 @@ class PostgresAuditLog(PostgresConnection):
                 "id DESC",
                 query.limit,
             )
-        return [event_from_row(row, read_time) for row in rows]
+        return [event_from_row(row, read_time, self._cipher) for row in rows]
 
     async def audit_actions(self) -> list[str]:
         async with self._connection() as conn:
@@ -63,7 +65,7 @@ class PostgresAuditLog(PostgresConnection):
         """One snapshot (REPEATABLE READ), so appends and prunes running meanwhile cannot
         make intact entries look broken."""
         async with self._transaction(snapshot=True) as conn:
-            chain = ChainCheck(await conn.fetchrow(ANCHOR_QUERY), read_time)
+            chain = ChainCheck(await conn.fetchrow(ANCHOR_QUERY), read_time, self._cipher)
             async for row in conn.cursor(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id"):
                 if chain.check(row):
                     break
@@ -99,7 +101,9 @@ async def lock_audit_chain(conn: asyncpg.Connection) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1, 0)", AUDIT_LOCK_CLASS)
 
 
-async def insert_audit(conn: asyncpg.Connection, event: AuditEvent) -> AuditEvent:
+async def insert_audit(
+    conn: asyncpg.Connection, event: AuditEvent, cipher: DataCipher
+) -> AuditEvent:
     """The chain lock is taken before reading the last hash, so the link cannot go stale
     in any replica."""
     await lock_audit_chain(conn)
@@ -117,8 +121,7 @@ async def insert_audit(conn: asyncpg.Connection, event: AuditEvent) -> AuditEven
         entry.time,
         entry.actor,
         entry.action,
-        entry.subject,
-        linked.details_json,
+        *sealed_columns(linked, cipher),
         entry.prev_hash,
         entry.hash,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from functools import partial
 
 from gateway.model import BlockRecord
 from gateway.store.base import BlockQuery
@@ -30,8 +29,8 @@ class PostgresBlockLog(PostgresConnection):
         async with self._connection() as conn:
             return await conn.fetchval(
                 f"INSERT INTO blocks ({RECORDED_BLOCK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6,"
-                " $7, $8, $9, $10, $11, $12, $13) RETURNING id",
-                *block_values(record, utc),
+                " $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+                *block_values(record, utc, self._cipher),
             )
 
     async def query_blocks(self, query: BlockQuery) -> list[BlockRecord]:
@@ -39,25 +38,25 @@ class PostgresBlockLog(PostgresConnection):
             rows = await fetch_page(
                 conn,
                 f"SELECT {BLOCK_COLUMNS} FROM blocks",
-                partial(block_filter, query),
+                lambda params: block_filter(query, params, self._cipher),
                 "time DESC, id DESC",
                 query.limit,
             )
-        return [block_from_row(row, read_time) for row in rows]
+        return [block_from_row(row, read_time, self._cipher) for row in rows]
 
     async def get_block(self, block_id: int) -> BlockRecord | None:
         async with self._connection() as conn:
             row = await conn.fetchrow(
                 f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE id = $1", block_id
             )
-        return None if row is None else block_from_row(row, read_time)
+        return None if row is None else block_from_row(row, read_time, self._cipher)
 
     async def block_counts(
         self, since: datetime | None, until: datetime | None
     ) -> list[tuple[str, str, int]]:
         """Counting distinct block ids makes a code repeated within one block count once."""
         params = Numbered()
-        where = block_filter(BlockQuery(since=since, until=until), params)
+        where = block_filter(BlockQuery(since=since, until=until), params, self._cipher)
         async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT channel, code, count(DISTINCT id) FROM blocks,"
@@ -73,7 +72,7 @@ class PostgresBlockLog(PostgresConnection):
     ) -> list[tuple[datetime, int]]:
         check_bucket(bucket_s)
         params = Numbered()
-        where = block_filter(BlockQuery(since=since, until=until), params)
+        where = block_filter(BlockQuery(since=since, until=until), params, self._cipher)
         async with self._connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {params.bucket(bucket_s)} AS bucket, count(*) FROM blocks {where}"

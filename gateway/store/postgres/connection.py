@@ -39,6 +39,7 @@ from gateway.store.migrations import (
     migration_directory,
     run_migrations_async,
 )
+from gateway.store.sealing import SealedColumns
 
 # Advisory lock keys. The one-bigint and two-int key spaces never overlap; the class ids
 # (first int) keep this application's locks apart from anything else on the database.
@@ -50,7 +51,7 @@ LOGIN_LOCK_CLASS = 0x67_77_6C_67  # "gwlg"
 _DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
-class PostgresConnection:
+class PostgresConnection(SealedColumns):
     """The PostgreSQL store's connection pool: each module of the store (suppressions.py,
     blocks.py, ...) adds its methods to this, running its SQL on `_connection()` or
     `_transaction()`."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
+
+import asyncpg
 
 from gateway.model import DecisionOutcome, DecisionRecord
 from gateway.store.base import DecisionQuery, DecisionSummary
@@ -14,11 +17,16 @@ from gateway.store.core import (
     DECISION_DELETE_CHUNK,
     DECISION_EVIDENCE_COLUMNS,
     RECORDED_DECISION_COLUMNS,
+    SUMMARY_READ_PAGE,
     decision_filter,
     decision_from_row,
+    decision_matches,
     decision_summary_of,
     decision_values,
+    next_candidates,
+    searches_sealed_text,
     summary_buckets,
+    summary_of_decisions,
     utc,
 )
 from gateway.store.postgres.connection import (
@@ -42,34 +50,53 @@ class PostgresDecisionLog(PostgresConnection):
     ) -> list[int]:
         if not records:
             return []
-        rows = [decision_values(record, utc) for record in records]
+        rows = [decision_values(record, utc, self._cipher) for record in records]
         async with self._transaction() as conn:
             if not durable:
                 await conn.execute("SET LOCAL synchronous_commit = off")
             return [await conn.fetchval(_INSERT, *row) for row in rows]
 
     async def query_decisions(self, query: DecisionQuery) -> list[DecisionRecord]:
+        """A page of candidates at a time until the page is full of real matches (a search
+        for part of a sealed text reads candidates, `decision_matches`), in one snapshot."""
+        return await self._matching_decisions(query, query.limit)
+
+    async def _matching_decisions(
+        self, query: DecisionQuery, wanted: int
+    ) -> list[DecisionRecord]:
+        matches = decision_matches(query, self._cipher)
+        found: list[DecisionRecord] = []
+        step: DecisionQuery | None = query
         async with self._transaction(snapshot=True) as conn:
-            cursor_time = None
-            if query.before_id is not None:
-                cursor_time = await conn.fetchval(
-                    DECISION_CURSOR_TIME.format(cursor="$1"), query.before_id
-                )
-            rows = await fetch_page(
-                conn,
-                f"SELECT {DECISION_COLUMNS} FROM decisions",
-                lambda params: decision_filter(query, params, cursor_time),
-                "time DESC, id DESC",
-                query.limit,
+            while step is not None:
+                page = await self._candidate_page(conn, step)
+                found += filter(matches, page)
+                step = next_candidates(step, page, len(found), wanted)
+        return found[:wanted]
+
+    async def _candidate_page(
+        self, conn: asyncpg.Connection, query: DecisionQuery
+    ) -> list[DecisionRecord]:
+        cursor_time = None
+        if query.before_id is not None:
+            cursor_time = await conn.fetchval(
+                DECISION_CURSOR_TIME.format(cursor="$1"), query.before_id
             )
-        return [decision_from_row(row, read_time) for row in rows]
+        rows = await fetch_page(
+            conn,
+            f"SELECT {DECISION_COLUMNS} FROM decisions",
+            lambda params: decision_filter(query, params, self._cipher, cursor_time),
+            "time DESC, id DESC",
+            query.limit,
+        )
+        return [decision_from_row(row, read_time, self._cipher) for row in rows]
 
     async def get_decision(self, decision_id: int) -> DecisionRecord | None:
         async with self._connection() as conn:
             row = await conn.fetchrow(
                 f"SELECT {DECISION_EVIDENCE_COLUMNS} FROM decisions WHERE id = $1", decision_id
             )
-        return None if row is None else decision_from_row(row, read_time)
+        return None if row is None else decision_from_row(row, read_time, self._cipher)
 
     async def decision_summary(self, query: DecisionQuery, bucket_s: int) -> DecisionSummary:
         """Grouped in one hashed pass over the window (an index-only scan of
@@ -77,17 +104,23 @@ class PostgresDecisionLog(PostgresConnection):
         decisions, both in one snapshot."""
         summary_buckets(query, bucket_s)
         query = replace(query, before_id=None)
+        if searches_sealed_text(query, self._cipher):
+            every = await self._matching_decisions(
+                replace(query, limit=SUMMARY_READ_PAGE), sys.maxsize
+            )
+            return summary_of_decisions(every, bucket_s)
         params = Numbered()
-        where = decision_filter(query, params)
+        where = decision_filter(query, params, self._cipher)
         cells_sql = (
             "SELECT extract(epoch FROM bucket)::bigint, outcome, channel, n FROM"
             f" (SELECT {params.bucket(bucket_s)} AS bucket, outcome, channel, count(*) AS n"
             f" FROM decisions {where} GROUP BY bucket, outcome, channel) AS cells"
         )
         blocked = Numbered()
+        blocked_only = replace(query, outcome=DecisionOutcome.BLOCKED)
         reasons_sql = (
             "SELECT channel, reason_codes, count(*) FROM decisions"
-            f" {decision_filter(replace(query, outcome=DecisionOutcome.BLOCKED), blocked)}"
+            f" {decision_filter(blocked_only, blocked, self._cipher)}"
             " GROUP BY channel, reason_codes"
         )
         async with self._transaction(snapshot=True) as conn:

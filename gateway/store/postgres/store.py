@@ -14,6 +14,7 @@ from gateway.store.postgres.inbound import PostgresInboundMessages
 from gateway.store.postgres.locations import PostgresKnownLocations
 from gateway.store.postgres.people import PostgresPeople
 from gateway.store.postgres.privacy import PostgresPrivacy
+from gateway.store.postgres.resealing import PostgresResealing
 from gateway.store.postgres.suppressions import PostgresSuppressions
 
 
@@ -31,5 +32,6 @@ class PostgresStore(
     PostgresDeliveryLedger,
     PostgresAuditLog,
     PostgresPrivacy,
+    PostgresResealing,
 ):
     """`Store` on a PostgreSQL database through an asyncpg connection pool."""

@@ -14,24 +14,29 @@ from gateway.store.audit_chain import (
     ChainCheck,
     event_from_row,
     link,
+    sealed_columns,
 )
 from gateway.store.base import AuditChain, AuditProblem, AuditQuery
 from gateway.store.core import AUDIT_ACTIONS, audit_filter
+from gateway.store.sealing import DataCipher
 from gateway.store.sqlite.connection import SqliteConnection
 from gateway.store.sqlite.sql import from_text, row_id, select_page, to_text, transaction
 
 
 class SqliteAuditLog(SqliteConnection):
     async def append_audit(self, event: AuditEvent) -> AuditEvent:
-        return await self._run(lambda conn: _append_audit(conn, event), batchable=True)
+        cipher = self._cipher
+        return await self._run(lambda conn: _append_audit(conn, event, cipher), batchable=True)
 
     async def audit_events(self) -> list[AuditEvent]:
-        return await self._run(_select_audit_events)
+        cipher = self._cipher
+        return await self._run(lambda conn: _select_audit_events(conn, cipher))
 
     async def query_audit(self, query: AuditQuery) -> list[AuditEvent]:
         """In a thread of its own: a search over the actors may walk many rows, and must
         hold up neither the event loop nor the writes queued on the worker."""
-        return await self._read_in_thread(lambda conn: _select_audit_page(conn, query))
+        cipher = self._cipher
+        return await self._read_in_thread(lambda conn: _select_audit_page(conn, query, cipher))
 
     async def audit_actions(self) -> list[str]:
         """A seek per action: short enough for the loop's own reader."""
@@ -42,18 +47,19 @@ class SqliteAuditLog(SqliteConnection):
 
     async def check_audit(self) -> AuditChain:
         """A walk of every entry, in a thread of its own beside the writers."""
-        return await self._read_in_thread(_check_audit_chain)
+        cipher = self._cipher
+        return await self._read_in_thread(lambda conn: _check_audit_chain(conn, cipher))
 
     async def prune_audit(self, before: datetime) -> int:
         return await self._run(lambda conn: _prune_audit(conn, before))
 
 
-def _append_audit(conn: sqlite3.Connection, event: AuditEvent) -> AuditEvent:
+def _append_audit(conn: sqlite3.Connection, event: AuditEvent, cipher: DataCipher) -> AuditEvent:
     with transaction(conn, write=True):
-        return insert_audit(conn, event)
+        return insert_audit(conn, event, cipher)
 
 
-def insert_audit(conn: sqlite3.Connection, event: AuditEvent) -> AuditEvent:
+def insert_audit(conn: sqlite3.Connection, event: AuditEvent, cipher: DataCipher) -> AuditEvent:
     """Callers hold a write transaction, so the link to the last entry cannot go stale."""
     (prev_hash,) = conn.execute(
         "SELECT coalesce((SELECT hash FROM audit ORDER BY id DESC LIMIT 1),"
@@ -68,8 +74,7 @@ def insert_audit(conn: sqlite3.Connection, event: AuditEvent) -> AuditEvent:
             to_text(entry.time),
             entry.actor,
             entry.action,
-            entry.subject,
-            linked.details_json,
+            *sealed_columns(linked, cipher),
             entry.prev_hash,
             entry.hash,
         ),
@@ -77,12 +82,14 @@ def insert_audit(conn: sqlite3.Connection, event: AuditEvent) -> AuditEvent:
     return replace(entry, id=row_id(cursor))
 
 
-def _select_audit_events(conn: sqlite3.Connection) -> list[AuditEvent]:
+def _select_audit_events(conn: sqlite3.Connection, cipher: DataCipher) -> list[AuditEvent]:
     rows = conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id")
-    return [event_from_row(row, from_text) for row in rows]
+    return [event_from_row(row, from_text, cipher) for row in rows]
 
 
-def _select_audit_page(conn: sqlite3.Connection, query: AuditQuery) -> list[AuditEvent]:
+def _select_audit_page(
+    conn: sqlite3.Connection, query: AuditQuery, cipher: DataCipher
+) -> list[AuditEvent]:
     rows = select_page(
         conn,
         f"SELECT {AUDIT_COLUMNS} FROM audit",
@@ -90,13 +97,13 @@ def _select_audit_page(conn: sqlite3.Connection, query: AuditQuery) -> list[Audi
         "id DESC",
         query.limit,
     )
-    return [event_from_row(row, from_text) for row in rows]
+    return [event_from_row(row, from_text, cipher) for row in rows]
 
 
-def _check_audit_chain(conn: sqlite3.Connection) -> AuditChain:
+def _check_audit_chain(conn: sqlite3.Connection, cipher: DataCipher) -> AuditChain:
     """One read snapshot for the anchor and every entry."""
     with transaction(conn, write=False):
-        chain = ChainCheck(conn.execute(ANCHOR_QUERY).fetchone(), from_text)
+        chain = ChainCheck(conn.execute(ANCHOR_QUERY).fetchone(), from_text, cipher)
         for row in conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id"):
             if chain.check(row):
                 break

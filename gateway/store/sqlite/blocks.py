@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import UTC, datetime
-from functools import partial
 
 from gateway.model import BlockRecord
 from gateway.store.base import BlockQuery
@@ -17,19 +16,23 @@ from gateway.store.core import (
     check_bucket,
     reason_codes,
 )
+from gateway.store.sealing import PLAIN, DataCipher
 from gateway.store.sqlite.connection import SqliteConnection
 from gateway.store.sqlite.sql import QMarks, from_text, row_id, select_page, to_text, transaction
 
 
 class SqliteBlockLog(SqliteConnection):
     async def record_block(self, record: BlockRecord) -> int:
-        return await self._run(lambda conn: insert_block(conn, record), batchable=True)
+        cipher = self._cipher
+        return await self._run(lambda conn: insert_block(conn, record, cipher), batchable=True)
 
     async def query_blocks(self, query: BlockQuery) -> list[BlockRecord]:
-        return await self._run(lambda conn: _select_blocks(conn, query))
+        cipher = self._cipher
+        return await self._run(lambda conn: _select_blocks(conn, query, cipher))
 
     async def get_block(self, block_id: int) -> BlockRecord | None:
-        return await self._run(lambda conn: _select_block(conn, block_id))
+        cipher = self._cipher
+        return await self._run(lambda conn: _select_block(conn, block_id, cipher))
 
     async def block_counts(
         self, since: datetime | None, until: datetime | None
@@ -51,31 +54,35 @@ class SqliteBlockLog(SqliteConnection):
         return await self._run(lambda conn: _delete_blocks_before(conn, before))
 
 
-def insert_block(conn: sqlite3.Connection, record: BlockRecord) -> int:
-    values = block_values(record, to_text)
+def insert_block(conn: sqlite3.Connection, record: BlockRecord, cipher: DataCipher) -> int:
+    values = block_values(record, to_text, cipher)
     with transaction(conn, write=True):
         cursor = conn.execute(
             f"INSERT INTO blocks ({RECORDED_BLOCK_COLUMNS})"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f" VALUES ({', '.join('?' * len(values))})",
             values,
         )
     return row_id(cursor)
 
 
-def _select_blocks(conn: sqlite3.Connection, query: BlockQuery) -> list[BlockRecord]:
+def _select_blocks(
+    conn: sqlite3.Connection, query: BlockQuery, cipher: DataCipher
+) -> list[BlockRecord]:
     rows = select_page(
         conn,
         f"SELECT {BLOCK_COLUMNS} FROM blocks",
-        partial(block_filter, query),
+        lambda params: block_filter(query, params, cipher),
         "time DESC, id DESC",
         query.limit,
     )
-    return [block_from_row(row, from_text) for row in rows]
+    return [block_from_row(row, from_text, cipher) for row in rows]
 
 
-def _select_block(conn: sqlite3.Connection, block_id: int) -> BlockRecord | None:
+def _select_block(
+    conn: sqlite3.Connection, block_id: int, cipher: DataCipher
+) -> BlockRecord | None:
     row = conn.execute(f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE id = ?", (block_id,)).fetchone()
-    return None if row is None else block_from_row(row, from_text)
+    return None if row is None else block_from_row(row, from_text, cipher)
 
 
 def _count_blocks_by_reason(
@@ -84,7 +91,7 @@ def _count_blocks_by_reason(
     """Counted here rather than in SQL: splitting the stored code list needs a recursive
     query."""
     params = QMarks()
-    where = block_filter(window, params)
+    where = block_filter(window, params, PLAIN)
     counts: dict[tuple[str, str], int] = {}
     with transaction(conn, write=False):
         for channel, stored in conn.execute(
@@ -99,7 +106,7 @@ def _count_blocks_by_bucket(
     conn: sqlite3.Connection, window: BlockQuery, bucket_s: int
 ) -> list[tuple[datetime, int]]:
     params = QMarks()
-    where = block_filter(window, params)
+    where = block_filter(window, params, PLAIN)
     counts: dict[int, int] = {}
     with transaction(conn, write=False):
         for (time,) in conn.execute(f"SELECT time FROM blocks {where}", params.values):

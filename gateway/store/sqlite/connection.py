@@ -38,6 +38,7 @@ from gateway.store.migrations import (
     migration_directory,
     run_migrations,
 )
+from gateway.store.sealing import SealedColumns
 from gateway.store.sqlite.sql import SqliteMigrationTarget
 from gateway.store.worker import Job, StoreWorker
 from gateway.store.writer_lock import LockingConnection, WriterBusy, WriterLock, write_queue
@@ -52,7 +53,7 @@ READER_BUSY_TIMEOUT_S = 0.1
 LOOP_COMMITS_PER_CHECKPOINT = 300
 
 
-class SqliteConnection:
+class SqliteConnection(SealedColumns):
     """The SQLite store's connections and the thread its SQL runs on: each module of the
     store (suppressions.py, blocks.py, ...) adds its methods to this, running its SQL
     through `_run`, `_read_on_loop` or `_read_in_thread`."""

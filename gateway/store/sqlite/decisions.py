@@ -15,13 +15,19 @@ from gateway.store.core import (
     DECISION_DELETE_CHUNK,
     DECISION_EVIDENCE_COLUMNS,
     RECORDED_DECISION_COLUMNS,
+    SUMMARY_READ_PAGE,
     decision_filter,
     decision_from_row,
+    decision_matches,
     decision_summary_of,
     decision_values,
+    next_candidates,
+    searches_sealed_text,
     summary_buckets,
     summary_cells,
+    summary_of_decisions,
 )
+from gateway.store.sealing import DataCipher
 from gateway.store.sqlite.connection import SqliteConnection
 from gateway.store.sqlite.sql import QMarks, from_text, row_id, select_page, to_text, transaction
 
@@ -38,7 +44,7 @@ class SqliteDecisionLog(SqliteConnection):
         """A small write on the send path: group-committed with the others waiting."""
         if not records:
             return []
-        rows = [decision_values(record, to_text) for record in records]
+        rows = [decision_values(record, to_text, self._cipher) for record in records]
         return await self._run(
             lambda conn: _insert_decisions(conn, rows), batchable=True, durable=durable
         )
@@ -46,18 +52,27 @@ class SqliteDecisionLog(SqliteConnection):
     async def query_decisions(self, query: DecisionQuery) -> list[DecisionRecord]:
         """In a thread of its own: a partial search may walk many rows, and must hold up
         neither the event loop nor the writes queued on the worker."""
-        return await self._read_in_thread(lambda conn: _select_decisions(conn, query))
+        cipher = self._cipher
+        return await self._read_in_thread(lambda conn: _select_decisions(conn, query, cipher))
 
     async def get_decision(self, decision_id: int) -> DecisionRecord | None:
         """One row by its key: cheaper on the loop's own reader than a hop to a thread."""
-        return self._read_on_loop(lambda conn: _select_decision(conn, decision_id))
+        cipher = self._cipher
+        return self._read_on_loop(lambda conn: _select_decision(conn, decision_id, cipher))
 
     async def decision_summary(self, query: DecisionQuery, bucket_s: int) -> DecisionSummary:
         """In a thread of its own, as `query_decisions`. SQLite groups by sorting every row,
         so the window is counted instead: one count per outcome, channel and bucket, each a
         range of decisions_outcome_channel_time (0014) read without the table."""
         buckets = summary_buckets(query, bucket_s)
-        return await self._read_in_thread(lambda conn: _summarise(conn, query, buckets))
+        cipher = self._cipher
+        if searches_sealed_text(query, cipher):
+            return await self._read_in_thread(
+                lambda conn: summary_of_decisions(
+                    _select_all_decisions(conn, query, cipher), bucket_s
+                )
+            )
+        return await self._read_in_thread(lambda conn: _summarise(conn, query, buckets, cipher))
 
     async def delete_decisions(self, before: datetime) -> int:
         deleted = 0
@@ -73,33 +88,69 @@ def _insert_decisions(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) 
         return [row_id(conn.execute(_INSERT, row)) for row in rows]
 
 
-def _select_decisions(conn: sqlite3.Connection, query: DecisionQuery) -> list[DecisionRecord]:
+def _select_decisions(
+    conn: sqlite3.Connection, query: DecisionQuery, cipher: DataCipher
+) -> list[DecisionRecord]:
+    """A page of candidates at a time until the page is full of real matches (a search for
+    part of a sealed text reads candidates, `decision_matches`), in one snapshot."""
+    matches = decision_matches(query, cipher)
+    found: list[DecisionRecord] = []
+    step: DecisionQuery | None = query
     with transaction(conn, write=False):
-        cursor_time = None
-        if query.before_id is not None:
-            found = conn.execute(
-                DECISION_CURSOR_TIME.format(cursor="?"), (query.before_id,)
-            ).fetchone()
-            cursor_time = None if found is None else from_text(found[0])
-        rows = select_page(
-            conn,
-            f"SELECT {DECISION_COLUMNS} FROM decisions",
-            lambda params: decision_filter(query, params, cursor_time),
-            "time DESC, id DESC",
-            query.limit,
-        )
-    return [decision_from_row(row, from_text) for row in rows]
+        while step is not None:
+            page = _candidate_page(conn, step, cipher)
+            found += filter(matches, page)
+            step = next_candidates(step, page, len(found), query.limit)
+    return found[: query.limit]
 
 
-def _select_decision(conn: sqlite3.Connection, decision_id: int) -> DecisionRecord | None:
+def _select_all_decisions(
+    conn: sqlite3.Connection, query: DecisionQuery, cipher: DataCipher
+) -> list[DecisionRecord]:
+    matches = decision_matches(query, cipher)
+    found: list[DecisionRecord] = []
+    step: DecisionQuery | None = replace(query, before_id=None, limit=SUMMARY_READ_PAGE)
+    with transaction(conn, write=False):
+        while step is not None:
+            page = _candidate_page(conn, step, cipher)
+            found += filter(matches, page)
+            step = next_candidates(step, page, 0, 1)
+    return found
+
+
+def _candidate_page(
+    conn: sqlite3.Connection, query: DecisionQuery, cipher: DataCipher
+) -> list[DecisionRecord]:
+    cursor_time = None
+    if query.before_id is not None:
+        found = conn.execute(
+            DECISION_CURSOR_TIME.format(cursor="?"), (query.before_id,)
+        ).fetchone()
+        cursor_time = None if found is None else from_text(found[0])
+    rows = select_page(
+        conn,
+        f"SELECT {DECISION_COLUMNS} FROM decisions",
+        lambda params: decision_filter(query, params, cipher, cursor_time),
+        "time DESC, id DESC",
+        query.limit,
+    )
+    return [decision_from_row(row, from_text, cipher) for row in rows]
+
+
+def _select_decision(
+    conn: sqlite3.Connection, decision_id: int, cipher: DataCipher
+) -> DecisionRecord | None:
     row = conn.execute(
         f"SELECT {DECISION_EVIDENCE_COLUMNS} FROM decisions WHERE id = ?", (decision_id,)
     ).fetchone()
-    return None if row is None else decision_from_row(row, from_text)
+    return None if row is None else decision_from_row(row, from_text, cipher)
 
 
 def _summarise(
-    conn: sqlite3.Connection, query: DecisionQuery, buckets: list[tuple[int, datetime, datetime]]
+    conn: sqlite3.Connection,
+    query: DecisionQuery,
+    buckets: list[tuple[int, datetime, datetime]],
+    cipher: DataCipher,
 ) -> DecisionSummary:
     """Without a filter on the rows' other columns, a count per cell and bucket reads only
     the index; with one (an account, a partial recipient), a cell-by-cell count would read
@@ -121,11 +172,13 @@ def _summarise(
             if by_row:
                 params = QMarks()
                 where = decision_filter(replace(query, since=low, until=high, before_id=None),
-                                        params)
+                                        params, cipher)
                 found = conn.execute(f"SELECT {counts} FROM decisions {where}",
                                      params.values).fetchone()
             else:
-                found = [_count(conn, replace(cell, since=low, until=high)) for cell in every]
+                found = [
+                    _count(conn, replace(cell, since=low, until=high), cipher) for cell in every
+                ]
             cells.extend(
                 (start, str(cell.outcome), str(cell.channel), count)
                 for cell, count in zip(every, found, strict=True)
@@ -133,7 +186,7 @@ def _summarise(
         for cell in every:
             if cell.outcome is DecisionOutcome.BLOCKED:
                 params = QMarks()
-                where = decision_filter(cell, params)
+                where = decision_filter(cell, params, cipher)
                 reasons.extend(conn.execute(
                     f"SELECT channel, reason_codes, count(*) FROM decisions {where}"
                     " GROUP BY channel, reason_codes", params.values,
@@ -141,9 +194,9 @@ def _summarise(
     return decision_summary_of(cells, reasons)
 
 
-def _count(conn: sqlite3.Connection, query: DecisionQuery) -> int:
+def _count(conn: sqlite3.Connection, query: DecisionQuery, cipher: DataCipher) -> int:
     params = QMarks()
-    where = decision_filter(query, params)
+    where = decision_filter(query, params, cipher)
     (count,) = conn.execute(f"SELECT count(*) FROM decisions {where}", params.values).fetchone()
     return int(count)
 

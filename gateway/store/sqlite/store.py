@@ -14,6 +14,7 @@ from gateway.store.sqlite.inbound import SqliteInboundMessages
 from gateway.store.sqlite.locations import SqliteKnownLocations
 from gateway.store.sqlite.people import SqlitePeople
 from gateway.store.sqlite.privacy import SqlitePrivacy
+from gateway.store.sqlite.resealing import SqliteResealing
 from gateway.store.sqlite.suppressions import SqliteSuppressions
 
 
@@ -31,5 +32,6 @@ class SqliteStore(
     SqliteDeliveryLedger,
     SqliteAuditLog,
     SqlitePrivacy,
+    SqliteResealing,
 ):
     """`Store` on one SQLite file; several instances (or processes) may share the file."""

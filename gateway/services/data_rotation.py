@@ -1,0 +1,83 @@
+"""Re-sealing the store under the active data key: `keys rotate-data`, and the background
+pass that seals a database written before encryption.
+
+Resumable by construction: a pass skips every value already under the active key, so one
+started again after a crash or a deploy only walks what is done. When a pass finishes, the
+keys nothing is sealed under any more are marked retired in the store, and a replica may
+then start without them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.runtime.logs import log_event
+from gateway.services.data_keys import FINGERPRINT, RETIRED
+from gateway.store.base import Store, StoreUnavailable
+from gateway.store.resealing import SEALED_TABLES
+from gateway.store.sealing import SealedDataError
+
+log = logging.getLogger("gateway.services.data_rotation")
+
+BATCH_ROWS = 1000
+RESEALED_THROUGH = "resealed-through:data-key:"
+"""A settings row per active key id: a full pass finished with every value under it."""
+
+Progress = Callable[[str, int, int], None]
+"""(table, rows walked so far, rows in the table)."""
+
+
+@dataclass
+class ResealReport:
+    active_key: str
+    walked: dict[str, int] = field(default_factory=dict)
+    resealed: dict[str, int] = field(default_factory=dict)
+    retired: list[str] = field(default_factory=list)
+
+
+async def reseal_store(
+    store: Store, active_key: str, progress: Progress | None = None, batch: int = BATCH_ROWS
+) -> ResealReport:
+    """One pass over every sealed table; a value that does not open stops it (SealedDataError
+    naming the row), before anything is marked retired."""
+    report = ResealReport(active_key)
+    for table in SEALED_TABLES:
+        total = await store.count_rows(table)
+        after = None
+        walked = resealed = 0
+        while True:
+            done = await store.reseal_batch(table, after, batch)
+            walked += done.walked
+            resealed += done.resealed
+            if progress is not None:
+                progress(table.name, walked, max(total, walked))
+            if done.next_after is None:
+                break
+            after = done.next_after
+        report.walked[table.name], report.resealed[table.name] = walked, resealed
+    retired = await store.settings_named(RETIRED)
+    for name in await store.settings_named(FINGERPRINT):
+        key_id = name.removeprefix(FINGERPRINT)
+        if key_id != active_key and RETIRED + key_id not in retired:
+            await store.claim_setting(RETIRED + key_id, active_key)
+            report.retired.append(key_id)
+    await store.claim_setting(RESEALED_THROUGH + active_key, "done")
+    return report
+
+
+async def reseal_in_background(store: Store, active_key: str) -> None:
+    """At start-up, when no pass has finished under the active key (a database from before
+    encryption, or a key rotated without `keys rotate-data`): sealed while serving."""
+    try:
+        if await store.settings_named(RESEALED_THROUGH + active_key):
+            return
+        log_event(log, "data.reseal_started", active_key=active_key)
+        report = await reseal_store(store, active_key)
+    except (StoreUnavailable, SealedDataError) as exc:
+        # Nothing is lost: the next start (or `keys rotate-data`) takes the pass up again.
+        log_event(log, "data.reseal_failed", logging.ERROR, error=str(exc))
+        return
+    log_event(log, "data.reseal_finished", active_key=active_key,
+              resealed=sum(report.resealed.values()), retired=report.retired)

@@ -1,0 +1,204 @@
+"""The decision log, the block log and the audit log sealed at rest, on both backends:
+nothing readable in the raw rows, every view decrypted, partial search exact over sealed
+text, damage named, and the re-sealing pass (`keys rotate-data`, and the sealing of rows
+written before encryption) losing nothing while writes go on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from gateway.model import AuditEvent, BlockRecord, Channel, Reason
+from gateway.services.data_rotation import reseal_store
+from gateway.store import open_store
+from gateway.store.base import BlockQuery, DecisionQuery, Store
+from gateway.store.sealing import PLAIN, DataCipher, DataKeyring, SealedDataError, sealed_key_id
+from tests.store.test_decisions import decision
+from tests.store.test_store import T0, backend_url
+
+SECRETS = ("Bob.Lead@Example.COM", "+12125550123", "Quarterly pricing for Bob")
+INDEX_KEY = os.urandom(32)
+K1, K2 = os.urandom(32), os.urandom(32)
+
+
+def keyed(active: str = "k1", **keys: bytes) -> DataCipher:
+    return DataCipher(DataKeyring(keys or {"k1": K1}, active, INDEX_KEY))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return backend_url(request, tmp_path)
+
+
+@pytest.fixture
+async def store(url: str) -> AsyncIterator[Store]:
+    opened = open_store(url)
+    await opened.open()
+    await opened.use_data_cipher(keyed())
+    yield opened
+    await opened.close()
+
+
+async def raw_rows(url: str, table: str) -> list[tuple[object, ...]]:
+    """The table as a copy of the database shows it, read without the gateway."""
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(url.removeprefix("sqlite://")) as conn:
+            return [tuple(row) for row in conn.execute(f"SELECT * FROM {table}")]
+    conn = await asyncpg.connect(url)
+    try:
+        return [tuple(row) for row in await conn.fetch(f"SELECT * FROM {table}")]
+    finally:
+        await conn.close()
+
+
+def holds_plaintext(rows: list[tuple[object, ...]]) -> list[str]:
+    text = repr(rows).lower()
+    return [secret for secret in SECRETS if secret.lower() in text]
+
+
+async def record_everything(store: Store) -> None:
+    await store.record_decisions([
+        decision(SECRETS[0], at=0, subject=SECRETS[2]),
+        decision(SECRETS[1], at=1, channel=Channel.SMS, codes=("QUIET_HOURS",)),
+    ])
+    await store.record_block(BlockRecord(
+        time=T0, channel=Channel.EMAIL, account="acme", sender="agent@acme.example",
+        recipient=SECRETS[0], reasons=(Reason("SUPPRESSED", "opted out", "r.s"),),
+        rules_version="v1", subject=SECRETS[2], evidence={"to": SECRETS[0]},
+    ))
+    await store.append_audit(AuditEvent(
+        time=T0, actor="operator", action="suppression.added", subject=SECRETS[1],
+        details={"address": SECRETS[0]},
+    ))
+
+
+async def test_raw_rows_hold_no_recipient_number_or_subject_and_every_view_reads(
+    store: Store, url: str
+) -> None:
+    await record_everything(store)
+    for table in ("decisions", "blocks", "audit"):
+        assert holds_plaintext(await raw_rows(url, table)) == [], table
+    found = await store.query_decisions(DecisionQuery())
+    assert {d.recipient for d in found} == {SECRETS[0], SECRETS[1]}
+    assert found[-1].subject == SECRETS[2]
+    (block,) = await store.query_blocks(BlockQuery(recipient=SECRETS[0].lower()))
+    assert block.subject == SECRETS[2] and block.evidence == {"to": SECRETS[0]}
+    (entry,) = await store.audit_events()
+    assert entry.subject == SECRETS[1] and entry.details == {"address": SECRETS[0]}
+    assert (await store.check_audit()).problem is None
+
+
+@pytest.mark.parametrize(
+    ("recipient", "text", "expected"),
+    [
+        ("lead@example", None, {0}),
+        ("LEAD@EXAMPLE.com", None, {0}),
+        ("5550123", None, {1}),
+        (None, "PRICING", {0}),
+        (None, "pricing for bob", {0}),
+        ("example", "nothing like this", set()),
+        ("@", None, {0}),
+    ],
+)
+async def test_a_partial_search_over_sealed_text_finds_exactly_the_matches(
+    store: Store, recipient: str | None, text: str | None, expected: set[int]
+) -> None:
+    await record_everything(store)
+    query = DecisionQuery(recipient=recipient, text=text)
+    found = await store.query_decisions(query)
+    assert {int(d.gateway_id[1:]) for d in found} == expected
+    summary = await store.decision_summary(
+        replace(query, since=T0 - timedelta(days=1), until=T0 + timedelta(days=1)), 3600
+    )
+    assert summary.total == len(expected)
+
+
+async def test_a_search_page_is_filled_past_candidates_that_do_not_match(store: Store) -> None:
+    """Every row is a candidate for a two-character term; pages still hold real matches."""
+    await store.record_decisions(
+        [decision(f"x{i}@example.com", at=i, subject="zz" if i % 3 == 0 else "no")
+         for i in range(30)]
+    )
+    first = await store.query_decisions(DecisionQuery(text="zz", limit=4))
+    assert [d.gateway_id for d in first] == ["g27", "g24", "g21", "g18"]
+    rest = await store.query_decisions(DecisionQuery(text="zz", limit=100,
+                                                     before_id=first[-1].id))
+    assert [d.gateway_id for d in rest] == ["g15", "g12", "g9", "g6", "g3", "g0"]
+
+
+async def test_a_truncated_ciphertext_is_an_error_naming_the_record(store: Store, url: str) -> None:
+    (decision_id,) = await store.record_decisions([decision(SECRETS[0], subject="s")])
+    sql = "UPDATE decisions SET subject = substr(subject, 1, 20)"
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(url.removeprefix("sqlite://")) as conn:
+            conn.execute(sql)
+    else:
+        conn = await asyncpg.connect(url)
+        await conn.execute(sql)
+        await conn.close()
+    with pytest.raises(SealedDataError) as caught:
+        await store.get_decision(decision_id)
+    assert caught.value.record == f"decision {decision_id}"
+    assert SECRETS[0] not in str(caught.value)
+
+
+async def test_rotation_reseals_everything_under_the_new_key_while_writes_go_on(
+    store: Store, url: str
+) -> None:
+    await record_everything(store)
+    await store.record_decisions([decision(f"p{i}@example.com", at=10 + i) for i in range(300)])
+    await store.use_data_cipher(keyed("k2", k1=K1, k2=K2))
+    writing = True
+
+    async def keep_sending() -> int:
+        sent = 0
+        while writing:
+            await store.record_decisions([decision(f"live{sent}@example.com", at=1000 + sent)])
+            sent += 1
+            await asyncio.sleep(0.001)
+        return sent
+
+    sender = asyncio.create_task(keep_sending())
+    report = await reseal_store(store, "k2", batch=50)
+    writing = False
+    sent = await sender
+    assert report.resealed["decisions"] >= 302 and report.resealed["audit"] == 1
+    for table, column in (("decisions", 6), ("blocks", 5)):
+        for row in await raw_rows(url, table):
+            assert sealed_key_id(str(row[column])) == "k2", table
+    found = await store.query_decisions(DecisionQuery(limit=1000))
+    assert len(found) == 302 + sent
+    assert {d.recipient for d in found} >= {SECRETS[0], "p0@example.com", "live0@example.com"}
+    await store.use_data_cipher(keyed("k2", k2=K2))
+    assert len(await store.query_decisions(DecisionQuery(limit=1000))) == 302 + sent
+
+
+async def test_rows_written_before_encryption_are_sealed_and_still_found(url: str) -> None:
+    store = open_store(url)
+    await store.open()
+    try:
+        await store.use_data_cipher(PLAIN)
+        await record_everything(store)
+        await store.use_data_cipher(keyed())
+        assert [d.gateway_id for d in await store.query_decisions(
+            DecisionQuery(recipient="lead@"))] == ["g0"]
+        await reseal_store(store, "k1")
+        for table in ("decisions", "blocks", "audit"):
+            assert holds_plaintext(await raw_rows(url, table)) == [], table
+        assert [d.gateway_id for d in await store.query_decisions(
+            DecisionQuery(recipient="lead@", text="pricing"))] == ["g0"]
+        assert len(await store.query_blocks(BlockQuery(recipient=SECRETS[0]))) == 1
+        assert (await store.check_audit()).problem is None
+    finally:
+        await store.close()
