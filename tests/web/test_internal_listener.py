@@ -5,6 +5,7 @@ a gateway started in-process on ephemeral ports."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from twilio.request_validator import RequestValidator
 from gateway.config.settings import load_config
 from gateway.model import Channel
 from gateway.server import Gateway
+from tests import conftest
 from tests.conftest import DEMO_SECRET, MANAGER_SECRET, write_config
 from tests.ingress.test_twilio import AUTH_TOKEN, TWILIO_CONFIG
+from tests.test_cli import ServeProcess, free_port
 
 SCIM_TOKEN = "scim-token-0123456789abcdef0123456789"
 METRICS_TOKEN = "metrics-token-0123456789abcdef0123456789"
@@ -159,3 +162,30 @@ async def test_metrics_answers_the_right_bearer_token(guarded: Gateway) -> None:
         assert "gateway_config_reloads_total" in await response.text()
     status, _ = await answer(guarded.http_port, ("GET", "/healthz", {}, None))
     assert status == 200, "the token guards /metrics only"
+
+
+def test_every_worker_serves_both_listeners(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    internal_port = free_port()
+    monkeypatch.setattr(conftest, "BASE_CONFIG", conftest.BASE_CONFIG.replace(
+        "drain_timeout_s = 5", "drain_timeout_s = 5\nworkers = 2",
+    ).replace(
+        '[http]\nlisten = "127.0.0.1:0"',
+        f'[http]\nlisten = "127.0.0.1:0"\ninternal_listen = "127.0.0.1:{internal_port}"',
+    ))
+    server = ServeProcess(tmp_path)
+
+    async def requests() -> None:
+        # Each connection lands on either worker (SO_REUSEPORT): a handful reach both.
+        for _ in range(10):
+            assert (await answer(server.http_port, ("GET", "/metrics", {}, None)))[0] == 404
+            assert (await answer(server.http_port, ("GET", "/healthz", {}, None)))[0] == 200
+            assert (await answer(internal_port, ("GET", "/metrics", {}, None)))[0] == 200
+
+    try:
+        assert f"HTTP internal 127.0.0.1:{internal_port}" in server.banner
+        asyncio.run(requests())
+    finally:
+        code, stderr = server.stop()
+    assert code == 0, stderr
