@@ -4,11 +4,13 @@ the key, at load or (for a certificate that cannot be used) when the gateway is 
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 
 import pytest
 
 from gateway.config.settings import ConfigError, load_config
+from gateway.runtime.tls import server_context
 from gateway.server import Gateway
 from tests.conftest import write_config
 from tests.web.certificates import write_self_signed
@@ -150,3 +152,14 @@ def test_a_short_metrics_token_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         load_config(config_with(tmp_path, 'listen = "127.0.0.1:0"\nmetrics_token = "short"'))
     assert error.value.key == "http.metrics_token"
+
+
+def test_the_server_context_offers_only_modern_tls(pair: tuple[Path, Path]) -> None:
+    context = server_context(*pair, "http.tls_cert", "http.tls_key")
+    assert context.minimum_version is ssl.TLSVersion.TLSv1_2
+    assert context.options & ssl.OP_NO_COMPRESSION
+    assert context.options & ssl.OP_NO_RENEGOTIATION
+    tls12 = [c for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"]
+    assert tls12
+    for cipher in tls12:
+        assert cipher["kea"] == "kx-ecdhe" and cipher["aead"], cipher["name"]
