@@ -50,6 +50,7 @@ from gateway.runtime.processes import (
     is_first_worker,
 )
 from gateway.runtime.tls import ReloadableTls
+from gateway.services.key_ages import HeldKeys
 from gateway.services.people import People
 from gateway.services.privacy import Privacy, purge
 from gateway.services.retention import run_retention_periodically
@@ -198,7 +199,7 @@ class Services:
         its peers' stops here (ConfigError naming the key), the store closed again."""
         await self.store.open()
         try:
-            keys = await shared_keys(self.config, self.store)
+            keys = await shared_keys(self.config, self.store, self.clock.now())
             self.tokens.use_keys(keys.token_keys, keys.active_token_key)
             self.agent_keys.use_pepper(keys.agent_key_pepper)
             self.erasure_key = keys.erasure_key
@@ -294,6 +295,7 @@ class Gateway:
             services.rules,
             self.config.sender,
             self.clock,
+            services.metrics,
         ).register(app)
         admin = AdminRoutes(
             services.pipeline,
@@ -333,7 +335,8 @@ class Gateway:
             max_copies_per_request=self.config.http.max_copies_per_request,
         ).register(app)
         PostmarkWebhookRoutes(
-            self.config.postmark_webhook, services.suppressions, services.store
+            self.config.postmark_webhook, services.suppressions, services.store,
+            services.metrics,
         ).register(app)
         return app
 
@@ -384,7 +387,12 @@ class Gateway:
             self._store_gauges_task = asyncio.create_task(
                 StoreGauges(
                     services.metrics, services.store, clock=self.clock,
-                    agent_key_max_age_days=self.config.agent_key_max_age_days,
+                    max_age_days=self.config.key_max_age_days,
+                    key_sources=[HeldKeys(
+                        services.store, self.clock,
+                        lambda: (tuple(services.tokens.keys), services.tokens.active_key_id),
+                        lambda: self.config.dkim,
+                    )],
                 ).run(self.config.metrics_refresh_s)
             )
         await services.store.append_audit(

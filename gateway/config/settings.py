@@ -37,6 +37,9 @@ from gateway.model import (
 PACKAGE_RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 TOKEN_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+# What `gateway_key_age_seconds{kind}` reports on; `[keys]` sets a maximum age for each.
+KEY_KINDS = ("token", "agent", "dkim", "session", "data")
+DEFAULT_KEY_MAX_AGE_DAYS = 90
 KNOWN_SECTIONS = {
     "gateway", "smtp", "http", "store", "sender", "accounts", "upstream", "tokens", "policy",
     "webhooks", "retention", "privacy", "dkim", "twilio", "keys", "sso", "scim",
@@ -237,9 +240,11 @@ class Config:
     privacy: PrivacyConfig = PrivacyConfig()
     login_limits: LoginLimitsConfig = LoginLimitsConfig()
     dkim: tuple[DkimKey, ...] = ()
-    # `[keys] max_age_days`: agent keys older than this are due for rotation (a metric and
-    # an alert say so; nothing is refused).
-    agent_key_max_age_days: int = 90
+    # `[keys] max_age_days` (every kind) and `<kind>_max_age_days`: keys older than this are
+    # due for rotation (a metric and an alert say so; nothing is refused).
+    key_max_age_days: Mapping[str, int] = field(
+        default_factory=lambda: dict.fromkeys(KEY_KINDS, DEFAULT_KEY_MAX_AGE_DAYS)
+    )
     sso: SsoConfig = field(default_factory=SsoConfig)
 
     def account(self, name: str) -> Account | None:
@@ -360,9 +365,7 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
         unsubscribe_mailto=unsubscribe_mailto,
         smtp=smtp_config,
         login_limits=_login_limits(smtp),
-        agent_key_max_age_days=_section(raw.get("keys"), "keys", {"max_age_days"}).integer(
-            "max_age_days", 90, minimum=1, maximum=3650
-        ),
+        key_max_age_days=_key_max_age_days(raw.get("keys")),
         http=http_config,
         store_url=_store_url(_section(raw.get("store"), "store", {"url"}), base_dir),
         sender=sender,
@@ -806,6 +809,17 @@ def _privacy(raw: Any) -> PrivacyConfig:
     if key and len(key) < 32:
         raise ConfigError("privacy.erasure_key", "must be at least 32 characters")
     return PrivacyConfig(erasure_key=key)
+
+
+def _key_max_age_days(raw: Any) -> dict[str, int]:
+    """`max_age_days` for every kind, `<kind>_max_age_days` for one (a DKIM key published in
+    DNS may be meant to live longer than a signing key the gateway alone holds)."""
+    section = _section(raw, "keys", {"max_age_days", *(f"{k}_max_age_days" for k in KEY_KINDS)})
+    every = section.integer("max_age_days", DEFAULT_KEY_MAX_AGE_DAYS, minimum=1, maximum=3650)
+    return {
+        kind: section.integer(f"{kind}_max_age_days", every, minimum=1, maximum=3650)
+        for kind in KEY_KINDS
+    }
 
 
 def _dkim_keys(raw: Any, base_dir: Path) -> tuple[DkimKey, ...]:

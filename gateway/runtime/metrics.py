@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -19,7 +22,25 @@ from prometheus_client.multiprocess import MultiProcessCollector
 log = logging.getLogger("gateway.runtime.metrics")
 
 MULTIPROCESS_DIRECTORY_ENV = "PROMETHEUS_MULTIPROC_DIR"
+WEBHOOK_PROVIDERS = ("twilio", "postmark")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+@dataclass(frozen=True)
+class KeyAge:
+    """One key the gateway holds, for `gateway_key_age_seconds{kind,id}`. `retired`: kept
+    only to verify or decrypt what it made before a rotation (old unsubscribe links must
+    verify for 60 days), so its age calls for no rotation."""
+
+    kind: str
+    key_id: str
+    created_at: datetime
+    retired: bool = False
+
+
+# What `StoreGauges` asks, every refresh, for keys it does not find in the store itself; it
+# may be a coroutine function. It raises StoreUnavailable when the store does not answer.
+KeySource = Callable[[], Iterable[KeyAge] | Awaitable[Iterable[KeyAge]]]
 
 
 class Metrics:
@@ -91,7 +112,8 @@ class Metrics:
         )
         self.key_age = Gauge(
             "gateway_key_age_seconds",
-            "Age of each key in use, by kind (agent: the keys `keys create` made) and id",
+            "Age of each key the gateway holds, by kind (token, agent, dkim, session, data) "
+            "and id, from the creation time recorded in the store",
             ["kind", "id"],
             multiprocess_mode="max",
             registry=self.registry,
@@ -103,6 +125,24 @@ class Metrics:
             multiprocess_mode="max",
             registry=self.registry,
         )
+        self.key_retired = Gauge(
+            "gateway_key_retired",
+            "1 for a key kept only to verify or decrypt what it made before a rotation, 0 for "
+            "one in use; such a key needs no rotation",
+            ["kind", "id"],
+            multiprocess_mode="max",
+            registry=self.registry,
+        )
+        self.webhook_signature_failures = Counter(
+            "gateway_webhook_signature_failures",
+            "Provider webhooks refused for a missing or wrong signature or credentials, by "
+            "provider (twilio, postmark)",
+            ["provider"],
+            registry=self.registry,
+        )
+        # Present at 0 from the start, so that the first failure is an increase Prometheus sees.
+        for provider in WEBHOOK_PROVIDERS:
+            self.webhook_signature_failures.labels(provider)
         self.store_checked = Gauge(
             "gateway_store_last_check_timestamp_seconds",
             "When the store gauges were last refreshed (Unix time)",

@@ -10,19 +10,26 @@ once into the store, by whichever replica gets there first, and read by the rest
 Keys generated into `data_dir` by earlier versions are adopted: the first replica to start
 claims its own as the shared key, and every other replica's is kept beside it under the same
 key id, so that every link ever issued keeps working.
+
+Each token key id's creation time is claimed beside its fingerprint (`created:` settings,
+`key_ages`), so every replica reports the same `gateway_key_age_seconds{kind="token"}`; an
+adopted key's is its file's modification time, since it may be far older than this start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.config.settings import TOKEN_KEY_ID, Config, ConfigError
+from gateway.services.key_ages import TOKEN_CREATED, UnreadableCreationTime, first_seen
 from gateway.store.base import SharedSettings
 
 TOKEN_KEY = "key:unsubscribe-token:"
@@ -49,8 +56,11 @@ def fingerprint(key: bytes, purpose: str) -> str:
     return hmac.new(key, f"{purpose}-fingerprint".encode(), hashlib.sha256).hexdigest()
 
 
-async def shared_keys(config: Config, store: SharedSettings) -> SharedKeys:
+async def shared_keys(
+    config: Config, store: SharedSettings, now: datetime | None = None
+) -> SharedKeys:
     token_keys, active = await _token_keys(config, store)
+    await _record_token_keys_created(token_keys, store, config.data_dir, now or datetime.now(UTC))
     return SharedKeys(
         token_keys=token_keys,
         active_token_key=active,
@@ -123,6 +133,26 @@ async def _check_configured_token_keys(keys: dict[str, bytes], store: SharedSett
                 f"this store's links are signed with a key it generated (settings row {name!r}); "
                 f"keep it as tokens.keys.{key_id} so they keep working",
             )
+
+
+async def _record_token_keys_created(
+    keys: Mapping[str, object], store: SharedSettings, data_dir: Path, now: datetime
+) -> None:
+    """First seen now, or, for an id in the key file of an earlier version, when that file was
+    written. (The file only dates keys here: whether it is usable was decided on loading.)"""
+    legacy_written = now
+    legacy_ids: set[str] = set()
+    with contextlib.suppress(OSError, ConfigError):
+        legacy_ids = set(_legacy_token_keys(data_dir))
+        mtime = (data_dir / LEGACY_TOKEN_FILE).stat().st_mtime
+        legacy_written = min(now, datetime.fromtimestamp(mtime, UTC))
+    for key_id in keys:
+        try:
+            await first_seen(
+                store, TOKEN_CREATED + key_id, legacy_written if key_id in legacy_ids else now
+            )
+        except UnreadableCreationTime as exc:
+            raise ConfigError(f"tokens.keys.{key_id}", str(exc)) from exc
 
 
 def _legacy_token_keys(data_dir: Path) -> dict[str, bytes]:

@@ -1,16 +1,23 @@
-"""The store-backed gauges (is the store up, how many suppressions, how old each agent key
-is), refreshed in the background so that a scrape never waits on the store."""
+"""The store-backed gauges (is the store up, how many suppressions, how old each key is),
+refreshed in the background so that a scrape never waits on the store.
+
+Key ages: agent keys are read here; every other kind comes from a `KeySource` the server
+passes (token, DKIM and session keys from `key_ages.HeldKeys`, data keys from theirs). A key
+that goes (revoked, expired, removed from the configuration) loses its series."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 
+from gateway.config.settings import DEFAULT_KEY_MAX_AGE_DAYS, KEY_KINDS
 from gateway.runtime.clock import Clock
 from gateway.runtime.logs import log_event
-from gateway.runtime.metrics import Metrics
+from gateway.runtime.metrics import KeyAge, KeySource, Metrics
 from gateway.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("gateway.services.store_gauges")
@@ -23,16 +30,22 @@ class StoreGauges:
 
     def __init__(
         self, metrics: Metrics, store: Store, monotonic: Callable[[], float] = time.monotonic,
-        clock: Clock | None = None, agent_key_max_age_days: int = 90,
+        clock: Clock | None = None, agent_key_max_age_days: int | None = None,
+        max_age_days: Mapping[str, int] | None = None, key_sources: Sequence[KeySource] = (),
     ) -> None:
         self.metrics = metrics
         self.store = store
         self.monotonic = monotonic
         self.clock = clock or Clock()
+        self.key_sources = key_sources
         self.reachable: bool | None = None
         self.next_count_at = 0.0
-        self.key_ids: set[str] = set()
-        metrics.key_max_age.labels("agent").set(agent_key_max_age_days * 86400)
+        self.keys: set[tuple[str, str]] = set()
+        days = dict.fromkeys(KEY_KINDS, DEFAULT_KEY_MAX_AGE_DAYS) | dict(max_age_days or {})
+        if agent_key_max_age_days is not None:
+            days["agent"] = agent_key_max_age_days
+        for kind, kind_days in days.items():
+            metrics.key_max_age.labels(kind).set(kind_days * 86400)
 
     async def refresh(self) -> None:
         """Ping, and count when the last count's cost allows; a failure marks the store down
@@ -59,18 +72,33 @@ class StoreGauges:
         self.next_count_at = started + (self.monotonic() - started) / COUNT_SHARE_OF_TIME
 
     async def _key_ages(self) -> None:
-        """One series per usable agent key; a revoked or expired key's series goes."""
+        """One series per key held; a revoked, expired or removed key's series goes. All are
+        gathered before any is published, so a source that fails changes nothing."""
         now = self.clock.now()
-        usable = {
-            row.key_id: (now - row.created_at).total_seconds()
+        held = [
+            KeyAge("agent", row.key_id, row.created_at)
             for row in await self.store.agent_keys()
             if row.revoked_at is None and (row.expires_at is None or row.expires_at > now)
-        }
-        for key_id in self.key_ids - set(usable):
-            self.metrics.key_age.remove("agent", key_id)
-        for key_id, age in usable.items():
-            self.metrics.key_age.labels("agent", key_id).set(age)
-        self.key_ids = set(usable)
+        ]
+        for source in self.key_sources:
+            found = source()
+            held.extend(await found if inspect.isawaitable(found) else found)
+        self._publish(held, now)
+
+    def _publish(self, held: Iterable[KeyAge], now: datetime) -> None:
+        """Never a negative age: a key recorded a moment ago by a replica whose clock is a
+        little ahead of this one's is new, not from the future."""
+        current: set[tuple[str, str]] = set()
+        for key in held:
+            labels = (key.kind, key.key_id)
+            current.add(labels)
+            age = max(0.0, (now - key.created_at).total_seconds())
+            self.metrics.key_age.labels(*labels).set(age)
+            self.metrics.key_retired.labels(*labels).set(1 if key.retired else 0)
+        for labels in self.keys - current:
+            self.metrics.key_age.remove(*labels)
+            self.metrics.key_retired.remove(*labels)
+        self.keys = current
 
     async def run(self, interval_s: float) -> None:
         """Now, then every `interval_s` until cancelled."""

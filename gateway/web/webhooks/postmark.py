@@ -1,7 +1,9 @@
 """Postmark's webhooks: hard bounces, spam complaints and subscription changes.
 
 Postmark sends Basic-auth credentials placed in the webhook URL; requests without the
-configured ones are refused, so nobody else can suppress (or unsuppress) addresses.
+configured ones are refused, so nobody else can suppress (or unsuppress) addresses, and
+counted (`gateway_webhook_signature_failures_total{provider="postmark"}`): a refused
+complaint or unsubscribe is one the gateway never learns until Postmark's retries succeed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from gateway.auth.credentials import basic_credentials, same_secret
 from gateway.config.settings import PostmarkWebhookConfig
 from gateway.runtime.input_limits import read_json
 from gateway.runtime.logs import log_event
+from gateway.runtime.metrics import Metrics
 from gateway.services.suppressions import Suppressions
 from gateway.store.base import Store, StoreUnavailable
 
@@ -28,11 +31,13 @@ MAX_WEBHOOK_BYTES = 256 * 1024
 
 class PostmarkWebhookRoutes:
     def __init__(
-        self, credentials: PostmarkWebhookConfig, suppressions: Suppressions, store: Store
+        self, credentials: PostmarkWebhookConfig, suppressions: Suppressions, store: Store,
+        metrics: Metrics,
     ) -> None:
         self.credentials = credentials
         self.suppressions = suppressions
         self.store = store
+        self.credential_failures = metrics.webhook_signature_failures.labels("postmark")
 
     def register(self, app: web.Application) -> None:
         app.router.add_post("/webhooks/postmark", self.receive)
@@ -48,6 +53,7 @@ class PostmarkWebhookRoutes:
 
     async def receive(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
+            self.credential_failures.inc()
             return web.json_response({"error": "webhook credentials required"}, status=401)
         if (request.content_length or 0) > MAX_WEBHOOK_BYTES:
             return web.json_response({"error": "payload too large"}, status=413)

@@ -1,7 +1,9 @@
 """Inbound SMS from Twilio: STOP-family replies opt the sender out, START-family back in.
 
 The request must carry a valid `X-Twilio-Signature` for the configured auth token; anything
-else is refused before it can touch the suppression list.
+else is refused before it can touch the suppression list, and counted
+(`gateway_webhook_signature_failures_total{provider="twilio"}`): Twilio does not redeliver a
+refused inbound message, so a wrong auth token or public_url loses every STOP it carries.
 
 The signature covers the URL and the parameters, never a time, so a signed request can be
 sent again at any later moment and still verifies. Every processed `MessageSid` is kept in
@@ -33,6 +35,7 @@ from gateway.rules.ruleset import RuleSet
 from gateway.runtime.client_address import client_address
 from gateway.runtime.clock import Clock
 from gateway.runtime.logs import log_event
+from gateway.runtime.metrics import Metrics
 from gateway.services.suppressions import Suppressions
 from gateway.store.base import Store, StoreUnavailable
 from gateway.web.pages import read_form
@@ -71,6 +74,7 @@ class TwilioWebhookRoutes:
         rules: Callable[[], RuleSet],
         identity: SenderIdentity,
         clock: Clock,
+        metrics: Metrics,
     ) -> None:
         self.auth_token = auth_token
         self.public_url = public_url
@@ -79,6 +83,7 @@ class TwilioWebhookRoutes:
         self.rules = rules
         self.identity = identity
         self.clock = clock
+        self.signature_failures = metrics.webhook_signature_failures.labels("twilio")
 
     def register(self, app: web.Application) -> None:
         app.router.add_post("/webhooks/twilio", self.inbound)
@@ -99,6 +104,7 @@ class TwilioWebhookRoutes:
             urls.append(str(request.url))
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature_matches(self.auth_token, urls, params, signature):
+            self.signature_failures.inc()
             log_event(log, "webhook-signature-invalid", logging.WARNING,
                       peer=client_address(request))
             return web.Response(status=403, text="invalid X-Twilio-Signature")
