@@ -13,7 +13,7 @@ import abc
 import dataclasses
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,16 +30,17 @@ from gateway.model import (
     Suppression,
 )
 from gateway.store.base import (
+    ERASED_PREFIX,
     KEEP,
     MAX_PAGE_START,
     AuditQuery,
     BlockQuery,
+    ConsentKey,
     ConsentQuery,
     DecisionQuery,
     DecisionSummary,
     PersonChanges,
     PersonRow,
-    SuppressionQuery,
 )
 
 ReadTime = Callable[[Any], datetime]
@@ -111,24 +112,123 @@ def equal_to(params: Parameters, columns: Iterable[tuple[str, object]]) -> list[
 
 # --- suppressions, consents, locations ----------------------------------------------------
 
-SUPPRESSION_COLUMNS = "address, source, reason, actor, created_at, mailbox"
+SUPPRESSION_COLUMNS = "address, source, reason, actor, created_at, mailbox, address_sealed"
+"""address and mailbox hold blind indexes (an erased row's keyed hashes as they are), and
+address_sealed the sealed address ('' for an erased row, and with encryption off)."""
+
+SEALED_ADDRESS = "suppressions.address"
+
+MailboxRule = Callable[[str], str]
+"""An address key to its mailbox key (the mailbox rules `update_mailboxes` was last given)."""
 
 
-def suppression_from_row(row: Sequence[Any], read_time: ReadTime) -> Suppression:
-    address, source, reason, actor, created_at, mailbox = row
-    return Suppression(address, source, reason, read_time(created_at), actor, mailbox)
+def suppression_values(
+    entry: Suppression, created_at: object, cipher: DataCipher
+) -> tuple[str, str, str, str, object, str, str]:
+    """SUPPRESSION_COLUMNS' values (`created_at` already as the backend stores it). An erased
+    row's address and mailbox are keyed hashes already, kept as they are."""
+    if entry.address.startswith(ERASED_PREFIX):
+        address, mailbox, sealed = entry.address, entry.mailbox, ""
+    else:
+        address = cipher.blind(entry.address)
+        mailbox = cipher.blind(entry.mailbox) if entry.mailbox else ""
+        sealed = cipher.seal(entry.address, SEALED_ADDRESS) if cipher.enabled else ""
+    return (address, entry.source, entry.reason, entry.actor, created_at, mailbox, sealed)
+
+
+def suppression_from_row(
+    row: Sequence[Any],
+    read_time: ReadTime,
+    cipher: DataCipher,
+    known: Mapping[str, str],
+    mailbox_rule: MailboxRule | None,
+) -> Suppression:
+    """The entry with its address opened (a row written before encryption, or an erased
+    one, has no sealed copy: its address column is what it is). `known` maps stored keys a
+    lookup asked for back to the caller's keys; see `plain_mailbox`."""
+    stored, source, reason, actor, created_at, mailbox, sealed = row
+    address = (
+        cipher.open(sealed, SEALED_ADDRESS, f"suppressions row {stored} ({source})")
+        if sealed
+        else stored
+    )
+    return Suppression(
+        address,
+        source,
+        reason,
+        read_time(created_at),
+        actor,
+        plain_mailbox(mailbox, address, cipher, known, mailbox_rule),
+    )
+
+
+def plain_mailbox(
+    stored: str,
+    address: str,
+    cipher: DataCipher,
+    known: Mapping[str, str],
+    mailbox_rule: MailboxRule | None,
+) -> str:
+    """A row's mailbox key back from its blind index, which has no sealed copy: it is the
+    address itself, a key the reader asked for, or the address folded by the mailbox rules
+    in force. Only a row folded by rules this process was not given reads as '' (no
+    mailbox shown); lookups never need it, they match the index."""
+    if not (cipher.enabled and stored) or "@" in stored or stored.startswith(ERASED_PREFIX):
+        return stored  # none, as written before encryption, or an erased row's hash
+    if stored in known:
+        return known[stored]
+    if cipher.blind(address) == stored:
+        return address
+    if mailbox_rule is not None:
+        folded = folded_or_own(mailbox_rule, address)
+        if cipher.blind(folded) == stored:
+            return folded
+    return ""
 
 
 MAILBOX_RULES_SETTING = "mailbox_rules_version"
 """The settings row naming the mailbox rules the stored mailbox keys were folded with."""
 
 
-def unfolded_query(every: bool) -> str:
-    """The stored email entries to fold: `every` one (the rules changed), else those without
-    a mailbox yet, which the index suppressions_unfolded finds without a scan. An erased
-    entry's address is a hash, with no '@'."""
-    query = "SELECT DISTINCT address, mailbox FROM suppressions WHERE address LIKE '%@%'"
+def unfolded_query(every: bool, sealed: bool = False) -> str:
+    """The stored entries that may be email entries to fold: `every` one (the rules
+    changed), else those without a mailbox yet, which the index suppressions_unfolded finds
+    without a scan. An erased entry's address is a hash, with no '@', and no sealed copy.
+    With encryption on (`sealed`) an entry's address is a blind index, so whether it is an
+    email is known only once opened (`unfolded_addresses`): the entries without a mailbox
+    (numbers among them) are read and opened."""
+    clear = "address LIKE '%@%'"
+    query = (
+        "SELECT DISTINCT address, mailbox, address_sealed FROM suppressions WHERE "
+        + (f"({clear} OR address_sealed <> '')" if sealed else clear)
+    )
     return query if every else query + " AND mailbox = ''"
+
+
+def unfolded_addresses(
+    rows: Iterable[Sequence[str]],
+    mailbox_of: MailboxRule,
+    cipher: DataCipher,
+) -> dict[str, str]:
+    """Stored address -> its new stored mailbox, for the email rows of `unfolded_query`
+    whose mailbox changes."""
+    changes: dict[str, str] = {}
+    for stored, mailbox, sealed in rows:
+        address = (
+            cipher.open(sealed, SEALED_ADDRESS, f"suppressions row {stored}") if sealed else stored
+        )
+        if "@" not in address:
+            continue
+        folded = folded_or_own(mailbox_of, address)
+        new = cipher.blind(folded) if sealed else folded
+        if new != mailbox:
+            changes[stored] = new
+    return changes
+
+
+def suppression_text_match(entry: Suppression, text: str | None) -> bool:
+    """Whether a page search for `text` shows `entry`: any part of the address, any case."""
+    return not text or search_folded(text) in search_folded(entry.address)
 
 
 def folded_or_own(mailbox_of: Callable[[str], str], address: str) -> str:
@@ -140,33 +240,46 @@ def folded_or_own(mailbox_of: Callable[[str], str], address: str) -> str:
         return address
 
 
-CONSENT_COLUMNS = "subject, channel, kind, obtained_at, expires_at, source, evidence"
+CONSENT_COLUMNS = (
+    "subject, channel, kind, obtained_at, expires_at, source, evidence, subject_sealed"
+)
+"""subject holds a blind index, subject_sealed the sealed subject ('' with encryption off
+and for a row written before it), evidence is sealed."""
 
 
-def consent_values(consent: Consent, write_time: WriteTime) -> tuple[object, ...]:
+def consent_values(
+    consent: Consent, write_time: WriteTime, cipher: DataCipher
+) -> tuple[object, ...]:
     """CONSENT_COLUMNS' values; no expiry (express consent) is NULL."""
     return (
-        consent.subject,
+        cipher.blind(consent.subject),
         consent.channel.value,
         consent.kind.value,
         write_time(consent.obtained_at),
         None if consent.expires_at is None else write_time(consent.expires_at),
         consent.source,
-        consent.evidence,
+        cipher.seal(consent.evidence, "consents.evidence"),
+        cipher.seal(consent.subject, "consents.subject") if cipher.enabled else "",
     )
 
 
-def consent_from_row(row: Sequence[Any], read_time: ReadTime) -> Consent:
-    subject, channel, kind, obtained_at, expires_at, source, evidence = row
+def consent_from_row(row: Sequence[Any], read_time: ReadTime, cipher: DataCipher) -> Consent:
+    subject, channel, kind, obtained_at, expires_at, source, evidence, sealed = row
+    record = f"consents row {subject} ({channel}, {kind})"
     return Consent(
-        subject=subject,
+        subject=cipher.open(sealed, "consents.subject", record) if sealed else subject,
         channel=Channel(channel),
         kind=ConsentKind(kind),
         obtained_at=read_time(obtained_at),
         expires_at=None if expires_at is None else read_time(expires_at),
         source=source,
-        evidence=evidence,
+        evidence=cipher.open(evidence, "consents.evidence", record),
     )
+
+
+def consent_order(consent: Consent) -> tuple[str, datetime, str, str]:
+    """The order consents are read in by subject: subject, obtained at, channel, kind."""
+    return consent.subject, consent.obtained_at, consent.channel.value, consent.kind.value
 
 
 def group_consents(consents: Iterable[Consent]) -> dict[str, tuple[Consent, ...]]:
@@ -177,28 +290,36 @@ def group_consents(consents: Iterable[Consent]) -> dict[str, tuple[Consent, ...]
     return {subject: tuple(rows) for subject, rows in found.items()}
 
 
-def suppression_page_filter(query: SuppressionQuery, params: Parameters) -> str:
-    """The WHERE clause of a page of the suppression list (ORDER BY address, source): the
-    row comparison with the previous page's last entry is a seek in the primary key."""
-    clauses = []
-    if query.text:
-        clauses.append(params.contains("address", search_folded(query.text)))
-    if query.after is not None:
-        address, source = query.after
-        clauses.append(f"(address, source) > ({params.bind(address)}, {params.bind(source)})")
-    return where_all(clauses)
+def suppression_page_filter(
+    after: tuple[str, str] | None, params: Parameters
+) -> str:
+    """The WHERE clause of a page of the suppression list (ORDER BY address, source) from
+    `after`, the stored (address, source) of the previous page's last entry: the row
+    comparison is a seek in the primary key. A search filters the opened rows instead
+    (`suppression_text_match`): the column holds blind indexes."""
+    if after is None:
+        return ""
+    address, source = after
+    return f"WHERE (address, source) > ({params.bind(address)}, {params.bind(source)})"
 
 
-def consent_page_filter(query: ConsentQuery, params: Parameters) -> str:
+def consent_text_match(consent: Consent, text: str | None) -> bool:
+    """Whether a page search for `text` shows `consent`: any part of the subject."""
+    return not text or search_folded(text) in search_folded(consent.subject)
+
+
+def consent_page_filter(
+    query: ConsentQuery, after: ConsentKey | None, params: Parameters
+) -> str:
     """The WHERE clause of a page of consents (ORDER BY subject, channel, kind,
-    obtained_at, the unique index consents_subject), sought as `suppression_page_filter`."""
+    obtained_at, the unique index consents_subject) from `after`, the previous page's last
+    key with its stored subject, sought as `suppression_page_filter`; a search filters the
+    opened rows (`consent_text_match`)."""
     clauses = []
-    if query.text:
-        clauses.append(params.contains("subject", search_folded(query.text)))
     if query.channel is not None:
         clauses.append(f"channel = {params.bind(query.channel.value)}")
-    if query.after is not None:
-        subject, channel, kind, obtained_at = query.after
+    if after is not None:
+        subject, channel, kind, obtained_at = after
         clauses.append(
             "(subject, channel, kind, obtained_at) > ("
             f"{params.bind(subject)}, {params.bind(channel.value)}, {params.bind(kind.value)},"
@@ -220,6 +341,20 @@ def location_values(location: KnownLocation) -> tuple[object, ...]:
         location.region,
         location.postal_code,
     )
+
+
+def located(
+    rows: Iterable[Sequence[Any]], lookup: Mapping[str, str], cipher: DataCipher
+) -> dict[str, KnownLocation]:
+    """(stored number, *LOCATION_COLUMNS) rows by the caller's number (`lookup` maps each
+    stored form to it); a number's row under its blind index wins over one written before
+    encryption, which the sealing pass has yet to replace."""
+    found: dict[str, KnownLocation] = {}
+    for stored, *location in rows:
+        number = lookup[stored]
+        if number not in found or stored == cipher.blind(number):
+            found[number] = KnownLocation(*location)
+    return found
 
 
 # --- contacts and deliveries --------------------------------------------------------------

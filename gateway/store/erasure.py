@@ -34,6 +34,7 @@ from gateway.store.core import (
     DECISION_EVIDENCE_COLUMNS,
     LOCATION_COLUMNS,
     SUPPRESSION_COLUMNS,
+    MailboxRule,
     Parameters,
     ReadTime,
     block_from_row,
@@ -41,6 +42,7 @@ from gateway.store.core import (
     decision_from_row,
     suppression_from_row,
 )
+from gateway.store.sealing import BLIND_PREFIX, DataCipher, SealedColumns, search_folded
 
 ERASED_RANGE = (ERASED_PREFIX, ERASED_PREFIX[:-1] + chr(ord(ERASED_PREFIX[-1]) + 1))
 """Erased rows sort together: lower <= address < upper is one index range search."""
@@ -51,30 +53,47 @@ PURGE_REASON = "kept through a workspace purge"
 FINGERPRINT_SETTING = "erasure_key_fingerprint"
 """The settings row naming the key this database's erased rows were written with."""
 
+RowReader = Callable[[Sequence[Any]], Suppression]
+"""A stored suppression row (SUPPRESSION_COLUMNS) as the entry it records, opened."""
+
+SuppressionCursor = tuple[list[str], str] | None
+"""A suppression page's cursor as stored: the forms its address may be stored under
+(blind index first) and its source."""
+
 
 @dataclass(frozen=True)
 class NamedBy:
     """The columns of a table that name a person; a row is theirs if any does. Emails are
     recorded as the agent wrote them ('Bob@Example.com') while keys are lower case, so for
     an email key these columns match without case, unless `exact` (the column holds keys).
-    Numbers are E.164 everywhere and match exactly."""
+    Numbers are E.164 everywhere and match exactly. These plaintext matches find the rows
+    written before encryption (or with it off); a sealed row is found by its blind `index`,
+    which no case-insensitive comparison can reach, so it is made of the form the key has
+    there: the key itself, or (`folded`) its case-folded form, the index of a column
+    written as the agent spelled it."""
 
     columns: tuple[str, ...]
     email_columns: tuple[str, ...] = ()
     """Also the person's when the key is an email (a block's sender is an agent's own
     number for calls and texts, but may be the person for an email)."""
     exact: bool = False
+    index: str | None = None
+    folded: bool = False
 
 
 ERASED_TABLES: Mapping[str, NamedBy] = {
-    "blocks": NamedBy(("recipient",), email_columns=("sender",)),
-    "decisions": NamedBy(("recipient",), email_columns=("sender",)),
-    "consents": NamedBy(("subject",)),
-    "known_locations": NamedBy(("number",), exact=True),
-    "contacts": NamedBy(("recipient",)),
-    "notices": NamedBy(("recipient",)),
-    "deliveries": NamedBy(("recipient",)),
-    "suppressions": NamedBy(("address",), exact=True),
+    "blocks": NamedBy(
+        ("recipient",), email_columns=("sender",), index="recipient_index", folded=True
+    ),
+    "decisions": NamedBy(
+        ("recipient",), email_columns=("sender",), index="recipient_index", folded=True
+    ),
+    "consents": NamedBy(("subject",), index="subject"),
+    "known_locations": NamedBy(("number",), exact=True, index="number"),
+    "contacts": NamedBy(("recipient",), index="recipient"),
+    "notices": NamedBy(("recipient",), index="recipient"),
+    "deliveries": NamedBy(("recipient",), index="recipient", folded=True),
+    "suppressions": NamedBy(("address",), exact=True, index="address"),
 }
 """The tables an erasure deletes a person's rows from, in the order it reports them."""
 
@@ -110,7 +129,7 @@ Statement = tuple[str, list[object]]
 
 
 def erase_statements(
-    key: str, new_params: Callable[[], Parameters], mailbox: str = ""
+    key: str, new_params: Callable[[], Parameters], cipher: DataCipher, mailbox: str = ""
 ) -> dict[str, Statement]:
     """Per table of ERASED_TABLES, the DELETE of `key`'s rows; suppressions also by the
     `mailbox` key, whatever spelling opted out (an erased row has hashes there, so stays)."""
@@ -118,9 +137,9 @@ def erase_statements(
     for table in ERASED_TABLES:
         params = new_params()
         where = (
-            suppression_match([key, mailbox], params)
+            suppression_match(stored_forms(cipher, [key, mailbox]), params)
             if table == "suppressions" and mailbox
-            else _person_rows(table, key, params)
+            else _person_rows(table, key, params, cipher)
         )
         statements[table] = (f"DELETE FROM {table} WHERE {where}", params.values)
     return statements
@@ -130,23 +149,25 @@ def export_statements(
     key: str,
     aliases: Sequence[str],
     new_params: Callable[[], Parameters],
+    cipher: DataCipher,
     mailbox: str = "",
 ) -> dict[str, Statement]:
     """Per `PersonalData` field, the SELECT of its rows (read in one snapshot, then given to
     `exported`): the rows an erasure deletes, the erased rows left by an earlier erasure
     (`aliases`: the hashes of `key` and `mailbox`), and the audit entries whose subject names
-    `key`, which are never rewritten."""
+    `key`, which are never rewritten: with encryption on their subjects are sealed, so the
+    whole log is read and `exported` keeps the entries naming `key` once opened."""
 
     def rows_about(table: str, columns: str, order: str = "") -> Statement:
         params = new_params()
-        where = _person_rows(table, key, params)
+        where = _person_rows(table, key, params, cipher)
         return f"SELECT {columns} FROM {table} WHERE {where} {order}".rstrip(), params.values
 
     suppressions, audit = new_params(), new_params()
+    named = suppression_match([*stored_forms(cipher, [key, mailbox]), *aliases], suppressions)
     return {
         "suppressions": (
-            f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions"
-            f" WHERE {suppression_match([key, mailbox, *aliases], suppressions)}"
+            f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE {named}"
             " ORDER BY address, source",
             suppressions.values,
         ),
@@ -164,38 +185,64 @@ def export_statements(
             "ORDER BY claimed_at",
         ),
         "audit": (
-            f"SELECT {AUDIT_COLUMNS} FROM audit WHERE {audit.contains('subject', key)}"
-            " ORDER BY id",
+            f"SELECT {AUDIT_COLUMNS} FROM audit"
+            f" WHERE {'1 = 1' if cipher.enabled else audit.contains('subject', key)} ORDER BY id",
             audit.values,
         ),
     }
 
 
 def exported(
-    key: str, rows: Mapping[str, Sequence[Sequence[Any]]], read_time: ReadTime
+    key: str,
+    rows: Mapping[str, Sequence[Sequence[Any]]],
+    read_time: ReadTime,
+    cipher: DataCipher,
+    read_suppression: RowReader,
 ) -> PersonalData:
-    """`PersonalData` from the rows of `export_statements`, by field."""
-    suppressions = [suppression_from_row(row, read_time) for row in rows["suppressions"]]
+    """`PersonalData` from the rows of `export_statements`, by field, opened. A delivery's
+    recipient is a blind index once sealed: it is the person's, so it reads as their key."""
+    suppressions = sorted(
+        map(read_suppression, rows["suppressions"]), key=lambda s: (s.address, s.source)
+    )
     location, notice = rows["known_location"], rows["notice_sent_at"]
     return PersonalData(
         key=key,
         suppressions=tuple(s for s in suppressions if not s.address.startswith(ERASED_PREFIX)),
         erased_suppressions=tuple(s for s in suppressions if s.address.startswith(ERASED_PREFIX)),
-        consents=tuple(consent_from_row(row, read_time) for row in rows["consents"]),
+        consents=tuple(consent_from_row(row, read_time, cipher) for row in rows["consents"]),
         known_location=KnownLocation(*location[0]) if location else None,
-        blocks=tuple(block_from_row(row, read_time) for row in rows["blocks"]),
-        decisions=tuple(decision_from_row(row, read_time) for row in rows["decisions"]),
+        blocks=tuple(block_from_row(row, read_time, cipher) for row in rows["blocks"]),
+        decisions=tuple(
+            decision_from_row(row, read_time, cipher) for row in rows["decisions"]
+        ),
         contacts=tuple(
             ContactRow(Channel(channel), read_time(time), gateway_id)
             for channel, time, gateway_id in rows["contacts"]
         ),
         notice_sent_at=read_time(notice[0][0]) if notice else None,
         deliveries=tuple(
-            DeliveryRow(delivery_key, recipient, state, read_time(claimed_at), upstream_id)
+            DeliveryRow(
+                delivery_key,
+                key if recipient.startswith(BLIND_PREFIX) else recipient,
+                state,
+                read_time(claimed_at),
+                upstream_id,
+            )
             for delivery_key, recipient, state, claimed_at, upstream_id in rows["deliveries"]
         ),
-        audit=tuple(event_from_row(row, read_time) for row in rows["audit"]),
+        audit=tuple(
+            event
+            for event in (event_from_row(row, read_time, cipher) for row in rows["audit"])
+            if not cipher.enabled or key in event.subject
+        ),
     )
+
+
+def stored_forms(cipher: DataCipher, keys: Iterable[str]) -> list[str]:
+    """Every form suppression keys may be stored under: blind, and (encryption on) as
+    written before it."""
+    forms = {cipher.blind(k): k for k in keys if k}
+    return [*forms, *(k for k in forms.values() if cipher.enabled)]
 
 
 def suppression_match(keys: Iterable[str], params: Parameters) -> str:
@@ -205,8 +252,9 @@ def suppression_match(keys: Iterable[str], params: Parameters) -> str:
     return f"(address IN ({bound}) OR (mailbox IN ({bound}) AND mailbox <> ''))"
 
 
-def _person_rows(table: str, key: str, params: Parameters) -> str:
-    """The condition selecting the rows of `table` (one of ERASED_TABLES) that are `key`'s."""
+def _person_rows(table: str, key: str, params: Parameters, cipher: DataCipher) -> str:
+    """The condition selecting the rows of `table` (one of ERASED_TABLES) that are `key`'s:
+    sealed rows by their blind index, rows in clear as before encryption."""
     named = ERASED_TABLES[table]
     email = "@" in key
     placeholder = params.bind(key)
@@ -216,6 +264,9 @@ def _person_rows(table: str, key: str, params: Parameters) -> str:
         f"{column} = {placeholder}"
         for column in columns
     ]
+    if cipher.enabled and named.index is not None:
+        indexed = cipher.blind(search_folded(key) if named.folded else key)
+        matches.insert(0, f"{named.index} = {params.bind(indexed)}")
     return matches[0] if len(matches) == 1 else f"({' OR '.join(matches)})"
 
 
@@ -226,13 +277,14 @@ def owners(found: Iterable[str], aliases: Mapping[str, str]) -> set[str]:
 
 
 def purge_survivors(
-    rows: Iterable[tuple[str, str]], key: bytes, purge: AuditEvent
+    entries: Iterable[Suppression], key: bytes, purge: AuditEvent
 ) -> list[Suppression]:
-    """The suppressed (address, mailbox) `rows` a purge keeps, as erased rows (each address
-    once, in address order) stamped with the purge's actor and time: a purge must never make
-    an opted-out person reachable again, under any spelling of their mailbox."""
+    """The suppressed (opened) `entries` a purge keeps, as erased rows (each address once,
+    in address order) stamped with the purge's actor and time: a purge must never make an
+    opted-out person reachable again, under any spelling of their mailbox."""
     kept: dict[str, str] = {}
-    for address, mailbox in rows:
+    for entry in entries:
+        address, mailbox = entry.address, entry.mailbox
         if not address.startswith(ERASED_PREFIX):
             address = erased_address(key, address)
             mailbox = erased_address(key, mailbox) if mailbox else ""
@@ -243,11 +295,32 @@ def purge_survivors(
     ]
 
 
-class ErasureKey(abc.ABC):
+class ErasureKey(SealedColumns, abc.ABC):
     """The erasure key a store was given, and the rules that depend on it. Each backend's
-    store inherits it and supplies `claim_setting` (`SharedSettings`) in its SQL."""
+    store inherits it and supplies `claim_setting` (`SharedSettings`) in its SQL, and
+    `_stored_time`, how it reads a stored time back."""
 
     _erasure_key: bytes | None = None
+    _mailbox_rule: MailboxRule | None = None
+    """The mailbox folding `update_mailboxes` was last given: a sealed row's mailbox key,
+    kept only as a blind index, reads back as its address folded by it."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def _stored_time(stored: Any) -> datetime:
+        """A stored time as an aware datetime."""
+
+    def _suppression_lookup(self, keys: Iterable[str]) -> dict[str, str]:
+        """Stored form -> key, for looking suppression `keys` up: their blind indexes,
+        their forms in clear (rows written before encryption) and their erased hashes."""
+        unique = [key for key in dict.fromkeys(keys) if key]
+        return {**self._lookup_forms(unique), **self._erased_aliases(unique)}
+
+    def _suppression_reader(self, known: Mapping[str, str]) -> RowReader:
+        """Opens stored suppression rows; `known` (stored form -> key) names the mailboxes
+        a lookup asked for."""
+        cipher, rule, read_time = self._cipher, self._mailbox_rule, self._stored_time
+        return lambda row: suppression_from_row(row, read_time, cipher, known, rule)
 
     async def use_erasure_key(self, key: bytes) -> None:
         """Kept in memory, where every lookup computes its aliases. The first key used is

@@ -10,7 +10,7 @@ import asyncpg
 
 from gateway.model import AuditEvent, Suppression
 from gateway.store.base import PersonalData
-from gateway.store.core import SUPPRESSION_COLUMNS, utc
+from gateway.store.core import SUPPRESSION_COLUMNS, suppression_values, utc
 from gateway.store.erasure import (
     PURGED_TABLES,
     ErasureKey,
@@ -24,16 +24,19 @@ from gateway.store.postgres.connection import Numbered, PostgresConnection, affe
 
 
 class PostgresPrivacy(PostgresConnection, ErasureKey):
+    _stored_time = staticmethod(read_time)
+
     async def personal_data(self, key: str, mailbox: str = "") -> PersonalData:
         statements = export_statements(
-            key, self._person_aliases(key, mailbox), Numbered, mailbox
+            key, self._person_aliases(key, mailbox), Numbered, self._cipher, mailbox
         )
         async with self._transaction(snapshot=True) as conn:
             rows = {
                 field: await conn.fetch(sql, *values)
                 for field, (sql, values) in statements.items()
             }
-        return exported(key, rows, read_time)
+        read = self._suppression_reader(self._lookup_forms([key, mailbox]))
+        return exported(key, rows, read_time, self._cipher, read)
 
     async def erase_personal_data(
         self, key: str, now: datetime, actor: str, mailbox: str = ""
@@ -44,10 +47,12 @@ class PostgresPrivacy(PostgresConnection, ErasureKey):
         async with self._transaction() as conn:
             counts = {
                 table: affected(await conn.execute(sql, *values))
-                for table, (sql, values) in erase_statements(key, Numbered, mailbox).items()
+                for table, (sql, values) in erase_statements(
+                    key, Numbered, self._cipher, mailbox
+                ).items()
             }
             if counts["suppressions"]:
-                await _upsert_suppressions(conn, [erased])
+                await self._upsert_suppressions(conn, [erased])
         return counts
 
     async def purge(self, event: AuditEvent) -> AuditEvent:
@@ -56,33 +61,30 @@ class PostgresPrivacy(PostgresConnection, ErasureKey):
         key = self._purge_key()
         async with self._transaction() as conn:
             await lock_audit_chain(conn)
+            read = self._suppression_reader({})
             kept = purge_survivors(
-                [
-                    (address, mailbox) for address, mailbox in await conn.fetch(
-                        "SELECT DISTINCT address, mailbox FROM suppressions"
-                    )
-                ],
+                map(read, await conn.fetch(f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions")),
                 key,
                 event,
             )
             for table in PURGED_TABLES:
                 await conn.execute(f"DELETE FROM {table}")
-            await _upsert_suppressions(conn, kept)
-            return await insert_audit(conn, event)
+            await self._upsert_suppressions(conn, kept)
+            return await insert_audit(conn, event, self._cipher)
 
-
-async def _upsert_suppressions(conn: asyncpg.Connection, rows: Sequence[Suppression]) -> None:
-    await conn.execute(
-        f"INSERT INTO suppressions ({SUPPRESSION_COLUMNS})"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
-        " $5::timestamptz[], $6::text[])"
-        " ON CONFLICT (address, source) DO UPDATE SET reason = excluded.reason,"
-        " actor = excluded.actor, created_at = excluded.created_at,"
-        " mailbox = excluded.mailbox",
-        [row.address for row in rows],
-        [row.source for row in rows],
-        [row.reason for row in rows],
-        [row.actor for row in rows],
-        [utc(row.time) for row in rows],
-        [row.mailbox for row in rows],
-    )
+    async def _upsert_suppressions(
+        self, conn: asyncpg.Connection, rows: Sequence[Suppression]
+    ) -> None:
+        """Erased rows: their keyed hashes are stored as they are, with no sealed copy."""
+        values = [suppression_values(row, utc(row.time), self._cipher) for row in rows]
+        if not values:
+            return
+        await conn.execute(
+            f"INSERT INTO suppressions ({SUPPRESSION_COLUMNS})"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+            " $5::timestamptz[], $6::text[], $7::text[])"
+            " ON CONFLICT (address, source) DO UPDATE SET reason = excluded.reason,"
+            " actor = excluded.actor, created_at = excluded.created_at,"
+            " mailbox = excluded.mailbox, address_sealed = excluded.address_sealed",
+            *map(list, zip(*values, strict=True)),
+        )

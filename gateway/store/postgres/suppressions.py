@@ -15,13 +15,14 @@ from gateway.store.base import SuppressionQuery
 from gateway.store.core import (
     MAILBOX_RULES_SETTING,
     SUPPRESSION_COLUMNS,
-    folded_or_own,
-    suppression_from_row,
     suppression_page_filter,
+    suppression_text_match,
+    suppression_values,
+    unfolded_addresses,
     unfolded_query,
     utc,
 )
-from gateway.store.erasure import ERASED_RANGE, ErasureKey, owners
+from gateway.store.erasure import ERASED_RANGE, ErasureKey, SuppressionCursor, owners
 from gateway.store.postgres.audit import insert_audit
 from gateway.store.postgres.connection import (
     PostgresConnection,
@@ -37,15 +38,20 @@ _COPY_THRESHOLD = 5_000
 # A bulk import may legitimately run far longer than any single decision's query.
 _BULK_TIMEOUT_S = 3_600.0
 
+# Rows a page search opens per read while it walks the list.
+_SEARCH_BATCH = 500
+
+# address and mailbox are stored forms (blind indexes); plain and mailbox_plain the keys in
+# clear while encryption is on (NULL otherwise), the form of rows written before it.
 _BATCH_COLUMNS = (
     "n", "address", "source", "reason", "actor", "created_at", "alias", "mailbox",
-    "mailbox_alias",
+    "mailbox_alias", "address_sealed", "plain", "mailbox_plain",
 )
 _BATCH_TABLE = "suppression_batch"
 _BATCH_ARRAYS = (
     "unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
-    " $6::timestamptz[], $7::text[], $8::text[], $9::text[]) AS b("
-    + ", ".join(_BATCH_COLUMNS) + ")"
+    " $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],"
+    " $12::text[]) AS b(" + ", ".join(_BATCH_COLUMNS) + ")"
 )
 
 # Which of the keys in $1 name a row's address or mailbox: one probe of the primary key
@@ -59,7 +65,8 @@ SUPPRESSED_QUERY = (
 
 # One statement over a batch relation ({batch}: the staged temp table or the arrays), so
 # the count of new addresses and the upsert see one snapshot. An address is known when a
-# row names it, its mailbox or their erased hashes (by address or by mailbox). DISTINCT ON
+# row names it, its mailbox, their erased hashes or (rows written before encryption) their
+# forms in clear (by address or by mailbox). DISTINCT ON
 # keeps each (address, source)'s last entry, as applying the batch in order would, and
 # inserts in key order, so two concurrent imports lock rows in the same order and cannot
 # deadlock.
@@ -76,27 +83,36 @@ known AS (
                   WHERE s.mailbox = b.mailbox_alias AND s.mailbox <> '')
        OR EXISTS (SELECT 1 FROM suppressions s WHERE s.mailbox = b.address AND s.mailbox <> '')
        OR EXISTS (SELECT 1 FROM suppressions s WHERE s.mailbox = b.alias AND s.mailbox <> '')
+       OR EXISTS (SELECT 1 FROM suppressions s WHERE s.address = b.plain)
+       OR EXISTS (SELECT 1 FROM suppressions s WHERE s.address = b.mailbox_plain)
+       OR EXISTS (SELECT 1 FROM suppressions s WHERE s.mailbox = b.plain AND s.mailbox <> '')
+       OR EXISTS (SELECT 1 FROM suppressions s
+                  WHERE s.mailbox = b.mailbox_plain AND s.mailbox <> '')
 ),
 upserted AS (
-    INSERT INTO suppressions (address, source, reason, actor, created_at, mailbox)
-    SELECT DISTINCT ON (address, source) address, source, reason, actor, created_at, mailbox
+    INSERT INTO suppressions (address, source, reason, actor, created_at, mailbox,
+                              address_sealed)
+    SELECT DISTINCT ON (address, source)
+        address, source, reason, actor, created_at, mailbox, address_sealed
     FROM batch ORDER BY address, source, n DESC
     ON CONFLICT (address, source) DO UPDATE SET
         reason = excluded.reason,
         actor = excluded.actor,
         created_at = excluded.created_at,
-        mailbox = excluded.mailbox
+        mailbox = excluded.mailbox,
+        address_sealed = excluded.address_sealed
 )
 SELECT (SELECT count(DISTINCT address) FROM batch) - (SELECT n FROM known)
 """
 
 
 class PostgresSuppressions(PostgresConnection, ErasureKey):
+    _stored_time = staticmethod(read_time)
+
     async def suppressed(self, addresses: Iterable[str]) -> frozenset[str]:
-        unique = list(dict.fromkeys(addresses))
-        aliases = self._erased_aliases(unique)
+        lookup = self._suppression_lookup(addresses)
         async with self._connection() as conn:
-            return frozenset(await _suppressed_keys(conn, unique, aliases))
+            return frozenset(await _suppressed_keys(conn, lookup))
 
     async def add_suppressions(self, entries: Sequence[Suppression]) -> int:
         """One statement in one transaction, whatever the size: an import either lands
@@ -105,11 +121,7 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
             return 0
         alias_of = {key: alias for alias, key in self._erased_aliases(
             dict.fromkeys(k for e in entries for k in (e.address, e.mailbox) if k)).items()}
-        rows = [
-            (n, e.address, e.source, e.reason, e.actor, utc(e.time), alias_of.get(e.address),
-             e.mailbox, alias_of.get(e.mailbox))
-            for n, e in enumerate(entries)
-        ]
+        rows = self._batch_rows(entries, alias_of)
         async with self._transaction() as conn:
             if len(rows) < _COPY_THRESHOLD:
                 columns = [list(column) for column in zip(*rows, strict=True)]
@@ -144,15 +156,15 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
                 if has_erased
                 else {}
             )
-            rows = [
-                (n, address, source, reason, actor, at, alias_of.get(address),
-                 mailbox_of.get(address, ""), alias_of.get(mailbox_of.get(address, "")))
-                for n, address in enumerate(addresses)
-            ]
+            rows = self._batch_rows(
+                [Suppression(a, source, reason, at, actor, mailbox_of.get(a, ""))
+                 for a in addresses],
+                alias_of,
+            )
             new = await _upsert_staged(conn, rows) if rows else 0
             if progress is not None:
                 progress(len(rows))
-            await insert_audit(conn, audit(new))
+            await insert_audit(conn, audit(new), self._cipher)
         return new
 
     async def remove_suppressions(
@@ -162,26 +174,23 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
     ) -> int:
         """Every row naming a key as address or mailbox goes, whatever its source, an erased
         row too; counts addresses, not rows. Deleted and audited in one transaction."""
-        unique = [address for address in dict.fromkeys(addresses) if address]
-        aliases = self._erased_aliases(unique)
+        lookup = self._suppression_lookup(addresses)
+        read = self._suppression_reader(lookup)
         async with self._transaction() as conn:
-            existed = len(await _suppressed_keys(conn, unique, aliases))
+            existed = len(await _suppressed_keys(conn, lookup))
             rows = await conn.fetch(
                 f"DELETE FROM suppressions WHERE address = ANY($1::text[])"
                 f" OR (mailbox = ANY($1::text[]) AND mailbox <> '')"
                 f" RETURNING {SUPPRESSION_COLUMNS}",
-                [*unique, *aliases],
+                list(lookup),
             )
             if audit is not None:
-                removed = sorted(
-                    (suppression_from_row(row, read_time) for row in rows),
-                    key=lambda e: (e.address, e.source),
-                )
-                await insert_audit(conn, audit(removed))
+                await insert_audit(conn, audit(_in_order(map(read, rows))), self._cipher)
         return existed
 
     async def update_mailboxes(self, mailbox_of: Callable[[str], str], version: str) -> int:
         """One transaction; replicas starting together queue on the settings row."""
+        self._mailbox_rule = mailbox_of
         async with self._transaction() as conn:
             await conn.execute(
                 "INSERT INTO settings (name, value) VALUES ($1, '') ON CONFLICT (name) DO NOTHING",
@@ -190,11 +199,10 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
             recorded = await conn.fetchval(
                 "SELECT value FROM settings WHERE name = $1 FOR UPDATE", MAILBOX_RULES_SETTING
             )
-            changes = {
-                address: folded
-                for address, mailbox in await conn.fetch(unfolded_query(recorded != version))
-                if (folded := folded_or_own(mailbox_of, address)) != mailbox
-            }
+            every, cipher = recorded != version, self._cipher
+            changes = unfolded_addresses(
+                await conn.fetch(unfolded_query(every, cipher.enabled)), mailbox_of, cipher
+            )
             status = await conn.execute(
                 "UPDATE suppressions SET mailbox = c.mailbox"
                 " FROM unnest($1::text[], $2::text[]) AS c(address, mailbox)"
@@ -207,22 +215,34 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
         return affected(status)
 
     async def list_suppressions(self) -> list[Suppression]:
+        """In address order of the opened addresses (the stored ones are blind indexes)."""
         async with self._connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions ORDER BY address, source"
-            )
-        return [suppression_from_row(row, read_time) for row in rows]
+            rows = await conn.fetch(f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions")
+        return _in_order(map(self._suppression_reader({}), rows))
 
     async def suppression_page(self, query: SuppressionQuery) -> list[Suppression]:
-        async with self._connection() as conn:
-            rows = await fetch_page(
-                conn,
-                f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions",
-                partial(suppression_page_filter, query),
-                "address, source",
-                query.limit,
-            )
-        return [suppression_from_row(row, read_time) for row in rows]
+        """Pages follow the stored key (a blind index), the cursor being the stored form of
+        the previous page's last address. A search cannot use the column, which holds blind
+        indexes: it walks the list from the cursor and opens each row until the page is
+        full, so a search for a rare text may open the whole list."""
+        read = self._suppression_reader({})
+        found: list[Suppression] = []
+        batch = query.limit if not query.text else max(query.limit, _SEARCH_BATCH)
+        async with self._transaction(snapshot=True) as conn:
+            seek = await _cursor_seek(conn, self._suppression_cursor(query.after))
+            while len(found) < query.limit:
+                rows = await fetch_page(
+                    conn,
+                    f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions",
+                    partial(suppression_page_filter, seek),
+                    "address, source",
+                    batch,
+                )
+                found += [e for e in map(read, rows) if suppression_text_match(e, query.text)]
+                if len(rows) < batch:
+                    break
+                seek = (rows[-1][0], rows[-1][1])
+        return found[: query.limit]
 
     async def count_suppressed(self) -> int:
         async with self._connection() as conn:
@@ -233,14 +253,14 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
             )
 
     async def suppression_entries(self, addresses: Iterable[str]) -> list[Suppression]:
+        lookup = self._lookup_forms(dict.fromkeys(addresses))
         async with self._connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions"
-                " WHERE address = ANY($1::text[]) OR (mailbox = ANY($1::text[]) AND mailbox <> '')"
-                " ORDER BY address, source",
-                [address for address in dict.fromkeys(addresses) if address],
+                " WHERE address = ANY($1::text[]) OR (mailbox = ANY($1::text[]) AND mailbox <> '')",
+                list(lookup),
             )
-        return [suppression_from_row(row, read_time) for row in rows]
+        return _in_order(map(self._suppression_reader(lookup), rows))
 
     async def remove_suppressions_from_source(
         self,
@@ -253,21 +273,19 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
         """One DELETE: a row another transaction rewrote meanwhile is judged by its new time
         (READ COMMITTED re-checks the condition on the row it waited for). The rows it
         removed are audited in its transaction."""
+        lookup = self._lookup_forms(addresses)
         async with self._transaction() as conn:
             rows = await conn.fetch(
                 "DELETE FROM suppressions WHERE address = ANY($1::text[]) AND source = $2"
                 " AND ($3::timestamptz IS NULL OR created_at < $3)"
                 f" RETURNING {SUPPRESSION_COLUMNS}",
-                list(addresses),
+                list(lookup),
                 source,
                 None if recorded_before is None else utc(recorded_before),
             )
             if audit is not None and rows:
-                removed = sorted(
-                    (suppression_from_row(row, read_time) for row in rows),
-                    key=lambda e: (e.address, e.source),
-                )
-                await insert_audit(conn, audit(removed))
+                read = self._suppression_reader(lookup)
+                await insert_audit(conn, audit(_in_order(map(read, rows))), self._cipher)
         return len(rows)
 
     async def remove_suppressions_with_source_prefix(
@@ -277,19 +295,63 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
             status = await conn.execute(
                 "DELETE FROM suppressions"
                 " WHERE address = ANY($1::text[]) AND starts_with(source, $2)",
-                list(addresses),
+                list(self._lookup_forms(addresses)),
                 prefix,
             )
         return affected(status)
 
+    def _batch_rows(
+        self, entries: Sequence[Suppression], alias_of: Mapping[str, str]
+    ) -> list[tuple[Any, ...]]:
+        """_BATCH_COLUMNS' values of `entries`, in order (the last of a key wins)."""
+        cipher = self._cipher
+        rows = []
+        for n, e in enumerate(entries):
+            address, source, reason, actor, at, mailbox, sealed = suppression_values(
+                e, utc(e.time), cipher
+            )
+            rows.append((
+                n, address, source, reason, actor, at, alias_of.get(e.address), mailbox,
+                alias_of.get(e.mailbox), sealed, e.address if cipher.enabled else None,
+                (e.mailbox or None) if cipher.enabled else None,
+            ))
+        return rows
 
-async def _suppressed_keys(
-    conn: asyncpg.Connection, addresses: Sequence[str], aliases: Mapping[str, str]
-) -> set[str]:
-    """The addresses with a row of their own or an erased row. One index probe per key on
-    the primary key."""
-    rows = await conn.fetch(SUPPRESSED_QUERY, [*addresses, *aliases])
-    return owners((address for (address,) in rows), aliases)
+    def _suppression_cursor(self, after: tuple[str, str] | None) -> SuppressionCursor:
+        """The stored forms the previous page's last address may have (a row of it was
+        written before encryption, or sealed): the page seeks from the one present."""
+        if after is None:
+            return None
+        address, source = after
+        return [*self._lookup_forms([address])], source
+
+
+async def _suppressed_keys(conn: asyncpg.Connection, lookup: Mapping[str, str]) -> set[str]:
+    """The callers' keys with a row of their own or an erased row (`lookup` maps each stored
+    form to its key). One index probe per stored form on the primary key."""
+    rows = await conn.fetch(SUPPRESSED_QUERY, list(lookup))
+    return owners((address for (address,) in rows), lookup)
+
+
+def _in_order(entries: Iterable[Suppression]) -> list[Suppression]:
+    return sorted(entries, key=lambda e: (e.address, e.source))
+
+
+async def _cursor_seek(
+    conn: asyncpg.Connection, after: SuppressionCursor
+) -> tuple[str, str] | None:
+    """The stored (address, source) to seek from: the form a row of the cursor's entry has,
+    else its blind index (the entry was removed meanwhile: the page goes on from there)."""
+    if after is None:
+        return None
+    forms, source = after
+    present = await conn.fetchval(
+        "SELECT address FROM suppressions WHERE address = ANY($1::text[]) AND source = $2"
+        " ORDER BY address LIMIT 1",
+        forms,
+        source,
+    )
+    return (present or forms[0]), source
 
 
 async def _upsert_staged(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
@@ -300,7 +362,8 @@ async def _upsert_staged(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...
         f"CREATE TEMP TABLE {_BATCH_TABLE} (n bigint, address text COLLATE \"C\","
         " source text COLLATE \"C\", reason text, actor text, created_at timestamptz,"
         " alias text COLLATE \"C\", mailbox text COLLATE \"C\","
-        " mailbox_alias text COLLATE \"C\") ON COMMIT DROP"
+        " mailbox_alias text COLLATE \"C\", address_sealed text,"
+        " plain text COLLATE \"C\", mailbox_plain text COLLATE \"C\") ON COMMIT DROP"
     )
     await conn.copy_records_to_table(
         _BATCH_TABLE, records=rows, columns=_BATCH_COLUMNS, timeout=_BULK_TIMEOUT_S

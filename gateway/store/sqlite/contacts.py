@@ -1,10 +1,11 @@
 """The contact ledger in SQLite: contacts counted against frequency caps, and opt-out
-notices sent."""
+notices sent. Recipients are stored as blind indexes, only ever looked up by a number the
+caller knows (a row written before encryption holds it in clear and is found too)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from gateway.model import Channel
@@ -16,8 +17,11 @@ from gateway.store.sqlite.sql import from_text, rows_for_keys, to_text, transact
 class SqliteContactLedger(SqliteConnection):
     async def contact_counts(self, recipients: Iterable[str], since: datetime) -> dict[str, int]:
         """Every requested recipient is in the answer, with 0 when it has no contacts."""
-        unique = list(dict.fromkeys(recipients))
-        return self._read_on_loop(lambda conn: _count_contacts(conn, unique, since))
+        lookup = self._lookup_forms(dict.fromkeys(recipients))
+        counts = dict.fromkeys(recipients, 0)
+        for stored, n in self._read_on_loop(lambda conn: _count_contacts(conn, lookup, since)):
+            counts[lookup[stored]] += n
+        return counts
 
     async def reserve_contact(
         self,
@@ -28,46 +32,53 @@ class SqliteContactLedger(SqliteConnection):
         limits: Sequence[tuple[int, int]],
     ) -> bool:
         windows = contact_windows(now, limits)
+        forms = list(self._lookup_forms([recipient]))
         return await self._run(
-            lambda conn: _reserve_contact(conn, recipient, channel, now, gateway_id, windows),
+            lambda conn: _reserve_contact(conn, forms, channel, now, gateway_id, windows),
             batchable=True,
         )
 
     async def release_contact(self, recipient: str, gateway_id: str) -> None:
+        forms = list(self._lookup_forms([recipient]))
         await self._run(
-            lambda conn: _delete_contact(conn, recipient, gateway_id),
+            lambda conn: _delete_contact(conn, forms, gateway_id),
             batchable=True, durable=False,
         )
 
     async def notice_sent_at(self, recipients: Iterable[str]) -> dict[str, datetime]:
-        unique = list(dict.fromkeys(recipients))
-        return self._read_on_loop(lambda conn: _select_notices(conn, unique))
+        """The latest notice per recipient (a row written before encryption may remain
+        beside its sealed successor until the sealing pass)."""
+        lookup = self._lookup_forms(dict.fromkeys(recipients))
+        found: dict[str, datetime] = {}
+        for stored, at in self._read_on_loop(lambda conn: _select_notices(conn, list(lookup))):
+            recipient = lookup[stored]
+            found[recipient] = max(at, found.get(recipient, at))
+        return found
 
     async def mark_notice_sent(self, recipient: str, at: datetime) -> None:
+        stored = self._cipher.blind(recipient)
         await self._run(
-            lambda conn: _upsert_notice(conn, recipient, at), batchable=True, durable=False
+            lambda conn: _upsert_notice(conn, stored, at), batchable=True, durable=False
         )
 
 
 def _count_contacts(
-    conn: sqlite3.Connection, recipients: Sequence[str], since: datetime
-) -> dict[str, int]:
-    counts = dict.fromkeys(recipients, 0)
+    conn: sqlite3.Connection, lookup: Mapping[str, str], since: datetime
+) -> list[tuple[str, int]]:
+    """(stored recipient, contacts since `since`) for each stored form with any."""
     with transaction(conn, write=False):
-        rows = rows_for_keys(
+        return list(rows_for_keys(
             conn,
             "SELECT recipient, COUNT(*) FROM contacts"
             " WHERE time >= ? AND recipient IN ({keys}) GROUP BY recipient",
-            recipients,
+            list(lookup),
             [to_text(since)],
-        )
-        counts.update(rows)
-    return counts
+        ))
 
 
 def _reserve_contact(
     conn: sqlite3.Connection,
-    recipient: str,
+    forms: Sequence[str],
     channel: Channel,
     now: datetime,
     gateway_id: str,
@@ -78,34 +89,39 @@ def _reserve_contact(
     room for the last contact."""
     now_text = to_text(now)
     starts = [(limit, to_text(start)) for limit, start in windows]
+    among = ", ".join("?" * len(forms))
     with transaction(conn, write=True):
         for limit, start in starts:
             (count,) = conn.execute(
-                "SELECT COUNT(*) FROM contacts WHERE recipient = ? AND time > ?",
-                (recipient, start),
+                f"SELECT COUNT(*) FROM contacts WHERE recipient IN ({among}) AND time > ?",
+                (*forms, start),
             ).fetchone()
             if count >= limit:
                 return False
         conn.execute(
             "INSERT INTO contacts (recipient, channel, time, gateway_id) VALUES (?, ?, ?, ?)",
-            (recipient, channel.value, now_text, gateway_id),
+            (forms[0], channel.value, now_text, gateway_id),
         )
     return True
 
 
-def _delete_contact(conn: sqlite3.Connection, recipient: str, gateway_id: str) -> None:
+def _delete_contact(conn: sqlite3.Connection, forms: Sequence[str], gateway_id: str) -> None:
+    among = ", ".join("?" * len(forms))
     with transaction(conn, write=True):
         conn.execute(
-            "DELETE FROM contacts WHERE recipient = ? AND gateway_id = ?", (recipient, gateway_id)
+            f"DELETE FROM contacts WHERE recipient IN ({among}) AND gateway_id = ?",
+            (*forms, gateway_id),
         )
 
 
-def _select_notices(conn: sqlite3.Connection, recipients: Sequence[str]) -> dict[str, datetime]:
+def _select_notices(
+    conn: sqlite3.Connection, stored: Sequence[str]
+) -> list[tuple[str, datetime]]:
     with transaction(conn, write=False):
         rows = rows_for_keys(
-            conn, "SELECT recipient, sent_at FROM notices WHERE recipient IN ({keys})", recipients
+            conn, "SELECT recipient, sent_at FROM notices WHERE recipient IN ({keys})", stored
         )
-        return {recipient: from_text(sent_at) for recipient, sent_at in rows}
+        return [(recipient, from_text(sent_at)) for recipient, sent_at in rows]
 
 
 def _upsert_notice(conn: sqlite3.Connection, recipient: str, at: datetime) -> None:

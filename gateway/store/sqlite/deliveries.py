@@ -1,12 +1,16 @@
-"""The delivery ledger in SQLite."""
+"""The delivery ledger in SQLite. A recipient is stored as the blind index of its
+case-folded form (as the agent spelled it otherwise): a claim is only ever found by the
+recipient it was made for, and an erasure finds an email's rows by its key."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from gateway.store.base import DeliveryClaim
 from gateway.store.core import stale_before
+from gateway.store.sealing import search_folded
 from gateway.store.sqlite.connection import SqliteConnection
 from gateway.store.sqlite.sql import from_text, to_text, transaction
 
@@ -16,50 +20,61 @@ class SqliteDeliveryLedger(SqliteConnection):
         self, delivery_key: str, recipient: str, now: datetime, stale_after_s: float
     ) -> DeliveryClaim:
         stale = stale_before(now, stale_after_s)
+        forms = self._delivery_forms(recipient)
         return await self._run(
-            lambda conn: _claim_delivery(conn, delivery_key, recipient, now, stale),
+            lambda conn: _claim_delivery(conn, delivery_key, forms, now, stale),
             batchable=True,
             durable=False,
         )
 
     async def complete_delivery(self, delivery_key: str, recipient: str, upstream_id: str) -> None:
+        forms = self._delivery_forms(recipient)
         await self._run(
-            lambda conn: _complete_delivery(conn, delivery_key, recipient, upstream_id),
+            lambda conn: _complete_delivery(conn, delivery_key, forms, upstream_id),
             batchable=True,
             durable=False,
         )
 
     async def release_delivery(self, delivery_key: str, recipient: str) -> None:
+        forms = self._delivery_forms(recipient)
         await self._run(
-            lambda conn: _release_delivery(conn, delivery_key, recipient),
+            lambda conn: _release_delivery(conn, delivery_key, forms),
             batchable=True,
             durable=False,
         )
+
+    def _delivery_forms(self, recipient: str) -> list[str]:
+        """The stored recipient a claim is written with first, then (encryption on) the
+        recipient as a row written before encryption holds it."""
+        if not self._cipher.enabled:
+            return [recipient]
+        return [self._cipher.blind(search_folded(recipient)), recipient]
 
 
 def _claim_delivery(
     conn: sqlite3.Connection,
     delivery_key: str,
-    recipient: str,
+    forms: Sequence[str],
     now: datetime,
     stale: datetime,
 ) -> DeliveryClaim:
     """Read and decide inside one IMMEDIATE transaction, so two claimants (in this process
     or another) cannot both see "no claim"."""
-    key = (delivery_key, recipient)
     with transaction(conn, write=True):
         row = conn.execute(
-            "SELECT state, claimed_at FROM deliveries WHERE delivery_key = ? AND recipient = ?",
-            key,
+            "SELECT recipient, state, claimed_at FROM deliveries WHERE delivery_key = ?"
+            f" AND recipient IN ({_among(forms)}) ORDER BY state = 'done' DESC LIMIT 1",
+            (delivery_key, *forms),
         ).fetchone()
         if row is None:
             conn.execute(
                 "INSERT INTO deliveries (delivery_key, recipient, state, claimed_at)"
                 " VALUES (?, ?, 'pending', ?)",
-                (*key, to_text(now)),
+                (delivery_key, forms[0], to_text(now)),
             )
             return DeliveryClaim.CLAIMED
-        state, claimed_at = row
+        stored, state, claimed_at = row
+        key = (delivery_key, stored)
         if state == "done":
             return DeliveryClaim.ALREADY_DELIVERED
         if from_text(claimed_at) > stale:
@@ -72,23 +87,33 @@ def _claim_delivery(
 
 
 def _complete_delivery(
-    conn: sqlite3.Connection, delivery_key: str, recipient: str, upstream_id: str
+    conn: sqlite3.Connection, delivery_key: str, forms: Sequence[str], upstream_id: str
 ) -> None:
     """Upsert rather than update: the message did go out, so "done" must be recorded even if
-    the claim row is gone, or a retry would send a second copy."""
+    the claim row is gone, or a retry would send a second copy. A claim made before
+    encryption is completed where it is."""
+    with transaction(conn, write=True):
+        updated = conn.execute(
+            "UPDATE deliveries SET state = 'done', upstream_id = ?"
+            f" WHERE delivery_key = ? AND recipient IN ({_among(forms)})",
+            (upstream_id, delivery_key, *forms),
+        ).rowcount
+        if not updated:
+            conn.execute(
+                "INSERT INTO deliveries (delivery_key, recipient, state, claimed_at, upstream_id)"
+                " VALUES (?, ?, 'done', ?, ?)",
+                (delivery_key, forms[0], to_text(datetime.now(UTC)), upstream_id),
+            )
+
+
+def _release_delivery(conn: sqlite3.Connection, delivery_key: str, forms: Sequence[str]) -> None:
     with transaction(conn, write=True):
         conn.execute(
-            "INSERT INTO deliveries (delivery_key, recipient, state, claimed_at, upstream_id)"
-            " VALUES (?, ?, 'done', ?, ?)"
-            " ON CONFLICT (delivery_key, recipient) DO UPDATE SET"
-            " state = 'done', upstream_id = excluded.upstream_id",
-            (delivery_key, recipient, to_text(datetime.now(UTC)), upstream_id),
+            f"DELETE FROM deliveries WHERE delivery_key = ? AND recipient IN ({_among(forms)})"
+            " AND state = 'pending'",
+            (delivery_key, *forms),
         )
 
 
-def _release_delivery(conn: sqlite3.Connection, delivery_key: str, recipient: str) -> None:
-    with transaction(conn, write=True):
-        conn.execute(
-            "DELETE FROM deliveries WHERE delivery_key = ? AND recipient = ? AND state = 'pending'",
-            (delivery_key, recipient),
-        )
+def _among(forms: Sequence[str]) -> str:
+    return ", ".join("?" * len(forms))

@@ -1,12 +1,14 @@
-"""Known callee locations in SQLite."""
+"""Known callee locations in SQLite, by the blind index of the number (a row written
+before encryption holds the number in clear and is found too; the indexed one wins)."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from gateway.model import KnownLocation
-from gateway.store.core import LOCATION_COLUMNS, location_values
+from gateway.store.core import LOCATION_COLUMNS, located, location_values
 from gateway.store.sqlite.connection import SqliteConnection
 from gateway.store.sqlite.sql import rows_for_keys, transaction
 
@@ -24,23 +26,24 @@ ON CONFLICT (number) DO UPDATE SET
 
 class SqliteKnownLocations(SqliteConnection):
     async def known_locations(self, numbers: Iterable[str]) -> dict[str, KnownLocation]:
-        unique = list(dict.fromkeys(numbers))
-        return self._read_on_loop(lambda conn: _select_known_locations(conn, unique))
+        lookup = self._lookup_forms(dict.fromkeys(numbers))
+        rows = self._read_on_loop(lambda conn: _select_known_locations(conn, list(lookup)))
+        return located(rows, lookup, self._cipher)
 
     async def set_known_location(self, number: str, location: KnownLocation) -> None:
-        await self._run(lambda conn: _upsert_known_location(conn, number, location))
+        stored = self._cipher.blind(number)
+        await self._run(lambda conn: _upsert_known_location(conn, stored, location))
 
 
 def _select_known_locations(
-    conn: sqlite3.Connection, numbers: Sequence[str]
-) -> dict[str, KnownLocation]:
+    conn: sqlite3.Connection, stored: Sequence[str]
+) -> list[tuple[Any, ...]]:
     with transaction(conn, write=False):
-        rows = rows_for_keys(
+        return list(rows_for_keys(
             conn,
             f"SELECT number, {LOCATION_COLUMNS} FROM known_locations WHERE number IN ({{keys}})",
-            numbers,
-        )
-        return {number: KnownLocation(*location) for number, *location in rows}
+            stored,
+        ))
 
 
 def _upsert_known_location(conn: sqlite3.Connection, number: str, location: KnownLocation) -> None:
