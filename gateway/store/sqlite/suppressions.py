@@ -160,10 +160,11 @@ class SqliteSuppressions(SqliteConnection, ErasureKey):
         recorded_before: datetime | None = None,
         audit: Callable[[Sequence[Suppression]], AuditEvent] | None = None,
     ) -> int:
-        stored = list(self._lookup_forms(addresses))
+        lookup = self._lookup_forms(addresses)
+        stored = list(lookup)
         if audit is not None:
             before = None if recorded_before is None else to_text(recorded_before)
-            read = self._suppression_reader(self._lookup_forms(addresses))
+            read = self._suppression_reader(lookup)
             return await self._run(
                 lambda conn: _delete_audited_from_source(
                     conn, stored, source, before, read, audit, self._cipher
