@@ -50,6 +50,8 @@ from gateway.runtime.processes import (
     is_first_worker,
 )
 from gateway.runtime.tls import ReloadableTls
+from gateway.services.data_keys import DataKeys, data_keys
+from gateway.services.data_rotation import reseal_in_background
 from gateway.services.key_ages import HeldKeys
 from gateway.services.people import People
 from gateway.services.privacy import Privacy, purge
@@ -62,6 +64,7 @@ from gateway.services.unsubscribe import Unsubscribe
 from gateway.speedups import install as install_speedups
 from gateway.store import open_store
 from gateway.store.base import Store, StoreUnavailable
+from gateway.store.sealing import PLAIN
 from gateway.upstream.base import EmailUpstream
 from gateway.upstream.outbox import OutboxEmailUpstream
 from gateway.upstream.postmark import PostmarkEmailUpstream
@@ -142,6 +145,7 @@ class Services:
         self.store = store or open_store(config.store_url)
         # Read from the store (or checked against it) by `open`.
         self.erasure_key = b""
+        self.data_keys = DataKeys(PLAIN, {})
         self.tokens = UnsubscribeTokens()
         self.agent_keys = AgentKeys(self.store, clock)
         self.sessions = Sessions(self.store, clock)
@@ -199,6 +203,8 @@ class Services:
         its peers' stops here (ConfigError naming the key), the store closed again."""
         await self.store.open()
         try:
+            self.data_keys = await data_keys(self.config, self.store, self.clock.now())
+            await self.store.use_data_cipher(self.data_keys.cipher)
             keys = await shared_keys(self.config, self.store, self.clock.now())
             self.tokens.use_keys(keys.token_keys, keys.active_token_key)
             self.agent_keys.use_pepper(keys.agent_key_pepper)
@@ -259,6 +265,7 @@ class Gateway:
         self._internal_listener: Listener | None = None
         self._http_runner: web.AppRunner | None = None
         self._retention_task: asyncio.Task[None] | None = None
+        self._reseal_task: asyncio.Task[None] | None = None
         self._store_gauges_task: asyncio.Task[None] | None = None
         self.smtp_port = 0
         self.http_port = 0
@@ -384,6 +391,10 @@ class Gateway:
             self._retention_task = asyncio.create_task(
                 run_retention_periodically(services.store, self.config, self.clock)
             )
+            if services.data_keys.cipher.enabled:
+                self._reseal_task = asyncio.create_task(reseal_in_background(
+                    services.store, services.data_keys.cipher.active_key_id
+                ))
             self._store_gauges_task = asyncio.create_task(
                 StoreGauges(
                     services.metrics, services.store, clock=self.clock,
@@ -549,7 +560,7 @@ class Gateway:
         """Stop accepting, give SMTP transactions and HTTP requests in flight until
         `drain_timeout_s` to finish, cut off the rest (logged), then close everything, the
         store last, once the work cut off has unwound (`Services.close`)."""
-        for task in (self._retention_task, self._store_gauges_task):
+        for task in (self._retention_task, self._store_gauges_task, self._reseal_task):
             if task is None:
                 continue
             task.cancel()

@@ -7,6 +7,8 @@ runs a gateway that silently ignored part of its configuration. Any string value
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -42,6 +44,7 @@ KEY_KINDS = ("token", "agent", "dkim", "session", "data")
 DEFAULT_KEY_MAX_AGE_DAYS = 90
 KNOWN_SECTIONS = {
     "gateway", "smtp", "http", "store", "sender", "accounts", "upstream", "tokens", "policy",
+    "encryption",
     "webhooks", "retention", "privacy", "dkim", "twilio", "keys", "sso", "scim",
 }
 # RFC 6376 §3.1: a selector is one or more DNS labels.
@@ -194,6 +197,18 @@ class TokenKeys:
 
 
 @dataclass(frozen=True)
+class EncryptionConfig:
+    """`[encryption]`: AES-256 data keys by id (32 bytes each); `active` encrypts, every key
+    decrypts. No keys means one generated into data_dir (`services.data_keys`). Off until
+    `enabled = true` while the lookup tables' sealing lands; once a store holds ciphertext,
+    turning it off is refused."""
+
+    keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    active: str = ""
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
 class RetentionConfig:
     """How long each kind of record is kept; the retention job runs every `interval_s`."""
 
@@ -246,6 +261,7 @@ class Config:
         default_factory=lambda: dict.fromkeys(KEY_KINDS, DEFAULT_KEY_MAX_AGE_DAYS)
     )
     sso: SsoConfig = field(default_factory=SsoConfig)
+    encryption: EncryptionConfig = EncryptionConfig()
 
     def account(self, name: str) -> Account | None:
         return next((a for a in self.accounts if a.name == name), None)
@@ -375,6 +391,7 @@ def build_config(raw: dict[str, Any], *, source: Path | None, base_dir: Path) ->
         twilio_upstream=_twilio_upstream(upstream.get("twilio")),
         twilio=_twilio(_section(raw.get("twilio"), "twilio", {"twiml_hosts"})),
         tokens=_tokens(raw.get("tokens")),
+        encryption=_encryption(raw.get("encryption")),
         drain_timeout_s=gateway.number("drain_timeout_s", 30.0),
         metrics_refresh_s=gateway.integer("metrics_refresh_s", 30, minimum=1, maximum=3600),
         workers=gateway.integer("workers", 1, minimum=1, maximum=64),
@@ -768,6 +785,36 @@ def _tokens(raw: Any) -> TokenKeys:
     if active not in keys:
         raise ConfigError("tokens.active", f"names no key in tokens.keys: {active!r}")
     return TokenKeys(keys=keys, active=active)
+
+
+def _encryption(raw: Any) -> EncryptionConfig:
+    section = _section(raw, "encryption", {"keys", "active", "enabled"})
+    enabled = section.boolean("enabled", False)
+    keys_raw = section.get("keys")
+    if keys_raw is None:
+        if section.get("active") is not None:
+            raise ConfigError("encryption.active", "names a key, but encryption.keys is not set")
+        return EncryptionConfig(enabled=enabled)
+    if not isinstance(keys_raw, dict) or not keys_raw:
+        raise ConfigError("encryption.keys", "must be a table of key id = base64 of 32 bytes")
+    key_section = _section(keys_raw, "encryption.keys", set(keys_raw))
+    keys: dict[str, bytes] = {}
+    for key_id in keys_raw:
+        name = f"encryption.keys.{key_id}"
+        if not TOKEN_KEY_ID.match(key_id):
+            raise ConfigError(name, "key ids use 1-16 letters, digits, _ or -")
+        written = key_section.string(key_id, required=True).strip()
+        try:
+            key = base64.b64decode(written, validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != 32:
+            raise ConfigError(name, "must be the base64 of 32 random bytes (an AES-256 key)")
+        keys[key_id] = key
+    active = section.string("active", next(iter(keys)))
+    if active not in keys:
+        raise ConfigError("encryption.active", f"names no key in encryption.keys: {active!r}")
+    return EncryptionConfig(keys=keys, active=active, enabled=enabled)
 
 
 def _retention(raw: Any) -> RetentionConfig:

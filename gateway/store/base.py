@@ -14,7 +14,7 @@ import hmac
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.model import (
     AuditEvent,
@@ -27,6 +27,8 @@ from gateway.model import (
     KnownLocation,
     Suppression,
 )
+from gateway.store.resealing import ResealBatch, SealedTable
+from gateway.store.sealing import DataCipher
 
 # An erased person's suppression survives as one row under a keyed hash of their key, so
 # the opt-out keeps holding while the address itself is gone. The prefix cannot begin a
@@ -407,6 +409,22 @@ class SuppressionList(Protocol):
         older replica). Records `version`; returns the entries changed."""
 
 
+class DataSealing(Protocol):
+    async def use_data_cipher(self, cipher: DataCipher) -> None:
+        """Seal personal data with `cipher` from now on (services.data_keys checks it
+        against the store first)."""
+
+
+class Resealing(Protocol):
+    async def reseal_batch(
+        self, table: SealedTable, after: Sequence[Any] | None, limit: int
+    ) -> ResealBatch:
+        """Re-seal the next `limit` rows of `table` after the cursor under the active key
+        (gateway/store/resealing.py), in one transaction."""
+
+    async def count_rows(self, table: SealedTable) -> int: ...
+
+
 class InboundMessages(Protocol):
     """Provider message ids (Twilio's `MessageSid`) of inbound messages the gateway acted on,
     kept in the store so that every replica recognises a replayed or retried webhook."""
@@ -751,6 +769,8 @@ class Privacy(Protocol):
 
 class Store(
     StoreLifecycle,
+    DataSealing,
+    Resealing,
     SuppressionList,
     InboundMessages,
     SharedSettings,

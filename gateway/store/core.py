@@ -42,6 +42,7 @@ from gateway.store.base import (
     PersonChanges,
     PersonRow,
 )
+from gateway.store.sealing import DataCipher, search_folded
 
 ReadTime = Callable[[Any], datetime]
 """A backend's stored time back as an aware datetime."""
@@ -384,32 +385,53 @@ BLOCK_COLUMNS = (
 
 RECORDED_BLOCK_COLUMNS = (
     "time, channel, account, sender, recipient, reasons_json, reason_codes, rules_version,"
-    " message_id, subject, size, gateway_id, evidence_json"
+    " message_id, subject, size, gateway_id, evidence_json, recipient_index"
 )
 """What `record_block` writes, in the order of `block_values`."""
 
 
-def block_values(record: BlockRecord, write_time: WriteTime) -> tuple[object, ...]:
+def block_values(
+    record: BlockRecord, write_time: WriteTime, cipher: DataCipher
+) -> tuple[object, ...]:
     """reason_codes holds ',CODE1,CODE2,': a filter on one code looks for ',CODE,', which
-    no other code's entry contains."""
+    no other code's entry contains. Recipient, subject and evidence are sealed."""
     return (
         write_time(record.time),
         record.channel.value,
         record.account,
         record.sender,
-        record.recipient,
+        cipher.seal(record.recipient, "blocks.recipient"),
         json.dumps([reason.as_dict() for reason in record.reasons]),
         stored_reason_codes(record),
         record.rules_version,
         record.message_id,
-        record.subject,
+        cipher.seal(record.subject, "blocks.subject"),
         record.size,
         record.gateway_id,
-        json.dumps(dict(record.evidence), sort_keys=True, default=str),
+        cipher.seal(
+            json.dumps(dict(record.evidence), sort_keys=True, default=str), "blocks.evidence_json"
+        ),
+        recipient_index(cipher, record.recipient),
     )
 
 
-def block_from_row(row: Sequence[Any], read_time: ReadTime) -> BlockRecord:
+def recipient_index(cipher: DataCipher, recipient: str) -> str:
+    """The blind index a decision or block is found by for its recipient: of the case-folded
+    form, so an email written 'Bob@Example.com' is found as 'bob@example.com'. Empty
+    without encryption: the recipient column itself is searched then."""
+    return cipher.blind(search_folded(recipient)) if cipher.enabled else ""
+
+
+def recipient_lookup(params: Parameters, cipher: DataCipher, recipient: str) -> str:
+    """A clause finding rows for one recipient: by blind index, and by the plaintext column
+    for rows written before encryption (or with it off)."""
+    plain = f"recipient = {params.bind(recipient)}"
+    if not cipher.enabled:
+        return plain
+    return f"(recipient_index = {params.bind(recipient_index(cipher, recipient))} OR {plain})"
+
+
+def block_from_row(row: Sequence[Any], read_time: ReadTime, cipher: DataCipher) -> BlockRecord:
     (
         block_id,
         time,
@@ -425,19 +447,20 @@ def block_from_row(row: Sequence[Any], read_time: ReadTime) -> BlockRecord:
         gateway_id,
         evidence_json,
     ) = row
+    record = f"block {block_id}"
     return BlockRecord(
         time=read_time(time),
         channel=Channel(channel),
         account=account,
         sender=sender,
-        recipient=recipient,
+        recipient=cipher.open(recipient, "blocks.recipient", record),
         reasons=tuple(Reason(**reason) for reason in json.loads(reasons_json)),
         rules_version=rules_version,
         message_id=message_id,
-        subject=subject,
+        subject=cipher.open(subject, "blocks.subject", record),
         size=size,
         gateway_id=gateway_id,
-        evidence=json.loads(evidence_json),
+        evidence=json.loads(cipher.open(evidence_json, "blocks.evidence_json", record)),
         id=block_id,
     )
 
@@ -448,16 +471,15 @@ def reason_codes(stored: str) -> set[str]:
     return set(stored.strip(",").split(",")) - {""}
 
 
-def block_filter(query: BlockQuery, params: Parameters) -> str:
+def block_filter(query: BlockQuery, params: Parameters, cipher: DataCipher) -> str:
     """The WHERE clause (empty when nothing filters) selecting `query`'s blocks; the paging
     cursor follows `BlockQuery.before_id`'s rule."""
     clauses = time_window(params, query.since, query.until)
     if query.reason is not None:
         clauses.append(params.contains("reason_codes", f",{query.reason},"))
-    clauses += equal_to(
-        params,
-        (("channel", query.channel), ("account", query.account), ("recipient", query.recipient)),
-    )
+    clauses += equal_to(params, (("channel", query.channel), ("account", query.account)))
+    if query.recipient is not None:
+        clauses.append(recipient_lookup(params, cipher, query.recipient))
     if query.before_id is not None:
         # If the cursor's block was erased meanwhile, the id alone still moves the walk on.
         cursor = params.bind(query.before_id)
@@ -482,7 +504,7 @@ DECISION_EVIDENCE_COLUMNS = DECISION_COLUMNS + ", evidence_json"
 RECORDED_DECISION_COLUMNS = (
     "time, channel, account, key_id, sender, recipient, recipient_lower, purpose, outcome,"
     " reasons_json, reason_codes, rules_version, upstream_id, subject, subject_lower,"
-    " gateway_id, evidence_json"
+    " gateway_id, evidence_json, recipient_index, recipient_terms, subject_terms"
 )
 """What `record_decisions` writes, in the order of `decision_values`."""
 
@@ -491,11 +513,10 @@ DECISION_DELETE_CHUNK = 5000
 trimmed in short writes that let the send path's writes in between."""
 
 
-def search_folded(text: str) -> str:
-    """How the recipient and subject are kept for partial search without case, and how a
-    search term is folded before it is looked for. Plaintext for now: the encryption of
-    issue 21 replaces these columns with keyed substring indexes."""
-    return text.lower()
+def plain_folded(text: str, cipher: DataCipher) -> str:
+    """recipient_lower / subject_lower: the lower-cased text without encryption, empty with
+    it (the *_terms signatures and the sealed text stand in)."""
+    return "" if cipher.enabled else text.lower()
 
 
 def evidence_text(evidence: object) -> str:
@@ -503,30 +524,39 @@ def evidence_text(evidence: object) -> str:
     return json.dumps(evidence, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def decision_values(record: DecisionRecord, write_time: WriteTime) -> tuple[object, ...]:
-    """reason_codes is ',CODE1,CODE2,' as for blocks (',' for an allowed decision)."""
+def decision_values(
+    record: DecisionRecord, write_time: WriteTime, cipher: DataCipher
+) -> tuple[object, ...]:
+    """reason_codes is ',CODE1,CODE2,' as for blocks (',' for an allowed decision).
+    Recipient, subject and evidence are sealed; the recipient's blind index and both texts'
+    search signatures sit beside them."""
     return (
         write_time(record.time),
         record.channel.value,
         record.account,
         record.key_id,
         record.sender,
-        record.recipient,
-        search_folded(record.recipient),
+        cipher.seal(record.recipient, "decisions.recipient"),
+        plain_folded(record.recipient, cipher),
         record.purpose.value,
         record.outcome.value,
         json.dumps([reason.as_dict() for reason in record.reasons]),
         stored_reason_codes(record),
         record.rules_version,
         record.upstream_id,
-        record.subject,
-        search_folded(record.subject),
+        cipher.seal(record.subject, "decisions.subject"),
+        plain_folded(record.subject, cipher),
         record.gateway_id,
-        evidence_text(dict(record.evidence)),
+        cipher.seal(evidence_text(dict(record.evidence)), "decisions.evidence_json"),
+        recipient_index(cipher, record.recipient),
+        cipher.signature(record.recipient) if cipher.enabled else 0,
+        cipher.signature(record.subject) if cipher.enabled else 0,
     )
 
 
-def decision_from_row(row: Sequence[Any], read_time: ReadTime) -> DecisionRecord:
+def decision_from_row(
+    row: Sequence[Any], read_time: ReadTime, cipher: DataCipher
+) -> DecisionRecord:
     """A row of DECISION_COLUMNS, or of DECISION_EVIDENCE_COLUMNS (with its evidence)."""
     (
         decision_id,
@@ -545,21 +575,25 @@ def decision_from_row(row: Sequence[Any], read_time: ReadTime) -> DecisionRecord
         gateway_id,
         *evidence_json,
     ) = row
+    record = f"decision {decision_id}"
     return DecisionRecord(
         time=read_time(time),
         channel=Channel(channel),
         account=account,
         sender=sender,
-        recipient=recipient,
+        recipient=cipher.open(recipient, "decisions.recipient", record),
         purpose=Purpose(purpose),
         outcome=DecisionOutcome(outcome),
         reasons=tuple(Reason(**reason) for reason in json.loads(reasons_json)),
         rules_version=rules_version,
         key_id=key_id,
         upstream_id=upstream_id,
-        subject=subject,
+        subject=cipher.open(subject, "decisions.subject", record),
         gateway_id=gateway_id,
-        evidence=json.loads(evidence_json[0]) if evidence_json else {},
+        evidence=(
+            json.loads(cipher.open(evidence_json[0], "decisions.evidence_json", record))
+            if evidence_json else {}
+        ),
         id=decision_id,
     )
 
@@ -569,7 +603,10 @@ DECISION_CURSOR_TIME = "SELECT time FROM decisions WHERE id = {cursor}"
 
 
 def decision_filter(
-    query: DecisionQuery, params: Parameters, cursor_time: datetime | None = None
+    query: DecisionQuery,
+    params: Parameters,
+    cipher: DataCipher,
+    cursor_time: datetime | None = None,
 ) -> str:
     """The WHERE clause (empty when nothing filters) selecting `query`'s decisions. The
     paging cursor follows `BlockQuery.before_id`'s rule, with the cursor decision's time
@@ -589,9 +626,9 @@ def decision_filter(
             ("upstream_id", query.upstream_id),
         ),
     )
-    for column, text in (("recipient_lower", query.recipient), ("subject_lower", query.text)):
+    for name, text in (("recipient", query.recipient), ("subject", query.text)):
         if text is not None:
-            clauses.append(params.contains(column, search_folded(text)))
+            clauses.append(partial_search(params, cipher, name, text))
     if query.before_id is not None:
         cursor = params.bind(query.before_id)
         if cursor_time is None:
@@ -600,6 +637,52 @@ def decision_filter(
             at = params.time(cursor_time)
             clauses.append(f"time <= {at} AND (time < {at} OR id < {cursor})")
     return where_all(clauses)
+
+
+def partial_search(params: Parameters, cipher: DataCipher, name: str, text: str) -> str:
+    """Candidates for a search for part of the recipient or subject: rows whose signature
+    holds every bit of the term's, and rows written before encryption by their lower-cased
+    copy. With encryption the candidates are decrypted and compared (`decision_matches`)."""
+    plain = params.contains(f"{name}_lower", text.lower())
+    if not cipher.enabled:
+        return plain
+    mask = params.bind(cipher.search_mask(text))
+    return f"(({name}_terms & {mask}) = {mask} AND {name}_lower = '' OR {plain})"
+
+
+def decision_matches(query: DecisionQuery, cipher: DataCipher) -> Callable[[DecisionRecord], bool]:
+    """Whether a decrypted candidate really holds the searched parts (always, without
+    encryption or without a partial search: the SQL filter was exact)."""
+    wanted = [
+        (attribute, search_folded(text))
+        for attribute, text in (("recipient", query.recipient), ("subject", query.text))
+        if text is not None
+    ]
+    if not cipher.enabled or not wanted:
+        return lambda record: True
+    return lambda record: all(
+        text in search_folded(getattr(record, attribute)) for attribute, text in wanted
+    )
+
+
+SUMMARY_READ_PAGE = 5000
+"""Candidates a summary over a sealed-text search reads per page."""
+
+
+def searches_sealed_text(query: DecisionQuery, cipher: DataCipher) -> bool:
+    """A search for part of a sealed recipient or subject: its counts come from the
+    decrypted matches (`summary_of_decisions`), never from the candidates' SQL count."""
+    return cipher.enabled and (query.recipient is not None or query.text is not None)
+
+
+def next_candidates(
+    step: DecisionQuery, page: Sequence[DecisionRecord], found: int, wanted: int
+) -> DecisionQuery | None:
+    """The next page of candidates to read, None when done: the page was short (nothing
+    more matches the SQL) or enough real matches are found."""
+    if len(page) < step.limit or found >= wanted or page[-1].id is None:
+        return None
+    return dataclasses.replace(step, before_id=page[-1].id)
 
 
 def summary_buckets(query: DecisionQuery, bucket_s: int) -> list[tuple[int, datetime, datetime]]:

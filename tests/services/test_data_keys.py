@@ -25,9 +25,10 @@ def key_text() -> str:
 
 
 def config_for(tmp_path: Path, encryption: dict[str, object] | None = None):  # type: ignore[no-untyped-def]
-    raw: dict[str, object] = {"gateway": {"data_dir": str(tmp_path / "data")}}
-    if encryption is not None:
-        raw["encryption"] = encryption
+    raw: dict[str, object] = {
+        "gateway": {"data_dir": str(tmp_path / "data")},
+        "encryption": {"enabled": True, **(encryption or {})},
+    }
     return build_config(raw, source=None, base_dir=tmp_path)
 
 

@@ -1744,6 +1744,7 @@ async def test_opening_twice_applies_each_migration_once(
         (13, "decisions"),
         (14, "decision_summary"),
         (16, "audit_actions"),
+        (17, "sealed_personal_data"),
     ]
 
 
@@ -1811,6 +1812,7 @@ async def test_a_version_one_database_is_upgraded_once_and_keeps_its_data(db_pat
         (13, "decisions"),
         (14, "decision_summary"),
         (16, "audit_actions"),
+        (17, "sealed_personal_data"),
     ]
 
 
@@ -1867,6 +1869,7 @@ async def test_a_version_two_database_keeps_its_suppressions_one_row_per_source(
         (13, "decisions"),
         (14, "decision_summary"),
         (16, "audit_actions"),
+        (17, "sealed_personal_data"),
     ]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gateway.model import AuditEvent
 from gateway.store.base import BlockQuery, StoreUnavailable
+from gateway.store.sealing import PLAIN
 from gateway.store.sqlite import SqliteStore
 from gateway.store.sqlite.blocks import insert_block
 from gateway.store.sqlite.sql import transaction
@@ -76,7 +77,7 @@ async def test_a_failing_write_in_a_batch_undoes_only_itself(tmp_path: Path) -> 
 
     def writes_then_fails(conn: sqlite3.Connection) -> None:
         with transaction(conn, write=True):
-            insert_block(conn, block("doomed@example.com"))
+            insert_block(conn, block("doomed@example.com"), PLAIN)
             raise ValueError("after writing")
 
     started, release = threading.Event(), threading.Event()
