@@ -61,8 +61,6 @@ class Console:
         or without this session's CSRF token)."""
         if not same_origin(request):
             return refused(viewer, "This change came from another site.", 403)
-        if (request.content_length or 0) > max_bytes:
-            return refused(viewer, "The form was too large.", 413)
         try:
             form = await read_form(request, max_bytes)
         except web.HTTPRequestEntityTooLarge:

@@ -130,9 +130,11 @@ def page(
 
 async def read_form(request: web.Request, max_bytes: int) -> MultiDictProxy[Any]:
     """The posted form, read no further than `max_bytes`: HTTPRequestEntityTooLarge past
-    them. A Content-Length check alone let a chunked body (no Content-Length) through to
-    the application's 64 MiB limit, unauthenticated on the sign-in, sign-out and
-    unsubscribe forms."""
+    them, or at once when the Content-Length says so (nothing is read). A Content-Length
+    check alone let a chunked body (no Content-Length) through to the application's 64 MiB
+    limit, unauthenticated on the sign-in, sign-out and unsubscribe forms."""
+    if (request.content_length or 0) > max_bytes:
+        raise web.HTTPRequestEntityTooLarge(max_bytes, request.content_length or 0)
     return await request.clone(client_max_size=max_bytes + 1).post()
 
 

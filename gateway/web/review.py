@@ -271,8 +271,6 @@ class ReviewRoutes:
                 request, method, "sign-in with an account secret is off while single "
                 "sign-on is configured; use your company account", status=403,
             )
-        if (request.content_length or 0) > MAX_FORM_BYTES:
-            return self._sign_in_page("The form was too large.", 413)
         try:
             form = await read_form(request, MAX_FORM_BYTES)
         except web.HTTPRequestEntityTooLarge:

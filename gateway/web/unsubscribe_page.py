@@ -122,8 +122,6 @@ class UnsubscribeRoutes:
         return _page("Unsubscribe", "confirm", **about)
 
     async def confirm(self, request: web.Request) -> web.Response:
-        if (request.content_length or 0) > MAX_FORM_BYTES:
-            return _page("Request too large", "too_large", status=413)
         try:
             form = await read_form(request, MAX_FORM_BYTES)
         except web.HTTPRequestEntityTooLarge:
