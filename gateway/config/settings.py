@@ -459,14 +459,23 @@ def _smtp_section(raw: Any) -> TomlTable:
     )
 
 
-def _smtp(section: TomlTable, base_dir: Path) -> SmtpConfig:
+def _tls_files(section: TomlTable, base_dir: Path) -> tuple[Path | None, Path | None]:
+    """`tls_cert` and `tls_key` of [smtp] or [http]: both or neither, each an existing file
+    (whether they make a usable pair is `gateway.runtime.tls`'s check, at start-up)."""
     tls_cert = _path(section, "tls_cert", base_dir)
     tls_key = _path(section, "tls_key", base_dir)
     if bool(tls_cert) != bool(tls_key):
-        raise ConfigError("smtp.tls_key" if tls_cert else "smtp.tls_cert", "set both or neither")
-    for key, path in (("smtp.tls_cert", tls_cert), ("smtp.tls_key", tls_key)):
+        raise ConfigError(
+            section.key("tls_key" if tls_cert else "tls_cert"), "set both or neither"
+        )
+    for name, path in (("tls_cert", tls_cert), ("tls_key", tls_key)):
         if path is not None and not path.is_file():
-            raise ConfigError(key, f"file not found: {path}")
+            raise ConfigError(section.key(name), f"file not found: {path}")
+    return tls_cert, tls_key
+
+
+def _smtp(section: TomlTable, base_dir: Path) -> SmtpConfig:
+    tls_cert, tls_key = _tls_files(section, base_dir)
     config = SmtpConfig(
         listen=_listen(section, "listen", SmtpConfig().listen),
         tls_cert=tls_cert,
@@ -499,12 +508,7 @@ def _http(raw: Any, base_dir: Path) -> HttpConfig:
         "max_copies_per_request", "trusted_proxies", "tls_cert", "tls_key", "internal_listen",
         "metrics_token",
     })
-    tls_cert, tls_key = _path(section, "tls_cert", base_dir), _path(section, "tls_key", base_dir)
-    if bool(tls_cert) != bool(tls_key):
-        raise ConfigError("http.tls_key" if tls_cert else "http.tls_cert", "set both or neither")
-    for key, path in (("http.tls_cert", tls_cert), ("http.tls_key", tls_key)):
-        if path is not None and not path.is_file():
-            raise ConfigError(key, f"file not found: {path}")
+    tls_cert, tls_key = _tls_files(section, base_dir)
     metrics_token = section.string("metrics_token", "")
     if metrics_token and len(metrics_token) < MIN_METRICS_TOKEN_CHARS:
         raise ConfigError(section.key("metrics_token"),
