@@ -558,6 +558,8 @@ def _internal_listener_apart(smtp: ListenAddress, http: HttpConfig) -> None:
 
 
 def _same_port(one: ListenAddress, other: ListenAddress) -> bool:
+    """A wildcard host (`0.0.0.0`, `::`) takes the port on every address of its family, so
+    it meets any host of that family on the same port; port 0 is a fresh one each time."""
     if one.port == 0 or one.port != other.port or (":" in one.host) != (":" in other.host):
         return False
     return one.host == other.host or _is_wildcard(one.host) or _is_wildcard(other.host)
@@ -565,11 +567,8 @@ def _same_port(one: ListenAddress, other: ListenAddress) -> bool:
 
 def _listeners_apart(smtp: ListenAddress, http: ListenAddress) -> None:
     """SMTP and HTTP on one address would fail only at start-up, at the second bind: said
-    at load time, naming both settings. A wildcard host (`0.0.0.0`, `::`) takes the port on
-    every address of its family, so it meets any host of that family on the same port."""
-    if smtp.port == 0 or smtp.port != http.port or (":" in smtp.host) != (":" in http.host):
-        return
-    if smtp.host == http.host or _is_wildcard(smtp.host) or _is_wildcard(http.host):
+    at load time, naming both settings."""
+    if _same_port(smtp, http):
         raise ConfigError(
             "http.listen",
             f"{http} takes the port of smtp.listen ({smtp}): give SMTP and HTTP one each",
