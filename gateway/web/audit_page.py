@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -35,12 +35,6 @@ VERIFY_PATH = "/review/audit/verify"
 FILTERS = ("actor", "action", "since", "until")
 
 
-def shown_time(moment: datetime) -> tuple[str, str]:
-    """(machine-readable, as shown): UTC, to the second."""
-    utc = moment.astimezone(UTC)
-    return utc.isoformat(), f"{utc:%Y-%m-%d %H:%M:%S} UTC"
-
-
 def as_text(value: object) -> str:
     """A detail's value as one line of text: strings as they are, anything else as JSON."""
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
@@ -49,7 +43,7 @@ def as_text(value: object) -> str:
 @dataclass(frozen=True)
 class Row:
     id: int | None
-    time: tuple[str, str]
+    time: datetime
     actor: str
     action: str
     subject: str
@@ -58,7 +52,7 @@ class Row:
     @classmethod
     def of(cls, event: AuditEvent) -> Row:
         return cls(
-            event.id, shown_time(event.time), event.actor, event.action, event.subject,
+            event.id, event.time, event.actor, event.action, event.subject,
             [(key, as_text(value)) for key, value in sorted(event.details.items())],
         )
 
@@ -79,7 +73,7 @@ def check_details(chain: AuditChain) -> dict[str, object]:
 class LastCheck:
     """The latest verification run, read back from its entry."""
 
-    time: tuple[str, str]
+    time: datetime
     actor: str
     intact: bool
     entries: str
@@ -95,7 +89,7 @@ class LastCheck:
         details = event.details
         broken = details.get("broken_entry")
         return cls(
-            shown_time(event.time), event.actor, details.get("intact") is True,
+            event.time, event.actor, details.get("intact") is True,
             *(as_text(details.get(key, "")) for key in (
                 "entries", "starts_after_entry", "pruned_at", "broken_entry", "problem")),
             broken_link=(f"{PAGE}?{urlencode({'cursor': AUDIT_CURSOR.encode(broken + 1)})}"

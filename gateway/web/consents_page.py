@@ -22,7 +22,6 @@ from gateway.web.console_lists import (
     decode_cursor,
     encode_cursor,
     search_text,
-    shown_time,
     text_field,
 )
 from gateway.web.pages import Viewer, render_page, see_other
@@ -70,7 +69,7 @@ class ConsentsPage:
             next_href=next_href,
             first_href=("/review/consents?" + urlencode(filters)) if after else "",
             can_change=viewer.role >= Role.ADMIN, now=self.console.clock.now(),
-            done=confirmation(request.query), when=shown_time,
+            done=confirmation(request.query),
             max_import_kib=MAX_IMPORT_BYTES // 1024,
         )
 

@@ -13,7 +13,6 @@ import binascii
 import json
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 
 from gateway.web.admin import ParameterError
 from gateway.web.console import Form
@@ -71,10 +70,6 @@ def decode_cursor(query: Mapping[str, str], size: int) -> list[str] | None:
             and all(isinstance(k, str) and not CONTROL.search(k) for k in key)):
         raise ParameterError("after", "not a page link this console gave out")
     return key
-
-
-def shown_time(instant: datetime) -> str:
-    return f"{instant.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def added_counts(query: Mapping[str, str]) -> tuple[int, int] | None:

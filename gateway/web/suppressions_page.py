@@ -22,7 +22,6 @@ from gateway.web.console_lists import (
     decode_cursor,
     encode_cursor,
     search_text,
-    shown_time,
     text_field,
 )
 from gateway.web.pages import Viewer, render_page, see_other
@@ -71,7 +70,7 @@ class SuppressionsPage:
             first_href=("/review/suppressions?" + urlencode({"q": search}))
             if after is not None else "",
             can_change=viewer.role >= Role.ADMIN, lift=request.query.get("lift", "")[:320],
-            done=confirmation(request.query), when=shown_time, erased_source=ERASED_SOURCE,
+            done=confirmation(request.query), erased_source=ERASED_SOURCE,
         )
 
     async def add(self, request: web.Request, viewer: Viewer) -> web.Response:

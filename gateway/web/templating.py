@@ -8,6 +8,7 @@ a regulator.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -20,6 +21,14 @@ ENVIRONMENT = Environment(
     lstrip_blocks=True,
     auto_reload=False,
 )
+
+
+def in_utc(moment: datetime) -> datetime:
+    """The `utc` filter: pages show every time in UTC, whatever offset it was stored with."""
+    return moment.astimezone(UTC)
+
+
+ENVIRONMENT.filters["utc"] = in_utc
 
 
 def render(template: str, **context: Any) -> str:
