@@ -46,6 +46,7 @@ from gateway.runtime.metrics import Metrics
 from gateway.runtime.processes import (
     ListenError,
     bind_configured_listener,
+    configured_listeners,
     inherited_listeners,
     is_first_worker,
 )
@@ -438,15 +439,11 @@ class Gateway:
     async def _bind_listeners(self) -> tuple[socket.socket, ...]:
         """Every listener or none. One that cannot be had (a ListenError naming its
         setting) closes what `start` opened before it, so nothing is left running."""
-        addresses = [("smtp.listen", self.config.smtp.listen),
-                     ("http.listen", self.config.http.listen)]
-        if self.config.http.internal_listen is not None:
-            addresses.append(("http.internal_listen", self.config.http.internal_listen))
         try:
             with contextlib.ExitStack() as bound:
                 sockets = tuple(
                     bound.enter_context(bind_configured_listener(key, address))
-                    for key, address in addresses
+                    for key, address in configured_listeners(self.config)
                 )
                 bound.pop_all()
                 return sockets

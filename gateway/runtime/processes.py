@@ -42,6 +42,15 @@ class ListenError(Exception):
     does not have, a privileged port): one line naming the setting, not a traceback."""
 
 
+def configured_listeners(config: Config) -> list[tuple[str, ListenAddress]]:
+    """Each listener's setting and address, in the order a worker inherits their sockets
+    (`inherited_listeners`): SMTP, HTTP, then the internal HTTP one if configured."""
+    listeners = [("smtp.listen", config.smtp.listen), ("http.listen", config.http.listen)]
+    if config.http.internal_listen is not None:
+        listeners.append(("http.internal_listen", config.http.internal_listen))
+    return listeners
+
+
 def bind_configured_listener(
     key: str, address: ListenAddress, *, reuse_port: bool = False
 ) -> socket.socket:
@@ -140,11 +149,8 @@ def _listeners_per_worker(config: Config) -> list[tuple[socket.socket, ...]]:
     worker, all bound with SO_REUSEPORT to the same ports (the first socket picks a port
     given as 0): the kernel then spreads new connections evenly over the workers, where
     sharing one socket lets whichever worker wakes first take most of them."""
-    addresses = [("smtp.listen", config.smtp.listen), ("http.listen", config.http.listen)]
-    if config.http.internal_listen is not None:
-        addresses.append(("http.internal_listen", config.http.internal_listen))
     columns = []
-    for key, address in addresses:
+    for key, address in configured_listeners(config):
         first = _bind(key, address)
         port = first.getsockname()[1]
         columns.append([first] + [_bind(key, replace(address, port=port))
