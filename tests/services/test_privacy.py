@@ -37,9 +37,13 @@ NUMBER = "+1 (415) 555-0100"
 NUMBER_KEY = "+14155550100"
 
 
-@pytest.fixture
-async def services(config_factory: Callable[..., Config]) -> AsyncIterator[Services]:
-    services = Services(config_factory(), Clock(NOW))
+@pytest.fixture(params=[False, True], ids=["clear", "sealed"])
+async def services(
+    request: pytest.FixtureRequest, config_factory: Callable[..., Config]
+) -> AsyncIterator[Services]:
+    """Every privacy journey with encryption at rest off and on."""
+    encryption = f"[encryption]\nenabled = {str(request.param).lower()}\n"
+    services = Services(config_factory(encryption), Clock(NOW))
     await services.open()
     yield services
     await services.close()
@@ -110,8 +114,12 @@ async def test_export_holds_everything_about_the_subject_and_is_audited(
         ("ann@client.example.net", "BOB@client.example.net"),
         ("Bob@client.example.net", "katie@example.com"),
     ]
-    # A delivery's recipient is kept only as a blind index: the export names it by the key.
-    assert [d["recipient"] for d in email["deliveries"]] == [EMAIL_KEY]
+    # Sealed, a delivery's recipient is kept only as a blind index: the export names it by
+    # the key; in clear, as the agent spelled it.
+    sealed = services.data_keys.cipher.enabled
+    assert [d["recipient"] for d in email["deliveries"]] == [
+        EMAIL_KEY if sealed else "Bob@client.example.net"
+    ]
     assert [e["action"] for e in email["audit"]] == ["suppression.add"]
     assert email["erased_suppression"] is False
 
