@@ -227,6 +227,11 @@ def unfolded_addresses(
     return changes
 
 
+def in_address_order(entries: Iterable[Suppression]) -> list[Suppression]:
+    """Opened entries in (address, source) order: stored rows follow their blind indexes."""
+    return sorted(entries, key=lambda entry: (entry.address, entry.source))
+
+
 def suppression_text_match(entry: Suppression, text: str | None) -> bool:
     """Whether a page search for `text` shows `entry`: any part of the address, any case."""
     return not text or search_folded(text) in search_folded(entry.address)

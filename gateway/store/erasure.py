@@ -40,9 +40,16 @@ from gateway.store.core import (
     block_from_row,
     consent_from_row,
     decision_from_row,
+    in_address_order,
     suppression_from_row,
 )
-from gateway.store.sealing import BLIND_PREFIX, DataCipher, SealedColumns, search_folded
+from gateway.store.sealing import (
+    BLIND_PREFIX,
+    DataCipher,
+    SealedColumns,
+    lookup_forms,
+    search_folded,
+)
 
 ERASED_RANGE = (ERASED_PREFIX, ERASED_PREFIX[:-1] + chr(ord(ERASED_PREFIX[-1]) + 1))
 """Erased rows sort together: lower <= address < upper is one index range search."""
@@ -137,7 +144,7 @@ def erase_statements(
     for table in ERASED_TABLES:
         params = new_params()
         where = (
-            suppression_match(stored_forms(cipher, [key, mailbox]), params)
+            suppression_match(list(lookup_forms(cipher, [key, mailbox])), params)
             if table == "suppressions" and mailbox
             else _person_rows(table, key, params, cipher)
         )
@@ -164,7 +171,7 @@ def export_statements(
         return f"SELECT {columns} FROM {table} WHERE {where} {order}".rstrip(), params.values
 
     suppressions, audit = new_params(), new_params()
-    named = suppression_match([*stored_forms(cipher, [key, mailbox]), *aliases], suppressions)
+    named = suppression_match([*lookup_forms(cipher, [key, mailbox]), *aliases], suppressions)
     return {
         "suppressions": (
             f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE {named}"
@@ -201,9 +208,7 @@ def exported(
 ) -> PersonalData:
     """`PersonalData` from the rows of `export_statements`, by field, opened. A delivery's
     recipient is a blind index once sealed: it is the person's, so it reads as their key."""
-    suppressions = sorted(
-        map(read_suppression, rows["suppressions"]), key=lambda s: (s.address, s.source)
-    )
+    suppressions = in_address_order(map(read_suppression, rows["suppressions"]))
     location, notice = rows["known_location"], rows["notice_sent_at"]
     return PersonalData(
         key=key,
@@ -236,13 +241,6 @@ def exported(
             if not cipher.enabled or key in event.subject
         ),
     )
-
-
-def stored_forms(cipher: DataCipher, keys: Iterable[str]) -> list[str]:
-    """Every form suppression keys may be stored under: blind, and (encryption on) as
-    written before it."""
-    forms = {cipher.blind(k): k for k in keys if k}
-    return [*forms, *(k for k in forms.values() if cipher.enabled)]
 
 
 def suppression_match(keys: Iterable[str], params: Parameters) -> str:
@@ -315,6 +313,14 @@ class ErasureKey(SealedColumns, abc.ABC):
         their forms in clear (rows written before encryption) and their erased hashes."""
         unique = [key for key in dict.fromkeys(keys) if key]
         return {**self._lookup_forms(unique), **self._erased_aliases(unique)}
+
+    def _suppression_cursor(self, after: tuple[str, str] | None) -> SuppressionCursor:
+        """The stored forms the previous page's last address may have (a row of it was
+        written before encryption, or sealed): the page seeks from the one present."""
+        if after is None:
+            return None
+        address, source = after
+        return [*self._lookup_forms([address])], source
 
     def _suppression_reader(self, known: Mapping[str, str]) -> RowReader:
         """Opens stored suppression rows; `known` (stored form -> key) names the mailboxes

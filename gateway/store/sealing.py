@@ -210,13 +210,17 @@ class SealedColumns:
         self._cipher = cipher
 
     def _lookup_forms(self, values: Iterable[str]) -> dict[str, str]:
-        """Stored form -> the caller's value, for looking `values` up in a blind-indexed
-        column: the blind index, and while encryption is on the value itself too, since a
-        row written before encryption holds it in clear until the sealing pass reaches it.
-        Under PLAIN both forms are one. Blank values name nothing and are left out."""
-        forms: dict[str, str] = {}
-        for value in values:
-            if value:
-                forms.setdefault(self._cipher.blind(value), value)
-                forms.setdefault(value, value)
-        return forms
+        return lookup_forms(self._cipher, values)
+
+
+def lookup_forms(cipher: DataCipher, values: Iterable[str]) -> dict[str, str]:
+    """Stored form -> the caller's value, for looking `values` up in a blind-indexed column:
+    the blind index, and while encryption is on the value itself too, since a row written
+    before encryption holds it in clear until the sealing pass reaches it. Under PLAIN both
+    forms are one. Blank values name nothing and are left out."""
+    forms: dict[str, str] = {}
+    for value in values:
+        if value:
+            forms.setdefault(cipher.blind(value), value)
+            forms.setdefault(value, value)
+    return forms

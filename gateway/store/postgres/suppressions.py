@@ -15,6 +15,7 @@ from gateway.store.base import SuppressionQuery
 from gateway.store.core import (
     MAILBOX_RULES_SETTING,
     SUPPRESSION_COLUMNS,
+    in_address_order,
     suppression_page_filter,
     suppression_text_match,
     suppression_values,
@@ -185,7 +186,7 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
                 list(lookup),
             )
             if audit is not None:
-                await insert_audit(conn, audit(_in_order(map(read, rows))), self._cipher)
+                await insert_audit(conn, audit(in_address_order(map(read, rows))), self._cipher)
         return existed
 
     async def update_mailboxes(self, mailbox_of: Callable[[str], str], version: str) -> int:
@@ -218,7 +219,7 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
         """In address order of the opened addresses (the stored ones are blind indexes)."""
         async with self._connection() as conn:
             rows = await conn.fetch(f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions")
-        return _in_order(map(self._suppression_reader({}), rows))
+        return in_address_order(map(self._suppression_reader({}), rows))
 
     async def suppression_page(self, query: SuppressionQuery) -> list[Suppression]:
         """Pages follow the stored key (a blind index), the cursor being the stored form of
@@ -260,7 +261,7 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
                 " WHERE address = ANY($1::text[]) OR (mailbox = ANY($1::text[]) AND mailbox <> '')",
                 list(lookup),
             )
-        return _in_order(map(self._suppression_reader(lookup), rows))
+        return in_address_order(map(self._suppression_reader(lookup), rows))
 
     async def remove_suppressions_from_source(
         self,
@@ -285,7 +286,7 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
             )
             if audit is not None and rows:
                 read = self._suppression_reader(lookup)
-                await insert_audit(conn, audit(_in_order(map(read, rows))), self._cipher)
+                await insert_audit(conn, audit(in_address_order(map(read, rows))), self._cipher)
         return len(rows)
 
     async def remove_suppressions_with_source_prefix(
@@ -317,13 +318,6 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
             ))
         return rows
 
-    def _suppression_cursor(self, after: tuple[str, str] | None) -> SuppressionCursor:
-        """The stored forms the previous page's last address may have (a row of it was
-        written before encryption, or sealed): the page seeks from the one present."""
-        if after is None:
-            return None
-        address, source = after
-        return [*self._lookup_forms([address])], source
 
 
 async def _suppressed_keys(conn: asyncpg.Connection, lookup: Mapping[str, str]) -> set[str]:
@@ -331,10 +325,6 @@ async def _suppressed_keys(conn: asyncpg.Connection, lookup: Mapping[str, str]) 
     form to its key). One index probe per stored form on the primary key."""
     rows = await conn.fetch(SUPPRESSED_QUERY, list(lookup))
     return owners((address for (address,) in rows), lookup)
-
-
-def _in_order(entries: Iterable[Suppression]) -> list[Suppression]:
-    return sorted(entries, key=lambda e: (e.address, e.source))
 
 
 async def _cursor_seek(

@@ -14,6 +14,7 @@ from gateway.store.base import SuppressionQuery
 from gateway.store.core import (
     MAILBOX_RULES_SETTING,
     SUPPRESSION_COLUMNS,
+    in_address_order,
     suppression_page_filter,
     suppression_text_match,
     suppression_values,
@@ -194,13 +195,6 @@ class SqliteSuppressions(SqliteConnection, ErasureKey):
         rows.sort(key=itemgetter(0))
         return rows
 
-    def _suppression_cursor(self, after: tuple[str, str] | None) -> SuppressionCursor:
-        """The stored forms the previous page's last address may have (one row of it was
-        written before encryption, or sealed): the page seeks from the one present."""
-        if after is None:
-            return None
-        address, source = after
-        return [*self._lookup_forms([address])], source
 
 
 def _select_suppressed(conn: sqlite3.Connection, lookup: Mapping[str, str]) -> frozenset[str]:
@@ -428,7 +422,7 @@ def _delete_suppressions_by_source_pattern(
 
 def _select_all_suppressions(conn: sqlite3.Connection, read: RowReader) -> list[Suppression]:
     rows = conn.execute(f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions").fetchall()
-    return sorted(map(read, rows), key=lambda entry: (entry.address, entry.source))
+    return in_address_order(map(read, rows))
 
 
 def _select_suppression_page(
