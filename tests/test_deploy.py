@@ -504,12 +504,19 @@ def test_sbom_target_runs_a_pinned_cyclonedx_over_the_lock() -> None:
     assert all(re.fullmatch(r"\d+(\.\d+)+", version) for _, version in pins)
 
 
+def test_make_test_installs_the_pinned_tools_so_the_sbom_test_runs_in_ci() -> None:
+    before_pytest = make_dry_run("test").split("-m pytest")[0]
+    assert "make --no-print-directory .venv-tools/.installed ||" in before_pytest
+    assert "the SBOM test will SKIP" in before_pytest
+
+
 TOOLS = ROOT / ".venv-tools" / "bin"
 
 
 @pytest.mark.skipif(
     not (TOOLS / "cyclonedx-py").is_file(),
-    reason="cyclonedx-py not installed: `make sbom` or `make lock` installs it in .venv-tools",
+    reason="cyclonedx-py not in .venv-tools: `make test` installs it there (`make tools`) and "
+    "says so loudly when it could not",
 )
 def test_sbom_lists_every_locked_package_with_its_hashes(tmp_path: Path) -> None:
     output = tmp_path / "sbom.cdx.json"
