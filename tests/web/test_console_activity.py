@@ -35,7 +35,6 @@ from tests.web.test_review import (
     decision,
     review_app,
     sign_in,
-    store,  # noqa: F401  (the fixture)
 )
 
 CALL_EVIDENCE = {
@@ -55,7 +54,7 @@ def decision_links(page: str) -> list[str]:
     return re.findall(r'href="/review/decisions/(\d+)"', page)
 
 
-async def seed(store: Store) -> dict[str, int]:  # noqa: F811
+async def seed(store: Store) -> dict[str, int]:
     records = {
         "ann": decision(1, "Ann.Lee@Client.example", subject="Fleet maintenance costs"),
         "bob": decision(2, "bob@client.example", "SUPPRESSED", subject="Fleet offer"),
@@ -295,7 +294,7 @@ async def test_the_decision_page_and_the_printable_evidence_share_their_sections
 
 
 async def test_a_reason_the_evidence_does_not_cite_is_cited_from_the_rules_loaded_now(
-    store: Store, config_factory: Callable[..., Config]  # noqa: F811
+    store: Store, config_factory: Callable[..., Config]
 ) -> None:
     config = config_factory()
     rules = configured_rules(config)
@@ -346,7 +345,7 @@ async def test_signed_out_visitors_are_sent_to_sign_in(client: TestClient) -> No
 
 
 async def test_a_rep_is_refused_with_403(
-    store: Store, config_factory: Callable[..., Config]  # noqa: F811
+    store: Store, config_factory: Callable[..., Config]
 ) -> None:
     await seed(store)
     clock = Clock(NOW)

@@ -7,10 +7,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,16 +17,13 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.config.settings import Config
-from gateway.model import Role
 from gateway.runtime.clock import Clock
 from gateway.server import Gateway
-from gateway.services.people import Identity
-from gateway.store import open_store
-from gateway.store.base import ConsentQuery
+from gateway.store.base import ConsentQuery, Store
 from gateway.web.people_sign_in import SESSION_COOKIE
+from tests.web.console_helpers import csrf_of, person_session
 from tests.web.test_review import NOW, SSO, decision, review_app
 
-ROLES = {"admins": Role.ADMIN, "managers": Role.MANAGER, "reps": Role.REP}
 MARKUP = '"><svg onload=alert(1)></title></style>'
 
 
@@ -46,11 +41,9 @@ class Console:
 
 
 async def signed_in(gateway: Gateway, group: str) -> str:
-    email = f"{group}@acme.example"
-    person, _ = await gateway.services.people.signed_in(
-        Identity(email, f"okta|{email}", group.title(), (group,)), ROLES)
-    return await gateway.services.sessions.open(
-        role=ROLES[group].name.lower(), method="oidc:okta", person_id=person.person_id)
+    services = gateway.services
+    return await person_session(services.people, services.sessions, f"{group}@acme.example",
+                                group)
 
 
 @pytest.fixture
@@ -142,11 +135,8 @@ async def test_the_exports_the_activity_page_links_are_not_cached(
     assert response.headers.get("X-Content-Type-Options") == "nosniff"
 
 
-async def csrf_of(console: Console, path: str) -> str:
-    page = await (await console.get(path)).text()
-    match = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
-    assert match
-    return match.group(1)
+async def page_csrf(console: Console, path: str) -> str:
+    return csrf_of(await (await console.get(path)).text())
 
 
 async def post(console: Console, path: str, data: Any) -> ClientResponse:
@@ -177,7 +167,7 @@ async def test_a_consent_file_the_csv_module_or_the_store_cannot_take_is_a_400(
     """A row short of its source cell was a 500 (AttributeError on None), a cell over the
     csv module's 128 KiB field limit a 500 (csv.Error), and a NUL in a source was stored
     on SQLite but a 503 on PostgreSQL, whose text cannot hold it."""
-    csrf = await csrf_of(console, "/review/consents")
+    csrf = await page_csrf(console, "/review/consents")
     response = await post(console, "/review/consents/import", csv_upload(csrf, text))
     assert response.status == 400
     assert named in await response.text()
@@ -187,7 +177,7 @@ async def test_a_consent_file_the_csv_module_or_the_store_cannot_take_is_a_400(
 
 async def test_a_control_character_in_a_form_or_a_search_is_a_400(console: Console) -> None:
     """A NUL in a suppression's reason or in a list's search was a 503 on PostgreSQL."""
-    csrf = await csrf_of(console, "/review/suppressions")
+    csrf = await page_csrf(console, "/review/suppressions")
     response = await post(console, "/review/suppressions/add", {
         "csrf": csrf, "addresses": "ann@example.com", "reason": "asked \x00 to stop"})
     assert response.status == 400
@@ -251,21 +241,16 @@ async def test_a_chunked_form_is_read_no_further_than_its_limit(
 
 
 async def test_a_chunked_sign_in_form_is_read_no_further_than_its_limit(
-    config_factory: Callable[..., Config], tmp_path: Path
+    config_factory: Callable[..., Config], store: Store
 ) -> None:
     """The secret sign-in form (open without single sign-on) had the same hole: half a
     MiB, under this test app's 1 MiB limit, was read and its secret checked (401)."""
-    store = open_store(f"sqlite:///{tmp_path}/login.db")
-    await store.open()
-    try:
-        async with TestClient(TestServer(review_app(store, config_factory()))) as client:
-            response = await client.post(
-                "/review/login", data=chunked(b"secret=", 512 * 1024),
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-                allow_redirects=False)
-            assert response.status == 413
-    finally:
-        await store.close()
+    async with TestClient(TestServer(review_app(store, config_factory()))) as client:
+        response = await client.post(
+            "/review/login", data=chunked(b"secret=", 512 * 1024),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            allow_redirects=False)
+        assert response.status == 413
 
 
 @pytest.mark.parametrize(("kind", "obtained_at"), [
@@ -277,7 +262,7 @@ async def test_a_consent_at_the_calendars_edge_is_a_400(
     console: Console, kind: str, obtained_at: str
 ) -> None:
     """Was a 500: the expiry or the UTC time fell past year 9999 or before year 1."""
-    csrf = await csrf_of(console, "/review/consents")
+    csrf = await page_csrf(console, "/review/consents")
     response = await post(console, "/review/consents/add", {
         "csrf": csrf, "subject": "+14155550100", "channel": "sms", "kind": kind,
         "obtained_at": obtained_at, "source": "web form"})

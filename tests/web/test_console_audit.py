@@ -26,7 +26,6 @@ from gateway.model import Account, AuditEvent, Role
 from gateway.runtime.clock import Clock
 from gateway.runtime.metrics import Metrics
 from gateway.services.people import People
-from gateway.store import open_store
 from gateway.store.base import Store
 from gateway.web.audit_page import VERIFY_ACTION, AuditLogPage
 from gateway.web.console import Console
@@ -34,8 +33,9 @@ from gateway.web.people_sign_in import PeopleSignIn
 from gateway.web.review import ReviewRoutes
 from tests.browser import browser_missing, launch_options
 from tests.conftest import MANAGER_SECRET
+from tests.web.console_helpers import csrf_of
 from tests.web.test_admin import ADMIN_SECRET, call, start
-from tests.web.test_review import assert_protected, csrf_of, sign_in
+from tests.web.test_review import assert_protected, sign_in
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ADMIN = "kim"
@@ -67,19 +67,6 @@ def audit_app(store: Store, config: Config) -> web.Application:
     ReviewRoutes(console, Authenticator(accounts, AgentKeys(store, clock), limits)).register(app)
     AuditLogPage(console).register(app)
     return app
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "audit.db"
-
-
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[Store]:
-    opened = open_store(f"sqlite:///{db_path}")
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -14,15 +14,14 @@ from gateway.model import Channel, Consent, ConsentKind
 from gateway.store.base import Store, StoreUnavailable
 from gateway.web.consents_page import MAX_IMPORT_BYTES
 from gateway.web.console_lists import PAGE_SIZE
+from tests.web.console_helpers import csrf_of
 from tests.web.test_console_suppressions import (  # noqa: F401
     ADMIN,
     MANAGER,
     REP,
     Person,
-    csrf_of,
     people,
     post_forms,
-    store,
 )
 from tests.web.test_review import NOW
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,13 +16,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.auth.sessions import Sessions
 from gateway.config.settings import Config
-from gateway.model import Role, Suppression
+from gateway.model import Suppression
 from gateway.runtime.clock import Clock
 from gateway.runtime.metrics import Metrics
 from gateway.server import configured_rules
-from gateway.services.people import Identity, People
+from gateway.services.people import People
 from gateway.services.suppressions import Suppressions
-from gateway.store import open_store
 from gateway.store.base import Store, StoreUnavailable
 from gateway.web.consents_page import ConsentsPage
 from gateway.web.console import Console
@@ -31,12 +29,12 @@ from gateway.web.console_lists import PAGE_SIZE
 from gateway.web.people_sign_in import SESSION_COOKIE, PeopleSignIn
 from gateway.web.suppressions_page import SuppressionsPage
 from tests.conftest import MANAGER_SECRET
+from tests.web.console_helpers import csrf_of, person_session
 from tests.web.test_review import NOW, SSO
 
 ADMIN = "ann@acme.example"
 MANAGER = "max@acme.example"
 REP = "rita@acme.example"
-ROLES = {"admins": Role.ADMIN, "managers": Role.MANAGER, "reps": Role.REP}
 
 
 def console_app(store: Store, config: Config, clock: Clock) -> web.Application:
@@ -58,10 +56,7 @@ async def session_of(store: Store, clock: Clock, email: str) -> str:
     """A cookie for a person signed in through the configured provider."""
     sessions = Sessions(store, clock)
     group = {ADMIN: "admins", MANAGER: "managers", REP: "reps"}[email]
-    person, _ = await People(store, sessions, clock).signed_in(
-        Identity(email, f"okta|{email}", email.split("@")[0].title(), (group,)), ROLES)
-    return await sessions.open(role=ROLES[group].name.lower(), method="oidc:okta",
-                               person_id=person.person_id)
+    return await person_session(People(store, sessions, clock), sessions, email, group)
 
 
 @dataclass
@@ -94,20 +89,6 @@ class Person:
             data.add_field("csrf", csrf)
         return await self.client.post(path, data=data, headers=self._headers(headers),
                                       allow_redirects=False)
-
-
-def csrf_of(page: str) -> str:
-    match = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
-    assert match
-    return match.group(1)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = open_store(f"sqlite:///{tmp_path}/console.db")
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

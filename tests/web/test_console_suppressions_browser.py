@@ -15,13 +15,12 @@ from gateway.runtime.clock import Clock
 from gateway.store.base import Store
 from gateway.web.people_sign_in import SESSION_COOKIE
 from tests.browser import browser_missing, launch_options
-from tests.web.test_console_suppressions import (  # noqa: F401
+from tests.web.test_console_suppressions import (
     ADMIN,
     MANAGER,
     REP,
     console_app,
     session_of,
-    store,
 )
 from tests.web.test_review import NOW
 
@@ -33,7 +32,7 @@ CSV = (
 
 
 async def test_an_admin_changes_both_lists_a_manager_reads_them_a_rep_is_refused(
-    store: Store, config_factory: Callable[..., Config], tmp_path: Path,  # noqa: F811
+    store: Store, config_factory: Callable[..., Config], tmp_path: Path,
 ) -> None:
     reason = browser_missing()
     if reason:

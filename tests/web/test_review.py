@@ -34,13 +34,13 @@ from gateway.rules.ruleset import RuleSet
 from gateway.runtime.clock import Clock
 from gateway.runtime.metrics import Metrics
 from gateway.services.people import Identity, People
-from gateway.store import open_store
 from gateway.store.base import Store
 from gateway.web.console import Console
 from gateway.web.people_sign_in import SESSION_COOKIE, PeopleSignIn
 from gateway.web.review import ReviewRoutes
 from tests.conftest import DEMO_SECRET, MANAGER_SECRET
 from tests.fakes.clock import SteppingClock
+from tests.web.console_helpers import csrf_of
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -104,14 +104,6 @@ def decision(
     )
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = open_store(f"sqlite:///{tmp_path}/review.db")
-    await opened.open()
-    yield opened
-    await opened.close()
-
-
 def review_app(
     store: Store, config: Config, secure_cookies: bool = False, clock: Clock | None = None,
     accounts: Callable[[], tuple[Account, ...]] | None = None, sso: SsoConfig | None = None,
@@ -143,12 +135,6 @@ async def client(
 async def sign_in(client: TestClient, secret: str = MANAGER_SECRET) -> None:
     response = await client.post("/review/login", data={"secret": secret}, allow_redirects=False)
     assert response.status == 303, await response.text()
-
-
-def csrf_of(page: str) -> str:
-    match = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
-    assert match, "the page has a sign-out form with its CSRF token"
-    return match.group(1)
 
 
 async def sign_out(client: TestClient) -> ClientResponse:
@@ -327,12 +313,12 @@ async def test_an_account_demoted_or_removed_keeps_no_session(clocked, store: St
 
 
 async def test_the_cookie_holds_a_token_the_store_keeps_only_hashed(
-    client: TestClient, store: Store, tmp_path: Path
+    client: TestClient, store: Store, db_path: Path
 ) -> None:
     await sign_in(client)
     token = session_token(client)
     assert len(token) >= 43 and "boss" not in token
-    assert token.encode() not in (tmp_path / "review.db").read_bytes()
+    assert token.encode() not in db_path.read_bytes()
 
 
 @pytest.mark.parametrize("origin", ["https://evil.example", "null"])
