@@ -86,7 +86,11 @@ def session_created_setting(nonce_key: str) -> str:
 
 class HeldKeys:
     """The token, DKIM and session keys this replica holds, with their creation times: a
-    `KeySource` for `StoreGauges`. A key first seen here is recorded now."""
+    `KeySource` for `StoreGauges`. A key first seen here is recorded now.
+
+    A recorded time never changes once claimed, so each is read from the store once and
+    kept: a refresh reads only the session key (made lazily, and replaceable) unless a key
+    is new or its time was unreadable."""
 
     def __init__(
         self,
@@ -100,10 +104,10 @@ class HeldKeys:
         self.token_keys = token_keys
         self.dkim_keys = dkim_keys
         self.unreadable: set[str] = set()
+        self.created: dict[str, datetime] = {}
 
     async def __call__(self) -> list[KeyAge]:
         now = self.clock.now()
-        recorded = await self.store.settings_named(CREATED)
         wanted: list[tuple[str, str, str, bool]] = []
         token_ids, active = self.token_keys()
         wanted += [("token", key_id, TOKEN_CREATED + key_id, key_id != active)
@@ -113,14 +117,20 @@ class HeldKeys:
         nonce_key = (await self.store.settings_named(NONCE_KEY_SETTING)).get(NONCE_KEY_SETTING)
         if nonce_key:
             wanted.append(("session", SESSION_KEY_ID, session_created_setting(nonce_key), False))
+        known, self.created = self.created, {}
+        missing = any(name not in known for _, _, name, _ in wanted)
+        recorded = await self.store.settings_named(CREATED) if missing else {}
         ages: list[KeyAge] = []
         for kind, key_id, name, retired in wanted:
-            try:
-                created = await first_seen(self.store, name, now, recorded)
-            except UnreadableCreationTime as exc:
-                self._unreadable(name, exc)
-                continue
-            self.unreadable.discard(name)
+            created = known.get(name)
+            if created is None:
+                try:
+                    created = await first_seen(self.store, name, now, recorded)
+                except UnreadableCreationTime as exc:
+                    self._unreadable(name, exc)
+                    continue
+                self.unreadable.discard(name)
+            self.created[name] = created
             ages.append(KeyAge(kind, key_id, created, retired))
         return ages
 

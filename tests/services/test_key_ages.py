@@ -121,6 +121,24 @@ async def test_replicas_report_the_creation_time_the_first_of_them_recorded(
     ]
 
 
+async def test_a_recorded_time_is_read_from_the_store_once(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refreshes every `metrics_refresh_s` read only the (replaceable) session key."""
+    keys = held(store, StoppedClock(T0), dkim=(DkimKey("example.com", "gw2026", PEM_A),))
+    first = await keys()
+    read: list[str] = []
+    settings_named = store.settings_named
+
+    async def counted(prefix: str) -> dict[str, str]:
+        read.append(prefix)
+        return await settings_named(prefix)
+
+    monkeypatch.setattr(store, "settings_named", counted)
+    assert await keys() == first
+    assert read == [NONCE_KEY_SETTING]
+
+
 async def test_the_session_key_has_an_age_once_saml_sign_in_made_it(store: SqliteStore) -> None:
     clock = StoppedClock(T0)
     keys = held(store, clock, tokens=())
