@@ -52,6 +52,13 @@ keys = {{ k1 = "{key}" }}
 """
 
 
+def gateway_config(ports: Mapping[str, int], workers: int = 1) -> str:
+    """GATEWAY_CONFIG with the bench account's secret, a token key and `ports` (smtp, http)."""
+    return GATEWAY_CONFIG.format(secret=GATEWAY_SECRET, key="k" * 40, **ports).replace(
+        "[gateway]\n", f"[gateway]\nworkers = {workers}\n"
+    )
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
@@ -103,12 +110,7 @@ def gateway(
     put records in its store)."""
     ports = {"smtp": free_port(), "http": free_port()}
     config = directory / "gateway.toml"
-    config.write_text(
-        GATEWAY_CONFIG.format(secret=GATEWAY_SECRET, key="k" * 40, **ports).replace(
-            "[gateway]\n", f"[gateway]\nworkers = {workers}\n"
-        )
-        + extra_config
-    )
+    config.write_text(gateway_config(ports, workers) + extra_config)
     if prepare is not None:
         prepare(config)
     arguments = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
@@ -289,3 +291,4 @@ async def compare_http(
     for side, (answered, errors) in totals.items():
         results[f"{side}_ok_total"], results[f"{side}_errors_total"] = answered, errors
     return results
+

@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness import HERE
+
 CHILD = r'''
 import asyncio, json, sys, tempfile, time
 from datetime import UTC, datetime
@@ -31,23 +33,10 @@ from gateway.model import Channel, Consent, ConsentKind, OutboundMessage, Teleph
 from gateway.pipeline.process import delivery_key
 from gateway.runtime.clock import Clock
 from gateway.server import Services
+from harness import free_port, gateway_config
 
 NOON_NY = datetime(2026, 6, 2, 16, 0, tzinfo=UTC)
-CONFIG = """
-[gateway]
-data_dir = "var"
-public_url = "https://gw.example.com"
-[sender]
-name = "Example Corp"
-postal_address = "548 Market St #12345, San Francisco, CA 94104"
-email = "privacy@example.com"
-[[accounts]]
-name = "bench"
-secret = "bench-secret-0123456789"
-sender_domains = ["example.com"]
-[tokens]
-keys = { k1 = "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk" }
-"""
+CONFIG = gateway_config({"smtp": free_port(), "http": free_port()})  # nothing listens on them
 BODY = "Hi Bob,\n\n" + "Would a short call next week work for you? " * 40 + "\n\nKatie\n"
 
 def email(n, account):
@@ -105,9 +94,10 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 
 
 def measure(tree: Path, kind: str, messages: int) -> dict[str, dict[str, float]]:
+    """The tree's gateway package, this bench/'s harness (the same configuration for both)."""
     done = subprocess.run(
         [sys.executable, "-c", CHILD, kind, str(messages)],
-        env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree,
+        env={**os.environ, "PYTHONPATH": f"{tree}:{HERE}"}, cwd=tree,
         capture_output=True, text=True, check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
