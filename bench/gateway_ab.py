@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness import alternating, change, paired_changes
+
 CHILD = r'''
 import asyncio, contextlib, json, sys, tempfile
 from pathlib import Path
@@ -85,23 +87,21 @@ def main() -> None:
     trees = {"before": arguments.before.resolve(), "after": arguments.after.resolve()}
     kinds = arguments.kinds.split(",")
     runs: dict[tuple[str, str], list[dict]] = {}
-    for n in range(arguments.rounds):
-        for kind in kinds:
-            for name, tree in (trees.items() if n % 2 == 0 else reversed(trees.items())):
-                result = measure(tree, kind, arguments.rate, arguments.seconds)
-                runs.setdefault((kind, name), []).append(result)
-                print(f"round {n + 1} {kind} {name}: {result['cpu_ms']:.3f} ms CPU a message, "
-                      f"{result['ok']} ok, {result['errors']} errors, p50 {result['p50_ms']} ms",
-                      flush=True)
+    for number, kind, name, tree in alternating(trees, arguments.rounds, kinds):
+        result = measure(tree, kind, arguments.rate, arguments.seconds)
+        runs.setdefault((kind, name), []).append(result)
+        print(f"round {number} {kind} {name}: {result['cpu_ms']:.3f} ms CPU a message, "
+              f"{result['ok']} ok, {result['errors']} errors, p50 {result['p50_ms']} ms",
+              flush=True)
     report = {}
     for kind in kinds:
         before, after = runs[kind, "before"], runs[kind, "after"]
         cpu = {name: round(statistics.median(r["cpu_ms"] for r in runs[kind, name]), 3)
                for name in trees}
-        paired = sorted(a["cpu_ms"] / b["cpu_ms"] - 1 for a, b in zip(after, before, strict=True))
         report[kind] = {"cpu_ms_median": cpu,
-                        "cpu_change": f"{cpu['after'] / cpu['before'] - 1:+.1%}",
-                        "paired_cpu_changes": [f"{change:+.1%}" for change in paired],
+                        "cpu_change": change(cpu["after"], cpu["before"]),
+                        "paired_cpu_changes": paired_changes(
+                            (r["cpu_ms"] for r in after), (r["cpu_ms"] for r in before)),
                         "errors": sum(r["errors"] for r in before + after)}
     print(json.dumps(report, indent=2))
 

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -292,3 +292,27 @@ async def compare_http(
         results[f"{side}_ok_total"], results[f"{side}_errors_total"] = answered, errors
     return results
 
+
+def alternating(
+    trees: Mapping[str, Path], rounds: int, kinds: Sequence[str]
+) -> Iterator[tuple[int, str, str, Path]]:
+    """(round, kind, tree's name, tree) of an A/B comparison of source trees: every round
+    measures each kind in each tree, the tree that goes first taking turns, so that drift in
+    the machine's speed falls on both."""
+    for number in range(1, rounds + 1):
+        for kind in kinds:
+            order = list(trees.items())
+            for name, tree in order if number % 2 else reversed(order):
+                yield number, kind, name, tree
+
+
+def change(after: float, before: float) -> str:
+    """`after` relative to `before`, as a signed percentage."""
+    return f"{after / before - 1:+.1%}"
+
+
+def paired_changes(after: Iterable[float], before: Iterable[float]) -> list[str]:
+    """Each round's change, smallest first: its two runs were back to back, so the spread of
+    these is the noise."""
+    pairs = sorted(zip(after, before, strict=True), key=lambda pair: pair[0] / pair[1])
+    return [change(a, b) for a, b in pairs]

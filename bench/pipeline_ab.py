@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import HERE
+from harness import HERE, alternating, change, paired_changes
 
 CHILD = r'''
 import asyncio, json, sys, tempfile, time
@@ -112,13 +112,11 @@ def main() -> None:
     arguments = parser.parse_args()
     trees = {"before": arguments.before, "after": arguments.after}
     rounds: dict[tuple[str, str, str], list[dict[str, float]]] = {}
-    for n in range(arguments.rounds):
-        for kind in ("email", "text"):
-            for name, tree in (trees.items() if n % 2 == 0 else reversed(trees.items())):
-                for label, result in measure(tree, kind, arguments.messages).items():
-                    rounds.setdefault((kind, label, name), []).append(result)
-                    print(f"round {n + 1} {kind} {label} {name}: {result['per_s']:.0f}/s, "
-                          f"{result['cpu_ms']:.3f} ms CPU", flush=True)
+    for number, kind, name, tree in alternating(trees, arguments.rounds, ("email", "text")):
+        for label, result in measure(tree, kind, arguments.messages).items():
+            rounds.setdefault((kind, label, name), []).append(result)
+            print(f"round {number} {kind} {label} {name}: {result['per_s']:.0f}/s, "
+                  f"{result['cpu_ms']:.3f} ms CPU", flush=True)
     report = {}
     for kind in ("email", "text"):
         for label in ("one at a time", "32 at once"):
@@ -129,12 +127,12 @@ def main() -> None:
                     "per_s": round(statistics.median(r["per_s"] for r in results), 1),
                     "cpu_ms": round(statistics.median(r["cpu_ms"] for r in results), 3),
                 }
-            row["change"] = f"{row['after']['per_s'] / row['before']['per_s'] - 1:+.1%}"
-            row["cpu_change"] = f"{row['after']['cpu_ms'] / row['before']['cpu_ms'] - 1:+.1%}"
-            # each round's two runs were back to back: their ratios show the noise
-            paired = sorted(a["per_s"] / b["per_s"] - 1 for a, b in zip(
-                rounds[kind, label, "after"], rounds[kind, label, "before"], strict=True))
-            row["paired_changes"] = [f"{change:+.1%}" for change in paired]
+            row["change"] = change(row["after"]["per_s"], row["before"]["per_s"])
+            row["cpu_change"] = change(row["after"]["cpu_ms"], row["before"]["cpu_ms"])
+            row["paired_changes"] = paired_changes(
+                (r["per_s"] for r in rounds[kind, label, "after"]),
+                (r["per_s"] for r in rounds[kind, label, "before"]),
+            )
             report[f"{kind}, {label}"] = row
     print(json.dumps(report, indent=2))
 
