@@ -15,7 +15,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from gateway.model import (
     BlockRecord,
@@ -41,8 +41,11 @@ from gateway.store.base import (
     DecisionSummary,
     PersonChanges,
     PersonRow,
+    SuppressionQuery,
 )
 from gateway.store.sealing import DataCipher, search_folded
+
+T = TypeVar("T")
 
 ReadTime = Callable[[Any], datetime]
 """A backend's stored time back as an aware datetime."""
@@ -87,6 +90,34 @@ class Parameters(abc.ABC):
         `ascii_lower` folds a search term: SQLite's lower() does exactly this, while
         PostgreSQL's follows the database's collation (see the override)."""
         return f"lower({column})"
+
+
+class PageFill(Generic[T]):
+    """A page read batch by batch until it holds `limit` matches or the rows run out: a
+    search over sealed text reads candidates that only opening them accepts or refuses
+    (decisions, suppressions, consents; each backend reads the batches)."""
+
+    def __init__(self, limit: int, batch: int, matches: Callable[[T], bool]) -> None:
+        self.limit, self.batch, self._matches = limit, batch, matches
+        self._found: list[T] = []
+
+    def full_after(self, read: int, opened: Iterable[T]) -> bool:
+        """Takes one batch (`read` rows, opened); True when no further batch is needed."""
+        self._found += filter(self._matches, opened)
+        return len(self._found) >= self.limit or read < self.batch
+
+    @property
+    def page(self) -> list[T]:
+        return self._found[: self.limit]
+
+
+SEARCH_BATCH = 500
+"""Rows a suppression or consent search opens per read while it walks the registry."""
+
+
+def search_batch(limit: int, text: str | None) -> int:
+    """A page without a search reads its own size; a search reads at least SEARCH_BATCH."""
+    return max(limit, SEARCH_BATCH) if text else limit
 
 
 def where_all(clauses: Sequence[str]) -> str:
@@ -232,6 +263,13 @@ def in_address_order(entries: Iterable[Suppression]) -> list[Suppression]:
     return sorted(entries, key=lambda entry: (entry.address, entry.source))
 
 
+def suppression_page_fill(query: SuppressionQuery) -> PageFill[Suppression]:
+    return PageFill(
+        query.limit, search_batch(query.limit, query.text),
+        lambda entry: suppression_text_match(entry, query.text),
+    )
+
+
 def suppression_text_match(entry: Suppression, text: str | None) -> bool:
     """Whether a page search for `text` shows `entry`: any part of the address, any case."""
     return not text or search_folded(text) in search_folded(entry.address)
@@ -307,6 +345,13 @@ def suppression_page_filter(
         return ""
     address, source = after
     return f"WHERE (address, source) > ({params.bind(address)}, {params.bind(source)})"
+
+
+def consent_page_fill(query: ConsentQuery) -> PageFill[Consent]:
+    return PageFill(
+        query.limit, search_batch(query.limit, query.text),
+        lambda consent: consent_text_match(consent, query.text),
+    )
 
 
 def consent_text_match(consent: Consent, text: str | None) -> bool:
@@ -678,16 +723,6 @@ def searches_sealed_text(query: DecisionQuery, cipher: DataCipher) -> bool:
     """A search for part of a sealed recipient or subject: its counts come from the
     decrypted matches (`summary_of_decisions`), never from the candidates' SQL count."""
     return cipher.enabled and (query.recipient is not None or query.text is not None)
-
-
-def next_candidates(
-    step: DecisionQuery, page: Sequence[DecisionRecord], found: int, wanted: int
-) -> DecisionQuery | None:
-    """The next page of candidates to read, None when done: the page was short (nothing
-    more matches the SQL) or enough real matches are found."""
-    if len(page) < step.limit or found >= wanted or page[-1].id is None:
-        return None
-    return dataclasses.replace(step, before_id=page[-1].id)
 
 
 def summary_buckets(query: DecisionQuery, bucket_s: int) -> list[tuple[int, datetime, datetime]]:

@@ -14,8 +14,8 @@ from gateway.store.core import (
     CONSENT_COLUMNS,
     consent_from_row,
     consent_order,
+    consent_page_fill,
     consent_page_filter,
-    consent_text_match,
     consent_values,
     group_consents,
     utc,
@@ -26,9 +26,6 @@ from gateway.store.postgres.connection import (
     fetch_page,
     read_time,
 )
-
-# Rows a page search opens per read while it walks the registry.
-_SEARCH_BATCH = 500
 
 
 class PostgresConsents(PostgresConnection):
@@ -61,25 +58,22 @@ class PostgresConsents(PostgresConnection):
     async def consent_page(self, query: ConsentQuery) -> list[Consent]:
         """Pages follow the stored subject (a blind index); a search walks the registry
         from the cursor opening each row, since the column cannot be searched."""
-        found: list[Consent] = []
-        batch = query.limit if not query.text else max(query.limit, _SEARCH_BATCH)
+        fill = consent_page_fill(query)
         async with self._transaction(snapshot=True) as conn:
             after = await self._cursor_seek(conn, query.after)
-            while len(found) < query.limit:
+            while True:
                 rows = await fetch_page(
                     conn,
                     f"SELECT {CONSENT_COLUMNS} FROM consents",
                     partial(consent_page_filter, query, after),
                     "subject, channel, kind, obtained_at",
-                    batch,
+                    fill.batch,
                 )
                 opened = (consent_from_row(row, read_time, self._cipher) for row in rows)
-                found += [c for c in opened if consent_text_match(c, query.text)]
-                if len(rows) < batch:
-                    break
+                if fill.full_after(len(rows), opened):
+                    return fill.page
                 subject, channel, kind, obtained_at = tuple(rows[-1])[:4]
                 after = (subject, Channel(channel), ConsentKind(kind), obtained_at)
-        return found[: query.limit]
 
     async def _cursor_seek(
         self, conn: asyncpg.Connection, after: ConsentKey | None

@@ -18,12 +18,12 @@ from gateway.store.core import (
     DECISION_EVIDENCE_COLUMNS,
     RECORDED_DECISION_COLUMNS,
     SUMMARY_READ_PAGE,
+    PageFill,
     decision_filter,
     decision_from_row,
     decision_matches,
     decision_summary_of,
     decision_values,
-    next_candidates,
     searches_sealed_text,
     summary_buckets,
     summary_of_decisions,
@@ -64,15 +64,13 @@ class PostgresDecisionLog(PostgresConnection):
     async def _matching_decisions(
         self, query: DecisionQuery, wanted: int
     ) -> list[DecisionRecord]:
-        matches = decision_matches(query, self._cipher)
-        found: list[DecisionRecord] = []
-        step: DecisionQuery | None = query
+        fill = PageFill(wanted, query.limit, decision_matches(query, self._cipher))
         async with self._transaction(snapshot=True) as conn:
-            while step is not None:
-                page = await self._candidate_page(conn, step)
-                found += filter(matches, page)
-                step = next_candidates(step, page, len(found), wanted)
-        return found[:wanted]
+            while True:
+                page = await self._candidate_page(conn, query)
+                if fill.full_after(len(page), page):
+                    return fill.page
+                query = replace(query, before_id=page[-1].id)
 
     async def _candidate_page(
         self, conn: asyncpg.Connection, query: DecisionQuery

@@ -16,8 +16,8 @@ from gateway.store.core import (
     MAILBOX_RULES_SETTING,
     SUPPRESSION_COLUMNS,
     in_address_order,
+    suppression_page_fill,
     suppression_page_filter,
-    suppression_text_match,
     suppression_values,
     unfolded_addresses,
     unfolded_query,
@@ -39,8 +39,6 @@ _COPY_THRESHOLD = 5_000
 # A bulk import may legitimately run far longer than any single decision's query.
 _BULK_TIMEOUT_S = 3_600.0
 
-# Rows a page search opens per read while it walks the list.
-_SEARCH_BATCH = 500
 
 # address and mailbox are stored forms (blind indexes); plain and mailbox_plain the keys in
 # clear while encryption is on (NULL otherwise), the form of rows written before it.
@@ -227,23 +225,20 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
         indexes: it walks the list from the cursor and opens each row until the page is
         full, so a search for a rare text may open the whole list."""
         read = self._suppression_reader({})
-        found: list[Suppression] = []
-        batch = query.limit if not query.text else max(query.limit, _SEARCH_BATCH)
+        fill = suppression_page_fill(query)
         async with self._transaction(snapshot=True) as conn:
             seek = await _cursor_seek(conn, self._suppression_cursor(query.after))
-            while len(found) < query.limit:
+            while True:
                 rows = await fetch_page(
                     conn,
                     f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions",
                     partial(suppression_page_filter, seek),
                     "address, source",
-                    batch,
+                    fill.batch,
                 )
-                found += [e for e in map(read, rows) if suppression_text_match(e, query.text)]
-                if len(rows) < batch:
-                    break
+                if fill.full_after(len(rows), map(read, rows)):
+                    return fill.page
                 seek = (rows[-1][0], rows[-1][1])
-        return found[: query.limit]
 
     async def count_suppressed(self) -> int:
         async with self._connection() as conn:

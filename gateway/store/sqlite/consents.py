@@ -14,8 +14,8 @@ from gateway.store.core import (
     CONSENT_COLUMNS,
     consent_from_row,
     consent_order,
+    consent_page_fill,
     consent_page_filter,
-    consent_text_match,
     consent_values,
     group_consents,
 )
@@ -27,9 +27,6 @@ from gateway.store.sqlite.sql import (
     to_text,
     transaction,
 )
-
-# Rows a page search opens per read while it walks the registry.
-_SEARCH_BATCH = 500
 
 ConsentReader = Callable[[Sequence[Any]], Consent]
 
@@ -93,22 +90,19 @@ def _select_consent_page(
 ) -> list[Consent]:
     with transaction(conn, write=False):
         after = _cursor_seek(conn, query.after, forms)
-        found: list[Consent] = []
-        batch = query.limit if not query.text else max(query.limit, _SEARCH_BATCH)
-        while len(found) < query.limit:
+        fill = consent_page_fill(query)
+        while True:
             rows = select_page(
                 conn,
                 f"SELECT {CONSENT_COLUMNS} FROM consents",
                 partial(consent_page_filter, query, after),
                 "subject, channel, kind, obtained_at",
-                batch,
+                fill.batch,
             )
-            found += [c for c in map(read, rows) if consent_text_match(c, query.text)]
-            if len(rows) < batch:
-                break
+            if fill.full_after(len(rows), map(read, rows)):
+                return fill.page
             subject, channel, kind, obtained_at = rows[-1][:4]
             after = (subject, Channel(channel), ConsentKind(kind), from_text(obtained_at))
-    return found[: query.limit]
 
 
 def _cursor_seek(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -16,12 +17,12 @@ from gateway.store.core import (
     DECISION_EVIDENCE_COLUMNS,
     RECORDED_DECISION_COLUMNS,
     SUMMARY_READ_PAGE,
+    PageFill,
     decision_filter,
     decision_from_row,
     decision_matches,
     decision_summary_of,
     decision_values,
-    next_candidates,
     searches_sealed_text,
     summary_buckets,
     summary_cells,
@@ -53,7 +54,9 @@ class SqliteDecisionLog(SqliteConnection):
         """In a thread of its own: a partial search may walk many rows, and must hold up
         neither the event loop nor the writes queued on the worker."""
         cipher = self._cipher
-        return await self._read_in_thread(lambda conn: _select_decisions(conn, query, cipher))
+        return await self._read_in_thread(
+            lambda conn: _select_decisions(conn, query, cipher, query.limit)
+        )
 
     async def get_decision(self, decision_id: int) -> DecisionRecord | None:
         """One row by its key: cheaper on the loop's own reader than a hop to a thread."""
@@ -67,9 +70,10 @@ class SqliteDecisionLog(SqliteConnection):
         buckets = summary_buckets(query, bucket_s)
         cipher = self._cipher
         if searches_sealed_text(query, cipher):
+            every = replace(query, before_id=None, limit=SUMMARY_READ_PAGE)
             return await self._read_in_thread(
                 lambda conn: summary_of_decisions(
-                    _select_all_decisions(conn, query, cipher), bucket_s
+                    _select_decisions(conn, every, cipher, sys.maxsize), bucket_s
                 )
             )
         return await self._read_in_thread(lambda conn: _summarise(conn, query, buckets, cipher))
@@ -89,33 +93,18 @@ def _insert_decisions(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) 
 
 
 def _select_decisions(
-    conn: sqlite3.Connection, query: DecisionQuery, cipher: DataCipher
+    conn: sqlite3.Connection, query: DecisionQuery, cipher: DataCipher, wanted: int
 ) -> list[DecisionRecord]:
-    """A page of candidates at a time until the page is full of real matches (a search for
-    part of a sealed text reads candidates, `decision_matches`), in one snapshot."""
-    matches = decision_matches(query, cipher)
-    found: list[DecisionRecord] = []
-    step: DecisionQuery | None = query
+    """A page of `query.limit` candidates at a time until `wanted` real matches are found
+    (a search for part of a sealed text reads candidates, `decision_matches`), in one
+    snapshot."""
+    fill = PageFill(wanted, query.limit, decision_matches(query, cipher))
     with transaction(conn, write=False):
-        while step is not None:
-            page = _candidate_page(conn, step, cipher)
-            found += filter(matches, page)
-            step = next_candidates(step, page, len(found), query.limit)
-    return found[: query.limit]
-
-
-def _select_all_decisions(
-    conn: sqlite3.Connection, query: DecisionQuery, cipher: DataCipher
-) -> list[DecisionRecord]:
-    matches = decision_matches(query, cipher)
-    found: list[DecisionRecord] = []
-    step: DecisionQuery | None = replace(query, before_id=None, limit=SUMMARY_READ_PAGE)
-    with transaction(conn, write=False):
-        while step is not None:
-            page = _candidate_page(conn, step, cipher)
-            found += filter(matches, page)
-            step = next_candidates(step, page, 0, 1)
-    return found
+        while True:
+            page = _candidate_page(conn, query, cipher)
+            if fill.full_after(len(page), page):
+                return fill.page
+            query = replace(query, before_id=page[-1].id)
 
 
 def _candidate_page(

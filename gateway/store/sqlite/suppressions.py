@@ -15,8 +15,8 @@ from gateway.store.core import (
     MAILBOX_RULES_SETTING,
     SUPPRESSION_COLUMNS,
     in_address_order,
+    suppression_page_fill,
     suppression_page_filter,
-    suppression_text_match,
     suppression_values,
     unfolded_addresses,
     unfolded_query,
@@ -56,8 +56,6 @@ ON CONFLICT (address, source) DO UPDATE SET
 # The stored address, source, reason, actor, created_at, mailbox and sealed address.
 SuppressionRow = tuple[str, str, str, str, object, str, str]
 
-# Rows a page search opens per read while it walks the list.
-_SEARCH_BATCH = 500
 
 # '' is "no mailbox" (every number); saying so lets the partial mailbox index serve a lookup.
 _HAS_MAILBOX = " AND mailbox <> ''"
@@ -434,21 +432,18 @@ def _select_suppression_page(
     """One page from the cursor; a search reads on in batches until the page is full."""
     with transaction(conn, write=False):
         seek = _cursor_seek(conn, after)
-        found: list[Suppression] = []
-        batch = query.limit if not query.text else max(query.limit, _SEARCH_BATCH)
-        while len(found) < query.limit:
+        fill = suppression_page_fill(query)
+        while True:
             rows = select_page(
                 conn,
                 f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions",
                 partial(suppression_page_filter, seek),
                 "address, source",
-                batch,
+                fill.batch,
             )
-            found += [e for e in map(read, rows) if suppression_text_match(e, query.text)]
-            if len(rows) < batch:
-                break
+            if fill.full_after(len(rows), map(read, rows)):
+                return fill.page
             seek = (rows[-1][0], rows[-1][1])
-    return found[: query.limit]
 
 
 def _cursor_seek(conn: sqlite3.Connection, after: SuppressionCursor) -> tuple[str, str] | None:
