@@ -24,10 +24,9 @@ $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/compliance-gateway serve --config $(CONFIG)
 
-test: $(VENV)/.installed-test tools browser prometheus postgresql dkim-verifier oidc-provider \
-	  saml-idp
+test: $(VENV)/.installed-test audit tools browser prometheus postgresql dkim-verifier \
+	  oidc-provider saml-idp
 	$(BIN)/ruff check .
-	$(BIN)/python deploy/audit_dependencies.py
 	$(BIN)/python -m pytest
 	GATEWAY_SPEEDUPS=0 $(BIN)/python -m pytest -q tests/mail tests/speedups tests/ingress \
 	  tests/upstream tests/rewrite tests/e2e/test_hostile_input.py tests/e2e/test_dkim_signing.py
