@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
 import os
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.config.settings import TOKEN_KEY_ID, Config, ConfigError
+from gateway.services.shared_keys import fingerprint
 from gateway.store.base import SharedSettings
 from gateway.store.sealing import (
     KEY_BYTES,
@@ -32,7 +34,6 @@ from gateway.store.sealing import (
     DataCipher,
     DataKeyring,
     SealedDataError,
-    fingerprint,
     generate_key,
 )
 
@@ -65,8 +66,9 @@ async def data_keys(config: Config, store: SharedSettings, now: datetime) -> Dat
     keys, active, created = _configured_or_generated(config, now)
     where = _key_name(config)
     for key_id, key in keys.items():
-        stored = await store.claim_setting(FINGERPRINT + key_id, fingerprint(key))
-        if stored != fingerprint(key):
+        expected = fingerprint(key, "data-key")
+        stored = await store.claim_setting(FINGERPRINT + key_id, expected)
+        if not hmac.compare_digest(stored, expected):
             raise ConfigError(
                 where(key_id),
                 "differs from the key this store's data was sealed with under that id (its "

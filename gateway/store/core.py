@@ -599,8 +599,8 @@ def decision_values(
         record.gateway_id,
         cipher.seal(evidence_text(dict(record.evidence)), "decisions.evidence_json"),
         recipient_index(cipher, record.recipient),
-        cipher.signature(record.recipient) if cipher.enabled else 0,
-        cipher.signature(record.subject) if cipher.enabled else 0,
+        cipher.signature(record.recipient),
+        cipher.signature(record.subject),
     )
 
 

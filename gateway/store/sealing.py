@@ -177,7 +177,6 @@ class PlainCipher(DataCipher):
     def __init__(self) -> None:
         self._active = ""
         self._index_key = b""
-        self._signature_key = b"search-signature"
         self._aead = {}
 
     def seal(self, plaintext: str, column: str) -> str:
@@ -186,18 +185,19 @@ class PlainCipher(DataCipher):
     def blind(self, value: str) -> str:
         return value
 
+    def signature(self, text: str) -> int:
+        """None: the text is stored in clear, and searched there."""
+        return 0
+
+    def search_mask(self, term: str) -> int:
+        return 0
+
 
 PLAIN = PlainCipher()
 
 
 def generate_key() -> bytes:
     return os.urandom(KEY_BYTES)
-
-
-def fingerprint(key: bytes) -> str:
-    """What the store keeps of a data key: a replica holding another key under the same id
-    is found at start-up, before it writes anything."""
-    return hmac.new(key, b"data-key-fingerprint", hashlib.sha256).hexdigest()
 
 
 class SealedColumns:
