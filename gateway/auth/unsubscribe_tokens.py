@@ -52,13 +52,11 @@ _SIGNED_PARTS = r"([A-Za-z0-9_-]{1,16})\.([A-Za-z0-9_-]{4,2000})\.([A-Za-z0-9_-]
 _SEALED_PARTS = r"([A-Za-z0-9_-]{1,16})\.([A-Za-z0-9_-]{32,2000})"
 SIGNED_TOKEN_SHAPE = re.compile(f"^{_SIGNED_PARTS}$")
 SEALED_TOKEN_SHAPE = re.compile(f"^{_SEALED_PARTS}$")
-TOKEN_SHAPE = re.compile(f"^(?:{_SIGNED_PARTS}|{_SEALED_PARTS})$")
+TOKEN_IN_TEXT = f"{_SIGNED_PARTS}|{_SEALED_PARTS}"
+"""Either format inside a longer text; wrap it in a group before adding to a pattern (that
+group captures the token; the five inside it, its parts, follow)."""
+TOKEN_SHAPE = re.compile(f"^(?:{TOKEN_IN_TEXT})$")
 """Either format (groups 1-3 a signed token's parts, 4-5 a sealed one's)."""
-TOKEN_IN_TEXT = (
-    r"[A-Za-z0-9_-]{1,16}\.[A-Za-z0-9_-]{4,2000}\.[A-Za-z0-9_-]{22}"
-    r"|[A-Za-z0-9_-]{1,16}\.[A-Za-z0-9_-]{32,2000}"
-)
-"""Either format inside a longer text; wrap it in a group before adding to a pattern."""
 
 # Fixed codes, not enum order: a token must decode the same after Channel gains members.
 _CHANNEL_CODES = {Channel.EMAIL: 0, Channel.SMS: 1, Channel.CALL: 2}
