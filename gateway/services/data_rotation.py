@@ -32,7 +32,6 @@ Progress = Callable[[str, int, int], None]
 @dataclass
 class ResealReport:
     active_key: str
-    walked: dict[str, int] = field(default_factory=dict)
     resealed: dict[str, int] = field(default_factory=dict)
     retired: list[str] = field(default_factory=list)
 
@@ -44,7 +43,8 @@ async def reseal_store(
     naming the row), before anything is marked retired."""
     report = ResealReport(active_key)
     for table in SEALED_TABLES:
-        total = await store.count_rows(table)
+        # Counted only for a progress report: the background pass has none to give.
+        total = await store.count_rows(table) if progress is not None else 0
         after = None
         walked = resealed = 0
         while True:
@@ -56,7 +56,7 @@ async def reseal_store(
             if done.next_after is None:
                 break
             after = done.next_after
-        report.walked[table.name], report.resealed[table.name] = walked, resealed
+        report.resealed[table.name] = resealed
     retired = await store.settings_named(RETIRED)
     for name in await store.settings_named(FINGERPRINT):
         key_id = name.removeprefix(FINGERPRINT)

@@ -142,9 +142,6 @@ class DataCipher:
             raise SealedDataError(record, f"{column} was altered or truncated") from None
         return plain.decode()
 
-    def open_optional(self, stored: str | None, column: str, record: str) -> str | None:
-        return None if stored is None else self.open(stored, column, record)
-
     def blind(self, value: str) -> str:
         """The blind index of an already-normalised value (callers normalise as the column
         always has: an address key, an E.164 number)."""
