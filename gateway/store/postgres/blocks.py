@@ -13,7 +13,9 @@ from gateway.store.core import (
     block_from_row,
     block_values,
     check_bucket,
+    time_window,
     utc,
+    where_all,
 )
 from gateway.store.postgres.connection import (
     Numbered,
@@ -56,7 +58,7 @@ class PostgresBlockLog(PostgresConnection):
     ) -> list[tuple[str, str, int]]:
         """Counting distinct block ids makes a code repeated within one block count once."""
         params = Numbered()
-        where = block_filter(BlockQuery(since=since, until=until), params, self._cipher)
+        where = where_all(time_window(params, since, until))
         async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT channel, code, count(DISTINCT id) FROM blocks,"
@@ -72,7 +74,7 @@ class PostgresBlockLog(PostgresConnection):
     ) -> list[tuple[datetime, int]]:
         check_bucket(bucket_s)
         params = Numbered()
-        where = block_filter(BlockQuery(since=since, until=until), params, self._cipher)
+        where = where_all(time_window(params, since, until))
         async with self._connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {params.bucket(bucket_s)} AS bucket, count(*) FROM blocks {where}"

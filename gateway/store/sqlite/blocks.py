@@ -15,8 +15,10 @@ from gateway.store.core import (
     block_values,
     check_bucket,
     reason_codes,
+    time_window,
+    where_all,
 )
-from gateway.store.sealing import PLAIN, DataCipher
+from gateway.store.sealing import DataCipher
 from gateway.store.sqlite.connection import SqliteConnection
 from gateway.store.sqlite.sql import QMarks, from_text, row_id, select_page, to_text, transaction
 
@@ -91,7 +93,7 @@ def _count_blocks_by_reason(
     """Counted here rather than in SQL: splitting the stored code list needs a recursive
     query."""
     params = QMarks()
-    where = block_filter(window, params, PLAIN)
+    where = where_all(time_window(params, window.since, window.until))
     counts: dict[tuple[str, str], int] = {}
     with transaction(conn, write=False):
         for channel, stored in conn.execute(
@@ -106,7 +108,7 @@ def _count_blocks_by_bucket(
     conn: sqlite3.Connection, window: BlockQuery, bucket_s: int
 ) -> list[tuple[datetime, int]]:
     params = QMarks()
-    where = block_filter(window, params, PLAIN)
+    where = where_all(time_window(params, window.since, window.until))
     counts: dict[int, int] = {}
     with transaction(conn, write=False):
         for (time,) in conn.execute(f"SELECT time FROM blocks {where}", params.values):
