@@ -43,13 +43,9 @@ from gateway.model import Channel, DecisionOutcome
 from gateway.store import open_store
 from gateway.store.base import DecisionQuery, Store, StoreUnavailable
 from tests.postgres_server import (
-    SUPERUSER,
-    Binaries,
     PostgresMissing,
     PostgresServer,
-    _server_user,
     find_binaries,
-    free_port,
 )
 
 NOW = datetime(2026, 6, 2, 16, 0, tzinfo=UTC)
@@ -235,31 +231,6 @@ def activity_cases(store: Store) -> dict[str, Callable[[], Awaitable[object]]]:
     }
 
 
-class KeptPostgres(PostgresServer):
-    """A benchmark server (fsync on) whose data directory is `root/data`, kept between runs:
-    `initdb` only when it is not there yet."""
-
-    def __init__(self, binaries: Binaries, root: Path) -> None:
-        self.binaries = binaries
-        self.durable = True
-        self.user = _server_user()
-        self.root = root
-        self.data = root / "data"
-        self.sockets = root / "sockets"
-        self.log = root / "postgres.log"
-        self.port = free_port()
-        self._process = None
-        self.sockets.mkdir(parents=True, exist_ok=True)
-        if self.user is not None:
-            for path in (self.root, self.sockets):
-                os.chown(path, self.user.pw_uid, self.user.pw_gid)
-        if not (self.data / "PG_VERSION").exists():
-            self._run(
-                [self.binaries.initdb, "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
-                 "--encoding=UTF8", "--locale=C", "--no-sync"],
-            )
-
-
 def filled(marker: Path, rows: int) -> float | None:
     """The fill time a kept log of `rows` decisions took, or None when there is none."""
     try:
@@ -380,7 +351,7 @@ async def on_postgres(directory: Path, rows: int, keep: bool, over_http: bool) -
     marker = directory / f"postgres-{rows}.json" if keep else None
     if marker is not None and filled(marker, rows) is None:
         shutil.rmtree(root, ignore_errors=True)
-    server = KeptPostgres(binaries, root) if keep else PostgresServer(binaries, durable=True)
+    server = PostgresServer(binaries, durable=True, root=root if keep else None)
     server.start()
     try:
         if not server.sql("SELECT 1 FROM pg_database WHERE datname = 'bench_decisions'"):

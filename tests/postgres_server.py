@@ -93,25 +93,30 @@ def free_port() -> int:
 class PostgresServer:
     """One server in its own temporary directory; `stop` and `start` again keep the data."""
 
-    def __init__(self, binaries: Binaries, *, durable: bool = False) -> None:
-        """`durable`: fsync on, as in production (benchmarks); tests run without it."""
+    def __init__(
+        self, binaries: Binaries, *, durable: bool = False, root: Path | None = None
+    ) -> None:
+        """`durable`: fsync on, as in production (benchmarks); tests run without it.
+        `root`: a directory kept between runs (a benchmark's filled database), initialised
+        only when it holds no data directory yet; else a temporary one."""
         self.binaries = binaries
         self.durable = durable
         self.user = _server_user()
-        self.root = Path(tempfile.mkdtemp(prefix="gateway-pg-"))
+        self.root = root or Path(tempfile.mkdtemp(prefix="gateway-pg-"))
         self.data = self.root / "data"
         self.sockets = self.root / "sockets"
         self.log = self.root / "postgres.log"
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
-        self.sockets.mkdir()
+        self.sockets.mkdir(parents=True, exist_ok=True)
         if self.user is not None:
             for path in (self.root, self.sockets):
                 os.chown(path, self.user.pw_uid, self.user.pw_gid)
-        self._run(
-            [self.binaries.initdb, "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
-             "--encoding=UTF8", "--locale=C", "--no-sync"],
-        )
+        if not (self.data / "PG_VERSION").exists():
+            self._run(
+                [self.binaries.initdb, "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
+                 "--encoding=UTF8", "--locale=C", "--no-sync"],
+            )
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
