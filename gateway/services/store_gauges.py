@@ -30,8 +30,8 @@ class StoreGauges:
 
     def __init__(
         self, metrics: Metrics, store: Store, monotonic: Callable[[], float] = time.monotonic,
-        clock: Clock | None = None, agent_key_max_age_days: int | None = None,
-        max_age_days: Mapping[str, int] | None = None, key_sources: Sequence[KeySource] = (),
+        clock: Clock | None = None, max_age_days: Mapping[str, int] | None = None,
+        key_sources: Sequence[KeySource] = (),
     ) -> None:
         self.metrics = metrics
         self.store = store
@@ -42,8 +42,6 @@ class StoreGauges:
         self.next_count_at = 0.0
         self.keys: set[tuple[str, str]] = set()
         days = dict.fromkeys(KEY_KINDS, DEFAULT_KEY_MAX_AGE_DAYS) | dict(max_age_days or {})
-        if agent_key_max_age_days is not None:
-            days["agent"] = agent_key_max_age_days
         for kind, kind_days in days.items():
             metrics.key_max_age.labels(kind).set(kind_days * 86400)
 

@@ -243,7 +243,7 @@ async def test_each_usable_key_s_age_is_a_metric_beside_the_configured_maximum(
     keys = AgentKeys(store, clock)
     keys.use_pepper(b"pepper-for-this-test-0123456789")
     metrics = Metrics()
-    gauges = StoreGauges(metrics, store, clock=clock, agent_key_max_age_days=30)
+    gauges = StoreGauges(metrics, store, clock=clock, max_age_days={"agent": 30})
     try:
         old, _ = await keys.create("demo", None)
         clock.advance(86400)
