@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,9 @@ def config_with(tmp_path: Path, text: str) -> Path:
     path.write_text(text)
     return path
 
+
+ZERO_KEY = base64.b64encode(bytes(32)).decode()
+"""A well-formed data key ([encryption] keys): 32 bytes."""
 
 BROKEN = [
     ("[smtp]\nlisten = 'nonsense'\n", "smtp.listen"),
@@ -66,6 +70,15 @@ BROKEN = [
     ("[http]\nmax_copies = 10\n", "http.max_copies"),
     ("[keys]\nmax_age_days = 0\n", "keys.max_age_days"),
     ("[keys]\npepper = 'x'\n", "keys.pepper"),
+    ("[keys]\ntoken_max_age_days = 0\n", "keys.token_max_age_days"),
+    ("[keys]\ndata_max_age_days = 3651\n", "keys.data_max_age_days"),
+    ("[keys]\nsaml_max_age_days = 30\n", "keys.saml_max_age_days"),
+    ("[encryption]\nkeys = { k1 = 'dG9vIHNob3J0' }\n", "encryption.keys.k1"),
+    ("[encryption]\nkeys = { k1 = 'not base64!' }\n", "encryption.keys.k1"),
+    (f"[encryption]\nkeys = {{ 'k 1' = '{ZERO_KEY}' }}\n", "encryption.keys.k 1"),
+    (f"[encryption]\nkeys = {{ k1 = '{ZERO_KEY}' }}\nactive = 'k2'\n", "encryption.active"),
+    ("[encryption]\nactive = 'k1'\n", "encryption.active"),
+    ("[encryption]\nkeys = {}\n", "encryption.keys"),
     ("[smtp]\nmax_failed_keys_per_prefix = 0\n", "smtp.max_failed_keys_per_prefix"),
 ]
 

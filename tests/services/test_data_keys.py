@@ -132,22 +132,3 @@ async def test_a_damaged_generated_key_file_refuses_start_naming_it(
         await data_keys(config_for(tmp_path), store, NOW)
     assert caught.value.key == "gateway.data_dir" and str(path) in str(caught.value)
 
-
-@pytest.mark.parametrize(
-    ("encryption", "key"),
-    [
-        ({"keys": {"k1": "dG9vIHNob3J0"}}, "encryption.keys.k1"),
-        ({"keys": {"k1": "not base64!"}}, "encryption.keys.k1"),
-        ({"keys": {"k 1": base64.b64encode(bytes(32)).decode()}}, "encryption.keys.k 1"),
-        ({"keys": {"k1": base64.b64encode(bytes(32)).decode()}, "active": "k2"},
-         "encryption.active"),
-        ({"active": "k1"}, "encryption.active"),
-        ({"keys": {}}, "encryption.keys"),
-    ],
-)
-def test_a_bad_encryption_setting_names_its_key(
-    tmp_path: Path, encryption: dict[str, object], key: str
-) -> None:
-    with pytest.raises(ConfigError) as caught:
-        config_for(tmp_path, encryption)
-    assert caught.value.key == key

@@ -209,16 +209,6 @@ def test_the_maximum_age_is_set_for_every_kind_or_one(
     assert dict(load_config(write_config(tmp_path, text)).key_max_age_days) == expected
 
 
-@pytest.mark.parametrize(("text", "key"), [
-    ("[keys]\ntoken_max_age_days = 0\n", "keys.token_max_age_days"),
-    ("[keys]\ndata_max_age_days = 3651\n", "keys.data_max_age_days"),
-    ("[keys]\nsaml_max_age_days = 30\n", "keys.saml_max_age_days"),
-])
-def test_a_bad_maximum_age_names_its_key(tmp_path: Path, text: str, key: str) -> None:
-    with pytest.raises(ConfigError) as error:
-        load_config(write_config(tmp_path, text))
-    assert error.value.key == key
-
 
 def without_tokens(tmp_path: Path) -> Path:
     path = write_config(tmp_path)
