@@ -90,8 +90,6 @@ class TwilioWebhookRoutes:
 
     async def inbound(self, request: web.Request) -> web.Response:
         received_at = self.clock.now()  # the order of arrival, before any slow store call
-        if (request.content_length or 0) > MAX_WEBHOOK_BYTES:
-            return web.Response(status=413, text="request too large")
         try:
             posted = await read_form(request, MAX_WEBHOOK_BYTES)
         except web.HTTPRequestEntityTooLarge:
