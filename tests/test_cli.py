@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import json
@@ -292,3 +293,38 @@ def test_the_real_cli_refuses_blocks_in_an_empty_directory(tmp_path: Path) -> No
     assert result.returncode == 2
     assert result.stdout == ""
     refusal_without_config(result.stderr, tmp_path)
+
+
+def data_key_config(tmp_path: Path, keys: dict[str, str], active: str) -> Path:
+    table = ", ".join(f'{key_id} = "{key}"' for key_id, key in keys.items())
+    return write_config(
+        tmp_path, f'[encryption]\nenabled = true\nkeys = {{ {table} }}\nactive = "{active}"\n'
+    )
+
+
+def test_keys_rotate_data_reseals_under_the_new_key_and_retires_the_old(tmp_path: Path) -> None:
+    k1, k2 = (base64.b64encode(os.urandom(32)).decode() for _ in range(2))
+    first = data_key_config(tmp_path, {"k1": k1}, "k1")
+    assert cli(first, "suppress", "add", "Bob@Client.Example.NET").returncode == 0
+
+    both = data_key_config(tmp_path, {"k1": k1, "k2": k2}, "k2")
+    rotated = cli(both, "keys", "rotate-data")
+    assert rotated.returncode == 0, rotated.stderr
+    assert "suppressions: 1/1 rows" in rotated.stderr
+    assert "under data key k2; retired: k1" in rotated.stdout.splitlines()[-1]
+
+    only_new = data_key_config(tmp_path, {"k2": k2}, "k2")
+    assert "bob@client.example.net" in cli(only_new, "suppress", "list").stdout
+    actions = cli(only_new, "audit", "list").stdout
+    assert "data-key.rotation-started" in actions and "data-key.rotation-finished" in actions
+    files = list((tmp_path / "var").glob("*.db*"))
+    assert files, "the store's SQLite file"
+    database = b"".join(path.read_bytes() for path in files)
+    assert b"bob@client" not in database.lower()
+
+    refused = cli(write_config(tmp_path), "keys", "rotate-data")
+    assert refused.returncode == 2 and "encryption.enabled" in refused.stderr
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    nothing = cli(write_config(plain), "keys", "rotate-data")
+    assert nothing.returncode == 2 and "nothing to rotate" in nothing.stderr
