@@ -41,7 +41,6 @@ from gateway.store.base import (
     DecisionSummary,
     PersonChanges,
     PersonRow,
-    SuppressionQuery,
 )
 from gateway.store.sealing import DataCipher, search_folded
 
@@ -115,9 +114,15 @@ SEARCH_BATCH = 500
 """Rows a suppression or consent search opens per read while it walks the registry."""
 
 
-def search_batch(limit: int, text: str | None) -> int:
-    """A page without a search reads its own size; a search reads at least SEARCH_BATCH."""
-    return max(limit, SEARCH_BATCH) if text else limit
+def registry_page(limit: int, text: str | None, searched: Callable[[T], str]) -> PageFill[T]:
+    """A page of the suppression list or the consent registry: with a search, the entries
+    whose `searched` text holds it in any part and any case, read SEARCH_BATCH rows at least
+    at a time; without one, every entry, a page's size at a time."""
+    wanted = search_folded(text) if text else ""
+    return PageFill(
+        limit, max(limit, SEARCH_BATCH) if text else limit,
+        lambda entry: wanted in search_folded(searched(entry)),
+    )
 
 
 def where_all(clauses: Sequence[str]) -> str:
@@ -263,18 +268,6 @@ def in_address_order(entries: Iterable[Suppression]) -> list[Suppression]:
     return sorted(entries, key=lambda entry: (entry.address, entry.source))
 
 
-def suppression_page_fill(query: SuppressionQuery) -> PageFill[Suppression]:
-    return PageFill(
-        query.limit, search_batch(query.limit, query.text),
-        lambda entry: suppression_text_match(entry, query.text),
-    )
-
-
-def suppression_text_match(entry: Suppression, text: str | None) -> bool:
-    """Whether a page search for `text` shows `entry`: any part of the address, any case."""
-    return not text or search_folded(text) in search_folded(entry.address)
-
-
 def folded_or_own(mailbox_of: Callable[[str], str], address: str) -> str:
     """The mailbox of a stored address; one the folding refuses (an older gateway checked
     less) is its own mailbox, which still blocks exactly what it blocked before."""
@@ -345,18 +338,6 @@ def suppression_page_filter(
         return ""
     address, source = after
     return f"WHERE (address, source) > ({params.bind(address)}, {params.bind(source)})"
-
-
-def consent_page_fill(query: ConsentQuery) -> PageFill[Consent]:
-    return PageFill(
-        query.limit, search_batch(query.limit, query.text),
-        lambda consent: consent_text_match(consent, query.text),
-    )
-
-
-def consent_text_match(consent: Consent, text: str | None) -> bool:
-    """Whether a page search for `text` shows `consent`: any part of the subject."""
-    return not text or search_folded(text) in search_folded(consent.subject)
 
 
 def consent_page_filter(

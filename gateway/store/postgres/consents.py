@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from functools import partial
+from operator import attrgetter
 
 import asyncpg
 
@@ -14,10 +15,10 @@ from gateway.store.core import (
     CONSENT_COLUMNS,
     consent_from_row,
     consent_order,
-    consent_page_fill,
     consent_page_filter,
     consent_values,
     group_consents,
+    registry_page,
     utc,
 )
 from gateway.store.postgres.connection import (
@@ -58,7 +59,7 @@ class PostgresConsents(PostgresConnection):
     async def consent_page(self, query: ConsentQuery) -> list[Consent]:
         """Pages follow the stored subject (a blind index); a search walks the registry
         from the cursor opening each row, since the column cannot be searched."""
-        fill = consent_page_fill(query)
+        fill = registry_page(query.limit, query.text, attrgetter("subject"))
         async with self._transaction(snapshot=True) as conn:
             after = await self._cursor_seek(conn, query.after)
             while True:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
+from operator import attrgetter
 from typing import Any
 
 import asyncpg
@@ -16,7 +17,7 @@ from gateway.store.core import (
     MAILBOX_RULES_SETTING,
     SUPPRESSION_COLUMNS,
     in_address_order,
-    suppression_page_fill,
+    registry_page,
     suppression_page_filter,
     suppression_values,
     unfolded_addresses,
@@ -225,7 +226,7 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
         indexes: it walks the list from the cursor and opens each row until the page is
         full, so a search for a rare text may open the whole list."""
         read = self._suppression_reader({})
-        fill = suppression_page_fill(query)
+        fill = registry_page(query.limit, query.text, attrgetter("address"))
         async with self._transaction(snapshot=True) as conn:
             seek = await _cursor_seek(conn, self._suppression_cursor(query.after))
             while True:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
+from operator import attrgetter
 from typing import Any
 
 from gateway.model import Channel, Consent, ConsentKind
@@ -14,10 +15,10 @@ from gateway.store.core import (
     CONSENT_COLUMNS,
     consent_from_row,
     consent_order,
-    consent_page_fill,
     consent_page_filter,
     consent_values,
     group_consents,
+    registry_page,
 )
 from gateway.store.sqlite.connection import SqliteConnection
 from gateway.store.sqlite.sql import (
@@ -90,7 +91,7 @@ def _select_consent_page(
 ) -> list[Consent]:
     with transaction(conn, write=False):
         after = _cursor_seek(conn, query.after, forms)
-        fill = consent_page_fill(query)
+        fill = registry_page(query.limit, query.text, attrgetter("subject"))
         while True:
             rows = select_page(
                 conn,

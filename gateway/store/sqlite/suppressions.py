@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import partial
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 
 from gateway.model import AuditEvent, Suppression
 from gateway.store.base import SuppressionQuery
@@ -15,7 +15,7 @@ from gateway.store.core import (
     MAILBOX_RULES_SETTING,
     SUPPRESSION_COLUMNS,
     in_address_order,
-    suppression_page_fill,
+    registry_page,
     suppression_page_filter,
     suppression_values,
     unfolded_addresses,
@@ -432,7 +432,7 @@ def _select_suppression_page(
     """One page from the cursor; a search reads on in batches until the page is full."""
     with transaction(conn, write=False):
         seek = _cursor_seek(conn, after)
-        fill = suppression_page_fill(query)
+        fill = registry_page(query.limit, query.text, attrgetter("address"))
         while True:
             rows = select_page(
                 conn,
