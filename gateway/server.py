@@ -400,11 +400,14 @@ class Gateway:
                 StoreGauges(
                     services.metrics, services.store, clock=self.clock,
                     max_age_days=self.config.key_max_age_days,
-                    key_sources=[HeldKeys(
-                        services.store, self.clock,
-                        lambda: (tuple(services.tokens.keys), services.tokens.active_key_id),
-                        lambda: self.config.dkim,
-                    )],
+                    key_sources=[
+                        HeldKeys(
+                            services.store, self.clock,
+                            lambda: (tuple(services.tokens.keys), services.tokens.active_key_id),
+                            lambda: self.config.dkim,
+                        ),
+                        services.data_keys.ages,
+                    ],
                 ).run(self.config.metrics_refresh_s)
             )
         await services.store.append_audit(

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.config.settings import TOKEN_KEY_ID, Config, ConfigError
+from gateway.runtime.metrics import KeyAge
 from gateway.services.shared_keys import fingerprint
 from gateway.store.base import SharedSettings
 from gateway.store.sealing import (
@@ -53,6 +54,14 @@ KeyName = Callable[[str], str]
 class DataKeys:
     cipher: DataCipher
     created_at: dict[str, datetime]
+
+    def ages(self) -> list[KeyAge]:
+        """For `gateway_key_age_seconds{kind="data"}`: a key that no longer seals only opens
+        what it sealed until `keys rotate-data` is done, so its age calls for no rotation."""
+        return [
+            KeyAge("data", key_id, created, retired=key_id != self.cipher.active_key_id)
+            for key_id, created in self.created_at.items()
+        ]
 
 
 async def data_keys(config: Config, store: SharedSettings, now: datetime) -> DataKeys:

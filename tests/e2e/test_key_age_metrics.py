@@ -1,12 +1,15 @@
 """Every key the running gateway holds has an age at /metrics (issue 21, item 4): the
 unsubscribe-token keys, agent keys (`keys create`), `[[dkim]]` keys and the SAML sign-in
-binding key, each from a creation time kept in the store, beside a maximum per kind.
+binding key and the data keys, each from a creation time kept in the store, beside a
+maximum per kind.
 
 Ages are checked against creation times seeded into the store long before the test, so no
 assertion depends on how long the test takes."""
 
 from __future__ import annotations
 
+import base64
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +21,7 @@ from gateway.auth.saml import NONCE_KEY_SETTING
 from gateway.config.settings import Config, load_config
 from gateway.model import DkimKey
 from gateway.server import Gateway
+from gateway.services.data_keys import CREATED as DATA_KEY_CREATED
 from gateway.services.key_ages import (
     DKIM_CREATED,
     TOKEN_CREATED,
@@ -161,3 +165,27 @@ async def test_a_new_dkim_key_file_under_the_same_selector_starts_again_at_age_z
     assert 0 <= age(found, "dkim", DKIM_ID) < DAY
     recorded = await gateway.services.store.settings_named(DKIM_CREATED)
     assert len(recorded) == 2 and old_setting in recorded
+
+
+async def test_data_keys_have_ages_and_one_that_no_longer_seals_is_retired(
+    tmp_path: Path, start_gateway: Callable[..., Awaitable[Gateway]]
+) -> None:
+    old, new = (base64.b64encode(os.urandom(32)).decode() for _ in range(2))
+    path = write_config(
+        tmp_path,
+        f'[encryption]\nenabled = true\nkeys = {{ d1 = "{old}", d2 = "{new}" }}\n'
+        'active = "d2"\n',
+    )
+    path.write_text(path.read_text().replace(
+        "drain_timeout_s = 5", "drain_timeout_s = 5\nmetrics_refresh_s = 1"
+    ))
+    config = load_config(path)
+    sixty_days_ago = (datetime.now(UTC) - timedelta(days=60)).isoformat()
+    await seed(config, {DATA_KEY_CREATED + "d1": sixty_days_ago})
+    gateway = await start_gateway(config)
+    found = await until(gateway, lambda s: age(s, "data", "d2") is not None, "data key ages")
+    old_age = age(found, "data", "d1")
+    assert old_age is not None and 60 * DAY <= old_age < 61 * DAY
+    assert 0 <= age(found, "data", "d2") < DAY, "first used by this start"
+    assert found[("gateway_key_retired", (("id", "d1"), ("kind", "data")))] == 1
+    assert found[("gateway_key_retired", (("id", "d2"), ("kind", "data")))] == 0
