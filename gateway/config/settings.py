@@ -199,13 +199,13 @@ class TokenKeys:
 @dataclass(frozen=True)
 class EncryptionConfig:
     """`[encryption]`: AES-256 data keys by id (32 bytes each); `active` encrypts, every key
-    decrypts. No keys means one generated into data_dir (`services.data_keys`). Off until
-    `enabled = true` while the lookup tables' sealing lands; once a store holds ciphertext,
-    turning it off is refused."""
+    decrypts. No keys means one generated into data_dir (`services.data_keys`). On by
+    default; `enabled = false` is for a store that has never held ciphertext (turning it
+    off later is refused: no process writes plaintext beside ciphertext)."""
 
     keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     active: str = ""
-    enabled: bool = False
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -792,7 +792,7 @@ def _tokens(raw: Any) -> TokenKeys:
 
 def _encryption(raw: Any) -> EncryptionConfig:
     section = _section(raw, "encryption", {"keys", "active", "enabled"})
-    enabled = section.boolean("enabled", False)
+    enabled = section.boolean("enabled", True)
     keys_raw = section.get("keys")
     if keys_raw is None:
         if section.get("active") is not None:

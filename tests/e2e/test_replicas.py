@@ -30,6 +30,7 @@ FL = "+13055550123"
 FROM = "+14155550100"
 ADMIN_SECRET = "admin-secret-0123456789"
 ERASURE_KEY = "replicas-share-one-erasure-key-0123456789"
+DATA_KEY = base64.b64encode(b"replicas share one data key 0123").decode()
 TWILIO_AUTH_TOKEN = "gateway-twilio-auth-token-0123"
 
 EXTRA = f"""
@@ -40,6 +41,9 @@ auth_token = "{TWILIO_AUTH_TOKEN}"
 
 [privacy]
 erasure_key = "{ERASURE_KEY}"
+
+[encryption]
+keys = {{ r1 = "{DATA_KEY}" }}
 
 [[accounts]]
 name = "ops"
@@ -74,7 +78,7 @@ class Replica:
 
 def start_replica(directory: Path, store_url: str) -> Replica:
     """One `compliance-gateway serve` process with its own data_dir and ports; the same
-    database, token keys and erasure key as its peers."""
+    database, token keys, erasure key and data key as its peers."""
     directory.mkdir()
     http_port = free_port()
     config = write_config(directory, EXTRA)

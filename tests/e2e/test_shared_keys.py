@@ -1,7 +1,9 @@
 """Replicas configured as the quick start has it (no `[tokens]`, no erasure key, each with
-its own data_dir) on one PostgreSQL database share what must be shared: an unsubscribe link
-or a review session issued by one works on the other, erased opt-outs match on both, and
-sign-in counts are one count. A configured key that differs from its peers' stops start-up.
+its own data_dir; one `[encryption]` key, the one thing replicas must be given since data
+keys never live in the store) on one PostgreSQL database share what must be shared: an
+unsubscribe link or a review session issued by one works on the other, erased opt-outs
+match on both, and sign-in counts are one count. A configured key that differs from its
+peers' stops start-up, and so does a data key each replica generated for itself.
 
 Each replica is a gateway on its own ports in this process; every request is real HTTP or
 SMTP.
@@ -9,6 +11,7 @@ SMTP.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -27,12 +30,16 @@ from tests.conftest import DEMO_SECRET, MANAGER_SECRET, write_config
 
 RECIPIENT = "bob@client.example.net"
 QUICK_START_LIMITS = "max_failed_logins = 3\n"
+SHARED_DATA_KEY = '[encryption]\nkeys = { r1 = "' + base64.b64encode(b"r" * 32).decode() + '" }\n'
 
 
-def replica_config(directory: Path, store_url: str, tokens: str = "") -> Config:
-    """The test configuration without its `[tokens]` table (or with `tokens` instead)."""
+def replica_config(
+    directory: Path, store_url: str, tokens: str = "", encryption: str = SHARED_DATA_KEY
+) -> Config:
+    """The test configuration without its `[tokens]` table (or with `tokens` instead), and
+    with the data key every replica is given (`encryption`)."""
     directory.mkdir(exist_ok=True)
-    path = write_config(directory)
+    path = write_config(directory, encryption)
     text = re.sub(r"\[tokens\]\n[^\[]*", tokens, path.read_text())
     text = text.replace('url = "sqlite:///var/gateway.db"', f'url = "{store_url}"')
     text = text.replace("[smtp]\n", "[smtp]\n" + QUICK_START_LIMITS, 1)
@@ -44,9 +51,9 @@ def replica_config(directory: Path, store_url: str, tokens: str = "") -> Config:
 def start_replica(
     postgres_url: str, tmp_path: Path, start_gateway: Callable[..., Awaitable[Gateway]]
 ) -> Callable[..., Awaitable[Gateway]]:
-    async def start(name: str, tokens: str = "", prepare: Callable[[Path], None] | None = None
-                    ) -> Gateway:
-        config = replica_config(tmp_path / name, postgres_url, tokens)
+    async def start(name: str, tokens: str = "", prepare: Callable[[Path], None] | None = None,
+                    encryption: str = SHARED_DATA_KEY) -> Gateway:
+        config = replica_config(tmp_path / name, postgres_url, tokens, encryption)
         if prepare is not None:
             prepare(config.data_dir)
         return await start_gateway(config)
@@ -109,6 +116,18 @@ async def test_a_configured_token_key_that_differs_from_the_peers_stops_start_up
     await start_replica("a", '[tokens]\nkeys = { k1 = "' + "a" * 40 + '" }\n')
     with pytest.raises(ConfigError, match=r"tokens\.keys\.k1.*differs"):
         await start_replica("b", '[tokens]\nkeys = { k1 = "' + "b" * 40 + '" }\n')
+
+
+async def test_data_keys_each_replica_generated_stop_the_second_naming_the_key(
+    start_replica,
+) -> None:
+    """Without `[encryption] keys` each replica generates its own data key into its data_dir:
+    the second would seal what the first cannot open, so it refuses, naming the key and the
+    file, and writes nothing sealed."""
+    a: Gateway = await start_replica("a", encryption="")
+    assert (a.config.data_dir / "data-keys.json").exists()
+    with pytest.raises(ConfigError, match=r"encryption\.keys\.d1 \(.*data-keys\.json\).*differs"):
+        await start_replica("b", encryption="")
 
 
 def legacy_key_file(key: str) -> Callable[[Path], None]:

@@ -55,6 +55,32 @@ async def test_a_key_is_generated_privately_into_data_dir_and_used_again(
     assert again.created_at == {"d1": NOW}
 
 
+async def test_encryption_is_on_without_an_encryption_table(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    config = build_config({"gateway": {"data_dir": str(tmp_path / "data")}}, source=None,
+                          base_dir=tmp_path)
+    keys = await data_keys(config, store, NOW)
+    assert keys.cipher.enabled and keys.cipher.active_key_id == "d1"
+    assert keys.cipher.seal("lead@example.com", "t.c") != "lead@example.com"
+
+
+async def test_a_generated_key_moved_into_the_configuration_opens_what_it_sealed(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    """What a single replica does before a second joins: its `d1` entry, configured."""
+    generated = await data_keys(config_for(tmp_path), store, NOW)
+    sealed = generated.cipher.seal("lead@example.com", "t.c")
+    document = json.loads((tmp_path / "data" / DATA_KEY_FILE).read_text())
+    (tmp_path / "data" / DATA_KEY_FILE).unlink()
+    configured = await data_keys(
+        config_for(tmp_path, {"keys": {"d1": document["keys"]["d1"]["key"]}}), store, NOW
+    )
+    assert configured.cipher.open(sealed, "t.c", "r") == "lead@example.com"
+    assert configured.cipher.blind("x") == generated.cipher.blind("x")
+    assert not (tmp_path / "data" / DATA_KEY_FILE).exists()
+
+
 async def test_the_store_holds_no_data_key_and_no_index_key_in_the_clear(
     tmp_path: Path, store: SqliteStore
 ) -> None:
