@@ -42,7 +42,7 @@ from gateway.store.base import (
     PersonChanges,
     PersonRow,
 )
-from gateway.store.sealing import DataCipher, search_folded
+from gateway.store.sealing import BLIND_PREFIX, DataCipher, search_folded
 
 T = TypeVar("T")
 
@@ -149,28 +149,47 @@ def equal_to(params: Parameters, columns: Iterable[tuple[str, object]]) -> list[
 
 # --- suppressions, consents, locations ----------------------------------------------------
 
-SUPPRESSION_COLUMNS = "address, source, reason, actor, created_at, mailbox, address_sealed"
+SUPPRESSION_COLUMNS = (
+    "address, source, reason, actor, created_at, mailbox, address_sealed, mailbox_sealed,"
+    " is_email"
+)
 """address and mailbox hold blind indexes (an erased row's keyed hashes as they are), and
-address_sealed the sealed address ('' for an erased row, and with encryption off)."""
+address_sealed and mailbox_sealed their sealed copies ('' for an erased row, and with
+encryption off). is_email says which entries the mailbox folding reads: the address column
+does not tell once it is a blind index."""
 
 SEALED_ADDRESS = "suppressions.address"
+SEALED_MAILBOX = "suppressions.mailbox"
 
 MailboxRule = Callable[[str], str]
 """An address key to its mailbox key (the mailbox rules `update_mailboxes` was last given)."""
 
+SuppressionRow = tuple[str, str, str, str, object, str, str, str, bool]
+"""SUPPRESSION_COLUMNS' values, as `suppression_values` gives them."""
+
 
 def suppression_values(
     entry: Suppression, created_at: object, cipher: DataCipher
-) -> tuple[str, str, str, str, object, str, str]:
+) -> SuppressionRow:
     """SUPPRESSION_COLUMNS' values (`created_at` already as the backend stores it). An erased
     row's address and mailbox are keyed hashes already, kept as they are."""
     if entry.address.startswith(ERASED_PREFIX):
-        address, mailbox, sealed = entry.address, entry.mailbox, ""
+        address, mailbox, sealed, mailbox_sealed = entry.address, entry.mailbox, "", ""
     else:
         address = cipher.blind(entry.address)
         mailbox = cipher.blind(entry.mailbox) if entry.mailbox else ""
-        sealed = cipher.seal(entry.address, SEALED_ADDRESS) if cipher.enabled else ""
-    return (address, entry.source, entry.reason, entry.actor, created_at, mailbox, sealed)
+        sealed = seal_if_enabled(cipher, entry.address, SEALED_ADDRESS)
+        mailbox_sealed = seal_if_enabled(cipher, entry.mailbox, SEALED_MAILBOX)
+    return (
+        address, entry.source, entry.reason, entry.actor, created_at, mailbox, sealed,
+        mailbox_sealed, "@" in entry.address,
+    )
+
+
+def seal_if_enabled(cipher: DataCipher, value: str, column: str) -> str:
+    """The sealed copy of a lookup column's value: '' with encryption off (the column holds
+    the value itself) and for a blank value."""
+    return cipher.seal(value, column) if cipher.enabled and value else ""
 
 
 def suppression_from_row(
@@ -180,22 +199,21 @@ def suppression_from_row(
     known: Mapping[str, str],
     mailbox_rule: MailboxRule | None,
 ) -> Suppression:
-    """The entry with its address opened (a row written before encryption, or an erased
-    one, has no sealed copy: its address column is what it is). `known` maps stored keys a
-    lookup asked for back to the caller's keys; see `plain_mailbox`."""
-    stored, source, reason, actor, created_at, mailbox, sealed = row
-    address = (
-        cipher.open(sealed, SEALED_ADDRESS, f"suppressions row {stored} ({source})")
-        if sealed
-        else stored
-    )
+    """The entry with its address and mailbox opened (a row written before encryption, or an
+    erased one, has no sealed copy: its columns are what they are). `known` maps stored
+    keys a lookup asked for back to the caller's keys; see `plain_mailbox`."""
+    stored, source, reason, actor, created_at, mailbox, sealed, mailbox_sealed, _ = row
+    record = f"suppressions row {stored} ({source})"
+    address = cipher.open(sealed, SEALED_ADDRESS, record) if sealed else stored
     return Suppression(
         address,
         source,
         reason,
         read_time(created_at),
         actor,
-        plain_mailbox(mailbox, address, cipher, known, mailbox_rule),
+        cipher.open(mailbox_sealed, SEALED_MAILBOX, record)
+        if mailbox_sealed
+        else plain_mailbox(mailbox, address, cipher, known, mailbox_rule),
     )
 
 
@@ -206,10 +224,11 @@ def plain_mailbox(
     known: Mapping[str, str],
     mailbox_rule: MailboxRule | None,
 ) -> str:
-    """A row's mailbox key back from its blind index, which has no sealed copy: it is the
-    address itself, a key the reader asked for, or the address folded by the mailbox rules
-    in force. Only a row folded by rules this process was not given reads as '' (no
-    mailbox shown); lookups never need it, they match the index."""
+    """A row's mailbox key back from its blind index when it has no sealed copy (a row
+    sealed before migration 0018, until the start-up folding writes one): it is the address
+    itself, a key the reader asked for, or the address folded by the mailbox rules in force.
+    Only a row folded by rules this process was not given reads as '' (no mailbox shown);
+    lookups never need it, they match the index."""
     if not (cipher.enabled and stored) or "@" in stored or stored.startswith(ERASED_PREFIX):
         return stored  # none, as written before encryption, or an erased row's hash
     if stored in known:
@@ -227,40 +246,51 @@ MAILBOX_RULES_SETTING = "mailbox_rules_version"
 """The settings row naming the mailbox rules the stored mailbox keys were folded with."""
 
 
-def unfolded_query(every: bool, sealed: bool = False) -> str:
-    """The stored entries that may be email entries to fold: `every` one (the rules
-    changed), else those without a mailbox yet, which the index suppressions_unfolded finds
-    without a scan. An erased entry's address is a hash, with no '@', and no sealed copy.
-    With encryption on (`sealed`) an entry's address is a blind index, so whether it is an
-    email is known only once opened (`unfolded_addresses`): the entries without a mailbox
-    (numbers among them) are read and opened."""
-    clear = "address LIKE '%@%'"
+def unfolded_query(every: bool) -> str:
+    """The stored email entries to fold: `every` one (the rules changed), else those
+    without a mailbox yet, which the partial index suppressions_unfolded finds without a
+    scan. is_email picks them, whatever the address column holds (with encryption on, a
+    blind index); an erased entry is none."""
     query = (
-        "SELECT DISTINCT address, mailbox, address_sealed FROM suppressions WHERE "
-        + (f"({clear} OR address_sealed <> '')" if sealed else clear)
+        "SELECT DISTINCT address, mailbox, address_sealed, mailbox_sealed FROM suppressions"
+        " WHERE is_email"
     )
     return query if every else query + " AND mailbox = ''"
+
+
+@dataclasses.dataclass(frozen=True)
+class Folded:
+    """What `unfolded_addresses` found: stored address -> (stored mailbox, its sealed copy)
+    for the entries whose mailbox changes or lacks its sealed copy, and the stored addresses
+    that opened to no email (a sealed row from before migration 0018, flagged once)."""
+
+    mailboxes: dict[str, tuple[str, str]]
+    not_emails: list[str]
 
 
 def unfolded_addresses(
     rows: Iterable[Sequence[str]],
     mailbox_of: MailboxRule,
     cipher: DataCipher,
-) -> dict[str, str]:
-    """Stored address -> its new stored mailbox, for the email rows of `unfolded_query`
-    whose mailbox changes."""
-    changes: dict[str, str] = {}
-    for stored, mailbox, sealed in rows:
+) -> Folded:
+    """The changes the rows of `unfolded_query` need. A sealed row gets a blind mailbox and
+    its sealed copy; a row written before encryption keeps its mailbox in clear, which the
+    sealing pass (gateway/store/resealing.py) converts with the rest of the row."""
+    folded = Folded({}, [])
+    for stored, mailbox, sealed, mailbox_sealed in rows:
         address = (
             cipher.open(sealed, SEALED_ADDRESS, f"suppressions row {stored}") if sealed else stored
         )
         if "@" not in address:
+            folded.not_emails.append(stored)
             continue
-        folded = folded_or_own(mailbox_of, address)
-        new = cipher.blind(folded) if sealed else folded
-        if new != mailbox:
-            changes[stored] = new
-    return changes
+        key = folded_or_own(mailbox_of, address)
+        if not sealed:
+            if key != mailbox:
+                folded.mailboxes[stored] = (key, mailbox_sealed)
+        elif cipher.blind(key) != mailbox or not mailbox_sealed:
+            folded.mailboxes[stored] = (cipher.blind(key), cipher.seal(key, SEALED_MAILBOX))
+    return folded
 
 
 def in_address_order(entries: Iterable[Suppression]) -> list[Suppression]:
@@ -398,6 +428,23 @@ def contact_windows(now: datetime, limits: Sequence[tuple[int, int]]) -> list[tu
     cannot let a slower one exceed the cap."""
     now = utc(now)
     return [(limit, now - timedelta(seconds=window_s)) for limit, window_s in limits]
+
+
+SEALED_RECIPIENT = "deliveries.recipient"
+"""What a delivery claim's sealed recipient copy is bound to: the recipient column holds the
+blind index of its case-folded form."""
+
+
+def delivery_recipient(
+    stored: str, sealed: str, key: str, cipher: DataCipher, record: str
+) -> str:
+    """A delivery's recipient as the agent wrote it: opened from its sealed copy; a row in
+    clear (written before encryption, or with it off) holds it itself, and one sealed
+    before migration 0018 has only its blind index, which names `key`, the person asked
+    about."""
+    if sealed:
+        return cipher.open(sealed, SEALED_RECIPIENT, record)
+    return key if stored.startswith(BLIND_PREFIX) else stored
 
 
 def stale_before(now: datetime, stale_after_s: float) -> datetime:

@@ -40,11 +40,11 @@ from gateway.store.core import (
     block_from_row,
     consent_from_row,
     decision_from_row,
+    delivery_recipient,
     in_address_order,
     suppression_from_row,
 )
 from gateway.store.sealing import (
-    BLIND_PREFIX,
     DataCipher,
     SealedColumns,
     lookup_forms,
@@ -188,7 +188,7 @@ def export_statements(
         "notice_sent_at": rows_about("notices", "sent_at"),
         "deliveries": rows_about(
             "deliveries",
-            "delivery_key, recipient, state, claimed_at, upstream_id",
+            "delivery_key, recipient, state, claimed_at, upstream_id, recipient_sealed",
             "ORDER BY claimed_at",
         ),
         "audit": (
@@ -206,8 +206,7 @@ def exported(
     cipher: DataCipher,
     read_suppression: RowReader,
 ) -> PersonalData:
-    """`PersonalData` from the rows of `export_statements`, by field, opened. A delivery's
-    recipient is a blind index once sealed: it is the person's, so it reads as their key."""
+    """`PersonalData` from the rows of `export_statements`, by field, opened."""
     suppressions = in_address_order(map(read_suppression, rows["suppressions"]))
     location, notice = rows["known_location"], rows["notice_sent_at"]
     return PersonalData(
@@ -228,12 +227,15 @@ def exported(
         deliveries=tuple(
             DeliveryRow(
                 delivery_key,
-                key if recipient.startswith(BLIND_PREFIX) else recipient,
+                delivery_recipient(
+                    recipient, sealed, key, cipher, f"deliveries row {delivery_key}"
+                ),
                 state,
                 read_time(claimed_at),
                 upstream_id,
             )
-            for delivery_key, recipient, state, claimed_at, upstream_id in rows["deliveries"]
+            for delivery_key, recipient, state, claimed_at, upstream_id, sealed
+            in rows["deliveries"]
         ),
         audit=tuple(
             event

@@ -122,7 +122,8 @@ class DataCipher:
 
     def open(self, stored: str, column: str, record: str) -> str:
         """The plaintext of a sealed value; a value stored before encryption is returned as
-        it is (an existing database is sealed in the background, `services.data_migration`)."""
+        it is (an existing database is sealed in the background,
+        gateway/services/data_rotation.py)."""
         if not is_sealed(stored):
             return stored
         key_id, separator, body = stored[1:].partition(":")

@@ -82,9 +82,10 @@ class PostgresPrivacy(PostgresConnection, ErasureKey):
         await conn.execute(
             f"INSERT INTO suppressions ({SUPPRESSION_COLUMNS})"
             " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
-            " $5::timestamptz[], $6::text[], $7::text[])"
+            " $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::boolean[])"
             " ON CONFLICT (address, source) DO UPDATE SET reason = excluded.reason,"
             " actor = excluded.actor, created_at = excluded.created_at,"
-            " mailbox = excluded.mailbox, address_sealed = excluded.address_sealed",
+            " mailbox = excluded.mailbox, address_sealed = excluded.address_sealed,"
+            " mailbox_sealed = excluded.mailbox_sealed, is_email = excluded.is_email",
             *map(list, zip(*values, strict=True)),
         )

@@ -45,13 +45,13 @@ _BULK_TIMEOUT_S = 3_600.0
 # clear while encryption is on (NULL otherwise), the form of rows written before it.
 _BATCH_COLUMNS = (
     "n", "address", "source", "reason", "actor", "created_at", "alias", "mailbox",
-    "mailbox_alias", "address_sealed", "plain", "mailbox_plain",
+    "mailbox_alias", "address_sealed", "plain", "mailbox_plain", "mailbox_sealed", "is_email",
 )
 _BATCH_TABLE = "suppression_batch"
 _BATCH_ARRAYS = (
     "unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],"
     " $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],"
-    " $12::text[]) AS b(" + ", ".join(_BATCH_COLUMNS) + ")"
+    " $12::text[], $13::text[], $14::boolean[]) AS b(" + ", ".join(_BATCH_COLUMNS) + ")"
 )
 
 # Which of the keys in $1 name a row's address or mailbox: one probe of the primary key
@@ -91,16 +91,19 @@ known AS (
 ),
 upserted AS (
     INSERT INTO suppressions (address, source, reason, actor, created_at, mailbox,
-                              address_sealed)
+                              address_sealed, mailbox_sealed, is_email)
     SELECT DISTINCT ON (address, source)
-        address, source, reason, actor, created_at, mailbox, address_sealed
+        address, source, reason, actor, created_at, mailbox, address_sealed, mailbox_sealed,
+        is_email
     FROM batch ORDER BY address, source, n DESC
     ON CONFLICT (address, source) DO UPDATE SET
         reason = excluded.reason,
         actor = excluded.actor,
         created_at = excluded.created_at,
         mailbox = excluded.mailbox,
-        address_sealed = excluded.address_sealed
+        address_sealed = excluded.address_sealed,
+        mailbox_sealed = excluded.mailbox_sealed,
+        is_email = excluded.is_email
 )
 SELECT (SELECT count(DISTINCT address) FROM batch) - (SELECT n FROM known)
 """
@@ -199,15 +202,19 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
             recorded = await conn.fetchval(
                 "SELECT value FROM settings WHERE name = $1 FOR UPDATE", MAILBOX_RULES_SETTING
             )
-            every, cipher = recorded != version, self._cipher
-            changes = unfolded_addresses(
-                await conn.fetch(unfolded_query(every, cipher.enabled)), mailbox_of, cipher
+            folded = unfolded_addresses(
+                await conn.fetch(unfolded_query(recorded != version)), mailbox_of, self._cipher
             )
+            mailboxes = list(zip(*folded.mailboxes.values(), strict=True)) or [(), ()]
             status = await conn.execute(
-                "UPDATE suppressions SET mailbox = c.mailbox"
-                " FROM unnest($1::text[], $2::text[]) AS c(address, mailbox)"
+                "UPDATE suppressions SET mailbox = c.mailbox, mailbox_sealed = c.sealed"
+                " FROM unnest($1::text[], $2::text[], $3::text[]) AS c(address, mailbox, sealed)"
                 " WHERE suppressions.address = c.address",
-                list(changes), list(changes.values()),
+                list(folded.mailboxes), list(mailboxes[0]), list(mailboxes[1]),
+            )
+            await conn.execute(
+                "UPDATE suppressions SET is_email = false WHERE address = ANY($1::text[])",
+                folded.not_emails,
             )
             await conn.execute(
                 "UPDATE settings SET value = $2 WHERE name = $1", MAILBOX_RULES_SETTING, version
@@ -304,13 +311,13 @@ class PostgresSuppressions(PostgresConnection, ErasureKey):
         cipher = self._cipher
         rows = []
         for n, e in enumerate(entries):
-            address, source, reason, actor, at, mailbox, sealed = suppression_values(
-                e, utc(e.time), cipher
+            address, source, reason, actor, at, mailbox, sealed, mailbox_sealed, is_email = (
+                suppression_values(e, utc(e.time), cipher)
             )
             rows.append((
                 n, address, source, reason, actor, at, alias_of.get(e.address), mailbox,
                 alias_of.get(e.mailbox), sealed, e.address if cipher.enabled else None,
-                (e.mailbox or None) if cipher.enabled else None,
+                (e.mailbox or None) if cipher.enabled else None, mailbox_sealed, is_email,
             ))
         return rows
 
@@ -349,7 +356,8 @@ async def _upsert_staged(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...
         " source text COLLATE \"C\", reason text, actor text, created_at timestamptz,"
         " alias text COLLATE \"C\", mailbox text COLLATE \"C\","
         " mailbox_alias text COLLATE \"C\", address_sealed text,"
-        " plain text COLLATE \"C\", mailbox_plain text COLLATE \"C\") ON COMMIT DROP"
+        " plain text COLLATE \"C\", mailbox_plain text COLLATE \"C\", mailbox_sealed text,"
+        " is_email boolean) ON COMMIT DROP"
     )
     await conn.copy_records_to_table(
         _BATCH_TABLE, records=rows, columns=_BATCH_COLUMNS, timeout=_BULK_TIMEOUT_S

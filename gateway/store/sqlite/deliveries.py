@@ -1,6 +1,7 @@
 """The delivery ledger in SQLite. A recipient is stored as the blind index of its
-case-folded form (as the agent spelled it otherwise): a claim is only ever found by the
-recipient it was made for, and an erasure finds an email's rows by its key."""
+case-folded form (as the agent spelled it otherwise), with its sealed copy for the export:
+a claim is only ever found by the recipient it was made for, and an erasure finds an
+email's rows by its key."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from gateway.store.base import DeliveryClaim
-from gateway.store.core import stale_before
+from gateway.store.core import SEALED_RECIPIENT, seal_if_enabled, stale_before
 from gateway.store.sealing import search_folded
 from gateway.store.sqlite.connection import SqliteConnection
 from gateway.store.sqlite.sql import from_text, to_text, transaction
@@ -20,17 +21,17 @@ class SqliteDeliveryLedger(SqliteConnection):
         self, delivery_key: str, recipient: str, now: datetime, stale_after_s: float
     ) -> DeliveryClaim:
         stale = stale_before(now, stale_after_s)
-        forms = self._delivery_forms(recipient)
+        forms, sealed = self._delivery_forms(recipient), self._sealed_recipient(recipient)
         return await self._run(
-            lambda conn: _claim_delivery(conn, delivery_key, forms, now, stale),
+            lambda conn: _claim_delivery(conn, delivery_key, forms, sealed, now, stale),
             batchable=True,
             durable=False,
         )
 
     async def complete_delivery(self, delivery_key: str, recipient: str, upstream_id: str) -> None:
-        forms = self._delivery_forms(recipient)
+        forms, sealed = self._delivery_forms(recipient), self._sealed_recipient(recipient)
         await self._run(
-            lambda conn: _complete_delivery(conn, delivery_key, forms, upstream_id),
+            lambda conn: _complete_delivery(conn, delivery_key, forms, sealed, upstream_id),
             batchable=True,
             durable=False,
         )
@@ -50,11 +51,15 @@ class SqliteDeliveryLedger(SqliteConnection):
             return [recipient]
         return [self._cipher.blind(search_folded(recipient)), recipient]
 
+    def _sealed_recipient(self, recipient: str) -> str:
+        return seal_if_enabled(self._cipher, recipient, SEALED_RECIPIENT)
+
 
 def _claim_delivery(
     conn: sqlite3.Connection,
     delivery_key: str,
     forms: Sequence[str],
+    sealed: str,
     now: datetime,
     stale: datetime,
 ) -> DeliveryClaim:
@@ -68,9 +73,9 @@ def _claim_delivery(
         ).fetchone()
         if row is None:
             conn.execute(
-                "INSERT INTO deliveries (delivery_key, recipient, state, claimed_at)"
-                " VALUES (?, ?, 'pending', ?)",
-                (delivery_key, forms[0], to_text(now)),
+                "INSERT INTO deliveries (delivery_key, recipient, state, claimed_at,"
+                " recipient_sealed) VALUES (?, ?, 'pending', ?, ?)",
+                (delivery_key, forms[0], to_text(now), sealed),
             )
             return DeliveryClaim.CLAIMED
         stored, state, claimed_at = row
@@ -87,7 +92,11 @@ def _claim_delivery(
 
 
 def _complete_delivery(
-    conn: sqlite3.Connection, delivery_key: str, forms: Sequence[str], upstream_id: str
+    conn: sqlite3.Connection,
+    delivery_key: str,
+    forms: Sequence[str],
+    sealed: str,
+    upstream_id: str,
 ) -> None:
     """Upsert rather than update: the message did go out, so "done" must be recorded even if
     the claim row is gone, or a retry would send a second copy. A claim made before
@@ -100,9 +109,9 @@ def _complete_delivery(
         ).rowcount
         if not updated:
             conn.execute(
-                "INSERT INTO deliveries (delivery_key, recipient, state, claimed_at, upstream_id)"
-                " VALUES (?, ?, 'done', ?, ?)",
-                (delivery_key, forms[0], to_text(datetime.now(UTC)), upstream_id),
+                "INSERT INTO deliveries (delivery_key, recipient, state, claimed_at, upstream_id,"
+                " recipient_sealed) VALUES (?, ?, 'done', ?, ?, ?)",
+                (delivery_key, forms[0], to_text(datetime.now(UTC)), upstream_id, sealed),
             )
 
 

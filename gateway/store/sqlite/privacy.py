@@ -10,7 +10,7 @@ from typing import Any
 
 from gateway.model import AuditEvent, Suppression
 from gateway.store.base import PersonalData
-from gateway.store.core import SUPPRESSION_COLUMNS, suppression_values
+from gateway.store.core import SUPPRESSION_COLUMNS, SuppressionRow, suppression_values
 from gateway.store.erasure import (
     PURGED_TABLES,
     ErasureKey,
@@ -25,7 +25,7 @@ from gateway.store.sealing import DataCipher
 from gateway.store.sqlite.audit import insert_audit
 from gateway.store.sqlite.connection import SqliteConnection
 from gateway.store.sqlite.sql import QMarks, from_text, to_text, transaction
-from gateway.store.sqlite.suppressions import UPSERT_SUPPRESSION, SuppressionRow
+from gateway.store.sqlite.suppressions import UPSERT_SUPPRESSION
 
 
 class SqlitePrivacy(SqliteConnection, ErasureKey):

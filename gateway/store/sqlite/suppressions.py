@@ -14,6 +14,7 @@ from gateway.store.base import SuppressionQuery
 from gateway.store.core import (
     MAILBOX_RULES_SETTING,
     SUPPRESSION_COLUMNS,
+    SuppressionRow,
     in_address_order,
     registry_page,
     suppression_page_filter,
@@ -44,17 +45,16 @@ from gateway.store.sqlite.sql import (
 _IMPORT_CHUNK = 50_000
 
 UPSERT_SUPPRESSION = f"""
-INSERT INTO suppressions ({SUPPRESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO suppressions ({SUPPRESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (address, source) DO UPDATE SET
     reason = excluded.reason,
     actor = excluded.actor,
     created_at = excluded.created_at,
     mailbox = excluded.mailbox,
-    address_sealed = excluded.address_sealed
+    address_sealed = excluded.address_sealed,
+    mailbox_sealed = excluded.mailbox_sealed,
+    is_email = excluded.is_email
 """
-
-# The stored address, source, reason, actor, created_at, mailbox and sealed address.
-SuppressionRow = tuple[str, str, str, str, object, str, str]
 
 
 # '' is "no mailbox" (every number); saying so lets the partial mailbox index serve a lookup.
@@ -335,23 +335,26 @@ def _update_mailboxes(
         recorded = conn.execute(
             "SELECT value FROM settings WHERE name = ?", (MAILBOX_RULES_SETTING,)
         ).fetchone()
-        changes = unfolded_addresses(
-            conn.execute(
-                unfolded_query(recorded is None or recorded[0] != version, cipher.enabled)
-            ).fetchall(),
+        folded = unfolded_addresses(
+            conn.execute(unfolded_query(recorded is None or recorded[0] != version)).fetchall(),
             mailbox_of,
             cipher,
         )
         cursor = conn.executemany(
-            "UPDATE suppressions SET mailbox = ? WHERE address = ?",
-            [(folded, address) for address, folded in changes.items()],
+            "UPDATE suppressions SET mailbox = ?, mailbox_sealed = ? WHERE address = ?",
+            [(*mailbox, address) for address, mailbox in folded.mailboxes.items()],
+        )
+        changed = cursor.rowcount if folded.mailboxes else 0
+        conn.executemany(
+            "UPDATE suppressions SET is_email = 0 WHERE address = ?",
+            [(address,) for address in folded.not_emails],
         )
         conn.execute(
             "INSERT INTO settings (name, value) VALUES (?, ?)"
             " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             (MAILBOX_RULES_SETTING, version),
         )
-        return cursor.rowcount if changes else 0
+        return changed
 
 
 def _delete_suppressions_from_source(

@@ -2,7 +2,8 @@
 -- address and mailbox, consents' subject, contacts', notices' and deliveries' recipient,
 -- known_locations' number) now hold keyed blind indexes; what must be read back sits
 -- beside them sealed. Rows written before this migration are sealed in place, in batches,
--- by the running gateway (services/data_migration.py); until then lookups try both forms.
+-- by the running gateway (gateway/services/data_rotation.py); until then lookups try both
+-- forms.
 ALTER TABLE suppressions ADD COLUMN address_sealed TEXT NOT NULL DEFAULT '';
 ALTER TABLE consents ADD COLUMN subject_sealed TEXT NOT NULL DEFAULT '';
 ALTER TABLE blocks ADD COLUMN recipient_index TEXT NOT NULL DEFAULT '';
