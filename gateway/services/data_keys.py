@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import os
@@ -72,8 +73,10 @@ async def data_keys(config: Config, store: SharedSettings, now: datetime) -> Dat
                 "this store holds data sealed with data keys: encryption cannot be turned off",
             )
         return DataKeys(PLAIN, {})
-    keys, active, created = _configured_or_generated(config, now)
     where = _key_name(config)
+    sealed_under = [name.removeprefix(FINGERPRINT)
+                    for name in await store.settings_named(FINGERPRINT)]
+    keys, active, created = _configured_or_generated(config, now, where, sealed_under)
     for key_id, key in keys.items():
         expected = fingerprint(key, "data-key")
         stored = await store.claim_setting(FINGERPRINT + key_id, expected)
@@ -84,8 +87,7 @@ async def data_keys(config: Config, store: SharedSettings, now: datetime) -> Dat
                 "fingerprint is in the store): give every replica the same key, or a new id",
             )
     retired = {name.removeprefix(RETIRED) for name in await store.settings_named(RETIRED)}
-    for name in await store.settings_named(FINGERPRINT):
-        key_id = name.removeprefix(FINGERPRINT)
+    for key_id in sealed_under:
         if key_id not in keys and key_id not in retired:
             raise ConfigError(
                 where(key_id),
@@ -110,18 +112,27 @@ def _key_name(config: Config) -> KeyName:
 
 
 def _configured_or_generated(
-    config: Config, now: datetime
+    config: Config, now: datetime, where: KeyName, sealed_under: list[str]
 ) -> tuple[dict[str, bytes], str, dict[str, datetime]]:
+    """A key is generated only for a store that holds nothing sealed: a lost key file, or a
+    second replica without the first's key, must not leave a useless new key behind."""
     if config.encryption.keys:
         return dict(config.encryption.keys), config.encryption.active, {}
     path = config.data_dir / DATA_KEY_FILE
     if not path.exists():
+        if sealed_under:
+            raise ConfigError(
+                where(sorted(sealed_under)[0]),
+                "is missing: this store holds data sealed under it. Restore the file from "
+                "backup, or give every replica the same [encryption] keys",
+            )
         _write_generated(path, now)
     return _read_generated(path)
 
 
 def _write_generated(path: Path, now: datetime) -> None:
-    """Created exclusively and private: two processes starting together keep one key."""
+    """Written whole to a private file of its own, then linked into place: two processes
+    starting together keep one key, and neither ever reads a half-written file."""
     document = {
         "active": GENERATED_KEY_ID,
         "keys": {
@@ -131,17 +142,20 @@ def _write_generated(path: Path, now: datetime) -> None:
             }
         },
     }
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            json.dump(document, file, indent=2)
+            file.flush()
+            os.fsync(file.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, path)
     except OSError as exc:
         raise ConfigError("gateway.data_dir", f"cannot create {path}: {exc}") from exc
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        json.dump(document, file, indent=2)
-        file.flush()
-        os.fsync(file.fileno())
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 def _read_generated(path: Path) -> tuple[dict[str, bytes], str, dict[str, datetime]]:

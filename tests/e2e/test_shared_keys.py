@@ -123,11 +123,12 @@ async def test_data_keys_each_replica_generated_stop_the_second_naming_the_key(
 ) -> None:
     """Without `[encryption] keys` each replica generates its own data key into its data_dir:
     the second would seal what the first cannot open, so it refuses, naming the key and the
-    file, and writes nothing sealed."""
+    file, and generates no key of its own."""
     a: Gateway = await start_replica("a", encryption="")
     assert (a.config.data_dir / "data-keys.json").exists()
-    with pytest.raises(ConfigError, match=r"encryption\.keys\.d1 \(.*data-keys\.json\).*differs"):
+    with pytest.raises(ConfigError, match=r"encryption\.keys\.d1 \(.*data-keys\.json\).*missing"):
         await start_replica("b", encryption="")
+    assert not (a.config.data_dir.parent.parent / "b" / "var" / "data-keys.json").exists()
 
 
 def legacy_key_file(key: str) -> Callable[[Path], None]:

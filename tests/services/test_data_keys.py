@@ -7,13 +7,20 @@ import base64
 import json
 import os
 import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from gateway.config.settings import ConfigError, build_config
-from gateway.services.data_keys import DATA_KEY_FILE, data_keys
+from gateway.services.data_keys import (
+    DATA_KEY_FILE,
+    _read_generated,
+    _write_generated,
+    data_keys,
+)
 from gateway.store.sealing import PLAIN
 from gateway.store.sqlite import SqliteStore
 
@@ -79,6 +86,33 @@ async def test_a_generated_key_moved_into_the_configuration_opens_what_it_sealed
     assert configured.cipher.open(sealed, "t.c", "r") == "lead@example.com"
     assert configured.cipher.blind("x") == generated.cipher.blind("x")
     assert not (tmp_path / "data" / DATA_KEY_FILE).exists()
+
+
+async def test_a_lost_key_file_refuses_start_and_generates_no_other_key(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    await data_keys(config_for(tmp_path), store, NOW)
+    (tmp_path / "data" / DATA_KEY_FILE).unlink()
+    with pytest.raises(ConfigError, match="missing") as caught:
+        await data_keys(config_for(tmp_path), store, NOW)
+    assert caught.value.key.startswith("encryption.keys.d1 (")
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_processes_generating_together_all_read_one_whole_key(tmp_path: Path) -> None:
+    """Workers starting at once on a fresh data_dir: one key, never a half-written file."""
+    path = tmp_path / "data" / DATA_KEY_FILE
+    start = threading.Barrier(8)
+
+    def generate_and_read(_: int) -> bytes:
+        start.wait()
+        _write_generated(path, NOW)
+        return _read_generated(path)[0]["d1"]
+
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(generate_and_read, range(8)))
+    assert len(keys) == 1
+    assert [entry.name for entry in path.parent.iterdir()] == [DATA_KEY_FILE]
 
 
 async def test_the_store_holds_no_data_key_and_no_index_key_in_the_clear(
