@@ -231,6 +231,7 @@ def test_kubernetes_manifests_have_the_essentials(
     assert (ports["http"], ports["smtp"]) == (config.http.listen.port, config.smtp.listen.port)
     assert config.store_url.startswith("postgresql://"), "replicas share PostgreSQL"
     assert config.tokens.keys and config.privacy.erasure_key, "replicas share keys"
+    assert config.encryption.enabled and config.encryption.keys, "and data keys"
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/etc/gateway/config", "/etc/gateway/rules", "/etc/gateway/tls"} <= mounts
     assert {"name": "GATEWAY_CONFIG", "value": "/etc/gateway/config/gateway.toml"} in container[
@@ -288,7 +289,7 @@ def test_rules_configmap_matches_rules_and_init_container_rebuilds_the_same_vers
 
 def compose_defaults(value: str) -> str:
     """`${NAME:-default}` as docker compose expands it with NAME unset."""
-    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
 
 
 def test_compose_stack_wires_gateway_postgres_prometheus_grafana(
@@ -307,6 +308,7 @@ def test_compose_stack_wires_gateway_postgres_prometheus_grafana(
     )
     assert config.store_url.startswith("postgresql://gateway:")
     assert "@postgres:5432/" in config.store_url
+    assert config.encryption.keys, "a data key kept apart from the gateway-data volume"
     published = {int(p.rsplit(":", 1)[1]) for p in gateway["ports"]}
     assert published == {config.smtp.listen.port, config.http.listen.port}
 
