@@ -1,5 +1,9 @@
 """Re-sealing the store under the active data key: `keys rotate-data`, and the background
-pass that seals a database written before encryption.
+pass that seals a database written before encryption: its values sealed, and its lookup
+columns (suppressions' address and mailbox, consents' subject, contacts', notices' and
+deliveries' recipient, known locations' number) replaced by their blind indexes with their
+sealed copies, so that once a pass has finished the raw store holds none of them in clear
+(gateway/store/resealing.py).
 
 Resumable by construction: a pass skips every value already under the active key, so one
 started again after a crash or a deploy only walks what is done. When a pass finishes, the

@@ -14,7 +14,7 @@ import hmac
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.model import (
     AuditEvent,
@@ -27,8 +27,10 @@ from gateway.model import (
     KnownLocation,
     Suppression,
 )
-from gateway.store.resealing import ResealBatch, SealedTable
 from gateway.store.sealing import DataCipher
+
+if TYPE_CHECKING:  # resealing.py reads ERASED_PREFIX from here
+    from gateway.store.resealing import ResealBatch, SealedTable
 
 # An erased person's suppression survives as one row under a keyed hash of their key, so
 # the opt-out keeps holding while the address itself is gone. The prefix cannot begin a

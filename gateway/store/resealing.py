@@ -1,10 +1,20 @@
 """Re-sealing stored rows under the active data key, shared by every store backend.
 
 One pass serves two ends: `keys rotate-data` (values sealed under an older key) and the
-sealing of a database written before encryption (plaintext values). A pass walks each
-table once in key order, a batch per transaction, so the gateway keeps serving beside it;
-each row is updated only if it still holds what was read, so a concurrent write wins. A
-pass that stops (a crash, a deploy) starts again and skips what is done.
+sealing of a database written before encryption. A row from before encryption holds its
+values in clear: the pass seals them, and replaces each lookup column's value by its blind
+index (normalised as the column's writers normalise it) with its sealed copy beside it, in
+the same conditional update, so after a full pass the raw store holds no lookup value in
+clear. A pass walks each table once in key order, a batch per transaction, so the gateway
+keeps serving beside it; each row is updated only if it still holds what was read, so a
+concurrent write wins. A pass that stops (a crash, a deploy) starts again and skips what is
+done.
+
+Where the lookup column is part of the primary key, the row under its blind index may
+exist already (written after encryption was turned on, while lookups still found both
+forms). The two then record the same fact and become one row: each table's `keep_clear`
+says when the converted row replaces the existing one, which otherwise stays and the row
+in clear goes.
 """
 
 from __future__ import annotations
@@ -13,7 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.store.sealing import DataCipher, sealed_key_id, search_folded
+from gateway.store.base import ERASED_PREFIX
+from gateway.store.sealing import BLIND_PREFIX, DataCipher, sealed_key_id, search_folded
+
+Bind = Callable[[object], str]
 
 
 def _decision_extras(cipher: DataCipher, plain: Mapping[str, str]) -> dict[str, object]:
@@ -32,39 +45,143 @@ def _block_extras(cipher: DataCipher, plain: Mapping[str, str]) -> dict[str, obj
 
 Extras = Callable[[DataCipher, Mapping[str, str]], dict[str, object]]
 
+KeepClear = Callable[[Mapping[str, Any], Bind], str]
+"""The condition (SQL, on the row already under the blind key) under which the converted row
+replaces it, given the values read from the row in clear."""
+
+
+def _as_written(value: str) -> str:
+    return value
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A column looked up by its blind index: `normalise` is what the column's writers do
+    to a value before blinding it, and `sealed` the column its value is read back from
+    (None where nothing reads it back: contacts, notices and locations are only looked up
+    by a value the caller holds)."""
+
+    column: str
+    sealed: str | None = None
+    normalise: Callable[[str], str] = _as_written
+
+
+def in_clear(value: str) -> bool:
+    """A lookup value written before encryption: not blank, not a blind index, and not an
+    erased suppression's keyed hash (which is no one's value and stays as it is)."""
+    return value != "" and not value.startswith((BLIND_PREFIX, ERASED_PREFIX))
+
 
 @dataclass(frozen=True)
 class SealedTable:
-    """A table's sealed columns, the key a pass walks it by, and what a row written before
-    encryption also needs once its values are sealed (blind indexes, signatures)."""
+    """A table's sealed columns, its lookup columns, the key a pass walks it by, and what
+    a row written before encryption also needs once its values are sealed (blind indexes,
+    signatures)."""
 
     name: str
     key: tuple[str, ...]
-    sealed: tuple[str, ...]
+    sealed: tuple[str, ...] = ()
     extras: Extras | None = field(default=None, compare=False)
     contexts: Mapping[str, str] = field(default_factory=dict)
     """A sealed column whose associated data names another column (the value it seals)."""
+    lookups: tuple[Lookup, ...] = ()
+    compared: tuple[str, ...] = ()
+    """Columns `keep_clear` reads."""
+    keep_clear: KeepClear | None = field(default=None, compare=False)
+    """None: the row already under the blind key always stays."""
 
     def context(self, column: str) -> str:
         return self.contexts.get(column, f"{self.name}.{column}")
 
-    def select_batch(self, bind: Callable[[object], str], after: Sequence[Any] | None,
-                     limit: int) -> str:
-        """The next `limit` rows after the cursor, as `key..., sealed...`."""
+    @property
+    def held(self) -> tuple[str, ...]:
+        """What a row must still hold for its update to apply: its key, its sealed and its
+        lookup columns."""
+        return tuple(dict.fromkeys((*self.key, *self.sealed, *(x.column for x in self.lookups))))
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """What a batch reads, in this order."""
+        return tuple(dict.fromkeys((*self.held, *self.compared)))
+
+    def select_batch(self, bind: Bind, after: Sequence[Any] | None, limit: int) -> str:
+        """The next `limit` rows after the cursor, as `columns`."""
         keys = ", ".join(self.key)
         where = f" WHERE ({keys}) > ({', '.join(bind(v) for v in after)})" if after else ""
-        return (f"SELECT {keys}, {', '.join(self.sealed)} FROM {self.name}{where}"
+        return (f"SELECT {', '.join(self.columns)} FROM {self.name}{where}"
                 f" ORDER BY {keys} LIMIT {bind(limit)}")
 
-    def update(self, change: Resealed, bind: Callable[[object], str]) -> str:
+    def statements(self, change: Resealed) -> list[Statement]:
+        """The conditional statements applying `change`, in order. A change of key merges
+        with a row already under the new key: that row is deleted where `keep_clear` says
+        the converted row replaces it; then the row is converted if no row holds its new
+        key, else it goes."""
+        if change.new_key(self) == change.key:
+            return [Statement(lambda bind: self._update(change, bind, ""), counted=True)]
+        statements = []
+        if self.keep_clear is not None:
+            keep_clear = self.keep_clear
+            statements.append(Statement(lambda bind: (
+                f"DELETE FROM {self.name} WHERE {self._at(change.new_key(self), bind)}"
+                f" AND {keep_clear(change.read, bind)}"
+                f" AND EXISTS (SELECT 1 FROM {self.name} AS other WHERE"
+                f" {self._held_by(change, bind, 'other.')})"
+            ), counted=False))
+        statements.append(Statement(
+            lambda bind: self._update(change, bind, f" AND NOT {self._taken(change, bind)}"),
+            counted=True,
+        ))
+        statements.append(Statement(lambda bind: (
+            f"DELETE FROM {self.name} WHERE {self._held_by(change, bind)}"
+            f" AND {self._taken(change, bind)}"
+        ), counted=True))
+        return statements
+
+    def _taken(self, change: Resealed, bind: Bind) -> str:
+        """A row holds the key `change` moves its row to."""
+        at = self._at(change.new_key(self), bind, "other.")
+        return f"EXISTS (SELECT 1 FROM {self.name} AS other WHERE {at})"
+
+    def _update(self, change: Resealed, bind: Bind, also: str) -> str:
         """Applies only while the row still holds what the batch read."""
         sets = ", ".join(f"{column} = {bind(value)}" for column, value in change.new.items())
-        held = " AND ".join(
-            f"{column} = {bind(value)}"
-            for column, value in (*zip(self.key, change.key, strict=True),
-                                  *zip(self.sealed, change.old, strict=True))
+        return f"UPDATE {self.name} SET {sets} WHERE {self._held_by(change, bind)}{also}"
+
+    def _held_by(self, change: Resealed, bind: Bind, prefix: str = "") -> str:
+        return " AND ".join(f"{prefix}{c} = {bind(change.read[c])}" for c in self.held)
+
+    def _at(self, key: Sequence[Any], bind: Bind, prefix: str = "") -> str:
+        return " AND ".join(
+            f"{prefix}{c} = {bind(v)}" for c, v in zip(self.key, key, strict=True)
         )
-        return f"UPDATE {self.name} SET {sets} WHERE {held}"
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a change: `build(bind)` is its SQL; `counted` says whether the rows
+    it touches count as re-sealed (a merge's delete of the row it replaces does not)."""
+
+    build: Callable[[Bind], str]
+    counted: bool
+
+
+def _newer(column: str) -> KeepClear:
+    """The row in clear replaces the one under the blind key when it is the newer by
+    `column`."""
+    return lambda read, bind: f"{column} < {bind(read[column])}"
+
+
+def _delivered_or_newer(read: Mapping[str, Any], bind: Bind) -> str:
+    """A delivered claim is kept over a pending one (dropping it would let the agent's
+    retry send a second copy); of two alike, the later claim."""
+    later = f"claimed_at < {bind(read['claimed_at'])}"
+    if read["state"] == "done":
+        return f"(state = 'pending' OR {later})"
+    return f"state = 'pending' AND {later}"
+
+
+def _always(read: Mapping[str, Any], bind: Bind) -> str:
+    return "1 = 1"
 
 
 SEALED_TABLES: tuple[SealedTable, ...] = (
@@ -72,10 +189,33 @@ SEALED_TABLES: tuple[SealedTable, ...] = (
                 _decision_extras),
     SealedTable("blocks", ("id",), ("recipient", "subject", "evidence_json"), _block_extras),
     SealedTable("audit", ("id",), ("subject", "details_json")),
-    SealedTable("suppressions", ("address", "source"), ("address_sealed",),
-                contexts={"address_sealed": "suppressions.address"}),
-    SealedTable("consents", ("subject", "channel", "kind", "obtained_at"),
-                ("subject_sealed", "evidence"), contexts={"subject_sealed": "consents.subject"}),
+    # The newer entry of an (address, source) stays, as an upsert would have left it.
+    SealedTable(
+        "suppressions", ("address", "source"), ("address_sealed", "mailbox_sealed"),
+        contexts={"address_sealed": "suppressions.address",
+                  "mailbox_sealed": "suppressions.mailbox"},
+        lookups=(Lookup("address", "address_sealed"), Lookup("mailbox", "mailbox_sealed")),
+        compared=("created_at",), keep_clear=_newer("created_at"),
+    ),
+    # The same consent recorded twice: the first record stays, as the writers' ON CONFLICT
+    # DO NOTHING keeps it, and it is the one in clear (written before encryption).
+    SealedTable(
+        "consents", ("subject", "channel", "kind", "obtained_at"),
+        ("subject_sealed", "evidence"), contexts={"subject_sealed": "consents.subject"},
+        lookups=(Lookup("subject", "subject_sealed"),), keep_clear=_always,
+    ),
+    SealedTable("contacts", ("id",), lookups=(Lookup("recipient"),)),
+    # The latest notice stays: notice_sent_at answers with it.
+    SealedTable("notices", ("recipient",), lookups=(Lookup("recipient"),),
+                compared=("sent_at",), keep_clear=_newer("sent_at")),
+    # The location under the blind key was set after encryption was on: the later one.
+    SealedTable("known_locations", ("number",), lookups=(Lookup("number"),)),
+    SealedTable(
+        "deliveries", ("delivery_key", "recipient"), ("recipient_sealed",),
+        contexts={"recipient_sealed": "deliveries.recipient"},
+        lookups=(Lookup("recipient", "recipient_sealed", search_folded),),
+        compared=("state", "claimed_at"), keep_clear=_delivered_or_newer,
+    ),
 )
 
 
@@ -87,29 +227,38 @@ def needs_resealing(value: str, cipher: DataCipher) -> bool:
 
 @dataclass(frozen=True)
 class Resealed:
-    """One row's new values, and the ones it must still hold for the update to apply."""
+    """One row's new values, and what it held when read (its key among them)."""
 
     key: tuple[Any, ...]
-    old: tuple[str, ...]
+    read: Mapping[str, Any]
     new: dict[str, object]
+
+    def new_key(self, table: SealedTable) -> tuple[Any, ...]:
+        return tuple(self.new.get(column, self.read[column]) for column in table.key)
 
 
 def reseal_rows(
     table: SealedTable, rows: Sequence[Sequence[Any]], cipher: DataCipher
 ) -> list[Resealed]:
-    """Rows selected as `key..., sealed...`; those needing it, re-sealed. A value that does
-    not open raises SealedDataError naming the row: a pass never writes over data it cannot
-    read."""
-    width = len(table.key)
+    """Rows selected as `table.columns`; those needing it, re-sealed, and their lookup
+    values in clear blind-indexed. A value that does not open raises SealedDataError naming
+    the row: a pass never writes over data it cannot read."""
     changes = []
     for row in rows:
-        key, old = tuple(row[:width]), tuple(row[width:])
-        if not any(needs_resealing(value, cipher) for value in old):
+        read = dict(zip(table.columns, row, strict=True))
+        key = tuple(read[column] for column in table.key)
+        clear = {
+            x.column: read[x.column]
+            for x in table.lookups
+            if cipher.enabled and in_clear(read[x.column])
+        }
+        old = [read[column] for column in table.sealed]
+        if not clear and not any(needs_resealing(value, cipher) for value in old):
             continue
         record = f"{table.name} row {key[0]}"
         plain = {
-            column: cipher.open(value, table.context(column), record)
-            for column, value in zip(table.sealed, old, strict=True)
+            column: cipher.open(read[column], table.context(column), record)
+            for column in table.sealed
         }
         new: dict[str, object] = {
             column: cipher.seal(text, table.context(column)) if text else ""
@@ -117,7 +266,14 @@ def reseal_rows(
         }
         if table.extras is not None and any(sealed_key_id(v) is None and v for v in old):
             new.update(table.extras(cipher, plain))
-        changes.append(Resealed(key, old, new))
+        for lookup in table.lookups:
+            value = clear.get(lookup.column)
+            if value is None:
+                continue
+            new[lookup.column] = cipher.blind(lookup.normalise(value))
+            if lookup.sealed is not None and not plain[lookup.sealed]:
+                new[lookup.sealed] = cipher.seal(value, table.context(lookup.sealed))
+        changes.append(Resealed(key, read, new))
     return changes
 
 

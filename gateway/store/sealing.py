@@ -215,7 +215,12 @@ def lookup_forms(cipher: DataCipher, values: Iterable[str]) -> dict[str, str]:
     """Stored form -> the caller's value, for looking `values` up in a blind-indexed column:
     the blind index, and while encryption is on the value itself too, since a row written
     before encryption holds it in clear until the sealing pass reaches it. Under PLAIN both
-    forms are one. Blank values name nothing and are left out."""
+    forms are one. Blank values name nothing and are left out.
+
+    The clear form is needed only until the sealing pass (gateway/services/data_rotation.py)
+    has finished once under encryption: it converts every lookup value in clear to its blind
+    index, and every writer writes blind indexes. It is kept after that: one more key of an
+    indexed IN list costs less than asking the store on every lookup whether it finished."""
     forms: dict[str, str] = {}
     for value in values:
         if value:

@@ -32,11 +32,22 @@ def _reseal_batch(
     limit: int,
     cipher: DataCipher,
 ) -> ResealBatch:
-    with transaction(conn, write=True):
-        params = QMarks()
-        rows = conn.execute(table.select_batch(params.bind, after, limit), params.values).fetchall()
-        changed = 0
-        for change in reseal_rows(table, rows, cipher):
+    """One write transaction: nothing else writes between a row's read and its update. With
+    secure_delete, the bytes of the cells it rewrites or deletes are zeroed: they held the
+    values in clear, which SQLite would otherwise leave in the file's free space."""
+    (secure_delete,) = conn.execute("PRAGMA secure_delete").fetchone()
+    conn.execute("PRAGMA secure_delete = ON")
+    try:
+        with transaction(conn, write=True):
             params = QMarks()
-            changed += conn.execute(table.update(change, params.bind), params.values).rowcount
+            select = table.select_batch(params.bind, after, limit)
+            rows = conn.execute(select, params.values).fetchall()
+            changed = 0
+            for change in reseal_rows(table, rows, cipher):
+                for statement in table.statements(change):
+                    params = QMarks()
+                    count = conn.execute(statement.build(params.bind), params.values).rowcount
+                    changed += count if statement.counted else 0
+    finally:
+        conn.execute(f"PRAGMA secure_delete = {int(secure_delete)}")
     return ResealBatch.of(table, rows, changed, limit)

@@ -8,3 +8,4 @@ DROP INDEX suppressions_unfolded;
 CREATE INDEX suppressions_unfolded ON suppressions (address) WHERE is_email AND mailbox = '';
 DELETE FROM settings WHERE name = 'mailbox_rules_version'
     AND EXISTS (SELECT 1 FROM suppressions WHERE address_sealed <> '' AND mailbox <> '');
+DELETE FROM settings WHERE name LIKE 'resealed-through:data-key:%';

@@ -16,3 +16,7 @@ CREATE INDEX suppressions_unfolded ON suppressions (address) WHERE is_email AND 
 -- writes the copies (a database never run with encryption on has no such row).
 DELETE FROM settings WHERE name = 'mailbox_rules_version'
     AND EXISTS (SELECT 1 FROM suppressions WHERE address_sealed <> '' AND mailbox <> '');
+-- The sealing pass now also converts the lookup columns of rows written before encryption
+-- and writes these copies: a pass finished before this migration did neither, so the next
+-- start runs it again.
+DELETE FROM settings WHERE name LIKE 'resealed-through:data-key:%';
