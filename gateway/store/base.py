@@ -27,6 +27,7 @@ from gateway.model import (
     KnownLocation,
     Suppression,
 )
+from gateway.store.errors import StoreUnavailable as StoreUnavailable
 from gateway.store.sealing import DataCipher
 
 if TYPE_CHECKING:  # resealing.py reads ERASED_PREFIX from here
@@ -53,10 +54,6 @@ class DeliveryClaim(enum.Enum):
 
 class Conflict(Exception):
     """A write would give two records one value that must be unique; names the field."""
-
-
-class StoreUnavailable(Exception):
-    """The store could not answer; nothing may be sent on the strength of a missing fact."""
 
 
 @dataclass(frozen=True)

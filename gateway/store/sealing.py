@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gateway.store.errors import StoreUnavailable
+
 SEALED_PREFIX = "\x1e"
 """Starts every sealed value: a control character no address or stored subject starts with,
 so a row written before encryption reads as what it is."""
@@ -47,9 +49,11 @@ SIGNATURE_BITS = 63
 unused."""
 
 
-class SealedDataError(Exception):
+class SealedDataError(StoreUnavailable):
     """A stored value that does not open: truncated, altered, or sealed under a key this
-    process does not hold. Names the record, never its content."""
+    process does not hold. Names the record, never its content. A fact the store cannot
+    give: the send path fails closed on it (a temporary failure), as on a store that does
+    not answer, and so does every view (503, never a 500)."""
 
     def __init__(self, record: str, problem: str) -> None:
         super().__init__(f"{record}: {problem}")
