@@ -155,8 +155,17 @@ def export_document(data: PersonalData, now: datetime) -> dict[str, Any]:
     return {
         "subject": data.key,
         "exported_at": now.isoformat(),
+        # Each entry's own spelling and mailbox: an email's export holds the entries of every
+        # spelling of its mailbox.
         "suppressions": [
-            {"source": s.source, "reason": s.reason, "actor": s.actor, "time": s.time.isoformat()}
+            {
+                "address": s.address,
+                "mailbox": s.mailbox,
+                "source": s.source,
+                "reason": s.reason,
+                "actor": s.actor,
+                "time": s.time.isoformat(),
+            }
             for s in data.suppressions
         ],
         "erased_suppression": bool(data.erased_suppressions),

@@ -120,8 +120,8 @@ def fold(address: str) -> str:
 async def test_every_view_reads_the_plaintext_back(sealed: Sealed) -> None:
     store = sealed.store
     await write_personal_data(store)
-    # As the gateway does at start-up: a listed row's mailbox (kept only as a blind index)
-    # reads back as its address folded by the rules in force.
+    # As the gateway does at start-up: every entry has its mailbox already, sealed beside
+    # its blind index, so nothing is folded.
     assert await store.update_mailboxes(fold, "rules-1") == 0
 
     assert await store.suppressed([ADDRESS, MAILBOX, NUMBER, "other@example.com"]) == {
@@ -163,6 +163,27 @@ async def test_every_view_reads_the_plaintext_back(sealed: Sealed) -> None:
 
 def contains_secret(data: bytes) -> list[str]:
     return [s for s in SECRETS if s.encode() in data or s.upper().encode() in data]
+
+
+async def test_a_listed_entry_shows_its_mailbox_from_its_sealed_copy(sealed: Sealed) -> None:
+    """Another replica's store, given no mailbox rules and asked for no mailbox: only the
+    sealed copy can say the mailbox."""
+    await sealed.store.add_suppressions([entry(ADDRESS, mailbox=MAILBOX)])
+    other = open_store(sealed.url)
+    await other.open()
+    try:
+        await other.use_data_cipher(sealed.cipher)
+        listed = await other.list_suppressions()
+        page = await other.suppression_page(SuppressionQuery())
+    finally:
+        await other.close()
+    assert [(s.address, s.mailbox) for s in listed] == [(ADDRESS, MAILBOX)]
+    assert [(s.address, s.mailbox) for s in page] == [(ADDRESS, MAILBOX)]
+    ((mailbox, copy),) = await raw_rows(sealed, "SELECT mailbox, mailbox_sealed FROM suppressions")
+    assert mailbox == sealed.cipher.blind(MAILBOX)
+    assert sealed.cipher.open(str(copy), "suppressions.mailbox", "test") == MAILBOX
+    with pytest.raises(SealedDataError):  # bound to its column
+        sealed.cipher.open(str(copy), "suppressions.address", "test")
 
 
 async def test_the_raw_store_holds_no_personal_data(sealed: Sealed) -> None:
@@ -351,3 +372,11 @@ async def test_folding_reads_the_sealed_address(sealed: Sealed) -> None:
         sealed, "SELECT mailbox FROM suppressions WHERE address = $1", sealed.cipher.blind(ADDRESS)
     ))[0]
     assert mailbox == sealed.cipher.blind(MAILBOX)
+    assert [(s.address, s.mailbox) for s in await store.suppression_entries([ADDRESS])] == [
+        (ADDRESS, MAILBOX)
+    ]
+    (copy,) = (await raw_rows(
+        sealed, "SELECT mailbox_sealed FROM suppressions WHERE address = $1",
+        sealed.cipher.blind(ADDRESS),
+    ))[0]
+    assert sealed.cipher.open(str(copy), "suppressions.mailbox", "test") == MAILBOX

@@ -1745,6 +1745,7 @@ async def test_opening_twice_applies_each_migration_once(
         (14, "decision_summary"),
         (16, "audit_actions"),
         (17, "sealed_personal_data"),
+        (18, "sealed_copies"),
     ]
 
 
@@ -1813,6 +1814,7 @@ async def test_a_version_one_database_is_upgraded_once_and_keeps_its_data(db_pat
         (14, "decision_summary"),
         (16, "audit_actions"),
         (17, "sealed_personal_data"),
+        (18, "sealed_copies"),
     ]
 
 
@@ -1870,6 +1872,7 @@ async def test_a_version_two_database_keeps_its_suppressions_one_row_per_source(
         (14, "decision_summary"),
         (16, "audit_actions"),
         (17, "sealed_personal_data"),
+        (18, "sealed_copies"),
     ]
 
 
