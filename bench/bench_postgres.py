@@ -4,8 +4,10 @@ removed by this run. Skipped, saying why, where the binaries are missing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import bench_import
@@ -15,23 +17,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.postgres_server import PostgresMissing, PostgresServer, find_binaries
 
 
-def main() -> dict:
-    try:
-        binaries = find_binaries()
-    except PostgresMissing as missing:
-        return {"skipped": f"no PostgreSQL binaries: {missing}"}
-    server = PostgresServer(binaries, durable=True)
+@contextlib.contextmanager
+def throwaway_server(*databases: str) -> Iterator[PostgresServer]:
+    """A durable server in a temp dir with `databases` created, removed on the way out;
+    PostgresMissing where there are no binaries."""
+    server = PostgresServer(find_binaries(), durable=True)
     server.start()
     try:
-        for database in ("bench_store", "bench_import"):
+        for database in databases:
             server.sql(f"CREATE DATABASE {database}")
-        return {
-            "benchmark": "store lookups and bulk import on PostgreSQL (fsync on)",
-            "store": bench_store.main(store_url=server.url("bench_store")),
-            "import": bench_import.main(store_url=server.url("bench_import")),
-        }
+        yield server
     finally:
         server.destroy()
+
+
+def main() -> dict:
+    try:
+        with throwaway_server("bench_store", "bench_import") as server:
+            return {
+                "benchmark": "store lookups and bulk import on PostgreSQL (fsync on)",
+                "store": bench_store.main(store_url=server.url("bench_store")),
+                "import": bench_import.main(store_url=server.url("bench_import")),
+            }
+    except PostgresMissing as missing:
+        return {"skipped": f"no PostgreSQL binaries: {missing}"}
 
 
 if __name__ == "__main__":
