@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import aiosmtplib
 import pytest
@@ -137,10 +138,15 @@ def free_port() -> int:
 class ServeProcess:
     """`compliance-gateway serve` in its own process, on free loopback ports."""
 
-    def __init__(self, tmp_path: Path, extra: str = "", now: str | None = None) -> None:
+    def __init__(self, tmp_path: Path, extra: str = "", now: str | None = None,
+                 store_url: str | None = None, stderr: IO[str] | int = subprocess.PIPE) -> None:
+        """`stderr`: a file for a busy server, whose log lines would fill a pipe nobody
+        reads until `stop` and block it."""
         self.smtp_port, self.http_port = free_port(), free_port()
         self.config = write_config(tmp_path, extra)
         text = self.config.read_text()
+        if store_url is not None:
+            text = text.replace('url = "sqlite:///var/gateway.db"', f'url = "{store_url}"')
         smtp_listen = f'listen = "127.0.0.1:{self.smtp_port}"\nmax'
         http_listen = f'[http]\nlisten = "127.0.0.1:{self.http_port}"'
         text = text.replace('listen = "127.0.0.1:0"\nmax', smtp_listen)
@@ -149,14 +155,14 @@ class ServeProcess:
         args = [sys.executable, "-m", "gateway", "serve", "--config", str(self.config)]
         if now:
             args += ["--now", now]
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True)
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, text=True)
         self.banner = self.process.stdout.readline()
 
     def stop(self) -> tuple[int, str]:
+        """The exit status, and stderr unless it went to a file."""
         self.process.send_signal(signal.SIGTERM)
         _, stderr = self.process.communicate(timeout=30)
-        return self.process.returncode, stderr
+        return self.process.returncode, stderr or ""
 
 
 def test_serve_prints_where_it_listens_and_blocks_cli_reads_the_log(tmp_path: Path) -> None:
