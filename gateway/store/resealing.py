@@ -116,7 +116,7 @@ class SealedTable:
         with a row already under the new key: that row is deleted where `keep_clear` says
         the converted row replaces it; then the row is converted if no row holds its new
         key, else it goes."""
-        if change.new_key(self) == change.key:
+        if not self.moves(change):
             return [Statement(lambda bind: self._update(change, bind, ""), counted=True)]
         statements = []
         if self.keep_clear is not None:
@@ -136,6 +136,10 @@ class SealedTable:
             f" AND {self._taken(change, bind)}"
         ), counted=True))
         return statements
+
+    def moves(self, change: Resealed) -> bool:
+        """Whether `change` gives its row another key (a lookup column in the key)."""
+        return change.new_key(self) != change.key
 
     def _taken(self, change: Resealed, bind: Bind) -> str:
         """A row holds the key `change` moves its row to."""

@@ -6,6 +6,7 @@ the blind form merges with its predecessor; and a second pass changes nothing.""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 from collections.abc import AsyncIterator
@@ -309,6 +310,95 @@ async def test_a_row_already_under_its_blind_index_merges_with_its_predecessor(
         )
     assert secrets_in(repr(await raw_dump(legacy)).encode()) == []
     await assert_no_lookup_value_in_clear(legacy)
+
+
+async def test_postgresql_a_writer_racing_the_pass_wins_and_the_next_pass_merges(
+    postgres_url: str,
+) -> None:
+    """A notice written under the blind key while the pass converts the one in clear:
+    the conversion collides with it, that row is left for the next pass (found by both
+    forms meanwhile), and the pass goes on; the next pass merges the two."""
+    store = open_store(postgres_url)
+    await store.open()
+    writer = await asyncpg.connect(postgres_url)
+    try:
+        await store.mark_notice_sent(NUMBER, T0)
+        cipher = new_cipher()
+        await store.use_data_cipher(cipher)
+        later = T0 + timedelta(hours=1)
+        racing = writer.transaction()
+        await racing.start()
+        await writer.execute(
+            "INSERT INTO notices (recipient, sent_at) VALUES ($1, $2)", cipher.blind(NUMBER), later
+        )
+        sealing = asyncio.ensure_future(reseal_store(store, cipher.active_key_id))
+        # The pass's conversion waits on the writer's uncommitted row under the same key.
+        await waiting_sessions(postgres_url, 1, sealing)
+        await racing.commit()
+        first = await sealing
+        assert first.resealed["notices"] == 0
+        rows = await writer.fetch("SELECT recipient FROM notices ORDER BY recipient")
+        assert [r["recipient"] for r in rows] == [NUMBER, cipher.blind(NUMBER)]
+        assert await store.notice_sent_at([NUMBER]) == {NUMBER: later}
+
+        second = await reseal_store(store, cipher.active_key_id)
+        assert second.resealed["notices"] == 1
+        rows = await writer.fetch("SELECT recipient, sent_at FROM notices")
+        assert [tuple(r) for r in rows] == [(cipher.blind(NUMBER), later)]
+    finally:
+        await writer.close()
+        await store.close()
+
+
+async def waiting_sessions(
+    url: str, at_least: int, *tasks: asyncio.Future[object]
+) -> None:
+    """Until `at_least` of the store's sessions wait on a lock (read outside any
+    transaction, which would keep showing the first snapshot); a task that ends instead
+    fails the test at once."""
+    observer = await asyncpg.connect(url)
+    try:
+        while await observer.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = 'compliance-gateway' AND wait_event_type = 'Lock'"
+        ) < at_least:
+            assert not any(task.done() for task in tasks), tasks
+            await asyncio.sleep(0.01)
+    finally:
+        await observer.close()
+
+
+async def test_postgresql_a_claim_racing_the_pass_finds_the_converted_delivery(
+    postgres_url: str,
+) -> None:
+    """A delivered claim in clear being converted while a retry claims it: the claim waits
+    for the conversion and then finds the claim under its blind key, delivered. Had it read
+    the row in clear without locking it, its insert under that form would come after the
+    conversion and claim the copy again: a second send."""
+    store = open_store(postgres_url)
+    await store.open()
+    holder = await asyncpg.connect(postgres_url)
+    try:
+        assert await store.claim_delivery("idem-1", SPELLING, T0, 60) == DeliveryClaim.CLAIMED
+        await store.complete_delivery("idem-1", SPELLING, "up-1")
+        cipher = new_cipher()
+        await store.use_data_cipher(cipher)
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT 1 FROM deliveries WHERE recipient = $1 FOR UPDATE", SPELLING)
+        sealing = asyncio.ensure_future(reseal_store(store, cipher.active_key_id))
+        await waiting_sessions(postgres_url, 1, sealing)
+        claim = asyncio.ensure_future(store.claim_delivery("idem-1", SPELLING, T0, 60))
+        await waiting_sessions(postgres_url, 2, sealing, claim)
+        await held.commit()
+        assert (await sealing).resealed["deliveries"] == 1
+        assert await claim == DeliveryClaim.ALREADY_DELIVERED
+        assert await holder.fetch("SELECT recipient, state FROM deliveries") == [
+            (cipher.blind("alice.sealed@example.com"), "done")
+        ]
+    finally:
+        await holder.close()
+        await store.close()
 
 
 # --- migration 0018 ------------------------------------------------------------------------

@@ -8,34 +8,41 @@ from typing import Any
 import asyncpg
 
 from gateway.store.postgres.connection import Numbered, PostgresConnection, affected
-from gateway.store.resealing import ResealBatch, SealedTable, reseal_rows
+from gateway.store.resealing import ResealBatch, SealedTable, Statement, reseal_rows
 
 
 class PostgresResealing(PostgresConnection):
     async def reseal_batch(
         self, table: SealedTable, after: Sequence[Any] | None, limit: int
     ) -> ResealBatch:
-        """Each row's change in a savepoint: a writer that put a row under the blind key
-        after the change checked for one makes the conversion collide with it, and the row
-        is left for the next pass (lookups find both forms meanwhile)."""
+        """A change that moves its row to its blind key runs in a savepoint: a writer that
+        put a row under that key after the change checked for one makes it collide, and
+        the row is left for the next pass (lookups find both forms meanwhile)."""
         async with self._transaction() as conn:
             params = Numbered()
             rows = await conn.fetch(table.select_batch(params.bind, after, limit), *params.values)
             changed = 0
             for change in reseal_rows(table, rows, self._cipher):
-                counted = 0
+                if not table.moves(change):
+                    changed += await _apply(conn, table.statements(change))
+                    continue
                 try:
                     async with conn.transaction():
-                        for statement in table.statements(change):
-                            params = Numbered()
-                            sql = statement.build(params.bind)
-                            count = affected(await conn.execute(sql, *params.values))
-                            counted += count if statement.counted else 0
+                        changed += await _apply(conn, table.statements(change))
                 except asyncpg.UniqueViolationError:
                     continue
-                changed += counted
         return ResealBatch.of(table, rows, changed, limit)
 
     async def count_rows(self, table: SealedTable) -> int:
         async with self._connection() as conn:
             return int(await conn.fetchval(f"SELECT count(*) FROM {table.name}"))
+
+
+async def _apply(conn: asyncpg.Connection, statements: Sequence[Statement]) -> int:
+    """The rows the counted statements touched."""
+    changed = 0
+    for statement in statements:
+        params = Numbered()
+        count = affected(await conn.execute(statement.build(params.bind), *params.values))
+        changed += count if statement.counted else 0
+    return changed
