@@ -328,9 +328,13 @@ def test_keys_rotate_data_reseals_under_the_new_key_and_retires_the_old(tmp_path
     database = b"".join(path.read_bytes() for path in files)
     assert b"bob@client" not in database.lower()
 
-    refused = cli(write_config(tmp_path), "keys", "rotate-data")
+    off = "[encryption]\nenabled = false\n"
+    refused = cli(write_config(tmp_path, off), "keys", "rotate-data")
     assert refused.returncode == 2 and "encryption.enabled" in refused.stderr
+    unkeyed = cli(write_config(tmp_path), "keys", "rotate-data")
+    assert unkeyed.returncode == 2 and "encryption.keys.k2" in unkeyed.stderr
+    assert not (tmp_path / "var" / "data-keys.json").exists()
     plain = tmp_path / "plain"
     plain.mkdir()
-    nothing = cli(write_config(plain), "keys", "rotate-data")
+    nothing = cli(write_config(plain, off), "keys", "rotate-data")
     assert nothing.returncode == 2 and "nothing to rotate" in nothing.stderr

@@ -74,9 +74,11 @@ async def data_keys(config: Config, store: SharedSettings, now: datetime) -> Dat
             )
         return DataKeys(PLAIN, {})
     where = _key_name(config)
-    sealed_under = [name.removeprefix(FINGERPRINT)
-                    for name in await store.settings_named(FINGERPRINT)]
-    keys, active, created = _configured_or_generated(config, now, where, sealed_under)
+    retired = {name.removeprefix(RETIRED) for name in await store.settings_named(RETIRED)}
+    sealed_under = sorted(name.removeprefix(FINGERPRINT)
+                          for name in await store.settings_named(FINGERPRINT))
+    needed = [key_id for key_id in sealed_under if key_id not in retired]
+    keys, active, created = _configured_or_generated(config, now, where, needed)
     for key_id, key in keys.items():
         expected = fingerprint(key, "data-key")
         stored = await store.claim_setting(FINGERPRINT + key_id, expected)
@@ -86,9 +88,8 @@ async def data_keys(config: Config, store: SharedSettings, now: datetime) -> Dat
                 "differs from the key this store's data was sealed with under that id (its "
                 "fingerprint is in the store): give every replica the same key, or a new id",
             )
-    retired = {name.removeprefix(RETIRED) for name in await store.settings_named(RETIRED)}
-    for key_id in sealed_under:
-        if key_id not in keys and key_id not in retired:
+    for key_id in needed:
+        if key_id not in keys:
             raise ConfigError(
                 where(key_id),
                 "is missing: this store holds data sealed under it (keep it configured until "
@@ -112,7 +113,7 @@ def _key_name(config: Config) -> KeyName:
 
 
 def _configured_or_generated(
-    config: Config, now: datetime, where: KeyName, sealed_under: list[str]
+    config: Config, now: datetime, where: KeyName, needed: list[str]
 ) -> tuple[dict[str, bytes], str, dict[str, datetime]]:
     """A key is generated only for a store that holds nothing sealed: a lost key file, or a
     second replica without the first's key, must not leave a useless new key behind."""
@@ -120,9 +121,9 @@ def _configured_or_generated(
         return dict(config.encryption.keys), config.encryption.active, {}
     path = config.data_dir / DATA_KEY_FILE
     if not path.exists():
-        if sealed_under:
+        if needed:
             raise ConfigError(
-                where(sorted(sealed_under)[0]),
+                where(needed[0]),
                 "is missing: this store holds data sealed under it. Restore the file from "
                 "backup, or give every replica the same [encryption] keys",
             )

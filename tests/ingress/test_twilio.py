@@ -138,6 +138,7 @@ async def test_notice_record_in_flight_counts_and_is_written_before_shutdown(
     await stopping
     reopened = SqliteStore(tmp_path / "held.db")
     await reopened.open()
+    await reopened.use_data_cipher(gateway.services.data_keys.cipher)  # its rows are sealed
     try:
         assert list(await reopened.notice_sent_at([NY])) == [NY]
     finally:
