@@ -6,7 +6,8 @@ ALTER TABLE suppressions ADD COLUMN mailbox_sealed TEXT NOT NULL DEFAULT '';
 ALTER TABLE deliveries ADD COLUMN recipient_sealed TEXT NOT NULL DEFAULT '';
 -- Whether a suppression is an email entry, the ones the start-up folding gives a mailbox:
 -- with encryption on, the address column is a blind index and says nothing. A sealed row
--- from before this migration may be an email (1) until the folding has opened it once.
+-- from before this migration, or one a replica of the previous release inserts during a
+-- rolling upgrade (the default), may be an email (1) until the folding has opened it once.
 ALTER TABLE suppressions ADD COLUMN is_email INTEGER NOT NULL DEFAULT 1;
 UPDATE suppressions SET is_email = 0 WHERE address_sealed = '' AND address NOT LIKE '%@%';
 DROP INDEX suppressions_unfolded;
