@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
@@ -47,6 +48,9 @@ BLIND_BYTES = 16
 SIGNATURE_BITS = 63
 """Bits of a search signature: a signed 64-bit integer column on both stores, sign bit
 unused."""
+TRIGRAM_BITS_CACHED = 16_384
+"""Trigrams whose signature bit a cipher remembers (a few MB): a campaign's subjects and
+bodies repeat theirs, and a text's body has ~70 of them, each an HMAC otherwise."""
 
 
 class SealedDataError(StoreUnavailable):
@@ -112,8 +116,11 @@ class DataCipher:
             raise ValueError(f"active data key {keyring.active!r} is not among the keys")
         self._aead = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()}
         self._active = keyring.active
-        self._index_key = keyring.index_key
-        self._signature_key = hmac.new(keyring.index_key, b"search-signature", "sha256").digest()
+        # Keyed once and copied per value: keying an HMAC costs as much as the rest of it.
+        self._blind_mac = hmac.new(keyring.index_key, digestmod=hashlib.sha256)
+        signature_key = hmac.new(keyring.index_key, b"search-signature", "sha256").digest()
+        self._signature_mac = hmac.new(signature_key, digestmod=hashlib.sha256)
+        self._trigram_bit = functools.lru_cache(maxsize=TRIGRAM_BITS_CACHED)(self._keyed_bit)
 
     @property
     def active_key_id(self) -> str:
@@ -150,8 +157,9 @@ class DataCipher:
     def blind(self, value: str) -> str:
         """The blind index of an already-normalised value (callers normalise as the column
         always has: an address key, an E.164 number)."""
-        digest = hmac.new(self._index_key, value.encode(), hashlib.sha256).digest()
-        return BLIND_PREFIX + _encode(digest[:BLIND_BYTES])
+        mac = self._blind_mac.copy()
+        mac.update(value.encode())
+        return BLIND_PREFIX + _encode(mac.digest()[:BLIND_BYTES])
 
     def signature(self, text: str) -> int:
         """The search signature of a stored text (0 for one shorter than three characters)."""
@@ -165,9 +173,13 @@ class DataCipher:
     def _bits(self, grams: set[str]) -> int:
         bits = 0
         for gram in grams:
-            digest = hmac.new(self._signature_key, gram.encode(), hashlib.sha256).digest()
-            bits |= 1 << (int.from_bytes(digest[:4], "big") % SIGNATURE_BITS)
+            bits |= self._trigram_bit(gram)
         return bits
+
+    def _keyed_bit(self, gram: str) -> int:
+        mac = self._signature_mac.copy()
+        mac.update(gram.encode())
+        return 1 << (int.from_bytes(mac.digest()[:4], "big") % SIGNATURE_BITS)
 
 
 class PlainCipher(DataCipher):
@@ -178,7 +190,6 @@ class PlainCipher(DataCipher):
 
     def __init__(self) -> None:
         self._active = ""
-        self._index_key = b""
         self._aead = {}
 
     def seal(self, plaintext: str, column: str) -> str:

@@ -128,3 +128,19 @@ def test_without_encryption_nothing_is_changed_and_nothing_sealed_opens() -> Non
     sealed = cipher().seal("x@example.com", "t.c")
     with pytest.raises(SealedDataError):
         PLAIN.open(sealed, "t.c", "r")
+
+
+def test_blind_indexes_and_signatures_stay_what_stored_rows_hold() -> None:
+    """Known answers, computed before the keyed HMACs were copied instead of re-keyed and
+    the trigram bits remembered (per cipher: another index key gives other bits):
+    a stored blind index or signature that changed would stop every row from being found.
+    Each value after another, so a keyed state that kept earlier input would show."""
+    c = DataCipher(DataKeyring({"k1": bytes(32)}, "k1", bytes(range(32))))
+    for _ in range(2):
+        assert c.blind("erin@example.com") == "~4rzG3njietJGsDbqnsjx_g"
+        assert c.blind("+15551234567") == "~iiDZQSkPpWR_tdOLtdw7fg"
+        assert c.signature("Quarterly pricing update") == 463628955615272
+        assert c.signature("Frank.Lead@Example.COM") == 1783475480220940556
+        assert c.search_mask("pricing") == 554117955592
+    other_index = DataCipher(DataKeyring({"k1": bytes(32)}, "k1", bytes(32)))
+    assert other_index.signature("Quarterly pricing update") != 463628955615272
