@@ -6,9 +6,12 @@ each tree's rounds is compared. No sockets and no load generator, so what is lef
 pipeline: facts, decision, records, rendering, the outbox write.
 
     python bench/pipeline_ab.py BEFORE_TREE AFTER_TREE [--rounds 5] [--messages 2000]
+        [--before-config FILE] [--after-config FILE]
 
 Each round sends `--messages` of each kind (a 2 KB email as SMTP's DATA gives it, a text
-as Twilio's API gives it), one at a time and 32 at once.
+as Twilio's API gives it), one at a time and 32 at once. `--before-config` and
+`--after-config` append a TOML file to that side's configuration, so one tree given twice
+compares two settings (`[encryption] enabled = false` and `true`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from gateway.server import Services
 from harness import free_port, gateway_config
 
 NOON_NY = datetime(2026, 6, 2, 16, 0, tzinfo=UTC)
-CONFIG = gateway_config({"smtp": free_port(), "http": free_port()})  # nothing listens on them
+# nothing listens on the ports; argv[3]: TOML appended (one side's settings)
+CONFIG = gateway_config({"smtp": free_port(), "http": free_port()}) + sys.argv[3]
 BODY = "Hi Bob,\n\n" + "Would a short call next week work for you? " * 40 + "\n\nKatie\n"
 
 def email(n, account):
@@ -93,10 +97,11 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 '''
 
 
-def measure(tree: Path, kind: str, messages: int) -> dict[str, dict[str, float]]:
-    """The tree's gateway package, this bench/'s harness (the same configuration for both)."""
+def measure(tree: Path, kind: str, messages: int, extra: str) -> dict[str, dict[str, float]]:
+    """The tree's gateway package, this bench/'s harness (the same configuration for both,
+    and `extra` appended to it)."""
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, kind, str(messages)],
+        [sys.executable, "-c", CHILD, kind, str(messages), extra],
         env={**os.environ, "PYTHONPATH": f"{tree}:{HERE}"}, cwd=tree,
         capture_output=True, text=True, check=True,
     )
@@ -109,11 +114,16 @@ def main() -> None:
     parser.add_argument("after", type=Path)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--before-config", type=Path, help="TOML appended on the before side")
+    parser.add_argument("--after-config", type=Path, help="TOML appended on the after side")
     arguments = parser.parse_args()
     trees = {"before": arguments.before, "after": arguments.after}
+    extra = {name: path.read_text() if path else ""
+             for name, path in (("before", arguments.before_config),
+                                ("after", arguments.after_config))}
     rounds: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     for number, kind, name, tree in alternating(trees, arguments.rounds, ("email", "text")):
-        for label, result in measure(tree, kind, arguments.messages).items():
+        for label, result in measure(tree, kind, arguments.messages, extra[name]).items():
             rounds.setdefault((kind, label, name), []).append(result)
             print(f"round {number} {kind} {label} {name}: {result['per_s']:.0f}/s, "
                   f"{result['cpu_ms']:.3f} ms CPU", flush=True)
