@@ -472,14 +472,14 @@ def block_values(
     record: BlockRecord, write_time: WriteTime, cipher: DataCipher
 ) -> tuple[object, ...]:
     """reason_codes holds ',CODE1,CODE2,': a filter on one code looks for ',CODE,', which
-    no other code's entry contains. Recipient, subject and evidence are sealed."""
+    no other code's entry contains. Recipient, reasons, subject and evidence are sealed."""
     return (
         write_time(record.time),
         record.channel.value,
         record.account,
         record.sender,
         cipher.seal(record.recipient, "blocks.recipient"),
-        json.dumps([reason.as_dict() for reason in record.reasons]),
+        cipher.seal(reasons_text(record.reasons), "blocks.reasons_json"),
         stored_reason_codes(record),
         record.rules_version,
         record.message_id,
@@ -491,6 +491,17 @@ def block_values(
         ),
         recipient_index(cipher, record.recipient),
     )
+
+
+def reasons_text(reasons: Sequence[Reason]) -> str:
+    """A record's reasons as stored, sealed: their messages quote what they are about (the
+    suppressed address, the deceptive subject, the number without consent). Their codes
+    are also kept in clear in reason_codes, which every filter and count reads."""
+    return json.dumps([reason.as_dict() for reason in reasons])
+
+
+def reasons_of(text: str) -> tuple[Reason, ...]:
+    return tuple(Reason(**reason) for reason in json.loads(text))
 
 
 def recipient_index(cipher: DataCipher, recipient: str) -> str:
@@ -532,7 +543,7 @@ def block_from_row(row: Sequence[Any], read_time: ReadTime, cipher: DataCipher) 
         account=account,
         sender=sender,
         recipient=cipher.open(recipient, "blocks.recipient", record),
-        reasons=tuple(Reason(**reason) for reason in json.loads(reasons_json)),
+        reasons=reasons_of(cipher.open(reasons_json, "blocks.reasons_json", record)),
         rules_version=rules_version,
         message_id=message_id,
         subject=cipher.open(subject, "blocks.subject", record),
@@ -606,8 +617,8 @@ def decision_values(
     record: DecisionRecord, write_time: WriteTime, cipher: DataCipher
 ) -> tuple[object, ...]:
     """reason_codes is ',CODE1,CODE2,' as for blocks (',' for an allowed decision).
-    Recipient, subject and evidence are sealed; the recipient's blind index and both texts'
-    search signatures sit beside them."""
+    Recipient, reasons, subject and evidence are sealed; the recipient's blind index and
+    both texts' search signatures sit beside them."""
     return (
         write_time(record.time),
         record.channel.value,
@@ -618,7 +629,7 @@ def decision_values(
         plain_folded(record.recipient, cipher),
         record.purpose.value,
         record.outcome.value,
-        json.dumps([reason.as_dict() for reason in record.reasons]),
+        cipher.seal(reasons_text(record.reasons), "decisions.reasons_json"),
         stored_reason_codes(record),
         record.rules_version,
         record.upstream_id,
@@ -662,7 +673,7 @@ def decision_from_row(
         recipient=cipher.open(recipient, "decisions.recipient", record),
         purpose=Purpose(purpose),
         outcome=DecisionOutcome(outcome),
-        reasons=tuple(Reason(**reason) for reason in json.loads(reasons_json)),
+        reasons=reasons_of(cipher.open(reasons_json, "decisions.reasons_json", record)),
         rules_version=rules_version,
         key_id=key_id,
         upstream_id=upstream_id,

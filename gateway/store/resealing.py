@@ -189,9 +189,10 @@ def _always(read: Mapping[str, Any], bind: Bind) -> str:
 
 
 SEALED_TABLES: tuple[SealedTable, ...] = (
-    SealedTable("decisions", ("id",), ("recipient", "subject", "evidence_json"),
+    SealedTable("decisions", ("id",), ("recipient", "subject", "evidence_json", "reasons_json"),
                 _decision_extras),
-    SealedTable("blocks", ("id",), ("recipient", "subject", "evidence_json"), _block_extras),
+    SealedTable("blocks", ("id",), ("recipient", "subject", "evidence_json", "reasons_json"),
+                _block_extras),
     SealedTable("audit", ("id",), ("subject", "details_json")),
     # The newer entry of an (address, source) stays, as an upsert would have left it.
     SealedTable(

@@ -216,8 +216,7 @@ class People:
 
 
 class PlaintextInCopy(AssertionError):
-    """A copy of the database shows personal data: only this failure is the known gap
-    the sealed run is marked for, any other still fails it."""
+    """A copy of the database shows personal data."""
 
 
 def shown(raw: dict[str, bytes], wanted: dict[str, str]) -> dict[str, list[str]]:
@@ -377,17 +376,8 @@ def cli_shows_everyone(server: ServeProcess, people: People) -> None:
     assert [d["recipient"] for d in export["deliveries"]] == [people.smtp_allowed]  # type: ignore[index]
 
 
-SEALED_LEAKS = (
-    "a block's reasons (blocks.reasons_json, decisions.reasons_json) are stored in clear by "
-    "gateway/store/core.py block_values and decision_values, and their messages name the "
-    "recipient, the number and the subject (gateway/policy/email.py: suppression, deceptive "
-    "subject; gateway/policy/calling.py: suppression, consent)"
-)
-
-
 @pytest.mark.parametrize("sealing", [
-    pytest.param(True, id="sealed", marks=pytest.mark.xfail(
-        strict=True, raises=PlaintextInCopy, reason=SEALED_LEAKS)),
+    pytest.param(True, id="sealed"),
     pytest.param(False, id="control-in-clear"),
 ])
 async def test_a_copy_of_the_store_shows_nobody_while_every_view_does(

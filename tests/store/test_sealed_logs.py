@@ -65,14 +65,19 @@ def holds_plaintext(rows: list[tuple[object, ...]]) -> list[str]:
     return [secret for secret in SECRETS if secret.lower() in text]
 
 
+QUOTING_REASON = Reason("SUPPRESSED", f"{SECRETS[0]} opted out: {SECRETS[2]}", "r.s")
+"""A reason's message quotes what it is about, as the policy's do."""
+
+
 async def record_everything(store: Store) -> None:
     await store.record_decisions([
         decision(SECRETS[0], at=0, subject=SECRETS[2]),
-        decision(SECRETS[1], at=1, channel=Channel.SMS, codes=("QUIET_HOURS",)),
+        replace(decision(SECRETS[1], at=1, channel=Channel.SMS, codes=("SUPPRESSED",)),
+                reasons=(QUOTING_REASON,)),
     ])
     await store.record_block(BlockRecord(
         time=T0, channel=Channel.EMAIL, account="acme", sender="agent@acme.example",
-        recipient=SECRETS[0], reasons=(Reason("SUPPRESSED", "opted out", "r.s"),),
+        recipient=SECRETS[0], reasons=(QUOTING_REASON,),
         rules_version="v1", subject=SECRETS[2], evidence={"to": SECRETS[0]},
     ))
     await store.append_audit(AuditEvent(
@@ -89,9 +94,10 @@ async def test_raw_rows_hold_no_recipient_number_or_subject_and_every_view_reads
         assert holds_plaintext(await raw_rows(url, table)) == [], table
     found = await store.query_decisions(DecisionQuery())
     assert {d.recipient for d in found} == {SECRETS[0], SECRETS[1]}
-    assert found[-1].subject == SECRETS[2]
+    assert found[-1].subject == SECRETS[2] and found[0].reasons == (QUOTING_REASON,)
     (block,) = await store.query_blocks(BlockQuery(recipient=SECRETS[0].lower()))
     assert block.subject == SECRETS[2] and block.evidence == {"to": SECRETS[0]}
+    assert block.reasons == (QUOTING_REASON,)
     (entry,) = await store.audit_events()
     assert entry.subject == SECRETS[1] and entry.details == {"address": SECRETS[0]}
     assert (await store.check_audit()).problem is None
