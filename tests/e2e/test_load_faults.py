@@ -33,7 +33,10 @@ from tests.fakes.store import FlakyStore
 MESSAGES = 10_000
 FAILURE_RATE = 0.10
 OUTAGE = range(4_000, 4_300)  # the store is down from the 4,000th answer to the 4,300th
-MAX_ATTEMPTS = 50
+MAX_ATTEMPTS = len(OUTAGE) + 50
+"""An agent retrying at once may spend the whole outage on one message while the others'
+sends are slow (a loaded machine): it must never give up for that alone. Beyond the
+outage, 50 attempts each failing at FAILURE_RATE do not all fail."""
 DEADLINE_S = 600
 
 
