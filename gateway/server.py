@@ -51,6 +51,7 @@ from gateway.runtime.processes import (
     is_first_worker,
 )
 from gateway.runtime.tls import ReloadableTls
+from gateway.services.data_key_use import SealingBeat
 from gateway.services.data_keys import DataKeys, data_keys
 from gateway.services.data_rotation import reseal_in_background
 from gateway.services.key_ages import HeldKeys
@@ -147,6 +148,8 @@ class Services:
         # Read from the store (or checked against it) by `open`.
         self.erasure_key = b""
         self.data_keys = DataKeys(PLAIN, {})
+        self.sealing: SealingBeat | None = None
+        self._sealing_task: asyncio.Task[None] | None = None
         self.tokens = UnsubscribeTokens()
         self.agent_keys = AgentKeys(self.store, clock)
         self.sessions = Sessions(self.store, clock)
@@ -205,6 +208,10 @@ class Services:
         await self.store.open()
         try:
             self.data_keys = await data_keys(self.config, self.store, self.clock.now())
+            if self.data_keys.cipher.enabled:
+                # Before anything is sealed: no pass may retire the key under this process.
+                self.sealing = SealingBeat(self.store, self.data_keys.cipher.active_key_id)
+                await self.sealing.beat()
             await self.store.use_data_cipher(self.data_keys.cipher)
             keys = await shared_keys(self.config, self.store, self.clock.now())
             self.tokens.use_keys(keys.token_keys, keys.active_token_key)
@@ -213,8 +220,15 @@ class Services:
             await self.store.use_erasure_key(self.erasure_key)
             await self.suppressions.fold_stored()
         except BaseException:
+            if self.sealing is not None:
+                await self.sealing.stop()
             await self.store.close()
             raise
+
+    def keep_sealing_beat(self) -> None:
+        """For a process that serves: its beat goes on until `close`."""
+        if self.sealing is not None:
+            self._sealing_task = asyncio.create_task(self.sealing.run())
 
     def privacy(self) -> Privacy:
         return Privacy(
@@ -233,6 +247,12 @@ class Services:
         await self.twilio_upstream.close()
         await self.login_limits.flush()
         await self.pipeline.background.flush()
+        if self._sealing_task is not None:
+            self._sealing_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sealing_task
+        if self.sealing is not None:
+            await self.sealing.stop()  # after the last write it sealed
         await self.store.close()
 
 
@@ -388,6 +408,7 @@ class Gateway:
             )
             self.internal_port = self._internal_listener.port
         http = self.config.http.listen
+        services.keep_sealing_beat()
         if is_first_worker():
             self._retention_task = asyncio.create_task(
                 run_retention_periodically(services.store, self.config, self.clock)

@@ -115,10 +115,16 @@ async def _rotate_data(services: Services) -> int:
     await services.store.append_audit(AuditEvent(
         time=services.clock.now(), actor="operator", action="data-key.rotation-finished",
         subject=f"data key {active}",
-        details={"resealed": report.resealed, "retired": report.retired},
+        details={"resealed": report.resealed, "retired": report.retired,
+                 "in_use": report.in_use},
     ))
     print(f"re-sealed {sum(report.resealed.values())} rows under data key {active}; "
           f"retired: {', '.join(report.retired) or 'none'}")
+    if report.in_use:
+        print(f"not retired: {', '.join(report.in_use)}: a running gateway (or command) "
+              f"sealed under it during the pass. Restart every replica with {active} active, "
+              "then run `keys rotate-data` again", file=sys.stderr)
+        return 1
     return 0
 
 

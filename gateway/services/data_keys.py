@@ -79,6 +79,12 @@ async def data_keys(config: Config, store: SharedSettings, now: datetime) -> Dat
                           for name in await store.settings_named(FINGERPRINT))
     needed = [key_id for key_id in sealed_under if key_id not in retired]
     keys, active, created = _configured_or_generated(config, now, where, needed)
+    if active in retired:
+        raise ConfigError(
+            where(active),
+            "is retired: `keys rotate-data` re-sealed everything under another key; make "
+            "the newer key active (a retired id is never used again)",
+        )
     for key_id, key in keys.items():
         expected = fingerprint(key, "data-key")
         stored = await store.claim_setting(FINGERPRINT + key_id, expected)

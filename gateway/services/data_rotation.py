@@ -13,12 +13,14 @@ then start without them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.runtime.logs import log_event
-from gateway.services.data_keys import FINGERPRINT, RETIRED
+from gateway.services.data_key_use import SealersAtStart, Wait
+from gateway.services.data_keys import FINGERPRINT, RETIRED, WRAPPED_INDEX_KEY
 from gateway.store.base import Store, StoreUnavailable
 from gateway.store.resealing import SEALED_TABLES
 from gateway.store.sealing import SealedDataError
@@ -38,14 +40,25 @@ class ResealReport:
     active_key: str
     resealed: dict[str, int] = field(default_factory=dict)
     retired: list[str] = field(default_factory=list)
+    in_use: list[str] = field(default_factory=list)
+    """Older keys a running process still seals under: kept, and the pass is not done (the
+    next start, or `keys rotate-data` once every replica runs the new key, retires them)."""
 
 
 async def reseal_store(
-    store: Store, active_key: str, progress: Progress | None = None, batch: int = BATCH_ROWS
+    store: Store, active_key: str, progress: Progress | None = None, batch: int = BATCH_ROWS,
+    wait: Wait = asyncio.sleep,
 ) -> ResealReport:
     """One pass over every sealed table; a value that does not open stops it (SealedDataError
     naming the row), before anything is marked retired."""
     report = ResealReport(active_key)
+    retired = await store.settings_named(RETIRED)
+    candidates = sorted(
+        key_id for key_id in (name.removeprefix(FINGERPRINT)
+                              for name in await store.settings_named(FINGERPRINT))
+        if key_id != active_key and RETIRED + key_id not in retired
+    )
+    sealers = await SealersAtStart.read(store)
     for table in SEALED_TABLES:
         # Counted only for a progress report: the background pass has none to give.
         total = await store.count_rows(table) if progress is not None else 0
@@ -61,13 +74,16 @@ async def reseal_store(
                 break
             after = done.next_after
         report.resealed[table.name] = resealed
-    retired = await store.settings_named(RETIRED)
-    for name in await store.settings_named(FINGERPRINT):
-        key_id = name.removeprefix(FINGERPRINT)
-        if key_id != active_key and RETIRED + key_id not in retired:
-            await store.claim_setting(RETIRED + key_id, active_key)
-            report.retired.append(key_id)
-    await store.claim_setting(RESEALED_THROUGH + active_key, "done")
+    report.in_use = sorted(await sealers.keys_in_use(store, candidates, wait))
+    for key_id in candidates:
+        if key_id in report.in_use:
+            continue
+        await store.claim_setting(RETIRED + key_id, active_key)
+        # Whoever holds a retired key must not open the index key from a later copy.
+        await store.drop_setting(WRAPPED_INDEX_KEY + key_id)
+        report.retired.append(key_id)
+    if not report.in_use:
+        await store.claim_setting(RESEALED_THROUGH + active_key, "done")
     return report
 
 
@@ -84,4 +100,5 @@ async def reseal_in_background(store: Store, active_key: str) -> None:
         log_event(log, "data.reseal_failed", logging.ERROR, error=str(exc))
         return
     log_event(log, "data.reseal_finished", active_key=active_key,
-              resealed=sum(report.resealed.values()), retired=report.retired)
+              resealed=sum(report.resealed.values()), retired=report.retired,
+              in_use=report.in_use)

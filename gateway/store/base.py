@@ -447,6 +447,13 @@ class SharedSettings(Protocol):
     async def settings_named(self, prefix: str) -> dict[str, str]:
         """Every setting whose name starts with `prefix`."""
 
+    async def put_setting(self, name: str, value: str) -> None:
+        """Record `value` under `name`, replacing what is there: for the few settings that
+        are news rather than agreements (a running process's heartbeat)."""
+
+    async def drop_setting(self, name: str) -> None:
+        """Forget `name` (nothing happens when it is not recorded)."""
+
 
 class LoginCounters(Protocol):
     """Failed sign-ins and the lockouts they earn, by scope (a source prefix or an account

@@ -499,6 +499,17 @@ async def test_the_first_claim_of_a_setting_wins_and_prefixes_match_literally(
     assert await store.settings_named("nothing:") == {}
 
 
+async def test_a_put_setting_replaces_and_a_dropped_one_is_gone(store: Store) -> None:
+    await store.put_setting("beat:a", "1")
+    await store.put_setting("beat:a", "2")
+    await store.put_setting("beat:b", "1")
+    assert await store.settings_named("beat:") == {"beat:a": "2", "beat:b": "1"}
+    await store.drop_setting("beat:a")
+    await store.drop_setting("beat:never")
+    assert await store.settings_named("beat:") == {"beat:b": "1"}
+    assert await store.claim_setting("beat:a", "3") == "3"
+
+
 async def test_the_limit_th_failure_in_the_window_locks_once(store: Store) -> None:
     scopes = ["prefix 192.0.2.0/24", "account demo"]
     for n in range(2):

@@ -28,6 +28,19 @@ class PostgresCredentials(PostgresConnection):
             )
         return {str(row["name"]): str(row["value"]) for row in rows}
 
+    async def put_setting(self, name: str, value: str) -> None:
+        async with self._connection() as conn:
+            await conn.execute(
+                "INSERT INTO settings (name, value) VALUES ($1, $2)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                name,
+                value,
+            )
+
+    async def drop_setting(self, name: str) -> None:
+        async with self._connection() as conn:
+            await conn.execute("DELETE FROM settings WHERE name = $1", name)
+
     async def login_locked_until(self, scopes: Sequence[str], now: float) -> float:
         async with self._connection() as conn:
             until = await conn.fetchval(

@@ -19,6 +19,12 @@ class SqliteCredentials(SqliteConnection):
     async def settings_named(self, prefix: str) -> dict[str, str]:
         return await self._run(lambda conn: _settings_named(conn, prefix))
 
+    async def put_setting(self, name: str, value: str) -> None:
+        await self._run(lambda conn: _put_setting(conn, name, value))
+
+    async def drop_setting(self, name: str) -> None:
+        await self._run(lambda conn: _drop_setting(conn, name))
+
     async def login_locked_until(self, scopes: Sequence[str], now: float) -> float:
         return self._read_on_loop(lambda conn: _locked_until(conn, scopes, now))
 
@@ -60,6 +66,20 @@ def _claim_setting(conn: sqlite3.Connection, name: str, value: str) -> str:
         )
         (stored,) = conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
     return str(stored)
+
+
+def _put_setting(conn: sqlite3.Connection, name: str, value: str) -> None:
+    with transaction(conn, write=True):
+        conn.execute(
+            "INSERT INTO settings (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+
+
+def _drop_setting(conn: sqlite3.Connection, name: str) -> None:
+    with transaction(conn, write=True):
+        conn.execute("DELETE FROM settings WHERE name = ?", (name,))
 
 
 def _settings_named(conn: sqlite3.Connection, prefix: str) -> dict[str, str]:
