@@ -599,3 +599,52 @@ async def test_a_pass_run_before_every_gateway_restarted_loses_nothing(
         assert len(await outcomes(server)) == load.started
     finally:
         stop(server)
+
+
+async def resealed(tmp_path: Path) -> dict:
+    """The background pass's `data.reseal_finished` event, once the first worker logs it."""
+    for _ in range(600):
+        finished = [e for e in log_events(tmp_path) if e["event"] == "data.reseal_finished"]
+        if finished:
+            return finished[-1]
+        await asyncio.sleep(0.1)
+    raise AssertionError("the background pass did not finish within a minute")
+
+
+async def test_an_upgrade_seals_the_database_in_place_and_every_opt_out_holds(
+    store_url: str, copy: Copy, tmp_path: Path
+) -> None:
+    """A database the previous release wrote (no encryption) under this release's defaults:
+    the first worker seals it in place while serving; then a copy shows nobody, every view
+    still does, and every opt-out still holds (store-level tests cover lookups while the
+    pass is half done: tests/store/test_sealing_migration.py)."""
+    people = People("zq" + secrets.token_hex(4))
+    server = start(tmp_path, store_url, encryption(False))
+    try:
+        await run_traffic(server, tmp_path, people)
+    finally:
+        stop(server)
+    before = shown(copy.raw_bytes(), people.secrets())
+    assert any(people.marker in what or "number" in what for found in before.values()
+               for what in found), "written in clear, as before this release"
+
+    server = start(tmp_path, store_url, "")  # no [encryption]: on, with a generated key
+    try:
+        finished = await resealed(tmp_path)
+        assert finished["active_key"] == "d1" and finished["resealed"] > 0
+        cli_shows_everyone(server, people)
+        suppressions = (await api(server, "/v1/suppressions"))["suppressions"]
+        assert folded(s["address"] for s in suppressions) == folded(
+            (people.suppressed, people.unsubscriber, people.stopped))
+        for address in (people.suppressed, people.unsubscriber):
+            with pytest.raises(ClientError) as blocked:
+                await send(server, To=address, Subject="One more?")  # type: ignore[arg-type]
+            assert blocked.value.error_code == 406, address
+        error = await refused(send_sms(sdk(server), to=people.stopped))  # type: ignore[arg-type]
+        assert "SUPPRESSED" in str(error)
+    finally:
+        stop(server)
+    assert (tmp_path / "var" / "data-keys.json").exists()
+    leaks = shown(copy.raw_bytes(), people.secrets())
+    if leaks:
+        raise PlaintextInCopy(f"after the upgrade's pass: {leaks}")
