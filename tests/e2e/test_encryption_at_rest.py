@@ -421,7 +421,7 @@ IN_FLIGHT = 16
 """Sends open at once: the load is bounded to one send started per millisecond, and to
 this many waiting for their answer."""
 SUPPRESSED_EVERY = 10
-BEFORE_ROTATION = 1_500
+BEFORE_ROTATION = 1_050
 """Sent under k1 alone: more than one re-sealing batch (1000 rows) of decisions."""
 MOST_SENDS = 30_000
 
