@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,13 +22,6 @@ from gateway.store.sqlite import SqliteStore
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 K1, K2 = (base64.b64encode(os.urandom(32)).decode() for _ in range(2))
 
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "gateway.db")
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 def during_wait(action: Callable[[], Awaitable[None]] | None = None):  # type: ignore[no-untyped-def]

@@ -39,13 +39,6 @@ def config_for(tmp_path: Path, encryption: dict[str, object] | None = None):  # 
     return build_config(raw, source=None, base_dir=tmp_path)
 
 
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    opened = SqliteStore(tmp_path / "gateway.db")
-    await opened.open()
-    yield opened
-    await opened.close()
-
 
 async def test_a_key_is_generated_privately_into_data_dir_and_used_again(
     tmp_path: Path, store: SqliteStore
