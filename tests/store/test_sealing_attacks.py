@@ -1,0 +1,235 @@
+"""Attacks on encryption at rest (issue 21), on both backends with a real data key: what a
+copy of the store still shows, what a damaged value does, and what the keys do not cover.
+
+A test marked xfail(strict=True) proves a problem still open (its reason says which and
+where); the others check attacks that fail, and must keep failing."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from gateway.config.settings import load_config
+from gateway.model import (
+    AuditEvent,
+    BlockRecord,
+    Channel,
+    Consent,
+    ConsentKind,
+    KnownLocation,
+    Reason,
+    Suppression,
+)
+from gateway.runtime.clock import Clock
+from gateway.server import Services
+from gateway.services.shared_keys import ERASURE_KEY
+from gateway.store import open_store
+from gateway.store.audit_chain import entry_hash
+from gateway.store.base import BlockQuery, StoreUnavailable, erased_address
+from gateway.store.sealing import SEALED_PREFIX
+from tests.conftest import write_config
+from tests.store.test_sealed_lookup_tables import (
+    ADDRESS,
+    NUMBER,
+    T0,
+    Sealed,
+    execute_raw,
+    new_cipher,
+    raw_rows,
+)
+from tests.store.test_sealed_lookup_tables import (
+    ERASURE_KEY as ERASED_ROWS_KEY,
+)
+from tests.store.test_store import backend_url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def sealed(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Sealed]:
+    """A store given a random data key before anything is written, as the gateway's."""
+    url = backend_url(request, tmp_path)
+    store = open_store(url)
+    await store.open()
+    cipher = new_cipher()
+    await store.use_data_cipher(cipher)
+    await store.use_erasure_key(ERASED_ROWS_KEY)
+    path = tmp_path / "data" / "gateway.db" if request.param == "sqlite" else None
+    yield Sealed(store, cipher, request.param, url, path)
+    await store.close()
+
+# --- what a copy of the store shows ---------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="suppressions.reason is stored in clear (gateway/store/core.py suppression_values): "
+    "the Twilio STOP webhook writes the recipient's own SMS body there (`replied {Body!r}`, "
+    "gateway/web/webhooks/twilio.py), provider refusals the provider's text, and the admin "
+    "API, console and CLI whatever staff type; the sealing pass does not cover the column",
+)
+async def test_a_suppression_reason_quoting_the_person_is_not_in_clear(sealed: Sealed) -> None:
+    reasons = {
+        NUMBER: f"replied 'STOP texting me, I am Alice at {NUMBER}'",  # the webhook's format
+        ADDRESS: f"asked by phone: remove {ADDRESS}",  # what staff type in the console
+    }
+    await sealed.store.add_suppressions(
+        [Suppression(a, "api", reason, T0, "ops", "") for a, reason in reasons.items()]
+    )
+    stored = await raw_rows(sealed, "SELECT reason FROM suppressions")
+    assert [r for (r,) in stored if NUMBER in str(r) or ADDRESS in str(r)] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="consents.source is stored in clear (gateway/store/core.py consent_values): it is "
+    "free text saying where the consent was obtained, part of the consent evidence, and may "
+    "name the person (only `evidence` and `subject` are sealed)",
+)
+async def test_a_consent_source_naming_the_person_is_not_in_clear(sealed: Sealed) -> None:
+    source = f"web form signed by {ADDRESS}"
+    await sealed.store.add_consents(
+        [Consent(NUMBER, Channel.SMS, ConsentKind.EXPRESS_WRITTEN, T0, None, source, "")]
+    )
+    ((stored,),) = await raw_rows(sealed, "SELECT source FROM consents")
+    assert ADDRESS not in str(stored)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known_locations keeps timezone, latitude, longitude, region and postal_code in "
+    "clear beside the number's blind index (gateway/store/core.py location_values), while "
+    "the README says known locations hold only blind indexes: a copy shows where each "
+    "indexed person lives, linkable to their suppression/consent rows by the same index",
+)
+async def test_a_known_location_shows_nothing_of_where_the_callee_lives(sealed: Sealed) -> None:
+    await sealed.store.set_known_location(
+        NUMBER, KnownLocation("America/New_York", 40.7484, -73.9857, "US-NY", "10118")
+    )
+    ((row),) = await raw_rows(
+        sealed, "SELECT timezone, latitude, longitude, region, postal_code FROM known_locations"
+    )
+    assert "10118" not in repr(row) and "40.7484" not in repr(row)
+
+
+AUDITED = {"count": 1, "new": 1, "reason": "replied 'STOP'", "source": "sms-keyword"}
+"""What the Suppressions service audits for a STOP text (gateway/services/suppressions.py)."""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the audit hash (gateway/store/audit_chain.py entry_hash) is an unkeyed SHA-256 "
+    "over the UNSEALED subject and details, and its other inputs (time, actor, action, "
+    "prev_hash) are in clear: whoever holds a copy recovers a sealed subject by hashing "
+    "guesses (a phone number's last digits, an address list); README promises the copy "
+    "shows which rows are alike, never the values",
+)
+async def test_the_audit_chain_does_not_confirm_a_guessed_subject(sealed: Sealed) -> None:
+    await sealed.store.append_audit(
+        AuditEvent(time=T0, actor="recipient", action="suppression.add", subject=NUMBER,
+                   details=AUDITED)
+    )
+    ((time, actor, action, subject, prev, digest),) = await raw_rows(
+        sealed, "SELECT time, actor, action, subject, prev_hash, hash FROM audit"
+    )
+    assert str(subject).startswith(SEALED_PREFIX)  # sealed, as the README says
+    at = time if isinstance(time, datetime) else datetime.fromisoformat(str(time))
+    exchange = NUMBER[:-4]
+    recovered = [
+        guess
+        for guess in (f"{exchange}{n:04d}" for n in range(10_000))
+        if entry_hash(str(prev), AuditEvent(time=at, actor=str(actor), action=str(action),
+                                            subject=guess, details=AUDITED)) == digest
+    ]
+    assert recovered == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the erasure key is kept in the settings table in clear (gateway/services/"
+    "shared_keys.py _erasure_key, claim_setting), not sealed under a data key: with it a "
+    "copy of the store tests any address list against the erased rows' HMACs, which "
+    "gateway/store/base.py erased_address says nobody without the key can do",
+)
+async def test_a_copy_of_the_store_cannot_test_addresses_against_erased_rows(
+    tmp_path: Path,
+) -> None:
+    config = load_config(write_config(tmp_path, "[encryption]\nenabled = true\n"))
+    services = Services(config, Clock())
+    await services.open()
+    try:
+        assert services.data_keys.cipher.enabled
+        erased = erased_address(services.erasure_key, ADDRESS)
+    finally:
+        await services.close()
+    path = tmp_path / "var" / "gateway.db"
+    with sqlite3.connect(path) as conn:
+        (stored,) = conn.execute(
+            "SELECT value FROM settings WHERE name = ?", (ERASURE_KEY,)
+        ).fetchone()
+    assert erased_address(str(stored).encode(), ADDRESS) != erased
+
+
+# --- damaged values fail closed ---------------------------------------------------------------
+
+
+def blocked(recipient: str) -> BlockRecord:
+    return BlockRecord(
+        time=T0, channel=Channel.EMAIL, account="demo", sender="agent@example.com",
+        recipient=recipient, reasons=(Reason("SUPPRESSED", f"{recipient} opted out", "r1"),),
+        rules_version="v1", subject="Quarterly pricing", evidence={"recipient": recipient},
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="DataCipher.open (gateway/store/sealing.py) takes any value without the \\x1e "
+    "prefix for one written before encryption and returns it as it is: a sealed reasons_json "
+    "whose first byte is lost or altered reaches json.loads and raises JSONDecodeError, not "
+    "SealedDataError, so the block view answers 500 instead of failing closed (503)",
+)
+async def test_a_sealed_json_that_lost_its_prefix_fails_closed(sealed: Sealed) -> None:
+    await sealed.store.record_block(blocked(ADDRESS))
+    await execute_raw(sealed, "UPDATE blocks SET reasons_json = substr(reasons_json, 2)")
+    with pytest.raises(StoreUnavailable):
+        await sealed.store.query_blocks(BlockQuery())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="DataCipher.open returns any unprefixed value as plaintext even after the store "
+    "has been sealed throughout: anyone who can write the store replaces a sealed recipient "
+    "(or reason, evidence) by text of their choosing and every view shows it as genuine; "
+    "once a sealing pass has finished, a value in clear in a sealed column is damage",
+)
+async def test_a_sealed_value_replaced_by_plaintext_is_refused(sealed: Sealed) -> None:
+    await sealed.store.record_block(blocked(ADDRESS))
+    await execute_raw(sealed, "UPDATE blocks SET recipient = $1", "forged@example.com")
+    with pytest.raises(StoreUnavailable):
+        await sealed.store.query_blocks(BlockQuery())
+
+
+async def test_a_sealed_value_moved_to_another_row_of_its_column_opens_there(
+    sealed: Sealed,
+) -> None:
+    """Documented, not a bug: associated data is the column, not the row, so a ciphertext
+    swapped between two rows of one column opens (README: bound to its column). Kept as a
+    test so that binding it to the row (the stronger design) shows up here."""
+    first = await sealed.store.record_block(blocked(ADDRESS))
+    second = await sealed.store.record_block(blocked("bob@example.com"))
+    ((value,),) = await raw_rows(sealed, "SELECT recipient FROM blocks WHERE id = $1", first)
+    await execute_raw(sealed, "UPDATE blocks SET recipient = $1 WHERE id = $2", value, second)
+    moved = await sealed.store.get_block(second)
+    assert moved is not None and moved.recipient == ADDRESS
+
+
+async def test_a_damaged_ciphertext_fails_closed_and_names_no_content(sealed: Sealed) -> None:
+    """What holds: damage inside the ciphertext (prefix intact) is a SealedDataError, a
+    StoreUnavailable, naming the block and not its recipient or reasons."""
+    await sealed.store.record_block(blocked(ADDRESS))
+    await execute_raw(sealed, "UPDATE blocks SET reasons_json = substr(reasons_json, 1, 40)")
+    with pytest.raises(StoreUnavailable) as caught:
+        await sealed.store.query_blocks(BlockQuery())
+    assert "block " in str(caught.value) and ADDRESS not in str(caught.value)
