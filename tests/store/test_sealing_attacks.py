@@ -365,3 +365,30 @@ async def test_the_sealing_pass_converts_an_address_starting_with_a_tilde(tmp_pa
     with sqlite3.connect(tmp_path / "gateway.db") as conn:
         stored = conn.execute("SELECT address, mailbox FROM suppressions").fetchall()
     assert TILDE not in repr(stored)
+
+
+# --- replicas of two releases on one store ----------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a rolling upgrade (docs/operations.md: roll replicas one at a time) that turns "
+    "encryption on (now the default) leaves the old replicas looking suppressions, contacts "
+    "and notices up by the value in clear only, while upgraded replicas write blind indexes: "
+    "an opt-out taken by an upgraded replica is not seen by an old one, which sends to the "
+    "opted-out person (and counts no caps) until it is replaced. Nothing refuses or warns; "
+    "the upgrade notes should require stopping every replica, or a release that writes both "
+    "forms first",
+)
+async def test_an_opt_out_taken_by_an_upgraded_replica_holds_on_an_old_one(
+    sealed: Sealed,
+) -> None:
+    old = open_store(sealed.url)  # the release before (or encryption.enabled = false)
+    await old.open()
+    try:
+        await old.use_erasure_key(ERASED_ROWS_KEY)
+        await sealed.store.add_suppressions([Suppression(NUMBER, "sms-keyword", "", T0, "x", "")])
+        assert await sealed.store.suppressed([NUMBER]) == {NUMBER}
+        assert await old.suppressed([NUMBER]) == {NUMBER}
+    finally:
+        await old.close()
