@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import random
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -24,7 +25,10 @@ from gateway.model import (
     Channel,
     Consent,
     ConsentKind,
+    DecisionOutcome,
+    DecisionRecord,
     KnownLocation,
+    Purpose,
     Reason,
     Suppression,
 )
@@ -35,7 +39,7 @@ from gateway.services.shared_keys import ERASURE_KEY
 from gateway.store import open_store
 from gateway.store.audit_chain import entry_hash
 from gateway.store.base import BlockQuery, StoreUnavailable, erased_address
-from gateway.store.sealing import SEALED_PREFIX
+from gateway.store.sealing import SEALED_PREFIX, DataCipher, DataKeyring, trigrams
 from tests.conftest import write_config
 from tests.store.test_sealed_lookup_tables import (
     ADDRESS,
@@ -467,3 +471,63 @@ async def test_a_lost_index_key_refuses_start_rather_than_missing_every_opt_out(
         assert await again.store.suppressed([NUMBER]) == {NUMBER}
     finally:
         await again.close()
+
+
+# --- the search signatures --------------------------------------------------------------------
+
+
+def sms_decision(account: str, number: str) -> DecisionRecord:
+    return DecisionRecord(
+        time=T0, channel=Channel.SMS, account=account, sender="+12125550100", recipient=number,
+        purpose=Purpose.MARKETING, outcome=DecisionOutcome.ALLOWED, reasons=(),
+        rules_version="v1",
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a decision's recipient_terms (gateway/store/sealing.py signature) is the OR of one "
+    "keyed bit per trigram, so it is compositional: an agent that knows the numbers it sent "
+    "to learns each digit trigram's bit from its own rows in a copy (~2000 sends), then "
+    "computes the signature of every candidate number and finds another account's recipient "
+    "exactly; the README says a copy shows which texts share trigrams, never the values. "
+    "Signatures of numbers (and short texts) need a per-row secret, or no signature at all "
+    "(an exact blind index serves a number's lookup)",
+)
+async def test_recipient_signatures_do_not_give_a_number_away(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'gateway.db'}")
+    await store.open()
+    # A fixed key: the attack's outcome must not depend on a random draw.
+    await store.use_data_cipher(DataCipher(DataKeyring({"k1": b"k" * 32}, "k1", b"i" * 32)))
+    draw = random.Random(7)
+    known = sorted({f"+1212555{draw.randrange(10_000):04d}" for _ in range(2000)} - {NUMBER})
+    try:
+        await store.record_decisions(
+            [sms_decision("attacker", n) for n in known] + [sms_decision("victim-co", NUMBER)]
+        )
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "gateway.db") as conn:
+        rows = conn.execute("SELECT account, recipient_terms FROM decisions ORDER BY id").fetchall()
+    own = [terms for account, terms in rows if account == "attacker"]
+    ((target,),) = [(terms,) for account, terms in rows if account == "victim-co"]
+    # Each trigram's bit: what every signature holding it shares, less the bits all share.
+    every = (1 << 63) - 1
+    for terms in own:
+        every &= terms
+    bit: dict[str, int] = {}
+    for number, terms in zip(known, own, strict=True):
+        for gram in trigrams(number):
+            bit[gram] = bit.get(gram, (1 << 63) - 1) & terms
+    bit = {gram: bits & ~every for gram, bits in bit.items()}
+
+    def predicted(number: str) -> int | None:
+        bits = every
+        for gram in trigrams(number):
+            if gram not in bit:
+                return None
+            bits |= bit[gram]
+        return bits
+
+    recovered = [n for n in (f"+1212555{i:04d}" for i in range(10_000)) if predicted(n) == target]
+    assert recovered != [NUMBER]
