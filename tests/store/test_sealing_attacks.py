@@ -18,7 +18,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from gateway.config.settings import Config, ConfigError, build_config, load_config
+from gateway.addresses import key_and_mailbox, suppression_keys
+from gateway.config.settings import (
+    PACKAGE_RULES_DIR,
+    Config,
+    ConfigError,
+    build_config,
+    load_config,
+)
 from gateway.model import (
     AuditEvent,
     BlockRecord,
@@ -32,6 +39,7 @@ from gateway.model import (
     Reason,
     Suppression,
 )
+from gateway.rules.mailbox_loader import load_mailbox_rules
 from gateway.runtime.clock import Clock
 from gateway.server import Services
 from gateway.services.data_rotation import reseal_in_background, reseal_store
@@ -531,3 +539,32 @@ async def test_recipient_signatures_do_not_give_a_number_away(tmp_path: Path) ->
 
     recovered = [n for n in (f"+1212555{i:04d}" for i in range(10_000)) if predicted(n) == target]
     assert recovered != [NUMBER]
+
+
+# --- what holds: lookups find what the writers wrote ------------------------------------------
+
+MAILBOXES = load_mailbox_rules(PACKAGE_RULES_DIR)
+
+
+@pytest.mark.parametrize(
+    ("written", "sent_to"),
+    [
+        ("Bob.Smith+news@Gmail.com", "bobsmith@googlemail.com"),
+        ("Bob.Smith+news@Gmail.com", "BOB.SMITH@GMAIL.COM"),
+        ("Zo\u00eb@B\u00fccher.example", "zo\u0065\u0308@bu\u0308cher.example"),  # NFC / NFD
+        ("ZO\u00cb@example.com", "zo\u00eb@example.com"),
+        ("+1 (212) 555-0199", "+12125550199"),
+        (" +1.212.555.0199 ", "+1 212 555 0199"),
+    ],
+)
+async def test_an_opt_out_is_found_by_every_spelling_under_its_blind_index(
+    sealed: Sealed, written: str, sent_to: str
+) -> None:
+    """The writer's key and mailbox (key_and_mailbox) and the send path's lookup keys
+    (suppression_keys, as gather_facts asks) meet in the blind index whatever the spelling:
+    case, mailbox folding, Unicode normal form, E.164 punctuation and whitespace."""
+    key, mailbox = key_and_mailbox(written, MAILBOXES)
+    await sealed.store.add_suppressions([Suppression(key, "api", "", T0, "ops", mailbox)])
+    assert await sealed.store.suppressed(suppression_keys(sent_to, MAILBOXES))
+    stored = await raw_rows(sealed, "SELECT address, mailbox FROM suppressions")
+    assert key not in repr(stored) and (not mailbox or mailbox not in repr(stored))
