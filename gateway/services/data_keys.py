@@ -107,7 +107,7 @@ async def data_keys(config: Config, store: SharedSettings, now: datetime) -> Dat
         )
         for key_id in keys
     }
-    index_key = await _index_key(store, keys, active, where)
+    index_key = await _index_key(store, keys, active, where, sealed_before=bool(sealed_under))
     return DataKeys(DataCipher(DataKeyring(keys, active, index_key)), created_at)
 
 
@@ -192,12 +192,22 @@ def _read_generated(path: Path) -> tuple[dict[str, bytes], str, dict[str, dateti
 
 
 async def _index_key(
-    store: SharedSettings, keys: dict[str, bytes], active: str, where: KeyName
+    store: SharedSettings, keys: dict[str, bytes], active: str, where: KeyName,
+    sealed_before: bool,
 ) -> bytes:
     """The store's blind-index key, unwrapped with any key held, and wrapped under the
-    active key too (so the old key can retire)."""
+    active key too (so the old key can retire). Made only for a store that never held
+    sealed data: a new index key beside rows indexed under a lost one would find none of
+    them, every opt-out missed."""
     wrapper = DataCipher(DataKeyring(keys, active, b""))
     wrapped = await store.settings_named(WRAPPED_INDEX_KEY)
+    if not wrapped and sealed_before:
+        raise ConfigError(
+            where(active),
+            "cannot open the store's index key: no sealed copy of it is left in the settings "
+            "table (wrapped:index-key:*), though data was sealed here. Restore the settings "
+            "table from backup; a new index key would miss every stored opt-out",
+        )
     if not wrapped:
         candidate = wrapper.seal(base64.b64encode(generate_key()).decode(), INDEX_KEY_COLUMN)
         claimed = await store.claim_setting(WRAPPED_INDEX_KEY + active, candidate)

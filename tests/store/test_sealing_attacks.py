@@ -448,15 +448,6 @@ async def test_postgresql_a_row_left_by_a_racing_writer_is_sealed_at_the_next_st
 # --- the index key ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/services/data_keys.py _index_key generates a NEW index key whenever no "
-    "wrapped:index-key row is left, even when the store holds sealed data (data-key "
-    "fingerprints, blind-indexed rows): a settings table restored or edited without those "
-    "rows starts every replica with blind indexes that match nothing stored, so every "
-    "opt-out is silently missed (a false allow) instead of start-up being refused naming "
-    "the key",
-)
 async def test_a_lost_index_key_refuses_start_rather_than_missing_every_opt_out(
     tmp_path: Path,
 ) -> None:
@@ -470,15 +461,9 @@ async def test_a_lost_index_key_refuses_start_rather_than_missing_every_opt_out(
         await first.close()
     with sqlite3.connect(tmp_path / "gateway.db") as conn:
         conn.execute("DELETE FROM settings WHERE name LIKE 'wrapped:index-key:%'")
-    again = Services(config, Clock())
-    try:
-        await again.open()
-    except ConfigError:
-        return  # refused: what should happen
-    try:
-        assert await again.store.suppressed([NUMBER]) == {NUMBER}
-    finally:
-        await again.close()
+    with pytest.raises(ConfigError, match="index key") as refused:
+        await Services(config, Clock()).open()
+    assert refused.value.key == "encryption.keys.k1"
 
 
 # --- the search signatures --------------------------------------------------------------------
