@@ -43,6 +43,9 @@ class ResealReport:
     in_use: list[str] = field(default_factory=list)
     """Older keys a running process still seals under: kept, and the pass is not done (the
     next start, or `keys rotate-data` once every replica runs the new key, retires them)."""
+    skipped: int = 0
+    """Rows a concurrent writer won from the pass (PostgreSQL): left as they were, so the
+    pass is not done and the next start walks again."""
 
 
 async def reseal_store(
@@ -68,6 +71,7 @@ async def reseal_store(
             done = await store.reseal_batch(table, after, batch)
             walked += done.walked
             resealed += done.resealed
+            report.skipped += done.skipped
             if progress is not None:
                 progress(table.name, walked, max(total, walked))
             if done.next_after is None:
@@ -82,7 +86,7 @@ async def reseal_store(
         # Whoever holds a retired key must not open the index key from a later copy.
         await store.drop_setting(WRAPPED_INDEX_KEY + key_id)
         report.retired.append(key_id)
-    if not report.in_use:
+    if not report.in_use and not report.skipped:
         await store.claim_setting(RESEALED_THROUGH + active_key, "done")
     return report
 

@@ -42,7 +42,7 @@ from gateway.store.base import (
     PersonChanges,
     PersonRow,
 )
-from gateway.store.sealing import BLIND_PREFIX, DataCipher, search_folded
+from gateway.store.sealing import DataCipher, is_blind_index, search_folded
 
 T = TypeVar("T")
 
@@ -155,11 +155,13 @@ SUPPRESSION_COLUMNS = (
 )
 """address and mailbox hold blind indexes (an erased row's keyed hashes as they are), and
 address_sealed and mailbox_sealed their sealed copies ('' for an erased row, and with
-encryption off). is_email says which entries the mailbox folding reads: the address column
-does not tell once it is a blind index."""
+encryption off). reason is sealed: it may quote the person (an SMS STOP's own text, what staff
+typed). is_email says which entries the mailbox folding reads: the address column does not
+tell once it is a blind index."""
 
 SEALED_ADDRESS = "suppressions.address"
 SEALED_MAILBOX = "suppressions.mailbox"
+SEALED_REASON = "suppressions.reason"
 
 MailboxRule = Callable[[str], str]
 """An address key to its mailbox key (the mailbox rules `update_mailboxes` was last given)."""
@@ -181,9 +183,15 @@ def suppression_values(
         sealed = seal_if_enabled(cipher, entry.address, SEALED_ADDRESS)
         mailbox_sealed = seal_if_enabled(cipher, entry.mailbox, SEALED_MAILBOX)
     return (
-        address, entry.source, entry.reason, entry.actor, created_at, mailbox, sealed,
-        mailbox_sealed, "@" in entry.address,
+        address, entry.source, seal_text(cipher, entry.reason, SEALED_REASON), entry.actor,
+        created_at, mailbox, sealed, mailbox_sealed, "@" in entry.address,
     )
+
+
+def seal_text(cipher: DataCipher, text: str, column: str) -> str:
+    """A sealed free-text column's value: '' stays '' (nothing to hide, and the sealing pass
+    leaves it so), anything else sealed (as it is with encryption off)."""
+    return cipher.seal(text, column) if text else ""
 
 
 def seal_if_enabled(cipher: DataCipher, value: str, column: str) -> str:
@@ -208,7 +216,7 @@ def suppression_from_row(
     return Suppression(
         address,
         source,
-        reason,
+        cipher.open(reason, SEALED_REASON, record),
         read_time(created_at),
         actor,
         cipher.open(mailbox_sealed, SEALED_MAILBOX, record)
@@ -311,7 +319,10 @@ CONSENT_COLUMNS = (
     "subject, channel, kind, obtained_at, expires_at, source, evidence, subject_sealed"
 )
 """subject holds a blind index, subject_sealed the sealed subject ('' with encryption off
-and for a row written before it), evidence is sealed."""
+and for a row written before it); evidence and source (free text on where the consent was
+obtained, which may name the person) are sealed."""
+
+SEALED_SOURCE = "consents.source"
 
 
 def consent_values(
@@ -324,7 +335,7 @@ def consent_values(
         consent.kind.value,
         write_time(consent.obtained_at),
         None if consent.expires_at is None else write_time(consent.expires_at),
-        consent.source,
+        seal_text(cipher, consent.source, SEALED_SOURCE),
         cipher.seal(consent.evidence, "consents.evidence"),
         cipher.seal(consent.subject, "consents.subject") if cipher.enabled else "",
     )
@@ -339,7 +350,7 @@ def consent_from_row(row: Sequence[Any], read_time: ReadTime, cipher: DataCipher
         kind=ConsentKind(kind),
         obtained_at=read_time(obtained_at),
         expires_at=None if expires_at is None else read_time(expires_at),
-        source=source,
+        source=cipher.open(source, SEALED_SOURCE, record),
         evidence=cipher.open(evidence, "consents.evidence", record),
     )
 
@@ -444,7 +455,7 @@ def delivery_recipient(
     about."""
     if sealed:
         return cipher.open(sealed, SEALED_RECIPIENT, record)
-    return key if stored.startswith(BLIND_PREFIX) else stored
+    return key if is_blind_index(stored) else stored
 
 
 def stale_before(now: datetime, stale_after_s: float) -> datetime:

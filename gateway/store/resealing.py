@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.store.base import ERASED_PREFIX
-from gateway.store.sealing import BLIND_PREFIX, DataCipher, sealed_key_id, search_folded
+from gateway.store.sealing import DataCipher, is_blind_index, sealed_key_id, search_folded
 
 Bind = Callable[[object], str]
 
@@ -69,7 +69,7 @@ class Lookup:
 def in_clear(value: str) -> bool:
     """A lookup value written before encryption: not blank, not a blind index, and not an
     erased suppression's keyed hash (which is no one's value and stays as it is)."""
-    return value != "" and not value.startswith((BLIND_PREFIX, ERASED_PREFIX))
+    return value != "" and not is_blind_index(value) and not value.startswith(ERASED_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ SEALED_TABLES: tuple[SealedTable, ...] = (
     SealedTable("audit", ("id",), ("subject", "details_json")),
     # The newer entry of an (address, source) stays, as an upsert would have left it.
     SealedTable(
-        "suppressions", ("address", "source"), ("address_sealed", "mailbox_sealed"),
+        "suppressions", ("address", "source"), ("address_sealed", "mailbox_sealed", "reason"),
         contexts={"address_sealed": "suppressions.address",
                   "mailbox_sealed": "suppressions.mailbox"},
         lookups=(Lookup("address", "address_sealed"), Lookup("mailbox", "mailbox_sealed")),
@@ -206,7 +206,8 @@ SEALED_TABLES: tuple[SealedTable, ...] = (
     # DO NOTHING keeps it, and it is the one in clear (written before encryption).
     SealedTable(
         "consents", ("subject", "channel", "kind", "obtained_at"),
-        ("subject_sealed", "evidence"), contexts={"subject_sealed": "consents.subject"},
+        ("subject_sealed", "evidence", "source"),
+        contexts={"subject_sealed": "consents.subject"},
         lookups=(Lookup("subject", "subject_sealed"),), keep_clear=_always,
     ),
     SealedTable("contacts", ("id",), lookups=(Lookup("recipient"),)),
@@ -284,16 +285,23 @@ def reseal_rows(
 
 @dataclass(frozen=True)
 class ResealBatch:
-    """What one batch did: rows walked, rows re-sealed, and where the next batch starts
+    """What one batch did: rows walked, rows re-sealed, rows left for the next pass (a
+    concurrent writer won them: the pass is not done), and where the next batch starts
     (None: the table is done)."""
 
     walked: int
     resealed: int
     next_after: tuple[Any, ...] | None
+    skipped: int = 0
 
     @classmethod
     def of(
-        cls, table: SealedTable, rows: Sequence[Sequence[Any]], resealed: int, limit: int
+        cls,
+        table: SealedTable,
+        rows: Sequence[Sequence[Any]],
+        resealed: int,
+        limit: int,
+        skipped: int = 0,
     ) -> ResealBatch:
         last = tuple(rows[-1][: len(table.key)]) if len(rows) == limit else None
-        return cls(len(rows), resealed, last)
+        return cls(len(rows), resealed, last, skipped)

@@ -38,8 +38,8 @@ SEALED_PREFIX = "\x1e"
 so a row written before encryption reads as what it is."""
 
 BLIND_PREFIX = "~"
-"""Starts every blind index (an address starts with a letter, a digit or '+', and an
-erased row's hash with 'erased:')."""
+"""Starts every blind index. An address may start with it too ('~' is atext), so only
+`is_blind_index` tells the two apart."""
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -81,6 +81,21 @@ def _encode(raw: bytes) -> str:
 def _decode(text: str) -> bytes:
     """Strict: a character outside the alphabet is damage, not something to skip."""
     return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+
+
+BLIND_CHARS = len(_encode(bytes(BLIND_BYTES)))
+_BASE64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def is_blind_index(stored: str) -> bool:
+    """Whether a lookup column's value is a blind index, by its exact shape: the prefix and
+    BLIND_CHARS base64url characters. No lookup value in clear has that shape: an address
+    holds '@' and a number starts with '+', even one starting with '~'."""
+    return (
+        len(stored) == len(BLIND_PREFIX) + BLIND_CHARS
+        and stored.startswith(BLIND_PREFIX)
+        and _BASE64URL.issuperset(stored[len(BLIND_PREFIX):])
+    )
 
 
 def is_sealed(stored: str) -> bool:

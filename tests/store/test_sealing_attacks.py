@@ -81,13 +81,6 @@ async def sealed(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 # --- what a copy of the store shows ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="suppressions.reason is stored in clear (gateway/store/core.py suppression_values): "
-    "the Twilio STOP webhook writes the recipient's own SMS body there (`replied {Body!r}`, "
-    "gateway/web/webhooks/twilio.py), provider refusals the provider's text, and the admin "
-    "API, console and CLI whatever staff type; the sealing pass does not cover the column",
-)
 async def test_a_suppression_reason_quoting_the_person_is_not_in_clear(sealed: Sealed) -> None:
     reasons = {
         NUMBER: f"replied 'STOP texting me, I am Alice at {NUMBER}'",  # the webhook's format
@@ -100,12 +93,6 @@ async def test_a_suppression_reason_quoting_the_person_is_not_in_clear(sealed: S
     assert [r for (r,) in stored if NUMBER in str(r) or ADDRESS in str(r)] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="consents.source is stored in clear (gateway/store/core.py consent_values): it is "
-    "free text saying where the consent was obtained, part of the consent evidence, and may "
-    "name the person (only `evidence` and `subject` are sealed)",
-)
 async def test_a_consent_source_naming_the_person_is_not_in_clear(sealed: Sealed) -> None:
     source = f"web form signed by {ADDRESS}"
     await sealed.store.add_consents(
@@ -356,15 +343,6 @@ TILDE = "~bob.tilde@example.com"
 """A valid address (RFC 5322 atext allows '~' first) that looks like a blind index."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="in_clear (gateway/store/resealing.py) takes every value starting with '~' for a "
-    "blind index (BLIND_PREFIX, gateway/store/sealing.py: 'an address starts with a letter, "
-    "a digit or +', false for email: '~' is atext), so the sealing pass leaves a "
-    "pre-encryption row for ~bob@example.com with its address, mailbox and delivery "
-    "recipient in clear for good; a blind index needs a prefix no address can start with "
-    "(a control character, as SEALED_PREFIX)",
-)
 async def test_the_sealing_pass_converts_an_address_starting_with_a_tilde(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'gateway.db'}"
     store = open_store(url)
@@ -409,14 +387,6 @@ async def test_an_opt_out_taken_by_an_upgraded_replica_holds_on_an_old_one(
         await old.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a PostgreSQL pass that leaves a row for the next pass (its conversion collided "
-    "with a writer: gateway/store/postgres/resealing.py, UniqueViolationError) still marks "
-    "itself done (gateway/services/data_rotation.py claims resealed-through for the key), "
-    "so the next start's reseal_in_background returns at once and the number stays in "
-    "clear for good; a pass that skipped a row must not be done",
-)
 async def test_postgresql_a_row_left_by_a_racing_writer_is_sealed_at_the_next_start(
     postgres_url: str,
 ) -> None:

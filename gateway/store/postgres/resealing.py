@@ -17,11 +17,12 @@ class PostgresResealing(PostgresConnection):
     ) -> ResealBatch:
         """A change that moves its row to its blind key runs in a savepoint: a writer that
         put a row under that key after the change checked for one makes it collide, and
-        the row is left for the next pass (lookups find both forms meanwhile)."""
+        the row is left for the next pass (lookups find both forms meanwhile), and counted
+        as skipped so this pass does not mark itself done."""
         async with self._transaction() as conn:
             params = Numbered()
             rows = await conn.fetch(table.select_batch(params.bind, after, limit), *params.values)
-            changed = 0
+            changed = skipped = 0
             for change in reseal_rows(table, rows, self._cipher):
                 if not table.moves(change):
                     changed += await _apply(conn, table.statements(change))
@@ -30,8 +31,8 @@ class PostgresResealing(PostgresConnection):
                     async with conn.transaction():
                         changed += await _apply(conn, table.statements(change))
                 except asyncpg.UniqueViolationError:
-                    continue
-        return ResealBatch.of(table, rows, changed, limit)
+                    skipped += 1
+        return ResealBatch.of(table, rows, changed, limit, skipped)
 
     async def count_rows(self, table: SealedTable) -> int:
         async with self._connection() as conn:
