@@ -209,9 +209,11 @@ class Services:
         try:
             self.data_keys = await data_keys(self.config, self.store, self.clock.now())
             if self.data_keys.cipher.enabled:
-                # Before anything is sealed: no pass may retire the key under this process.
+                # Before anything is sealed, and until `close`, in every process that may
+                # seal (a gateway, a long import): no pass may retire the key under it.
                 self.sealing = SealingBeat(self.store, self.data_keys.cipher.active_key_id)
                 await self.sealing.beat()
+                self._sealing_task = asyncio.create_task(self.sealing.run())
             await self.store.use_data_cipher(self.data_keys.cipher)
             keys = await shared_keys(self.config, self.store, self.clock.now())
             self.tokens.use_keys(keys.token_keys, keys.active_token_key)
@@ -220,15 +222,9 @@ class Services:
             await self.store.use_erasure_key(self.erasure_key)
             await self.suppressions.fold_stored()
         except BaseException:
-            if self.sealing is not None:
-                await self.sealing.stop()
+            await self._stop_sealing_beat()
             await self.store.close()
             raise
-
-    def keep_sealing_beat(self) -> None:
-        """For a process that serves: its beat goes on until `close`."""
-        if self.sealing is not None:
-            self._sealing_task = asyncio.create_task(self.sealing.run())
 
     def privacy(self) -> Privacy:
         return Privacy(
@@ -247,13 +243,16 @@ class Services:
         await self.twilio_upstream.close()
         await self.login_limits.flush()
         await self.pipeline.background.flush()
+        await self._stop_sealing_beat()  # after the last write it sealed
+        await self.store.close()
+
+    async def _stop_sealing_beat(self) -> None:
         if self._sealing_task is not None:
             self._sealing_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sealing_task
         if self.sealing is not None:
-            await self.sealing.stop()  # after the last write it sealed
-        await self.store.close()
+            await self.sealing.stop()
 
 
 class Gateway:
@@ -408,7 +407,6 @@ class Gateway:
             )
             self.internal_port = self._internal_listener.port
         http = self.config.http.listen
-        services.keep_sealing_beat()
         if is_first_worker():
             self._retention_task = asyncio.create_task(
                 run_retention_periodically(services.store, self.config, self.clock)
