@@ -4,6 +4,13 @@ Each entry's hash covers its content and the previous entry's hash, so changing,
 or reordering any entry breaks verification from that entry on. A backend stores and reads
 the rows; what an entry links to, what it hashes and what counts as a break are decided
 here, once.
+
+With encryption on, an entry's hash is keyed (`keyed_entry_hash`): its subject and details
+are sealed, and its time, actor, action and previous hash sit in clear beside it, so a hash
+anyone can compute would let whoever holds a copy of the store confirm a guessed subject
+(a number is 10^4 guesses from its exchange). Without encryption the hash stays SHA-256 over
+the entry in clear (`entry_hash`), as every entry written before keyed hashes has it; the
+hash's own prefix tells verification which rule made it, so a chain mixing both verifies.
 """
 
 from __future__ import annotations
@@ -25,8 +32,14 @@ AUDIT_COLUMNS = "id, time, actor, action, subject, details_json, prev_hash, hash
 """What an audit read selects, in the order `event_from_row` reads it."""
 
 
-def entry_hash(prev_hash: str, event: AuditEvent) -> str:
-    body = json.dumps(
+KEYED_PREFIX = "hmac-sha256:"
+"""Starts every keyed hash; an unkeyed one is 64 hex digits."""
+
+KEYED_PURPOSE = "audit.entry"
+
+
+def _hashed_content(prev_hash: str, event: AuditEvent) -> str:
+    return json.dumps(
         {
             "prev": prev_hash,
             "time": event.time.isoformat(),
@@ -39,7 +52,25 @@ def entry_hash(prev_hash: str, event: AuditEvent) -> str:
         separators=(",", ":"),
         default=str,
     )
-    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def entry_hash(prev_hash: str, event: AuditEvent) -> str:
+    """The hash of an entry written without encryption: anyone can recompute it."""
+    return hashlib.sha256(_hashed_content(prev_hash, event).encode()).hexdigest()
+
+
+def keyed_entry_hash(prev_hash: str, event: AuditEvent, cipher: DataCipher) -> str:
+    """The hash of an entry written with encryption on: the same content, HMAC-SHA256
+    under a key derived from the index key (`DataCipher.digest`), which rotating data keys
+    leaves as it is, so re-sealing never breaks the chain."""
+    return KEYED_PREFIX + cipher.digest(_hashed_content(prev_hash, event), KEYED_PURPOSE)
+
+
+def _hash_with(prev_hash: str, event: AuditEvent, cipher: DataCipher) -> str:
+    """How a new entry is hashed: keyed while encryption is on."""
+    if cipher.enabled:
+        return keyed_entry_hash(prev_hash, event, cipher)
+    return entry_hash(prev_hash, event)
 
 
 def canonical_json(details: dict[str, object]) -> str:
@@ -61,7 +92,7 @@ class Link:
     details_json: str
 
 
-def link(event: AuditEvent, prev_hash: str | None) -> Link:
+def link(event: AuditEvent, prev_hash: str | None, cipher: DataCipher) -> Link:
     """`event` as it will read back (UTC time, details through canonical JSON), chained after
     `prev_hash`: the last entry's hash, else the anchor (None: neither, so GENESIS). Hashing
     the stored form is what lets `ChainCheck` recompute the same hash from the row. The
@@ -76,12 +107,14 @@ def link(event: AuditEvent, prev_hash: str | None) -> Link:
         details=json.loads(details_json),
     )
     prev = chain_start(prev_hash)
-    return Link(replace(stored, prev_hash=prev, hash=entry_hash(prev, stored)), details_json)
+    return Link(
+        replace(stored, prev_hash=prev, hash=_hash_with(prev, stored, cipher)), details_json
+    )
 
 
 def sealed_columns(linked: Link, cipher: DataCipher) -> tuple[str, str]:
     """subject and details_json as stored: sealed (they name the people an entry is about);
-    the hash covers them unsealed, so rotating the key leaves the chain intact."""
+    the hash covers them unsealed, so rotating the data key leaves the chain intact."""
     return (
         cipher.seal(linked.entry.subject, "audit.subject"),
         cipher.seal(linked.details_json, "audit.details_json"),
@@ -153,9 +186,16 @@ class ChainCheck:
 
     def _hash_matches(self, row: Sequence[Any]) -> bool:
         """A row edited into something unreadable (bad JSON, bad time, ciphertext that does
-        not open) is tampered too."""
+        not open) is tampered too, and so is a keyed hash where no key is held. The hash's
+        prefix picks the rule, so entries written before keyed hashes still verify."""
         try:
             event = event_from_row(row, self._read_time, self._cipher)
         except (ValueError, TypeError, SealedDataError):
             return False
-        return entry_hash(event.prev_hash, event) == event.hash
+        if not event.hash.startswith(KEYED_PREFIX):
+            expected = entry_hash(event.prev_hash, event)
+        elif self._cipher.enabled:
+            expected = keyed_entry_hash(event.prev_hash, event, self._cipher)
+        else:
+            return False
+        return expected == event.hash

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -163,7 +164,8 @@ def export_statements(
     `exported`): the rows an erasure deletes, the erased rows left by an earlier erasure
     (`aliases`: the hashes of `key` and `mailbox`), and the audit entries whose subject names
     `key`, which are never rewritten: with encryption on their subjects are sealed, so the
-    whole log is read and `exported` keeps the entries naming `key` once opened."""
+    whole log is read, and without it the subjects containing `key` are; `exported` keeps
+    the entries that name `key` itself (`names_key`)."""
 
     def rows_about(table: str, columns: str, order: str = "") -> Statement:
         params = new_params()
@@ -240,9 +242,20 @@ def exported(
         audit=tuple(
             event
             for event in (event_from_row(row, read_time, cipher) for row in rows["audit"])
-            if not cipher.enabled or key in event.subject
+            if names_key(event.subject, key)
         ),
     )
+
+
+SUBJECT_SEPARATORS = re.compile(r"[,\s]+")
+
+
+def names_key(subject: str, key: str) -> bool:
+    """Whether an audit entry's subject names `key` itself: subjects list keys joined by
+    ',' (`bob@x,carol@y`) or name one after words (`data key k1`), so each comma- or
+    space-separated part is compared whole, and `sal@x` does not name `al@x`. Exactly:
+    the entries naming people name them by their keys, as `key` is."""
+    return key in SUBJECT_SEPARATORS.split(subject)
 
 
 def suppression_match(keys: Iterable[str], params: Parameters) -> str:

@@ -135,6 +135,8 @@ class DataCipher:
         self._blind_mac = hmac.new(keyring.index_key, digestmod=hashlib.sha256)
         signature_key = hmac.new(keyring.index_key, b"search-signature", "sha256").digest()
         self._signature_mac = hmac.new(signature_key, digestmod=hashlib.sha256)
+        digest_key = hmac.new(keyring.index_key, b"keyed-digest", "sha256").digest()
+        self._digest_mac = hmac.new(digest_key, digestmod=hashlib.sha256)
         self._trigram_bit = functools.lru_cache(maxsize=TRIGRAM_BITS_CACHED)(self._keyed_bit)
 
     @property
@@ -175,6 +177,15 @@ class DataCipher:
         mac = self._blind_mac.copy()
         mac.update(value.encode())
         return BLIND_PREFIX + _encode(mac.digest()[:BLIND_BYTES])
+
+    def digest(self, text: str, purpose: str) -> str:
+        """A keyed SHA-256 of `text` (hex), for a hash kept beside sealed values that must
+        not let a copy holder confirm a guess of them (the audit chain). Under the index
+        key, so rotating data keys never changes it; `purpose` keeps one use's digests
+        apart from another's."""
+        mac = self._digest_mac.copy()
+        mac.update(purpose.encode() + b"\x00" + text.encode())
+        return mac.hexdigest()
 
     def signature(self, text: str) -> int:
         """The search signature of a stored text (0 for one shorter than three characters)."""

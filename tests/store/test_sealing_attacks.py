@@ -124,14 +124,6 @@ AUDITED = {"count": 1, "new": 1, "reason": "replied 'STOP'", "source": "sms-keyw
 """What the Suppressions service audits for a STOP text (gateway/services/suppressions.py)."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the audit hash (gateway/store/audit_chain.py entry_hash) is an unkeyed SHA-256 "
-    "over the UNSEALED subject and details, and its other inputs (time, actor, action, "
-    "prev_hash) are in clear: whoever holds a copy recovers a sealed subject by hashing "
-    "guesses (a phone number's last digits, an address list); README promises the copy "
-    "shows which rows are alike, never the values",
-)
 async def test_the_audit_chain_does_not_confirm_a_guessed_subject(sealed: Sealed) -> None:
     await sealed.store.append_audit(
         AuditEvent(time=T0, actor="recipient", action="suppression.add", subject=NUMBER,
@@ -284,14 +276,6 @@ async def test_a_running_cli_command_keeps_its_key_through_two_passes(
 # --- what an export hands out ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an export's audit entries are those whose opened subject CONTAINS the key "
-    "(gateway/store/erasure.py exported: `key in event.subject`; SQL `contains` without "
-    "encryption): exporting al@example.com hands out the entries about sal@example.com, "
-    "another person's opt-out and its details; a subject lists keys joined by ',' and "
-    "should be matched key by key",
-)
 async def test_an_export_holds_no_audit_entry_about_someone_else(sealed: Sealed) -> None:
     await sealed.store.append_audit(
         AuditEvent(time=T0, actor="recipient", action="suppression.add",

@@ -113,6 +113,7 @@ async def insert_audit(
             "SELECT coalesce((SELECT hash FROM audit ORDER BY id DESC LIMIT 1),"
             " (SELECT hash FROM audit_anchor WHERE id = 1))"
         ),
+        cipher,
     )
     entry = linked.entry
     entry_id = await conn.fetchval(

@@ -65,7 +65,7 @@ def insert_audit(conn: sqlite3.Connection, event: AuditEvent, cipher: DataCipher
         "SELECT coalesce((SELECT hash FROM audit ORDER BY id DESC LIMIT 1),"
         " (SELECT hash FROM audit_anchor WHERE id = 1))"
     ).fetchone()
-    linked = link(event, prev_hash)
+    linked = link(event, prev_hash, cipher)
     entry = linked.entry
     cursor = conn.execute(
         "INSERT INTO audit (time, actor, action, subject, details_json, prev_hash, hash)"
