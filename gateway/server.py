@@ -215,7 +215,9 @@ class Services:
                 await self.sealing.beat()
                 self._sealing_task = asyncio.create_task(self.sealing.run())
             await self.store.use_data_cipher(self.data_keys.cipher)
-            keys = await shared_keys(self.config, self.store, self.clock.now())
+            keys = await shared_keys(
+                self.config, self.store, self.clock.now(), self.data_keys.cipher
+            )
             self.tokens.use_keys(keys.token_keys, keys.active_token_key)
             self.agent_keys.use_pepper(keys.agent_key_pepper)
             self.erasure_key = keys.erasure_key

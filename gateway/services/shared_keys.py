@@ -31,6 +31,7 @@ from pathlib import Path
 from gateway.config.settings import TOKEN_KEY_ID, Config, ConfigError
 from gateway.services.key_ages import TOKEN_CREATED, UnreadableCreationTime, first_seen
 from gateway.store.base import SharedSettings
+from gateway.store.sealing import PLAIN, DataCipher, sealed_key_id
 
 TOKEN_KEY = "key:unsubscribe-token:"
 LEGACY_TOKEN_KEY = "key:unsubscribe-token-legacy:"
@@ -57,14 +58,15 @@ def fingerprint(key: bytes, purpose: str) -> str:
 
 
 async def shared_keys(
-    config: Config, store: SharedSettings, now: datetime | None = None
+    config: Config, store: SharedSettings, now: datetime | None = None,
+    cipher: DataCipher = PLAIN,
 ) -> SharedKeys:
     token_keys, active = await _token_keys(config, store)
     await _record_token_keys_created(token_keys, store, config.data_dir, now or datetime.now(UTC))
     return SharedKeys(
         token_keys=token_keys,
         active_token_key=active,
-        erasure_key=await _erasure_key(config, store),
+        erasure_key=await _erasure_key(config, store, cipher),
         agent_key_pepper=(
             await store.claim_setting(AGENT_KEY_PEPPER, secrets.token_urlsafe(48))
         ).encode(),
@@ -179,10 +181,14 @@ def _legacy_token_keys(data_dir: Path) -> dict[str, bytes]:
     return adopted
 
 
-async def _erasure_key(config: Config, store: SharedSettings) -> bytes:
+async def _erasure_key(config: Config, store: SharedSettings, cipher: DataCipher) -> bytes:
     """The configured key (the store checks its fingerprint, `Store.use_erasure_key`), else
     the shared one: an earlier version's `data_dir` key when this replica is the first to
-    claim, so erased opt-outs written with it keep matching."""
+    claim, so erased opt-outs written with it keep matching.
+
+    With encryption on, the shared key is kept sealed under the active data key (one left
+    in clear, or under an older key, is sealed again here): with it, a copy of the store
+    could test any address list against the erased rows' hashes."""
     if config.privacy.erasure_key:
         return config.privacy.erasure_key.encode()
     path = config.data_dir / LEGACY_ERASURE_FILE
@@ -198,4 +204,8 @@ async def _erasure_key(config: Config, store: SharedSettings) -> bytes:
                 f"{path} (the erasure key of an earlier version) holds fewer than "
                 f"{MIN_ADOPTED_KEY_CHARS} characters: restore it, or set privacy.erasure_key",
             )
-    return (await store.claim_setting(ERASURE_KEY, candidate)).encode()
+    claimed = await store.claim_setting(ERASURE_KEY, cipher.seal(candidate, ERASURE_KEY))
+    key = cipher.open(claimed, ERASURE_KEY, f"settings {ERASURE_KEY}")
+    if cipher.enabled and sealed_key_id(claimed) != cipher.active_key_id:
+        await store.put_setting(ERASURE_KEY, cipher.seal(key, ERASURE_KEY))
+    return key.encode()

@@ -21,7 +21,8 @@ from gateway.services.data_keys import (
     _write_generated,
     data_keys,
 )
-from gateway.store.sealing import PLAIN
+from gateway.services.shared_keys import ERASURE_KEY, shared_keys
+from gateway.store.sealing import PLAIN, sealed_key_id
 from gateway.store.sqlite import SqliteStore
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -185,3 +186,27 @@ async def test_a_damaged_generated_key_file_refuses_start_naming_it(
         await data_keys(config_for(tmp_path), store, NOW)
     assert caught.value.key == "gateway.data_dir" and str(path) in str(caught.value)
 
+
+
+async def test_the_shared_erasure_key_is_kept_sealed_and_follows_the_active_key(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    """One an earlier version left in clear is sealed at the next start, and sealed again
+    under a new active key, so no copy of the store holds it in clear or under a retired
+    key; the key itself never changes (erased opt-outs must keep matching)."""
+    plain = build_config({"gateway": {"data_dir": str(tmp_path / "data")},
+                          "encryption": {"enabled": False}}, source=None, base_dir=tmp_path)
+    before = (await shared_keys(plain, store, NOW)).erasure_key
+    assert (await store.settings_named(ERASURE_KEY))[ERASURE_KEY] == before.decode()
+
+    k1, k2 = key_text(), key_text()
+    first = await data_keys(config_for(tmp_path, {"keys": {"k1": k1}}), store, NOW)
+    assert (await shared_keys(plain, store, NOW, first.cipher)).erasure_key == before
+    stored = (await store.settings_named(ERASURE_KEY))[ERASURE_KEY]
+    assert sealed_key_id(stored) == "k1" and before.decode() not in stored
+
+    rotated = await data_keys(
+        config_for(tmp_path, {"keys": {"k1": k1, "k2": k2}, "active": "k2"}), store, NOW
+    )
+    assert (await shared_keys(plain, store, NOW, rotated.cipher)).erasure_key == before
+    assert sealed_key_id((await store.settings_named(ERASURE_KEY))[ERASURE_KEY]) == "k2"

@@ -144,13 +144,6 @@ async def test_the_audit_chain_does_not_confirm_a_guessed_subject(sealed: Sealed
     assert recovered == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the erasure key is kept in the settings table in clear (gateway/services/"
-    "shared_keys.py _erasure_key, claim_setting), not sealed under a data key: with it a "
-    "copy of the store tests any address list against the erased rows' HMACs, which "
-    "gateway/store/base.py erased_address says nobody without the key can do",
-)
 async def test_a_copy_of_the_store_cannot_test_addresses_against_erased_rows(
     tmp_path: Path,
 ) -> None:
