@@ -4,13 +4,13 @@ before every replica restarted with the new active key would leave the rows thos
 write under a key marked retired, and a replica started without it could never open them.
 
 Every process that may seal (a serving gateway, a CLI command) keeps a settings row
-`sealing:data-key:<id>:<process>` whose value counts up every BEAT_S while it runs and
-becomes STOPPED when it ends. A pass notes the rows of the keys it would retire before it
-walks the tables (`SealersAtStart`) and reads them again twice after it (a little over two
-beats apart): a key stays when any of its processes was running at the start, started
-during the pass, or still runs. A row that did not move in that time was left by a process
-that died, and is marked STOPPED; rows already STOPPED at the start go. Counting rather than
-timestamps: no two machines' clocks need agree.
+`sealing:data-key:<id>:<process>` whose value counts up every BEAT_S while it runs; when it
+ends the row goes, or becomes STOPPED while a pass runs. A pass announces itself, notes the
+rows before it walks the tables (`SealersAtStart`) and reads them again twice after it (a
+little over two beats apart): a key stays when any of its processes was running at the
+start, started during the pass, or still runs. A row that did not move in that time was
+left by a process that died, and is marked STOPPED; rows already STOPPED at the start go.
+Counting rather than timestamps: no two machines' clocks need agree.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ from gateway.store.base import SharedSettings, StoreUnavailable
 log = logging.getLogger("gateway.services.data_key_use")
 
 SEALING = "sealing:data-key:"
+PASS_RUNNING = "resealing:pass:"
+"""A settings row per pass while it runs: a process that stops then leaves its row (marked
+STOPPED) for that pass to see; otherwise it removes it."""
 STOPPED = "stopped"
 BEAT_S = 10.0
 STALE_AFTER_S = 2 * BEAT_S + 5
@@ -81,8 +84,14 @@ class SealingBeat:
                 log_event(log, "data-key.beat_failed", logging.WARNING, error=str(exc))
 
     async def stop(self) -> None:
+        """Removed outright when no pass runs: a pass that starts later walks everything
+        this process wrote. A pass that has already started may have noted this row as
+        running, and sees it as that, whatever happens to it now."""
         with contextlib.suppress(StoreUnavailable):
-            await self._store.put_setting(self.name, STOPPED)
+            if await self._store.settings_named(PASS_RUNNING):
+                await self._store.put_setting(self.name, STOPPED)
+            else:
+                await self._store.drop_setting(self.name)
 
 
 @dataclass(frozen=True)
@@ -90,10 +99,14 @@ class SealersAtStart:
     """Every process row as it was before the pass walked the tables."""
 
     rows: Rows
+    running: str
 
     @classmethod
     async def read(cls, store: SharedSettings) -> SealersAtStart:
-        return cls(await _rows(store))
+        """Announces the pass first: a process stopping from now on leaves its row."""
+        running = PASS_RUNNING + secrets.token_hex(8)
+        await store.put_setting(running, "running")
+        return cls(await _rows(store), running)
 
     async def keys_in_use(
         self, store: SharedSettings, candidates: Iterable[str], wait: Wait = asyncio.sleep
@@ -121,4 +134,5 @@ class SealersAtStart:
         for name, (_, value) in self.rows.items():
             if value == STOPPED and later.get(name, ("", ""))[1] == STOPPED:
                 await store.drop_setting(name)
+        await store.drop_setting(self.running)
         return in_use & wanted

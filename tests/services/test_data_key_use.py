@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from gateway.config.settings import ConfigError, build_config
-from gateway.services.data_key_use import SEALING, STOPPED, SealersAtStart, SealingBeat
+from gateway.services.data_key_use import (
+    PASS_RUNNING,
+    SEALING,
+    STOPPED,
+    SealersAtStart,
+    SealingBeat,
+)
 from gateway.services.data_keys import RETIRED, WRAPPED_INDEX_KEY, data_keys
 from gateway.services.data_rotation import RESEALED_THROUGH, reseal_store
 from gateway.store.sqlite import SqliteStore
@@ -86,6 +92,22 @@ async def test_a_process_that_started_and_stopped_during_the_pass_keeps_its_key(
     await brief.beat()
     await brief.stop()
     assert await sealers.keys_in_use(store, ["k1"], during_wait()) == {"k1"}
+
+
+async def test_a_process_leaves_no_row_behind_unless_a_pass_runs(store: SqliteStore) -> None:
+    """Many short CLI commands must not pile rows up; one stopping during a pass must still
+    be seen by it."""
+    quiet = SealingBeat(store, "k1")
+    await quiet.beat()
+    await quiet.stop()
+    assert await store.settings_named(SEALING) == {}
+    sealers = await SealersAtStart.read(store)
+    during = SealingBeat(store, "k1")
+    await during.beat()
+    await during.stop()
+    assert await store.settings_named(SEALING) == {during.name: STOPPED}
+    assert await sealers.keys_in_use(store, ["k1"], during_wait()) == {"k1"}
+    assert await store.settings_named(PASS_RUNNING) == {}
 
 
 async def test_a_key_retired_under_a_live_process_is_taken_back(store: SqliteStore) -> None:
