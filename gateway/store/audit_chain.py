@@ -155,6 +155,7 @@ class ChainCheck:
         self._previous_id: int | None = None
         self._read_time = read_time
         self._verified = 0
+        self._keyed_seen = bool(anchor) and str(anchor[1]).startswith(KEYED_PREFIX)
         self.problem: AuditProblem | None = None
 
     def check(self, row: Sequence[Any]) -> AuditProblem | None:
@@ -177,6 +178,12 @@ class ChainCheck:
         entry_id, *_, prev_hash, digest = row
         if not self._hash_matches(row):
             return AuditProblem(entry_id, "content does not match its hash")
+        if self._keyed_seen and not str(digest).startswith(KEYED_PREFIX):
+            # Once entries are keyed they stay keyed: an unkeyed one after them is an entry
+            # rewritten by someone without the key (or a replica of an earlier release
+            # writing beside this one, which the upgrade notes rule out).
+            return AuditProblem(entry_id, "is not keyed though an earlier entry is")
+        self._keyed_seen = self._keyed_seen or str(digest).startswith(KEYED_PREFIX)
         if prev_hash != self._expected_prev:
             if self._previous_id is None:
                 return AuditProblem(entry_id, "first entry does not start the chain")

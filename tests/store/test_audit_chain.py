@@ -151,6 +151,21 @@ async def test_an_entry_forged_under_another_key_is_found(sealed: Sealed) -> Non
     assert chain.problem == AuditProblem(forged.id, "content does not match its hash")
 
 
+async def test_the_last_entry_rewritten_with_an_unkeyed_hash_is_found(sealed: Sealed) -> None:
+    """Someone without the key rewrites the newest entry and hashes it the old, unkeyed
+    way: no later entry's link betrays it, the rule that keyed entries stay keyed does."""
+    entries = [await sealed.store.append_audit(audit_event(n)) for n in range(2)]
+    forged = replace(entries[1], actor="someone else")
+    await execute_raw(
+        sealed, "UPDATE audit SET actor = $1, hash = $2 WHERE id = $3",
+        forged.actor, entry_hash(forged.prev_hash, forged), forged.id,
+    )
+
+    chain = await sealed.store.check_audit()
+
+    assert chain.problem == AuditProblem(forged.id, "is not keyed though an earlier entry is")
+
+
 def test_audit_verify_checks_a_chain_begun_with_encryption_off(tmp_path: Path) -> None:
     """The command an operator runs, on a store that turned encryption on midway."""
     off = write_config(tmp_path, "[encryption]\nenabled = false\n")
