@@ -78,6 +78,7 @@ async def reseal_store(
                 break
             after = done.next_after
         report.resealed[table.name] = resealed
+    await store.settle_resealing()
     report.in_use = sorted(await sealers.keys_in_use(store, candidates, wait))
     for key_id in candidates:
         if key_id in report.in_use:

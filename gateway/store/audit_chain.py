@@ -129,7 +129,7 @@ def event_from_row(row: Sequence[Any], read_time: ReadTime, cipher: DataCipher) 
         actor=actor,
         action=action,
         subject=cipher.open(subject, "audit.subject", record),
-        details=json.loads(cipher.open(details_json, "audit.details_json", record)),
+        details=cipher.open_json(details_json, "audit.details_json", record),
         id=entry_id,
         prev_hash=prev_hash,
         hash=digest,

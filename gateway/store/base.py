@@ -423,6 +423,10 @@ class Resealing(Protocol):
 
     async def count_rows(self, table: SealedTable) -> int: ...
 
+    async def settle_resealing(self) -> None:
+        """After a pass: nothing it replaced may linger where a copy of the store would
+        find it (SQLite's WAL holds the rewritten pages until a checkpoint)."""
+
 
 class InboundMessages(Protocol):
     """Provider message ids (Twilio's `MessageSid`) of inbound messages the gateway acted on,

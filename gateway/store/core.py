@@ -511,8 +511,8 @@ def reasons_text(reasons: Sequence[Reason]) -> str:
     return json.dumps([reason.as_dict() for reason in reasons])
 
 
-def reasons_of(text: str) -> tuple[Reason, ...]:
-    return tuple(Reason(**reason) for reason in json.loads(text))
+def reasons_of(reasons: list[dict[str, str]]) -> tuple[Reason, ...]:
+    return tuple(Reason(**reason) for reason in reasons)
 
 
 def recipient_index(cipher: DataCipher, recipient: str) -> str:
@@ -554,13 +554,13 @@ def block_from_row(row: Sequence[Any], read_time: ReadTime, cipher: DataCipher) 
         account=account,
         sender=sender,
         recipient=cipher.open(recipient, "blocks.recipient", record),
-        reasons=reasons_of(cipher.open(reasons_json, "blocks.reasons_json", record)),
+        reasons=reasons_of(cipher.open_json(reasons_json, "blocks.reasons_json", record)),
         rules_version=rules_version,
         message_id=message_id,
         subject=cipher.open(subject, "blocks.subject", record),
         size=size,
         gateway_id=gateway_id,
-        evidence=json.loads(cipher.open(evidence_json, "blocks.evidence_json", record)),
+        evidence=cipher.open_json(evidence_json, "blocks.evidence_json", record),
         id=block_id,
     )
 
@@ -684,14 +684,14 @@ def decision_from_row(
         recipient=cipher.open(recipient, "decisions.recipient", record),
         purpose=Purpose(purpose),
         outcome=DecisionOutcome(outcome),
-        reasons=reasons_of(cipher.open(reasons_json, "decisions.reasons_json", record)),
+        reasons=reasons_of(cipher.open_json(reasons_json, "decisions.reasons_json", record)),
         rules_version=rules_version,
         key_id=key_id,
         upstream_id=upstream_id,
         subject=cipher.open(subject, "decisions.subject", record),
         gateway_id=gateway_id,
         evidence=(
-            json.loads(cipher.open(evidence_json[0], "decisions.evidence_json", record))
+            cipher.open_json(evidence_json[0], "decisions.evidence_json", record)
             if evidence_json else {}
         ),
         id=decision_id,

@@ -24,9 +24,11 @@ import binascii
 import functools
 import hashlib
 import hmac
+import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -170,6 +172,14 @@ class DataCipher:
         except InvalidTag:
             raise SealedDataError(record, f"{column} was altered or truncated") from None
         return plain.decode()
+
+    def open_json(self, stored: str, column: str, record: str) -> Any:
+        """A sealed JSON document, parsed. A value that is neither (a ciphertext that lost
+        its first byte reads as text from before encryption) is damage, not a crash."""
+        try:
+            return json.loads(self.open(stored, column, record))
+        except ValueError:
+            raise SealedDataError(record, f"{column} is neither sealed nor JSON") from None
 
     def blind(self, value: str) -> str:
         """The blind index of an already-normalised value (callers normalise as the column

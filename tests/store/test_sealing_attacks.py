@@ -105,7 +105,8 @@ async def test_a_consent_source_naming_the_person_is_not_in_clear(sealed: Sealed
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known_locations keeps timezone, latitude, longitude, region and postal_code in "
+    reason="OPEN, documented (README, Encryption at rest: what this leaks): "
+    "known_locations keeps timezone, latitude, longitude, region and postal_code in "
     "clear beside the number's blind index (gateway/store/core.py location_values), while "
     "the README says known locations hold only blind indexes: a copy shows where each "
     "indexed person lives, linkable to their suppression/consent rows by the same index",
@@ -174,13 +175,6 @@ def blocked(recipient: str) -> BlockRecord:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DataCipher.open (gateway/store/sealing.py) takes any value without the \\x1e "
-    "prefix for one written before encryption and returns it as it is: a sealed reasons_json "
-    "whose first byte is lost or altered reaches json.loads and raises JSONDecodeError, not "
-    "SealedDataError, so the block view answers 500 instead of failing closed (503)",
-)
 async def test_a_sealed_json_that_lost_its_prefix_fails_closed(sealed: Sealed) -> None:
     await sealed.store.record_block(blocked(ADDRESS))
     await execute_raw(sealed, "UPDATE blocks SET reasons_json = substr(reasons_json, 2)")
@@ -190,7 +184,8 @@ async def test_a_sealed_json_that_lost_its_prefix_fails_closed(sealed: Sealed) -
 
 @pytest.mark.xfail(
     strict=True,
-    reason="DataCipher.open returns any unprefixed value as plaintext even after the store "
+    reason="OPEN, documented (README, Encryption at rest: what this leaks): "
+    "DataCipher.open returns any unprefixed value as plaintext even after the store "
     "has been sealed throughout: anyone who can write the store replaces a sealed recipient "
     "(or reason, evidence) by text of their choosing and every view shows it as genuine; "
     "once a sealing pass has finished, a value in clear in a sealed column is damage",
@@ -281,15 +276,6 @@ async def test_an_export_holds_no_audit_entry_about_someone_else(sealed: Sealed)
 # --- the bytes of a SQLite copy -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sealing pass (gateway/store/sqlite/resealing.py) rewrites pages in the WAL "
-    "and never checkpoints: until the WAL reaches 1000 pages or the gateway stops, the main "
-    "file keeps the pre-encryption page images, so a copy of gateway.db (+WAL) taken after "
-    "the pass has finished still holds every address and number in clear (README: "
-    "secure_delete, so the old bytes are overwritten); the pass should end with "
-    "PRAGMA wal_checkpoint(TRUNCATE)",
-)
 async def test_a_file_copy_after_the_sealing_pass_holds_nothing_in_clear(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'gateway.db'}"
     before = open_store(url)  # the release before encryption: its rows in clear
@@ -339,7 +325,8 @@ async def test_the_sealing_pass_converts_an_address_starting_with_a_tilde(tmp_pa
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a rolling upgrade (docs/operations.md: roll replicas one at a time) that turns "
+    reason="OPEN, ruled out by the upgrade notes (docs/operations.md, Upgrading): "
+    "a rolling upgrade (docs/operations.md: roll replicas one at a time) that turns "
     "encryption on (now the default) leaves the old replicas looking suppressions, contacts "
     "and notices up by the value in clear only, while upgraded replicas write blind indexes: "
     "an opt-out taken by an upgraded replica is not seen by an old one, which sends to the "
@@ -423,7 +410,8 @@ def sms_decision(account: str, number: str) -> DecisionRecord:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a decision's recipient_terms (gateway/store/sealing.py signature) is the OR of one "
+    reason="OPEN, documented (README, Encryption at rest: what this leaks): "
+    "a decision's recipient_terms (gateway/store/sealing.py signature) is the OR of one "
     "keyed bit per trigram, so it is compositional: an agent that knows the numbers it sent "
     "to learns each digit trigram's bit from its own rows in a copy (~2000 sends), then "
     "computes the signature of every candidate number and finds another account's recipient "

@@ -217,7 +217,7 @@ def concern_methods() -> set[str]:
 @pytest.mark.parametrize("backend", BACKENDS, ids=lambda backend: backend.__name__)
 def test_each_backend_implements_every_concern(backend: type) -> None:
     """The stores do not inherit `Store` (a missing method would fall back to a stub)."""
-    assert len(concern_methods()) == 86
+    assert len(concern_methods()) == 87
     for name in concern_methods():
         method = getattr(backend, name)
         assert inspect.iscoroutinefunction(method), name

@@ -34,6 +34,9 @@ class PostgresResealing(PostgresConnection):
                     skipped += 1
         return ResealBatch.of(table, rows, changed, limit, skipped)
 
+    async def settle_resealing(self) -> None:
+        """Nothing to do here: dead row versions stay until VACUUM (README, Rotating)."""
+
     async def count_rows(self, table: SealedTable) -> int:
         async with self._connection() as conn:
             return int(await conn.fetchval(f"SELECT count(*) FROM {table.name}"))

@@ -19,6 +19,11 @@ class SqliteResealing(SqliteConnection):
         cipher = self._cipher
         return await self._run(lambda conn: _reseal_batch(conn, table, after, limit, cipher))
 
+    async def settle_resealing(self) -> None:
+        """Checkpoint and truncate the WAL: with secure_delete on during the pass, the main
+        file's old page images are overwritten and the WAL holds no copy of them."""
+        await self._run(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+
     async def count_rows(self, table: SealedTable) -> int:
         return await self._read_in_thread(
             lambda conn: conn.execute(f"SELECT count(*) FROM {table.name}").fetchone()[0]
