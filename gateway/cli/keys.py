@@ -116,7 +116,7 @@ async def _rotate_data(services: Services) -> int:
         time=services.clock.now(), actor="operator", action="data-key.rotation-finished",
         subject=f"data key {active}",
         details={"resealed": report.resealed, "retired": report.retired,
-                 "in_use": report.in_use},
+                 "in_use": report.in_use, "skipped": report.skipped},
     ))
     print(f"re-sealed {sum(report.resealed.values())} rows under data key {active}; "
           f"retired: {', '.join(report.retired) or 'none'}")
@@ -124,8 +124,10 @@ async def _rotate_data(services: Services) -> int:
         print(f"not retired: {', '.join(report.in_use)}: a running gateway (or command) "
               f"sealed under it during the pass. Restart every replica with {active} active, "
               "then run `keys rotate-data` again", file=sys.stderr)
-        return 1
-    return 0
+    if report.skipped:
+        print(f"left {report.skipped} rows a concurrent write changed under the pass: run "
+              "`keys rotate-data` again", file=sys.stderr)
+    return 1 if report.in_use or report.skipped else 0
 
 
 async def _audit(services: Services, action: str, key_id: str, account: str) -> None:

@@ -106,4 +106,4 @@ async def reseal_in_background(store: Store, active_key: str) -> None:
         return
     log_event(log, "data.reseal_finished", active_key=active_key,
               resealed=sum(report.resealed.values()), retired=report.retired,
-              in_use=report.in_use)
+              in_use=report.in_use, skipped=report.skipped)
