@@ -14,7 +14,7 @@ import hmac
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from gateway.model import (
     AuditEvent,
@@ -28,16 +28,13 @@ from gateway.model import (
     Suppression,
 )
 from gateway.store.errors import StoreUnavailable as StoreUnavailable
+from gateway.store.resealing import ResealBatch, SealedTable
+from gateway.store.sealing import ERASED_PREFIX as ERASED_PREFIX
 from gateway.store.sealing import DataCipher
 
-if TYPE_CHECKING:  # resealing.py reads ERASED_PREFIX from here
-    from gateway.store.resealing import ResealBatch, SealedTable
-
-# An erased person's suppression survives as one row under a keyed hash of their key, so
-# the opt-out keeps holding while the address itself is gone. The prefix cannot begin a
-# real key (an email local part has no unquoted ':' and E.164 starts with '+').
+# An erased person's suppression survives as one row under a keyed hash of their key
+# (ERASED_PREFIX), so the opt-out keeps holding while the address itself is gone.
 ERASED_SOURCE = "erased"
-ERASED_PREFIX = "erased:"
 
 
 def erased_address(erasure_key: bytes, key: str) -> str:

@@ -23,8 +23,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.store.base import ERASED_PREFIX
-from gateway.store.sealing import DataCipher, is_blind_index, sealed_key_id, search_folded
+from gateway.store.sealing import (
+    ERASED_PREFIX,
+    DataCipher,
+    is_blind_index,
+    sealed_key_id,
+    search_folded,
+)
 
 Bind = Callable[[object], str]
 

@@ -39,6 +39,10 @@ SEALED_PREFIX = "\x1e"
 """Starts every sealed value: a control character no address or stored subject starts with,
 so a row written before encryption reads as what it is."""
 
+ERASED_PREFIX = "erased:"
+"""Starts the keyed hash an erased person's suppression is kept under: it cannot begin a
+real key (an email local part has no unquoted ':' and E.164 starts with '+')."""
+
 BLIND_PREFIX = "~"
 """Starts every blind index. An address may start with it too ('~' is atext), so only
 `is_blind_index` tells the two apart."""
