@@ -135,7 +135,9 @@ async def test_prometheus_scrapes_message_counts_and_loads_the_alert_rules(
     assert blocked["metric"]["channel"] == "email"
     assert (allowed["value"][1], blocked["value"][1]) == ("1", "1")
     assert store_up[0]["value"][1] == "1"
-    assert {g["name"] for g in groups} == {"compliance-gateway-recording", "compliance-gateway"}
+    assert {g["name"] for g in groups} == {
+        "compliance-gateway-recording", "compliance-gateway", "compliance-gateway-keys"
+    }
     rules = [r for g in groups for r in g["rules"]]
     assert "GatewayCallingWindowBlocksSurge" in {r["name"] for r in rules}
     assert all(r["health"] in ("ok", "unknown") for r in rules), rules
