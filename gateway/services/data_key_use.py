@@ -68,8 +68,9 @@ class SealingBeat:
         replica started without it is refused again, and the next pass re-seals the rows."""
         self._count += 1
         await self._store.put_setting(self.name, str(self._count))
-        if await self._store.settings_named(RETIRED + self.key_id):
-            await self._store.drop_setting(RETIRED + self.key_id)
+        retired = RETIRED + self.key_id
+        if retired in await self._store.settings_named(retired):  # k1's, not k10's
+            await self._store.drop_setting(retired)
             log_event(log, "data-key.retired_in_use", logging.ERROR, key_id=self.key_id,
                       action="restart this gateway with the new active data key, then run "
                              "`keys rotate-data` again")

@@ -74,9 +74,7 @@ async def data_keys(config: Config, store: SharedSettings, now: datetime) -> Dat
             )
         return DataKeys(PLAIN, {})
     where = _key_name(config)
-    retired = {name.removeprefix(RETIRED) for name in await store.settings_named(RETIRED)}
-    sealed_under = sorted(name.removeprefix(FINGERPRINT)
-                          for name in await store.settings_named(FINGERPRINT))
+    sealed_under, retired = await stored_key_ids(store)
     needed = [key_id for key_id in sealed_under if key_id not in retired]
     keys, active, created = _configured_or_generated(config, now, where, needed)
     if active in retired:
@@ -109,6 +107,15 @@ async def data_keys(config: Config, store: SharedSettings, now: datetime) -> Dat
     }
     index_key = await _index_key(store, keys, active, where, sealed_before=bool(sealed_under))
     return DataKeys(DataCipher(DataKeyring(keys, active, index_key)), created_at)
+
+
+async def stored_key_ids(store: SharedSettings) -> tuple[list[str], set[str]]:
+    """The ids of every data key the store has seen (by their fingerprints), sorted, and
+    those of them marked retired."""
+    sealed_under = sorted(name.removeprefix(FINGERPRINT)
+                          for name in await store.settings_named(FINGERPRINT))
+    retired = {name.removeprefix(RETIRED) for name in await store.settings_named(RETIRED)}
+    return sealed_under, retired
 
 
 def _key_name(config: Config) -> KeyName:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from gateway.runtime.logs import log_event
 from gateway.services.data_key_use import SealersAtStart, Wait
-from gateway.services.data_keys import FINGERPRINT, RETIRED, WRAPPED_INDEX_KEY
+from gateway.services.data_keys import RETIRED, WRAPPED_INDEX_KEY, stored_key_ids
 from gateway.store.base import Store, StoreUnavailable
 from gateway.store.resealing import SEALED_TABLES
 from gateway.store.sealing import SealedDataError
@@ -55,12 +55,9 @@ async def reseal_store(
     """One pass over every sealed table; a value that does not open stops it (SealedDataError
     naming the row), before anything is marked retired."""
     report = ResealReport(active_key)
-    retired = await store.settings_named(RETIRED)
-    candidates = sorted(
-        key_id for key_id in (name.removeprefix(FINGERPRINT)
-                              for name in await store.settings_named(FINGERPRINT))
-        if key_id != active_key and RETIRED + key_id not in retired
-    )
+    sealed_under, retired = await stored_key_ids(store)
+    candidates = [key_id for key_id in sealed_under
+                  if key_id != active_key and key_id not in retired]
     sealers = await SealersAtStart.read(store)
     for table in SEALED_TABLES:
         # Counted only for a progress report: the background pass has none to give.
@@ -96,7 +93,8 @@ async def reseal_in_background(store: Store, active_key: str) -> None:
     """At start-up, when no pass has finished under the active key (a database from before
     encryption, or a key rotated without `keys rotate-data`): sealed while serving."""
     try:
-        if await store.settings_named(RESEALED_THROUGH + active_key):
+        done = RESEALED_THROUGH + active_key
+        if done in await store.settings_named(done):  # the name itself: k1's is not k10's
             return
         log_event(log, "data.reseal_started", active_key=active_key)
         report = await reseal_store(store, active_key)

@@ -22,7 +22,7 @@ from gateway.services.data_key_use import (
     SealingBeat,
 )
 from gateway.services.data_keys import RETIRED, WRAPPED_INDEX_KEY, data_keys
-from gateway.services.data_rotation import RESEALED_THROUGH, reseal_store
+from gateway.services.data_rotation import RESEALED_THROUGH, reseal_in_background, reseal_store
 from gateway.store.sqlite import SqliteStore
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -161,3 +161,16 @@ async def test_a_retired_key_cannot_be_made_active_again(
     with pytest.raises(ConfigError, match="retired") as refused:
         await data_keys(config(tmp_path, {"k1": K1, "k2": K2}, "k1"), store, NOW)
     assert refused.value.key == "encryption.keys.k1"
+
+
+async def test_settings_of_another_key_whose_id_extends_this_one_are_not_this_ones(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """k10's retirement and k10's finished pass say nothing about k1: settings are read by
+    prefix, and 'k1' prefixes 'k10'."""
+    await store.claim_setting(RETIRED + "k10", "k2")
+    await store.claim_setting(RESEALED_THROUGH + "k10", "done")
+    await SealingBeat(store, "k1").beat()
+    assert "data-key.retired_in_use" not in caplog.text
+    await reseal_in_background(store, "k1")
+    assert RESEALED_THROUGH + "k1" in await store.settings_named(RESEALED_THROUGH)
