@@ -126,6 +126,11 @@ def trigrams(text: str) -> set[str]:
     return {folded[i : i + 3] for i in range(len(folded) - 2)}
 
 
+def _derived_mac(index_key: bytes, use: bytes) -> hmac.HMAC:
+    """An HMAC under a key of its own for one use, derived from the index key."""
+    return hmac.new(hmac.digest(index_key, use, "sha256"), digestmod=hashlib.sha256)
+
+
 class DataCipher:
     """Seals, opens and indexes with one keyring. Everything is per value and pure but for
     the random nonce, so the store's row encoders call it inline."""
@@ -139,10 +144,8 @@ class DataCipher:
         self._active = keyring.active
         # Keyed once and copied per value: keying an HMAC costs as much as the rest of it.
         self._blind_mac = hmac.new(keyring.index_key, digestmod=hashlib.sha256)
-        signature_key = hmac.new(keyring.index_key, b"search-signature", "sha256").digest()
-        self._signature_mac = hmac.new(signature_key, digestmod=hashlib.sha256)
-        digest_key = hmac.new(keyring.index_key, b"keyed-digest", "sha256").digest()
-        self._digest_mac = hmac.new(digest_key, digestmod=hashlib.sha256)
+        self._signature_mac = _derived_mac(keyring.index_key, b"search-signature")
+        self._digest_mac = _derived_mac(keyring.index_key, b"keyed-digest")
         self._trigram_bit = functools.lru_cache(maxsize=TRIGRAM_BITS_CACHED)(self._keyed_bit)
 
     @property
