@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +24,6 @@ from gateway.store.base import (
     SuppressionQuery,
 )
 from gateway.store.sealing import DataCipher, DataKeyring, SealedDataError
-from tests.store.test_store import backend_url
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 ERASURE_KEY = b"e" * 32
@@ -48,20 +46,6 @@ class Sealed:
 
 def new_cipher() -> DataCipher:
     return DataCipher(DataKeyring({"k1": os.urandom(32)}, "k1", os.urandom(32)))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def sealed(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Sealed]:
-    """A store given a random data key (and an erasure key) before anything is written."""
-    url = backend_url(request, tmp_path)
-    store = open_store(url)
-    await store.open()
-    cipher = new_cipher()
-    await store.use_data_cipher(cipher)
-    await store.use_erasure_key(ERASURE_KEY)
-    path = tmp_path / "data" / "gateway.db" if request.param == "sqlite" else None
-    yield Sealed(store, cipher, request.param, url, path)
-    await store.close()
 
 
 def entry(address: str, *, source: str = "import", mailbox: str = "") -> Suppression:

@@ -11,7 +11,6 @@ import base64
 import os
 import random
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -63,21 +62,6 @@ from tests.store.test_sealed_lookup_tables import (
     ERASURE_KEY as ERASED_ROWS_KEY,
 )
 from tests.store.test_sealing_migration import waiting_sessions
-from tests.store.test_store import backend_url
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def sealed(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Sealed]:
-    """A store given a random data key before anything is written, as the gateway's."""
-    url = backend_url(request, tmp_path)
-    store = open_store(url)
-    await store.open()
-    cipher = new_cipher()
-    await store.use_data_cipher(cipher)
-    await store.use_erasure_key(ERASED_ROWS_KEY)
-    path = tmp_path / "data" / "gateway.db" if request.param == "sqlite" else None
-    yield Sealed(store, cipher, request.param, url, path)
-    await store.close()
 
 # --- what a copy of the store shows ---------------------------------------------------------
 
