@@ -178,12 +178,13 @@ class ChainCheck:
         entry_id, *_, prev_hash, digest = row
         if not self._hash_matches(row):
             return AuditProblem(entry_id, "content does not match its hash")
-        if self._keyed_seen and not str(digest).startswith(KEYED_PREFIX):
+        keyed = str(digest).startswith(KEYED_PREFIX)
+        if self._keyed_seen and not keyed:
             # Once entries are keyed they stay keyed: an unkeyed one after them is an entry
             # rewritten by someone without the key (or a replica of an earlier release
             # writing beside this one, which the upgrade notes rule out).
             return AuditProblem(entry_id, "is not keyed though an earlier entry is")
-        self._keyed_seen = self._keyed_seen or str(digest).startswith(KEYED_PREFIX)
+        self._keyed_seen |= keyed
         if prev_hash != self._expected_prev:
             if self._previous_id is None:
                 return AuditProblem(entry_id, "first entry does not start the chain")
