@@ -33,6 +33,10 @@ PASS_RUNNING = "resealing:pass:"
 """A settings row per pass while it runs: a process that stops then leaves its row (marked
 STOPPED) for that pass to see; otherwise it removes it."""
 STOPPED = "stopped"
+WRITES_IN_CLEAR = ""
+"""The key id a process with encryption off beats under (no real id is empty): while one
+runs, a pass never declares every lookup value blind (`SealedColumns.lookups_all_blind`),
+or the clear rows it writes after the pass would be missed."""
 BEAT_S = 10.0
 STALE_AFTER_S = 2 * BEAT_S + 5
 """How long a row must not move to be taken for a dead process's (two missed beats)."""

@@ -32,6 +32,23 @@ def test_a_sealed_value_opens_to_its_plaintext_and_shows_none_of_it() -> None:
     assert c.open(sealed, "decisions.recipient", "decision 1") == "Bob.Lead@Example.com"
 
 
+def test_an_empty_value_stays_empty_as_the_sealing_pass_leaves_it() -> None:
+    c = cipher()
+    assert c.seal("", "decisions.subject") == ""
+    assert c.open("", "decisions.subject", "decision 1") == ""
+    assert c.seal(" ", "decisions.subject").startswith(SEALED_PREFIX)
+
+
+def test_a_blind_index_is_the_same_asked_again_and_differs_between_values() -> None:
+    """Remembered (one message asks for its recipient's in several tables), never mixed
+    up: every value keeps its own."""
+    c = cipher()
+    values = [f"+1212555{n:04d}" for n in range(5000)]  # more than the cipher remembers
+    first = [c.blind(v) for v in values]
+    assert len(set(first)) == len(values)
+    assert [c.blind(v) for v in reversed(values)] == first[::-1]
+
+
 def test_sealing_the_same_value_twice_gives_two_ciphertexts() -> None:
     c = cipher()
     assert c.seal("+15551234567", "t.c") != c.seal("+15551234567", "t.c")
