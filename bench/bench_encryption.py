@@ -12,7 +12,12 @@ machine's speed falls on both. Kinds:
   checked against the sink's count (bench_smtp.measured);
 - `email`: POST /email, 64 connections back to back (bench_http.email_request);
 - `text`: POST Messages.json, 32 connections back to back, each gateway texting its own
-  first consented numbers (bench_twilio_http.messages_request).
+  first consented numbers in numeric order (bench_twilio_http.messages_request);
+- `text_any_order`: the same, to the second half of the consented numbers in an order
+  unrelated to their value (a stride through them). Every table a text looks its
+  recipient up in is keyed by it: in numeric order, consecutive texts land on the same
+  index pages with encryption off, while blind indexes scatter them either way. Both
+  kinds are measured so that the texts' cost is not read off that locality alone.
 Each run is a closed loop for SECONDS: messages/s, and the CPU the gateway's processes spent
 per answered message (read from /proc), which depends far less on how busy the machine is.
 The cost is the median of each side's rounds; the per-round changes show the noise.
@@ -29,7 +34,7 @@ import json
 import os
 import statistics
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -55,21 +60,30 @@ ROUNDS = int(os.environ.get("BENCH_ENCRYPTION_ROUNDS", "5"))
 SECONDS = float(os.environ.get("BENCH_ENCRYPTION_SECONDS", "8"))
 WORKERS = 2
 SETTINGS = {"off": "\n[encryption]\nenabled = false\n", "on": ENCRYPTION}
-KINDS = ("smtp", "email", "text")
-CONCURRENCY = {"smtp": 10, "email": 64, "text": 32}
+KINDS = ("smtp", "email", "text", "text_any_order")
+CONCURRENCY = {"smtp": 10, "email": 64, "text": 32, "text_any_order": 32}
+ANY_ORDER_STRIDE = 7_919
+"""A prime not dividing half of bench_twilio_http.CONSENTED: the stride visits every number
+of that half once before repeating."""
 SMTP_SIZE = "20 KB multipart + attachment"
 COST_TARGET = 0.05
 
 
-def own_numbering(request: Request) -> Request:
-    """`request` numbered from 0 by its own count: each gateway texts its first consented
-    numbers, whatever the other gateway's runs sent."""
+def own_numbering(request: Request, place: Callable[[int], int] = int) -> Request:
+    """`request` numbered from 0 by its own count (then `place`d): each gateway texts its
+    own consented numbers, whatever the other gateway's runs sent."""
     indices = itertools.count()
 
     async def send(http: aiohttp.ClientSession, _index: int) -> bool:
-        return await request(http, next(indices))
+        return await request(http, place(next(indices)))
 
     return send
+
+
+def any_order(count: int) -> int:
+    """The count-th number of the second half of the consented ones, by stride."""
+    half = twilio.CONSENTED // 2
+    return half + count * ANY_ORDER_STRIDE % half
 
 
 @contextlib.contextmanager
@@ -97,6 +111,8 @@ def gateways(directory: Path) -> Iterator[dict[str, dict]]:
                 "email": email_request(base, GATEWAY_SECRET),
                 "text": own_numbering(twilio.messages_request(
                     base, twilio.basic("bench", GATEWAY_SECRET))),
+                "text_any_order": own_numbering(twilio.messages_request(
+                    base, twilio.basic("bench", GATEWAY_SECRET)), any_order),
             }
         yield served
 

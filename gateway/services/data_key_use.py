@@ -3,9 +3,10 @@ process sealed new rows under while the pass ran. Without this, `keys rotate-dat
 before every replica restarted with the new active key would leave the rows those replicas
 write under a key marked retired, and a replica started without it could never open them.
 
-Every process that may seal (a serving gateway, a CLI command) keeps a settings row
-`sealing:data-key:<id>:<process>` whose value counts up every BEAT_S while it runs; when it
-ends the row goes, or becomes STOPPED while a pass runs. A pass announces itself, notes the
+Every process that writes (a serving gateway, a CLI command) keeps a settings row
+`sealing:data-key:<id>:<process>` (the id empty with encryption off: WRITES_IN_CLEAR) whose
+value counts up every BEAT_S while it runs; when it ends the row goes, or becomes STOPPED
+while a pass runs. A pass announces itself, notes the
 rows before it walks the tables (`SealersAtStart`) and reads them again twice after it (a
 little over two beats apart): a key stays when any of its processes was running at the
 start, started during the pass, or still runs. A row that did not move in that time was
