@@ -15,7 +15,7 @@ from tests.conftest import MANAGER_SECRET
 from tests.ingress.test_twilio import FL, NY, outbox, refused, sdk, send_sms, start
 from tests.web.test_console_activity import decision_links
 
-EVIDENCE_MARK = "signed web form"
+SOURCE_MARK = "signed web form"
 
 
 def truncate(gateway: Gateway, table: str, column: str, key_column: str, key: object) -> None:
@@ -34,11 +34,11 @@ async def test_a_damaged_consent_fails_the_text_closed_and_others_still_send(
 ) -> None:
     gateway = await start(gateway_factory)
     subject = gateway.services.data_keys.cipher.blind(NY)
-    truncate(gateway, "consents", "evidence", "subject", subject)
+    truncate(gateway, "consents", "source", "subject", subject)
 
     error = await refused(send_sms(sdk(gateway), to=NY))
     assert (error.status, error.code) == (503, 20503)
-    assert "STORE_UNAVAILABLE" in error.msg and EVIDENCE_MARK not in error.msg
+    assert "STORE_UNAVAILABLE" in error.msg and SOURCE_MARK not in error.msg
     assert outbox(gateway) == []
 
     await send_sms(sdk(gateway), to=FL)
