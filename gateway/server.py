@@ -51,9 +51,9 @@ from gateway.runtime.processes import (
     is_first_worker,
 )
 from gateway.runtime.tls import ReloadableTls
-from gateway.services.data_key_use import WRITES_IN_CLEAR, SealingBeat
+from gateway.services.data_key_use import SealingBeat
 from gateway.services.data_keys import DataKeys, data_keys
-from gateway.services.data_rotation import all_sealed_under, reseal_in_background
+from gateway.services.data_rotation import reseal_in_background
 from gateway.services.key_ages import HeldKeys
 from gateway.services.people import People
 from gateway.services.privacy import Privacy, purge
@@ -208,18 +208,13 @@ class Services:
         await self.store.open()
         try:
             self.data_keys = await data_keys(self.config, self.store, self.clock.now())
-            cipher = self.data_keys.cipher
-            # Before anything is written, and until `close`, in every process that may write
-            # (a gateway, a long import): no pass may retire the key it seals under, nor
-            # take the store for all sealed while it writes in clear.
-            self.sealing = SealingBeat(
-                self.store, cipher.active_key_id if cipher.enabled else WRITES_IN_CLEAR
-            )
-            await self.sealing.beat()
-            self._sealing_task = asyncio.create_task(self.sealing.run())
-            await self.store.use_data_cipher(cipher)
-            if cipher.enabled and await all_sealed_under(self.store, cipher.active_key_id):
-                self.store.lookups_all_blind()
+            if self.data_keys.cipher.enabled:
+                # Before anything is sealed, and until `close`, in every process that may
+                # seal (a gateway, a long import): no pass may retire the key under it.
+                self.sealing = SealingBeat(self.store, self.data_keys.cipher.active_key_id)
+                await self.sealing.beat()
+                self._sealing_task = asyncio.create_task(self.sealing.run())
+            await self.store.use_data_cipher(self.data_keys.cipher)
             keys = await shared_keys(
                 self.config, self.store, self.clock.now(), self.data_keys.cipher
             )

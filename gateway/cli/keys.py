@@ -116,8 +116,7 @@ async def _rotate_data(services: Services) -> int:
         time=services.clock.now(), actor="operator", action="data-key.rotation-finished",
         subject=f"data key {active}",
         details={"resealed": report.resealed, "retired": report.retired,
-                 "in_use": report.in_use, "skipped": report.skipped,
-                 "writer_in_clear": report.writer_in_clear},
+                 "in_use": report.in_use, "skipped": report.skipped},
     ))
     print(f"re-sealed {sum(report.resealed.values())} rows under data key {active}; "
           f"retired: {', '.join(report.retired) or 'none'}")
@@ -128,11 +127,7 @@ async def _rotate_data(services: Services) -> int:
     if report.skipped:
         print(f"left {report.skipped} rows a concurrent write changed under the pass: run "
               "`keys rotate-data` again", file=sys.stderr)
-    if report.writer_in_clear:
-        print("a gateway (or command) with encryption off ran during the pass and wrote in "
-              "clear: turn encryption on there, restart it, then run `keys rotate-data` "
-              "again", file=sys.stderr)
-    return 0 if report.done else 1
+    return 1 if report.in_use or report.skipped else 0
 
 
 async def _audit(services: Services, action: str, key_id: str, account: str) -> None:

@@ -3,10 +3,9 @@ process sealed new rows under while the pass ran. Without this, `keys rotate-dat
 before every replica restarted with the new active key would leave the rows those replicas
 write under a key marked retired, and a replica started without it could never open them.
 
-Every process that writes (a serving gateway, a CLI command) keeps a settings row
-`sealing:data-key:<id>:<process>` (the id empty with encryption off: WRITES_IN_CLEAR) whose
-value counts up every BEAT_S while it runs; when it ends the row goes, or becomes STOPPED
-while a pass runs. A pass announces itself, notes the
+Every process that may seal (a serving gateway, a CLI command) keeps a settings row
+`sealing:data-key:<id>:<process>` whose value counts up every BEAT_S while it runs; when it
+ends the row goes, or becomes STOPPED while a pass runs. A pass announces itself, notes the
 rows before it walks the tables (`SealersAtStart`) and reads them again twice after it (a
 little over two beats apart): a key stays when any of its processes was running at the
 start, started during the pass, or still runs. A row that did not move in that time was
@@ -34,10 +33,6 @@ PASS_RUNNING = "resealing:pass:"
 """A settings row per pass while it runs: a process that stops then leaves its row (marked
 STOPPED) for that pass to see; otherwise it removes it."""
 STOPPED = "stopped"
-WRITES_IN_CLEAR = ""
-"""The key id a process with encryption off beats under (no real id is empty): while one
-runs, a pass never declares every lookup value blind (`SealedColumns.lookups_all_blind`),
-or the clear rows it writes after the pass would be missed."""
 BEAT_S = 10.0
 STALE_AFTER_S = 2 * BEAT_S + 5
 """How long a row must not move to be taken for a dead process's (two missed beats)."""

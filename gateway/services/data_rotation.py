@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.runtime.logs import log_event
-from gateway.services.data_key_use import WRITES_IN_CLEAR, SealersAtStart, Wait
+from gateway.services.data_key_use import SealersAtStart, Wait
 from gateway.services.data_keys import RETIRED, WRAPPED_INDEX_KEY, stored_key_ids
 from gateway.store.base import Store, StoreUnavailable
 from gateway.store.resealing import SEALED_TABLES
@@ -46,13 +46,6 @@ class ResealReport:
     skipped: int = 0
     """Rows a concurrent writer won from the pass (PostgreSQL): left as they were, so the
     pass is not done and the next start walks again."""
-    writer_in_clear: bool = False
-    """A process with encryption off ran during the pass: what it wrote is in clear, so the
-    pass is not done."""
-
-    @property
-    def done(self) -> bool:
-        return not (self.in_use or self.skipped or self.writer_in_clear)
 
 
 async def reseal_store(
@@ -83,9 +76,7 @@ async def reseal_store(
             after = done.next_after
         report.resealed[table.name] = resealed
     await store.settle_resealing()
-    in_use = await sealers.keys_in_use(store, [*candidates, WRITES_IN_CLEAR], wait)
-    report.writer_in_clear = WRITES_IN_CLEAR in in_use
-    report.in_use = sorted(in_use - {WRITES_IN_CLEAR})
+    report.in_use = sorted(await sealers.keys_in_use(store, candidates, wait))
     for key_id in candidates:
         if key_id in report.in_use:
             continue
@@ -93,23 +84,17 @@ async def reseal_store(
         # Whoever holds a retired key must not open the index key from a later copy.
         await store.drop_setting(WRAPPED_INDEX_KEY + key_id)
         report.retired.append(key_id)
-    if report.done:
+    if not report.in_use and not report.skipped:
         await store.claim_setting(RESEALED_THROUGH + active_key, "done")
-        store.lookups_all_blind()
     return report
-
-
-async def all_sealed_under(store: Store, active_key: str) -> bool:
-    """Whether a pass has finished under `active_key` (the name itself: k1's is not k10's)."""
-    done = RESEALED_THROUGH + active_key
-    return done in await store.settings_named(done)
 
 
 async def reseal_in_background(store: Store, active_key: str) -> None:
     """At start-up, when no pass has finished under the active key (a database from before
     encryption, or a key rotated without `keys rotate-data`): sealed while serving."""
     try:
-        if await all_sealed_under(store, active_key):
+        done = RESEALED_THROUGH + active_key
+        if done in await store.settings_named(done):  # the name itself: k1's is not k10's
             return
         log_event(log, "data.reseal_started", active_key=active_key)
         report = await reseal_store(store, active_key)
@@ -119,5 +104,4 @@ async def reseal_in_background(store: Store, active_key: str) -> None:
         return
     log_event(log, "data.reseal_finished", active_key=active_key,
               resealed=sum(report.resealed.values()), retired=report.retired,
-              in_use=report.in_use, skipped=report.skipped,
-              writer_in_clear=report.writer_in_clear)
+              in_use=report.in_use, skipped=report.skipped)

@@ -410,9 +410,6 @@ class DataSealing(Protocol):
         """Seal personal data with `cipher` from now on (services.data_keys checks it
         against the store first)."""
 
-    def lookups_all_blind(self) -> None:
-        """Look lookup values up by their blind index alone (see SealedColumns)."""
-
 
 class Resealing(Protocol):
     async def reseal_batch(

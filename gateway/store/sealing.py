@@ -280,33 +280,28 @@ class SealedColumns:
     keys (`services.data_keys`), which it does before serving anything."""
 
     _cipher: DataCipher = PLAIN
-    _clear_lookups = True
 
     async def use_data_cipher(self, cipher: DataCipher) -> None:
         self._cipher = cipher
 
-    def lookups_all_blind(self) -> None:
-        """Every lookup value in the store is its blind index: a sealing pass finished under
-        the active key, and no process writing in clear ran during it (`reseal_store`). The
-        send path's lookups then ask for one stored form instead of two, which both stores
-        answer as an equality instead of an IN list."""
-        self._clear_lookups = False
-
     def _lookup_forms(self, values: Iterable[str]) -> dict[str, str]:
-        return lookup_forms(self._cipher, values, clear=self._clear_lookups)
+        return lookup_forms(self._cipher, values)
 
 
-def lookup_forms(
-    cipher: DataCipher, values: Iterable[str], *, clear: bool = True
-) -> dict[str, str]:
+def lookup_forms(cipher: DataCipher, values: Iterable[str]) -> dict[str, str]:
     """Stored form -> the caller's value, for looking `values` up in a blind-indexed column:
-    the blind index, and with `clear` the value itself too, since a row written before
-    encryption holds it in clear until the sealing pass reaches it. Under PLAIN both forms
-    are one. Blank values name nothing and are left out."""
+    the blind index, and while encryption is on the value itself too, since a row written
+    before encryption holds it in clear until the sealing pass reaches it. Under PLAIN both
+    forms are one. Blank values name nothing and are left out.
+
+    The clear form is kept after the sealing pass (gateway/services/data_rotation.py) has
+    finished, though it costs a lookup more than the blind index alone: a finished pass
+    does not prove that no row was written in clear since (a replica of an earlier release
+    during an upgrade, a concurrent rewrite of a row the pass was converting), and a
+    lookup that missed such a row would send to someone who opted out."""
     forms: dict[str, str] = {}
     for value in values:
         if value:
             forms.setdefault(cipher.blind(value), value)
-            if clear:
-                forms.setdefault(value, value)
+            forms.setdefault(value, value)
     return forms

@@ -14,12 +14,10 @@ from pathlib import Path
 import pytest
 
 from gateway.config.settings import ConfigError, build_config
-from gateway.model import Suppression
 from gateway.services.data_key_use import (
     PASS_RUNNING,
     SEALING,
     STOPPED,
-    WRITES_IN_CLEAR,
     SealersAtStart,
     SealingBeat,
 )
@@ -176,45 +174,3 @@ async def test_settings_of_another_key_whose_id_extends_this_one_are_not_this_on
     assert "data-key.retired_in_use" not in caplog.text
     await reseal_in_background(store, "k1")
     assert RESEALED_THROUGH + "k1" in await store.settings_named(RESEALED_THROUGH)
-
-
-async def test_a_gateway_writing_in_clear_during_a_pass_keeps_its_opt_outs_found(
-    store: SqliteStore, tmp_path: Path
-) -> None:
-    """A replica with encryption off, started before any replica turned it on, writes opt-outs
-    in clear. While it runs, no pass may declare every lookup value blind: the encrypted
-    replicas would stop asking for the clear form and send to the people who opted out
-    through it."""
-    keys = await data_keys(config(tmp_path, {"k1": K1}, "k1"), store, NOW)
-    await store.use_data_cipher(keys.cipher)
-    in_clear = SqliteStore(tmp_path / "gateway.db")
-    await in_clear.open()
-    writer = SealingBeat(in_clear, WRITES_IN_CLEAR)
-    await writer.beat()
-
-    report = await reseal_store(store, "k1", wait=during_wait(writer.beat))
-    assert report.writer_in_clear and not report.done
-    assert await store.settings_named(RESEALED_THROUGH) == {}
-    stop = Suppression("+12125550147", "sms-stop", "STOP", NOW, "twilio")
-    await in_clear.add_suppressions([stop])  # after the pass walked the table
-    assert await store.suppressed([stop.address]) == {stop.address}
-
-    await writer.stop()
-    await in_clear.close()
-    again = await reseal_store(store, "k1", wait=during_wait())
-    assert again.done and RESEALED_THROUGH + "k1" in await store.settings_named(
-        RESEALED_THROUGH
-    )
-    assert list(store._lookup_forms([stop.address])) == [keys.cipher.blind(stop.address)]
-    assert await store.suppressed([stop.address]) == {stop.address}  # sealed by the pass
-
-
-async def test_until_a_pass_finishes_lookups_ask_for_the_clear_form_too(
-    store: SqliteStore, tmp_path: Path
-) -> None:
-    keys = await data_keys(config(tmp_path, {"k1": K1}, "k1"), store, NOW)
-    await store.use_data_cipher(keys.cipher)
-    number = "+12125550148"
-    assert list(store._lookup_forms([number])) == [keys.cipher.blind(number), number]
-    await reseal_in_background(store, "k1")
-    assert list(store._lookup_forms([number])) == [keys.cipher.blind(number)]

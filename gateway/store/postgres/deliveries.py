@@ -81,13 +81,12 @@ class PostgresDeliveryLedger(PostgresConnection):
         self, conn: asyncpg.Connection, delivery_key: str, recipient: str
     ) -> str:
         """The form a claim of `recipient` is kept under: its blind index, unless a claim
-        made before encryption holds the recipient in clear (then that claim decides; asked
-        only until every row is sealed, `lookups_all_blind`). The
+        made before encryption holds the recipient in clear (then that claim decides). The
         clear row is locked: the sealing pass converting it meanwhile makes this read wait
         and then miss it, so the claim goes on under the blind index, never beside it."""
         indexed = self._delivery_index(recipient)
-        if indexed == recipient or not self._clear_lookups:
-            return indexed
+        if indexed == recipient:
+            return recipient
         legacy = await conn.fetchval(
             "SELECT true FROM deliveries WHERE delivery_key = $1 AND recipient = $2"
             " FOR UPDATE",

@@ -45,12 +45,11 @@ class SqliteDeliveryLedger(SqliteConnection):
         )
 
     def _delivery_forms(self, recipient: str) -> list[str]:
-        """The stored recipient a claim is written with first, then (encryption on, until
-        every row is sealed) the recipient as a row written before encryption holds it."""
+        """The stored recipient a claim is written with first, then (encryption on) the
+        recipient as a row written before encryption holds it."""
         if not self._cipher.enabled:
             return [recipient]
-        indexed = self._cipher.blind(search_folded(recipient))
-        return [indexed, recipient] if self._clear_lookups else [indexed]
+        return [self._cipher.blind(search_folded(recipient)), recipient]
 
     def _sealed_recipient(self, recipient: str) -> str:
         return seal_if_enabled(self._cipher, recipient, SEALED_RECIPIENT)
