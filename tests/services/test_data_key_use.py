@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config.settings import ConfigError, build_config
+from gateway.model import Suppression
 from gateway.services.data_key_use import (
     PASS_RUNNING,
     SEALING,
@@ -174,3 +175,32 @@ async def test_settings_of_another_key_whose_id_extends_this_one_are_not_this_on
     assert "data-key.retired_in_use" not in caplog.text
     await reseal_in_background(store, "k1")
     assert RESEALED_THROUGH + "k1" in await store.settings_named(RESEALED_THROUGH)
+
+
+async def test_an_opt_out_written_in_clear_after_a_pass_finished_still_blocks(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """A replica of an earlier release neither seals nor beats: during a rolling upgrade it
+    takes STOP replies in clear after a pass has finished. Lookups on this replica, and on
+    one started after the pass (which does not walk again), must still find them."""
+    earlier_release = SqliteStore(tmp_path / "gateway.db")
+    await earlier_release.open()
+    keys = await data_keys(config(tmp_path, {"k1": K1}, "k1"), store, NOW)
+    await store.use_data_cipher(keys.cipher)
+    await reseal_store(store, "k1", wait=during_wait())
+    assert RESEALED_THROUGH + "k1" in await store.settings_named(RESEALED_THROUGH)
+    stop = Suppression("+12125550147", "sms-stop", "STOP", NOW, "twilio")
+    await earlier_release.add_suppressions([stop])
+
+    later = SqliteStore(tmp_path / "gateway.db")
+    await later.open()
+    try:
+        await later.use_data_cipher(
+            (await data_keys(config(tmp_path, {"k1": K1}, "k1"), later, NOW)).cipher
+        )
+        await reseal_in_background(later, "k1")  # finished before: returns at once
+        assert await store.suppressed([stop.address]) == {stop.address}
+        assert await later.suppressed([stop.address]) == {stop.address}
+    finally:
+        await later.close()
+        await earlier_release.close()
