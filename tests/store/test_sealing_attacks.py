@@ -360,6 +360,47 @@ async def test_postgresql_a_row_left_by_a_racing_writer_is_sealed_at_the_next_st
     assert NUMBER not in [row["recipient"] for row in rows]
 
 
+async def test_postgresql_a_row_rewritten_under_the_pass_keeps_it_from_finishing(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read committed: a mailbox fold (another replica starting) rewrites a row in clear
+    between the batch's read and its conditional update, which then changes nothing. The
+    pass must count the row skipped rather than mark itself finished, or the row stays in
+    clear in the store for good (the next start walks only when no pass has finished)."""
+    from gateway.store.postgres import resealing as postgres_resealing
+
+    store, other = open_store(postgres_url), open_store(postgres_url)
+    await store.open()
+    await other.open()
+    writer = await asyncpg.connect(postgres_url)
+    try:
+        entry = Suppression("carol@example.com", "unsubscribe", "link", T0, "web")
+        await store.add_suppressions([entry])  # written before encryption
+        cipher = new_cipher()
+        await store.use_data_cipher(cipher)
+        await other.use_data_cipher(cipher)
+        apply, folded = postgres_resealing._apply, []
+
+        async def fold_first(conn: asyncpg.Connection, statements: list) -> int:
+            if not folded:
+                folded.append(await other.update_mailboxes(lambda address: address, "v2"))
+            return await apply(conn, statements)
+
+        monkeypatch.setattr(postgres_resealing, "_apply", fold_first)
+        report = await reseal_store(store, cipher.active_key_id)
+        monkeypatch.setattr(postgres_resealing, "_apply", apply)
+        assert folded == [1] and report.skipped >= 1
+        assert await store.suppressed([entry.address]) == {entry.address}
+        await reseal_in_background(store, cipher.active_key_id)  # the next start
+        rows = await writer.fetch("SELECT address FROM suppressions")
+        assert await store.suppressed([entry.address]) == {entry.address}
+    finally:
+        await writer.close()
+        await other.close()
+        await store.close()
+    assert entry.address not in [row["address"] for row in rows]
+
+
 # --- the index key ------------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,22 +16,25 @@ class PostgresResealing(PostgresConnection):
     async def reseal_batch(
         self, table: SealedTable, after: Sequence[Any] | None, limit: int
     ) -> ResealBatch:
-        """A change that moves its row to its blind key runs in a savepoint: a writer that
-        put a row under that key after the change checked for one makes it collide, and
-        the row is left for the next pass (lookups find both forms meanwhile), and counted
-        as skipped so this pass does not mark itself done."""
+        """Read committed: another writer may change a row between the batch's read and its
+        conditional update, which then changes nothing (a mailbox fold rewrites rows still
+        in clear). A change that moves its row to its blind key runs in a savepoint: a
+        writer that put a row under that key after the change checked for one makes it
+        collide. Either way the row is left for the next pass (lookups find both forms
+        meanwhile) and counted as skipped, so this pass does not mark itself done."""
         async with self._transaction() as conn:
             params = Numbered()
             rows = await conn.fetch(table.select_batch(params.bind, after, limit), *params.values)
             changed = skipped = 0
             for change in reseal_rows(table, rows, self._cipher):
-                if not table.moves(change):
-                    changed += await _apply(conn, table.statements(change))
-                    continue
+                savepoint = conn.transaction() if table.moves(change) else contextlib.nullcontext()
                 try:
-                    async with conn.transaction():
-                        changed += await _apply(conn, table.statements(change))
+                    async with savepoint:
+                        applied = await _apply(conn, table.statements(change))
                 except asyncpg.UniqueViolationError:
+                    applied = 0
+                changed += applied
+                if not applied:
                     skipped += 1
         return ResealBatch.of(table, rows, changed, limit, skipped)
 
