@@ -47,9 +47,11 @@ class StoreGauges:
 
     async def refresh(self) -> None:
         """Ping, and count when the last count's cost allows; a failure marks the store down
-        and keeps the last count."""
+        and keeps the last count. Reachability is published as soon as the ping answers, so
+        no scrape shows a fresh count beside the store still marked down."""
         try:
             await self.store.ping()
+            self._reached()
             if self.monotonic() >= self.next_count_at:
                 await self._count()
             await self._key_ages()
@@ -57,12 +59,14 @@ class StoreGauges:
             if self.reachable is not False:
                 log_event(log, "store-unreachable", logging.ERROR, error=str(exc))
             self.reachable = False
-        else:
-            if self.reachable is False:
-                log_event(log, "store-reachable-again")
-            self.reachable = True
-        self.metrics.store_up.set(1 if self.reachable else 0)
+            self.metrics.store_up.set(0)
         self.metrics.store_checked.set_to_current_time()
+
+    def _reached(self) -> None:
+        if self.reachable is False:
+            log_event(log, "store-reachable-again")
+        self.reachable = True
+        self.metrics.store_up.set(1)
 
     async def _count(self) -> None:
         started = self.monotonic()
