@@ -99,7 +99,12 @@ def test_workers_share_the_listeners_and_every_scrape_counts_them_all(
 def test_sighup_reaches_every_worker(served: ServeProcess) -> None:
     wait_for_children(served.process.pid, WORKERS)
     for _ in range(WORKERS - 1):  # every worker prints its banner once its handlers are set
-        assert "listening" in served.process.stdout.readline()
+        banner = served.process.stdout.readline()
+        if not banner:  # the gateway stopped: say why (seen once, in a clean-clone run)
+            served.process.wait(timeout=30)
+            pytest.fail(f"the gateway stopped before every worker was up (exit "
+                        f"{served.process.returncode}): {served.process.stderr.read()[-3000:]}")
+        assert "listening" in banner
     served.config.write_text(served.config.read_text() + NEW_ACCOUNT)
     served.process.send_signal(signal.SIGHUP)
 
