@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from gateway.runtime.logs import log_event
-from gateway.services.data_keys import RETIRED
+from gateway.services.data_keys import RETIRED, has_setting
 from gateway.store.base import SharedSettings, StoreUnavailable
 
 log = logging.getLogger("gateway.services.data_key_use")
@@ -69,7 +69,7 @@ class SealingBeat:
         self._count += 1
         await self._store.put_setting(self.name, str(self._count))
         retired = RETIRED + self.key_id
-        if retired in await self._store.settings_named(retired):  # k1's, not k10's
+        if await has_setting(self._store, retired):
             await self._store.drop_setting(retired)
             log_event(log, "data-key.retired_in_use", logging.ERROR, key_id=self.key_id,
                       action="restart this gateway with the new active data key, then run "

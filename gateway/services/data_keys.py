@@ -118,6 +118,12 @@ async def stored_key_ids(store: SharedSettings) -> tuple[list[str], set[str]]:
     return sealed_under, retired
 
 
+async def has_setting(store: SharedSettings, name: str) -> bool:
+    """Whether the row `name` itself exists: `settings_named` matches a prefix, and key
+    k1's names prefix key k10's."""
+    return name in await store.settings_named(name)
+
+
 def _key_name(config: Config) -> KeyName:
     if config.encryption.keys:
         return lambda key_id: f"encryption.keys.{key_id}"

@@ -20,7 +20,12 @@ from dataclasses import dataclass, field
 
 from gateway.runtime.logs import log_event
 from gateway.services.data_key_use import SealersAtStart, Wait
-from gateway.services.data_keys import RETIRED, WRAPPED_INDEX_KEY, stored_key_ids
+from gateway.services.data_keys import (
+    RETIRED,
+    WRAPPED_INDEX_KEY,
+    has_setting,
+    stored_key_ids,
+)
 from gateway.store.base import Store, StoreUnavailable
 from gateway.store.resealing import SEALED_TABLES
 from gateway.store.sealing import SealedDataError
@@ -93,8 +98,7 @@ async def reseal_in_background(store: Store, active_key: str) -> None:
     """At start-up, when no pass has finished under the active key (a database from before
     encryption, or a key rotated without `keys rotate-data`): sealed while serving."""
     try:
-        done = RESEALED_THROUGH + active_key
-        if done in await store.settings_named(done):  # the name itself: k1's is not k10's
+        if await has_setting(store, RESEALED_THROUGH + active_key):
             return
         log_event(log, "data.reseal_started", active_key=active_key)
         report = await reseal_store(store, active_key)

@@ -297,8 +297,8 @@ def lookup_forms(cipher: DataCipher, values: Iterable[str]) -> dict[str, str]:
     The clear form is kept after the sealing pass (gateway/services/data_rotation.py) has
     finished, though it costs a lookup more than the blind index alone: a finished pass
     does not prove that no row was written in clear since (a replica of an earlier release
-    during an upgrade, a concurrent rewrite of a row the pass was converting), and a
-    lookup that missed such a row would send to someone who opted out."""
+    during an upgrade), and a lookup that missed such a row would send to someone who
+    opted out."""
     forms: dict[str, str] = {}
     for value in values:
         if value:
