@@ -66,7 +66,6 @@ ANY_ORDER_STRIDE = 7_919
 """A prime not dividing half of bench_twilio_http.CONSENTED: the stride visits every number
 of that half once before repeating."""
 SMTP_SIZE = "20 KB multipart + attachment"
-COST_TARGET = 0.05
 
 
 def own_numbering(request: Request, place: Callable[[int], int] = int) -> Request:
@@ -159,7 +158,6 @@ def summary(runs: dict[str, list[dict]]) -> dict:
     off, on = median["off"], median["on"]
     return {
         "off": off, "on": on,
-        "throughput_cost": round(1 - on["per_s"] / off["per_s"], 4),
         "throughput_change": change(on["per_s"], off["per_s"]),
         "cpu_change": change(on["cpu_ms"], off["cpu_ms"]),
         "paired_throughput_changes": paired_changes((r["per_s"] for r in runs["on"]),
