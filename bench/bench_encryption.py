@@ -20,7 +20,8 @@ machine's speed falls on both. Kinds:
   kinds are measured so that the texts' cost is not read off that locality alone.
 Each run is a closed loop for SECONDS: messages/s, and the CPU the gateway's processes spent
 per answered message (read from /proc), which depends far less on how busy the machine is.
-The cost is the median of each side's rounds; the per-round changes show the noise.
+The cost is judged on the median of the rounds' own changes (run.py): a round's two runs were
+back to back, so a slow spell on the machine falls on both.
 
     python bench/bench_encryption.py  (BENCH_ENCRYPTION_ROUNDS, BENCH_ENCRYPTION_SECONDS)
 """
