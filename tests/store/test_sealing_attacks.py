@@ -47,6 +47,7 @@ from gateway.services.shared_keys import ERASURE_KEY
 from gateway.store import open_store
 from gateway.store.audit_chain import entry_hash
 from gateway.store.base import BlockQuery, StoreUnavailable, erased_address
+from gateway.store.postgres import resealing as postgres_resealing
 from gateway.store.sealing import SEALED_PREFIX, DataCipher, DataKeyring, trigrams
 from tests.conftest import write_config
 from tests.store.test_sealed_lookup_tables import (
@@ -367,8 +368,6 @@ async def test_postgresql_a_row_rewritten_under_the_pass_keeps_it_from_finishing
     between the batch's read and its conditional update, which then changes nothing. The
     pass must count the row skipped rather than mark itself finished, or the row stays in
     clear in the store for good (the next start walks only when no pass has finished)."""
-    from gateway.store.postgres import resealing as postgres_resealing
-
     store, other = open_store(postgres_url), open_store(postgres_url)
     await store.open()
     await other.open()
