@@ -23,7 +23,7 @@ from gateway.store.core import (
 from gateway.store.sqlite.connection import SqliteConnection
 from gateway.store.sqlite.sql import (
     from_text,
-    rows_for_keys,
+    rows_for_stored_forms,
     select_page,
     to_text,
     transaction,
@@ -39,7 +39,7 @@ class SqliteConsents(SqliteConnection):
 
     async def consents_for(self, subjects: Iterable[str]) -> dict[str, tuple[Consent, ...]]:
         lookup = self._lookup_forms(dict.fromkeys(subjects))
-        read = self._consent_reader()
+        read = self._consent_reader(lookup)
         return self._read_on_loop(lambda conn: _select_consents(conn, lookup, read))
 
     async def consent_page(self, query: ConsentQuery) -> list[Consent]:
@@ -52,9 +52,9 @@ class SqliteConsents(SqliteConnection):
             lambda conn: _select_consent_page(conn, query, forms, read)
         )
 
-    def _consent_reader(self) -> ConsentReader:
+    def _consent_reader(self, looked_up: Mapping[str, str] | None = None) -> ConsentReader:
         cipher = self._cipher
-        return lambda row: consent_from_row(row, from_text, cipher)
+        return lambda row: consent_from_row(row, from_text, cipher, looked_up)
 
 
 def _insert_consents(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> int:
@@ -75,7 +75,7 @@ def _select_consents(
     """By subject, each one's consents in time order, sorted once opened (a subject may
     have rows in both forms until the sealing pass has run)."""
     with transaction(conn, write=False):
-        rows = list(rows_for_keys(
+        rows = list(rows_for_stored_forms(
             conn,
             f"SELECT {CONSENT_COLUMNS} FROM consents WHERE subject IN ({{keys}})",
             list(lookup),

@@ -11,7 +11,7 @@ from datetime import datetime
 from gateway.model import Channel
 from gateway.store.core import contact_windows
 from gateway.store.sqlite.connection import SqliteConnection
-from gateway.store.sqlite.sql import from_text, rows_for_keys, to_text, transaction
+from gateway.store.sqlite.sql import from_text, rows_for_stored_forms, to_text, transaction
 
 
 class SqliteContactLedger(SqliteConnection):
@@ -67,7 +67,7 @@ def _count_contacts(
 ) -> list[tuple[str, int]]:
     """(stored recipient, contacts since `since`) for each stored form with any."""
     with transaction(conn, write=False):
-        return list(rows_for_keys(
+        return list(rows_for_stored_forms(
             conn,
             "SELECT recipient, COUNT(*) FROM contacts"
             " WHERE time >= ? AND recipient IN ({keys}) GROUP BY recipient",
@@ -89,13 +89,12 @@ def _reserve_contact(
     room for the last contact."""
     now_text = to_text(now)
     starts = [(limit, to_text(start)) for limit, start in windows]
-    among = ", ".join("?" * len(forms))
     with transaction(conn, write=True):
         for limit, start in starts:
-            (count,) = conn.execute(
-                f"SELECT COUNT(*) FROM contacts WHERE recipient IN ({among}) AND time > ?",
-                (*forms, start),
-            ).fetchone()
+            count = sum(n for (n,) in rows_for_stored_forms(
+                conn, "SELECT COUNT(*) FROM contacts WHERE time > ? AND recipient IN ({keys})",
+                forms, [start],
+            ))
             if count >= limit:
                 return False
         conn.execute(
@@ -118,7 +117,7 @@ def _select_notices(
     conn: sqlite3.Connection, stored: Sequence[str]
 ) -> list[tuple[str, datetime]]:
     with transaction(conn, write=False):
-        rows = rows_for_keys(
+        rows = rows_for_stored_forms(
             conn, "SELECT recipient, sent_at FROM notices WHERE recipient IN ({keys})", stored
         )
         return [(recipient, from_text(sent_at)) for recipient, sent_at in rows]

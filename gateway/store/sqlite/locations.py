@@ -10,7 +10,7 @@ from typing import Any
 from gateway.model import KnownLocation
 from gateway.store.core import LOCATION_COLUMNS, located, location_values
 from gateway.store.sqlite.connection import SqliteConnection
-from gateway.store.sqlite.sql import rows_for_keys, transaction
+from gateway.store.sqlite.sql import rows_for_stored_forms, transaction
 
 _UPSERT_KNOWN_LOCATION = f"""
 INSERT INTO known_locations (number, {LOCATION_COLUMNS})
@@ -39,7 +39,7 @@ def _select_known_locations(
     conn: sqlite3.Connection, stored: Sequence[str]
 ) -> list[tuple[Any, ...]]:
     with transaction(conn, write=False):
-        return list(rows_for_keys(
+        return list(rows_for_stored_forms(
             conn,
             f"SELECT number, {LOCATION_COLUMNS} FROM known_locations WHERE number IN ({{keys}})",
             stored,

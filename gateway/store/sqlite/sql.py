@@ -16,6 +16,9 @@ from gateway.store.writer_lock import write_queue
 
 # Stays under SQLITE_MAX_VARIABLE_NUMBER even on SQLite builds older than 3.32 (999).
 _PARAMETERS_PER_QUERY = 900
+UNION_ARMS = 8
+"""Keys up to which `rows_for_stored_forms` asks one equality per key: a message's own
+lookups (its recipient's blind index and clear form, its mailbox's, their erased aliases)."""
 
 
 @contextlib.contextmanager
@@ -63,10 +66,34 @@ def rows_for_keys(
     """Rows of `query` for every key, `{keys}` in it standing for the IN list, in as many
     queries as the parameter limit needs; `parameters` bind before the keys. Callers read
     inside one transaction so that every chunk sees the same snapshot."""
+    keys = list(dict.fromkeys(keys))
     for start in range(0, len(keys), _PARAMETERS_PER_QUERY):
         chunk = keys[start : start + _PARAMETERS_PER_QUERY]
         placeholders = ", ".join("?" * len(chunk))
         yield from conn.execute(query.format(keys=placeholders), [*parameters, *chunk])
+
+
+def rows_for_stored_forms(
+    conn: sqlite3.Connection,
+    query: str,
+    keys: Sequence[str],
+    parameters: Sequence[object] = (),
+) -> Iterator[tuple[Any, ...]]:
+    """`rows_for_keys` for a lookup by a few values' stored forms (two per value while
+    encryption is on: `sealing.lookup_forms`). Up to UNION_ARMS keys are asked one equality
+    each, the SELECTs joined by UNION ALL: SQLite answers an IN list of more than one value
+    through a temporary index it builds for every statement, which costs a single-message
+    lookup about as much as the indexed read itself. `query` must be one SELECT that does
+    not order its rows; an aggregate without GROUP BY comes back once per key."""
+    keys = list(dict.fromkeys(keys))
+    if not 1 < len(keys) <= UNION_ARMS:
+        yield from rows_for_keys(conn, query, keys, parameters)
+        return
+    arm = query.format(keys="?")
+    yield from conn.execute(
+        " UNION ALL ".join([arm] * len(keys)),
+        [value for key in keys for value in (*parameters, key)],
+    )
 
 
 def row_id(cursor: sqlite3.Cursor) -> int:

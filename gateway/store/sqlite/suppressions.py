@@ -35,7 +35,7 @@ from gateway.store.sqlite.connection import SqliteConnection
 from gateway.store.sqlite.sql import (
     escape_like,
     from_text,
-    rows_for_keys,
+    rows_for_stored_forms,
     select_page,
     to_text,
     transaction,
@@ -212,7 +212,7 @@ def _suppressed_among(conn: sqlite3.Connection, addresses: Sequence[str]) -> Ite
     own index, so each chunk is two index searches."""
     keys = [address for address in addresses if address]
     for column in ("address", "mailbox"):
-        rows = rows_for_keys(
+        rows = rows_for_stored_forms(
             conn,
             f"SELECT DISTINCT {column} FROM suppressions WHERE {column} IN ({{keys}})"
             f"{_HAS_MAILBOX if column == 'mailbox' else ''}",
@@ -232,7 +232,7 @@ def _rows_naming(
             f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE {column} IN ({{keys}})"
             f"{_HAS_MAILBOX if column == 'mailbox' else ''}"
         )
-        for row in rows_for_keys(conn, query, stored):
+        for row in rows_for_stored_forms(conn, query, stored):
             found[row[0], row[1]] = read(row)
     return dict(sorted(found.items(), key=lambda item: (item[1].address, item[1].source)))
 
