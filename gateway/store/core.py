@@ -341,19 +341,11 @@ def consent_values(
     )
 
 
-def consent_from_row(
-    row: Sequence[Any],
-    read_time: ReadTime,
-    cipher: DataCipher,
-    looked_up: Mapping[str, str] | None = None,
-) -> Consent:
-    """`looked_up` (stored form -> value) names the subject of a row found by it, which
-    then need not be opened: a text reads its recipient's consents before every send."""
+def consent_from_row(row: Sequence[Any], read_time: ReadTime, cipher: DataCipher) -> Consent:
     subject, channel, kind, obtained_at, expires_at, source, evidence, sealed = row
     record = f"consents row {subject} ({channel}, {kind})"
-    known = looked_up.get(subject) if looked_up else None
     return Consent(
-        subject=known or (cipher.open(sealed, "consents.subject", record) if sealed else subject),
+        subject=cipher.open(sealed, "consents.subject", record) if sealed else subject,
         channel=Channel(channel),
         kind=ConsentKind(kind),
         obtained_at=read_time(obtained_at),

@@ -336,6 +336,49 @@ async def test_consent_evidence_that_was_altered_does_not_open(sealed: Sealed) -
     assert NUMBER not in str(raised.value)
 
 
+OWNER = "+12125550111"
+
+
+async def a_blind_index_read_off_the_file(sealed: Sealed, number: str) -> str:
+    """What a holder of the file learns without a key: the index a notice row is under."""
+    await sealed.store.mark_notice_sent(number, T0)
+    ((stored,),) = await raw_rows(sealed, "SELECT recipient FROM notices")
+    return str(stored)
+
+
+async def test_a_consent_moved_to_another_blind_index_stays_its_owners(sealed: Sealed) -> None:
+    """The sealed subject says whose a consent is, not the index it was found under: a row
+    moved onto a number that never consented must not let a text reach that number."""
+    await sealed.store.add_consents([consent(OWNER)])
+    victim = await a_blind_index_read_off_the_file(sealed, NUMBER)
+    await execute_raw(sealed, "UPDATE consents SET subject = $1", victim)
+    found = await sealed.store.consents_for([NUMBER])
+    assert NUMBER not in found
+    assert [c.subject for c in found.get(OWNER, ())] == [OWNER]
+
+
+async def test_a_consent_forged_under_a_blind_index_without_ciphertext_is_nobodys(
+    sealed: Sealed,
+) -> None:
+    victim = await a_blind_index_read_off_the_file(sealed, NUMBER)
+    await execute_raw(
+        sealed,
+        "INSERT INTO consents (subject, channel, kind, obtained_at, expires_at, source,"
+        " evidence, subject_sealed) VALUES ($1, 'sms', 'express-written',"
+        " '2024-05-01T12:00:00.123456+00:00', NULL, 'web', 'forged', '')",
+        victim,
+    )
+    assert NUMBER not in await sealed.store.consents_for([NUMBER])
+
+
+async def test_a_damaged_sealed_subject_fails_closed(sealed: Sealed) -> None:
+    await sealed.store.add_consents([consent(NUMBER)])
+    ((copy,),) = await raw_rows(sealed, "SELECT subject_sealed FROM consents")
+    await execute_raw(sealed, "UPDATE consents SET subject_sealed = $1", str(copy)[:12])
+    with pytest.raises(SealedDataError):
+        await sealed.store.consents_for([NUMBER])
+
+
 async def test_folding_reads_the_sealed_address(sealed: Sealed) -> None:
     """An import without mailboxes is folded later: the addresses are opened to be folded,
     and the mailbox written is a blind index the lookups find."""

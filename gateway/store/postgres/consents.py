@@ -48,13 +48,12 @@ class PostgresConsents(PostgresConnection):
     async def consents_for(self, subjects: Iterable[str]) -> dict[str, tuple[Consent, ...]]:
         """Sorted once opened (a subject may have rows in both forms until the sealing pass
         has run)."""
-        lookup = self._lookup_forms(dict.fromkeys(subjects))
         async with self._connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {CONSENT_COLUMNS} FROM consents WHERE subject = ANY($1::text[])",
-                list(lookup),
+                list(self._lookup_forms(dict.fromkeys(subjects))),
             )
-        found = [consent_from_row(row, read_time, self._cipher, lookup) for row in rows]
+        found = [consent_from_row(row, read_time, self._cipher) for row in rows]
         return group_consents(sorted(found, key=consent_order))
 
     async def consent_page(self, query: ConsentQuery) -> list[Consent]:

@@ -39,7 +39,7 @@ class SqliteConsents(SqliteConnection):
 
     async def consents_for(self, subjects: Iterable[str]) -> dict[str, tuple[Consent, ...]]:
         lookup = self._lookup_forms(dict.fromkeys(subjects))
-        read = self._consent_reader(lookup)
+        read = self._consent_reader()
         return self._read_on_loop(lambda conn: _select_consents(conn, lookup, read))
 
     async def consent_page(self, query: ConsentQuery) -> list[Consent]:
@@ -52,9 +52,9 @@ class SqliteConsents(SqliteConnection):
             lambda conn: _select_consent_page(conn, query, forms, read)
         )
 
-    def _consent_reader(self, looked_up: Mapping[str, str] | None = None) -> ConsentReader:
+    def _consent_reader(self) -> ConsentReader:
         cipher = self._cipher
-        return lambda row: consent_from_row(row, from_text, cipher, looked_up)
+        return lambda row: consent_from_row(row, from_text, cipher)
 
 
 def _insert_consents(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> int:
