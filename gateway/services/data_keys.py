@@ -44,6 +44,11 @@ FINGERPRINT = "fingerprint:data-key:"
 CREATED = "created:data-key:"
 RETIRED = "retired:data-key:"
 WRAPPED_INDEX_KEY = "wrapped:index-key:"
+INDEX_KEY_MADE_UNDER = "index-key:made-under"
+"""The data key id the store's index key was first wrapped under, claimed once by the first
+replica to start on a fresh store and followed by every other, whatever its own active key:
+two replicas starting together with different active keys would otherwise each make an
+index key, and each miss the opt-outs the other indexed. An id, never a key."""
 INDEX_KEY_COLUMN = "settings.index_key"
 GENERATED_KEY_ID = "d1"
 
@@ -222,9 +227,14 @@ async def _index_key(
             "table from backup; a new index key would miss every stored opt-out",
         )
     if not wrapped:
-        candidate = wrapper.seal(base64.b64encode(generate_key()).decode(), INDEX_KEY_COLUMN)
-        claimed = await store.claim_setting(WRAPPED_INDEX_KEY + active, candidate)
-        wrapped = {WRAPPED_INDEX_KEY + active: claimed}
+        first = await store.claim_setting(INDEX_KEY_MADE_UNDER, active)
+        if first not in keys:
+            raise ConfigError(where(first), "is missing: another replica is making the store's "
+                              f"index key under data key {first!r}, which this one does not hold")
+        maker = DataCipher(DataKeyring(keys, first, b""))
+        candidate = maker.seal(base64.b64encode(generate_key()).decode(), INDEX_KEY_COLUMN)
+        claimed = await store.claim_setting(WRAPPED_INDEX_KEY + first, candidate)
+        wrapped = {WRAPPED_INDEX_KEY + first: claimed}
     held = {name: value for name, value in wrapped.items()
             if name.removeprefix(WRAPPED_INDEX_KEY) in keys}
     if not held:

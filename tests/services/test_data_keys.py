@@ -3,6 +3,7 @@ store's fingerprints, refused by name when missing or different, never stored in
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -17,6 +18,7 @@ import pytest
 from gateway.config.settings import ConfigError, build_config
 from gateway.services.data_keys import (
     DATA_KEY_FILE,
+    WRAPPED_INDEX_KEY,
     _read_generated,
     _write_generated,
     data_keys,
@@ -154,6 +156,56 @@ async def test_a_new_active_key_keeps_every_blind_index_and_opens_old_data(
     assert after.cipher.blind("+15551234567") == before.cipher.blind("+15551234567")
     assert after.cipher.open(sealed, "t.c", "r") == "+15551234567"
     assert "wrapped:index-key:k2" in await store.settings_named("wrapped:index-key:")
+
+
+class StartingTogether:
+    """The store as two replicas starting at the same instant see it: neither reads the
+    wrapped index keys until both have, so both find none."""
+
+    def __init__(self, store: SqliteStore, replicas: int) -> None:
+        self._store = store
+        self._both_read = asyncio.Barrier(replicas)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def settings_named(self, prefix: str) -> dict[str, str]:
+        found = await self._store.settings_named(prefix)
+        if prefix == WRAPPED_INDEX_KEY:
+            await self._both_read.wait()
+        return found
+
+
+async def test_replicas_starting_together_with_different_active_keys_share_one_index_key(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    """Otherwise each indexes the opt-outs it takes under a key of its own, and the other
+    replica's lookups miss them."""
+    keys = {"k1": key_text(), "k2": key_text()}
+    together = StartingTogether(store, 2)
+    first, second = await asyncio.gather(*(
+        data_keys(config_for(tmp_path, {"keys": keys, "active": active}), together, NOW)
+        for active in ("k2", "k1")
+    ))
+    assert first.cipher.active_key_id != second.cipher.active_key_id
+    assert first.cipher.blind("+15551234567") == second.cipher.blind("+15551234567")
+    again = await data_keys(config_for(tmp_path, {"keys": keys, "active": "k1"}), store, NOW)
+    assert again.cipher.blind("+15551234567") == first.cipher.blind("+15551234567")
+
+
+async def test_a_replica_without_the_key_the_index_key_is_made_under_refuses_start(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    together = StartingTogether(store, 2)
+    outcomes = await asyncio.gather(
+        data_keys(config_for(tmp_path, {"keys": {"k1": key_text()}}), together, NOW),
+        data_keys(config_for(tmp_path, {"keys": {"k2": key_text()}}), together, NOW),
+        return_exceptions=True,
+    )
+    refused = [outcome for outcome in outcomes if isinstance(outcome, ConfigError)]
+    assert len(refused) == 1, outcomes
+    started = next(outcome for outcome in outcomes if not isinstance(outcome, BaseException))
+    assert refused[0].key == f"encryption.keys.{started.cipher.active_key_id}"
 
 
 async def test_encryption_cannot_be_turned_off_on_a_store_holding_ciphertext(
