@@ -229,8 +229,9 @@ async def _index_key(
     if not wrapped:
         first = await store.claim_setting(INDEX_KEY_MADE_UNDER, active)
         if first not in keys:
-            raise ConfigError(where(first), "is missing: another replica is making the store's "
-                              f"index key under data key {first!r}, which this one does not hold")
+            raise ConfigError(where(first), "is missing: the store's index key is made under "
+                              f"data key {first!r} (settings row {INDEX_KEY_MADE_UNDER}, claimed "
+                              "by the first replica to start here), which this one does not hold")
         maker = DataCipher(DataKeyring(keys, first, b""))
         candidate = maker.seal(base64.b64encode(generate_key()).decode(), INDEX_KEY_COLUMN)
         claimed = await store.claim_setting(WRAPPED_INDEX_KEY + first, candidate)
