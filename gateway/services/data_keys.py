@@ -216,7 +216,10 @@ async def _index_key(
     """The store's blind-index key, unwrapped with any key held, and wrapped under the
     active key too (so the old key can retire). Made only for a store that never held
     sealed data: a new index key beside rows indexed under a lost one would find none of
-    them, every opt-out missed."""
+    them, every opt-out missed. Every copy this replica can open must hold the same key:
+    copies that differ (a replica stalled through another's start and a rotation, or a
+    store split by an earlier release) mean replicas missing each other's opt-outs, and
+    start-up refuses."""
     wrapper = DataCipher(DataKeyring(keys, active, b""))
     wrapped = await store.settings_named(WRAPPED_INDEX_KEY)
     if not wrapped and sealed_before:
@@ -234,9 +237,11 @@ async def _index_key(
                               "by the first replica to start here), which this one does not hold")
         maker = DataCipher(DataKeyring(keys, first, b""))
         candidate = maker.seal(base64.b64encode(generate_key()).decode(), INDEX_KEY_COLUMN)
-        claimed = await store.claim_setting(WRAPPED_INDEX_KEY + first, candidate)
-        wrapped = {WRAPPED_INDEX_KEY + first: claimed}
-    held = {name: value for name, value in wrapped.items()
+        claimed = {WRAPPED_INDEX_KEY + first: await store.claim_setting(
+            WRAPPED_INDEX_KEY + first, candidate)}
+        # Copies under other keys may have been written meanwhile: they are checked too.
+        wrapped = {**await store.settings_named(WRAPPED_INDEX_KEY), **claimed}
+    held = {name: value for name, value in sorted(wrapped.items())
             if name.removeprefix(WRAPPED_INDEX_KEY) in keys}
     if not held:
         ids = ", ".join(sorted(name.removeprefix(WRAPPED_INDEX_KEY) for name in wrapped))
@@ -244,15 +249,24 @@ async def _index_key(
             where(sorted(name.removeprefix(WRAPPED_INDEX_KEY) for name in wrapped)[0]),
             f"is missing: the store's index key is sealed under data key(s) {ids} only",
         )
-    name, value = sorted(held.items())[0]
+    opened = {name: _opened_index_key(wrapper, where, name, value)
+              for name, value in held.items()}
+    own = WRAPPED_INDEX_KEY + active
+    if own not in wrapped:
+        stored = await store.claim_setting(own, wrapper.seal(
+            base64.b64encode(next(iter(opened.values()))).decode(), INDEX_KEY_COLUMN))
+        opened[own] = _opened_index_key(wrapper, where, own, stored)
+    if len(set(opened.values())) > 1:
+        raise ConfigError(where(active), "opens settings rows " + ", ".join(sorted(opened))
+                          + " that hold different index keys: replicas using one miss every "
+                          "opt-out indexed under the other. Restore the settings table from "
+                          "a backup taken before they differed")
+    return next(iter(opened.values()))
+
+
+def _opened_index_key(wrapper: DataCipher, where: KeyName, name: str, value: str) -> bytes:
     try:
-        index_key = base64.b64decode(wrapper.open(value, INDEX_KEY_COLUMN, f"settings {name}"))
+        return base64.b64decode(wrapper.open(value, INDEX_KEY_COLUMN, f"settings {name}"))
     except (SealedDataError, binascii.Error, ValueError) as exc:
         raise ConfigError(where(name.removeprefix(WRAPPED_INDEX_KEY)), f"does not open the "
                           f"store's index key: {exc}") from exc
-    if WRAPPED_INDEX_KEY + active not in wrapped:
-        await store.claim_setting(
-            WRAPPED_INDEX_KEY + active,
-            wrapper.seal(base64.b64encode(index_key).decode(), INDEX_KEY_COLUMN),
-        )
-    return index_key

@@ -18,13 +18,16 @@ import pytest
 from gateway.config.settings import ConfigError, build_config
 from gateway.services.data_keys import (
     DATA_KEY_FILE,
+    INDEX_KEY_COLUMN,
+    RETIRED,
     WRAPPED_INDEX_KEY,
     _read_generated,
     _write_generated,
     data_keys,
 )
+from gateway.services.data_rotation import reseal_store
 from gateway.services.shared_keys import ERASURE_KEY, shared_keys
-from gateway.store.sealing import PLAIN, sealed_key_id
+from gateway.store.sealing import PLAIN, DataCipher, DataKeyring, sealed_key_id
 from gateway.store.sqlite import SqliteStore
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -164,15 +167,41 @@ class StartingTogether:
 
     def __init__(self, store: SqliteStore, replicas: int) -> None:
         self._store = store
-        self._both_read = asyncio.Barrier(replicas)
+        self._replicas = replicas
+        self._read = 0
+        self._all_read = asyncio.Event()
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._store, name)
 
     async def settings_named(self, prefix: str) -> dict[str, str]:
         found = await self._store.settings_named(prefix)
-        if prefix == WRAPPED_INDEX_KEY:
-            await self._both_read.wait()
+        if prefix == WRAPPED_INDEX_KEY and not self._all_read.is_set():
+            self._read += 1
+            if self._read == self._replicas:
+                self._all_read.set()
+            await self._all_read.wait()
+        return found
+
+
+class StallingAfter:
+    """A replica that stalls (a long GC pause, a starved pod) right after its first read of
+    the settings under `prefix`, until told to go on."""
+
+    def __init__(self, store: SqliteStore, prefix: str) -> None:
+        self._store = store
+        self._prefix = prefix
+        self.stalled = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def settings_named(self, prefix: str) -> dict[str, str]:
+        found = await self._store.settings_named(prefix)
+        if prefix == self._prefix and not self.stalled.is_set():
+            self.stalled.set()
+            await self.go_on.wait()
         return found
 
 
@@ -206,6 +235,52 @@ async def test_a_replica_without_the_key_the_index_key_is_made_under_refuses_sta
     assert len(refused) == 1, outcomes
     started = next(outcome for outcome in outcomes if not isinstance(outcome, BaseException))
     assert refused[0].key == f"encryption.keys.{started.cipher.active_key_id}"
+
+
+async def test_a_replica_stalled_through_a_start_and_a_rotation_refuses_a_second_index_key(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    """B and A start together on an empty store, both before either has written anything;
+    A reads no index key and stalls; B makes the index key under k1, the operator rotates
+    to k2 and the pass retires k1 (dropping k1's copy). A goes on: it must not make a
+    second index key in the row k1's copy left free."""
+    keys = {"k1": key_text(), "k2": key_text()}
+    early = StallingAfter(store, RETIRED)
+    starting = asyncio.create_task(
+        data_keys(config_for(tmp_path, {"keys": keys, "active": "k1"}), early, NOW))
+    await early.stalled.wait()
+    stalled = StallingAfter(store, WRAPPED_INDEX_KEY)
+    late = asyncio.create_task(
+        data_keys(config_for(tmp_path, {"keys": keys, "active": "k2"}), stalled, NOW))
+    await stalled.stalled.wait()
+    early.go_on.set()
+    first = await starting
+    rotated = await data_keys(config_for(tmp_path, {"keys": keys, "active": "k2"}), store, NOW)
+    assert (await reseal_store(store, "k2")).retired == ["k1"]
+    assert rotated.cipher.blind("+15551234567") == first.cipher.blind("+15551234567")
+    stalled.go_on.set()
+    try:
+        resumed = await late
+    except ConfigError as refused:
+        assert "different index keys" in str(refused)
+    else:
+        assert resumed.cipher.blind("+15551234567") == first.cipher.blind("+15551234567")
+
+
+async def test_copies_of_the_index_key_that_differ_refuse_start_naming_them(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    """A store split before this release (each active key made its own index key)."""
+    k1, k2 = key_text(), key_text()
+    await data_keys(config_for(tmp_path, {"keys": {"k1": k1}}), store, NOW)
+    other = DataCipher(DataKeyring({"k2": base64.b64decode(k2)}, "k2", b""))
+    await store.claim_setting(WRAPPED_INDEX_KEY + "k2", other.seal(key_text(), INDEX_KEY_COLUMN))
+    with pytest.raises(ConfigError) as refused:
+        await data_keys(config_for(tmp_path, {"keys": {"k1": k1, "k2": k2}, "active": "k2"}),
+                        store, NOW)
+    assert "wrapped:index-key:k1, wrapped:index-key:k2" in str(refused.value)
+    assert "different index keys" in str(refused.value)
+    assert refused.value.key == "encryption.keys.k2"
 
 
 async def test_encryption_cannot_be_turned_off_on_a_store_holding_ciphertext(
