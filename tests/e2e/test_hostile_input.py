@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.ingress.postmark import RequestProblem, build_request
@@ -349,7 +349,7 @@ JSON_VALUES = st.recursive(
 )
 ALLOWED_HEADERS = {"from", "to", "cc", "reply-to", "subject", "date", "message-id",
                    "mime-version", "content-type", "content-transfer-encoding", "x-pm-tag",
-                   "x-pm-message-stream", "x-pm-metadata", "x-pm-trackopens", "x-pm-tracklinks",
+                   "x-pm-message-stream", "x-pm-trackopens", "x-pm-tracklinks",
                    "content-disposition", "content-id"}
 
 
@@ -358,6 +358,8 @@ ALLOWED_HEADERS = {"from", "to", "cc", "reply-to", "subject", "date", "message-i
     {"From": st.just("katie@example.com"), "To": st.just("bob@client.example.net")},
     optional={key: JSON_VALUES for key in POSTMARK_KEYS if key not in ("From", "To")},
 ))
+@example({"From": "katie@example.com", "To": "bob@client.example.net", "TextBody": "a",
+          "Metadata": {"Name": False}})
 def test_postmark_request_parser_refuses_or_builds_a_message_without_injected_headers(
     item,
 ) -> None:
@@ -373,7 +375,9 @@ def test_postmark_request_parser_refuses_or_builds_a_message_without_injected_he
         str(h.get("Name", "")).strip().lower() for h in item.get("Headers") or []
         if isinstance(h, dict)
     }
-    assert names <= ALLOWED_HEADERS | agent_headers, names
+    metadata = item.get("Metadata")
+    metadata_headers = {f"x-pm-metadata-{key}".lower() for key in metadata or {}}
+    assert names <= ALLOWED_HEADERS | agent_headers | metadata_headers, names
     assert "bcc" not in names
     assert parsed["To"] is not None
 
