@@ -66,7 +66,13 @@ def rows_for_keys(
     """Rows of `query` for every key, `{keys}` in it standing for the IN list, in as many
     queries as the parameter limit needs; `parameters` bind before the keys. Callers read
     inside one transaction so that every chunk sees the same snapshot."""
-    keys = list(dict.fromkeys(keys))
+    return _rows_in_chunks(conn, query, list(dict.fromkeys(keys)), parameters)
+
+
+def _rows_in_chunks(
+    conn: sqlite3.Connection, query: str, keys: list[str], parameters: Sequence[object]
+) -> Iterator[tuple[Any, ...]]:
+    """`rows_for_keys` of keys already distinct."""
     for start in range(0, len(keys), _PARAMETERS_PER_QUERY):
         chunk = keys[start : start + _PARAMETERS_PER_QUERY]
         placeholders = ", ".join("?" * len(chunk))
@@ -87,10 +93,9 @@ def rows_for_stored_forms(
     not order its rows; an aggregate without GROUP BY comes back once per key."""
     keys = list(dict.fromkeys(keys))
     if not 1 < len(keys) <= UNION_ARMS:
-        yield from rows_for_keys(conn, query, keys, parameters)
-        return
+        return _rows_in_chunks(conn, query, keys, parameters)
     arm = query.format(keys="?")
-    yield from conn.execute(
+    return conn.execute(
         " UNION ALL ".join([arm] * len(keys)),
         [value for key in keys for value in (*parameters, key)],
     )
