@@ -56,6 +56,10 @@ unused."""
 BLIND_INDEXES_CACHED = 4_096
 """Values whose blind index a cipher remembers: one message looks its recipient up in half a
 dozen tables, each asking for the same index."""
+NONCES_PER_DRAW = 341
+"""Nonces drawn from the OS in one call (4 KB): `os.urandom` gives up the GIL on every
+call, and under load the event loop then waits for a store thread to hand it back, which
+cost a text more than its three seals did."""
 TRIGRAM_BITS_CACHED = 16_384
 """Trigrams whose signature bit a cipher remembers (a few MB): a campaign's subjects and
 bodies repeat theirs, and a text's body has ~70 of them, each an HMAC otherwise."""
@@ -137,6 +141,32 @@ def trigrams(text: str) -> set[str]:
     return {folded[i : i + 3] for i in range(len(folded) - 2)}
 
 
+class NoncePool:
+    """Random AES-GCM nonces, drawn from the OS a block at a time and each handed out once.
+    Threads share it safely (`list.pop` is atomic). A forked child starts empty: the
+    parent's undrawn nonces would repeat there, and one nonce used twice under a key
+    reveals both plaintexts' difference and lets GCM tags be forged."""
+
+    def __init__(self) -> None:
+        self._owner = os.getpid()
+        self._nonces: list[bytes] = []
+
+    def take(self) -> bytes:
+        if self._owner != os.getpid():
+            self._owner, self._nonces = os.getpid(), []
+        try:
+            return self._nonces.pop()
+        except IndexError:
+            block = os.urandom(NONCE_BYTES * NONCES_PER_DRAW)
+            drawn = [block[i : i + NONCE_BYTES] for i in range(0, len(block), NONCE_BYTES)]
+            nonce = drawn.pop()
+            self._nonces = drawn
+            return nonce
+
+
+_NONCES = NoncePool()
+
+
 def _derived_mac(index_key: bytes, use: bytes) -> hmac.HMAC:
     """An HMAC under a key of its own for one use, derived from the index key."""
     return hmac.new(hmac.digest(index_key, use, "sha256"), digestmod=hashlib.sha256)
@@ -169,7 +199,7 @@ class DataCipher:
         gives the plaintext's away anyway, and a text has no subject to seal."""
         if not plaintext:
             return ""
-        nonce = os.urandom(NONCE_BYTES)
+        nonce = _NONCES.take()
         sealed = self._aead[self._active].encrypt(nonce, plaintext.encode(), column.encode())
         return f"{SEALED_PREFIX}{self._active}:{_encode(nonce + sealed)}"
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
 from gateway.store.sealing import (
+    NONCE_BYTES,
+    NONCES_PER_DRAW,
     PLAIN,
     SEALED_PREFIX,
     DataCipher,
     DataKeyring,
+    NoncePool,
     SealedDataError,
+    _decode,
     sealed_key_id,
     trigrams,
 )
@@ -52,6 +57,53 @@ def test_a_blind_index_is_the_same_asked_again_and_differs_between_values() -> N
 def test_sealing_the_same_value_twice_gives_two_ciphertexts() -> None:
     c = cipher()
     assert c.seal("+15551234567", "t.c") != c.seal("+15551234567", "t.c")
+
+
+def nonce_of(sealed: str) -> bytes:
+    return _decode(sealed.partition(":")[2])[:NONCE_BYTES]
+
+
+def test_threads_sealing_at_once_never_share_a_nonce() -> None:
+    """Nonces come from a pool refilled a block at a time; threads drawing across refills
+    (several blocks' worth each) must still each get their own."""
+    pool = NoncePool()
+    drawn: list[list[bytes]] = [[] for _ in range(8)]
+    start = threading.Barrier(len(drawn))
+
+    def draw(into: list[bytes]) -> None:
+        start.wait()
+        into.extend(pool.take() for _ in range(5 * NONCES_PER_DRAW))
+
+    threads = [threading.Thread(target=draw, args=(into,)) for into in drawn]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [nonce for into in drawn for nonce in into]
+    assert {len(nonce) for nonce in every} == {NONCE_BYTES}
+    assert len(set(every)) == len(every) == 8 * 5 * NONCES_PER_DRAW
+
+
+def test_a_forked_process_never_seals_with_a_nonce_its_parent_uses() -> None:
+    """The parent has drawn a block of nonces before the fork: a child that took from the
+    same block would seal under the same key with the same nonces."""
+    c = cipher()
+    c.seal("before the fork", "t.c")
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(reader)
+        nonces = b"".join(nonce_of(c.seal(f"child {n}", "t.c")) for n in range(50))
+        os.write(writer, nonces)
+        os._exit(0)
+    os.close(writer)
+    parent = {nonce_of(c.seal(f"parent {n}", "t.c")) for n in range(50)}
+    with os.fdopen(reader, "rb") as pipe:
+        received = pipe.read()
+    assert os.waitpid(child, 0)[1] == 0
+    from_child = {received[i : i + NONCE_BYTES] for i in range(0, len(received), NONCE_BYTES)}
+    assert len(from_child) == 50
+    assert not parent & from_child
 
 
 def test_a_ciphertext_moved_to_another_column_does_not_open() -> None:
