@@ -143,28 +143,35 @@ def trigrams(text: str) -> set[str]:
 
 class NoncePool:
     """Random AES-GCM nonces, drawn from the OS a block at a time and each handed out once.
-    Threads share it safely (`list.pop` is atomic). A forked child starts empty: the
-    parent's undrawn nonces would repeat there, and one nonce used twice under a key
-    reveals both plaintexts' difference and lets GCM tags be forged."""
+    One nonce used twice under a key reveals both plaintexts' difference and lets GCM tags
+    be forged, so: threads share the pool safely (`list.pop` is atomic, and the owner and
+    its list are one attribute, never seen half replaced); a forked child starts empty,
+    emptied by the fork hook below and, for a fork made outside Python's knowledge, by the
+    owner's pid (the hook also covers a child given a pid its dead parent had)."""
 
     def __init__(self) -> None:
-        self._owner = os.getpid()
-        self._nonces: list[bytes] = []
+        self._state: tuple[int, list[bytes]] = (os.getpid(), [])
+
+    def forget(self) -> None:
+        self._state = (os.getpid(), [])
 
     def take(self) -> bytes:
-        if self._owner != os.getpid():
-            self._owner, self._nonces = os.getpid(), []
+        owner, nonces = self._state
+        if owner != os.getpid():
+            self.forget()
+            nonces = self._state[1]
         try:
-            return self._nonces.pop()
+            return nonces.pop()
         except IndexError:
             block = os.urandom(NONCE_BYTES * NONCES_PER_DRAW)
             drawn = [block[i : i + NONCE_BYTES] for i in range(0, len(block), NONCE_BYTES)]
             nonce = drawn.pop()
-            self._nonces = drawn
+            self._state = (os.getpid(), drawn)
             return nonce
 
 
 _NONCES = NoncePool()
+os.register_at_fork(after_in_child=_NONCES.forget)
 
 
 def _derived_mac(index_key: bytes, use: bytes) -> hmac.HMAC:

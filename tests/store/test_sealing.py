@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -16,7 +19,6 @@ from gateway.store.sealing import (
     DataKeyring,
     NoncePool,
     SealedDataError,
-    _decode,
     sealed_key_id,
     trigrams,
 )
@@ -59,13 +61,10 @@ def test_sealing_the_same_value_twice_gives_two_ciphertexts() -> None:
     assert c.seal("+15551234567", "t.c") != c.seal("+15551234567", "t.c")
 
 
-def nonce_of(sealed: str) -> bytes:
-    return _decode(sealed.partition(":")[2])[:NONCE_BYTES]
-
-
 def test_threads_sealing_at_once_never_share_a_nonce() -> None:
     """Nonces come from a pool refilled a block at a time; threads drawing across refills
-    (several blocks' worth each) must still each get their own."""
+    (several blocks' worth each) must still each get their own. The switch interval is cut
+    so that the threads interleave inside `take` instead of running one after another."""
     pool = NoncePool()
     drawn: list[list[bytes]] = [[] for _ in range(8)]
     start = threading.Barrier(len(drawn))
@@ -75,35 +74,63 @@ def test_threads_sealing_at_once_never_share_a_nonce() -> None:
         into.extend(pool.take() for _ in range(5 * NONCES_PER_DRAW))
 
     threads = [threading.Thread(target=draw, args=(into,)) for into in drawn]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
     every = [nonce for into in drawn for nonce in into]
     assert {len(nonce) for nonce in every} == {NONCE_BYTES}
     assert len(set(every)) == len(every) == 8 * 5 * NONCES_PER_DRAW
 
 
-def test_a_forked_process_never_seals_with_a_nonce_its_parent_uses() -> None:
-    """The parent has drawn a block of nonces before the fork: a child that took from the
-    same block would seal under the same key with the same nonces."""
-    c = cipher()
-    c.seal("before the fork", "t.c")
-    reader, writer = os.pipe()
-    child = os.fork()
-    if child == 0:
+FORKED_SEALS = r"""
+import ctypes, json, os, sys
+from gateway.store import sealing
+
+cipher = sealing.DataCipher(sealing.DataKeyring({"k1": bytes(32)}, "k1", bytes(32)))
+def nonce(text):
+    return sealing._decode(cipher.seal(text, "t.c").partition(":")[2])[:sealing.NONCE_BYTES].hex()
+
+sealing._NONCES.forget()
+nonce("before the fork")  # the parent now holds a block of undrawn nonces
+parent_pid = os.getpid()
+reader, writer = os.pipe()
+child = ctypes.CDLL(None).fork() if sys.argv[1] == "c-fork" else os.fork()
+if child == 0:
+    try:
         os.close(reader)
-        nonces = b"".join(nonce_of(c.seal(f"child {n}", "t.c")) for n in range(50))
-        os.write(writer, nonces)
+        if sys.argv[1] == "same-pid":
+            os.getpid = lambda: parent_pid
+        os.write(writer, json.dumps([nonce(f"child {n}") for n in range(50)]).encode())
+    finally:
         os._exit(0)
-    os.close(writer)
-    parent = {nonce_of(c.seal(f"parent {n}", "t.c")) for n in range(50)}
-    with os.fdopen(reader, "rb") as pipe:
-        received = pipe.read()
-    assert os.waitpid(child, 0)[1] == 0
-    from_child = {received[i : i + NONCE_BYTES] for i in range(0, len(received), NONCE_BYTES)}
-    assert len(from_child) == 50
-    assert not parent & from_child
+os.close(writer)
+parent = [nonce(f"parent {n}") for n in range(50)]
+with os.fdopen(reader) as pipe:
+    from_child = json.loads(pipe.read())
+os.waitpid(child, 0)
+print(json.dumps({"parent": parent, "child": from_child}))
+"""
+
+
+@pytest.mark.parametrize("fork", ["python-fork", "same-pid", "c-fork"])
+def test_a_forked_process_never_seals_with_a_nonce_its_parent_uses(fork: str) -> None:
+    """The parent has drawn a block of nonces before the fork: a child that took from the
+    same block would seal under the same key with the same nonces. Also for a child that
+    has the pid its parent had (pid reuse after the parent died, emulated) and for a fork
+    Python's fork hooks never saw (libc's, through ctypes). Run in a fresh process: this
+    one has threads, and a forked copy of them can hang."""
+    done = subprocess.run([sys.executable, "-c", FORKED_SEALS, fork], capture_output=True,
+                          text=True, timeout=60, check=True)
+    seals = json.loads(done.stdout)
+    parent, child = set(seals["parent"]), set(seals["child"])
+    assert len(parent) == len(child) == 50
+    assert not parent & child
 
 
 def test_a_ciphertext_moved_to_another_column_does_not_open() -> None:
