@@ -22,7 +22,6 @@ import asyncio
 import json
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,15 +39,14 @@ from harness import (
     change,
     fake,
     free_port,
-    gateway_config,
-    wait_for_port,
+    gateway,
 )
 
 SETTINGS = {"off": "\n[encryption]\nenabled = false\n", "on": ENCRYPTION}
 WARM_UP = 100
 CONCURRENCY = 8
-STARTUP_S = 600.0
-"""A gateway under callgrind starts some 50 times slower than without it."""
+PATIENCE_S = 600.0
+"""A gateway under callgrind starts and stops some 50 times slower than without it."""
 
 
 async def send_all(request: Request, first: int, count: int) -> None:
@@ -71,34 +69,22 @@ def callgrind(pid: int, switch: str) -> None:
 def instructions(kind: str, setting: str, messages: int, directory: Path) -> int:
     """Instructions `messages` of `kind` executed in the gateway, warm-up excluded."""
     sink, fake_twilio = free_port(), free_port()
+    log = directory / "gateway.log"
     with fake("fake_smtp_sink.py", directory, sink), \
-            fake("fake_twilio.py", directory, fake_twilio):
-        ports = {"smtp": free_port(), "http": free_port()}
-        config = directory / "gateway.toml"
-        config.write_text(
-            gateway_config(ports) + bench_smtp.GATEWAY_UPSTREAM.format(sink=sink, pool=2)
-            + twilio.GATEWAY_UPSTREAM.format(fake=fake_twilio) + SETTINGS[setting])
-        twilio.record_consents(config)
-        base = f"http://{HOST}:{ports['http']}"
+            fake("fake_twilio.py", directory, fake_twilio), \
+            gateway(directory, bench_smtp.GATEWAY_UPSTREAM.format(sink=sink, pool=2)
+                    + twilio.GATEWAY_UPSTREAM.format(fake=fake_twilio) + SETTINGS[setting],
+                    now=twilio.NOON_IN_NEW_YORK, prepare=twilio.record_consents,
+                    wrapper=["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                             f"--callgrind-out-file={directory / 'callgrind.out'}"],
+                    patience_s=PATIENCE_S) as running:
+        base = f"http://{HOST}:{running['http']}"
         request = (email_request(base, GATEWAY_SECRET) if kind == "email" else
                    twilio.messages_request(base, twilio.basic("bench", GATEWAY_SECRET)))
-        log = directory / "callgrind.log"
-        with log.open("wb") as output:
-            server = subprocess.Popen(
-                ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                 f"--callgrind-out-file={directory / 'callgrind.out'}",
-                 sys.executable, "-m", "gateway", "serve", "--config", str(config),
-                 "--now", twilio.NOON_IN_NEW_YORK],
-                stdout=output, stderr=output)
-        try:
-            wait_for_port(ports["http"], server, seconds=STARTUP_S)
-            asyncio.run(send_all(request, 0, WARM_UP))
-            callgrind(server.pid, "on")
-            asyncio.run(send_all(request, WARM_UP, messages))
-            callgrind(server.pid, "off")
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=STARTUP_S)
+        asyncio.run(send_all(request, 0, WARM_UP))
+        callgrind(running["pid"], "on")
+        asyncio.run(send_all(request, WARM_UP, messages))
+        callgrind(running["pid"], "off")
     counted = re.findall(r"refs:\s+([\d,]+)", log.read_text())
     if not counted:
         raise RuntimeError(f"callgrind reported no count:\n{log.read_text()[-2000:]}")

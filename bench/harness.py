@@ -78,14 +78,17 @@ def wait_for_port(port: int, process: subprocess.Popen | None = None, seconds: f
 
 
 @contextlib.contextmanager
-def child(arguments: list[str], log: Path, port: int, cwd: Path | None = None) -> Iterator[int]:
+def child(
+    arguments: list[str], log: Path, port: int, cwd: Path | None = None, patience_s: float = 30
+) -> Iterator[int]:
     """Run `arguments` (stdout/stderr to `log`) until it listens on `port`; yield its pid and
-    stop it with SIGTERM on the way out, whatever happened. A server that exited by itself
-    before that is an error naming its log's last lines: its figures measured nothing."""
+    stop it with SIGTERM on the way out, whatever happened, waiting `patience_s` for each. A
+    server that exited by itself before that is an error naming its log's last lines: its
+    figures measured nothing."""
     with log.open("ab") as output:
         process = subprocess.Popen(arguments, stdout=output, stderr=output, cwd=cwd)
     try:
-        wait_for_port(port, process)
+        wait_for_port(port, process, patience_s)
         yield process.pid
     finally:
         exited = process.poll()
@@ -94,7 +97,7 @@ def child(arguments: list[str], log: Path, port: int, cwd: Path | None = None) -
             raise RuntimeError(f"{arguments[:3]} exited with {exited} during the run:\n{tail}")
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=patience_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -103,21 +106,23 @@ def child(arguments: list[str], log: Path, port: int, cwd: Path | None = None) -
 @contextlib.contextmanager
 def gateway(
     directory: Path, extra_config: str = "", now: str = "", workers: int = 1,
-    prepare: Callable[[Path], None] | None = None,
+    prepare: Callable[[Path], None] | None = None, wrapper: Sequence[str] = (),
+    patience_s: float = 30,
 ) -> Iterator[dict]:
     """`python -m gateway serve` with a bench account, `workers` processes and `extra_config`
     appended; yields its pid and ports. `prepare(config file)` runs before it starts (to
-    put records in its store)."""
+    put records in its store); `wrapper` runs it (a profiler), `patience_s` given to start
+    and to stop."""
     ports = {"smtp": free_port(), "http": free_port()}
     config = directory / "gateway.toml"
     config.write_text(gateway_config(ports, workers) + extra_config)
     if prepare is not None:
         prepare(config)
-    arguments = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+    arguments = [*wrapper, sys.executable, "-m", "gateway", "serve", "--config", str(config)]
     if now:
         arguments += ["--now", now]
-    with child(arguments, directory / "gateway.log", ports["http"]) as pid:
-        wait_for_port(ports["smtp"])
+    with child(arguments, directory / "gateway.log", ports["http"], patience_s=patience_s) as pid:
+        wait_for_port(ports["smtp"], seconds=patience_s)
         yield {"pid": pid, **ports}
 
 
