@@ -49,6 +49,12 @@ INDEX_KEY_MADE_UNDER = "index-key:made-under"
 replica to start on a fresh store and followed by every other, whatever its own active key:
 two replicas starting together with different active keys would otherwise each make an
 index key, and each miss the opt-outs the other indexed. An id, never a key."""
+INDEX_KEY_IN_USE = "index-key:in-use"
+"""Claimed once the index key is wrapped, before anything can be sealed: only its presence
+says a missing index key was lost rather than not made yet. A fingerprint cannot say so;
+it is claimed first, and a replica starting beside the first one would refuse to start
+(taking the whole service down with it) in the moment between the two claims. Its value is
+when it was claimed."""
 INDEX_KEY_COLUMN = "settings.index_key"
 GENERATED_KEY_ID = "d1"
 
@@ -110,7 +116,8 @@ async def data_keys(config: Config, store: SharedSettings, now: datetime) -> Dat
         )
         for key_id in keys
     }
-    index_key = await _index_key(store, keys, active, where, sealed_before=bool(sealed_under))
+    index_key = await _index_key(store, keys, active, where)
+    await store.claim_setting(INDEX_KEY_IN_USE, now.astimezone(UTC).isoformat())
     return DataKeys(DataCipher(DataKeyring(keys, active, index_key)), created_at)
 
 
@@ -210,8 +217,7 @@ def _read_generated(path: Path) -> tuple[dict[str, bytes], str, dict[str, dateti
 
 
 async def _index_key(
-    store: SharedSettings, keys: dict[str, bytes], active: str, where: KeyName,
-    sealed_before: bool,
+    store: SharedSettings, keys: dict[str, bytes], active: str, where: KeyName
 ) -> bytes:
     """The store's blind-index key, unwrapped with any key held, and wrapped under the
     active key too (so the old key can retire). Made only for a store that never held
@@ -221,8 +227,9 @@ async def _index_key(
     store split by an earlier release) mean replicas missing each other's opt-outs, and
     start-up refuses."""
     wrapper = DataCipher(DataKeyring(keys, active, b""))
+    in_use = await has_setting(store, INDEX_KEY_IN_USE)  # first: it is claimed after a copy
     wrapped = await store.settings_named(WRAPPED_INDEX_KEY)
-    if not wrapped and sealed_before:
+    if not wrapped and in_use:
         raise ConfigError(
             where(active),
             "cannot open the store's index key: no sealed copy of it is left in the settings "

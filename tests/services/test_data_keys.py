@@ -17,8 +17,11 @@ import pytest
 
 from gateway.config.settings import ConfigError, build_config
 from gateway.services.data_keys import (
+    CREATED,
     DATA_KEY_FILE,
+    FINGERPRINT,
     INDEX_KEY_COLUMN,
+    INDEX_KEY_MADE_UNDER,
     RETIRED,
     WRAPPED_INDEX_KEY,
     _read_generated,
@@ -27,6 +30,7 @@ from gateway.services.data_keys import (
 )
 from gateway.services.data_rotation import reseal_store
 from gateway.services.shared_keys import ERASURE_KEY, shared_keys
+from gateway.store.errors import StoreUnavailable
 from gateway.store.sealing import PLAIN, DataCipher, DataKeyring, sealed_key_id
 from gateway.store.sqlite import SqliteStore
 
@@ -265,6 +269,79 @@ async def test_a_replica_stalled_through_a_start_and_a_rotation_refuses_a_second
         assert "different index keys" in str(refused)
     else:
         assert resumed.cipher.blind("+15551234567") == first.cipher.blind("+15551234567")
+
+
+class StallingAfterClaiming:
+    """A replica that stalls right after its first claim of a setting under `prefix`, or
+    whose store fails that claim (`fails`): a start interrupted between two of its writes."""
+
+    def __init__(self, store: SqliteStore, prefix: str, *, fails: bool = False) -> None:
+        self._store = store
+        self._prefix = prefix
+        self._fails = fails
+        self.stalled = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def claim_setting(self, name: str, value: str) -> str:
+        if not name.startswith(self._prefix) or self.stalled.is_set():
+            return await self._store.claim_setting(name, value)
+        self.stalled.set()
+        if self._fails:
+            raise StoreUnavailable("the store went away between two claims")
+        claimed = await self._store.claim_setting(name, value)
+        await self.go_on.wait()
+        return claimed
+
+
+# Every write of a first start, in order: a second replica may start between any two.
+FIRST_START_CLAIMS = [FINGERPRINT, CREATED, INDEX_KEY_MADE_UNDER, WRAPPED_INDEX_KEY]
+
+
+@pytest.mark.parametrize("stalled_after", FIRST_START_CLAIMS)
+async def test_a_replica_starting_while_the_first_is_between_its_claims_shares_its_key(
+    tmp_path: Path, store: SqliteStore, stalled_after: str
+) -> None:
+    """`workers = 2` starts two processes on a fresh store at once: one that refuses to
+    start takes the whole service down (seen as connections reset in CI)."""
+    keys = {"k1": key_text()}
+    first = StallingAfterClaiming(store, stalled_after)
+    starting = asyncio.create_task(
+        data_keys(config_for(tmp_path, {"keys": keys}), first, NOW))
+    await first.stalled.wait()
+    second = await data_keys(config_for(tmp_path, {"keys": keys}), store, NOW)
+    first.go_on.set()
+    assert (await starting).cipher.blind("+15551234567") == second.cipher.blind("+15551234567")
+
+
+@pytest.mark.parametrize("failed_at", FIRST_START_CLAIMS)
+async def test_a_first_start_cut_short_between_its_claims_does_not_block_the_next(
+    tmp_path: Path, store: SqliteStore, failed_at: str
+) -> None:
+    keys = {"k1": key_text()}
+    with pytest.raises(StoreUnavailable):
+        await data_keys(config_for(tmp_path, {"keys": keys}),
+                        StallingAfterClaiming(store, failed_at, fails=True), NOW)
+    started = await data_keys(config_for(tmp_path, {"keys": keys}), store, NOW)
+    again = await data_keys(config_for(tmp_path, {"keys": keys}), store, NOW)
+    assert started.cipher.blind("+15551234567") == again.cipher.blind("+15551234567")
+
+
+async def test_an_index_key_lost_after_its_first_use_refuses_start_rather_than_remake_it(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    """A new index key would find none of the opt-outs indexed under the lost one."""
+    keys = {"k1": key_text()}
+    await data_keys(config_for(tmp_path, {"keys": keys}), store, NOW)
+    for name in await store.settings_named(WRAPPED_INDEX_KEY):
+        await store.drop_setting(name)
+    with pytest.raises(ConfigError) as refused:
+        await data_keys(config_for(tmp_path, {"keys": keys}), store, NOW)
+    assert refused.value.key == "encryption.keys.k1"
+    assert "no sealed copy" in str(refused.value)
+    assert not await store.settings_named(WRAPPED_INDEX_KEY)
 
 
 async def test_copies_of_the_index_key_that_differ_refuse_start_naming_them(

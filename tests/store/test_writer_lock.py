@@ -7,8 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import multiprocessing
 import os
+import sqlite3
 from collections.abc import AsyncIterator
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
@@ -106,3 +110,53 @@ async def test_two_stores_on_one_file_lose_no_write(tmp_path: Path) -> None:
     finally:
         for each in stores:
             await each.close()
+
+
+def open_new_stores_in_step(
+    directory: str, rounds: int, barrier: Barrier, failures: Queue
+) -> None:
+    """In a process of its own: open (and close) the store `<round>.db` in `directory` for
+    each round, together with the other process; puts what each open raised, if anything,
+    then None."""
+
+    async def open_one(path: Path) -> None:
+        store = SqliteStore(path)
+        barrier.wait()
+        try:
+            await store.open()
+        except StoreUnavailable as exc:
+            failures.put(f"{path.name}: {exc}")
+        finally:
+            await store.close()
+
+    for number in range(rounds):
+        asyncio.run(open_one(Path(directory, f"{number}.db")))
+    failures.put(None)
+
+
+def test_processes_opening_a_new_store_at_once_both_open_it(tmp_path: Path) -> None:
+    """`workers = 2` on a new SQLite store: both switch the new file to WAL, and SQLite
+    answers one of two simultaneous switches "database is locked" without waiting (42
+    opens failed in 200 pairs), which took the whole service down at start."""
+    rounds = 150
+    context = multiprocessing.get_context("spawn")
+    barrier, failures = context.Barrier(2, timeout=60), context.Queue()
+    processes = [context.Process(target=open_new_stores_in_step,
+                                 args=(str(tmp_path), rounds, barrier, failures))
+                 for _ in range(2)]
+    for process in processes:
+        process.start()
+    reported, finished = [], 0
+    while finished < len(processes):
+        failure = failures.get(timeout=120)
+        finished += failure is None
+        reported += [failure] if failure else []
+    for process in processes:
+        process.join(timeout=30)
+    assert [process.exitcode for process in processes] == [0, 0]
+    assert reported == []
+    modes = set()
+    for number in range(rounds):
+        with contextlib.closing(sqlite3.connect(tmp_path / f"{number}.db")) as connection:
+            modes.add(connection.execute("PRAGMA journal_mode").fetchone()[0])
+    assert modes == {"wal"}

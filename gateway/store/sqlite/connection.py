@@ -305,7 +305,7 @@ class SqliteConnection(SealedColumns):
         )
         connection.writer_lock = WriterLock(self._path, timeout_s)
         try:
-            connection.execute("PRAGMA journal_mode = WAL")
+            _use_wal(connection)
             connection.execute("PRAGMA synchronous = FULL")
         except BaseException:
             connection.close()
@@ -321,6 +321,18 @@ class SqliteConnection(SealedColumns):
             with contextlib.suppress(sqlite3.Error):
                 self._connection.close()
             self._connection = None
+
+
+def _use_wal(connection: StoreConnection) -> None:
+    """WAL mode is kept in the file, so only the first connection to a new database switches
+    it, in the writers' queue: two processes switching at once (`workers = N` starting on a
+    new store) both hold a read lock and want the write lock, and SQLite answers one of them
+    "database is locked" at once, without waiting, whatever the busy timeout."""
+    (mode,) = connection.execute("PRAGMA journal_mode").fetchone()
+    if mode == "wal":
+        return
+    with write_queue(connection):
+        connection.execute("PRAGMA journal_mode = WAL")
 
 
 class StoreConnection(LockingConnection):
