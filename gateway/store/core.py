@@ -42,7 +42,7 @@ from gateway.store.base import (
     PersonChanges,
     PersonRow,
 )
-from gateway.store.sealing import DataCipher, is_blind_index, search_folded
+from gateway.store.sealing import DataCipher, SealedDataError, is_blind_index, search_folded
 
 T = TypeVar("T")
 
@@ -401,32 +401,46 @@ def consent_page_filter(
     return where_all(clauses)
 
 
-LOCATION_COLUMNS = "timezone, latitude, longitude, region, postal_code"
+SEALED_LOCATION = "known_locations.location"
+"""One column holds the whole location, a JSON document, sealed: the columns it replaced
+(timezone, latitude, longitude, region, postal_code) showed where each indexed person
+lives, and are left empty."""
 
 
-def location_values(location: KnownLocation) -> tuple[object, ...]:
-    """LOCATION_COLUMNS' values, in `KnownLocation`'s field order (so a row reads back as
-    `KnownLocation(*row)`)."""
-    return (
-        location.timezone,
-        location.latitude,
-        location.longitude,
-        location.region,
-        location.postal_code,
+def location_value(location: KnownLocation, cipher: DataCipher) -> str:
+    return cipher.seal(
+        json.dumps(dataclasses.asdict(location), separators=(",", ":")), SEALED_LOCATION
     )
+
+
+def location_of(stored: str, cipher: DataCipher, record: str) -> KnownLocation:
+    """A stored location, opened; a document that is not one is damage, as a ciphertext
+    that does not open is."""
+    document = cipher.open_json(stored, SEALED_LOCATION, record) if stored else {}
+    try:
+        latitude, longitude = document.get("latitude"), document.get("longitude")
+        return KnownLocation(
+            timezone=str(document.get("timezone") or ""),
+            latitude=None if latitude is None else float(latitude),
+            longitude=None if longitude is None else float(longitude),
+            region=str(document.get("region") or ""),
+            postal_code=str(document.get("postal_code") or ""),
+        )
+    except (AttributeError, TypeError, ValueError):
+        raise SealedDataError(record, f"{SEALED_LOCATION} is not a location") from None
 
 
 def located(
     rows: Iterable[Sequence[Any]], lookup: Mapping[str, str], cipher: DataCipher
 ) -> dict[str, KnownLocation]:
-    """(stored number, *LOCATION_COLUMNS) rows by the caller's number (`lookup` maps each
-    stored form to it); a number's row under its blind index wins over one written before
+    """(stored number, location) rows by the caller's number (`lookup` maps each stored
+    form to it); a number's row under its blind index wins over one written before
     encryption, which the sealing pass has yet to replace."""
     found: dict[str, KnownLocation] = {}
-    for stored, *location in rows:
+    for stored, location in rows:
         number = lookup[stored]
         if number not in found or stored == cipher.blind(number):
-            found[number] = KnownLocation(*location)
+            found[number] = location_of(location, cipher, "known location")
     return found
 
 

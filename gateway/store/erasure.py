@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gateway.model import AuditEvent, Channel, KnownLocation, Suppression
+from gateway.model import AuditEvent, Channel, Suppression
 from gateway.store.audit_chain import AUDIT_COLUMNS, event_from_row
 from gateway.store.base import (
     ERASED_PREFIX,
@@ -33,7 +33,6 @@ from gateway.store.core import (
     BLOCK_COLUMNS,
     CONSENT_COLUMNS,
     DECISION_EVIDENCE_COLUMNS,
-    LOCATION_COLUMNS,
     SUPPRESSION_COLUMNS,
     MailboxRule,
     Parameters,
@@ -43,6 +42,7 @@ from gateway.store.core import (
     decision_from_row,
     delivery_recipient,
     in_address_order,
+    location_of,
     suppression_from_row,
 )
 from gateway.store.sealing import (
@@ -181,7 +181,7 @@ def export_statements(
             suppressions.values,
         ),
         "consents": rows_about("consents", CONSENT_COLUMNS, "ORDER BY obtained_at"),
-        "known_location": rows_about("known_locations", LOCATION_COLUMNS),
+        "known_location": rows_about("known_locations", "location"),
         "blocks": rows_about("blocks", BLOCK_COLUMNS, "ORDER BY time DESC, id DESC"),
         "decisions": rows_about(
             "decisions", DECISION_EVIDENCE_COLUMNS, "ORDER BY time DESC, id DESC"
@@ -216,7 +216,9 @@ def exported(
         suppressions=tuple(s for s in suppressions if not s.address.startswith(ERASED_PREFIX)),
         erased_suppressions=tuple(s for s in suppressions if s.address.startswith(ERASED_PREFIX)),
         consents=tuple(consent_from_row(row, read_time, cipher) for row in rows["consents"]),
-        known_location=KnownLocation(*location[0]) if location else None,
+        known_location=(
+            location_of(location[0][0], cipher, "known location") if location else None
+        ),
         blocks=tuple(block_from_row(row, read_time, cipher) for row in rows["blocks"]),
         decisions=tuple(
             decision_from_row(row, read_time, cipher) for row in rows["decisions"]

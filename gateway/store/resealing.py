@@ -220,7 +220,7 @@ SEALED_TABLES: tuple[SealedTable, ...] = (
     SealedTable("notices", ("recipient",), lookups=(Lookup("recipient"),),
                 compared=("sent_at",), keep_clear=_newer("sent_at")),
     # The location under the blind key was set after encryption was on: the later one.
-    SealedTable("known_locations", ("number",), lookups=(Lookup("number"),)),
+    SealedTable("known_locations", ("number",), ("location",), lookups=(Lookup("number"),)),
     SealedTable(
         "deliveries", ("delivery_key", "recipient"), ("recipient_sealed",),
         contexts={"recipient_sealed": "deliveries.recipient"},

@@ -88,22 +88,25 @@ async def test_a_consent_source_naming_the_person_is_not_in_clear(sealed: Sealed
     assert ADDRESS not in str(stored)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OPEN, documented (README, Encryption at rest: what this leaks): "
-    "known_locations keeps timezone, latitude, longitude, region and postal_code in "
-    "clear beside the number's blind index (gateway/store/core.py location_values), while "
-    "the README says known locations hold only blind indexes: a copy shows where each "
-    "indexed person lives, linkable to their suppression/consent rows by the same index",
-)
 async def test_a_known_location_shows_nothing_of_where_the_callee_lives(sealed: Sealed) -> None:
-    await sealed.store.set_known_location(
-        NUMBER, KnownLocation("America/New_York", 40.7484, -73.9857, "US-NY", "10118")
-    )
-    ((row),) = await raw_rows(
-        sealed, "SELECT timezone, latitude, longitude, region, postal_code FROM known_locations"
-    )
-    assert "10118" not in repr(row) and "40.7484" not in repr(row)
+    """Its zone, coordinates, region and postal code sit beside the number's blind index,
+    which links them to the person's suppression and consent rows."""
+    where = KnownLocation("America/New_York", 40.7484, -73.9857, "US-NY", "10118")
+    await sealed.store.set_known_location(NUMBER, where)
+    (row,) = await raw_rows(sealed, "SELECT * FROM known_locations")
+    stored = repr(tuple(row))
+    assert [part for part in ("New_York", "40.7484", "73.9857", "US-NY", "10118")
+            if part in stored] == []
+    assert await sealed.store.known_locations([NUMBER]) == {NUMBER: where}
+
+
+async def test_a_damaged_known_location_fails_closed(sealed: Sealed) -> None:
+    """A call's hours depend on where the callee is: a location that does not open must
+    stop the call (a temporary failure), never read as "nowhere known"."""
+    await sealed.store.set_known_location(NUMBER, KnownLocation("America/Chicago"))
+    await execute_raw(sealed, "UPDATE known_locations SET location = substr(location, 1, 30)")
+    with pytest.raises(StoreUnavailable):
+        await sealed.store.known_locations([NUMBER])
 
 
 AUDITED = {"count": 1, "new": 1, "reason": "replied 'STOP'", "source": "sms-keyword"}

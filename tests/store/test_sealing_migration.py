@@ -28,7 +28,7 @@ from gateway.store.migrations import (
 )
 from gateway.store.postgres.connection import PostgresMigrationTarget
 from gateway.store.resealing import SEALED_TABLES
-from gateway.store.sealing import BLIND_PREFIX, PLAIN
+from gateway.store.sealing import BLIND_PREFIX, PLAIN, SEALED_PREFIX
 from gateway.store.sqlite.resealing import _reseal_batch
 from gateway.store.sqlite.sql import SqliteMigrationTarget
 from tests.store.test_sealed_lookup_tables import (
@@ -406,9 +406,10 @@ async def test_postgresql_a_claim_racing_the_pass_finds_the_converted_delivery(
 # --- migration 0018 ------------------------------------------------------------------------
 
 
-async def at_0017(backend: str, url: str, path: Path | None) -> None:
-    """A database migrated up to 0017 only, as the previous release left it."""
-    before = [m for m in discover_migrations(migration_directory(backend)) if m.version <= 17]
+async def migrated_up_to(version: int, backend: str, url: str, path: Path | None) -> None:
+    """A database migrated up to `version` only, as an earlier release left it."""
+    before = [m for m in discover_migrations(migration_directory(backend))
+              if m.version <= version]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None)
@@ -433,7 +434,7 @@ async def sealed_at_0017(
     encryption, a number and an erased row; the mailboxes were folded and a pass finished."""
     url = backend_url(request, tmp_path)
     path = tmp_path / "data" / "gateway.db" if request.param == "sqlite" else None
-    await at_0017(request.param, url, path)
+    await migrated_up_to(17, request.param, url, path)
     sealed = Sealed(open_store(url), new_cipher(), request.param, url, path)
     cipher = sealed.cipher
     created = T0 if path is None else T0.isoformat(timespec="microseconds")
@@ -511,3 +512,64 @@ async def test_0018_flags_the_entries_to_fold_and_has_them_folded_again(
     finally:
         await fresh.close()
     assert mailboxes == {ADDRESS: MAILBOX, "legacy.owner@example.com": "legacyowner@example.com"}
+
+
+# --- migration 0019 ------------------------------------------------------------------------
+
+WHERE_THEY_LIVE = {
+    "+12125550142": KnownLocation("America/New_York", 40.748417, -73.985667, "US-NY", "10118"),
+    "+13125550143": KnownLocation("America/Chicago", latitude=41.878876),
+    "+14155550144": KnownLocation(region="US-CA"),
+}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def locations_at_0018(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Sealed]:
+    """A database of the previous release holding WHERE_THEY_LIVE in the columns 0019
+    empties: one number under its blind index, the others in clear; a pass had finished."""
+    url = backend_url(request, tmp_path)
+    path = tmp_path / "data" / "gateway.db" if request.param == "sqlite" else None
+    await migrated_up_to(18, request.param, url, path)
+    sealed = Sealed(open_store(url), new_cipher(), request.param, url, path)
+    first = next(iter(WHERE_THEY_LIVE))
+    for number, where in WHERE_THEY_LIVE.items():
+        await execute_raw(
+            sealed,
+            "INSERT INTO known_locations (number, timezone, latitude, longitude, region,"
+            " postal_code) VALUES ($1, $2, $3, $4, $5, $6)",
+            sealed.cipher.blind(number) if number == first else number,
+            where.timezone, where.latitude, where.longitude, where.region, where.postal_code,
+        )
+    await execute_raw(sealed, "INSERT INTO settings (name, value) VALUES ($1, 'done')",
+                      "resealed-through:data-key:k1")
+    yield sealed
+    await sealed.store.close()
+
+
+async def test_0019_moves_known_locations_into_one_sealed_document(
+    locations_at_0018: Sealed,
+) -> None:
+    """Each keeps its location through the migration and the pass, which runs again after
+    it; then no column shows where anyone lives."""
+    sealed = locations_at_0018
+    path = sealed.path
+    await sealed.store.open()
+    try:
+        assert await raw_rows(sealed, "SELECT name FROM settings WHERE name LIKE 'resealed%'") == []
+        assert await raw_rows(
+            sealed, "SELECT DISTINCT timezone, latitude, longitude, region, postal_code"
+            " FROM known_locations") == [("", None, None, "", "")]
+        resealed = await seal(sealed)
+        assert resealed["known_locations"] == 3
+        locations = await raw_rows(sealed, "SELECT number, location FROM known_locations")
+        assert sorted(str(number) for number, _ in locations) == sorted(
+            sealed.cipher.blind(number) for number in WHERE_THEY_LIVE)
+        assert all(str(location).startswith(SEALED_PREFIX) for _, location in locations)
+        assert await sealed.store.known_locations(WHERE_THEY_LIVE) == WHERE_THEY_LIVE
+    finally:
+        await sealed.store.close()
+    if path is not None:
+        assert [part for part in ("New_York", "Chicago", "US-CA", "10118", "40.748417")
+                if part.encode() in file_bytes(path)] == []

@@ -1724,6 +1724,29 @@ async def test_calls_before_open_are_unavailable(db_path: Path) -> None:
 # --- migrations ---------------------------------------------------------------------------
 
 
+EVERY_MIGRATION = [
+    (1, "initial"),
+    (2, "telephony"),
+    (3, "suppression_sources"),
+    (4, "privacy"),
+    (5, "block_evidence"),
+    (6, "settings"),
+    (7, "suppression_mailboxes"),
+    (8, "inbound_messages"),
+    (9, "credentials"),
+    (10, "people"),
+    (11, "used_once"),
+    (12, "scim"),
+    (13, "decisions"),
+    (14, "decision_summary"),
+    (16, "audit_actions"),
+    (17, "sealed_personal_data"),
+    (18, "sealed_copies"),
+    (19, "sealed_locations"),
+]
+"""Every migration a database opened by this release has applied, by version and name."""
+
+
 def applied_migrations(path: Path) -> list[tuple[int, str]]:
     with sqlite3.connect(path) as conn:
         rows = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
@@ -1739,25 +1762,7 @@ async def test_opening_twice_applies_each_migration_once(
     again = SqliteStore(db_path)
     await again.open()
     await again.close()
-    assert applied_migrations(db_path) == [
-        (1, "initial"),
-        (2, "telephony"),
-        (3, "suppression_sources"),
-        (4, "privacy"),
-        (5, "block_evidence"),
-        (6, "settings"),
-        (7, "suppression_mailboxes"),
-        (8, "inbound_messages"),
-        (9, "credentials"),
-        (10, "people"),
-        (11, "used_once"),
-        (12, "scim"),
-        (13, "decisions"),
-        (14, "decision_summary"),
-        (16, "audit_actions"),
-        (17, "sealed_personal_data"),
-        (18, "sealed_copies"),
-    ]
+    assert applied_migrations(db_path) == EVERY_MIGRATION
 
 
 async def test_people_recorded_before_scim_read_back_with_no_scim_attributes(
@@ -1808,25 +1813,7 @@ async def test_a_version_one_database_is_upgraded_once_and_keeps_its_data(db_pat
             assert await count_of(upgraded, "+14155550101") == expected_contacts
         finally:
             await upgraded.close()
-    assert applied_migrations(db_path) == [
-        (1, "initial"),
-        (2, "telephony"),
-        (3, "suppression_sources"),
-        (4, "privacy"),
-        (5, "block_evidence"),
-        (6, "settings"),
-        (7, "suppression_mailboxes"),
-        (8, "inbound_messages"),
-        (9, "credentials"),
-        (10, "people"),
-        (11, "used_once"),
-        (12, "scim"),
-        (13, "decisions"),
-        (14, "decision_summary"),
-        (16, "audit_actions"),
-        (17, "sealed_personal_data"),
-        (18, "sealed_copies"),
-    ]
+    assert applied_migrations(db_path) == EVERY_MIGRATION
 
 
 async def test_a_version_two_database_keeps_its_suppressions_one_row_per_source(
@@ -1866,25 +1853,7 @@ async def test_a_version_two_database_keeps_its_suppressions_one_row_per_source(
         assert await upgraded.list_suppressions() == [dnc, one_click]
     finally:
         await upgraded.close()
-    assert applied_migrations(db_path) == [
-        (1, "initial"),
-        (2, "telephony"),
-        (3, "suppression_sources"),
-        (4, "privacy"),
-        (5, "block_evidence"),
-        (6, "settings"),
-        (7, "suppression_mailboxes"),
-        (8, "inbound_messages"),
-        (9, "credentials"),
-        (10, "people"),
-        (11, "used_once"),
-        (12, "scim"),
-        (13, "decisions"),
-        (14, "decision_summary"),
-        (16, "audit_actions"),
-        (17, "sealed_personal_data"),
-        (18, "sealed_copies"),
-    ]
+    assert applied_migrations(db_path) == EVERY_MIGRATION
 
 
 async def test_suppression_lookups_by_address_search_an_index(

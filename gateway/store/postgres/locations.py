@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gateway.model import KnownLocation
-from gateway.store.core import LOCATION_COLUMNS, located, location_values
+from gateway.store.core import located, location_value
 from gateway.store.postgres.connection import PostgresConnection
 
 
@@ -15,8 +15,7 @@ class PostgresKnownLocations(PostgresConnection):
         lookup = self._lookup_forms(dict.fromkeys(numbers))
         async with self._connection() as conn:
             rows = await conn.fetch(
-                f"SELECT number, {LOCATION_COLUMNS}"
-                " FROM known_locations WHERE number = ANY($1::text[])",
+                "SELECT number, location FROM known_locations WHERE number = ANY($1::text[])",
                 list(lookup),
             )
         return located(rows, lookup, self._cipher)
@@ -24,11 +23,8 @@ class PostgresKnownLocations(PostgresConnection):
     async def set_known_location(self, number: str, location: KnownLocation) -> None:
         async with self._connection() as conn:
             await conn.execute(
-                f"INSERT INTO known_locations (number, {LOCATION_COLUMNS})"
-                " VALUES ($1, $2, $3, $4, $5, $6)"
-                " ON CONFLICT (number) DO UPDATE SET timezone = excluded.timezone,"
-                " latitude = excluded.latitude, longitude = excluded.longitude,"
-                " region = excluded.region, postal_code = excluded.postal_code",
+                "INSERT INTO known_locations (number, location) VALUES ($1, $2)"
+                " ON CONFLICT (number) DO UPDATE SET location = excluded.location",
                 self._cipher.blind(number),
-                *location_values(location),
+                location_value(location, self._cipher),
             )

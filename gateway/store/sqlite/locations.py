@@ -8,19 +8,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gateway.model import KnownLocation
-from gateway.store.core import LOCATION_COLUMNS, located, location_values
+from gateway.store.core import located, location_value
 from gateway.store.sqlite.connection import SqliteConnection
 from gateway.store.sqlite.sql import rows_for_stored_forms, transaction
 
-_UPSERT_KNOWN_LOCATION = f"""
-INSERT INTO known_locations (number, {LOCATION_COLUMNS})
-VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (number) DO UPDATE SET
-    timezone = excluded.timezone,
-    latitude = excluded.latitude,
-    longitude = excluded.longitude,
-    region = excluded.region,
-    postal_code = excluded.postal_code
+_UPSERT_KNOWN_LOCATION = """
+INSERT INTO known_locations (number, location) VALUES (?, ?)
+ON CONFLICT (number) DO UPDATE SET location = excluded.location
 """
 
 
@@ -31,8 +25,8 @@ class SqliteKnownLocations(SqliteConnection):
         return located(rows, lookup, self._cipher)
 
     async def set_known_location(self, number: str, location: KnownLocation) -> None:
-        stored = self._cipher.blind(number)
-        await self._run(lambda conn: _upsert_known_location(conn, stored, location))
+        stored = self._cipher.blind(number), location_value(location, self._cipher)
+        await self._run(lambda conn: _upsert_known_location(conn, *stored))
 
 
 def _select_known_locations(
@@ -41,11 +35,11 @@ def _select_known_locations(
     with transaction(conn, write=False):
         return list(rows_for_stored_forms(
             conn,
-            f"SELECT number, {LOCATION_COLUMNS} FROM known_locations WHERE number IN ({{keys}})",
+            "SELECT number, location FROM known_locations WHERE number IN ({keys})",
             stored,
         ))
 
 
-def _upsert_known_location(conn: sqlite3.Connection, number: str, location: KnownLocation) -> None:
+def _upsert_known_location(conn: sqlite3.Connection, number: str, location: str) -> None:
     with transaction(conn, write=True):
-        conn.execute(_UPSERT_KNOWN_LOCATION, (number, *location_values(location)))
+        conn.execute(_UPSERT_KNOWN_LOCATION, (number, location))
