@@ -42,7 +42,13 @@ from gateway.store.base import (
     PersonChanges,
     PersonRow,
 )
-from gateway.store.sealing import DataCipher, SealedDataError, is_blind_index, search_folded
+from gateway.store.sealing import (
+    NUMBER_TEXT,
+    DataCipher,
+    SealedDataError,
+    is_blind_index,
+    search_folded,
+)
 
 T = TypeVar("T")
 
@@ -663,7 +669,7 @@ def decision_values(
         record.gateway_id,
         cipher.seal(evidence_text(dict(record.evidence)), "decisions.evidence_json"),
         recipient_index(cipher, record.recipient),
-        cipher.signature(record.recipient),
+        cipher.recipient_signature(record.recipient),
         cipher.signature(record.subject),
     )
 
@@ -761,7 +767,10 @@ def partial_search(params: Parameters, cipher: DataCipher, name: str, text: str)
     if not cipher.enabled:
         return plain
     mask = params.bind(cipher.search_mask(text))
-    return f"(({name}_terms & {mask}) = {mask} AND {name}_lower = '' OR {plain})"
+    signed = f"({name}_terms & {mask}) = {mask}"
+    if name == "recipient" and NUMBER_TEXT.fullmatch(search_folded(text)):
+        signed = f"({signed} OR recipient_terms = 0)"  # numbers have no signature
+    return f"({signed} AND {name}_lower = '' OR {plain})"
 
 
 def decision_matches(query: DecisionQuery, cipher: DataCipher) -> Callable[[DecisionRecord], bool]:

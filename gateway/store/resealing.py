@@ -37,7 +37,7 @@ Bind = Callable[[object], str]
 def _decision_extras(cipher: DataCipher, plain: Mapping[str, str]) -> dict[str, object]:
     return {
         "recipient_index": cipher.blind(search_folded(plain["recipient"])),
-        "recipient_terms": cipher.signature(plain["recipient"]),
+        "recipient_terms": cipher.recipient_signature(plain["recipient"]),
         "subject_terms": cipher.signature(plain["subject"]),
         "recipient_lower": "",
         "subject_lower": "",

@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,8 @@ BLIND_BYTES = 16
 SIGNATURE_BITS = 63
 """Bits of a search signature: a signed 64-bit integer column on both stores, sign bit
 unused."""
+NUMBER_TEXT = re.compile(r"\+?[0-9]+")
+"""A phone number as recipients are stored (E.164), or a search for a part of one."""
 BLIND_INDEXES_CACHED = 4_096
 """Values whose blind index a cipher remembers: one message looks its recipient up in half a
 dozen tables, each asking for the same index."""
@@ -261,6 +264,14 @@ class DataCipher:
     def signature(self, text: str) -> int:
         """The search signature of a stored text (0 for one shorter than three characters)."""
         return self._bits(trigrams(text))
+
+    def recipient_signature(self, recipient: str) -> int:
+        """None (0) for a phone number. A signature is the OR of one keyed bit per trigram,
+        so whoever holds a copy and the numbers of their own rows learns each digit
+        trigram's bit, and a number has few enough candidates to try every one against
+        another row's signature. A number's exact lookups use its blind index; a search for
+        part of one reads every row without a signature (`NUMBER_TEXT`)."""
+        return 0 if NUMBER_TEXT.fullmatch(recipient) else self.signature(recipient)
 
     def search_mask(self, term: str) -> int:
         """The bits every row containing `term` has; 0 (every row a candidate) for a term

@@ -48,14 +48,20 @@ async def store(url: str) -> AsyncIterator[Store]:
 
 async def raw_rows(url: str, table: str) -> list[tuple[object, ...]]:
     """The table as a copy of the database shows it, read without the gateway."""
+    return await raw_columns(url, "*", table)
+
+
+async def raw_columns(
+    url: str, columns: str, table: str = "decisions"
+) -> list[tuple[object, ...]]:
     if url.startswith("sqlite"):
         import sqlite3
 
         with sqlite3.connect(url.removeprefix("sqlite://")) as conn:
-            return [tuple(row) for row in conn.execute(f"SELECT * FROM {table}")]
+            return [tuple(row) for row in conn.execute(f"SELECT {columns} FROM {table}")]
     conn = await asyncpg.connect(url)
     try:
-        return [tuple(row) for row in await conn.fetch(f"SELECT * FROM {table}")]
+        return [tuple(row) for row in await conn.fetch(f"SELECT {columns} FROM {table}")]
     finally:
         await conn.close()
 
@@ -122,6 +128,44 @@ async def test_a_partial_search_over_sealed_text_finds_exactly_the_matches(
     query = DecisionQuery(recipient=recipient, text=text)
     found = await store.query_decisions(query)
     assert {int(d.gateway_id[1:]) for d in found} == expected
+    summary = await store.decision_summary(
+        replace(query, since=T0 - timedelta(days=1), until=T0 + timedelta(days=1)), 3600
+    )
+    assert summary.total == len(expected)
+
+
+DIALLED = ("+12125550123", "+12125550199", "+442079460123")
+"""Numbers texted or called; beside them, emails whose addresses hold the same digits."""
+MAILED = ("desk2125550@example.com", "ops@example.com")
+
+
+@pytest.mark.parametrize(
+    ("recipient", "expected"),
+    [
+        ("2125550", {0, 1, 3}),
+        ("+1212", {0, 1}),
+        ("+12125550199", {1}),
+        ("0123", {0, 2}),
+        ("desk21", {3}),
+        ("+44", {2}),
+        ("@example", {3, 4}),
+        ("55501990", set()),
+    ],
+)
+async def test_numbers_carry_no_signature_and_a_search_for_part_of_one_still_finds_them(
+    store: Store, url: str, recipient: str, expected: set[int]
+) -> None:
+    """A number's signature gave it away to whoever knows other rows' numbers (its digit
+    trigrams' bits add up): numbers are searched by reading every row without one."""
+    await store.record_decisions(
+        [decision(number, at=i, channel=Channel.SMS) for i, number in enumerate(DIALLED)]
+        + [decision(address, at=len(DIALLED) + i) for i, address in enumerate(MAILED)]
+    )
+    terms = {row[0]: row[1] for row in await raw_columns(url, "gateway_id, recipient_terms")}
+    assert [terms[f"g{i}"] for i in range(len(DIALLED))] == [0] * len(DIALLED)
+    assert all(terms[f"g{len(DIALLED) + i}"] for i in range(len(MAILED)))
+    query = DecisionQuery(recipient=recipient)
+    assert {int(d.gateway_id[1:]) for d in await store.query_decisions(query)} == expected
     summary = await store.decision_summary(
         replace(query, since=T0 - timedelta(days=1), until=T0 + timedelta(days=1)), 3600
     )

@@ -435,17 +435,6 @@ def sms_decision(account: str, number: str) -> DecisionRecord:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OPEN, documented (README, Encryption at rest: what this leaks): "
-    "a decision's recipient_terms (gateway/store/sealing.py signature) is the OR of one "
-    "keyed bit per trigram, so it is compositional: an agent that knows the numbers it sent "
-    "to learns each digit trigram's bit from its own rows in a copy (~2000 sends), then "
-    "computes the signature of every candidate number and finds another account's recipient "
-    "exactly; the README says a copy shows which texts share trigrams, never the values. "
-    "Signatures of numbers (and short texts) need a per-row secret, or no signature at all "
-    "(an exact blind index serves a number's lookup)",
-)
 async def test_recipient_signatures_do_not_give_a_number_away(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'gateway.db'}")
     await store.open()
@@ -482,7 +471,7 @@ async def test_recipient_signatures_do_not_give_a_number_away(tmp_path: Path) ->
         return bits
 
     recovered = [n for n in (f"+1212555{i:04d}" for i in range(10_000)) if predicted(n) == target]
-    assert recovered != [NUMBER]
+    assert len(recovered) > 1000, "the victim's signature singles out a few numbers"
 
 
 # --- what holds: lookups find what the writers wrote ------------------------------------------

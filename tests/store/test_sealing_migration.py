@@ -524,15 +524,20 @@ WHERE_THEY_LIVE = {
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def locations_at_0018(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Sealed]:
-    """A database of the previous release holding WHERE_THEY_LIVE in the columns 0019
-    empties: one number under its blind index, the others in clear; a pass had finished."""
+def unopened(request: pytest.FixtureRequest, tmp_path: Path) -> Sealed:
+    """A new database of either backend, and a data key; the store is not opened (so no
+    migration has run)."""
     url = backend_url(request, tmp_path)
     path = tmp_path / "data" / "gateway.db" if request.param == "sqlite" else None
-    await migrated_up_to(18, request.param, url, path)
-    sealed = Sealed(open_store(url), new_cipher(), request.param, url, path)
+    return Sealed(open_store(url), new_cipher(), request.param, url, path)
+
+
+@pytest.fixture
+async def locations_at_0018(unopened: Sealed) -> AsyncIterator[Sealed]:
+    """A database of the previous release holding WHERE_THEY_LIVE in the columns 0019
+    empties: one number under its blind index, the others in clear; a pass had finished."""
+    sealed = unopened
+    await migrated_up_to(18, sealed.backend, sealed.url, sealed.path)
     first = next(iter(WHERE_THEY_LIVE))
     for number, where in WHERE_THEY_LIVE.items():
         await execute_raw(
@@ -573,3 +578,30 @@ async def test_0019_moves_known_locations_into_one_sealed_document(
     if path is not None:
         assert [part for part in ("New_York", "Chicago", "US-CA", "10118", "40.748417")
                 if part.encode() in file_bytes(path)] == []
+
+
+# --- migration 0020 ------------------------------------------------------------------------
+
+
+async def test_0020_drops_the_signatures_numbers_were_given(unopened: Sealed) -> None:
+    """Decisions recorded by the previous release: a text's and a call's recipient signature
+    goes (it gave the number away), an email's stays (its search needs it)."""
+    sealed = unopened
+    await migrated_up_to(19, sealed.backend, sealed.url, sealed.path)
+    at = T0 if sealed.path is None else T0.isoformat(timespec="microseconds")
+    for channel, recipient in (("sms", "+12125550123"), ("call", "+12125550199"),
+                               ("email", "lead@example.com")):
+        await execute_raw(
+            sealed,
+            "INSERT INTO decisions (time, channel, account, sender, recipient,"
+            " recipient_lower, purpose, outcome, reasons_json, reason_codes, rules_version,"
+            " recipient_terms) VALUES ($1, $2, 'acme', 's', $3, '', 'marketing', 'allowed',"
+            " '[]', ',', 'v1', $4)",
+            at, channel, sealed.cipher.seal(recipient, "decisions.recipient"),
+            sealed.cipher.signature(recipient),
+        )
+    await sealed.store.open()
+    await sealed.store.close()
+    terms = dict(await raw_rows(sealed, "SELECT channel, recipient_terms FROM decisions"))
+    assert terms == {"sms": 0, "call": 0,
+                     "email": sealed.cipher.signature("lead@example.com")}

@@ -1743,6 +1743,7 @@ EVERY_MIGRATION = [
     (17, "sealed_personal_data"),
     (18, "sealed_copies"),
     (19, "sealed_locations"),
+    (20, "unsigned_numbers"),
 ]
 """Every migration a database opened by this release has applied, by version and name."""
 
