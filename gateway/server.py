@@ -53,7 +53,7 @@ from gateway.runtime.processes import (
 from gateway.runtime.tls import ReloadableTls
 from gateway.services.data_key_use import SealingBeat
 from gateway.services.data_keys import DataKeys, data_keys
-from gateway.services.data_rotation import reseal_in_background
+from gateway.services.data_rotation import any_pass_finished, reseal_in_background
 from gateway.services.key_ages import HeldKeys
 from gateway.services.people import People
 from gateway.services.privacy import Privacy, purge
@@ -223,6 +223,8 @@ class Services:
             self.erasure_key = keys.erasure_key
             await self.store.use_erasure_key(self.erasure_key)
             await self.suppressions.fold_stored()
+            if self.data_keys.cipher.enabled and await any_pass_finished(self.store):
+                self.data_keys.cipher.refuse_clear_values()
         except BaseException:
             await self._stop_sealing_beat()
             await self.store.close()
@@ -414,8 +416,9 @@ class Gateway:
                 run_retention_periodically(services.store, self.config, self.clock)
             )
             if services.data_keys.cipher.enabled:
+                cipher = services.data_keys.cipher
                 self._reseal_task = asyncio.create_task(reseal_in_background(
-                    services.store, services.data_keys.cipher.active_key_id
+                    services.store, cipher.active_key_id, cipher.refuse_clear_values
                 ))
             self._store_gauges_task = asyncio.create_task(
                 StoreGauges(

@@ -26,7 +26,7 @@ from gateway.services.data_keys import (
     has_setting,
     stored_key_ids,
 )
-from gateway.store.base import Store, StoreUnavailable
+from gateway.store.base import SharedSettings, Store, StoreUnavailable
 from gateway.store.resealing import SEALED_TABLES
 from gateway.store.sealing import SealedDataError
 
@@ -51,6 +51,11 @@ class ResealReport:
     skipped: int = 0
     """Rows a concurrent writer won from the pass (PostgreSQL): left as they were, so the
     pass is not done and the next start walks again."""
+
+    @property
+    def done(self) -> bool:
+        """Every value is sealed under the active key."""
+        return not self.in_use and not self.skipped
 
 
 async def reseal_store(
@@ -89,16 +94,20 @@ async def reseal_store(
         # Whoever holds a retired key must not open the index key from a later copy.
         await store.drop_setting(WRAPPED_INDEX_KEY + key_id)
         report.retired.append(key_id)
-    if not report.in_use and not report.skipped:
+    if report.done:
         await store.claim_setting(RESEALED_THROUGH + active_key, "done")
     return report
 
 
-async def reseal_in_background(store: Store, active_key: str) -> None:
+async def reseal_in_background(
+    store: Store, active_key: str, finished: Callable[[], None] = lambda: None
+) -> None:
     """At start-up, when no pass has finished under the active key (a database from before
-    encryption, or a key rotated without `keys rotate-data`): sealed while serving."""
+    encryption, or a key rotated without `keys rotate-data`): sealed while serving.
+    `finished` is called once a pass has finished, by now or before."""
     try:
         if await has_setting(store, RESEALED_THROUGH + active_key):
+            finished()
             return
         log_event(log, "data.reseal_started", active_key=active_key)
         report = await reseal_store(store, active_key)
@@ -109,3 +118,11 @@ async def reseal_in_background(store: Store, active_key: str) -> None:
     log_event(log, "data.reseal_finished", active_key=active_key,
               resealed=sum(report.resealed.values()), retired=report.retired,
               in_use=report.in_use, skipped=report.skipped)
+    if report.done:
+        finished()
+
+
+async def any_pass_finished(store: SharedSettings) -> bool:
+    """Whether a sealing pass has finished under any data key: every value was sealed then,
+    so one in clear now was written past the gateway (`DataCipher.refuse_clear_values`)."""
+    return bool(await store.settings_named(RESEALED_THROUGH))

@@ -268,7 +268,7 @@ def reseal_rows(
             continue
         record = f"{table.name} row {key[0]}"
         plain = {
-            column: cipher.open(read[column], table.context(column), record)
+            column: cipher.open_any(read[column], table.context(column), record)
             for column in table.sealed
         }
         new: dict[str, object] = {

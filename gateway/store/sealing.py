@@ -185,6 +185,7 @@ class DataCipher:
     the random nonce, so the store's row encoders call it inline."""
 
     enabled = True
+    _clear_is_damage = False
 
     def __init__(self, keyring: DataKeyring) -> None:
         if keyring.active not in keyring.keys:
@@ -197,6 +198,12 @@ class DataCipher:
         self._digest_mac = _derived_mac(keyring.index_key, b"keyed-digest")
         self._trigram_bit = functools.lru_cache(maxsize=TRIGRAM_BITS_CACHED)(self._keyed_bit)
         self._blind_index = functools.lru_cache(maxsize=BLIND_INDEXES_CACHED)(self._keyed_index)
+
+    def refuse_clear_values(self) -> None:
+        """Once a sealing pass has finished, no sealed column holds a value in clear unless
+        someone wrote it past the gateway: from then on `open` refuses one, where it would
+        show text of the writer's choosing as a genuine recipient, reason or evidence."""
+        self._clear_is_damage = True
 
     @property
     def active_key_id(self) -> str:
@@ -214,9 +221,22 @@ class DataCipher:
     def open(self, stored: str, column: str, record: str) -> str:
         """The plaintext of a sealed value; a value stored before encryption is returned as
         it is (an existing database is sealed in the background,
-        gateway/services/data_rotation.py)."""
+        gateway/services/data_rotation.py) until `refuse_clear_values`. Empty values and
+        erased rows' keyed hashes are never sealed."""
         if not is_sealed(stored):
+            if self._clear_is_damage and stored and not stored.startswith(ERASED_PREFIX):
+                raise SealedDataError(record, f"{column} is in clear, though every value here "
+                                      "was sealed: written past the gateway")
             return stored
+        return self._opened(stored, column, record)
+
+    def open_any(self, stored: str, column: str, record: str) -> str:
+        """`open`, taking a value in clear as it is: for the sealing pass, whose work that
+        is (a replica of an earlier release, or one with encryption off, may have written
+        it)."""
+        return stored if not is_sealed(stored) else self._opened(stored, column, record)
+
+    def _opened(self, stored: str, column: str, record: str) -> str:
         key_id, separator, body = stored[1:].partition(":")
         aead = self._aead.get(key_id)
         if not separator or aead is None:

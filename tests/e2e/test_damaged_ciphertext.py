@@ -69,3 +69,29 @@ async def test_a_damaged_decision_is_a_503_page_never_a_500(
                 assert "Traceback" not in text and NY not in text and FL not in text
         async with http.get(f"{base}/review/decisions/{ids[1]}") as intact:
             assert intact.status == 200 and NY in await intact.text()
+
+
+async def test_a_recipient_forged_in_clear_is_a_503_page_never_shown(
+    gateway_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    """Someone who can write the database puts text of their choosing where a sealed value
+    was: once the start-up pass has sealed everything, that is damage, not a record."""
+    gateway = await start(gateway_factory)
+    await gateway._reseal_task  # the start-up pass, to its end
+    await send_sms(sdk(gateway), to=NY)
+    base = f"http://127.0.0.1:{gateway.http_port}"
+    forged = "+13055550100"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/review/login", data={"secret": MANAGER_SECRET},
+                             headers={"Origin": base}, allow_redirects=False) as signed_in:
+            http.headers["Cookie"] = f"{SESSION_COOKIE}={signed_in.cookies[SESSION_COOKIE].value}"
+        async with http.get(f"{base}/review") as activity:
+            (decision_id,) = decision_links(await activity.text())
+        with sqlite3.connect(gateway.config.data_dir / "gateway.db") as database:
+            database.execute("UPDATE decisions SET recipient = ? WHERE id = ?",
+                             (forged, int(decision_id)))
+        for path in ("/review", f"/review/decisions/{decision_id}", "/v1/decisions?format=json"):
+            async with http.get(base + path) as page:
+                text = await page.text()
+                assert page.status == 503, (path, page.status)
+                assert forged not in text and "Traceback" not in text

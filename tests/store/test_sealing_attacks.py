@@ -11,6 +11,7 @@ import base64
 import os
 import random
 import sqlite3
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -170,19 +171,63 @@ async def test_a_sealed_json_that_lost_its_prefix_fails_closed(sealed: Sealed) -
         await sealed.store.query_blocks(BlockQuery())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OPEN, documented (README, Encryption at rest: what this leaks): "
-    "DataCipher.open returns any unprefixed value as plaintext even after the store "
-    "has been sealed throughout: anyone who can write the store replaces a sealed recipient "
-    "(or reason, evidence) by text of their choosing and every view shows it as genuine; "
-    "once a sealing pass has finished, a value in clear in a sealed column is damage",
+async def seal_throughout(sealed: Sealed) -> None:
+    """The pass a gateway runs at start-up, to its end."""
+    await reseal_in_background(
+        sealed.store, sealed.cipher.active_key_id, sealed.cipher.refuse_clear_values
+    )
+
+
+@pytest.mark.parametrize(
+    ("column", "view"),
+    [("recipient", "blocks"), ("reasons_json", "blocks"), ("evidence_json", "block"),
+     ("subject", "blocks")],
 )
-async def test_a_sealed_value_replaced_by_plaintext_is_refused(sealed: Sealed) -> None:
-    await sealed.store.record_block(blocked(ADDRESS))
-    await execute_raw(sealed, "UPDATE blocks SET recipient = $1", "forged@example.com")
+async def test_a_sealed_value_replaced_by_plaintext_is_refused(
+    sealed: Sealed, column: str, view: str
+) -> None:
+    """Once every value has been sealed, text in clear in a sealed column was written past
+    the gateway: shown, it would pass for a genuine recipient, reason or evidence."""
+    block_id = await sealed.store.record_block(blocked(ADDRESS))
+    await seal_throughout(sealed)
+    forged = '[{"code": "X", "message": "m", "rule": "r"}]' if column.endswith("json") else "f@x"
+    await execute_raw(sealed, f"UPDATE blocks SET {column} = $1", forged)
+    with pytest.raises(StoreUnavailable) as refused:
+        if view == "blocks":
+            await sealed.store.query_blocks(BlockQuery())
+        else:
+            await sealed.store.get_block(block_id)
+    assert "written past the gateway" in str(refused.value)
+
+
+async def test_after_the_pass_empty_values_and_erased_rows_still_read(sealed: Sealed) -> None:
+    await sealed.store.add_suppressions([Suppression(ADDRESS, "api", "", T0, "ops", "")])
+    await sealed.store.erase_personal_data(ADDRESS, T0, "ops")
+    await sealed.store.record_block(replace(blocked("bob@example.com"), subject=""))
+    await seal_throughout(sealed)
+    (block,) = await sealed.store.query_blocks(BlockQuery())
+    assert (block.recipient, block.subject) == ("bob@example.com", "")
+    assert [s.source for s in await sealed.store.list_suppressions()] == ["erased"]
+
+
+async def test_the_pass_still_seals_a_row_an_earlier_release_wrote_in_clear(
+    sealed: Sealed,
+) -> None:
+    """Its writer is a replica of the previous release left running through the upgrade
+    (docs/operations.md says to stop them): the pass, run again, makes the row readable."""
+    await seal_throughout(sealed)
+    earlier_release = open_store(sealed.url)
+    await earlier_release.open()
+    try:
+        await earlier_release.record_block(blocked("late@example.com"))
+    finally:
+        await earlier_release.close()
     with pytest.raises(StoreUnavailable):
         await sealed.store.query_blocks(BlockQuery())
+    assert (await reseal_store(sealed.store, sealed.cipher.active_key_id)).resealed["blocks"] == 1
+    assert [b.recipient for b in await sealed.store.query_blocks(BlockQuery())] == [
+        "late@example.com"
+    ]
 
 
 async def test_a_sealed_value_moved_to_another_row_of_its_column_opens_there(
