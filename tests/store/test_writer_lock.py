@@ -138,7 +138,7 @@ def test_processes_opening_a_new_store_at_once_both_open_it(tmp_path: Path) -> N
     """`workers = 2` on a new SQLite store: both switch the new file to WAL, and SQLite
     answers one of two simultaneous switches "database is locked" without waiting (42
     opens failed in 200 pairs), which took the whole service down at start."""
-    rounds = 150
+    rounds = 80
     context = multiprocessing.get_context("spawn")
     barrier, failures = context.Barrier(2, timeout=60), context.Queue()
     processes = [context.Process(target=open_new_stores_in_step,
