@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -43,7 +44,6 @@ from gateway.store.base import (
     PersonRow,
 )
 from gateway.store.sealing import (
-    NUMBER_TEXT,
     DataCipher,
     SealedDataError,
     is_blind_index,
@@ -218,7 +218,8 @@ def suppression_from_row(
     keys a lookup asked for back to the caller's keys; see `plain_mailbox`."""
     stored, source, reason, actor, created_at, mailbox, sealed, mailbox_sealed, _ = row
     record = f"suppressions row {stored} ({source})"
-    address = cipher.open(sealed, SEALED_ADDRESS, record) if sealed else stored
+    address = (cipher.open(sealed, SEALED_ADDRESS, record) if sealed
+               else cipher.unsealed(stored, SEALED_ADDRESS, record))
     return Suppression(
         address,
         source,
@@ -351,7 +352,8 @@ def consent_from_row(row: Sequence[Any], read_time: ReadTime, cipher: DataCipher
     subject, channel, kind, obtained_at, expires_at, source, evidence, sealed = row
     record = f"consents row {subject} ({channel}, {kind})"
     return Consent(
-        subject=cipher.open(sealed, "consents.subject", record) if sealed else subject,
+        subject=cipher.open(sealed, "consents.subject", record) if sealed
+        else cipher.unsealed(subject, "consents.subject", record),
         channel=Channel(channel),
         kind=ConsentKind(kind),
         obtained_at=read_time(obtained_at),
@@ -475,7 +477,7 @@ def delivery_recipient(
     about."""
     if sealed:
         return cipher.open(sealed, SEALED_RECIPIENT, record)
-    return key if is_blind_index(stored) else stored
+    return key if is_blind_index(stored) else cipher.unsealed(stored, SEALED_RECIPIENT, record)
 
 
 def stale_before(now: datetime, stale_after_s: float) -> datetime:
@@ -759,6 +761,12 @@ def decision_filter(
     return where_all(clauses)
 
 
+NUMBER_SEARCH = re.compile(r"[-0-9+(). ]*[0-9][-0-9+(). ]*")
+"""A search that may be for part of a number: digits, and the marks a number is written with
+(migration 0020 took the signature of every text's and call's recipient, also of one kept
+as the agent wrote it because it did not parse as a number)."""
+
+
 def partial_search(params: Parameters, cipher: DataCipher, name: str, text: str) -> str:
     """Candidates for a search for part of the recipient or subject: rows whose signature
     holds every bit of the term's, and rows written before encryption by their lower-cased
@@ -768,7 +776,7 @@ def partial_search(params: Parameters, cipher: DataCipher, name: str, text: str)
         return plain
     mask = params.bind(cipher.search_mask(text))
     signed = f"({name}_terms & {mask}) = {mask}"
-    if name == "recipient" and NUMBER_TEXT.fullmatch(search_folded(text)):
+    if name == "recipient" and NUMBER_SEARCH.fullmatch(search_folded(text)):
         signed = f"({signed} OR recipient_terms = 0)"  # numbers have no signature
     return f"({signed} AND {name}_lower = '' OR {plain})"
 

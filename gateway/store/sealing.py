@@ -175,6 +175,13 @@ _NONCES = NoncePool()
 os.register_at_fork(after_in_child=_NONCES.forget)
 
 
+def _written_past_the_gateway(column: str, record: str) -> SealedDataError:
+    return SealedDataError(
+        record, f"{column} is in clear, though every value here was sealed: written past "
+        "the gateway"
+    )
+
+
 def _derived_mac(index_key: bytes, use: bytes) -> hmac.HMAC:
     """An HMAC under a key of its own for one use, derived from the index key."""
     return hmac.new(hmac.digest(index_key, use, "sha256"), digestmod=hashlib.sha256)
@@ -221,14 +228,22 @@ class DataCipher:
     def open(self, stored: str, column: str, record: str) -> str:
         """The plaintext of a sealed value; a value stored before encryption is returned as
         it is (an existing database is sealed in the background,
-        gateway/services/data_rotation.py) until `refuse_clear_values`. Empty values and
-        erased rows' keyed hashes are never sealed."""
+        gateway/services/data_rotation.py) until `refuse_clear_values`. Only an empty value
+        is never sealed."""
         if not is_sealed(stored):
-            if self._clear_is_damage and stored and not stored.startswith(ERASED_PREFIX):
-                raise SealedDataError(record, f"{column} is in clear, though every value here "
-                                      "was sealed: written past the gateway")
+            if self._clear_is_damage and stored:
+                raise _written_past_the_gateway(column, record)
             return stored
         return self._opened(stored, column, record)
+
+    def unsealed(self, stored: str, column: str, record: str) -> str:
+        """A lookup column's own value, shown where its row has no sealed copy: an erased
+        row's keyed hash, a blind index, or (until `refuse_clear_values`) a value written
+        before encryption."""
+        if (self._clear_is_damage and stored and not is_blind_index(stored)
+                and not stored.startswith(ERASED_PREFIX)):
+            raise _written_past_the_gateway(column, record)
+        return stored
 
     def open_any(self, stored: str, column: str, record: str) -> str:
         """`open`, taking a value in clear as it is: for the sealing pass, whose work that
@@ -290,7 +305,7 @@ class DataCipher:
         so whoever holds a copy and the numbers of their own rows learns each digit
         trigram's bit, and a number has few enough candidates to try every one against
         another row's signature. A number's exact lookups use its blind index; a search for
-        part of one reads every row without a signature (`NUMBER_TEXT`)."""
+        part of one reads every row without a signature (`core.NUMBER_SEARCH`)."""
         return 0 if NUMBER_TEXT.fullmatch(recipient) else self.signature(recipient)
 
     def search_mask(self, term: str) -> int:

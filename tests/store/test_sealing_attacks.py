@@ -47,7 +47,7 @@ from gateway.services.data_rotation import reseal_in_background, reseal_store
 from gateway.services.shared_keys import ERASURE_KEY
 from gateway.store import open_store
 from gateway.store.audit_chain import entry_hash
-from gateway.store.base import BlockQuery, StoreUnavailable, erased_address
+from gateway.store.base import BlockQuery, ConsentQuery, StoreUnavailable, erased_address
 from gateway.store.postgres import resealing as postgres_resealing
 from gateway.store.sealing import SEALED_PREFIX, DataCipher, DataKeyring, trigrams
 from tests.conftest import write_config
@@ -179,24 +179,53 @@ async def seal_throughout(sealed: Sealed) -> None:
 
 
 @pytest.mark.parametrize(
-    ("column", "view"),
-    [("recipient", "blocks"), ("reasons_json", "blocks"), ("evidence_json", "block"),
-     ("subject", "blocks")],
+    ("column", "view", "forged"),
+    [("recipient", "blocks", "f@x"), ("recipient", "blocks", "erased:f@x"),
+     ("reasons_json", "blocks", '[{"code": "X", "message": "m", "rule": "r"}]'),
+     ("evidence_json", "block", "{}"), ("subject", "blocks", "erased: approved by legal")],
 )
 async def test_a_sealed_value_replaced_by_plaintext_is_refused(
-    sealed: Sealed, column: str, view: str
+    sealed: Sealed, column: str, view: str, forged: str
 ) -> None:
     """Once every value has been sealed, text in clear in a sealed column was written past
-    the gateway: shown, it would pass for a genuine recipient, reason or evidence."""
+    the gateway: shown, it would pass for a genuine recipient, reason or evidence. No
+    sealed column holds an erased row's hash, so that prefix is no way in."""
     block_id = await sealed.store.record_block(blocked(ADDRESS))
     await seal_throughout(sealed)
-    forged = '[{"code": "X", "message": "m", "rule": "r"}]' if column.endswith("json") else "f@x"
     await execute_raw(sealed, f"UPDATE blocks SET {column} = $1", forged)
     with pytest.raises(StoreUnavailable) as refused:
         if view == "blocks":
             await sealed.store.query_blocks(BlockQuery())
         else:
             await sealed.store.get_block(block_id)
+    assert "written past the gateway" in str(refused.value)
+
+
+FORGED_LOOKUPS = {
+    "suppression address": (
+        "UPDATE suppressions SET address = $1, address_sealed = ''", "list_suppressions"),
+    "consent subject": ("UPDATE consents SET subject = $1, subject_sealed = ''", "consent_page"),
+}
+
+
+@pytest.mark.parametrize("forgery", FORGED_LOOKUPS)
+async def test_a_lookup_value_forged_in_clear_without_its_sealed_copy_is_refused(
+    sealed: Sealed, forgery: str
+) -> None:
+    """A row without a sealed copy shows its lookup column itself (an erased row's hash):
+    once every row was sealed, text there is a forgery too."""
+    await sealed.store.add_suppressions([Suppression(ADDRESS, "api", "", T0, "ops", "")])
+    await sealed.store.add_consents(
+        [Consent(NUMBER, Channel.SMS, ConsentKind.EXPRESS_WRITTEN, T0, None, "form", "")]
+    )
+    await seal_throughout(sealed)
+    statement, view = FORGED_LOOKUPS[forgery]
+    await execute_raw(sealed, statement, "forged@attacker.example")
+    with pytest.raises(StoreUnavailable) as refused:
+        if view == "list_suppressions":
+            await sealed.store.list_suppressions()
+        else:
+            await sealed.store.consent_page(ConsentQuery())
     assert "written past the gateway" in str(refused.value)
 
 

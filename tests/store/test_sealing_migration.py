@@ -19,7 +19,7 @@ import pytest
 from gateway.model import Channel, KnownLocation, Suppression
 from gateway.services.data_rotation import reseal_store
 from gateway.store import open_store
-from gateway.store.base import ERASED_PREFIX, DeliveryClaim
+from gateway.store.base import ERASED_PREFIX, DecisionQuery, DeliveryClaim
 from gateway.store.migrations import (
     discover_migrations,
     migration_directory,
@@ -583,6 +583,9 @@ async def test_0019_moves_known_locations_into_one_sealed_document(
 # --- migration 0020 ------------------------------------------------------------------------
 
 
+UNPARSED = "212 555-0142 x7"
+
+
 async def test_0020_drops_the_signatures_numbers_were_given(unopened: Sealed) -> None:
     """Decisions recorded by the previous release: a text's and a call's recipient signature
     goes (it gave the number away), an email's stays (its search needs it)."""
@@ -590,7 +593,7 @@ async def test_0020_drops_the_signatures_numbers_were_given(unopened: Sealed) ->
     await migrated_up_to(19, sealed.backend, sealed.url, sealed.path)
     at = T0 if sealed.path is None else T0.isoformat(timespec="microseconds")
     for channel, recipient in (("sms", "+12125550123"), ("call", "+12125550199"),
-                               ("email", "lead@example.com")):
+                               ("email", "lead@example.com"), ("sms", UNPARSED)):
         await execute_raw(
             sealed,
             "INSERT INTO decisions (time, channel, account, sender, recipient,"
@@ -601,7 +604,13 @@ async def test_0020_drops_the_signatures_numbers_were_given(unopened: Sealed) ->
             sealed.cipher.signature(recipient),
         )
     await sealed.store.open()
-    await sealed.store.close()
-    terms = dict(await raw_rows(sealed, "SELECT channel, recipient_terms FROM decisions"))
-    assert terms == {"sms": 0, "call": 0,
-                     "email": sealed.cipher.signature("lead@example.com")}
+    try:
+        await sealed.store.use_data_cipher(sealed.cipher)
+        # A number kept as the agent wrote it (it did not parse) lost its signature too.
+        found = await sealed.store.query_decisions(DecisionQuery(recipient="555-0142"))
+        assert [d.recipient for d in found] == [UNPARSED]
+    finally:
+        await sealed.store.close()
+    terms = sorted(await raw_rows(sealed, "SELECT channel, recipient_terms FROM decisions"))
+    assert terms == [("call", 0), ("email", sealed.cipher.signature("lead@example.com")),
+                     ("sms", 0), ("sms", 0)]
