@@ -104,10 +104,10 @@ async def reseal_in_background(
 ) -> None:
     """At start-up, when no pass has finished under the active key (a database from before
     encryption, or a key rotated without `keys rotate-data`): sealed while serving.
-    `finished` is called once a pass has finished, by now or before."""
+    `finished` is called when this pass finishes (one finished before is what start-up
+    reads, `any_pass_finished`)."""
     try:
         if await has_setting(store, RESEALED_THROUGH + active_key):
-            finished()
             return
         log_event(log, "data.reseal_started", active_key=active_key)
         report = await reseal_store(store, active_key)

@@ -229,6 +229,26 @@ async def test_a_lookup_value_forged_in_clear_without_its_sealed_copy_is_refused
     assert "written past the gateway" in str(refused.value)
 
 
+async def test_a_gateway_started_after_a_finished_pass_refuses_clear_values_at_once(
+    tmp_path: Path,
+) -> None:
+    """A restarted process runs no pass (one has finished): it reads the fact at start-up."""
+    config = load_config(write_config(tmp_path, "[encryption]\nenabled = true\n"))
+    for started in range(2):
+        services = Services(config, Clock())
+        await services.open()
+        try:
+            cipher = services.data_keys.cipher
+            if started == 0:
+                assert cipher.open("in clear", "blocks.subject", "block 1") == "in clear"
+                assert (await reseal_store(services.store, cipher.active_key_id)).done
+            else:
+                with pytest.raises(StoreUnavailable):
+                    cipher.open("in clear", "blocks.subject", "block 1")
+        finally:
+            await services.close()
+
+
 async def test_after_the_pass_empty_values_and_erased_rows_still_read(sealed: Sealed) -> None:
     await sealed.store.add_suppressions([Suppression(ADDRESS, "api", "", T0, "ops", "")])
     await sealed.store.erase_personal_data(ADDRESS, T0, "ops")
