@@ -139,6 +139,49 @@ DIALLED = ("+12125550123", "+12125550199", "+442079460123")
 MAILED = ("desk2125550@example.com", "ops@example.com")
 
 
+async def indexed_columns(url: str, table: str) -> dict[str, set[str]]:
+    """Each index of `table` and the columns its key holds, read from the catalogue."""
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(url.removeprefix("sqlite://")) as conn:
+            names = [row[1] for row in conn.execute(f"PRAGMA index_list({table})")]
+            return {
+                name: {row[2] for row in conn.execute(f"PRAGMA index_info({name})")}
+                for name in names
+            }
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT i.relname AS name, a.attname AS col FROM pg_index x"
+            " JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid"
+            " JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY(x.indkey)"
+            " WHERE t.relname = $1",
+            table,
+        )
+    finally:
+        await conn.close()
+    found: dict[str, set[str]] = {}
+    for row in rows:
+        found.setdefault(row["name"], set()).add(row["col"])
+    return found
+
+
+async def test_no_index_of_the_decision_log_is_keyed_by_a_blind_index_or_a_sealed_value(
+    store: Store, url: str
+) -> None:
+    """Every allowed message writes a decision; an index over a value that is random per
+    recipient (a blind index, a ciphertext) would take each insert to a random page, the
+    cost that kept encryption above its budget, and nothing searches one: erasure and
+    export scan for a person's rows, as they do with encryption off."""
+    await record_everything(store)
+    random_per_row = {"recipient", "recipient_index", "subject", "evidence_json", "reasons_json"}
+    indexes = await indexed_columns(url, "decisions")
+    assert indexes, "the catalogue listed no index of decisions"
+    keyed_randomly = {name: cols & random_per_row for name, cols in indexes.items()}
+    assert {name: cols for name, cols in keyed_randomly.items() if cols} == {}
+
+
 @pytest.mark.parametrize(
     ("recipient", "expected"),
     [

@@ -1744,6 +1744,7 @@ EVERY_MIGRATION = [
     (18, "sealed_copies"),
     (19, "sealed_locations"),
     (20, "unsigned_numbers"),
+    (21, "unindexed_decision_recipients"),
 ]
 """Every migration a database opened by this release has applied, by version and name."""
 
