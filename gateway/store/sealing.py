@@ -95,17 +95,29 @@ _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 def _encode(raw: bytes) -> str:
-    """Unpadded base64url; binascii directly, at half the cost of `base64`'s wrappers (a
-    message seals and indexes a dozen values)."""
+    """Unpadded base64url, the form blind indexes are stored and compared in; binascii
+    directly, at half the cost of `base64`'s wrappers (a message indexes a dozen values)."""
     return binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode(
         "ascii"
     )
 
 
+def _encode_sealed(raw: bytes) -> str:
+    """A sealed value's body: standard base64, padded. A text's decision seals a 2 KB
+    evidence document, and mapping every byte to the URL-safe alphabet was a tenth of
+    what encryption adds to its instructions; nothing puts a sealed value in a URL."""
+    return binascii.b2a_base64(raw, newline=False).decode("ascii")
+
+
 def _decode(text: str) -> bytes:
-    """Strict: a character outside the alphabet is damage, not something to skip."""
+    """Strict: a character outside the alphabet is damage, not something to skip. Bodies
+    sealed before `_encode_sealed` are unpadded base64url: the two alphabets share all but
+    two characters, so a body holding '-' or '_' is read as base64url (in one mixing both,
+    each character still means one value, and the tag decides)."""
     padded = (text + "=" * (-len(text) % 4)).encode("ascii")
-    return binascii.a2b_base64(padded.translate(_FROM_URLSAFE), strict_mode=True)
+    if "-" in text or "_" in text:
+        padded = padded.translate(_FROM_URLSAFE)
+    return binascii.a2b_base64(padded, strict_mode=True)
 
 
 BLIND_CHARS = len(_encode(bytes(BLIND_BYTES)))
@@ -223,7 +235,7 @@ class DataCipher:
             return ""
         nonce = _NONCES.take()
         sealed = self._aead[self._active].encrypt(nonce, plaintext.encode(), column.encode())
-        return f"{SEALED_PREFIX}{self._active}:{_encode(nonce + sealed)}"
+        return f"{SEALED_PREFIX}{self._active}:{_encode_sealed(nonce + sealed)}"
 
     def open(self, stored: str, column: str, record: str) -> str:
         """The plaintext of a sealed value; a value stored before encryption is returned as

@@ -162,6 +162,24 @@ def test_a_damaged_ciphertext_is_an_error_naming_the_record(damage) -> None:  # 
     assert "alice" not in str(caught.value)
 
 
+def test_bodies_are_sealed_in_standard_base64_and_bodies_sealed_in_base64url_still_open() -> None:
+    """Values sealed before the body became standard base64 (unpadded base64url) stay in
+    stores until a rotation reseals them."""
+    c = cipher()
+    bodies = [c.seal(f"lead{n}@example.org", "t.c").partition(":")[2] for n in range(60)]
+    assert not any("-" in body or "_" in body for body in bodies)
+    assert any("+" in body or "/" in body for body in bodies)
+    assert all(len(body) % 4 == 0 for body in bodies)
+    earlier = 0
+    for n in range(60):
+        sealed = c.seal(f"lead{n}@example.org", "t.c")
+        head, _, body = sealed.partition(":")
+        url_safe = body.translate(str.maketrans("+/", "-_")).rstrip("=")
+        earlier += url_safe != body.rstrip("=")
+        assert c.open(f"{head}:{url_safe}", "t.c", "row") == f"lead{n}@example.org"
+    assert earlier > 0
+
+
 def test_a_value_written_before_encryption_reads_as_it_is() -> None:
     assert cipher().open("carol@example.com", "decisions.recipient", "decision 1") == (
         "carol@example.com"
