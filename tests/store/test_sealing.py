@@ -147,7 +147,7 @@ def test_a_ciphertext_moved_to_another_column_does_not_open() -> None:
     [
         lambda s: s[:-5],  # truncated tag
         lambda s: s[: len(SEALED_PREFIX) + 3 + 10],  # truncated below nonce + tag
-        lambda s: s[:-2] + ("A" if s[-2] != "A" else "B") + s[-1],  # one character changed
+        lambda s: s[:-9] + ("A" if s[-9] != "A" else "B") + s[-8:],  # one character changed
         lambda s: s.replace(":", ":!", 1),  # not base64
         lambda s: s.replace("k1:", "k9:", 1),  # a key id nobody holds
         lambda s: s.replace("k1:", "k1", 1),  # no separator
