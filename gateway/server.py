@@ -53,7 +53,11 @@ from gateway.runtime.processes import (
 from gateway.runtime.tls import ReloadableTls
 from gateway.services.data_key_use import SealingBeat
 from gateway.services.data_keys import DataKeys, data_keys
-from gateway.services.data_rotation import any_pass_finished, reseal_in_background
+from gateway.services.data_rotation import (
+    any_pass_finished,
+    refuse_clear_values_once_a_pass_finishes,
+    reseal_in_background,
+)
 from gateway.services.key_ages import HeldKeys
 from gateway.services.people import People
 from gateway.services.privacy import Privacy, purge
@@ -291,6 +295,7 @@ class Gateway:
         self._retention_task: asyncio.Task[None] | None = None
         self._reseal_task: asyncio.Task[None] | None = None
         self._store_gauges_task: asyncio.Task[None] | None = None
+        self._pass_watch_task: asyncio.Task[None] | None = None
         self.smtp_port = 0
         self.http_port = 0
         self.internal_port = 0
@@ -433,6 +438,11 @@ class Gateway:
                         services.data_keys.ages,
                     ],
                 ).run(self.config.metrics_refresh_s)
+            )
+        cipher = services.data_keys.cipher
+        if cipher.enabled and not cipher.refuses_clear_values and self._reseal_task is None:
+            self._pass_watch_task = asyncio.create_task(
+                refuse_clear_values_once_a_pass_finishes(services.store, cipher.refuse_clear_values)
             )
         await services.store.append_audit(
             AuditEvent(
@@ -584,7 +594,10 @@ class Gateway:
         """Stop accepting, give SMTP transactions and HTTP requests in flight until
         `drain_timeout_s` to finish, cut off the rest (logged), then close everything, the
         store last, once the work cut off has unwound (`Services.close`)."""
-        for task in (self._retention_task, self._store_gauges_task, self._reseal_task):
+        for task in (
+            self._retention_task, self._store_gauges_task, self._reseal_task,
+            self._pass_watch_task,
+        ):
             if task is None:
                 continue
             task.cancel()

@@ -122,6 +122,26 @@ async def reseal_in_background(
         finished()
 
 
+PASS_WATCH_INTERVAL_S = 5.0
+"""How often a worker that runs no sealing pass asks the store whether one has finished."""
+
+
+async def refuse_clear_values_once_a_pass_finishes(
+    store: SharedSettings, refuse: Callable[[], None], interval_s: float = PASS_WATCH_INTERVAL_S
+) -> None:
+    """For the workers that run no start-up pass (all but a replica's first): they learn
+    from the store that a pass finished, and refuse values in clear from then on, as the
+    worker that ran it does, rather than from their next start."""
+    while True:
+        try:
+            if await any_pass_finished(store):
+                refuse()
+                return
+        except StoreUnavailable as exc:
+            log_event(log, "data.reseal_watch_failed", logging.WARNING, error=str(exc))
+        await asyncio.sleep(interval_s)
+
+
 async def any_pass_finished(store: SharedSettings) -> bool:
     """Whether a sealing pass has finished under any data key: every value was sealed then,
     so one in clear now was written past the gateway (`DataCipher.refuse_clear_values`)."""

@@ -225,6 +225,10 @@ class DataCipher:
         self._clear_is_damage = True
 
     @property
+    def refuses_clear_values(self) -> bool:
+        return self._clear_is_damage
+
+    @property
     def active_key_id(self) -> str:
         return self._active
 

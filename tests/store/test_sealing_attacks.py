@@ -43,7 +43,11 @@ from gateway.rules.mailbox_loader import load_mailbox_rules
 from gateway.runtime.clock import Clock
 from gateway.server import Services
 from gateway.services import data_key_use
-from gateway.services.data_rotation import reseal_in_background, reseal_store
+from gateway.services.data_rotation import (
+    refuse_clear_values_once_a_pass_finishes,
+    reseal_in_background,
+    reseal_store,
+)
 from gateway.services.shared_keys import ERASURE_KEY
 from gateway.store import open_store
 from gateway.store.audit_chain import entry_hash
@@ -247,6 +251,46 @@ async def test_a_gateway_started_after_a_finished_pass_refuses_clear_values_at_o
                     cipher.open("in clear", "blocks.subject", "block 1")
         finally:
             await services.close()
+
+
+class FailingFirstSettingsReads:
+    """A store whose first `reads` settings reads fail, as one that does not answer."""
+
+    def __init__(self, store: object, reads: int) -> None:
+        self.store, self.failures_left = store, reads
+
+    async def settings_named(self, prefix: str) -> object:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise StoreUnavailable("store is not answering")
+        return await self.store.settings_named(prefix)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("failed_reads", [0, 2])
+async def test_a_worker_that_runs_no_pass_refuses_clear_values_once_another_finishes_one(
+    tmp_path: Path, failed_reads: int
+) -> None:
+    """The other workers (and replicas) learn of the pass from the store while they serve,
+    not only at their next start; a store that does not answer is asked again."""
+    config = load_config(write_config(tmp_path, "[encryption]\nenabled = true\n"))
+    services = Services(config, Clock())
+    await services.open()
+    cipher = services.data_keys.cipher
+    watch = asyncio.create_task(refuse_clear_values_once_a_pass_finishes(
+        FailingFirstSettingsReads(services.store, failed_reads),  # type: ignore[arg-type]
+        cipher.refuse_clear_values, interval_s=0.01,
+    ))
+    try:
+        await asyncio.sleep(0.1)
+        assert not watch.done()
+        assert cipher.open("in clear", "blocks.subject", "block 1") == "in clear"
+        assert (await reseal_store(services.store, cipher.active_key_id)).done
+        await asyncio.wait_for(watch, timeout=30)
+        with pytest.raises(StoreUnavailable):
+            cipher.open("in clear", "blocks.subject", "block 1")
+    finally:
+        watch.cancel()
+        await services.close()
 
 
 async def test_after_the_pass_empty_values_and_erased_rows_still_read(sealed: Sealed) -> None:
