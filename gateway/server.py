@@ -440,7 +440,7 @@ class Gateway:
                 ).run(self.config.metrics_refresh_s)
             )
         cipher = services.data_keys.cipher
-        if cipher.enabled and not cipher.refuses_clear_values and self._reseal_task is None:
+        if cipher.enabled and not cipher.refuses_clear_values:
             self._pass_watch_task = asyncio.create_task(
                 refuse_clear_values_once_a_pass_finishes(services.store, cipher.refuse_clear_values)
             )

@@ -129,16 +129,18 @@ PASS_WATCH_INTERVAL_S = 5.0
 async def refuse_clear_values_once_a_pass_finishes(
     store: SharedSettings, refuse: Callable[[], None], interval_s: float = PASS_WATCH_INTERVAL_S
 ) -> None:
-    """For the workers that run no start-up pass (all but a replica's first): they learn
-    from the store that a pass finished, and refuse values in clear from then on, as the
-    worker that ran it does, rather than from their next start."""
+    """For every worker that started before any pass had finished: it learns from the store
+    that one did (its own replica's, another's, `keys rotate-data`) and refuses values in
+    clear from then on, rather than from its next start. A replica's first worker runs the
+    start-up pass too, but that pass may fail, stop short, or find another finished first."""
     while True:
         try:
             if await any_pass_finished(store):
                 refuse()
                 return
-        except StoreUnavailable as exc:
-            log_event(log, "data.reseal_watch_failed", logging.WARNING, error=str(exc))
+        except Exception as exc:  # whatever a driver raises, the watch must go on: fail closed
+            log_event(log, "data.reseal_watch_failed", logging.WARNING,
+                      error=str(exc) or type(exc).__name__)
         await asyncio.sleep(interval_s)
 
 

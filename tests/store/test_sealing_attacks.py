@@ -254,30 +254,37 @@ async def test_a_gateway_started_after_a_finished_pass_refuses_clear_values_at_o
 
 
 class FailingFirstSettingsReads:
-    """A store whose first `reads` settings reads fail, as one that does not answer."""
+    """A store whose first `reads` settings reads fail with `error`."""
 
-    def __init__(self, store: object, reads: int) -> None:
-        self.store, self.failures_left = store, reads
+    def __init__(self, store: object, reads: int, error: Exception) -> None:
+        self.store, self.failures_left, self.error = store, reads, error
 
     async def settings_named(self, prefix: str) -> object:
         if self.failures_left:
             self.failures_left -= 1
-            raise StoreUnavailable("store is not answering")
+            raise self.error
         return await self.store.settings_named(prefix)  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("failed_reads", [0, 2])
-async def test_a_worker_that_runs_no_pass_refuses_clear_values_once_another_finishes_one(
-    tmp_path: Path, failed_reads: int
+@pytest.mark.parametrize(
+    ("failed_reads", "error"),
+    [
+        (0, StoreUnavailable("unused")),
+        (2, StoreUnavailable("store is not answering")),
+        (2, RuntimeError("a driver's protocol error")),
+    ],
+)
+async def test_a_running_worker_refuses_clear_values_once_a_pass_finishes_beside_it(
+    tmp_path: Path, failed_reads: int, error: Exception
 ) -> None:
-    """The other workers (and replicas) learn of the pass from the store while they serve,
-    not only at their next start; a store that does not answer is asked again."""
+    """Workers (and replicas) learn of the pass from the store while they serve, not only
+    at their next start; a read that fails, however, is asked again."""
     config = load_config(write_config(tmp_path, "[encryption]\nenabled = true\n"))
     services = Services(config, Clock())
     await services.open()
     cipher = services.data_keys.cipher
     watch = asyncio.create_task(refuse_clear_values_once_a_pass_finishes(
-        FailingFirstSettingsReads(services.store, failed_reads),  # type: ignore[arg-type]
+        FailingFirstSettingsReads(services.store, failed_reads, error),  # type: ignore[arg-type]
         cipher.refuse_clear_values, interval_s=0.01,
     ))
     try:
@@ -285,7 +292,7 @@ async def test_a_worker_that_runs_no_pass_refuses_clear_values_once_another_fini
         assert not watch.done()
         assert cipher.open("in clear", "blocks.subject", "block 1") == "in clear"
         assert (await reseal_store(services.store, cipher.active_key_id)).done
-        await asyncio.wait_for(watch, timeout=30)
+        await asyncio.wait_for(watch, timeout=10)
         with pytest.raises(StoreUnavailable):
             cipher.open("in clear", "blocks.subject", "block 1")
     finally:
