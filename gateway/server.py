@@ -442,7 +442,7 @@ class Gateway:
         cipher = services.data_keys.cipher
         if cipher.enabled and not cipher.refuses_clear_values:
             self._pass_watch_task = asyncio.create_task(
-                refuse_clear_values_once_a_pass_finishes(services.store, cipher.refuse_clear_values)
+                refuse_clear_values_once_a_pass_finishes(services.store, cipher)
             )
         await services.store.append_audit(
             AuditEvent(

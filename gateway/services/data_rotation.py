@@ -28,7 +28,7 @@ from gateway.services.data_keys import (
 )
 from gateway.store.base import SharedSettings, Store, StoreUnavailable
 from gateway.store.resealing import SEALED_TABLES
-from gateway.store.sealing import SealedDataError
+from gateway.store.sealing import DataCipher, SealedDataError
 
 log = logging.getLogger("gateway.services.data_rotation")
 
@@ -123,25 +123,29 @@ async def reseal_in_background(
 
 
 PASS_WATCH_INTERVAL_S = 5.0
-"""How often a worker that runs no sealing pass asks the store whether one has finished."""
+"""How often a worker that does not yet refuse values in clear asks the store whether a
+sealing pass has finished."""
 
 
 async def refuse_clear_values_once_a_pass_finishes(
-    store: SharedSettings, refuse: Callable[[], None], interval_s: float = PASS_WATCH_INTERVAL_S
+    store: SharedSettings, cipher: DataCipher, interval_s: float = PASS_WATCH_INTERVAL_S
 ) -> None:
-    """For every worker that started before any pass had finished: it learns from the store
-    that one did (its own replica's, another's, `keys rotate-data`) and refuses values in
-    clear from then on, rather than from its next start. A replica's first worker runs the
-    start-up pass too, but that pass may fail, stop short, or find another finished first."""
+    """For every worker that started before any pass had finished (start-up has just asked,
+    `any_pass_finished`): it learns from the store that one did (another worker's, another
+    replica's, `keys rotate-data`) and refuses values in clear from then on, rather than
+    from its next start. The first worker's own pass switches it on as it finishes, which
+    ends this too; but that pass may fail, stop short, or find another finished first."""
     while True:
+        await asyncio.sleep(interval_s)
+        if cipher.refuses_clear_values:
+            return
         try:
             if await any_pass_finished(store):
-                refuse()
+                cipher.refuse_clear_values()
                 return
         except Exception as exc:  # whatever a driver raises, the watch must go on: fail closed
             log_event(log, "data.reseal_watch_failed", logging.WARNING,
                       error=str(exc) or type(exc).__name__)
-        await asyncio.sleep(interval_s)
 
 
 async def any_pass_finished(store: SharedSettings) -> bool:

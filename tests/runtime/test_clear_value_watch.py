@@ -5,7 +5,6 @@ pass does not finish."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 
@@ -16,6 +15,7 @@ from gateway.runtime.processes import WORKER_INDEX_ENV
 from gateway.server import Gateway
 from gateway.services import data_rotation
 from gateway.store.base import StoreUnavailable
+from tests.store.test_sealing_attacks import refused_once_a_pass_finishes
 
 ENCRYPTED = "[encryption]\nenabled = true\n"
 
@@ -28,17 +28,10 @@ def quick_watch(monkeypatch: pytest.MonkeyPatch) -> None:
         data_rotation.refuse_clear_values_once_a_pass_finishes, interval_s=0.02))
 
 
-async def refused_once_a_pass_finishes(gateway: Gateway) -> None:
-    cipher = gateway.services.data_keys.cipher
-    assert not cipher.refuses_clear_values
-    assert cipher.open("in clear", "blocks.subject", "block 1") == "in clear"
-    report = await data_rotation.reseal_store(gateway.services.store, cipher.active_key_id)
-    assert report.done
+async def refused_once_a_pass_finishes_beside(gateway: Gateway) -> None:
     watch = gateway._pass_watch_task
     assert watch is not None
-    await asyncio.wait_for(asyncio.shield(watch), timeout=10)
-    with pytest.raises(StoreUnavailable):
-        cipher.open("in clear", "blocks.subject", "block 1")
+    await refused_once_a_pass_finishes(gateway.services, watch)
 
 
 async def test_a_second_worker_refuses_once_a_pass_finishes_and_stop_ends_its_watch(
@@ -51,7 +44,7 @@ async def test_a_second_worker_refuses_once_a_pass_finishes_and_stop_ends_its_wa
     assert watch is not None
     await gateway.reload()
     assert gateway._pass_watch_task is watch and not watch.done()
-    await refused_once_a_pass_finishes(gateway)
+    await refused_once_a_pass_finishes_beside(gateway)
 
 
 async def test_a_running_watch_is_cancelled_by_stop(
@@ -78,7 +71,7 @@ async def test_a_first_worker_whose_own_pass_failed_refuses_once_another_finishe
     assert gateway._reseal_task is not None
     await gateway._reseal_task
     monkeypatch.setattr(data_rotation, "reseal_store", real_pass)
-    await refused_once_a_pass_finishes(gateway)
+    await refused_once_a_pass_finishes_beside(gateway)
 
 
 async def test_without_encryption_no_worker_watches(

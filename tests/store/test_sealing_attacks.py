@@ -254,16 +254,29 @@ async def test_a_gateway_started_after_a_finished_pass_refuses_clear_values_at_o
 
 
 class FailingFirstSettingsReads:
-    """A store whose first `reads` settings reads fail with `error`."""
+    """A store whose first `reads` settings reads fail with `error`; it counts the reads."""
 
     def __init__(self, store: object, reads: int, error: Exception) -> None:
-        self.store, self.failures_left, self.error = store, reads, error
+        self.store, self.failures_left, self.error, self.asked = store, reads, error, 0
 
     async def settings_named(self, prefix: str) -> object:
+        self.asked += 1
         if self.failures_left:
             self.failures_left -= 1
             raise self.error
         return await self.store.settings_named(prefix)  # type: ignore[attr-defined]
+
+
+async def refused_once_a_pass_finishes(services: Services, watch: asyncio.Task[None]) -> None:
+    """A value in clear reads while no pass has finished; once one finishes beside the
+    running `watch`, the worker refuses it."""
+    cipher = services.data_keys.cipher
+    assert not watch.done() and not cipher.refuses_clear_values
+    assert cipher.open("in clear", "blocks.subject", "block 1") == "in clear"
+    assert (await reseal_store(services.store, cipher.active_key_id)).done
+    await asyncio.wait_for(asyncio.shield(watch), timeout=10)
+    with pytest.raises(StoreUnavailable):
+        cipher.open("in clear", "blocks.subject", "block 1")
 
 
 @pytest.mark.parametrize(
@@ -282,21 +295,34 @@ async def test_a_running_worker_refuses_clear_values_once_a_pass_finishes_beside
     config = load_config(write_config(tmp_path, "[encryption]\nenabled = true\n"))
     services = Services(config, Clock())
     await services.open()
-    cipher = services.data_keys.cipher
     watch = asyncio.create_task(refuse_clear_values_once_a_pass_finishes(
         FailingFirstSettingsReads(services.store, failed_reads, error),  # type: ignore[arg-type]
-        cipher.refuse_clear_values, interval_s=0.01,
+        services.data_keys.cipher, interval_s=0.01,
     ))
     try:
         await asyncio.sleep(0.1)
-        assert not watch.done()
-        assert cipher.open("in clear", "blocks.subject", "block 1") == "in clear"
-        assert (await reseal_store(services.store, cipher.active_key_id)).done
-        await asyncio.wait_for(watch, timeout=10)
-        with pytest.raises(StoreUnavailable):
-            cipher.open("in clear", "blocks.subject", "block 1")
+        await refused_once_a_pass_finishes(services, watch)
     finally:
         watch.cancel()
+        await services.close()
+
+
+async def test_a_watch_whose_worker_already_refuses_ends_without_asking_the_store(
+    tmp_path: Path,
+) -> None:
+    """The first worker's own pass switches the refusal on as it finishes: its watch then
+    has nothing left to learn."""
+    config = load_config(write_config(tmp_path, "[encryption]\nenabled = true\n"))
+    services = Services(config, Clock())
+    await services.open()
+    try:
+        counting = FailingFirstSettingsReads(services.store, 0, StoreUnavailable("unused"))
+        services.data_keys.cipher.refuse_clear_values()
+        await asyncio.wait_for(refuse_clear_values_once_a_pass_finishes(
+            counting, services.data_keys.cipher, interval_s=0.01,  # type: ignore[arg-type]
+        ), timeout=10)
+        assert counting.asked == 0
+    finally:
         await services.close()
 
 
