@@ -41,7 +41,7 @@ from gateway.runtime.connections import (
     Listener,
     make_room_for_descriptors,
 )
-from gateway.runtime.logs import log_event
+from gateway.runtime.logs import log_event, use_pseudonyms
 from gateway.runtime.metrics import Metrics
 from gateway.runtime.processes import (
     ListenError,
@@ -219,6 +219,10 @@ class Services:
                 await self.sealing.beat()
                 self._sealing_task = asyncio.create_task(self.sealing.run())
             await self.store.use_data_cipher(self.data_keys.cipher)
+            # Kept after `close`: a line logged while shutting down must not name anyone.
+            use_pseudonyms(
+                self.data_keys.cipher.log_pseudonym if self.data_keys.cipher.enabled else None
+            )
             keys = await shared_keys(
                 self.config, self.store, self.clock.now(), self.data_keys.cipher
             )

@@ -262,6 +262,7 @@ READ_COMMANDS = [
     ["location", "show", "+14155550123"], ["privacy", "export", "bob@client.example.net"],
     ["check", "email", "--to", "bob@client.example.net", "--from", "katie@example.com"],
     ["check", "call", "--to", "+12125550123"], ["check", "sms", "--to", "+12125550123"],
+    ["keys", "log-pseudonym", "bob@client.example.net"], ["keys", "rotate-data"],
 ]
 
 
@@ -338,3 +339,36 @@ def test_keys_rotate_data_reseals_under_the_new_key_and_retires_the_old(tmp_path
     plain.mkdir()
     nothing = cli(write_config(plain, off), "keys", "rotate-data")
     assert nothing.returncode == 2 and "nothing to rotate" in nothing.stderr
+
+
+def test_keys_log_pseudonym_names_a_person_as_the_logs_do_across_data_key_rotation(
+    tmp_path: Path,
+) -> None:
+    """The pseudonym is keyed by the store's index key, which rotating data keys leaves as
+    it is: a log searched before and after a rotation finds the same person."""
+    k1, k2 = (base64.b64encode(os.urandom(32)).decode() for _ in range(2))
+    first = data_key_config(tmp_path, {"k1": k1}, "k1")
+    before = cli(first, "keys", "log-pseudonym", "Bob@Client.Example.NET", "+12125550142")
+    assert before.returncode == 0, before.stderr
+    bob, number = before.stdout.split()
+    spelled = cli(first, "keys", "log-pseudonym", "+1 (212) 555-0142")
+    assert spelled.stdout.split() == [number]  # as the logs carry it: E.164
+    assert bob.startswith("pseudonym:") and number.startswith("pseudonym:") and bob != number
+    assert "client" not in before.stdout.lower() and "5550142" not in before.stdout
+
+    both = data_key_config(tmp_path, {"k1": k1, "k2": k2}, "k2")
+    assert cli(both, "keys", "rotate-data").returncode == 0
+    after = cli(both, "keys", "log-pseudonym", "bob@client.example.net")
+    assert after.stdout.split() == [bob]
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    other_store = cli(data_key_config(elsewhere, {"k1": k1}, "k1"), "keys", "log-pseudonym",
+                      "bob@client.example.net")
+    assert other_store.returncode == 0 and other_store.stdout.split() != [bob]
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    off = cli(write_config(plain, "[encryption]\nenabled = false\n"), "keys", "log-pseudonym",
+              "bob@client.example.net")
+    assert off.returncode == 2 and "recipients as they are" in off.stderr

@@ -1,5 +1,6 @@
 """`keys create|list|revoke`: agent keys, so that agents stop sharing their account's secret;
-`keys rotate-data`: every sealed value re-sealed under the active data key.
+`keys rotate-data`: every sealed value re-sealed under the active data key;
+`keys log-pseudonym`: what the logs carry for a person, to search them by.
 
 `create` prints the key once, alone on the last line of stdout (scripts take `tail -1`);
 only its keyed digest is stored. Every action is audited with the key id, never the key.
@@ -12,6 +13,7 @@ import re
 import sys
 from datetime import datetime, timedelta
 
+from gateway.addresses import e164
 from gateway.cli.common import OneLineErrorParser, UsageError, parse_instant
 from gateway.model import AuditEvent
 from gateway.server import Services
@@ -40,6 +42,11 @@ def add_keys_commands(
         "rotate-data", parents=[common],
         help="re-seal stored personal data under [encryption] active (resumable)",
     )
+    pseudonym = actions.add_parser(
+        "log-pseudonym", parents=[common],
+        help="the value logs carry for an address or number, one line each",
+    )
+    pseudonym.add_argument("values", nargs="+", metavar="ADDRESS_OR_NUMBER")
 
 
 def expiry(value: str | None, now: datetime) -> datetime | None:
@@ -69,6 +76,14 @@ async def run_keys(services: Services, args: argparse.Namespace) -> int:
         return 0
     if args.action == "rotate-data":
         return await _rotate_data(services)
+    if args.action == "log-pseudonym":
+        cipher = services.data_keys.cipher
+        if not cipher.enabled:
+            raise UsageError("encryption is off ([encryption] enabled = false): logs carry "
+                             "recipients as they are")
+        for value in args.values:  # a number as the gateway logs it: E.164
+            print(cipher.log_pseudonym(value if "@" in value else e164(value)))
+        return 0
     if args.action == "list":
         rows = await services.store.agent_keys(args.account)
         print(f"{'id':<16}  {'account':<15}  {'state':<7}  {'age_days':>8}  "

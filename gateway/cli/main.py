@@ -55,7 +55,8 @@ from gateway.store.base import StoreUnavailable
 READ_COMMANDS = frozenset({
     "blocks", "audit list", "audit verify", "suppress list", "suppress export",
     "consent list", "location show", "privacy export", "check email", "check call",
-    "check sms", "keys create", "keys list", "keys revoke", "people list",
+    "check sms", "keys create", "keys list", "keys revoke", "keys rotate-data",
+    "keys log-pseudonym", "people list",
     "people deactivate", "people activate", "evidence",
 })
 

@@ -47,6 +47,7 @@ from gateway.store.sealing import (
     DataCipher,
     SealedDataError,
     is_blind_index,
+    row_label,
     search_folded,
 )
 
@@ -217,7 +218,7 @@ def suppression_from_row(
     erased one, has no sealed copy: its columns are what they are). `known` maps stored
     keys a lookup asked for back to the caller's keys; see `plain_mailbox`."""
     stored, source, reason, actor, created_at, mailbox, sealed, mailbox_sealed, _ = row
-    record = f"suppressions row {stored} ({source})"
+    record = f"suppressions row {row_label(stored)} ({source})"
     address = (cipher.open(sealed, SEALED_ADDRESS, record) if sealed
                else cipher.unsealed(stored, SEALED_ADDRESS, record))
     return Suppression(
@@ -294,7 +295,8 @@ def unfolded_addresses(
     folded = Folded({}, [])
     for stored, mailbox, sealed, mailbox_sealed in rows:
         address = (
-            cipher.open(sealed, SEALED_ADDRESS, f"suppressions row {stored}") if sealed else stored
+            cipher.open(sealed, SEALED_ADDRESS, f"suppressions row {row_label(stored)}")
+            if sealed else stored
         )
         if "@" not in address:
             folded.not_emails.append(stored)
@@ -350,7 +352,7 @@ def consent_values(
 
 def consent_from_row(row: Sequence[Any], read_time: ReadTime, cipher: DataCipher) -> Consent:
     subject, channel, kind, obtained_at, expires_at, source, evidence, sealed = row
-    record = f"consents row {subject} ({channel}, {kind})"
+    record = f"consents row {row_label(subject)} ({channel}, {kind})"
     return Consent(
         subject=cipher.open(sealed, "consents.subject", record) if sealed
         else cipher.unsealed(subject, "consents.subject", record),

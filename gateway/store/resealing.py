@@ -27,6 +27,7 @@ from gateway.store.sealing import (
     ERASED_PREFIX,
     DataCipher,
     is_blind_index,
+    row_label,
     sealed_key_id,
     search_folded,
 )
@@ -266,7 +267,9 @@ def reseal_rows(
         old = [read[column] for column in table.sealed]
         if not clear and not any(needs_resealing(value, cipher) for value in old):
             continue
-        record = f"{table.name} row {key[0]}"
+        record = f"{table.name} row " + (
+            row_label(key[0]) if table.key[0] in {x.column for x in table.lookups} else str(key[0])
+        )
         plain = {
             column: cipher.open_any(read[column], table.context(column), record)
             for column in table.sealed

@@ -44,6 +44,11 @@ ERASED_PREFIX = "erased:"
 """Starts the keyed hash an erased person's suppression is kept under: it cannot begin a
 real key (an email local part has no unquoted ':' and E.164 starts with '+')."""
 
+LOG_PSEUDONYM_PREFIX = "pseudonym:"
+"""Starts the value a log carries for a person (`DataCipher.log_pseudonym`)."""
+LOG_PSEUDONYM_HEX = 16
+"""64 bits: enough to tell people apart in a log, and nothing to invert without the key."""
+
 BLIND_PREFIX = "~"
 """Starts every blind index. An address may start with it too ('~' is atext), so only
 `is_blind_index` tells the two apart."""
@@ -133,6 +138,13 @@ def is_blind_index(stored: str) -> bool:
         and stored.startswith(BLIND_PREFIX)
         and _BASE64URL.issuperset(stored[len(BLIND_PREFIX):])
     )
+
+
+def row_label(stored: str) -> str:
+    """How an error names a row by its lookup value: a blind index or an erased row's hash
+    as stored, never a value in clear (one written before encryption, or past the
+    gateway), since the error reaches logs, API answers and the command line."""
+    return stored if is_blind_index(stored) or stored.startswith(ERASED_PREFIX) else "(in clear)"
 
 
 def is_sealed(stored: str) -> bool:
@@ -311,6 +323,15 @@ class DataCipher:
         mac = self._digest_mac.copy()
         mac.update(purpose.encode() + b"\x00" + text.encode())
         return mac.hexdigest()
+
+    def log_pseudonym(self, value: str) -> str:
+        """How logs name a person: a keyed digest of the value case-folded, so each spelling
+        of an address the gateway logs gives one pseudonym, the same in every replica (the
+        index key is shared through the store), and one nobody can confirm a guess of
+        without the key. Logs leave for systems the store's encryption does not cover."""
+        return LOG_PSEUDONYM_PREFIX + self.digest(search_folded(value), "log-pseudonym")[
+            :LOG_PSEUDONYM_HEX
+        ]
 
     def signature(self, text: str) -> int:
         """The search signature of a stored text (0 for one shorter than three characters)."""

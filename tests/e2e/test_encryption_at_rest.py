@@ -401,13 +401,23 @@ async def test_a_copy_of_the_store_shows_nobody_while_every_view_does(
         # Read while serving: the WAL held the writes not yet checkpointed into the file.
         assert while_running.get("gateway.db-wal"), while_running.keys()
     wanted = people.secrets()
+    log = {"log": (tmp_path / "serve.log").read_bytes()}
     if not sealing:
         assert await copy.sealed_key_ids() == {}
         in_clear = {what for what, value in wanted.items()
                     if not what.startswith(("display name", "mailbox of"))}
         (found,) = shown({"copy": b"".join(after_stop.values())}, wanted).values()
         assert set(found) >= in_clear
+        (logged,) = shown(log, wanted).values()
+        assert set(logged) >= {f"number {people.texted}", f"number {people.stopped}",
+                               f"address {people.http_allowed}", f"address {people.suppressed}"}
         return
+    assert not shown(log, wanted)
+    named = {e["recipient"] for e in log_events(tmp_path) if e.get("recipient")}
+    asked = cli(server.config, "keys", "log-pseudonym", people.texted, people.stopped,
+                people.http_allowed.upper())
+    assert asked.returncode == 0, asked.stderr
+    assert set(asked.stdout.split()) <= named  # delivered, opted out, delivered
     assert {table for table, ids in (await copy.sealed_key_ids()).items() if ids == {"k1"}} >= {
         "decisions", "blocks", "audit", "suppressions", "consents", "deliveries"}
     for when, raw in (("while serving", while_running), ("after stopping", after_stop)):

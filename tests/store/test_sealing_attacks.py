@@ -217,7 +217,8 @@ async def test_a_lookup_value_forged_in_clear_without_its_sealed_copy_is_refused
     sealed: Sealed, forgery: str
 ) -> None:
     """A row without a sealed copy shows its lookup column itself (an erased row's hash):
-    once every row was sealed, text there is a forgery too."""
+    once every row was sealed, text there is a forgery too. The refusal names the row
+    without the text, which may be someone's address."""
     await sealed.store.add_suppressions([Suppression(ADDRESS, "api", "", T0, "ops", "")])
     await sealed.store.add_consents(
         [Consent(NUMBER, Channel.SMS, ConsentKind.EXPRESS_WRITTEN, T0, None, "form", "")]
@@ -231,6 +232,9 @@ async def test_a_lookup_value_forged_in_clear_without_its_sealed_copy_is_refused
         else:
             await sealed.store.consent_page(ConsentQuery())
     assert "written past the gateway" in str(refused.value)
+    # The error reaches logs, answers and the command line: it names the row, not the value.
+    assert "(in clear)" in str(refused.value)
+    assert "attacker" not in str(refused.value)
 
 
 async def test_a_gateway_started_after_a_finished_pass_refuses_clear_values_at_once(

@@ -1,0 +1,121 @@
+"""Logs name nobody while encryption at rest is on: every `recipient` field, at any depth
+(a decision the store could not take is logged whole), is its keyed pseudonym, and so is
+every address or number quoted in a line's free text (a provider's refusal, a store error,
+a request path, a traceback), whoever logged it. Logs are shipped to systems the store's
+encryption does not cover."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator
+from types import MappingProxyType
+
+import pytest
+
+from gateway.runtime.logs import JsonLineFormatter, log_event, use_pseudonyms
+from gateway.store.sealing import LOG_PSEUDONYM_PREFIX, DataCipher, DataKeyring
+
+ADDRESS = "Ann.Lead+news@Client.Example.NET"
+NUMBER = "+12125550142"
+
+
+def cipher() -> DataCipher:
+    return DataCipher(DataKeyring({"k1": os.urandom(32)}, "k1", os.urandom(32)))
+
+
+@pytest.fixture
+def lines() -> Iterator[io.StringIO]:
+    """What a logger writes, as the gateway formats it; pseudonyms off again afterwards."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLineFormatter())
+    logger = logging.getLogger("tests.log_pseudonyms")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+        use_pseudonyms(None)
+
+
+def logged(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def log_a_send_and_a_lost_decision() -> None:
+    logger = logging.getLogger("tests.log_pseudonyms")
+    log_event(logger, "delivered", gateway_id="g1", account="demo", recipient=ADDRESS)
+    log_event(logger, "decisions-not-recorded", gateway_id="g2", decisions=[
+        {"recipient": NUMBER, "outcome": "allowed", "upstream": {"id": "SM1"}},
+        {"recipient": "", "outcome": "blocked"},
+    ])
+
+
+def test_with_pseudonyms_no_line_names_the_recipient_at_any_depth(lines: io.StringIO) -> None:
+    keys = cipher()
+    use_pseudonyms(keys.log_pseudonym)
+    log_a_send_and_a_lost_decision()
+    text = lines.getvalue()
+    assert "Client.Example" not in text and "5550142" not in text
+    delivered, lost = logged(lines)
+    assert delivered["recipient"] == keys.log_pseudonym(ADDRESS)
+    assert delivered["recipient"].startswith(LOG_PSEUDONYM_PREFIX)
+    assert (delivered["gateway_id"], delivered["account"]) == ("g1", "demo")
+    first, empty = lost["decisions"]
+    assert first == {"recipient": keys.log_pseudonym(NUMBER), "outcome": "allowed",
+                     "upstream": {"id": "SM1"}}
+    assert empty == {"recipient": "", "outcome": "blocked"}  # nobody: nothing to hide
+
+
+def test_without_pseudonyms_the_log_names_the_recipient_as_it_is(lines: io.StringIO) -> None:
+    use_pseudonyms(None)
+    log_a_send_and_a_lost_decision()
+    delivered, lost = logged(lines)
+    assert delivered["recipient"] == ADDRESS
+    assert lost["decisions"][0]["recipient"] == NUMBER
+
+
+def test_a_pseudonym_is_one_per_person_in_any_case_and_keyed() -> None:
+    keys, other = cipher(), cipher()
+    assert keys.log_pseudonym(ADDRESS) == keys.log_pseudonym(ADDRESS.lower())
+    assert keys.log_pseudonym(ADDRESS) != keys.log_pseudonym("bo@client.example.net")
+    assert keys.log_pseudonym(NUMBER) != other.log_pseudonym(NUMBER)
+    assert NUMBER.removeprefix("+") not in keys.log_pseudonym(NUMBER)
+
+
+def test_addresses_and_numbers_quoted_in_free_text_are_pseudonyms_too(
+    lines: io.StringIO,
+) -> None:
+    """Whatever the field, the library or the shape: a provider's refusal, an admin path, a
+    store error naming a row, a traceback, a mapping that is not a dict, a list of them."""
+    keys = cipher()
+    use_pseudonyms(keys.log_pseudonym)
+    logger = logging.getLogger("tests.log_pseudonyms")
+    log_event(logger, "decisions-not-recorded", decisions=[{"upstream": {
+        "code": 550, "error": f"5.1.1 <{ADDRESS}>: Recipient address rejected"}}])
+    log_event(logger, "admin-store-unavailable", path=f"/v1/privacy/{ADDRESS}",
+              error=f"consents row {NUMBER} (sms): written past the gateway")
+    log_event(logger, "several", recipients=(ADDRESS, "212 555-0142 x7"),
+              decision=MappingProxyType({"recipient": "212 555-0142 x7"}))
+    try:
+        raise KeyError(ADDRESS)
+    except KeyError:
+        logger.exception("unexpected error for %s", NUMBER)
+    text = lines.getvalue()
+    for clear in ("Client.Example", "client.example", "5550142", "555-0142"):
+        assert clear not in text
+    refused, admin, several, crashed = logged(lines)
+    assert refused["decisions"][0]["upstream"] == {
+        "code": 550, "error": f"5.1.1 <{keys.log_pseudonym(ADDRESS)}>: Recipient address rejected"}
+    assert admin["path"] == f"/v1/privacy/{keys.log_pseudonym(ADDRESS)}"
+    assert keys.log_pseudonym(NUMBER) in admin["error"]
+    assert several["recipients"] == [keys.log_pseudonym(ADDRESS),
+                                     keys.log_pseudonym("212 555-0142 x7")]
+    assert several["decision"] == {"recipient": keys.log_pseudonym("212 555-0142 x7")}
+    assert crashed["event"] == f"unexpected error for {keys.log_pseudonym(NUMBER)}"
+    assert keys.log_pseudonym(ADDRESS) in crashed["exception"]
+    assert "pseudonym:pseudonym" not in text  # a pseudonym is never taken for an address
