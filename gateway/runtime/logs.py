@@ -22,12 +22,17 @@ FORBIDDEN_FIELDS = frozenset({"secret", "password", "auth_token", "token_key", "
 PERSONAL_FIELDS = frozenset({"recipient", "recipients"})
 """Fields that name people: every text in them is logged as its pseudonym while one is in
 use, whatever its shape (a number that did not parse too)."""
-PERSONAL_TEXT = re.compile(
-    r"[\w.!#$%*+^`{|}~-]+@[\w-]+(?:\.[\w-]+)+"  # an address (not the quote around it)
-    r"|\+[0-9]{7,15}"  # an E.164 number
-)
-"""An address or number quoted inside free text: a provider's refusal, a store error, a
-request path, a traceback. Replaced in the whole line, whatever field or library wrote it."""
+ID_FIELDS = frozenset({"gateway_id", "upstream_id"})
+"""Ids a provider's trace is searched by, left as they are: a Message-ID holds an '@'."""
+ADDRESS_DOMAIN = re.compile(r"@[\w-]+(?:\.[\w-]+)+")
+"""Where an email address quoted in a text ends; its local part is read back from the '@'
+(`_local_part_start`). A regex for the whole address is tried at every position of a text,
+and rescans each word from each of its letters (quadratic on a long token)."""
+LOCAL_PART_SYMBOLS = frozenset("_.!#$%&*+=?^`{|}~-")
+"""With letters and digits, what a local part is taken to hold: atext but the quote around
+a Python repr and the '/' of a path."""
+PERSONAL_NUMBER = re.compile(r"\+[0-9]{7,}")
+"""An E.164 number, or a longer run of digits after '+'."""
 
 Pseudonym = Callable[[str], str]
 _pseudonym: Pseudonym | None = None
@@ -41,32 +46,66 @@ def use_pseudonyms(pseudonym: Pseudonym | None) -> None:
 
 
 def _pseudonymised(value: Any, pseudonym: Pseudonym, personal: bool = False) -> Any:
-    if isinstance(value, str):
-        return pseudonym(value) if personal and value else value
+    """Every text under a personal field as its pseudonym; in every other text (a provider's
+    refusal, a store error, a request path, a traceback), each address or number quoted."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, Mapping):
-        return {key: _pseudonymised(item, pseudonym, personal or key in PERSONAL_FIELDS)
+        return {key: item if key in ID_FIELDS
+                else _pseudonymised(item, pseudonym, personal or key in PERSONAL_FIELDS)
                 for key, item in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_pseudonymised(item, pseudonym, personal) for item in value]
-    return value
+    text = value if isinstance(value, str) else str(value)
+    if personal:
+        return pseudonym(text) if text else text
+    return _quoted_people_pseudonymised(text, pseudonym)
+
+
+def _quoted_people_pseudonymised(text: str, pseudonym: Pseudonym) -> str:
+    if "@" in text:
+        pieces, done = [], 0
+        for domain in ADDRESS_DOMAIN.finditer(text):
+            start = _local_part_start(text, domain.start(), done)
+            if start < domain.start():
+                pieces += [text[done:start], pseudonym(text[start : domain.end()])]
+                done = domain.end()
+        text = "".join(pieces) + text[done:]
+    if "+" in text:
+        text = PERSONAL_NUMBER.sub(lambda found: pseudonym(found.group()), text)
+    return text
+
+
+def _local_part_start(text: str, at: int, done: int) -> int:
+    start = at
+    while start > done and (text[start - 1].isalnum() or text[start - 1] in LOCAL_PART_SYMBOLS):
+        start -= 1
+    return start
 
 
 class JsonLineFormatter(logging.Formatter):
+    """With pseudonyms in use, whatever a record holds goes through them, from
+    `log_event` or any library's logger, its message and traceback included."""
+
     def format(self, record: logging.LogRecord) -> str:
+        said: dict[str, Any] = {"event": record.getMessage()}
+        if record.exc_info:
+            said["exception"] = self.formatException(record.exc_info)
+        fields = getattr(record, "fields", {})
+        if _pseudonym is not None:
+            said = _pseudonymised(said, _pseudonym)
+            if not getattr(record, "pseudonymised", False):
+                fields = _pseudonymised(fields, _pseudonym)
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": said["event"],
         }
-        entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        line = json.dumps(entry, default=str, ensure_ascii=False)
-        pseudonym = _pseudonym
-        if pseudonym is not None:
-            line = PERSONAL_TEXT.sub(lambda found: pseudonym(found.group()), line)
-        return line
+        entry.update(fields)
+        if "exception" in said:
+            entry["exception"] = said["exception"]
+        return json.dumps(entry, default=str, ensure_ascii=False)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -83,6 +122,8 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
     leaked = FORBIDDEN_FIELDS.intersection(fields)
     if leaked:
         raise ValueError(f"refusing to log secret-bearing fields {sorted(leaked)}")
-    if _pseudonym is not None:
-        fields = _pseudonymised(fields, _pseudonym)
-    logger.log(level, event, extra={"fields": fields})
+    if _pseudonym is None:
+        logger.log(level, event, extra={"fields": fields})
+    else:
+        logger.log(level, event, extra={"fields": _pseudonymised(fields, _pseudonym),
+                                        "pseudonymised": True})

@@ -119,3 +119,32 @@ def test_addresses_and_numbers_quoted_in_free_text_are_pseudonyms_too(
     assert crashed["event"] == f"unexpected error for {keys.log_pseudonym(NUMBER)}"
     assert keys.log_pseudonym(ADDRESS) in crashed["exception"]
     assert "pseudonym:pseudonym" not in text  # a pseudonym is never taken for an address
+
+
+@pytest.mark.parametrize("before", ["\n", "\t", "\r", "\x1b", "\\", '"', "<", "mailto:",
+                                    "/v1/privacy/", "SRS0=HHH=TT=client.example.net="])
+def test_whatever_comes_before_an_address_the_line_stays_json_and_names_nobody(
+    lines: io.StringIO, before: str
+) -> None:
+    """JSON escapes a line break as two characters: a scan of the finished line would take
+    its letter for the address's first, and leave an invalid escape behind. A rewriting
+    scheme (SRS) puts the person's domain in the local part of another address."""
+    keys = cipher()
+    use_pseudonyms(keys.log_pseudonym)
+    log_event(logging.getLogger("tests.log_pseudonyms"), "upstream-refused",
+              error=f"550 5.1.1 rejected:{before}{ADDRESS.lower()}")
+    (line,) = logged(lines)  # json.loads: still one valid JSON object
+    assert "client.example" not in lines.getvalue().lower()
+    if not before.startswith("SRS0"):  # the address itself, as `keys log-pseudonym` names it
+        assert line["error"] == f"550 5.1.1 rejected:{before}{keys.log_pseudonym(ADDRESS)}"
+
+
+def test_ids_a_provider_is_searched_by_stay_as_they_are(lines: io.StringIO) -> None:
+    """A relay that gives no queue id answers with the Message-ID, which holds an '@'."""
+    use_pseudonyms(cipher().log_pseudonym)
+    upstream_id = "250 2.6.0 <a1b2c3@mail.prod.outlook.com> Queued mail for delivery"
+    log_event(logging.getLogger("tests.log_pseudonyms"), "delivered", gateway_id="g+1234567",
+              upstream_id=upstream_id, recipient=ADDRESS)
+    (line,) = logged(lines)
+    assert (line["gateway_id"], line["upstream_id"]) == ("g+1234567", upstream_id)
+    assert line["recipient"].startswith(LOG_PSEUDONYM_PREFIX)
