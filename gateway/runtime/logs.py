@@ -48,9 +48,13 @@ def use_pseudonyms(pseudonym: Pseudonym | None) -> None:
 def _pseudonymised(value: Any, pseudonym: Pseudonym, personal: bool = False) -> Any:
     """Every text under a personal field as its pseudonym; in every other text (a provider's
     refusal, a store error, a request path, a traceback), each address or number quoted."""
+    if type(value) is str:  # most values: before the ABC checks, which cost more
+        if personal:
+            return pseudonym(value) if value else value
+        return _quoted_people_pseudonymised(value, pseudonym)
     if value is None or isinstance(value, bool | int | float):
         return value
-    if isinstance(value, Mapping):
+    if isinstance(value, dict | Mapping):
         return {key: item if key in ID_FIELDS
                 else _pseudonymised(item, pseudonym, personal or key in PERSONAL_FIELDS)
                 for key, item in value.items()}
