@@ -92,23 +92,25 @@ class JsonLineFormatter(logging.Formatter):
     `log_event` or any library's logger, its message and traceback included."""
 
     def format(self, record: logging.LogRecord) -> str:
-        said: dict[str, Any] = {"event": record.getMessage()}
-        if record.exc_info:
-            said["exception"] = self.formatException(record.exc_info)
+        event = record.getMessage()
+        exception = self.formatException(record.exc_info) if record.exc_info else None
         fields = getattr(record, "fields", {})
-        if _pseudonym is not None:
-            said = _pseudonymised(said, _pseudonym)
+        pseudonym = _pseudonym
+        if pseudonym is not None:
+            event = _quoted_people_pseudonymised(event, pseudonym)
+            if exception is not None:
+                exception = _quoted_people_pseudonymised(exception, pseudonym)
             if not getattr(record, "pseudonymised", False):
-                fields = _pseudonymised(fields, _pseudonym)
+                fields = _pseudonymised_fields(fields, pseudonym)
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": said["event"],
+            "event": event,
         }
         entry.update(fields)
-        if "exception" in said:
-            entry["exception"] = said["exception"]
+        if exception is not None:
+            entry["exception"] = exception
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
@@ -128,6 +130,23 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
         raise ValueError(f"refusing to log secret-bearing fields {sorted(leaked)}")
     if _pseudonym is None:
         logger.log(level, event, extra={"fields": fields})
-    else:
-        logger.log(level, event, extra={"fields": _pseudonymised(fields, _pseudonym),
+    elif logger.isEnabledFor(level):
+        logger.log(level, event, extra={"fields": _pseudonymised_fields(fields, _pseudonym),
                                         "pseudonymised": True})
+
+
+def _pseudonymised_fields(fields: dict[str, Any], pseudonym: Pseudonym) -> dict[str, Any]:
+    """`_pseudonymised` with a flat line's texts seen inline: every message logs one."""
+    named: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key in ID_FIELDS:
+            named[key] = value
+        elif type(value) is not str:
+            named[key] = _pseudonymised(value, pseudonym, key in PERSONAL_FIELDS)
+        elif key in PERSONAL_FIELDS:
+            named[key] = pseudonym(value) if value else value
+        elif "@" in value or "+" in value:
+            named[key] = _quoted_people_pseudonymised(value, pseudonym)
+        else:
+            named[key] = value
+    return named
