@@ -55,15 +55,28 @@ def _pseudonymised(value: Any, pseudonym: Pseudonym, personal: bool = False) -> 
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, dict | Mapping):
-        return {key: item if key in ID_FIELDS
-                else _pseudonymised(item, pseudonym, personal or key in PERSONAL_FIELDS)
-                for key, item in value.items()}
+        return _pseudonymised_fields(value, pseudonym, personal)
     if isinstance(value, list | tuple | set | frozenset):
         return [_pseudonymised(item, pseudonym, personal) for item in value]
-    text = value if isinstance(value, str) else str(value)
-    if personal:
-        return pseudonym(text) if text else text
-    return _quoted_people_pseudonymised(text, pseudonym)
+    return _pseudonymised(str(value), pseudonym, personal)
+
+
+def _pseudonymised_fields(
+    fields: Mapping[str, Any], pseudonym: Pseudonym, personal: bool = False
+) -> dict[str, Any]:
+    """A mapping's values through `_pseudonymised`, a flat text checked inline: every
+    message logs a line of them."""
+    named: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key in ID_FIELDS:
+            named[key] = value
+        elif personal or key in PERSONAL_FIELDS or type(value) is not str:
+            named[key] = _pseudonymised(value, pseudonym, personal or key in PERSONAL_FIELDS)
+        elif "@" in value or "+" in value:
+            named[key] = _quoted_people_pseudonymised(value, pseudonym)
+        else:
+            named[key] = value
+    return named
 
 
 def _quoted_people_pseudonymised(text: str, pseudonym: Pseudonym) -> str:
@@ -100,8 +113,7 @@ class JsonLineFormatter(logging.Formatter):
             event = _quoted_people_pseudonymised(event, pseudonym)
             if exception is not None:
                 exception = _quoted_people_pseudonymised(exception, pseudonym)
-            if not getattr(record, "pseudonymised", False):
-                fields = _pseudonymised_fields(fields, pseudonym)
+            fields = _pseudonymised_fields(fields, pseudonym)
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
@@ -128,25 +140,4 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
     leaked = FORBIDDEN_FIELDS.intersection(fields)
     if leaked:
         raise ValueError(f"refusing to log secret-bearing fields {sorted(leaked)}")
-    if _pseudonym is None:
-        logger.log(level, event, extra={"fields": fields})
-    elif logger.isEnabledFor(level):
-        logger.log(level, event, extra={"fields": _pseudonymised_fields(fields, _pseudonym),
-                                        "pseudonymised": True})
-
-
-def _pseudonymised_fields(fields: dict[str, Any], pseudonym: Pseudonym) -> dict[str, Any]:
-    """`_pseudonymised` with a flat line's texts seen inline: every message logs one."""
-    named: dict[str, Any] = {}
-    for key, value in fields.items():
-        if key in ID_FIELDS:
-            named[key] = value
-        elif type(value) is not str:
-            named[key] = _pseudonymised(value, pseudonym, key in PERSONAL_FIELDS)
-        elif key in PERSONAL_FIELDS:
-            named[key] = pseudonym(value) if value else value
-        elif "@" in value or "+" in value:
-            named[key] = _quoted_people_pseudonymised(value, pseudonym)
-        else:
-            named[key] = value
-    return named
+    logger.log(level, event, extra={"fields": fields})

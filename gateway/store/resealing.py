@@ -256,6 +256,7 @@ def reseal_rows(
     values in clear blind-indexed. A value that does not open raises SealedDataError naming
     the row: a pass never writes over data it cannot read."""
     changes = []
+    key_is_looked_up = table.key[0] in {x.column for x in table.lookups}
     for row in rows:
         read = dict(zip(table.columns, row, strict=True))
         key = tuple(read[column] for column in table.key)
@@ -267,9 +268,7 @@ def reseal_rows(
         old = [read[column] for column in table.sealed]
         if not clear and not any(needs_resealing(value, cipher) for value in old):
             continue
-        record = f"{table.name} row " + (
-            row_label(key[0]) if table.key[0] in {x.column for x in table.lookups} else str(key[0])
-        )
+        record = f"{table.name} row {row_label(key[0]) if key_is_looked_up else key[0]}"
         plain = {
             column: cipher.open_any(read[column], table.context(column), record)
             for column in table.sealed

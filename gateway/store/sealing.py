@@ -206,9 +206,13 @@ def _written_past_the_gateway(column: str, record: str) -> SealedDataError:
     )
 
 
+def _derived_key(index_key: bytes, use: bytes) -> bytes:
+    """A key of its own for one use, derived from the index key."""
+    return hmac.digest(index_key, use, "sha256")
+
+
 def _derived_mac(index_key: bytes, use: bytes) -> hmac.HMAC:
-    """An HMAC under a key of its own for one use, derived from the index key."""
-    return hmac.new(hmac.digest(index_key, use, "sha256"), digestmod=hashlib.sha256)
+    return hmac.new(_derived_key(index_key, use), digestmod=hashlib.sha256)
 
 
 class DataCipher:
@@ -227,7 +231,7 @@ class DataCipher:
         self._blind_mac = hmac.new(keyring.index_key, digestmod=hashlib.sha256)
         self._signature_mac = _derived_mac(keyring.index_key, b"search-signature")
         self._digest_mac = _derived_mac(keyring.index_key, b"keyed-digest")
-        self._log_key = hmac.digest(keyring.index_key, b"log-pseudonym", "sha256")
+        self._log_key = _derived_key(keyring.index_key, b"log-pseudonym")
         self._trigram_bit = functools.lru_cache(maxsize=TRIGRAM_BITS_CACHED)(self._keyed_bit)
         self._blind_index = functools.lru_cache(maxsize=BLIND_INDEXES_CACHED)(self._keyed_index)
 
