@@ -249,6 +249,53 @@ async def test_a_truncated_ciphertext_is_an_error_naming_the_record(store: Store
     assert SECRETS[0] not in str(caught.value)
 
 
+async def execute_raw_sql(url: str, sql: str) -> None:
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(url.removeprefix("sqlite://")) as conn:
+            conn.execute(sql)
+        return
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def test_an_allowed_decision_stores_no_reasons_and_a_blocked_one_seals_them(
+    store: Store, url: str
+) -> None:
+    """Nothing to seal for an allowed message: its reasons are stored empty (an AES-GCM
+    call saved per message), a blocked one's are sealed, and both read back."""
+    allowed_id, blocked_id = await store.record_decisions([
+        decision(SECRETS[0], at=0),
+        replace(decision(SECRETS[1], at=1, channel=Channel.SMS, codes=("SUPPRESSED",)),
+                reasons=(QUOTING_REASON,)),
+    ])
+    stored = dict(await raw_columns(url, "gateway_id, reasons_json"))
+    assert stored["g0"] == ""
+    assert sealed_key_id(str(stored["g1"])) == "k1"
+    allowed, blocked = await store.get_decision(allowed_id), await store.get_decision(blocked_id)
+    assert allowed is not None and blocked is not None
+    assert allowed.reasons == ()
+    assert blocked.reasons == (QUOTING_REASON,)
+
+
+async def test_a_blocked_decision_whose_reasons_were_blanked_fails_closed(
+    store: Store, url: str
+) -> None:
+    """Blanked past the gateway, a blocked decision would read as blocked for no reason."""
+    (decision_id,) = await store.record_decisions(
+        [decision(SECRETS[1], channel=Channel.SMS, codes=("SUPPRESSED",))]
+    )
+    await execute_raw_sql(url, "UPDATE decisions SET reasons_json = ''")
+    with pytest.raises(SealedDataError) as caught:
+        await store.get_decision(decision_id)
+    assert caught.value.record == f"decision {decision_id}"
+    assert "reasons_json" in str(caught.value)
+
+
 async def test_rotation_reseals_everything_under_the_new_key_while_writes_go_on(
     store: Store, url: str
 ) -> None:
