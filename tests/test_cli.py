@@ -372,3 +372,18 @@ def test_keys_log_pseudonym_names_a_person_as_the_logs_do_across_data_key_rotati
     off = cli(write_config(plain, "[encryption]\nenabled = false\n"), "keys", "log-pseudonym",
               "bob@client.example.net")
     assert off.returncode == 2 and "recipients as they are" in off.stderr
+
+
+def test_a_command_imports_neither_scim_nor_the_callee_location_data() -> None:
+    """Each is imported where it is used (a gateway with SCIM configured; one about to
+    serve, or a command that locates a number): together they were a second of every
+    command's start."""
+    probe = (
+        "import sys, gateway.cli.main, gateway.server; "
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith("
+        "('scim2', 'timezonefinder', 'phonenumbers.geocoder', 'phonenumbers.geodata'))}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]"

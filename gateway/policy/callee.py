@@ -43,15 +43,18 @@ from __future__ import annotations
 import functools
 import re
 import zoneinfo
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import phonenumbers
-from phonenumbers import geocoder
 from phonenumbers import timezone as number_timezone
 from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
-from timezonefinder import TimezoneFinder
 
 from gateway.model import CalleeLocation, KnownLocation
 from gateway.rules.geography import SUBDIVISIONS, US_TERRITORIES, AreaCodeTable
+
+if TYPE_CHECKING:
+    from timezonefinder import TimezoneFinder
 
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 # A NANP number: +1, area code, exchange, line (NPA-NXX-XXXX, N = 2-9).
@@ -129,7 +132,7 @@ def _country_name(country: str, number: str) -> str:
             "libphonenumber)"
         )
     example = phonenumbers.example_number(country)
-    name = geocoder.country_name_for_number(example, "en") if example else ""
+    name = _geocoder().country_name_for_number(example, "en") if example else ""
     return name or country
 
 
@@ -191,7 +194,7 @@ def _number_regions(parsed: phonenumbers.PhoneNumber, country: str) -> set[str]:
         return {US_TERRITORIES[country]}
     if country not in ("US", "CA"):
         return set()
-    description = geocoder.description_for_number(parsed, "en")
+    description = _geocoder().description_for_number(parsed, "en")
     _, comma, abbreviation = description.rpartition(", ")
     if comma and f"{country}-{abbreviation}" in SUBDIVISIONS:
         return {f"{country}-{abbreviation}"}
@@ -250,9 +253,26 @@ def _zone_at(latitude: float | None, longitude: float | None) -> str | None:
         return None
 
 
+def load_location_data() -> None:
+    """What `locate` reads, imported now: a gateway calls this before it serves, so that its
+    first text does not wait for it. Imported lazily otherwise, since the geocoder's data
+    and the zone finder take 0.4 s to import, which every CLI command paid."""
+    _geocoder()
+    import timezonefinder  # noqa: F401  (the module; its finder is still built on first use)
+
+
+@functools.cache
+def _geocoder() -> ModuleType:
+    from phonenumbers import geocoder
+
+    return geocoder
+
+
 @functools.cache
 def _timezone_finder() -> TimezoneFinder:
     """Built on first use, once: loading the boundary data takes a good part of a second."""
+    from timezonefinder import TimezoneFinder
+
     return TimezoneFinder()
 
 

@@ -14,6 +14,7 @@ import phonenumbers
 import pytest
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
+from phonenumbers import geocoder
 from phonenumbers import timezone as number_timezone
 from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
 
@@ -116,7 +117,7 @@ def test_every_geographic_nanp_area_code_has_a_region() -> None:
         if location.problem or location.country not in ("US", "CA"):
             continue
         parsed = phonenumbers.parse(location.e164)
-        description = phonenumbers.geocoder.description_for_number(parsed, "en")
+        description = geocoder.description_for_number(parsed, "en")
         # non-geographic numbers (toll-free, 5XX, 600) describe only their country, if at all
         geographic = description not in ("", "Canada", "United States")
         if geographic and not location.regions:
