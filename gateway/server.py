@@ -214,9 +214,7 @@ class Services:
             if self.data_keys.cipher.enabled:
                 # Before anything is sealed, and until `close`, in every process that may
                 # seal (a gateway, a long import): no pass may retire the key under it.
-                self.sealing = SealingBeat(
-                    self.store, self.data_keys.cipher.active_key_id, self.config.encryption.beat_s
-                )
+                self.sealing = SealingBeat(self.store, self.data_keys.cipher.active_key_id)
                 await self.sealing.beat()
                 self._sealing_task = asyncio.create_task(self.sealing.run())
             await self.store.use_data_cipher(self.data_keys.cipher)

@@ -196,11 +196,6 @@ class TokenKeys:
     active: str = ""
 
 
-LONGEST_BEAT_S = 300.0
-"""The longest `encryption.beat_s`; a pass caps the beat any process's row declares here too,
-so that no row can hold it up for long."""
-
-
 @dataclass(frozen=True)
 class EncryptionConfig:
     """`[encryption]`: AES-256 data keys by id (32 bytes each); `active` encrypts, every key
@@ -211,9 +206,6 @@ class EncryptionConfig:
     keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     active: str = ""
     enabled: bool = True
-    beat_s: float = 10.0
-    """How often each process marks, in the store, that it seals under its key: `keys
-    rotate-data` waits two beats and 5 s before taking a silent process for a dead one."""
 
 
 @dataclass(frozen=True)
@@ -799,16 +791,13 @@ def _tokens(raw: Any) -> TokenKeys:
 
 
 def _encryption(raw: Any) -> EncryptionConfig:
-    section = _section(raw, "encryption", {"keys", "active", "enabled", "beat_s"})
+    section = _section(raw, "encryption", {"keys", "active", "enabled"})
     enabled = section.boolean("enabled", True)
-    beat_s = section.number("beat_s", EncryptionConfig.beat_s, minimum=0.05)
-    if beat_s > LONGEST_BEAT_S:
-        raise ConfigError("encryption.beat_s", f"must be at most {LONGEST_BEAT_S:g} seconds")
     keys_raw = section.get("keys")
     if keys_raw is None:
         if section.get("active") is not None:
             raise ConfigError("encryption.active", "names a key, but encryption.keys is not set")
-        return EncryptionConfig(enabled=enabled, beat_s=beat_s)
+        return EncryptionConfig(enabled=enabled)
     if not isinstance(keys_raw, dict) or not keys_raw:
         raise ConfigError("encryption.keys", "must be a table of key id = base64 of 32 bytes")
     key_section = _section(keys_raw, "encryption.keys", set(keys_raw))
@@ -828,7 +817,7 @@ def _encryption(raw: Any) -> EncryptionConfig:
     active = section.string("active", next(iter(keys)))
     if active not in keys:
         raise ConfigError("encryption.active", f"names no key in encryption.keys: {active!r}")
-    return EncryptionConfig(keys=keys, active=active, enabled=enabled, beat_s=beat_s)
+    return EncryptionConfig(keys=keys, active=active, enabled=enabled)
 
 
 def _retention(raw: Any) -> RetentionConfig:

@@ -4,11 +4,10 @@ before every replica restarted with the new active key would leave the rows thos
 write under a key marked retired, and a replica started without it could never open them.
 
 Every process that may seal (a serving gateway, a CLI command) keeps a settings row
-`sealing:data-key:<id>:<process>` whose value counts up every beat (`[encryption] beat_s`,
-which the value declares beside the count: `12/10`) while it runs; when it ends the row goes,
-or becomes STOPPED while a pass runs. A pass announces itself, notes the rows before it walks
-the tables (`SealersAtStart`) and reads them again twice after it, a little over two of the
-longest declared beats apart: a key stays when any of its processes was running at the
+`sealing:data-key:<id>:<process>` whose value counts up every BEAT_S while it runs; when it
+ends the row goes, or becomes STOPPED while a pass runs. A pass announces itself, notes the
+rows before it walks the tables (`SealersAtStart`) and reads them again twice after it (a
+little over two beats apart): a key stays when any of its processes was running at the
 start, started during the pass, or still runs. A row that did not move in that time was
 left by a process that died, and is marked STOPPED; rows already STOPPED at the start go.
 Counting rather than timestamps: no two machines' clocks need agree.
@@ -23,7 +22,6 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from gateway.config.settings import LONGEST_BEAT_S
 from gateway.runtime.logs import log_event
 from gateway.services.data_keys import RETIRED, has_setting
 from gateway.store.base import SharedSettings, StoreUnavailable
@@ -36,28 +34,8 @@ PASS_RUNNING = "resealing:pass:"
 STOPPED) for that pass to see; otherwise it removes it."""
 STOPPED = "stopped"
 BEAT_S = 10.0
-"""The beat of a row that declares none (written before beats were declared)."""
-BEAT_SLACK_S = 5.0
-"""Added to two beats: a beat may be late by as long as a slow store write takes."""
-
-
-def stale_after_s(beat_s: float) -> float:
-    """How long a row must not move to be taken for a dead process's (two missed beats)."""
-    return 2 * beat_s + BEAT_SLACK_S
-
-
-def declared_beat_s(value: str) -> float:
-    """The beat a row's value declares (`12/10`): BEAT_S where it declares none or no number
-    of seconds, LONGEST_BEAT_S at most."""
-    _, slash, declared = value.partition("/")
-    try:
-        beat_s = float(declared) if slash else BEAT_S
-    except ValueError:
-        return BEAT_S
-    if beat_s > LONGEST_BEAT_S:
-        return LONGEST_BEAT_S
-    return beat_s if beat_s >= 0 else BEAT_S  # NaN is neither
-
+STALE_AFTER_S = 2 * BEAT_S + 5
+"""How long a row must not move to be taken for a dead process's (two missed beats)."""
 
 Wait = Callable[[float], Awaitable[None]]
 Rows = dict[str, tuple[str, str]]
@@ -79,18 +57,17 @@ async def _rows(store: SharedSettings) -> Rows:
 class SealingBeat:
     """This process's row: written before it seals anything, counted up while it runs."""
 
-    def __init__(self, store: SharedSettings, key_id: str, every_s: float = BEAT_S) -> None:
+    def __init__(self, store: SharedSettings, key_id: str) -> None:
         self._store = store
         self.key_id = key_id
         self.name = _prefix(key_id) + secrets.token_hex(8)
-        self._every_s = every_s
         self._count = 0
 
     async def beat(self) -> None:
         """A key retired under a process still sealing with it is taken back at once: a
         replica started without it is refused again, and the next pass re-seals the rows."""
         self._count += 1
-        await self._store.put_setting(self.name, f"{self._count}/{self._every_s:g}")
+        await self._store.put_setting(self.name, str(self._count))
         retired = RETIRED + self.key_id
         if await has_setting(self._store, retired):
             await self._store.drop_setting(retired)
@@ -99,9 +76,9 @@ class SealingBeat:
                              "`keys rotate-data` again")
 
     async def run(self) -> None:
-        """Every beat until cancelled; a beat the store misses is only late."""
+        """Every BEAT_S until cancelled; a beat the store misses is only late."""
         while True:
-            await asyncio.sleep(self._every_s)
+            await asyncio.sleep(BEAT_S)
             try:
                 await self.beat()
             except StoreUnavailable as exc:
@@ -138,15 +115,13 @@ class SealersAtStart:
         """Of `candidates`, the keys a process may have sealed under while the pass ran. On
         the way, rows that did not move are marked STOPPED (their process died), and rows
         STOPPED before the pass began are removed: they tell nothing any more. Waits (two
-        of the longest beat the live rows declare) only when a candidate key has a row that
-        may be live."""
+        beats) only when a candidate key has a row that may be live."""
         wanted = set(candidates)
         in_use = {key_id for key_id, value in self.rows.values() if value != STOPPED}
         now = await _rows(store)
         later = now
-        live = [value for key_id, value in now.values() if value != STOPPED and key_id in wanted]
-        if live:
-            await wait(stale_after_s(max(map(declared_beat_s, live))))
+        if any(value != STOPPED and key_id in wanted for key_id, value in now.values()):
+            await wait(STALE_AFTER_S)
             later = await _rows(store)
         for name, (key_id, value) in later.items():
             if name not in self.rows:

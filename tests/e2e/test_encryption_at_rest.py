@@ -65,13 +65,11 @@ def new_key() -> str:
 
 
 def encryption(enabled: bool, keys: dict[str, str] | None = None, active: str = "") -> str:
-    """The `[encryption]` table, always explicit (the default is changing). Gateways beat
-    every half second, so that `keys rotate-data` waits 6 s for a live one, not 25."""
+    """The `[encryption]` table, always explicit (the default is changing)."""
     if not enabled:
         return "\n[encryption]\nenabled = false\n"
     table = ", ".join(f'{key_id} = "{key}"' for key_id, key in (keys or {}).items())
-    return (f'\n[encryption]\nenabled = true\nkeys = {{ {table} }}\nactive = "{active}"\n'
-            "beat_s = 0.5\n")
+    return f'\n[encryption]\nenabled = true\nkeys = {{ {table} }}\nactive = "{active}"\n'
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -13,17 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config.settings import LONGEST_BEAT_S, ConfigError, build_config
+from gateway.config.settings import ConfigError, build_config
 from gateway.model import Suppression
 from gateway.services.data_key_use import (
-    BEAT_S,
     PASS_RUNNING,
     SEALING,
     STOPPED,
     SealersAtStart,
     SealingBeat,
-    declared_beat_s,
-    stale_after_s,
 )
 from gateway.services.data_keys import RETIRED, WRAPPED_INDEX_KEY, data_keys
 from gateway.services.data_rotation import RESEALED_THROUGH, reseal_in_background, reseal_store
@@ -120,54 +117,6 @@ async def test_a_key_retired_under_a_live_process_is_taken_back(store: SqliteSto
     await store.claim_setting(RETIRED + "k1", "k2")
     await live.beat()
     assert await store.settings_named(RETIRED) == {}
-
-
-async def test_the_wait_is_two_of_the_longest_beats_the_live_rows_declare(
-    store: SqliteStore,
-) -> None:
-    """A row declares its process's beat; one written before rows did is taken to beat
-    every BEAT_S, and no row can ask for more than LONGEST_BEAT_S."""
-    quick = SealingBeat(store, "k1", every_s=0.5)
-    await quick.beat()
-    assert (await store.settings_named(SEALING))[quick.name] == "1/0.5"
-    wait = during_wait(quick.beat)
-    assert await (await SealersAtStart.read(store)).keys_in_use(store, ["k1"], wait) == {"k1"}
-    assert wait.waits == [stale_after_s(0.5)]  # type: ignore[attr-defined]
-
-    slow = SealingBeat(store, "k1", every_s=40)
-    await slow.beat()
-    await store.put_setting(SEALING + "k1:before-declared", "7")
-    wait = during_wait()
-    await (await SealersAtStart.read(store)).keys_in_use(store, ["k1"], wait)
-    assert wait.waits == [stale_after_s(40)]  # type: ignore[attr-defined]
-
-    await store.put_setting(slow.name, "2/1e9")
-    wait = during_wait()
-    await (await SealersAtStart.read(store)).keys_in_use(store, ["k1"], wait)
-    assert wait.waits == [stale_after_s(LONGEST_BEAT_S)]  # type: ignore[attr-defined]
-
-
-@pytest.mark.parametrize(
-    ("value", "beat_s"),
-    [("7", BEAT_S), ("7/0.5", 0.5), ("7/x", BEAT_S), ("7/-1", BEAT_S), ("7/nan", BEAT_S),
-     ("7/inf", LONGEST_BEAT_S)],
-)
-def test_the_beat_a_row_declares(
-    value: str, beat_s: float
-) -> None:
-    assert declared_beat_s(value) == beat_s
-
-
-@pytest.mark.parametrize("beat_s", [0, 0.01, 301, "10", True])
-def test_a_beat_out_of_range_is_a_config_error_naming_it(tmp_path: Path, beat_s: object) -> None:
-    with pytest.raises(ConfigError) as refused:
-        build_config({"encryption": {"beat_s": beat_s}}, source=None, base_dir=tmp_path)
-    assert refused.value.key == "encryption.beat_s"
-
-
-def test_a_gateway_beats_as_configured(tmp_path: Path) -> None:
-    built = build_config({"encryption": {"beat_s": 2.5}}, source=None, base_dir=tmp_path)
-    assert built.encryption.beat_s == 2.5
 
 
 def config(tmp_path: Path, keys: dict[str, str], active: str):  # type: ignore[no-untyped-def]

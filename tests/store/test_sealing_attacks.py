@@ -387,13 +387,11 @@ async def test_a_damaged_ciphertext_fails_closed_and_names_no_content(sealed: Se
 # --- rotation ---------------------------------------------------------------------------------
 
 
-def keyed_config(
-    tmp_path: Path, keys: dict[str, str], active: str, beat_s: float = 10.0
-) -> Config:
+def keyed_config(tmp_path: Path, keys: dict[str, str], active: str) -> Config:
     return build_config(
         {"gateway": {"data_dir": str(tmp_path / "data")},
          "store": {"url": f"sqlite:///{tmp_path / 'gateway.db'}"},
-         "encryption": {"enabled": True, "keys": keys, "active": active, "beat_s": beat_s}},
+         "encryption": {"enabled": True, "keys": keys, "active": active}},
         source=None, base_dir=tmp_path,
     )
 
@@ -407,9 +405,10 @@ async def test_a_running_cli_command_keeps_its_key_through_two_passes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Its beat goes on while it runs, as a gateway's does (beats made quick here)."""
-    monkeypatch.setattr(data_key_use, "BEAT_SLACK_S", 0.1)
+    monkeypatch.setattr(data_key_use, "BEAT_S", 0.02)
+    monkeypatch.setattr(data_key_use, "STALE_AFTER_S", 0.2)
     k1, k2 = (base64.b64encode(os.urandom(32)).decode() for _ in range(2))
-    command = Services(keyed_config(tmp_path, {"k1": k1}, "k1", beat_s=0.05), Clock())  # an import
+    command = Services(keyed_config(tmp_path, {"k1": k1}, "k1"), Clock())  # e.g. an import
     await command.open()
     rotation = Services(keyed_config(tmp_path, {"k1": k1, "k2": k2}, "k2"), Clock())
     await rotation.open()
