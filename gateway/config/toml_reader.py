@@ -7,6 +7,7 @@ and a key nobody reads is an error, since a typo would otherwise be silently ign
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -123,6 +124,8 @@ class TomlTable:
             return default
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(name, "must be a number")
+        if not math.isfinite(value):  # TOML has nan and inf, and nan passes every comparison
+            raise self.error(name, "must be a finite number")
         if value < minimum:
             raise self.error(name, f"must be at least {minimum}")
         return float(value)

@@ -80,6 +80,9 @@ BROKEN = [
     ("[encryption]\nactive = 'k1'\n", "encryption.active"),
     ("[encryption]\nkeys = {}\n", "encryption.keys"),
     ("[smtp]\nmax_failed_keys_per_prefix = 0\n", "smtp.max_failed_keys_per_prefix"),
+    ("[gateway]\ndrain_timeout_s = nan\n", "gateway.drain_timeout_s"),
+    ("[gateway]\ndrain_timeout_s = inf\n", "gateway.drain_timeout_s"),
+    ("[smtp]\nfirst_command_timeout_s = nan\n", "smtp.first_command_timeout_s"),
 ]
 
 @pytest.mark.parametrize(("text", "key"), BROKEN, ids=[k for _, k in BROKEN])
