@@ -93,9 +93,11 @@ async def metrics_text(http_port: int) -> str:
 
 
 async def refuses_connections(port: int) -> bool:
+    """Refused, or reset: a connection caught in the backlog of a listener being closed is
+    reset, which is the same refusal a moment earlier."""
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
     writer.close()
     return False
