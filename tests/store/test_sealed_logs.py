@@ -231,24 +231,6 @@ async def test_a_search_page_is_filled_past_candidates_that_do_not_match(store: 
     assert [d.gateway_id for d in rest] == ["g15", "g12", "g9", "g6", "g3", "g0"]
 
 
-async def test_a_truncated_ciphertext_is_an_error_naming_the_record(store: Store, url: str) -> None:
-    (decision_id,) = await store.record_decisions([decision(SECRETS[0], subject="s")])
-    sql = "UPDATE decisions SET subject = substr(subject, 1, 20)"
-    if url.startswith("sqlite"):
-        import sqlite3
-
-        with sqlite3.connect(url.removeprefix("sqlite://")) as conn:
-            conn.execute(sql)
-    else:
-        conn = await asyncpg.connect(url)
-        await conn.execute(sql)
-        await conn.close()
-    with pytest.raises(SealedDataError) as caught:
-        await store.get_decision(decision_id)
-    assert caught.value.record == f"decision {decision_id}"
-    assert SECRETS[0] not in str(caught.value)
-
-
 async def execute_raw_sql(url: str, sql: str) -> None:
     if url.startswith("sqlite"):
         import sqlite3
@@ -261,6 +243,15 @@ async def execute_raw_sql(url: str, sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+async def test_a_truncated_ciphertext_is_an_error_naming_the_record(store: Store, url: str) -> None:
+    (decision_id,) = await store.record_decisions([decision(SECRETS[0], subject="s")])
+    await execute_raw_sql(url, "UPDATE decisions SET subject = substr(subject, 1, 20)")
+    with pytest.raises(SealedDataError) as caught:
+        await store.get_decision(decision_id)
+    assert caught.value.record == f"decision {decision_id}"
+    assert SECRETS[0] not in str(caught.value)
 
 
 async def test_an_allowed_decision_stores_no_reasons_and_a_blocked_one_seals_them(
