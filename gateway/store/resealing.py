@@ -117,6 +117,10 @@ class SealedTable:
         return (f"SELECT {', '.join(self.columns)} FROM {self.name}{where}"
                 f" ORDER BY {keys} LIMIT {bind(limit)}")
 
+    def select_row(self, bind: Bind, key: Sequence[Any]) -> str:
+        """The row at `key` as `columns` (read again after a concurrent write won it)."""
+        return f"SELECT {', '.join(self.columns)} FROM {self.name} WHERE {self._at(key, bind)}"
+
     def statements(self, change: Resealed) -> list[Statement]:
         """The conditional statements applying `change`, in order. A change of key merges
         with a row already under the new key: that row is deleted where `keep_clear` says

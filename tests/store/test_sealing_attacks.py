@@ -53,7 +53,13 @@ from gateway.store import open_store
 from gateway.store.audit_chain import entry_hash
 from gateway.store.base import BlockQuery, ConsentQuery, StoreUnavailable, erased_address
 from gateway.store.postgres import resealing as postgres_resealing
-from gateway.store.sealing import SEALED_PREFIX, DataCipher, DataKeyring, trigrams
+from gateway.store.sealing import (
+    SEALED_PREFIX,
+    DataCipher,
+    DataKeyring,
+    sealed_key_id,
+    trigrams,
+)
 from tests.conftest import write_config
 from tests.store.test_sealed_lookup_tables import (
     ADDRESS,
@@ -539,13 +545,13 @@ async def test_postgresql_a_row_left_by_a_racing_writer_is_sealed_at_the_next_st
     assert NUMBER not in [row["recipient"] for row in rows]
 
 
-async def test_postgresql_a_row_rewritten_under_the_pass_keeps_it_from_finishing(
+async def test_postgresql_a_row_rewritten_once_under_the_pass_is_read_again_and_sealed(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Read committed: a mailbox fold (another replica starting) rewrites a row in clear
     between the batch's read and its conditional update, which then changes nothing. The
-    pass must count the row skipped rather than mark itself finished, or the row stays in
-    clear in the store for good (the next start walks only when no pass has finished)."""
+    pass reads the row again and seals it as it now is: nothing stays in clear, and the pass
+    finishes."""
     store, other = open_store(postgres_url), open_store(postgres_url)
     await store.open()
     await other.open()
@@ -566,16 +572,101 @@ async def test_postgresql_a_row_rewritten_under_the_pass_keeps_it_from_finishing
         monkeypatch.setattr(postgres_resealing, "_apply", fold_first)
         report = await reseal_store(store, cipher.active_key_id)
         monkeypatch.setattr(postgres_resealing, "_apply", apply)
-        assert folded == [1] and report.skipped >= 1
-        assert await store.suppressed([entry.address]) == {entry.address}
-        await reseal_in_background(store, cipher.active_key_id)  # the next start
-        rows = await writer.fetch("SELECT address FROM suppressions")
+        rows = await writer.fetch("SELECT address, mailbox FROM suppressions")
+        assert folded == [1] and report.skipped == 0 and report.done
+        assert len(rows) == 1
+        assert [v for row in rows for v in (row["address"], row["mailbox"])
+                if "carol" in v] == []
         assert await store.suppressed([entry.address]) == {entry.address}
     finally:
         await writer.close()
         await other.close()
         await store.close()
+
+
+async def test_postgresql_a_row_rewritten_at_every_read_keeps_the_pass_from_finishing(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row a writer keeps changing is left after the pass has read it again
+    `REREADS` times: counted skipped, so the pass does not mark itself done and the next
+    start seals it (a pass marked done while a row is in clear leaves it so for good)."""
+    store = open_store(postgres_url)
+    await store.open()
+    writer = await asyncpg.connect(postgres_url)
+    try:
+        entry = Suppression("dave@example.com", "unsubscribe", "link", T0, "web")
+        await store.add_suppressions([entry])  # written before encryption
+        cipher = new_cipher()
+        await store.use_data_cipher(cipher)
+        apply, rewrites = postgres_resealing._apply, []
+
+        async def rewrite_each_time(conn: asyncpg.Connection, statements: list) -> int:
+            rewrites.append(await writer.execute(
+                "UPDATE suppressions SET reason = reason || '.' WHERE address = $1",
+                entry.address,
+            ))
+            return await apply(conn, statements)
+
+        monkeypatch.setattr(postgres_resealing, "_apply", rewrite_each_time)
+        report = await reseal_store(store, cipher.active_key_id)
+        monkeypatch.setattr(postgres_resealing, "_apply", apply)
+        assert len(rewrites) == 1 + postgres_resealing.REREADS
+        assert report.skipped == 1 and not report.done
+        assert await store.suppressed([entry.address]) == {entry.address}
+        await reseal_in_background(store, cipher.active_key_id)  # the next start
+        rows = await writer.fetch("SELECT address FROM suppressions")
+    finally:
+        await writer.close()
+        await store.close()
     assert entry.address not in [row["address"] for row in rows]
+
+
+async def test_postgresql_two_passes_at_once_both_finish(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key rotated and the gateway restarted: its own pass at start-up and `keys
+    rotate-data` walk the same rows at once. Each loses to the other the rows the other
+    sealed first; those are done, not left: a pass that counted them skipped exited 1 and
+    never marked the rotation finished (a CI run of the e2e rotation test did so)."""
+    k1, k2, index = os.urandom(32), os.urandom(32), os.urandom(32)
+    store, other = open_store(postgres_url), open_store(postgres_url)
+    await store.open()
+    await other.open()
+    writer = await asyncpg.connect(postgres_url)
+    try:
+        await store.use_data_cipher(DataCipher(DataKeyring({"k1": k1}, "k1", index)))
+        await store.record_decisions([sms_decision("acme", f"+1212555{i:04d}") for i in range(40)])
+        await store.add_suppressions(
+            [Suppression(f"lead{i}@example.com", "api", "asked", T0, "ops", "") for i in range(40)]
+        )
+        rotated = DataCipher(DataKeyring({"k1": k1, "k2": k2}, "k2", index))
+        await store.use_data_cipher(rotated)
+        await other.use_data_cipher(rotated)
+        apply, beside = postgres_resealing._apply, []
+
+        async def the_other_pass_first(conn: asyncpg.Connection, statements: list) -> int:
+            if not beside:
+                beside.append(None)
+                beside[0] = await reseal_store(other, "k2")
+            return await apply(conn, statements)
+
+        monkeypatch.setattr(postgres_resealing, "_apply", the_other_pass_first)
+        report = await reseal_store(store, "k2")
+        monkeypatch.setattr(postgres_resealing, "_apply", apply)
+        sealed = [row[0] for table, column in (("decisions", "recipient"),
+                                               ("suppressions", "address_sealed"))
+                  for row in await writer.fetch(f"SELECT {column} FROM {table}")]
+        assert beside[0].done and beside[0].resealed["decisions"] == 40
+        # Every row this pass read, the other sealed first: all lost, none left.
+        assert sum(report.resealed.values()) == 0
+        assert report.skipped == 0 and report.done
+        assert {sealed_key_id(value) for value in sealed} == {"k2"}
+        await store.use_data_cipher(DataCipher(DataKeyring({"k2": k2}, "k2", index)))
+        assert await store.suppressed(["lead7@example.com"]) == {"lead7@example.com"}
+    finally:
+        await writer.close()
+        await other.close()
+        await store.close()
 
 
 # --- the index key ------------------------------------------------------------------------------

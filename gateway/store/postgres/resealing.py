@@ -9,7 +9,18 @@ from typing import Any
 import asyncpg
 
 from gateway.store.postgres.connection import Numbered, PostgresConnection, affected
-from gateway.store.resealing import ResealBatch, SealedTable, Statement, reseal_rows
+from gateway.store.resealing import (
+    ResealBatch,
+    Resealed,
+    SealedTable,
+    Statement,
+    reseal_rows,
+)
+
+REREADS = 3
+"""How often a batch reads again the rows a concurrent write won before it leaves them to
+the next pass: another pass (the gateway's own at start-up beside `keys rotate-data`)
+wins every row of a batch at once, and reading them again finds them done."""
 
 
 class PostgresResealing(PostgresConnection):
@@ -17,26 +28,36 @@ class PostgresResealing(PostgresConnection):
         self, table: SealedTable, after: Sequence[Any] | None, limit: int
     ) -> ResealBatch:
         """Read committed: another writer may change a row between the batch's read and its
-        conditional update, which then changes nothing (a mailbox fold rewrites rows still
-        in clear). A change that moves its row to its blind key runs in a savepoint: a
-        writer that put a row under that key after the change checked for one makes it
-        collide. Either way the row is left for the next pass (lookups find both forms
-        meanwhile) and counted as skipped, so this pass does not mark itself done."""
+        conditional update, which then changes nothing (another pass sealed it, or a mailbox
+        fold rewrote it still in clear). A change that moves its row to its blind key runs in
+        a savepoint: a writer that put a row under that key after the change checked for one
+        makes it collide. Either way the row is read again and, if it still needs it,
+        re-sealed as it now is; one still lost after `REREADS` reads is left for the next
+        pass (lookups find both forms meanwhile) and counted as skipped, so this pass does
+        not mark itself done."""
         async with self._transaction() as conn:
             params = Numbered()
             rows = await conn.fetch(table.select_batch(params.bind, after, limit), *params.values)
-            changed = skipped = 0
-            for change in reseal_rows(table, rows, self._cipher):
-                savepoint = conn.transaction() if table.moves(change) else contextlib.nullcontext()
-                try:
-                    async with savepoint:
-                        applied = await _apply(conn, table.statements(change))
-                except asyncpg.UniqueViolationError:
-                    applied = 0
-                changed += applied
-                if not applied:
-                    skipped += 1
-        return ResealBatch.of(table, rows, changed, limit, skipped)
+            changed, lost = await self._apply_all(conn, table, rows)
+            for _ in range(REREADS):
+                if not lost:
+                    break
+                again = [row for key in lost if (row := await _row_at(conn, table, key))]
+                more, lost = await self._apply_all(conn, table, again)
+                changed += more
+        return ResealBatch.of(table, rows, changed, limit, len(lost))
+
+    async def _apply_all(
+        self, conn: asyncpg.Connection, table: SealedTable, rows: Sequence[Sequence[Any]]
+    ) -> tuple[int, list[tuple[Any, ...]]]:
+        """The rows re-sealed, and the keys of those a concurrent write won."""
+        changed, lost = 0, []
+        for change in reseal_rows(table, rows, self._cipher):
+            applied = await _apply_change(conn, table, change)
+            changed += applied
+            if not applied:
+                lost.append(change.key)
+        return changed, lost
 
     async def settle_resealing(self) -> None:
         """Nothing to do here: dead row versions stay until VACUUM (README, Rotating)."""
@@ -44,6 +65,23 @@ class PostgresResealing(PostgresConnection):
     async def count_rows(self, table: SealedTable) -> int:
         async with self._connection() as conn:
             return int(await conn.fetchval(f"SELECT count(*) FROM {table.name}"))
+
+
+async def _apply_change(conn: asyncpg.Connection, table: SealedTable, change: Resealed) -> int:
+    savepoint = conn.transaction() if table.moves(change) else contextlib.nullcontext()
+    try:
+        async with savepoint:
+            return await _apply(conn, table.statements(change))
+    except asyncpg.UniqueViolationError:
+        return 0
+
+
+async def _row_at(
+    conn: asyncpg.Connection, table: SealedTable, key: Sequence[Any]
+) -> asyncpg.Record | None:
+    """None: the row is gone (another pass moved it to its blind key, or merged it)."""
+    params = Numbered()
+    return await conn.fetchrow(table.select_row(params.bind, key), *params.values)
 
 
 async def _apply(conn: asyncpg.Connection, statements: Sequence[Statement]) -> int:
