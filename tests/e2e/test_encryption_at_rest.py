@@ -539,13 +539,16 @@ async def test_rotating_data_keys_under_load_loses_nothing(
     assert re.search(r"^re-sealed \d+ rows under data key k2; retired: (k1|none)$",
                      out.decode().splitlines()[-1]), out.decode()
     background = [line for line in log_events(tmp_path) if line["event"].startswith("data.")]
-    # Whichever pass ends first retires k1; the other finds every value under k2.
-    retired_by_cli = out.decode().endswith("retired: k1\n")
-    assert [(e["event"], e["active_key"], e.get("retired")) for e in background] == [
-        ("data.reseal_started", "k1", None), ("data.reseal_finished", "k1", []),
-        ("data.reseal_started", "k2", None),
-        ("data.reseal_finished", "k2", [] if retired_by_cli else ["k1"]),
+    assert [(e["event"], e["active_key"]) for e in background] == [
+        ("data.reseal_started", "k1"), ("data.reseal_finished", "k1"),
+        ("data.reseal_started", "k2"), ("data.reseal_finished", "k2"),
     ]
+    # k1 is retired by a pass that began before it was: the first to end, or both when
+    # their ends overlap (each found no process sealing under it; retiring is idempotent).
+    by_cli = out.decode().endswith("retired: k1\n")
+    by_gateway = background[-1]["retired"]
+    assert background[1]["retired"] == [] and by_gateway in ([], ["k1"])
+    assert by_cli or by_gateway == ["k1"]
 
     assert load.started > during > BEFORE_ROTATION + 200
     assert len(load.answers) == load.started
