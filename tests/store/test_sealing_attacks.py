@@ -53,6 +53,7 @@ from gateway.store import open_store
 from gateway.store.audit_chain import entry_hash
 from gateway.store.base import BlockQuery, ConsentQuery, StoreUnavailable, erased_address
 from gateway.store.postgres import resealing as postgres_resealing
+from gateway.store.resealing import SEALED_TABLES
 from gateway.store.sealing import (
     SEALED_PREFIX,
     DataCipher,
@@ -667,6 +668,113 @@ async def test_postgresql_two_passes_at_once_both_finish(
         await writer.close()
         await other.close()
         await store.close()
+
+
+SUPPRESSIONS = next(table for table in SEALED_TABLES if table.name == "suppressions")
+
+
+def two_keyrings() -> tuple[DataCipher, DataCipher]:
+    """k1 alone, and k1 beside k2 made active, sharing one index key."""
+    k1, k2, index = os.urandom(32), os.urandom(32), os.urandom(32)
+    return (DataCipher(DataKeyring({"k1": k1}, "k1", index)),
+            DataCipher(DataKeyring({"k1": k1, "k2": k2}, "k2", index)))
+
+
+async def test_postgresql_a_pass_reads_a_lost_row_again_without_holding_the_batch(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pass A loses its first row to a replica still on k1 recording the opt-out again,
+    and locks the second; pass B (`keys rotate-data`) seals the first and waits on A for
+    the second. Had A read its lost row again while holding the second, each would wait on
+    the other: a deadlock that ends one pass with StoreUnavailable (an attack review's
+    finding). Read again after the batch has committed, both finish, none skipped."""
+    old, rotated = two_keyrings()
+    a, b, replica = open_store(postgres_url), open_store(postgres_url), open_store(postgres_url)
+    for store in (a, b, replica):
+        await store.open()
+    writer = await asyncpg.connect(postgres_url)
+    try:
+        await replica.use_data_cipher(old)
+        entries = [Suppression(f"p{i}@example.com", "api", "asked", T0, "ops", "")
+                   for i in range(2)]
+        await replica.add_suppressions(entries)
+        await a.use_data_cipher(rotated)
+        await b.use_data_cipher(rotated)
+        (first_key,) = await writer.fetchrow(
+            "SELECT address FROM suppressions ORDER BY address, source LIMIT 1")
+        (first,) = [e for e in entries if old.blind(e.address) == first_key]
+        apply, applied_by_a, passes = postgres_resealing._apply, [], {}
+
+        async def interleaved(conn: asyncpg.Connection, statements: list) -> int:
+            applied_by_a.append(conn)
+            if len(applied_by_a) == 1:
+                await replica.add_suppressions([replace(first, reason="asked again")])
+            done = await apply(conn, statements)
+            if len(applied_by_a) == 2:  # A holds the second row
+                monkeypatch.setattr(postgres_resealing, "_apply", apply)
+                passes["b"] = asyncio.ensure_future(b.reseal_batch(SUPPRESSIONS, None, 100))
+                await waiting_sessions(postgres_url, 1, passes["b"])
+            return done
+
+        monkeypatch.setattr(postgres_resealing, "_apply", interleaved)
+        by_a = await a.reseal_batch(SUPPRESSIONS, None, 100)
+        by_b = await passes["b"]
+        rows = await writer.fetch("SELECT address_sealed, reason FROM suppressions")
+    finally:
+        await writer.close()
+        for store in (a, b, replica):
+            await store.close()
+    assert by_a.skipped == by_b.skipped == 0
+    assert by_a.resealed + by_b.resealed >= 2
+    assert sorted(sealed_key_id(value) for row in rows for value in row) == ["k2"] * 4
+
+
+async def test_postgresql_a_pass_picked_as_a_deadlock_victim_runs_its_batch_again(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer locks the second row and then waits for the first, which the pass holds;
+    the pass then waits for the second. PostgreSQL breaks the cycle by rolling back the
+    session that checks first: the pass (the writer's session checks only after 60 s).
+    The pass runs its batch again once the writer commits, and seals both rows."""
+    old, rotated = two_keyrings()
+    store = open_store(postgres_url)
+    await store.open()
+    writer = await asyncpg.connect(postgres_url)
+    try:
+        await store.use_data_cipher(old)
+        await store.add_suppressions(
+            [Suppression(f"q{i}@example.com", "api", "asked", T0, "ops", "") for i in range(2)]
+        )
+        await store.use_data_cipher(rotated)
+        first, second = [row["address"] for row in await writer.fetch(
+            "SELECT address FROM suppressions ORDER BY address, source")]
+        apply, holding = postgres_resealing._apply, asyncio.Event()
+        await writer.execute("SET deadlock_timeout = '60s'")
+        crossing = writer.transaction()
+        await crossing.start()
+        await writer.execute("UPDATE suppressions SET reason = reason WHERE address = $1", second)
+
+        async def hold_the_first(conn: asyncpg.Connection, statements: list) -> int:
+            done = await apply(conn, statements)
+            holding.set()
+            return done
+
+        monkeypatch.setattr(postgres_resealing, "_apply", hold_the_first)
+        sealing = asyncio.ensure_future(store.reseal_batch(SUPPRESSIONS, None, 100))
+        await holding.wait()
+        monkeypatch.setattr(postgres_resealing, "_apply", apply)
+        crossed = asyncio.ensure_future(writer.execute(
+            "UPDATE suppressions SET reason = reason WHERE address = $1", first))
+        await asyncio.wait({crossed, sealing}, return_when=asyncio.FIRST_COMPLETED)
+        await crossed  # the pass was the victim: its locks are gone
+        await crossing.commit()
+        batch = await sealing
+        rows = await writer.fetch("SELECT address_sealed, reason FROM suppressions")
+    finally:
+        await writer.close()
+        await store.close()
+    assert batch.skipped == 0 and batch.resealed == 2
+    assert sorted(sealed_key_id(value) for row in rows for value in row) == ["k2"] * 4
 
 
 # --- the index key ------------------------------------------------------------------------------
