@@ -140,8 +140,8 @@ async def _rotate_data(services: Services) -> int:
               f"sealed under it during the pass. Restart every replica with {active} active, "
               "then run `keys rotate-data` again", file=sys.stderr)
     if report.skipped:
-        print(f"left {report.skipped} rows a concurrent write changed under the pass: run "
-              "`keys rotate-data` again", file=sys.stderr)
+        print(f"left {report.skipped} rows a concurrent write changed under the pass, so no "
+              "key is retired: run `keys rotate-data` again", file=sys.stderr)
     return 1 if report.in_use or report.skipped else 0
 
 

@@ -50,7 +50,7 @@ class ResealReport:
     next start, or `keys rotate-data` once every replica runs the new key, retires them)."""
     skipped: int = 0
     """Rows a concurrent writer won from the pass (PostgreSQL): left as they were, so the
-    pass is not done and the next start walks again."""
+    pass is not done, retires no key, and the next start walks again."""
 
     @property
     def done(self) -> bool:
@@ -88,7 +88,8 @@ async def reseal_store(
     await store.settle_resealing()
     report.in_use = sorted(await sealers.keys_in_use(store, candidates, wait))
     for key_id in candidates:
-        if key_id in report.in_use:
+        # A skipped row may still be sealed under any older key: none is retired.
+        if key_id in report.in_use or report.skipped:
             continue
         await store.claim_setting(RETIRED + key_id, active_key)
         # Whoever holds a retired key must not open the index key from a later copy.

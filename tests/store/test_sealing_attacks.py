@@ -43,6 +43,7 @@ from gateway.rules.mailbox_loader import load_mailbox_rules
 from gateway.runtime.clock import Clock
 from gateway.server import Services
 from gateway.services import data_key_use
+from gateway.services.data_keys import FINGERPRINT, RETIRED
 from gateway.services.data_rotation import (
     refuse_clear_values_once_a_pass_finishes,
     reseal_in_background,
@@ -716,6 +717,8 @@ async def test_postgresql_a_pass_reads_a_lost_row_again_without_holding_the_batc
                 await waiting_sessions(postgres_url, 1, passes["b"])
             return done
 
+        # No second run: a deadlock here is the fault itself, not one to recover from.
+        monkeypatch.setattr(postgres_resealing, "DEADLOCK_RUNS", 1)
         monkeypatch.setattr(postgres_resealing, "_apply", interleaved)
         by_a = await a.reseal_batch(SUPPRESSIONS, None, 100)
         by_b = await passes["b"]
@@ -732,14 +735,15 @@ async def test_postgresql_a_pass_reads_a_lost_row_again_without_holding_the_batc
 async def test_postgresql_a_pass_picked_as_a_deadlock_victim_runs_its_batch_again(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A writer locks the second row and then waits for the first, which the pass holds;
-    the pass then waits for the second. PostgreSQL breaks the cycle by rolling back the
-    session that checks first: the pass (the writer's session checks only after 60 s).
-    The pass runs its batch again once the writer commits, and seals both rows."""
+    """A writer holds the second row and waits for the first, which the pass holds; the
+    pass then waits for the second. PostgreSQL checks a waiting session once, a second
+    into its wait, so the writer is made to wait before the pass goes on: the pass's check
+    then finds the cycle and rolls the pass back (the writer's session checks only after
+    60 s). The pass runs its batch again once the writer commits, and seals both rows."""
     old, rotated = two_keyrings()
     store = open_store(postgres_url)
     await store.open()
-    writer = await asyncpg.connect(postgres_url)
+    writer, observer = await asyncpg.connect(postgres_url), await asyncpg.connect(postgres_url)
     try:
         await store.use_data_cipher(old)
         await store.add_suppressions(
@@ -748,33 +752,77 @@ async def test_postgresql_a_pass_picked_as_a_deadlock_victim_runs_its_batch_agai
         await store.use_data_cipher(rotated)
         first, second = [row["address"] for row in await writer.fetch(
             "SELECT address FROM suppressions ORDER BY address, source")]
-        apply, holding = postgres_resealing._apply, asyncio.Event()
+        apply, crossed = postgres_resealing._apply, []
         await writer.execute("SET deadlock_timeout = '60s'")
         crossing = writer.transaction()
         await crossing.start()
         await writer.execute("UPDATE suppressions SET reason = reason WHERE address = $1", second)
 
-        async def hold_the_first(conn: asyncpg.Connection, statements: list) -> int:
+        async def cross_after_the_first(conn: asyncpg.Connection, statements: list) -> int:
             done = await apply(conn, statements)
-            holding.set()
+            if not crossed:
+                crossed.append(asyncio.ensure_future(writer.execute(
+                    "UPDATE suppressions SET reason = reason WHERE address = $1", first)))
+                while not await observer.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                    writer.get_server_pid(),
+                ):
+                    assert not crossed[0].done(), crossed[0]
+                    await asyncio.sleep(0.01)
             return done
 
-        monkeypatch.setattr(postgres_resealing, "_apply", hold_the_first)
+        monkeypatch.setattr(postgres_resealing, "_apply", cross_after_the_first)
         sealing = asyncio.ensure_future(store.reseal_batch(SUPPRESSIONS, None, 100))
-        await holding.wait()
-        monkeypatch.setattr(postgres_resealing, "_apply", apply)
-        crossed = asyncio.ensure_future(writer.execute(
-            "UPDATE suppressions SET reason = reason WHERE address = $1", first))
-        await asyncio.wait({crossed, sealing}, return_when=asyncio.FIRST_COMPLETED)
-        await crossed  # the pass was the victim: its locks are gone
+        while not crossed:
+            assert not sealing.done(), sealing
+            await asyncio.sleep(0.01)
+        await crossed[0]  # the pass was the victim: its locks are gone
         await crossing.commit()
         batch = await sealing
         rows = await writer.fetch("SELECT address_sealed, reason FROM suppressions")
     finally:
+        await observer.close()
         await writer.close()
         await store.close()
     assert batch.skipped == 0 and batch.resealed == 2
     assert sorted(sealed_key_id(value) for row in rows for value in row) == ["k2"] * 4
+
+
+async def test_postgresql_a_row_lost_at_every_read_keeps_its_old_key_from_retiring(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row a writer on k2 keeps changing (its mailbox, as a fold does) keeps its address
+    and reason under k1 after the pass: retiring k1 then would tell the operator to drop the
+    key those values need (an attack review's finding). No key is retired."""
+    old, rotated = two_keyrings()
+    store = open_store(postgres_url)
+    await store.open()
+    writer = await asyncpg.connect(postgres_url)
+    try:
+        await store.use_data_cipher(old)
+        await store.add_suppressions([Suppression("m@example.com", "api", "asked", T0, "ops", "")])
+        for key_id in ("k1", "k2"):  # as start-up records each key it is given
+            await store.claim_setting(FINGERPRINT + key_id, key_id)
+        await store.use_data_cipher(rotated)
+        apply = postgres_resealing._apply
+
+        async def fold_each_time(conn: asyncpg.Connection, statements: list) -> int:
+            await writer.execute("UPDATE suppressions SET mailbox_sealed = $1",
+                                 rotated.seal("m@example.com", "suppressions.mailbox"))
+            return await apply(conn, statements)
+
+        monkeypatch.setattr(postgres_resealing, "_apply", fold_each_time)
+        report = await reseal_store(store, "k2")
+        monkeypatch.setattr(postgres_resealing, "_apply", apply)
+        row = await writer.fetchrow("SELECT address_sealed, reason FROM suppressions")
+        retired = await store.settings_named(RETIRED)
+        again = await reseal_store(store, "k2")  # the operator runs it again
+    finally:
+        await writer.close()
+        await store.close()
+    assert report.skipped == 1 and sealed_key_id(row["reason"]) == "k1"
+    assert report.retired == [] and retired == {} and not report.done
+    assert again.done and again.retired == ["k1"]
 
 
 # --- the index key ------------------------------------------------------------------------------
