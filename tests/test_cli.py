@@ -387,3 +387,43 @@ def test_a_command_imports_neither_scim_nor_the_callee_location_data() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == "[]"
+
+
+FAULTING = """
+import importlib
+import sys
+
+cli_main = importlib.import_module("gateway.cli.main")  # `gateway.cli.main` is a function too
+
+
+def fault(*args):
+    raise RuntimeError("the store answered oddly about bob@client.example.net")
+
+
+setattr(cli_main, sys.argv[1], fault)
+sys.exit(cli_main.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize(("runner", "command"), [("run_keys", ("keys", "list")),
+                                                 ("run_rules", ("rules", "table")),
+                                                 ("serve_forever", ("serve",))])
+def test_a_fault_of_the_gateway_is_one_json_line_naming_nobody(
+    config: Path, runner: str, command: tuple[str, ...]
+) -> None:
+    """Not Python's bare traceback: that is outside the log's JSON lines and quotes values
+    in clear. Its exit status is neither allow, block, invalid input nor store unavailable.
+    `keys` opens the store first, and with it the pseudonyms; `rules` reads files only."""
+    faulted = subprocess.run(
+        [sys.executable, "-c", FAULTING, runner, *command, "--config", str(config)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert faulted.returncode == 70, faulted.stderr
+    (line,) = [json.loads(line) for line in faulted.stderr.splitlines()]
+    assert (line["event"], line["level"], line["command"]) == (
+        "command-failed", "critical", command[0])
+    assert "RuntimeError: the store answered oddly about" in line["exception"]
+    if command[0] == "keys":
+        (pseudonym,) = cli(config, "keys", "log-pseudonym", "bob@client.example.net"
+                           ).stdout.split()
+        assert "bob@" not in line["exception"] and pseudonym in line["exception"]

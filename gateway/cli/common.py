@@ -13,6 +13,8 @@ EXIT_ALLOW = 0
 EXIT_BLOCK = 1
 EXIT_INVALID = 2
 EXIT_UNAVAILABLE = 3
+EXIT_FAULT = 70
+"""A fault of the gateway's own (sysexits.h EX_SOFTWARE): never read as allow or block."""
 
 
 class UsageError(Exception):

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from gateway.cli.common import (
+    EXIT_FAULT,
     EXIT_INVALID,
     EXIT_UNAVAILABLE,
     OneLineErrorParser,
@@ -45,6 +47,8 @@ from gateway.services.imports import (
 )
 from gateway.store import migrate
 from gateway.store.base import StoreUnavailable
+
+log = logging.getLogger("gateway.cli")
 
 # Commands that only read what the store holds (and `privacy export`, which audits its
 # read). Without a configuration file they refuse: the built-in defaults would open an
@@ -252,6 +256,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreUnavailable as exc:
         print(f"store unavailable: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    except Exception:  # a fault of the gateway's own, not of its input
+        return _fault(args.command)
+
+
+def _fault(command: str) -> int:
+    """Python's own report would be a bare traceback on stderr, outside the JSON lines and
+    their pseudonyms (a traceback quotes values, addresses among them): it goes through the
+    log formatter as one line instead."""
+    if not logging.getLogger().handlers:
+        configure_logging("WARNING")
+    log.critical("command-failed", exc_info=True, extra={"fields": {"command": command}})
+    return EXIT_FAULT
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
