@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import itertools
 import os
 import random
 import sqlite3
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -547,114 +550,102 @@ async def test_postgresql_a_row_left_by_a_racing_writer_is_sealed_at_the_next_st
     assert NUMBER not in [row["recipient"] for row in rows]
 
 
-async def test_postgresql_a_row_rewritten_once_under_the_pass_is_read_again_and_sealed(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+SUPPRESSIONS = next(table for table in SEALED_TABLES if table.name == "suppressions")
+
+
+def rotation_ciphers() -> tuple[DataCipher, DataCipher, DataCipher]:
+    """A rotation's three configurations, sharing one index key: k1 alone; k2 added and
+    made active; k1 dropped."""
+    k1, k2, index = os.urandom(32), os.urandom(32), os.urandom(32)
+    return (DataCipher(DataKeyring({"k1": k1}, "k1", index)),
+            DataCipher(DataKeyring({"k1": k1, "k2": k2}, "k2", index)),
+            DataCipher(DataKeyring({"k2": k2}, "k2", index)))
+
+
+@contextlib.contextmanager
+def stepping_in(action: Callable[[int], Awaitable[object]]) -> Iterator[None]:
+    """While open, `action(n)` runs before the pass applies its n-th change (from 1): a
+    concurrent writer between a batch's read and its conditional update."""
+    apply, calls = postgres_resealing._apply, itertools.count(1)
+
+    async def stepped_in(conn: asyncpg.Connection, statements: list) -> int:
+        await action(next(calls))
+        return await apply(conn, statements)
+
+    postgres_resealing._apply = stepped_in
+    try:
+        yield
+    finally:
+        postgres_resealing._apply = apply
+
+
+@pytest.mark.parametrize("rewrites", [1, 1 + postgres_resealing.REREADS])
+async def test_postgresql_a_row_rewritten_under_the_pass_is_read_again_until_it_settles(
+    postgres_url: str, rewrites: int
 ) -> None:
-    """Read committed: a mailbox fold (another replica starting) rewrites a row in clear
-    between the batch's read and its conditional update, which then changes nothing. The
-    pass reads the row again and seals it as it now is: nothing stays in clear, and the pass
-    finishes."""
-    store, other = open_store(postgres_url), open_store(postgres_url)
+    """Read committed: a writer (a mailbox fold as another replica starts, a replica of an
+    earlier release) rewrites a row in clear between the batch's read and its conditional
+    update, which then changes nothing. The pass reads the row again and seals it as it now
+    is. A row rewritten at every one of its `REREADS` reads is left: counted skipped, so the
+    pass does not mark itself done and the next start seals it (a pass marked done while a
+    row is in clear leaves it so for good)."""
+    store = open_store(postgres_url)
     await store.open()
-    await other.open()
     writer = await asyncpg.connect(postgres_url)
     try:
         entry = Suppression("carol@example.com", "unsubscribe", "link", T0, "web")
         await store.add_suppressions([entry])  # written before encryption
         cipher = new_cipher()
         await store.use_data_cipher(cipher)
-        await other.use_data_cipher(cipher)
-        apply, folded = postgres_resealing._apply, []
 
-        async def fold_first(conn: asyncpg.Connection, statements: list) -> int:
-            if not folded:
-                folded.append(await other.update_mailboxes(lambda address: address, "v2"))
-            return await apply(conn, statements)
+        async def rewrite(n: int) -> None:
+            if n <= rewrites:
+                await writer.execute(
+                    "UPDATE suppressions SET reason = reason || '.', mailbox = address")
 
-        monkeypatch.setattr(postgres_resealing, "_apply", fold_first)
-        report = await reseal_store(store, cipher.active_key_id)
-        monkeypatch.setattr(postgres_resealing, "_apply", apply)
-        rows = await writer.fetch("SELECT address, mailbox FROM suppressions")
-        assert folded == [1] and report.skipped == 0 and report.done
-        assert len(rows) == 1
-        assert [v for row in rows for v in (row["address"], row["mailbox"])
-                if "carol" in v] == []
+        with stepping_in(rewrite):
+            report = await reseal_store(store, cipher.active_key_id)
+        left = rewrites > postgres_resealing.REREADS
+        assert (report.skipped, report.done) == ((1, False) if left else (0, True))
         assert await store.suppressed([entry.address]) == {entry.address}
-    finally:
-        await writer.close()
-        await other.close()
-        await store.close()
-
-
-async def test_postgresql_a_row_rewritten_at_every_read_keeps_the_pass_from_finishing(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A row a writer keeps changing is left after the pass has read it again
-    `REREADS` times: counted skipped, so the pass does not mark itself done and the next
-    start seals it (a pass marked done while a row is in clear leaves it so for good)."""
-    store = open_store(postgres_url)
-    await store.open()
-    writer = await asyncpg.connect(postgres_url)
-    try:
-        entry = Suppression("dave@example.com", "unsubscribe", "link", T0, "web")
-        await store.add_suppressions([entry])  # written before encryption
-        cipher = new_cipher()
-        await store.use_data_cipher(cipher)
-        apply, rewrites = postgres_resealing._apply, []
-
-        async def rewrite_each_time(conn: asyncpg.Connection, statements: list) -> int:
-            rewrites.append(await writer.execute(
-                "UPDATE suppressions SET reason = reason || '.' WHERE address = $1",
-                entry.address,
-            ))
-            return await apply(conn, statements)
-
-        monkeypatch.setattr(postgres_resealing, "_apply", rewrite_each_time)
-        report = await reseal_store(store, cipher.active_key_id)
-        monkeypatch.setattr(postgres_resealing, "_apply", apply)
-        assert len(rewrites) == 1 + postgres_resealing.REREADS
-        assert report.skipped == 1 and not report.done
-        assert await store.suppressed([entry.address]) == {entry.address}
-        await reseal_in_background(store, cipher.active_key_id)  # the next start
-        rows = await writer.fetch("SELECT address FROM suppressions")
+        if left:
+            await reseal_in_background(store, cipher.active_key_id)  # the next start
+        rows = await writer.fetch("SELECT address, mailbox, reason FROM suppressions")
     finally:
         await writer.close()
         await store.close()
-    assert entry.address not in [row["address"] for row in rows]
+    assert len(rows) == 1
+    assert [value for value in rows[0].values() if "carol" in value or "link" in value] == []
 
 
 async def test_postgresql_two_passes_at_once_both_finish(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str,
 ) -> None:
     """A key rotated and the gateway restarted: its own pass at start-up and `keys
     rotate-data` walk the same rows at once. Each loses to the other the rows the other
     sealed first; those are done, not left: a pass that counted them skipped exited 1 and
     never marked the rotation finished (a CI run of the e2e rotation test did so)."""
-    k1, k2, index = os.urandom(32), os.urandom(32), os.urandom(32)
+    old, rotated, after = rotation_ciphers()
     store, other = open_store(postgres_url), open_store(postgres_url)
     await store.open()
     await other.open()
     writer = await asyncpg.connect(postgres_url)
     try:
-        await store.use_data_cipher(DataCipher(DataKeyring({"k1": k1}, "k1", index)))
+        await store.use_data_cipher(old)
         await store.record_decisions([sms_decision("acme", f"+1212555{i:04d}") for i in range(40)])
         await store.add_suppressions(
             [Suppression(f"lead{i}@example.com", "api", "asked", T0, "ops", "") for i in range(40)]
         )
-        rotated = DataCipher(DataKeyring({"k1": k1, "k2": k2}, "k2", index))
         await store.use_data_cipher(rotated)
         await other.use_data_cipher(rotated)
-        apply, beside = postgres_resealing._apply, []
+        beside = []
 
-        async def the_other_pass_first(conn: asyncpg.Connection, statements: list) -> int:
-            if not beside:
-                beside.append(None)
-                beside[0] = await reseal_store(other, "k2")
-            return await apply(conn, statements)
+        async def the_other_pass_first(n: int) -> None:
+            if n == 1:  # the other pass's own changes come next, as 2, 3, ...
+                beside.append(await reseal_store(other, "k2"))
 
-        monkeypatch.setattr(postgres_resealing, "_apply", the_other_pass_first)
-        report = await reseal_store(store, "k2")
-        monkeypatch.setattr(postgres_resealing, "_apply", apply)
+        with stepping_in(the_other_pass_first):
+            report = await reseal_store(store, "k2")
         sealed = [row[0] for table, column in (("decisions", "recipient"),
                                                ("suppressions", "address_sealed"))
                   for row in await writer.fetch(f"SELECT {column} FROM {table}")]
@@ -663,22 +654,12 @@ async def test_postgresql_two_passes_at_once_both_finish(
         assert sum(report.resealed.values()) == 0
         assert report.skipped == 0 and report.done
         assert {sealed_key_id(value) for value in sealed} == {"k2"}
-        await store.use_data_cipher(DataCipher(DataKeyring({"k2": k2}, "k2", index)))
+        await store.use_data_cipher(after)
         assert await store.suppressed(["lead7@example.com"]) == {"lead7@example.com"}
     finally:
         await writer.close()
         await other.close()
         await store.close()
-
-
-SUPPRESSIONS = next(table for table in SEALED_TABLES if table.name == "suppressions")
-
-
-def two_keyrings() -> tuple[DataCipher, DataCipher]:
-    """k1 alone, and k1 beside k2 made active, sharing one index key."""
-    k1, k2, index = os.urandom(32), os.urandom(32), os.urandom(32)
-    return (DataCipher(DataKeyring({"k1": k1}, "k1", index)),
-            DataCipher(DataKeyring({"k1": k1, "k2": k2}, "k2", index)))
 
 
 async def test_postgresql_a_pass_reads_a_lost_row_again_without_holding_the_batch(
@@ -689,7 +670,7 @@ async def test_postgresql_a_pass_reads_a_lost_row_again_without_holding_the_batc
     the second. Had A read its lost row again while holding the second, each would wait on
     the other: a deadlock that ends one pass with StoreUnavailable (an attack review's
     finding). Read again after the batch has committed, both finish, none skipped."""
-    old, rotated = two_keyrings()
+    old, rotated, _ = rotation_ciphers()
     a, b, replica = open_store(postgres_url), open_store(postgres_url), open_store(postgres_url)
     for store in (a, b, replica):
         await store.open()
@@ -733,14 +714,14 @@ async def test_postgresql_a_pass_reads_a_lost_row_again_without_holding_the_batc
 
 
 async def test_postgresql_a_pass_picked_as_a_deadlock_victim_runs_its_batch_again(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str,
 ) -> None:
     """A writer holds the second row and waits for the first, which the pass holds; the
     pass then waits for the second. PostgreSQL checks a waiting session once, a second
     into its wait, so the writer is made to wait before the pass goes on: the pass's check
     then finds the cycle and rolls the pass back (the writer's session checks only after
     60 s). The pass runs its batch again once the writer commits, and seals both rows."""
-    old, rotated = two_keyrings()
+    old, rotated, _ = rotation_ciphers()
     store = open_store(postgres_url)
     await store.open()
     writer, observer = await asyncpg.connect(postgres_url), await asyncpg.connect(postgres_url)
@@ -752,33 +733,32 @@ async def test_postgresql_a_pass_picked_as_a_deadlock_victim_runs_its_batch_agai
         await store.use_data_cipher(rotated)
         first, second = [row["address"] for row in await writer.fetch(
             "SELECT address FROM suppressions ORDER BY address, source")]
-        apply, crossed = postgres_resealing._apply, []
+        crossed = []
         await writer.execute("SET deadlock_timeout = '60s'")
         crossing = writer.transaction()
         await crossing.start()
         await writer.execute("UPDATE suppressions SET reason = reason WHERE address = $1", second)
 
-        async def cross_after_the_first(conn: asyncpg.Connection, statements: list) -> int:
-            done = await apply(conn, statements)
-            if not crossed:
-                crossed.append(asyncio.ensure_future(writer.execute(
-                    "UPDATE suppressions SET reason = reason WHERE address = $1", first)))
-                while not await observer.fetchval(
-                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
-                    writer.get_server_pid(),
-                ):
-                    assert not crossed[0].done(), crossed[0]
-                    await asyncio.sleep(0.01)
-            return done
+        async def cross_once_the_pass_holds_the_first(n: int) -> None:
+            if n != 2:
+                return
+            crossed.append(asyncio.ensure_future(writer.execute(
+                "UPDATE suppressions SET reason = reason WHERE address = $1", first)))
+            while not await observer.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                writer.get_server_pid(),
+            ):
+                assert not crossed[0].done(), crossed[0]
+                await asyncio.sleep(0.01)
 
-        monkeypatch.setattr(postgres_resealing, "_apply", cross_after_the_first)
-        sealing = asyncio.ensure_future(store.reseal_batch(SUPPRESSIONS, None, 100))
-        while not crossed:
-            assert not sealing.done(), sealing
-            await asyncio.sleep(0.01)
-        await crossed[0]  # the pass was the victim: its locks are gone
-        await crossing.commit()
-        batch = await sealing
+        with stepping_in(cross_once_the_pass_holds_the_first):
+            sealing = asyncio.ensure_future(store.reseal_batch(SUPPRESSIONS, None, 100))
+            while not crossed:
+                assert not sealing.done(), sealing
+                await asyncio.sleep(0.01)
+            await crossed[0]  # the pass was the victim: its locks are gone
+            await crossing.commit()
+            batch = await sealing
         rows = await writer.fetch("SELECT address_sealed, reason FROM suppressions")
     finally:
         await observer.close()
@@ -789,12 +769,12 @@ async def test_postgresql_a_pass_picked_as_a_deadlock_victim_runs_its_batch_agai
 
 
 async def test_postgresql_a_row_lost_at_every_read_keeps_its_old_key_from_retiring(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str,
 ) -> None:
     """A row a writer on k2 keeps changing (its mailbox, as a fold does) keeps its address
     and reason under k1 after the pass: retiring k1 then would tell the operator to drop the
     key those values need (an attack review's finding). No key is retired."""
-    old, rotated = two_keyrings()
+    old, rotated, _ = rotation_ciphers()
     store = open_store(postgres_url)
     await store.open()
     writer = await asyncpg.connect(postgres_url)
@@ -804,16 +784,12 @@ async def test_postgresql_a_row_lost_at_every_read_keeps_its_old_key_from_retiri
         for key_id in ("k1", "k2"):  # as start-up records each key it is given
             await store.claim_setting(FINGERPRINT + key_id, key_id)
         await store.use_data_cipher(rotated)
-        apply = postgres_resealing._apply
-
-        async def fold_each_time(conn: asyncpg.Connection, statements: list) -> int:
+        async def fold(n: int) -> None:
             await writer.execute("UPDATE suppressions SET mailbox_sealed = $1",
                                  rotated.seal("m@example.com", "suppressions.mailbox"))
-            return await apply(conn, statements)
 
-        monkeypatch.setattr(postgres_resealing, "_apply", fold_each_time)
-        report = await reseal_store(store, "k2")
-        monkeypatch.setattr(postgres_resealing, "_apply", apply)
+        with stepping_in(fold):
+            report = await reseal_store(store, "k2")
         row = await writer.fetchrow("SELECT address_sealed, reason FROM suppressions")
         retired = await store.settings_named(RETIRED)
         again = await reseal_store(store, "k2")  # the operator runs it again
