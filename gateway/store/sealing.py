@@ -27,10 +27,12 @@ import hmac
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import idna
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -162,6 +164,20 @@ def sealed_key_id(stored: str) -> str | None:
 def search_folded(text: str) -> str:
     """How a text and a search for part of it are compared: case-folded."""
     return text.casefold()
+
+
+def pseudonym_form(value: str) -> str:
+    """Case-folded; beyond ASCII also composed (NFC) and with the domain in its IDNA ASCII
+    form, so `Bob@Bücher.example`, `bob@xn--bcher-kva.example` and a `ü` written as `u`
+    and a combining mark are one person's spellings. A domain that is not a valid
+    internationalised name stays as written."""
+    if value.isascii():
+        return value.casefold()
+    local, at, domain = unicodedata.normalize("NFC", value).rpartition("@")
+    if at and not domain.isascii():
+        with contextlib.suppress(idna.IDNAError, UnicodeError):
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+    return f"{local}{at}{domain}".casefold()
 
 
 def trigrams(text: str) -> set[str]:
@@ -330,12 +346,13 @@ class DataCipher:
         return mac.hexdigest()
 
     def log_pseudonym(self, value: str) -> str:
-        """How logs name a person: a keyed digest of the value case-folded, so each spelling
-        of an address the gateway logs gives one pseudonym, the same in every replica (the
-        index key is shared through the store), and one nobody can confirm a guess of
-        without the key. Logs leave for systems the store's encryption does not cover."""
+        """How logs name a person: a keyed digest of the value in its `pseudonym_form`, so
+        each spelling of an address the gateway logs gives one pseudonym, the same in every
+        replica (the index key is shared through the store), and one nobody can confirm a
+        guess of without the key. Logs leave for systems the store's encryption does not
+        cover."""
         keyed = hashlib.blake2b(  # a keyed hash in one call: an HMAC costs twice as much
-            search_folded(value).encode(), key=self._log_key, digest_size=LOG_PSEUDONYM_BYTES
+            pseudonym_form(value).encode(), key=self._log_key, digest_size=LOG_PSEUDONYM_BYTES
         )
         return LOG_PSEUDONYM_PREFIX + keyed.hexdigest()
 

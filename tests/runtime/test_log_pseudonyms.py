@@ -87,6 +87,28 @@ def test_a_pseudonym_is_one_per_person_in_any_case_and_keyed() -> None:
     assert NUMBER.removeprefix("+") not in keys.log_pseudonym(NUMBER)
 
 
+@pytest.mark.parametrize(("spelling", "other_spelling"), [
+    ("jörg@müller.example", "JÖRG@xn--mller-kva.example"),  # the domain's IDNA ASCII form
+    ("j\u00f6rg@m\u00fcller.example", "jo\u0308rg@mu\u0308ller.example"),  # composed or not
+    ("ann@bücher.example", "Ann@BÜCHER.example"),
+])
+def test_an_internationalised_address_has_one_pseudonym_in_each_of_its_forms(
+    spelling: str, other_spelling: str
+) -> None:
+    """A provider's refusal may quote the domain as `xn--…` where the agent wrote it in
+    Unicode, and text from another system may carry letters decomposed: one person."""
+    keys = cipher()
+    assert keys.log_pseudonym(spelling) == keys.log_pseudonym(other_spelling)
+    assert keys.log_pseudonym(spelling) != keys.log_pseudonym("jorg@muller.example")
+
+
+def test_a_domain_that_is_no_valid_idn_still_gets_a_pseudonym() -> None:
+    keys = cipher()
+    odd = "ann@bü_cher..example"
+    assert keys.log_pseudonym(odd) == keys.log_pseudonym(odd.upper())
+    assert keys.log_pseudonym(odd) != keys.log_pseudonym("ann@bücher.example")
+
+
 def test_addresses_and_numbers_quoted_in_free_text_are_pseudonyms_too(
     lines: io.StringIO,
 ) -> None:
