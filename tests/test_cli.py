@@ -427,3 +427,29 @@ def test_a_fault_of_the_gateway_is_one_json_line_naming_nobody(
         (pseudonym,) = cli(config, "keys", "log-pseudonym", "bob@client.example.net"
                            ).stdout.split()
         assert "bob@" not in line["exception"] and pseudonym in line["exception"]
+
+
+def test_output_that_cannot_be_written_is_one_line_and_exit_74(config: Path) -> None:
+    """A full disk is the host's trouble, not a fault of the gateway to report as one, and
+    not Python's report of a failed flush at exit either."""
+    with open("/dev/full", "w") as full:
+        written = subprocess.run(
+            [sys.executable, "-m", "gateway", "rules", "table", "--config", str(config)],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+        )
+    assert written.returncode == 74, written.stderr
+    assert written.stderr.splitlines() == ["error: [Errno 28] No space left on device"]
+
+
+def test_a_reader_that_went_away_ends_the_command_quietly(config: Path) -> None:
+    """`… | head`: the pipe's reading end is closed before the command writes a byte."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        piped = subprocess.run(
+            [sys.executable, "-m", "gateway", "rules", "table", "--config", str(config)],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert (piped.returncode, piped.stderr) == (74, "")

@@ -13,6 +13,8 @@ EXIT_ALLOW = 0
 EXIT_BLOCK = 1
 EXIT_INVALID = 2
 EXIT_UNAVAILABLE = 3
+EXIT_IO = 74
+"""Output or a file could not be written or read (sysexits.h EX_IOERR): the host's, not ours."""
 EXIT_FAULT = 70
 """A fault of the gateway's own (sysexits.h EX_SOFTWARE): never read as allow or block."""
 

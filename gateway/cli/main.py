@@ -14,6 +14,7 @@ from pathlib import Path
 from gateway.cli.common import (
     EXIT_FAULT,
     EXIT_INVALID,
+    EXIT_IO,
     EXIT_UNAVAILABLE,
     OneLineErrorParser,
     UsageError,
@@ -221,29 +222,9 @@ def _add_privacy_commands(
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config_file = find_config_file(getattr(args, "config", None))
-        command = " ".join(
-            [args.command, *(getattr(args, part) for part in ("action", "kind") if part in args)]
-        )
-        if config_file is None and command in READ_COMMANDS:
-            raise UsageError(
-                f"'{command}' reads the store, and no configuration file was found (looked "
-                f"at: {config_search_path()}); pass --config FILE or set GATEWAY_CONFIG"
-            )
-        config = load_config(config_file)
-        if args.command == "serve":
-            return _serve(config, args)
-        if args.command == "migrate":
-            return asyncio.run(_migrate(config))
-        if args.command == "rules":
-            return run_rules(config, args)
-        if args.command == "check" and args.kind == "dkim":
-            return print_dkim_record(config, args.domain)
-        configure_logging("WARNING")
-        command_runner = {
-            **COMMANDS, "keys": run_keys, "people": run_people, "evidence": run_evidence,
-        }[args.command]
-        return asyncio.run(_with_services(config, command_runner, args))
+        status = _run(args)
+        sys.stdout.flush()  # a failed write shows here, not in Python's report at exit
+        return status
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID
@@ -256,8 +237,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreUnavailable as exc:
         print(f"store unavailable: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    except OSError as exc:  # a full disk, a file not there: the host's, not a fault of ours
+        if not isinstance(exc, BrokenPipeError):  # else the reader went away (`| head`)
+            print(f"error: {exc}", file=sys.stderr)
+        # What stdout still buffers would fail again at exit, in Python's own report.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_IO
     except Exception:  # a fault of the gateway's own, not of its input
         return _fault(args.command)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config_file = find_config_file(getattr(args, "config", None))
+    command = " ".join(
+        [args.command, *(getattr(args, part) for part in ("action", "kind") if part in args)]
+    )
+    if config_file is None and command in READ_COMMANDS:
+        raise UsageError(
+            f"'{command}' reads the store, and no configuration file was found (looked "
+            f"at: {config_search_path()}); pass --config FILE or set GATEWAY_CONFIG"
+        )
+    config = load_config(config_file)
+    if args.command == "serve":
+        return _serve(config, args)
+    if args.command == "migrate":
+        return asyncio.run(_migrate(config))
+    if args.command == "rules":
+        return run_rules(config, args)
+    if args.command == "check" and args.kind == "dkim":
+        return print_dkim_record(config, args.domain)
+    configure_logging("WARNING")
+    command_runner = {
+        **COMMANDS, "keys": run_keys, "people": run_people, "evidence": run_evidence,
+    }[args.command]
+    return asyncio.run(_with_services(config, command_runner, args))
 
 
 def _fault(command: str) -> int:

@@ -166,18 +166,24 @@ def search_folded(text: str) -> str:
     return text.casefold()
 
 
+PSEUDONYM_FORM_MAX = 1024
+"""No address is longer (idna refuses more): a longer value is only case-folded, as Unicode
+normalisation takes quadratic time on a long run of combining marks."""
+
+
 def pseudonym_form(value: str) -> str:
-    """Case-folded; beyond ASCII also composed (NFC) and with the domain in its IDNA ASCII
-    form, so `Bob@Bücher.example`, `bob@xn--bcher-kva.example` and a `ü` written as `u`
-    and a combining mark are one person's spellings. A domain that is not a valid
-    internationalised name stays as written."""
-    if value.isascii():
+    """Case-folded; beyond ASCII also composed (NFC, again after folding, which may
+    decompose) and with the domain in its IDNA ASCII form, so `Bob@Bücher.example`,
+    `bob@xn--bcher-kva.example` and a `ü` written as `u` and a combining mark are one
+    person's spellings. A domain that is not a valid internationalised name stays as
+    written."""
+    if value.isascii() or len(value) > PSEUDONYM_FORM_MAX:
         return value.casefold()
     local, at, domain = unicodedata.normalize("NFC", value).rpartition("@")
     if at and not domain.isascii():
         with contextlib.suppress(idna.IDNAError, UnicodeError):
             domain = idna.encode(domain, uts46=True).decode("ascii")
-    return f"{local}{at}{domain}".casefold()
+    return unicodedata.normalize("NFC", f"{local}{at}{domain}".casefold())
 
 
 def trigrams(text: str) -> set[str]:
@@ -352,7 +358,9 @@ class DataCipher:
         guess of without the key. Logs leave for systems the store's encryption does not
         cover."""
         keyed = hashlib.blake2b(  # a keyed hash in one call: an HMAC costs twice as much
-            pseudonym_form(value).encode(), key=self._log_key, digest_size=LOG_PSEUDONYM_BYTES
+            # A lone surrogate (from a field nobody validated) must not drop the line.
+            pseudonym_form(value).encode("utf-8", "surrogatepass"),
+            key=self._log_key, digest_size=LOG_PSEUDONYM_BYTES,
         )
         return LOG_PSEUDONYM_PREFIX + keyed.hexdigest()
 

@@ -10,13 +10,19 @@ import io
 import json
 import logging
 import os
+import unicodedata
 from collections.abc import Iterator
 from types import MappingProxyType
 
 import pytest
 
-from gateway.runtime.logs import JsonLineFormatter, log_event, use_pseudonyms
-from gateway.store.sealing import LOG_PSEUDONYM_PREFIX, DataCipher, DataKeyring
+from gateway.runtime.logs import MARK_PLANES, JsonLineFormatter, log_event, use_pseudonyms
+from gateway.store.sealing import (
+    LOG_PSEUDONYM_PREFIX,
+    DataCipher,
+    DataKeyring,
+    pseudonym_form,
+)
 
 ADDRESS = "Ann.Lead+news@Client.Example.NET"
 NUMBER = "+12125550142"
@@ -107,6 +113,66 @@ def test_a_domain_that_is_no_valid_idn_still_gets_a_pseudonym() -> None:
     odd = "ann@bü_cher..example"
     assert keys.log_pseudonym(odd) == keys.log_pseudonym(odd.upper())
     assert keys.log_pseudonym(odd) != keys.log_pseudonym("ann@bücher.example")
+
+
+def test_greek_letters_folded_from_either_form_are_one_person() -> None:
+    """Case folding decomposes some letters (U+0390 and U+03AA U+0301 fold apart)."""
+    keys = cipher()
+    assert keys.log_pseudonym("\u0390@x.example") == keys.log_pseudonym("\u03aa\u0301@x.example")
+
+
+def test_a_value_no_address_could_be_is_only_case_folded() -> None:
+    """Normalisation takes quadratic time on a long run of combining marks, and a recipient
+    field holds whatever an agent or a webhook sent."""
+    long = "a@b" + "\u0301\u0316" * 2000
+    assert pseudonym_form(long) == long.casefold()
+
+
+def test_a_lone_surrogate_still_gets_a_pseudonym(lines: io.StringIO) -> None:
+    keys = cipher()
+    use_pseudonyms(keys.log_pseudonym)
+    log_event(logging.getLogger("tests.log_pseudonyms"), "delivered", recipient="\ud800@x.example")
+    (line,) = logged(lines)
+    assert line["recipient"] == keys.log_pseudonym("\ud800@x.example")
+
+
+@pytest.mark.parametrize(("quoted", "person"), [
+    ("jo\u0308rg@mu\u0308ller.example", "jörg@müller.example"),  # decomposed letters
+    ("user@\u0938\u0930\u0915\u093e\u0930.\u092d\u093e\u0930\u0924", None),  # vowel signs (Mc)
+    ("\u0905\u0928\u093f\u0932@example.in", None),  # a vowel sign in the local part
+    ("ana\u200d\u0dca@example.lk", None),  # a zero-width joiner inside a name
+])
+def test_an_address_with_combining_marks_quoted_in_text_names_nobody(
+    lines: io.StringIO, quoted: str, person: str | None
+) -> None:
+    """`\\w` does not match a combining mark: the scan ended such an address at its first
+    mark and left the rest in clear (an attack review's finding)."""
+    keys = cipher()
+    use_pseudonyms(keys.log_pseudonym)
+    log_event(logging.getLogger("tests.log_pseudonyms"), "upstream-refused",
+              error=f"550 5.1.1 <{quoted}>: no such user")
+    (line,) = logged(lines)
+    assert line["error"] == f"550 5.1.1 <{keys.log_pseudonym(person or quoted)}>: no such user"
+
+
+def test_combining_marks_are_only_where_the_scan_looks_for_them() -> None:
+    found = {code >> 16 for code in range(0x110000)
+             if unicodedata.category(chr(code))[0] == "M"}
+    assert found <= {plane.start >> 16 for plane in MARK_PLANES}
+
+
+def test_a_line_that_cannot_be_formatted_is_one_line_naming_nobody(
+    lines: io.StringIO,
+) -> None:
+    """Logging's own report of a failing formatter prints the record raw on stderr."""
+    def broken(value: str) -> str:
+        raise RuntimeError(f"cannot name {value}")
+
+    use_pseudonyms(broken)
+    log_event(logging.getLogger("tests.log_pseudonyms"), "delivered", recipient=ADDRESS)
+    (line,) = logged(lines)
+    assert (line["event"], line["error"]) == ("log-line-unformattable", "RuntimeError")
+    assert "client" not in lines.getvalue().lower()
 
 
 def test_addresses_and_numbers_quoted_in_free_text_are_pseudonyms_too(
