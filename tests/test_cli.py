@@ -394,62 +394,101 @@ import importlib
 import sys
 
 cli_main = importlib.import_module("gateway.cli.main")  # `gateway.cli.main` is a function too
+runner, raised, *argv = sys.argv[1:]
 
 
 def fault(*args):
-    raise RuntimeError("the store answered oddly about bob@client.example.net")
+    raise eval(raised)
 
 
-setattr(cli_main, sys.argv[1], fault)
-sys.exit(cli_main.main(sys.argv[2:]))
+setattr(cli_main, runner, fault)
+sys.exit(cli_main.main(argv))
 """
+ODD = "RuntimeError('the store answered oddly about bob@client.example.net')"
 
 
-@pytest.mark.parametrize(("runner", "command"), [("run_keys", ("keys", "list")),
-                                                 ("run_rules", ("rules", "table")),
-                                                 ("serve_forever", ("serve",))])
+def faulting(config: Path, runner: str, raised: str, *command: str,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command with `runner` (a name gateway/cli/main.py calls) raising `raised`."""
+    return subprocess.run(
+        [sys.executable, "-c", FAULTING, runner, raised, *command, "--config", str(config)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+
+
+@pytest.mark.parametrize(("runner", "command", "raised"), [
+    ("run_keys", ("keys", "list"), ODD),
+    ("run_rules", ("rules", "table"), ODD),
+    ("serve_forever", ("serve",), ODD),
+    # OSErrors that are no failed output: a timeout, a reset, a file the host lacks while
+    # serving (its log is JSON lines, so not an `error:` line either)
+    ("run_keys", ("keys", "list"), "TimeoutError('bob@client.example.net took too long')"),
+    ("run_keys", ("keys", "list"), "ConnectionResetError(104, 'reset by bob@client.example.net')"),
+    ("serve_forever", ("serve",), "OSError(28, 'No space for bob@client.example.net')"),
+])
 def test_a_fault_of_the_gateway_is_one_json_line_naming_nobody(
-    config: Path, runner: str, command: tuple[str, ...]
+    config: Path, runner: str, command: tuple[str, ...], raised: str
 ) -> None:
     """Not Python's bare traceback: that is outside the log's JSON lines and quotes values
-    in clear. Its exit status is neither allow, block, invalid input nor store unavailable.
-    `keys` opens the store first, and with it the pseudonyms; `rules` reads files only."""
-    faulted = subprocess.run(
-        [sys.executable, "-c", FAULTING, runner, *command, "--config", str(config)],
-        capture_output=True, text=True, timeout=60,
-    )
+    in clear. Its exit status is neither allow, block, invalid input, store unavailable nor
+    failed output. `keys` opens the store first, and with it the pseudonyms; `rules` reads
+    files only."""
+    faulted = faulting(config, runner, raised, *command)
     assert faulted.returncode == 70, faulted.stderr
     (line,) = [json.loads(line) for line in faulted.stderr.splitlines()]
     assert (line["event"], line["level"], line["command"]) == (
         "command-failed", "critical", command[0])
-    assert "RuntimeError: the store answered oddly about" in line["exception"]
+    assert raised.split("(")[0] + ": " in line["exception"]
     if command[0] == "keys":
         (pseudonym,) = cli(config, "keys", "log-pseudonym", "bob@client.example.net"
                            ).stdout.split()
         assert "bob@" not in line["exception"] and pseudonym in line["exception"]
 
 
-def test_output_that_cannot_be_written_is_one_line_and_exit_74(config: Path) -> None:
+UNBUFFERED = [None, {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}]
+"""As this machine runs commands (PYTHONUNBUFFERED=1), and with stdout buffered, so that
+the failed write comes at the final flush."""
+
+
+@pytest.mark.parametrize("env", UNBUFFERED, ids=["as-is", "buffered"])
+@pytest.mark.parametrize("stderr_too", [False, True], ids=["stderr-apart", "stderr-full-too"])
+def test_output_that_cannot_be_written_is_one_line_and_exit_74(
+    config: Path, env: dict[str, str] | None, stderr_too: bool
+) -> None:
     """A full disk is the host's trouble, not a fault of the gateway to report as one, and
-    not Python's report of a failed flush at exit either."""
+    not Python's report of a failed flush at exit either; with stderr on the full disk
+    too, nothing can be said and the status alone tells."""
     with open("/dev/full", "w") as full:
         written = subprocess.run(
             [sys.executable, "-m", "gateway", "rules", "table", "--config", str(config)],
-            stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+            stdout=full, stderr=full if stderr_too else subprocess.PIPE, text=True,
+            timeout=60, env=env,
         )
     assert written.returncode == 74, written.stderr
-    assert written.stderr.splitlines() == ["error: [Errno 28] No space left on device"]
+    if not stderr_too:
+        assert written.stderr.splitlines() == ["error: [Errno 28] No space left on device"]
 
 
-def test_a_reader_that_went_away_ends_the_command_quietly(config: Path) -> None:
+@pytest.mark.parametrize("env", UNBUFFERED, ids=["as-is", "buffered"])
+@pytest.mark.parametrize(("runner", "raised", "status"), [
+    (None, None, 74),  # the table itself
+    ("run_keys", "OSError(28, 'No space left on device')", 74),  # a write of a command's own
+])
+def test_a_reader_that_went_away_ends_the_command_quietly(
+    config: Path, env: dict[str, str] | None, runner: str | None, raised: str | None,
+    status: int,
+) -> None:
     """`… | head`: the pipe's reading end is closed before the command writes a byte."""
     read_end, write_end = os.pipe()
     os.close(read_end)
+    command = (["-c", FAULTING, runner, raised, "keys", "list"] if runner
+               else ["-m", "gateway", "rules", "table"])
     try:
         piped = subprocess.run(
-            [sys.executable, "-m", "gateway", "rules", "table", "--config", str(config)],
-            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+            [sys.executable, *command, "--config", str(config)],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, env=env,
         )
     finally:
         os.close(write_end)
-    assert (piped.returncode, piped.stderr) == (74, "")
+    assert piped.returncode == status, piped.stderr
+    assert piped.stderr == ("" if runner is None else "error: [Errno 28] No space left on device\n")

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from gateway.cli.common import (
+    EXIT_ALLOW,
+    EXIT_BLOCK,
     EXIT_FAULT,
     EXIT_INVALID,
     EXIT_IO,
@@ -219,12 +223,24 @@ def _add_privacy_commands(
     purge.add_argument("--yes", action="store_true", help="confirm: nothing can be recovered")
 
 
+HOST_IO_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+"""Failed writes that are the host's trouble (a full disk, a quota, a device), not ours."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    status = _status(args)
     try:
-        status = _run(args)
         sys.stdout.flush()  # a failed write shows here, not in Python's report at exit
-        return status
+    except OSError as exc:
+        lost = _output_lost(exc)
+        return lost if status in (EXIT_ALLOW, EXIT_BLOCK) else status  # else: the first news
+    return status
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID
@@ -237,14 +253,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreUnavailable as exc:
         print(f"store unavailable: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    except OSError as exc:  # a full disk, a file not there: the host's, not a fault of ours
-        if not isinstance(exc, BrokenPipeError):  # else the reader went away (`| head`)
-            print(f"error: {exc}", file=sys.stderr)
-        # What stdout still buffers would fail again at exit, in Python's own report.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_IO
+    except OSError as exc:
+        if args.command == "serve" or not _output_failed(exc):
+            return _fault(args.command)
+        return _output_lost(exc)
     except Exception:  # a fault of the gateway's own, not of its input
         return _fault(args.command)
+
+
+def _output_failed(exc: OSError) -> bool:
+    """The reader went away (`| head`) or the host could not take the bytes."""
+    return isinstance(exc, BrokenPipeError) or (
+        exc.errno in HOST_IO_ERRORS and not isinstance(exc, TimeoutError | ConnectionError)
+    )
+
+
+def _output_lost(exc: OSError) -> int:
+    """One line for a full disk, none for a reader gone; stdout then points nowhere (and
+    stderr, if that line failed too), so what they still buffer does not fail again in
+    Python's report at exit."""
+    if not isinstance(exc, BrokenPipeError):
+        try:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        except OSError:
+            _point_nowhere(sys.stderr)
+    _point_nowhere(sys.stdout)
+    return EXIT_IO
+
+
+def _point_nowhere(stream: TextIO) -> None:
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except OSError:  # no descriptor left to point it with: leave without Python's report
+        os._exit(EXIT_IO)
 
 
 def _run(args: argparse.Namespace) -> int:

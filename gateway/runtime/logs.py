@@ -10,14 +10,11 @@ lines (`keys log-pseudonym` gives the value to search for).
 
 from __future__ import annotations
 
-import functools
-import itertools
 import json
 import logging
 import re
 import sys
-import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,11 +28,18 @@ ADDRESS_DOMAIN = re.compile(r"@[\w-]+(?:\.[\w-]+)+")
 """Where an email address quoted in an ASCII text ends; its local part is read back from
 the '@' (`_local_part_start`). A regex for the whole address is tried at every position of
 a text, and rescans each word from each of its letters (quadratic on a long token)."""
-JOINERS = "\u200c\u200d"
-"""Zero-width non-joiner and joiner: part of a word in several scripts, not letters."""
-MARK_PLANES = (range(0x0000, 0x10000), range(0x10000, 0x20000), range(0xE0000, 0xF0000))
-"""Where Unicode puts combining marks (tests/runtime/test_log_pseudonyms.py checks the
-running Python's Unicode data has none elsewhere)."""
+WIDE_DOTS = "\u3002\uff0e\uff61"
+"""Full stops IDNA reads as a domain's dot (ideographic, fullwidth, halfwidth)."""
+_BEYOND_ASCII_PART = rf"[^\x00-\x2c./:-@\[-\^`{{-\x7f\s{WIDE_DOTS}]+"
+ADDRESS_DOMAIN_BEYOND_ASCII = re.compile(
+    rf"@{_BEYOND_ASCII_PART}(?:[.{WIDE_DOTS}]{_BEYOND_ASCII_PART})+"
+)
+"""`ADDRESS_DOMAIN` for a text beyond ASCII: of ASCII, what `[\\w-]` takes; beyond it,
+everything but white space and the wide dots. `\\w` leaves out combining marks (a
+decomposed `ü`, an Indic vowel sign), joiners, a Catalan middle dot, a Hebrew gershayim,
+a soft hyphen, an emoji: each would end the address there and leave its rest in clear.
+Punctuation beyond ASCII right after an address is taken into it: it then has a
+pseudonym of its own, but nobody is named."""
 LOCAL_PART_SYMBOLS = frozenset("_.!#$%&*+=?^`{|}~-")
 """With letters and digits, what a local part is taken to hold: atext but the quote around
 a Python repr and the '/' of a path."""
@@ -87,35 +91,10 @@ def _pseudonymised_fields(
     return named
 
 
-@functools.cache
-def _address_domain_beyond_ascii() -> re.Pattern[str]:
-    """`ADDRESS_DOMAIN` with combining marks and joiners too, which `\\w` leaves out: a
-    decomposed `ü` or an Indic vowel sign would otherwise end the address there and leave
-    its rest in clear. Built at the first text beyond ASCII (three planes read, ~30 ms)."""
-    marks = "".join(
-        f"{chr(start)}-{chr(end)}" for start, end in _runs(
-            code for plane in MARK_PLANES for code in plane if _is_mark(chr(code))
-        )
-    )
-    part = rf"[\w{marks}-]+"
-    return re.compile(rf"@{part}(?:\.{part})+")
-
-
-def _runs(codes: Iterator[int]) -> Iterator[tuple[int, int]]:
-    """Consecutive code points as (first, last)."""
-    for _, run in itertools.groupby(enumerate(codes), key=lambda pair: pair[1] - pair[0]):
-        members = [code for _, code in run]
-        yield members[0], members[-1]
-
-
-def _is_mark(char: str) -> bool:
-    return unicodedata.category(char)[0] == "M" or char in JOINERS
-
-
 def _quoted_people_pseudonymised(text: str, pseudonym: Pseudonym) -> str:
     if "@" in text:
         pieces, done = [], 0
-        domains = ADDRESS_DOMAIN if text.isascii() else _address_domain_beyond_ascii()
+        domains = ADDRESS_DOMAIN if text.isascii() else ADDRESS_DOMAIN_BEYOND_ASCII
         for domain in domains.finditer(text):
             start = _local_part_start(text, domain.start(), done)
             if start < domain.start():
@@ -132,7 +111,8 @@ def _local_part_start(text: str, at: int, done: int) -> int:
     while start > done and (
         text[start - 1].isalnum()
         or text[start - 1] in LOCAL_PART_SYMBOLS
-        or (not text[start - 1].isascii() and _is_mark(text[start - 1]))
+        or not (text[start - 1].isascii() or text[start - 1].isspace()
+                or text[start - 1] in WIDE_DOTS)
     ):
         start -= 1
     return start
@@ -179,8 +159,14 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A line stderr would not take is dropped: logging's own report of it prints the
+        record's arguments raw, past the pseudonyms, to the same stderr."""
+
+
 def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler(sys.stderr)
     handler.setFormatter(JsonLineFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -6,17 +6,23 @@ encryption does not cover."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
 import os
-import unicodedata
+import sys
 from collections.abc import Iterator
 from types import MappingProxyType
 
 import pytest
 
-from gateway.runtime.logs import MARK_PLANES, JsonLineFormatter, log_event, use_pseudonyms
+from gateway.runtime.logs import (
+    JsonLineFormatter,
+    configure_logging,
+    log_event,
+    use_pseudonyms,
+)
 from gateway.store.sealing import (
     LOG_PSEUDONYM_PREFIX,
     DataCipher,
@@ -141,24 +147,26 @@ def test_a_lone_surrogate_still_gets_a_pseudonym(lines: io.StringIO) -> None:
     ("user@\u0938\u0930\u0915\u093e\u0930.\u092d\u093e\u0930\u0924", None),  # vowel signs (Mc)
     ("\u0905\u0928\u093f\u0932@example.in", None),  # a vowel sign in the local part
     ("ana\u200d\u0dca@example.lk", None),  # a zero-width joiner inside a name
+    ("anna@col\u00b7legi.cat", None),  # a Catalan middle dot
+    ("pau\u00b7la@example.cat", None),
+    ("dan@\u05e6\u05d4\u05f4\u05dc.example", None),  # a Hebrew gershayim
+    ("jorg@b\u00fc\u00adcher.example", None),  # a soft hyphen
+    ("\U0001f600@example.com", None),  # an emoji local part
+    ("taro@\u4f8b\u3048\u3002\u30c6\u30b9\u30c8", "taro@\u4f8b\u3048.\u30c6\u30b9\u30c8"),
+    ("taro@\u4f8b\u3048\uff0ejp", "taro@\u4f8b\u3048.jp"),  # a fullwidth full stop
 ])
-def test_an_address_with_combining_marks_quoted_in_text_names_nobody(
+def test_an_address_beyond_ascii_quoted_in_text_names_nobody(
     lines: io.StringIO, quoted: str, person: str | None
 ) -> None:
-    """`\\w` does not match a combining mark: the scan ended such an address at its first
-    mark and left the rest in clear (an attack review's finding)."""
+    """`\\w` matches no combining mark, joiner, middle dot, gershayim, soft hyphen or
+    emoji, and a domain's dot may be a wide one: the scan ended such an address there and
+    left the rest in clear (two attack reviews' findings)."""
     keys = cipher()
     use_pseudonyms(keys.log_pseudonym)
     log_event(logging.getLogger("tests.log_pseudonyms"), "upstream-refused",
               error=f"550 5.1.1 <{quoted}>: no such user")
     (line,) = logged(lines)
     assert line["error"] == f"550 5.1.1 <{keys.log_pseudonym(person or quoted)}>: no such user"
-
-
-def test_combining_marks_are_only_where_the_scan_looks_for_them() -> None:
-    found = {code >> 16 for code in range(0x110000)
-             if unicodedata.category(chr(code))[0] == "M"}
-    assert found <= {plane.start >> 16 for plane in MARK_PLANES}
 
 
 def test_a_line_that_cannot_be_formatted_is_one_line_naming_nobody(
@@ -236,3 +244,26 @@ def test_ids_a_provider_is_searched_by_stay_as_they_are(lines: io.StringIO) -> N
     (line,) = logged(lines)
     assert (line["gateway_id"], line["upstream_id"]) == ("g+1234567", upstream_id)
     assert line["recipient"].startswith(LOG_PSEUDONYM_PREFIX)
+
+
+def test_a_line_stderr_refuses_is_dropped_without_logging_s_own_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Logging reports a failed write on stderr, the record's arguments raw in it."""
+
+    class Refusing(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BlockingIOError(errno.EAGAIN, "the pipe is full")
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    monkeypatch.setattr(sys, "stderr", Refusing())
+    report = io.StringIO()
+    try:
+        configure_logging()
+        monkeypatch.setattr(sys, "stderr", report)
+        logging.getLogger("tests.log_pseudonyms").warning("no answer from %s", ADDRESS)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert report.getvalue() == ""
