@@ -425,6 +425,8 @@ def faulting(config: Path, runner: str, raised: str, *command: str,
     ("run_keys", ("keys", "list"), "TimeoutError('bob@client.example.net took too long')"),
     ("run_keys", ("keys", "list"), "ConnectionResetError(104, 'reset by bob@client.example.net')"),
     ("serve_forever", ("serve",), "OSError(28, 'No space for bob@client.example.net')"),
+    # a broken pipe to something else than stdout (an upstream, a database)
+    ("run_keys", ("keys", "list"), "BrokenPipeError(32, 'pipe to bob@client.example.net')"),
 ])
 def test_a_fault_of_the_gateway_is_one_json_line_naming_nobody(
     config: Path, runner: str, command: tuple[str, ...], raised: str
@@ -492,3 +494,27 @@ def test_a_reader_that_went_away_ends_the_command_quietly(
         os.close(write_end)
     assert piped.returncode == status, piped.stderr
     assert piped.stderr == ("" if runner is None else "error: [Errno 28] No space left on device\n")
+
+
+@pytest.mark.parametrize("env", UNBUFFERED, ids=["as-is", "buffered"])
+def test_a_refusal_keeps_its_status_when_stderr_takes_no_line(
+    config: Path, env: dict[str, str] | None
+) -> None:
+    """Invalid input is exit 2 even with nowhere to say so, not Python's report of the
+    failed line (exit 1, or 120 at exit)."""
+    with open("/dev/full", "w") as full:
+        refused = subprocess.run(
+            [sys.executable, "-m", "gateway", "rules", "show", "--jurisdiction", "XX",
+             "--config", str(config)],
+            stdout=subprocess.PIPE, stderr=full, text=True, timeout=60, env=env,
+        )
+    assert (refused.returncode, refused.stdout) == (2, "")
+
+
+def test_a_command_started_with_stdout_closed_runs_without_a_traceback(config: Path) -> None:
+    """`… >&-`: Python then has no sys.stdout at all."""
+    ran = subprocess.run(
+        [sys.executable, "-m", "gateway", "rules", "table", "--config", str(config)],
+        stderr=subprocess.PIPE, text=True, timeout=60, preexec_fn=lambda: os.close(1),
+    )
+    assert (ran.returncode, ran.stderr) == (0, "")

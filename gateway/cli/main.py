@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TextIO
 
 from gateway.cli.common import (
     EXIT_ALLOW,
@@ -27,6 +25,7 @@ from gateway.cli.common import (
 from gateway.cli.dkim import print_dkim_record
 from gateway.cli.evidence import add_evidence_commands, run_evidence
 from gateway.cli.keys import add_keys_commands, run_keys
+from gateway.cli.output import OutputLost, guarded_output, host_io_error, output_lost, say
 from gateway.cli.people import add_people_commands, run_people
 from gateway.cli.registries import COMMANDS
 from gateway.cli.rules import add_rules_commands, run_rules
@@ -223,18 +222,15 @@ def _add_privacy_commands(
     purge.add_argument("--yes", action="store_true", help="confirm: nothing can be recovered")
 
 
-HOST_IO_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
-"""Failed writes that are the host's trouble (a full disk, a quota, a device), not ours."""
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    status = _status(args)
-    try:
-        sys.stdout.flush()  # a failed write shows here, not in Python's report at exit
-    except OSError as exc:
-        lost = _output_lost(exc)
-        return lost if status in (EXIT_ALLOW, EXIT_BLOCK) else status  # else: the first news
+    with guarded_output():
+        status = _status(args)
+        try:
+            sys.stdout.flush()  # a failed write shows here, not in Python's report at exit
+        except OutputLost as lost:
+            io_status = output_lost(lost.cause)
+            return io_status if status in (EXIT_ALLOW, EXIT_BLOCK) else status  # the first news
     return status
 
 
@@ -242,50 +238,26 @@ def _status(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+        say(str(exc))
         return EXIT_INVALID
     except RulesError as exc:
-        print(f"rules error: {exc}", file=sys.stderr)
+        say(f"rules error: {exc}")
         return EXIT_INVALID
     except (UsageError, ListenError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return EXIT_INVALID
     except StoreUnavailable as exc:
-        print(f"store unavailable: {exc}", file=sys.stderr)
+        say(f"store unavailable: {exc}")
         return EXIT_UNAVAILABLE
+    except OutputLost as lost:
+        return output_lost(lost.cause)
     except OSError as exc:
-        if args.command == "serve" or not _output_failed(exc):
+        if args.command == "serve" or not host_io_error(exc):
             return _fault(args.command)
-        return _output_lost(exc)
+        say(f"error: {exc}")
+        return EXIT_IO
     except Exception:  # a fault of the gateway's own, not of its input
         return _fault(args.command)
-
-
-def _output_failed(exc: OSError) -> bool:
-    """The reader went away (`| head`) or the host could not take the bytes."""
-    return isinstance(exc, BrokenPipeError) or (
-        exc.errno in HOST_IO_ERRORS and not isinstance(exc, TimeoutError | ConnectionError)
-    )
-
-
-def _output_lost(exc: OSError) -> int:
-    """One line for a full disk, none for a reader gone; stdout then points nowhere (and
-    stderr, if that line failed too), so what they still buffer does not fail again in
-    Python's report at exit."""
-    if not isinstance(exc, BrokenPipeError):
-        try:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-        except OSError:
-            _point_nowhere(sys.stderr)
-    _point_nowhere(sys.stdout)
-    return EXIT_IO
-
-
-def _point_nowhere(stream: TextIO) -> None:
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-    except OSError:  # no descriptor left to point it with: leave without Python's report
-        os._exit(EXIT_IO)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import sys
+import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -28,18 +29,12 @@ ADDRESS_DOMAIN = re.compile(r"@[\w-]+(?:\.[\w-]+)+")
 """Where an email address quoted in an ASCII text ends; its local part is read back from
 the '@' (`_local_part_start`). A regex for the whole address is tried at every position of
 a text, and rescans each word from each of its letters (quadratic on a long token)."""
-WIDE_DOTS = "\u3002\uff0e\uff61"
-"""Full stops IDNA reads as a domain's dot (ideographic, fullwidth, halfwidth)."""
-_BEYOND_ASCII_PART = rf"[^\x00-\x2c./:-@\[-\^`{{-\x7f\s{WIDE_DOTS}]+"
-ADDRESS_DOMAIN_BEYOND_ASCII = re.compile(
-    rf"@{_BEYOND_ASCII_PART}(?:[.{WIDE_DOTS}]{_BEYOND_ASCII_PART})+"
-)
-"""`ADDRESS_DOMAIN` for a text beyond ASCII: of ASCII, what `[\\w-]` takes; beyond it,
-everything but white space and the wide dots. `\\w` leaves out combining marks (a
-decomposed `ü`, an Indic vowel sign), joiners, a Catalan middle dot, a Hebrew gershayim,
-a soft hyphen, an emoji: each would end the address there and leave its rest in clear.
-Punctuation beyond ASCII right after an address is taken into it: it then has a
-pseudonym of its own, but nobody is named."""
+DOTS = ".\u3002\uff0e\uff61"
+"""What separates a domain's labels: the full stop, and the ideographic, fullwidth and
+halfwidth ones IDNA reads as it."""
+LABEL_DOT = re.compile(f"[{DOTS}]")
+KEPT_PUNCTUATION = frozenset("\u00b7\u05f3\u05f4\u30fb")
+"""Punctuation IDNA allows inside a label (middle dots, Hebrew geresh and gershayim)."""
 LOCAL_PART_SYMBOLS = frozenset("_.!#$%&*+=?^`{|}~-")
 """With letters and digits, what a local part is taken to hold: atext but the quote around
 a Python repr and the '/' of a path."""
@@ -93,17 +88,58 @@ def _pseudonymised_fields(
 
 def _quoted_people_pseudonymised(text: str, pseudonym: Pseudonym) -> str:
     if "@" in text:
-        pieces, done = [], 0
-        domains = ADDRESS_DOMAIN if text.isascii() else ADDRESS_DOMAIN_BEYOND_ASCII
-        for domain in domains.finditer(text):
-            start = _local_part_start(text, domain.start(), done)
-            if start < domain.start():
-                pieces += [text[done:start], pseudonym(text[start : domain.end()])]
-                done = domain.end()
-        text = "".join(pieces) + text[done:]
+        text = (_ascii_addresses_pseudonymised(text, pseudonym) if text.isascii()
+                else _addresses_pseudonymised(text, pseudonym))
     if "+" in text:
         text = PERSONAL_NUMBER.sub(lambda found: pseudonym(found.group()), text)
     return text
+
+
+def _ascii_addresses_pseudonymised(text: str, pseudonym: Pseudonym) -> str:
+    pieces, done = [], 0
+    for domain in ADDRESS_DOMAIN.finditer(text):
+        start = _local_part_start(text, domain.start(), done)
+        if start < domain.start():
+            pieces += [text[done:start], pseudonym(text[start : domain.end()])]
+            done = domain.end()
+    return "".join(pieces) + text[done:]
+
+
+def _addresses_pseudonymised(text: str, pseudonym: Pseudonym) -> str:
+    """Beyond ASCII, `\\w` misses what addresses hold (combining marks, joiners, a middle
+    dot, an emoji) and a domain's dot may be a wide one, so each '@' is read by hand: the
+    domain runs to the first white space, punctuation, other '@' or second dot in a row,
+    less a sentence's final dot. A domain right after the previous address (a letter used
+    as a separator took its local part) is named too, rather than left in clear."""
+    pieces, done, at = [], 0, text.find("@")
+    while at != -1:
+        end = at + 1
+        while end < len(text) and (
+            _in_domain(text[end]) or (text[end] in DOTS and text[end - 1] not in DOTS)
+        ):
+            end += 1
+        while text[end - 1] in DOTS:
+            end -= 1
+        labels = LABEL_DOT.split(text[at + 1 : end])
+        start = _local_part_start(text, at, done)
+        if len(labels) > 1 and all(labels) and (start < at or (pieces and at == done)):
+            pieces += [text[done:start], pseudonym(text[start:end])]
+            done = end
+        at = text.find("@", max(end, at + 1))
+    return "".join(pieces) + text[done:]
+
+
+def _in_domain(char: str) -> bool:
+    if char.isascii():
+        return char.isalnum() or char in "-_"
+    return _in_word(char)
+
+
+def _in_word(char: str) -> bool:
+    """Beyond ASCII: anything but white space and punctuation (but what IDNA allows)."""
+    return char in KEPT_PUNCTUATION or (
+        not char.isspace() and unicodedata.category(char)[0] not in "PZ"
+    )
 
 
 def _local_part_start(text: str, at: int, done: int) -> int:
@@ -111,8 +147,7 @@ def _local_part_start(text: str, at: int, done: int) -> int:
     while start > done and (
         text[start - 1].isalnum()
         or text[start - 1] in LOCAL_PART_SYMBOLS
-        or not (text[start - 1].isascii() or text[start - 1].isspace()
-                or text[start - 1] in WIDE_DOTS)
+        or (not text[start - 1].isascii() and _in_word(text[start - 1]))
     ):
         start -= 1
     return start

@@ -169,6 +169,33 @@ def test_an_address_beyond_ascii_quoted_in_text_names_nobody(
     assert line["error"] == f"550 5.1.1 <{keys.log_pseudonym(person or quoted)}>: no such user"
 
 
+@pytest.mark.parametrize(("line", "people"), [
+    ("\u201ebob@example.com\u201c", ["bob@example.com"]),  # quotation marks
+    ("bob@example.com\u2019s mailbox", ["bob@example.com"]),
+    ("\u5b9b\u5148\uff08bob@example.com\uff09\u306b\u9001\u4fe1", ["bob@example.com"]),
+    ("\u9001\u4fe1\u5148\uff1abob@example.com", ["bob@example.com"]),  # a fullwidth colon
+    ("\u3010j\u00f6rg@b\u00fccher.example\u3011", ["j\u00f6rg@b\u00fccher.example"]),
+    ("bob@example.com\u2014mailbox full", ["bob@example.com"]),  # an em dash
+    ("\u5b9b\u5148 bob@example.com\u3001alice@example.org",  # an ideographic comma
+     ["bob@example.com", "alice@example.org"]),
+    ("bob@example.com\u548calice@example.org", None),  # a letter as the separator
+    ("bob@example.com\u3002\u3002alice@example.org",  # two wide full stops
+     ["bob@example.com", "alice@example.org"]),
+])
+def test_an_address_ends_at_punctuation_beyond_ascii_as_at_ascii_punctuation(
+    lines: io.StringIO, line: str, people: list[str] | None
+) -> None:
+    """Each address gives the pseudonym `keys log-pseudonym` prints for it, and none is
+    left in clear, not even a domain whose local part a letter-separator took."""
+    keys = cipher()
+    use_pseudonyms(keys.log_pseudonym)
+    log_event(logging.getLogger("tests.log_pseudonyms"), "upstream-refused", error=line)
+    (logged_line,) = logged(lines)
+    assert "example" not in logged_line["error"] and "cher" not in logged_line["error"]
+    for person in people or []:
+        assert keys.log_pseudonym(person) in logged_line["error"]
+
+
 def test_a_line_that_cannot_be_formatted_is_one_line_naming_nobody(
     lines: io.StringIO,
 ) -> None:
