@@ -142,7 +142,17 @@ def _in_word(char: str) -> bool:
     )
 
 
+QUOTED_LOCAL_PART_MAX = 66
+"""A quoted local part's 64 octets and its two quotes."""
+
+
 def _local_part_start(text: str, at: int, done: int) -> int:
+    """A quoted local part (`"john doe"@…`, which the gateway accepts) is taken whole,
+    from its opening quote on the same line."""
+    if at > done and text[at - 1] == '"':
+        opening = text.rfind('"', max(done, at - 1 - QUOTED_LOCAL_PART_MAX), at - 1)
+        if opening != -1 and "\n" not in text[opening:at]:
+            return opening
     start = at
     while start > done and (
         text[start - 1].isalnum()

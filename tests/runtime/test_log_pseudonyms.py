@@ -196,6 +196,18 @@ def test_an_address_ends_at_punctuation_beyond_ascii_as_at_ascii_punctuation(
         assert keys.log_pseudonym(person) in logged_line["error"]
 
 
+@pytest.mark.parametrize("after", ["", " \u2014 \u00e9"], ids=["ascii", "beyond-ascii"])
+def test_a_quoted_local_part_is_taken_whole(lines: io.StringIO, after: str) -> None:
+    """The gateway accepts `"john doe"@example.com`: a refusal quoting it named him."""
+    keys = cipher()
+    use_pseudonyms(keys.log_pseudonym)
+    person = '"john doe"@example.com'
+    log_event(logging.getLogger("tests.log_pseudonyms"), "upstream-refused",
+              error=f"550 5.1.1 <{person}>: unknown{after}")
+    (line,) = logged(lines)
+    assert line["error"] == f"550 5.1.1 <{keys.log_pseudonym(person)}>: unknown{after}"
+
+
 def test_a_line_that_cannot_be_formatted_is_one_line_naming_nobody(
     lines: io.StringIO,
 ) -> None:
