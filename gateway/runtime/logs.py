@@ -158,9 +158,16 @@ def _local_part_start(text: str, at: int, done: int) -> int:
         text[start - 1].isalnum()
         or text[start - 1] in LOCAL_PART_SYMBOLS
         or (not text[start - 1].isascii() and _in_word(text[start - 1]))
+        or _inner_apostrophe(text, start - 1, done)
     ):
         start -= 1
     return start
+
+
+def _inner_apostrophe(text: str, index: int, done: int) -> bool:
+    """`o'brien@…`: an apostrophe between letters is part of a local part; one after a
+    space, a bracket or `=` opens a Python repr's quotes (`KeyError('bob@…')`)."""
+    return text[index] == "'" and index > done and text[index - 1].isalnum()
 
 
 class JsonLineFormatter(logging.Formatter):

@@ -181,6 +181,7 @@ def test_an_address_beyond_ascii_quoted_in_text_names_nobody(
     ("bob@example.com\u548calice@example.org", None),  # a letter as the separator
     ("bob@example.com\u3002\u3002alice@example.org",  # two wide full stops
      ["bob@example.com", "alice@example.org"]),
+    ("\u5b9b\u5148 o'brien@example.ie", ["o'brien@example.ie"]),  # an apostrophe inside
 ])
 def test_an_address_ends_at_punctuation_beyond_ascii_as_at_ascii_punctuation(
     lines: io.StringIO, line: str, people: list[str] | None
@@ -206,6 +207,21 @@ def test_a_quoted_local_part_is_taken_whole(lines: io.StringIO, after: str) -> N
               error=f"550 5.1.1 <{person}>: unknown{after}")
     (line,) = logged(lines)
     assert line["error"] == f"550 5.1.1 <{keys.log_pseudonym(person)}>: unknown{after}"
+
+
+@pytest.mark.parametrize(("line", "person"), [
+    ("550 <o'brien@example.ie>: unknown", "o'brien@example.ie"),  # an apostrophe inside
+    ("KeyError('bob@example.com')", "bob@example.com"),  # a repr's quotes around
+    ("to='bob@example.com'", "bob@example.com"),
+])
+def test_an_apostrophe_is_part_of_an_address_only_inside_it(
+    lines: io.StringIO, line: str, person: str
+) -> None:
+    keys = cipher()
+    use_pseudonyms(keys.log_pseudonym)
+    log_event(logging.getLogger("tests.log_pseudonyms"), "upstream-refused", error=line)
+    (logged_line,) = logged(lines)
+    assert logged_line["error"] == line.replace(person, keys.log_pseudonym(person))
 
 
 def test_a_line_that_cannot_be_formatted_is_one_line_naming_nobody(
